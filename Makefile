@@ -1,0 +1,58 @@
+# metamapper-operator — every target installs what it needs itself.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+APT_PACKAGES := redis-server rabbitmq-server postgresql mariadb-server ca-certificates
+CLUSTER_DIR ?= $(HOME)/.cache/metamapper-operator/cluster
+PYTEST_ARGS ?=
+
+.PHONY: help deps venv tools lint test test-only cluster-up cluster-down services-up services-down bench
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+deps: ## system packages (Redis, RabbitMQ, PostgreSQL, MariaDB) from Debian
+	@if dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then echo "system packages present"; else \
+	  echo "installing $(APT_PACKAGES) ..."; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(APT_PACKAGES); fi
+	@command -v go >/dev/null || { echo "Go (>= 1.25) is needed to build the control plane: install it first" >&2; exit 1; }
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[operator,worker,dev]'
+	touch $@
+
+venv: $(VENV)/.installed ## Python virtualenv with the operator, worker and dev dependencies
+
+tools: ## etcd, kube-apiserver, kube-controller-manager, kubectl and helm from Go modules (cached)
+	@tools/build.sh >/dev/null
+
+lint: venv ## ruff and mypy
+	$(VENV)/bin/ruff check operator tasks tests bench
+	$(VENV)/bin/mypy
+
+test: deps venv tools lint test-only ## everything: set-up, lint and the whole suite
+
+test-only: ## the pytest suite alone (after `make test` has set things up once)
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+services-up: deps venv ## start Redis, RabbitMQ, PostgreSQL and MariaDB on loopback
+	$(PY) -m metamapper_operator.devenv.services up
+
+services-down: venv ## stop them
+	$(PY) -m metamapper_operator.devenv.services down
+
+cluster-up: venv tools ## start a local control plane and print the KUBECONFIG to export
+	$(PY) -m metamapper_operator.devenv.controlplane up --dir $(CLUSTER_DIR)
+
+cluster-down: venv ## stop it, leaving no process behind
+	$(PY) -m metamapper_operator.devenv.controlplane down --dir $(CLUSTER_DIR)
+
+bench: deps venv tools ## benchmarks: scripts that print figures
+	@for script in bench/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done

@@ -1,0 +1,337 @@
+"""A real local Kubernetes control plane: etcd, kube-apiserver, kube-controller-manager.
+
+Run the way controller-runtime's envtest runs them, from binaries built out of the
+published Go modules by ``tools/build.sh``: no kubelet and no scheduler, but everything
+an operator talks to is the real thing — RBAC authorization, admission (PodSecurity
+included), service-account tokens, CRD validation with OpenAPI schemas, defaults and
+CEL, the status and scale subresources, and the controllers that turn Deployments into
+ReplicaSets and Pods and garbage-collect owned objects.
+
+``python -m metamapper_operator.devenv.controlplane up|down|status [--dir DIR]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime
+import ipaddress
+import json
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
+from metamapper_operator.devenv.processes import alive, stop_groups
+
+REPO = Path(__file__).resolve().parents[3]
+BIN_CACHE = Path(os.environ.get("METAMAPPER_BIN_CACHE",
+                                Path.home() / ".cache" / "metamapper-operator" / "bin"))
+DEFAULT_DIR = Path.home() / ".cache" / "metamapper-operator" / "cluster"
+SERVICE_CIDR = "10.0.0.0/24"
+
+
+class ControlPlaneError(RuntimeError):
+    """The control plane could not be started; the message says why."""
+
+
+def _module_version(gomod: Path, module: str) -> str:
+    for line in gomod.read_text().splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0] == module:
+            return parts[1]
+    raise ControlPlaneError(f"{module} is not required in {gomod}")
+
+
+def tool_dirs() -> tuple[Path, Path]:
+    """The cache folders holding the Kubernetes binaries and helm, built if missing."""
+    kube = BIN_CACHE / f"k8s-{_module_version(REPO / 'tools/kube/go.mod', 'k8s.io/kubernetes')}"
+    helm = BIN_CACHE / f"helm-{_module_version(REPO / 'tools/helm/go.mod', 'helm.sh/helm/v4')}"
+    wanted = [kube / n for n in ("etcd", "kube-apiserver", "kube-controller-manager", "kubectl")]
+    if not all(p.exists() for p in [*wanted, helm / "helm"]):
+        result = subprocess.run(["bash", str(REPO / "tools/build.sh")], check=False)
+        if result.returncode:
+            raise ControlPlaneError("tools/build.sh failed: the Go toolchain is needed")
+    return kube, helm
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# --- certificates ------------------------------------------------------------------
+
+
+def _key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def _pem_key(key: rsa.RSAPrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def _cert(subject: x509.Name, key: rsa.RSAPrivateKey, issuer: x509.Name | None = None,
+          issuer_key: rsa.RSAPrivateKey | None = None, *, ca: bool = False,
+          sans: Sequence[x509.GeneralName] = ()) -> x509.Certificate:
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer or subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=365))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
+    return builder.sign(issuer_key or key, hashes.SHA256())
+
+
+def _name(common: str, org: str | None = None) -> x509.Name:
+    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, common)]
+    if org:
+        attrs.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, org))
+    return x509.Name(attrs)
+
+
+def write_pki(pki: Path) -> None:
+    """A CA, the apiserver's serving cert, an admin client cert and the SA signing key."""
+    pki.mkdir(parents=True, exist_ok=True)
+    ca_key, ca_name = _key(), _name("metamapper-local-ca")
+    ca = _cert(ca_name, ca_key, ca=True)
+    serving_key = _key()
+    serving = _cert(_name("kube-apiserver"), serving_key, ca_name, ca_key, sans=[
+        x509.DNSName("localhost"), x509.DNSName("kubernetes"),
+        x509.DNSName("kubernetes.default.svc"),
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+        x509.IPAddress(ipaddress.ip_address("10.0.0.1")),
+    ])
+    admin_key = _key()
+    admin = _cert(_name("admin", "system:masters"), admin_key, ca_name, ca_key)
+    sa_key = _key()
+    files = {
+        "ca.crt": ca.public_bytes(serialization.Encoding.PEM), "ca.key": _pem_key(ca_key),
+        "apiserver.crt": serving.public_bytes(serialization.Encoding.PEM),
+        "apiserver.key": _pem_key(serving_key),
+        "admin.crt": admin.public_bytes(serialization.Encoding.PEM),
+        "admin.key": _pem_key(admin_key),
+        "sa.key": _pem_key(sa_key),
+        "sa.pub": sa_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo),
+    }
+    for name, data in files.items():
+        (pki / name).write_bytes(data)
+        (pki / name).chmod(0o600)
+
+
+def kubeconfig(server: str, pki: Path, user: str = "admin") -> dict[str, object]:
+    def b64(name: str) -> str:
+        return base64.b64encode((pki / name).read_bytes()).decode()
+
+    return {
+        "apiVersion": "v1", "kind": "Config", "current-context": "metamapper-local",
+        "clusters": [{"name": "metamapper-local", "cluster": {
+            "server": server, "certificate-authority-data": b64("ca.crt")}}],
+        "users": [{"name": user, "user": {
+            "client-certificate-data": b64("admin.crt"), "client-key-data": b64("admin.key")}}],
+        "contexts": [{"name": "metamapper-local", "context": {
+            "cluster": "metamapper-local", "user": user, "namespace": "default"}}],
+    }
+
+
+# --- processes ---------------------------------------------------------------------
+
+
+@dataclass
+class ControlPlane:
+    """The three processes, their ports and state, under one folder ``root``."""
+
+    root: Path
+    etcd_port: int = field(default_factory=free_port)
+    peer_port: int = field(default_factory=free_port)
+    apiserver_port: int = field(default_factory=free_port)
+    kcm_port: int = field(default_factory=free_port)
+    pids: dict[str, int] = field(default_factory=dict)
+    # Handles of the processes this Python process started, so stop() can reap them.
+    _procs: list[subprocess.Popen[bytes]] = field(default_factory=list, repr=False)
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.apiserver_port}"
+
+    @property
+    def kubeconfig_path(self) -> Path:
+        return self.root / "kubeconfig"
+
+    @property
+    def pki(self) -> Path:
+        return self.root / "pki"
+
+    def _spawn(self, name: str, argv: list[str]) -> None:
+        log = (self.root / f"{name}.log").open("ab")
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        self._procs.append(proc)
+        self.pids[name] = proc.pid
+        self._save()
+
+    def _save(self) -> None:
+        state = {"pids": self.pids, "server": self.server, "ports": {
+            "etcd": self.etcd_port, "peer": self.peer_port,
+            "apiserver": self.apiserver_port, "kcm": self.kcm_port}}
+        (self.root / "state.json").write_text(json.dumps(state, indent=2))
+
+    def _healthy(self, url: str, *, client_cert: bool) -> bool:
+        context = ssl.create_default_context(cafile=str(self.pki / "ca.crt"))
+        if client_cert:
+            context.load_cert_chain(self.pki / "admin.crt", self.pki / "admin.key")
+        else:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        try:
+            with urllib.request.urlopen(url, timeout=2, context=context) as response:
+                return bool(response.status == 200)
+        except (OSError, urllib.error.URLError):
+            return False
+
+    def _wait(self, name: str, url: str, timeout: float, *, client_cert: bool = True) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._healthy(url, client_cert=client_cert):
+                return
+            if not alive(self.pids[name]):
+                break
+            time.sleep(0.25)
+        log = self.root / f"{name}.log"
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+        self.stop()
+        raise ControlPlaneError(f"{name} did not become healthy; log tail:\n{tail}")
+
+    def start(self, progress: bool = False) -> None:
+        def say(message: str) -> None:
+            if progress:
+                print(message, flush=True)
+
+        kube, _ = tool_dirs()
+        self.root.mkdir(parents=True, exist_ok=True)
+        write_pki(self.pki)
+        self.kubeconfig_path.write_text(yaml.safe_dump(kubeconfig(self.server, self.pki)))
+        self.kubeconfig_path.chmod(0o600)
+        say("starting etcd ...")
+        peer = f"http://127.0.0.1:{self.peer_port}"
+        client = f"http://127.0.0.1:{self.etcd_port}"
+        self._spawn("etcd", [
+            str(kube / "etcd"), "--name", "local", "--data-dir", str(self.root / "etcd"),
+            "--listen-client-urls", client, "--advertise-client-urls", client,
+            "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+            "--initial-cluster", f"local={peer}", "--unsafe-no-fsync",
+            "--listen-metrics-urls", f"http://127.0.0.1:{free_port()}",
+        ])
+        say("starting kube-apiserver ...")
+        pki = self.pki
+        self._spawn("kube-apiserver", [
+            str(kube / "kube-apiserver"), f"--etcd-servers={client}",
+            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+            f"--secure-port={self.apiserver_port}", f"--cert-dir={self.root / 'serving'}",
+            f"--tls-cert-file={pki / 'apiserver.crt'}",
+            f"--tls-private-key-file={pki / 'apiserver.key'}",
+            f"--client-ca-file={pki / 'ca.crt'}",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={pki / 'sa.pub'}",
+            f"--service-account-signing-key-file={pki / 'sa.key'}",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--authorization-mode=RBAC",
+            "--allow-privileged=false", "--endpoint-reconciler-type=none",
+            "--profiling=false",
+        ])
+        self._wait("kube-apiserver", f"{self.server}/readyz", 90)
+        say("starting kube-controller-manager ...")
+        self._spawn("kube-controller-manager", [
+            str(kube / "kube-controller-manager"), f"--kubeconfig={self.kubeconfig_path}",
+            f"--authentication-kubeconfig={self.kubeconfig_path}",
+            f"--authorization-kubeconfig={self.kubeconfig_path}",
+            "--leader-elect=false", "--bind-address=127.0.0.1",
+            f"--secure-port={self.kcm_port}", f"--cert-dir={self.root / 'kcm-serving'}",
+            f"--service-account-private-key-file={pki / 'sa.key'}",
+            f"--root-ca-file={pki / 'ca.crt'}", "--use-service-account-credentials=true",
+            f"--cluster-signing-cert-file={pki / 'ca.crt'}",
+            f"--cluster-signing-key-file={pki / 'ca.key'}",
+            "--controllers=*", "--concurrent-gc-syncs=5",
+        ])
+        self._wait("kube-controller-manager", f"https://127.0.0.1:{self.kcm_port}/healthz", 60,
+                   client_cert=False)
+        say(f"control plane ready at {self.server}")
+
+    def stop(self) -> None:
+        """SIGTERM every process group, SIGKILL what is left after 10 s."""
+        stop_groups(self.pids.values(), grace=10)
+        for proc in self._procs:
+            proc.wait()
+        self._procs.clear()
+        self.pids.clear()
+        self._save()
+
+    @classmethod
+    def load(cls, root: Path) -> ControlPlane:
+        state = json.loads((root / "state.json").read_text())
+        ports = state["ports"]
+        return cls(root, ports["etcd"], ports["peer"], ports["apiserver"], ports["kcm"],
+                   {k: int(v) for k, v in state["pids"].items()})
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("action", choices=["up", "down", "status"])
+    parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="state folder")
+    args = parser.parse_args(argv)
+    root: Path = args.dir
+    if args.action == "up":
+        if (root / "state.json").exists():
+            plane = ControlPlane.load(root)
+            if plane.pids and all(alive(p) for p in plane.pids.values()):
+                print(f"already running at {plane.server}")
+                print(f"export KUBECONFIG={plane.kubeconfig_path}")
+                return 0
+            plane.stop()
+        plane = ControlPlane(root)
+        try:
+            plane.start(progress=True)
+        except ControlPlaneError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        print(f"\nexport KUBECONFIG={plane.kubeconfig_path}")
+        return 0
+    if not (root / "state.json").exists():
+        print("not running")
+        return 0
+    plane = ControlPlane.load(root)
+    if args.action == "down":
+        plane.stop()
+        print("stopped")
+        return 0
+    for name, pid in plane.pids.items():
+        print(f"{name}: {'running' if alive(pid) else 'stopped'} (pid {pid})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

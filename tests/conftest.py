@@ -1,0 +1,191 @@
+"""Fixtures over real services and a real local Kubernetes control plane.
+
+Every service is the real thing, started by the project's own scripts
+(``metamapper_operator.devenv``); a missing one fails the suite with a message that
+says what to install. Each test gets isolated state: its own Redis database, RabbitMQ
+vhost, PostgreSQL and MariaDB database, and Kubernetes namespace.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis
+
+from metamapper_operator.devenv import services
+from metamapper_operator.devenv.controlplane import ControlPlane, ControlPlaneError, tool_dirs
+from tests.helpers import wait_until
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _ensure(name: str) -> None:
+    try:
+        services.ensure(name)
+    except services.ServiceError as err:
+        pytest.fail(f"{name} is needed and could not be started: {err}", pytrace=False)
+
+
+# --- services ----------------------------------------------------------------------
+
+_redis_dbs = itertools.cycle(range(1, 256))
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """A Redis database of this test's own, empty at the start."""
+    _ensure("redis")
+    url = f"redis://127.0.0.1:{services.REDIS_PORT}/{next(_redis_dbs)}"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    yield url
+    client.flushdb()
+    client.close()
+
+
+@dataclass(frozen=True)
+class RabbitMQ:
+    vhost: str
+    user: str = services.RABBITMQ_USER
+    password: str = services.RABBITMQ_PASSWORD
+    host: str = "127.0.0.1"
+    port: int = services.RABBITMQ_PORT
+
+    @property
+    def amqp_url(self) -> str:
+        return f"amqp://{self.user}:{self.password}@{self.host}:{self.port}/{self.vhost}"
+
+    @property
+    def management_url(self) -> str:
+        return f"http://{self.host}:{services.RABBITMQ_MANAGEMENT_PORT}"
+
+
+@pytest.fixture
+def rabbitmq() -> Iterator[RabbitMQ]:
+    """A RabbitMQ vhost of this test's own (AMQP and management API)."""
+    _ensure("rabbitmq")
+    vhost = f"test-{uuid.uuid4().hex[:10]}"
+    services.rabbitmq_api("PUT", f"vhosts/{vhost}")
+    services.rabbitmq_api("PUT", f"permissions/{vhost}/{services.RABBITMQ_USER}",
+                          {"configure": ".*", "write": ".*", "read": ".*"})
+    yield RabbitMQ(vhost)
+    services.rabbitmq_api("DELETE", f"vhosts/{vhost}")
+
+
+@pytest.fixture
+def postgres_dsn() -> Iterator[str]:
+    """A PostgreSQL database of this test's own, dropped afterwards."""
+    import psycopg
+
+    _ensure("postgres")
+    admin = f"postgresql://postgres@127.0.0.1:{services.POSTGRES_PORT}/postgres"
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield f"postgresql://postgres@127.0.0.1:{services.POSTGRES_PORT}/{name}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def mariadb_dsn() -> Iterator[str]:
+    """A MariaDB database of this test's own, dropped afterwards."""
+    import pymysql
+
+    _ensure("mariadb")
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    conn = pymysql.connect(host="127.0.0.1", port=services.MARIADB_PORT, user="root",
+                           autocommit=True)
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE DATABASE `{name}`")
+    yield f"mysql://root@127.0.0.1:{services.MARIADB_PORT}/{name}"
+    with conn.cursor() as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+    conn.close()
+
+
+@pytest.fixture(scope="session")
+def sqs_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """moto's SQS-compatible server: AWS itself cannot be reached from here."""
+    from metamapper_operator.devenv.controlplane import free_port
+
+    port = free_port()
+    binary = shutil.which("moto_server", path=str(Path(sys.executable).parent))
+    if binary is None:
+        pytest.fail("moto_server not found: `pip install -e .[dev]` (moto[server])")
+    log = (tmp_path_factory.mktemp("moto") / "moto.log").open("wb")
+    proc = subprocess.Popen([binary, "-H", "127.0.0.1", "-p", str(port)], stdout=log,
+                            stderr=subprocess.STDOUT)
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+                      AWS_DEFAULT_REGION="us-east-1")
+    services.wait_for(lambda: services.port_open(port), "moto_server", 30, Path(log.name),
+                      proc.pid)
+    yield f"http://127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait()
+    log.close()
+
+
+# --- Kubernetes --------------------------------------------------------------------
+
+
+@dataclass
+class Cluster:
+    """A running local control plane and the real CLIs pointed at it."""
+
+    plane: ControlPlane
+    kubectl_path: Path
+    helm_path: Path
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.plane.kubeconfig_path
+
+    def kubectl(self, *args: str, input: str | None = None,
+                check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([str(self.kubectl_path), f"--kubeconfig={self.kubeconfig}",
+                                 *args], input=input, capture_output=True, text=True,
+                                timeout=120)
+        if check and result.returncode:
+            raise AssertionError(f"kubectl {' '.join(args)} failed:\n{result.stderr}")
+        return result
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """etcd + kube-apiserver + kube-controller-manager with the project's CRDs installed."""
+    try:
+        kube, helm = tool_dirs()
+        plane = ControlPlane(tmp_path_factory.mktemp("cluster"))
+        plane.start()
+    except ControlPlaneError as err:
+        pytest.fail(f"the local control plane could not start: {err}", pytrace=False)
+    found = Cluster(plane, kube / "kubectl", helm / "helm")
+    try:
+        found.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
+        found.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                      "crd/metamappers.metamapper.io")
+        # The published OpenAPI (what `kubectl explain` reads) lags Established a little.
+        wait_until(lambda: found.kubectl("explain", "metamapper", check=False).returncode == 0,
+                   what="the CRD's OpenAPI to be published")
+        yield found
+    finally:
+        plane.stop()
+
+
+@pytest.fixture
+def namespace(cluster: Cluster) -> Iterator[str]:
+    """A namespace of this test's own, deleted (without waiting) afterwards."""
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    cluster.kubectl("create", "namespace", name)
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false")
