@@ -1,0 +1,221 @@
+"""kopf handlers: reconcile each Metamapper into its children, level-based.
+
+On create, update, resume and every resync interval (one loop for all objects, not a
+timer per object, which would also need a finalizer on each) the full desired set of children is
+rendered by the pure builders and compared, by content hash, with what the watch
+indexes say exists. Only what differs is applied (server-side apply) or deleted, so a
+fleet in its desired state costs no API request at all. The same comparison gives the
+status, which is written only when it changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from metamapper_operator.builders import (
+    LABEL_INSTANCE,
+    MANAGED_SELECTOR,
+    SPEC_HASH,
+    desired_objects,
+)
+from metamapper_operator.kube import GROUP, PLURAL, VERSION, Kube, KubeError
+from metamapper_operator.model import SpecError, parse
+from metamapper_operator.references import SecretCache, resolve
+from metamapper_operator.runtime import Config, Key, Runtime
+from metamapper_operator.status import DeploymentState
+
+log = logging.getLogger(__name__)
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo,
+                    metamappers: kopf.Index[Key, dict[str, Any]],
+                    managed_deployments: kopf.Index[Key, DeploymentState],
+                    managed_configmaps: kopf.Index[Key, tuple[str, str]], **_: Any) -> None:
+    settings.posting.level = logging.INFO
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 30
+    settings.networking.request_timeout = 60
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+        prefix="metamapper.io")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="metamapper.io", key="last-handled-configuration")
+    config = memo.get("config") or Config.from_env(os.environ)
+    kube = await Kube.connect()
+    runtime = Runtime(config, kube, SecretCache(kube.read_secret, config.secret_ttl_seconds))
+    memo["runtime"] = runtime
+    memo["tasks"] = [asyncio.create_task(
+        resync_loop(runtime, metamappers, managed_deployments, managed_configmaps))]
+
+
+@kopf.on.cleanup()
+async def close(memo: kopf.Memo, **_: Any) -> None:
+    for task in memo.get("tasks", []):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    runtime: Runtime | None = memo.get("runtime")
+    if runtime is not None:
+        await runtime.kube.close()
+
+
+# --- indexes: what exists, kept current by kopf's watches ---------------------------
+
+
+@kopf.index(GROUP, VERSION, PLURAL)
+def metamappers(namespace: str, name: str, body: kopf.Body, **_: Any
+                ) -> dict[Key, dict[str, Any]]:
+    return {(namespace, name): copy.deepcopy(dict(body))}
+
+
+@kopf.index("apps", "v1", "deployments", labels=MANAGED_SELECTOR)
+def managed_deployments(namespace: str, name: str, labels: Mapping[str, str],
+                        annotations: Mapping[str, str], spec: Mapping[str, Any],
+                        status: Mapping[str, Any], meta: Mapping[str, Any], **_: Any
+                        ) -> dict[Key, DeploymentState]:
+    return {(namespace, labels.get(LABEL_INSTANCE, "")): DeploymentState(
+        name=name, spec_hash=annotations.get(SPEC_HASH, ""),
+        replicas=int(spec.get("replicas", 1)),
+        ready=int(status.get("readyReplicas", 0)),
+        updated=int(status.get("updatedReplicas", 0)),
+        generation=int(meta.get("generation", 0)),
+        observed_generation=int(status.get("observedGeneration", 0)),
+    )}
+
+
+@kopf.index("v1", "configmaps", labels=MANAGED_SELECTOR)
+def managed_configmaps(namespace: str, name: str, labels: Mapping[str, str],
+                       annotations: Mapping[str, str], **_: Any) -> dict[Key, tuple[str, str]]:
+    return {(namespace, labels.get(LABEL_INSTANCE, "")): (name, annotations.get(SPEC_HASH, ""))}
+
+
+def deployments_of(index: kopf.Index[Key, DeploymentState], key: Key
+                   ) -> dict[str, DeploymentState]:
+    return {d.name: d for d in index.get(key, [])}
+
+
+# --- reconcile ---------------------------------------------------------------------
+
+
+async def reconcile(body: kopf.Body, runtime: Runtime,
+                    deployments: dict[str, DeploymentState],
+                    configmaps: dict[str, str]) -> None:
+    """Bring one Metamapper's children to the desired state; report it in status."""
+    key: Key = (body.metadata.namespace or "", body.metadata.name or "")
+    state = runtime.fleets[key]
+    seen_status = dict(body.get("status") or {})
+    async with runtime.locks[key]:
+        state.generation = int(body.metadata.get("generation", 0))
+        try:
+            fleet = parse(body)
+            access = await resolve(fleet, runtime.secrets.read)
+        except SpecError as err:
+            if state.invalid != str(err):
+                await runtime.kube.event(body.metadata, "Warning", "InvalidSpec", str(err))
+            state.fleet, state.access, state.invalid = None, None, str(err)
+            await runtime.publish(key, deployments, seen_status)
+            return
+        state.fleet, state.access, state.invalid = fleet, access, None
+        desired = desired_objects(fleet, access.transport,
+                                  {n: d.replicas for n, d in deployments.items()})
+        existing = {**{("Deployment", n): d.spec_hash for n, d in deployments.items()},
+                    **{("ConfigMap", n): h for n, h in configmaps.items()}}
+        try:
+            await _converge(body, runtime, desired, existing, deployments)
+        except KubeError as err:
+            if state.failure != str(err):
+                await runtime.kube.event(body.metadata, "Warning", "ApplyFailed", str(err))
+            state.failure = str(err)
+            await runtime.publish(key, deployments, seen_status)
+            if err.retryable:
+                raise kopf.TemporaryError(str(err), delay=5) from None
+            raise kopf.PermanentError(str(err)) from None
+        state.failure = None
+        await runtime.publish(key, deployments, seen_status)
+
+
+async def _converge(body: kopf.Body, runtime: Runtime, desired: list[dict[str, Any]],
+                    existing: Mapping[tuple[str, str], str],
+                    deployments: Mapping[str, DeploymentState]) -> None:
+    kube = runtime.kube
+    wanted = set()
+    for obj in desired:
+        kind, name = obj["kind"], obj["metadata"]["name"]
+        wanted.add((kind, name))
+        spec_hash = obj["metadata"]["annotations"][SPEC_HASH]
+        have = existing.get((kind, name))
+        if have != spec_hash:
+            await kube.apply(obj)
+            verb = "Created" if have is None else "Updated"
+            await kube.event(body.metadata, "Normal", verb, f"{kind} {name} {verb.lower()}")
+        elif kind == "Deployment" and deployments[name].replicas != obj["spec"]["replicas"]:
+            # Same template, other size: bounds or suspend changed. Scale, do not re-apply.
+            before, after = deployments[name].replicas, obj["spec"]["replicas"]
+            await kube.scale(body.metadata.namespace or "", name, after)
+            await kube.event(body.metadata, "Normal", "Scaled",
+                             f"Deployment {name} scaled from {before} to {after} "
+                             "to fit the pool's bounds")
+    for kind, name in existing:
+        if (kind, name) not in wanted:
+            await kube.delete(kind, body.metadata.namespace or "", name)
+            await kube.event(body.metadata, "Normal", "Deleted",
+                             f"{kind} {name} deleted: no longer in the spec")
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL)
+async def apply_spec(body: kopf.Body, memo: kopf.Memo,
+                     managed_deployments: kopf.Index[Key, DeploymentState],
+                     managed_configmaps: kopf.Index[Key, tuple[str, str]], **_: Any) -> None:
+    runtime: Runtime = memo["runtime"]
+    runtime.secrets.forget(body.metadata.namespace or "")
+    await _reconcile_from_indexes(body, runtime, managed_deployments, managed_configmaps)
+
+
+async def resync_loop(runtime: Runtime, bodies: kopf.Index[Key, dict[str, Any]],
+                      deployments: kopf.Index[Key, DeploymentState],
+                      configmaps: kopf.Index[Key, tuple[str, str]]) -> None:
+    """Every resync interval, reconcile every object: repairs drift nobody announced."""
+    while True:
+        await asyncio.sleep(runtime.config.resync_seconds)
+        for key in list(bodies):
+            for raw in list(bodies.get(key, [])):
+                try:
+                    await _reconcile_from_indexes(kopf.Body(raw), runtime, deployments,
+                                                  configmaps)
+                except (kopf.TemporaryError, kopf.PermanentError) as err:
+                    log.warning("resync of %s/%s failed: %s", *key, err)
+                except Exception:
+                    # One broken object must not stop the others from being reconciled.
+                    log.exception("resync of %s/%s failed", *key)
+
+
+async def _reconcile_from_indexes(body: kopf.Body, runtime: Runtime,
+                                  deployments: kopf.Index[Key, DeploymentState],
+                                  configmaps: kopf.Index[Key, tuple[str, str]]) -> None:
+    key: Key = (body.metadata.namespace or "", body.metadata.name or "")
+    await reconcile(body, runtime, deployments_of(deployments, key),
+                    dict(configmaps.get(key, [])))
+
+
+@kopf.on.event("apps", "v1", "deployments", labels=MANAGED_SELECTOR)
+async def child_changed(namespace: str, labels: Mapping[str, str], memo: kopf.Memo,
+                        managed_deployments: kopf.Index[Key, DeploymentState],
+                        **_: Any) -> None:
+    """Reflect a child's readiness in its owner's status as soon as it changes."""
+    runtime: Runtime | None = memo.get("runtime")
+    key: Key = (namespace, labels.get(LABEL_INSTANCE, ""))
+    if runtime is None or key not in runtime.fleets:
+        return
+    async with runtime.locks[key]:
+        await runtime.publish(key, deployments_of(managed_deployments, key))

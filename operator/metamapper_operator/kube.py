@@ -1,0 +1,152 @@
+"""The Kubernetes API edge: every request the operator makes, in one place.
+
+kopf watches and indexes objects with its own client; the writes and the few reads it
+does not cover go through ``kubernetes_asyncio``, because the operator runs on one
+asyncio loop (kopf's) and a blocking client would stall every handler and the
+autoscaler loop while a request is in flight.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import logging
+import os
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from metamapper_operator import __version__
+from metamapper_operator.builders import MANAGER
+
+GROUP, VERSION, PLURAL = "metamapper.io", "v1alpha1", "metamappers"
+APPLY = "application/apply-patch+yaml"
+MERGE = "application/merge-patch+json"
+RETRYABLE = frozenset({409, 429, 500, 502, 503, 504})
+log = logging.getLogger(__name__)
+
+
+class KubeError(RuntimeError):
+    """An API request failed; ``retryable`` says whether trying again may help."""
+
+    def __init__(self, what: str, err: ApiException) -> None:
+        reason = err.reason or ""
+        super().__init__(f"{what}: {err.status} {reason}".strip())
+        self.status = int(err.status or 0)
+        self.retryable = self.status in RETRYABLE or self.status == 0
+
+
+def _patch(call: Callable[..., Awaitable[Any]], *args: Any, content_type: str,
+           **kwargs: Any) -> Awaitable[Any]:
+    """Call a generated patch method with an explicit Content-Type.
+
+    The client picks strategic merge for dict bodies; apply and merge patches need
+    ``_content_type``, which the client accepts but its generated stubs do not list.
+    """
+    return call(*args, _content_type=content_type, field_manager=MANAGER, **kwargs)
+
+
+class Kube:
+    """An API client for the operator's writes, with one field manager for all of them."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self.api = api
+        self.apps = client.AppsV1Api(api)
+        self.core = client.CoreV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
+
+    @classmethod
+    async def connect(cls) -> Kube:
+        if os.environ.get("KUBERNETES_SERVICE_HOST"):
+            config.load_incluster_config()
+        else:
+            await config.load_kube_config()
+        api = client.ApiClient()
+        api.user_agent = f"{MANAGER}/{__version__}"
+        return cls(api)
+
+    async def close(self) -> None:
+        await self.api.close()
+
+    async def apply(self, obj: Mapping[str, Any]) -> None:
+        """Server-side apply ``obj`` (a Deployment or ConfigMap) as the operator."""
+        meta = obj["metadata"]
+        name, namespace, kind = meta["name"], meta["namespace"], obj["kind"]
+        patch = {"apps/v1/Deployment": self.apps.patch_namespaced_deployment,
+                 "v1/ConfigMap": self.core.patch_namespaced_config_map}[
+                     f"{obj['apiVersion']}/{kind}"]
+        try:
+            await _patch(patch, name, namespace, obj, content_type=APPLY, force=True)
+        except ApiException as err:
+            raise KubeError(f"applying {kind} {namespace}/{name}", err) from None
+
+    async def delete(self, kind: str, namespace: str, name: str) -> None:
+        remove = {"Deployment": self.apps.delete_namespaced_deployment,
+                  "ConfigMap": self.core.delete_namespaced_config_map}[kind]
+        try:
+            await remove(name, namespace, propagation_policy="Background")
+        except ApiException as err:
+            if err.status != 404:
+                raise KubeError(f"deleting {kind} {namespace}/{name}", err) from None
+
+    async def read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
+        """The decoded data of a Secret, or None when it does not exist."""
+        try:
+            secret = await self.core.read_namespaced_secret(name, namespace)
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise KubeError(f"reading Secret {namespace}/{name}", err) from None
+        return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
+
+    async def scale(self, namespace: str, name: str, replicas: int) -> None:
+        try:
+            await _patch(self.apps.patch_namespaced_deployment_scale, name, namespace,
+                         {"spec": {"replicas": replicas}}, content_type=MERGE)
+        except ApiException as err:
+            raise KubeError(f"scaling Deployment {namespace}/{name}", err) from None
+
+    async def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        try:
+            await _patch(self.custom.patch_namespaced_custom_object_status, GROUP, VERSION,
+                         namespace, PLURAL, name, {"status": dict(status)}, content_type=MERGE)
+        except ApiException as err:
+            if err.status != 404:  # deleted meanwhile: nothing left to report on
+                raise KubeError(f"updating status of {namespace}/{name}", err) from None
+
+    async def event(self, involved: Mapping[str, Any], type: str, reason: str,
+                    message: str) -> None:
+        """Post a Kubernetes Event about a Metamapper (``involved`` is its metadata).
+
+        A failure to post is logged, never raised: an event is worth less than the work
+        it reports on.
+        """
+        now = datetime.datetime.now(datetime.UTC)
+        namespace = involved["namespace"]
+        body: dict[str, Any] = {
+            "metadata": {"name": f"{involved['name']}.{uuid.uuid4().hex[:12]}",
+                         "namespace": namespace},
+            "involvedObject": {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Metamapper",
+                               "name": involved["name"], "namespace": namespace,
+                               "uid": involved.get("uid")},
+            "type": type, "reason": reason, "message": message[:1024], "count": 1,
+            "firstTimestamp": now, "lastTimestamp": now,
+            "source": {"component": MANAGER}, "reportingComponent": MANAGER,
+        }
+        try:
+            await self.core.create_namespaced_event(namespace, body)
+        except ApiException as err:
+            log.warning("could not post event %s on %s/%s: %s %s", reason, namespace,
+                        involved["name"], err.status, err.reason)
+
+    async def annotate_pod(self, namespace: str, name: str,
+                           annotations: Mapping[str, str | None]) -> None:
+        try:
+            await _patch(self.core.patch_namespaced_pod, name, namespace,
+                         {"metadata": {"annotations": dict(annotations)}}, content_type=MERGE)
+        except ApiException as err:
+            if err.status != 404:
+                raise KubeError(f"annotating Pod {namespace}/{name}", err) from None

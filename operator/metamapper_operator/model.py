@@ -1,0 +1,301 @@
+"""The spec model: a Metamapper object parsed and checked once into typed values.
+
+The CRD's schema (defaults, enums, CEL rules) already refused most bad input at the
+apiserver; what is checked here is what only the operator can tell from the spec alone
+(reserved names, settings that would leak credentials into a ConfigMap). Checks that
+need the cluster (a Secret that does not exist) happen when references are resolved.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+TRANSPORTS = {"redis": "redis", "rediss": "redis", "amqp": "rabbitmq", "amqps": "rabbitmq",
+              "pyamqp": "rabbitmq", "sqs": "sqs"}
+
+# Environment the operator sets on every pod; a user's env may not override it.
+RESERVED_ENV = frozenset({
+    "METAMAPPER_BROKER_URL", "METAMAPPER_CELERY_CONFIG_MODULE", "METAMAPPER_CELERY_SETTINGS",
+    "POD_NAME", "POD_NAMESPACE",
+})
+# Celery settings that carry credentials: they belong in Secrets, not in the ConfigMap.
+SECRET_SETTINGS = frozenset({"broker_url", "broker_read_url", "broker_write_url",
+                             "result_backend", "database_url", "broker_login_method"})
+
+
+class SpecError(ValueError):
+    """The spec cannot be run as written; ``field`` names the offending field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class SecretKeyRef:
+    name: str
+    key: str
+
+
+@dataclass(frozen=True)
+class Autoscaling:
+    enabled: bool = True
+    target_backlog_per_replica: int | None = None
+    activation_backlog: int = 0
+    scale_down_stabilization_seconds: int = 300
+    scale_to_zero_cooldown_seconds: int = 300
+    tolerance: float = 0.1
+    max_scale_up_step: int = 0
+    fallback_replicas: int | None = None
+    count_in_flight: bool = True
+
+
+@dataclass(frozen=True)
+class Pool:
+    name: str
+    queues: tuple[str, ...]
+    concurrency: int = 4
+    min_replicas: int = 1
+    max_replicas: int = 10
+    resources: Mapping[str, Any] = field(default_factory=dict)
+    termination_grace_period_seconds: int = 300
+    extra_args: tuple[str, ...] = ()
+    autoscaling: Autoscaling = field(default_factory=Autoscaling)
+
+    @property
+    def target_per_replica(self) -> int:
+        return self.autoscaling.target_backlog_per_replica or self.concurrency
+
+
+@dataclass(frozen=True)
+class Broker:
+    url: str | None
+    url_secret: SecretKeyRef | None
+    transport: str | None
+    redis_key_prefix: str = ""
+    rabbitmq_management_url: str | None = None
+    rabbitmq_credentials: tuple[str, str, str] | None = None  # secret, username key, pw key
+    sqs_region: str | None = None
+    sqs_queue_name_prefix: str = ""
+    sqs_credentials: tuple[str, str, str] | None = None  # secret, access key id key, secret key
+
+
+@dataclass(frozen=True)
+class Lock:
+    redis_url: str | None = None
+    redis_url_secret: SecretKeyRef | None = None
+    lock_time_seconds: int = 5
+    heartbeat_interval_seconds: int = 1
+
+
+@dataclass(frozen=True)
+class Scheduler:
+    enabled: bool = True
+    replicas: int = 2
+    resources: Mapping[str, Any] = field(default_factory=dict)
+    lock: Lock = field(default_factory=Lock)
+
+
+@dataclass(frozen=True)
+class PodOptions:
+    """Settings shared by every pod of the fleet, kept as the API's own shapes."""
+
+    image: str
+    image_pull_policy: str = "IfNotPresent"
+    image_pull_secrets: tuple[Mapping[str, Any], ...] = ()
+    env: tuple[Mapping[str, Any], ...] = ()
+    env_from: tuple[Mapping[str, Any], ...] = ()
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    service_account_name: str | None = None
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+    tolerations: tuple[Mapping[str, Any], ...] = ()
+    affinity: Mapping[str, Any] = field(default_factory=dict)
+    priority_class_name: str | None = None
+    pod_security_context: Mapping[str, Any] = field(default_factory=dict)
+    container_security_context: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Fleet:
+    """One Metamapper object, typed."""
+
+    namespace: str
+    name: str
+    uid: str
+    generation: int
+    pods: PodOptions
+    broker: Broker
+    celery_config_module: str
+    celery_settings: Mapping[str, Any]
+    pools: tuple[Pool, ...]
+    scheduler: Scheduler
+    suspend: bool = False
+
+    def pool(self, name: str) -> Pool:
+        return next(p for p in self.pools if p.name == name)
+
+
+def transport_of(url: str) -> str:
+    """redis, rabbitmq or sqs, from a broker URL's scheme."""
+    scheme = urlsplit(url).scheme
+    if scheme not in TRANSPORTS:
+        raise SpecError("spec.broker", f"unsupported broker URL scheme {scheme!r}; use one of "
+                        + ", ".join(f"{s}://" for s in TRANSPORTS))
+    return TRANSPORTS[scheme]
+
+
+def _secret_ref(raw: Mapping[str, Any] | None, default_key: str = "url") -> SecretKeyRef | None:
+    if not raw:
+        return None
+    return SecretKeyRef(raw["name"], raw.get("key", default_key))
+
+
+def _triple(raw: Mapping[str, Any] | None, first: str, second: str,
+            defaults: tuple[str, str]) -> tuple[str, str, str] | None:
+    if not raw:
+        return None
+    return raw["name"], raw.get(first, defaults[0]), raw.get(second, defaults[1])
+
+
+def _parse_broker(raw: Mapping[str, Any]) -> Broker:
+    url, secret = raw.get("url"), _secret_ref(raw.get("urlSecretRef"))
+    if (url is None) == (secret is None):
+        raise SpecError("spec.broker", "set exactly one of broker.url or broker.urlSecretRef")
+    transport = raw.get("transport")
+    if url is not None:
+        derived = transport_of(url)
+        if transport and transport != derived:
+            raise SpecError("spec.broker.transport",
+                            f"{transport!r} does not match the URL's scheme ({derived})")
+        transport = derived
+    redis, rabbit, sqs = raw.get("redis") or {}, raw.get("rabbitmq") or {}, raw.get("sqs") or {}
+    return Broker(
+        url=url, url_secret=secret, transport=transport,
+        redis_key_prefix=redis.get("globalKeyPrefix", ""),
+        rabbitmq_management_url=rabbit.get("managementURL"),
+        rabbitmq_credentials=_triple(rabbit.get("credentialsSecretRef"), "usernameKey",
+                                     "passwordKey", ("username", "password")),
+        sqs_region=sqs.get("region"),
+        sqs_queue_name_prefix=sqs.get("queueNamePrefix", ""),
+        sqs_credentials=_triple(sqs.get("credentialsSecretRef"), "accessKeyIdKey",
+                                "secretAccessKeyKey",
+                                ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")),
+    )
+
+
+def _parse_autoscaling(raw: Mapping[str, Any]) -> Autoscaling:
+    defaults = Autoscaling()
+    return Autoscaling(
+        enabled=raw.get("enabled", defaults.enabled),
+        target_backlog_per_replica=raw.get("targetBacklogPerReplica"),
+        activation_backlog=raw.get("activationBacklog", defaults.activation_backlog),
+        scale_down_stabilization_seconds=raw.get(
+            "scaleDownStabilizationSeconds", defaults.scale_down_stabilization_seconds),
+        scale_to_zero_cooldown_seconds=raw.get(
+            "scaleToZeroCooldownSeconds", defaults.scale_to_zero_cooldown_seconds),
+        tolerance=float(raw.get("tolerance", defaults.tolerance)),
+        max_scale_up_step=raw.get("maxScaleUpStep", defaults.max_scale_up_step),
+        fallback_replicas=raw.get("fallbackReplicas"),
+        count_in_flight=raw.get("countInFlight", defaults.count_in_flight),
+    )
+
+
+def _parse_pool(index: int, raw: Mapping[str, Any]) -> Pool:
+    where = f"spec.pools[{index}]"
+    defaults = Pool(name="", queues=())
+    pool = Pool(
+        name=raw["name"], queues=tuple(raw["queues"]),
+        concurrency=raw.get("concurrency", defaults.concurrency),
+        min_replicas=raw.get("minReplicas", defaults.min_replicas),
+        max_replicas=raw.get("maxReplicas", defaults.max_replicas),
+        resources=raw.get("resources") or {},
+        termination_grace_period_seconds=raw.get(
+            "terminationGracePeriodSeconds", defaults.termination_grace_period_seconds),
+        extra_args=tuple(raw.get("extraArgs") or ()),
+        autoscaling=_parse_autoscaling(raw.get("autoscaling") or {}),
+    )
+    if pool.min_replicas > pool.max_replicas:
+        raise SpecError(f"{where}.minReplicas", "must be less than or equal to maxReplicas")
+    if not pool.queues:
+        raise SpecError(f"{where}.queues", "must name at least one queue")
+    return pool
+
+
+def _parse_scheduler(raw: Mapping[str, Any]) -> Scheduler:
+    lock_raw = raw.get("lock") or {}
+    defaults = Lock()
+    lock = Lock(
+        redis_url=lock_raw.get("redisURL"),
+        redis_url_secret=_secret_ref(lock_raw.get("redisURLSecretRef")),
+        lock_time_seconds=lock_raw.get("lockTimeSeconds", defaults.lock_time_seconds),
+        heartbeat_interval_seconds=lock_raw.get("heartbeatIntervalSeconds",
+                                                defaults.heartbeat_interval_seconds),
+    )
+    return Scheduler(enabled=raw.get("enabled", True), replicas=raw.get("replicas", 2),
+                     resources=raw.get("resources") or {}, lock=lock)
+
+
+def _check(fleet: Fleet) -> None:
+    owners: dict[str, str] = {}
+    for i, pool in enumerate(fleet.pools):
+        for queue in pool.queues:
+            if queue in owners:
+                raise SpecError(f"spec.pools[{i}].queues",
+                                f"queue {queue!r} is already consumed by pool {owners[queue]!r}")
+            owners[queue] = pool.name
+    for i, var in enumerate(fleet.pods.env):
+        if var.get("name") in RESERVED_ENV:
+            raise SpecError(f"spec.env[{i}].name",
+                            f"{var['name']} is set by the operator and cannot be overridden")
+    for key in fleet.celery_settings:
+        if key.lower() in SECRET_SETTINGS:
+            raise SpecError(f"spec.celery.settings.{key}",
+                            "carries credentials and would be stored in a ConfigMap; "
+                            "configure the broker in spec.broker and pass other URLs as "
+                            "env from a Secret")
+    if fleet.pods.image.strip() != fleet.pods.image or not fleet.pods.image:
+        raise SpecError("spec.image", "must be a non-empty image reference without spaces")
+
+
+def parse(body: Mapping[str, Any]) -> Fleet:
+    """Parse a Metamapper object; raises :class:`SpecError` naming the field."""
+    meta, spec = body.get("metadata") or {}, body.get("spec") or {}
+    for required in ("image", "broker", "pools"):
+        if required not in spec:
+            raise SpecError(f"spec.{required}", "is required")
+    try:
+        pods = PodOptions(
+            image=spec["image"], image_pull_policy=spec.get("imagePullPolicy", "IfNotPresent"),
+            image_pull_secrets=tuple(spec.get("imagePullSecrets") or ()),
+            env=tuple(spec.get("env") or ()), env_from=tuple(spec.get("envFrom") or ()),
+            labels=spec.get("podLabels") or {}, annotations=spec.get("podAnnotations") or {},
+            service_account_name=spec.get("serviceAccountName"),
+            node_selector=spec.get("nodeSelector") or {},
+            tolerations=tuple(spec.get("tolerations") or ()),
+            affinity=spec.get("affinity") or {},
+            priority_class_name=spec.get("priorityClassName"),
+            pod_security_context=spec.get("podSecurityContext") or {},
+            container_security_context=spec.get("containerSecurityContext") or {},
+        )
+        celery = spec.get("celery") or {}
+        fleet = Fleet(
+            namespace=meta.get("namespace", ""), name=meta.get("name", ""),
+            uid=meta.get("uid", ""), generation=int(meta.get("generation", 0)),
+            pods=pods, broker=_parse_broker(spec["broker"]),
+            celery_config_module=celery.get("configModule", "metamapper.celeryconfig"),
+            celery_settings=celery.get("settings") or {},
+            pools=tuple(_parse_pool(i, p) for i, p in enumerate(spec["pools"])),
+            scheduler=_parse_scheduler(spec.get("scheduler") or {}),
+            suspend=bool(spec.get("suspend", False)),
+        )
+    except KeyError as err:
+        raise SpecError("spec", f"missing required field {err.args[0]!r}") from None
+    except (TypeError, AttributeError) as err:
+        raise SpecError("spec", f"malformed: {err}") from None
+    _check(fleet)
+    return fleet

@@ -1,0 +1,134 @@
+"""Resolving what a spec only names: Secrets holding the broker URL and credentials.
+
+Resolution is the one place a spec is checked against the cluster: a missing Secret or
+key, or a URL whose scheme disagrees with the spec, becomes a :class:`SpecError` that
+the reconciler reports as an InvalidSpec condition. The resolved :class:`BrokerAccess`
+holds credentials, so it never prints them: every secret field is left out of ``repr``
+and :func:`redact` is what logs and status use.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
+
+from metamapper_operator.model import Fleet, SecretKeyRef, SpecError, transport_of
+
+ReadSecret = Callable[[str, str], Awaitable[dict[str, str] | None]]
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+@dataclass(frozen=True)
+class BrokerAccess:
+    """How the autoscaler reaches one fleet's broker. Equal access = one broker."""
+
+    transport: str
+    url: str = field(repr=False)
+    key_prefix: str = ""
+    management_url: str | None = None
+    management_user: str | None = field(default=None, repr=False)
+    management_password: str | None = field(default=None, repr=False)
+    region: str | None = None
+    queue_name_prefix: str = ""
+    aws_access_key_id: str | None = field(default=None, repr=False)
+    aws_secret_access_key: str | None = field(default=None, repr=False)
+
+    @property
+    def display(self) -> str:
+        return redact(self.url)
+
+
+async def _secret_value(read: ReadSecret, namespace: str, ref: SecretKeyRef, where: str) -> str:
+    data = await read(namespace, ref.name)
+    if data is None:
+        raise SpecError(where, f"Secret {ref.name!r} not found in namespace {namespace!r}")
+    if ref.key not in data:
+        raise SpecError(where, f"Secret {ref.name!r} has no key {ref.key!r}")
+    return data[ref.key]
+
+
+async def _pair(read: ReadSecret, namespace: str, triple: tuple[str, str, str] | None,
+                where: str) -> tuple[str | None, str | None]:
+    if triple is None:
+        return None, None
+    name, first, second = triple
+    return (await _secret_value(read, namespace, SecretKeyRef(name, first), where),
+            await _secret_value(read, namespace, SecretKeyRef(name, second), where))
+
+
+async def resolve(fleet: Fleet, read: ReadSecret) -> BrokerAccess:
+    """Read the Secrets the fleet names and check them; raises :class:`SpecError`."""
+    broker, ns = fleet.broker, fleet.namespace
+    if broker.url_secret is not None:
+        url = await _secret_value(read, ns, broker.url_secret, "spec.broker.urlSecretRef")
+        try:
+            transport = transport_of(url.strip())
+        except SpecError as err:
+            raise SpecError("spec.broker.urlSecretRef",
+                            f"the URL in Secret {broker.url_secret.name!r}: {err.message}"
+                            ) from None
+        if broker.transport and broker.transport != transport:
+            raise SpecError("spec.broker.transport", f"{broker.transport!r} does not match the "
+                            f"scheme of the URL in Secret {broker.url_secret.name!r}")
+        url = url.strip()
+    else:
+        url, transport = str(broker.url), str(broker.transport)
+    lock = fleet.scheduler.lock
+    if fleet.scheduler.enabled and transport != "redis" and not (
+            lock.redis_url or lock.redis_url_secret):
+        raise SpecError("spec.scheduler.lock.redisURL", "the scheduler's single-beat lock "
+                        f"needs Redis; the broker is {transport}: set redisURL or "
+                        "redisURLSecretRef")
+    if lock.redis_url_secret is not None:
+        await _secret_value(read, ns, lock.redis_url_secret,
+                            "spec.scheduler.lock.redisURLSecretRef")
+    user, password = await _pair(read, ns, broker.rabbitmq_credentials,
+                                 "spec.broker.rabbitmq.credentialsSecretRef")
+    if broker.rabbitmq_management_url and user is None:
+        parts = urlsplit(url)
+        user, password = parts.username, parts.password
+    key_id, secret_key = await _pair(read, ns, broker.sqs_credentials,
+                                     "spec.broker.sqs.credentialsSecretRef")
+    return BrokerAccess(
+        transport=transport, url=url, key_prefix=broker.redis_key_prefix,
+        management_url=broker.rabbitmq_management_url, management_user=user,
+        management_password=password, region=broker.sqs_region,
+        queue_name_prefix=broker.sqs_queue_name_prefix,
+        aws_access_key_id=key_id, aws_secret_access_key=secret_key,
+    )
+
+
+class SecretCache:
+    """Secret reads with a time-to-live, so periodic resyncs do not read every time."""
+
+    def __init__(self, read: ReadSecret, ttl: float, clock: Callable[[], float] = time.monotonic
+                 ) -> None:
+        self._read, self._ttl, self._clock = read, ttl, clock
+        self._entries: dict[tuple[str, str], tuple[float, dict[str, str] | None]] = {}
+
+    async def read(self, namespace: str, name: str) -> dict[str, str] | None:
+        key = (namespace, name)
+        entry = self._entries.get(key)
+        if entry is not None and self._clock() - entry[0] < self._ttl:
+            return entry[1]
+        value = await self._read(namespace, name)
+        self._entries[key] = (self._clock(), value)
+        return value
+
+    def forget(self, namespace: str) -> None:
+        """Drop a namespace's entries: a spec change re-reads its Secrets at once."""
+        for key in [k for k in self._entries if k[0] == namespace]:
+            del self._entries[key]

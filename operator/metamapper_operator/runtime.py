@@ -1,0 +1,87 @@
+"""The operator's in-memory state, shared by the kopf handlers and the autoscaler loop.
+
+Everything here is rebuilt from the cluster on start (kopf's resume handlers and
+indexes), so losing it on a restart loses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from metamapper_operator.kube import Kube
+from metamapper_operator.model import Fleet
+from metamapper_operator.references import BrokerAccess, SecretCache
+from metamapper_operator.status import Observed, PoolScale, changes, render
+
+Key = tuple[str, str]  # (namespace, name) of a Metamapper
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Operator-wide settings, from the command line."""
+
+    resync_seconds: float = 60.0
+    poll_seconds: float = 5.0
+    secret_ttl_seconds: float = 300.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Config:
+        """Settings from METAMAPPER_* variables (the command line sets them)."""
+        defaults = cls()
+        return cls(
+            resync_seconds=float(env.get("METAMAPPER_RESYNC_SECONDS", defaults.resync_seconds)),
+            poll_seconds=float(env.get("METAMAPPER_POLL_SECONDS", defaults.poll_seconds)),
+            secret_ttl_seconds=float(env.get("METAMAPPER_SECRET_TTL_SECONDS",
+                                             defaults.secret_ttl_seconds)),
+        )
+
+
+@dataclass
+class FleetState:
+    """What the reconciler learned of one Metamapper, for the status and the autoscaler."""
+
+    generation: int = 0
+    fleet: Fleet | None = None
+    access: BrokerAccess | None = None
+    invalid: str | None = None
+    failure: str | None = None
+    broker_error: str | None = None
+    scaling: dict[str, PoolScale] = field(default_factory=dict)
+    status: Mapping[str, Any] | None = None  # as last written or seen
+
+
+@dataclass
+class Runtime:
+    config: Config
+    kube: Kube
+    secrets: SecretCache
+    fleets: dict[Key, FleetState] = field(default_factory=lambda: defaultdict(FleetState))
+    locks: dict[Key, asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
+
+    async def publish(self, key: Key, deployments: Mapping[str, Any],
+                      seen_status: Mapping[str, Any] | None = None) -> None:
+        """Render the status of ``key`` and write it if it differs from the last one."""
+        state = self.fleets[key]
+        if seen_status is not None and state.status is None:
+            state.status = seen_status
+        previous = state.status or {}
+        observed = Observed(
+            generation=state.generation, now=now(), fleet=state.fleet,
+            transport=state.access.transport if state.access else None,
+            invalid=state.invalid, failure=state.failure, broker_error=state.broker_error,
+            deployments=deployments, scaling=state.scaling,
+        )
+        new = render(observed, previous)
+        patch = changes(previous, new)
+        if patch:
+            await self.kube.patch_status(key[0], key[1], patch)
+            state.status = {**{k: v for k, v in previous.items() if k == "kopf"}, **new}

@@ -1,0 +1,182 @@
+"""The status a Metamapper reports: pure functions from what was observed to the dict.
+
+Both writers (the reconciler and the autoscaler loop) render the whole status through
+:func:`render`, so they never disagree on its shape, and a status is only written when
+:func:`changes` finds a difference (timestamps of unchanged conditions are kept).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from metamapper_operator.builders import pool_deployment_name, scheduler_deployment_name
+from metamapper_operator.model import Fleet
+
+CONDITION_TYPES = ("Ready", "Progressing", "Degraded", "InvalidSpec", "BrokerUnreachable")
+
+
+@dataclass(frozen=True)
+class DeploymentState:
+    """What the operator knows of one child Deployment (from its watch index)."""
+
+    name: str
+    spec_hash: str
+    replicas: int
+    ready: int = 0
+    updated: int = 0
+    generation: int = 0
+    observed_generation: int = 0
+
+    @property
+    def settled(self) -> bool:
+        return (self.observed_generation >= self.generation and self.ready >= self.replicas
+                and self.updated >= self.replicas)
+
+
+@dataclass(frozen=True)
+class PoolScale:
+    """The autoscaler's latest view of a pool."""
+
+    backlog: int | None = None
+    source: str | None = None
+    desired: int | None = None
+    last_scale_time: str | None = None
+    last_scale_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Observed:
+    """Everything a status is rendered from."""
+
+    generation: int
+    now: str
+    fleet: Fleet | None = None
+    transport: str | None = None
+    invalid: str | None = None          # InvalidSpec message
+    failure: str | None = None          # last apply failure (Degraded)
+    broker_error: str | None = None     # BrokerUnreachable message (credentials redacted)
+    deployments: Mapping[str, DeploymentState] | None = None
+    scaling: Mapping[str, PoolScale] | None = None
+
+
+def _condition(kind: str, ok: bool, reason: str, message: str) -> dict[str, Any]:
+    return {"type": kind, "status": "True" if ok else "False", "reason": reason,
+            "message": message}
+
+
+def _pools(obs: Observed, fleet: Fleet) -> list[dict[str, Any]]:
+    deployments, scaling = obs.deployments or {}, obs.scaling or {}
+    pools = []
+    for pool in fleet.pools:
+        name = pool_deployment_name(fleet, pool)
+        dep = deployments.get(name)
+        entry: dict[str, Any] = {
+            "name": pool.name, "deployment": name, "queues": list(pool.queues),
+            "replicas": dep.replicas if dep else 0, "readyReplicas": dep.ready if dep else 0,
+        }
+        scale = scaling.get(pool.name)
+        if scale:
+            optional = {"backlog": scale.backlog, "backlogSource": scale.source,
+                        "desiredReplicas": scale.desired, "lastScaleTime": scale.last_scale_time,
+                        "lastScaleReason": scale.last_scale_reason}
+            entry.update({k: v for k, v in optional.items() if v is not None})
+        pools.append(entry)
+    return pools
+
+
+def _scheduler(obs: Observed, fleet: Fleet) -> dict[str, Any]:
+    dep = (obs.deployments or {}).get(scheduler_deployment_name(fleet))
+    replicas, ready = (dep.replicas, dep.ready) if dep else (0, 0)
+    if not fleet.scheduler.enabled:
+        state = "Disabled"
+    elif fleet.suspend:
+        state = "Suspended"
+    else:
+        state = "Running" if ready > 0 else "Pending"
+    return {"state": state, "replicas": replicas, "readyReplicas": ready}
+
+
+def _conditions(obs: Observed) -> list[dict[str, Any]]:
+    if obs.invalid is not None or obs.fleet is None:
+        message = obs.invalid or "the spec could not be read"
+        return [_condition("Ready", False, "InvalidSpec", message),
+                _condition("Progressing", False, "InvalidSpec", "waiting for a valid spec"),
+                _condition("Degraded", True, "InvalidSpec", message),
+                _condition("InvalidSpec", True, "InvalidSpec", message)]
+    fleet, deployments = obs.fleet, obs.deployments or {}
+    expected = [pool_deployment_name(fleet, p) for p in fleet.pools]
+    if fleet.scheduler.enabled:
+        expected.append(scheduler_deployment_name(fleet))
+    missing = [n for n in expected if n not in deployments]
+    unsettled = [n for n in expected if n in deployments and not deployments[n].settled]
+    if missing:
+        progressing = _condition("Progressing", True, "Creating", "creating " + ", ".join(missing))
+    elif unsettled:
+        progressing = _condition("Progressing", True, "RollingOut",
+                                 "waiting for pods of " + ", ".join(unsettled))
+    else:
+        progressing = _condition("Progressing", False, "Settled", "all pods are up to date")
+    if obs.failure:
+        degraded = _condition("Degraded", True, "ApplyFailed", obs.failure)
+    elif obs.broker_error:
+        degraded = _condition("Degraded", True, "BrokerUnreachable", obs.broker_error)
+    else:
+        degraded = _condition("Degraded", False, "AsExpected", "no problems")
+    if fleet.suspend:
+        ready = _condition("Ready", False, "Suspended", "spec.suspend is true")
+    elif obs.failure or missing or unsettled:
+        ready = _condition("Ready", False, progressing["reason"] if not obs.failure
+                           else "ApplyFailed", obs.failure or progressing["message"])
+    else:
+        ready = _condition("Ready", True, "Ready", "every pool and the scheduler are ready")
+    conditions = [ready, progressing, degraded,
+                  _condition("InvalidSpec", False, "Valid", "the spec is valid")]
+    if obs.broker_error is not None:
+        conditions.append(_condition("BrokerUnreachable", True, "ProbeFailed", obs.broker_error))
+    elif obs.scaling:
+        conditions.append(_condition("BrokerUnreachable", False, "Reachable",
+                                     "the broker answered the last probe"))
+    return conditions
+
+
+def render(obs: Observed, previous: Mapping[str, Any]) -> dict[str, Any]:
+    """The full status; conditions keep their lastTransitionTime while unchanged."""
+    before = {c.get("type"): c for c in previous.get("conditions") or []}
+    conditions = []
+    for cond in _conditions(obs):
+        old = before.get(cond["type"]) or {}
+        unchanged = old.get("status") == cond["status"]
+        cond["lastTransitionTime"] = old.get("lastTransitionTime", obs.now) if unchanged \
+            else obs.now
+        cond["observedGeneration"] = obs.generation
+        conditions.append(cond)
+    status: dict[str, Any] = {"observedGeneration": obs.generation, "conditions": conditions}
+    if obs.fleet is not None and obs.invalid is None:
+        pools = _pools(obs, obs.fleet)
+        status.update({
+            "transport": obs.transport,
+            "poolCount": len(pools),
+            "workers": "{}/{}".format(sum(p["readyReplicas"] for p in pools),
+                                      sum(p["replicas"] for p in pools)),
+            "pools": pools,
+            "scheduler": _scheduler(obs, obs.fleet),
+        })
+        backlogs = [p["backlog"] for p in pools if "backlog" in p]
+        if backlogs:
+            status["backlog"] = sum(backlogs)
+    return status
+
+
+def changes(previous: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """A merge patch turning ``previous`` into ``new`` (empty when nothing changed).
+
+    Keys the operator no longer reports are removed; ``kopf``'s own bookkeeping is left
+    alone.
+    """
+    patch: dict[str, Any] = {k: v for k, v in new.items() if previous.get(k) != v}
+    for key in previous:
+        if key not in new and key != "kopf":
+            patch[key] = None
+    return patch
