@@ -1,0 +1,36 @@
+"""The Celery application ``metamapper``.
+
+Configuration: the module named by METAMAPPER_CELERY_CONFIG_MODULE (by default
+:mod:`metamapper.celeryconfig`, which reads the environment). Metamapper's defaults
+(:mod:`metamapper.defaults`) sit beneath it, so a module of your own only needs the
+settings it changes, e.g. ``broker_url``.
+"""
+
+import os
+from collections import ChainMap
+from typing import Any
+
+from celery import Celery
+
+from metamapper.defaults import SETTINGS
+
+CONFIG_MODULE_ENV = "METAMAPPER_CELERY_CONFIG_MODULE"
+DEFAULT_CONFIG_MODULE = "metamapper.celeryconfig"
+
+
+class MetamapperCelery(Celery):
+    """Celery with Metamapper's defaults under the configuration module's settings.
+
+    (``Celery.add_defaults`` would place them above the module, overriding it.)
+    """
+
+    def prepare_config(self, c: Any) -> Any:
+        return ChainMap(super().prepare_config(c), SETTINGS)
+
+
+os.environ.setdefault(CONFIG_MODULE_ENV, DEFAULT_CONFIG_MODULE)
+
+app = MetamapperCelery(
+    "metamapper", include=["metamapper.health", "metamapper.revisioner.tasks"]
+)
+app.config_from_envvar(CONFIG_MODULE_ENV)

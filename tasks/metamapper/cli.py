@@ -1,0 +1,217 @@
+"""The ``metamapper`` command: the image's entrypoint and a small admin CLI.
+
+Process commands (``worker``, ``scheduler``, ``operator``, ``shell``) replace this
+process with the real program; any other unknown command is run as given, so the
+image can run ``bash`` or ``celery ...`` directly.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+
+import click
+
+from metamapper import entrypoint
+from metamapper.metastore import connect, datastores, revisions, runs
+from metamapper.metastore.datastores import DatastoreError
+from metamapper.metastore.migrations import migrate as apply_migrations
+from metamapper.urls import ENGINES
+
+_PASS_THROUGH = {
+    "ignore_unknown_options": True,
+    "allow_extra_args": True,
+    "help_option_names": [],
+}
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Metamapper's worker image: Celery processes, metastore and revisioner admin."""
+
+
+def _exec_command(
+    name: str, build: Callable[[Sequence[str]], list[str]], help_text: str
+) -> None:
+    """A command that passes all its arguments on to the program it replaces us with."""
+
+    @cli.command(name, context_settings=_PASS_THROUGH, help=help_text, add_help_option=False)
+    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+    def command(args: tuple[str, ...]) -> None:
+        entrypoint.exec_command(build(args))
+
+
+_exec_command("worker", entrypoint.worker_argv, "Run a Celery worker (args go to celery worker).")
+_exec_command("scheduler", entrypoint.scheduler_argv, "Run celery beat under single-beat.")
+_exec_command("operator", entrypoint.operator_argv, "Run the Kubernetes operator.")
+_exec_command("shell", entrypoint.shell_argv, "A Python shell with the Celery app loaded.")
+
+
+@cli.command()
+def migrate() -> None:
+    """Bring the metastore schema up to date."""
+    with connect(migrate=False) as db:
+        applied = apply_migrations(db)
+    for migration in applied:
+        click.echo(f"applied {migration.version:04d} {migration.name}")
+    if not applied:
+        click.echo("metastore is up to date")
+
+
+@cli.command()
+@click.option("--check", "checks", multiple=True, type=click.Choice(["broker", "metastore",
+              "beat", "workers"]), help="Run only these checks (repeatable). Default: all.")
+@click.option("--timeout", default=5.0, show_default=True, help="Seconds per network check.")
+@click.option("--max-beat-age", default=180, show_default=True,
+              help="Seconds since the last heartbeat before beat counts as down.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+def health(checks: tuple[str, ...], timeout: float, max_beat_age: int, as_json: bool) -> None:
+    """Check broker, metastore, beat and workers; exit 1 if any selected check fails."""
+    from metamapper.health import CHECKS, run_checks
+
+    results = run_checks(checks or CHECKS, timeout, timedelta(seconds=max_beat_age))
+    if as_json:
+        click.echo(json.dumps([r.__dict__ for r in results], indent=2))
+    else:
+        for r in results:
+            click.echo(f"{r.name:<10} {'ok' if r.ok else 'FAIL':<5} {r.detail}")
+    sys.exit(0 if all(r.ok for r in results) else 1)
+
+
+@cli.group("datastores")
+def datastores_group() -> None:
+    """Manage the datastores to inspect."""
+
+
+@datastores_group.command("add")
+@click.argument("name")
+@click.argument("url", required=False)
+@click.option("--url-env", help="Read the connection URL from this environment variable "
+              "when inspecting, instead of storing it.")
+@click.option("--engine", type=click.Choice(sorted(set(ENGINES.values()))),
+              help="Required with --url-env.")
+@click.option("--interval", default=60, show_default=True, help="Minutes between inspections.")
+def datastores_add(
+    name: str, url: str | None, url_env: str | None, engine: str | None, interval: int
+) -> None:
+    """Add a datastore by URL (e.g. postgresql://user:pass@host/db) or --url-env."""
+    with connect() as db:
+        try:
+            datastore = datastores.add(
+                db, name, url=url, url_env=url_env, engine=engine, interval_minutes=interval
+            )
+        except (DatastoreError, ValueError) as exc:
+            raise click.ClickException(str(exc)) from None
+    click.echo(f"added {datastore.name} ({datastore.engine}, {datastore.display_url})")
+
+
+@datastores_group.command("list")
+def datastores_list() -> None:
+    """List datastores (passwords masked)."""
+    with connect() as db:
+        rows = [
+            (d.name, d.engine, f"{d.interval_minutes} min", d.display_url)
+            for d in datastores.list_all(db)
+        ]
+    _print_table(("NAME", "ENGINE", "INTERVAL", "URL"), rows)
+
+
+@datastores_group.command("remove")
+@click.argument("name")
+def datastores_remove(name: str) -> None:
+    """Remove a datastore with its runs, catalog and revisions."""
+    with connect() as db:
+        if not datastores.remove(db, name):
+            raise click.ClickException(f"no datastore named {name!r}")
+    click.echo(f"removed {name}")
+
+
+@cli.command("runs")
+@click.option("--datastore", "datastore_name", help="Only this datastore's runs.")
+@click.option("--limit", default=20, show_default=True)
+def runs_command(datastore_name: str | None, limit: int) -> None:
+    """The latest runs."""
+    with connect() as db:
+        datastore_id = _datastore(db, datastore_name).id if datastore_name else None
+        names = {d.id: d.name for d in datastores.list_all(db)}
+        rows = [
+            (
+                str(r.id), names.get(r.datastore_id, "?"), r.status, _time(r.created_at),
+                _time(r.finished_at), r.error or "",
+            )
+            for r in runs.recent(db, datastore_id, limit)
+        ]
+    _print_table(("RUN", "DATASTORE", "STATUS", "CREATED", "FINISHED", "ERROR"), rows)
+
+
+@cli.command("revisions")
+@click.argument("datastore_name", metavar="DATASTORE")
+@click.option("--limit", default=100, show_default=True)
+def revisions_command(datastore_name: str, limit: int) -> None:
+    """The latest applied revisions of a datastore."""
+    with connect() as db:
+        datastore = _datastore(db, datastore_name)
+        _print_revisions(revisions.history(db, datastore.id, limit))
+
+
+@cli.command("inspect")
+@click.argument("datastore_name", metavar="DATASTORE")
+def inspect_command(datastore_name: str) -> None:
+    """Inspect a datastore now, in this process, and apply the revisions."""
+    from metamapper.inspectors import InspectionError
+    from metamapper.revisioner.workflow import run_now
+
+    with connect() as db:
+        datastore = _datastore(db, datastore_name)
+        try:
+            run = run_now(db, datastore)
+        except (InspectionError, DatastoreError) as exc:
+            raise click.ClickException(f"{datastore.name}: {exc}") from None
+        applied = revisions.history(db, datastore.id, sys.maxsize, run_id=run.id)
+    click.echo(f"run {run.id}: {run.status}, {len(applied)} revisions")
+    _print_revisions(applied)
+    if run.status != runs.SUCCESS:
+        sys.exit(1)
+
+
+def _print_revisions(applied: Sequence[revisions.AppliedRevision]) -> None:
+    _print_table(
+        ("RUN", "APPLIED", "ACTION", "KIND", "PATH", "CHANGE"),
+        [
+            (str(r.run_id), _time(r.applied_at), r.action, r.kind, r.path,
+             _change(r.field, r.old_value, r.new_value))
+            for r in applied
+        ],
+    )
+
+
+def _datastore(db: datastores.Database, name: str) -> datastores.Datastore:
+    datastore = datastores.get(db, name)
+    if datastore is None:
+        raise click.ClickException(f"no datastore named {name!r}")
+    return datastore
+
+
+def _change(field: str | None, old: object, new: object) -> str:
+    return f"{field}: {old!r} -> {new!r}" if field else ""
+
+
+def _time(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else ""
+
+
+def _print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(headers)]
+    for row in (headers, *rows):
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+                   .rstrip())
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and not args[0].startswith("-") and args[0] not in cli.commands:
+        entrypoint.exec_command(args)
+    cli.main(args=args, prog_name="metamapper")

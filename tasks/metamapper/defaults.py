@@ -1,0 +1,86 @@
+"""Metamapper's Celery defaults, applied under whichever configuration module is in use.
+
+They make autoscaling safe: a worker may be stopped at any moment (scale-down,
+eviction) and no task is lost.
+
+- ``task_acks_late`` + ``task_reject_on_worker_lost``: a message is acknowledged when
+  its task finishes, so a task interrupted by a lost worker is delivered again.
+- ``worker_prefetch_multiplier = 1``: a worker reserves one message per process, so
+  work is not hoarded by a worker that is about to go away, and new workers get some.
+- ``task_soft_time_limit`` / ``task_time_limit``: no task runs longer than 20 minutes
+  (the soft limit lets a run record its failure). Give worker pods a termination
+  grace period of at least ``task_time_limit`` so a warm shutdown can finish.
+- ``broker_transport_options.visibility_timeout`` (Redis, SQS): an unacknowledged
+  message is redelivered after an hour, longer than the longest task plus the spread
+  of delayed run starts, so a running task is never delivered twice. With RabbitMQ
+  the server's ``consumer_timeout`` (30 minutes by default) plays that part; raise
+  it if you raise the time limits.
+
+Settings prefixed ``metamapper_`` are the revisioner's own.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery.schedules import crontab
+from kombu import Exchange, Queue
+
+QUEUES = ("default", "checks", "revisioner", "usage")
+
+TASK_TIME_LIMIT = 20 * 60
+TASK_SOFT_TIME_LIMIT = TASK_TIME_LIMIT - 60
+RUN_SPREAD_SECONDS = 5 * 60
+VISIBILITY_TIMEOUT = 60 * 60
+
+BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
+    "heartbeat": {
+        "task": "metamapper.health.heartbeat",
+        "schedule": crontab(),
+        # A tick nobody ran within its minute is stale: drop it rather than pile up.
+        "options": {"expires": 55},
+    },
+    "create-runs": {"task": "metamapper.revisioner.create_runs", "schedule": crontab(minute=0)},
+    "queue-runs": {
+        "task": "metamapper.revisioner.queue_runs",
+        "schedule": crontab(minute="15,45"),
+    },
+    "detect-run-timeouts": {
+        "task": "metamapper.revisioner.detect_run_timeouts",
+        "schedule": crontab(minute=30),
+    },
+}
+
+SETTINGS: dict[str, Any] = {
+    "broker_url": "redis://localhost:6379/0",
+    "broker_connection_retry_on_startup": True,
+    "broker_transport_options": {"visibility_timeout": VISIBILITY_TIMEOUT},
+    "task_serializer": "json",
+    "result_serializer": "json",
+    "accept_content": ["json"],
+    "result_accept_content": ["json"],
+    "task_ignore_result": True,
+    "task_queues": [Queue(name, Exchange(name), routing_key=name) for name in QUEUES],
+    "task_default_queue": "default",
+    "task_routes": {
+        "metamapper.revisioner.*": {"queue": "revisioner"},
+        "metamapper.checks.*": {"queue": "checks"},
+        "metamapper.usage.*": {"queue": "usage"},
+    },
+    "task_acks_late": True,
+    "task_reject_on_worker_lost": True,
+    "worker_prefetch_multiplier": 1,
+    "worker_cancel_long_running_tasks_on_connection_loss": True,
+    "task_time_limit": TASK_TIME_LIMIT,
+    "task_soft_time_limit": TASK_SOFT_TIME_LIMIT,
+    "timezone": "UTC",
+    "beat_schedule": BEAT_SCHEDULE,
+    # queue_runs spreads the starts of due runs evenly over this many seconds.
+    "metamapper_run_spread_seconds": RUN_SPREAD_SECONDS,
+    # A run not finished this long after it started (or was created) is failed.
+    "metamapper_run_timeout_seconds": 2 * 60 * 60,
+    # Retries of an unreachable datastore: exponential backoff from the base delay.
+    "metamapper_inspect_max_retries": 5,
+    "metamapper_inspect_retry_delay_seconds": 30,
+    "metamapper_inspect_retry_max_delay_seconds": 10 * 60,
+}

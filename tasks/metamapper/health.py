@@ -1,0 +1,98 @@
+"""Health: the beat's ``heartbeat`` task, and the checks behind ``metamapper health``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from celery import Celery, Task
+
+from metamapper.celery import app
+from metamapper.metastore import connect, default_database_url, heartbeats, runs
+from metamapper.metastore.migrations import LATEST, applied_versions
+from metamapper.redact import redact_text, redact_url
+
+HEARTBEAT = "beat"
+
+
+@app.task(name="metamapper.health.heartbeat", bind=True)
+def heartbeat(self: Task) -> None:
+    """Record the tick: its time proves that beat and a ``default`` worker are alive."""
+    with connect() as db:
+        heartbeats.record(db, HEARTBEAT, runs.now(), self.request.hostname)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    ok: bool
+    detail: str
+
+
+def check_broker(celery: Celery, timeout: float) -> CheckResult:
+    url = redact_url(str(celery.conf.broker_url))
+    try:
+        with celery.connection_for_write(connect_timeout=timeout) as conn:
+            conn.ensure_connection(max_retries=1, timeout=timeout)
+    except Exception as exc:
+        return CheckResult("broker", False, f"{url}: {redact_text(str(exc))}")
+    return CheckResult("broker", True, url)
+
+
+def check_metastore() -> CheckResult:
+    url = redact_url(default_database_url())
+    try:
+        with connect(migrate=False) as db:
+            version = max(applied_versions(db), default=0)
+    except Exception as exc:
+        return CheckResult("metastore", False, f"{url}: {redact_text(str(exc))}")
+    if version < LATEST:
+        return CheckResult(
+            "metastore", False, f"{url}: schema version {version}, {LATEST} needed (migrate)"
+        )
+    return CheckResult("metastore", True, f"{url} (schema version {version})")
+
+
+def check_beat(max_age: timedelta) -> CheckResult:
+    try:
+        with connect(migrate=False) as db:
+            tick = heartbeats.last(db, HEARTBEAT)
+    except Exception as exc:
+        return CheckResult("beat", False, redact_text(str(exc)))
+    if tick is None:
+        return CheckResult("beat", False, "no heartbeat recorded yet")
+    at, hostname = tick
+    age = runs.now() - at
+    detail = f"last tick {age.total_seconds():.0f} s ago, run by {hostname}"
+    return CheckResult("beat", age <= max_age, detail)
+
+
+def check_workers(celery: Celery, timeout: float) -> CheckResult:
+    """Ping the workers; skipped (not failed) on brokers without broadcast, e.g. plain SQS."""
+    try:
+        with celery.connection_for_write() as conn:
+            if not conn.supports_exchange_type("fanout"):
+                return CheckResult("workers", True, "skipped: the broker cannot broadcast a ping")
+        replies = celery.control.ping(timeout=timeout)
+    except Exception as exc:
+        return CheckResult("workers", False, redact_text(str(exc)))
+    names = sorted(name for reply in replies for name in reply)
+    if not names:
+        return CheckResult("workers", False, "no worker answered")
+    return CheckResult("workers", True, f"{len(names)} live: {', '.join(names)}")
+
+
+CHECKS = ("broker", "metastore", "beat", "workers")
+
+
+def run_checks(
+    names: tuple[str, ...], timeout: float, max_beat_age: timedelta
+) -> list[CheckResult]:
+    checks: dict[str, Callable[[], CheckResult]] = {
+        "broker": lambda: check_broker(app, timeout),
+        "metastore": check_metastore,
+        "beat": lambda: check_beat(max_beat_age),
+        "workers": lambda: check_workers(app, timeout),
+    }
+    return [checks[name]() for name in names]

@@ -1,0 +1,1 @@
+"""The revisioner: inspect every datastore on a schedule and record what changed."""

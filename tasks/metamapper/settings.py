@@ -1,0 +1,66 @@
+"""Celery settings from the environment, for the default configuration module.
+
+- ``METAMAPPER_BROKER_URL``: the broker (``redis://``, ``amqp://``, ``sqs://``).
+- ``METAMAPPER_RESULT_BACKEND``: a result backend, if any (Metamapper needs none).
+- ``METAMAPPER_CELERY_SETTINGS``: a JSON object of Celery settings (lowercase names)
+  merged over the defaults: nested objects merge key by key (so
+  ``{"broker_transport_options": {"global_keyprefix": "mm:"}}`` keeps the visibility
+  timeout), ``null`` removes a key, and in ``beat_schedule`` a string schedule is a
+  crontab expression (``"*/5 * * * *"``), a number is seconds.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from celery.schedules import crontab
+
+from metamapper.defaults import SETTINGS
+
+BROKER_URL_ENV = "METAMAPPER_BROKER_URL"
+RESULT_BACKEND_ENV = "METAMAPPER_RESULT_BACKEND"
+CELERY_SETTINGS_ENV = "METAMAPPER_CELERY_SETTINGS"
+
+
+def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``override`` merged in: dicts recursively, ``None`` deletes."""
+    merged = dict(base)
+    for key, value in override.items():
+        if value is None:
+            merged.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    settings = dict(SETTINGS)
+    if environ.get(BROKER_URL_ENV):
+        settings["broker_url"] = environ[BROKER_URL_ENV]
+    if environ.get(RESULT_BACKEND_ENV):
+        settings["result_backend"] = environ[RESULT_BACKEND_ENV]
+        settings["task_ignore_result"] = False
+    raw = environ.get(CELERY_SETTINGS_ENV, "").strip()
+    if raw:
+        try:
+            extra = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{CELERY_SETTINGS_ENV} is not valid JSON: {exc}") from None
+        if not isinstance(extra, dict):
+            raise ValueError(f"{CELERY_SETTINGS_ENV} must be a JSON object")
+        settings = merge(settings, extra)
+    settings["beat_schedule"] = {
+        name: {**entry, "schedule": _schedule(entry["schedule"])}
+        for name, entry in settings.get("beat_schedule", {}).items()
+    }
+    return settings
+
+
+def _schedule(value: Any) -> Any:
+    if isinstance(value, str):
+        return crontab.from_string(value)
+    return value

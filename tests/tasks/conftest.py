@@ -1,0 +1,158 @@
+"""Fixtures for the worker image's tests: a metastore, and real Celery processes.
+
+Broker and database services come from the suite's top-level fixtures
+(``redis_url``, ``rabbitmq``, ``postgres_dsn``, ``mariadb_dsn``, ``sqs_endpoint``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+BIN = Path(sys.executable).parent
+
+
+def _wait_for(condition: Callable[[], Any], timeout: float = 30.0, interval: float = 0.2) -> Any:
+    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout} s: {condition}")
+        time.sleep(interval)
+
+
+@pytest.fixture
+def metastore_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh SQLite metastore, also set as METAMAPPER_DATABASE_URL for this process."""
+    url = f"sqlite:///{tmp_path / 'metastore.db'}"
+    monkeypatch.setenv("METAMAPPER_DATABASE_URL", url)
+    return url
+
+
+def _process_env(**overrides: str) -> dict[str, str]:
+    """The environment for a Celery process: ours, the venv first on PATH, overrides."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("METAMAPPER_")}
+    env["PATH"] = os.pathsep.join([str(BIN), env.get("PATH", "")])
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(overrides)
+    return env
+
+
+@dataclass
+class Process:
+    """A subprocess in its own session (so the whole tree can be signalled) with a log file."""
+
+    argv: list[str]
+    env: Mapping[str, str]
+    log_path: Path
+    popen: subprocess.Popen[bytes] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log_file = self.log_path.open("wb")
+        self.popen = subprocess.Popen(
+            self.argv, env=dict(self.env), stdout=self.log_file, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_log(self, text: str, timeout: float = 30.0) -> None:
+        def found() -> bool:
+            if self.popen.poll() is not None:
+                pytest.fail(f"{self.argv[0]} exited ({self.popen.returncode}):\n{self.log}")
+            return text in self.log
+
+        _wait_for(found, timeout)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        """Signal the process (its whole group for SIGKILL) and wait for it."""
+        if self.popen.poll() is None:
+            if sig == signal.SIGKILL:
+                os.killpg(self.popen.pid, sig)
+            else:
+                self.popen.send_signal(sig)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait()
+        self.log_file.close()
+        return self.popen.returncode
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[Callable[..., Process]]:
+    """Start processes that are all stopped at the end of the test."""
+    started: list[Process] = []
+
+    def start(argv: list[str], env: Mapping[str, str], name: str) -> Process:
+        process = Process(argv, env, tmp_path / f"{name}.log")
+        started.append(process)
+        return process
+
+    yield start
+    for process in reversed(started):
+        process.stop()
+        # Children left behind by a killed parent (beat under single-beat) go too.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.popen.pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def start_worker(processes: Callable[..., Process]) -> Callable[..., Process]:
+    """Start ``celery --app metamapper worker`` the way worker pods do; wait until ready."""
+
+    def start(env: Mapping[str, str], queues: str = "default,checks,revisioner,usage",
+              name: str = "worker", concurrency: int = 2) -> Process:
+        argv = [
+            str(BIN / "celery"), "--app", "metamapper", "worker", "-Q", queues,
+            "-c", str(concurrency), "--hostname", f"{name}@test", "-l", "info",
+        ]
+        worker = processes(argv, env, name)
+        worker.wait_for_log(f"{name}@test ready.", timeout=60)
+        return worker
+
+    return start
+
+
+@pytest.fixture
+def wait_for() -> Callable[..., Any]:
+    """``wait_for(condition, timeout=30)``: poll until truthy, fail the test on timeout."""
+    return _wait_for
+
+
+@pytest.fixture
+def process_env() -> Callable[..., dict[str, str]]:
+    """``process_env(**overrides)``: the environment for a Celery subprocess."""
+    return _process_env
+
+
+@pytest.fixture
+def config_module(tmp_path: Path) -> Callable[..., dict[str, str]]:
+    """``config_module(name, **settings)``: a user configuration module of plain
+    assignments, like the examples in Metamapper's docs; returns the environment
+    variables that select it."""
+
+    def write(name: str, **settings: Any) -> dict[str, str]:
+        directory = tmp_path / "config"
+        directory.mkdir(exist_ok=True)
+        body = "".join(f"{key} = {value!r}\n" for key, value in settings.items())
+        (directory / f"{name}.py").write_text(body)
+        return {"METAMAPPER_CELERY_CONFIG_MODULE": name, "PYTHONPATH": str(directory)}
+
+    return write

@@ -1,0 +1,116 @@
+"""celery beat enqueues Metamapper's schedule; single-beat keeps exactly one beat running."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import redis
+
+BIN = Path(sys.executable).parent
+Env = Callable[..., dict[str, str]]
+
+#: Beat sends the heartbeat every second instead of every minute.
+FAST_HEARTBEAT = json.dumps({"beat_schedule": {"heartbeat": {"schedule": 1}}})
+
+
+def queued_tasks(redis_url: str, queue: str) -> list[str]:
+    """Names of the tasks waiting in a Redis queue."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        return [json.loads(raw)["headers"]["task"] for raw in client.lrange(queue, 0, -1)]
+    finally:
+        client.close()
+
+
+def test_beat_enqueues_on_schedule(
+    redis_url: str, tmp_path: Path, processes: Callable[..., Any], process_env: Env,
+    wait_for: Callable[..., Any],
+) -> None:
+    env = process_env(METAMAPPER_BROKER_URL=redis_url, METAMAPPER_CELERY_SETTINGS=FAST_HEARTBEAT)
+    processes(
+        [str(BIN / "celery"), "--app", "metamapper", "beat", "-l", "info",
+         "--schedule", str(tmp_path / "schedule")],
+        env, "beat",
+    )
+    ticks = wait_for(lambda: len(queued_tasks(redis_url, "default")) >= 3 or None)
+    assert ticks
+    assert set(queued_tasks(redis_url, "default")) == {"metamapper.health.heartbeat"}
+    # Nothing else is due within seconds: the revisioner's entries are hourly crontabs.
+    assert queued_tasks(redis_url, "revisioner") == []
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _running_beats(scheduler_pid: int) -> int:
+    """How many ``celery beat`` processes this single-beat process is running."""
+    count = 0
+    for child in _children(scheduler_pid):
+        try:
+            argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        count += b"beat" in argv
+    return count
+
+
+def test_single_beat_runs_exactly_one_beat_and_fails_over(
+    redis_url: str, tmp_path: Path, processes: Callable[..., Any], process_env: Env,
+    wait_for: Callable[..., Any],
+) -> None:
+    lock_time = 3
+    identifier = f"metamapper-{uuid.uuid4().hex[:8]}"
+
+    def scheduler(name: str) -> Any:
+        env = process_env(
+            METAMAPPER_BROKER_URL=redis_url,
+            METAMAPPER_CELERY_SETTINGS=FAST_HEARTBEAT,
+            METAMAPPER_BEAT_SCHEDULE=str(tmp_path / f"{name}-schedule"),
+            SINGLE_BEAT_REDIS_SERVER=redis_url,
+            SINGLE_BEAT_IDENTIFIER=identifier,
+            SINGLE_BEAT_LOCK_TIME=str(lock_time),
+            SINGLE_BEAT_HEARTBEAT_INTERVAL="1",
+            SINGLE_BEAT_HOST_IDENTIFIER=name,
+        )
+        # The image's entrypoint command, as scheduler pods run it.
+        return processes([sys.executable, "-m", "metamapper", "scheduler"], env, name)
+
+    first = scheduler("first")
+    wait_for(lambda: _running_beats(first.popen.pid) == 1)
+    second = scheduler("second")
+    lock = redis.Redis.from_url(redis_url)
+    deadline = time.monotonic() + 2 * lock_time
+    while time.monotonic() < deadline:  # a few lock periods with both schedulers up
+        assert (_running_beats(first.popen.pid), _running_beats(second.popen.pid)) == (1, 0)
+        assert b":first:" in (lock.get(f"SINGLE_BEAT_{identifier}") or b"")
+        time.sleep(0.25)
+    wait_for(lambda: "metamapper.health.heartbeat" in queued_tasks(redis_url, "default"))
+
+    killed_at = time.monotonic()
+    first.stop(signal.SIGKILL)  # the node dies: no chance to release the lock
+    wait_for(lambda: b":second:" in (lock.get(f"SINGLE_BEAT_{identifier}") or b""),
+             timeout=lock_time + 15, interval=0.1)
+    took = time.monotonic() - killed_at
+    # The lock expires lock_time after its last refresh; the standby retries every
+    # heartbeat interval (1 s); one more second for polling.
+    assert took <= lock_time + 2, f"takeover after {took:.1f} s, lock time {lock_time} s"
+    wait_for(lambda: _running_beats(second.popen.pid) == 1)
+    lock.delete("default")
+    wait_for(lambda: "metamapper.health.heartbeat" in queued_tasks(redis_url, "default"))
+    lock.close()

@@ -1,0 +1,131 @@
+"""The ``metamapper`` command, run as a process the way the image runs it."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from metamapper.entrypoint import operator_argv, scheduler_argv, worker_argv
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture
+def metamapper(
+    metastore_url: str, process_env: Callable[..., dict[str, str]]
+) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run ``python -m metamapper ARGS`` against this test's metastore."""
+
+    def run(*args: str, stdin: str = "", **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "metamapper", *args], input=stdin, capture_output=True,
+            text=True, timeout=60, env=process_env(METAMAPPER_DATABASE_URL=metastore_url, **env),
+        )
+
+    return run
+
+
+Metamapper = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def test_console_script_is_installed() -> None:
+    result = subprocess.run([BIN / "metamapper", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0
+    assert "datastores" in result.stdout
+
+
+def test_migrate(metamapper: Metamapper) -> None:
+    assert metamapper("migrate").stdout == "applied 0001 initial\n"
+    assert metamapper("migrate").stdout == "metastore is up to date\n"
+
+
+def test_datastores_never_print_passwords(metamapper: Metamapper) -> None:
+    added = metamapper("datastores", "add", "crm", "postgresql://app:TopSecret@db:5432/crm")
+    assert added.returncode == 0, added.stderr
+    assert "TopSecret" not in added.stdout + added.stderr
+    metamapper("datastores", "add", "ext", "--url-env", "EXT_URL", "--engine", "mysql")
+    listed = metamapper("datastores", "list")
+    assert "TopSecret" not in listed.stdout
+    assert "postgresql://app:****@db:5432/crm" in listed.stdout
+    assert "$EXT_URL" in listed.stdout
+    assert metamapper("datastores", "remove", "crm").returncode == 0
+    gone = metamapper("datastores", "remove", "crm")
+    assert gone.returncode == 1 and "no datastore named 'crm'" in gone.stderr
+
+
+def test_inspect_runs_and_revisions(metamapper: Metamapper, tmp_path: Path) -> None:
+    database = tmp_path / "app.db"
+    with sqlite3.connect(database) as conn:
+        conn.execute("CREATE TABLE things (id INTEGER PRIMARY KEY, label TEXT)")
+    metamapper("datastores", "add", "app", f"sqlite:///{database}")
+    inspected = metamapper("inspect", "app")
+    assert inspected.returncode == 0, inspected.stderr
+    assert inspected.stdout.startswith("run 1: SUCCESS, 1 revisions")
+    with sqlite3.connect(database) as conn:
+        conn.execute("ALTER TABLE things ADD COLUMN weight REAL")
+    assert "run 2: SUCCESS, 1 revisions" in metamapper("inspect", "app").stdout
+    header, *lines = metamapper("revisions", "app").stdout.splitlines()
+    assert header.split() == ["RUN", "APPLIED", "ACTION", "KIND", "PATH", "CHANGE"]
+    # RUN, date, time, ACTION, KIND, PATH
+    assert [line.split()[3:6] for line in lines] == [
+        ["CREATED", "schema", "main"],
+        ["CREATED", "column", "main.things.weight"],
+    ]
+    assert metamapper("runs").stdout.count("SUCCESS") == 2
+
+
+def test_inspect_unreachable_datastore(metamapper: Metamapper) -> None:
+    metamapper("datastores", "add", "down", "postgresql://app:TopSecret@127.0.0.1:1/x")
+    result = metamapper("inspect", "down")
+    assert result.returncode == 1
+    assert "down:" in result.stderr and "TopSecret" not in result.stderr
+    assert "FAILURE" in metamapper("runs").stdout
+
+
+def test_health_fails_without_broker(metamapper: Metamapper) -> None:
+    result = metamapper(
+        "health", "--check", "broker", "--check", "metastore", "--json", "--timeout", "1",
+        METAMAPPER_BROKER_URL="redis://:TopSecret@127.0.0.1:1/0",
+    )
+    assert result.returncode == 1
+    assert "TopSecret" not in result.stdout
+    checks = {c["name"]: c for c in json.loads(result.stdout)}
+    assert checks["broker"]["ok"] is False
+    assert checks["metastore"]["ok"] is False  # never migrated
+    metamapper("migrate")
+    assert metamapper("health", "--check", "metastore").returncode == 0
+
+
+def test_unknown_commands_pass_through(metamapper: Metamapper) -> None:
+    assert metamapper("echo", "passed", "through").stdout == "passed through\n"
+    missing = metamapper("no-such-program")
+    assert missing.returncode == 1 and "command not found: no-such-program" in missing.stderr
+
+
+def test_worker_execs_celery_worker(metamapper: Metamapper) -> None:
+    result = metamapper("worker", "--help")
+    assert result.returncode == 0
+    assert "--concurrency" in result.stdout
+
+
+def test_shell_has_the_app(metamapper: Metamapper) -> None:
+    result = metamapper("shell", "--python", stdin="print('app is', app.main)\n")
+    assert "app is metamapper" in result.stdout + result.stderr
+
+
+def test_process_commands() -> None:
+    assert worker_argv(["-Q", "revisioner", "-c", "4"]) == [
+        "celery", "--app", "metamapper", "worker", "-l", "info", "-Q", "revisioner", "-c", "4",
+    ]
+    argv = scheduler_argv([])
+    assert argv[0] == "single-beat" and argv[1].endswith("celery")
+    assert argv[2:] == [
+        "--app", "metamapper", "beat", "-l", "info", "--schedule", "/tmp/celerybeat-schedule",
+    ]
+    assert operator_argv(["--verbose"]) == ["metamapper-operator", "--verbose"]

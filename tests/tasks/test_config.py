@@ -1,0 +1,138 @@
+"""The Celery app's configuration: defaults, routes, the environment, user modules."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+
+import pytest
+from celery.schedules import crontab
+
+from metamapper.celery import app
+from metamapper.defaults import SETTINGS, TASK_TIME_LIMIT, VISIBILITY_TIMEOUT
+from metamapper.settings import from_environment, merge
+
+
+def test_json_only() -> None:
+    assert app.conf.task_serializer == "json"
+    assert app.conf.result_serializer == "json"
+    assert list(app.conf.accept_content) == ["json"]
+
+
+def test_safe_autoscaling_defaults() -> None:
+    conf = app.conf
+    assert conf.task_acks_late is True
+    assert conf.task_reject_on_worker_lost is True
+    assert conf.worker_prefetch_multiplier == 1
+    assert conf.task_soft_time_limit < conf.task_time_limit == TASK_TIME_LIMIT
+    # Longer than the longest task plus the spread of delayed run starts.
+    spread = conf.metamapper_run_spread_seconds
+    assert conf.broker_transport_options["visibility_timeout"] > TASK_TIME_LIMIT + spread
+
+
+@pytest.mark.parametrize(
+    ("task", "queue"),
+    [
+        ("metamapper.revisioner.start_run", "revisioner"),
+        ("metamapper.revisioner.process_schema", "revisioner"),
+        ("metamapper.checks.run_check", "checks"),
+        ("metamapper.usage.collect", "usage"),
+        ("metamapper.health.heartbeat", "default"),
+    ],
+)
+def test_routes(task: str, queue: str) -> None:
+    assert app.amqp.router.route({}, task)["queue"].name == queue
+
+
+def test_queues() -> None:
+    assert sorted(app.amqp.queues) == ["checks", "default", "revisioner", "usage"]
+
+
+def test_beat_schedule_is_metamappers() -> None:
+    schedule = app.conf.beat_schedule
+    assert schedule["heartbeat"]["schedule"] == crontab()
+    assert schedule["create-runs"]["schedule"] == crontab(minute=0)
+    assert schedule["queue-runs"]["schedule"] == crontab(minute="15,45")
+    assert schedule["detect-run-timeouts"]["schedule"] == crontab(minute=30)
+    app.loader.import_default_modules()
+    assert {e["task"] for e in schedule.values()} <= set(app.tasks)
+
+
+def test_environment_settings() -> None:
+    settings = from_environment({
+        "METAMAPPER_BROKER_URL": "amqp://u:p@rabbit/metamapper",
+        "METAMAPPER_RESULT_BACKEND": "redis://r/1",
+        "METAMAPPER_CELERY_SETTINGS": json.dumps({
+            "worker_prefetch_multiplier": 4,
+            "broker_transport_options": {"global_keyprefix": "mm:"},
+            "beat_schedule": {
+                "create-runs": {"schedule": "*/5 * * * *"},
+                "heartbeat": {"schedule": 10},
+                "detect-run-timeouts": None,
+            },
+        }),
+    })
+    assert settings["broker_url"] == "amqp://u:p@rabbit/metamapper"
+    assert settings["result_backend"] == "redis://r/1"
+    assert settings["worker_prefetch_multiplier"] == 4
+    assert settings["broker_transport_options"] == {
+        "visibility_timeout": VISIBILITY_TIMEOUT, "global_keyprefix": "mm:",
+    }
+    schedule = settings["beat_schedule"]
+    assert schedule["create-runs"] == {
+        "task": "metamapper.revisioner.create_runs", "schedule": crontab(minute="*/5"),
+    }
+    assert schedule["heartbeat"]["schedule"] == 10
+    assert "detect-run-timeouts" not in schedule
+    assert SETTINGS["worker_prefetch_multiplier"] == 1  # the defaults are untouched
+
+
+@pytest.mark.parametrize("raw", ["[1, 2]", "{not json"])
+def test_bad_settings_json_is_refused(raw: str) -> None:
+    with pytest.raises(ValueError, match="METAMAPPER_CELERY_SETTINGS"):
+        from_environment({"METAMAPPER_CELERY_SETTINGS": raw})
+
+
+def test_merge() -> None:
+    assert merge({"a": {"b": 1, "c": 2}, "d": 3}, {"a": {"c": None, "e": 4}, "d": None}) == {
+        "a": {"b": 1, "e": 4},
+    }
+
+
+def _conf_in_subprocess(env: dict[str, str], *names: str) -> dict[str, object]:
+    code = (
+        "import json, sys; from metamapper.celery import app; "
+        "print(json.dumps({n: app.conf[n] for n in sys.argv[1:]}, default=str))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, *names], env=env, check=True, capture_output=True, text=True,
+    ).stdout
+    result: dict[str, object] = json.loads(out)
+    return result
+
+
+def test_user_module_keeps_metamapper_defaults(
+    config_module: Callable[..., dict[str, str]], process_env: Callable[..., dict[str, str]]
+) -> None:
+    env = process_env(**config_module(
+        "myceleryconfig", broker_url="amqp://guest:guest@localhost:5672/metamapper"
+    ))
+    conf = _conf_in_subprocess(
+        env, "broker_url", "task_acks_late", "task_default_queue", "worker_prefetch_multiplier"
+    )
+    assert conf == {
+        "broker_url": "amqp://guest:guest@localhost:5672/metamapper",
+        "task_acks_late": True,
+        "task_default_queue": "default",
+        "worker_prefetch_multiplier": 1,
+    }
+
+
+def test_default_module_reads_environment(process_env: Callable[..., dict[str, str]]) -> None:
+    env = process_env(
+        METAMAPPER_BROKER_URL="sqs://", METAMAPPER_CELERY_SETTINGS='{"task_time_limit": 5}'
+    )
+    conf = _conf_in_subprocess(env, "broker_url", "task_time_limit")
+    assert conf == {"broker_url": "sqs://", "task_time_limit": 5}

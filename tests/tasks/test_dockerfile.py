@@ -1,0 +1,72 @@
+"""The Dockerfile agrees with the entrypoint it packages (no Docker engine runs here)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from metamapper.cli import cli
+
+DOCKERFILE = Path(__file__).resolve().parents[2] / "Dockerfile"
+
+
+def _stages() -> dict[str, list[str]]:
+    """Instructions of each stage, by stage name (continuation lines joined)."""
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    stages: dict[str, list[str]] = {}
+    current: list[str] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        match = re.match(r"FROM\s+\S+\s+AS\s+(\S+)", line, re.IGNORECASE)
+        if match:
+            current = stages.setdefault(match[1], [])
+        current.append(line)
+    return stages
+
+
+def _instruction(stage: list[str], name: str) -> str | None:
+    found = [line for line in stage if line.upper().startswith(name + " ")]
+    return found[-1][len(name) + 1:] if found else None
+
+
+def _inherited(stages: dict[str, list[str]], name: str, instruction: str) -> str | None:
+    stage = stages[name]
+    value = _instruction(stage, instruction)
+    if value is None:
+        parent = stage[0].split()[1]
+        return _inherited(stages, parent, instruction) if parent in stages else None
+    return value
+
+
+@pytest.mark.parametrize(("target", "command"), [("worker", "worker"), ("operator", "operator")])
+def test_targets_run_the_entrypoint(target: str, command: str) -> None:
+    stages = _stages()
+    assert _instruction(stages[target], "ENTRYPOINT") == '["metamapper"]'
+    cmd = json.loads(_instruction(stages[target], "CMD") or "[]")
+    assert cmd == [command] and command in cli.commands
+
+
+@pytest.mark.parametrize("target", ["worker", "operator"])
+def test_targets_are_non_root_without_compilers(target: str) -> None:
+    stages = _stages()
+    user = _inherited(stages, target, "USER") or ""
+    assert re.fullmatch(r"[1-9]\d*:[1-9]\d*", user), user
+    chain = [target]
+    while (parent := stages[chain[-1]][0].split()[1]) in stages:
+        chain.append(parent)
+    runtime_text = " ".join(line for name in chain for line in stages[name]).lower()
+    for tool in ("gcc", "build-essential", "make ", "g++", "-dev "):
+        assert tool not in runtime_text
+
+
+def test_base_image_and_installs_are_pinned() -> None:
+    text = DOCKERFILE.read_text()
+    image = re.search(r"ARG PYTHON_IMAGE=(\S+)", text)
+    assert image and re.fullmatch(r"python:3\.11\.\d+-slim-\w+", image[1])
+    assert ":latest" not in text
+    assert text.count("--only-binary=:all:") == 2

@@ -1,0 +1,167 @@
+"""Real ``celery --app metamapper worker`` processes on Redis, RabbitMQ and SQS (moto)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import signal
+import subprocess
+import sys
+import urllib.request
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import psycopg
+
+from metamapper.metastore import connect, datastores, heartbeats, revisions, runs
+
+BIN = Path(sys.executable).parent
+Env = Callable[..., dict[str, str]]
+
+
+def celery_call(env: dict[str, str], task: str) -> None:
+    """Send a task the way an operator would, with Celery's own command line."""
+    subprocess.run(
+        [BIN / "celery", "--app", "metamapper", "call", task],
+        env=env, check=True, capture_output=True, timeout=60,
+    )
+
+
+def last_heartbeat(metastore_url: str) -> str | None:
+    with connect(metastore_url) as db:
+        tick = heartbeats.last(db, "beat")
+    return None if tick is None else tick[1]
+
+
+def test_redis_worker_runs_tasks_and_shuts_down_warm(
+    redis_url: str, metastore_url: str, start_worker: Callable[..., Any],
+    process_env: Env, wait_for: Callable[..., Any],
+) -> None:
+    env = process_env(
+        METAMAPPER_BROKER_URL=redis_url,
+        METAMAPPER_DATABASE_URL=metastore_url,
+        METAMAPPER_CELERY_SETTINGS=json.dumps(
+            {"broker_transport_options": {"global_keyprefix": "mm-test:"}}
+        ),
+    )
+    worker = start_worker(env, name="redis")
+    celery_call(env, "metamapper.health.heartbeat")
+    assert wait_for(lambda: last_heartbeat(metastore_url)) == "redis@test"
+
+    health = subprocess.run(
+        [sys.executable, "-m", "metamapper", "health", "--timeout", "1"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert health.returncode == 0, health.stdout + health.stderr
+    assert "1 live: redis@test" in health.stdout
+
+    assert worker.stop(signal.SIGTERM) == 0
+    assert "Warm shutdown" in worker.log
+
+
+def _management(rabbitmq: Any, path: str) -> Any:
+    request = urllib.request.Request(f"{rabbitmq.management_url}/api/{path}")
+    token = base64.b64encode(f"{rabbitmq.user}:{rabbitmq.password}".encode()).decode()
+    request.add_header("Authorization", f"Basic {token}")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.load(response)
+
+
+def test_rabbitmq_worker_with_a_user_config_module(
+    rabbitmq: Any, metastore_url: str, start_worker: Callable[..., Any], process_env: Env,
+    config_module: Env, wait_for: Callable[..., Any],
+) -> None:
+    env = process_env(
+        METAMAPPER_DATABASE_URL=metastore_url,
+        **config_module("myceleryconfig", broker_url=rabbitmq.amqp_url),
+    )
+    start_worker(env, queues="default", name="rabbit")
+    celery_call(env, "metamapper.health.heartbeat")
+    assert wait_for(lambda: last_heartbeat(metastore_url)) == "rabbit@test"
+
+    # Revisioner tasks are routed to their own queue, which this worker does not consume.
+    celery_call(env, "metamapper.revisioner.create_runs")
+    vhost = quote(rabbitmq.vhost, safe="")
+
+    def revisioner_ready() -> int:
+        return int(_management(rabbitmq, f"queues/{vhost}/revisioner").get("messages_ready", 0))
+
+    assert wait_for(revisioner_ready) == 1
+    names = {q["name"] for q in _management(rabbitmq, f"queues/{vhost}")}
+    assert {"default", "revisioner"} <= names
+
+
+def test_sqs_worker_against_moto(
+    sqs_endpoint: str, metastore_url: str, start_worker: Callable[..., Any],
+    process_env: Env, config_module: Env, wait_for: Callable[..., Any],
+) -> None:
+    endpoint = urlsplit(sqs_endpoint)
+    env = process_env(
+        METAMAPPER_DATABASE_URL=metastore_url,
+        **config_module(
+            "sqsceleryconfig",
+            broker_url=f"sqs://{endpoint.netloc}",
+            broker_transport_options={
+                "region": "us-east-1",
+                "is_secure": False,
+                "queue_name_prefix": f"mm-{uuid.uuid4().hex[:8]}-",
+                "visibility_timeout": 3600,
+                "polling_interval": 0.3,
+                "wait_time_seconds": 1,
+            },
+        ),
+    )
+    start_worker(env, name="sqs")
+    celery_call(env, "metamapper.health.heartbeat")
+    assert wait_for(lambda: last_heartbeat(metastore_url)) == "sqs@test"
+
+
+def test_revisioner_runs_through_workers(
+    redis_url: str, postgres_dsn: str, metastore_url: str, tmp_path: Path,
+    start_worker: Callable[..., Any], process_env: Env, wait_for: Callable[..., Any],
+) -> None:
+    """Beat's two revisioner tasks, sent by hand: every datastore gets a run; the
+    unreachable one fails after its retries without holding up the others."""
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA sales; CREATE TABLE sales.orders (id INTEGER PRIMARY KEY);"
+                     " CREATE TABLE public.notes (body TEXT)")
+    with connect(metastore_url) as db:
+        datastores.add(db, "warehouse", url=postgres_dsn)
+        datastores.add(db, "broken", url="postgresql://app:TopSecret@127.0.0.1:1/none")
+    env = process_env(
+        METAMAPPER_BROKER_URL=redis_url,
+        METAMAPPER_DATABASE_URL=metastore_url,
+        METAMAPPER_CELERY_SETTINGS=json.dumps({
+            "metamapper_run_spread_seconds": 1,
+            "metamapper_inspect_max_retries": 2,
+            "metamapper_inspect_retry_delay_seconds": 1,
+        }),
+    )
+    worker = start_worker(env, queues="revisioner", name="revisioner", concurrency=2)
+    celery_call(env, "metamapper.revisioner.create_runs")
+    with connect(metastore_url) as db:
+        wait_for(lambda: len(runs.pending(db)) == 2)
+    celery_call(env, "metamapper.revisioner.queue_runs")
+
+    def finished() -> dict[str, runs.Run] | None:
+        with connect(metastore_url) as db:
+            names = {d.id: d.name for d in datastores.list_all(db)}
+            latest = {names[r.datastore_id]: r for r in runs.recent(db)}
+        done = all(r.status not in runs.UNFINISHED for r in latest.values())
+        return latest if len(latest) == 2 and done else None
+
+    latest = wait_for(finished, timeout=60)
+    assert latest["warehouse"].status == runs.SUCCESS
+    assert latest["broken"].status == runs.FAILURE
+    assert (latest["broken"].error or "").startswith("datastore unavailable")
+    with connect(metastore_url) as db:
+        warehouse = datastores.get(db, "warehouse")
+        assert warehouse is not None
+        created = sorted(r.path for r in revisions.history(db, warehouse.id))
+    assert created == ["public", "sales"]
+    log = worker.log
+    assert log.count("unavailable, retry in") == 2
+    assert "TopSecret" not in log
