@@ -124,7 +124,7 @@ def sqs_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         pytest.fail("moto_server not found: `pip install -e .[dev]` (moto[server])")
     log = (tmp_path_factory.mktemp("moto") / "moto.log").open("wb")
     proc = subprocess.Popen([binary, "-H", "127.0.0.1", "-p", str(port)], stdout=log,
-                            stderr=subprocess.STDOUT)
+                            stderr=subprocess.STDOUT, start_new_session=True)
     os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
                       AWS_DEFAULT_REGION="us-east-1")
     services.wait_for(lambda: services.port_open(port), "moto_server", 30, Path(log.name),
@@ -172,8 +172,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     found = Cluster(plane, kube / "kubectl", helm / "helm")
     try:
         found.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
-        found.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                      "crd/metamappers.metamapper.io")
+        wait_until(lambda: found.kubectl(
+            "get", "crd/metamappers.metamapper.io", "-o",
+            'jsonpath={.status.conditions[?(@.type=="Established")].status}',
+            check=False).stdout == "True", what="the CRD to be Established")
         # The published OpenAPI (what `kubectl explain` reads) lags Established a little.
         wait_until(lambda: found.kubectl("explain", "metamapper", check=False).returncode == 0,
                    what="the CRD's OpenAPI to be published")

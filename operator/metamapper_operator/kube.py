@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import json
 import logging
 import os
 import uuid
@@ -29,12 +30,19 @@ RETRYABLE = frozenset({409, 429, 500, 502, 503, 504})
 log = logging.getLogger(__name__)
 
 
+def _api_message(err: ApiException) -> str:
+    """The apiserver's own explanation (a Status object's message) when it sent one."""
+    try:
+        return str(json.loads(err.body)["message"])
+    except (TypeError, ValueError, KeyError):
+        return str(err.reason or "")
+
+
 class KubeError(RuntimeError):
     """An API request failed; ``retryable`` says whether trying again may help."""
 
     def __init__(self, what: str, err: ApiException) -> None:
-        reason = err.reason or ""
-        super().__init__(f"{what}: {err.status} {reason}".strip())
+        super().__init__(f"{what}: {err.status} {_api_message(err)}".strip())
         self.status = int(err.status or 0)
         self.retryable = self.status in RETRYABLE or self.status == 0
 
@@ -126,16 +134,16 @@ class Kube:
         """
         now = datetime.datetime.now(datetime.UTC)
         namespace = involved["namespace"]
-        body: dict[str, Any] = {
-            "metadata": {"name": f"{involved['name']}.{uuid.uuid4().hex[:12]}",
-                         "namespace": namespace},
-            "involvedObject": {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Metamapper",
-                               "name": involved["name"], "namespace": namespace,
-                               "uid": involved.get("uid")},
-            "type": type, "reason": reason, "message": message[:1024], "count": 1,
-            "firstTimestamp": now, "lastTimestamp": now,
-            "source": {"component": MANAGER}, "reportingComponent": MANAGER,
-        }
+        body = client.CoreV1Event(
+            metadata=client.V1ObjectMeta(name=f"{involved['name']}.{uuid.uuid4().hex[:12]}",
+                                         namespace=namespace),
+            involved_object=client.V1ObjectReference(
+                api_version=f"{GROUP}/{VERSION}", kind="Metamapper", name=involved["name"],
+                namespace=namespace, uid=involved.get("uid")),
+            type=type, reason=reason, message=message[:1024], count=1,
+            first_timestamp=now, last_timestamp=now,
+            source=client.V1EventSource(component=MANAGER), reporting_component=MANAGER,
+        )
         try:
             await self.core.create_namespaced_event(namespace, body)
         except ApiException as err:

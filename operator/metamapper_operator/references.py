@@ -112,12 +112,16 @@ async def resolve(fleet: Fleet, read: ReadSecret) -> BrokerAccess:
 
 
 class SecretCache:
-    """Secret reads with a time-to-live, so periodic resyncs do not read every time."""
+    """Secret reads with a time-to-live, so periodic resyncs do not read every time.
+
+    A missing Secret is not cached: the object waiting for it recovers on the next
+    resync after it is created.
+    """
 
     def __init__(self, read: ReadSecret, ttl: float, clock: Callable[[], float] = time.monotonic
                  ) -> None:
         self._read, self._ttl, self._clock = read, ttl, clock
-        self._entries: dict[tuple[str, str], tuple[float, dict[str, str] | None]] = {}
+        self._entries: dict[tuple[str, str], tuple[float, dict[str, str]]] = {}
 
     async def read(self, namespace: str, name: str) -> dict[str, str] | None:
         key = (namespace, name)
@@ -125,7 +129,8 @@ class SecretCache:
         if entry is not None and self._clock() - entry[0] < self._ttl:
             return entry[1]
         value = await self._read(namespace, name)
-        self._entries[key] = (self._clock(), value)
+        if value is not None:
+            self._entries[key] = (self._clock(), value)
         return value
 
     def forget(self, namespace: str) -> None:

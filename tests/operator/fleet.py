@@ -39,8 +39,9 @@ def apply(cluster: Cluster, namespace: str, *objects: dict[str, Any]) -> None:
                     input=yaml.safe_dump_all(list(objects)))
 
 
-def broker_secret(url: str = "redis://:s3cret-pw@redis.example:6379/0") -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": BROKER_SECRET},
+def broker_secret(url: str = "redis://:s3cret-pw@redis.example:6379/0",
+                  name: str = BROKER_SECRET) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
             "stringData": {"url": url}}
 
 

@@ -272,7 +272,7 @@ class ControlPlane:
             f"--service-account-signing-key-file={pki / 'sa.key'}",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--authorization-mode=RBAC",
-            "--allow-privileged=false", "--endpoint-reconciler-type=none",
+            "--endpoint-reconciler-type=none",
             "--profiling=false",
             f"--audit-policy-file={self.root / 'audit-policy.yaml'}",
             f"--audit-log-path={self.audit_log}", "--audit-log-maxsize=200",

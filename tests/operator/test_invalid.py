@@ -1,0 +1,258 @@
+"""Bad input: refused by the apiserver naming the field, or reported as InvalidSpec.
+
+Meanwhile a valid object in the same namespace keeps reconciling and the operator keeps
+running.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import string
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import Cluster
+from tests.helpers import wait_until
+from tests.operator.conftest import OperatorProcess
+from tests.operator.fleet import apply, broker_secret, condition, fleet, get, wait_for_children
+
+Mutation = Callable[[dict[str, Any]], None]
+
+
+def _set(path: str, value: Any) -> Mutation:
+    def mutate(spec: dict[str, Any]) -> None:
+        *parents, last = path.split(".")
+        node: Any = spec
+        for part in parents:
+            node = node[int(part)] if part.isdigit() else node.setdefault(part, {})
+        if isinstance(node, list):
+            node[int(last)] = value
+        else:
+            node[last] = value
+    return mutate
+
+
+def _drop(path: str) -> Mutation:
+    def mutate(spec: dict[str, Any]) -> None:
+        *parents, last = path.split(".")
+        node: Any = spec
+        for part in parents:
+            node = node[int(part)] if part.isdigit() else node[part]
+        del node[last]
+    return mutate
+
+
+# (mutation of a valid spec, text the apiserver's refusal must contain)
+REFUSED: list[tuple[str, Mutation, list[str]]] = [
+    ("no image", _drop("image"), ["spec.image", "Required value"]),
+    ("empty image", _set("image", ""), ["spec.image"]),
+    ("no broker", _drop("broker"), ["spec.broker", "Required value"]),
+    ("no pools", _drop("pools"), ["spec.pools", "Required value"]),
+    ("empty pools", _set("pools", []), ["spec.pools"]),
+    ("url and secret", _set("broker.url", "redis://r:6379/0"),
+     ["set exactly one of broker.url or broker.urlSecretRef"]),
+    ("neither url nor secret", _set("broker", {}),
+     ["set exactly one of broker.url or broker.urlSecretRef"]),
+    ("password in url", _set("broker", {"url": "redis://:pw@r:6379/0"}),
+     ["spec.broker.url", "must not contain a password"]),
+    ("unknown scheme", _set("broker", {"url": "kafka://k:9092"}),
+     ["spec.broker.url", "must start with redis://"]),
+    ("bad transport", _set("broker.transport", "kafka"),
+     ["spec.broker.transport", "Unsupported value"]),
+    ("min above max", _set("pools.0.minReplicas", 9),
+     ["spec.pools[0].minReplicas", "less than or equal to maxReplicas"]),
+    ("negative min", _set("pools.0.minReplicas", -1), ["spec.pools[0].minReplicas"]),
+    ("max zero", _set("pools.0.maxReplicas", 0), ["spec.pools[0].maxReplicas"]),
+    ("max too high", _set("pools.0.maxReplicas", 5000), ["spec.pools[0].maxReplicas"]),
+    ("zero concurrency", _set("pools.0.concurrency", 0), ["spec.pools[0].concurrency"]),
+    ("no queues", _set("pools.0.queues", []), ["spec.pools[0].queues"]),
+    ("empty queue name", _set("pools.0.queues", [""]), ["spec.pools[0].queues[0]"]),
+    ("queue with comma", _set("pools.0.queues", ["a,b"]), ["spec.pools[0].queues[0]"]),
+    ("duplicate queue in pool", _set("pools.0.queues", ["a", "a"]),
+     ["spec.pools[0].queues[1]", "Duplicate value"]),
+    ("queue in two pools", _set("pools.1.queues", ["default"]),
+     ["spec.pools", "a queue may be consumed by one pool only"]),
+    ("duplicate pool name", _set("pools.1.name", "default"),
+     ["spec.pools[1]", "Duplicate value"]),
+    ("uppercase pool name", _set("pools.0.name", "Default"), ["spec.pools[0].name"]),
+    ("reserved pool name", _set("pools.0.name", "scheduler"),
+     ["spec.pools[0].name", "reserved"]),
+    ("long pool name", _set("pools.0.name", "p" * 21), ["spec.pools[0].name"]),
+    ("pool without name", _drop("pools.0.name"), ["spec.pools[0].name", "Required value"]),
+    ("zero grace", _set("pools.0.terminationGracePeriodSeconds", 0),
+     ["spec.pools[0].terminationGracePeriodSeconds"]),
+    ("tolerance above 1", _set("pools.0.autoscaling", {"tolerance": 2}),
+     ["spec.pools[0].autoscaling.tolerance"]),
+    ("zero target", _set("pools.0.autoscaling", {"targetBacklogPerReplica": 0}),
+     ["spec.pools[0].autoscaling.targetBacklogPerReplica"]),
+    ("negative fallback", _set("pools.0.autoscaling", {"fallbackReplicas": -2}),
+     ["fallbackReplicas must not be negative"]),
+    ("bad pull policy", _set("imagePullPolicy", "Sometimes"),
+     ["spec.imagePullPolicy", "Unsupported value"]),
+    ("heartbeat not below lock time",
+     _set("scheduler", {"lock": {"lockTimeSeconds": 3, "heartbeatIntervalSeconds": 3}}),
+     ["spec.scheduler.lock.heartbeatIntervalSeconds", "less than lockTimeSeconds"]),
+    ("too many schedulers", _set("scheduler", {"replicas": 9}), ["spec.scheduler.replicas"]),
+    ("lock url with password", _set("scheduler", {"lock": {"redisURL": "redis://:p@r/0"}}),
+     ["spec.scheduler.lock.redisURL", "must not contain a password"]),
+    ("management url with credentials",
+     _set("broker.rabbitmq", {"managementURL": "http://u:p@rabbit:15672"}),
+     ["spec.broker.rabbitmq.managementURL"]),
+    ("env without name", _set("env", [{"value": "x"}]), ["spec.env[0].name"]),
+    ("concurrency as text", _set("pools.0.concurrency", "four"),
+     ["spec.pools[0].concurrency", "must be of type integer"]),
+]
+
+# Valid for the apiserver, but only the operator can tell they cannot run.
+NEEDS_OPERATOR: list[tuple[str, Mutation, str]] = [
+    ("missing secret", _set("broker", {"urlSecretRef": {"name": "nope"}}),
+     "spec.broker.urlSecretRef: Secret 'nope' not found"),
+    ("missing key", _set("broker", {"urlSecretRef": {"name": "broker", "key": "other"}}),
+     "spec.broker.urlSecretRef: Secret 'broker' has no key 'other'"),
+    ("transport disagrees with the secret's url", _set("broker.transport", "rabbitmq"),
+     "spec.broker.transport: 'rabbitmq' does not match"),
+    ("non-Redis broker without a lock", _set("broker", {"url": "amqp://rabbit:5672/mm"}),
+     "spec.scheduler.lock.redisURL: the scheduler's single-beat lock needs Redis"),
+    ("credentials in celery settings",
+     _set("celery", {"settings": {"broker_url": "redis://x"}}),
+     "spec.celery.settings.broker_url: carries credentials"),
+    ("reserved env", _set("env", [{"name": "METAMAPPER_BROKER_URL", "value": "x"}]),
+     "spec.env[0].name: METAMAPPER_BROKER_URL is set by the operator"),
+    ("missing management credentials secret",
+     _set("broker.rabbitmq", {"credentialsSecretRef": {"name": "nope"}}),
+     "spec.broker.rabbitmq.credentialsSecretRef: Secret 'nope' not found"),
+]
+
+
+def _variant(name: str, mutate: Mutation) -> dict[str, Any]:
+    body = fleet(name)
+    mutate(body["spec"])
+    return body
+
+
+@pytest.fixture
+def valid_fleet(cluster: Cluster, namespace: str, operator: OperatorProcess) -> str:
+    apply(cluster, namespace, broker_secret(), fleet("good"))
+    wait_for_children(cluster, namespace, {"good-default", "good-revisioner", "good-scheduler"})
+    return namespace
+
+
+def _still_reconciling(cluster: Cluster, namespace: str, operator: OperatorProcess) -> None:
+    changed = fleet("good")
+    changed["spec"]["pools"][0]["concurrency"] = 7
+
+    apply(cluster, namespace, changed)
+
+    def follows() -> bool:
+        dep = get(cluster, namespace, "deployment", "good-default")
+        return bool(dep) and "7" in dep["spec"]["template"]["spec"]["containers"][0]["args"]
+
+    wait_until(follows, what="the valid object to keep reconciling")
+    assert operator.proc.poll() is None and operator.healthy()
+
+
+def test_schema_refuses_each_invalid_object_naming_the_field(
+        cluster: Cluster, valid_fleet: str, operator: OperatorProcess) -> None:
+    assert len(REFUSED) + len(NEEDS_OPERATOR) >= 30
+    for i, (what, mutate, expected) in enumerate(REFUSED):
+        body = _variant(f"bad-{i}", mutate)
+        result = cluster.kubectl("apply", "-n", valid_fleet, "-f", "-",
+                                 input=yaml.safe_dump(body), check=False)
+        assert result.returncode != 0, f"{what}: accepted"
+        for text in expected:
+            assert text in result.stderr, f"{what}: {text!r} not in {result.stderr}"
+    _still_reconciling(cluster, valid_fleet, operator)
+
+
+def test_operator_reports_what_the_schema_cannot_catch(
+        cluster: Cluster, valid_fleet: str, operator: OperatorProcess) -> None:
+    names = [f"inv-{i}" for i in range(len(NEEDS_OPERATOR))]
+    apply(cluster, valid_fleet, *[_variant(name, mutate)
+                                  for name, (_, mutate, _) in zip(names, NEEDS_OPERATOR,
+                                                                  strict=True)])
+    for name, (what, _, message) in zip(names, NEEDS_OPERATOR, strict=True):
+        def reported(name: str = name) -> dict[str, Any]:
+            return condition(get(cluster, valid_fleet, "metamapper", name), "InvalidSpec")
+
+        cond = wait_until(lambda: reported().get("status") == "True" and reported(),
+                          what=f"InvalidSpec on {what}")
+        assert message in cond["message"], f"{what}: {cond['message']}"
+        ready = condition(get(cluster, valid_fleet, "metamapper", name), "Ready")
+        assert ready["status"] == "False" and ready["reason"] == "InvalidSpec"
+        assert get(cluster, valid_fleet, "deployment", f"{name}-default") is None
+    events = json.loads(cluster.kubectl("get", "events", "-n", valid_fleet, "--field-selector",
+                                        "reason=InvalidSpec", "-o", "json").stdout)["items"]
+    warnings = {e["involvedObject"]["name"]: e["message"] for e in events}
+    assert "Secret 'nope' not found" in warnings["inv-0"]
+    assert all(e["type"] == "Warning" for e in events)
+    _still_reconciling(cluster, valid_fleet, operator)
+
+
+def test_fixing_an_invalid_object_recovers_it(
+        cluster: Cluster, valid_fleet: str, operator: OperatorProcess) -> None:
+    apply(cluster, valid_fleet, _variant("late", NEEDS_OPERATOR[0][1]))
+    wait_until(lambda: condition(get(cluster, valid_fleet, "metamapper", "late"),
+                                 "InvalidSpec").get("status") == "True", what="InvalidSpec")
+    apply(cluster, valid_fleet, broker_secret(name="nope"))
+    # The Secret now exists; the next resync (or a spec change) picks it up.
+    wait_for_children(cluster, valid_fleet, {"good-default", "good-revisioner",
+                                             "good-scheduler", "late-default",
+                                             "late-revisioner", "late-scheduler"}, timeout=60)
+    wait_until(lambda: condition(get(cluster, valid_fleet, "metamapper", "late"),
+                                 "InvalidSpec").get("status") == "False", what="recovery")
+
+
+# --- generated -----------------------------------------------------------------------
+
+FIELDS = {
+    # path: (a strategy of values the schema must refuse, the field named in the message)
+    "pools.0.concurrency": (st.one_of(st.integers(max_value=0), st.integers(min_value=1025),
+                                      st.text(max_size=5)), "spec.pools[0].concurrency"),
+    "pools.0.maxReplicas": (st.one_of(st.integers(max_value=0), st.integers(min_value=1001)),
+                            "spec.pools[0].maxReplicas"),
+    "pools.0.name": (st.text(alphabet=string.ascii_uppercase + "_. ", min_size=1, max_size=8),
+                     "spec.pools[0].name"),
+    "pools.0.terminationGracePeriodSeconds": (st.integers(max_value=0),
+                                              "spec.pools[0].terminationGracePeriodSeconds"),
+    "imagePullPolicy": (st.text(alphabet=string.ascii_lowercase, min_size=1, max_size=8),
+                        "spec.imagePullPolicy"),
+    "suspend": (st.one_of(st.integers(), st.text(min_size=1, max_size=4)), "spec.suspend"),
+}
+
+
+@settings(max_examples=30, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_generated_invalid_objects_are_refused_naming_the_field(
+        cluster: Cluster, valid_fleet: str, data: st.DataObject) -> None:
+    path = data.draw(st.sampled_from(sorted(FIELDS)))
+    strategy, named = FIELDS[path]
+    value = data.draw(strategy)
+    body = copy.deepcopy(fleet("generated"))
+    _set(path, value)(body["spec"])
+    result = cluster.kubectl("apply", "--dry-run=server", "-n", valid_fleet, "-f", "-",
+                             input=yaml.safe_dump(body), check=False)
+    assert result.returncode != 0, f"{path}={value!r} accepted"
+    assert named in result.stderr, f"{path}={value!r}: {result.stderr}"
+
+
+def test_an_object_the_apiserver_refuses_is_reported_with_its_message(
+        cluster: Cluster, valid_fleet: str, operator: OperatorProcess) -> None:
+    """The CRD accepts any quantity string; only applying the Deployment can tell."""
+    bad = fleet("quantity")
+    bad["spec"]["pools"][0]["resources"] = {"limits": {"cpu": "lots"}}
+    apply(cluster, valid_fleet, bad)
+
+    def degraded() -> dict[str, Any]:
+        cond = condition(get(cluster, valid_fleet, "metamapper", "quantity"), "Degraded")
+        return cond if cond.get("reason") == "ApplyFailed" else {}
+
+    message = wait_until(degraded, what="Degraded=ApplyFailed")["message"]
+    assert "quantities must match the regular expression" in message
+    _still_reconciling(cluster, valid_fleet, operator)
