@@ -10,7 +10,7 @@ APT_PACKAGES := redis-server rabbitmq-server postgresql mariadb-server ca-certif
 CLUSTER_DIR ?= $(HOME)/.cache/metamapper-operator/cluster
 PYTEST_ARGS ?=
 
-.PHONY: help deps venv tools lint test test-only cluster-up cluster-down services-up services-down bench
+.PHONY: help deps venv tools lint test test-only cluster-up cluster-down services-up services-down bench manifests
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -53,6 +53,9 @@ cluster-up: venv tools ## start a local control plane and print the KUBECONFIG t
 
 cluster-down: venv ## stop it, leaving no process behind
 	$(PY) -m metamapper_operator.devenv.controlplane down --dir $(CLUSTER_DIR)
+
+manifests: tools ## render deploy/install.yaml (and the chart's copy of crds/) from the Helm chart
+	hack/render-manifests.sh
 
 bench: deps venv tools ## benchmarks: scripts that print figures
 	@for script in bench/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done

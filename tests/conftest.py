@@ -26,6 +26,7 @@ from metamapper_operator.devenv.controlplane import ControlPlane, ControlPlaneEr
 from tests.helpers import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
+pytest_plugins = ["tests.chart_helpers"]
 
 
 def _ensure(name: str) -> None:

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Build the local control plane (etcd, kube-apiserver, kube-controller-manager), kubectl
-# and helm from their published Go modules, into a cache keyed by version:
-#   ${METAMAPPER_BIN_CACHE:-~/.cache/metamapper-operator/bin}/k8s-<version>/
-#   ${METAMAPPER_BIN_CACHE:-~/.cache/metamapper-operator/bin}/helm-<version>/
+# and helm from their published Go modules, into a cache keyed by version and recipe:
+#   ${METAMAPPER_BIN_CACHE:-~/.cache/metamapper-operator/bin}/k8s-<version>-<recipe>/
+#   ${METAMAPPER_BIN_CACHE:-~/.cache/metamapper-operator/bin}/helm-<version>-<recipe>/
+# (<recipe> hashes the build flags and the go.sum files, so a changed build is rebuilt.)
 # A second run finds the binaries there and returns at once. Prints the two folders.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -12,6 +13,14 @@ export GOFLAGS=-mod=mod CGO_ENABLED=0
 version_of() { awk -v m="$2" '$1 == m { print $2; exit }' "$1"; }
 k8s=$(version_of "$here/kube/go.mod" k8s.io/kubernetes)
 helm=$(version_of "$here/helm/go.mod" helm.sh/helm/v4)
+# Stamp the Kubernetes version into the binaries as a release build would (a module
+# build otherwise reports v0.0.0-master, which e.g. a chart's kubeVersion refuses).
+IFS=. read -r major minor _ <<<"${k8s#v}"
+stamp="-X k8s.io/component-base/version.gitVersion=$k8s -X k8s.io/component-base/version.gitMajor=$major"
+stamp+=" -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/client-go/pkg/version.gitVersion=$k8s"
+stamp+=" -X k8s.io/client-go/pkg/version.gitMajor=$major -X k8s.io/client-go/pkg/version.gitMinor=$minor"
+flags=(-trimpath "-ldflags=-s -w $stamp")
+recipe=$(echo "${flags[*]}" | cat - "$here/kube/go.sum" "$here/helm/go.sum" | sha256sum | cut -c1-8)
 
 build() {  # build <module dir> <output dir> <package=binary name>...
   local dir=$1 out=$2; shift 2
@@ -22,7 +31,7 @@ build() {  # build <module dir> <output dir> <package=binary name>...
   for spec in "${missing[@]}"; do
     local pkg=${spec%=*} bin=${spec#*=} start=$SECONDS
     echo "building $bin ($pkg) ..." >&2
-    (cd "$dir" && go build -trimpath -ldflags='-s -w' -o "$out.partial/$bin" "$pkg")
+    (cd "$dir" && go build "${flags[@]}" -o "$out.partial/$bin" "$pkg")
     echo "  $bin built in $((SECONDS - start))s" >&2
   done
   mkdir -p "$out"
@@ -30,11 +39,14 @@ build() {  # build <module dir> <output dir> <package=binary name>...
 }
 
 command -v go >/dev/null || { echo "go not found: install Go (>= 1.25)" >&2; exit 1; }
-build "$here/kube" "$cache/k8s-$k8s" \
+mkdir -p "$cache"
+exec 9>"$cache/.lock"
+flock 9  # one build at a time; a second caller waits, then finds the binaries built
+build "$here/kube" "$cache/k8s-$k8s-$recipe" \
   go.etcd.io/etcd/server/v3=etcd \
   k8s.io/kubernetes/cmd/kube-apiserver=kube-apiserver \
   k8s.io/kubernetes/cmd/kube-controller-manager=kube-controller-manager \
   k8s.io/kubernetes/cmd/kubectl=kubectl
-build "$here/helm" "$cache/helm-$helm" helm.sh/helm/v4/cmd/helm=helm
-echo "$cache/k8s-$k8s"
-echo "$cache/helm-$helm"
+build "$here/helm" "$cache/helm-$helm-$recipe" helm.sh/helm/v4/cmd/helm=helm
+echo "$cache/k8s-$k8s-$recipe"
+echo "$cache/helm-$helm-$recipe"

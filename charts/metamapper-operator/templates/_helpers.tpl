@@ -1,0 +1,107 @@
+{{/* Chart name, overridable with nameOverride. */}}
+{{- define "metamapper-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Prefix of every object name: fullnameOverride, or <release>-<name> (the release name
+alone when it already contains the name). */}}
+{{- define "metamapper-operator.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := include "metamapper-operator.name" . }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Labels that select the operator pods; never change them after a first install. */}}
+{{- define "metamapper-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "metamapper-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* The standard labels of every object. */}}
+{{- define "metamapper-operator.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "metamapper-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: operator
+app.kubernetes.io/part-of: metamapper-operator
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "metamapper-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "metamapper-operator.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name must name an existing ServiceAccount when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* The subject every binding grants the rules to: the operator's ServiceAccount. */}}
+{{- define "metamapper-operator.subjects" -}}
+- kind: ServiceAccount
+  name: {{ include "metamapper-operator.serviceAccountName" . }}
+  namespace: {{ .Release.Namespace }}
+{{- end }}
+
+{{/* "true" when several operator pods share the work through kopf peering. */}}
+{{- define "metamapper-operator.peered" -}}
+{{- if gt (int .Values.replicas) 1 }}true{{ end }}
+{{- end }}
+
+{{- define "metamapper-operator.peeringName" -}}
+{{- default (include "metamapper-operator.fullname" .) .Values.peering.name }}
+{{- end }}
+
+{{/*
+The operator's API access, one rule per resource: exactly the verbs it uses.
+Rendered into the ClusterRole (cluster-wide) or into each namespace's Role (watchNamespaces);
+the kopf peering rule is added when replicas > 1. Takes (dict "root" $ "peeringResource" NAME):
+clusterkopfpeerings for the ClusterRole, kopfpeerings for the Roles.
+*/}}
+{{- define "metamapper-operator.rules" -}}
+{{- $root := .root -}}
+# Metamapper objects: watched and indexed by kopf, which keeps its last-handled
+# configuration in an annotation (patch). Status is written with merge patches.
+- apiGroups: [metamapper.io]
+  resources: [metamappers]
+  verbs: [list, watch, patch]
+- apiGroups: [metamapper.io]
+  resources: [metamappers/status]
+  verbs: [patch]
+# One Deployment per pool and one for the scheduler, applied server-side (a new object
+# needs create too); sizes change through the scale subresource.
+- apiGroups: [apps]
+  resources: [deployments]
+  verbs: [list, watch, create, patch, delete]
+- apiGroups: [apps]
+  resources: [deployments/scale]
+  verbs: [patch]
+# The rendered Celery settings (owned by the Metamapper: garbage-collected with it).
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [list, watch, create, patch]
+# Broker and management-API credentials, read by the queue-depth probes.
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get]
+# Worker pods: pod-deletion-cost annotations so idle workers go first on scale-down.
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [list, patch]
+# Events on the Metamapper objects.
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create]
+{{- if include "metamapper-operator.peered" $root }}
+# kopf peering: the pods announce themselves and pause in favour of the active one.
+- apiGroups: [kopf.dev]
+  resources: [{{ .peeringResource }}]
+  verbs: [get, list, watch, patch]
+{{- end }}
+{{- end }}
