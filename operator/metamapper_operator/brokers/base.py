@@ -1,0 +1,72 @@
+"""The one interface every queue-depth probe implements, and its error.
+
+A probe measures every queue it is given in one call, so the autoscaler can group all
+pools that share a broker and pay for one measurement per broker per polling interval.
+A probe keeps its connection open between calls and opens a new one after an error;
+every call is bounded by a timeout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+from typing import Protocol
+from urllib.parse import quote, unquote, urlsplit
+
+from metamapper_operator.references import BrokerAccess
+
+#: Seconds one ``measure()`` (or connecting for it) may take before it fails.
+DEFAULT_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True)
+class QueueDepth:
+    """One queue's backlog as the broker reports it."""
+
+    waiting: int
+    """Messages ready to be delivered."""
+    in_flight: int | None
+    """Messages delivered but not yet acknowledged; ``None`` when the probe cannot tell."""
+
+
+class ProbeError(Exception):
+    """The broker could not be measured. The message never contains credentials."""
+
+
+class Probe(Protocol):
+    """A queue-depth probe for one broker."""
+
+    source: str
+    """How depth is measured, as ``status.pools[].backlogSource`` shows it."""
+    round_trips: int
+    """Network requests made by ``measure()`` so far (connection set-up not included)."""
+
+    async def measure(self, queues: Collection[str]) -> dict[str, QueueDepth]:
+        """The depth of every queue in ``queues``; a queue that does not exist is empty."""
+        ...
+
+    async def close(self) -> None:
+        """Close the connection; a later ``measure()`` opens a new one."""
+        ...
+
+
+def secrets_of(access: BrokerAccess) -> list[str]:
+    """Every credential ``access`` holds, in the spellings an error message may show."""
+    password = urlsplit(access.url).password
+    found = [access.url, access.management_password, access.aws_secret_access_key]
+    if password:
+        found += [password, unquote(password), quote(unquote(password), safe="")]
+    return [secret for secret in found if secret]
+
+
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every secret replaced by ``***`` (longest first, so a URL goes whole)."""
+    for secret in sorted(set(secrets), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
+def probe_error(access: BrokerAccess, where: str, err: BaseException) -> ProbeError:
+    """A :class:`ProbeError` for ``err`` met at ``where`` (an already redacted address)."""
+    detail = scrub(str(err), secrets_of(access)) or "no detail"
+    return ProbeError(f"{where}: {type(err).__name__}: {detail}")

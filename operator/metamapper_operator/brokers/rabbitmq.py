@@ -1,0 +1,170 @@
+"""Queue depth on RabbitMQ: the management API when it is configured, else AMQP.
+
+The management API gives ready and unacknowledged counts of every queue of the vhost in
+one HTTP request. The request asks for ``disable_stats=true&enable_queue_totals=true``:
+on RabbitMQ 3.8 and later the counts then come from the queues themselves, current to
+the request. Without those parameters (and on older servers, which ignore them) they
+come from the statistics database, which lags by ``collect_statistics_interval``
+(5 seconds by default) and omits the counts of a queue it has not sampled yet.
+
+Without the management API, AMQP's passive ``queue.declare`` answers with the ready
+count only (one round trip per queue): messages delivered to a consumer and not yet
+acknowledged are not visible over AMQP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+import aiohttp
+import amqp
+
+from metamapper_operator.brokers.base import DEFAULT_TIMEOUT, QueueDepth, probe_error
+from metamapper_operator.references import BrokerAccess, redact
+
+AMQP_PORTS = {"amqp": 5672, "pyamqp": 5672, "amqps": 5671}
+
+
+@dataclass(frozen=True)
+class AmqpAddress:
+    """Where an AMQP broker URL points, read the way kombu reads it."""
+
+    host: str
+    port: int
+    user: str
+    password: str
+    vhost: str
+    ssl: bool
+
+
+def amqp_address(url: str) -> AmqpAddress:
+    """kombu's reading: guest/guest by default, ``/`` when the path names no vhost."""
+    parts = urlsplit(url)
+    return AmqpAddress(
+        host=parts.hostname or "localhost", port=parts.port or AMQP_PORTS[parts.scheme],
+        user=unquote(parts.username or "guest"), password=unquote(parts.password or "guest"),
+        vhost=unquote(parts.path[1:]) or "/", ssl=parts.scheme == "amqps",
+    )
+
+
+class ManagementProbe:
+    """GET /api/queues/<vhost>: ready + unacknowledged for every queue, one request."""
+
+    source = "rabbitmq management API: ready + unacked"
+
+    def __init__(self, access: BrokerAccess, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+        if access.management_url is None:
+            raise ValueError("ManagementProbe needs access.management_url")
+        self.round_trips = 0
+        self._access = access
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
+        parts = urlsplit(access.management_url)
+        self._where = f"rabbitmq management API {redact(access.management_url)}"
+        # Credentials travel in the Authorization header, never in the URL (which error
+        # messages show).
+        user = access.management_user or unquote(parts.username or "")
+        password = access.management_password or unquote(parts.password or "")
+        self._headers = {"Authorization": aiohttp.encode_basic_auth(user, password)
+                         } if user else {}
+        host = parts.hostname or ""
+        netloc = f"{host}:{parts.port}" if parts.port else host
+        base = urlunsplit(parts._replace(netloc=netloc, query="", fragment="")).rstrip("/")
+        vhost = amqp_address(access.url).vhost
+        self._url = f"{base}/api/queues/{quote(vhost, safe='')}"
+
+    async def measure(self, queues: Collection[str]) -> dict[str, QueueDepth]:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=self._timeout, headers=self._headers)
+        params = {"disable_stats": "true", "enable_queue_totals": "true",
+                  "columns": "name,messages_ready,messages_unacknowledged"}
+        try:
+            self.round_trips += 1
+            async with self._session.get(self._url, params=params) as response:
+                response.raise_for_status()
+                rows: list[dict[str, Any]] = await response.json()
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as err:
+            raise probe_error(self._access, self._where, err) from None
+        found = {row.get("name"): row for row in rows}
+        # A queue the API does not list (or has no counts for yet) is empty.
+        return {queue: QueueDepth(
+            waiting=int(found.get(queue, {}).get("messages_ready") or 0),
+            in_flight=int(found.get(queue, {}).get("messages_unacknowledged") or 0),
+        ) for queue in queues}
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+class AmqpProbe:
+    """A passive ``queue.declare`` per queue over one kept-open AMQP connection.
+
+    py-amqp is blocking, so each measurement runs in a worker thread; its socket
+    timeouts bound every step. A queue that does not exist counts as empty (the broker
+    closes the channel on it, and the probe opens another).
+    """
+
+    source = "rabbitmq AMQP passive declare: ready only"
+
+    def __init__(self, access: BrokerAccess, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.round_trips = 0
+        self._access, self._timeout = access, timeout
+        self._address = amqp_address(access.url)
+        self._where = f"rabbitmq {access.display}"
+        self._connection: amqp.Connection | None = None
+        self._channel: amqp.Channel | None = None
+        self._lock = asyncio.Lock()
+
+    async def measure(self, queues: Collection[str]) -> dict[str, QueueDepth]:
+        async with self._lock:
+            try:
+                return await asyncio.to_thread(self._measure, list(dict.fromkeys(queues)))
+            except (amqp.exceptions.AMQPError, OSError) as err:
+                await asyncio.to_thread(self._disconnect)
+                raise probe_error(self._access, self._where, err) from None
+
+    async def close(self) -> None:
+        async with self._lock:
+            await asyncio.to_thread(self._disconnect)
+
+    def _measure(self, queues: list[str]) -> dict[str, QueueDepth]:
+        channel = self._open_channel()
+        depths = {}
+        for queue in queues:
+            self.round_trips += 1
+            try:
+                _name, ready, _consumers = channel.queue_declare(queue, passive=True)
+            except amqp.exceptions.NotFound:
+                ready = 0
+                channel = self._open_channel()
+            depths[queue] = QueueDepth(waiting=ready, in_flight=None)
+        return depths
+
+    def _open_channel(self) -> amqp.Channel:
+        """The open channel, after connecting (again) if need be."""
+        if self._connection is None:
+            a = self._address
+            connection = amqp.Connection(
+                f"{a.host}:{a.port}", userid=a.user, password=a.password,
+                virtual_host=a.vhost, ssl=a.ssl, connect_timeout=self._timeout,
+                read_timeout=self._timeout, write_timeout=self._timeout,
+            )
+            self._connection = connection
+            connection.connect()
+        if self._channel is None or not self._channel.is_open:
+            self._channel = self._connection.channel()
+        return self._channel
+
+    def _disconnect(self) -> None:
+        connection, self._connection, self._channel = self._connection, None, None
+        if connection is not None:
+            try:
+                connection.close()
+            except (amqp.exceptions.AMQPError, OSError):
+                connection.collect()

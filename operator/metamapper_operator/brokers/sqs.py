@@ -1,0 +1,114 @@
+"""Queue depth on Amazon SQS, with queue names spelt the way kombu's SQS transport does.
+
+SQS has no call that reads several queues, so a measurement costs one
+GetQueueAttributes per queue (``ApproximateNumberOfMessages``: visible, and
+``ApproximateNumberOfMessagesNotVisible``: received and not yet deleted, i.e. in flight),
+plus one GetQueueUrl the first time a queue is seen. Both counts are approximate and
+eventually consistent (AWS documents about a minute); messages still in their delivery
+delay (``ApproximateNumberOfMessagesDelayed``) are not counted.
+
+boto3 is blocking, so each measurement runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import string
+from collections.abc import Collection
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from metamapper_operator.brokers.base import DEFAULT_TIMEOUT, QueueDepth, probe_error
+from metamapper_operator.references import BrokerAccess
+
+#: kombu's region when neither the options nor the AWS configuration name one.
+DEFAULT_REGION = "us-east-1"
+
+# kombu.transport.SQS.CHARS_REPLACE_TABLE: '.' becomes '-', '-' and '_' stay, any other
+# punctuation becomes '_'.
+_REPLACE = {ord(c): "_" for c in string.punctuation if c not in "-_."} | {ord("."): "-"}
+_MISSING = {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"}
+
+
+def entity_name(name: str) -> str:
+    """The SQS queue name kombu uses for ``name`` (a ``.fifo`` suffix is kept)."""
+    if name.endswith(".fifo"):
+        return name[: -len(".fifo")].translate(_REPLACE) + ".fifo"
+    return name.translate(_REPLACE)
+
+
+def endpoint_url(url: str) -> str | None:
+    """kombu's endpoint: ``http://host:port`` when the broker URL names a host."""
+    parts = urlsplit(url)
+    if not parts.hostname:
+        return None
+    return f"http://{parts.hostname}:{parts.port}" if parts.port else f"http://{parts.hostname}"
+
+
+class SqsProbe:
+    """GetQueueAttributes per queue; queue URLs are cached."""
+
+    source = "sqs: visible + not visible"
+
+    def __init__(self, access: BrokerAccess, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.round_trips = 0
+        self._access, self._timeout = access, timeout
+        self._where = f"sqs {access.display}"
+        self._client: Any = None
+        self._urls: dict[str, str] = {}
+        self._lock = asyncio.Lock()
+
+    async def measure(self, queues: Collection[str]) -> dict[str, QueueDepth]:
+        async with self._lock:
+            try:
+                return await asyncio.to_thread(self._measure, list(dict.fromkeys(queues)))
+            except (BotoCoreError, ClientError, OSError) as err:
+                raise probe_error(self._access, self._where, err) from None
+
+    async def close(self) -> None:
+        async with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+    def _measure(self, queues: list[str]) -> dict[str, QueueDepth]:
+        if self._client is None:
+            self._client = self._new_client()
+        return {queue: self._depth(entity_name(self._access.queue_name_prefix + queue))
+                for queue in queues}
+
+    def _depth(self, name: str) -> QueueDepth:
+        try:
+            if name not in self._urls:
+                self.round_trips += 1
+                self._urls[name] = self._client.get_queue_url(QueueName=name)["QueueUrl"]
+            self.round_trips += 1
+            attributes = self._client.get_queue_attributes(
+                QueueUrl=self._urls[name],
+                AttributeNames=["ApproximateNumberOfMessages",
+                                "ApproximateNumberOfMessagesNotVisible"],
+            )["Attributes"]
+        except ClientError as err:
+            if err.response.get("Error", {}).get("Code") not in _MISSING:
+                raise
+            self._urls.pop(name, None)
+            return QueueDepth(waiting=0, in_flight=0)
+        return QueueDepth(waiting=int(attributes["ApproximateNumberOfMessages"]),
+                          in_flight=int(attributes["ApproximateNumberOfMessagesNotVisible"]))
+
+    def _new_client(self) -> Any:
+        """An SQS client like kombu's: credentials from the access, else the URL, else
+        the default chain; no retries, so a failure is reported within the timeout."""
+        access, parts = self._access, urlsplit(self._access.url)
+        key_id = access.aws_access_key_id or unquote(parts.username or "") or None
+        secret = access.aws_secret_access_key or unquote(parts.password or "") or None
+        session = boto3.Session(aws_access_key_id=key_id, aws_secret_access_key=secret,
+                                region_name=access.region)
+        config = Config(connect_timeout=self._timeout, read_timeout=self._timeout,
+                        retries={"total_max_attempts": 1})
+        return session.client("sqs", region_name=session.region_name or DEFAULT_REGION,
+                              endpoint_url=endpoint_url(access.url), config=config)

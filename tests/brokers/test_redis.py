@@ -1,0 +1,202 @@
+"""The Redis probe against a real Redis and real Celery messages and workers."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import redis
+from celery import Celery
+
+from metamapper_operator.brokers import ProbeError, QueueDepth, probe_for
+from metamapper_operator.brokers.redis import RedisProbe
+from metamapper_operator.devenv import services
+from metamapper_operator.devenv.controlplane import free_port
+from metamapper_operator.devenv.processes import stop_groups
+from metamapper_operator.references import BrokerAccess
+from tests.brokers.relay import relay
+from tests.helpers import wait_until
+
+PASSWORD = "s3cret-redis-pw"
+
+
+def queues(*names: str) -> list[str]:
+    """Queue names of this test's own, so no other test's messages can be counted."""
+    tag = uuid.uuid4().hex[:8]
+    return [f"{name}-{tag}" for name in names]
+
+
+def send(app: Celery, queue: str, count: int, **options: Any) -> None:
+    for _ in range(count):
+        app.send_task("metamapper.health.heartbeat", queue=queue, **options)
+
+
+async def measure_once(access: BrokerAccess, names: list[str], **kwargs: Any
+                       ) -> dict[str, QueueDepth]:
+    probe = RedisProbe(access, **kwargs)
+    try:
+        return await probe.measure(names)
+    finally:
+        await probe.close()
+
+
+async def test_every_queue_and_its_priority_keys_in_one_call(
+        redis_url: str, publisher: Callable[..., Celery]) -> None:
+    default, checks, usage = queues("default", "checks", "usage")
+    app = publisher(redis_url)
+    send(app, default, 3)
+    send(app, checks, 2, priority=9)
+    send(app, checks, 1, priority=5)
+    raw = redis.Redis.from_url(redis_url)
+    # Where kombu put them: the lowest step in the queue's key, the others in q\x06\x16N.
+    assert [raw.llen(k) for k in (checks, f"{checks}\x06\x163", f"{checks}\x06\x169")] == [0, 1, 2]
+
+    probe = probe_for(BrokerAccess("redis", redis_url))
+    try:
+        depths = await probe.measure([default, checks, usage])
+        assert probe.round_trips == 1
+    finally:
+        await probe.close()
+    assert depths == {default: QueueDepth(3, 0), checks: QueueDepth(3, 0),
+                      usage: QueueDepth(0, 0)}
+    assert probe.source == "redis: LLEN + priority keys + unacked"
+
+
+async def test_global_key_prefix_and_database_number(
+        redis_url: str, publisher: Callable[..., Celery]) -> None:
+    (default,) = queues("default")
+    send(publisher(redis_url, global_keyprefix="mm-test:"), default, 2)
+    assert redis.Redis.from_url(redis_url).llen(f"mm-test:{default}") == 2
+
+    prefixed = BrokerAccess("redis", redis_url, key_prefix="mm-test:")
+    assert await measure_once(prefixed, [default]) == {default: QueueDepth(2, 0)}
+    assert await measure_once(BrokerAccess("redis", redis_url), [default]) == {
+        default: QueueDepth(0, 0)}
+    parts = urlsplit(redis_url)
+    database = int(parts.path.strip("/"))
+    other = parts._replace(path=f"/{database % 255 + 1}").geturl()
+    assert await measure_once(BrokerAccess("redis", other, key_prefix="mm-test:"),
+                              [default]) == {default: QueueDepth(0, 0)}
+
+
+async def test_priority_steps_of_the_transport(
+        redis_url: str, publisher: Callable[..., Celery]) -> None:
+    (checks,) = queues("checks")
+    steps = list(range(10))
+    send(publisher(redis_url, priority_steps=steps), checks, 1, priority=4)
+    send(publisher(redis_url, priority_steps=steps), checks, 1, priority=0)
+    access = BrokerAccess("redis", redis_url)
+    assert await measure_once(access, [checks], priority_steps=steps) == {
+        checks: QueueDepth(2, 0)}
+    # With kombu's default steps the probe does not look at q\x06\x164.
+    assert await measure_once(access, [checks]) == {checks: QueueDepth(1, 0)}
+
+
+async def test_in_flight_from_a_real_worker(
+        redis_url: str, publisher: Callable[..., Celery], worker: Callable[..., Any],
+        tmp_path: Path) -> None:
+    checks, usage = queues("checks", "usage")
+    prefix = "mm-fleet:"
+    worker(redis_url, checks, concurrency=2, global_keyprefix=prefix)
+    app = publisher(redis_url, global_keyprefix=prefix)
+    for _ in range(5):
+        app.send_task("tests.brokers.hold", args=[str(tmp_path)], queue=checks)
+    send(app, usage, 2)
+    # Two processes, prefetch 1 and late acks: two messages delivered and held.
+    wait_until(lambda: len(list(tmp_path.glob("started-*"))) == 2, what="two tasks started")
+
+    probe = probe_for(BrokerAccess("redis", redis_url, key_prefix=prefix))
+    try:
+        assert await probe.measure([checks, usage]) == {
+            checks: QueueDepth(waiting=3, in_flight=2), usage: QueueDepth(2, 0)}
+        (tmp_path / "release").touch()
+        for _ in range(300):
+            if (await probe.measure([checks]))[checks] == QueueDepth(0, 0):
+                break
+            await asyncio.sleep(0.1)
+        assert (await probe.measure([checks]))[checks] == QueueDepth(0, 0)
+    finally:
+        await probe.close()
+    assert len(list(tmp_path.glob("started-*"))) == 5
+
+
+async def test_one_round_trip_per_measurement_on_the_wire(
+        redis_url: str, publisher: Callable[..., Celery]) -> None:
+    names = queues("default", "checks", "revisioner", "usage")
+    for name in names:
+        send(publisher(redis_url), name, 1, priority=9)
+    parts = urlsplit(redis_url)
+    async with relay(parts.port or 6379) as wire:
+        probe = probe_for(BrokerAccess(
+            "redis", parts._replace(netloc=f"127.0.0.1:{wire.port}").geturl()))
+        try:
+            await probe.measure(names)  # connects: AUTH/SELECT/CLIENT SETINFO go first
+            before, counted = wire.exchanges, probe.round_trips
+            for _ in range(3):
+                depths = await probe.measure(names)
+            assert wire.exchanges - before == 3
+            assert probe.round_trips - counted == 3
+        finally:
+            await probe.close()
+    assert depths == {name: QueueDepth(1, 0) for name in names}
+
+
+class PrivateRedis:
+    """A password-protected redis-server of this test's own, to stop and start."""
+
+    def __init__(self, home: Path) -> None:
+        self.port, self.home, self.pids = free_port(), home, list[int]()
+
+    @property
+    def url(self) -> str:
+        return f"redis://:{PASSWORD}@127.0.0.1:{self.port}/3"
+
+    def start(self) -> None:
+        binary = services.require("redis-server", "redis-server")
+        log = self.home / "redis.log"
+        self.pids.append(services.spawn(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--requirepass", PASSWORD], log))
+        services.wait_for(lambda: services.port_open(self.port), "private redis", 30, log,
+                          self.pids[-1])
+
+    def stop(self) -> None:
+        stop_groups(self.pids, grace=5)
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    found = PrivateRedis(tmp_path)
+    yield found
+    found.stop()
+
+
+async def test_unreachable_redis_then_recovery(
+        private_redis: PrivateRedis, publisher: Callable[..., Celery]) -> None:
+    (default,) = queues("default")
+    probe = probe_for(BrokerAccess("redis", private_redis.url))
+    try:
+        with pytest.raises(ProbeError) as refused:
+            await probe.measure([default])
+        assert PASSWORD not in str(refused.value)
+        assert f"127.0.0.1:{private_redis.port}" in str(refused.value)
+
+        private_redis.start()
+        send(publisher(private_redis.url), default, 2)
+        assert await probe.measure([default]) == {default: QueueDepth(2, 0)}
+
+        private_redis.stop()  # the probe's open connection breaks
+        with pytest.raises(ProbeError) as broken:
+            await probe.measure([default])
+        assert PASSWORD not in str(broken.value)
+
+        private_redis.start()  # empty again: nothing is persisted
+        send(publisher(private_redis.url), default, 1)
+        assert await probe.measure([default]) == {default: QueueDepth(1, 0)}
+    finally:
+        await probe.close()

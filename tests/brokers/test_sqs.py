@@ -1,0 +1,58 @@
+"""The SQS probe against moto's SQS server (AWS itself cannot be reached from here),
+with queues created and filled by the real Celery app through kombu's SQS transport."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+import boto3
+from celery import Celery
+
+from metamapper_operator.brokers import QueueDepth, probe_for
+from metamapper_operator.brokers.sqs import entity_name
+from metamapper_operator.references import BrokerAccess
+
+
+async def test_visible_and_not_visible_per_queue(
+        sqs_endpoint: str, publisher: Callable[..., Celery]) -> None:
+    prefix = f"mm-{uuid.uuid4().hex[:8]}."
+    url = f"sqs://{urlsplit(sqs_endpoint).netloc}"
+    app = publisher(url, region="us-east-1", is_secure=False, queue_name_prefix=prefix)
+    for queue, count in (("default", 3), ("checks.high", 2)):
+        for _ in range(count):
+            app.send_task("metamapper.health.heartbeat", queue=queue)
+
+    sqs = boto3.client("sqs", endpoint_url=sqs_endpoint, region_name="us-east-1")
+    # kombu turns every '.' of prefix + queue into '-'.
+    dashed = prefix.replace(".", "-")
+    urls = sqs.list_queues(QueueNamePrefix=dashed)["QueueUrls"]
+    assert sorted(u.rsplit("/", 1)[1] for u in urls) == [
+        f"{dashed}checks-high", f"{dashed}default"]
+    default_url = next(u for u in urls if u.endswith("default"))
+    received = sqs.receive_message(QueueUrl=default_url, MaxNumberOfMessages=1,
+                                   VisibilityTimeout=600)
+    assert len(received["Messages"]) == 1  # received, not deleted: in flight
+
+    probe = probe_for(BrokerAccess("sqs", url, region="us-east-1", queue_name_prefix=prefix))
+    assert probe.source == "sqs: visible + not visible"
+    try:
+        expected = {"default": QueueDepth(2, 1), "checks.high": QueueDepth(2, 0),
+                    "usage": QueueDepth(0, 0)}
+        assert await probe.measure(["default", "checks.high", "usage"]) == expected
+        # GetQueueUrl for each of the three, GetQueueAttributes for the two that exist.
+        assert probe.round_trips == 5
+        assert await probe.measure(["default", "checks.high", "usage"]) == expected
+        # Known queue URLs are cached; a missing queue is looked up again.
+        assert probe.round_trips == 5 + 3
+    finally:
+        await probe.close()
+
+
+def test_queue_names_are_spelt_like_kombu() -> None:
+    from kombu.transport.SQS import Channel
+
+    kombu_channel = Channel.__new__(Channel)  # entity_name reads no state
+    for name in ("default", "mm.checks", "a:b/c-d_e", "jobs.fifo", "x.y.fifo"):
+        assert entity_name(name) == kombu_channel.entity_name(name), name
