@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import random
 import sys
 from collections.abc import Sequence
 
@@ -52,6 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     kopf.run(
         clusterwide=not args.namespace, namespaces=args.namespace,
         standalone=args.peering is None, peering_name=args.peering,
+        # Peers of equal priority pause each other; distinct random ones elect one leader.
+        priority=random.randint(1, 32767) if args.peering else 0,
         liveness_endpoint=f"http://0.0.0.0:{args.liveness_port}/healthz",
         memo=kopf.Memo(config=config),
     )

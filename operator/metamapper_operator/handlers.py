@@ -20,6 +20,7 @@ from typing import Any
 
 import kopf
 
+from metamapper_operator.autoscale.loop import Autoscaler
 from metamapper_operator.builders import (
     LABEL_INSTANCE,
     MANAGED_SELECTOR,
@@ -41,6 +42,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo,
                     managed_deployments: kopf.Index[Key, DeploymentState],
                     managed_configmaps: kopf.Index[Key, tuple[str, str]], **_: Any) -> None:
     settings.posting.level = logging.INFO
+    # Resources are named explicitly; no need to scan CRDs or namespaces (and no RBAC to).
+    settings.scanning.disabled = True
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 30
@@ -53,8 +56,13 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo,
     kube = await Kube.connect()
     runtime = Runtime(config, kube, SecretCache(kube.read_secret, config.secret_ttl_seconds))
     memo["runtime"] = runtime
-    memo["tasks"] = [asyncio.create_task(
-        resync_loop(runtime, metamappers, managed_deployments, managed_configmaps))]
+    autoscaler = Autoscaler(runtime, lambda key: deployments_of(managed_deployments, key))
+    memo["autoscaler"] = autoscaler
+    memo["tasks"] = [
+        asyncio.create_task(resync_loop(runtime, metamappers, managed_deployments,
+                                        managed_configmaps)),
+        asyncio.create_task(autoscaler.run()),
+    ]
 
 
 @kopf.on.cleanup()
@@ -63,6 +71,8 @@ async def close(memo: kopf.Memo, **_: Any) -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+    if "autoscaler" in memo:
+        await memo["autoscaler"].close()
     runtime: Runtime | None = memo.get("runtime")
     if runtime is not None:
         await runtime.kube.close()
@@ -164,9 +174,10 @@ async def _converge(body: kopf.Body, runtime: Runtime, desired: list[dict[str, A
             await kube.event(body.metadata, "Normal", "Scaled",
                              f"Deployment {name} scaled from {before} to {after} "
                              "to fit the pool's bounds")
+    # Only Deployments can be orphaned (a pool left the spec); the ConfigMap's name is fixed.
     for kind, name in existing:
-        if (kind, name) not in wanted:
-            await kube.delete(kind, body.metadata.namespace or "", name)
+        if kind == "Deployment" and (kind, name) not in wanted:
+            await kube.delete_deployment(body.metadata.namespace or "", name)
             await kube.event(body.metadata, "Normal", "Deleted",
                              f"{kind} {name} deleted: no longer in the spec")
 

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 def _api_message(err: ApiException) -> str:
     """The apiserver's own explanation (a Status object's message) when it sent one."""
     try:
-        return str(json.loads(err.body)["message"])
+        return str(json.loads(err.body or "")["message"])
     except (TypeError, ValueError, KeyError):
         return str(err.reason or "")
 
@@ -91,14 +91,13 @@ class Kube:
         except ApiException as err:
             raise KubeError(f"applying {kind} {namespace}/{name}", err) from None
 
-    async def delete(self, kind: str, namespace: str, name: str) -> None:
-        remove = {"Deployment": self.apps.delete_namespaced_deployment,
-                  "ConfigMap": self.core.delete_namespaced_config_map}[kind]
+    async def delete_deployment(self, namespace: str, name: str) -> None:
         try:
-            await remove(name, namespace, propagation_policy="Background")
+            await self.apps.delete_namespaced_deployment(name, namespace,
+                                                         propagation_policy="Background")
         except ApiException as err:
             if err.status != 404:
-                raise KubeError(f"deleting {kind} {namespace}/{name}", err) from None
+                raise KubeError(f"deleting Deployment {namespace}/{name}", err) from None
 
     async def read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
         """The decoded data of a Secret, or None when it does not exist."""
@@ -148,7 +147,18 @@ class Kube:
             await self.core.create_namespaced_event(namespace, body)
         except ApiException as err:
             log.warning("could not post event %s on %s/%s: %s %s", reason, namespace,
-                        involved["name"], err.status, err.reason)
+                        involved["name"], err.status, _api_message(err))
+
+    async def list_pods(self, namespace: str, labels: Mapping[str, str]
+                        ) -> dict[str, dict[str, str]]:
+        """Annotations of the pods with ``labels`` that are not being deleted, by name."""
+        selector = ",".join(f"{k}={v}" for k, v in labels.items())
+        try:
+            pods = await self.core.list_namespaced_pod(namespace, label_selector=selector)
+        except ApiException as err:
+            raise KubeError(f"listing pods in {namespace}", err) from None
+        return {pod.metadata.name: dict(pod.metadata.annotations or {})
+                for pod in pods.items if pod.metadata.deletion_timestamp is None}
 
     async def annotate_pod(self, namespace: str, name: str,
                            annotations: Mapping[str, str | None]) -> None:

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 
 from metamapper_operator.devenv.controlplane import free_port
+from tests.chart_helpers import ChartAccess, install_chart_access, uninstall_chart_access
 from tests.conftest import Cluster
 from tests.helpers import wait_until
 
@@ -70,12 +72,33 @@ def start_operator(kubeconfig: Path, log: Path, *extra: str) -> OperatorProcess:
 
 
 @pytest.fixture(scope="session")
-def operator(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory
+def operator_access(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory
+                    ) -> Iterator[ChartAccess]:
+    """The Helm chart's ServiceAccount and RBAC (default values), with a real token.
+
+    Every operator scenario runs with exactly the access an installed operator has.
+    """
+    namespace = f"operator-{uuid.uuid4().hex[:6]}"
+    cluster.kubectl("create", "namespace", namespace)
+    access = install_chart_access(cluster, namespace, {},
+                                  tmp_path_factory.mktemp("access") / "kubeconfig")
+    yield access
+    uninstall_chart_access(access)
+    cluster.kubectl("delete", "namespace", namespace, "--wait=false")
+
+
+@pytest.fixture(scope="session")
+def operator(operator_access: ChartAccess, tmp_path_factory: pytest.TempPathFactory
              ) -> Iterator[OperatorProcess]:
-    running = start_operator(cluster.kubeconfig, tmp_path_factory.mktemp("operator") / "log")
+    running = start_operator(operator_access.kubeconfig,
+                             tmp_path_factory.mktemp("operator") / "log")
     yield running
     running.stop()
-    assert "Traceback" not in running.output(), running.output()[-5000:]
+    output = running.output()
+    assert "Traceback" not in output, output[-5000:]
+    denied = [line for line in output.splitlines() if " 403 " in line
+              and "because it is being terminated" not in line]  # tests' namespaces go
+    assert denied == [], denied
 
 
 def audit_events(cluster: Cluster, namespace: str) -> list[dict[str, Any]]:

@@ -17,7 +17,6 @@ import base64
 import datetime
 import ipaddress
 import json
-import os
 import socket
 import ssl
 import subprocess
@@ -38,8 +37,6 @@ from cryptography.x509.oid import NameOID
 from metamapper_operator.devenv.processes import alive, stop_groups
 
 REPO = Path(__file__).resolve().parents[3]
-BIN_CACHE = Path(os.environ.get("METAMAPPER_BIN_CACHE",
-                                Path.home() / ".cache" / "metamapper-operator" / "bin"))
 DEFAULT_DIR = Path.home() / ".cache" / "metamapper-operator" / "cluster"
 SERVICE_CIDR = "10.0.0.0/24"
 # Every request's metadata (who, what, which object) goes to audit.log: tests read it to
@@ -55,24 +52,17 @@ class ControlPlaneError(RuntimeError):
     """The control plane could not be started; the message says why."""
 
 
-def _module_version(gomod: Path, module: str) -> str:
-    for line in gomod.read_text().splitlines():
-        parts = line.split()
-        if len(parts) >= 2 and parts[0] == module:
-            return parts[1]
-    raise ControlPlaneError(f"{module} is not required in {gomod}")
-
-
 def tool_dirs() -> tuple[Path, Path]:
-    """The cache folders holding the Kubernetes binaries and helm, built if missing."""
-    kube = BIN_CACHE / f"k8s-{_module_version(REPO / 'tools/kube/go.mod', 'k8s.io/kubernetes')}"
-    helm = BIN_CACHE / f"helm-{_module_version(REPO / 'tools/helm/go.mod', 'helm.sh/helm/v4')}"
-    wanted = [kube / n for n in ("etcd", "kube-apiserver", "kube-controller-manager", "kubectl")]
-    if not all(p.exists() for p in [*wanted, helm / "helm"]):
-        result = subprocess.run(["bash", str(REPO / "tools/build.sh")], check=False)
-        if result.returncode:
-            raise ControlPlaneError("tools/build.sh failed: the Go toolchain is needed")
-    return kube, helm
+    """The cache folders holding the Kubernetes binaries and helm, built if missing.
+
+    ``tools/build.sh`` owns the cache layout; it returns at once when nothing is missing.
+    """
+    result = subprocess.run(["bash", str(REPO / "tools/build.sh")], stdout=subprocess.PIPE,
+                            text=True, check=False)
+    if result.returncode:
+        raise ControlPlaneError("tools/build.sh failed (see above): Go >= 1.25 is needed")
+    kube, helm = result.stdout.split()
+    return Path(kube), Path(helm)
 
 
 def free_port() -> int:
@@ -333,7 +323,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ControlPlaneError as err:
             print(f"error: {err}", file=sys.stderr)
             return 1
+        kube, helm = tool_dirs()
         print(f"\nexport KUBECONFIG={plane.kubeconfig_path}")
+        print(f"export PATH={kube}:{helm}:$PATH   # kubectl and helm")
         return 0
     if not (root / "state.json").exists():
         print("not running")

@@ -1,0 +1,1 @@
+"""Queue-depth autoscaling: the pure policy, the loop, graceful scale-down."""

@@ -1,0 +1,212 @@
+"""The autoscaling loop: one for the whole operator, not a timer per object.
+
+Every polling interval it groups the pools of every Metamapper by broker, measures each
+broker once (all its queues in one round trip where the broker allows), decides each
+pool's size with the pure policy, and patches the scale subresource only of Deployments
+whose size must change. When nothing changes it makes no API request at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from metamapper_operator import metrics
+from metamapper_operator.autoscale.drain import DELETION_COST, active_tasks, deletion_costs
+from metamapper_operator.autoscale.policy import Bounds, Decision, History, decide
+from metamapper_operator.brokers import Probe, ProbeError, QueueDepth, probe_for
+from metamapper_operator.builders import (
+    celery_settings,
+    pool_deployment_name,
+    selector_labels,
+)
+from metamapper_operator.kube import KubeError
+from metamapper_operator.model import Fleet, Pool
+from metamapper_operator.references import BrokerAccess
+from metamapper_operator.runtime import Key, Runtime, now
+from metamapper_operator.status import DeploymentState, PoolScale
+
+log = logging.getLogger(__name__)
+PENDING_SECONDS = 10.0  # how long a scale we made may take to show in the watch index
+
+DeploymentsOf = Callable[[Key], Mapping[str, DeploymentState]]
+
+
+def backlog_of(pool: Pool, depths: Mapping[str, QueueDepth]) -> int:
+    """Messages waiting on the pool's queues, plus in flight when the pool counts them."""
+    total = 0
+    for queue in pool.queues:
+        depth = depths.get(queue, QueueDepth(0, 0))
+        total += depth.waiting
+        if pool.autoscaling.count_in_flight and depth.in_flight:
+            total += depth.in_flight
+    return total
+
+
+@dataclass
+class Measurement:
+    depths: dict[str, QueueDepth] | None
+    source: str | None
+    error: str | None = None
+
+
+@dataclass
+class Autoscaler:
+    runtime: Runtime
+    deployments_of: DeploymentsOf
+    clock: Callable[[], float] = time.monotonic
+    probes: dict[BrokerAccess, Probe] = field(default_factory=dict)
+    history: dict[tuple[Key, str], History] = field(default_factory=dict)
+    pending: dict[tuple[Key, str], tuple[int, float]] = field(default_factory=dict)
+
+    async def run(self) -> None:
+        while True:
+            started = self.clock()
+            try:
+                await self.cycle()
+            except Exception:
+                # A bug in one cycle must not end autoscaling for every fleet.
+                log.exception("autoscaling cycle failed")
+            elapsed = self.clock() - started
+            metrics.cycle_seconds.observe(elapsed)
+            await asyncio.sleep(max(0.0, self.runtime.config.poll_seconds - elapsed))
+
+    async def close(self) -> None:
+        for probe in self.probes.values():
+            await probe.close()
+        self.probes.clear()
+
+    def _groups(self) -> dict[BrokerAccess, list[tuple[Key, Fleet, Pool]]]:
+        groups: dict[BrokerAccess, list[tuple[Key, Fleet, Pool]]] = defaultdict(list)
+        for key, state in list(self.runtime.fleets.items()):
+            fleet, access = state.fleet, state.access
+            if fleet is None or access is None or fleet.suspend or state.invalid:
+                continue
+            for pool in fleet.pools:
+                if pool.autoscaling.enabled:
+                    groups[access].append((key, fleet, pool))
+        return groups
+
+    async def _measure(self, access: BrokerAccess, queues: set[str]) -> Measurement:
+        probe = self.probes.get(access)
+        if probe is None:
+            probe = self.probes[access] = probe_for(access)
+        labels = (access.transport, access.display.rpartition("@")[2])
+        started = self.clock()
+        try:
+            depths = await probe.measure(queues)
+        except ProbeError as err:
+            metrics.probe_errors.labels(*labels).inc()
+            return Measurement(None, probe.source, str(err))
+        finally:
+            metrics.probe_seconds.labels(*labels).observe(self.clock() - started)
+        return Measurement(depths, probe.source)
+
+    async def cycle(self) -> None:
+        groups = self._groups()
+        for stale in set(self.probes) - set(groups):
+            await self.probes.pop(stale).close()
+        accesses = list(groups)
+        measurements = await asyncio.gather(*(
+            self._measure(a, {q for _, _, pool in groups[a] for q in pool.queues})
+            for a in accesses))
+        touched: dict[Key, None] = {}
+        for access, measurement in zip(accesses, measurements, strict=True):
+            for key, fleet, pool in groups[access]:
+                try:
+                    async with self.runtime.locks[key]:
+                        await self._scale_pool(key, fleet, pool, access, measurement)
+                except KubeError as err:  # this pool only; the next cycle tries again
+                    log.warning("scaling pool %s of %s/%s: %s", pool.name, *key, err)
+                touched[key] = None
+            for key, _, _ in groups[access]:
+                await self._broker_state(key, measurement.error)
+        for key in touched:
+            try:
+                async with self.runtime.locks[key]:
+                    await self.runtime.publish(key, self.deployments_of(key))
+            except KubeError as err:
+                log.warning("status of %s/%s: %s", *key, err)
+        # Forget pools of objects that are gone.
+        self.history = {k: v for k, v in self.history.items() if k[0] in touched}
+        self.pending = {k: v for k, v in self.pending.items() if k[0] in touched}
+
+    async def _broker_state(self, key: Key, error: str | None) -> None:
+        state = self.runtime.fleets[key]
+        if error == state.broker_error:
+            return
+        if error and not state.broker_error:
+            await self._event(key, "Warning", "BrokerUnreachable",
+                              f"{error}; holding every pool at its size")
+        elif state.broker_error and not error:
+            await self._event(key, "Normal", "BrokerReachable", "the broker answers again")
+        state.broker_error = error
+
+    async def _event(self, key: Key, kind: str, reason: str, message: str) -> None:
+        state = self.runtime.fleets[key]
+        uid = state.fleet.uid if state.fleet else None
+        await self.runtime.kube.event({"namespace": key[0], "name": key[1], "uid": uid},
+                                      kind, reason, message)
+
+    def _current(self, key: Key, pool: str, dep: DeploymentState) -> int:
+        """The Deployment's size, or the one we just set if the index has not caught up."""
+        pending = self.pending.get((key, pool))
+        if pending and pending[0] != dep.replicas and self.clock() - pending[1] < PENDING_SECONDS:
+            return pending[0]
+        self.pending.pop((key, pool), None)
+        return dep.replicas
+
+    async def _scale_pool(self, key: Key, fleet: Fleet, pool: Pool, access: BrokerAccess,
+                          measurement: Measurement) -> None:
+        name = pool_deployment_name(fleet, pool)
+        dep = self.deployments_of(key).get(name)
+        if dep is None:  # not created yet: the reconciler will
+            return
+        current = self._current(key, pool.name, dep)
+        backlog = None if measurement.depths is None else backlog_of(pool, measurement.depths)
+        decision = decide(Bounds.of(pool), current, backlog, self.clock(),
+                          self.history.get((key, pool.name), History()))
+        self.history[(key, pool.name)] = decision.history
+        state = self.runtime.fleets[key]
+        previous = state.scaling.get(pool.name, PoolScale())
+        scale = PoolScale(backlog, measurement.source, decision.replicas,
+                          previous.last_scale_time, previous.last_scale_reason)
+        if decision.replicas != current:
+            await self._resize(key, fleet, pool, access, name, current, decision)
+            scale = PoolScale(backlog, measurement.source, decision.replicas, now(),
+                              decision.reason)
+        state.scaling[pool.name] = scale
+        labels = (key[0], key[1], pool.name)
+        if backlog is not None:
+            metrics.backlog.labels(*labels).set(backlog)
+        metrics.desired_replicas.labels(*labels).set(decision.replicas)
+        metrics.current_replicas.labels(*labels).set(decision.replicas)
+
+    async def _resize(self, key: Key, fleet: Fleet, pool: Pool, access: BrokerAccess,
+                      name: str, current: int, decision: Decision) -> None:
+        kube = self.runtime.kube
+        if decision.replicas < current:
+            await self._mark_idle_first(fleet, pool, access)
+        await kube.scale(fleet.namespace, name, decision.replicas)
+        self.pending[(key, pool.name)] = (decision.replicas, self.clock())
+        direction = "up" if decision.replicas > current else "down"
+        metrics.scale_events.labels(key[0], key[1], pool.name, direction).inc()
+        await self._event(key, "Normal", f"Scaled{direction.capitalize()}",
+                          f"pool {pool.name}: {current} -> {decision.replicas} pods "
+                          f"({decision.reason})")
+
+    async def _mark_idle_first(self, fleet: Fleet, pool: Pool, access: BrokerAccess) -> None:
+        kube = self.runtime.kube
+        pods = await kube.list_pods(fleet.namespace,
+                                    selector_labels(fleet, "worker", pool.name))
+        transport_options = celery_settings(fleet).get("broker_transport_options") or {}
+        active = await active_tasks(access, transport_options, pool.name, list(pods))
+        if active is None:
+            return
+        for pod, cost in deletion_costs(list(pods), active).items():
+            if pods[pod].get(DELETION_COST) != str(cost):
+                await kube.annotate_pod(fleet.namespace, pod, {DELETION_COST: str(cost)})

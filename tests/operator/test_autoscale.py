@@ -1,0 +1,194 @@
+"""Queue-depth autoscaling against real Redis, the real apiserver and controller-manager.
+
+No worker consumes here (there is no kubelet), so a backlog stays until the test drains
+it; the end-to-end tests run real workers.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from celery import Celery
+
+from metamapper_operator.devenv import services
+from metamapper_operator.devenv.controlplane import free_port
+from tests.conftest import Cluster
+from tests.helpers import wait_until
+from tests.operator.conftest import OperatorProcess
+from tests.operator.fleet import apply, condition, fleet, get
+
+FAST = {"scaleDownStabilizationSeconds": 4, "scaleToZeroCooldownSeconds": 2}
+
+
+def redis_fleet(url: str, name: str = "mm", **pool: Any) -> dict[str, Any]:
+    body = fleet(name, broker={"url": url}, scheduler={"enabled": False})
+    body["spec"]["pools"] = [{
+        "name": "default", "queues": ["default", "checks"], "concurrency": 2,
+        "minReplicas": 1, "maxReplicas": 10, "autoscaling": dict(FAST), **pool}]
+    return body
+
+
+def push(url: str, count: int, queue: str = "default", priority: int | None = None) -> None:
+    """Send real Celery task messages (nobody consumes them here)."""
+    app = Celery("producer", broker=url, set_as_current=False)
+    try:
+        for _ in range(count):
+            app.send_task("metamapper.noop", queue=queue, priority=priority)
+    finally:
+        app.close()
+
+
+def replicas(cluster: Cluster, namespace: str, name: str = "mm-default") -> int:
+    dep = get(cluster, namespace, "deployment", name)
+    return int(dep["spec"]["replicas"]) if dep else -1
+
+
+def pool_status(cluster: Cluster, namespace: str, name: str = "mm") -> dict[str, Any]:
+    obj = get(cluster, namespace, "metamapper", name) or {}
+    pools = (obj.get("status") or {}).get("pools") or [{}]
+    return dict(pools[0])
+
+
+def events(cluster: Cluster, namespace: str, reason: str) -> list[str]:
+    out = cluster.kubectl("get", "events", "-n", namespace, "--field-selector",
+                          f"reason={reason}", "-o", "json").stdout
+    return [e["message"] for e in json.loads(out)["items"]]
+
+
+def test_burst_scales_up_then_down_only_after_the_window(
+        cluster: Cluster, namespace: str, operator: OperatorProcess, redis_url: str) -> None:
+    apply(cluster, namespace, redis_fleet(redis_url))
+    wait_until(lambda: replicas(cluster, namespace) == 1, what="the pool at minReplicas")
+    push(redis_url, 9)                     # 9 waiting / 2 per pod -> 5 pods
+    wait_until(lambda: replicas(cluster, namespace) == 5, timeout=10, what="5 pods")
+    status = wait_until(lambda: pool_status(cluster, namespace).get("backlog") == 9
+                        and pool_status(cluster, namespace), what="backlog in status")
+    assert status["desiredReplicas"] == 5
+    assert status["backlogSource"].startswith("redis")
+    assert "9" in status["lastScaleReason"]
+    assert any("pool default: 1 -> 5 pods" in m for m in events(cluster, namespace, "ScaledUp"))
+
+    redis.Redis.from_url(redis_url).delete("default")
+    drained = time.monotonic()
+    wait_until(lambda: pool_status(cluster, namespace).get("backlog") == 0, what="backlog 0")
+    assert replicas(cluster, namespace) == 5  # still inside the 4 s window
+    wait_until(lambda: replicas(cluster, namespace) == 1, timeout=15, what="back to 1")
+    assert time.monotonic() - drained >= 3.5
+    assert events(cluster, namespace, "ScaledDown")
+
+
+def test_priority_messages_and_every_queue_of_the_pool_count(
+        cluster: Cluster, namespace: str, operator: OperatorProcess, redis_url: str) -> None:
+    apply(cluster, namespace, redis_fleet(redis_url))
+    push(redis_url, 4, queue="checks", priority=6)   # kept under checks\x06\x166
+    push(redis_url, 2, queue="default", priority=9)
+    assert redis.Redis.from_url(redis_url).llen("checks\x06\x166") == 4
+    wait_until(lambda: pool_status(cluster, namespace).get("backlog") == 6, what="backlog 6")
+    wait_until(lambda: replicas(cluster, namespace) == 3, what="3 pods")
+
+
+def test_scale_to_zero_and_back_on_activation(
+        cluster: Cluster, namespace: str, operator: OperatorProcess, redis_url: str) -> None:
+    apply(cluster, namespace, redis_fleet(
+        redis_url, minReplicas=0, autoscaling={**FAST, "activationBacklog": 2}))
+    wait_until(lambda: replicas(cluster, namespace) == 0, what="the idle pool at zero")
+    push(redis_url, 2)                     # not above activation
+    wait_until(lambda: pool_status(cluster, namespace).get("backlog") == 2, what="backlog 2")
+    assert replicas(cluster, namespace) == 0
+    push(redis_url, 1)
+    wait_until(lambda: replicas(cluster, namespace) == 2, what="woken: ceil(3 / 2) pods")
+
+
+class OwnRedis:
+    """A Redis server of one test's own, which the test may stop and start again."""
+
+    def __init__(self, home: Path) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.argv = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                     "--save", "", "--dir", str(home)]
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(self.argv, stdout=subprocess.DEVNULL)
+        wait_until(lambda: services.port_open(self.port), what="redis")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait()
+            self.proc = None
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
+    server = OwnRedis(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_broker_down_holds_replicas_reports_and_recovers(
+        cluster: Cluster, namespace: str, operator: OperatorProcess, own_redis: OwnRedis) -> None:
+    apply(cluster, namespace, redis_fleet(own_redis.url))
+    push(own_redis.url, 7)
+    wait_until(lambda: replicas(cluster, namespace) == 4, what="4 pods")
+    own_redis.stop()
+
+    def unreachable() -> dict[str, Any]:
+        return condition(get(cluster, namespace, "metamapper", "mm"), "BrokerUnreachable")
+
+    cond = wait_until(lambda: unreachable().get("status") == "True" and unreachable(),
+                      what="BrokerUnreachable")
+    assert f"127.0.0.1:{own_redis.port}" in cond["message"]
+    degraded = condition(get(cluster, namespace, "metamapper", "mm"), "Degraded")
+    assert degraded["reason"] == "BrokerUnreachable"
+    assert events(cluster, namespace, "BrokerUnreachable")
+    time.sleep(FAST["scaleDownStabilizationSeconds"] + 2)  # longer than the window
+    assert replicas(cluster, namespace) == 4                # held, not scaled down
+
+    own_redis.start()  # back, and empty
+    wait_until(lambda: unreachable().get("status") == "False", what="recovery")
+    assert events(cluster, namespace, "BrokerReachable")
+    wait_until(lambda: replicas(cluster, namespace) == 1, timeout=20,
+               what="scale-down once measured again")
+
+
+def _metric(operator: OperatorProcess, name: str, **labels: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{operator.metrics_port}/metrics") as rsp:
+        text = rsp.read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_two_objects_on_one_redis_cost_one_measurement_per_cycle(
+        cluster: Cluster, namespace: str, operator: OperatorProcess, own_redis: OwnRedis) -> None:
+    """Counted at a Redis server of the test's own: every measurement runs one HVALS (in
+    the same pipelined round trip as the LLENs), so HVALS calls = measurements."""
+    apply(cluster, namespace, redis_fleet(own_redis.url, "one"),
+          redis_fleet(own_redis.url, "two"))
+    wait_until(lambda: pool_status(cluster, namespace, "one").get("backlog") == 0
+               and pool_status(cluster, namespace, "two").get("backlog") == 0,
+               what="both objects measured")
+    client = redis.Redis.from_url(own_redis.url)
+
+    def hvals_calls() -> int:
+        return int(client.info("commandstats").get("cmdstat_hvals", {}).get("calls", 0))
+
+    cycles = "metamapper_autoscale_cycle_seconds_count"
+    before_calls, before_cycles = hvals_calls(), _metric(operator, cycles)
+    time.sleep(5)
+    calls, cycled = hvals_calls() - before_calls, _metric(operator, cycles) - before_cycles
+    assert cycled >= 3
+    assert abs(calls - cycled) <= 1, (calls, cycled)  # not 2 per cycle: one per broker
