@@ -10,10 +10,13 @@ APT_PACKAGES := redis-server rabbitmq-server postgresql mariadb-server ca-certif
 CLUSTER_DIR ?= $(HOME)/.cache/metamapper-operator/cluster
 PYTEST_ARGS ?=
 
-.PHONY: help deps venv tools lint test test-only cluster-up cluster-down services-up services-down bench manifests
+.PHONY: help demo deps venv tools lint test test-only cluster-up cluster-down services-up services-down bench manifests
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+demo: deps venv tools ## the whole loop live: control plane, operator, real workers scaling on a burst
+	$(PY) -m metamapper_operator.devenv.demo
 
 deps: ## system packages (Redis, RabbitMQ, PostgreSQL, MariaDB) from Debian
 	@if dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then echo "system packages present"; else \

@@ -4,71 +4,29 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-import urllib.request
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from metamapper_operator.devenv.controlplane import free_port
+from metamapper_operator.devenv import stack
+from metamapper_operator.devenv.stack import Daemon
 from tests.chart_helpers import ChartAccess, install_chart_access, uninstall_chart_access
 from tests.conftest import Cluster
-from tests.helpers import wait_until
 
 RESYNC_SECONDS = 2.0
 WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
 
 
-@dataclass
-class OperatorProcess:
-    proc: subprocess.Popen[bytes]
-    log: Path
-    liveness_port: int
-    metrics_port: int
-
-    def healthy(self) -> bool:
-        try:
-            with urllib.request.urlopen(
-                    f"http://127.0.0.1:{self.liveness_port}/healthz", timeout=2) as response:
-                return bool(response.status == 200)
-        except OSError:
-            return False
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+OperatorProcess = Daemon
 
 
-def start_operator(kubeconfig: Path, log: Path, *extra: str) -> OperatorProcess:
-    """Start ``metamapper-operator`` and wait for its liveness endpoint."""
-    liveness, metrics = free_port(), free_port()
-    binary = Path(sys.executable).parent / "metamapper-operator"
-    out = log.open("ab")
-    proc = subprocess.Popen(
-        [str(binary), "--liveness-port", str(liveness), "--metrics-port", str(metrics),
-         "--resync-interval", str(RESYNC_SECONDS), "--poll-interval", "1", *extra],
-        stdout=out, stderr=subprocess.STDOUT,
-        env={**os.environ, "KUBECONFIG": str(kubeconfig)},
-    )
-    out.close()
-    running = OperatorProcess(proc, log, liveness, metrics)
-    wait_until(lambda: running.healthy() or proc.poll() is not None, timeout=60,
-               what="the operator's liveness endpoint")
-    if proc.poll() is not None:
-        raise AssertionError(f"the operator exited:\n{running.output()[-3000:]}")
-    return running
+def start_operator(kubeconfig: Path, log: Path, *extra: str) -> Daemon:
+    """The real ``metamapper-operator`` process, fast resync and polling for tests."""
+    return stack.start_operator(kubeconfig, log, "--resync-interval", str(RESYNC_SECONDS),
+                                "--poll-interval", "1", *extra, env=dict(os.environ))
 
 
 @pytest.fixture(scope="session")

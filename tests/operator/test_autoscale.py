@@ -163,7 +163,7 @@ def test_broker_down_holds_replicas_reports_and_recovers(
 
 
 def _metric(operator: OperatorProcess, name: str, **labels: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{operator.metrics_port}/metrics") as rsp:
+    with urllib.request.urlopen(f"http://127.0.0.1:{operator.ports['metrics']}/metrics") as rsp:
         text = rsp.read().decode()
     total = 0.0
     for line in text.splitlines():

@@ -154,7 +154,7 @@ def _still_reconciling(cluster: Cluster, namespace: str, operator: OperatorProce
         return bool(dep) and "7" in dep["spec"]["template"]["spec"]["containers"][0]["args"]
 
     wait_until(follows, what="the valid object to keep reconciling")
-    assert operator.proc.poll() is None and operator.healthy()
+    assert operator.alive()
 
 
 def test_schema_refuses_each_invalid_object_naming_the_field(

@@ -1,0 +1,148 @@
+"""The whole local stack, for the demo and the end-to-end tests.
+
+Redis, a local control plane with the project's CRD, the operator (``metamapper-operator``,
+as users run it) and the local node runtime that runs the Pods as processes: each started
+as its own process, each stopped with nothing left behind.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from metamapper_operator.devenv import services
+from metamapper_operator.devenv.controlplane import REPO, ControlPlane, free_port, tool_dirs
+from metamapper_operator.devenv.processes import stop_groups
+
+BIN = Path(sys.executable).parent
+
+
+class StackError(RuntimeError):
+    """A part of the stack did not start; the message says which and where its log is."""
+
+
+@dataclass
+class Daemon:
+    """A long-running child process in a session of its own, logging to a file."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+    ports: dict[str, int] = field(default_factory=dict)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def tail(self, lines: int = 30) -> str:
+        return "\n".join(self.output().splitlines()[-lines:])
+
+    def stop(self, grace: float = 30.0) -> None:
+        stop_groups([self.proc.pid], grace)
+        self.proc.wait()
+
+
+def spawn(name: str, argv: list[str], log: Path, env: dict[str, str]) -> Daemon:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    return Daemon(name, proc, log)
+
+
+def _wait_http(daemon: Daemon, url: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and daemon.alive():
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise StackError(f"{daemon.name} did not come up; log {daemon.log}:\n{daemon.tail()}")
+
+
+def start_operator(kubeconfig: Path, log: Path, *args: str, env: dict[str, str]) -> Daemon:
+    """``metamapper-operator`` with free liveness and metrics ports; waits until live."""
+    liveness, metrics = free_port(), free_port()
+    daemon = spawn("operator", [str(BIN / "metamapper-operator"),
+                                "--liveness-port", str(liveness),
+                                "--metrics-port", str(metrics), *args],
+                   log, {**env, "KUBECONFIG": str(kubeconfig)})
+    daemon.ports.update(liveness=liveness, metrics=metrics)
+    _wait_http(daemon, f"http://127.0.0.1:{liveness}/healthz", 60)
+    return daemon
+
+
+def start_localnode(kubeconfig: Path, state_dir: Path, log: Path, namespaces: list[str],
+                    env: dict[str, str]) -> Daemon:
+    argv = [sys.executable, "-m", "metamapper_operator.devenv.localnode",
+            "--kubeconfig", str(kubeconfig), "--state-dir", str(state_dir)]
+    for namespace in namespaces:
+        argv += ["--namespace", namespace]
+    return spawn("local node", argv, log, env)
+
+
+@dataclass
+class Stack:
+    """Everything ``make demo`` runs, under one folder ``root``."""
+
+    root: Path
+    namespace: str
+    poll_seconds: float = 1.0
+    daemons: list[Daemon] = field(default_factory=list)
+    plane: ControlPlane | None = None
+
+    @property
+    def kubeconfig(self) -> Path:
+        assert self.plane is not None
+        return self.plane.kubeconfig_path
+
+    def kubectl(self, *args: str, input: str | None = None,
+                check: bool = True) -> subprocess.CompletedProcess[str]:
+        kube, _ = tool_dirs()
+        result = subprocess.run([str(kube / "kubectl"), f"--kubeconfig={self.kubeconfig}",
+                                 *args], input=input, capture_output=True, text=True,
+                                timeout=120)
+        if check and result.returncode:
+            raise StackError(f"kubectl {' '.join(args)}: {result.stderr.strip()}")
+        return result
+
+    def start(self, env: dict[str, str]) -> None:
+        services.ensure("redis")
+        self.plane = ControlPlane(self.root / "cluster")
+        self.plane.start()
+        self.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
+        established = 'jsonpath={.status.conditions[?(@.type=="Established")].status}'
+        deadline = time.monotonic() + 60
+        while self.kubectl("get", "crd/metamappers.metamapper.io", "-o", established,
+                           check=False).stdout != "True":
+            if time.monotonic() > deadline:
+                raise StackError("the Metamapper CRD did not become Established")
+            time.sleep(0.2)
+        self.kubectl("create", "namespace", self.namespace)
+        self.daemons.append(start_operator(
+            self.kubeconfig, self.root / "operator.log",
+            "--poll-interval", str(self.poll_seconds), env=env))
+        self.daemons.append(start_localnode(
+            self.kubeconfig, self.root / "pods", self.root / "localnode.log",
+            [self.namespace], env))
+
+    def check(self) -> None:
+        """Raise if a daemon died."""
+        for daemon in self.daemons:
+            if not daemon.alive():
+                raise StackError(f"{daemon.name} exited; log {daemon.log}:\n{daemon.tail()}")
+
+    def stop(self) -> None:
+        """The node runtime first (it stops the pods' processes), then the rest."""
+        for daemon in reversed(self.daemons):
+            daemon.stop()
+        self.daemons.clear()
+        if self.plane is not None:
+            self.plane.stop()
