@@ -8,8 +8,8 @@ vhost, PostgreSQL and MariaDB database, and Kubernetes namespace.
 
 from __future__ import annotations
 
-import itertools
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -38,19 +38,28 @@ def _ensure(name: str) -> None:
 
 # --- services ----------------------------------------------------------------------
 
-_redis_dbs = itertools.cycle(range(1, 256))
-
-
 @pytest.fixture
 def redis_url() -> Iterator[str]:
-    """A Redis database of this test's own, empty at the start."""
+    """A Redis database of this test's own, empty at the start.
+
+    Databases are claimed in database 0 (SET NX with an expiry), so test runs sharing the
+    server (two suites at once, say) never get the same one.
+    """
     _ensure("redis")
-    url = f"redis://127.0.0.1:{services.REDIS_PORT}/{next(_redis_dbs)}"
-    client = redis.Redis.from_url(url)
+    server = f"redis://127.0.0.1:{services.REDIS_PORT}"
+    claims = redis.Redis.from_url(f"{server}/0")
+    candidates = random.sample(range(1, 256), 255)
+    db = next((n for n in candidates
+               if claims.set(f"metamapper-test:claim:{n}", os.getpid(), nx=True, ex=900)), None)
+    if db is None:
+        pytest.fail("every Redis test database is claimed; is another run stuck?")
+    client = redis.Redis.from_url(f"{server}/{db}")
     client.flushdb()
-    yield url
+    yield f"{server}/{db}"
     client.flushdb()
     client.close()
+    claims.delete(f"metamapper-test:claim:{db}")
+    claims.close()
 
 
 @dataclass(frozen=True)

@@ -86,6 +86,8 @@ BACKOFF_SECONDS, BACKOFF_CAP_SECONDS = 1.0, 30.0
 STOP_GRACE_SECONDS = 5.0
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
 REFERENCE = re.compile(r"\$(?:(\$)|\(([^)]*)\))")
+REFERENCE_KINDS = {"secretRef": "Secret", "configMapRef": "ConfigMap",
+                   "secretKeyRef": "Secret", "configMapKeyRef": "ConfigMap"}
 LABEL_OR_ANNOTATION = re.compile(r"metadata\.(labels|annotations)\['([^']*)'\]")
 
 log = logging.getLogger(__name__)
@@ -127,6 +129,12 @@ def field_value(pod: Json, path: str) -> str:
     if match := LABEL_OR_ANNOTATION.fullmatch(path):
         return str((meta.get(match[1]) or {}).get(match[2], ""))
     raise ContainerConfigError(f"fieldRef {path} is not supported by the local runtime")
+
+
+def reference(source: Json) -> tuple[str, Json] | None:
+    """The kind and reference of an ``envFrom`` entry or a ``valueFrom`` key reference."""
+    return next(((kind, source[field]) for field, kind in REFERENCE_KINDS.items()
+                 if field in source), None)
 
 
 def mount_folders(pod: Json, container: Json, folder: Path) -> dict[str, Path]:
@@ -299,18 +307,17 @@ class PodRunner:
 
         env: dict[str, str] = {}
         for source in self.container.get("envFrom") or []:
-            kind = "Secret" if "secretRef" in source else "ConfigMap"
-            found = await data(kind, source["secretRef" if kind == "Secret" else "configMapRef"])
-            env.update({source.get("prefix", "") + k: v for k, v in (found or {}).items()})
+            if (whole := reference(source)) is not None:
+                found = await data(*whole)
+                env.update({source.get("prefix", "") + k: v for k, v in (found or {}).items()})
         for var in self.container.get("env") or []:
             name, source = var["name"], var.get("valueFrom")
             if source is None:
                 env[name] = expand(var.get("value", ""), env)
             elif "fieldRef" in source:
                 env[name] = field_value(self.pod, source["fieldRef"]["fieldPath"])
-            elif "secretKeyRef" in source or "configMapKeyRef" in source:
-                kind = "Secret" if "secretKeyRef" in source else "ConfigMap"
-                ref = source["secretKeyRef" if kind == "Secret" else "configMapKeyRef"]
+            elif (keyed := reference(source)) is not None:
+                kind, ref = keyed
                 found = await data(kind, ref)
                 if found is not None and ref["key"] in found:
                     env[name] = found[ref["key"]]
