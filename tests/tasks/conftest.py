@@ -11,27 +11,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.helpers import wait_until
 
 BIN = Path(sys.executable).parent
-
-
-def _wait_for(condition: Callable[[], Any], timeout: float = 30.0, interval: float = 0.2) -> Any:
-    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout} s: {condition}")
-        time.sleep(interval)
 
 
 @pytest.fixture
@@ -77,7 +65,7 @@ class Process:
                 pytest.fail(f"{self.argv[0]} exited ({self.popen.returncode}):\n{self.log}")
             return text in self.log
 
-        _wait_for(found, timeout)
+        wait_until(found, timeout, what=f"{text!r} in the log")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
         """Signal the process (its whole group for SIGKILL) and wait for it."""
@@ -128,12 +116,6 @@ def start_worker(processes: Callable[..., Process]) -> Callable[..., Process]:
         return worker
 
     return start
-
-
-@pytest.fixture
-def wait_for() -> Callable[..., Any]:
-    """``wait_for(condition, timeout=30)``: poll until truthy, fail the test on timeout."""
-    return _wait_for
 
 
 @pytest.fixture

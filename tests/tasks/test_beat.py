@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from tests.helpers import wait_until
 
 BIN = Path(sys.executable).parent
 Env = Callable[..., dict[str, str]]
@@ -31,7 +32,6 @@ def queued_tasks(redis_url: str, queue: str) -> list[str]:
 
 def test_beat_enqueues_on_schedule(
     redis_url: str, tmp_path: Path, processes: Callable[..., Any], process_env: Env,
-    wait_for: Callable[..., Any],
 ) -> None:
     env = process_env(METAMAPPER_BROKER_URL=redis_url, METAMAPPER_CELERY_SETTINGS=FAST_HEARTBEAT)
     processes(
@@ -39,7 +39,7 @@ def test_beat_enqueues_on_schedule(
          "--schedule", str(tmp_path / "schedule")],
         env, "beat",
     )
-    ticks = wait_for(lambda: len(queued_tasks(redis_url, "default")) >= 3 or None)
+    ticks = wait_until(lambda: len(queued_tasks(redis_url, "default")) >= 3 or None)
     assert ticks
     assert set(queued_tasks(redis_url, "default")) == {"metamapper.health.heartbeat"}
     # Nothing else is due within seconds: the revisioner's entries are hourly crontabs.
@@ -72,7 +72,6 @@ def _running_beats(scheduler_pid: int) -> int:
 
 def test_single_beat_runs_exactly_one_beat_and_fails_over(
     redis_url: str, tmp_path: Path, processes: Callable[..., Any], process_env: Env,
-    wait_for: Callable[..., Any],
 ) -> None:
     lock_time = 3
     identifier = f"metamapper-{uuid.uuid4().hex[:8]}"
@@ -92,7 +91,7 @@ def test_single_beat_runs_exactly_one_beat_and_fails_over(
         return processes([sys.executable, "-m", "metamapper", "scheduler"], env, name)
 
     first = scheduler("first")
-    wait_for(lambda: _running_beats(first.popen.pid) == 1)
+    wait_until(lambda: _running_beats(first.popen.pid) == 1)
     second = scheduler("second")
     lock = redis.Redis.from_url(redis_url)
     deadline = time.monotonic() + 2 * lock_time
@@ -100,17 +99,17 @@ def test_single_beat_runs_exactly_one_beat_and_fails_over(
         assert (_running_beats(first.popen.pid), _running_beats(second.popen.pid)) == (1, 0)
         assert b":first:" in (lock.get(f"SINGLE_BEAT_{identifier}") or b"")
         time.sleep(0.25)
-    wait_for(lambda: "metamapper.health.heartbeat" in queued_tasks(redis_url, "default"))
+    wait_until(lambda: "metamapper.health.heartbeat" in queued_tasks(redis_url, "default"))
 
     killed_at = time.monotonic()
     first.stop(signal.SIGKILL)  # the node dies: no chance to release the lock
-    wait_for(lambda: b":second:" in (lock.get(f"SINGLE_BEAT_{identifier}") or b""),
+    wait_until(lambda: b":second:" in (lock.get(f"SINGLE_BEAT_{identifier}") or b""),
              timeout=lock_time + 15, interval=0.1)
     took = time.monotonic() - killed_at
     # The lock expires lock_time after its last refresh; the standby retries every
     # heartbeat interval (1 s); one more second for polling.
     assert took <= lock_time + 2, f"takeover after {took:.1f} s, lock time {lock_time} s"
-    wait_for(lambda: _running_beats(second.popen.pid) == 1)
+    wait_until(lambda: _running_beats(second.popen.pid) == 1)
     lock.delete("default")
-    wait_for(lambda: "metamapper.health.heartbeat" in queued_tasks(redis_url, "default"))
+    wait_until(lambda: "metamapper.health.heartbeat" in queued_tasks(redis_url, "default"))
     lock.close()

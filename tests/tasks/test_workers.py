@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import psycopg
+from tests.helpers import wait_until
 
 from metamapper.metastore import connect, datastores, heartbeats, revisions, runs
 
@@ -38,7 +39,7 @@ def last_heartbeat(metastore_url: str) -> str | None:
 
 def test_redis_worker_runs_tasks_and_shuts_down_warm(
     redis_url: str, metastore_url: str, start_worker: Callable[..., Any],
-    process_env: Env, wait_for: Callable[..., Any],
+    process_env: Env,
 ) -> None:
     env = process_env(
         METAMAPPER_BROKER_URL=redis_url,
@@ -49,7 +50,7 @@ def test_redis_worker_runs_tasks_and_shuts_down_warm(
     )
     worker = start_worker(env, name="redis")
     celery_call(env, "metamapper.health.heartbeat")
-    assert wait_for(lambda: last_heartbeat(metastore_url)) == "redis@test"
+    assert wait_until(lambda: last_heartbeat(metastore_url)) == "redis@test"
 
     health = subprocess.run(
         [sys.executable, "-m", "metamapper", "health", "--timeout", "1"],
@@ -72,7 +73,7 @@ def _management(rabbitmq: Any, path: str) -> Any:
 
 def test_rabbitmq_worker_with_a_user_config_module(
     rabbitmq: Any, metastore_url: str, start_worker: Callable[..., Any], process_env: Env,
-    config_module: Env, wait_for: Callable[..., Any],
+    config_module: Env,
 ) -> None:
     env = process_env(
         METAMAPPER_DATABASE_URL=metastore_url,
@@ -80,7 +81,7 @@ def test_rabbitmq_worker_with_a_user_config_module(
     )
     start_worker(env, queues="default", name="rabbit")
     celery_call(env, "metamapper.health.heartbeat")
-    assert wait_for(lambda: last_heartbeat(metastore_url)) == "rabbit@test"
+    assert wait_until(lambda: last_heartbeat(metastore_url)) == "rabbit@test"
 
     # Revisioner tasks are routed to their own queue, which this worker does not consume.
     celery_call(env, "metamapper.revisioner.create_runs")
@@ -89,14 +90,14 @@ def test_rabbitmq_worker_with_a_user_config_module(
     def revisioner_ready() -> int:
         return int(_management(rabbitmq, f"queues/{vhost}/revisioner").get("messages_ready", 0))
 
-    assert wait_for(revisioner_ready) == 1
+    assert wait_until(revisioner_ready) == 1
     names = {q["name"] for q in _management(rabbitmq, f"queues/{vhost}")}
     assert {"default", "revisioner"} <= names
 
 
 def test_sqs_worker_against_moto(
     sqs_endpoint: str, metastore_url: str, start_worker: Callable[..., Any],
-    process_env: Env, config_module: Env, wait_for: Callable[..., Any],
+    process_env: Env, config_module: Env,
 ) -> None:
     endpoint = urlsplit(sqs_endpoint)
     env = process_env(
@@ -116,12 +117,12 @@ def test_sqs_worker_against_moto(
     )
     start_worker(env, name="sqs")
     celery_call(env, "metamapper.health.heartbeat")
-    assert wait_for(lambda: last_heartbeat(metastore_url)) == "sqs@test"
+    assert wait_until(lambda: last_heartbeat(metastore_url)) == "sqs@test"
 
 
 def test_revisioner_runs_through_workers(
     redis_url: str, postgres_dsn: str, metastore_url: str, tmp_path: Path,
-    start_worker: Callable[..., Any], process_env: Env, wait_for: Callable[..., Any],
+    start_worker: Callable[..., Any], process_env: Env,
 ) -> None:
     """Beat's two revisioner tasks, sent by hand: every datastore gets a run; the
     unreachable one fails after its retries without holding up the others."""
@@ -143,7 +144,7 @@ def test_revisioner_runs_through_workers(
     worker = start_worker(env, queues="revisioner", name="revisioner", concurrency=2)
     celery_call(env, "metamapper.revisioner.create_runs")
     with connect(metastore_url) as db:
-        wait_for(lambda: len(runs.pending(db)) == 2)
+        wait_until(lambda: len(runs.pending(db)) == 2)
     celery_call(env, "metamapper.revisioner.queue_runs")
 
     def finished() -> dict[str, runs.Run] | None:
@@ -153,7 +154,7 @@ def test_revisioner_runs_through_workers(
         done = all(r.status not in runs.UNFINISHED for r in latest.values())
         return latest if len(latest) == 2 and done else None
 
-    latest = wait_for(finished, timeout=60)
+    latest = wait_until(finished, timeout=60)
     assert latest["warehouse"].status == runs.SUCCESS
     assert latest["broken"].status == runs.FAILURE
     assert (latest["broken"].error or "").startswith("datastore unavailable")
