@@ -135,12 +135,12 @@ async def reconcile(body: kopf.Body, runtime: Runtime,
             await runtime.publish(key, deployments, seen_status)
             return
         state.fleet, state.access, state.invalid = fleet, access, None
-        desired = desired_objects(fleet, access.transport,
-                                  {n: d.replicas for n, d in deployments.items()})
+        desired = desired_objects(fleet, access.transport, {
+            n: runtime.replicas(key, n, d.replicas) for n, d in deployments.items()})
         existing = {**{("Deployment", n): d.spec_hash for n, d in deployments.items()},
                     **{("ConfigMap", n): h for n, h in configmaps.items()}}
         try:
-            await _converge(body, runtime, desired, existing, deployments)
+            await _converge(body, runtime, key, desired, existing, deployments)
         except KubeError as err:
             if state.failure != str(err):
                 await runtime.kube.event(body.metadata, "Warning", "ApplyFailed", str(err))
@@ -153,7 +153,7 @@ async def reconcile(body: kopf.Body, runtime: Runtime,
         await runtime.publish(key, deployments, seen_status)
 
 
-async def _converge(body: kopf.Body, runtime: Runtime, desired: list[dict[str, Any]],
+async def _converge(body: kopf.Body, runtime: Runtime, key: Key, desired: list[dict[str, Any]],
                     existing: Mapping[tuple[str, str], str],
                     deployments: Mapping[str, DeploymentState]) -> None:
     kube = runtime.kube
@@ -167,10 +167,12 @@ async def _converge(body: kopf.Body, runtime: Runtime, desired: list[dict[str, A
             await kube.apply(obj)
             verb = "Created" if have is None else "Updated"
             await kube.event(body.metadata, "Normal", verb, f"{kind} {name} {verb.lower()}")
-        elif kind == "Deployment" and deployments[name].replicas != obj["spec"]["replicas"]:
+        elif kind == "Deployment" and (before := runtime.replicas(
+                key, name, deployments[name].replicas)) != obj["spec"]["replicas"]:
             # Same template, other size: bounds or suspend changed. Scale, do not re-apply.
-            before, after = deployments[name].replicas, obj["spec"]["replicas"]
-            await kube.scale(body.metadata.namespace or "", name, after)
+            after = obj["spec"]["replicas"]
+            await kube.scale(key[0], name, after)
+            runtime.note_scale(key, name, after)
             await kube.event(body.metadata, "Normal", "Scaled",
                              f"Deployment {name} scaled from {before} to {after} "
                              "to fit the pool's bounds")
@@ -217,6 +219,14 @@ async def _reconcile_from_indexes(body: kopf.Body, runtime: Runtime,
     key: Key = (body.metadata.namespace or "", body.metadata.name or "")
     await reconcile(body, runtime, deployments_of(deployments, key),
                     dict(configmaps.get(key, [])))
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+def forget_deleted(type: str, namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+    """A deleted Metamapper's children go with it (owner references); so does our state."""
+    runtime: Runtime | None = memo.get("runtime")
+    if type == "DELETED" and runtime is not None:
+        runtime.forget((namespace, name))
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=MANAGED_SELECTOR)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import time
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,6 +20,8 @@ from metamapper_operator.references import BrokerAccess, SecretCache
 from metamapper_operator.status import Observed, PoolScale, changes, render
 
 Key = tuple[str, str]  # (namespace, name) of a Metamapper
+# How long a size the operator set may take to show in the Deployment watch index.
+SCALE_SETTLE_SECONDS = 10.0
 
 
 def now() -> str:
@@ -66,6 +69,26 @@ class Runtime:
     secrets: SecretCache
     fleets: dict[Key, FleetState] = field(default_factory=lambda: defaultdict(FleetState))
     locks: dict[Key, asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
+    scaled: dict[tuple[Key, str], tuple[int, float]] = field(default_factory=dict)
+
+    def note_scale(self, key: Key, deployment: str, replicas: int) -> None:
+        """Remember a size just set, until the watch index shows it."""
+        self.scaled[(key, deployment)] = (replicas, time.monotonic())
+
+    def replicas(self, key: Key, deployment: str, indexed: int) -> int:
+        """A Deployment's size: the index's, or one just set that it does not show yet."""
+        noted = self.scaled.get((key, deployment))
+        if noted and noted[0] != indexed and time.monotonic() - noted[1] < SCALE_SETTLE_SECONDS:
+            return noted[0]
+        self.scaled.pop((key, deployment), None)
+        return indexed
+
+    def forget(self, key: Key) -> None:
+        """Drop everything about a Metamapper that is gone."""
+        self.fleets.pop(key, None)
+        self.locks.pop(key, None)
+        for noted in [k for k in self.scaled if k[0] == key]:
+            del self.scaled[noted]
 
     async def publish(self, key: Key, deployments: Mapping[str, Any],
                       seen_status: Mapping[str, Any] | None = None) -> None:

@@ -31,7 +31,6 @@ from metamapper_operator.runtime import Key, Runtime, now
 from metamapper_operator.status import DeploymentState, PoolScale
 
 log = logging.getLogger(__name__)
-PENDING_SECONDS = 10.0  # how long a scale we made may take to show in the watch index
 
 DeploymentsOf = Callable[[Key], Mapping[str, DeploymentState]]
 
@@ -61,7 +60,6 @@ class Autoscaler:
     clock: Callable[[], float] = time.monotonic
     probes: dict[BrokerAccess, Probe] = field(default_factory=dict)
     history: dict[tuple[Key, str], History] = field(default_factory=dict)
-    pending: dict[tuple[Key, str], tuple[int, float]] = field(default_factory=dict)
 
     async def run(self) -> None:
         while True:
@@ -133,7 +131,6 @@ class Autoscaler:
                 log.warning("status of %s/%s: %s", *key, err)
         # Forget pools of objects that are gone.
         self.history = {k: v for k, v in self.history.items() if k[0] in touched}
-        self.pending = {k: v for k, v in self.pending.items() if k[0] in touched}
 
     async def _broker_state(self, key: Key, error: str | None) -> None:
         state = self.runtime.fleets[key]
@@ -152,21 +149,13 @@ class Autoscaler:
         await self.runtime.kube.event({"namespace": key[0], "name": key[1], "uid": uid},
                                       kind, reason, message)
 
-    def _current(self, key: Key, pool: str, dep: DeploymentState) -> int:
-        """The Deployment's size, or the one we just set if the index has not caught up."""
-        pending = self.pending.get((key, pool))
-        if pending and pending[0] != dep.replicas and self.clock() - pending[1] < PENDING_SECONDS:
-            return pending[0]
-        self.pending.pop((key, pool), None)
-        return dep.replicas
-
     async def _scale_pool(self, key: Key, fleet: Fleet, pool: Pool, access: BrokerAccess,
                           measurement: Measurement) -> None:
         name = pool_deployment_name(fleet, pool)
         dep = self.deployments_of(key).get(name)
         if dep is None:  # not created yet: the reconciler will
             return
-        current = self._current(key, pool.name, dep)
+        current = self.runtime.replicas(key, name, dep.replicas)
         backlog = None if measurement.depths is None else backlog_of(pool, measurement.depths)
         decision = decide(Bounds.of(pool), current, backlog, self.clock(),
                           self.history.get((key, pool.name), History()))
@@ -192,7 +181,7 @@ class Autoscaler:
         if decision.replicas < current:
             await self._mark_idle_first(fleet, pool, access)
         await kube.scale(fleet.namespace, name, decision.replicas)
-        self.pending[(key, pool.name)] = (decision.replicas, self.clock())
+        self.runtime.note_scale(key, name, decision.replicas)
         direction = "up" if decision.replicas > current else "down"
         metrics.scale_events.labels(key[0], key[1], pool.name, direction).inc()
         await self._event(key, "Normal", f"Scaled{direction.capitalize()}",
