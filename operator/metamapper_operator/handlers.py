@@ -119,38 +119,51 @@ def deployments_of(index: kopf.Index[Key, DeploymentState], key: Key
 async def reconcile(body: kopf.Body, runtime: Runtime,
                     deployments: dict[str, DeploymentState],
                     configmaps: dict[str, str]) -> None:
-    """Bring one Metamapper's children to the desired state; report it in status."""
+    """Bring one Metamapper's children to the desired state; report it in status.
+
+    An API failure anywhere (reading a Secret, applying, writing status) is reported as
+    Degraded and raised as kopf's TemporaryError (retried soon) when trying again may
+    help, PermanentError (until the spec changes) when it cannot.
+    """
     key: Key = (body.metadata.namespace or "", body.metadata.name or "")
     state = runtime.fleets[key]
     seen_status = dict(body.get("status") or {})
     async with runtime.locks[key]:
         state.generation = int(body.metadata.get("generation", 0))
         try:
-            fleet = parse(body)
-            access = await resolve(fleet, runtime.secrets.read)
-        except SpecError as err:
-            if state.invalid != str(err):
-                await runtime.kube.event(body.metadata, "Warning", "InvalidSpec", str(err))
-            state.fleet, state.access, state.invalid = None, None, str(err)
-            await runtime.publish(key, deployments, seen_status)
-            return
-        state.fleet, state.access, state.invalid = fleet, access, None
-        desired = desired_objects(fleet, access.transport, {
-            n: runtime.replicas(key, n, d.replicas) for n, d in deployments.items()})
-        existing = {**{("Deployment", n): d.spec_hash for n, d in deployments.items()},
-                    **{("ConfigMap", n): h for n, h in configmaps.items()}}
-        try:
-            await _converge(body, runtime, key, desired, existing, deployments)
+            await _reconcile(body, runtime, key, deployments, configmaps, seen_status)
         except KubeError as err:
             if state.failure != str(err):
                 await runtime.kube.event(body.metadata, "Warning", "ApplyFailed", str(err))
             state.failure = str(err)
-            await runtime.publish(key, deployments, seen_status)
+            with contextlib.suppress(KubeError):  # the status may be what fails
+                await runtime.publish(key, deployments, seen_status)
             if err.retryable:
                 raise kopf.TemporaryError(str(err), delay=5) from None
             raise kopf.PermanentError(str(err)) from None
-        state.failure = None
+
+
+async def _reconcile(body: kopf.Body, runtime: Runtime, key: Key,
+                     deployments: dict[str, DeploymentState], configmaps: dict[str, str],
+                     seen_status: dict[str, Any]) -> None:
+    state = runtime.fleets[key]
+    try:
+        fleet = parse(body)
+        access = await resolve(fleet, runtime.secrets.read)
+    except SpecError as err:
+        if state.invalid != str(err):
+            await runtime.kube.event(body.metadata, "Warning", "InvalidSpec", str(err))
+        state.fleet, state.access, state.invalid = None, None, str(err)
         await runtime.publish(key, deployments, seen_status)
+        return
+    state.fleet, state.access, state.invalid = fleet, access, None
+    desired = desired_objects(fleet, access.transport, {
+        n: runtime.replicas(key, n, d.replicas) for n, d in deployments.items()})
+    existing = {**{("Deployment", n): d.spec_hash for n, d in deployments.items()},
+                **{("ConfigMap", n): h for n, h in configmaps.items()}}
+    await _converge(body, runtime, key, desired, existing, deployments)
+    state.failure = None
+    await runtime.publish(key, deployments, seen_status)
 
 
 async def _converge(body: kopf.Body, runtime: Runtime, key: Key, desired: list[dict[str, Any]],
@@ -238,5 +251,8 @@ async def child_changed(namespace: str, labels: Mapping[str, str], memo: kopf.Me
     key: Key = (namespace, labels.get(LABEL_INSTANCE, ""))
     if runtime is None or key not in runtime.fleets:
         return
-    async with runtime.locks[key]:
-        await runtime.publish(key, deployments_of(managed_deployments, key))
+    try:
+        async with runtime.locks[key]:
+            await runtime.publish(key, deployments_of(managed_deployments, key))
+    except KubeError as err:  # the next event or resync writes it
+        log.warning("status of %s/%s: %s", *key, err)
