@@ -9,7 +9,6 @@ environment variables, never as literal values or arguments.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 from collections.abc import Mapping
@@ -89,9 +88,12 @@ def _metadata(fleet: Fleet, name: str, component: str, pool: str | None = None
 
 def _stamp(obj: dict[str, Any]) -> dict[str, Any]:
     """Record the hash of the object's desired content (replicas excluded) on it."""
-    content = copy.deepcopy(obj)
-    content.get("spec", {}).pop("replicas", None)
-    obj["metadata"].setdefault("annotations", {})[SPEC_HASH] = digest(content)
+    spec = obj.get("spec", {})
+    replicas = spec.pop("replicas", None)
+    content = digest(obj)
+    if replicas is not None:
+        spec["replicas"] = replicas
+    obj["metadata"].setdefault("annotations", {})[SPEC_HASH] = content
     return obj
 
 

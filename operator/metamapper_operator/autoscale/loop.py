@@ -112,36 +112,42 @@ class Autoscaler:
         measurements = await asyncio.gather(*(
             self._measure(a, {q for _, _, pool in groups[a] for q in pool.queues})
             for a in accesses))
-        touched: dict[Key, None] = {}
+        seen: set[Key] = set()
+        changed: dict[Key, None] = {}  # ordered, so statuses are written in a stable order
         for access, measurement in zip(accesses, measurements, strict=True):
             for key, fleet, pool in groups[access]:
+                seen.add(key)
                 try:
                     async with self.runtime.locks[key]:
-                        await self._scale_pool(key, fleet, pool, access, measurement)
+                        if await self._scale_pool(key, fleet, pool, access, measurement):
+                            changed[key] = None
                 except KubeError as err:  # this pool only; the next cycle tries again
                     log.warning("scaling pool %s of %s/%s: %s", pool.name, *key, err)
-                touched[key] = None
             for key, _, _ in groups[access]:
-                await self._broker_state(key, measurement.error)
-        for key in touched:
+                if await self._broker_state(key, measurement.error):
+                    changed[key] = None
+        # Only objects whose measurements changed need their status rendered again.
+        for key in changed:
             try:
                 async with self.runtime.locks[key]:
                     await self.runtime.publish(key, self.deployments_of(key))
             except KubeError as err:
                 log.warning("status of %s/%s: %s", *key, err)
         # Forget pools of objects that are gone.
-        self.history = {k: v for k, v in self.history.items() if k[0] in touched}
+        self.history = {k: v for k, v in self.history.items() if k[0] in seen}
 
-    async def _broker_state(self, key: Key, error: str | None) -> None:
+    async def _broker_state(self, key: Key, error: str | None) -> bool:
+        """Record whether the broker answered; True when that changed."""
         state = self.runtime.fleets[key]
         if error == state.broker_error:
-            return
+            return False
         if error and not state.broker_error:
             await self._event(key, "Warning", "BrokerUnreachable",
                               f"{error}; holding every pool at its size")
         elif state.broker_error and not error:
             await self._event(key, "Normal", "BrokerReachable", "the broker answers again")
         state.broker_error = error
+        return True
 
     async def _event(self, key: Key, kind: str, reason: str, message: str) -> None:
         state = self.runtime.fleets[key]
@@ -150,30 +156,35 @@ class Autoscaler:
                                       kind, reason, message)
 
     async def _scale_pool(self, key: Key, fleet: Fleet, pool: Pool, access: BrokerAccess,
-                          measurement: Measurement) -> None:
+                          measurement: Measurement) -> bool:
+        """Decide the pool's size and apply it; True when what status shows changed."""
         name = pool_deployment_name(fleet, pool)
         dep = self.deployments_of(key).get(name)
         if dep is None:  # not created yet: the reconciler will
-            return
+            return False
         current = self.runtime.replicas(key, name, dep.replicas)
         backlog = None if measurement.depths is None else backlog_of(pool, measurement.depths)
         decision = decide(Bounds.of(pool), current, backlog, self.clock(),
                           self.history.get((key, pool.name), History()))
         self.history[(key, pool.name)] = decision.history
         state = self.runtime.fleets[key]
-        previous = state.scaling.get(pool.name, PoolScale())
+        previous = state.scaling.get(pool.name)
         scale = PoolScale(backlog, measurement.source, decision.replicas,
-                          previous.last_scale_time, previous.last_scale_reason)
+                          previous.last_scale_time if previous else None,
+                          previous.last_scale_reason if previous else None)
         if decision.replicas != current:
             await self._resize(key, fleet, pool, access, name, current, decision)
             scale = PoolScale(backlog, measurement.source, decision.replicas, now(),
                               decision.reason)
+        if scale == previous:
+            return False
         state.scaling[pool.name] = scale
         labels = (key[0], key[1], pool.name)
         if backlog is not None:
             metrics.backlog.labels(*labels).set(backlog)
         metrics.desired_replicas.labels(*labels).set(decision.replicas)
         metrics.current_replicas.labels(*labels).set(decision.replicas)
+        return True
 
     async def _resize(self, key: Key, fleet: Fleet, pool: Pool, access: BrokerAccess,
                       name: str, current: int, decision: Decision) -> None:

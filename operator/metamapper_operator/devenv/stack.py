@@ -7,6 +7,8 @@ as its own process, each stopped with nothing left behind.
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import subprocess
 import sys
 import time
@@ -16,7 +18,7 @@ from pathlib import Path
 
 from metamapper_operator.devenv import services
 from metamapper_operator.devenv.controlplane import REPO, ControlPlane, free_port, tool_dirs
-from metamapper_operator.devenv.processes import stop_groups
+from metamapper_operator.devenv.processes import signal_group
 
 BIN = Path(sys.executable).parent
 
@@ -44,7 +46,17 @@ class Daemon:
         return "\n".join(self.output().splitlines()[-lines:])
 
     def stop(self, grace: float = 30.0) -> None:
-        stop_groups([self.proc.pid], grace)
+        """SIGTERM the process group; SIGKILL what is left once the main process exited or
+        ``grace`` passed. (Its zombie, until reaped here, would look like a live member.)"""
+        signal_group(self.proc.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(grace)
+        signal_group(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group: no clean shutdown, as when a node dies."""
+        signal_group(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
 
 
@@ -97,6 +109,7 @@ class Stack:
     poll_seconds: float = 1.0
     daemons: list[Daemon] = field(default_factory=list)
     plane: ControlPlane | None = None
+    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def kubeconfig(self) -> Path:
@@ -114,6 +127,7 @@ class Stack:
         return result
 
     def start(self, env: dict[str, str]) -> None:
+        self.env = env
         services.ensure("redis")
         self.plane = ControlPlane(self.root / "cluster")
         self.plane.start()
@@ -126,12 +140,27 @@ class Stack:
                 raise StackError("the Metamapper CRD did not become Established")
             time.sleep(0.2)
         self.kubectl("create", "namespace", self.namespace)
-        self.daemons.append(start_operator(
-            self.kubeconfig, self.root / "operator.log",
-            "--poll-interval", str(self.poll_seconds), env=env))
+        self.daemons.append(self._start_operator())
         self.daemons.append(start_localnode(
             self.kubeconfig, self.root / "pods", self.root / "localnode.log",
             [self.namespace], env))
+
+    def _start_operator(self) -> Daemon:
+        return start_operator(self.kubeconfig, self.root / "operator.log",
+                              "--poll-interval", str(self.poll_seconds), env=self.env)
+
+    @property
+    def operator(self) -> Daemon:
+        return next(d for d in self.daemons if d.name == "operator")
+
+    def restart_operator(self) -> Daemon:
+        """SIGKILL the operator, if it still runs (a crash: nothing cleaned up), and start
+        a new one, logging to the same file; it is live when this returns."""
+        old = self.operator
+        old.kill()
+        new = self._start_operator()
+        self.daemons[self.daemons.index(old)] = new
+        return new
 
     def check(self) -> None:
         """Raise if a daemon died."""

@@ -4,7 +4,8 @@ Workers load it through ``celery.settings.imports``. Each task appends a line to
 ``<record dir>/started/<task id>`` when it starts and to ``.../done/<task id>`` when it
 finishes, so a run can be audited afterwards: a task is lost when it never finished,
 ran twice when ``done`` has two lines, and was interrupted (and delivered again) when it
-started more often than it finished.
+started more often than it finished. Each line says when, on which pod (``HOSTNAME``,
+the pod's name in Kubernetes and on the local node) and in which process.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ TASK = "metamapper_operator.devenv.workload.work"
 
 def _record(folder: Path, task_id: str) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    line = f"{time.time():.3f} {socket.gethostname()} {os.getpid()}\n"
+    pod = os.environ.get("HOSTNAME") or socket.gethostname()
+    line = f"{time.time():.3f} {pod} {os.getpid()}\n"
     with (folder / task_id).open("a") as out:
         out.write(line)
 
@@ -42,6 +44,24 @@ class Tally:
     lost: int
     duplicated: int
     interrupted: int
+
+
+@dataclass(frozen=True)
+class Record:
+    """One line of a task's record: when, on which pod, in which process."""
+
+    at: float
+    pod: str
+    pid: int
+
+
+def records(record_dir: Path, stage: str, task_id: str) -> list[Record]:
+    """The ``started`` or ``done`` records of one task, oldest first."""
+    path = record_dir / stage / task_id
+    if not path.exists():
+        return []
+    return [Record(float(at), pod, int(pid))
+            for at, pod, pid in (line.split() for line in path.read_text().splitlines())]
 
 
 def _lines(folder: Path) -> dict[str, int]:

@@ -1,0 +1,269 @@
+"""What the autoscaler benchmarks share: a local control plane, a Redis server, the operator.
+
+Everything is started here, in a temporary folder, and stopped again by the context
+managers, so a benchmark leaves no process behind. The Redis server is one of the
+benchmark's own (not the shared one of ``devenv.services``): its ``INFO commandstats``
+must count the measured operator's commands only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import redis
+import yaml
+
+from metamapper_operator.devenv import services
+from metamapper_operator.devenv.controlplane import ControlPlane, free_port, tool_dirs
+from metamapper_operator.devenv.processes import stop_groups
+
+REPO = Path(__file__).resolve().parents[1]
+OPERATOR = Path(sys.executable).parent / "metamapper-operator"
+OPERATOR_AGENTS = ("metamapper-operator", "kopf")
+WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+T = TypeVar("T")
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def wait_until(predicate: Callable[[], T], timeout: float, what: str,
+               interval: float = 0.1) -> T:
+    """Poll ``predicate`` until it returns a truthy value, and return that value."""
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not within {timeout:.0f} s")
+        time.sleep(interval)
+    return value
+
+
+# --- the control plane -------------------------------------------------------------
+
+
+@dataclass
+class Cluster:
+    plane: ControlPlane
+    kubectl_path: Path
+
+    def kubectl(self, *args: str, input: str | None = None) -> str:
+        result = subprocess.run(
+            [str(self.kubectl_path), f"--kubeconfig={self.plane.kubeconfig_path}", *args],
+            input=input, capture_output=True, text=True, timeout=600, check=False)
+        if result.returncode:
+            raise RuntimeError(f"kubectl {' '.join(args)}: {result.stderr.strip()}")
+        return result.stdout
+
+    def popen_kubectl(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [str(self.kubectl_path), f"--kubeconfig={self.plane.kubeconfig_path}", *args],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1)
+
+    def apply(self, objects: Sequence[dict[str, Any]]) -> None:
+        """Server-side apply ``objects`` (namespaced in their metadata) in one kubectl call."""
+        self.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump_all(list(objects)))
+
+
+@contextmanager
+def cluster(root: Path) -> Iterator[Cluster]:
+    """etcd, kube-apiserver and kube-controller-manager with the project's CRDs."""
+    kube, _ = tool_dirs()
+    plane = ControlPlane(root)
+    say("starting the control plane ...")
+    plane.start()
+    try:
+        found = Cluster(plane, kube / "kubectl")
+        found.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
+        found.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                      "crd/metamappers.metamapper.io")
+        yield found
+    finally:
+        plane.stop()
+
+
+def namespace_manifest(name: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+
+
+def metamapper(namespace: str, name: str, broker_url: str, pools: Sequence[dict[str, Any]]
+               ) -> dict[str, Any]:
+    """A Metamapper with ``pools`` on ``broker_url`` and no scheduler."""
+    return {
+        "apiVersion": "metamapper.io/v1alpha1", "kind": "Metamapper",
+        "metadata": {"namespace": namespace, "name": name},
+        "spec": {"image": "metamapper-worker:0.1.0", "broker": {"url": broker_url},
+                 "scheduler": {"enabled": False}, "pools": list(pools)},
+    }
+
+
+# --- Redis -------------------------------------------------------------------------
+
+
+@contextmanager
+def redis_server(root: Path) -> Iterator[str]:
+    """A Redis server of this benchmark's own on a free port; yields its URL (db 0)."""
+    binary = services.require("redis-server", "redis-server")
+    port = free_port()
+    root.mkdir(parents=True, exist_ok=True)
+    pid = services.spawn([binary, "--port", str(port), "--bind", "127.0.0.1", "--dir",
+                          str(root), "--save", "", "--appendonly", "no"], root / "log")
+    try:
+        services.wait_for(lambda: services.port_open(port), "redis-server", 30,
+                          root / "log", pid)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        stop_groups([pid], grace=10)
+
+
+def command_calls(url: str) -> Counter[str]:
+    """Calls per command since the server started (``INFO commandstats``)."""
+    client = redis.Redis.from_url(url)
+    try:
+        stats = client.info("commandstats")
+    finally:
+        client.close()
+    return Counter({name.removeprefix("cmdstat_"): int(s["calls"]) for name, s in stats.items()})
+
+
+# --- the operator ------------------------------------------------------------------
+
+
+@dataclass
+class Operator:
+    proc: subprocess.Popen[bytes]
+    log: Path
+    liveness_port: int
+    metrics_port: int
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.liveness_port}/healthz",
+                                        timeout=2) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    def metric(self, name: str) -> float:
+        """The sum of every sample of metric ``name`` (all label sets)."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics",
+                                    timeout=10) as response:
+            text = response.read().decode()
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.partition("{")[0].partition(" ")[0] == name)
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time so far (``/proc/<pid>/stat`` utime + stime)."""
+        stat = Path(f"/proc/{self.proc.pid}/stat").read_text()
+        fields = stat.rpartition(")")[2].split()  # after the command name
+        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+    def memory_kib(self, field: str) -> int:
+        """A ``/proc/<pid>/status`` figure such as VmHWM (peak RSS) or VmRSS, in KiB."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1])
+        raise KeyError(field)
+
+    def tracebacks(self) -> int:
+        return self.log.read_text(errors="replace").count("Traceback")
+
+
+@contextmanager
+def operator(kube: Cluster, log: Path, *args: str) -> Iterator[Operator]:
+    """The ``metamapper-operator`` console script as a process, stopped on exit."""
+    liveness, metrics = free_port(), free_port()
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [str(OPERATOR), "--liveness-port", str(liveness), "--metrics-port", str(metrics),
+             *args], stdout=out, stderr=subprocess.STDOUT,
+            env={**os.environ, "KUBECONFIG": str(kube.plane.kubeconfig_path)})
+    running = Operator(proc, log, liveness, metrics)
+    try:
+        wait_until(lambda: running.healthy() or proc.poll() is not None, 60,
+                   "the operator's liveness endpoint")
+        if proc.poll() is not None:
+            raise RuntimeError(f"the operator exited:\n{log.read_text()[-3000:]}")
+        yield running
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if tracebacks := running.tracebacks():
+            say(f"the operator logged {tracebacks} traceback(s); log tail:\n"
+                + log.read_text(errors="replace")[-3000:])
+
+
+# --- the apiserver's audit log -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Request:
+    verb: str
+    resource: str  # resource[/subresource]
+
+    @property
+    def write(self) -> bool:
+        return self.verb in WRITE_VERBS
+
+
+def operator_requests(audit_log: Path, offset: int, start: datetime, end: datetime
+                      ) -> list[Request]:
+    """The operator's requests received in [start, end), from byte ``offset`` on."""
+    if audit_log.stat().st_size < offset:
+        raise RuntimeError(f"{audit_log} was rotated during the measurement")
+    seen: set[str] = set()
+    found = []
+    with audit_log.open("rb") as lines:
+        lines.seek(offset)
+        for line in lines:
+            event = json.loads(line)
+            if event["auditID"] in seen or not event.get("userAgent", "").startswith(
+                    OPERATOR_AGENTS):
+                continue
+            seen.add(event["auditID"])  # a watch is logged when it starts and when it ends
+            received = datetime.fromisoformat(event["requestReceivedTimestamp"])
+            if start <= received < end:
+                ref = event.get("objectRef") or {}
+                resource = ref.get("resource", event.get("requestURI", ""))
+                if ref.get("subresource"):
+                    resource += "/" + ref["subresource"]
+                found.append(Request(event["verb"], resource))
+    return found
+
+
+# --- figures -----------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The nearest-rank ``q`` percentile (0 < q <= 100)."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    cells = [list(map(str, headers)), *([str(c) for c in row] for row in rows)]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    for n, row in enumerate(cells):
+        print("  ".join(c.rjust(w) if n and i else c.ljust(w)
+                        for i, (c, w) in enumerate(zip(row, widths, strict=True))).rstrip())
+        if n == 0:
+            print("  ".join("-" * w for w in widths))
