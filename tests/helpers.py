@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
+
+from metamapper_operator.devenv import services
+from metamapper_operator.devenv.controlplane import free_port
 
 T = TypeVar("T")
 
@@ -20,3 +25,29 @@ def wait_until(predicate: Callable[[], T], timeout: float = 30.0, interval: floa
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not met within {timeout:.0f}s (last value: {value!r})")
         time.sleep(interval)
+
+
+class OwnRedis:
+    """A Redis server of one test's own, which the test may stop and start again.
+
+    ``persistent`` keeps every write in an append-only file in ``home``, synced on each
+    write, so a restarted server has exactly the data the stopped one had.
+    """
+
+    def __init__(self, home: Path, persistent: bool = False) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        durability = ["--appendonly", "yes", "--appendfsync", "always"] if persistent else []
+        self.argv = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                     "--save", "", "--dir", str(home), *durability]
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(self.argv, stdout=subprocess.DEVNULL)
+        wait_until(lambda: services.port_open(self.port), what="redis")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait()
+            self.proc = None

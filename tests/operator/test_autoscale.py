@@ -7,7 +7,6 @@ it; the end-to-end tests run real workers.
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -18,10 +17,8 @@ import pytest
 import redis
 from celery import Celery
 
-from metamapper_operator.devenv import services
-from metamapper_operator.devenv.controlplane import free_port
 from tests.conftest import Cluster
-from tests.helpers import wait_until
+from tests.helpers import OwnRedis, wait_until
 from tests.operator.conftest import OperatorProcess
 from tests.operator.fleet import apply, condition, fleet, get
 
@@ -105,27 +102,6 @@ def test_scale_to_zero_and_back_on_activation(
     assert replicas(cluster, namespace) == 0
     push(redis_url, 1)
     wait_until(lambda: replicas(cluster, namespace) == 2, what="woken: ceil(3 / 2) pods")
-
-
-class OwnRedis:
-    """A Redis server of one test's own, which the test may stop and start again."""
-
-    def __init__(self, home: Path) -> None:
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.argv = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-                     "--save", "", "--dir", str(home)]
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(self.argv, stdout=subprocess.DEVNULL)
-        wait_until(lambda: services.port_open(self.port), what="redis")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait()
-            self.proc = None
 
 
 @pytest.fixture

@@ -1,0 +1,315 @@
+"""End to end: the operator, the local control plane and real Celery workers on real Redis.
+
+The package runs ONE stack of its own (``devenv.stack.Stack``: its own control plane in a
+temporary folder, the operator polling every second, the local node running the Pods as
+processes), so its operator is the only one managing its namespace. Each test makes its
+own Metamapper (``fleets``) on a Redis database or server of its own; the fixture deletes
+it afterwards and waits until its pods' processes are gone, so nothing lingers into the
+next test. Pools are small and windows short: every pod is a real ``celery worker``.
+
+When a test fails, its report gets the tails of the operator's, the local node's and its
+pods' logs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import pytest
+import redis
+from celery import Celery
+
+from metamapper_operator.devenv.controlplane import ControlPlaneError, tool_dirs
+from metamapper_operator.devenv.localnode import pod_dir
+from metamapper_operator.devenv.stack import BIN, Stack, StackError
+from metamapper_operator.devenv.workload import TASK, Tally, tally
+from tests.helpers import wait_until
+
+NAMESPACE = "e2e"
+POOL = "default"
+WINDOW_SECONDS = 4
+GRACE_SECONDS = 60  # above the longest task of these tests
+WORKLOAD = "metamapper_operator.devenv.workload"
+DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
+LABEL_INSTANCE = "app.kubernetes.io/instance"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+
+Json = dict[str, Any]
+T = TypeVar("T")
+
+
+@pytest.fixture(scope="package")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """Redis, a control plane, the operator (1 s polling) and the local node, for this package."""
+    running = Stack(tmp_path_factory.mktemp("e2e"), NAMESPACE, poll_seconds=1.0)
+    try:
+        running.start({**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '')}"})
+    except (StackError, ControlPlaneError) as err:
+        running.stop()
+        pytest.fail(f"the end-to-end stack could not start: {err}", pytrace=False)
+    yield running
+    log = running.operator.log  # one file across operator restarts
+    running.stop()
+    output = log.read_text(errors="replace")
+    assert "Traceback" not in output, output[-5000:]
+
+
+class Sampler(Generic[T]):
+    """Calls ``probe`` every ``interval`` seconds in a thread; keeps (wall time, value)."""
+
+    def __init__(self, probe: Callable[[], T], interval: float) -> None:
+        self.samples: list[tuple[float, T]] = []
+        self._probe, self._interval = probe, interval
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            self.samples.append((time.time(), self._probe()))
+            self._stopping.wait(self._interval)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join()
+
+    def first(self, predicate: Callable[[T], bool]) -> float | None:
+        """When the first value satisfying ``predicate`` was sampled (wall time), if yet."""
+        return next((at for at, value in self.samples if predicate(value)), None)
+
+    def after(self, moment: float) -> T:
+        """The first value sampled after ``moment`` (wall time)."""
+        return next(value for at, value in self.samples if at > moment)
+
+
+class Watch:
+    """``kubectl get --watch -o jsonpath=TEMPLATE``: one line per event, timed (wall clock),
+    split on ``|``."""
+
+    def __init__(self, stack: Stack, template: str, *selection: str) -> None:
+        kubectl = tool_dirs()[0] / "kubectl"
+        self.lines: list[tuple[float, list[str]]] = []
+        self._proc = subprocess.Popen(
+            [str(kubectl), f"--kubeconfig={stack.kubeconfig}", "get", "-n", stack.namespace,
+             *selection, "--watch", "-o", f"jsonpath={template}{{\"\\n\"}}"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        assert self._proc.stdout is not None
+        for line in self._proc.stdout:
+            self.lines.append((time.time(), line.rstrip("\n").split("|")))
+
+    def stop(self) -> None:
+        self._proc.terminate()
+        self._proc.wait()
+        self._thread.join()
+
+
+class ReplicasWatch(Watch):
+    """The ``spec.replicas`` of a Deployment, as the apiserver reports each change."""
+
+    def __init__(self, stack: Stack, deployment: str) -> None:
+        super().__init__(stack, "{.spec.replicas}", "deployment", deployment)
+
+    def changes(self) -> list[tuple[float, int]]:
+        """(time, replicas) at each change, starting from the first value seen."""
+        found: list[tuple[float, int]] = []
+        for at, (value,) in self.lines:
+            if not found or found[-1][1] != int(value):
+                found.append((at, int(value)))
+        return found
+
+    def values(self) -> list[int]:
+        return [value for _, value in self.changes()]
+
+
+@dataclass
+class PodHistory:
+    cost: str = ""              # the last pod-deletion-cost seen
+    deleted_at: float | None = None
+
+
+class PodsWatch(Watch):
+    """Each worker pod of a fleet: its last deletion cost and when its deletion began."""
+
+    def __init__(self, stack: Stack, fleet: str) -> None:
+        cost = DELETION_COST.replace(".", "\\.")
+        super().__init__(stack, f"{{.metadata.name}}|{{.metadata.annotations.{cost}}}|"
+                                "{.metadata.deletionTimestamp}",
+                         "pods", "-l", f"{LABEL_INSTANCE}={fleet},{LABEL_COMPONENT}=worker")
+
+    def pods(self) -> dict[str, PodHistory]:
+        found: dict[str, PodHistory] = {}
+        for at, (name, cost, deleting) in self.lines:
+            pod = found.setdefault(name, PodHistory())
+            pod.cost = cost
+            if deleting and pod.deleted_at is None:
+                pod.deleted_at = at
+        return found
+
+
+@dataclass
+class Fleet:
+    """A Metamapper of one test's own in the stack's namespace, one pool ``default``."""
+
+    stack: Stack
+    name: str
+    broker: str
+    records: Path
+
+    @property
+    def deployment(self) -> str:
+        return f"{self.name}-{POOL}"
+
+    def body(self, pool: Json, scheduler: Json, settings: Json) -> Json:
+        return {
+            "apiVersion": "metamapper.io/v1alpha1", "kind": "Metamapper",
+            "metadata": {"name": self.name},
+            "spec": {
+                "image": "metamapper-worker:e2e",
+                "broker": {"url": self.broker},
+                "celery": {"settings": {"imports": [WORKLOAD], **settings}},
+                "pools": [{
+                    "name": POOL, "queues": ["default"], "concurrency": 1,
+                    "minReplicas": 1, "maxReplicas": 4,
+                    "terminationGracePeriodSeconds": GRACE_SECONDS,
+                    **pool,
+                    "autoscaling": {"scaleDownStabilizationSeconds": WINDOW_SECONDS,
+                                    "scaleToZeroCooldownSeconds": WINDOW_SECONDS,
+                                    **pool.get("autoscaling", {})},
+                }],
+                "scheduler": scheduler,
+            },
+        }
+
+    def apply(self, pool: Json | None = None, scheduler: Json | None = None,
+              settings: Json | None = None) -> None:
+        body = self.body(pool or {}, scheduler or {"enabled": False}, settings or {})
+        self.stack.kubectl("apply", "-n", NAMESPACE, "-f", "-", input=json.dumps(body))
+
+    def get(self, *what: str) -> Json:
+        out = self.stack.kubectl("get", "-n", NAMESPACE, *what, "-o", "json").stdout
+        found: Json = json.loads(out)
+        return found
+
+    def pods(self, component: str = "worker") -> list[Json]:
+        selector = f"{LABEL_INSTANCE}={self.name},{LABEL_COMPONENT}={component}"
+        items: list[Json] = self.get("pods", "-l", selector)["items"]
+        return items
+
+    def replicas(self) -> int:
+        return int(self.get("deployment", self.deployment)["spec"]["replicas"])
+
+    def condition(self, kind: str) -> str:
+        status = self.get("metamapper", self.name).get("status") or {}
+        return next((c["status"] for c in status.get("conditions") or []
+                     if c["type"] == kind), "")
+
+    def events(self, reason: str) -> list[str]:
+        items = self.get("events", "--field-selector",
+                         f"reason={reason},involvedObject.name={self.name}")["items"]
+        return [e["message"] for e in items]
+
+    def log(self, pod: str) -> str:
+        path = pod_dir(self.stack.root / "pods", NAMESPACE, pod) / "log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def wait_for_workers(self, count: int) -> None:
+        """Until ``count`` worker pods run a Celery worker that consumes (logged ``ready.``)."""
+        def consuming() -> bool:
+            pods = [p for p in self.pods() if not p["metadata"].get("deletionTimestamp")]
+            return len(pods) == count and all(
+                " ready." in self.log(p["metadata"]["name"]) for p in pods)
+
+        wait_until(consuming, timeout=90, what=f"{count} consuming workers of {self.name}")
+
+    def send(self, count: int, seconds: float) -> list[str]:
+        """``count`` workload tasks of ``seconds`` each on the pool's queue; their ids."""
+        ids = [uuid.uuid4().hex for _ in range(count)]
+        app = Celery("e2e", broker=self.broker, set_as_current=False)
+        try:
+            for task_id in ids:
+                app.send_task(TASK, args=[task_id, seconds, str(self.records)],
+                              queue="default")
+        finally:
+            app.close()
+        return ids
+
+    def tally(self, ids: list[str]) -> Tally:
+        return tally(self.records, ids)
+
+    def wait_done(self, ids: list[str], timeout: float = 120) -> Tally:
+        wait_until(lambda: self.tally(ids).done == len(ids), timeout=timeout,
+                   interval=0.5, what=f"{len(ids)} tasks done")
+        return self.tally(ids)
+
+    def backlog(self) -> int:
+        """Waiting plus in-flight messages, measured here independently of the operator."""
+        client = redis.Redis.from_url(self.broker)
+        try:
+            return int(client.llen("default")) + int(client.hlen("unacked"))
+        finally:
+            client.close()
+
+    def diagnostics(self) -> str:
+        """Log tails of the operator, the local node and this fleet's pods."""
+        parts = [f"--- operator ---\n{self.stack.operator.tail(40)}"]
+        parts += [f"--- {d.name} ---\n{d.tail(15)}" for d in self.stack.daemons
+                  if d.name != "operator"]
+        for folder in sorted((self.stack.root / "pods").glob(f"{NAMESPACE}_{self.name}-*")):
+            tail = "\n".join(self.log(folder.name.partition("_")[2]).splitlines()[-15:])
+            parts.append(f"--- pod {folder.name.partition('_')[2]} ---\n{tail}")
+        return "\n".join(parts)
+
+    def delete(self) -> None:
+        """Delete the Metamapper; wait until its pods (and so their processes) are gone."""
+        self.stack.kubectl("delete", "-n", NAMESPACE, "metamapper", self.name,
+                           "--ignore-not-found", "--wait=true")
+        wait_until(lambda: not self.get("pods", "-l", f"{LABEL_INSTANCE}={self.name}")["items"],
+                   timeout=GRACE_SECONDS + 30, interval=0.5,
+                   what=f"the pods of {self.name} to be gone")
+
+
+class Fleets:
+    """Makes the test's fleets; the fixture deletes them afterwards."""
+
+    def __init__(self, stack: Stack, folder: Path) -> None:
+        self.stack, self.folder = stack, folder
+        self.made: list[Fleet] = []
+
+    def __call__(self, name: str, broker: str) -> Fleet:
+        fleet = Fleet(self.stack, name, broker, self.folder / name / "records")
+        self.made.append(fleet)
+        return fleet
+
+
+@pytest.fixture
+def fleets(stack: Stack, tmp_path: Path) -> Iterator[Fleets]:
+    made = Fleets(stack, tmp_path)
+    yield made
+    for fleet in made.made:
+        fleet.delete()
+    stack.check()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
+                              ) -> Iterator[None]:
+    """Attach the logs to a failed test's report (before teardown deletes the fleet)."""
+    outcome: Any = yield
+    report = outcome.get_result()
+    made = getattr(item, "funcargs", {}).get("fleets")
+    if report.failed and report.when == "call" and isinstance(made, Fleets):
+        for fleet in made.made:
+            report.sections.append((f"logs of {fleet.name}", fleet.diagnostics()))

@@ -1,0 +1,77 @@
+"""A burst grows the pool and every task runs once; scale-down removes idle workers only."""
+
+from __future__ import annotations
+
+from metamapper_operator.devenv.workload import Tally, records
+from tests.e2e.conftest import WINDOW_SECONDS, Fleets, PodsWatch, ReplicasWatch
+from tests.helpers import wait_until
+
+
+def test_burst_scales_up_runs_every_task_once_then_scales_down(
+        fleets: Fleets, redis_url: str) -> None:
+    fleet = fleets("burst", redis_url)
+    fleet.apply({"concurrency": 2})
+    fleet.wait_for_workers(1)
+    replicas = ReplicasWatch(fleet.stack, fleet.deployment)
+    ids = fleet.send(30, 1.0)   # 30 waiting / 2 per pod -> 15 pods, capped at 4
+
+    wait_until(lambda: fleet.replicas() == 4, timeout=15, what="the pool at maxReplicas")
+    assert any("pool default: 1 -> 4 pods" in m for m in fleet.events("ScaledUp"))
+    result = fleet.wait_done(ids)
+    wait_until(lambda: fleet.replicas() == 1, timeout=WINDOW_SECONDS + 20,
+               what="the pool back at minReplicas after the window")
+    replicas.stop()
+
+    assert result == Tally(sent=30, done=30, lost=0, duplicated=0, interrupted=0)
+    assert fleet.tally(ids) == result   # nothing ran again during the scale-down
+    ran_on = {records(fleet.records, "done", i)[0].pod for i in ids}
+    assert len(ran_on) > 1, ran_on      # the new pods took part
+    assert fleet.events("ScaledDown")
+    history = replicas.values()
+    assert history[0] == 1 and max(history) == 4 and history[-1] == 1, history
+
+
+def test_scale_down_removes_idle_pods_and_interrupts_no_running_task(
+        fleets: Fleets, redis_url: str) -> None:
+    """One long task and three short ones on single-process workers, one task per pod:
+    four pods. When the short ones are done the backlog is the long task in flight, so
+    after the window the pool shrinks to one: the pod running the long task must stay."""
+    fleet = fleets("drain", redis_url)
+    fleet.apply({"concurrency": 1})
+    fleet.wait_for_workers(1)
+    replicas = ReplicasWatch(fleet.stack, fleet.deployment)
+    pods = PodsWatch(fleet.stack, fleet.name)
+    (long,) = fleet.send(1, 20.0)
+    short = fleet.send(3, 1.0)
+
+    wait_until(lambda: fleet.replicas() == 4, timeout=15, what="4 pods")
+    wait_until(lambda: fleet.replicas() == 1, timeout=60, what="the pool shrunk to 1")
+
+    def left() -> list[str]:
+        names = [p["metadata"]["name"] for p in fleet.pods()]
+        return names if len(names) == 1 else []
+
+    (survivor,) = wait_until(left, what="3 pods gone")
+    result = fleet.wait_done([long, *short], timeout=60)
+    replicas.stop()
+    pods.stop()
+
+    assert result == Tally(sent=4, done=4, lost=0, duplicated=0, interrupted=0)
+    (ran,) = records(fleet.records, "started", long)
+    (finished,) = records(fleet.records, "done", long)
+    shrunk_at = next(at for at, n in replicas.changes() if n < 4)
+    assert shrunk_at < finished.at, "the pool shrank only after the long task was done"
+    assert survivor == ran.pod
+    seen = pods.pods()
+    removed = {name: pod.deleted_at for name, pod in seen.items()
+               if pod.deleted_at is not None}
+    assert set(removed) == set(seen) - {survivor}
+    assert len(removed) == 3
+    # Idle when removed: no task of this test ran on a removed pod at its deletion.
+    for name, deleted_at in removed.items():
+        assert seen[name].cost == "-1000", (name, seen[name])
+        for task_id in [long, *short]:
+            for start, done in zip(records(fleet.records, "started", task_id),
+                                   records(fleet.records, "done", task_id), strict=True):
+                assert not (start.pod == name and start.at < deleted_at < done.at)
+    assert seen[survivor].cost == "1000", seen   # busy with one task
