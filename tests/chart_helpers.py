@@ -5,15 +5,13 @@ kubeconfig authenticated with a real token of the chart's ServiceAccount, bound 
 chart's own RBAC (default values: cluster-wide, standalone). Any test can ask for it once
 ``tests.chart_helpers`` is loaded as a plugin (``pytest_plugins`` in tests/conftest.py).
 
-``OPERATOR_RULES`` is the operator's API contract; ``operator_calls`` turns each of its
-verbs into the request the operator makes for it, so tests can show that every rule is
-granted and that removing any one of them denies exactly its requests with 403.
+``OPERATOR_RULES`` is the operator's API contract, which the chart must grant exactly;
+tests/operator/test_rbac.py shows that the operator needs every verb of it.
 """
 
 from __future__ import annotations
 
 import base64
-import datetime
 import functools
 import json
 import re
@@ -30,6 +28,7 @@ from typing import Any
 import pytest
 import yaml
 
+from metamapper_operator.devenv.controlplane import ControlPlane, tool_dirs
 from tests.conftest import REPO, Cluster
 
 CHART = REPO / "charts" / "metamapper-operator"
@@ -54,10 +53,6 @@ class Rule:
     def id(self) -> str:
         return f"{self.resource}.{self.group or 'core'}"
 
-    def as_manifest(self) -> dict[str, list[str]]:
-        return {"apiGroups": [self.group], "resources": [self.resource],
-                "verbs": list(self.verbs)}
-
 
 OPERATOR_RULES: tuple[Rule, ...] = (
     Rule("metamapper.io", "metamappers", ("list", "watch", "patch")),
@@ -69,7 +64,7 @@ OPERATOR_RULES: tuple[Rule, ...] = (
     Rule("", "pods", ("list", "patch")),
     Rule("", "events", ("create",)),
 )
-PEERING_VERBS = ("get", "list", "watch", "patch")
+PEERING_VERBS = ("list", "watch", "patch")
 CLUSTER_PEERING_RULE = Rule("kopf.dev", "clusterkopfpeerings", PEERING_VERBS)
 NAMESPACED_PEERING_RULE = Rule("kopf.dev", "kopfpeerings", PEERING_VERBS)
 
@@ -92,6 +87,18 @@ def rules_of(role: Mapping[str, Any]) -> tuple[Rule, ...]:
 
 
 # --- helm and rendering ------------------------------------------------------------
+
+
+def default_cluster_rules() -> tuple[Rule, ...]:
+    """The rules of the ClusterRole the chart renders with default values. Needs no control
+    plane (only helm), so tests can be parametrized from it when they are collected."""
+    _, helm_dir = tool_dirs()
+    manifest = subprocess.run(
+        [str(helm_dir / "helm"), "template", "rules", str(CHART),
+         "--show-only", "templates/rbac.yaml"],
+        text=True, capture_output=True, timeout=60, check=True).stdout
+    (role,) = [doc for doc in documents(manifest) if doc["kind"] == "ClusterRole"]
+    return rules_of(role)
 
 
 def helm(cluster: Cluster, *args: str, values: Mapping[str, Any] | None = None,
@@ -191,6 +198,24 @@ def chart_crds(cluster: Cluster) -> Cluster:
     return cluster
 
 
+@pytest.fixture(scope="session")
+def lone_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A control plane of its own with the project's CRDs, for a test that runs an operator
+    over every namespace: on the shared ``cluster`` the operator tests' session operator
+    watches every namespace too, and would act on the same objects."""
+    kube, helm_dir = tool_dirs()
+    plane = ControlPlane(tmp_path_factory.mktemp("lone-cluster"))
+    plane.start()
+    try:
+        lone = Cluster(plane, kube / "kubectl", helm_dir / "helm")
+        lone.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
+        lone.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                     "crd/metamappers.metamapper.io")
+        yield lone
+    finally:
+        plane.stop()
+
+
 # --- acting as the chart's ServiceAccount ------------------------------------------
 
 
@@ -220,12 +245,11 @@ class ServiceAccountClient:
         ca = base64.b64decode(cluster["certificate-authority-data"]).decode()
         self.context = ssl.create_default_context(cadata=ca)
 
-    def request(self, method: str, path: str, body: Mapping[str, Any] | None = None,
-                content_type: str = "application/json") -> Response:
-        data = None if body is None else json.dumps(body).encode()
+    def request(self, method: str, path: str, body: Mapping[str, Any]) -> Response:
         request = urllib.request.Request(
-            self.server + path, data=data, method=method,
-            headers={"Authorization": f"Bearer {self.token}", "Content-Type": content_type})
+            self.server + path, data=json.dumps(body).encode(), method=method,
+            headers={"Authorization": f"Bearer {self.token}",
+                     "Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(request, context=self.context, timeout=30) as rsp:
                 return Response(rsp.status, rsp.read().decode())
@@ -331,128 +355,3 @@ def operator_kubeconfig(cluster: Cluster, namespace: str, tmp_path: Path) -> Ite
     access = install_chart_access(cluster, namespace, {}, tmp_path / "operator-kubeconfig")
     yield access.kubeconfig
     uninstall_chart_access(access)
-
-
-# --- the operator's requests, one or more per RBAC verb ---------------------------
-
-VERSIONS = {"metamapper.io": "v1alpha1", "apps": "v1", "": "v1", "events.k8s.io": "v1",
-            "kopf.dev": "v1"}
-VERB_ORDER = ("create", "get", "list", "watch", "patch", "delete")
-APPLY = "application/apply-patch+yaml"
-MERGE = "application/merge-patch+json"
-FIELD_MANAGER = "metamapper-operator"
-
-
-@dataclass(frozen=True)
-class Call:
-    """One API request the operator makes, and the RBAC verb it needs.
-
-    ``checked_first`` is the verb RBAC checks before ``verb``, when another: a server-side
-    apply is a PATCH (``patch``) that needs ``create`` too when the object is new."""
-
-    verb: str
-    method: str
-    path: str
-    body: Mapping[str, Any] | None = None
-    content_type: str = "application/json"
-    checked_first: str | None = None
-
-
-@dataclass(frozen=True)
-class Targets:
-    """Objects the requests act on: existing ones (made by the admin), or new ones."""
-
-    namespace: str
-    clusterwide: bool
-    metamapper: str
-    deployment: str
-    secret: str
-    pod: str
-    event: str
-    peering: str | None
-
-
-def _collection(rule: Rule, namespace: str | None) -> str:
-    group = rule.group
-    base = f"/apis/{group}/{VERSIONS[group]}" if group else "/api/v1"
-    plural = rule.resource.partition("/")[0]
-    return f"{base}/namespaces/{namespace}/{plural}" if namespace else f"{base}/{plural}"
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _new_object(rule: Rule, targets: Targets, name: str) -> dict[str, Any]:
-    """The body the operator sends to create an object of ``rule``'s resource."""
-    meta = {"name": name, "namespace": targets.namespace}
-    regarding = {"apiVersion": "metamapper.io/v1alpha1", "kind": "Metamapper",
-                 "name": targets.metamapper, "namespace": targets.namespace}
-    if rule.resource == "deployments":
-        labels = {"app.kubernetes.io/name": name}
-        return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta, "spec": {
-            "replicas": 0, "selector": {"matchLabels": labels},
-            "template": {"metadata": {"labels": labels},
-                         "spec": {"containers": [{"name": "worker", "image": "worker:1"}]}}}}
-    if rule.resource == "configmaps":
-        return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta,
-                "data": {"settings.json": "{}"}}
-    if rule.group == "events.k8s.io":
-        return {"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": meta,
-                "eventTime": _now(), "reportingController": "metamapper.io/operator",
-                "reportingInstance": "rbac-probe", "action": "Scale", "reason": "Scaled",
-                "type": "Normal", "note": "probe", "regarding": regarding}
-    return {"apiVersion": "v1", "kind": "Event", "metadata": meta, "involvedObject": regarding,
-            "reason": "Scaled", "message": "probe", "type": "Normal",
-            "source": {"component": "metamapper-operator"}, "firstTimestamp": _now()[:19] + "Z"}
-
-
-def operator_calls(rule: Rule, targets: Targets) -> list[Call]:
-    """The requests the operator makes for every verb of ``rule``, in an order that works:
-    an object the operator creates (server-side apply, or POST for events) is then read,
-    patched and deleted."""
-    scoped = rule.resource != "clusterkopfpeerings"
-    own_namespace = targets.namespace if scoped else None
-    # Lists and watches span the cluster in cluster-wide mode, as kopf's do.
-    list_namespace = None if targets.clusterwide else own_namespace
-    collection = _collection(rule, own_namespace)
-    plural, _, sub = rule.resource.partition("/")
-    new = unique("probe")
-    existing = {
-        "metamappers": targets.metamapper, "deployments": targets.deployment,
-        "secrets": targets.secret, "pods": targets.pod, "events": targets.event,
-        "kopfpeerings": targets.peering, "clusterkopfpeerings": targets.peering,
-    }
-    creates = "create" in rule.verbs and rule.resource != "events"
-    target = new if creates else existing[plural]
-    item = f"{collection}/{target}" + (f"/{sub}" if sub else "")
-    patches = {
-        "status": {"status": {"observedGeneration": 1}},
-        "scale": {"spec": {"replicas": 0}},
-        "": ({"status": {"rbac-probe": {"priority": 0, "lastseen": _now(), "lifetime": 60}}}
-             if plural.endswith("kopfpeerings")
-             else {"metadata": {"annotations": {"controller.kubernetes.io/pod-deletion-cost":
-                                                "-1"}}}),
-    }
-    by_verb = {
-        "create": (Call("create", "PATCH",
-                        f"{collection}/{new}?fieldManager={FIELD_MANAGER}&force=true",
-                        _new_object(rule, targets, new), APPLY, checked_first="patch")
-                   if creates else
-                   Call("create", "POST", collection, _new_object(rule, targets, new))),
-        "get": Call("get", "GET", item),
-        "list": Call("list", "GET", _collection(rule, list_namespace)),
-        "watch": Call("watch", "GET",
-                      f"{_collection(rule, list_namespace)}?watch=1&timeoutSeconds=1"),
-        "patch": Call("patch", "PATCH", item, patches[sub], MERGE),
-        "delete": Call("delete", "DELETE", item),
-    }
-    return [by_verb[verb] for verb in VERB_ORDER if verb in rule.verbs]
-
-
-def denial(response: Response, call: Call, rule: Rule) -> str | None:
-    """None when ``response`` is RBAC's 403 for this call, otherwise what it was instead."""
-    expected = f'cannot {call.checked_first or call.verb} resource "{rule.resource}"'
-    if response.status == 403 and expected in response.json().get("message", ""):
-        return None
-    return f"{call.method} {call.path}: {response.status} {response.text[:300]}"

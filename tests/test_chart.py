@@ -10,7 +10,6 @@ import os
 import subprocess
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,20 +19,14 @@ import yaml
 from tests.chart_helpers import (
     BASELINE_GRANTS,
     CHART,
-    Call,
-    ChartAccess,
-    Response,
     Rule,
     ServiceAccountClient,
-    Targets,
-    denial,
     documents,
     dump,
     expected_rules,
     helm,
     install_chart_access,
     kinds,
-    operator_calls,
     render,
     rules_of,
     uninstall_chart_access,
@@ -41,6 +34,8 @@ from tests.chart_helpers import (
 )
 from tests.conftest import REPO, Cluster
 from tests.helpers import wait_until
+from tests.operator.conftest import start_operator
+from tests.operator.fleet import apply, broker_secret, fleet, get, items, wait_for_children
 
 INSTALL = REPO / "deploy" / "install.yaml"
 INSTALL_NAMESPACE = "metamapper-system"
@@ -357,66 +352,9 @@ def test_rbac_is_exactly_the_operators_contract(
         assert rules_of(role) == expected_rules(clusterwide=clusterwide, peered=peered)
 
 
-# --- RBAC proven with a real token: every request allowed, any rule removed denies -----
-
-
-Outcomes = dict[Rule, list[tuple[Call, Response]]]
-
-
-@dataclass
-class Lab:
-    """The chart's RBAC for one release, the objects the operator acts on, and its rules."""
-
-    access: ChartAccess
-    targets: Targets
-    rules: tuple[Rule, ...]
-
-    def outcomes(self, targets: Targets | None = None) -> Outcomes:
-        """Every request the operator makes, per rule, with the apiserver's responses."""
-        targets = targets or self.targets
-        client = self.access.client
-        return {rule: [(call, client.request(call.method, call.path, call.body,
-                                             call.content_type))
-                       for call in operator_calls(rule, targets)]
-                for rule in self.rules}
-
-
-def seed(cluster: Cluster, namespace: str) -> dict[str, str]:
-    """As the admin: the objects an operator finds in a namespace it serves."""
-    cluster.kubectl("apply", "-n", namespace, "-f", str(REPO / "examples" / "metamapper.yaml"))
-    cluster.kubectl("create", "deployment", "metamapper-default", "-n", namespace,
-                    "--image=worker:1", "--replicas=0")
-    wait_until(lambda: cluster.kubectl("get", "serviceaccount", "default", "-n", namespace,
-                                       check=False).returncode == 0,
-               what="the namespace's default ServiceAccount")
-    cluster.kubectl("run", "worker", "-n", namespace, "--image=worker:1", "--restart=Never")
-    cluster.kubectl("create", "-n", namespace, "-f", "-", input=yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Event", "metadata": {"name": "probe"},
-        "involvedObject": {"apiVersion": "metamapper.io/v1alpha1", "kind": "Metamapper",
-                           "name": "metamapper", "namespace": namespace},
-        "reason": "Created", "message": "probe", "type": "Normal"}))
-    return {"metamapper": "metamapper", "deployment": "metamapper-default",
-            "secret": "metamapper-broker", "pod": "worker", "event": "probe"}
-
-
-def peering_name(access: ChartAccess) -> str | None:
-    peerings = [doc for doc in documents(access.manifest)
-                if doc["kind"] in {"ClusterKopfPeering", "KopfPeering"}]
-    return peerings[0]["metadata"]["name"] if peerings else None
-
-
-@pytest.fixture(scope="module")
-def clusterwide_lab(chart_crds: Cluster, tmp_path_factory: pytest.TempPathFactory
-                    ) -> Iterator[Lab]:
-    """Cluster-wide HA mode: every rule the chart can grant, peering included."""
-    with new_namespace(chart_crds) as ns:
-        values = {"replicas": 2}
-        access = install_chart_access(chart_crds, ns, values,
-                                      tmp_path_factory.mktemp("rbac") / "kubeconfig")
-        targets = Targets(namespace=ns, clusterwide=True, peering=peering_name(access),
-                          **seed(chart_crds, ns))
-        yield Lab(access, targets, expected_rules(clusterwide=True, peered=True))
-        uninstall_chart_access(access)
+# --- RBAC with a real token ----------------------------------------------------------
+# Removing any verb of the cluster-wide rules stalls the real operator with a 403 for it:
+# tests/operator/test_rbac.py.
 
 
 def grant_ids(rules: tuple[Rule, ...]) -> set[tuple[str, str]]:
@@ -429,120 +367,61 @@ def grant_ids(rules: tuple[Rule, ...]) -> set[tuple[str, str]]:
     return pairs
 
 
-def failures(outcomes: Outcomes, *, denied: Rule | None = None
-             ) -> list[str]:
-    """What went wrong: a request of ``denied`` not refused by RBAC, any other not 2xx."""
-    found = []
-    for rule, results in outcomes.items():
-        for call, response in results:
-            if rule == denied:
-                problem = denial(response, call, rule)
-                if problem:
-                    found.append(f"expected 403 for {rule.id} {call.verb}: {problem}")
-            elif not 200 <= response.status < 300:
-                found.append(f"{rule.id} {call.verb} {call.method} {call.path}: "
-                             f"{response.status} {response.text[:300]}")
-    return found
-
-
-def test_token_grants_exactly_the_charts_rules(clusterwide_lab: Lab) -> None:
-    access = clusterwide_lab.access
-    whoami = access.cluster.kubectl(f"--kubeconfig={access.kubeconfig}", "auth", "whoami",
-                                    "-o", "json").stdout
-    assert json.loads(whoami)["status"]["userInfo"]["username"] == (
-        f"system:serviceaccount:{access.namespace}:{access.service_account}")
-    assert access.granted(access.namespace) == grant_ids(clusterwide_lab.rules) | BASELINE_GRANTS
-
-
-def test_every_request_the_operator_makes_is_allowed(clusterwide_lab: Lab) -> None:
-    outcomes = clusterwide_lab.outcomes()
-    assert sum(len(results) for results in outcomes.values()) == sum(
-        len(rule.verbs) for rule in clusterwide_lab.rules)
-    assert failures(outcomes) == []
-
-
-@contextlib.contextmanager
-def changed_rule(lab: Lab, rule: Rule, replacement: Rule | None,
-                 revoked: tuple[str, str, str, str]) -> Iterator[None]:
-    """The lab's ClusterRole with ``rule`` replaced (or removed when None) for the block;
-    ``revoked`` (verb, group, resource, namespace) tells when the change has taken effect."""
-    access = lab.access
-    (role,) = access.roles()
-    rules = []
-    for entry in role["rules"]:
-        if rules_of({"rules": [entry]}) != (rule,):
-            rules.append(entry)
-        elif replacement:
-            rules.append(replacement.as_manifest())
-    assert len(rules) == len(role["rules"]) - (replacement is None)
-    access.apply_roles([{**role, "rules": rules}])
-    try:
-        wait_until(lambda: not access.client.allowed(*revoked), what=f"{revoked} to be revoked")
-        yield
-    finally:
-        access.apply_roles([role])
-        wait_until(lambda: access.client.allowed(*revoked), what=f"{revoked} to be granted")
-
-
-@pytest.mark.parametrize("rule", expected_rules(clusterwide=True, peered=True),
-                         ids=lambda rule: rule.id)
-def test_removing_any_rule_denies_exactly_its_requests(clusterwide_lab: Lab, rule: Rule) -> None:
-    revoked = (rule.verbs[0], rule.group, rule.resource, clusterwide_lab.targets.namespace)
-    with changed_rule(clusterwide_lab, rule, None, revoked):
-        assert failures(clusterwide_lab.outcomes(), denied=rule) == []
-
-
-@pytest.mark.parametrize("resource", ["deployments", "configmaps"])
-def test_server_side_apply_needs_create_for_a_new_object_only(
-        clusterwide_lab: Lab, resource: str) -> None:
-    """Why ``create`` is granted next to ``patch``: the operator server-side applies its
-    objects (a PATCH), and the apiserver also checks ``create`` when the object is new."""
-    rule = next(rule for rule in clusterwide_lab.rules if rule.resource == resource)
-    client, targets = clusterwide_lab.access.client, clusterwide_lab.targets
-    existing = operator_calls(rule, targets)[0]
-    new = operator_calls(rule, targets)[0]
-    assert existing.verb == new.verb == "create" and existing.path != new.path
-    assert client.request(existing.method, existing.path, existing.body,
-                          existing.content_type).status == 201
-    without_create = Rule(rule.group, rule.resource,
-                          tuple(verb for verb in rule.verbs if verb != "create"))
-    with changed_rule(clusterwide_lab, rule, without_create,
-                      ("create", rule.group, rule.resource, targets.namespace)):
-        again = client.request(existing.method, existing.path, existing.body,
-                               existing.content_type)
-        assert again.status == 200, again.text
-        refused = client.request(new.method, new.path, new.body, new.content_type)
-        assert denial(refused, replace(new, checked_first=None), rule) is None
-
-
-def test_namespaced_mode_grants_nothing_outside_the_served_namespaces(
-        chart_crds: Cluster, namespace: str, served_namespaces: list[str],
-        tmp_path: Path) -> None:
-    served = served_namespaces[0]
-    access = install_chart_access(chart_crds, namespace,
-                                  {"watchNamespaces": served_namespaces, "replicas": 2},
+def test_token_grants_exactly_the_charts_rules(
+        chart_crds: Cluster, namespace: str, tmp_path: Path) -> None:
+    access = install_chart_access(chart_crds, namespace, {"replicas": 2},
                                   tmp_path / "kubeconfig")
     try:
-        rules = expected_rules(clusterwide=False, peered=True)
-        targets = Targets(namespace=served, clusterwide=False, peering=peering_name(access),
-                          **seed(chart_crds, served))
-        lab = Lab(access, targets, rules)
-        assert access.granted(served) == grant_ids(rules) | BASELINE_GRANTS
-        assert access.granted(namespace) == set(BASELINE_GRANTS)
-        assert failures(lab.outcomes()) == []
-        # Every request in a namespace the release does not serve (its own): 403.
-        for rule, results in lab.outcomes(replace(targets, namespace=namespace)).items():
-            assert [denial(response, call, rule) for call, response in results] == [None] * len(
-                results), rule.id
-        # Lists and watches across the cluster: 403.
-        cluster_scope = replace(targets, clusterwide=True)
-        for rule in rules:
-            for call in operator_calls(rule, cluster_scope):
-                if call.verb in {"list", "watch"}:
-                    response = access.client.request(call.method, call.path)
-                    assert denial(response, call, rule) is None, rule.id
+        whoami = chart_crds.kubectl(f"--kubeconfig={access.kubeconfig}", "auth", "whoami",
+                                    "-o", "json").stdout
+        assert json.loads(whoami)["status"]["userInfo"]["username"] == (
+            f"system:serviceaccount:{namespace}:{access.service_account}")
+        assert access.granted(namespace) == grant_ids(
+            expected_rules(clusterwide=True, peered=True)) | BASELINE_GRANTS
     finally:
         uninstall_chart_access(access)
+
+
+def test_namespaced_mode_runs_the_operator_in_its_namespaces_only(
+        lone_cluster: Cluster, redis_url: str, tmp_path: Path) -> None:
+    """The real operator with the token of a namespaced release (watchNamespaces), on a
+    control plane where it is the only operator: it reconciles a Metamapper in the
+    namespace it serves, and is refused anything across the cluster or elsewhere."""
+    cluster = lone_cluster
+    with new_namespace(cluster) as home, new_namespace(cluster) as served, \
+            new_namespace(cluster) as other:
+        access = install_chart_access(cluster, home, {"watchNamespaces": [served]},
+                                      tmp_path / "kubeconfig")
+        try:
+            rules = expected_rules(clusterwide=False, peered=False)
+            assert access.granted(served) == grant_ids(rules) | BASELINE_GRANTS
+            assert access.granted(other) == set(BASELINE_GRANTS)
+
+            for ns in (served, other):
+                apply(cluster, ns, broker_secret(redis_url),
+                      fleet(scheduler={"enabled": False}))
+            operator = start_operator(access.kubeconfig, tmp_path / "operator.log",
+                                      f"--namespace={served}")
+            try:
+                wait_for_children(cluster, served, {"mm-default", "mm-revisioner"})
+                wait_until(lambda: [p.get("backlog") for p in (get(
+                    cluster, served, "metamapper", "mm") or {}).get("status", {}).get(
+                        "pools", [])] == [0, 0], what="both pools measured, in status")
+            finally:
+                operator.stop()
+            log = operator.output()
+            assert " 403 " not in log and "Traceback" not in log, log[-5000:]
+            assert items(cluster, other, "deployments") == []
+
+            as_operator = f"--kubeconfig={access.kubeconfig}"
+            for query in (["metamappers", "--all-namespaces"], ["deployments", "-n", other],
+                          ["metamappers", "-n", other]):
+                refused = cluster.kubectl(as_operator, "get", *query, check=False)
+                assert refused.returncode != 0
+                assert "Forbidden" in refused.stderr and "cannot list resource" in (
+                    refused.stderr), refused.stderr
+        finally:
+            uninstall_chart_access(access)
 
 
 def test_operator_kubeconfig_is_the_charts_service_account(

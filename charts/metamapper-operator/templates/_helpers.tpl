@@ -102,6 +102,6 @@ clusterkopfpeerings for the ClusterRole, kopfpeerings for the Roles.
 # kopf peering: the pods announce themselves and pause in favour of the active one.
 - apiGroups: [kopf.dev]
   resources: [{{ .peeringResource }}]
-  verbs: [get, list, watch, patch]
+  verbs: [list, watch, patch]
 {{- end }}
 {{- end }}

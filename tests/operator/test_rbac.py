@@ -1,0 +1,261 @@
+"""The chart's RBAC proven by the operator itself, with a real ServiceAccount token.
+
+One scenario exercises everything the operator does: a Metamapper with two pools whose
+broker URL is in a Secret; its children and status; a pool scaled up by real Celery
+messages and down again once they are gone (idle pods marked first); a pool removed and
+the bounds changed; at last, the operator at rest (no more writes). With the chart's rules
+the scenario converges and the apiserver refuses nothing. With any one verb of one rule
+taken away it stalls, and the operator's log shows the apiserver's 403 for exactly that
+resource and verb: the chart grants no verb the operator does not need.
+
+The operator watches every namespace, so it runs on a control plane of its own
+(``lone_cluster``), where no other operator acts on the scenario's objects.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from metamapper_operator.autoscale.drain import DELETION_COST
+from metamapper_operator.builders import LABEL_POOL
+from tests.chart_helpers import (
+    ChartAccess,
+    Rule,
+    default_cluster_rules,
+    install_chart_access,
+    rules_of,
+    uninstall_chart_access,
+    unique,
+)
+from tests.conftest import Cluster
+from tests.helpers import wait_until
+from tests.operator.conftest import RESYNC_SECONDS, operator_writes, start_operator
+from tests.operator.fleet import apply, broker_secret, fleet, get, items
+from tests.operator.test_autoscale import push
+
+FAST = {"scaleDownStabilizationSeconds": 2, "scaleToZeroCooldownSeconds": 1}
+STEP_TIMEOUT = 30.0
+# How long a step may still take once the operator has been refused something: a few
+# resyncs (2 s), polls (1 s) and scale-down windows (2 s).
+AFTER_REFUSAL = 8.0
+# The apiserver's words for an RBAC denial, as the operator logs them (its own requests:
+# "...: 403 <message>"; kopf's: "APIForbiddenError('<message>', ...)").
+REFUSAL = re.compile(r'cannot (\w+) resource "([^"]+)" in API group "([^"]*)"')
+FORBIDDEN = re.compile(r"\b403\b|forbidden", re.IGNORECASE)
+
+Revoked = tuple[Rule, str]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """One case per verb of every rule of the chart's default ClusterRole."""
+    if "revoked" in metafunc.fixturenames:
+        cases = [(rule, verb) for rule in default_cluster_rules() for verb in rule.verbs]
+        metafunc.parametrize("revoked", cases, ids=[f"{rule.id}-{verb}" for rule, verb in cases])
+
+
+# --- the scenario ------------------------------------------------------------------
+
+
+def pool(name: str, queues: list[str], min_replicas: int, max_replicas: int
+         ) -> dict[str, Any]:
+    return {"name": name, "queues": queues, "concurrency": 3, "minReplicas": min_replicas,
+            "maxReplicas": max_replicas, "autoscaling": dict(FAST)}
+
+
+def metamapper(*pools: dict[str, Any]) -> dict[str, Any]:
+    """The broker URL from the Secret ``broker``; no scheduler (nothing else to run)."""
+    return fleet(scheduler={"enabled": False}, pools=list(pools))
+
+
+@dataclass(frozen=True)
+class Scene:
+    """The scenario's namespace (Metamapper ``mm``) and Redis database."""
+
+    cluster: Cluster
+    namespace: str
+    redis_url: str
+
+    def status(self) -> dict[str, Any]:
+        """The Metamapper's status, once it describes the current spec."""
+        obj = get(self.cluster, self.namespace, "metamapper", "mm") or {"metadata": {}}
+        status = obj.get("status") or {}
+        current = status.get("observedGeneration") == obj["metadata"].get("generation")
+        return dict(status) if current else {}
+
+    def pools(self) -> dict[str, dict[str, Any]]:
+        return {entry["name"]: entry for entry in self.status().get("pools") or []}
+
+    def deployments(self) -> dict[str, dict[str, Any]]:
+        return {dep["metadata"]["name"]: dep
+                for dep in items(self.cluster, self.namespace, "deployments")}
+
+    def pods(self, pool_name: str) -> list[dict[str, Any]]:
+        out = self.cluster.kubectl("get", "pods", "-n", self.namespace, "-l",
+                                   f"{LABEL_POOL}={pool_name}", "-o", "json").stdout
+        return [pod for pod in json.loads(out)["items"]
+                if not pod["metadata"].get("deletionTimestamp")]
+
+    def reasons(self) -> list[str]:
+        return [event["reason"] for event in items(self.cluster, self.namespace, "events")]
+
+    def at_rest(self) -> bool:
+        """No write by the operator in the namespace for two resync intervals."""
+        before = operator_writes(self.cluster, self.namespace)
+        time.sleep(2 * RESYNC_SECONDS)
+        return operator_writes(self.cluster, self.namespace) == before
+
+    def sized(self, pool_name: str, replicas: int) -> bool:
+        """The pool's Deployment at ``replicas``, its pods made, its status saying so."""
+        dep = self.deployments().get(f"mm-{pool_name}")
+        return bool(dep and dep["spec"]["replicas"] == replicas
+                    and len(self.pods(pool_name)) == replicas
+                    and self.pools().get(pool_name, {}).get("replicas") == replicas)
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    act: Callable[[Scene], object]
+    done: Callable[[Scene], bool]
+
+
+STEPS = (
+    Step("children, status and events",
+         lambda s: apply(s.cluster, s.namespace, broker_secret(s.redis_url), metamapper(
+             pool("default", ["default", "checks"], 1, 4),
+             pool("revisioner", ["revisioner"], 0, 3))),
+         lambda s: set(s.deployments()) == {"mm-default", "mm-revisioner"}
+         and get(s.cluster, s.namespace, "configmap", "mm-celery") is not None
+         and [entry.get("backlog") for entry in s.pools().values()] == [0, 0]
+         and s.reasons().count("Created") == 3),
+    # 7 messages, 3 tasks per pod: 3 pods.
+    Step("scale-up",
+         lambda s: push(s.redis_url, 7),
+         lambda s: s.sized("default", 3) and s.pools()["default"].get("backlog") == 7
+         and "ScaledUp" in s.reasons()),
+    Step("scale-down, idle pods first",
+         lambda s: redis.Redis.from_url(s.redis_url).delete("default"),
+         lambda s: s.sized("default", 1)
+         and all(DELETION_COST in (pod["metadata"].get("annotations") or {})
+                 for pod in s.pods("default"))
+         and "ScaledDown" in s.reasons()),
+    Step("pool removed, bounds changed",
+         lambda s: apply(s.cluster, s.namespace, metamapper(
+             pool("default", ["default", "checks"], 2, 5))),
+         lambda s: set(s.deployments()) == {"mm-default"} and s.sized("default", 2)
+         and list(s.pools()) == ["default"] and "Deleted" in s.reasons()),
+    Step("at rest", lambda s: None, Scene.at_rest),
+)
+
+
+def run_steps(scene: Scene, refused: Callable[[], bool]) -> list[str]:
+    """Run the steps in order; the names of those that converged, up to the first that did
+    not: within STEP_TIMEOUT, or AFTER_REFUSAL once ``refused()`` (checked while waiting)."""
+    converged: list[str] = []
+    for step in STEPS:
+        step.act(scene)
+        deadline = time.monotonic() + STEP_TIMEOUT
+        refusal_seen = False
+        while not step.done(scene):
+            if not refusal_seen and refused():
+                refusal_seen = True
+                deadline = time.monotonic() + AFTER_REFUSAL
+            if time.monotonic() > deadline:
+                return converged
+            time.sleep(0.2)
+        converged.append(step.name)
+    return converged
+
+
+# --- the operator with the chart's access, or with one verb less ----------------------
+
+
+def refusals(log: str) -> set[tuple[str, str, str]]:
+    """(verb, resource, API group) of every request the operator logged a 403 for."""
+    return {(match[1], match[2], match[3]) for match in REFUSAL.finditer(log)}
+
+
+def revoke(access: ChartAccess, rule: Rule, verb: str) -> None:
+    """Take ``verb`` out of ``rule`` in the release's ClusterRole (the rule goes when it
+    had no other verb), and wait until the apiserver refuses it."""
+    (role,) = access.roles()
+    kept = []
+    for entry in role["rules"]:
+        (granted,) = rules_of({"rules": [entry]})
+        verbs = [v for v in granted.verbs if (granted, v) != (rule, verb)]
+        if verbs:
+            kept.append({**entry, "verbs": verbs})
+    assert sum(map(len, (e["verbs"] for e in kept))) == sum(
+        len(e["verbs"]) for e in role["rules"]) - 1, f"{rule} is not in {role['rules']}"
+    access.apply_roles([{**role, "rules": kept}])
+    wait_until(lambda: not access.client.allowed(verb, rule.group, rule.resource,
+                                                 access.namespace),
+               what=f"{verb} {rule.id} to be revoked")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    converged: list[str]
+    log: str
+
+
+def run_operator(cluster: Cluster, redis_url: str, workdir: Path,
+                 revoked: Revoked | None = None) -> Outcome:
+    """The scenario in a fresh namespace, with the operator (watching every namespace)
+    authenticated as the chart's ServiceAccount of a release of its own, less ``revoked``.
+    The wait for a stalled step is cut short once the operator logs a 403 for ``revoked``
+    (for anything, without ``revoked``)."""
+    namespace = unique("rbac")
+    cluster.kubectl("create", "namespace", namespace)
+    access = install_chart_access(cluster, namespace, {}, workdir / "kubeconfig",
+                                  release=namespace)
+    try:
+        if revoked:
+            revoke(access, *revoked)
+        operator = start_operator(access.kubeconfig, workdir / "operator.log")
+        wanted = revoked and (revoked[1], revoked[0].resource, revoked[0].group)
+
+        def refused() -> bool:
+            found = refusals(operator.output())
+            return wanted in found if wanted else bool(found)
+
+        try:
+            converged = run_steps(Scene(cluster, namespace, redis_url), refused)
+        finally:
+            operator.stop()
+        return Outcome(converged, operator.output())
+    finally:
+        # Gone before the next operator starts, so that it sees only its own scenario.
+        cluster.kubectl("delete", "metamapper", "--all", "-n", namespace)
+        cluster.kubectl("delete", "namespace", namespace, "--wait=false")
+        uninstall_chart_access(access)
+
+
+def test_with_the_charts_rules_the_scenario_converges_and_nothing_is_refused(
+        lone_cluster: Cluster, redis_url: str, tmp_path: Path) -> None:
+    outcome = run_operator(lone_cluster, redis_url, tmp_path)
+    assert outcome.converged == [step.name for step in STEPS], outcome.log[-5000:]
+    assert [line for line in outcome.log.splitlines() if FORBIDDEN.search(line)] == []
+    assert "Traceback" not in outcome.log, outcome.log[-5000:]
+
+
+def test_without_any_one_verb_the_operator_is_refused_and_the_scenario_stalls(
+        lone_cluster: Cluster, redis_url: str, tmp_path: Path, revoked: Revoked) -> None:
+    rule, verb = revoked
+    outcome = run_operator(lone_cluster, redis_url, tmp_path, revoked)
+    found = refusals(outcome.log)
+    assert found == {(verb, rule.resource, rule.group)}, (
+        f"expected the operator to be refused {verb} on {rule.id} (and nothing else); it was "
+        f"refused {sorted(found) or 'nothing'}; steps that converged: {outcome.converged}\n"
+        + outcome.log[-5000:])
+    assert len(outcome.converged) < len(STEPS), (
+        f"{verb} on {rule.id} was refused, yet the scenario converged: the verb is not needed")
