@@ -15,6 +15,7 @@ from metamapper_operator.devenv import stack
 from metamapper_operator.devenv.stack import Daemon
 from tests.chart_helpers import ChartAccess, install_chart_access, uninstall_chart_access
 from tests.conftest import Cluster
+from tests.operator.fleet import BROKER_PASSWORD
 
 RESYNC_SECONDS = 2.0
 WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
@@ -57,6 +58,7 @@ def operator(operator_access: ChartAccess, tmp_path_factory: pytest.TempPathFact
     denied = [line for line in output.splitlines() if " 403 " in line
               and "because it is being terminated" not in line]  # tests' namespaces go
     assert denied == [], denied
+    assert BROKER_PASSWORD not in output  # the operator read it from Secrets all session
 
 
 def audit_events(cluster: Cluster, namespace: str) -> list[dict[str, Any]]:

@@ -12,6 +12,7 @@ from tests.conftest import Cluster
 from tests.helpers import wait_until
 
 BROKER_SECRET = "broker"
+BROKER_PASSWORD = "s3cret-pw"  # must never show outside the Secret
 
 
 def fleet(name: str = "mm", **spec: Any) -> dict[str, Any]:
@@ -39,7 +40,7 @@ def apply(cluster: Cluster, namespace: str, *objects: dict[str, Any]) -> None:
                     input=yaml.safe_dump_all(list(objects)))
 
 
-def broker_secret(url: str = "redis://:s3cret-pw@redis.example:6379/0",
+def broker_secret(url: str = f"redis://:{BROKER_PASSWORD}@redis.example:6379/0",
                   name: str = BROKER_SECRET) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
             "stringData": {"url": url}}

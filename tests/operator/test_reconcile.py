@@ -7,7 +7,15 @@ import time
 from tests.conftest import Cluster
 from tests.helpers import wait_until
 from tests.operator.conftest import RESYNC_SECONDS, OperatorProcess, operator_writes
-from tests.operator.fleet import apply, broker_secret, condition, fleet, get, wait_for_children
+from tests.operator.fleet import (
+    BROKER_PASSWORD,
+    apply,
+    broker_secret,
+    condition,
+    fleet,
+    get,
+    wait_for_children,
+)
 
 CHILDREN = {"mm-default", "mm-revisioner", "mm-scheduler"}
 
@@ -35,7 +43,7 @@ def test_create_makes_pools_scheduler_and_config(
     assert env["METAMAPPER_BROKER_URL"] == {"name": "METAMAPPER_BROKER_URL", "valueFrom": {
         "secretKeyRef": {"name": "broker", "key": "url"}}}
     assert env["METAMAPPER_CELERY_CONFIG_MODULE"]["value"] == "metamapper.celeryconfig"
-    assert "s3cret" not in str(deps)
+    assert BROKER_PASSWORD not in str(deps)
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
