@@ -77,6 +77,10 @@ def test_broker_restart_holds_the_fleet_and_loses_no_task(
     timeout is an hour; this fleet's is seconds, so the redelivery happens within the test.
     The sweep's lock is shortened too: a sweep cut off by the outage leaves it held (it
     survives the restart) until it expires, 300 s by default.
+
+    Across a broker restart Celery delivers at least once: a task in flight when the
+    broker went away may finish and still be delivered again. So no task may be lost,
+    and only tasks that were running at the outage may have run twice.
     """
     fleet = fleets("broker", own_broker.url)
     fleet.apply({"concurrency": 2}, settings={"broker_transport_options": {
@@ -104,9 +108,9 @@ def test_broker_restart_holds_the_fleet_and_loses_no_task(
     replicas.stop()
 
     print(f"broker restart: {result}")
-    assert (result.done, result.lost, result.duplicated) == (40, 0, 0), result
-    for task_id in ids:   # an interrupted task ran again only once the broker was back
-        first, *again = records(fleet.records, "started", task_id)
+    assert (result.done, result.lost) == (40, 0), result
+    for task_id in ids:   # a task ran again only if it was running at the outage, and
+        first, *again = records(fleet.records, "started", task_id)   # only once back
         assert all(first.at < stopped_at and run.at > restarted_at for run in again)
     changes = replicas.changes()
     assert [n for at, n in changes if stopped_at <= at <= restarted_at] == []
