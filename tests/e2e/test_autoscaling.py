@@ -28,7 +28,8 @@ def test_burst_scales_up_runs_every_task_once_then_scales_down(
     assert len(ran_on) > 1, ran_on      # the new pods took part
     assert fleet.events("ScaledDown")
     history = replicas.values()
-    assert history[0] == 1 and max(history) == 4 and history[-1] == 1, history
+    # The watch may start after the scale-up; the pool began at 1 (waited for above).
+    assert max(history) == 4 and history[-1] == 1, history
 
 
 def test_scale_down_removes_idle_pods_and_interrupts_no_running_task(
