@@ -303,6 +303,20 @@ class ControlPlane:
                    {k: int(v) for k, v in state["pids"].items()})
 
 
+def install_crds(plane: ControlPlane, kubectl: Path, timeout: float = 60) -> None:
+    """Apply the project's CRDs and wait until they are served, so that a Metamapper can
+    be applied right after (``kubectl apply -f crds/ -f examples/...`` in one go)."""
+    base = [str(kubectl), f"--kubeconfig={plane.kubeconfig_path}"]
+    subprocess.run([*base, "apply", "--server-side", "-f", str(REPO / "crds")], check=True,
+                   stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    while subprocess.run([*base, "get", "metamappers", "-A"], capture_output=True,
+                         check=False).returncode:
+        if time.monotonic() > deadline:
+            raise ControlPlaneError("the Metamapper CRD was not served in time")
+        time.sleep(0.25)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("action", choices=["up", "down", "status"])
@@ -324,6 +338,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {err}", file=sys.stderr)
             return 1
         kube, helm = tool_dirs()
+        install_crds(plane, kube / "kubectl")
         print(f"\nexport KUBECONFIG={plane.kubeconfig_path}")
         print(f"export PATH={kube}:{helm}:$PATH   # kubectl and helm")
         return 0
