@@ -9,6 +9,8 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 APT_PACKAGES := redis-server rabbitmq-server postgresql mariadb-server ca-certificates
 CLUSTER_DIR ?= $(HOME)/.cache/metamapper-operator/cluster
 PYTEST_ARGS ?=
+# devenv/ (the development environment) is imported from the checkout, never installed.
+export PYTHONPATH := $(CURDIR)
 
 .PHONY: help demo deps venv tools lint test test-only cluster-up cluster-down services-up services-down bench manifests
 
@@ -16,7 +18,7 @@ help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 demo: deps venv tools ## the whole loop live: control plane, operator, real workers scaling on a burst
-	$(PY) -m metamapper_operator.devenv.demo
+	$(PY) -m devenv.demo
 
 deps: ## system packages (Redis, RabbitMQ, PostgreSQL, MariaDB) from Debian
 	@if dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then echo "system packages present"; else \
@@ -37,7 +39,7 @@ tools: ## etcd, kube-apiserver, kube-controller-manager, kubectl and helm from G
 	@tools/build.sh >/dev/null
 
 lint: venv ## ruff and mypy
-	$(VENV)/bin/ruff check operator tasks tests bench
+	$(VENV)/bin/ruff check operator tasks devenv tests bench
 	$(VENV)/bin/mypy
 
 test: deps venv tools lint test-only ## everything: set-up, lint and the whole suite
@@ -46,16 +48,16 @@ test-only: ## the pytest suite alone (after `make test` has set things up once)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 services-up: deps venv ## start Redis, RabbitMQ, PostgreSQL and MariaDB on loopback
-	$(PY) -m metamapper_operator.devenv.services up
+	$(PY) -m devenv.services up
 
 services-down: venv ## stop them
-	$(PY) -m metamapper_operator.devenv.services down
+	$(PY) -m devenv.services down
 
 cluster-up: venv tools ## start a local control plane and print the KUBECONFIG to export
-	$(PY) -m metamapper_operator.devenv.controlplane up --dir $(CLUSTER_DIR)
+	$(PY) -m devenv.controlplane up --dir $(CLUSTER_DIR)
 
 cluster-down: venv ## stop it, leaving no process behind
-	$(PY) -m metamapper_operator.devenv.controlplane down --dir $(CLUSTER_DIR)
+	$(PY) -m devenv.controlplane down --dir $(CLUSTER_DIR)
 
 manifests: tools ## render deploy/install.yaml (and the chart's copy of crds/) from the Helm chart
 	hack/render-manifests.sh

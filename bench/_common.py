@@ -26,9 +26,9 @@ from typing import Any, TypeVar
 import redis
 import yaml
 
-from metamapper_operator.devenv import services
-from metamapper_operator.devenv.controlplane import ControlPlane, free_port, tool_dirs
-from metamapper_operator.devenv.processes import stop_groups
+from devenv import services
+from devenv.controlplane import ControlPlane, free_port, tool_dirs
+from devenv.processes import stop_groups
 
 REPO = Path(__file__).resolve().parents[1]
 OPERATOR = Path(sys.executable).parent / "metamapper-operator"

@@ -55,7 +55,7 @@ END $$;
 
 
 def _default_dsn() -> str:
-    from metamapper_operator.devenv import services
+    from devenv import services
 
     services.ensure("postgres")
     return f"postgresql://postgres@127.0.0.1:{services.POSTGRES_PORT}/postgres"

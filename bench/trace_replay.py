@@ -60,8 +60,8 @@ from _common import (
     say,
     wait_until,
 )
-from metamapper_operator.devenv.stack import BIN, Daemon, start_localnode
-from metamapper_operator.devenv.workload import TASK, records, tally
+from devenv.stack import BIN, Daemon, start_localnode
+from devenv.workload import TASK, records, tally
 
 TRACE = Path(__file__).with_name("bursty-trace.csv")
 NAME = "replay"

@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 import yaml
 
-from metamapper_operator.devenv.controlplane import ControlPlane, tool_dirs
+from devenv.controlplane import ControlPlane, tool_dirs
 from tests.conftest import REPO, Cluster
 
 CHART = REPO / "charts" / "metamapper-operator"

@@ -1,7 +1,7 @@
 """Fixtures over real services and a real local Kubernetes control plane.
 
 Every service is the real thing, started by the project's own scripts
-(``metamapper_operator.devenv``); a missing one fails the suite with a message that
+(``devenv``); a missing one fails the suite with a message that
 says what to install. Each test gets isolated state: its own Redis database, RabbitMQ
 vhost, PostgreSQL and MariaDB database, and Kubernetes namespace.
 """
@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from metamapper_operator.devenv import services
-from metamapper_operator.devenv.controlplane import ControlPlane, ControlPlaneError, tool_dirs
+from devenv import services
+from devenv.controlplane import ControlPlane, ControlPlaneError, tool_dirs
 from tests.helpers import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
@@ -126,7 +126,7 @@ def mariadb_dsn() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def sqs_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """moto's SQS-compatible server: AWS itself cannot be reached from here."""
-    from metamapper_operator.devenv.controlplane import free_port
+    from devenv.controlplane import free_port
 
     port = free_port()
     binary = shutil.which("moto_server", path=str(Path(sys.executable).parent))

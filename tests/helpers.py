@@ -8,8 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from metamapper_operator.devenv import services
-from metamapper_operator.devenv.controlplane import free_port
+from devenv import services
+from devenv.controlplane import free_port
 
 T = TypeVar("T")
 

@@ -9,7 +9,7 @@ import psycopg
 import pymysql
 import redis
 
-from metamapper_operator.devenv import services
+from devenv import services
 from tests.conftest import REPO, Cluster, RabbitMQ
 from tests.helpers import wait_until
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build the local control plane (etcd, kube-apiserver, kube-controller-manager), kubectl
+# Build the local cluster (etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
+# and the node's kubelet and kube-proxy), kubectl
 # and helm from their published Go modules, into a cache keyed by version and recipe:
 #   ${METAMAPPER_BIN_CACHE:-~/.cache/metamapper-operator/bin}/k8s-<version>-<recipe>/
 #   ${METAMAPPER_BIN_CACHE:-~/.cache/metamapper-operator/bin}/helm-<version>-<recipe>/
@@ -46,6 +47,9 @@ build "$here/kube" "$cache/k8s-$k8s-$recipe" \
   go.etcd.io/etcd/server/v3=etcd \
   k8s.io/kubernetes/cmd/kube-apiserver=kube-apiserver \
   k8s.io/kubernetes/cmd/kube-controller-manager=kube-controller-manager \
+  k8s.io/kubernetes/cmd/kube-scheduler=kube-scheduler \
+  k8s.io/kubernetes/cmd/kubelet=kubelet \
+  k8s.io/kubernetes/cmd/kube-proxy=kube-proxy \
   k8s.io/kubernetes/cmd/kubectl=kubectl
 build "$here/helm" "$cache/helm-$helm-$recipe" helm.sh/helm/v4/cmd/helm=helm
 echo "$cache/k8s-$k8s-$recipe"

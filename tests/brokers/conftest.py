@@ -14,7 +14,7 @@ from celery import Celery
 
 from metamapper.celery import MetamapperCelery
 from metamapper.defaults import SETTINGS
-from metamapper_operator.devenv.controlplane import free_port
+from devenv.controlplane import free_port
 from tests.conftest import REPO
 from tests.tasks.conftest import Process
 

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-from metamapper_operator.devenv.controlplane import free_port
+from devenv.controlplane import free_port
 
 
 class Relay:

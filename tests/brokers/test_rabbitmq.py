@@ -10,7 +10,7 @@ import pytest
 from celery import Celery
 
 from metamapper_operator.brokers import Probe, ProbeError, QueueDepth, probe_for
-from metamapper_operator.devenv import services
+from devenv import services
 from metamapper_operator.references import BrokerAccess
 from tests.brokers.relay import relay
 from tests.conftest import RabbitMQ

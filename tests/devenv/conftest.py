@@ -1,4 +1,4 @@
-"""The local runtime as the demo runs it: ``python -m metamapper_operator.devenv.localnode``.
+"""The local runtime as the demo runs it: ``python -m devenv.localnode``.
 
 Pods here are Deployments whose container runs a small Python script; the script's
 first argument is ``/data``, an emptyDir the runtime rewrites to the pod's own folder,
@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from metamapper_operator.devenv.localnode import pod_dir
+from devenv.localnode import pod_dir
 from tests.conftest import Cluster
 from tests.helpers import wait_until
 
@@ -119,7 +119,7 @@ def local_node(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[Nod
     state, log = tmp_path / "node", tmp_path / "localnode.log"
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "metamapper_operator.devenv.localnode",
+            [sys.executable, "-m", "devenv.localnode",
              "--kubeconfig", str(cluster.kubeconfig), "--namespace", namespace,
              "--state-dir", str(state)],
             stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})

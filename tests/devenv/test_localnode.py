@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from metamapper_operator.devenv.localnode import LocalNode, expand, pod_dir
+from devenv.localnode import LocalNode, expand, pod_dir
 from tests.conftest import Cluster
 from tests.devenv.conftest import (
     NodeProcess,

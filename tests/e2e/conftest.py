@@ -28,17 +28,17 @@ import pytest
 import redis
 from celery import Celery
 
-from metamapper_operator.devenv.controlplane import ControlPlaneError, tool_dirs
-from metamapper_operator.devenv.localnode import pod_dir
-from metamapper_operator.devenv.stack import BIN, Stack, StackError
-from metamapper_operator.devenv.workload import TASK, Tally, tally
+from devenv.controlplane import ControlPlaneError, tool_dirs
+from devenv.localnode import pod_dir
+from devenv.stack import BIN, Stack, StackError
+from devenv.workload import TASK, Tally, tally
 from tests.helpers import wait_until
 
 NAMESPACE = "e2e"
 POOL = "default"
 WINDOW_SECONDS = 4
 GRACE_SECONDS = 60  # above the longest task of these tests
-WORKLOAD = "metamapper_operator.devenv.workload"
+WORKLOAD = "devenv.workload"
 DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
 LABEL_INSTANCE = "app.kubernetes.io/instance"
 LABEL_COMPONENT = "app.kubernetes.io/component"

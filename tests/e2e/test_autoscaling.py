@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from metamapper_operator.devenv.workload import Tally, records
+from devenv.workload import Tally, records
 from tests.e2e.conftest import WINDOW_SECONDS, Fleets, PodsWatch, ReplicasWatch
 from tests.helpers import wait_until
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from metamapper_operator.devenv.workload import Tally, records
+from devenv.workload import Tally, records
 from tests.e2e.conftest import WINDOW_SECONDS, Fleets, ReplicasWatch, Sampler
 from tests.helpers import OwnRedis, wait_until
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from metamapper_operator.devenv import stack
-from metamapper_operator.devenv.stack import Daemon
+from devenv import stack
+from devenv.stack import Daemon
 from tests.chart_helpers import ChartAccess, install_chart_access, uninstall_chart_access
 from tests.conftest import Cluster
 from tests.operator.fleet import BROKER_PASSWORD

@@ -21,7 +21,7 @@ import kmock
 import pytest
 
 from metamapper_operator.builders import MANAGER
-from metamapper_operator.devenv.stack import Daemon
+from devenv.stack import Daemon
 from metamapper_operator.kube import GROUP, PLURAL, VERSION
 from tests.conftest import Cluster
 from tests.helpers import wait_until

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from metamapper.celery import app
 
-TASK = "metamapper_operator.devenv.workload.work"
+TASK = "devenv.workload.work"
 
 
 def _record(folder: Path, task_id: str) -> None:

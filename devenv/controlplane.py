@@ -7,7 +7,7 @@ included), service-account tokens, CRD validation with OpenAPI schemas, defaults
 CEL, the status and scale subresources, and the controllers that turn Deployments into
 ReplicaSets and Pods and garbage-collect owned objects.
 
-``python -m metamapper_operator.devenv.controlplane up|down|status [--dir DIR]``
+``python -m devenv.controlplane up|down|status [--dir DIR]``
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from metamapper_operator.devenv.processes import alive, stop_groups
+from devenv.processes import alive, stop_groups
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DIR = Path.home() / ".cache" / "metamapper-operator" / "cluster"
 SERVICE_CIDR = "10.0.0.0/24"
 # Every request's metadata (who, what, which object) goes to audit.log: tests read it to

@@ -28,10 +28,10 @@ import redis
 import yaml
 from celery import Celery
 
-from metamapper_operator.devenv import services
-from metamapper_operator.devenv.controlplane import REPO
-from metamapper_operator.devenv.stack import BIN, Stack, StackError
-from metamapper_operator.devenv.workload import TASK, tally
+from devenv import services
+from devenv.controlplane import REPO
+from devenv.stack import BIN, Stack, StackError
+from devenv.workload import TASK, tally
 
 NAMESPACE = "demo"
 REDIS_DB = 15
@@ -63,7 +63,7 @@ def demo_patch(metastore: str, records: Path) -> dict[str, Any]:
         "pools": pools,
         "env": [{"name": "METAMAPPER_DATABASE_URL", "value": metastore},
                 {"name": "DEMO_RECORDS", "value": str(records)}],
-        "celery": {"settings": {"imports": ["metamapper_operator.devenv.workload"]}},
+        "celery": {"settings": {"imports": ["devenv.workload"]}},
     }}
 
 

@@ -5,7 +5,7 @@ the demo) reuses the one already running instead of starting another: ``ensure``
 idempotent. State lives under ``/var/tmp/metamapper-operator-<uid>/<name>`` (not under a
 home directory, which the ``postgres`` user may not be able to enter when we run as root).
 
-``python -m metamapper_operator.devenv.services up|down|status [NAME ...]``
+``python -m devenv.services up|down|status [NAME ...]``
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from metamapper_operator.devenv.processes import alive, stop_groups
+from devenv.processes import alive, stop_groups
 
 STATE = Path(os.environ.get("METAMAPPER_SERVICES_DIR",
                             f"/var/tmp/metamapper-operator-{os.getuid()}"))

@@ -46,7 +46,7 @@ process shares the host's network; podIP is 127.0.0.1).
 Stopping the runtime stops every pod's process (SIGTERM, 5 s, SIGKILL) and leaves the
 Pods as they are; the Node then turns NotReady.
 
-``python -m metamapper_operator.devenv.localnode --kubeconfig PATH [--namespace NS ...]
+``python -m devenv.localnode --kubeconfig PATH [--namespace NS ...]
 [--state-dir DIR] [--node-name NAME]``
 """
 
@@ -74,7 +74,7 @@ import aiohttp
 from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from metamapper_operator.devenv.processes import signal_group
+from devenv.processes import signal_group
 
 Json = dict[str, Any]
 

@@ -16,9 +16,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from metamapper_operator.devenv import services
-from metamapper_operator.devenv.controlplane import REPO, ControlPlane, free_port, tool_dirs
-from metamapper_operator.devenv.processes import signal_group
+from devenv import services
+from devenv.controlplane import REPO, ControlPlane, free_port, tool_dirs
+from devenv.processes import signal_group
 
 BIN = Path(sys.executable).parent
 
@@ -93,7 +93,7 @@ def start_operator(kubeconfig: Path, log: Path, *args: str, env: dict[str, str])
 
 def start_localnode(kubeconfig: Path, state_dir: Path, log: Path, namespaces: list[str],
                     env: dict[str, str]) -> Daemon:
-    argv = [sys.executable, "-m", "metamapper_operator.devenv.localnode",
+    argv = [sys.executable, "-m", "devenv.localnode",
             "--kubeconfig", str(kubeconfig), "--state-dir", str(state_dir)]
     for namespace in namespaces:
         argv += ["--namespace", namespace]
