@@ -9,7 +9,8 @@
 # Pin the base image by digest too when you publish (python:3.11.14-slim-bookworm@sha256:...).
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 
-# --- build: the project's wheel, then one virtualenv per image, from wheels only -----
+# --- build: the dependencies (a layer that only pyproject.toml invalidates), then the
+#     project's wheel, installed without dependencies: a code change rebuilds the last step.
 FROM ${PYTHON_IMAGE} AS wheel
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /src
@@ -18,18 +19,30 @@ COPY operator/ operator/
 COPY tasks/ tasks/
 RUN pip wheel --no-deps --wheel-dir /wheels .
 
+# The pinned requirements of one extra ("worker" or "operator"), read from pyproject.toml.
+FROM ${PYTHON_IMAGE} AS requirements
+COPY pyproject.toml /src/
+RUN for extra in worker operator; do python -c 'import sys, tomllib; \
+project = tomllib.load(open("/src/pyproject.toml", "rb"))["project"]; \
+print("\n".join(project["dependencies"] + project["optional-dependencies"][sys.argv[1]]))' \
+    "$extra" > "/src/requirements-$extra.txt"; done
+
+# --only-binary: a dependency without a wheel fails the build instead of compiling.
 FROM ${PYTHON_IMAGE} AS venv-worker
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
-COPY --from=wheel /wheels /wheels
-# --only-binary: a dependency without a wheel fails the build instead of compiling.
+COPY --from=requirements /src/requirements-worker.txt /tmp/requirements.txt
 RUN python -m venv /opt/metamapper \
- && /opt/metamapper/bin/pip install --only-binary=:all: "$(echo /wheels/*.whl)[worker]"
+ && /opt/metamapper/bin/pip install --only-binary=:all: -r /tmp/requirements.txt
+COPY --from=wheel /wheels /wheels
+RUN /opt/metamapper/bin/pip install --no-deps /wheels/*.whl
 
 FROM ${PYTHON_IMAGE} AS venv-operator
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
-COPY --from=wheel /wheels /wheels
+COPY --from=requirements /src/requirements-operator.txt /tmp/requirements.txt
 RUN python -m venv /opt/metamapper \
- && /opt/metamapper/bin/pip install --only-binary=:all: "$(echo /wheels/*.whl)[operator]"
+ && /opt/metamapper/bin/pip install --only-binary=:all: -r /tmp/requirements.txt
+COPY --from=wheel /wheels /wheels
+RUN /opt/metamapper/bin/pip install --no-deps /wheels/*.whl
 
 # --- runtime ---------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime

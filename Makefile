@@ -6,13 +6,15 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
-APT_PACKAGES := redis-server rabbitmq-server postgresql mariadb-server ca-certificates
+APT_PACKAGES := redis-server rabbitmq-server postgresql mariadb-server ca-certificates \
+  containerd runc containernetworking-plugins iptables conntrack iproute2 kmod \
+  buildah mmdebstrap catatonit
 CLUSTER_DIR ?= $(HOME)/.cache/metamapper-operator/cluster
 PYTEST_ARGS ?=
 # devenv/ (the development environment) is imported from the checkout, never installed.
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help demo deps venv tools lint test test-only cluster-up cluster-down services-up services-down bench manifests
+.PHONY: help demo deps venv tools images lint test test-only cluster-up cluster-down services-up services-down bench manifests
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -20,7 +22,7 @@ help: ## list the targets
 demo: deps venv tools ## the whole loop live: control plane, operator, real workers scaling on a burst
 	$(PY) -m devenv.demo
 
-deps: ## system packages (Redis, RabbitMQ, PostgreSQL, MariaDB) from Debian
+deps: ## system packages from Debian: the services, the node's runtime, the image builders
 	@if dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then echo "system packages present"; else \
 	  echo "installing $(APT_PACKAGES) ..."; \
 	  $(SUDO) apt-get update -qq && \
@@ -35,8 +37,11 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed ## Python virtualenv with the operator, worker and dev dependencies
 
-tools: ## etcd, kube-apiserver, kube-controller-manager, kubectl and helm from Go modules (cached)
+tools: ## the Kubernetes binaries (control plane, kubelet, kube-proxy), kubectl and helm from Go modules (cached)
 	@tools/build.sh >/dev/null
+
+images: deps venv ## build the worker and operator images from the Dockerfile and load them into the node (cached)
+	$(PY) -m devenv.images build
 
 lint: venv ## ruff and mypy
 	$(VENV)/bin/ruff check operator tasks devenv tests bench
@@ -53,10 +58,10 @@ services-up: deps venv ## start Redis, RabbitMQ, PostgreSQL and MariaDB on loopb
 services-down: venv ## stop them
 	$(PY) -m devenv.services down
 
-cluster-up: venv tools ## start a local control plane and print the KUBECONFIG to export
+cluster-up: deps venv tools ## start a local cluster with a real node; print the KUBECONFIG to export
 	$(PY) -m devenv.controlplane up --dir $(CLUSTER_DIR)
 
-cluster-down: venv ## stop it, leaving no process behind
+cluster-down: venv ## stop it, leaving no process, mount, netns, veth or bridge behind
 	$(PY) -m devenv.controlplane down --dir $(CLUSTER_DIR)
 
 manifests: tools ## render deploy/install.yaml (and the chart's copy of crds/) from the Helm chart

@@ -26,8 +26,10 @@ from typing import Any, TypeVar
 import redis
 import yaml
 
-from devenv import services
+from devenv import images, services
 from devenv.controlplane import ControlPlane, free_port, tool_dirs
+from devenv.images import Images
+from devenv.node import Node
 from devenv.processes import stop_groups
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,6 +63,7 @@ def wait_until(predicate: Callable[[], T], timeout: float, what: str,
 class Cluster:
     plane: ControlPlane
     kubectl_path: Path
+    images: Images | None = None   # with a node: the images it runs
 
     def kubectl(self, *args: str, input: str | None = None) -> str:
         result = subprocess.run(
@@ -81,19 +84,29 @@ class Cluster:
 
 
 @contextmanager
-def cluster(root: Path) -> Iterator[Cluster]:
-    """etcd, kube-apiserver and kube-controller-manager with the project's CRDs."""
+def cluster(root: Path, node: bool = False) -> Iterator[Cluster]:
+    """A control plane with the project's CRDs; with ``node``, also a real node (kubelet,
+    kube-proxy, containerd) and the project's images loaded into it."""
     kube, _ = tool_dirs()
+    built = None
+    if node:
+        say("building (or finding) the images ...")
+        built = images.build_all()
     plane = ControlPlane(root)
-    say("starting the control plane ...")
+    say("starting the control plane" + (" and a node ..." if node else " ..."))
     plane.start()
+    kubelet = Node(plane) if node else None
     try:
-        found = Cluster(plane, kube / "kubectl")
+        if kubelet is not None:
+            kubelet.start()
+        found = Cluster(plane, kube / "kubectl", built)
         found.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
         found.kubectl("wait", "--for=condition=Established", "--timeout=60s",
                       "crd/metamappers.metamapper.io")
         yield found
     finally:
+        if kubelet is not None:
+            kubelet.stop()
         plane.stop()
 
 
@@ -121,12 +134,13 @@ def redis_server(root: Path) -> Iterator[str]:
     binary = services.require("redis-server", "redis-server")
     port = free_port()
     root.mkdir(parents=True, exist_ok=True)
-    pid = services.spawn([binary, "--port", str(port), "--bind", "127.0.0.1", "--dir",
-                          str(root), "--save", "", "--appendonly", "no"], root / "log")
+    pid = services.spawn([binary, "--port", str(port), "--bind", "127.0.0.1", services.HOST,
+                          "--protected-mode", "no", "--dir", str(root), "--save", "",
+                          "--appendonly", "no"], root / "log")
     try:
         services.wait_for(lambda: services.port_open(port), "redis-server", 30,
                           root / "log", pid)
-        yield f"redis://127.0.0.1:{port}/0"
+        yield f"redis://{services.HOST}:{port}/0"   # where pods reach it too
     finally:
         stop_groups([pid], grace=10)
 

@@ -2,10 +2,11 @@
 
 The trace (``bench/bursty-trace.csv``: rows ``offset_seconds,tasks,task_seconds``) is sent
 from one clock to three Metamappers, each in a namespace of its own with its own Redis
-database, all on one local control plane with one local node runtime that runs every pod
-as a real ``celery worker`` (the workload of ``devenv.workload``, which records when each
-task started and finished). One pool each: concurrency 2, minReplicas 1 (KEDA's default
-is 0), maxReplicas 4, target backlog 2 per pod:
+database, all on one local control plane with a real node (kubelet, containerd) that runs
+every pod as a real ``celery worker`` in a container of the workload image (the worker
+image plus the tasks of ``devenv.workload``, which record when each task started and
+finished). The operators run as local processes, one per polling interval. One pool each:
+concurrency 2, minReplicas 1 (KEDA's default is 0), maxReplicas 4, target backlog 2 per pod:
 
 * **our defaults**: the CRD's defaults (polling 5 s, scale-down window 300 s, tolerance
   0.1, in-flight messages counted);
@@ -22,8 +23,7 @@ Every figure is taken over the same horizon: from the trace's start to its last 
 before the end). Queue wait = the task's first ``started`` record - the time it was sent;
 worker-seconds = the integral of the Deployment's ``status.readyReplicas`` (from a
 ``kubectl get --watch``: every change, as it happens) over the horizon; peak = the most
-ready pods; lost = sent - done at the horizon's end. On the local node, Ready means the
-pod's process runs.
+ready pods; lost = sent - done at the horizon's end.
 
 Usage::
 
@@ -60,8 +60,7 @@ from _common import (
     say,
     wait_until,
 )
-from devenv.stack import BIN, Daemon, start_localnode
-from devenv.workload import TASK, records, tally
+from devenv.workload import MODULE, TASK, records, tally
 
 TRACE = Path(__file__).with_name("bursty-trace.csv")
 NAME = "replay"
@@ -165,8 +164,8 @@ class Fleet:
     """One configuration's Metamapper, its producer and what it was sent (wall-clock)."""
 
     config: Config
-    broker: str
-    records: Path
+    broker: str     # its Redis database also keeps the tasks' records
+    image: str
     app: Celery = field(init=False)
     sent: dict[str, float] = field(default_factory=dict)
 
@@ -179,29 +178,28 @@ class Fleet:
                 "autoscaling": {"targetBacklogPerReplica": CONCURRENCY,
                                 **self.config.autoscaling}}
         body = metamapper(self.config.namespace, NAME, self.broker, [pool])
-        body["spec"]["celery"] = {"settings": {"imports": [TASK.rpartition(".")[0]]}}
+        body["spec"]["image"] = self.image
+        body["spec"]["celery"] = {"settings": {"imports": [MODULE]}}
         return body
 
     def send(self, seconds: float) -> None:
         task_id = uuid.uuid4().hex
-        self.app.send_task(TASK, args=[task_id, seconds, str(self.records)], queue=POOL)
+        self.app.send_task(TASK, args=[task_id, seconds, self.broker], queue=POOL)
         self.sent[task_id] = time.time()
 
     def waits(self) -> list[float]:
         """Seconds from sending to starting, of every task that started."""
         return [started[0].at - at for task_id, at in self.sent.items()
-                if (started := records(self.records, "started", task_id))]
+                if (started := records(self.broker, "started", task_id))]
 
 
-def replay(trace: Sequence[Row], fleets: Sequence[Fleet], watch: ReadyWatch, horizon: float,
-           node: Daemon) -> float:
+def replay(trace: Sequence[Row], fleets: Sequence[Fleet], watch: ReadyWatch, horizon: float
+           ) -> float:
     """Send the trace to every fleet from one clock and wait out the horizon; return the
     trace's start (monotonic)."""
     start = time.monotonic()
     end, next_line, pending = start + horizon, start, list(trace)
     while (now := time.monotonic()) < end:
-        if not node.alive():
-            raise RuntimeError(f"the local node exited; log {node.log}:\n{node.tail()}")
         while pending and start + pending[0].offset <= now:
             row = pending.pop(0)
             for _ in range(row.tasks):
@@ -210,7 +208,7 @@ def replay(trace: Sequence[Row], fleets: Sequence[Fleet], watch: ReadyWatch, hor
         if now >= next_line:
             say(f"  {now - start:5.0f} s  " + " | ".join(
                 f"{f.config.label}: {watch.ready(f.config.namespace)} ready, "
-                f"{tally(f.records, list(f.sent)).done}/{len(f.sent)} done" for f in fleets))
+                f"{tally(f.broker, list(f.sent)).done}/{len(f.sent)} done" for f in fleets))
             next_line += PROGRESS_SECONDS
         wake = min(next_line, end, *(start + row.offset for row in pending[:1]))
         time.sleep(max(0.0, min(1.0, wake - time.monotonic())))
@@ -254,16 +252,12 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-replay-") as tmp:
         root = Path(tmp)
         with ExitStack() as stack:
-            kube = stack.enter_context(cluster(root / "cluster"))
+            kube = stack.enter_context(cluster(root / "cluster", node=True))
+            assert kube.images is not None
             redis_url = stack.enter_context(redis_server(root / "redis"))
-            fleets = [Fleet(config, f"{redis_url.removesuffix('/0')}/{db}", root / "records" /
-                            config.namespace) for db, config in enumerate(CONFIGS)]
+            fleets = [Fleet(config, f"{redis_url.removesuffix('/0')}/{db}",
+                            kube.images.workload) for db, config in enumerate(CONFIGS)]
             kube.apply([namespace_manifest(c.namespace) for c in CONFIGS])
-            node = start_localnode(
-                kube.plane.kubeconfig_path, root / "pods", root / "localnode.log",
-                [c.namespace for c in CONFIGS],
-                {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '')}"})
-            stack.callback(node.stop)
             by_poll = sorted(CONFIGS, key=lambda c: c.poll_seconds)
             for poll, group in groupby(by_poll, key=lambda c: c.poll_seconds):
                 namespaces = [arg for c in group for arg in ("--namespace", c.namespace)]
@@ -277,10 +271,10 @@ def main(argv: list[str] | None = None) -> None:
             wait_until(lambda: all(watch.ready(f.config.namespace) == f.config.min_replicas
                                    for f in fleets), 180, "the pools at their minimum", 0.5)
             say(f"replaying {args.trace.name} for {horizon:g} s ...")
-            start = replay(trace, fleets, watch, horizon, node)
+            start = replay(trace, fleets, watch, horizon)
             rows = []
             for fleet in fleets:
-                result = tally(fleet.records, list(fleet.sent))
+                result = tally(fleet.broker, list(fleet.sent))
                 waits = fleet.waits()
                 used, peak = watch.usage(fleet.config.namespace, start, start + horizon)
                 rows.append([fleet.config.label, result.sent,

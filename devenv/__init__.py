@@ -1,5 +1,3 @@
-"""Development, demo and test helpers: local services and a local control plane.
-
-Nothing in here is imported by the operator's own code path; the production image
-never runs it.
-"""
+"""The development environment: local services, a local cluster with a real node, the
+project's images, the demo. A top-level package of the checkout: never in the wheel or an
+image, never imported by the operator."""

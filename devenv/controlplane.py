@@ -1,11 +1,12 @@
-"""A real local Kubernetes control plane: etcd, kube-apiserver, kube-controller-manager.
+"""A real local Kubernetes control plane: etcd, kube-apiserver, kube-controller-manager and
+kube-scheduler, from binaries built out of the published Go modules by ``tools/build.sh``.
 
-Run the way controller-runtime's envtest runs them, from binaries built out of the
-published Go modules by ``tools/build.sh``: no kubelet and no scheduler, but everything
-an operator talks to is the real thing — RBAC authorization, admission (PodSecurity
-included), service-account tokens, CRD validation with OpenAPI schemas, defaults and
-CEL, the status and scale subresources, and the controllers that turn Deployments into
-ReplicaSets and Pods and garbage-collect owned objects.
+Everything an operator talks to is the real thing: Node and RBAC authorization, admission
+(PodSecurity and NodeRestriction included), service-account tokens, CRD validation with
+OpenAPI schemas, defaults and CEL, the status and scale subresources, and the controllers
+that turn Deployments into ReplicaSets and Pods and garbage-collect owned objects. The
+apiserver listens on the development environment's own host address (``devenv.network``),
+so pods reach it through the ``kubernetes`` Service. ``devenv.node`` adds a real node.
 
 ``python -m devenv.controlplane up|down|status [--dir DIR]``
 """
@@ -34,11 +35,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
+from devenv import network
+from devenv.errors import DevenvError
 from devenv.processes import alive, stop_groups
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DIR = Path.home() / ".cache" / "metamapper-operator" / "cluster"
-SERVICE_CIDR = "10.0.0.0/24"
 # Every request's metadata (who, what, which object) goes to audit.log: tests read it to
 # count the API writes a component made.
 AUDIT_POLICY = {
@@ -48,7 +50,7 @@ AUDIT_POLICY = {
 }
 
 
-class ControlPlaneError(RuntimeError):
+class ControlPlaneError(DevenvError):
     """The control plane could not be started; the message says why."""
 
 
@@ -66,9 +68,17 @@ def tool_dirs() -> tuple[Path, Path]:
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port free on loopback and on the host address (the daemons use both)."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        with socket.socket() as sock:
+            try:
+                sock.bind((network.HOST_IP, port))
+            except OSError:
+                continue
+        return port
 
 
 # --- certificates ------------------------------------------------------------------
@@ -109,8 +119,19 @@ def _name(common: str, org: str | None = None) -> x509.Name:
     return x509.Name(attrs)
 
 
+NODE_NAME = "metamapper-node"
+# The client certificates of the cluster's components: file stem -> (user, group). The
+# apiserver's default RBAC bindings and the Node authorizer know these names.
+CLIENTS = {
+    "admin": ("admin", "system:masters"),
+    "scheduler": ("system:kube-scheduler", None),
+    "node": (f"system:node:{NODE_NAME}", "system:nodes"),
+    "kube-proxy": ("system:kube-proxy", None),
+}
+
+
 def write_pki(pki: Path) -> None:
-    """A CA, the apiserver's serving cert, an admin client cert and the SA signing key."""
+    """A CA, the apiserver's serving cert, the components' client certs, the SA key."""
     pki.mkdir(parents=True, exist_ok=True)
     ca_key, ca_name = _key(), _name("metamapper-local-ca")
     ca = _cert(ca_name, ca_key, ca=True)
@@ -119,27 +140,30 @@ def write_pki(pki: Path) -> None:
         x509.DNSName("localhost"), x509.DNSName("kubernetes"),
         x509.DNSName("kubernetes.default.svc"),
         x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-        x509.IPAddress(ipaddress.ip_address("10.0.0.1")),
+        x509.IPAddress(ipaddress.ip_address(network.HOST_IP)),
+        x509.IPAddress(ipaddress.ip_address(network.KUBERNETES_SERVICE_IP)),
     ])
-    admin_key = _key()
-    admin = _cert(_name("admin", "system:masters"), admin_key, ca_name, ca_key)
     sa_key = _key()
     files = {
         "ca.crt": ca.public_bytes(serialization.Encoding.PEM), "ca.key": _pem_key(ca_key),
         "apiserver.crt": serving.public_bytes(serialization.Encoding.PEM),
         "apiserver.key": _pem_key(serving_key),
-        "admin.crt": admin.public_bytes(serialization.Encoding.PEM),
-        "admin.key": _pem_key(admin_key),
         "sa.key": _pem_key(sa_key),
         "sa.pub": sa_key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo),
     }
+    for stem, (user, group) in CLIENTS.items():
+        key = _key()
+        files[f"{stem}.crt"] = _cert(_name(user, group), key, ca_name, ca_key).public_bytes(
+            serialization.Encoding.PEM)
+        files[f"{stem}.key"] = _pem_key(key)
     for name, data in files.items():
         (pki / name).write_bytes(data)
         (pki / name).chmod(0o600)
 
 
 def kubeconfig(server: str, pki: Path, user: str = "admin") -> dict[str, object]:
+    """A kubeconfig for ``server`` with the client certificate ``<pki>/<user>.crt``."""
     def b64(name: str) -> str:
         return base64.b64encode((pki / name).read_bytes()).decode()
 
@@ -148,7 +172,8 @@ def kubeconfig(server: str, pki: Path, user: str = "admin") -> dict[str, object]
         "clusters": [{"name": "metamapper-local", "cluster": {
             "server": server, "certificate-authority-data": b64("ca.crt")}}],
         "users": [{"name": user, "user": {
-            "client-certificate-data": b64("admin.crt"), "client-key-data": b64("admin.key")}}],
+            "client-certificate-data": b64(f"{user}.crt"),
+            "client-key-data": b64(f"{user}.key")}}],
         "contexts": [{"name": "metamapper-local", "context": {
             "cluster": "metamapper-local", "user": user, "namespace": "default"}}],
     }
@@ -166,17 +191,26 @@ class ControlPlane:
     peer_port: int = field(default_factory=free_port)
     apiserver_port: int = field(default_factory=free_port)
     kcm_port: int = field(default_factory=free_port)
+    scheduler_port: int = field(default_factory=free_port)
     pids: dict[str, int] = field(default_factory=dict)
     # Handles of the processes this Python process started, so stop() can reap them.
     _procs: list[subprocess.Popen[bytes]] = field(default_factory=list, repr=False)
 
     @property
     def server(self) -> str:
-        return f"https://127.0.0.1:{self.apiserver_port}"
+        return f"https://{network.HOST_IP}:{self.apiserver_port}"
 
     @property
     def kubeconfig_path(self) -> Path:
         return self.root / "kubeconfig"
+
+    def component_kubeconfig(self, user: str) -> Path:
+        """A kubeconfig of its own for a component (``scheduler``, ``node``, ...)."""
+        path = self.root / f"{user}.kubeconfig"
+        if not path.exists():
+            path.write_text(yaml.safe_dump(kubeconfig(self.server, self.pki, user)))
+            path.chmod(0o600)
+        return path
 
     @property
     def pki(self) -> Path:
@@ -198,7 +232,8 @@ class ControlPlane:
     def _save(self) -> None:
         state = {"pids": self.pids, "server": self.server, "ports": {
             "etcd": self.etcd_port, "peer": self.peer_port,
-            "apiserver": self.apiserver_port, "kcm": self.kcm_port}}
+            "apiserver": self.apiserver_port, "kcm": self.kcm_port,
+            "scheduler": self.scheduler_port}}
         (self.root / "state.json").write_text(json.dumps(state, indent=2))
 
     def _healthy(self, url: str, *, client_cert: bool) -> bool:
@@ -233,6 +268,7 @@ class ControlPlane:
                 print(message, flush=True)
 
         kube, _ = tool_dirs()
+        network.ensure_host_address()
         self.root.mkdir(parents=True, exist_ok=True)
         write_pki(self.pki)
         self.kubeconfig_path.write_text(yaml.safe_dump(kubeconfig(self.server, self.pki)))
@@ -252,7 +288,7 @@ class ControlPlane:
         pki = self.pki
         self._spawn("kube-apiserver", [
             str(kube / "kube-apiserver"), f"--etcd-servers={client}",
-            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+            f"--bind-address={network.HOST_IP}", f"--advertise-address={network.HOST_IP}",
             f"--secure-port={self.apiserver_port}", f"--cert-dir={self.root / 'serving'}",
             f"--tls-cert-file={pki / 'apiserver.crt'}",
             f"--tls-private-key-file={pki / 'apiserver.key'}",
@@ -260,9 +296,12 @@ class ControlPlane:
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={pki / 'sa.pub'}",
             f"--service-account-signing-key-file={pki / 'sa.key'}",
-            f"--service-cluster-ip-range={SERVICE_CIDR}",
-            "--authorization-mode=RBAC",
-            "--endpoint-reconciler-type=none",
+            f"--service-cluster-ip-range={network.SERVICE_CIDR}",
+            "--authorization-mode=Node,RBAC",
+            "--enable-admission-plugins=NodeRestriction",
+            # The apiserver's identity towards the kubelet (logs, exec, port-forward).
+            f"--kubelet-client-certificate={pki / 'admin.crt'}",
+            f"--kubelet-client-key={pki / 'admin.key'}",
             "--profiling=false",
             f"--audit-policy-file={self.root / 'audit-policy.yaml'}",
             f"--audit-log-path={self.audit_log}", "--audit-log-maxsize=200",
@@ -284,6 +323,17 @@ class ControlPlane:
         ])
         self._wait("kube-controller-manager", f"https://127.0.0.1:{self.kcm_port}/healthz", 60,
                    client_cert=False)
+        say("starting kube-scheduler ...")
+        scheduler = self.component_kubeconfig("scheduler")
+        self._spawn("kube-scheduler", [
+            str(kube / "kube-scheduler"), f"--kubeconfig={scheduler}",
+            f"--authentication-kubeconfig={scheduler}",
+            f"--authorization-kubeconfig={scheduler}",
+            "--leader-elect=false", "--bind-address=127.0.0.1",
+            f"--secure-port={self.scheduler_port}",
+        ])
+        self._wait("kube-scheduler", f"https://127.0.0.1:{self.scheduler_port}/healthz", 60,
+                   client_cert=False)
         say(f"control plane ready at {self.server}")
 
     def stop(self) -> None:
@@ -300,7 +350,7 @@ class ControlPlane:
         state = json.loads((root / "state.json").read_text())
         ports = state["ports"]
         return cls(root, ports["etcd"], ports["peer"], ports["apiserver"], ports["kcm"],
-                   {k: int(v) for k, v in state["pids"].items()})
+                   ports["scheduler"], {k: int(v) for k, v in state["pids"].items()})
 
 
 def install_crds(plane: ControlPlane, kubectl: Path, timeout: float = 60) -> None:
@@ -318,23 +368,32 @@ def install_crds(plane: ControlPlane, kubectl: Path, timeout: float = 60) -> Non
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from devenv.node import Node, NodeError, leftovers  # the node builds on this module
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("action", choices=["up", "down", "status"])
     parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="state folder")
+    parser.add_argument("--no-node", action="store_true",
+                        help="the control plane alone (no kubelet, no containerd)")
     args = parser.parse_args(argv)
     root: Path = args.dir
     if args.action == "up":
         if (root / "state.json").exists():
             plane = ControlPlane.load(root)
-            if plane.pids and all(alive(p) for p in plane.pids.values()):
+            node = Node.load(plane)
+            if plane.pids and all(alive(p) for p in [*plane.pids.values(),
+                                                      *node.pids.values()]):
                 print(f"already running at {plane.server}")
                 print(f"export KUBECONFIG={plane.kubeconfig_path}")
                 return 0
+            node.stop()
             plane.stop()
         plane = ControlPlane(root)
         try:
             plane.start(progress=True)
-        except ControlPlaneError as err:
+            if not args.no_node:
+                Node(plane).start(progress=True)
+        except (ControlPlaneError, NodeError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 1
         kube, helm = tool_dirs()
@@ -346,11 +405,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("not running")
         return 0
     plane = ControlPlane.load(root)
+    node = Node.load(plane)
     if args.action == "down":
+        node.stop()
         plane.stop()
-        print("stopped")
+        left = leftovers()
+        if left:
+            print("left behind:\n  " + "\n  ".join(left), file=sys.stderr)
+            return 1
+        print("stopped: no process, mount, network namespace, veth or bridge left")
         return 0
-    for name, pid in plane.pids.items():
+    for name, pid in [*plane.pids.items(), *node.pids.items()]:
         print(f"{name}: {'running' if alive(pid) else 'stopped'} (pid {pid})")
     return 0
 

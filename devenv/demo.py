@@ -1,10 +1,12 @@
-"""``make demo``: the whole loop on one machine, live in the terminal.
+"""``make demo``: the whole loop on one machine, live in the terminal, on real pods.
 
-A local control plane, the operator, the local node runtime and real Celery workers on a
-real Redis. The demo applies ``examples/metamapper.yaml``, registers a sample datastore
-(whose inspection wakes the revisioner pool from zero), sends a burst of tasks, and shows
-queue depth, workers and completions as the fleet grows, drains and shrinks. Then a
-summary, and everything it started is stopped. Ctrl-C stops it cleanly at any point.
+A local control plane with a real node (containerd, the kubelet, kube-proxy), the project's
+images built from its Dockerfile, the operator installed with ``helm install``, and real
+Celery workers in pods on a real Redis, with a PostgreSQL metastore. The demo applies
+``examples/metamapper.yaml`` (with the built worker image), registers a sample PostgreSQL
+datastore (whose inspection wakes the revisioner pool from zero), sends a burst of tasks,
+and shows queue depth, workers and completions as the fleet grows, drains and shrinks. Then
+a summary, and everything it started is stopped. Ctrl-C stops it cleanly at any point.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import json
 import os
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -24,14 +25,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import redis
 import yaml
 from celery import Celery
 
 from devenv import services
 from devenv.controlplane import REPO
-from devenv.stack import BIN, Stack, StackError
-from devenv.workload import TASK, tally
+from devenv.errors import DevenvError
+from devenv.stack import BIN, Stack
+from devenv.workload import MODULE, TASK, tally
 
 NAMESPACE = "demo"
 REDIS_DB = 15
@@ -43,27 +46,39 @@ def say(message: str) -> None:
     print(message, flush=True)
 
 
-def sample_datastore(folder: Path) -> Path:
-    """A small SQLite database for the revisioner to inspect."""
-    path = folder / "sample.db"
-    with sqlite3.connect(path) as db:
+POSTGRES = f"postgresql://postgres@{services.HOST}:{services.POSTGRES_PORT}"
+
+
+def fresh_database(name: str) -> str:
+    """An empty PostgreSQL database ``name`` (dropped first if a run left it); its URL."""
+    with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return f"{POSTGRES}/{name}"
+
+
+def sample_datastore() -> str:
+    """A small PostgreSQL database for the revisioner to inspect; its URL."""
+    url = fresh_database("metamapper_demo_sample")
+    with psycopg.connect(url, autocommit=True) as conn:
         for i in range(20):
-            db.execute(f"CREATE TABLE IF NOT EXISTS table_{i} (id INTEGER PRIMARY KEY, "
-                       f"name TEXT NOT NULL, created_at TEXT, amount NUMERIC(10, 2))")
-    return path
+            conn.execute(f"CREATE TABLE table_{i} (id SERIAL PRIMARY KEY, "
+                         f"name TEXT NOT NULL, created_at TIMESTAMPTZ, amount NUMERIC(10, 2))")
+    return url
 
 
-def demo_patch(metastore: str, records: Path) -> dict[str, Any]:
-    """What the demo changes in the example: pools' windows, the workload, the metastore."""
+def demo_patch(image: str, metastore: str) -> dict[str, Any]:
+    """What the demo changes in the example: the image, pools' windows, the workload's
+    tasks, the metastore."""
     example = next(doc for doc in _documents(REPO / "examples" / "metamapper.yaml")
                    if doc["kind"] == "Metamapper")
     pools = [{**pool, "autoscaling": {**pool.get("autoscaling", {}), **DEMO_AUTOSCALING}}
              for pool in example["spec"]["pools"]]
     return {"spec": {
+        "image": image,
         "pools": pools,
-        "env": [{"name": "METAMAPPER_DATABASE_URL", "value": metastore},
-                {"name": "DEMO_RECORDS", "value": str(records)}],
-        "celery": {"settings": {"imports": ["devenv.workload"]}},
+        "env": [{"name": "METAMAPPER_DATABASE_URL", "value": metastore}],
+        "celery": {"settings": {"imports": [MODULE]}},
     }}
 
 
@@ -74,10 +89,9 @@ def _documents(path: Path) -> list[dict[str, Any]]:
 class Demo:
     def __init__(self, root: Path, tasks: int, seconds: float) -> None:
         self.root, self.tasks, self.seconds = root, tasks, seconds
-        self.stack = Stack(root, NAMESPACE)
-        self.broker = f"redis://127.0.0.1:{services.REDIS_PORT}/{REDIS_DB}"
-        self.metastore = f"sqlite:///{root / 'metastore.db'}"
-        self.records = root / "records"
+        self.stack = Stack(root, NAMESPACE, services=("redis", "postgres"))
+        self.broker = f"redis://{services.HOST}:{services.REDIS_PORT}/{REDIS_DB}"
+        self.metastore = ""
         self.started = time.monotonic()
         self.peak: dict[str, int] = {}
 
@@ -98,7 +112,7 @@ class Demo:
             self.peak[name] = max(self.peak.get(name, 0), pool.get("readyReplicas", 0))
             pools.append(f"{name}: backlog {pool.get('backlog', '?'):>3} "
                          f"workers {pool.get('readyReplicas', 0)}/{pool.get('replicas', 0)}")
-        done = tally(self.records, self._ids).done if sent else 0
+        done = tally(self.broker, self._ids).done if sent else 0
         client.close()
         elapsed = time.monotonic() - self.started
         return f"{elapsed:6.0f}s  " + " | ".join(pools) + f" | tasks done {done}/{sent}"
@@ -116,13 +130,17 @@ class Demo:
         return {p["name"]: p for p in (self.metamapper().get("status") or {}).get("pools") or []}
 
     def run(self) -> int:
-        say("metamapper-operator demo: a local Kubernetes control plane, the operator, and real "
-            "Celery workers on a real Redis.\nIt takes about 3 minutes (the first run also "
-            "builds the Kubernetes binaries: about 10 minutes). Ctrl-C stops it at any point.\n")
-        say(f"[1/6] starting Redis, etcd, kube-apiserver, kube-controller-manager, the "
-            f"operator and the local node (state in {self.root}) ...")
+        say("metamapper-operator demo: a local Kubernetes cluster with a real node, the "
+            "operator in a pod, and real Celery workers in pods on a real Redis.\nIt takes "
+            "about 4 minutes (the first run also builds the Kubernetes binaries and the "
+            "images: about 20 minutes). Ctrl-C stops it at any point.\n")
+        say(f"[1/6] starting everything from cold where needed (state in {self.root}):")
+        self.stack.start(say)
         redis.Redis.from_url(self.broker).flushdb()
-        self.stack.start(self.env())
+        self.metastore = fresh_database("metamapper_demo")
+        assert self.stack.images is not None
+        say(f"      worker pods run {self.stack.images.workload} (the worker image plus "
+            "the demo's tasks)")
         say("[2/6] kubectl apply -f examples/metamapper.yaml (broker URL in the Secret "
             "metamapper-broker, pointing at the local Redis)")
         self.stack.kubectl("create", "secret", "generic", "metamapper-broker", "-n", NAMESPACE,
@@ -130,7 +148,8 @@ class Demo:
         self.stack.kubectl("apply", "-n", NAMESPACE, "-f",
                            str(REPO / "examples" / "metamapper.yaml"))
         self.stack.kubectl("patch", "-n", NAMESPACE, "metamapper", "metamapper", "--type=merge",
-                           "-p", json.dumps(demo_patch(self.metastore, self.records)))
+                           "-p", json.dumps(demo_patch(self.stack.images.workload,
+                                                       self.metastore)))
         say("      (the demo shortens the scale-down windows to 15 s so you can watch "
             "the fleet shrink)")
         self._ids: list[str] = []
@@ -141,8 +160,7 @@ class Demo:
         say("[3/6] registering a sample datastore and queueing its inspection "
             "(the revisioner pool wakes up from zero)")
         self._metamapper_cli("migrate")
-        self._metamapper_cli("datastores", "add", "sample",
-                             f"sqlite:///{sample_datastore(self.root)}")
+        self._metamapper_cli("datastores", "add", "sample", sample_datastore())
         app = Celery("demo", broker=self.broker, set_as_current=False)
         # Metamapper's beat does this hourly: create the runs that are due, then queue them.
         (app.signature("metamapper.revisioner.create_runs", queue="revisioner")
@@ -154,11 +172,10 @@ class Demo:
         for _ in range(self.tasks):
             task_id = uuid.uuid4().hex
             self._ids.append(task_id)
-            app.send_task(TASK, args=[task_id, self.seconds, str(self.records)],
-                          queue="default")
+            app.send_task(TASK, args=[task_id, self.seconds, self.broker], queue="default")
         app.close()
         burst = time.monotonic()
-        self.watch(600, self.tasks, until=lambda: tally(self.records, self._ids).done
+        self.watch(600, self.tasks, until=lambda: tally(self.broker, self._ids).done
                    == self.tasks)
         drained = time.monotonic() - burst
 
@@ -171,7 +188,7 @@ class Demo:
                                     "--sort-by=.lastTimestamp").stdout
         say("Events on the Metamapper (kubectl get events):\n" + "\n".join(
             events.splitlines()[-8:]))
-        result = tally(self.records, self._ids)
+        result = tally(self.broker, self._ids)
         runs = self._metamapper_cli("runs", capture=True)
         say(f"\n[6/6] summary\n  tasks sent {result.sent}, completed {result.done}, "
             f"lost {result.lost}, ran twice {result.duplicated}, interrupted "
@@ -187,7 +204,7 @@ class Demo:
                                                 "METAMAPPER_DATABASE_URL": self.metastore,
                                                 "METAMAPPER_BROKER_URL": self.broker})
         if result.returncode:
-            raise StackError(f"metamapper {' '.join(args)}: {result.stderr.strip()}")
+            raise DevenvError(f"metamapper {' '.join(args)}: {result.stderr.strip()}")
         return result.stdout if capture else ""
 
 
@@ -210,12 +227,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         say("\ninterrupted: stopping ...")
         code = 130
-    except StackError as err:
+    except DevenvError as err:
         say(f"\nerror: {err}")
     finally:
         demo.stack.stop()
-        say(f"stopped: no process left behind. Logs: {root}" if args.keep
-            else "stopped: no process left behind.")
+        say(f"stopped: no pod or process left behind. Logs: {root}" if args.keep
+            else "stopped: no pod or process left behind.")
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
     return code

@@ -1,8 +1,11 @@
 """Real backing services for tests and the demo, from Debian's packages.
 
-Each service listens on loopback on a fixed, unusual port so that a second test run (or
-the demo) reuses the one already running instead of starting another: ``ensure`` is
-idempotent. State lives under ``/var/tmp/metamapper-operator-<uid>/<name>`` (not under a
+Each service listens on a fixed, unusual port so that a second test run (or the demo)
+reuses the one already running instead of starting another: ``ensure`` is idempotent. It
+listens on loopback and on ``HOST`` (the development environment's host address,
+``devenv.network``), where pods reach it; nothing listens beyond this machine. The
+RabbitMQ management API, which takes one address, is on ``HOST`` only.
+State lives under ``/var/tmp/metamapper-operator-<uid>/<name>`` (not under a
 home directory, which the ``postgres`` user may not be able to enter when we run as root).
 
 ``python -m devenv.services up|down|status [NAME ...]``
@@ -25,6 +28,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from devenv import network
+from devenv.errors import DevenvError
 from devenv.processes import alive, stop_groups
 
 STATE = Path(os.environ.get("METAMAPPER_SERVICES_DIR",
@@ -37,12 +42,13 @@ RABBITMQ_EPMD_PORT = 14369
 POSTGRES_PORT = 15432
 MARIADB_PORT = 13306
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
+HOST = network.HOST_IP  # where pods (and the host) reach every service
 
 INSTALL_HINT = ("run `make deps` "
                 "(apt-get install redis-server rabbitmq-server postgresql mariadb-server)")
 
 
-class ServiceError(RuntimeError):
+class ServiceError(DevenvError):
     """A service could not be started; the message says what to install or look at."""
 
 
@@ -113,9 +119,10 @@ class Service:
         return self.home / "pid"
 
     def running(self) -> bool:
-        return all(port_open(p) for p in self.ports) and self.ready_fn()
+        return all(port_open(p, HOST) for p in self.ports) and self.ready_fn()
 
     def ensure(self) -> None:
+        network.ensure_host_address()
         if self.running():
             return
         self.home.mkdir(parents=True, exist_ok=True)
@@ -134,7 +141,8 @@ class Service:
 
 def _start_redis(home: Path) -> int:
     binary = require("redis-server", "redis-server")
-    return spawn([binary, "--port", str(REDIS_PORT), "--bind", "127.0.0.1", "--dir", str(home),
+    return spawn([binary, "--port", str(REDIS_PORT), "--bind", "127.0.0.1", HOST,
+                  "--protected-mode", "no", "--dir", str(home),
                   "--save", "", "--appendonly", "no", "--databases", "256"], home / "log")
 
 
@@ -148,7 +156,7 @@ def rabbitmq_api(method: str, path: str, body: object | None = None) -> object:
     """Call the RabbitMQ management API as the test administrator."""
     token = base64.b64encode(f"{RABBITMQ_USER}:{RABBITMQ_PASSWORD}".encode()).decode()
     request = urllib.request.Request(
-        f"http://127.0.0.1:{RABBITMQ_MANAGEMENT_PORT}/api/{path}", method=method,
+        f"http://{HOST}:{RABBITMQ_MANAGEMENT_PORT}/api/{path}", method=method,
         data=None if body is None else json.dumps(body).encode(),
         headers={"Authorization": f"Basic {token}", "Content-Type": "application/json"},
     )
@@ -171,8 +179,9 @@ def _start_rabbitmq(home: Path) -> int:
     # A loopback-only node with a known administrator; guest stays the broker default.
     (home / "rabbitmq.conf").write_text(
         f"listeners.tcp.1 = 127.0.0.1:{RABBITMQ_PORT}\n"
+        f"listeners.tcp.2 = {HOST}:{RABBITMQ_PORT}\n"
         f"management.tcp.port = {RABBITMQ_MANAGEMENT_PORT}\n"
-        "management.tcp.ip = 127.0.0.1\n"
+        f"management.tcp.ip = {HOST}\n"
         f"default_user = {RABBITMQ_USER}\n"
         f"default_pass = {RABBITMQ_PASSWORD}\n"
         "default_user_tags.administrator = true\n"
@@ -183,8 +192,6 @@ def _start_rabbitmq(home: Path) -> int:
     env = {
         "HOME": str(home),
         "RABBITMQ_NODENAME": "metamapper-dev@localhost",
-        "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
-        "RABBITMQ_NODE_PORT": str(RABBITMQ_PORT),
         "RABBITMQ_DIST_PORT": str(RABBITMQ_PORT + 20000),
         "ERL_EPMD_PORT": str(RABBITMQ_EPMD_PORT),
         "ERL_EPMD_ADDRESS": "127.0.0.1",
@@ -227,7 +234,7 @@ def _start_postgres(home: Path) -> int:
         _run_as(user, [str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres",
                        "--auth=trust", "--no-sync", "-E", "UTF8"], home / "log")
     return spawn([str(PG_BIN / "postgres"), "-D", str(data), "-p", str(POSTGRES_PORT),
-                  "-k", str(home), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
+                  "-k", str(home), "-c", f"listen_addresses=127.0.0.1,{HOST}", "-c", "fsync=off",
                   "-c", "max_connections=300"], home / "log", user=user)
 
 
@@ -244,7 +251,7 @@ def _start_mariadb(home: Path) -> int:
                        "--auth-root-authentication-method=normal", "--skip-test-db"],
                 home / "log")
     return spawn([server, "--no-defaults", f"--datadir={data}", f"--port={MARIADB_PORT}",
-                  "--bind-address=127.0.0.1", f"--socket={home / 'mysqld.sock'}",
+                  f"--bind-address=127.0.0.1,{HOST}", f"--socket={home / 'mysqld.sock'}",
                   f"--pid-file={home / 'mysqld.pid'}", f"--user={user}",
                   "--innodb-flush-log-at-trx-commit=0", "--skip-name-resolve"],
                  home / "log")

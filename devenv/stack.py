@@ -1,29 +1,36 @@
-"""The whole local stack, for the demo and the end-to-end tests.
+"""The whole local stack, for the demo, the end-to-end tests and the benchmarks.
 
-Redis, a local control plane with the project's CRD, the operator (``metamapper-operator``,
-as users run it) and the local node runtime that runs the Pods as processes: each started
-as its own process, each stopped with nothing left behind.
+The services, a control plane with the project's CRD and a real node, the project's images,
+and the operator installed from its Helm chart; each stopped with nothing left behind.
+``start_operator`` runs the operator as a local process instead (as users run it outside a
+cluster), for the operator's own tests, which need several or a scripted API in front.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from devenv import services
-from devenv.controlplane import REPO, ControlPlane, free_port, tool_dirs
-from devenv.processes import signal_group
+from devenv import containerd, images, services
+from devenv.controlplane import REPO, ControlPlane, free_port, install_crds, tool_dirs
+from devenv.errors import DevenvError
+from devenv.images import Images
+from devenv.node import Node
+from devenv.processes import alive, signal_group
 
 BIN = Path(sys.executable).parent
 
 
-class StackError(RuntimeError):
+class StackError(DevenvError):
     """A part of the stack did not start; the message says which and where its log is."""
 
 
@@ -91,25 +98,24 @@ def start_operator(kubeconfig: Path, log: Path, *args: str, env: dict[str, str])
     return daemon
 
 
-def start_localnode(kubeconfig: Path, state_dir: Path, log: Path, namespaces: list[str],
-                    env: dict[str, str]) -> Daemon:
-    argv = [sys.executable, "-m", "devenv.localnode",
-            "--kubeconfig", str(kubeconfig), "--state-dir", str(state_dir)]
-    for namespace in namespaces:
-        argv += ["--namespace", namespace]
-    return spawn("local node", argv, log, env)
+OPERATOR_NAMESPACE = "metamapper-system"
+OPERATOR_RELEASE = "metamapper-operator"
+OPERATOR_SELECTOR = "app.kubernetes.io/name=metamapper-operator"
 
 
 @dataclass
 class Stack:
-    """Everything ``make demo`` runs, under one folder ``root``."""
+    """Everything ``make demo`` and the end-to-end tests run, under one folder ``root``:
+    the services, a control plane with a real node, the project's images, and the
+    operator installed with ``helm install`` from the chart, in a pod."""
 
     root: Path
     namespace: str
     poll_seconds: float = 1.0
-    daemons: list[Daemon] = field(default_factory=list)
+    services: tuple[str, ...] = ("redis",)
     plane: ControlPlane | None = None
-    env: dict[str, str] = field(default_factory=dict)
+    node: Node | None = None
+    images: Images | None = None
 
     @property
     def kubeconfig(self) -> Path:
@@ -126,52 +132,98 @@ class Stack:
             raise StackError(f"kubectl {' '.join(args)}: {result.stderr.strip()}")
         return result
 
-    def start(self, env: dict[str, str]) -> None:
-        self.env = env
-        services.ensure("redis")
+    def kubectl_popen(self, *args: str) -> subprocess.Popen[str]:
+        """A long-running kubectl (``logs -f``, ``get --watch``), its output on a pipe."""
+        kube, _ = tool_dirs()
+        return subprocess.Popen([str(kube / "kubectl"), f"--kubeconfig={self.kubeconfig}",
+                                 *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                text=True)
+
+    def start(self, say: Callable[[str], None] = lambda _: None) -> None:
+        say(f"  services: {', '.join(self.services)} (Debian's packages)")
+        services.ensure(*self.services)
+        say("  images: worker, operator, workload (built from the Dockerfile; cached)")
+        self.images = images.build_all()
+        say("  control plane: etcd, kube-apiserver, kube-controller-manager, kube-scheduler")
         self.plane = ControlPlane(self.root / "cluster")
         self.plane.start()
-        self.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
-        established = 'jsonpath={.status.conditions[?(@.type=="Established")].status}'
-        deadline = time.monotonic() + 60
-        while self.kubectl("get", "crd/metamappers.metamapper.io", "-o", established,
-                           check=False).stdout != "True":
-            if time.monotonic() > deadline:
-                raise StackError("the Metamapper CRD did not become Established")
-            time.sleep(0.2)
+        say("  node: containerd, runc, CNI bridge, kubelet, kube-proxy")
+        self.node = Node(self.plane)
+        self.node.start()
+        kube, _ = tool_dirs()
+        install_crds(self.plane, kube / "kubectl")
         self.kubectl("create", "namespace", self.namespace)
-        self.daemons.append(self._start_operator())
-        self.daemons.append(start_localnode(
-            self.kubeconfig, self.root / "pods", self.root / "localnode.log",
-            [self.namespace], env))
+        # Pods there must pass the "restricted" Pod Security Standard, as in production.
+        self.kubectl("label", "namespace", self.namespace,
+                     "pod-security.kubernetes.io/enforce=restricted")
+        say("  operator: helm install from charts/metamapper-operator, in a pod")
+        self.install_operator()
 
-    def _start_operator(self) -> Daemon:
-        return start_operator(self.kubeconfig, self.root / "operator.log",
-                              "--poll-interval", str(self.poll_seconds), env=self.env)
+    def install_operator(self) -> None:
+        assert self.images is not None
+        repository, _, tag = self.images.operator.rpartition(":")
+        _, helm = tool_dirs()
+        done = subprocess.run(
+            [str(helm / "helm"), f"--kubeconfig={self.kubeconfig}", "install",
+             OPERATOR_RELEASE, str(REPO / "charts" / "metamapper-operator"),
+             "--namespace", OPERATOR_NAMESPACE, "--create-namespace",
+             "--set", f"image.repository={repository}", "--set", f"image.tag={tag}",
+             "--set", f"pollIntervalSeconds={self.poll_seconds:g}",
+             "--wait", "--timeout", "180s"], capture_output=True, text=True, check=False)
+        if done.returncode:
+            raise StackError(f"helm install failed: {done.stderr.strip()}\n"
+                             f"{self.operator_diagnostics()}")
 
-    @property
-    def operator(self) -> Daemon:
-        return next(d for d in self.daemons if d.name == "operator")
+    def operator_pod(self) -> dict[str, Any]:
+        """The operator's pod (the Deployment runs one)."""
+        out = self.kubectl("get", "pods", "-n", OPERATOR_NAMESPACE, "-l", OPERATOR_SELECTOR,
+                           "-o", "json").stdout
+        pods = [p for p in json.loads(out)["items"] if not p["metadata"].get(
+            "deletionTimestamp")]
+        if len(pods) != 1:
+            raise StackError(f"expected one operator pod, found {len(pods)}")
+        found: dict[str, Any] = pods[0]
+        return found
 
-    def restart_operator(self) -> Daemon:
-        """SIGKILL the operator, if it still runs (a crash: nothing cleaned up), and start
-        a new one, logging to the same file; it is live when this returns."""
-        old = self.operator
-        old.kill()
-        new = self._start_operator()
-        self.daemons[self.daemons.index(old)] = new
-        return new
+    def operator_logs(self, previous: bool = False) -> str:
+        name = self.operator_pod()["metadata"]["name"]
+        return self.kubectl("logs", "-n", OPERATOR_NAMESPACE, name,
+                            *(["--previous"] if previous else []), check=False).stdout
+
+    def operator_diagnostics(self) -> str:
+        return self.kubectl("describe", "pods", "-n", OPERATOR_NAMESPACE, check=False).stdout
+
+    def kill_operator(self) -> int:
+        """SIGKILL the operator's process in its container (a crash: nothing cleaned up);
+        the kubelet restarts the container. The restart count before the kill."""
+        status = self.operator_pod()["status"]["containerStatuses"][0]
+        container = status["containerID"].removeprefix("containerd://")
+        containerd.ctr("tasks", "kill", "--signal", "SIGKILL", container)
+        return int(status["restartCount"])
+
+    def wait_operator_ready(self, restarts: int, timeout: float = 120) -> None:
+        """Until the operator's container has restarted ``restarts`` times and is ready."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(StackError, KeyError, IndexError):
+                status = self.operator_pod()["status"]["containerStatuses"][0]
+                if status["restartCount"] >= restarts and status["ready"]:
+                    return
+            time.sleep(0.5)
+        raise StackError(f"the operator was not ready again in {timeout:.0f} s\n"
+                         f"{self.operator_diagnostics()}")
 
     def check(self) -> None:
-        """Raise if a daemon died."""
-        for daemon in self.daemons:
-            if not daemon.alive():
-                raise StackError(f"{daemon.name} exited; log {daemon.log}:\n{daemon.tail()}")
+        """Raise if the node or the control plane died."""
+        for daemons in (self.plane.pids if self.plane else {},
+                        self.node.pids if self.node else {}):
+            for name, pid in daemons.items():
+                if not alive(pid):
+                    raise StackError(f"{name} exited (see {self.root / 'cluster'})")
 
     def stop(self) -> None:
-        """The node runtime first (it stops the pods' processes), then the rest."""
-        for daemon in reversed(self.daemons):
-            daemon.stop()
-        self.daemons.clear()
+        """The node first (it stops the pods), then the control plane."""
+        if self.node is not None:
+            self.node.stop()
         if self.plane is not None:
             self.plane.stop()

@@ -1,40 +1,19 @@
-"""A workload for the demo and the end-to-end tests: tasks that record what happened.
+"""The workload of the demo, the end-to-end tests and the benchmarks, seen from the host.
 
-Workers load it through ``celery.settings.imports``. Each task appends a line to
-``<record dir>/started/<task id>`` when it starts and to ``.../done/<task id>`` when it
-finishes, so a run can be audited afterwards: a task is lost when it never finished,
-ran twice when ``done`` has two lines, and was interrupted (and delivered again) when it
-started more often than it finished. Each line says when, on which pod (``HOSTNAME``,
-the pod's name in Kubernetes and on the local node) and in which process.
+Its tasks run in the worker pods of the ``workload`` image (``devenv/workload_image``):
+each records when it started and finished, on which pod and in which process, in a Redis
+database of the caller's. This module names the tasks and reads those records.
 """
 
 from __future__ import annotations
 
-import os
-import socket
-import time
 from dataclasses import dataclass
-from pathlib import Path
 
-from metamapper.celery import app
+import redis
 
-TASK = "devenv.workload.work"
-
-
-def _record(folder: Path, task_id: str) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    pod = os.environ.get("HOSTNAME") or socket.gethostname()
-    line = f"{time.time():.3f} {pod} {os.getpid()}\n"
-    with (folder / task_id).open("a") as out:
-        out.write(line)
-
-
-@app.task(name=TASK)
-def work(task_id: str, seconds: float, record_dir: str) -> None:
-    """Stand-in for a unit of real work that takes ``seconds``."""
-    _record(Path(record_dir) / "started", task_id)
-    time.sleep(seconds)
-    _record(Path(record_dir) / "done", task_id)
+MODULE = "metamapper_workload"   # what a fleet's celery.settings.imports names
+TASK = f"{MODULE}.work"          # (task id, seconds, record URL)
+HOG = f"{MODULE}.hog"            # (task id, megabytes, record URL)
 
 
 @dataclass(frozen=True)
@@ -55,27 +34,35 @@ class Record:
     pid: int
 
 
-def records(record_dir: Path, stage: str, task_id: str) -> list[Record]:
+def records(record_url: str, stage: str, task_id: str) -> list[Record]:
     """The ``started`` or ``done`` records of one task, oldest first."""
-    path = record_dir / stage / task_id
-    if not path.exists():
-        return []
+    client = redis.Redis.from_url(record_url, decode_responses=True)
+    try:
+        lines = client.lrange(f"workload:{stage}:{task_id}", 0, -1)
+    finally:
+        client.close()
     return [Record(float(at), pod, int(pid))
-            for at, pod, pid in (line.split() for line in path.read_text().splitlines())]
+            for at, pod, pid in (str(line).split() for line in lines)]
 
 
-def _lines(folder: Path) -> dict[str, int]:
-    if not folder.exists():
-        return {}
-    return {f.name: len(f.read_text().splitlines()) for f in folder.iterdir()}
+def _counts(record_url: str, stage: str, task_ids: list[str]) -> list[int]:
+    client = redis.Redis.from_url(record_url)
+    try:
+        pipe = client.pipeline(transaction=False)
+        for task_id in task_ids:
+            pipe.llen(f"workload:{stage}:{task_id}")
+        return [int(n) for n in pipe.execute()]
+    finally:
+        client.close()
 
 
-def tally(record_dir: Path, task_ids: list[str]) -> Tally:
-    started, done = _lines(record_dir / "started"), _lines(record_dir / "done")
+def tally(record_url: str, task_ids: list[str]) -> Tally:
+    started = _counts(record_url, "started", task_ids)
+    done = _counts(record_url, "done", task_ids)
     return Tally(
         sent=len(task_ids),
-        done=sum(1 for t in task_ids if done.get(t)),
-        lost=sum(1 for t in task_ids if not done.get(t)),
-        duplicated=sum(1 for t in task_ids if done.get(t, 0) > 1),
-        interrupted=sum(1 for t in task_ids if started.get(t, 0) > done.get(t, 0)),
+        done=sum(1 for n in done if n),
+        lost=sum(1 for n in done if not n),
+        duplicated=sum(1 for n in done if n > 1),
+        interrupted=sum(1 for s, d in zip(started, done, strict=True) if s > d),
     )

@@ -46,7 +46,7 @@ def redis_url() -> Iterator[str]:
     server (two suites at once, say) never get the same one.
     """
     _ensure("redis")
-    server = f"redis://127.0.0.1:{services.REDIS_PORT}"
+    server = f"redis://{services.HOST}:{services.REDIS_PORT}"   # where pods reach it too
     claims = redis.Redis.from_url(f"{server}/0")
     candidates = random.sample(range(1, 256), 255)
     db = next((n for n in candidates
@@ -67,7 +67,7 @@ class RabbitMQ:
     vhost: str
     user: str = services.RABBITMQ_USER
     password: str = services.RABBITMQ_PASSWORD
-    host: str = "127.0.0.1"
+    host: str = services.HOST
     port: int = services.RABBITMQ_PORT
 
     @property

@@ -11,11 +11,12 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
+from devenv import services
 from devenv.controlplane import free_port
 
 
 class Relay:
-    """Forwards 127.0.0.1:``port`` to 127.0.0.1:``target``."""
+    """Forwards 127.0.0.1:``port`` to ``target`` on the services' host address."""
 
     def __init__(self, target: int) -> None:
         self.target, self.port = target, free_port()
@@ -39,7 +40,7 @@ class Relay:
 
     async def _relay(self, client_reader: asyncio.StreamReader,
                      client_writer: asyncio.StreamWriter) -> None:
-        server_reader, server_writer = await asyncio.open_connection("127.0.0.1", self.target)
+        server_reader, server_writer = await asyncio.open_connection(services.HOST, self.target)
         self._writers |= {client_writer, server_writer}
         last = ["server"]
 

@@ -1,44 +1,41 @@
-"""End to end: the operator, the local control plane and real Celery workers on real Redis.
+"""End to end: the operator in a pod, a real node, and real Celery workers on real Redis.
 
-The package runs ONE stack of its own (``devenv.stack.Stack``: its own control plane in a
-temporary folder, the operator polling every second, the local node running the Pods as
-processes), so its operator is the only one managing its namespace. Each test makes its
-own Metamapper (``fleets``) on a Redis database or server of its own; the fixture deletes
-it afterwards and waits until its pods' processes are gone, so nothing lingers into the
-next test. Pools are small and windows short: every pod is a real ``celery worker``.
+The package runs ONE stack of its own (``devenv.stack.Stack``: its own control plane and
+node in a temporary folder, the project's images, the operator installed with
+``helm install`` and polling every second), so its operator is the only one managing its
+namespace. Each test makes its own Metamapper (``fleets``) on a Redis database or server
+of its own; the fixture deletes it afterwards and waits until its pods are gone, so
+nothing lingers into the next test. Pools are small and windows short: every pod is a real
+``celery worker`` in a container of the workload image (the worker image plus the tasks
+of ``devenv.workload``), which record what they did in the test's Redis database.
 
-When a test fails, its report gets the tails of the operator's, the local node's and its
-pods' logs.
+When a test fails, its report gets the tails of the operator's and its pods' logs
+(``kubectl logs``).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import pytest
 import redis
 from celery import Celery
 
-from devenv.controlplane import ControlPlaneError, tool_dirs
-from devenv.localnode import pod_dir
-from devenv.stack import BIN, Stack, StackError
-from devenv.workload import TASK, Tally, tally
+from devenv.errors import DevenvError
+from devenv.stack import Stack
+from devenv.workload import MODULE, TASK, Tally, tally
 from tests.helpers import wait_until
 
 NAMESPACE = "e2e"
 POOL = "default"
 WINDOW_SECONDS = 4
 GRACE_SECONDS = 60  # above the longest task of these tests
-WORKLOAD = "devenv.workload"
 DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
 LABEL_INSTANCE = "app.kubernetes.io/instance"
 LABEL_COMPONENT = "app.kubernetes.io/component"
@@ -49,17 +46,17 @@ T = TypeVar("T")
 
 @pytest.fixture(scope="package")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """Redis, a control plane, the operator (1 s polling) and the local node, for this package."""
+    """Redis, a control plane with a node, the images, the operator in a pod (1 s polling),
+    for this package."""
     running = Stack(tmp_path_factory.mktemp("e2e"), NAMESPACE, poll_seconds=1.0)
     try:
-        running.start({**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '')}"})
-    except (StackError, ControlPlaneError) as err:
+        running.start()
+    except DevenvError as err:
         running.stop()
         pytest.fail(f"the end-to-end stack could not start: {err}", pytrace=False)
     yield running
-    log = running.operator.log  # one file across operator restarts
+    output = running.operator_logs()
     running.stop()
-    output = log.read_text(errors="replace")
     assert "Traceback" not in output, output[-5000:]
 
 
@@ -96,12 +93,9 @@ class Watch:
     split on ``|``."""
 
     def __init__(self, stack: Stack, template: str, *selection: str) -> None:
-        kubectl = tool_dirs()[0] / "kubectl"
         self.lines: list[tuple[float, list[str]]] = []
-        self._proc = subprocess.Popen(
-            [str(kubectl), f"--kubeconfig={stack.kubeconfig}", "get", "-n", stack.namespace,
-             *selection, "--watch", "-o", f"jsonpath={template}{{\"\\n\"}}"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self._proc = stack.kubectl_popen("get", "-n", stack.namespace, *selection, "--watch",
+                                         "-o", f"jsonpath={template}{{\"\\n\"}}")
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
 
@@ -161,12 +155,13 @@ class PodsWatch(Watch):
 
 @dataclass
 class Fleet:
-    """A Metamapper of one test's own in the stack's namespace, one pool ``default``."""
+    """A Metamapper of one test's own in the stack's namespace, one pool ``default``; its
+    tasks record what they did in the Redis database ``records``."""
 
     stack: Stack
     name: str
     broker: str
-    records: Path
+    records: str
 
     @property
     def deployment(self) -> str:
@@ -177,9 +172,9 @@ class Fleet:
             "apiVersion": "metamapper.io/v1alpha1", "kind": "Metamapper",
             "metadata": {"name": self.name},
             "spec": {
-                "image": "metamapper-worker:e2e",
+                "image": self.stack.images.workload if self.stack.images else "",
                 "broker": {"url": self.broker},
-                "celery": {"settings": {"imports": [WORKLOAD], **settings}},
+                "celery": {"settings": {"imports": [MODULE], **settings}},
                 "pools": [{
                     "name": POOL, "queues": ["default"], "concurrency": 1,
                     "minReplicas": 1, "maxReplicas": 4,
@@ -222,8 +217,8 @@ class Fleet:
         return [e["message"] for e in items]
 
     def log(self, pod: str) -> str:
-        path = pod_dir(self.stack.root / "pods", NAMESPACE, pod) / "log"
-        return path.read_text(errors="replace") if path.exists() else ""
+        """The pod's log, as ``kubectl logs`` shows it ("" before it has one)."""
+        return self.stack.kubectl("logs", "-n", NAMESPACE, pod, check=False).stdout
 
     def wait_for_workers(self, count: int) -> None:
         """Until ``count`` worker pods run a Celery worker that consumes (logged ``ready.``)."""
@@ -237,14 +232,16 @@ class Fleet:
     def send(self, count: int, seconds: float) -> list[str]:
         """``count`` workload tasks of ``seconds`` each on the pool's queue; their ids."""
         ids = [uuid.uuid4().hex for _ in range(count)]
+        for task_id in ids:
+            self.send_task(TASK, [task_id, seconds, self.records])
+        return ids
+
+    def send_task(self, name: str, args: list[Any]) -> None:
         app = Celery("e2e", broker=self.broker, set_as_current=False)
         try:
-            for task_id in ids:
-                app.send_task(TASK, args=[task_id, seconds, str(self.records)],
-                              queue="default")
+            app.send_task(name, args=args, queue="default")
         finally:
             app.close()
-        return ids
 
     def tally(self, ids: list[str]) -> Tally:
         return tally(self.records, ids)
@@ -263,17 +260,17 @@ class Fleet:
             client.close()
 
     def diagnostics(self) -> str:
-        """Log tails of the operator, the local node and this fleet's pods."""
-        parts = [f"--- operator ---\n{self.stack.operator.tail(40)}"]
-        parts += [f"--- {d.name} ---\n{d.tail(15)}" for d in self.stack.daemons
-                  if d.name != "operator"]
-        for folder in sorted((self.stack.root / "pods").glob(f"{NAMESPACE}_{self.name}-*")):
-            tail = "\n".join(self.log(folder.name.partition("_")[2]).splitlines()[-15:])
-            parts.append(f"--- pod {folder.name.partition('_')[2]} ---\n{tail}")
+        """Log tails of the operator and of this fleet's pods."""
+        operator = "\n".join(self.stack.operator_logs().splitlines()[-40:])
+        parts = [f"--- operator ---\n{operator}"]
+        for pod in self.get("pods", "-l", f"{LABEL_INSTANCE}={self.name}")["items"]:
+            name = pod["metadata"]["name"]
+            tail = "\n".join(self.log(name).splitlines()[-15:])
+            parts.append(f"--- pod {name} ({pod['status'].get('phase')}) ---\n{tail}")
         return "\n".join(parts)
 
     def delete(self) -> None:
-        """Delete the Metamapper; wait until its pods (and so their processes) are gone."""
+        """Delete the Metamapper; wait until its pods (and so their containers) are gone."""
         self.stack.kubectl("delete", "-n", NAMESPACE, "metamapper", self.name,
                            "--ignore-not-found", "--wait=true")
         wait_until(lambda: not self.get("pods", "-l", f"{LABEL_INSTANCE}={self.name}")["items"],
@@ -284,19 +281,20 @@ class Fleet:
 class Fleets:
     """Makes the test's fleets; the fixture deletes them afterwards."""
 
-    def __init__(self, stack: Stack, folder: Path) -> None:
-        self.stack, self.folder = stack, folder
+    def __init__(self, stack: Stack, records: str) -> None:
+        self.stack, self.records = stack, records
         self.made: list[Fleet] = []
 
     def __call__(self, name: str, broker: str) -> Fleet:
-        fleet = Fleet(self.stack, name, broker, self.folder / name / "records")
+        fleet = Fleet(self.stack, name, broker, self.records)
         self.made.append(fleet)
         return fleet
 
 
 @pytest.fixture
-def fleets(stack: Stack, tmp_path: Path) -> Iterator[Fleets]:
-    made = Fleets(stack, tmp_path)
+def fleets(stack: Stack, redis_url: str) -> Iterator[Fleets]:
+    """The test's fleets; their tasks' records go to the test's Redis database."""
+    made = Fleets(stack, redis_url)
     yield made
     for fleet in made.made:
         fleet.delete()

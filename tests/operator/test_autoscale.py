@@ -17,6 +17,7 @@ import pytest
 import redis
 from celery import Celery
 
+from devenv import services
 from tests.conftest import Cluster
 from tests.helpers import OwnRedis, wait_until
 from tests.operator.conftest import OperatorProcess
@@ -124,7 +125,7 @@ def test_broker_down_holds_replicas_reports_and_recovers(
 
     cond = wait_until(lambda: unreachable().get("status") == "True" and unreachable(),
                       what="BrokerUnreachable")
-    assert f"127.0.0.1:{own_redis.port}" in cond["message"]
+    assert f"{services.HOST}:{own_redis.port}" in cond["message"]
     degraded = condition(get(cluster, namespace, "metamapper", "mm"), "Degraded")
     assert degraded["reason"] == "BrokerUnreachable"
     assert events(cluster, namespace, "BrokerUnreachable")

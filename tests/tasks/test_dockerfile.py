@@ -70,3 +70,17 @@ def test_base_image_and_installs_are_pinned() -> None:
     assert image and re.fullmatch(r"python:3\.11\.\d+-slim-\w+", image[1])
     assert ":latest" not in text
     assert text.count("--only-binary=:all:") == 2
+
+
+def test_the_wheel_carries_the_operator_and_the_worker_but_not_the_development_environment(
+        tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import zipfile
+
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
+                    "-q", "-w", str(tmp_path), str(DOCKERFILE.parent)], check=True)
+    (wheel,) = tmp_path.glob("*.whl")
+    packages = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist()
+                if not name.split("/")[0].endswith(".dist-info")}
+    assert packages == {"metamapper_operator", "metamapper"}, packages
