@@ -302,6 +302,7 @@ class ControlPlane:
             # The apiserver's identity towards the kubelet (logs, exec, port-forward).
             f"--kubelet-client-certificate={pki / 'admin.crt'}",
             f"--kubelet-client-key={pki / 'admin.key'}",
+            "--kubelet-preferred-address-types=InternalIP",   # the node's name is not in DNS
             "--profiling=false",
             f"--audit-policy-file={self.root / 'audit-policy.yaml'}",
             f"--audit-log-path={self.audit_log}", "--audit-log-maxsize=200",

@@ -1,8 +1,9 @@
 """The host network of the development environment: one address of its own, a pod bridge.
 
-Pods cannot reach the host's loopback, so everything they talk to (the services, the
-apiserver, the kubelet) listens on ``HOST_IP``, an address on a dummy interface that
-exists only on this machine. Pods live on the bridge ``BRIDGE`` (``POD_CIDR``, made by
+Pods cannot reach the host's 127.0.0.1, so everything they talk to (the services, the
+apiserver, the kubelet) listens on ``HOST_IP``, a second address of the loopback interface
+(a /32 of the project's own; the kernel here has no dummy interfaces): local to this
+machine, yet reachable from the pods' bridge like any other address of the host. Pods live on the bridge ``BRIDGE`` (``POD_CIDR``, made by
 the CNI bridge plugin when the first pod starts); Services get ClusterIPs in
 ``SERVICE_CIDR``, which kube-proxy turns into the pods' or the host's addresses.
 
@@ -14,12 +15,13 @@ Everything here is idempotent and needs root (``ip``, ``iptables``, ``sysctl``).
 from __future__ import annotations
 
 import contextlib
+import shutil
 import subprocess
 from pathlib import Path
 
 from devenv.errors import DevenvError
 
-HOST_INTERFACE = "mmhost0"
+HOST_INTERFACE = "lo"
 HOST_IP = "10.213.255.1"
 BRIDGE = "mmbr0"
 POD_CIDR = "10.213.0.0/24"
@@ -44,24 +46,28 @@ def _link_exists(name: str) -> bool:
     return Path("/sys/class/net", name).exists()
 
 
+def _has_host_address() -> bool:
+    return f" {HOST_IP}/32 " in _run("ip", "-o", "addr", "show", "dev", HOST_INTERFACE).stdout
+
+
 def ensure_host_address() -> None:
-    """The dummy interface carrying ``HOST_IP``, up."""
-    if not _link_exists(HOST_INTERFACE):
-        _run("ip", "link", "add", HOST_INTERFACE, "type", "dummy")
-    if HOST_IP not in _run("ip", "-o", "addr", "show", "dev", HOST_INTERFACE).stdout:
+    """``HOST_IP`` on the loopback interface."""
+    if not _has_host_address():
         _run("ip", "addr", "add", f"{HOST_IP}/32", "dev", HOST_INTERFACE)
-    _run("ip", "link", "set", HOST_INTERFACE, "up")
 
 
 def remove_host_address() -> None:
-    if _link_exists(HOST_INTERFACE):
-        _run("ip", "link", "delete", HOST_INTERFACE)
+    if _has_host_address():
+        _run("ip", "addr", "del", f"{HOST_IP}/32", "dev", HOST_INTERFACE)
 
 
 def _sysctl(key: str, value: str) -> None:
     path = Path("/proc/sys", *key.split("."))
-    if not path.exists() and key.startswith("net.bridge."):
+    if not path.exists() and key.startswith("net.bridge.") and shutil.which("modprobe"):
         _run("modprobe", "br_netfilter", check=False)
+    if not path.exists():
+        raise NetworkError(f"{path} is missing: the kernel needs bridge netfilter "
+                           "(br_netfilter) for kube-proxy's rules to see pod traffic")
     if path.read_text().strip() != value:
         path.write_text(value)
 

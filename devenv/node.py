@@ -152,7 +152,7 @@ class Node:
             self.kubectl("delete", "pods", "--all", "--all-namespaces", "--grace-period=5",
                          "--wait=false", check=False)
             deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline and (running_tasks() or pod_mounts()):
+            while time.monotonic() < deadline and (running_tasks() or volume_mounts()):
                 time.sleep(0.5)
         stop_groups(self.pids.values(), grace=15)
         self.pids.clear()
@@ -186,12 +186,24 @@ def _mounts_under(*roots: Path) -> list[str]:
 
 
 def pod_mounts() -> list[str]:
+    """Every mount of the node: pods' volumes, containers' root filesystems, sandboxes'
+    shared memory, and the kubelet's bind mount of its own root."""
     return _mounts_under(KUBELET_ROOT, containerd.STATE, containerd.ROOT)
 
 
+def volume_mounts() -> list[str]:
+    """The pods' volumes the kubelet has still mounted."""
+    return _mounts_under(KUBELET_ROOT / "pods")
+
+
 def clean_node() -> None:
-    """What no daemon of a stopped node should leave: stop containerd, unmount what is
-    still mounted (deepest first), remove kube-proxy's rules and the pod network."""
+    """What no daemon of a stopped node should leave: containers a crashed kubelet left
+    running (and their shims), containerd itself, mounts (deepest first), kube-proxy's
+    rules and the pod network."""
+    if containerd.running():
+        tasks = containerd.ctr("tasks", "ls", "-q", check=False).stdout.split()
+        for task in tasks:
+            containerd.ctr("tasks", "rm", "-f", task, check=False)
     containerd.stop()
     for target in sorted(pod_mounts(), key=len, reverse=True):
         subprocess.run(["umount", "-l", target], capture_output=True, check=False)
@@ -204,7 +216,7 @@ def leftovers() -> list[str]:
     """Processes, mounts and network pieces of a node that should be gone."""
     found = [f"mount {m}" for m in pod_mounts()]
     found += network.leftovers()
-    ps = subprocess.run(["pgrep", "-a", "-f", "kubelet|kube-proxy|containerd"],
+    ps = subprocess.run(["pgrep", "-a", "-x", "kubelet|kube-proxy|containerd|containerd-shim.*"],
                         capture_output=True, text=True, check=False).stdout
-    found += [f"process {line}" for line in ps.splitlines() if "pgrep" not in line]
+    found += [f"process {line}" for line in ps.splitlines()]
     return found
