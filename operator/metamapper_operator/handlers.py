@@ -15,7 +15,7 @@ import contextlib
 import copy
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import kopf
@@ -27,7 +27,8 @@ from metamapper_operator.builders import (
     SPEC_HASH,
     desired_objects,
 )
-from metamapper_operator.kube import GROUP, PLURAL, VERSION, Kube, KubeError
+from metamapper_operator.health import Health
+from metamapper_operator.kube import GROUP, PLURAL, VERSION, Kube, KubeError, unguarded
 from metamapper_operator.model import SpecError, parse
 from metamapper_operator.references import SecretCache, resolve
 from metamapper_operator.runtime import Config, Key, Runtime
@@ -53,16 +54,31 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo,
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix="metamapper.io", key="last-handled-configuration")
     config = memo.get("config") or Config.from_env(os.environ)
-    kube = await Kube.connect()
+    kube = await Kube.connect(config.identity, memo.get("guard") or unguarded)
     runtime = Runtime(config, kube, SecretCache(kube.read_secret, config.secret_ttl_seconds))
     memo["runtime"] = runtime
     autoscaler = Autoscaler(runtime, lambda key: deployments_of(managed_deployments, key))
     memo["autoscaler"] = autoscaler
+    health: Health | None = memo.get("health")
+    if health is not None:
+        health.checks.append(autoscaler.stalled)
     memo["tasks"] = [
-        asyncio.create_task(resync_loop(runtime, metamappers, managed_deployments,
-                                        managed_configmaps)),
-        asyncio.create_task(autoscaler.run()),
+        asyncio.create_task(supervise("resync loop", lambda: resync_loop(
+            runtime, metamappers, managed_deployments, managed_configmaps))),
+        asyncio.create_task(supervise("autoscaling loop", autoscaler.run)),
     ]
+
+
+async def supervise(name: str, loop: Callable[[], Awaitable[None]]) -> None:
+    """Run a loop forever: one that ends or dies is logged and started again, never
+    silently gone."""
+    while True:
+        try:
+            await loop()
+            log.error("%s ended; starting it again", name)
+        except Exception:
+            log.exception("%s died; starting it again", name)
+        await asyncio.sleep(1.0)
 
 
 @kopf.on.cleanup()
@@ -235,7 +251,7 @@ async def _reconcile_from_indexes(body: kopf.Body, runtime: Runtime,
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-def forget_deleted(type: str, namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+async def forget_deleted(type: str, namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
     """A deleted Metamapper's children go with it (owner references); so does our state."""
     runtime: Runtime | None = memo.get("runtime")
     if type == "DELETED" and runtime is not None:
