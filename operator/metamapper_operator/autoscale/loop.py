@@ -19,6 +19,7 @@ from metamapper_operator import metrics
 from metamapper_operator.autoscale.drain import DELETION_COST, active_tasks, deletion_costs
 from metamapper_operator.autoscale.policy import Bounds, Decision, History, decide
 from metamapper_operator.brokers import Probe, ProbeError, QueueDepth, probe_for
+from metamapper_operator.brokers.base import probe_error
 from metamapper_operator.builders import (
     celery_settings,
     pool_deployment_name,
@@ -33,6 +34,8 @@ from metamapper_operator.status import DeploymentState, PoolScale
 log = logging.getLogger(__name__)
 
 DeploymentsOf = Callable[[Key], Mapping[str, DeploymentState]]
+# Intervals without a finished cycle after which the autoscaler counts as stalled.
+STALLED_CYCLES = 3
 
 
 def backlog_of(pool: Pool, depths: Mapping[str, QueueDepth]) -> int:
@@ -53,6 +56,16 @@ class Measurement:
     error: str | None = None
 
 
+@dataclass(frozen=True)
+class Member:
+    """A pool to scale, with the generation of the spec it was read from."""
+
+    key: Key
+    fleet: Fleet
+    pool: Pool
+    generation: int
+
+
 @dataclass
 class Autoscaler:
     runtime: Runtime
@@ -60,49 +73,84 @@ class Autoscaler:
     clock: Callable[[], float] = time.monotonic
     probes: dict[BrokerAccess, Probe] = field(default_factory=dict)
     history: dict[tuple[Key, str], History] = field(default_factory=dict)
+    finished: float | None = None  # when the last cycle ended (clock), None before one
+
+    @property
+    def cycle_limit(self) -> float:
+        """The longest one cycle may take; past it, it is cancelled (its locks released)."""
+        return max(self.runtime.config.poll_seconds, 30.0)
 
     async def run(self) -> None:
+        self.finished = self.clock()
         while True:
             started = self.clock()
             try:
-                await self.cycle()
+                async with asyncio.timeout(self.cycle_limit):
+                    await self.cycle()
+            except TimeoutError:
+                log.error("autoscaling cycle cancelled after %g s", self.cycle_limit)
             except Exception:
                 # A bug in one cycle must not end autoscaling for every fleet.
                 log.exception("autoscaling cycle failed")
+            else:
+                self.finished = self.clock()
             elapsed = self.clock() - started
             metrics.cycle_seconds.observe(elapsed)
             await asyncio.sleep(max(0.0, self.runtime.config.poll_seconds - elapsed))
+
+    def stalled(self) -> str | None:
+        """A liveness problem when no cycle finished for several intervals."""
+        if self.finished is None:
+            return None
+        late = self.clock() - self.finished
+        allowed = STALLED_CYCLES * self.runtime.config.poll_seconds + self.cycle_limit
+        if late > allowed:
+            return f"no autoscaling cycle finished for {late:.0f} s"
+        return None
 
     async def close(self) -> None:
         for probe in self.probes.values():
             await probe.close()
         self.probes.clear()
 
-    def _groups(self) -> dict[BrokerAccess, list[tuple[Key, Fleet, Pool]]]:
-        groups: dict[BrokerAccess, list[tuple[Key, Fleet, Pool]]] = defaultdict(list)
+    def _groups(self) -> dict[BrokerAccess, list[Member]]:
+        groups: dict[BrokerAccess, list[Member]] = defaultdict(list)
         for key, state in list(self.runtime.fleets.items()):
             fleet, access = state.fleet, state.access
             if fleet is None or access is None or fleet.suspend or state.invalid:
                 continue
             for pool in fleet.pools:
                 if pool.autoscaling.enabled:
-                    groups[access].append((key, fleet, pool))
+                    groups[access].append(Member(key, fleet, pool, state.generation))
         return groups
 
+    def _current(self, member: Member) -> bool:
+        """Whether the spec a decision was made from is still the object's (read under the
+        object's lock: a suspend or new bounds that landed while measuring win)."""
+        state = self.runtime.fleets.get(member.key)
+        return (state is not None and state.fleet is not None and not state.invalid
+                and state.generation == member.generation and not state.fleet.suspend)
+
     async def _measure(self, access: BrokerAccess, queues: set[str]) -> Measurement:
-        probe = self.probes.get(access)
-        if probe is None:
-            probe = self.probes[access] = probe_for(access)
+        """One broker's depths, or its error: whatever goes wrong with one broker (a URL
+        its client library refuses, say) is that broker's alone."""
         labels = (access.transport, access.display.rpartition("@")[2])
         started = self.clock()
+        source = None
         try:
+            probe = self.probes.get(access)
+            if probe is None:
+                probe = self.probes[access] = probe_for(access)
+            source = probe.source
             depths = await probe.measure(queues)
-        except ProbeError as err:
+        except Exception as err:
             metrics.probe_errors.labels(*labels).inc()
-            return Measurement(None, probe.source, str(err))
+            if not isinstance(err, ProbeError):
+                err = probe_error(access, access.display, err)
+            return Measurement(None, source, str(err))
         finally:
             metrics.probe_seconds.labels(*labels).observe(self.clock() - started)
-        return Measurement(depths, probe.source)
+        return Measurement(depths, source)
 
     async def cycle(self) -> None:
         groups = self._groups()
@@ -110,20 +158,22 @@ class Autoscaler:
             await self.probes.pop(stale).close()
         accesses = list(groups)
         measurements = await asyncio.gather(*(
-            self._measure(a, {q for _, _, pool in groups[a] for q in pool.queues})
+            self._measure(a, {q for member in groups[a] for q in member.pool.queues})
             for a in accesses))
         seen: set[Key] = set()
         changed: dict[Key, None] = {}  # ordered, so statuses are written in a stable order
         for access, measurement in zip(accesses, measurements, strict=True):
-            for key, fleet, pool in groups[access]:
+            for member in groups[access]:
+                key = member.key
                 seen.add(key)
                 try:
                     async with self.runtime.locks[key]:
-                        if await self._scale_pool(key, fleet, pool, access, measurement):
+                        if self._current(member) and await self._scale_pool(
+                                key, member.fleet, member.pool, access, measurement):
                             changed[key] = None
                 except KubeError as err:  # this pool only; the next cycle tries again
-                    log.warning("scaling pool %s of %s/%s: %s", pool.name, *key, err)
-            for key, _, _ in groups[access]:
+                    log.warning("scaling pool %s of %s/%s: %s", member.pool.name, *key, err)
+            for key in dict.fromkeys(member.key for member in groups[access]):
                 if await self._broker_state(key, measurement.error):
                     changed[key] = None
         # Only objects whose measurements changed need their status rendered again.
@@ -183,7 +233,7 @@ class Autoscaler:
         if backlog is not None:
             metrics.backlog.labels(*labels).set(backlog)
         metrics.desired_replicas.labels(*labels).set(decision.replicas)
-        metrics.current_replicas.labels(*labels).set(decision.replicas)
+        metrics.current_replicas.labels(*labels).set(current)
         return True
 
     async def _resize(self, key: Key, fleet: Fleet, pool: Pool, access: BrokerAccess,
