@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+
+from metamapper_operator.urls import URLError, parse_url
 
 TRANSPORTS = {"redis": "redis", "rediss": "redis", "amqp": "rabbitmq", "amqps": "rabbitmq",
               "pyamqp": "rabbitmq", "sqs": "sqs"}
@@ -141,8 +142,11 @@ class Fleet:
 
 
 def transport_of(url: str) -> str:
-    """redis, rabbitmq or sqs, from a broker URL's scheme."""
-    scheme = urlsplit(url).scheme
+    """redis, rabbitmq or sqs, from a broker URL's scheme; the URL must be readable."""
+    try:
+        scheme = parse_url(url).scheme
+    except URLError as err:
+        raise SpecError("spec.broker", str(err)) from None
     if scheme not in TRANSPORTS:
         raise SpecError("spec.broker", f"unsupported broker URL scheme {scheme!r}; use one of "
                         + ", ".join(f"{s}://" for s in TRANSPORTS))

@@ -12,23 +12,11 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit, urlunsplit
 
 from metamapper_operator.model import Fleet, SecretKeyRef, SpecError, transport_of
+from metamapper_operator.urls import URLError, parse_url, redact
 
 ReadSecret = Callable[[str, str], Awaitable[dict[str, str] | None]]
-
-
-def redact(url: str) -> str:
-    """The URL with any password replaced by ``***``."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 @dataclass(frozen=True)
@@ -86,6 +74,11 @@ async def resolve(fleet: Fleet, read: ReadSecret) -> BrokerAccess:
         url = url.strip()
     else:
         url, transport = str(broker.url), str(broker.transport)
+    if broker.rabbitmq_management_url:
+        try:
+            parse_url(broker.rabbitmq_management_url)
+        except URLError as err:
+            raise SpecError("spec.broker.rabbitmq.managementURL", str(err)) from None
     lock = fleet.scheduler.lock
     if fleet.scheduler.enabled and transport != "redis" and not (
             lock.redis_url or lock.redis_url_secret):
@@ -98,8 +91,8 @@ async def resolve(fleet: Fleet, read: ReadSecret) -> BrokerAccess:
     user, password = await _pair(read, ns, broker.rabbitmq_credentials,
                                  "spec.broker.rabbitmq.credentialsSecretRef")
     if broker.rabbitmq_management_url and user is None:
-        parts = urlsplit(url)
-        user, password = parts.username, parts.password
+        parsed = parse_url(url)
+        user, password = parsed.username, parsed.password
     key_id, secret_key = await _pair(read, ns, broker.sqs_credentials,
                                      "spec.broker.sqs.credentialsSecretRef")
     return BrokerAccess(

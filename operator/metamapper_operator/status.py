@@ -126,9 +126,12 @@ def _conditions(obs: Observed) -> list[dict[str, Any]]:
         degraded = _condition("Degraded", False, "AsExpected", "no problems")
     if fleet.suspend:
         ready = _condition("Ready", False, "Suspended", "spec.suspend is true")
-    elif obs.failure or missing or unsettled:
-        ready = _condition("Ready", False, progressing["reason"] if not obs.failure
-                           else "ApplyFailed", obs.failure or progressing["message"])
+    elif obs.failure:
+        ready = _condition("Ready", False, "ApplyFailed", obs.failure)
+    elif obs.broker_error:  # pools cannot follow their queues: not ready (as KEDA says)
+        ready = _condition("Ready", False, "BrokerUnreachable", obs.broker_error)
+    elif missing or unsettled:
+        ready = _condition("Ready", False, progressing["reason"], progressing["message"])
     else:
         ready = _condition("Ready", True, "Ready", "every pool and the scheduler are ready")
     conditions = [ready, progressing, degraded,

@@ -16,8 +16,8 @@ from metamapper_operator.builders import (
     scheduler_env,
 )
 from metamapper_operator.model import SpecError, parse
-from metamapper_operator.references import redact
 from metamapper_operator.status import DeploymentState, Observed, changes, render
+from metamapper_operator.urls import redact
 
 BODY: dict[str, Any] = {
     "metadata": {"namespace": "ns", "name": "mm", "uid": "u-1", "generation": 3},

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Protocol
-from urllib.parse import quote, unquote, urlsplit
 
 from metamapper_operator.references import BrokerAccess
+from metamapper_operator.urls import secrets_in
 
 #: Seconds one ``measure()`` (or connecting for it) may take before it fails.
 DEFAULT_TIMEOUT = 5.0
@@ -52,10 +52,9 @@ class Probe(Protocol):
 
 def secrets_of(access: BrokerAccess) -> list[str]:
     """Every credential ``access`` holds, in the spellings an error message may show."""
-    password = urlsplit(access.url).password
-    found = [access.url, access.management_password, access.aws_secret_access_key]
-    if password:
-        found += [password, unquote(password), quote(unquote(password), safe="")]
+    found = [*secrets_in(access.url), *secrets_in(access.management_url or ""),
+             access.management_password, access.aws_access_key_id,
+             access.aws_secret_access_key]
     return [secret for secret in found if secret]
 
 
