@@ -27,8 +27,8 @@ from typing import Any
 
 import pytest
 import yaml
-from devenv.controlplane import ControlPlane, tool_dirs
 
+from devenv.controlplane import ControlPlane, tool_dirs
 from tests.conftest import REPO, Cluster
 
 CHART = REPO / "charts" / "metamapper-operator"

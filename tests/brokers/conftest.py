@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from celery import Celery
 
+from devenv.controlplane import free_port
 from metamapper.celery import MetamapperCelery
 from metamapper.defaults import SETTINGS
-from devenv.controlplane import free_port
 from tests.conftest import REPO
 from tests.tasks.conftest import Process
 

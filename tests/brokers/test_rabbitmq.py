@@ -9,8 +9,8 @@ import amqp
 import pytest
 from celery import Celery
 
-from metamapper_operator.brokers import Probe, ProbeError, QueueDepth, probe_for
 from devenv import services
+from metamapper_operator.brokers import Probe, ProbeError, QueueDepth, probe_for
 from metamapper_operator.references import BrokerAccess
 from tests.brokers.relay import relay
 from tests.conftest import RabbitMQ

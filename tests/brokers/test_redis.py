@@ -13,11 +13,11 @@ import pytest
 import redis
 from celery import Celery
 
-from metamapper_operator.brokers import ProbeError, QueueDepth, probe_for
-from metamapper_operator.brokers.redis import RedisProbe
 from devenv import services
 from devenv.controlplane import free_port
 from devenv.processes import stop_groups
+from metamapper_operator.brokers import ProbeError, QueueDepth, probe_for
+from metamapper_operator.brokers.redis import RedisProbe
 from metamapper_operator.references import BrokerAccess
 from tests.brokers.relay import relay
 from tests.helpers import wait_until

@@ -20,8 +20,8 @@ from typing import Any
 import kmock
 import pytest
 
-from metamapper_operator.builders import MANAGER
 from devenv.stack import Daemon
+from metamapper_operator.builders import MANAGER
 from metamapper_operator.kube import GROUP, PLURAL, VERSION
 from tests.conftest import Cluster
 from tests.helpers import wait_until

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from tests.helpers import wait_until
 
 BIN = Path(sys.executable).parent

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
+
 from tests.helpers import wait_until
 
 BIN = Path(sys.executable).parent

@@ -15,9 +15,9 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import psycopg
-from tests.helpers import wait_until
 
 from metamapper.metastore import connect, datastores, heartbeats, revisions, runs
+from tests.helpers import wait_until
 
 BIN = Path(sys.executable).parent
 Env = Callable[..., dict[str, str]]
