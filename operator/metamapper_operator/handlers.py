@@ -26,6 +26,7 @@ from metamapper_operator.builders import (
     MANAGED_SELECTOR,
     SPEC_HASH,
     desired_objects,
+    scheduler_held,
 )
 from metamapper_operator.health import Health
 from metamapper_operator.kube import GROUP, PLURAL, VERSION, Kube, KubeError, unguarded
@@ -173,6 +174,10 @@ async def _reconcile(body: kopf.Body, runtime: Runtime, key: Key,
         await runtime.publish(key, deployments, seen_status)
         return
     state.fleet, state.access, state.invalid = fleet, access, None
+    held = scheduler_held(fleet, access.transport)
+    if held and state.held != held:
+        await runtime.kube.event(body.metadata, "Warning", "SchedulerHeld", held)
+    state.held = held
     desired = desired_objects(fleet, access.transport, {
         n: runtime.replicas(key, n, d.replicas) for n, d in deployments.items()})
     existing = {**{("Deployment", n): d.spec_hash for n, d in deployments.items()},

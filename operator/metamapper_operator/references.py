@@ -80,11 +80,6 @@ async def resolve(fleet: Fleet, read: ReadSecret) -> BrokerAccess:
         except URLError as err:
             raise SpecError("spec.broker.rabbitmq.managementURL", str(err)) from None
     lock = fleet.scheduler.lock
-    if fleet.scheduler.enabled and transport != "redis" and not (
-            lock.redis_url or lock.redis_url_secret):
-        raise SpecError("spec.scheduler.lock.redisURL", "the scheduler's single-beat lock "
-                        f"needs Redis; the broker is {transport}: set redisURL or "
-                        "redisURLSecretRef")
     if lock.redis_url_secret is not None:
         await _secret_value(read, ns, lock.redis_url_secret,
                             "spec.scheduler.lock.redisURLSecretRef")

@@ -60,6 +60,7 @@ class FleetState:
     invalid: str | None = None
     failure: str | None = None
     broker_error: str | None = None
+    held: str | None = None  # why the scheduler is held back (a Warning event was posted)
     scaling: dict[str, PoolScale] = field(default_factory=dict)
     status: Mapping[str, Any] | None = None  # as last written or seen
 

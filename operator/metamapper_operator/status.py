@@ -11,7 +11,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from metamapper_operator.builders import pool_deployment_name, scheduler_deployment_name
+from metamapper_operator.builders import (
+    pool_deployment_name,
+    scheduler_deployment_name,
+    scheduler_held,
+)
 from metamapper_operator.model import Fleet
 
 CONDITION_TYPES = ("Ready", "Progressing", "Degraded", "InvalidSpec", "BrokerUnreachable")
@@ -86,11 +90,17 @@ def _pools(obs: Observed, fleet: Fleet) -> list[dict[str, Any]]:
     return pools
 
 
+def _held(obs: Observed, fleet: Fleet) -> str | None:
+    return scheduler_held(fleet, obs.transport) if obs.transport else None
+
+
 def _scheduler(obs: Observed, fleet: Fleet) -> dict[str, Any]:
     dep = (obs.deployments or {}).get(scheduler_deployment_name(fleet))
     replicas, ready = (dep.replicas, dep.ready) if dep else (0, 0)
     if not fleet.scheduler.enabled:
         state = "Disabled"
+    elif _held(obs, fleet):
+        state = "Held"
     elif fleet.suspend:
         state = "Suspended"
     else:
@@ -107,7 +117,8 @@ def _conditions(obs: Observed) -> list[dict[str, Any]]:
                 _condition("InvalidSpec", True, "InvalidSpec", message)]
     fleet, deployments = obs.fleet, obs.deployments or {}
     expected = [pool_deployment_name(fleet, p) for p in fleet.pools]
-    if fleet.scheduler.enabled:
+    held = _held(obs, fleet)
+    if fleet.scheduler.enabled and not held:
         expected.append(scheduler_deployment_name(fleet))
     missing = [n for n in expected if n not in deployments]
     unsettled = [n for n in expected if n in deployments and not deployments[n].settled]
@@ -122,6 +133,8 @@ def _conditions(obs: Observed) -> list[dict[str, Any]]:
         degraded = _condition("Degraded", True, "ApplyFailed", obs.failure)
     elif obs.broker_error:
         degraded = _condition("Degraded", True, "BrokerUnreachable", obs.broker_error)
+    elif held:
+        degraded = _condition("Degraded", True, "SchedulerHeld", held)
     else:
         degraded = _condition("Degraded", False, "AsExpected", "no problems")
     if fleet.suspend:
@@ -130,6 +143,8 @@ def _conditions(obs: Observed) -> list[dict[str, Any]]:
         ready = _condition("Ready", False, "ApplyFailed", obs.failure)
     elif obs.broker_error:  # pools cannot follow their queues: not ready (as KEDA says)
         ready = _condition("Ready", False, "BrokerUnreachable", obs.broker_error)
+    elif held:
+        ready = _condition("Ready", False, "SchedulerHeld", held)
     elif missing or unsettled:
         ready = _condition("Ready", False, progressing["reason"], progressing["message"])
     else:
