@@ -32,7 +32,7 @@ from metamapper_operator.health import Health
 from metamapper_operator.kube import GROUP, PLURAL, VERSION, Kube, KubeError, unguarded
 from metamapper_operator.model import SpecError, parse
 from metamapper_operator.references import SecretCache, resolve
-from metamapper_operator.runtime import Config, Key, Runtime
+from metamapper_operator.runtime import Config, FleetState, Key, Runtime
 from metamapper_operator.status import DeploymentState
 
 log = logging.getLogger(__name__)
@@ -143,12 +143,12 @@ async def reconcile(body: kopf.Body, runtime: Runtime,
     help, PermanentError (until the spec changes) when it cannot.
     """
     key: Key = (body.metadata.namespace or "", body.metadata.name or "")
-    state = runtime.fleets[key]
+    state, lock = runtime.state(key, body.metadata.uid or "")
     seen_status = dict(body.get("status") or {})
-    async with runtime.locks[key]:
+    async with lock:
         state.generation = int(body.metadata.get("generation", 0))
         try:
-            await _reconcile(body, runtime, key, deployments, configmaps, seen_status)
+            await _reconcile(body, runtime, state, key, deployments, configmaps, seen_status)
         except KubeError as err:
             if state.failure != str(err):
                 await runtime.kube.event(body.metadata, "Warning", "ApplyFailed", str(err))
@@ -160,10 +160,9 @@ async def reconcile(body: kopf.Body, runtime: Runtime,
             raise kopf.PermanentError(str(err)) from None
 
 
-async def _reconcile(body: kopf.Body, runtime: Runtime, key: Key,
+async def _reconcile(body: kopf.Body, runtime: Runtime, state: FleetState, key: Key,
                      deployments: dict[str, DeploymentState], configmaps: dict[str, str],
                      seen_status: dict[str, Any]) -> None:
-    state = runtime.fleets[key]
     try:
         fleet = parse(body)
         access = await resolve(fleet, runtime.secrets.read)
@@ -270,10 +269,11 @@ async def child_changed(namespace: str, labels: Mapping[str, str], memo: kopf.Me
     """Reflect a child's readiness in its owner's status as soon as it changes."""
     runtime: Runtime | None = memo.get("runtime")
     key: Key = (namespace, labels.get(LABEL_INSTANCE, ""))
-    if runtime is None or key not in runtime.fleets:
+    lock = runtime.locks.get(key) if runtime is not None else None
+    if runtime is None or lock is None:
         return
     try:
-        async with runtime.locks[key]:
+        async with lock:
             await runtime.publish(key, deployments_of(managed_deployments, key))
     except KubeError as err:  # the next event or resync writes it
         log.warning("status of %s/%s: %s", *key, err)

@@ -103,16 +103,30 @@ class SecretCache:
     """Secret reads with a time-to-live, so periodic resyncs do not read every time.
 
     A missing Secret is not cached: the object waiting for it recovers on the next
-    resync after it is created.
+    resync after it is created. Entries not read again within the time-to-live are
+    dropped (swept at most once per time-to-live), so the cache holds only the Secrets
+    that objects still use.
     """
 
     def __init__(self, read: ReadSecret, ttl: float, clock: Callable[[], float] = time.monotonic
                  ) -> None:
         self._read, self._ttl, self._clock = read, ttl, clock
         self._entries: dict[tuple[str, str], tuple[float, dict[str, str]]] = {}
+        self._swept = clock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _sweep(self, now: float) -> None:
+        if now - self._swept < self._ttl:
+            return
+        self._swept = now
+        for key in [k for k, (at, _) in self._entries.items() if now - at >= self._ttl]:
+            del self._entries[key]
 
     async def read(self, namespace: str, name: str) -> dict[str, str] | None:
         key = (namespace, name)
+        self._sweep(self._clock())
         entry = self._entries.get(key)
         if entry is not None and self._clock() - entry[0] < self._ttl:
             return entry[1]

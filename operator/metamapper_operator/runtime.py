@@ -9,11 +9,11 @@ from __future__ import annotations
 import asyncio
 import datetime
 import time
-from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from metamapper_operator import metrics
 from metamapper_operator.kube import Kube
 from metamapper_operator.model import Fleet
 from metamapper_operator.references import BrokerAccess, SecretCache
@@ -54,6 +54,7 @@ class Config:
 class FleetState:
     """What the reconciler learned of one Metamapper, for the status and the autoscaler."""
 
+    uid: str = ""
     generation: int = 0
     fleet: Fleet | None = None
     access: BrokerAccess | None = None
@@ -67,12 +68,25 @@ class FleetState:
 
 @dataclass
 class Runtime:
+    """State by Metamapper. Only the reconciler creates an object's state (:meth:`state`);
+    everyone else looks it up and skips an object that has none, so nothing brings back
+    the state of a deleted object, and a re-created one (a new uid) starts afresh."""
+
     config: Config
     kube: Kube
     secrets: SecretCache
-    fleets: dict[Key, FleetState] = field(default_factory=lambda: defaultdict(FleetState))
-    locks: dict[Key, asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
+    fleets: dict[Key, FleetState] = field(default_factory=dict)
+    locks: dict[Key, asyncio.Lock] = field(default_factory=dict)
     scaled: dict[tuple[Key, str], tuple[int, float]] = field(default_factory=dict)
+
+    def state(self, key: Key, uid: str) -> tuple[FleetState, asyncio.Lock]:
+        """The state and lock of the object ``key`` with ``uid``; a new object's are new."""
+        state = self.fleets.get(key)
+        if state is None or state.uid != uid:
+            self.forget(key)
+            state = self.fleets[key] = FleetState(uid=uid)
+            self.locks[key] = asyncio.Lock()
+        return state, self.locks[key]
 
     def note_scale(self, key: Key, deployment: str, replicas: int) -> None:
         """Remember a size just set, until the watch index shows it."""
@@ -87,16 +101,19 @@ class Runtime:
         return indexed
 
     def forget(self, key: Key) -> None:
-        """Drop everything about a Metamapper that is gone."""
+        """Drop everything about a Metamapper that is gone, its metric series too."""
         self.fleets.pop(key, None)
         self.locks.pop(key, None)
         for noted in [k for k in self.scaled if k[0] == key]:
             del self.scaled[noted]
+        metrics.forget(*key)
 
     async def publish(self, key: Key, deployments: Mapping[str, Any],
                       seen_status: Mapping[str, Any] | None = None) -> None:
         """Render the status of ``key`` and write it if it differs from the last one."""
-        state = self.fleets[key]
+        state = self.fleets.get(key)
+        if state is None:  # deleted meanwhile
+            return
         if seen_status is not None and state.status is None:
             state.status = seen_status
         previous = state.status or {}

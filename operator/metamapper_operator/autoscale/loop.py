@@ -72,7 +72,8 @@ class Autoscaler:
     deployments_of: DeploymentsOf
     clock: Callable[[], float] = time.monotonic
     probes: dict[BrokerAccess, Probe] = field(default_factory=dict)
-    history: dict[tuple[Key, str], History] = field(default_factory=dict)
+    # By (uid, pool): a re-created object (same name, new uid) starts without history.
+    history: dict[tuple[str, str], History] = field(default_factory=dict)
     finished: float | None = None  # when the last cycle ended (clock), None before one
 
     @property
@@ -160,14 +161,17 @@ class Autoscaler:
         measurements = await asyncio.gather(*(
             self._measure(a, {q for member in groups[a] for q in member.pool.queues})
             for a in accesses))
-        seen: set[Key] = set()
+        seen: set[str] = set()
         changed: dict[Key, None] = {}  # ordered, so statuses are written in a stable order
         for access, measurement in zip(accesses, measurements, strict=True):
             for member in groups[access]:
                 key = member.key
-                seen.add(key)
+                seen.add(member.fleet.uid)
+                lock = self.runtime.locks.get(key)
+                if lock is None:  # deleted meanwhile
+                    continue
                 try:
-                    async with self.runtime.locks[key]:
+                    async with lock:
                         if self._current(member) and await self._scale_pool(
                                 key, member.fleet, member.pool, access, measurement):
                             changed[key] = None
@@ -178,8 +182,11 @@ class Autoscaler:
                     changed[key] = None
         # Only objects whose measurements changed need their status rendered again.
         for key in changed:
+            lock = self.runtime.locks.get(key)
+            if lock is None:
+                continue
             try:
-                async with self.runtime.locks[key]:
+                async with lock:
                     await self.runtime.publish(key, self.deployments_of(key))
             except KubeError as err:
                 log.warning("status of %s/%s: %s", *key, err)
@@ -188,8 +195,8 @@ class Autoscaler:
 
     async def _broker_state(self, key: Key, error: str | None) -> bool:
         """Record whether the broker answered; True when that changed."""
-        state = self.runtime.fleets[key]
-        if error == state.broker_error:
+        state = self.runtime.fleets.get(key)
+        if state is None or error == state.broker_error:
             return False
         if error and not state.broker_error:
             await self._event(key, "Warning", "BrokerUnreachable",
@@ -200,8 +207,8 @@ class Autoscaler:
         return True
 
     async def _event(self, key: Key, kind: str, reason: str, message: str) -> None:
-        state = self.runtime.fleets[key]
-        uid = state.fleet.uid if state.fleet else None
+        state = self.runtime.fleets.get(key)
+        uid = state.uid if state else None
         await self.runtime.kube.event({"namespace": key[0], "name": key[1], "uid": uid},
                                       kind, reason, message)
 
@@ -215,9 +222,9 @@ class Autoscaler:
         current = self.runtime.replicas(key, name, dep.replicas)
         backlog = None if measurement.depths is None else backlog_of(pool, measurement.depths)
         decision = decide(Bounds.of(pool), current, backlog, self.clock(),
-                          self.history.get((key, pool.name), History()))
-        self.history[(key, pool.name)] = decision.history
-        state = self.runtime.fleets[key]
+                          self.history.get((fleet.uid, pool.name), History()))
+        self.history[(fleet.uid, pool.name)] = decision.history
+        state = self.runtime.fleets[key]  # present: checked under the lock
         previous = state.scaling.get(pool.name)
         scale = PoolScale(backlog, measurement.source, decision.replicas,
                           previous.last_scale_time if previous else None,

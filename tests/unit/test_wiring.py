@@ -1,0 +1,177 @@
+"""The autoscaler and the runtime wired together over a fake Kube edge and a fake probe:
+deleted objects leave nothing behind, decisions from an older spec are dropped, and the
+liveness check and loop supervision work. (The real thing: tests/operator.)"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import REGISTRY
+
+from metamapper_operator import metrics
+from metamapper_operator.autoscale.loop import Autoscaler
+from metamapper_operator.brokers import QueueDepth
+from metamapper_operator.handlers import supervise
+from metamapper_operator.model import parse
+from metamapper_operator.references import BrokerAccess, SecretCache
+from metamapper_operator.runtime import Config, Key, Runtime
+from metamapper_operator.status import DeploymentState
+from tests.unit.test_builders import BODY
+
+KEY: Key = ("wiring", "mm")
+ACCESS = BrokerAccess("redis", "redis://r:6379/0")
+
+
+@dataclass
+class FakeKube:
+    scaled: list[tuple[str, int]] = field(default_factory=list)
+    events: list[str] = field(default_factory=list)
+    statuses: int = 0
+
+    async def scale(self, namespace: str, name: str, replicas: int) -> None:
+        self.scaled.append((name, replicas))
+
+    async def event(self, involved: Mapping[str, Any], type: str, reason: str,
+                    message: str) -> None:
+        self.events.append(reason)
+
+    async def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        self.statuses += 1
+
+    async def read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
+        return None
+
+
+@dataclass
+class FakeProbe:
+    """Reports ``waiting`` on every queue; runs ``during`` while "measuring"."""
+
+    waiting: int
+    during: Any = None
+    source: str = "fake"
+    round_trips: int = 0
+
+    async def measure(self, queues: Collection[str]) -> dict[str, QueueDepth]:
+        if self.during is not None:
+            self.during()
+        return {queue: QueueDepth(self.waiting, 0) for queue in queues}
+
+    async def close(self) -> None:
+        pass
+
+
+def setup(uid: str = "u-1", waiting: int = 9) -> tuple[Runtime, FakeKube, Autoscaler]:
+    kube = FakeKube()
+    runtime = Runtime(Config(poll_seconds=1), kube, SecretCache(kube.read_secret, 60))  # type: ignore[arg-type]
+    adopt(runtime, uid)
+    autoscaler = Autoscaler(runtime, lambda key: {
+        "mm-default": DeploymentState("mm-default", "h", 1)} if key in runtime.fleets else {})
+    autoscaler.probes[ACCESS] = FakeProbe(waiting)
+    return runtime, kube, autoscaler
+
+
+def adopt(runtime: Runtime, uid: str, generation: int = 3) -> None:
+    """What the reconciler does for an object: its state, from its spec."""
+    raw = copy.deepcopy(BODY)
+    raw["metadata"].update(namespace=KEY[0], name=KEY[1], uid=uid, generation=generation)
+    state, _ = runtime.state(KEY, uid)
+    state.fleet, state.access, state.generation = parse(raw), ACCESS, generation
+
+
+def series(name: str) -> float | None:
+    return REGISTRY.get_sample_value(name, {"namespace": KEY[0], "metamapper": KEY[1],
+                                            "pool": "default"})
+
+
+def test_a_deleted_object_leaves_no_state_no_series_and_no_zombie() -> None:
+    async def scenario() -> None:
+        runtime, kube, autoscaler = setup()
+        await autoscaler.cycle()
+        assert kube.scaled == [("mm-default", 5)]
+        assert series("metamapper_pool_backlog") == 18  # 9 on each of its two queues
+        assert series("metamapper_pool_current_replicas") == 1  # the size, not the desired
+
+        runtime.forget(KEY)
+        assert series("metamapper_pool_backlog") is None
+        assert series("metamapper_scale_events_total") is None
+        await autoscaler.cycle()                    # nothing brings the state back
+        await runtime.publish(KEY, {})
+        assert runtime.fleets == {} and runtime.locks == {} and autoscaler.history == {}
+
+    asyncio.run(scenario())
+
+
+def test_a_recreated_object_starts_afresh() -> None:
+    async def scenario() -> None:
+        runtime, _, autoscaler = setup("u-1")
+        await autoscaler.cycle()
+        old = runtime.fleets[KEY]
+        assert old.scaling and ("u-1", "default") in autoscaler.history
+        adopt(runtime, "u-2")                       # same name, new object
+        assert runtime.fleets[KEY] is not old and not runtime.fleets[KEY].scaling
+        await autoscaler.cycle()
+        assert set(autoscaler.history) == {("u-2", "default")}
+
+    asyncio.run(scenario())
+
+
+def test_a_decision_from_an_older_spec_is_dropped() -> None:
+    async def scenario() -> None:
+        runtime, kube, autoscaler = setup()
+
+        def suspended_meanwhile() -> None:
+            # The reconciler takes the new spec while the broker is being measured.
+            adopt(runtime, "u-1", generation=4)
+            state = runtime.fleets[KEY]
+            assert state.fleet is not None
+            state.fleet = parse({**copy.deepcopy(BODY), "spec": {
+                **copy.deepcopy(BODY["spec"]), "suspend": True}})
+
+        autoscaler.probes[ACCESS] = FakeProbe(9, during=suspended_meanwhile)
+        await autoscaler.cycle()
+        assert kube.scaled == []
+
+    asyncio.run(scenario())
+
+
+def test_liveness_reports_an_autoscaler_that_stopped_finishing_cycles() -> None:
+    now = [0.0]
+    runtime, _, autoscaler = setup()
+    autoscaler.clock = lambda: now[0]
+    assert autoscaler.stalled() is None               # not started yet
+    autoscaler.finished = 0.0
+    now[0] = autoscaler.cycle_limit + 2               # within a few intervals
+    assert autoscaler.stalled() is None
+    now[0] = autoscaler.cycle_limit + 4 * runtime.config.poll_seconds
+    assert "no autoscaling cycle finished" in (autoscaler.stalled() or "")
+
+
+def test_a_loop_that_dies_is_started_again() -> None:
+    async def scenario() -> int:
+        runs = 0
+
+        async def dies() -> None:
+            nonlocal runs
+            runs += 1
+            if runs < 3:
+                raise RuntimeError("boom")
+            await asyncio.sleep(3600)
+
+        task = asyncio.create_task(supervise("test loop", dies))
+        while runs < 3:
+            await asyncio.sleep(0.1)
+        task.cancel()
+        return runs
+
+    assert asyncio.run(scenario()) == 3
+
+
+def test_metrics_forget_only_touches_its_object() -> None:
+    metrics.backlog.labels("other", "mm", "default").set(1)
+    metrics.forget(*KEY)
+    assert REGISTRY.get_sample_value("metamapper_pool_backlog", {
+        "namespace": "other", "metamapper": "mm", "pool": "default"}) == 1
