@@ -14,6 +14,11 @@ from typing import Any
 
 from metamapper_operator.urls import URLError, parse_url
 
+# The worker image's own task_time_limit (tasks/metamapper/defaults.py), in force unless
+# celery.settings declares another; a pool's default grace lets a warm shutdown outlast it.
+WORKER_TASK_TIME_LIMIT = 1200
+DEFAULT_GRACE_SECONDS = WORKER_TASK_TIME_LIMIT + 60
+
 TRANSPORTS = {"redis": "redis", "rediss": "redis", "amqp": "rabbitmq", "amqps": "rabbitmq",
               "pyamqp": "rabbitmq", "sqs": "sqs"}
 
@@ -63,7 +68,7 @@ class Pool:
     min_replicas: int = 1
     max_replicas: int = 10
     resources: Mapping[str, Any] = field(default_factory=dict)
-    termination_grace_period_seconds: int = 300
+    termination_grace_period_seconds: int = DEFAULT_GRACE_SECONDS
     extra_args: tuple[str, ...] = ()
     autoscaling: Autoscaling = field(default_factory=Autoscaling)
 

@@ -12,13 +12,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from metamapper_operator.builders import (
+    celery_settings,
     pool_deployment_name,
     scheduler_deployment_name,
     scheduler_held,
 )
-from metamapper_operator.model import Fleet
+from metamapper_operator.model import WORKER_TASK_TIME_LIMIT, Fleet
 
-CONDITION_TYPES = ("Ready", "Progressing", "Degraded", "InvalidSpec", "BrokerUnreachable")
+CONDITION_TYPES = ("Ready", "Progressing", "Degraded", "InvalidSpec", "BrokerUnreachable",
+                   "GracePeriodTooShort")
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,26 @@ def _pools(obs: Observed, fleet: Fleet) -> list[dict[str, Any]]:
     return pools
 
 
+def short_grace(fleet: Fleet) -> str | None:
+    """Pools whose grace period is below the task time limit in force, or None.
+
+    A worker stopped before its task's time limit kills the task; its message then waits
+    in the broker for the visibility timeout before anyone runs it again.
+    """
+    raw = celery_settings(fleet).get("task_time_limit", WORKER_TASK_TIME_LIMIT)
+    try:
+        limit = float(raw)
+    except (TypeError, ValueError):
+        return None
+    short = [f"{p.name} ({p.termination_grace_period_seconds} s)" for p in fleet.pools
+             if p.termination_grace_period_seconds < limit]
+    if not short:
+        return None
+    return (f"terminationGracePeriodSeconds below the task time limit ({limit:g} s) in pool "
+            + ", ".join(short) + ": a task still running at the end of the grace period is "
+            "killed and waits for the visibility timeout")
+
+
 def _held(obs: Observed, fleet: Fleet) -> str | None:
     return scheduler_held(fleet, obs.transport) if obs.transport else None
 
@@ -151,6 +173,10 @@ def _conditions(obs: Observed) -> list[dict[str, Any]]:
         ready = _condition("Ready", True, "Ready", "every pool and the scheduler are ready")
     conditions = [ready, progressing, degraded,
                   _condition("InvalidSpec", False, "Valid", "the spec is valid")]
+    grace = short_grace(fleet)
+    conditions.append(_condition("GracePeriodTooShort", grace is not None,
+                                 "BelowTaskTimeLimit" if grace else "AboveTaskTimeLimit",
+                                 grace or "every pool's grace period covers the task time limit"))
     if obs.broker_error is not None:
         conditions.append(_condition("BrokerUnreachable", True, "ProbeFailed", obs.broker_error))
     elif obs.scaling:

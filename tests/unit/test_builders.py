@@ -153,3 +153,18 @@ def test_status_keeps_transition_times_and_patches_only_changes() -> None:
 ])
 def test_redact(url: str, shown: str) -> None:
     assert redact(url) == shown
+
+
+def test_default_grace_outlasts_the_workers_task_time_limit_and_a_short_one_is_reported(
+        ) -> None:
+    conditions = {c["type"]: c for c in render(Observed(3, "t", parse(BODY), "redis"), {})[
+        "conditions"]}
+    assert conditions["GracePeriodTooShort"]["status"] == "False"
+    pools = [{"name": "default", "queues": ["default"], "terminationGracePeriodSeconds": 300},
+             {"name": "long", "queues": ["long"], "terminationGracePeriodSeconds": 3000}]
+    short = parse(body(pools=pools, celery={"settings": {"task_time_limit": 2400}}))
+    conditions = {c["type"]: c for c in render(Observed(3, "t", short, "redis"), {})[
+        "conditions"]}
+    grace = conditions["GracePeriodTooShort"]
+    assert grace["status"] == "True" and "default (300 s)" in grace["message"]
+    assert "2400" in grace["message"] and "long" not in grace["message"]
