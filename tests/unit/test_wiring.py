@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from prometheus_client import REGISTRY
 
 from metamapper_operator import metrics
+from metamapper_operator.autoscale import loop
+from metamapper_operator.autoscale.drain import DELETION_COST, IDLE_COST, SILENT_COST
 from metamapper_operator.autoscale.loop import Autoscaler
 from metamapper_operator.brokers import QueueDepth
 from metamapper_operator.handlers import supervise
@@ -31,6 +35,7 @@ class FakeKube:
     scaled: list[tuple[str, int]] = field(default_factory=list)
     events: list[str] = field(default_factory=list)
     statuses: int = 0
+    pods: dict[str, dict[str, str]] = field(default_factory=dict)  # annotations by pod
 
     async def scale(self, namespace: str, name: str, replicas: int) -> None:
         self.scaled.append((name, replicas))
@@ -44,6 +49,18 @@ class FakeKube:
 
     async def read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
         return None
+
+    async def list_pods(self, namespace: str, labels: Mapping[str, str]
+                        ) -> dict[str, dict[str, str]]:
+        return {pod: dict(annotations) for pod, annotations in self.pods.items()}
+
+    async def annotate_pod(self, namespace: str, name: str,
+                           annotations: Mapping[str, str | None]) -> None:
+        for key, value in annotations.items():
+            if value is None:
+                self.pods[name].pop(key, None)
+            else:
+                self.pods[name][key] = value
 
 
 @dataclass
@@ -64,12 +81,15 @@ class FakeProbe:
         pass
 
 
-def setup(uid: str = "u-1", waiting: int = 9) -> tuple[Runtime, FakeKube, Autoscaler]:
+def setup(uid: str = "u-1", waiting: int = 9, replicas: int = 1
+          ) -> tuple[Runtime, FakeKube, Autoscaler]:
     kube = FakeKube()
-    runtime = Runtime(Config(poll_seconds=1), kube, SecretCache(kube.read_secret, 60))  # type: ignore[arg-type]
+    runtime = Runtime(Config(poll_seconds=1), kube,  # type: ignore[arg-type]
+                      SecretCache(kube.read_secret, 60))
     adopt(runtime, uid)
     autoscaler = Autoscaler(runtime, lambda key: {
-        "mm-default": DeploymentState("mm-default", "h", 1)} if key in runtime.fleets else {})
+        "mm-default": DeploymentState("mm-default", "h", replicas)}
+        if key in runtime.fleets else {})
     autoscaler.probes[ACCESS] = FakeProbe(waiting)
     return runtime, kube, autoscaler
 
@@ -175,3 +195,36 @@ def test_metrics_forget_only_touches_its_object() -> None:
     metrics.forget(*KEY)
     assert REGISTRY.get_sample_value("metamapper_pool_backlog", {
         "namespace": "other", "metamapper": "mm", "pool": "default"}) == 1
+
+
+async def _answers(active: dict[str, int] | None, *_: object) -> dict[str, int] | None:
+    return active
+
+
+def test_scale_down_never_goes_below_the_busy_pods_and_silent_pods_rank_between(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    async def scenario() -> None:
+        runtime, kube, autoscaler = setup(waiting=0, replicas=4)
+        kube.pods = {"p-idle": {}, "p-busy": {}, "p-busier": {}, "p-silent": {}}
+        # p-silent did not answer the inspection in time.
+        monkeypatch.setattr(loop, "active_tasks", functools.partial(
+            _answers, {"p-idle": 0, "p-busy": 1, "p-busier": 2}))
+        state = runtime.fleets[KEY]
+        assert state.fleet is not None
+        pool = state.fleet.pools[0]
+        # Backlog 0 wants 1 pod (minReplicas) once the window allows it.
+        autoscaler.clock = lambda: 0.0
+        await autoscaler.cycle()
+        autoscaler.clock = lambda: pool.autoscaling.scale_down_stabilization_seconds + 1
+        await autoscaler.cycle()
+        assert kube.scaled == [("mm-default", 2)]       # two pods run tasks
+        costs = {pod: int(a[DELETION_COST]) for pod, a in kube.pods.items()}
+        assert costs["p-idle"] == IDLE_COST < costs["p-silent"] == SILENT_COST
+        assert SILENT_COST < costs["p-busy"] < costs["p-busier"]
+
+        # The workers cannot be asked any more: the costs set above are removed.
+        monkeypatch.setattr(loop, "active_tasks", functools.partial(_answers, None))
+        await autoscaler.cycle()
+        assert all(DELETION_COST not in a for a in kube.pods.values())
+
+    asyncio.run(scenario())

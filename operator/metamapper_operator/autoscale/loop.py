@@ -16,8 +16,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from metamapper_operator import metrics
-from metamapper_operator.autoscale.drain import DELETION_COST, active_tasks, deletion_costs
-from metamapper_operator.autoscale.policy import Bounds, Decision, History, decide
+from metamapper_operator.autoscale.drain import (
+    DELETION_COST,
+    active_tasks,
+    busy,
+    deletion_costs,
+)
+from metamapper_operator.autoscale.policy import Bounds, History, decide
 from metamapper_operator.brokers import Probe, ProbeError, QueueDepth, probe_for
 from metamapper_operator.brokers.base import probe_error
 from metamapper_operator.builders import (
@@ -229,10 +234,15 @@ class Autoscaler:
         scale = PoolScale(backlog, measurement.source, decision.replicas,
                           previous.last_scale_time if previous else None,
                           previous.last_scale_reason if previous else None)
-        if decision.replicas != current:
-            await self._resize(key, fleet, pool, access, name, current, decision)
-            scale = PoolScale(backlog, measurement.source, decision.replicas, now(),
-                              decision.reason)
+        target, reason = decision.replicas, decision.reason
+        if target < current:
+            found_busy = await self._mark_idle_first(fleet, pool, access)
+            if found_busy > target:
+                target = min(current, found_busy)
+                reason += f"; held at {target}: {found_busy} pods are running tasks"
+        if target != current:
+            await self._resize(key, pool, name, current, target, reason)
+            scale = PoolScale(backlog, measurement.source, decision.replicas, now(), reason)
         if scale == previous:
             return False
         state.scaling[pool.name] = scale
@@ -243,27 +253,27 @@ class Autoscaler:
         metrics.current_replicas.labels(*labels).set(current)
         return True
 
-    async def _resize(self, key: Key, fleet: Fleet, pool: Pool, access: BrokerAccess,
-                      name: str, current: int, decision: Decision) -> None:
-        kube = self.runtime.kube
-        if decision.replicas < current:
-            await self._mark_idle_first(fleet, pool, access)
-        await kube.scale(fleet.namespace, name, decision.replicas)
-        self.runtime.note_scale(key, name, decision.replicas)
-        direction = "up" if decision.replicas > current else "down"
+    async def _resize(self, key: Key, pool: Pool, name: str, current: int, target: int,
+                      reason: str) -> None:
+        await self.runtime.kube.scale(key[0], name, target)
+        self.runtime.note_scale(key, name, target)
+        direction = "up" if target > current else "down"
         metrics.scale_events.labels(key[0], key[1], pool.name, direction).inc()
         await self._event(key, "Normal", f"Scaled{direction.capitalize()}",
-                          f"pool {pool.name}: {current} -> {decision.replicas} pods "
-                          f"({decision.reason})")
+                          f"pool {pool.name}: {current} -> {target} pods ({reason})")
 
-    async def _mark_idle_first(self, fleet: Fleet, pool: Pool, access: BrokerAccess) -> None:
+    async def _mark_idle_first(self, fleet: Fleet, pool: Pool, access: BrokerAccess) -> int:
+        """Set each pod's deletion cost from what its worker runs; the pods found busy."""
         kube = self.runtime.kube
         pods = await kube.list_pods(fleet.namespace,
                                     selector_labels(fleet, "worker", pool.name))
         transport_options = celery_settings(fleet).get("broker_transport_options") or {}
         active = await active_tasks(access, transport_options, pool.name, list(pods))
-        if active is None:
-            return
-        for pod, cost in deletion_costs(list(pods), active).items():
-            if pods[pod].get(DELETION_COST) != str(cost):
-                await kube.annotate_pod(fleet.namespace, pod, {DELETION_COST: str(cost)})
+        if active is None:  # cannot ask: costs set earlier would be stale, so they go
+            wanted: dict[str, str | None] = {pod: None for pod in pods}
+        else:
+            wanted = {pod: str(cost) for pod, cost in deletion_costs(list(pods), active).items()}
+        for pod, cost in wanted.items():
+            if pods[pod].get(DELETION_COST) != cost:
+                await kube.annotate_pod(fleet.namespace, pod, {DELETION_COST: cost})
+        return busy(active or {})
