@@ -13,10 +13,54 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from metamapper_operator.model import Fleet, SecretKeyRef, SpecError, transport_of
+from metamapper_operator.model import (
+    WORKER_TASK_TIME_LIMIT,
+    Fleet,
+    SecretKeyRef,
+    SpecError,
+    transport_of,
+)
 from metamapper_operator.urls import URLError, parse_url, redact
 
 ReadSecret = Callable[[str, str], Awaitable[dict[str, str] | None]]
+
+
+@dataclass(frozen=True)
+class RedisLayout:
+    """Where kombu's Redis transport keeps a fleet's messages: the fleet's own transport
+    options (``celery.settings.broker_transport_options``) or kombu's defaults."""
+
+    key_prefix: str = ""
+    priority_steps: tuple[int, ...] = (0, 3, 6, 9)
+    sep: str = "\x06\x16"
+    unacked_key: str = "unacked"
+    unacked_index_key: str = "unacked_index"
+    # An unacknowledged message delivered longer ago than this is not counted as in
+    # flight: no task runs past its hard time limit, so its worker is gone (OOM kill,
+    # node loss) and the message waits for the visibility timeout to be restored.
+    in_flight_max_age: float = float(WORKER_TASK_TIME_LIMIT)
+
+    @classmethod
+    def of(cls, fleet: Fleet) -> RedisLayout:
+        settings = fleet.celery_settings
+        options = settings.get("broker_transport_options") or {}
+        defaults = cls()
+        limit = settings.get("task_time_limit") or WORKER_TASK_TIME_LIMIT
+        visibility = options.get("visibility_timeout") or limit
+        try:
+            return cls(
+                key_prefix=fleet.broker.redis_key_prefix or str(
+                    options.get("global_keyprefix") or ""),
+                priority_steps=tuple(int(step) for step in options.get(
+                    "priority_steps", defaults.priority_steps)),
+                sep=str(options.get("sep", defaults.sep)),
+                unacked_key=str(options.get("unacked_key", defaults.unacked_key)),
+                unacked_index_key=str(options.get("unacked_index_key",
+                                                  defaults.unacked_index_key)),
+                in_flight_max_age=min(float(limit), float(visibility)))
+        except (TypeError, ValueError) as err:
+            raise SpecError("spec.celery.settings.broker_transport_options",
+                            f"unreadable Redis transport option: {err}") from None
 
 
 @dataclass(frozen=True)
@@ -25,7 +69,7 @@ class BrokerAccess:
 
     transport: str
     url: str = field(repr=False)
-    key_prefix: str = ""
+    redis: RedisLayout = RedisLayout()
     management_url: str | None = None
     management_user: str | None = field(default=None, repr=False)
     management_password: str | None = field(default=None, repr=False)
@@ -91,7 +135,8 @@ async def resolve(fleet: Fleet, read: ReadSecret) -> BrokerAccess:
     key_id, secret_key = await _pair(read, ns, broker.sqs_credentials,
                                      "spec.broker.sqs.credentialsSecretRef")
     return BrokerAccess(
-        transport=transport, url=url, key_prefix=broker.redis_key_prefix,
+        transport=transport, url=url,
+        redis=RedisLayout.of(fleet) if transport == "redis" else RedisLayout(),
         management_url=broker.rabbitmq_management_url, management_user=user,
         management_password=password, region=broker.sqs_region,
         queue_name_prefix=broker.sqs_queue_name_prefix,

@@ -50,6 +50,7 @@ class PoolScale:
     desired: int | None = None
     last_scale_time: str | None = None
     last_scale_reason: str | None = None
+    stale_in_flight: int | None = None  # unacknowledged, too old to be running: not counted
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,8 @@ def _pools(obs: Observed, fleet: Fleet) -> list[dict[str, Any]]:
         if scale:
             optional = {"backlog": scale.backlog, "backlogSource": scale.source,
                         "desiredReplicas": scale.desired, "lastScaleTime": scale.last_scale_time,
-                        "lastScaleReason": scale.last_scale_reason}
+                        "lastScaleReason": scale.last_scale_reason,
+                        "staleInFlight": scale.stale_in_flight or None}
             entry.update({k: v for k, v in optional.items() if v is not None})
         pools.append(entry)
     return pools

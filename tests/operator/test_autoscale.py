@@ -150,8 +150,9 @@ def _metric(operator: OperatorProcess, name: str, **labels: str) -> float:
 
 def test_two_objects_on_one_redis_cost_one_measurement_per_cycle(
         cluster: Cluster, namespace: str, operator: OperatorProcess, own_redis: OwnRedis) -> None:
-    """Counted at a Redis server of the test's own: every measurement runs one HVALS (in
-    the same pipelined round trip as the LLENs), so HVALS calls = measurements."""
+    """Counted at a Redis server of the test's own: every measurement runs one EVAL (the
+    unacked count, in the same pipelined round trip as the LLENs), so EVAL calls =
+    measurements."""
     apply(cluster, namespace, redis_fleet(own_redis.url, "one"),
           redis_fleet(own_redis.url, "two"))
     wait_until(lambda: pool_status(cluster, namespace, "one").get("backlog") == 0
@@ -159,13 +160,13 @@ def test_two_objects_on_one_redis_cost_one_measurement_per_cycle(
                what="both objects measured")
     client = redis.Redis.from_url(own_redis.url)
 
-    def hvals_calls() -> int:
-        return int(client.info("commandstats").get("cmdstat_hvals", {}).get("calls", 0))
+    def eval_calls() -> int:
+        return int(client.info("commandstats").get("cmdstat_eval", {}).get("calls", 0))
 
     cycles = "metamapper_autoscale_cycle_seconds_count"
-    before_calls, before_cycles = hvals_calls(), _metric(operator, cycles)
+    before_calls, before_cycles = eval_calls(), _metric(operator, cycles)
     time.sleep(5)
-    calls, cycled = hvals_calls() - before_calls, _metric(operator, cycles) - before_cycles
+    calls, cycled = eval_calls() - before_calls, _metric(operator, cycles) - before_cycles
     assert cycled >= 3
     assert abs(calls - cycled) <= 1, (calls, cycled)  # not 2 per cycle: one per broker
 

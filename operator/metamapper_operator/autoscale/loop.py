@@ -225,7 +225,10 @@ class Autoscaler:
         if dep is None:  # not created yet: the reconciler will
             return False
         current = self.runtime.replicas(key, name, dep.replicas)
-        backlog = None if measurement.depths is None else backlog_of(pool, measurement.depths)
+        depths = measurement.depths
+        backlog = None if depths is None else backlog_of(pool, depths)
+        stale = None if depths is None else sum(
+            depths[queue].stale for queue in pool.queues if queue in depths)
         decision = decide(Bounds.of(pool), current, backlog, self.clock(),
                           self.history.get((fleet.uid, pool.name), History()))
         self.history[(fleet.uid, pool.name)] = decision.history
@@ -233,7 +236,7 @@ class Autoscaler:
         previous = state.scaling.get(pool.name)
         scale = PoolScale(backlog, measurement.source, decision.replicas,
                           previous.last_scale_time if previous else None,
-                          previous.last_scale_reason if previous else None)
+                          previous.last_scale_reason if previous else None, stale)
         target, reason = decision.replicas, decision.reason
         if target < current:
             found_busy = await self._mark_idle_first(fleet, pool, access)
@@ -242,7 +245,8 @@ class Autoscaler:
                 reason += f"; held at {target}: {found_busy} pods are running tasks"
         if target != current:
             await self._resize(key, pool, name, current, target, reason)
-            scale = PoolScale(backlog, measurement.source, decision.replicas, now(), reason)
+            scale = PoolScale(backlog, measurement.source, decision.replicas, now(), reason,
+                              stale)
         if scale == previous:
             return False
         state.scaling[pool.name] = scale

@@ -27,6 +27,8 @@ class QueueDepth:
     """Messages ready to be delivered."""
     in_flight: int | None
     """Messages delivered but not yet acknowledged; ``None`` when the probe cannot tell."""
+    stale: int = 0
+    """Delivered, unacknowledged messages too old to be running (not in ``in_flight``)."""
 
 
 class ProbeError(Exception):
@@ -36,8 +38,10 @@ class ProbeError(Exception):
 class Probe(Protocol):
     """A queue-depth probe for one broker."""
 
-    source: str
-    """How depth is measured, as ``status.pools[].backlogSource`` shows it."""
+    @property
+    def source(self) -> str:
+        """How depth is measured, as ``status.pools[].backlogSource`` shows it."""
+        ...
     round_trips: int
     """Network requests made by ``measure()`` so far (connection set-up not included)."""
 
