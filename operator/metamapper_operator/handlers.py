@@ -24,6 +24,7 @@ from metamapper_operator.autoscale.loop import Autoscaler
 from metamapper_operator.builders import (
     LABEL_INSTANCE,
     MANAGED_SELECTOR,
+    MANAGER,
     SPEC_HASH,
     desired_objects,
     scheduler_held,
@@ -33,7 +34,7 @@ from metamapper_operator.kube import GROUP, PLURAL, VERSION, Kube, KubeError, un
 from metamapper_operator.model import SpecError, parse
 from metamapper_operator.references import SecretCache, resolve
 from metamapper_operator.runtime import Config, FleetState, Key, Runtime
-from metamapper_operator.status import DeploymentState
+from metamapper_operator.status import DeploymentState, foreign_template_fields
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +117,7 @@ def managed_deployments(namespace: str, name: str, labels: Mapping[str, str],
         updated=int(status.get("updatedReplicas", 0)),
         generation=int(meta.get("generation", 0)),
         observed_generation=int(status.get("observedGeneration", 0)),
+        foreign=foreign_template_fields(meta.get("managedFields") or [], MANAGER),
     )}
 
 
@@ -181,13 +183,13 @@ async def _reconcile(body: kopf.Body, runtime: Runtime, state: FleetState, key: 
         n: runtime.replicas(key, n, d.replicas) for n, d in deployments.items()})
     existing = {**{("Deployment", n): d.spec_hash for n, d in deployments.items()},
                 **{("ConfigMap", n): h for n, h in configmaps.items()}}
-    await _converge(body, runtime, key, desired, existing, deployments)
+    await _converge(body, runtime, state, key, desired, existing, deployments)
     state.failure = None
     await runtime.publish(key, deployments, seen_status)
 
 
-async def _converge(body: kopf.Body, runtime: Runtime, key: Key, desired: list[dict[str, Any]],
-                    existing: Mapping[tuple[str, str], str],
+async def _converge(body: kopf.Body, runtime: Runtime, state: FleetState, key: Key,
+                    desired: list[dict[str, Any]], existing: Mapping[tuple[str, str], str],
                     deployments: Mapping[str, DeploymentState]) -> None:
     kube = runtime.kube
     wanted = set()
@@ -196,10 +198,19 @@ async def _converge(body: kopf.Body, runtime: Runtime, key: Key, desired: list[d
         wanted.add((kind, name))
         spec_hash = obj["metadata"]["annotations"][SPEC_HASH]
         have = existing.get((kind, name))
+        # Fields another manager took (kubectl edit): applied again, once per change of
+        # theirs (fields of theirs the operator does not set would otherwise stay foreign).
+        foreign = deployments[name].foreign if kind == "Deployment" and have else ""
         if have != spec_hash:
             await kube.apply(obj)
             verb = "Created" if have is None else "Updated"
             await kube.event(body.metadata, "Normal", verb, f"{kind} {name} {verb.lower()}")
+        elif foreign and state.repaired.get(name) != foreign:
+            await kube.apply(obj)
+            state.repaired[name] = foreign
+            await kube.event(body.metadata, "Normal", "Repaired",
+                             f"{kind} {name}: pod template fields changed by another "
+                             "manager restored")
         elif kind == "Deployment" and (before := runtime.replicas(
                 key, name, deployments[name].replicas)) != obj["spec"]["replicas"]:
             # Same template, other size: bounds or suspend changed. Scale, do not re-apply.

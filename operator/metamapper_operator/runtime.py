@@ -62,6 +62,8 @@ class FleetState:
     failure: str | None = None
     broker_error: str | None = None
     held: str | None = None  # why the scheduler is held back (a Warning event was posted)
+    # Per Deployment, the foreign template fields last overwritten (see _converge).
+    repaired: dict[str, str] = field(default_factory=dict)
     scaling: dict[str, PoolScale] = field(default_factory=dict)
     status: Mapping[str, Any] | None = None  # as last written or seen
 

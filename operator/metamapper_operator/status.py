@@ -7,7 +7,9 @@ Both writers (the reconciler and the autoscaler loop) render the whole status th
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,11 +36,32 @@ class DeploymentState:
     updated: int = 0
     generation: int = 0
     observed_generation: int = 0
+    # A digest of the pod template fields other managers set (kubectl edit ...): "" when
+    # only the operator shapes the template. See :func:`foreign_template_fields`.
+    foreign: str = ""
 
     @property
     def settled(self) -> bool:
         return (self.observed_generation >= self.generation and self.ready >= self.replicas
                 and self.updated >= self.replicas)
+
+
+def foreign_template_fields(managed_fields: Sequence[Mapping[str, Any]], manager: str) -> str:
+    """A digest of the pod template fields that managers other than ``manager`` own, from
+    an object's ``metadata.managedFields`` ("" when there are none).
+
+    A ``kubectl edit`` of a child's image takes that field from the operator's
+    server-side apply; the child's content-hash annotation does not change, so only the
+    managed fields tell. Status and scale subresources do not shape the template.
+    """
+    foreign = [(entry.get("manager", ""), entry.get("fieldsV1"))
+               for entry in managed_fields
+               if entry.get("manager") != manager and not entry.get("subresource")
+               and "f:template" in ((entry.get("fieldsV1") or {}).get("f:spec") or {})]
+    if not foreign:
+        return ""
+    return hashlib.sha256(json.dumps(sorted(foreign, key=lambda f: f[0]), sort_keys=True)
+                          .encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
