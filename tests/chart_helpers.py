@@ -57,7 +57,7 @@ class Rule:
 
 
 OPERATOR_RULES: tuple[Rule, ...] = (
-    Rule("metamapper.io", "metamappers", ("list", "watch", "patch")),
+    Rule("metamapper.io", "metamappers", ("get", "list", "watch", "patch")),
     Rule("metamapper.io", "metamappers/status", ("patch",)),
     Rule("apps", "deployments", ("list", "watch", "create", "patch", "delete")),
     Rule("apps", "deployments/scale", ("patch",)),

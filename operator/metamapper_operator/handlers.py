@@ -174,18 +174,30 @@ async def _reconcile(body: kopf.Body, runtime: Runtime, state: FleetState, key: 
         state.fleet, state.access, state.invalid = None, None, str(err)
         await runtime.publish(key, deployments, seen_status)
         return
+    desired = desired_objects(fleet, access.transport, {
+        n: runtime.replicas(key, n, d.replicas) for n, d in deployments.items()})
+    existing = {**{("Deployment", n): d.spec_hash for n, d in deployments.items()},
+                **{("ConfigMap", n): h for n, h in configmaps.items()}}
+    if any(("Deployment", n) not in existing for n in _deployment_names(desired)) and (
+            await runtime.kube.metamapper_uid(*key) != body.metadata.uid):
+        # Children missing: maybe created just now, maybe garbage-collected because the
+        # object is gone (deleted while the watch was down, so the index still has it).
+        # Children created for a dead owner would be collected again, on every resync.
+        log.info("%s/%s is gone; forgetting it", *key)
+        runtime.forget(key)
+        return
     state.fleet, state.access, state.invalid = fleet, access, None
     held = scheduler_held(fleet, access.transport)
     if held and state.held != held:
         await runtime.kube.event(body.metadata, "Warning", "SchedulerHeld", held)
     state.held = held
-    desired = desired_objects(fleet, access.transport, {
-        n: runtime.replicas(key, n, d.replicas) for n, d in deployments.items()})
-    existing = {**{("Deployment", n): d.spec_hash for n, d in deployments.items()},
-                **{("ConfigMap", n): h for n, h in configmaps.items()}}
     await _converge(body, runtime, state, key, desired, existing, deployments)
     state.failure = None
     await runtime.publish(key, deployments, seen_status)
+
+
+def _deployment_names(desired: list[dict[str, Any]]) -> list[str]:
+    return [obj["metadata"]["name"] for obj in desired if obj["kind"] == "Deployment"]
 
 
 async def _converge(body: kopf.Body, runtime: Runtime, state: FleetState, key: Key,

@@ -126,6 +126,17 @@ class Kube:
             if getattr(err, "status", None) != 404:
                 raise KubeError(f"deleting Deployment {namespace}/{name}", err) from None
 
+    async def metamapper_uid(self, namespace: str, name: str) -> str | None:
+        """The uid of the Metamapper ``namespace/name`` now, None when there is none."""
+        try:
+            obj = await self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name, _request_timeout=REQUEST_TIMEOUT)
+        except (ApiException, *TRANSPORT_ERRORS) as err:
+            if getattr(err, "status", None) == 404:
+                return None
+            raise KubeError(f"reading Metamapper {namespace}/{name}", err) from None
+        return str(obj["metadata"]["uid"])
+
     async def read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
         """The decoded data of a Secret, or None when it does not exist."""
         try:

@@ -11,10 +11,11 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import kopf
 import pytest
 from prometheus_client import REGISTRY
 
-from metamapper_operator import metrics
+from metamapper_operator import handlers, metrics
 from metamapper_operator.autoscale import loop
 from metamapper_operator.autoscale.drain import DELETION_COST, IDLE_COST, SILENT_COST
 from metamapper_operator.autoscale.loop import Autoscaler
@@ -36,6 +37,8 @@ class FakeKube:
     events: list[str] = field(default_factory=list)
     statuses: int = 0
     pods: dict[str, dict[str, str]] = field(default_factory=dict)  # annotations by pod
+    applied: list[str] = field(default_factory=list)
+    live_uid: str | None = "u-1"  # the uid the apiserver has for the Metamapper
 
     async def scale(self, namespace: str, name: str, replicas: int) -> None:
         self.scaled.append((name, replicas))
@@ -49,6 +52,12 @@ class FakeKube:
 
     async def read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
         return None
+
+    async def metamapper_uid(self, namespace: str, name: str) -> str | None:
+        return self.live_uid
+
+    async def apply(self, obj: Mapping[str, Any]) -> None:
+        self.applied.append(obj["metadata"]["name"])
 
     async def list_pods(self, namespace: str, labels: Mapping[str, str]
                         ) -> dict[str, dict[str, str]]:
@@ -228,3 +237,21 @@ def test_scale_down_never_goes_below_the_busy_pods_and_silent_pods_rank_between(
         assert all(DELETION_COST not in a for a in kube.pods.values())
 
     asyncio.run(scenario())
+
+
+def test_no_children_are_created_for_an_object_that_is_gone() -> None:
+    """An object deleted while the watch was down is still in the index; its resync must
+    not create children for a dead owner (the garbage collector would remove them again,
+    on every resync)."""
+    async def scenario(live_uid: str | None) -> tuple[list[str], bool]:
+        kube = FakeKube(live_uid=live_uid)
+        runtime = Runtime(Config(), kube, SecretCache(kube.read_secret, 60))  # type: ignore[arg-type]
+        raw = copy.deepcopy(BODY)
+        raw["metadata"].update(namespace=KEY[0], name=KEY[1], uid="u-1")
+        await handlers.reconcile(kopf.Body(raw), runtime, {}, {})
+        return kube.applied, KEY in runtime.fleets
+
+    assert asyncio.run(scenario(None)) == ([], False)           # deleted
+    assert asyncio.run(scenario("u-2")) == ([], False)          # deleted and re-created
+    applied, known = asyncio.run(scenario("u-1"))               # a new object
+    assert known and set(applied) == {"mm-celery", "mm-default", "mm-scheduler"}

@@ -67,10 +67,12 @@ The leader-election Lease has a Role of its own in the release namespace (rbac.y
 */}}
 {{- define "metamapper-operator.rules" -}}
 # Metamapper objects: watched and indexed by kopf, which keeps its last-handled
-# configuration in an annotation (patch). Status is written with merge patches.
+# configuration in an annotation (patch); read (get) before creating children, so none
+# are created for an object deleted while the watch was down. Status is written with
+# merge patches.
 - apiGroups: [metamapper.io]
   resources: [metamappers]
-  verbs: [list, watch, patch]
+  verbs: [get, list, watch, patch]
 - apiGroups: [metamapper.io]
   resources: [metamappers/status]
   verbs: [patch]
