@@ -297,9 +297,8 @@ def test_install_yaml_is_rendered_from_the_chart_and_current(cluster: Cluster) -
     assert result.returncode == 0, f"deploy/install.yaml is stale:\n{result.stdout}"
     manifest = INSTALL.read_text()
     assert kinds(manifest) == ["Namespace", "CustomResourceDefinition",
-                               "CustomResourceDefinition", "CustomResourceDefinition",
-                               "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service",
-                               "Deployment"]
+                               "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role",
+                               "RoleBinding", "Service", "Deployment"]
     assert (REPO / "crds" / "metamapper.io_metamappers.yaml").read_text() in manifest
 
 
