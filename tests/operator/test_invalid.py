@@ -269,7 +269,9 @@ def test_a_non_redis_broker_without_a_lock_holds_back_only_the_scheduler(
         cluster: Cluster, valid_fleet: str, operator: OperatorProcess) -> None:
     apply(cluster, valid_fleet, _variant("nolock", _set(
         "broker", {"url": "amqp://rabbit.invalid:5672/mm"})))
-    wait_for_children(cluster, valid_fleet, {"nolock-default", "nolock-revisioner"})
+    wait_for_children(cluster, valid_fleet, {"good-default", "good-revisioner",
+                                             "good-scheduler", "nolock-default",
+                                             "nolock-revisioner"})
 
     def held() -> dict[str, Any]:
         obj = get(cluster, valid_fleet, "metamapper", "nolock") or {}
