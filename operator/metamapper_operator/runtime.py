@@ -35,6 +35,8 @@ class Config:
     resync_seconds: float = 60.0
     poll_seconds: float = 5.0
     secret_ttl_seconds: float = 300.0
+    # The longest one autoscaling cycle may take (at least one polling interval).
+    cycle_limit_seconds: float = 30.0
     # This process, as named in its requests' User-Agent and as a Lease holder.
     identity: str = "metamapper-operator"
 

@@ -13,14 +13,17 @@ from typing import Any
 
 import kopf
 import pytest
+from kubernetes_asyncio import client
 from prometheus_client import REGISTRY
 
 from metamapper_operator import handlers, metrics
+from metamapper_operator import kube as kube_module
 from metamapper_operator.autoscale import loop
 from metamapper_operator.autoscale.drain import DELETION_COST, IDLE_COST, SILENT_COST
 from metamapper_operator.autoscale.loop import Autoscaler
 from metamapper_operator.brokers import QueueDepth
 from metamapper_operator.handlers import supervise
+from metamapper_operator.kube import Kube, KubeError
 from metamapper_operator.model import parse
 from metamapper_operator.references import BrokerAccess, SecretCache
 from metamapper_operator.runtime import Config, Key, Runtime
@@ -255,3 +258,54 @@ def test_no_children_are_created_for_an_object_that_is_gone() -> None:
     assert asyncio.run(scenario("u-2")) == ([], False)          # deleted and re-created
     applied, known = asyncio.run(scenario("u-1"))               # a new object
     assert known and set(applied) == {"mm-celery", "mm-default", "mm-scheduler"}
+
+
+def test_a_stalled_request_cannot_hold_a_cycle_or_a_lock() -> None:
+    """A scale request that never returns: the cycle is cancelled at its time limit (the
+    object's lock released), and liveness reports the stall."""
+    class StalledKube(FakeKube):
+        async def scale(self, namespace: str, name: str, replicas: int) -> None:
+            await asyncio.Event().wait()
+
+    async def scenario() -> None:
+        kube = StalledKube()
+        runtime = Runtime(Config(poll_seconds=0.1, cycle_limit_seconds=0.3), kube,  # type: ignore[arg-type]
+                          SecretCache(kube.read_secret, 60))
+        adopt(runtime, "u-1")
+        autoscaler = Autoscaler(runtime, lambda key: {
+            "mm-default": DeploymentState("mm-default", "h", 1)})
+        autoscaler.probes[ACCESS] = FakeProbe(9)
+        task = asyncio.create_task(autoscaler.run())
+        await asyncio.sleep(1.2)
+        # The reconciler, say, gets the lock within one cycle limit.
+        await asyncio.wait_for(runtime.locks[KEY].acquire(), 0.6)
+        assert "no autoscaling cycle finished" in (autoscaler.stalled() or "")
+        task.cancel()
+
+    asyncio.run(scenario())
+
+
+def test_every_api_request_has_a_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An apiserver that accepts the connection and never answers."""
+    async def scenario() -> None:
+        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.read(1)
+            await asyncio.Event().wait()
+
+        server = await asyncio.start_server(silent, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        configuration = client.Configuration(host=f"http://127.0.0.1:{port}")
+        kube = Kube(client.ApiClient(configuration))
+        monkeypatch.setattr(kube_module, "REQUEST_TIMEOUT", 0.5)
+        try:
+            for call in (kube.scale("ns", "d", 2), kube.read_secret("ns", "s"),
+                         kube.patch_status("ns", "mm", {"x": 1}),
+                         kube.list_pods("ns", {"a": "b"})):
+                with pytest.raises(KubeError) as failed:
+                    await asyncio.wait_for(call, 5)
+                assert failed.value.retryable
+        finally:
+            await kube.close()
+            server.close()
+
+    asyncio.run(scenario())

@@ -84,7 +84,7 @@ class Autoscaler:
     @property
     def cycle_limit(self) -> float:
         """The longest one cycle may take; past it, it is cancelled (its locks released)."""
-        return max(self.runtime.config.poll_seconds, 30.0)
+        return max(self.runtime.config.poll_seconds, self.runtime.config.cycle_limit_seconds)
 
     async def run(self) -> None:
         self.finished = self.clock()
