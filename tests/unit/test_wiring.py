@@ -11,11 +11,13 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import kopf
 import pytest
 from kubernetes_asyncio import client
 from prometheus_client import REGISTRY
 
+from devenv.controlplane import free_port
 from metamapper_operator import handlers, metrics
 from metamapper_operator import kube as kube_module
 from metamapper_operator.autoscale import loop
@@ -23,6 +25,7 @@ from metamapper_operator.autoscale.drain import DELETION_COST, IDLE_COST, SILENT
 from metamapper_operator.autoscale.loop import Autoscaler
 from metamapper_operator.brokers import QueueDepth
 from metamapper_operator.handlers import supervise
+from metamapper_operator.health import Health
 from metamapper_operator.kube import Kube, KubeError
 from metamapper_operator.model import parse
 from metamapper_operator.references import BrokerAccess, SecretCache
@@ -309,3 +312,44 @@ def test_every_api_request_has_a_timeout(monkeypatch: pytest.MonkeyPatch) -> Non
             server.close()
 
     asyncio.run(scenario())
+
+
+def test_the_secret_cache_keeps_only_what_is_read_within_its_time_to_live() -> None:
+    async def scenario() -> None:
+        now = [0.0]
+
+        async def read(namespace: str, name: str) -> dict[str, str] | None:
+            return {"url": f"redis://{name}"}
+
+        cache = SecretCache(read, ttl=60, clock=lambda: now[0])
+        await cache.read("ns", "old")
+        await cache.read("ns", "kept")
+        now[0] = 50
+        await cache.read("ns", "kept")               # still cached
+        now[0] = 70                                   # "old" unused for 70 s: dropped
+        await cache.read("ns", "kept")
+        assert len(cache) == 1
+
+    asyncio.run(scenario())
+
+
+def test_healthz_answers_for_a_standby_and_fails_on_a_stall() -> None:
+    async def scenario() -> list[tuple[int, dict[str, Any]]]:
+        problems: list[str | None] = [None]
+        health = Health(checks=[lambda: problems[0]])
+        port = free_port()
+        await health.start(port, "127.0.0.1")
+        answers = []
+        try:
+            async with aiohttp.ClientSession() as session:
+                for problem in (None, "no autoscaling cycle finished for 40 s"):
+                    problems[0] = problem
+                    async with session.get(f"http://127.0.0.1:{port}/healthz") as rsp:
+                        answers.append((rsp.status, await rsp.json()))
+        finally:
+            await health.stop()
+        return answers
+
+    (ok, body), (failing, reported) = asyncio.run(scenario())
+    assert (ok, body["role"]) == (200, "standby")
+    assert failing == 500 and reported["problems"] == ["no autoscaling cycle finished for 40 s"]
