@@ -43,19 +43,21 @@ BASELINE_GRANTS = frozenset({
 
 @dataclass(frozen=True)
 class Rule:
-    """One RBAC rule: one API group, one resource (or subresource), its verbs."""
+    """One RBAC rule: one API group, one resource (or subresource), its verbs; ``named``
+    when it is restricted to the object(s) its resourceNames list."""
 
     group: str
     resource: str
     verbs: tuple[str, ...]
+    named: bool = False
 
     @property
     def id(self) -> str:
-        return f"{self.resource}.{self.group or 'core'}"
+        return f"{self.resource}.{self.group or 'core'}{'-named' if self.named else ''}"
 
 
 OPERATOR_RULES: tuple[Rule, ...] = (
-    Rule("metamapper.io", "metamappers", ("list", "watch", "patch")),
+    Rule("metamapper.io", "metamappers", ("get", "list", "watch", "patch")),
     Rule("metamapper.io", "metamappers/status", ("patch",)),
     Rule("apps", "deployments", ("list", "watch", "create", "patch", "delete")),
     Rule("apps", "deployments/scale", ("patch",)),
@@ -64,41 +66,44 @@ OPERATOR_RULES: tuple[Rule, ...] = (
     Rule("", "pods", ("list", "patch")),
     Rule("", "events", ("create",)),
 )
-PEERING_VERBS = ("list", "watch", "patch")
-CLUSTER_PEERING_RULE = Rule("kopf.dev", "clusterkopfpeerings", PEERING_VERBS)
-NAMESPACED_PEERING_RULE = Rule("kopf.dev", "kopfpeerings", PEERING_VERBS)
+# Leader election, in the Role of the release namespace: create cannot be restricted by
+# name in RBAC; reading and renewing are, to the one Lease.
+LEASE_RULES: tuple[Rule, ...] = (
+    Rule("coordination.k8s.io", "leases", ("create",)),
+    Rule("coordination.k8s.io", "leases", ("get", "update"), named=True),
+)
 
 
-def expected_rules(*, clusterwide: bool, peered: bool) -> tuple[Rule, ...]:
-    """The rules the chart must grant in a mode: the contract, plus peering when peered."""
-    if not peered:
-        return OPERATOR_RULES
-    return (*OPERATOR_RULES, CLUSTER_PEERING_RULE if clusterwide else NAMESPACED_PEERING_RULE)
+def lease_name(release: str) -> str:
+    """The chart's Lease (and object name prefix) for ``release`` with default values."""
+    name = "metamapper-operator"
+    return release if name in release else f"{release}-{name}"
 
 
 def rules_of(role: Mapping[str, Any]) -> tuple[Rule, ...]:
     """A rendered (Cluster)Role's rules, one per group and resource as the chart writes them."""
     found = []
     for rule in role["rules"]:
-        assert set(rule) == {"apiGroups", "resources", "verbs"}, rule
+        assert set(rule) - {"resourceNames"} == {"apiGroups", "resources", "verbs"}, rule
         (group,), (resource,) = rule["apiGroups"], rule["resources"]
-        found.append(Rule(group, resource, tuple(rule["verbs"])))
+        found.append(Rule(group, resource, tuple(rule["verbs"]), "resourceNames" in rule))
     return tuple(found)
 
 
 # --- helm and rendering ------------------------------------------------------------
 
 
-def default_cluster_rules() -> tuple[Rule, ...]:
-    """The rules of the ClusterRole the chart renders with default values. Needs no control
-    plane (only helm), so tests can be parametrized from it when they are collected."""
+def default_rules() -> tuple[Rule, ...]:
+    """The rules of every (Cluster)Role the chart renders with default values. Needs no
+    control plane (only helm), so tests can be parametrized from it when they are
+    collected."""
     _, helm_dir = tool_dirs()
     manifest = subprocess.run(
         [str(helm_dir / "helm"), "template", "rules", str(CHART),
          "--show-only", "templates/rbac.yaml"],
         text=True, capture_output=True, timeout=60, check=True).stdout
-    (role,) = [doc for doc in documents(manifest) if doc["kind"] == "ClusterRole"]
-    return rules_of(role)
+    return tuple(rule for doc in documents(manifest) if doc["kind"] in {"ClusterRole", "Role"}
+                 for rule in rules_of(doc))
 
 
 def helm(cluster: Cluster, *args: str, values: Mapping[str, Any] | None = None,
@@ -256,10 +261,12 @@ class ServiceAccountClient:
         except urllib.error.HTTPError as err:
             return Response(err.code, err.read().decode())
 
-    def allowed(self, verb: str, group: str, resource: str, namespace: str | None) -> bool:
+    def allowed(self, verb: str, group: str, resource: str, namespace: str | None,
+                name: str = "") -> bool:
         """The apiserver's answer for this token (a SelfSubjectAccessReview)."""
         plural, _, sub = resource.partition("/")
-        attributes = {"verb": verb, "group": group, "resource": plural, "subresource": sub}
+        attributes = {"verb": verb, "group": group, "resource": plural, "subresource": sub,
+                      "name": name}
         if namespace:
             attributes["namespace"] = namespace
         review = self.request("POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
@@ -311,6 +318,15 @@ class ChartAccess:
     def roles(self) -> list[dict[str, Any]]:
         return [doc for doc in documents(self.manifest) if doc["kind"] in {"ClusterRole", "Role"}]
 
+    @property
+    def lease(self) -> str:
+        """``namespace/name`` of the leader-election Lease the chart grants access to."""
+        for role in self.roles():
+            for rule in role["rules"]:
+                if rule["resources"] == ["leases"] and rule.get("resourceNames"):
+                    return f"{self.namespace}/{rule['resourceNames'][0]}"
+        raise AssertionError("the chart grants no named Lease")
+
     def apply_roles(self, roles: Sequence[Mapping[str, Any]]) -> None:
         self.cluster.kubectl("apply", "-f", "-", input=dump(roles))
 
@@ -329,13 +345,10 @@ class ChartAccess:
 
 def install_chart_access(cluster: Cluster, namespace: str, values: Mapping[str, Any],
                          kubeconfig: Path, release: str | None = None) -> ChartAccess:
-    """Apply the chart's ServiceAccount and RBAC templates (and peering objects, when
-    peered) for a release in ``namespace``, and write a kubeconfig for the ServiceAccount."""
+    """Apply the chart's ServiceAccount and RBAC templates for a release in ``namespace``,
+    and write a kubeconfig for the ServiceAccount."""
     release = release or unique("rbac")
-    templates = list(RBAC_TEMPLATES)
-    if int(values.get("replicas", 1)) > 1:
-        templates.append("templates/peering.yaml")
-    manifest = render(cluster, release, namespace, values, show_only=templates)
+    manifest = render(cluster, release, namespace, values, show_only=RBAC_TEMPLATES)
     cluster.kubectl("apply", "-f", "-", input=manifest)
     access = ChartAccess(cluster, release, namespace, values, kubeconfig, manifest)
     service_account_kubeconfig(cluster, namespace, access.service_account, kubeconfig)

@@ -19,14 +19,16 @@ import yaml
 from tests.chart_helpers import (
     BASELINE_GRANTS,
     CHART,
+    LEASE_RULES,
+    OPERATOR_RULES,
     Rule,
     ServiceAccountClient,
     documents,
     dump,
-    expected_rules,
     helm,
     install_chart_access,
     kinds,
+    lease_name,
     render,
     rules_of,
     uninstall_chart_access,
@@ -79,6 +81,7 @@ def non_default_values(served: list[str]) -> dict[str, Any]:
         "fullnameOverride": "fleet-operator",
         "replicas": 3,
         "watchNamespaces": served,
+        "leaderElection": {"leaseName": "fleet-leader", "leaseDurationSeconds": 20},
         "pollIntervalSeconds": 1,
         "verbose": True,
         "image": {"repository": "registry.example.com/metamapper-operator", "tag": "0.1.0-rc1",
@@ -147,8 +150,7 @@ def test_chart_ships_the_top_level_crds_unchanged(cluster: Cluster) -> None:
             "run `make manifests`")
         assert crd.read_text() in shown
     names = sorted(doc["metadata"]["name"] for doc in documents(shown))
-    assert names == ["clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev",
-                     "metamappers.metamapper.io"]
+    assert names == ["metamappers.metamapper.io"]
 
 
 def test_chart_app_version_is_the_operators_version() -> None:
@@ -189,9 +191,10 @@ def test_template_refuses_a_metamapper_outside_the_served_namespaces(cluster: Cl
 
 def test_default_render_is_accepted_and_passes_restricted_pod_security(
         cluster: Cluster, restricted_namespace: str) -> None:
-    manifest = render(cluster, unique("mmo"), restricted_namespace)
-    assert kinds(manifest) == ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service",
-                               "Deployment"]
+    release = unique("mmo")
+    manifest = render(cluster, release, restricted_namespace)
+    assert kinds(manifest) == ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role",
+                               "RoleBinding", "Service", "Deployment"]
     result = dry_run(cluster, manifest)
     assert "PodSecurity" not in result.stderr, result.stderr
     spec = next(doc for doc in documents(manifest) if doc["kind"] == "Deployment")["spec"]
@@ -200,7 +203,9 @@ def test_default_render_is_accepted_and_passes_restricted_pod_security(
     assert container["image"] == "metamapper-operator:0.1.0"
     assert container["command"] == ["metamapper-operator"]
     assert container["args"] == ["--liveness-port=8080", "--metrics-port=9090",
-                                 "--poll-interval=5"]
+                                 "--poll-interval=5",
+                                 f"--lease={restricted_namespace}/{lease_name(release)}",
+                                 "--lease-duration=15"]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "liveness"}
 
 
@@ -221,8 +226,8 @@ def test_non_default_render_is_accepted_by_the_apiserver(
     manifest = render(chart_crds, unique("mmo"), restricted_namespace,
                       non_default_values(served_namespaces))
     assert sorted(kinds(manifest)) == sorted([
-        "ServiceAccount", "Role", "Role", "RoleBinding", "RoleBinding", "Service",
-        "Deployment", "PodDisruptionBudget", "KopfPeering", "KopfPeering", "Metamapper",
+        "ServiceAccount", "Role", "Role", "Role", "RoleBinding", "RoleBinding", "RoleBinding",
+        "Service", "Deployment", "PodDisruptionBudget", "Metamapper",
         "ServiceMonitor"])
     result = dry_run(chart_crds, manifest)
     assert "PodSecurity" not in result.stderr, result.stderr
@@ -231,7 +236,8 @@ def test_non_default_render_is_accepted_by_the_apiserver(
     assert spec["replicas"] == 3 and spec["strategy"]["type"] == "RollingUpdate"
     args = spec["template"]["spec"]["containers"][0]["args"]
     assert args == [*(f"--namespace={ns}" for ns in served_namespaces), "--liveness-port=8080",
-                    "--metrics-port=9090", "--poll-interval=1", "--peering=fleet-operator",
+                    "--metrics-port=9090", "--poll-interval=1",
+                    f"--lease={restricted_namespace}/fleet-leader", "--lease-duration=20",
                     "--verbose"]
     assert by_kind["Metamapper"]["metadata"]["namespace"] == served_namespaces[0]
 
@@ -261,20 +267,21 @@ def test_helm_install_upgrade_and_uninstall(
     cluster.kubectl("get", "metamapper/fleet", "-n", ns)
     spec = deployment(cluster, ns, name)["spec"]
     assert spec["strategy"]["type"] == "RollingUpdate"
-    assert f"--peering={name}" in spec["template"]["spec"]["containers"][0]["args"]
+    assert f"--lease={ns}/{name}" in spec["template"]["spec"]["containers"][0]["args"]
     cluster.kubectl("get", "poddisruptionbudget", name, "-n", ns)
-    cluster.kubectl("get", "clusterkopfpeering", name)
     granted = rules_of(json.loads(cluster.kubectl("get", "clusterrole", name, "-o",
                                                   "json").stdout))
-    assert granted == expected_rules(clusterwide=True, peered=True)
+    assert granted == OPERATOR_RULES
+    lease_role = json.loads(cluster.kubectl("get", "role", f"{name}-leader-election", "-n", ns,
+                                            "-o", "json").stdout)
+    assert rules_of(lease_role) == LEASE_RULES
     wait_until(lambda: pods_created(cluster, ns, selector, "metamapper-operator:0.1.1") >= 1,
                what="a pod of the upgraded Deployment")
 
     helm(cluster, "uninstall", release, "--namespace", ns)
-    wait_until(lambda: gone(cluster, f"clusterrole/{name}", f"clusterrolebinding/{name}",
-                            f"clusterkopfpeering/{name}")
-               and gone(cluster, "deployment,serviceaccount,service,poddisruptionbudget,metamapper",
-                        "-l", selector, namespace=ns),
+    wait_until(lambda: gone(cluster, f"clusterrole/{name}", f"clusterrolebinding/{name}")
+               and gone(cluster, "deployment,serviceaccount,service,poddisruptionbudget,"
+                        "metamapper,role,rolebinding", "-l", selector, namespace=ns),
                what="every object of the release to be deleted")
     # Helm keeps the CRDs (and so every Metamapper) on uninstall.
     cluster.kubectl("get", "crd", "metamappers.metamapper.io")
@@ -290,9 +297,8 @@ def test_install_yaml_is_rendered_from_the_chart_and_current(cluster: Cluster) -
     assert result.returncode == 0, f"deploy/install.yaml is stale:\n{result.stdout}"
     manifest = INSTALL.read_text()
     assert kinds(manifest) == ["Namespace", "CustomResourceDefinition",
-                               "CustomResourceDefinition", "CustomResourceDefinition",
-                               "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service",
-                               "Deployment"]
+                               "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role",
+                               "RoleBinding", "Service", "Deployment"]
     assert (REPO / "crds" / "metamapper.io_metamappers.yaml").read_text() in manifest
 
 
@@ -332,24 +338,30 @@ def test_install_yaml_applies_reapplies_upgrades_and_deletes(cluster: Cluster) -
 # --- RBAC: the chart's rules are the operator's contract ------------------------------
 
 
-@pytest.mark.parametrize(("values", "clusterwide", "peered"), [
-    ({}, True, False),
-    ({"replicas": 2}, True, True),
-    ({"watchNamespaces": ["team-a", "team-b"]}, False, False),
-    ({"watchNamespaces": ["team-a", "team-b"], "replicas": 2}, False, True),
+@pytest.mark.parametrize(("values", "clusterwide"), [
+    ({}, True),
+    ({"replicas": 2}, True),
+    ({"watchNamespaces": ["team-a", "team-b"]}, False),
+    ({"watchNamespaces": ["team-a", "team-b"], "replicas": 2}, False),
 ], ids=["clusterwide", "clusterwide-ha", "namespaced", "namespaced-ha"])
 def test_rbac_is_exactly_the_operators_contract(
-        cluster: Cluster, values: dict[str, Any], clusterwide: bool, peered: bool) -> None:
+        cluster: Cluster, values: dict[str, Any], clusterwide: bool) -> None:
     manifest = render(cluster, "mmo", "ops", values, show_only=["templates/rbac.yaml"])
     assert "*" not in manifest
     roles = [doc for doc in documents(manifest) if doc["kind"] in {"ClusterRole", "Role"}]
+    lease_role = roles.pop()  # the leader-election Role, in the release namespace, comes last
+    assert lease_role["metadata"]["namespace"] == "ops"
+    assert rules_of(lease_role) == LEASE_RULES
+    assert [rule.get("resourceNames") for rule in lease_role["rules"]] == [
+        None, ["mmo-metamapper-operator"]]
     if clusterwide:
-        assert kinds(manifest) == ["ClusterRole", "ClusterRoleBinding"]
+        assert kinds(manifest) == ["ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"]
     else:
-        assert sorted(kinds(manifest)) == ["Role", "Role", "RoleBinding", "RoleBinding"]
+        assert sorted(kinds(manifest)) == ["Role", "Role", "Role",
+                                           "RoleBinding", "RoleBinding", "RoleBinding"]
         assert sorted(role["metadata"]["namespace"] for role in roles) == ["team-a", "team-b"]
     for role in roles:
-        assert rules_of(role) == expected_rules(clusterwide=clusterwide, peered=peered)
+        assert rules_of(role) == OPERATOR_RULES
 
 
 # --- RBAC with a real token ----------------------------------------------------------
@@ -376,8 +388,14 @@ def test_token_grants_exactly_the_charts_rules(
                                     "-o", "json").stdout
         assert json.loads(whoami)["status"]["userInfo"]["username"] == (
             f"system:serviceaccount:{namespace}:{access.service_account}")
+        # can-i --list shows rules restricted to resourceNames apart: only create here.
         assert access.granted(namespace) == grant_ids(
-            expected_rules(clusterwide=True, peered=True)) | BASELINE_GRANTS
+            (*OPERATOR_RULES, LEASE_RULES[0])) | BASELINE_GRANTS
+        name = access.lease.partition("/")[2]
+        for verb in ("get", "update"):
+            assert access.client.allowed(verb, "coordination.k8s.io", "leases", namespace, name)
+            assert not access.client.allowed(verb, "coordination.k8s.io", "leases", namespace,
+                                             "another-lease")
     finally:
         uninstall_chart_access(access)
 
@@ -393,8 +411,7 @@ def test_namespaced_mode_runs_the_operator_in_its_namespaces_only(
         access = install_chart_access(cluster, home, {"watchNamespaces": [served]},
                                       tmp_path / "kubeconfig")
         try:
-            rules = expected_rules(clusterwide=False, peered=False)
-            assert access.granted(served) == grant_ids(rules) | BASELINE_GRANTS
+            assert access.granted(served) == grant_ids(OPERATOR_RULES) | BASELINE_GRANTS
             assert access.granted(other) == set(BASELINE_GRANTS)
 
             for ns in (served, other):
@@ -435,4 +452,4 @@ def test_operator_kubeconfig_is_the_charts_service_account(
     cluster.kubectl(*as_operator, "get", "metamappers", "--all-namespaces")
     assert client.allowed("patch", "apps", "deployments/scale", "kube-system")
     assert not client.allowed("list", "", "secrets", namespace)
-    assert not client.allowed("create", "kopf.dev", "clusterkopfpeerings", None)
+    assert not client.allowed("delete", "coordination.k8s.io", "leases", namespace)

@@ -1,10 +1,15 @@
-"""``metamapper-operator``: run the operator (kopf) with its settings from the command line."""
+"""``metamapper-operator``: run the operator (kopf) with its settings from the command line.
+
+With ``--lease`` (what the chart passes) the process first stands by until it holds the
+Lease, and only then starts kopf, its handlers and the loops: a standby makes no write at
+all. Losing the Lease ends the process (see :mod:`metamapper_operator.leader`).
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
-import random
 import sys
 from collections.abc import Sequence
 
@@ -12,6 +17,9 @@ import kopf
 from prometheus_client import start_http_server
 
 from metamapper_operator import __version__
+from metamapper_operator.health import Health
+from metamapper_operator.kube import Kube
+from metamapper_operator.leader import LeaseElector, LeaseSettings, identity
 from metamapper_operator.runtime import Config
 
 
@@ -26,9 +34,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="port of the liveness endpoint /healthz (default 8080)")
     parser.add_argument("--metrics-port", type=int, default=9090,
                         help="port of the Prometheus endpoint /metrics; 0 turns it off")
-    parser.add_argument("--peering", metavar="NAME",
-                        help="run with kopf peering NAME (for several replicas); "
-                             "standalone when omitted")
+    parser.add_argument("--lease", metavar="NAMESPACE/NAME",
+                        help="act only while holding this coordination.k8s.io Lease (leader "
+                             "election, for several replicas); always act when omitted")
+    parser.add_argument("--lease-duration", type=float, default=15.0, metavar="SECONDS",
+                        help="how long a Lease not renewed stays with its holder (default 15); "
+                             "the leader stops acting after 2/3 of it without a renewal")
     parser.add_argument("--poll-interval", type=float, default=5.0, metavar="SECONDS",
                         help="how often every broker is measured (default 5)")
     parser.add_argument("--resync-interval", type=float, default=60.0, metavar="SECONDS",
@@ -36,9 +47,47 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--verbose", action="store_true", help="debug logging")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     args = parser.parse_args(argv)
-    if args.poll_interval <= 0 or args.resync_interval <= 0:
-        parser.error("--poll-interval and --resync-interval must be positive")
+    if args.poll_interval <= 0 or args.resync_interval <= 0 or args.lease_duration < 3:
+        parser.error("--poll-interval and --resync-interval must be positive, "
+                     "--lease-duration at least 3")
+    if args.lease is not None and args.lease.count("/") != 1:
+        parser.error("--lease takes NAMESPACE/NAME")
     return args
+
+
+def lease_settings(args: argparse.Namespace, holder: str) -> LeaseSettings:
+    namespace, name = args.lease.split("/")
+    duration = args.lease_duration
+    return LeaseSettings(namespace, name, holder, duration=duration,
+                         renew_deadline=duration * 2 / 3, retry_period=duration * 2 / 15)
+
+
+async def serve(args: argparse.Namespace) -> int:
+    holder = identity()
+    health = Health()
+    await health.start(args.liveness_port)
+    elector = None
+    if args.lease:
+        kube = await Kube.connect(holder)
+        elector = LeaseElector(lease_settings(args, holder), kube.coordination)
+        elector.fence()
+        await elector.acquire()
+        renewal = asyncio.create_task(elector.renew_forever())
+    health.role = "leader"
+    config = Config(resync_seconds=args.resync_interval, poll_seconds=args.poll_interval,
+                    identity=holder)
+    try:
+        await kopf.operator(
+            clusterwide=not args.namespace, namespaces=args.namespace, standalone=True,
+            memo=kopf.Memo(config=config, health=health,
+                           guard=elector.check if elector else None))
+    finally:
+        if elector is not None:
+            renewal.cancel()
+            await elector.release()
+            await kube.close()
+        await health.stop()
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -49,16 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.metrics_port:
         start_http_server(args.metrics_port)
-    config = Config(resync_seconds=args.resync_interval, poll_seconds=args.poll_interval)
-    kopf.run(
-        clusterwide=not args.namespace, namespaces=args.namespace,
-        standalone=args.peering is None, peering_name=args.peering,
-        # Peers of equal priority pause each other; distinct random ones elect one leader.
-        priority=random.randint(1, 32767) if args.peering else 0,
-        liveness_endpoint=f"http://0.0.0.0:{args.liveness_port}/healthz",
-        memo=kopf.Memo(config=config),
-    )
-    return 0
+    return asyncio.run(serve(args))
 
 
 if __name__ == "__main__":

@@ -241,6 +241,20 @@ def worker_deployment(fleet: Fleet, pool: Pool, replicas: int, config_hash: str
                        replicas, pod_spec, config_hash, strategy)
 
 
+def scheduler_held(fleet: Fleet, transport: str) -> str | None:
+    """Why the scheduler cannot run (its single-beat lock has no Redis), or None.
+
+    Only the scheduler waits for a lock Redis; the worker pools run without one.
+    """
+    lock = fleet.scheduler.lock
+    if (not fleet.scheduler.enabled or transport == "redis" or lock.redis_url
+            or lock.redis_url_secret):
+        return None
+    return (f"spec.scheduler.lock.redisURL: the scheduler's single-beat lock needs Redis; "
+            f"the broker is {transport}: set redisURL or redisURLSecretRef. "
+            "The scheduler is held back; the worker pools run")
+
+
 def scheduler_env(fleet: Fleet, transport: str) -> list[dict[str, Any]]:
     """single-beat's settings; the lock's Redis defaults to a Redis broker."""
     lock, broker = fleet.scheduler.lock, fleet.broker
@@ -299,6 +313,6 @@ def desired_objects(fleet: Fleet, transport: str, current_replicas: Mapping[str,
         name = pool_deployment_name(fleet, pool)
         replicas = initial_replicas(fleet, pool, current_replicas.get(name))
         objects.append(worker_deployment(fleet, pool, replicas, config_hash))
-    if fleet.scheduler.enabled:
+    if fleet.scheduler.enabled and scheduler_held(fleet, transport) is None:
         objects.append(scheduler_deployment(fleet, transport, config_hash))
     return objects

@@ -15,7 +15,7 @@ import contextlib
 import copy
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import kopf
@@ -24,14 +24,17 @@ from metamapper_operator.autoscale.loop import Autoscaler
 from metamapper_operator.builders import (
     LABEL_INSTANCE,
     MANAGED_SELECTOR,
+    MANAGER,
     SPEC_HASH,
     desired_objects,
+    scheduler_held,
 )
-from metamapper_operator.kube import GROUP, PLURAL, VERSION, Kube, KubeError
+from metamapper_operator.health import Health
+from metamapper_operator.kube import GROUP, PLURAL, VERSION, Kube, KubeError, unguarded
 from metamapper_operator.model import SpecError, parse
 from metamapper_operator.references import SecretCache, resolve
-from metamapper_operator.runtime import Config, Key, Runtime
-from metamapper_operator.status import DeploymentState
+from metamapper_operator.runtime import Config, FleetState, Key, Runtime
+from metamapper_operator.status import DeploymentState, foreign_template_fields
 
 log = logging.getLogger(__name__)
 
@@ -53,16 +56,31 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo,
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix="metamapper.io", key="last-handled-configuration")
     config = memo.get("config") or Config.from_env(os.environ)
-    kube = await Kube.connect()
+    kube = await Kube.connect(config.identity, memo.get("guard") or unguarded)
     runtime = Runtime(config, kube, SecretCache(kube.read_secret, config.secret_ttl_seconds))
     memo["runtime"] = runtime
     autoscaler = Autoscaler(runtime, lambda key: deployments_of(managed_deployments, key))
     memo["autoscaler"] = autoscaler
+    health: Health | None = memo.get("health")
+    if health is not None:
+        health.checks.append(autoscaler.stalled)
     memo["tasks"] = [
-        asyncio.create_task(resync_loop(runtime, metamappers, managed_deployments,
-                                        managed_configmaps)),
-        asyncio.create_task(autoscaler.run()),
+        asyncio.create_task(supervise("resync loop", lambda: resync_loop(
+            runtime, metamappers, managed_deployments, managed_configmaps))),
+        asyncio.create_task(supervise("autoscaling loop", autoscaler.run)),
     ]
+
+
+async def supervise(name: str, loop: Callable[[], Awaitable[None]]) -> None:
+    """Run a loop forever: one that ends or dies is logged and started again, never
+    silently gone."""
+    while True:
+        try:
+            await loop()
+            log.error("%s ended; starting it again", name)
+        except Exception:
+            log.exception("%s died; starting it again", name)
+        await asyncio.sleep(1.0)
 
 
 @kopf.on.cleanup()
@@ -99,6 +117,7 @@ def managed_deployments(namespace: str, name: str, labels: Mapping[str, str],
         updated=int(status.get("updatedReplicas", 0)),
         generation=int(meta.get("generation", 0)),
         observed_generation=int(status.get("observedGeneration", 0)),
+        foreign=foreign_template_fields(meta.get("managedFields") or [], MANAGER),
     )}
 
 
@@ -126,12 +145,12 @@ async def reconcile(body: kopf.Body, runtime: Runtime,
     help, PermanentError (until the spec changes) when it cannot.
     """
     key: Key = (body.metadata.namespace or "", body.metadata.name or "")
-    state = runtime.fleets[key]
+    state, lock = runtime.state(key, body.metadata.uid or "")
     seen_status = dict(body.get("status") or {})
-    async with runtime.locks[key]:
+    async with lock:
         state.generation = int(body.metadata.get("generation", 0))
         try:
-            await _reconcile(body, runtime, key, deployments, configmaps, seen_status)
+            await _reconcile(body, runtime, state, key, deployments, configmaps, seen_status)
         except KubeError as err:
             if state.failure != str(err):
                 await runtime.kube.event(body.metadata, "Warning", "ApplyFailed", str(err))
@@ -143,10 +162,9 @@ async def reconcile(body: kopf.Body, runtime: Runtime,
             raise kopf.PermanentError(str(err)) from None
 
 
-async def _reconcile(body: kopf.Body, runtime: Runtime, key: Key,
+async def _reconcile(body: kopf.Body, runtime: Runtime, state: FleetState, key: Key,
                      deployments: dict[str, DeploymentState], configmaps: dict[str, str],
                      seen_status: dict[str, Any]) -> None:
-    state = runtime.fleets[key]
     try:
         fleet = parse(body)
         access = await resolve(fleet, runtime.secrets.read)
@@ -156,18 +174,34 @@ async def _reconcile(body: kopf.Body, runtime: Runtime, key: Key,
         state.fleet, state.access, state.invalid = None, None, str(err)
         await runtime.publish(key, deployments, seen_status)
         return
-    state.fleet, state.access, state.invalid = fleet, access, None
     desired = desired_objects(fleet, access.transport, {
         n: runtime.replicas(key, n, d.replicas) for n, d in deployments.items()})
     existing = {**{("Deployment", n): d.spec_hash for n, d in deployments.items()},
                 **{("ConfigMap", n): h for n, h in configmaps.items()}}
-    await _converge(body, runtime, key, desired, existing, deployments)
+    if any(("Deployment", n) not in existing for n in _deployment_names(desired)) and (
+            await runtime.kube.metamapper_uid(*key) != body.metadata.uid):
+        # Children missing: maybe created just now, maybe garbage-collected because the
+        # object is gone (deleted while the watch was down, so the index still has it).
+        # Children created for a dead owner would be collected again, on every resync.
+        log.info("%s/%s is gone; forgetting it", *key)
+        runtime.forget(key)
+        return
+    state.fleet, state.access, state.invalid = fleet, access, None
+    held = scheduler_held(fleet, access.transport)
+    if held and state.held != held:
+        await runtime.kube.event(body.metadata, "Warning", "SchedulerHeld", held)
+    state.held = held
+    await _converge(body, runtime, state, key, desired, existing, deployments)
     state.failure = None
     await runtime.publish(key, deployments, seen_status)
 
 
-async def _converge(body: kopf.Body, runtime: Runtime, key: Key, desired: list[dict[str, Any]],
-                    existing: Mapping[tuple[str, str], str],
+def _deployment_names(desired: list[dict[str, Any]]) -> list[str]:
+    return [obj["metadata"]["name"] for obj in desired if obj["kind"] == "Deployment"]
+
+
+async def _converge(body: kopf.Body, runtime: Runtime, state: FleetState, key: Key,
+                    desired: list[dict[str, Any]], existing: Mapping[tuple[str, str], str],
                     deployments: Mapping[str, DeploymentState]) -> None:
     kube = runtime.kube
     wanted = set()
@@ -176,10 +210,19 @@ async def _converge(body: kopf.Body, runtime: Runtime, key: Key, desired: list[d
         wanted.add((kind, name))
         spec_hash = obj["metadata"]["annotations"][SPEC_HASH]
         have = existing.get((kind, name))
+        # Fields another manager took (kubectl edit): applied again, once per change of
+        # theirs (fields of theirs the operator does not set would otherwise stay foreign).
+        foreign = deployments[name].foreign if kind == "Deployment" and have else ""
         if have != spec_hash:
             await kube.apply(obj)
             verb = "Created" if have is None else "Updated"
             await kube.event(body.metadata, "Normal", verb, f"{kind} {name} {verb.lower()}")
+        elif foreign and state.repaired.get(name) != foreign:
+            await kube.apply(obj)
+            state.repaired[name] = foreign
+            await kube.event(body.metadata, "Normal", "Repaired",
+                             f"{kind} {name}: pod template fields changed by another "
+                             "manager restored")
         elif kind == "Deployment" and (before := runtime.replicas(
                 key, name, deployments[name].replicas)) != obj["spec"]["replicas"]:
             # Same template, other size: bounds or suspend changed. Scale, do not re-apply.
@@ -235,7 +278,7 @@ async def _reconcile_from_indexes(body: kopf.Body, runtime: Runtime,
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-def forget_deleted(type: str, namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+async def forget_deleted(type: str, namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
     """A deleted Metamapper's children go with it (owner references); so does our state."""
     runtime: Runtime | None = memo.get("runtime")
     if type == "DELETED" and runtime is not None:
@@ -249,10 +292,11 @@ async def child_changed(namespace: str, labels: Mapping[str, str], memo: kopf.Me
     """Reflect a child's readiness in its owner's status as soon as it changes."""
     runtime: Runtime | None = memo.get("runtime")
     key: Key = (namespace, labels.get(LABEL_INSTANCE, ""))
-    if runtime is None or key not in runtime.fleets:
+    lock = runtime.locks.get(key) if runtime is not None else None
+    if runtime is None or lock is None:
         return
     try:
-        async with runtime.locks[key]:
+        async with lock:
             await runtime.publish(key, deployments_of(managed_deployments, key))
     except KubeError as err:  # the next event or resync writes it
         log.warning("status of %s/%s: %s", *key, err)

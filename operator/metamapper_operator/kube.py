@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+import aiohttp
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -27,6 +28,8 @@ GROUP, VERSION, PLURAL = "metamapper.io", "v1alpha1", "metamappers"
 APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
 RETRYABLE = frozenset({409, 429, 500, 502, 503, 504})
+# Seconds any one request may take: a stalled request must not hold an object's lock.
+REQUEST_TIMEOUT = 10.0
 log = logging.getLogger(__name__)
 
 
@@ -41,10 +44,18 @@ def _api_message(err: ApiException) -> str:
 class KubeError(RuntimeError):
     """An API request failed; ``retryable`` says whether trying again may help."""
 
-    def __init__(self, what: str, err: ApiException) -> None:
-        super().__init__(f"{what}: {err.status} {_api_message(err)}".strip())
-        self.status = int(err.status or 0)
+    def __init__(self, what: str, err: Exception) -> None:
+        if isinstance(err, ApiException):
+            super().__init__(f"{what}: {err.status} {_api_message(err)}".strip())
+            self.status = int(err.status or 0)
+        else:  # no answer in time, or no connection: status 0, worth retrying
+            super().__init__(f"{what}: {type(err).__name__} {err}".strip())
+            self.status = 0
         self.retryable = self.status in RETRYABLE or self.status == 0
+
+
+# What a request may raise besides the apiserver's answer.
+TRANSPORT_ERRORS = (TimeoutError, OSError, aiohttp.ClientError)
 
 
 def _patch(call: Callable[..., Awaitable[Any]], *args: Any, content_type: str,
@@ -54,27 +65,40 @@ def _patch(call: Callable[..., Awaitable[Any]], *args: Any, content_type: str,
     The client picks strategic merge for dict bodies; apply and merge patches need
     ``_content_type``, which the client accepts but its generated stubs do not list.
     """
-    return call(*args, _content_type=content_type, field_manager=MANAGER, **kwargs)
+    return call(*args, _content_type=content_type, field_manager=MANAGER,
+                _request_timeout=REQUEST_TIMEOUT, **kwargs)
+
+
+def unguarded() -> None:
+    """The guard of an operator that acts without leader election."""
 
 
 class Kube:
-    """An API client for the operator's writes, with one field manager for all of them."""
+    """An API client for the operator's writes, with one field manager for all of them.
 
-    def __init__(self, api: client.ApiClient) -> None:
+    ``guard`` runs before every write; with leader election it ends the process once this
+    one may no longer hold the Lease (:meth:`LeaseElector.check`).
+    """
+
+    def __init__(self, api: client.ApiClient, guard: Callable[[], None] = unguarded) -> None:
         self.api = api
+        self.guard = guard
         self.apps = client.AppsV1Api(api)
         self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
+        self.coordination = client.CoordinationV1Api(api)
 
     @classmethod
-    async def connect(cls) -> Kube:
+    async def connect(cls, identity: str, guard: Callable[[], None] = unguarded) -> Kube:
+        """A client from the in-cluster account or the kubeconfig; its User-Agent names
+        the process (``identity``), so the audit log tells two operator processes apart."""
         if os.environ.get("KUBERNETES_SERVICE_HOST"):
             config.load_incluster_config()
         else:
             await config.load_kube_config()
         api = client.ApiClient()
-        api.user_agent = f"{MANAGER}/{__version__}"
-        return cls(api)
+        api.user_agent = f"{MANAGER}/{__version__} ({identity})"
+        return cls(api, guard)
 
     async def close(self) -> None:
         await self.api.close()
@@ -86,42 +110,59 @@ class Kube:
         patch = {"apps/v1/Deployment": self.apps.patch_namespaced_deployment,
                  "v1/ConfigMap": self.core.patch_namespaced_config_map}[
                      f"{obj['apiVersion']}/{kind}"]
+        self.guard()
         try:
             await _patch(patch, name, namespace, obj, content_type=APPLY, force=True)
-        except ApiException as err:
+        except (ApiException, *TRANSPORT_ERRORS) as err:
             raise KubeError(f"applying {kind} {namespace}/{name}", err) from None
 
     async def delete_deployment(self, namespace: str, name: str) -> None:
+        self.guard()
         try:
             await self.apps.delete_namespaced_deployment(name, namespace,
-                                                         propagation_policy="Background")
-        except ApiException as err:
-            if err.status != 404:
+                                                         propagation_policy="Background",
+                                                         _request_timeout=REQUEST_TIMEOUT)
+        except (ApiException, *TRANSPORT_ERRORS) as err:
+            if getattr(err, "status", None) != 404:
                 raise KubeError(f"deleting Deployment {namespace}/{name}", err) from None
+
+    async def metamapper_uid(self, namespace: str, name: str) -> str | None:
+        """The uid of the Metamapper ``namespace/name`` now, None when there is none."""
+        try:
+            obj = await self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name, _request_timeout=REQUEST_TIMEOUT)
+        except (ApiException, *TRANSPORT_ERRORS) as err:
+            if getattr(err, "status", None) == 404:
+                return None
+            raise KubeError(f"reading Metamapper {namespace}/{name}", err) from None
+        return str(obj["metadata"]["uid"])
 
     async def read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
         """The decoded data of a Secret, or None when it does not exist."""
         try:
-            secret = await self.core.read_namespaced_secret(name, namespace)
-        except ApiException as err:
-            if err.status == 404:
+            secret = await self.core.read_namespaced_secret(name, namespace,
+                                                            _request_timeout=REQUEST_TIMEOUT)
+        except (ApiException, *TRANSPORT_ERRORS) as err:
+            if getattr(err, "status", None) == 404:
                 return None
             raise KubeError(f"reading Secret {namespace}/{name}", err) from None
         return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
 
     async def scale(self, namespace: str, name: str, replicas: int) -> None:
+        self.guard()
         try:
             await _patch(self.apps.patch_namespaced_deployment_scale, name, namespace,
                          {"spec": {"replicas": replicas}}, content_type=MERGE)
-        except ApiException as err:
+        except (ApiException, *TRANSPORT_ERRORS) as err:
             raise KubeError(f"scaling Deployment {namespace}/{name}", err) from None
 
     async def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        self.guard()
         try:
             await _patch(self.custom.patch_namespaced_custom_object_status, GROUP, VERSION,
                          namespace, PLURAL, name, {"status": dict(status)}, content_type=MERGE)
-        except ApiException as err:
-            if err.status != 404:  # deleted meanwhile: nothing left to report on
+        except (ApiException, *TRANSPORT_ERRORS) as err:
+            if getattr(err, "status", None) != 404:  # deleted meanwhile: nothing left to report on
                 raise KubeError(f"updating status of {namespace}/{name}", err) from None
 
     async def event(self, involved: Mapping[str, Any], type: str, reason: str,
@@ -143,28 +184,32 @@ class Kube:
             first_timestamp=now, last_timestamp=now,
             source=client.V1EventSource(component=MANAGER), reporting_component=MANAGER,
         )
+        self.guard()
         try:
-            await self.core.create_namespaced_event(namespace, body)
-        except ApiException as err:
-            log.warning("could not post event %s on %s/%s: %s %s", reason, namespace,
-                        involved["name"], err.status, _api_message(err))
+            await self.core.create_namespaced_event(namespace, body,
+                                                    _request_timeout=REQUEST_TIMEOUT)
+        except (ApiException, *TRANSPORT_ERRORS) as err:
+            log.warning("could not post event %s on %s/%s: %s", reason, namespace,
+                        involved["name"], KubeError("posting", err))
 
     async def list_pods(self, namespace: str, labels: Mapping[str, str]
                         ) -> dict[str, dict[str, str]]:
         """Annotations of the pods with ``labels`` that are not being deleted, by name."""
         selector = ",".join(f"{k}={v}" for k, v in labels.items())
         try:
-            pods = await self.core.list_namespaced_pod(namespace, label_selector=selector)
-        except ApiException as err:
+            pods = await self.core.list_namespaced_pod(namespace, label_selector=selector,
+                                                       _request_timeout=REQUEST_TIMEOUT)
+        except (ApiException, *TRANSPORT_ERRORS) as err:
             raise KubeError(f"listing pods in {namespace}", err) from None
         return {pod.metadata.name: dict(pod.metadata.annotations or {})
                 for pod in pods.items if pod.metadata.deletion_timestamp is None}
 
     async def annotate_pod(self, namespace: str, name: str,
                            annotations: Mapping[str, str | None]) -> None:
+        self.guard()
         try:
             await _patch(self.core.patch_namespaced_pod, name, namespace,
                          {"metadata": {"annotations": dict(annotations)}}, content_type=MERGE)
-        except ApiException as err:
-            if err.status != 404:
+        except (ApiException, *TRANSPORT_ERRORS) as err:
+            if getattr(err, "status", None) != 404:
                 raise KubeError(f"annotating Pod {namespace}/{name}", err) from None

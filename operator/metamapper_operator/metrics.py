@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import Counter, Gauge, Histogram
 
 POOL = ("namespace", "metamapper", "pool")
@@ -22,3 +24,15 @@ probe_errors = Counter("metamapper_probe_errors_total", "Failed broker measureme
 cycle_seconds = Histogram("metamapper_autoscale_cycle_seconds",
                           "Time for one autoscaling cycle over every broker",
                           buckets=(0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+
+
+def forget(namespace: str, name: str) -> None:
+    """Remove every series of one Metamapper (it was deleted): no series outlives it."""
+    for metric, labels in ((backlog, POOL), (desired_replicas, POOL), (current_replicas, POOL),
+                           (scale_events, (*POOL, "direction"))):
+        for family in metric.collect():
+            for sample in family.samples:
+                if (sample.labels.get("namespace"), sample.labels.get("metamapper")) == (
+                        namespace, name):
+                    with contextlib.suppress(KeyError):  # a counter's _total and _created
+                        metric.remove(*(sample.labels[label] for label in labels))

@@ -11,7 +11,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+
+from metamapper_operator.urls import URLError, parse_url
+
+# The worker image's own task_time_limit (tasks/metamapper/defaults.py), in force unless
+# celery.settings declares another; a pool's default grace lets a warm shutdown outlast it.
+WORKER_TASK_TIME_LIMIT = 1200
+DEFAULT_GRACE_SECONDS = WORKER_TASK_TIME_LIMIT + 60
 
 TRANSPORTS = {"redis": "redis", "rediss": "redis", "amqp": "rabbitmq", "amqps": "rabbitmq",
               "pyamqp": "rabbitmq", "sqs": "sqs"}
@@ -62,7 +68,7 @@ class Pool:
     min_replicas: int = 1
     max_replicas: int = 10
     resources: Mapping[str, Any] = field(default_factory=dict)
-    termination_grace_period_seconds: int = 300
+    termination_grace_period_seconds: int = DEFAULT_GRACE_SECONDS
     extra_args: tuple[str, ...] = ()
     autoscaling: Autoscaling = field(default_factory=Autoscaling)
 
@@ -141,8 +147,11 @@ class Fleet:
 
 
 def transport_of(url: str) -> str:
-    """redis, rabbitmq or sqs, from a broker URL's scheme."""
-    scheme = urlsplit(url).scheme
+    """redis, rabbitmq or sqs, from a broker URL's scheme; the URL must be readable."""
+    try:
+        scheme = parse_url(url).scheme
+    except URLError as err:
+        raise SpecError("spec.broker", str(err)) from None
     if scheme not in TRANSPORTS:
         raise SpecError("spec.broker", f"unsupported broker URL scheme {scheme!r}; use one of "
                         + ", ".join(f"{s}://" for s in TRANSPORTS))

@@ -12,23 +12,55 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit, urlunsplit
 
-from metamapper_operator.model import Fleet, SecretKeyRef, SpecError, transport_of
+from metamapper_operator.model import (
+    WORKER_TASK_TIME_LIMIT,
+    Fleet,
+    SecretKeyRef,
+    SpecError,
+    transport_of,
+)
+from metamapper_operator.urls import URLError, parse_url, redact
 
 ReadSecret = Callable[[str, str], Awaitable[dict[str, str] | None]]
 
 
-def redact(url: str) -> str:
-    """The URL with any password replaced by ``***``."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+@dataclass(frozen=True)
+class RedisLayout:
+    """Where kombu's Redis transport keeps a fleet's messages: the fleet's own transport
+    options (``celery.settings.broker_transport_options``) or kombu's defaults."""
+
+    key_prefix: str = ""
+    priority_steps: tuple[int, ...] = (0, 3, 6, 9)
+    sep: str = "\x06\x16"
+    unacked_key: str = "unacked"
+    unacked_index_key: str = "unacked_index"
+    # An unacknowledged message delivered longer ago than this is not counted as in
+    # flight: no task runs past its hard time limit, so its worker is gone (OOM kill,
+    # node loss) and the message waits for the visibility timeout to be restored.
+    in_flight_max_age: float = float(WORKER_TASK_TIME_LIMIT)
+
+    @classmethod
+    def of(cls, fleet: Fleet) -> RedisLayout:
+        settings = fleet.celery_settings
+        options = settings.get("broker_transport_options") or {}
+        defaults = cls()
+        limit = settings.get("task_time_limit") or WORKER_TASK_TIME_LIMIT
+        visibility = options.get("visibility_timeout") or limit
+        try:
+            return cls(
+                key_prefix=fleet.broker.redis_key_prefix or str(
+                    options.get("global_keyprefix") or ""),
+                priority_steps=tuple(int(step) for step in options.get(
+                    "priority_steps", defaults.priority_steps)),
+                sep=str(options.get("sep", defaults.sep)),
+                unacked_key=str(options.get("unacked_key", defaults.unacked_key)),
+                unacked_index_key=str(options.get("unacked_index_key",
+                                                  defaults.unacked_index_key)),
+                in_flight_max_age=min(float(limit), float(visibility)))
+        except (TypeError, ValueError) as err:
+            raise SpecError("spec.celery.settings.broker_transport_options",
+                            f"unreadable Redis transport option: {err}") from None
 
 
 @dataclass(frozen=True)
@@ -37,7 +69,7 @@ class BrokerAccess:
 
     transport: str
     url: str = field(repr=False)
-    key_prefix: str = ""
+    redis: RedisLayout = RedisLayout()
     management_url: str | None = None
     management_user: str | None = field(default=None, repr=False)
     management_password: str | None = field(default=None, repr=False)
@@ -86,24 +118,25 @@ async def resolve(fleet: Fleet, read: ReadSecret) -> BrokerAccess:
         url = url.strip()
     else:
         url, transport = str(broker.url), str(broker.transport)
+    if broker.rabbitmq_management_url:
+        try:
+            parse_url(broker.rabbitmq_management_url)
+        except URLError as err:
+            raise SpecError("spec.broker.rabbitmq.managementURL", str(err)) from None
     lock = fleet.scheduler.lock
-    if fleet.scheduler.enabled and transport != "redis" and not (
-            lock.redis_url or lock.redis_url_secret):
-        raise SpecError("spec.scheduler.lock.redisURL", "the scheduler's single-beat lock "
-                        f"needs Redis; the broker is {transport}: set redisURL or "
-                        "redisURLSecretRef")
     if lock.redis_url_secret is not None:
         await _secret_value(read, ns, lock.redis_url_secret,
                             "spec.scheduler.lock.redisURLSecretRef")
     user, password = await _pair(read, ns, broker.rabbitmq_credentials,
                                  "spec.broker.rabbitmq.credentialsSecretRef")
     if broker.rabbitmq_management_url and user is None:
-        parts = urlsplit(url)
-        user, password = parts.username, parts.password
+        parsed = parse_url(url)
+        user, password = parsed.username, parsed.password
     key_id, secret_key = await _pair(read, ns, broker.sqs_credentials,
                                      "spec.broker.sqs.credentialsSecretRef")
     return BrokerAccess(
-        transport=transport, url=url, key_prefix=broker.redis_key_prefix,
+        transport=transport, url=url,
+        redis=RedisLayout.of(fleet) if transport == "redis" else RedisLayout(),
         management_url=broker.rabbitmq_management_url, management_user=user,
         management_password=password, region=broker.sqs_region,
         queue_name_prefix=broker.sqs_queue_name_prefix,
@@ -115,16 +148,30 @@ class SecretCache:
     """Secret reads with a time-to-live, so periodic resyncs do not read every time.
 
     A missing Secret is not cached: the object waiting for it recovers on the next
-    resync after it is created.
+    resync after it is created. Entries not read again within the time-to-live are
+    dropped (swept at most once per time-to-live), so the cache holds only the Secrets
+    that objects still use.
     """
 
     def __init__(self, read: ReadSecret, ttl: float, clock: Callable[[], float] = time.monotonic
                  ) -> None:
         self._read, self._ttl, self._clock = read, ttl, clock
         self._entries: dict[tuple[str, str], tuple[float, dict[str, str]]] = {}
+        self._swept = clock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _sweep(self, now: float) -> None:
+        if now - self._swept < self._ttl:
+            return
+        self._swept = now
+        for key in [k for k, (at, _) in self._entries.items() if now - at >= self._ttl]:
+            del self._entries[key]
 
     async def read(self, namespace: str, name: str) -> dict[str, str] | None:
         key = (namespace, name)
+        self._sweep(self._clock())
         entry = self._entries.get(key)
         if entry is not None and self._clock() - entry[0] < self._ttl:
             return entry[1]

@@ -9,11 +9,11 @@ from __future__ import annotations
 import asyncio
 import datetime
 import time
-from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from metamapper_operator import metrics
 from metamapper_operator.kube import Kube
 from metamapper_operator.model import Fleet
 from metamapper_operator.references import BrokerAccess, SecretCache
@@ -35,6 +35,10 @@ class Config:
     resync_seconds: float = 60.0
     poll_seconds: float = 5.0
     secret_ttl_seconds: float = 300.0
+    # The longest one autoscaling cycle may take (at least one polling interval).
+    cycle_limit_seconds: float = 30.0
+    # This process, as named in its requests' User-Agent and as a Lease holder.
+    identity: str = "metamapper-operator"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Config:
@@ -52,24 +56,41 @@ class Config:
 class FleetState:
     """What the reconciler learned of one Metamapper, for the status and the autoscaler."""
 
+    uid: str = ""
     generation: int = 0
     fleet: Fleet | None = None
     access: BrokerAccess | None = None
     invalid: str | None = None
     failure: str | None = None
     broker_error: str | None = None
+    held: str | None = None  # why the scheduler is held back (a Warning event was posted)
+    # Per Deployment, the foreign template fields last overwritten (see _converge).
+    repaired: dict[str, str] = field(default_factory=dict)
     scaling: dict[str, PoolScale] = field(default_factory=dict)
     status: Mapping[str, Any] | None = None  # as last written or seen
 
 
 @dataclass
 class Runtime:
+    """State by Metamapper. Only the reconciler creates an object's state (:meth:`state`);
+    everyone else looks it up and skips an object that has none, so nothing brings back
+    the state of a deleted object, and a re-created one (a new uid) starts afresh."""
+
     config: Config
     kube: Kube
     secrets: SecretCache
-    fleets: dict[Key, FleetState] = field(default_factory=lambda: defaultdict(FleetState))
-    locks: dict[Key, asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
+    fleets: dict[Key, FleetState] = field(default_factory=dict)
+    locks: dict[Key, asyncio.Lock] = field(default_factory=dict)
     scaled: dict[tuple[Key, str], tuple[int, float]] = field(default_factory=dict)
+
+    def state(self, key: Key, uid: str) -> tuple[FleetState, asyncio.Lock]:
+        """The state and lock of the object ``key`` with ``uid``; a new object's are new."""
+        state = self.fleets.get(key)
+        if state is None or state.uid != uid:
+            self.forget(key)
+            state = self.fleets[key] = FleetState(uid=uid)
+            self.locks[key] = asyncio.Lock()
+        return state, self.locks[key]
 
     def note_scale(self, key: Key, deployment: str, replicas: int) -> None:
         """Remember a size just set, until the watch index shows it."""
@@ -84,16 +105,19 @@ class Runtime:
         return indexed
 
     def forget(self, key: Key) -> None:
-        """Drop everything about a Metamapper that is gone."""
+        """Drop everything about a Metamapper that is gone, its metric series too."""
         self.fleets.pop(key, None)
         self.locks.pop(key, None)
         for noted in [k for k in self.scaled if k[0] == key]:
             del self.scaled[noted]
+        metrics.forget(*key)
 
     async def publish(self, key: Key, deployments: Mapping[str, Any],
                       seen_status: Mapping[str, Any] | None = None) -> None:
         """Render the status of ``key`` and write it if it differs from the last one."""
-        state = self.fleets[key]
+        state = self.fleets.get(key)
+        if state is None:  # deleted meanwhile
+            return
         if seen_status is not None and state.status is None:
             state.status = seen_status
         previous = state.status or {}

@@ -7,14 +7,22 @@ Both writers (the reconciler and the autoscaler loop) render the whole status th
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from metamapper_operator.builders import pool_deployment_name, scheduler_deployment_name
-from metamapper_operator.model import Fleet
+from metamapper_operator.builders import (
+    celery_settings,
+    pool_deployment_name,
+    scheduler_deployment_name,
+    scheduler_held,
+)
+from metamapper_operator.model import WORKER_TASK_TIME_LIMIT, Fleet
 
-CONDITION_TYPES = ("Ready", "Progressing", "Degraded", "InvalidSpec", "BrokerUnreachable")
+CONDITION_TYPES = ("Ready", "Progressing", "Degraded", "InvalidSpec", "BrokerUnreachable",
+                   "GracePeriodTooShort")
 
 
 @dataclass(frozen=True)
@@ -28,11 +36,32 @@ class DeploymentState:
     updated: int = 0
     generation: int = 0
     observed_generation: int = 0
+    # A digest of the pod template fields other managers set (kubectl edit ...): "" when
+    # only the operator shapes the template. See :func:`foreign_template_fields`.
+    foreign: str = ""
 
     @property
     def settled(self) -> bool:
         return (self.observed_generation >= self.generation and self.ready >= self.replicas
                 and self.updated >= self.replicas)
+
+
+def foreign_template_fields(managed_fields: Sequence[Mapping[str, Any]], manager: str) -> str:
+    """A digest of the pod template fields that managers other than ``manager`` own, from
+    an object's ``metadata.managedFields`` ("" when there are none).
+
+    A ``kubectl edit`` of a child's image takes that field from the operator's
+    server-side apply; the child's content-hash annotation does not change, so only the
+    managed fields tell. Status and scale subresources do not shape the template.
+    """
+    foreign = [(entry.get("manager", ""), entry.get("fieldsV1"))
+               for entry in managed_fields
+               if entry.get("manager") != manager and not entry.get("subresource")
+               and "f:template" in ((entry.get("fieldsV1") or {}).get("f:spec") or {})]
+    if not foreign:
+        return ""
+    return hashlib.sha256(json.dumps(sorted(foreign, key=lambda f: f[0]), sort_keys=True)
+                          .encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -44,6 +73,7 @@ class PoolScale:
     desired: int | None = None
     last_scale_time: str | None = None
     last_scale_reason: str | None = None
+    stale_in_flight: int | None = None  # unacknowledged, too old to be running: not counted
 
 
 @dataclass(frozen=True)
@@ -80,10 +110,35 @@ def _pools(obs: Observed, fleet: Fleet) -> list[dict[str, Any]]:
         if scale:
             optional = {"backlog": scale.backlog, "backlogSource": scale.source,
                         "desiredReplicas": scale.desired, "lastScaleTime": scale.last_scale_time,
-                        "lastScaleReason": scale.last_scale_reason}
+                        "lastScaleReason": scale.last_scale_reason,
+                        "staleInFlight": scale.stale_in_flight or None}
             entry.update({k: v for k, v in optional.items() if v is not None})
         pools.append(entry)
     return pools
+
+
+def short_grace(fleet: Fleet) -> str | None:
+    """Pools whose grace period is below the task time limit in force, or None.
+
+    A worker stopped before its task's time limit kills the task; its message then waits
+    in the broker for the visibility timeout before anyone runs it again.
+    """
+    raw = celery_settings(fleet).get("task_time_limit", WORKER_TASK_TIME_LIMIT)
+    try:
+        limit = float(raw)
+    except (TypeError, ValueError):
+        return None
+    short = [f"{p.name} ({p.termination_grace_period_seconds} s)" for p in fleet.pools
+             if p.termination_grace_period_seconds < limit]
+    if not short:
+        return None
+    return (f"terminationGracePeriodSeconds below the task time limit ({limit:g} s) in pool "
+            + ", ".join(short) + ": a task still running at the end of the grace period is "
+            "killed and waits for the visibility timeout")
+
+
+def _held(obs: Observed, fleet: Fleet) -> str | None:
+    return scheduler_held(fleet, obs.transport) if obs.transport else None
 
 
 def _scheduler(obs: Observed, fleet: Fleet) -> dict[str, Any]:
@@ -91,6 +146,8 @@ def _scheduler(obs: Observed, fleet: Fleet) -> dict[str, Any]:
     replicas, ready = (dep.replicas, dep.ready) if dep else (0, 0)
     if not fleet.scheduler.enabled:
         state = "Disabled"
+    elif _held(obs, fleet):
+        state = "Held"
     elif fleet.suspend:
         state = "Suspended"
     else:
@@ -107,7 +164,8 @@ def _conditions(obs: Observed) -> list[dict[str, Any]]:
                 _condition("InvalidSpec", True, "InvalidSpec", message)]
     fleet, deployments = obs.fleet, obs.deployments or {}
     expected = [pool_deployment_name(fleet, p) for p in fleet.pools]
-    if fleet.scheduler.enabled:
+    held = _held(obs, fleet)
+    if fleet.scheduler.enabled and not held:
         expected.append(scheduler_deployment_name(fleet))
     missing = [n for n in expected if n not in deployments]
     unsettled = [n for n in expected if n in deployments and not deployments[n].settled]
@@ -122,17 +180,28 @@ def _conditions(obs: Observed) -> list[dict[str, Any]]:
         degraded = _condition("Degraded", True, "ApplyFailed", obs.failure)
     elif obs.broker_error:
         degraded = _condition("Degraded", True, "BrokerUnreachable", obs.broker_error)
+    elif held:
+        degraded = _condition("Degraded", True, "SchedulerHeld", held)
     else:
         degraded = _condition("Degraded", False, "AsExpected", "no problems")
     if fleet.suspend:
         ready = _condition("Ready", False, "Suspended", "spec.suspend is true")
-    elif obs.failure or missing or unsettled:
-        ready = _condition("Ready", False, progressing["reason"] if not obs.failure
-                           else "ApplyFailed", obs.failure or progressing["message"])
+    elif obs.failure:
+        ready = _condition("Ready", False, "ApplyFailed", obs.failure)
+    elif obs.broker_error:  # pools cannot follow their queues: not ready (as KEDA says)
+        ready = _condition("Ready", False, "BrokerUnreachable", obs.broker_error)
+    elif held:
+        ready = _condition("Ready", False, "SchedulerHeld", held)
+    elif missing or unsettled:
+        ready = _condition("Ready", False, progressing["reason"], progressing["message"])
     else:
         ready = _condition("Ready", True, "Ready", "every pool and the scheduler are ready")
     conditions = [ready, progressing, degraded,
                   _condition("InvalidSpec", False, "Valid", "the spec is valid")]
+    grace = short_grace(fleet)
+    conditions.append(_condition("GracePeriodTooShort", grace is not None,
+                                 "BelowTaskTimeLimit" if grace else "AboveTaskTimeLimit",
+                                 grace or "every pool's grace period covers the task time limit"))
     if obs.broker_error is not None:
         conditions.append(_condition("BrokerUnreachable", True, "ProbeFailed", obs.broker_error))
     elif obs.scaling:

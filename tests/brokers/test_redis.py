@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,7 +20,8 @@ from devenv.controlplane import free_port
 from devenv.processes import stop_groups
 from metamapper_operator.brokers import ProbeError, QueueDepth, probe_for
 from metamapper_operator.brokers.redis import RedisProbe
-from metamapper_operator.references import BrokerAccess
+from metamapper_operator.model import parse
+from metamapper_operator.references import BrokerAccess, RedisLayout, resolve
 from tests.brokers.relay import relay
 from tests.helpers import wait_until
 
@@ -64,7 +67,7 @@ async def test_every_queue_and_its_priority_keys_in_one_call(
         await probe.close()
     assert depths == {default: QueueDepth(3, 0), checks: QueueDepth(3, 0),
                       usage: QueueDepth(0, 0)}
-    assert probe.source == "redis: LLEN + priority keys + unacked"
+    assert probe.source == "redis: LLEN + priority keys + unacked (older than 1200 s not counted)"
 
 
 async def test_global_key_prefix_and_database_number(
@@ -73,28 +76,41 @@ async def test_global_key_prefix_and_database_number(
     send(publisher(redis_url, global_keyprefix="mm-test:"), default, 2)
     assert redis.Redis.from_url(redis_url).llen(f"mm-test:{default}") == 2
 
-    prefixed = BrokerAccess("redis", redis_url, key_prefix="mm-test:")
+    prefixed = BrokerAccess("redis", redis_url, redis=RedisLayout(key_prefix="mm-test:"))
     assert await measure_once(prefixed, [default]) == {default: QueueDepth(2, 0)}
     assert await measure_once(BrokerAccess("redis", redis_url), [default]) == {
         default: QueueDepth(0, 0)}
     parts = urlsplit(redis_url)
     database = int(parts.path.strip("/"))
     other = parts._replace(path=f"/{database % 255 + 1}").geturl()
-    assert await measure_once(BrokerAccess("redis", other, key_prefix="mm-test:"),
-                              [default]) == {default: QueueDepth(0, 0)}
+    assert await measure_once(BrokerAccess("redis", other, redis=RedisLayout(
+        key_prefix="mm-test:")), [default]) == {default: QueueDepth(0, 0)}
 
 
-async def test_priority_steps_of_the_transport(
+async def fleet_access(redis_url: str, **settings: Any) -> BrokerAccess:
+    """The probe's access as the operator resolves it for a fleet with ``settings``."""
+    raw = {"metadata": {"namespace": "ns", "name": "mm"}, "spec": {
+        "image": "worker:1", "broker": {"url": redis_url}, "celery": {"settings": settings},
+        "pools": [{"name": "default", "queues": ["default"]}]}}
+
+    async def no_secrets(namespace: str, name: str) -> None:
+        return None
+
+    return await resolve(parse(raw), no_secrets)
+
+
+async def test_the_fleets_own_transport_options_are_followed(
         redis_url: str, publisher: Callable[..., Celery]) -> None:
+    """Celery's docs suggest priority_steps=list(range(10)) and sep=':'; every message
+    counts, under the settings' global_keyprefix."""
     (checks,) = queues("checks")
-    steps = list(range(10))
-    send(publisher(redis_url, priority_steps=steps), checks, 1, priority=4)
-    send(publisher(redis_url, priority_steps=steps), checks, 1, priority=0)
-    access = BrokerAccess("redis", redis_url)
-    assert await measure_once(access, [checks], priority_steps=steps) == {
-        checks: QueueDepth(2, 0)}
-    # With kombu's default steps the probe does not look at q\x06\x164.
-    assert await measure_once(access, [checks]) == {checks: QueueDepth(1, 0)}
+    options = {"priority_steps": list(range(10)), "sep": ":", "global_keyprefix": "fleet:"}
+    app = publisher(redis_url, **options)
+    for priority in (0, 4, 7):
+        send(app, checks, 1, priority=priority)
+    assert redis.Redis.from_url(redis_url).llen(f"fleet:{checks}:4") == 1
+    access = await fleet_access(redis_url, broker_transport_options=options)
+    assert await measure_once(access, [checks]) == {checks: QueueDepth(3, 0)}
 
 
 async def test_in_flight_from_a_real_worker(
@@ -110,7 +126,7 @@ async def test_in_flight_from_a_real_worker(
     # Two processes, prefetch 1 and late acks: two messages delivered and held.
     wait_until(lambda: len(list(tmp_path.glob("started-*"))) == 2, what="two tasks started")
 
-    probe = probe_for(BrokerAccess("redis", redis_url, key_prefix=prefix))
+    probe = probe_for(BrokerAccess("redis", redis_url, redis=RedisLayout(key_prefix=prefix)))
     try:
         assert await probe.measure([checks, usage]) == {
             checks: QueueDepth(waiting=3, in_flight=2), usage: QueueDepth(2, 0)}
@@ -123,6 +139,25 @@ async def test_in_flight_from_a_real_worker(
     finally:
         await probe.close()
     assert len(list(tmp_path.glob("started-*"))) == 5
+
+
+async def test_entries_older_than_the_task_time_limit_are_stale_not_in_flight(
+        redis_url: str) -> None:
+    """kombu's unacked hash and unacked_index delivery times, as a worker that died (OOM
+    kill, node loss) leaves them: counted as stale, not in flight; a large message body
+    costs the script nothing more than a small one."""
+    (checks,) = queues("checks")
+    raw = redis.Redis.from_url(redis_url)
+    now = time.time()
+    body = json.dumps({"body": "x" * 200_000})
+    for tag, delivered in (("fresh-1", now - 5), ("fresh-2", now - 100),
+                           ("dead-1", now - 1300), ("dead-2", now - 3000)):
+        raw.hset("unacked", tag, json.dumps([json.loads(body), checks, checks]))
+        raw.zadd("unacked_index", {tag: delivered})
+    access = await fleet_access(redis_url, task_time_limit=1200)
+    assert access.redis.in_flight_max_age == 1200
+    assert await measure_once(access, [checks]) == {
+        checks: QueueDepth(waiting=0, in_flight=2, stale=2)}
 
 
 async def test_one_round_trip_per_measurement_on_the_wire(

@@ -72,13 +72,19 @@ def audit_events(cluster: Cluster, namespace: str) -> list[dict[str, Any]]:
 
 
 def operator_writes(cluster: Cluster, namespace: str) -> list[str]:
-    """The writes the operator made in ``namespace``, as 'verb resource/name' strings."""
+    """The writes the operator made in ``namespace``, as 'verb resource/name' strings.
+
+    Renewals of the leader-election Lease are the leader's heartbeat, not work on
+    objects: they are left out.
+    """
     writes = []
     for event in audit_events(cluster, namespace):
         agent = event.get("userAgent", "")
+        ref = event.get("objectRef", {})
+        if ref.get("resource") == "leases":
+            continue
         if event["verb"] in WRITE_VERBS and (agent.startswith("metamapper-operator")
                                              or agent.startswith("kopf")):
-            ref = event.get("objectRef", {})
             resource = ref.get("resource", "") + (f"/{ref['subresource']}"
                                                   if ref.get("subresource") else "")
             writes.append(f"{event['verb']} {resource}/{ref.get('name', '')}")

@@ -151,8 +151,9 @@ def _metric(operator: OperatorProcess, name: str, **labels: str) -> float:
 
 def test_two_objects_on_one_redis_cost_one_measurement_per_cycle(
         cluster: Cluster, namespace: str, operator: OperatorProcess, own_redis: OwnRedis) -> None:
-    """Counted at a Redis server of the test's own: every measurement runs one HVALS (in
-    the same pipelined round trip as the LLENs), so HVALS calls = measurements."""
+    """Counted at a Redis server of the test's own: every measurement runs one EVAL (the
+    unacked count, in the same pipelined round trip as the LLENs), so EVAL calls =
+    measurements."""
     apply(cluster, namespace, redis_fleet(own_redis.url, "one"),
           redis_fleet(own_redis.url, "two"))
     wait_until(lambda: pool_status(cluster, namespace, "one").get("backlog") == 0
@@ -160,12 +161,40 @@ def test_two_objects_on_one_redis_cost_one_measurement_per_cycle(
                what="both objects measured")
     client = redis.Redis.from_url(own_redis.url)
 
-    def hvals_calls() -> int:
-        return int(client.info("commandstats").get("cmdstat_hvals", {}).get("calls", 0))
+    def eval_calls() -> int:
+        return int(client.info("commandstats").get("cmdstat_eval", {}).get("calls", 0))
 
     cycles = "metamapper_autoscale_cycle_seconds_count"
-    before_calls, before_cycles = hvals_calls(), _metric(operator, cycles)
+    before_calls, before_cycles = eval_calls(), _metric(operator, cycles)
     time.sleep(5)
-    calls, cycled = hvals_calls() - before_calls, _metric(operator, cycles) - before_cycles
+    calls, cycled = eval_calls() - before_calls, _metric(operator, cycles) - before_cycles
     assert cycled >= 3
     assert abs(calls - cycled) <= 1, (calls, cycled)  # not 2 per cycle: one per broker
+
+
+def test_a_broken_broker_url_affects_only_its_own_object(
+        cluster: Cluster, namespace: str, operator: OperatorProcess, redis_url: str) -> None:
+    """A port redis-py cannot read is refused as InvalidSpec; an option it refuses on
+    connect (TypeError) is that broker's error. The good object next to them scales."""
+    apply(cluster, namespace, redis_fleet("redis://127.0.0.1:notaport/0", "badport"),
+          redis_fleet(f"{redis_url}?no_such_option=1", "badoption"),
+          redis_fleet(redis_url, "good"))
+    push(redis_url, 9)
+    wait_until(lambda: replicas(cluster, namespace, "good-default") == 5, what="good: 5 pods")
+
+    def conditions(name: str) -> dict[str, dict[str, Any]]:
+        obj = get(cluster, namespace, "metamapper", name)
+        return {kind: condition(obj, kind) for kind in ("Ready", "InvalidSpec",
+                                                        "BrokerUnreachable")}
+
+    bad_port = wait_until(lambda: conditions("badport")["InvalidSpec"].get("status") == "True"
+                          and conditions("badport"), what="badport: InvalidSpec")
+    assert "port" in bad_port["InvalidSpec"]["message"]
+    assert bad_port["Ready"]["status"] == "False"
+    bad_option = wait_until(
+        lambda: conditions("badoption")["BrokerUnreachable"].get("status") == "True"
+        and conditions("badoption"), what="badoption: BrokerUnreachable")
+    assert "TypeError" in bad_option["BrokerUnreachable"]["message"]
+    assert bad_option["Ready"]["status"] == "False"
+    assert bad_option["Ready"]["reason"] == "BrokerUnreachable"
+    assert conditions("good")["BrokerUnreachable"]["status"] == "False"

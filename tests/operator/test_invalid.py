@@ -52,6 +52,13 @@ def _drop(path: str) -> Mutation:
 REFUSED: list[tuple[str, Mutation, list[str]]] = [
     ("no image", _drop("image"), ["spec.image", "Required value"]),
     ("empty image", _set("image", ""), ["spec.image"]),
+    ("image with a space", _set("image", "my image:1"), ["spec.image", "should match"]),
+    ("uppercase image", _set("image", "Worker:1"), ["spec.image", "should match"]),
+    ("invalid quantity", _set("pools.0.resources", {"limits": {"cpu": "lots"}}),
+     ["spec.pools[0].resources.limits.cpu", "should match"]),
+    ("invalid scheduler quantity",
+     _set("scheduler", {"resources": {"requests": {"memory": "1 Gi"}}}),
+     ["spec.scheduler.resources.requests.memory", "should match"]),
     ("no broker", _drop("broker"), ["spec.broker", "Required value"]),
     ("no pools", _drop("pools"), ["spec.pools", "Required value"]),
     ("empty pools", _set("pools", []), ["spec.pools"]),
@@ -117,8 +124,8 @@ NEEDS_OPERATOR: list[tuple[str, Mutation, str]] = [
      "spec.broker.urlSecretRef: Secret 'broker' has no key 'other'"),
     ("transport disagrees with the secret's url", _set("broker.transport", "rabbitmq"),
      "spec.broker.transport: 'rabbitmq' does not match"),
-    ("non-Redis broker without a lock", _set("broker", {"url": "amqp://rabbit:5672/mm"}),
-     "spec.scheduler.lock.redisURL: the scheduler's single-beat lock needs Redis"),
+    ("broker port no client can read", _set("broker", {"url": "redis://127.0.0.1:x/0"}),
+     "spec.broker: the port of 'redis://127.0.0.1:x/0' is not a number"),
     ("credentials in celery settings",
      _set("celery", {"settings": {"broker_url": "redis://x"}}),
      "spec.celery.settings.broker_url: carries credentials"),
@@ -244,15 +251,37 @@ def test_generated_invalid_objects_are_refused_naming_the_field(
 
 def test_an_object_the_apiserver_refuses_is_reported_with_its_message(
         cluster: Cluster, valid_fleet: str, operator: OperatorProcess) -> None:
-    """The CRD accepts any quantity string; only applying the Deployment can tell."""
-    bad = fleet("quantity")
-    bad["spec"]["pools"][0]["resources"] = {"limits": {"cpu": "lots"}}
+    """The CRD accepts any node selector; only applying the Deployment can tell."""
+    bad = fleet("selector")
+    bad["spec"]["nodeSelector"] = {"not a label!": "x"}
     apply(cluster, valid_fleet, bad)
 
     def degraded() -> dict[str, Any]:
-        cond = condition(get(cluster, valid_fleet, "metamapper", "quantity"), "Degraded")
+        cond = condition(get(cluster, valid_fleet, "metamapper", "selector"), "Degraded")
         return cond if cond.get("reason") == "ApplyFailed" else {}
 
     message = wait_until(degraded, what="Degraded=ApplyFailed")["message"]
-    assert "quantities must match the regular expression" in message
+    assert "not a label!" in message and "nodeSelector" in message
     _still_reconciling(cluster, valid_fleet, operator)
+
+
+def test_a_non_redis_broker_without_a_lock_holds_back_only_the_scheduler(
+        cluster: Cluster, valid_fleet: str, operator: OperatorProcess) -> None:
+    apply(cluster, valid_fleet, _variant("nolock", _set(
+        "broker", {"url": "amqp://rabbit.invalid:5672/mm"})))
+    wait_for_children(cluster, valid_fleet, {"good-default", "good-revisioner",
+                                             "good-scheduler", "nolock-default",
+                                             "nolock-revisioner"})
+
+    def held() -> dict[str, Any]:
+        obj = get(cluster, valid_fleet, "metamapper", "nolock") or {}
+        state = (obj.get("status") or {}).get("scheduler", {}).get("state")
+        return obj if state == "Held" else {}
+
+    obj = wait_until(held, what="the scheduler held back")
+    assert condition(obj, "InvalidSpec")["status"] == "False"
+    assert "single-beat lock needs Redis" in condition(obj, "Degraded")["message"]
+    assert get(cluster, valid_fleet, "deployment", "nolock-scheduler") is None
+    events = json.loads(cluster.kubectl("get", "events", "-n", valid_fleet, "--field-selector",
+                                        "reason=SchedulerHeld", "-o", "json").stdout)["items"]
+    assert [e["type"] for e in events] == ["Warning"]

@@ -8,6 +8,9 @@ the scenario converges and the apiserver refuses nothing. With any one verb of o
 taken away it stalls, and the operator's log shows the apiserver's 403 for exactly that
 resource and verb: the chart grants no verb the operator does not need.
 
+The operator runs as the chart runs it, with leader election on the chart's Lease: a
+standby refused the Lease never acts, a leader refused its renewal stops acting.
+
 The operator watches every namespace, so it runs on a control plane of its own
 (``lone_cluster``), where no other operator acts on the scenario's objects.
 """
@@ -30,7 +33,7 @@ from metamapper_operator.builders import LABEL_POOL
 from tests.chart_helpers import (
     ChartAccess,
     Rule,
-    default_cluster_rules,
+    default_rules,
     install_chart_access,
     rules_of,
     uninstall_chart_access,
@@ -56,9 +59,9 @@ Revoked = tuple[Rule, str]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """One case per verb of every rule of the chart's default ClusterRole."""
+    """One case per verb of every rule of the chart's default (Cluster)Roles."""
     if "revoked" in metafunc.fixturenames:
-        cases = [(rule, verb) for rule in default_cluster_rules() for verb in rule.verbs]
+        cases = [(rule, verb) for rule in default_rules() for verb in rule.verbs]
         metafunc.parametrize("revoked", cases, ids=[f"{rule.id}-{verb}" for rule, verb in cases])
 
 
@@ -185,9 +188,9 @@ def refusals(log: str) -> set[tuple[str, str, str]]:
 
 
 def revoke(access: ChartAccess, rule: Rule, verb: str) -> None:
-    """Take ``verb`` out of ``rule`` in the release's ClusterRole (the rule goes when it
-    had no other verb), and wait until the apiserver refuses it."""
-    (role,) = access.roles()
+    """Take ``verb`` out of ``rule`` in the release's (Cluster)Role that has it (the rule
+    goes when it had no other verb), and wait until the apiserver refuses it."""
+    (role,) = [role for role in access.roles() if rule in rules_of(role)]
     kept = []
     for entry in role["rules"]:
         (granted,) = rules_of({"rules": [entry]})
@@ -197,8 +200,9 @@ def revoke(access: ChartAccess, rule: Rule, verb: str) -> None:
     assert sum(map(len, (e["verbs"] for e in kept))) == sum(
         len(e["verbs"]) for e in role["rules"]) - 1, f"{rule} is not in {role['rules']}"
     access.apply_roles([{**role, "rules": kept}])
+    name = access.lease.partition("/")[2] if rule.named else ""
     wait_until(lambda: not access.client.allowed(verb, rule.group, rule.resource,
-                                                 access.namespace),
+                                                 access.namespace, name),
                what=f"{verb} {rule.id} to be revoked")
 
 
@@ -221,7 +225,8 @@ def run_operator(cluster: Cluster, redis_url: str, workdir: Path,
     try:
         if revoked:
             revoke(access, *revoked)
-        operator = start_operator(access.kubeconfig, workdir / "operator.log")
+        operator = start_operator(access.kubeconfig, workdir / "operator.log",
+                                  f"--lease={access.lease}", "--lease-duration=6")
         wanted = revoked and (revoked[1], revoked[0].resource, revoked[0].group)
 
         def refused() -> bool:

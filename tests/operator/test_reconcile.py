@@ -167,6 +167,31 @@ def test_drift_is_repaired_on_resync(
     wait_for_children(cluster, namespace, CHILDREN, timeout=4 * RESYNC_SECONDS + 10)
 
 
+def test_a_kubectl_edit_of_a_childs_template_is_repaired_once(
+        cluster: Cluster, namespace: str, operator: OperatorProcess) -> None:
+    """The content-hash annotation does not change on a kubectl edit; the managed fields
+    show that another manager took the image. Once repaired, the operator is at rest."""
+    apply(cluster, namespace, broker_secret(), fleet())
+    wait_for_children(cluster, namespace, CHILDREN)
+
+    def image() -> str:
+        dep = get(cluster, namespace, "deployment", "mm-default") or {}
+        return str(dep["spec"]["template"]["spec"]["containers"][0]["image"])
+
+    wanted = image()
+    cluster.kubectl("set", "image", "-n", namespace, "deployment/mm-default", "worker=evil:1")
+    assert image() == "evil:1"
+    wait_until(lambda: image() == wanted, timeout=4 * RESYNC_SECONDS + 10,
+               what="the image put back")
+    events = cluster.kubectl("get", "events", "-n", namespace, "--field-selector",
+                             "reason=Repaired", "-o", "name").stdout.split()
+    assert len(events) == 1
+    time.sleep(RESYNC_SECONDS)
+    settled = len(operator_writes(cluster, namespace))
+    time.sleep(2 * RESYNC_SECONDS + 1)
+    assert operator_writes(cluster, namespace)[settled:] == []
+
+
 def test_suspend_scales_everything_to_zero(
         cluster: Cluster, namespace: str, operator: OperatorProcess) -> None:
     apply(cluster, namespace, broker_secret(), fleet())

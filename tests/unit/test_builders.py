@@ -14,10 +14,11 @@ from metamapper_operator.builders import (
     desired_objects,
     initial_replicas,
     scheduler_env,
+    scheduler_held,
 )
 from metamapper_operator.model import SpecError, parse
-from metamapper_operator.references import redact
 from metamapper_operator.status import DeploymentState, Observed, changes, render
+from metamapper_operator.urls import redact
 
 BODY: dict[str, Any] = {
     "metadata": {"namespace": "ns", "name": "mm", "uid": "u-1", "generation": 3},
@@ -74,12 +75,22 @@ def test_literal_url_is_a_value_and_secret_url_a_secret_ref() -> None:
     assert refs["SINGLE_BEAT_REDIS_SERVER"] == {"secretKeyRef": {"name": "b", "key": "u"}}
 
 
-def test_a_non_redis_broker_needs_a_lock_redis() -> None:
+def test_a_non_redis_broker_without_a_lock_redis_holds_back_only_the_scheduler() -> None:
     fleet = parse(body(broker={"url": "amqp://rabbit:5672/mm"}))
-    with pytest.raises(ValueError, match=r"lock\.redisURL"):
-        scheduler_env(fleet, "rabbitmq")
+    assert "lock.redisURL" in (scheduler_held(fleet, "rabbitmq") or "")
+    assert {o["metadata"]["name"] for o in desired_objects(fleet, "rabbitmq", {})} == {
+        "mm-celery", "mm-default"}
+    deps = {"mm-default": DeploymentState("mm-default", "h", 1, ready=1, updated=1,
+                                          generation=1, observed_generation=1)}
+    status = render(Observed(3, "t", fleet, "rabbitmq", deployments=deps), {})
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert status["scheduler"]["state"] == "Held"
+    assert conditions["InvalidSpec"]["status"] == "False"
+    assert conditions["Ready"]["reason"] == conditions["Degraded"]["reason"] == "SchedulerHeld"
+    assert conditions["Progressing"]["reason"] == "Settled"
     locked = parse(body(broker={"url": "amqp://rabbit:5672/mm"},
                         scheduler={"lock": {"redisURL": "redis://lock:6379/1"}}))
+    assert scheduler_held(locked, "rabbitmq") is None
     assert scheduler_env(locked, "rabbitmq")[0] == {"name": "SINGLE_BEAT_REDIS_SERVER",
                                                     "value": "redis://lock:6379/1"}
 
@@ -142,3 +153,18 @@ def test_status_keeps_transition_times_and_patches_only_changes() -> None:
 ])
 def test_redact(url: str, shown: str) -> None:
     assert redact(url) == shown
+
+
+def test_default_grace_outlasts_the_workers_task_time_limit_and_a_short_one_is_reported(
+        ) -> None:
+    conditions = {c["type"]: c for c in render(Observed(3, "t", parse(BODY), "redis"), {})[
+        "conditions"]}
+    assert conditions["GracePeriodTooShort"]["status"] == "False"
+    pools = [{"name": "default", "queues": ["default"], "terminationGracePeriodSeconds": 300},
+             {"name": "long", "queues": ["long"], "terminationGracePeriodSeconds": 3000}]
+    short = parse(body(pools=pools, celery={"settings": {"task_time_limit": 2400}}))
+    conditions = {c["type"]: c for c in render(Observed(3, "t", short, "redis"), {})[
+        "conditions"]}
+    grace = conditions["GracePeriodTooShort"]
+    assert grace["status"] == "True" and "default (300 s)" in grace["message"]
+    assert "2400" in grace["message"] and "long" not in grace["message"]

@@ -49,28 +49,30 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
   namespace: {{ .Release.Namespace }}
 {{- end }}
 
-{{/* "true" when several operator pods share the work through kopf peering. */}}
-{{- define "metamapper-operator.peered" -}}
+{{/* "true" when several operator pods run: one leads, the others stand by. */}}
+{{- define "metamapper-operator.ha" -}}
 {{- if gt (int .Values.replicas) 1 }}true{{ end }}
 {{- end }}
 
-{{- define "metamapper-operator.peeringName" -}}
-{{- default (include "metamapper-operator.fullname" .) .Values.peering.name }}
+{{/* The coordination.k8s.io Lease (in the release namespace) the operator pods elect a
+leader on. */}}
+{{- define "metamapper-operator.leaseName" -}}
+{{- default (include "metamapper-operator.fullname" .) .Values.leaderElection.leaseName }}
 {{- end }}
 
 {{/*
 The operator's API access, one rule per resource: exactly the verbs it uses.
-Rendered into the ClusterRole (cluster-wide) or into each namespace's Role (watchNamespaces);
-the kopf peering rule is added when replicas > 1. Takes (dict "root" $ "peeringResource" NAME):
-clusterkopfpeerings for the ClusterRole, kopfpeerings for the Roles.
+Rendered into the ClusterRole (cluster-wide) or into each namespace's Role (watchNamespaces).
+The leader-election Lease has a Role of its own in the release namespace (rbac.yaml).
 */}}
 {{- define "metamapper-operator.rules" -}}
-{{- $root := .root -}}
 # Metamapper objects: watched and indexed by kopf, which keeps its last-handled
-# configuration in an annotation (patch). Status is written with merge patches.
+# configuration in an annotation (patch); read (get) before creating children, so none
+# are created for an object deleted while the watch was down. Status is written with
+# merge patches.
 - apiGroups: [metamapper.io]
   resources: [metamappers]
-  verbs: [list, watch, patch]
+  verbs: [get, list, watch, patch]
 - apiGroups: [metamapper.io]
   resources: [metamappers/status]
   verbs: [patch]
@@ -98,10 +100,4 @@ clusterkopfpeerings for the ClusterRole, kopfpeerings for the Roles.
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
-{{- if include "metamapper-operator.peered" $root }}
-# kopf peering: the pods announce themselves and pause in favour of the active one.
-- apiGroups: [kopf.dev]
-  resources: [{{ .peeringResource }}]
-  verbs: [list, watch, patch]
-{{- end }}
 {{- end }}

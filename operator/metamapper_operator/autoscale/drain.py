@@ -6,8 +6,11 @@ active``, addressed to the pool's workers by their ``<pool>@<pod>`` hostnames): 
 workers the lowest cost, busy ones a cost that grows with their work. The real
 ReplicaSet controller then deletes the cheapest pods; those get SIGTERM, Celery's warm
 shutdown finishes what they run within the grace period, and late acks requeue anything
-that could not finish. Brokers without broadcast (SQS) cannot be asked: the pods are left
-as they are and the controller picks.
+that could not finish. A worker that does not answer in time is not assumed idle: it
+ranks between the idle and the busy ones, and the pool never shrinks below the number of
+workers found busy. When the workers cannot be asked at all (SQS has no broadcast; the
+broker failed), costs set earlier are removed rather than left stale, and the
+controller picks.
 """
 
 from __future__ import annotations
@@ -20,15 +23,27 @@ from metamapper_operator.references import BrokerAccess
 
 DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
 IDLE_COST = -1000
+SILENT_COST = 0
 BUSY_COST_PER_TASK = 1000
 INSPECT_TIMEOUT = 1.0
+# The whole inspection (connecting included) may take this long; past it, nobody answered.
+INSPECT_LIMIT = 5.0
 log = logging.getLogger(__name__)
 
 
 def deletion_costs(pods: Sequence[str], active: Mapping[str, int]) -> dict[str, int]:
-    """Cost per pod: idle (or silent) workers lowest, the busiest highest."""
-    return {pod: BUSY_COST_PER_TASK * active[pod] if active.get(pod) else IDLE_COST
-            for pod in pods}
+    """Cost per pod: idle workers lowest, silent ones (no answer: maybe busy) next, the
+    busiest highest."""
+    def cost(pod: str) -> int:
+        if pod not in active:
+            return SILENT_COST
+        return BUSY_COST_PER_TASK * active[pod] if active[pod] else IDLE_COST
+    return {pod: cost(pod) for pod in pods}
+
+
+def busy(active: Mapping[str, int]) -> int:
+    """Workers found running a task: the floor of a scale-down."""
+    return sum(1 for count in active.values() if count > 0)
 
 
 def _inspect_active(access: BrokerAccess, transport_options: Mapping[str, object],
@@ -38,6 +53,7 @@ def _inspect_active(access: BrokerAccess, transport_options: Mapping[str, object
     app = Celery("metamapper-operator", broker=access.url, set_as_current=False)
     app.conf.broker_transport_options = dict(transport_options)
     app.conf.broker_connection_retry_on_startup = False
+    app.conf.broker_connection_timeout = INSPECT_TIMEOUT
     try:
         replies = app.control.inspect(destination=list(hostnames),
                                       timeout=INSPECT_TIMEOUT).active()
@@ -55,7 +71,9 @@ async def active_tasks(access: BrokerAccess, transport_options: Mapping[str, obj
         return None
     hostnames = [f"{pool}@{pod}" for pod in pods]
     try:
-        replies = await asyncio.to_thread(_inspect_active, access, transport_options, hostnames)
+        async with asyncio.timeout(INSPECT_LIMIT):
+            replies = await asyncio.to_thread(_inspect_active, access, transport_options,
+                                              hostnames)
     except Exception as err:  # any broker failure: fall back to the controller's choice
         log.warning("could not ask pool %s which workers are busy: %s", pool,
                     type(err).__name__)

@@ -16,9 +16,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from metamapper_operator import metrics
-from metamapper_operator.autoscale.drain import DELETION_COST, active_tasks, deletion_costs
-from metamapper_operator.autoscale.policy import Bounds, Decision, History, decide
+from metamapper_operator.autoscale.drain import (
+    DELETION_COST,
+    active_tasks,
+    busy,
+    deletion_costs,
+)
+from metamapper_operator.autoscale.policy import Bounds, History, decide
 from metamapper_operator.brokers import Probe, ProbeError, QueueDepth, probe_for
+from metamapper_operator.brokers.base import probe_error
 from metamapper_operator.builders import (
     celery_settings,
     pool_deployment_name,
@@ -33,6 +39,8 @@ from metamapper_operator.status import DeploymentState, PoolScale
 log = logging.getLogger(__name__)
 
 DeploymentsOf = Callable[[Key], Mapping[str, DeploymentState]]
+# Intervals without a finished cycle after which the autoscaler counts as stalled.
+STALLED_CYCLES = 3
 
 
 def backlog_of(pool: Pool, depths: Mapping[str, QueueDepth]) -> int:
@@ -53,56 +61,102 @@ class Measurement:
     error: str | None = None
 
 
+@dataclass(frozen=True)
+class Member:
+    """A pool to scale, with the generation of the spec it was read from."""
+
+    key: Key
+    fleet: Fleet
+    pool: Pool
+    generation: int
+
+
 @dataclass
 class Autoscaler:
     runtime: Runtime
     deployments_of: DeploymentsOf
     clock: Callable[[], float] = time.monotonic
     probes: dict[BrokerAccess, Probe] = field(default_factory=dict)
-    history: dict[tuple[Key, str], History] = field(default_factory=dict)
+    # By (uid, pool): a re-created object (same name, new uid) starts without history.
+    history: dict[tuple[str, str], History] = field(default_factory=dict)
+    finished: float | None = None  # when the last cycle ended (clock), None before one
+
+    @property
+    def cycle_limit(self) -> float:
+        """The longest one cycle may take; past it, it is cancelled (its locks released)."""
+        return max(self.runtime.config.poll_seconds, self.runtime.config.cycle_limit_seconds)
 
     async def run(self) -> None:
+        self.finished = self.clock()
         while True:
             started = self.clock()
             try:
-                await self.cycle()
+                async with asyncio.timeout(self.cycle_limit):
+                    await self.cycle()
+            except TimeoutError:
+                log.error("autoscaling cycle cancelled after %g s", self.cycle_limit)
             except Exception:
                 # A bug in one cycle must not end autoscaling for every fleet.
                 log.exception("autoscaling cycle failed")
+            else:
+                self.finished = self.clock()
             elapsed = self.clock() - started
             metrics.cycle_seconds.observe(elapsed)
             await asyncio.sleep(max(0.0, self.runtime.config.poll_seconds - elapsed))
+
+    def stalled(self) -> str | None:
+        """A liveness problem when no cycle finished for several intervals."""
+        if self.finished is None:
+            return None
+        late = self.clock() - self.finished
+        allowed = STALLED_CYCLES * self.runtime.config.poll_seconds + self.cycle_limit
+        if late > allowed:
+            return f"no autoscaling cycle finished for {late:.0f} s"
+        return None
 
     async def close(self) -> None:
         for probe in self.probes.values():
             await probe.close()
         self.probes.clear()
 
-    def _groups(self) -> dict[BrokerAccess, list[tuple[Key, Fleet, Pool]]]:
-        groups: dict[BrokerAccess, list[tuple[Key, Fleet, Pool]]] = defaultdict(list)
+    def _groups(self) -> dict[BrokerAccess, list[Member]]:
+        groups: dict[BrokerAccess, list[Member]] = defaultdict(list)
         for key, state in list(self.runtime.fleets.items()):
             fleet, access = state.fleet, state.access
             if fleet is None or access is None or fleet.suspend or state.invalid:
                 continue
             for pool in fleet.pools:
                 if pool.autoscaling.enabled:
-                    groups[access].append((key, fleet, pool))
+                    groups[access].append(Member(key, fleet, pool, state.generation))
         return groups
 
+    def _current(self, member: Member) -> bool:
+        """Whether the spec a decision was made from is still the object's (read under the
+        object's lock: a suspend or new bounds that landed while measuring win)."""
+        state = self.runtime.fleets.get(member.key)
+        return (state is not None and state.fleet is not None and not state.invalid
+                and state.generation == member.generation and not state.fleet.suspend)
+
     async def _measure(self, access: BrokerAccess, queues: set[str]) -> Measurement:
-        probe = self.probes.get(access)
-        if probe is None:
-            probe = self.probes[access] = probe_for(access)
+        """One broker's depths, or its error: whatever goes wrong with one broker (a URL
+        its client library refuses, say) is that broker's alone."""
         labels = (access.transport, access.display.rpartition("@")[2])
         started = self.clock()
+        source = None
         try:
+            probe = self.probes.get(access)
+            if probe is None:
+                probe = self.probes[access] = probe_for(access)
+            source = probe.source
             depths = await probe.measure(queues)
-        except ProbeError as err:
+        except Exception as err:
             metrics.probe_errors.labels(*labels).inc()
-            return Measurement(None, probe.source, str(err))
+            if not isinstance(err, ProbeError):
+                err = probe_error(access, access.display, err)
+            return Measurement(None, source, str(err))
         finally:
             metrics.probe_seconds.labels(*labels).observe(self.clock() - started)
-        return Measurement(depths, probe.source)
+        return Measurement(depths, source)
 
     async def cycle(self) -> None:
         groups = self._groups()
@@ -110,26 +164,34 @@ class Autoscaler:
             await self.probes.pop(stale).close()
         accesses = list(groups)
         measurements = await asyncio.gather(*(
-            self._measure(a, {q for _, _, pool in groups[a] for q in pool.queues})
+            self._measure(a, {q for member in groups[a] for q in member.pool.queues})
             for a in accesses))
-        seen: set[Key] = set()
+        seen: set[str] = set()
         changed: dict[Key, None] = {}  # ordered, so statuses are written in a stable order
         for access, measurement in zip(accesses, measurements, strict=True):
-            for key, fleet, pool in groups[access]:
-                seen.add(key)
+            for member in groups[access]:
+                key = member.key
+                seen.add(member.fleet.uid)
+                lock = self.runtime.locks.get(key)
+                if lock is None:  # deleted meanwhile
+                    continue
                 try:
-                    async with self.runtime.locks[key]:
-                        if await self._scale_pool(key, fleet, pool, access, measurement):
+                    async with lock:
+                        if self._current(member) and await self._scale_pool(
+                                key, member.fleet, member.pool, access, measurement):
                             changed[key] = None
                 except KubeError as err:  # this pool only; the next cycle tries again
-                    log.warning("scaling pool %s of %s/%s: %s", pool.name, *key, err)
-            for key, _, _ in groups[access]:
+                    log.warning("scaling pool %s of %s/%s: %s", member.pool.name, *key, err)
+            for key in dict.fromkeys(member.key for member in groups[access]):
                 if await self._broker_state(key, measurement.error):
                     changed[key] = None
         # Only objects whose measurements changed need their status rendered again.
         for key in changed:
+            lock = self.runtime.locks.get(key)
+            if lock is None:
+                continue
             try:
-                async with self.runtime.locks[key]:
+                async with lock:
                     await self.runtime.publish(key, self.deployments_of(key))
             except KubeError as err:
                 log.warning("status of %s/%s: %s", *key, err)
@@ -138,8 +200,8 @@ class Autoscaler:
 
     async def _broker_state(self, key: Key, error: str | None) -> bool:
         """Record whether the broker answered; True when that changed."""
-        state = self.runtime.fleets[key]
-        if error == state.broker_error:
+        state = self.runtime.fleets.get(key)
+        if state is None or error == state.broker_error:
             return False
         if error and not state.broker_error:
             await self._event(key, "Warning", "BrokerUnreachable",
@@ -150,8 +212,8 @@ class Autoscaler:
         return True
 
     async def _event(self, key: Key, kind: str, reason: str, message: str) -> None:
-        state = self.runtime.fleets[key]
-        uid = state.fleet.uid if state.fleet else None
+        state = self.runtime.fleets.get(key)
+        uid = state.uid if state else None
         await self.runtime.kube.event({"namespace": key[0], "name": key[1], "uid": uid},
                                       kind, reason, message)
 
@@ -163,19 +225,28 @@ class Autoscaler:
         if dep is None:  # not created yet: the reconciler will
             return False
         current = self.runtime.replicas(key, name, dep.replicas)
-        backlog = None if measurement.depths is None else backlog_of(pool, measurement.depths)
+        depths = measurement.depths
+        backlog = None if depths is None else backlog_of(pool, depths)
+        stale = None if depths is None else sum(
+            depths[queue].stale for queue in pool.queues if queue in depths)
         decision = decide(Bounds.of(pool), current, backlog, self.clock(),
-                          self.history.get((key, pool.name), History()))
-        self.history[(key, pool.name)] = decision.history
-        state = self.runtime.fleets[key]
+                          self.history.get((fleet.uid, pool.name), History()))
+        self.history[(fleet.uid, pool.name)] = decision.history
+        state = self.runtime.fleets[key]  # present: checked under the lock
         previous = state.scaling.get(pool.name)
         scale = PoolScale(backlog, measurement.source, decision.replicas,
                           previous.last_scale_time if previous else None,
-                          previous.last_scale_reason if previous else None)
-        if decision.replicas != current:
-            await self._resize(key, fleet, pool, access, name, current, decision)
-            scale = PoolScale(backlog, measurement.source, decision.replicas, now(),
-                              decision.reason)
+                          previous.last_scale_reason if previous else None, stale)
+        target, reason = decision.replicas, decision.reason
+        if target < current:
+            found_busy = await self._mark_idle_first(fleet, pool, access)
+            if found_busy > target:
+                target = min(current, found_busy)
+                reason += f"; held at {target}: {found_busy} pods are running tasks"
+        if target != current:
+            await self._resize(key, pool, name, current, target, reason)
+            scale = PoolScale(backlog, measurement.source, decision.replicas, now(), reason,
+                              stale)
         if scale == previous:
             return False
         state.scaling[pool.name] = scale
@@ -183,30 +254,30 @@ class Autoscaler:
         if backlog is not None:
             metrics.backlog.labels(*labels).set(backlog)
         metrics.desired_replicas.labels(*labels).set(decision.replicas)
-        metrics.current_replicas.labels(*labels).set(decision.replicas)
+        metrics.current_replicas.labels(*labels).set(current)
         return True
 
-    async def _resize(self, key: Key, fleet: Fleet, pool: Pool, access: BrokerAccess,
-                      name: str, current: int, decision: Decision) -> None:
-        kube = self.runtime.kube
-        if decision.replicas < current:
-            await self._mark_idle_first(fleet, pool, access)
-        await kube.scale(fleet.namespace, name, decision.replicas)
-        self.runtime.note_scale(key, name, decision.replicas)
-        direction = "up" if decision.replicas > current else "down"
+    async def _resize(self, key: Key, pool: Pool, name: str, current: int, target: int,
+                      reason: str) -> None:
+        await self.runtime.kube.scale(key[0], name, target)
+        self.runtime.note_scale(key, name, target)
+        direction = "up" if target > current else "down"
         metrics.scale_events.labels(key[0], key[1], pool.name, direction).inc()
         await self._event(key, "Normal", f"Scaled{direction.capitalize()}",
-                          f"pool {pool.name}: {current} -> {decision.replicas} pods "
-                          f"({decision.reason})")
+                          f"pool {pool.name}: {current} -> {target} pods ({reason})")
 
-    async def _mark_idle_first(self, fleet: Fleet, pool: Pool, access: BrokerAccess) -> None:
+    async def _mark_idle_first(self, fleet: Fleet, pool: Pool, access: BrokerAccess) -> int:
+        """Set each pod's deletion cost from what its worker runs; the pods found busy."""
         kube = self.runtime.kube
         pods = await kube.list_pods(fleet.namespace,
                                     selector_labels(fleet, "worker", pool.name))
         transport_options = celery_settings(fleet).get("broker_transport_options") or {}
         active = await active_tasks(access, transport_options, pool.name, list(pods))
-        if active is None:
-            return
-        for pod, cost in deletion_costs(list(pods), active).items():
-            if pods[pod].get(DELETION_COST) != str(cost):
-                await kube.annotate_pod(fleet.namespace, pod, {DELETION_COST: str(cost)})
+        if active is None:  # cannot ask: costs set earlier would be stale, so they go
+            wanted: dict[str, str | None] = {pod: None for pod in pods}
+        else:
+            wanted = {pod: str(cost) for pod, cost in deletion_costs(list(pods), active).items()}
+        for pod, cost in wanted.items():
+            if pods[pod].get(DELETION_COST) != cost:
+                await kube.annotate_pod(fleet.namespace, pod, {DELETION_COST: cost})
+        return busy(active or {})

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Protocol
-from urllib.parse import quote, unquote, urlsplit
 
 from metamapper_operator.references import BrokerAccess
+from metamapper_operator.urls import secrets_in
 
 #: Seconds one ``measure()`` (or connecting for it) may take before it fails.
 DEFAULT_TIMEOUT = 5.0
@@ -27,6 +27,8 @@ class QueueDepth:
     """Messages ready to be delivered."""
     in_flight: int | None
     """Messages delivered but not yet acknowledged; ``None`` when the probe cannot tell."""
+    stale: int = 0
+    """Delivered, unacknowledged messages too old to be running (not in ``in_flight``)."""
 
 
 class ProbeError(Exception):
@@ -36,8 +38,10 @@ class ProbeError(Exception):
 class Probe(Protocol):
     """A queue-depth probe for one broker."""
 
-    source: str
-    """How depth is measured, as ``status.pools[].backlogSource`` shows it."""
+    @property
+    def source(self) -> str:
+        """How depth is measured, as ``status.pools[].backlogSource`` shows it."""
+        ...
     round_trips: int
     """Network requests made by ``measure()`` so far (connection set-up not included)."""
 
@@ -52,10 +56,9 @@ class Probe(Protocol):
 
 def secrets_of(access: BrokerAccess) -> list[str]:
     """Every credential ``access`` holds, in the spellings an error message may show."""
-    password = urlsplit(access.url).password
-    found = [access.url, access.management_password, access.aws_secret_access_key]
-    if password:
-        found += [password, unquote(password), quote(unquote(password), safe="")]
+    found = [*secrets_in(access.url), *secrets_in(access.management_url or ""),
+             access.management_password, access.aws_access_key_id,
+             access.aws_secret_access_key]
     return [secret for secret in found if secret]
 
 

@@ -18,13 +18,14 @@ import asyncio
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import aiohttp
 import amqp
 
 from metamapper_operator.brokers.base import DEFAULT_TIMEOUT, QueueDepth, probe_error
-from metamapper_operator.references import BrokerAccess, redact
+from metamapper_operator.references import BrokerAccess
+from metamapper_operator.urls import parse_url, redact
 
 AMQP_PORTS = {"amqp": 5672, "pyamqp": 5672, "amqps": 5671}
 
@@ -43,11 +44,11 @@ class AmqpAddress:
 
 def amqp_address(url: str) -> AmqpAddress:
     """kombu's reading: guest/guest by default, ``/`` when the path names no vhost."""
-    parts = urlsplit(url)
+    parsed = parse_url(url)
     return AmqpAddress(
-        host=parts.hostname or "localhost", port=parts.port or AMQP_PORTS[parts.scheme],
-        user=unquote(parts.username or "guest"), password=unquote(parts.password or "guest"),
-        vhost=unquote(parts.path[1:]) or "/", ssl=parts.scheme == "amqps",
+        host=parsed.host or "localhost", port=parsed.port or AMQP_PORTS[parsed.scheme],
+        user=parsed.username or "guest", password=parsed.password or "guest",
+        vhost=parsed.path or "/", ssl=parsed.scheme == "amqps",
     )
 
 
@@ -63,16 +64,16 @@ class ManagementProbe:
         self._access = access
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
-        parts = urlsplit(access.management_url)
+        parts, parsed = urlsplit(access.management_url), parse_url(access.management_url)
         self._where = f"rabbitmq management API {redact(access.management_url)}"
         # Credentials travel in the Authorization header, never in the URL (which error
         # messages show).
-        user = access.management_user or unquote(parts.username or "")
-        password = access.management_password or unquote(parts.password or "")
+        user = access.management_user or parsed.username or ""
+        password = access.management_password or parsed.password or ""
         self._headers = {"Authorization": aiohttp.encode_basic_auth(user, password)
                          } if user else {}
-        host = parts.hostname or ""
-        netloc = f"{host}:{parts.port}" if parts.port else host
+        host = parsed.host or ""
+        netloc = f"{host}:{parsed.port}" if parsed.port else host
         base = urlunsplit(parts._replace(netloc=netloc, query="", fragment="")).rstrip("/")
         vhost = amqp_address(access.url).vhost
         self._url = f"{base}/api/queues/{quote(vhost, safe='')}"

@@ -1,29 +1,34 @@
 """Queue depth on Redis, read the way Celery's Redis transport (kombu) stores queues.
 
 kombu keeps a queue as Redis lists: the queue's own key for the lowest priority step and
-``<queue>\\x06\\x16<step>`` for each other step of ``priority_steps`` (default
-0, 3, 6, 9). A delivered message that is not yet acknowledged leaves the lists and
-waits in the hash ``unacked`` (tag -> JSON ``[message, exchange, routing_key]``) until
-the worker acknowledges it. Every key carries the transport's ``global_keyprefix``.
+``<queue><sep><step>`` for each other step of ``priority_steps`` (by default ``\\x06\\x16``
+and 0, 3, 6, 9). A delivered message that is not yet acknowledged leaves the lists and
+waits in the hash ``unacked`` (tag -> JSON ``[message, exchange, routing_key]``), with its
+delivery time in the sorted set ``unacked_index``, until the worker acknowledges it.
+Every key carries the transport's ``global_keyprefix``. All of these follow the fleet's
+own transport options (:class:`~metamapper_operator.references.RedisLayout`).
 
 One ``measure()`` is one pipelined round trip (a MULTI/EXEC transaction, so the lists
-and the hash are read at one instant): an LLEN per list key of every queue, and an
-HVALS of the ``unacked`` hash.
+and the hash are read at one instant): an LLEN per list key of every queue, and a small
+Lua script that counts the unacknowledged messages per routing key on the server, from
+the last bytes of each entry, so the cost does not grow with message size.
 
 In flight is attributed to a queue by the routing key of the delivered message. That
 is exact for Celery's routing (each queue bound to a direct exchange with its own name
 as routing key); a message routed with a different routing key, through a topic or
-fanout exchange, is not counted. The hash also keeps the messages of a worker that
-died without acknowledging them until another worker restores them (after the
-transport's ``visibility_timeout``); until then they count as in flight.
+fanout exchange, is not counted. An entry delivered longer ago than the layout's
+``in_flight_max_age`` (the task time limit) belongs to a worker that died without
+acknowledging it; it is reported as stale, not counted in flight, until the transport
+restores it after its visibility timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-from collections import Counter
-from collections.abc import Collection, Sequence
+import time
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio
 from redis.backoff import NoBackoff
@@ -31,43 +36,66 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from metamapper_operator.brokers.base import DEFAULT_TIMEOUT, QueueDepth, probe_error
-from metamapper_operator.references import BrokerAccess
+from metamapper_operator.references import BrokerAccess, RedisLayout
 
-#: kombu's defaults (``kombu.transport.redis.Channel``).
-SEP = "\x06\x16"
-PRIORITY_STEPS = (0, 3, 6, 9)
-UNACKED_KEY = "unacked"
+# Counts of unacknowledged messages per routing key: KEYS = unacked hash, unacked_index
+# sorted set; ARGV[1] = the oldest delivery time still counted in flight. Reads only the
+# tail of each entry (the routing key is its last JSON string), so a large message costs
+# no more than a small one. Returns [routing key, in flight, stale, ...].
+COUNT_UNACKED = """
+local counts = {}
+local cutoff = tonumber(ARGV[1])
+local entries = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
+for i = 1, #entries, 2 do
+  local raw = redis.call('HGET', KEYS[1], entries[i])
+  if raw then
+    local key = string.match(string.sub(raw, -512), '"([^"]*)"%s*%]%s*$')
+    if key then
+      local count = counts[key] or {0, 0}
+      if tonumber(entries[i + 1]) >= cutoff then count[1] = count[1] + 1
+      else count[2] = count[2] + 1 end
+      counts[key] = count
+    end
+  end
+end
+local out = {}
+for key, count in pairs(counts) do
+  out[#out + 1] = key
+  out[#out + 1] = count[1]
+  out[#out + 1] = count[2]
+end
+return out
+"""
 
 
-def list_keys(queue: str, priority_steps: Sequence[int] = PRIORITY_STEPS,
-              sep: str = SEP) -> list[str]:
-    """The Redis lists that hold ``queue``'s waiting messages (before the key prefix)."""
-    return [f"{queue}{sep}{step}" if step else queue for step in priority_steps]
+def list_keys(queue: str, layout: RedisLayout) -> list[str]:
+    """The Redis lists that hold ``queue``'s waiting messages (prefix included)."""
+    return [layout.key_prefix + (f"{queue}{layout.sep}{step}" if step else queue)
+            for step in layout.priority_steps]
 
 
-def routing_keys(unacked: Sequence[bytes]) -> Counter[str]:
-    """How many unacknowledged messages each routing key has (unreadable entries skipped)."""
-    counts: Counter[str] = Counter()
-    for raw in unacked:
-        try:
-            _message, _exchange, routing_key = json.loads(raw)
-        except (ValueError, TypeError):
-            continue
-        if isinstance(routing_key, str):
-            counts[routing_key] += 1
-    return counts
+@dataclass(frozen=True)
+class Unacked:
+    in_flight: int
+    stale: int
+
+
+def unacked_counts(reply: Sequence[Any]) -> dict[str, Unacked]:
+    """The script's flat reply, by routing key."""
+    return {(key.decode() if isinstance(key, bytes) else str(key)): Unacked(int(fresh),
+                                                                            int(stale))
+            for key, fresh, stale in zip(reply[::3], reply[1::3], reply[2::3], strict=True)}
 
 
 class RedisProbe:
-    """LLEN of every priority list and the ``unacked`` hash, in one pipeline."""
-
-    source = "redis: LLEN + priority keys + unacked"
+    """LLEN of every priority list and the unacknowledged counts, in one pipeline."""
 
     def __init__(self, access: BrokerAccess, *, timeout: float = DEFAULT_TIMEOUT,
-                 priority_steps: Sequence[int] = PRIORITY_STEPS, sep: str = SEP) -> None:
+                 clock: Callable[[], float] = time.time) -> None:
         self.round_trips = 0
-        self._access, self._timeout = access, timeout
-        self._priority_steps, self._sep = tuple(priority_steps), sep
+        self._access, self._timeout, self._clock = access, timeout, clock
+        self.source = ("redis: LLEN + priority keys + unacked (older than "
+                       f"{access.redis.in_flight_max_age:g} s not counted)")
         # No retries: a failed measurement is reported at once, the next one reconnects.
         self._client = redis.asyncio.Redis.from_url(
             access.url, socket_timeout=timeout, socket_connect_timeout=timeout,
@@ -75,25 +103,30 @@ class RedisProbe:
         )
 
     async def measure(self, queues: Collection[str]) -> dict[str, QueueDepth]:
-        prefix = self._access.key_prefix
+        layout = self._access.redis
         names = list(dict.fromkeys(queues))
-        keys = [[prefix + key for key in list_keys(queue, self._priority_steps, self._sep)]
-                for queue in names]
+        keys = [list_keys(queue, layout) for queue in names]
+        cutoff = self._clock() - layout.in_flight_max_age
         try:
             async with asyncio.timeout(self._timeout):
                 async with self._client.pipeline(transaction=True) as pipe:
                     for key in (key for group in keys for key in group):
                         pipe.llen(key)
-                    pipe.hvals(prefix + UNACKED_KEY)
+                    # EVAL, not EVALSHA: a pipeline would check the script cache first.
+                    pipe.execute_command(
+                        "EVAL", COUNT_UNACKED, 2, layout.key_prefix + layout.unacked_key,
+                        layout.key_prefix + layout.unacked_index_key, repr(cutoff))
                     self.round_trips += 1
                     replies = await pipe.execute()
         except (RedisError, OSError, TimeoutError) as err:
             await self._client.connection_pool.disconnect()
             raise probe_error(self._access, f"redis {self._access.display}", err) from None
-        in_flight = routing_keys(replies[-1])
+        unacked = unacked_counts(replies[-1])
         lengths = iter(replies[:-1])
+        none = Unacked(0, 0)
         return {queue: QueueDepth(waiting=sum(next(lengths) for _ in group),
-                                  in_flight=in_flight[queue])
+                                  in_flight=unacked.get(queue, none).in_flight,
+                                  stale=unacked.get(queue, none).stale)
                 for queue, group in zip(names, keys, strict=True)}
 
     async def close(self) -> None:

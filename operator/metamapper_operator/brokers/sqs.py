@@ -16,7 +16,6 @@ import asyncio
 import string
 from collections.abc import Collection
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import boto3
 from botocore.config import Config
@@ -24,6 +23,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from metamapper_operator.brokers.base import DEFAULT_TIMEOUT, QueueDepth, probe_error
 from metamapper_operator.references import BrokerAccess
+from metamapper_operator.urls import parse_url
 
 #: kombu's region when neither the options nor the AWS configuration name one.
 DEFAULT_REGION = "us-east-1"
@@ -43,10 +43,10 @@ def entity_name(name: str) -> str:
 
 def endpoint_url(url: str) -> str | None:
     """kombu's endpoint: ``http://host:port`` when the broker URL names a host."""
-    parts = urlsplit(url)
-    if not parts.hostname:
+    parsed = parse_url(url)
+    if not parsed.host:
         return None
-    return f"http://{parts.hostname}:{parts.port}" if parts.port else f"http://{parts.hostname}"
+    return f"http://{parsed.host}:{parsed.port}" if parsed.port else f"http://{parsed.host}"
 
 
 class SqsProbe:
@@ -103,9 +103,9 @@ class SqsProbe:
     def _new_client(self) -> Any:
         """An SQS client like kombu's: credentials from the access, else the URL, else
         the default chain; no retries, so a failure is reported within the timeout."""
-        access, parts = self._access, urlsplit(self._access.url)
-        key_id = access.aws_access_key_id or unquote(parts.username or "") or None
-        secret = access.aws_secret_access_key or unquote(parts.password or "") or None
+        access, parsed = self._access, parse_url(self._access.url)
+        key_id = access.aws_access_key_id or parsed.username or None
+        secret = access.aws_secret_access_key or parsed.password or None
         session = boto3.Session(aws_access_key_id=key_id, aws_secret_access_key=secret,
                                 region_name=access.region)
         config = Config(connect_timeout=self._timeout, read_timeout=self._timeout,

@@ -1,0 +1,355 @@
+"""The autoscaler and the runtime wired together over a fake Kube edge and a fake probe:
+deleted objects leave nothing behind, decisions from an older spec are dropped, and the
+liveness check and loop supervision work. (The real thing: tests/operator.)"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import functools
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import kopf
+import pytest
+from kubernetes_asyncio import client
+from prometheus_client import REGISTRY
+
+from devenv.controlplane import free_port
+from metamapper_operator import handlers, metrics
+from metamapper_operator import kube as kube_module
+from metamapper_operator.autoscale import loop
+from metamapper_operator.autoscale.drain import DELETION_COST, IDLE_COST, SILENT_COST
+from metamapper_operator.autoscale.loop import Autoscaler
+from metamapper_operator.brokers import QueueDepth
+from metamapper_operator.handlers import supervise
+from metamapper_operator.health import Health
+from metamapper_operator.kube import Kube, KubeError
+from metamapper_operator.model import parse
+from metamapper_operator.references import BrokerAccess, SecretCache
+from metamapper_operator.runtime import Config, Key, Runtime
+from metamapper_operator.status import DeploymentState
+from tests.unit.test_builders import BODY
+
+KEY: Key = ("wiring", "mm")
+ACCESS = BrokerAccess("redis", "redis://r:6379/0")
+
+
+@dataclass
+class FakeKube:
+    scaled: list[tuple[str, int]] = field(default_factory=list)
+    events: list[str] = field(default_factory=list)
+    statuses: int = 0
+    pods: dict[str, dict[str, str]] = field(default_factory=dict)  # annotations by pod
+    applied: list[str] = field(default_factory=list)
+    live_uid: str | None = "u-1"  # the uid the apiserver has for the Metamapper
+
+    async def scale(self, namespace: str, name: str, replicas: int) -> None:
+        self.scaled.append((name, replicas))
+
+    async def event(self, involved: Mapping[str, Any], type: str, reason: str,
+                    message: str) -> None:
+        self.events.append(reason)
+
+    async def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        self.statuses += 1
+
+    async def read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
+        return None
+
+    async def metamapper_uid(self, namespace: str, name: str) -> str | None:
+        return self.live_uid
+
+    async def apply(self, obj: Mapping[str, Any]) -> None:
+        self.applied.append(obj["metadata"]["name"])
+
+    async def list_pods(self, namespace: str, labels: Mapping[str, str]
+                        ) -> dict[str, dict[str, str]]:
+        return {pod: dict(annotations) for pod, annotations in self.pods.items()}
+
+    async def annotate_pod(self, namespace: str, name: str,
+                           annotations: Mapping[str, str | None]) -> None:
+        for key, value in annotations.items():
+            if value is None:
+                self.pods[name].pop(key, None)
+            else:
+                self.pods[name][key] = value
+
+
+@dataclass
+class FakeProbe:
+    """Reports ``waiting`` on every queue; runs ``during`` while "measuring"."""
+
+    waiting: int
+    during: Any = None
+    source: str = "fake"
+    round_trips: int = 0
+
+    async def measure(self, queues: Collection[str]) -> dict[str, QueueDepth]:
+        if self.during is not None:
+            self.during()
+        return {queue: QueueDepth(self.waiting, 0) for queue in queues}
+
+    async def close(self) -> None:
+        pass
+
+
+def setup(uid: str = "u-1", waiting: int = 9, replicas: int = 1
+          ) -> tuple[Runtime, FakeKube, Autoscaler]:
+    kube = FakeKube()
+    runtime = Runtime(Config(poll_seconds=1), kube,  # type: ignore[arg-type]
+                      SecretCache(kube.read_secret, 60))
+    adopt(runtime, uid)
+    autoscaler = Autoscaler(runtime, lambda key: {
+        "mm-default": DeploymentState("mm-default", "h", replicas)}
+        if key in runtime.fleets else {})
+    autoscaler.probes[ACCESS] = FakeProbe(waiting)
+    return runtime, kube, autoscaler
+
+
+def adopt(runtime: Runtime, uid: str, generation: int = 3) -> None:
+    """What the reconciler does for an object: its state, from its spec."""
+    raw = copy.deepcopy(BODY)
+    raw["metadata"].update(namespace=KEY[0], name=KEY[1], uid=uid, generation=generation)
+    state, _ = runtime.state(KEY, uid)
+    state.fleet, state.access, state.generation = parse(raw), ACCESS, generation
+
+
+def series(name: str) -> float | None:
+    return REGISTRY.get_sample_value(name, {"namespace": KEY[0], "metamapper": KEY[1],
+                                            "pool": "default"})
+
+
+def test_a_deleted_object_leaves_no_state_no_series_and_no_zombie() -> None:
+    async def scenario() -> None:
+        runtime, kube, autoscaler = setup()
+        await autoscaler.cycle()
+        assert kube.scaled == [("mm-default", 5)]
+        assert series("metamapper_pool_backlog") == 18  # 9 on each of its two queues
+        assert series("metamapper_pool_current_replicas") == 1  # the size, not the desired
+
+        runtime.forget(KEY)
+        assert series("metamapper_pool_backlog") is None
+        assert series("metamapper_scale_events_total") is None
+        await autoscaler.cycle()                    # nothing brings the state back
+        await runtime.publish(KEY, {})
+        assert runtime.fleets == {} and runtime.locks == {} and autoscaler.history == {}
+
+    asyncio.run(scenario())
+
+
+def test_a_recreated_object_starts_afresh() -> None:
+    async def scenario() -> None:
+        runtime, _, autoscaler = setup("u-1")
+        await autoscaler.cycle()
+        old = runtime.fleets[KEY]
+        assert old.scaling and ("u-1", "default") in autoscaler.history
+        adopt(runtime, "u-2")                       # same name, new object
+        assert runtime.fleets[KEY] is not old and not runtime.fleets[KEY].scaling
+        await autoscaler.cycle()
+        assert set(autoscaler.history) == {("u-2", "default")}
+
+    asyncio.run(scenario())
+
+
+def test_a_decision_from_an_older_spec_is_dropped() -> None:
+    async def scenario() -> None:
+        runtime, kube, autoscaler = setup()
+
+        def suspended_meanwhile() -> None:
+            # The reconciler takes the new spec while the broker is being measured.
+            adopt(runtime, "u-1", generation=4)
+            state = runtime.fleets[KEY]
+            assert state.fleet is not None
+            state.fleet = parse({**copy.deepcopy(BODY), "spec": {
+                **copy.deepcopy(BODY["spec"]), "suspend": True}})
+
+        autoscaler.probes[ACCESS] = FakeProbe(9, during=suspended_meanwhile)
+        await autoscaler.cycle()
+        assert kube.scaled == []
+
+    asyncio.run(scenario())
+
+
+def test_liveness_reports_an_autoscaler_that_stopped_finishing_cycles() -> None:
+    now = [0.0]
+    runtime, _, autoscaler = setup()
+    autoscaler.clock = lambda: now[0]
+    assert autoscaler.stalled() is None               # not started yet
+    autoscaler.finished = 0.0
+    now[0] = autoscaler.cycle_limit + 2               # within a few intervals
+    assert autoscaler.stalled() is None
+    now[0] = autoscaler.cycle_limit + 4 * runtime.config.poll_seconds
+    assert "no autoscaling cycle finished" in (autoscaler.stalled() or "")
+
+
+def test_a_loop_that_dies_is_started_again() -> None:
+    async def scenario() -> int:
+        runs = 0
+
+        async def dies() -> None:
+            nonlocal runs
+            runs += 1
+            if runs < 3:
+                raise RuntimeError("boom")
+            await asyncio.sleep(3600)
+
+        task = asyncio.create_task(supervise("test loop", dies))
+        while runs < 3:
+            await asyncio.sleep(0.1)
+        task.cancel()
+        return runs
+
+    assert asyncio.run(scenario()) == 3
+
+
+def test_metrics_forget_only_touches_its_object() -> None:
+    metrics.backlog.labels("other", "mm", "default").set(1)
+    metrics.forget(*KEY)
+    assert REGISTRY.get_sample_value("metamapper_pool_backlog", {
+        "namespace": "other", "metamapper": "mm", "pool": "default"}) == 1
+
+
+async def _answers(active: dict[str, int] | None, *_: object) -> dict[str, int] | None:
+    return active
+
+
+def test_scale_down_never_goes_below_the_busy_pods_and_silent_pods_rank_between(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    async def scenario() -> None:
+        runtime, kube, autoscaler = setup(waiting=0, replicas=4)
+        kube.pods = {"p-idle": {}, "p-busy": {}, "p-busier": {}, "p-silent": {}}
+        # p-silent did not answer the inspection in time.
+        monkeypatch.setattr(loop, "active_tasks", functools.partial(
+            _answers, {"p-idle": 0, "p-busy": 1, "p-busier": 2}))
+        state = runtime.fleets[KEY]
+        assert state.fleet is not None
+        pool = state.fleet.pools[0]
+        # Backlog 0 wants 1 pod (minReplicas) once the window allows it.
+        autoscaler.clock = lambda: 0.0
+        await autoscaler.cycle()
+        autoscaler.clock = lambda: pool.autoscaling.scale_down_stabilization_seconds + 1
+        await autoscaler.cycle()
+        assert kube.scaled == [("mm-default", 2)]       # two pods run tasks
+        costs = {pod: int(a[DELETION_COST]) for pod, a in kube.pods.items()}
+        assert costs["p-idle"] == IDLE_COST < costs["p-silent"] == SILENT_COST
+        assert SILENT_COST < costs["p-busy"] < costs["p-busier"]
+
+        # The workers cannot be asked any more: the costs set above are removed.
+        monkeypatch.setattr(loop, "active_tasks", functools.partial(_answers, None))
+        await autoscaler.cycle()
+        assert all(DELETION_COST not in a for a in kube.pods.values())
+
+    asyncio.run(scenario())
+
+
+def test_no_children_are_created_for_an_object_that_is_gone() -> None:
+    """An object deleted while the watch was down is still in the index; its resync must
+    not create children for a dead owner (the garbage collector would remove them again,
+    on every resync)."""
+    async def scenario(live_uid: str | None) -> tuple[list[str], bool]:
+        kube = FakeKube(live_uid=live_uid)
+        runtime = Runtime(Config(), kube, SecretCache(kube.read_secret, 60))  # type: ignore[arg-type]
+        raw = copy.deepcopy(BODY)
+        raw["metadata"].update(namespace=KEY[0], name=KEY[1], uid="u-1")
+        await handlers.reconcile(kopf.Body(raw), runtime, {}, {})
+        return kube.applied, KEY in runtime.fleets
+
+    assert asyncio.run(scenario(None)) == ([], False)           # deleted
+    assert asyncio.run(scenario("u-2")) == ([], False)          # deleted and re-created
+    applied, known = asyncio.run(scenario("u-1"))               # a new object
+    assert known and set(applied) == {"mm-celery", "mm-default", "mm-scheduler"}
+
+
+def test_a_stalled_request_cannot_hold_a_cycle_or_a_lock() -> None:
+    """A scale request that never returns: the cycle is cancelled at its time limit (the
+    object's lock released), and liveness reports the stall."""
+    class StalledKube(FakeKube):
+        async def scale(self, namespace: str, name: str, replicas: int) -> None:
+            await asyncio.Event().wait()
+
+    async def scenario() -> None:
+        kube = StalledKube()
+        runtime = Runtime(Config(poll_seconds=0.1, cycle_limit_seconds=0.3), kube,  # type: ignore[arg-type]
+                          SecretCache(kube.read_secret, 60))
+        adopt(runtime, "u-1")
+        autoscaler = Autoscaler(runtime, lambda key: {
+            "mm-default": DeploymentState("mm-default", "h", 1)})
+        autoscaler.probes[ACCESS] = FakeProbe(9)
+        task = asyncio.create_task(autoscaler.run())
+        await asyncio.sleep(1.2)
+        # The reconciler, say, gets the lock within one cycle limit.
+        await asyncio.wait_for(runtime.locks[KEY].acquire(), 0.6)
+        assert "no autoscaling cycle finished" in (autoscaler.stalled() or "")
+        task.cancel()
+
+    asyncio.run(scenario())
+
+
+def test_every_api_request_has_a_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An apiserver that accepts the connection and never answers."""
+    async def scenario() -> None:
+        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.read(1)
+            await asyncio.Event().wait()
+
+        server = await asyncio.start_server(silent, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        configuration = client.Configuration(host=f"http://127.0.0.1:{port}")
+        kube = Kube(client.ApiClient(configuration))
+        monkeypatch.setattr(kube_module, "REQUEST_TIMEOUT", 0.5)
+        try:
+            for call in (kube.scale("ns", "d", 2), kube.read_secret("ns", "s"),
+                         kube.patch_status("ns", "mm", {"x": 1}),
+                         kube.list_pods("ns", {"a": "b"})):
+                with pytest.raises(KubeError) as failed:
+                    await asyncio.wait_for(call, 5)
+                assert failed.value.retryable
+        finally:
+            await kube.close()
+            server.close()
+
+    asyncio.run(scenario())
+
+
+def test_the_secret_cache_keeps_only_what_is_read_within_its_time_to_live() -> None:
+    async def scenario() -> None:
+        now = [0.0]
+
+        async def read(namespace: str, name: str) -> dict[str, str] | None:
+            return {"url": f"redis://{name}"}
+
+        cache = SecretCache(read, ttl=60, clock=lambda: now[0])
+        await cache.read("ns", "old")
+        await cache.read("ns", "kept")
+        now[0] = 50
+        await cache.read("ns", "kept")               # still cached
+        now[0] = 70                                   # "old" unused for 70 s: dropped
+        await cache.read("ns", "kept")
+        assert len(cache) == 1
+
+    asyncio.run(scenario())
+
+
+def test_healthz_answers_for_a_standby_and_fails_on_a_stall() -> None:
+    async def scenario() -> list[tuple[int, dict[str, Any]]]:
+        problems: list[str | None] = [None]
+        health = Health(checks=[lambda: problems[0]])
+        port = free_port()
+        await health.start(port, "127.0.0.1")
+        answers = []
+        try:
+            async with aiohttp.ClientSession() as session:
+                for problem in (None, "no autoscaling cycle finished for 40 s"):
+                    problems[0] = problem
+                    async with session.get(f"http://127.0.0.1:{port}/healthz") as rsp:
+                        answers.append((rsp.status, await rsp.json()))
+        finally:
+            await health.stop()
+        return answers
+
+    (ok, body), (failing, reported) = asyncio.run(scenario())
+    assert (ok, body["role"]) == (200, "standby")
+    assert failing == 500 and reported["problems"] == ["no autoscaling cycle finished for 40 s"]
