@@ -195,9 +195,9 @@ def project_image(target: str, base: Image) -> Image:
         with tempfile.TemporaryDirectory(prefix="metamapper-context-") as tmp:
             context = Path(tmp)
             for source in _files(REPO / part for part in CONTEXT):
-                target = context / source.relative_to(REPO)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(source, target)
+                copy = context / source.relative_to(REPO)
+                copy.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, copy)
             _bud(name, target, base.name, context, context / "Dockerfile")
 
     return _timed(name, build)

@@ -3,9 +3,10 @@
 Pods cannot reach the host's 127.0.0.1, so everything they talk to (the services, the
 apiserver, the kubelet) listens on ``HOST_IP``, a second address of the loopback interface
 (a /32 of the project's own; the kernel here has no dummy interfaces): local to this
-machine, yet reachable from the pods' bridge like any other address of the host. Pods live on the bridge ``BRIDGE`` (``POD_CIDR``, made by
-the CNI bridge plugin when the first pod starts); Services get ClusterIPs in
-``SERVICE_CIDR``, which kube-proxy turns into the pods' or the host's addresses.
+machine, yet reachable from the pods' bridge like any other address of the host. Pods live
+on the bridge ``BRIDGE`` (``POD_CIDR``, made by the CNI bridge plugin when the first pod
+starts); Services get ClusterIPs in ``SERVICE_CIDR``, which kube-proxy turns into the pods'
+or the host's addresses.
 
 Nothing of it reaches beyond this machine: pods are not masqueraded, and a FORWARD rule
 of our own drops anything from the pod range that is not for the pod range itself.

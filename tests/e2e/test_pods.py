@@ -108,6 +108,12 @@ def test_images_carry_no_compiler_and_metamapper_help_runs_in_each(
         found = exec_in(fleet, pod, "sh", "-c", f"command -v {' '.join(COMPILERS)}",
                         namespace=namespace)
         assert found.stdout.strip() == "", f"{pod}: {found.stdout}"
+    # The operator asks workers which are busy over the broker's Celery transport before a
+    # scale-down (Redis and RabbitMQ; SQS has no broadcast).
+    transports = exec_in(fleet, operator, "python", "-c",
+                         "import kombu.transport.redis, kombu.transport.pyamqp",
+                         namespace=OPERATOR_NAMESPACE)
+    assert transports.returncode == 0, transports.stderr
 
 
 def test_the_operator_runs_in_its_pod_with_the_charts_account_and_serves_its_endpoints(
