@@ -19,7 +19,7 @@ export PYTHONPATH := $(CURDIR)
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-demo: deps venv tools ## the whole loop live: control plane, operator, real workers scaling on a burst
+demo: deps venv tools images ## the whole loop live on real pods: cluster, operator via helm, real workers scaling on a burst
 	$(PY) -m devenv.demo
 
 deps: ## system packages from Debian: the services, the node's runtime, the image builders
@@ -47,7 +47,7 @@ lint: venv ## ruff and mypy
 	$(VENV)/bin/ruff check operator tasks devenv tests bench
 	$(VENV)/bin/mypy
 
-test: deps venv tools lint test-only ## everything: set-up, lint and the whole suite
+test: deps venv tools images lint test-only ## everything: set-up, images, lint and the whole suite
 
 test-only: ## the pytest suite alone (after `make test` has set things up once)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)

@@ -12,7 +12,8 @@ shows both pools measured and Ready, it measures ``--seconds`` of steady state:
 - its API requests (user agents ``metamapper-operator*`` and ``kopf*`` in the apiserver's
   audit log, received in the window), reads and writes per minute; writes are listed;
 - broker round trips: Redis ``INFO commandstats`` calls of EXEC (one MULTI/EXEC per
-  measurement) and HVALS (one per measurement) in the window, per autoscaling cycle
+  measurement) and EVAL (the in-flight count, one per measurement) in the window, per
+  autoscaling cycle
   (``metamapper_autoscale_cycle_seconds_count`` from the operator's /metrics).
 
 Quality bars: CPU <= 5 % of a core, RSS <= 250 MB, zero API writes when nothing changed,
@@ -127,7 +128,7 @@ def report(args: argparse.Namespace, created: float, settled: float, op: Operato
     writes = [r for r in requests if r.write]
     per_minute = 60 / window
     exec_per_cycle = calls["exec"] / cycles / BROKERS
-    hvals_per_cycle = calls["hvals"] / cycles / BROKERS
+    evals_per_cycle = calls["eval"] / cycles / BROKERS
     print(f"\n{args.objects} Metamappers x {len(POOLS)} pools in {args.namespaces} namespaces, "
           f"{BROKERS} broker; one operator (5 s polling, 60 s resync)")
     print(f"created in {created:.1f} s ({args.namespaces} kubectl apply), "
@@ -144,8 +145,8 @@ def report(args: argparse.Namespace, created: float, settled: float, op: Operato
         ["API writes / min", f"{len(writes) * per_minute:.1f}", "0", verdict(not writes)],
         ["broker round trips (EXEC) / broker / cycle", f"{exec_per_cycle:.2f}", "1",
          verdict(round(exec_per_cycle, 2) <= 1)],
-        ["HVALS / broker / cycle", f"{hvals_per_cycle:.2f}", "1",
-         verdict(round(hvals_per_cycle, 2) <= 1)],
+        ["EVAL / broker / cycle", f"{evals_per_cycle:.2f}", "1",
+         verdict(round(evals_per_cycle, 2) <= 1)],
         ["LLEN / broker / cycle", f"{calls['llen'] / cycles / BROKERS:.1f}", "", ""],
     ])
     if requests:

@@ -1,8 +1,9 @@
 """The scheduler: two single-beat pods, exactly one ``celery beat``, failover within the lock.
 
 Beat sends a task every second to a queue no pool consumes, so its ticks pile up in
-Redis: about one per second proves one beat (two would double it). The beat processes
-of the fleet's pods are sampled from /proc every 0.2 s.
+Redis: about one per second proves one beat (two would double it). The beat processes of
+the fleet's pods are sampled from the host's /proc every 0.2 s: a container's processes
+are the host's too, and their environment names their pod (``HOSTNAME``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import redis
 
-from tests.e2e.conftest import NAMESPACE, Fleet, Fleets, Sampler
+from tests.e2e.conftest import Fleet, Fleets, Sampler
 from tests.helpers import wait_until
 
 TICKS = "e2e-ticks"
@@ -34,26 +35,21 @@ class Process:
 
 
 def scheduler_processes(fleet: Fleet) -> list[Process]:
-    """The single-beat and celery beat processes of the fleet's scheduler pods.
-
-    Both carry the pod's schedule file (``<pod folder>/tmp/celerybeat-schedule``) in their
-    arguments, which names the pod.
-    """
-    state = fleet.stack.root / "pods"
-    marker = f"{state}/{NAMESPACE}_{fleet.name}-scheduler-"
+    """The single-beat and celery beat processes of the fleet's scheduler pods."""
+    prefix = f"HOSTNAME={fleet.name}-scheduler-"
     found = []
     for proc in Path("/proc").glob("[0-9]*"):
         try:
             argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
             ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            environ = (proc / "environ").read_bytes().decode(errors="replace").split("\0")
         except (OSError, IndexError, ValueError):
             continue
-        path = next((a for a in argv if a.startswith(marker)), None)
+        pod = next((v.partition("=")[2] for v in environ if v.startswith(prefix)), None)
         program = next((Path(a).name for a in argv[:2]
                         if Path(a).name in ("celery", "single-beat")), None)
-        if path is None or program is None:
+        if pod is None or program is None:
             continue
-        pod = Path(path).relative_to(state).parts[0].partition("_")[2]
         found.append(Process(int(proc.name), ppid, pod, program))
     return found
 
