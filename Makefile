@@ -46,6 +46,7 @@ images: deps venv ## build the worker and operator images from the Dockerfile an
 lint: venv ## ruff and mypy
 	$(VENV)/bin/ruff check operator tasks devenv tests bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache --no-logo
 
 test: deps venv tools lint test-only ## everything: set-up, lint and the whole suite
 
