@@ -50,6 +50,15 @@ lint: venv ## ruff and mypy
 
 test: deps venv tools lint test-only ## everything: set-up, lint and the whole suite
 
+# Tests that need no service, no control plane and no node: the operator's unit and wiring
+# tests, and the worker app's pure ones.
+FAST_TESTS := tests/unit tests/tasks/test_config.py tests/tasks/test_diff.py \
+  tests/tasks/test_redact.py
+
+.PHONY: test-fast
+test-fast: venv ## unit and wiring tests only: no service, control plane or node (< 30 s)
+	$(VENV)/bin/pytest -q --timeout=60 $(PYTEST_ARGS) $(FAST_TESTS)
+
 test-only: ## the pytest suite alone (after `make test` has set things up once)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
