@@ -46,8 +46,18 @@ images: deps venv ## build the worker and operator images from the Dockerfile an
 lint: venv ## ruff and mypy
 	$(VENV)/bin/ruff check operator tasks devenv tests bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache --no-logo
 
 test: deps venv tools images lint test-only ## everything: set-up, images, lint and the whole suite
+
+# Tests that need no service, no control plane and no node: the operator's unit and wiring
+# tests, and the worker app's pure ones.
+FAST_TESTS := tests/unit tests/tasks/test_config.py tests/tasks/test_diff.py \
+  tests/tasks/test_redact.py
+
+.PHONY: test-fast
+test-fast: venv ## unit and wiring tests only: no service, control plane or node (< 30 s)
+	$(VENV)/bin/pytest -q --timeout=60 $(PYTEST_ARGS) $(FAST_TESTS)
 
 test-only: ## the pytest suite alone (after `make test` has set things up once)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)

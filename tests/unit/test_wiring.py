@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import functools
+import socket
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +18,6 @@ import pytest
 from kubernetes_asyncio import client
 from prometheus_client import REGISTRY
 
-from devenv.controlplane import free_port
 from metamapper_operator import handlers, metrics
 from metamapper_operator import kube as kube_module
 from metamapper_operator.autoscale import loop
@@ -333,11 +333,18 @@ def test_the_secret_cache_keeps_only_what_is_read_within_its_time_to_live() -> N
     asyncio.run(scenario())
 
 
+def loopback_port() -> int:
+    """A free TCP port on 127.0.0.1 (the development network's address is not needed)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def test_healthz_answers_for_a_standby_and_fails_on_a_stall() -> None:
     async def scenario() -> list[tuple[int, dict[str, Any]]]:
         problems: list[str | None] = [None]
         health = Health(checks=[lambda: problems[0]])
-        port = free_port()
+        port = loopback_port()
         await health.start(port, "127.0.0.1")
         answers = []
         try:
