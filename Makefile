@@ -43,7 +43,7 @@ tools: ## the Kubernetes binaries (control plane, kubelet, kube-proxy), kubectl 
 images: deps venv ## build the worker and operator images from the Dockerfile and load them into the node (cached)
 	$(PY) -m devenv.images build
 
-lint: venv ## ruff and mypy
+lint: venv ## ruff, mypy and the import contracts (import-linter)
 	$(VENV)/bin/ruff check operator tasks devenv tests bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-cache --no-logo

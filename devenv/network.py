@@ -29,6 +29,7 @@ POD_CIDR = "10.213.0.0/24"
 SERVICE_CIDR = "10.213.128.0/24"
 KUBERNETES_SERVICE_IP = "10.213.128.1"
 FORWARD_CHAIN = "METAMAPPER-DEV"
+DEV_CIDR = "10.213.0.0/16"  # all of the above: what the development environment's servers trust
 
 
 class NetworkError(DevenvError):

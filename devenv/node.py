@@ -149,6 +149,8 @@ class Node:
     def stop(self, timeout: float = 120) -> None:
         """Delete the pods, wait until the runtime stopped them, stop the daemons, sweep."""
         if self.pids.get("kubelet") and alive(self.pids["kubelet"]):
+            # Cordoned first, so that controllers' replacements stay pending.
+            self.kubectl("cordon", NODE_NAME, check=False)
             self.kubectl("delete", "pods", "--all", "--all-namespaces", "--grace-period=5",
                          "--wait=false", check=False)
             deadline = time.monotonic() + timeout

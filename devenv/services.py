@@ -233,6 +233,13 @@ def _start_postgres(home: Path) -> int:
     if not (data / "PG_VERSION").exists():
         _run_as(user, [str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres",
                        "--auth=trust", "--no-sync", "-E", "UTF8"], home / "log")
+    # Clients on the host address and in pods (trust, as for loopback: a development
+    # server that listens on this machine's own addresses only).
+    hba = data / "pg_hba.conf"
+    entry = f"host all all {network.DEV_CIDR} trust\n"
+    if entry not in hba.read_text():
+        with hba.open("a") as out:
+            out.write(entry)
     return spawn([str(PG_BIN / "postgres"), "-D", str(data), "-p", str(POSTGRES_PORT),
                   "-k", str(home), "-c", f"listen_addresses=127.0.0.1,{HOST}", "-c", "fsync=off",
                   "-c", "max_connections=300"], home / "log", user=user)
