@@ -368,6 +368,19 @@ def install_crds(plane: ControlPlane, kubectl: Path, timeout: float = 60) -> Non
         time.sleep(0.25)
 
 
+def wait_for_default_service_account(plane: ControlPlane, kubectl: Path,
+                                     timeout: float = 60) -> None:
+    """Until the controller-manager has made namespace default's ServiceAccount: a pod
+    created before it is refused (``error looking up service account default/default``)."""
+    base = [str(kubectl), f"--kubeconfig={plane.kubeconfig_path}"]
+    deadline = time.monotonic() + timeout
+    while subprocess.run([*base, "get", "serviceaccount", "default", "-n", "default"],
+                         capture_output=True, check=False).returncode:
+        if time.monotonic() > deadline:
+            raise ControlPlaneError("the default ServiceAccount was not created in time")
+        time.sleep(0.25)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from devenv.node import Node, NodeError, leftovers  # the node builds on this module
 
@@ -399,6 +412,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         kube, helm = tool_dirs()
         install_crds(plane, kube / "kubectl")
+        wait_for_default_service_account(plane, kube / "kubectl")
         print(f"\nexport KUBECONFIG={plane.kubeconfig_path}")
         print(f"export PATH={kube}:{helm}:$PATH   # kubectl and helm")
         return 0
