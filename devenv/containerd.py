@@ -118,15 +118,15 @@ def ensure(sandbox_image: str) -> None:
     (HOME / "net.d").mkdir(parents=True, exist_ok=True)
     (HOME / "net.d" / "10-metamapper.conflist").write_text(cni_config())
     conf.write_text(wanted)
-    log = (HOME / "log").open("ab")
-    proc = subprocess.Popen([str(shutil.which("containerd")), "--config", str(conf)],
-                            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    log.close()
-    (HOME / "pid").write_text(str(proc.pid))
+    with (HOME / "log").open("ab") as log:
+        proc = subprocess.Popen([str(shutil.which("containerd")), "--config", str(conf)],
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    pid = proc.pid
+    (HOME / "pid").write_text(str(pid))
     deadline = time.monotonic() + 30
     while not running():
-        if proc.poll() is not None or time.monotonic() > deadline:
+        if not alive(pid) or time.monotonic() > deadline:
             tail = "\n".join((HOME / "log").read_text(errors="replace").splitlines()[-15:])
             raise ContainerdError(f"containerd did not start; log tail:\n{tail}")
         time.sleep(0.2)

@@ -18,7 +18,9 @@ and sweeps what a crashed run could leave: mounts, iptables rules, the bridge.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -157,6 +159,9 @@ class Node:
             while time.monotonic() < deadline and (running_tasks() or volume_mounts()):
                 time.sleep(0.5)
         stop_groups(self.pids.values(), grace=15)
+        for pid in self.pids.values():   # reap the ones this process started
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
         self.pids.clear()
         (self.root / "pids.json").unlink(missing_ok=True)
         clean_node()
@@ -218,7 +223,10 @@ def leftovers() -> list[str]:
     """Processes, mounts and network pieces of a node that should be gone."""
     found = [f"mount {m}" for m in pod_mounts()]
     found += network.leftovers()
-    ps = subprocess.run(["pgrep", "-a", "-x", "kubelet|kube-proxy|containerd|containerd-shim.*"],
-                        capture_output=True, text=True, check=False).stdout
-    found += [f"process {line}" for line in ps.splitlines()]
+    ps = subprocess.run(["ps", "-eo", "pid=,stat=,comm="], capture_output=True, text=True,
+                        check=False).stdout
+    daemons = ("kubelet", "kube-proxy", "containerd", "containerd-shim")
+    found += [f"process {line.strip()}" for line in ps.splitlines()
+              if len(fields := line.split()) == 3 and not fields[1].startswith("Z")
+              and fields[2].startswith(daemons)]
     return found

@@ -25,7 +25,8 @@ def management_access(rabbitmq: RabbitMQ, management_url: str | None = None,
 
 
 def with_port(rabbitmq: RabbitMQ, port: int) -> str:
-    return rabbitmq.amqp_url.replace(f":{rabbitmq.port}/", f":{port}/")
+    """The AMQP URL through a relay on 127.0.0.1:``port``."""
+    return rabbitmq.amqp_url.replace(f"@{rabbitmq.host}:{rabbitmq.port}/", f"@127.0.0.1:{port}/")
 
 
 @pytest.fixture
