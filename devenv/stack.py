@@ -187,8 +187,9 @@ class Stack:
 
     def operator_logs(self, previous: bool = False) -> str:
         name = self.operator_pod()["metadata"]["name"]
-        return self.kubectl("logs", "-n", OPERATOR_NAMESPACE, name,
-                            *(["--previous"] if previous else []), check=False).stdout
+        done = self.kubectl("logs", "-n", OPERATOR_NAMESPACE, name,
+                            *(["--previous"] if previous else []), check=False)
+        return done.stdout or done.stderr
 
     def operator_diagnostics(self) -> str:
         return self.kubectl("describe", "pods", "-n", OPERATOR_NAMESPACE, check=False).stdout

@@ -217,8 +217,9 @@ class Fleet:
         return [e["message"] for e in items]
 
     def log(self, pod: str) -> str:
-        """The pod's log, as ``kubectl logs`` shows it ("" before it has one)."""
-        return self.stack.kubectl("logs", "-n", NAMESPACE, pod, check=False).stdout
+        """The pod's log, as ``kubectl logs`` shows it (or why it cannot)."""
+        done = self.stack.kubectl("logs", "-n", NAMESPACE, pod, check=False)
+        return done.stdout or done.stderr
 
     def wait_for_workers(self, count: int) -> None:
         """Until ``count`` worker pods run a Celery worker that consumes (logged ``ready.``)."""
