@@ -184,7 +184,7 @@ def kubeconfig(server: str, pki: Path, user: str = "admin") -> dict[str, object]
 
 @dataclass
 class ControlPlane:
-    """The three processes, their ports and state, under one folder ``root``."""
+    """The control plane's four processes, their ports and state, under one folder ``root``."""
 
     root: Path
     etcd_port: int = field(default_factory=free_port)
@@ -205,11 +205,11 @@ class ControlPlane:
         return self.root / "kubeconfig"
 
     def component_kubeconfig(self, user: str) -> Path:
-        """A kubeconfig of its own for a component (``scheduler``, ``node``, ...)."""
+        """A kubeconfig of its own for a component (``scheduler``, ``node``, ...), written
+        anew: every start has new certificates and a new apiserver port."""
         path = self.root / f"{user}.kubeconfig"
-        if not path.exists():
-            path.write_text(yaml.safe_dump(kubeconfig(self.server, self.pki, user)))
-            path.chmod(0o600)
+        path.write_text(yaml.safe_dump(kubeconfig(self.server, self.pki, user)))
+        path.chmod(0o600)
         return path
 
     @property
@@ -393,6 +393,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     root: Path = args.dir
     if args.action == "up":
         if (root / "state.json").exists():
+            # Started again on its earlier state, on the same ports: the `kubernetes`
+            # Service's endpoints in that state name the apiserver's port.
             plane = ControlPlane.load(root)
             node = Node.load(plane)
             if plane.pids and all(alive(p) for p in [*plane.pids.values(),
@@ -402,7 +404,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 0
             node.stop()
             plane.stop()
-        plane = ControlPlane(root)
+        else:
+            plane = ControlPlane(root)
         try:
             plane.start(progress=True)
             if not args.no_node:

@@ -110,6 +110,9 @@ class Node:
         network.ensure_pod_network()
         say("starting containerd (and building the pause image if needed) ...")
         images.node_runtime()
+        # A cluster started again on its earlier state still has the node as cluster-down
+        # left it (cordoned, its last status): the kubelet registers it afresh.
+        self.kubectl("delete", "node", NODE_NAME, "--ignore-not-found")
         say("starting the kubelet ...")
         config = self.root / "kubelet.yaml"
         config.write_text(yaml.safe_dump(kubelet_config(self.plane, self.kubelet_port,
