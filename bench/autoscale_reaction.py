@@ -1,8 +1,8 @@
 """Reaction to a queue burst: from the burst's last message in Redis to the new pool size.
 
 For each polling interval (default 1 s and 5 s) one operator process runs against a
-local control plane with a real node, with one Metamapper whose pool sits at its minimum
-(1 pod; every pod is a real worker of the workload image). Each
+local control plane (no node: the figure is the operator's, and real workers would drain
+the burst before it is measured), with one Metamapper whose pool sits at its minimum. Each
 burst is ``--messages`` real Celery task messages (9 with 2 per pod: 5 pods); the time
 is taken when the last one is in Redis and when ``kubectl get --watch`` reports the
 Deployment's ``spec.replicas`` at the burst's size. The queue is then drained (its list
@@ -123,10 +123,7 @@ def measure(kube: Cluster, redis_url: str, logs: Path, run: Run) -> list[float]:
     pool = {"name": "default", "queues": [run.queue], "concurrency": CONCURRENCY,
             "minReplicas": MIN_REPLICAS, "maxReplicas": 10,
             "autoscaling": {"scaleDownStabilizationSeconds": 1}}
-    fleet = metamapper(namespace, NAME, redis_url, [pool])
-    assert kube.images is not None
-    fleet["spec"]["image"] = kube.images.workload
-    kube.apply([namespace_manifest(namespace), fleet])
+    kube.apply([namespace_manifest(namespace), metamapper(namespace, NAME, redis_url, [pool])])
     rng = random.Random(run.seed)
     app = Celery("producer", broker=redis_url, set_as_current=False)
     client = redis.Redis.from_url(redis_url)
@@ -162,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
 
     runs = [Run(interval, args.bursts, args.messages, args.seed) for interval in args.intervals]
     with tempfile.TemporaryDirectory(prefix="bench-reaction-") as tmp, \
-            cluster(Path(tmp) / "cluster", node=True) as kube, \
+            cluster(Path(tmp) / "cluster") as kube, \
             redis_server(Path(tmp) / "redis") as redis_url, \
             ThreadPoolExecutor(len(runs)) as side_by_side:
         results = list(side_by_side.map(lambda run: measure(kube, redis_url, Path(tmp), run), runs))
