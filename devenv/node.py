@@ -28,7 +28,7 @@ from pathlib import Path
 
 import yaml
 
-from devenv import containerd, images, network
+from devenv import containerd, images, network, services
 from devenv.controlplane import NODE_NAME, ControlPlane, free_port, tool_dirs
 from devenv.errors import DevenvError
 from devenv.processes import alive, stop_groups
@@ -81,11 +81,7 @@ class Node:
         return self.plane.root / "node"
 
     def _spawn(self, name: str, argv: list[str]) -> None:
-        log = (self.root / f"{name}.log").open("ab")
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-        log.close()
-        self.pids[name] = proc.pid
+        self.pids[name] = services.spawn(argv, self.root / f"{name}.log")
         (self.root / "pids.json").write_text(json.dumps(self.pids))
 
     def _tail(self, name: str) -> str:
