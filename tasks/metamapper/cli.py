@@ -44,7 +44,7 @@ def _exec_command(
 
 
 _exec_command("worker", entrypoint.worker_argv, "Run a Celery worker (args go to celery worker).")
-_exec_command("scheduler", entrypoint.scheduler_argv, "Run celery beat under single-beat.")
+_exec_command("scheduler", entrypoint.scheduler_argv, "Run celery beat (under single-beat when SINGLE_BEAT_REDIS_SERVER is set).")
 _exec_command("operator", entrypoint.operator_argv, "Run the Kubernetes operator.")
 _exec_command("shell", entrypoint.shell_argv, "A Python shell with the Celery app loaded.")
 
