@@ -63,6 +63,11 @@ def config_map_name(fleet: Fleet) -> str:
     return f"{fleet.name}-celery"
 
 
+def flower_name(fleet: Fleet) -> str:
+    """The Flower Deployment's and Service's name."""
+    return f"{fleet.name}-flower"
+
+
 def selector_labels(fleet: Fleet, component: str, pool: str | None = None) -> dict[str, str]:
     labels = {LABEL_NAME: "metamapper", LABEL_INSTANCE: fleet.name, LABEL_COMPONENT: component}
     if pool:
@@ -113,7 +118,15 @@ def celery_settings(fleet: Fleet) -> dict[str, Any]:
         transport_options["queue_name_prefix"] = broker.sqs_queue_name_prefix
     if transport_options:
         settings["broker_transport_options"] = transport_options
+    if fleet.scheduler.schedule_store == "Redis":
+        settings.setdefault("beat_scheduler", REDIS_BEAT_SCHEDULER)
+        settings.setdefault("redbeat_key_prefix", beat_key_prefix(fleet))
     return settings
+
+
+def beat_key_prefix(fleet: Fleet) -> str:
+    """Where the Redis beat scheduler keeps the fleet's schedule state in the lock's Redis."""
+    return f"metamapper:{fleet.namespace}:{fleet.name}:beat"
 
 
 def config_map(fleet: Fleet) -> dict[str, Any]:
@@ -141,11 +154,15 @@ def _env(fleet: Fleet) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        # Metamapper's own name, and the name older images of this project read.
+        _literal_or_secret("METAMAPPER_CELERY_BROKER_URL", broker.url, broker.url_secret),
         _literal_or_secret("METAMAPPER_BROKER_URL", broker.url, broker.url_secret),
         {"name": "METAMAPPER_CELERY_CONFIG_MODULE", "value": fleet.celery_config_module},
         {"name": "METAMAPPER_CELERY_SETTINGS", "valueFrom": {"configMapKeyRef": {
             "name": config_map_name(fleet), "key": SETTINGS_KEY}}},
     ]
+    if fleet.result_backend_secret:
+        env.append(_secret_env("METAMAPPER_CELERY_RESULT_BACKEND", fleet.result_backend_secret))
     if broker.sqs_credentials:
         secret, id_key, key_key = broker.sqs_credentials
         env += [_secret_env("AWS_ACCESS_KEY_ID", SecretKeyRef(secret, id_key)),
@@ -180,12 +197,13 @@ def _pod_spec(fleet: Fleet, container: dict[str, Any], grace: int,
     return spec
 
 
-def _container(fleet: Fleet, name: str, command: list[str], args: list[str],
+def _container(fleet: Fleet, name: str, command: list[str] | None, args: list[str],
                resources: Mapping[str, Any], mounts: list[dict[str, Any]]) -> dict[str, Any]:
+    """A container; without ``command`` it runs the image's entrypoint with ``args``."""
     pods = fleet.pods
     container: dict[str, Any] = {
         "name": name, "image": pods.image, "imagePullPolicy": pods.image_pull_policy,
-        "command": command, "args": args, "env": _env(fleet),
+        **({"command": command} if command else {}), "args": args, "env": _env(fleet),
         "securityContext": dict(pods.container_security_context
                                 or RESTRICTED_CONTAINER_SECURITY),
         "volumeMounts": mounts,
@@ -220,19 +238,64 @@ def _deployment(fleet: Fleet, name: str, component: str, pool: str | None,
 
 TMP_VOLUME = {"name": "tmp", "emptyDir": {}}
 TMP_MOUNT = {"name": "tmp", "mountPath": "/tmp"}
+CELERY_APP = ["--app", "metamapper"]
+REDIS_BEAT_SCHEDULER = "metamapper.beat:RedisScheduler"
+# Gate on Standalone scheduler pods: lifted by the operator once no other scheduler pod of
+# the fleet exists (not even one terminating), so two beats never run at once.
+ONE_BEAT_GATE = "metamapper.io/one-beat"
+# The project's image's probes (metamapper-probe reads stamps in /tmp, see the README).
+PROBE = "metamapper-probe"
+WORKER_LIVENESS: dict[str, Any] = {
+    "exec": {"command": [PROBE, "worker-live", "--max-age", "60"]},
+    "initialDelaySeconds": 20, "periodSeconds": 20, "timeoutSeconds": 10, "failureThreshold": 3}
+WORKER_READINESS: dict[str, Any] = {
+    "exec": {"command": [PROBE, "worker-ready"]},
+    "initialDelaySeconds": 5, "periodSeconds": 10, "timeoutSeconds": 10, "failureThreshold": 2}
+SCHEDULER_LIVENESS: dict[str, Any] = {
+    "exec": {"command": [PROBE, "beat-live", "--max-age", "120"]},
+    "initialDelaySeconds": 20, "periodSeconds": 30, "timeoutSeconds": 10, "failureThreshold": 3}
+
+
+def _probe(enabled: bool, override: Mapping[str, Any], default: Mapping[str, Any]
+           ) -> dict[str, Any] | None:
+    if override:
+        return dict(override)
+    return dict(default) if enabled else None
+
+
+def _with_probes(container: dict[str, Any], **probes: dict[str, Any] | None
+                 ) -> dict[str, Any]:
+    container.update({name: probe for name, probe in probes.items() if probe})
+    return container
+
+
+def _process(fleet: Fleet, program: str, args: list[str]) -> tuple[list[str] | None, list[str]]:
+    """(command, args) of a Celery program in the fleet's command style.
+
+    Celery: ``celery --app metamapper PROGRAM ARGS``. Entrypoint: the image's entrypoint
+    with ``PROGRAM ARGS`` (upstream's adds ``--app metamapper`` and the log level).
+    """
+    if fleet.command_style == "Entrypoint":
+        entry = {"beat": "scheduler"}.get(program, program)
+        return None, [entry, *args]
+    return ["celery"], [*CELERY_APP, program, "--loglevel", "INFO", *args]
 
 
 def worker_args(fleet: Fleet, pool: Pool) -> list[str]:
-    """``celery worker`` for a pool; the hostname is unique per pod and names the pool."""
-    return ["--app", "metamapper", "worker", "--loglevel", "INFO",
-            "--queues", ",".join(pool.queues), "--concurrency", str(pool.concurrency),
+    """``celery worker``'s own arguments for a pool; the hostname is unique per pod and
+    names the pool."""
+    return ["--queues", ",".join(pool.queues), "--concurrency", str(pool.concurrency),
             "--hostname", f"{pool.name}@$(POD_NAME)", *pool.extra_args]
 
 
 def worker_deployment(fleet: Fleet, pool: Pool, replicas: int, config_hash: str
                       ) -> dict[str, Any]:
-    container = _container(fleet, "worker", ["celery"], worker_args(fleet, pool),
-                           pool.resources, [TMP_MOUNT])
+    command, args = _process(fleet, "worker", worker_args(fleet, pool))
+    probes = fleet.probes
+    container = _with_probes(
+        _container(fleet, "worker", command, args, pool.resources, [TMP_MOUNT]),
+        livenessProbe=_probe(probes.enabled, probes.worker_liveness, WORKER_LIVENESS),
+        readinessProbe=_probe(probes.enabled, probes.worker_readiness, WORKER_READINESS))
     pod_spec = _pod_spec(fleet, container, pool.termination_grace_period_seconds, [TMP_VOLUME])
     # New pods come up before old ones are asked to stop; old ones get their full grace.
     strategy = {"type": "RollingUpdate",
@@ -241,32 +304,49 @@ def worker_deployment(fleet: Fleet, pool: Pool, replicas: int, config_hash: str
                        replicas, pod_spec, config_hash, strategy)
 
 
+def _needs_redis(fleet: Fleet) -> bool:
+    scheduler = fleet.scheduler
+    return not scheduler.standalone or scheduler.schedule_store == "Redis"
+
+
 def scheduler_held(fleet: Fleet, transport: str) -> str | None:
-    """Why the scheduler cannot run (its single-beat lock has no Redis), or None.
+    """Why the scheduler cannot run (its lock or schedule store has no Redis), or None.
 
     Only the scheduler waits for a lock Redis; the worker pools run without one.
     """
     lock = fleet.scheduler.lock
-    if (not fleet.scheduler.enabled or transport == "redis" or lock.redis_url
-            or lock.redis_url_secret):
+    if (not fleet.scheduler.enabled or not _needs_redis(fleet) or transport == "redis"
+            or lock.redis_url or lock.redis_url_secret):
         return None
-    return (f"spec.scheduler.lock.redisURL: the scheduler's single-beat lock needs Redis; "
-            f"the broker is {transport}: set redisURL or redisURLSecretRef. "
+    return (f"spec.scheduler.lock.redisURL: the scheduler's single-beat lock and its Redis "
+            f"schedule store need Redis; the broker is {transport}: set redisURL or "
+            "redisURLSecretRef (or use mode Standalone with scheduleStore File). "
             "The scheduler is held back; the worker pools run")
 
 
-def scheduler_env(fleet: Fleet, transport: str) -> list[dict[str, Any]]:
-    """single-beat's settings; the lock's Redis defaults to a Redis broker."""
+def _lock_redis(fleet: Fleet, transport: str, name: str) -> dict[str, Any]:
+    """The env var ``name`` holding the lock's Redis URL; a Redis broker by default."""
     lock, broker = fleet.scheduler.lock, fleet.broker
     if lock.redis_url or lock.redis_url_secret:
-        redis = _literal_or_secret("SINGLE_BEAT_REDIS_SERVER", lock.redis_url,
-                                   lock.redis_url_secret)
-    elif transport == "redis":
-        redis = _literal_or_secret("SINGLE_BEAT_REDIS_SERVER", broker.url, broker.url_secret)
-    else:
-        raise ValueError("a non-Redis broker needs scheduler.lock.redisURL")
+        return _literal_or_secret(name, lock.redis_url, lock.redis_url_secret)
+    if transport == "redis":
+        return _literal_or_secret(name, broker.url, broker.url_secret)
+    raise ValueError("a non-Redis broker needs scheduler.lock.redisURL")
+
+
+def scheduler_env(fleet: Fleet, transport: str) -> list[dict[str, Any]]:
+    """single-beat's settings and the Redis schedule store's URL, as the spec needs them."""
+    scheduler = fleet.scheduler
+    env = [] if scheduler.standalone else single_beat_env(fleet, transport)
+    if scheduler.schedule_store == "Redis":
+        env.append(_lock_redis(fleet, transport, "METAMAPPER_BEAT_REDIS_URL"))
+    return env
+
+
+def single_beat_env(fleet: Fleet, transport: str) -> list[dict[str, Any]]:
+    lock = fleet.scheduler.lock
     return [
-        redis,
+        _lock_redis(fleet, transport, "SINGLE_BEAT_REDIS_SERVER"),
         {"name": "SINGLE_BEAT_IDENTIFIER", "value": f"metamapper:{fleet.namespace}:{fleet.name}"},
         {"name": "SINGLE_BEAT_LOCK_TIME", "value": str(lock.lock_time_seconds)},
         {"name": "SINGLE_BEAT_INITIAL_LOCK_TIME", "value": str(2 * lock.lock_time_seconds)},
@@ -275,18 +355,64 @@ def scheduler_env(fleet: Fleet, transport: str) -> list[dict[str, Any]]:
     ]
 
 
+def scheduler_command(fleet: Fleet) -> tuple[list[str] | None, list[str]]:
+    """Beat, under single-beat unless the mode is Standalone."""
+    beat_args = ["--schedule", SCHEDULE_FILE]
+    if fleet.scheduler.standalone:
+        return _process(fleet, "beat", beat_args)
+    beat = ["celery", *CELERY_APP, "beat", "--loglevel", "INFO", *beat_args]
+    if fleet.command_style == "Entrypoint":
+        return None, ["single-beat", *beat]   # through the entrypoint's pass-through
+    return ["single-beat"], beat
+
+
 def scheduler_deployment(fleet: Fleet, transport: str, config_hash: str) -> dict[str, Any]:
     scheduler = fleet.scheduler
-    args = ["celery", "--app", "metamapper", "beat", "--loglevel", "INFO",
-            "--schedule", SCHEDULE_FILE]
-    container = _container(fleet, "scheduler", ["single-beat"], args, scheduler.resources,
-                           [TMP_MOUNT])
+    command, args = scheduler_command(fleet)
+    probes = fleet.probes
+    container = _with_probes(
+        _container(fleet, "scheduler", command, args, scheduler.resources, [TMP_MOUNT]),
+        livenessProbe=_probe(probes.enabled, probes.scheduler_liveness, SCHEDULER_LIVENESS))
     container["env"] = container["env"] + scheduler_env(fleet, transport)
     pod_spec = _pod_spec(fleet, container, 30, [TMP_VOLUME])
+    if scheduler.standalone:
+        pod_spec["schedulingGates"] = [{"name": ONE_BEAT_GATE}]
     replicas = 0 if fleet.suspend else scheduler.replicas
     # Recreate: never run an old and a new scheduler generation side by side.
     return _deployment(fleet, scheduler_deployment_name(fleet), "scheduler", None, replicas,
                        pod_spec, config_hash, {"type": "Recreate"})
+
+
+FLOWER_PORT = 5555
+
+
+def flower_deployment(fleet: Fleet, config_hash: str) -> dict[str, Any]:
+    """Flower for the fleet's broker: the URL reaches it as env (from the Secret when the
+    spec names one), basic auth from a Secret (``FLOWER_BASIC_AUTH``)."""
+    flower = fleet.flower
+    port = f"--port={FLOWER_PORT}"
+    command, args = (None, ["flower", port]) if fleet.command_style == "Entrypoint" else (
+        ["celery"], [*CELERY_APP, "flower", port])
+    container = _container(fleet, "flower", command, args, flower.resources, [TMP_MOUNT])
+    if flower.basic_auth_secret is not None:
+        container["env"].append(_secret_env("FLOWER_BASIC_AUTH", flower.basic_auth_secret))
+    container["ports"] = [{"name": "http", "containerPort": FLOWER_PORT}]
+    health = {"httpGet": {"path": "/healthcheck", "port": "http"}, "periodSeconds": 10,
+              "timeoutSeconds": 5}
+    container["readinessProbe"] = health
+    container["livenessProbe"] = {**health, "initialDelaySeconds": 20, "failureThreshold": 3}
+    pod_spec = _pod_spec(fleet, container, 30, [TMP_VOLUME])
+    return _deployment(fleet, flower_name(fleet), "flower", None, 0 if fleet.suspend else 1,
+                       pod_spec, config_hash, {"type": "Recreate"})
+
+
+def flower_service(fleet: Fleet) -> dict[str, Any]:
+    return _stamp({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": _metadata(fleet, flower_name(fleet), "flower"),
+        "spec": {"type": "ClusterIP", "selector": selector_labels(fleet, "flower"),
+                 "ports": [{"name": "http", "port": FLOWER_PORT, "targetPort": "http"}]},
+    })
 
 
 def initial_replicas(fleet: Fleet, pool: Pool, current: int | None) -> int:
@@ -315,4 +441,6 @@ def desired_objects(fleet: Fleet, transport: str, current_replicas: Mapping[str,
         objects.append(worker_deployment(fleet, pool, replicas, config_hash))
     if fleet.scheduler.enabled and scheduler_held(fleet, transport) is None:
         objects.append(scheduler_deployment(fleet, transport, config_hash))
+    if fleet.flower.enabled:
+        objects += [flower_deployment(fleet, config_hash), flower_service(fleet)]
     return objects

@@ -22,9 +22,12 @@ import kopf
 
 from metamapper_operator.autoscale.loop import Autoscaler
 from metamapper_operator.builders import (
+    LABEL_COMPONENT,
     LABEL_INSTANCE,
+    LABEL_NAME,
     MANAGED_SELECTOR,
     MANAGER,
+    ONE_BEAT_GATE,
     SPEC_HASH,
     desired_objects,
     scheduler_held,
@@ -43,7 +46,8 @@ log = logging.getLogger(__name__)
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo,
                     metamappers: kopf.Index[Key, dict[str, Any]],
                     managed_deployments: kopf.Index[Key, DeploymentState],
-                    managed_configmaps: kopf.Index[Key, tuple[str, str]], **_: Any) -> None:
+                    managed_configmaps: kopf.Index[Key, tuple[str, str]],
+                    managed_services: kopf.Index[Key, tuple[str, str]], **_: Any) -> None:
     settings.posting.level = logging.INFO
     # Resources are named explicitly; no need to scan CRDs or namespaces (and no RBAC to).
     settings.scanning.disabled = True
@@ -66,7 +70,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo,
         health.checks.append(autoscaler.stalled)
     memo["tasks"] = [
         asyncio.create_task(supervise("resync loop", lambda: resync_loop(
-            runtime, metamappers, managed_deployments, managed_configmaps))),
+            runtime, metamappers, managed_deployments, managed_configmaps,
+            managed_services))),
         asyncio.create_task(supervise("autoscaling loop", autoscaler.run)),
     ]
 
@@ -127,6 +132,12 @@ def managed_configmaps(namespace: str, name: str, labels: Mapping[str, str],
     return {(namespace, labels.get(LABEL_INSTANCE, "")): (name, annotations.get(SPEC_HASH, ""))}
 
 
+@kopf.index("v1", "services", labels=MANAGED_SELECTOR)
+def managed_services(namespace: str, name: str, labels: Mapping[str, str],
+                     annotations: Mapping[str, str], **_: Any) -> dict[Key, tuple[str, str]]:
+    return {(namespace, labels.get(LABEL_INSTANCE, "")): (name, annotations.get(SPEC_HASH, ""))}
+
+
 def deployments_of(index: kopf.Index[Key, DeploymentState], key: Key
                    ) -> dict[str, DeploymentState]:
     return {d.name: d for d in index.get(key, [])}
@@ -137,7 +148,8 @@ def deployments_of(index: kopf.Index[Key, DeploymentState], key: Key
 
 async def reconcile(body: kopf.Body, runtime: Runtime,
                     deployments: dict[str, DeploymentState],
-                    configmaps: dict[str, str]) -> None:
+                    configmaps: dict[str, str],
+                    services: Mapping[str, str] | None = None) -> None:
     """Bring one Metamapper's children to the desired state; report it in status.
 
     An API failure anywhere (reading a Secret, applying, writing status) is reported as
@@ -150,7 +162,10 @@ async def reconcile(body: kopf.Body, runtime: Runtime,
     async with lock:
         state.generation = int(body.metadata.get("generation", 0))
         try:
-            await _reconcile(body, runtime, state, key, deployments, configmaps, seen_status)
+            await _reconcile(body, runtime, state, key, deployments,
+                             {**{("ConfigMap", n): h for n, h in configmaps.items()},
+                              **{("Service", n): h for n, h in (services or {}).items()}},
+                             seen_status)
         except KubeError as err:
             if state.failure != str(err):
                 await runtime.kube.event(body.metadata, "Warning", "ApplyFailed", str(err))
@@ -163,8 +178,8 @@ async def reconcile(body: kopf.Body, runtime: Runtime,
 
 
 async def _reconcile(body: kopf.Body, runtime: Runtime, state: FleetState, key: Key,
-                     deployments: dict[str, DeploymentState], configmaps: dict[str, str],
-                     seen_status: dict[str, Any]) -> None:
+                     deployments: dict[str, DeploymentState],
+                     others: Mapping[tuple[str, str], str], seen_status: dict[str, Any]) -> None:
     try:
         fleet = parse(body)
         access = await resolve(fleet, runtime.secrets.read)
@@ -176,8 +191,7 @@ async def _reconcile(body: kopf.Body, runtime: Runtime, state: FleetState, key: 
         return
     desired = desired_objects(fleet, access.transport, {
         n: runtime.replicas(key, n, d.replicas) for n, d in deployments.items()})
-    existing = {**{("Deployment", n): d.spec_hash for n, d in deployments.items()},
-                **{("ConfigMap", n): h for n, h in configmaps.items()}}
+    existing = {**{("Deployment", n): d.spec_hash for n, d in deployments.items()}, **others}
     if any(("Deployment", n) not in existing for n in _deployment_names(desired)) and (
             await runtime.kube.metamapper_uid(*key) != body.metadata.uid):
         # Children missing: maybe created just now, maybe garbage-collected because the
@@ -232,10 +246,12 @@ async def _converge(body: kopf.Body, runtime: Runtime, state: FleetState, key: K
             await kube.event(body.metadata, "Normal", "Scaled",
                              f"Deployment {name} scaled from {before} to {after} "
                              "to fit the pool's bounds")
-    # Only Deployments can be orphaned (a pool left the spec); the ConfigMap's name is fixed.
+    # Deployments and Services can be orphaned (a pool left the spec, Flower turned off);
+    # the ConfigMap's name is fixed.
     for kind, name in existing:
-        if kind == "Deployment" and (kind, name) not in wanted:
-            await kube.delete_deployment(body.metadata.namespace or "", name)
+        if kind in ("Deployment", "Service") and (kind, name) not in wanted:
+            delete = kube.delete_deployment if kind == "Deployment" else kube.delete_service
+            await delete(body.metadata.namespace or "", name)
             await kube.event(body.metadata, "Normal", "Deleted",
                              f"{kind} {name} deleted: no longer in the spec")
 
@@ -245,15 +261,18 @@ async def _converge(body: kopf.Body, runtime: Runtime, state: FleetState, key: K
 @kopf.on.update(GROUP, VERSION, PLURAL)
 async def apply_spec(body: kopf.Body, memo: kopf.Memo,
                      managed_deployments: kopf.Index[Key, DeploymentState],
-                     managed_configmaps: kopf.Index[Key, tuple[str, str]], **_: Any) -> None:
+                     managed_configmaps: kopf.Index[Key, tuple[str, str]],
+                     managed_services: kopf.Index[Key, tuple[str, str]], **_: Any) -> None:
     runtime: Runtime = memo["runtime"]
     runtime.secrets.forget(body.metadata.namespace or "")
-    await _reconcile_from_indexes(body, runtime, managed_deployments, managed_configmaps)
+    await _reconcile_from_indexes(body, runtime, managed_deployments, managed_configmaps,
+                                  managed_services)
 
 
 async def resync_loop(runtime: Runtime, bodies: kopf.Index[Key, dict[str, Any]],
                       deployments: kopf.Index[Key, DeploymentState],
-                      configmaps: kopf.Index[Key, tuple[str, str]]) -> None:
+                      configmaps: kopf.Index[Key, tuple[str, str]],
+                      services: kopf.Index[Key, tuple[str, str]]) -> None:
     """Every resync interval, reconcile every object: repairs drift nobody announced."""
     while True:
         await asyncio.sleep(runtime.config.resync_seconds)
@@ -261,7 +280,7 @@ async def resync_loop(runtime: Runtime, bodies: kopf.Index[Key, dict[str, Any]],
             for raw in list(bodies.get(key, [])):
                 try:
                     await _reconcile_from_indexes(kopf.Body(raw), runtime, deployments,
-                                                  configmaps)
+                                                  configmaps, services)
                 except (kopf.TemporaryError, kopf.PermanentError) as err:
                     log.warning("resync of %s/%s failed: %s", *key, err)
                 except Exception:
@@ -271,10 +290,11 @@ async def resync_loop(runtime: Runtime, bodies: kopf.Index[Key, dict[str, Any]],
 
 async def _reconcile_from_indexes(body: kopf.Body, runtime: Runtime,
                                   deployments: kopf.Index[Key, DeploymentState],
-                                  configmaps: kopf.Index[Key, tuple[str, str]]) -> None:
+                                  configmaps: kopf.Index[Key, tuple[str, str]],
+                                  services: kopf.Index[Key, tuple[str, str]]) -> None:
     key: Key = (body.metadata.namespace or "", body.metadata.name or "")
     await reconcile(body, runtime, deployments_of(deployments, key),
-                    dict(configmaps.get(key, [])))
+                    dict(configmaps.get(key, [])), dict(services.get(key, [])))
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
@@ -300,3 +320,26 @@ async def child_changed(namespace: str, labels: Mapping[str, str], memo: kopf.Me
             await runtime.publish(key, deployments_of(managed_deployments, key))
     except KubeError as err:  # the next event or resync writes it
         log.warning("status of %s/%s: %s", *key, err)
+
+
+@kopf.on.event("v1", "pods", labels={**MANAGED_SELECTOR, LABEL_COMPONENT: "scheduler"})
+async def one_beat(namespace: str, labels: Mapping[str, str], memo: kopf.Memo,
+                   **_: Any) -> None:
+    """Standalone scheduler: let a gated pod be scheduled only when it is the fleet's only
+    scheduler pod, so a replacement waits until its predecessor is gone (not merely
+    terminating) and two beats never run at once."""
+    runtime: Runtime | None = memo.get("runtime")
+    if runtime is None:
+        return
+    fleet = labels.get(LABEL_INSTANCE, "")
+    try:
+        pods = await runtime.kube.gated_pods(namespace, {
+            LABEL_NAME: "metamapper", LABEL_INSTANCE: fleet, LABEL_COMPONENT: "scheduler",
+            **MANAGED_SELECTOR}, ONE_BEAT_GATE)
+        if pods.gated and not pods.others:
+            await runtime.kube.ungate_pod(namespace, pods.gated[0])
+            log.info("%s/%s: scheduler pod %s may start: no other scheduler pod exists",
+                     namespace, fleet, pods.gated[0])
+    except KubeError as err:  # the next pod event tries again
+        log.warning("scheduler pods of %s/%s: %s", namespace, fleet, err)
+

@@ -25,8 +25,18 @@ TRANSPORTS = {"redis": "redis", "rediss": "redis", "amqp": "rabbitmq", "amqps": 
 # Environment the operator sets on every pod; a user's env may not override it.
 RESERVED_ENV = frozenset({
     "METAMAPPER_BROKER_URL", "METAMAPPER_CELERY_CONFIG_MODULE", "METAMAPPER_CELERY_SETTINGS",
+    "METAMAPPER_CELERY_BROKER_URL", "METAMAPPER_CELERY_RESULT_BACKEND",
     "POD_NAME", "POD_NAMESPACE",
 })
+# How pods start: `celery ...` as the container command, or the image's entrypoint with
+# `worker` / `scheduler` and Celery's arguments (upstream Metamapper's contract).
+COMMAND_STYLES = ("Celery", "Entrypoint")
+# How the scheduler keeps to one beat: single-beat's Redis lock among `replicas` pods, or
+# one pod that the operator never lets run beside another (for images without single-beat).
+SCHEDULER_MODES = ("SingleBeat", "Standalone")
+# Where beat keeps its schedule's state (each entry's last run): the lock's Redis, where a
+# standby finds it, or a file in the pod (lost with it).
+SCHEDULE_STORES = ("Redis", "File")
 # Celery settings that carry credentials: they belong in Secrets, not in the ConfigMap.
 SECRET_SETTINGS = frozenset({"broker_url", "broker_read_url", "broker_write_url",
                              "result_backend", "database_url", "broker_login_method"})
@@ -104,6 +114,30 @@ class Scheduler:
     replicas: int = 2
     resources: Mapping[str, Any] = field(default_factory=dict)
     lock: Lock = field(default_factory=Lock)
+    mode: str = "SingleBeat"
+    schedule_store: str = "Redis"
+
+    @property
+    def standalone(self) -> bool:
+        return self.mode == "Standalone"
+
+
+@dataclass(frozen=True)
+class Flower:
+    enabled: bool = False
+    basic_auth_secret: SecretKeyRef | None = None
+    resources: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Probes:
+    """The pods' probes: the project's image's own (``enabled``), or Kubernetes Probe
+    objects given in the spec, which replace them one by one."""
+
+    enabled: bool = True
+    worker_liveness: Mapping[str, Any] = field(default_factory=dict)
+    worker_readiness: Mapping[str, Any] = field(default_factory=dict)
+    scheduler_liveness: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -141,6 +175,10 @@ class Fleet:
     pools: tuple[Pool, ...]
     scheduler: Scheduler
     suspend: bool = False
+    command_style: str = "Celery"
+    result_backend_secret: SecretKeyRef | None = None
+    probes: Probes = field(default_factory=Probes)
+    flower: Flower = field(default_factory=Flower)
 
     def pool(self, name: str) -> Pool:
         return next(p for p in self.pools if p.name == name)
@@ -245,8 +283,38 @@ def _parse_scheduler(raw: Mapping[str, Any]) -> Scheduler:
         heartbeat_interval_seconds=lock_raw.get("heartbeatIntervalSeconds",
                                                 defaults.heartbeat_interval_seconds),
     )
-    return Scheduler(enabled=raw.get("enabled", True), replicas=raw.get("replicas", 2),
-                     resources=raw.get("resources") or {}, lock=lock)
+    mode = raw.get("mode", "SingleBeat")
+    if mode not in SCHEDULER_MODES:
+        raise SpecError("spec.scheduler.mode", f"must be one of {', '.join(SCHEDULER_MODES)}")
+    replicas = raw.get("replicas", 1 if mode == "Standalone" else 2)
+    if mode == "Standalone" and replicas > 1:
+        raise SpecError("spec.scheduler.replicas",
+                        "must be 0 or 1 in Standalone mode (one beat pod, never two)")
+    store = raw.get("scheduleStore", "Redis")
+    if store not in SCHEDULE_STORES:
+        raise SpecError("spec.scheduler.scheduleStore",
+                        f"must be one of {', '.join(SCHEDULE_STORES)}")
+    return Scheduler(enabled=raw.get("enabled", True), replicas=replicas,
+                     resources=raw.get("resources") or {}, lock=lock, mode=mode,
+                     schedule_store=store)
+
+
+def _parse_flower(raw: Mapping[str, Any]) -> Flower:
+    flower = Flower(enabled=raw.get("enabled", False),
+                    basic_auth_secret=_secret_ref(raw.get("basicAuthSecretRef"), "auth"),
+                    resources=raw.get("resources") or {})
+    if flower.enabled and flower.basic_auth_secret is None:
+        raise SpecError("spec.flower.basicAuthSecretRef",
+                        "is required when Flower is enabled (Flower would be open to anyone "
+                        "who reaches its Service)")
+    return flower
+
+
+def _parse_probes(raw: Mapping[str, Any]) -> Probes:
+    return Probes(enabled=raw.get("enabled", True),
+                  worker_liveness=raw.get("workerLiveness") or {},
+                  worker_readiness=raw.get("workerReadiness") or {},
+                  scheduler_liveness=raw.get("schedulerLiveness") or {})
 
 
 def _check(fleet: Fleet) -> None:
@@ -267,6 +335,8 @@ def _check(fleet: Fleet) -> None:
                             "carries credentials and would be stored in a ConfigMap; "
                             "configure the broker in spec.broker and pass other URLs as "
                             "env from a Secret")
+    if fleet.command_style not in COMMAND_STYLES:
+        raise SpecError("spec.commandStyle", f"must be one of {', '.join(COMMAND_STYLES)}")
     if fleet.pods.image.strip() != fleet.pods.image or not fleet.pods.image:
         raise SpecError("spec.image", "must be a non-empty image reference without spaces")
 
@@ -301,6 +371,10 @@ def parse(body: Mapping[str, Any]) -> Fleet:
             pools=tuple(_parse_pool(i, p) for i, p in enumerate(spec["pools"])),
             scheduler=_parse_scheduler(spec.get("scheduler") or {}),
             suspend=bool(spec.get("suspend", False)),
+            command_style=spec.get("commandStyle", "Celery"),
+            result_backend_secret=_secret_ref(celery.get("resultBackendSecretRef")),
+            probes=_parse_probes(spec.get("probes") or {}),
+            flower=_parse_flower(spec.get("flower") or {}),
         )
     except KeyError as err:
         raise SpecError("spec", f"missing required field {err.args[0]!r}") from None

@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from celery import bootsteps
 
@@ -20,7 +20,7 @@ INTERVAL_SETTING = "metamapper_probe_interval"
 
 
 class Liveness(bootsteps.StartStopStep):
-    requires = {"celery.worker.components:Timer"}
+    requires: ClassVar[set[str]] = {"celery.worker.components:Timer"}
 
     def __init__(self, worker: Any, **kwargs: Any) -> None:
         super().__init__(worker, **kwargs)
@@ -39,7 +39,7 @@ class Liveness(bootsteps.StartStopStep):
 
 
 class Readiness(bootsteps.StartStopStep):
-    requires = {"celery.worker.consumer.tasks:Tasks"}
+    requires: ClassVar[set[str]] = {"celery.worker.consumer.tasks:Tasks"}
 
     def start(self, consumer: Any) -> None:
         probe.stamp(probe.WORKER_READY)

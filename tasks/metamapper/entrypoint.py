@@ -63,6 +63,12 @@ def scheduler_argv(args: Sequence[str]) -> list[str]:
     return beat
 
 
+def flower_argv(args: Sequence[str]) -> list[str]:
+    """Flower on ``METAMAPPER_FLOWER_PORT`` (5555), as upstream's ``flower`` command."""
+    port = os.environ.get("METAMAPPER_FLOWER_PORT") or "5555"
+    return ["celery", "--app", "metamapper", "flower", f"--port={port}", *args]
+
+
 def operator_argv(args: Sequence[str]) -> list[str]:
     return ["metamapper-operator", *args]
 

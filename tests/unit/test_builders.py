@@ -48,7 +48,9 @@ def test_children_and_their_hashes() -> None:
     assert set(built) == {"mm-celery", "mm-default", "mm-scheduler"}
     settings = json.loads(built["mm-celery"]["data"]["settings.json"])
     assert settings == {"task_soft_time_limit": 60,
-                        "broker_transport_options": {"global_keyprefix": "mm:"}}
+                        "broker_transport_options": {"global_keyprefix": "mm:"},
+                        "beat_scheduler": "metamapper.beat:RedisScheduler",
+                        "redbeat_key_prefix": "metamapper:ns:mm:beat"}
     # The size is not part of a Deployment's content hash: scaling never re-applies.
     again = objects(BODY, {"mm-default": 4})
     assert again["mm-default"]["spec"]["replicas"] == 4

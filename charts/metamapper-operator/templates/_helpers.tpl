@@ -93,9 +93,15 @@ The leader-election Lease has a Role of its own in the release namespace (rbac.y
   resources: [secrets]
   verbs: [get]
 # Worker pods: pod-deletion-cost annotations so idle workers go first on scale-down.
+# Standalone scheduler pods: watched, and their scheduling gate lifted (patch) once no
+# other scheduler pod of the fleet exists.
 - apiGroups: [""]
   resources: [pods]
-  verbs: [list, patch]
+  verbs: [list, watch, patch]
+# Flower's Service (spec.flower), deleted when Flower is turned off.
+- apiGroups: [""]
+  resources: [services]
+  verbs: [list, watch, create, patch, delete]
 # Events on the Metamapper objects.
 - apiGroups: [""]
   resources: [events]
