@@ -8,7 +8,8 @@ import pytest
 
 from metamapper_operator.builders import ONE_BEAT_GATE, desired_objects, scheduler_held
 from metamapper_operator.model import SpecError, parse
-from tests.unit.test_builders import body, objects
+from tests.unit.sample import body
+from tests.unit.test_builders import objects
 
 
 def container(built: dict[str, dict], name: str) -> dict[str, Any]:
