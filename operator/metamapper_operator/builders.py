@@ -250,7 +250,7 @@ WORKER_LIVENESS: dict[str, Any] = {
     "initialDelaySeconds": 20, "periodSeconds": 20, "timeoutSeconds": 10, "failureThreshold": 3}
 WORKER_READINESS: dict[str, Any] = {
     "exec": {"command": [PROBE, "worker-ready"]},
-    "initialDelaySeconds": 5, "periodSeconds": 10, "timeoutSeconds": 10, "failureThreshold": 2}
+    "initialDelaySeconds": 2, "periodSeconds": 5, "timeoutSeconds": 10, "failureThreshold": 2}
 SCHEDULER_LIVENESS: dict[str, Any] = {
     "exec": {"command": [PROBE, "beat-live", "--max-age", "120"]},
     "initialDelaySeconds": 20, "periodSeconds": 30, "timeoutSeconds": 10, "failureThreshold": 3}

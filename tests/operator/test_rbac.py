@@ -6,7 +6,8 @@ messages and down again once they are gone (idle pods marked first); a pool remo
 the bounds changed; at last, the operator at rest (no more writes). With the chart's rules
 the scenario converges and the apiserver refuses nothing. With any one verb of one rule
 taken away it stalls, and the operator's log shows the apiserver's 403 for exactly that
-resource and verb: the chart grants no verb the operator does not need.
+resource and verb: the chart grants no verb the operator does not need. Flower (its
+Service) and a Standalone scheduler (whose pod's gate the operator lifts) are part of it.
 
 The operator runs as the chart runs it, with leader election on the chart's Lease: a
 standby refused the Lease never acts, a leader refused its renewal stops acting.
@@ -74,9 +75,20 @@ def pool(name: str, queues: list[str], min_replicas: int, max_replicas: int
             "maxReplicas": max_replicas, "autoscaling": dict(FAST)}
 
 
-def metamapper(*pools: dict[str, Any]) -> dict[str, Any]:
-    """The broker URL from the Secret ``broker``; no scheduler (nothing else to run)."""
-    return fleet(scheduler={"enabled": False}, pools=list(pools))
+def metamapper(*pools: dict[str, Any], **spec: Any) -> dict[str, Any]:
+    """The broker URL from the Secret ``broker``; no scheduler unless ``spec`` asks."""
+    return fleet(**{"scheduler": {"enabled": False}, **spec}, pools=list(pools))
+
+
+FLOWER_SECRET = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "flower"},
+                 "stringData": {"auth": "admin:rbac"}}
+
+
+def scheduler_ungated(scene: Scene) -> bool:
+    """The Standalone scheduler's one pod exists and the operator lifted its gate."""
+    pods = [pod for pod in items(scene.cluster, scene.namespace, "pods")
+            if pod["metadata"]["labels"].get("app.kubernetes.io/component") == "scheduler"]
+    return len(pods) == 1 and not pods[0]["spec"].get("schedulingGates")
 
 
 @dataclass(frozen=True)
@@ -151,11 +163,21 @@ STEPS = (
          and all(DELETION_COST in (pod["metadata"].get("annotations") or {})
                  for pod in s.pods("default"))
          and "ScaledDown" in s.reasons()),
-    Step("pool removed, bounds changed",
+    # Flower's Service, and the pod watch that lifts a Standalone scheduler pod's gate.
+    Step("Flower and a Standalone scheduler",
+         lambda s: apply(s.cluster, s.namespace, FLOWER_SECRET, metamapper(
+             pool("default", ["default", "checks"], 1, 4),
+             pool("revisioner", ["revisioner"], 0, 3),
+             flower={"enabled": True, "basicAuthSecretRef": {"name": "flower"}},
+             scheduler={"mode": "Standalone"})),
+         lambda s: get(s.cluster, s.namespace, "service", "mm-flower") is not None
+         and {"mm-flower", "mm-scheduler"} <= set(s.deployments()) and scheduler_ungated(s)),
+    Step("pool removed, bounds changed, Flower and the scheduler off",
          lambda s: apply(s.cluster, s.namespace, metamapper(
              pool("default", ["default", "checks"], 2, 5))),
          lambda s: set(s.deployments()) == {"mm-default"} and s.sized("default", 2)
-         and list(s.pools()) == ["default"] and "Deleted" in s.reasons()),
+         and list(s.pools()) == ["default"] and "Deleted" in s.reasons()
+         and get(s.cluster, s.namespace, "service", "mm-flower") is None),
     Step("at rest", lambda s: None, Scene.at_rest),
 )
 
