@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from metamapper.entrypoint import operator_argv, scheduler_argv, worker_argv
+from metamapper.entrypoint import flower_argv, operator_argv, scheduler_argv, worker_argv
 
 BIN = Path(sys.executable).parent
 
@@ -135,4 +135,8 @@ def test_process_commands(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SINGLE_BEAT_REDIS_SERVER", "redis://127.0.0.1:6379/0")
     assert scheduler_argv([])[0] == "single-beat"
     assert scheduler_argv([])[1] == argv[0]
+    # Upstream's `flower`: the port from METAMAPPER_FLOWER_PORT, 5555 by default.
+    monkeypatch.delenv("METAMAPPER_FLOWER_PORT", raising=False)
+    assert flower_argv(["--basic-auth=x:y"]) == [
+        "celery", "--app", "metamapper", "flower", "--port=5555", "--basic-auth=x:y"]
     assert operator_argv(["--verbose"]) == ["metamapper-operator", "--verbose"]
