@@ -126,7 +126,7 @@ def celery_settings(fleet: Fleet) -> dict[str, Any]:
 
 def beat_key_prefix(fleet: Fleet) -> str:
     """Where the Redis beat scheduler keeps the fleet's schedule state in the lock's Redis."""
-    return f"metamapper:{fleet.namespace}:{fleet.name}:beat"
+    return f"metamapper:{fleet.namespace}:{fleet.name}:beat:"
 
 
 def config_map(fleet: Fleet) -> dict[str, Any]:

@@ -32,7 +32,7 @@ def test_children_and_their_hashes() -> None:
     assert settings == {"task_soft_time_limit": 60,
                         "broker_transport_options": {"global_keyprefix": "mm:"},
                         "beat_scheduler": "metamapper.beat:RedisScheduler",
-                        "redbeat_key_prefix": "metamapper:ns:mm:beat"}
+                        "redbeat_key_prefix": "metamapper:ns:mm:beat:"}
     # The size is not part of a Deployment's content hash: scaling never re-applies.
     again = objects(BODY, {"mm-default": 4})
     assert again["mm-default"]["spec"]["replicas"] == 4
