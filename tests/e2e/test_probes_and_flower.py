@@ -30,7 +30,9 @@ FAST_PROBES = {
     "workerLiveness": {
         "exec": {"command": ["metamapper-probe", "worker-live", "--max-age", str(MAX_AGE)]},
         "initialDelaySeconds": 5, "periodSeconds": 2, "timeoutSeconds": 10,
-        "failureThreshold": 2},
+        "failureThreshold": 2,
+        # A stopped process ignores SIGTERM: do not wait the pool's whole grace period.
+        "terminationGracePeriodSeconds": 5},
     "workerReadiness": {
         "exec": {"command": ["metamapper-probe", "worker-ready"]},
         "periodSeconds": 2, "timeoutSeconds": 10, "failureThreshold": 1},
