@@ -317,9 +317,11 @@ def scheduler_held(fleet: Fleet, transport: str) -> str | None:
     if (not fleet.scheduler.enabled or not _needs_redis(fleet) or transport == "redis"
             or lock.redis_url or lock.redis_url_secret):
         return None
-    return (f"spec.scheduler.lock.redisURL: the scheduler's single-beat lock and its Redis "
-            f"schedule store need Redis; the broker is {transport}: set redisURL or "
-            "redisURLSecretRef (or use mode Standalone with scheduleStore File). "
+    needs = ("Redis schedule store" if fleet.scheduler.standalone
+             else "single-beat lock")
+    return (f"spec.scheduler.lock.redisURL: the scheduler's {needs} needs Redis; "
+            f"the broker is {transport}: set redisURL or redisURLSecretRef (or use mode "
+            "Standalone with scheduleStore File). "
             "The scheduler is held back; the worker pools run")
 
 
