@@ -45,10 +45,10 @@ def test_every_credential_of_a_url_is_redacted(url: str, shown: str) -> None:
 
 
 def test_error_messages_lose_query_passwords_and_key_ids() -> None:
-    access = BrokerAccess("redis", "redis://r:6379/0?password=p%40ss")
+    access = BrokerAccess(transport="redis", url="redis://r:6379/0?password=p%40ss")
     message = "auth failed for redis://r:6379/0?password=p%40ss (password p@ss)"
     assert "p@ss" not in scrub(message, secrets_of(access))
-    sqs = BrokerAccess("sqs", "sqs://", aws_access_key_id="AKIAKEYID",
+    sqs = BrokerAccess(transport="sqs", url="sqs://", aws_access_key_id="AKIAKEYID",
                        aws_secret_access_key="s3cret")
     assert scrub("InvalidClientTokenId: AKIAKEYID", secrets_of(sqs)) == (
         "InvalidClientTokenId: ***")
