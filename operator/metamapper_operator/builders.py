@@ -163,9 +163,8 @@ def _env(fleet: Fleet) -> list[dict[str, Any]]:
     if fleet.result_backend_secret:
         env.append(_secret_env("METAMAPPER_CELERY_RESULT_BACKEND", fleet.result_backend_secret))
     if broker.sqs_credentials:
-        secret, id_key, key_key = broker.sqs_credentials
-        env += [_secret_env("AWS_ACCESS_KEY_ID", SecretKeyRef(secret, id_key)),
-                _secret_env("AWS_SECRET_ACCESS_KEY", SecretKeyRef(secret, key_key))]
+        env += [_secret_env("AWS_ACCESS_KEY_ID", broker.sqs_credentials.user),
+                _secret_env("AWS_SECRET_ACCESS_KEY", broker.sqs_credentials.password)]
     if broker.sqs_region:
         env.append({"name": "AWS_DEFAULT_REGION", "value": broker.sqs_region})
     return env + [dict(v) for v in fleet.pods.env]

@@ -15,9 +15,10 @@ from kubernetes_asyncio import client
 from metamapper_operator import handlers
 from metamapper_operator import kube as kube_module
 from metamapper_operator.builders import ONE_BEAT_GATE
+from metamapper_operator.config import Config
 from metamapper_operator.kube import GatedPods, Kube, KubeError
 from metamapper_operator.references import SecretCache
-from metamapper_operator.runtime import Config, Runtime
+from metamapper_operator.runtime import Runtime
 from tests.unit.sample import BODY
 from tests.unit.test_wiring import FakeKube
 
@@ -48,7 +49,8 @@ class GateKube(FakeKube):
 
 
 def runtime_of(kube: GateKube) -> Runtime:
-    return Runtime(Config(), kube, SecretCache(kube.read_secret, 60))  # type: ignore[arg-type]
+    return Runtime(config=Config(), kube=kube,  # type: ignore[arg-type]
+                   secrets=SecretCache(kube.read_secret, 60))
 
 
 @pytest.mark.parametrize(("pods", "ungated"), [
