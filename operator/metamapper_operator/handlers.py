@@ -43,7 +43,9 @@ log = logging.getLogger(__name__)
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo,
                     metamappers: kopf.Index[Key, dict[str, Any]],
                     managed_deployments: kopf.Index[Key, DeploymentState],
-                    managed_configmaps: kopf.Index[Key, tuple[str, str]], **_: Any) -> None:
+                    managed_configmaps: kopf.Index[Key, tuple[str, str]],
+                    managed_disruption_budgets: ChildIndex,
+                    managed_network_policies: ChildIndex, **_: Any) -> None:
     settings.posting.level = logging.INFO
     # Resources are named explicitly; no need to scan CRDs or namespaces (and no RBAC to).
     settings.scanning.disabled = True
@@ -66,7 +68,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo,
         health.checks.append(autoscaler.stalled)
     memo["tasks"] = [
         asyncio.create_task(supervise("resync loop", lambda: resync_loop(
-            runtime, metamappers, managed_deployments, managed_configmaps))),
+            runtime, metamappers, managed_deployments, managed_configmaps,
+            (managed_disruption_budgets, managed_network_policies)))),
         asyncio.create_task(supervise("autoscaling loop", autoscaler.run)),
     ]
 
@@ -127,6 +130,33 @@ def managed_configmaps(namespace: str, name: str, labels: Mapping[str, str],
     return {(namespace, labels.get(LABEL_INSTANCE, "")): (name, annotations.get(SPEC_HASH, ""))}
 
 
+# Children beyond Deployments and the ConfigMap: (kind, name) -> content hash, by owner.
+ChildIndex = kopf.Index[Key, tuple[tuple[str, str], str]]
+# Kinds of children deleted when the spec no longer asks for them (the ConfigMap's name is
+# fixed: it is never orphaned).
+REMOVABLE = frozenset({"Deployment", "PodDisruptionBudget", "NetworkPolicy"})
+
+
+def _child(kind: str, namespace: str, name: str, labels: Mapping[str, str],
+           annotations: Mapping[str, str]) -> dict[Key, tuple[tuple[str, str], str]]:
+    return {(namespace, labels.get(LABEL_INSTANCE, "")): ((kind, name),
+                                                          annotations.get(SPEC_HASH, ""))}
+
+
+@kopf.index("policy", "v1", "poddisruptionbudgets", labels=MANAGED_SELECTOR)
+def managed_disruption_budgets(namespace: str, name: str, labels: Mapping[str, str],
+                               annotations: Mapping[str, str], **_: Any
+                               ) -> dict[Key, tuple[tuple[str, str], str]]:
+    return _child("PodDisruptionBudget", namespace, name, labels, annotations)
+
+
+@kopf.index("networking.k8s.io", "v1", "networkpolicies", labels=MANAGED_SELECTOR)
+def managed_network_policies(namespace: str, name: str, labels: Mapping[str, str],
+                             annotations: Mapping[str, str], **_: Any
+                             ) -> dict[Key, tuple[tuple[str, str], str]]:
+    return _child("NetworkPolicy", namespace, name, labels, annotations)
+
+
 def deployments_of(index: kopf.Index[Key, DeploymentState], key: Key
                    ) -> dict[str, DeploymentState]:
     return {d.name: d for d in index.get(key, [])}
@@ -137,7 +167,8 @@ def deployments_of(index: kopf.Index[Key, DeploymentState], key: Key
 
 async def reconcile(body: kopf.Body, runtime: Runtime,
                     deployments: dict[str, DeploymentState],
-                    configmaps: dict[str, str]) -> None:
+                    configmaps: dict[str, str],
+                    others: Mapping[tuple[str, str], str] | None = None) -> None:
     """Bring one Metamapper's children to the desired state; report it in status.
 
     An API failure anywhere (reading a Secret, applying, writing status) is reported as
@@ -150,7 +181,8 @@ async def reconcile(body: kopf.Body, runtime: Runtime,
     async with lock:
         state.generation = int(body.metadata.get("generation", 0))
         try:
-            await _reconcile(body, runtime, state, key, deployments, configmaps, seen_status)
+            await _reconcile(body, runtime, state, key, deployments, configmaps, others or {},
+                             seen_status)
         except KubeError as err:
             if state.failure != str(err):
                 await runtime.kube.event(body.metadata, "Warning", "ApplyFailed", str(err))
@@ -164,7 +196,8 @@ async def reconcile(body: kopf.Body, runtime: Runtime,
 
 async def _reconcile(body: kopf.Body, runtime: Runtime, state: FleetState, key: Key,
                      deployments: dict[str, DeploymentState], configmaps: dict[str, str],
-                     seen_status: dict[str, Any]) -> None:
+                     others: Mapping[tuple[str, str], str], seen_status: dict[str, Any]
+                     ) -> None:
     try:
         fleet = parse(body)
         access = await resolve(fleet, runtime.secrets.read)
@@ -177,7 +210,7 @@ async def _reconcile(body: kopf.Body, runtime: Runtime, state: FleetState, key: 
     desired = desired_objects(fleet, access.transport, {
         n: runtime.replicas(key, n, d.replicas) for n, d in deployments.items()})
     existing = {**{("Deployment", n): d.spec_hash for n, d in deployments.items()},
-                **{("ConfigMap", n): h for n, h in configmaps.items()}}
+                **{("ConfigMap", n): h for n, h in configmaps.items()}, **others}
     if any(("Deployment", n) not in existing for n in _deployment_names(desired)) and (
             await runtime.kube.metamapper_uid(*key) != body.metadata.uid):
         # Children missing: maybe created just now, maybe garbage-collected because the
@@ -232,10 +265,9 @@ async def _converge(body: kopf.Body, runtime: Runtime, state: FleetState, key: K
             await kube.event(body.metadata, "Normal", "Scaled",
                              f"Deployment {name} scaled from {before} to {after} "
                              "to fit the pool's bounds")
-    # Only Deployments can be orphaned (a pool left the spec); the ConfigMap's name is fixed.
     for kind, name in existing:
-        if kind == "Deployment" and (kind, name) not in wanted:
-            await kube.delete_deployment(body.metadata.namespace or "", name)
+        if kind in REMOVABLE and (kind, name) not in wanted:
+            await kube.delete(kind, body.metadata.namespace or "", name)
             await kube.event(body.metadata, "Normal", "Deleted",
                              f"{kind} {name} deleted: no longer in the spec")
 
@@ -245,15 +277,19 @@ async def _converge(body: kopf.Body, runtime: Runtime, state: FleetState, key: K
 @kopf.on.update(GROUP, VERSION, PLURAL)
 async def apply_spec(body: kopf.Body, memo: kopf.Memo,
                      managed_deployments: kopf.Index[Key, DeploymentState],
-                     managed_configmaps: kopf.Index[Key, tuple[str, str]], **_: Any) -> None:
+                     managed_configmaps: kopf.Index[Key, tuple[str, str]],
+                     managed_disruption_budgets: ChildIndex,
+                     managed_network_policies: ChildIndex, **_: Any) -> None:
     runtime: Runtime = memo["runtime"]
     runtime.secrets.forget(body.metadata.namespace or "")
-    await _reconcile_from_indexes(body, runtime, managed_deployments, managed_configmaps)
+    await _reconcile_from_indexes(body, runtime, managed_deployments, managed_configmaps,
+                                  (managed_disruption_budgets, managed_network_policies))
 
 
 async def resync_loop(runtime: Runtime, bodies: kopf.Index[Key, dict[str, Any]],
                       deployments: kopf.Index[Key, DeploymentState],
-                      configmaps: kopf.Index[Key, tuple[str, str]]) -> None:
+                      configmaps: kopf.Index[Key, tuple[str, str]],
+                      others: tuple[ChildIndex, ...]) -> None:
     """Every resync interval, reconcile every object: repairs drift nobody announced."""
     while True:
         await asyncio.sleep(runtime.config.resync_seconds)
@@ -261,7 +297,7 @@ async def resync_loop(runtime: Runtime, bodies: kopf.Index[Key, dict[str, Any]],
             for raw in list(bodies.get(key, [])):
                 try:
                     await _reconcile_from_indexes(kopf.Body(raw), runtime, deployments,
-                                                  configmaps)
+                                                  configmaps, others)
                 except (kopf.TemporaryError, kopf.PermanentError) as err:
                     log.warning("resync of %s/%s failed: %s", *key, err)
                 except Exception:
@@ -271,10 +307,12 @@ async def resync_loop(runtime: Runtime, bodies: kopf.Index[Key, dict[str, Any]],
 
 async def _reconcile_from_indexes(body: kopf.Body, runtime: Runtime,
                                   deployments: kopf.Index[Key, DeploymentState],
-                                  configmaps: kopf.Index[Key, tuple[str, str]]) -> None:
+                                  configmaps: kopf.Index[Key, tuple[str, str]],
+                                  others: tuple[ChildIndex, ...]) -> None:
     key: Key = (body.metadata.namespace or "", body.metadata.name or "")
     await reconcile(body, runtime, deployments_of(deployments, key),
-                    dict(configmaps.get(key, [])))
+                    dict(configmaps.get(key, [])),
+                    dict(entry for index in others for entry in index.get(key, [])))
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)

@@ -87,6 +87,8 @@ class Kube:
         self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
         self.coordination = client.CoordinationV1Api(api)
+        self.policy = client.PolicyV1Api(api)
+        self.networking = client.NetworkingV1Api(api)
 
     @classmethod
     async def connect(cls, identity: str, guard: Callable[[], None] = unguarded) -> Kube:
@@ -108,7 +110,11 @@ class Kube:
         meta = obj["metadata"]
         name, namespace, kind = meta["name"], meta["namespace"], obj["kind"]
         patch = {"apps/v1/Deployment": self.apps.patch_namespaced_deployment,
-                 "v1/ConfigMap": self.core.patch_namespaced_config_map}[
+                 "v1/ConfigMap": self.core.patch_namespaced_config_map,
+                 "policy/v1/PodDisruptionBudget":
+                     self.policy.patch_namespaced_pod_disruption_budget,
+                 "networking.k8s.io/v1/NetworkPolicy":
+                     self.networking.patch_namespaced_network_policy}[
                      f"{obj['apiVersion']}/{kind}"]
         self.guard()
         try:
@@ -117,14 +123,20 @@ class Kube:
             raise KubeError(f"applying {kind} {namespace}/{name}", err) from None
 
     async def delete_deployment(self, namespace: str, name: str) -> None:
+        await self.delete("Deployment", namespace, name)
+
+    async def delete(self, kind: str, namespace: str, name: str) -> None:
+        """Delete a child (a Deployment, PodDisruptionBudget or NetworkPolicy); gone is fine."""
+        remove = {"Deployment": self.apps.delete_namespaced_deployment,
+                  "PodDisruptionBudget": self.policy.delete_namespaced_pod_disruption_budget,
+                  "NetworkPolicy": self.networking.delete_namespaced_network_policy}[kind]
         self.guard()
         try:
-            await self.apps.delete_namespaced_deployment(name, namespace,
-                                                         propagation_policy="Background",
-                                                         _request_timeout=REQUEST_TIMEOUT)
+            await remove(name, namespace, propagation_policy="Background",
+                         _request_timeout=REQUEST_TIMEOUT)
         except (ApiException, *TRANSPORT_ERRORS) as err:
             if getattr(err, "status", None) != 404:
-                raise KubeError(f"deleting Deployment {namespace}/{name}", err) from None
+                raise KubeError(f"deleting {kind} {namespace}/{name}", err) from None
 
     async def metamapper_uid(self, namespace: str, name: str) -> str | None:
         """The uid of the Metamapper ``namespace/name`` now, None when there is none."""

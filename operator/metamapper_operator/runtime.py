@@ -17,7 +17,7 @@ from metamapper_operator import metrics
 from metamapper_operator.kube import Kube
 from metamapper_operator.model import Fleet
 from metamapper_operator.references import BrokerAccess, SecretCache
-from metamapper_operator.status import Observed, PoolScale, changes, render
+from metamapper_operator.status import Observed, PoolScale, changes, raised_warnings, render
 
 Key = tuple[str, str]  # (namespace, name) of a Metamapper
 # How long a size the operator set may take to show in the Deployment watch index.
@@ -67,6 +67,8 @@ class FleetState:
     # Per Deployment, the foreign template fields last overwritten (see _converge).
     repaired: dict[str, str] = field(default_factory=dict)
     scaling: dict[str, PoolScale] = field(default_factory=dict)
+    # Broker queues with messages, no consumer and no pool (None: the broker cannot tell).
+    unconsumed: tuple[str, ...] | None = None
     status: Mapping[str, Any] | None = None  # as last written or seen
 
 
@@ -125,10 +127,13 @@ class Runtime:
             generation=state.generation, now=now(), fleet=state.fleet,
             transport=state.access.transport if state.access else None,
             invalid=state.invalid, failure=state.failure, broker_error=state.broker_error,
-            deployments=deployments, scaling=state.scaling,
+            deployments=deployments, scaling=state.scaling, unconsumed=state.unconsumed,
         )
         new = render(observed, previous)
         patch = changes(previous, new)
+        for reason, message in raised_warnings(previous, new):
+            await self.kube.event({"namespace": key[0], "name": key[1], "uid": state.uid},
+                                  "Warning", reason, message)
         if patch:
             await self.kube.patch_status(key[0], key[1], patch)
             state.status = {**{k: v for k, v in previous.items() if k == "kopf"}, **new}

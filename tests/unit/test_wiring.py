@@ -86,6 +86,7 @@ class FakeProbe:
     during: Any = None
     source: str = "fake"
     round_trips: int = 0
+    unconsumed: tuple[str, ...] | None = None
 
     async def measure(self, queues: Collection[str]) -> dict[str, QueueDepth]:
         if self.during is not None:
