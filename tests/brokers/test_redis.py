@@ -18,12 +18,12 @@ from celery import Celery
 from devenv import services
 from devenv.controlplane import free_port
 from devenv.processes import stop_groups
+from devenv.waiting import wait_until
 from metamapper_operator.brokers import ProbeError, QueueDepth, probe_for
 from metamapper_operator.brokers.redis import RedisProbe
 from metamapper_operator.model import parse
 from metamapper_operator.references import BrokerAccess, RedisLayout, resolve
 from tests.brokers.relay import relay
-from tests.helpers import wait_until
 
 PASSWORD = "s3cret-redis-pw"
 

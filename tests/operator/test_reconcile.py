@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 
+from devenv.waiting import wait_until
 from metamapper_operator import crd
 from tests.conftest import Cluster
-from tests.helpers import wait_until
 from tests.operator.conftest import RESYNC_SECONDS, OperatorProcess, operator_writes
 from tests.operator.fleet import (
     BROKER_PASSWORD,
