@@ -3,10 +3,10 @@ to evict for node autoscalers exactly while its worker runs a task."""
 
 from __future__ import annotations
 
+from devenv.waiting import wait_until
 from devenv.workload import records
 from metamapper_operator.autoscale.eviction import NOT_SAFE_TO_EVICT
 from tests.e2e.conftest import Fleet, Fleets
-from tests.helpers import wait_until
 
 
 def _annotations(fleet: Fleet, pod: str) -> dict[str, str]:

@@ -7,8 +7,8 @@ import json
 
 import amqp
 
+from devenv.waiting import wait_until
 from tests.conftest import Cluster, RabbitMQ
-from tests.helpers import wait_until
 from tests.operator.conftest import OperatorProcess
 from tests.operator.fleet import apply, broker_secret, condition, fleet, get, wait_for_children
 
