@@ -19,7 +19,7 @@ NOT_SAFE_TO_EVICT: Mapping[str, str] = {
 }
 
 
-def marked(annotations: Mapping[str, str]) -> bool:
+def carries_marks(annotations: Mapping[str, str]) -> bool:
     """Whether a pod carries the operator's not-safe-to-evict marks."""
     return all(annotations.get(k) == v for k, v in NOT_SAFE_TO_EVICT.items())
 
@@ -38,10 +38,10 @@ def eviction_marks(pods: Mapping[str, Mapping[str, str]], active: Mapping[str, i
     now_marked = set()
     for pod, current in pods.items():
         if pod not in active:
-            busy = marked(current)
+            busy = carries_marks(current)
         else:
             busy = active[pod] > 0
-            if busy and not marked(current):
+            if busy and not carries_marks(current):
                 patches[pod] = dict(NOT_SAFE_TO_EVICT)
             elif not busy and any(k in current for k in NOT_SAFE_TO_EVICT):
                 patches[pod] = dict.fromkeys(NOT_SAFE_TO_EVICT)

@@ -22,7 +22,7 @@ from metamapper_operator.autoscale.drain import (
     busy,
     deletion_costs,
 )
-from metamapper_operator.autoscale.eviction import eviction_marks, worth_asking
+from metamapper_operator.autoscale.eviction import carries_marks, eviction_marks, worth_asking
 from metamapper_operator.autoscale.policy import Bounds, History, decide
 from metamapper_operator.brokers import Probe, ProbeError, QueueDepth, probe_for
 from metamapper_operator.brokers.base import probe_error
@@ -259,7 +259,8 @@ class Autoscaler:
                           previous.last_scale_reason if previous else None, stale)
         target, reason = decision.replicas, decision.reason
         found_busy = 0
-        if target < current or (depths is not None and worth_asking(
+        # SQS has no broadcast: its workers cannot be asked.
+        if target < current or (access.transport != "sqs" and depths is not None and worth_asking(
                 current, (_may_hold_work(depths.get(q)) for q in pool.queues),
                 self.marked.get((fleet.uid, pool.name)))):
             found_busy = await self._ask_workers(fleet, pool, access,
@@ -300,7 +301,10 @@ class Autoscaler:
                                     selector_labels(fleet, "worker", pool.name))
         transport_options = celery_settings(fleet).get("broker_transport_options") or {}
         active = await active_tasks(access, transport_options, pool.name, list(pods))
-        if active is not None:  # cannot ask: the marks stay as they are
+        if active is None:  # cannot ask: the marks stay as they are
+            self.marked[(fleet.uid, pool.name)] = frozenset(
+                pod for pod, annotations in pods.items() if carries_marks(annotations))
+        else:
             marks = eviction_marks(pods, active)
             for pod, patch in marks.patches.items():
                 await kube.annotate_pod(fleet.namespace, pod, patch)
