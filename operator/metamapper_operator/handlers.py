@@ -243,12 +243,14 @@ async def _converge(body: kopf.Body, runtime: Runtime, state: FleetState, key: K
         kind, name = obj["kind"], obj["metadata"]["name"]
         wanted.add((kind, name))
         spec_hash = obj["metadata"]["annotations"][SPEC_HASH]
-        have = existing.get((kind, name))
+        have = runtime.content_hash(key, kind, name, existing.get((kind, name)))
         # Fields another manager took (kubectl edit): applied again, once per change of
         # theirs (fields of theirs the operator does not set would otherwise stay foreign).
-        foreign = deployments[name].foreign if kind == "Deployment" and have else ""
+        indexed = kind == "Deployment" and name in deployments
+        foreign = deployments[name].foreign if indexed and have else ""
         if have != spec_hash:
             await kube.apply(obj)
+            runtime.note_applied(key, kind, name, spec_hash)
             verb = "Created" if have is None else "Updated"
             await kube.event(body.metadata, "Normal", verb, f"{kind} {name} {verb.lower()}")
         elif foreign and state.repaired.get(name) != foreign:
@@ -257,7 +259,7 @@ async def _converge(body: kopf.Body, runtime: Runtime, state: FleetState, key: K
             await kube.event(body.metadata, "Normal", "Repaired",
                              f"{kind} {name}: pod template fields changed by another "
                              "manager restored")
-        elif kind == "Deployment" and (before := runtime.replicas(
+        elif indexed and (before := runtime.replicas(
                 key, name, deployments[name].replicas)) != obj["spec"]["replicas"]:
             # Same template, other size: bounds or suspend changed. Scale, do not re-apply.
             after = obj["spec"]["replicas"]

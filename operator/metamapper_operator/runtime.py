@@ -84,6 +84,8 @@ class Runtime:
     fleets: dict[Key, FleetState] = field(default_factory=dict)
     locks: dict[Key, asyncio.Lock] = field(default_factory=dict)
     scaled: dict[tuple[Key, str], tuple[int, float]] = field(default_factory=dict)
+    # Content hashes just applied, by (object, kind, name), until the watch indexes show them.
+    applied: dict[tuple[Key, str, str], tuple[str, float]] = field(default_factory=dict)
 
     def state(self, key: Key, uid: str) -> tuple[FleetState, asyncio.Lock]:
         """The state and lock of the object ``key`` with ``uid``; a new object's are new."""
@@ -106,12 +108,27 @@ class Runtime:
         self.scaled.pop((key, deployment), None)
         return indexed
 
+    def note_applied(self, key: Key, kind: str, name: str, spec_hash: str) -> None:
+        """Remember a child just applied, until the watch index shows it."""
+        self.applied[(key, kind, name)] = (spec_hash, time.monotonic())
+
+    def content_hash(self, key: Key, kind: str, name: str, indexed: str | None) -> str | None:
+        """A child's content hash: the index's, or one just applied that it does not show
+        yet (a reconcile right after another must not apply, and announce, it again)."""
+        noted = self.applied.get((key, kind, name))
+        if noted and noted[0] != indexed and time.monotonic() - noted[1] < SCALE_SETTLE_SECONDS:
+            return noted[0]
+        self.applied.pop((key, kind, name), None)
+        return indexed
+
     def forget(self, key: Key) -> None:
         """Drop everything about a Metamapper that is gone, its metric series too."""
         self.fleets.pop(key, None)
         self.locks.pop(key, None)
         for noted in [k for k in self.scaled if k[0] == key]:
             del self.scaled[noted]
+        for applied in [k for k in self.applied if k[0] == key]:
+            del self.applied[applied]
         metrics.forget(*key)
 
     async def publish(self, key: Key, deployments: Mapping[str, Any],

@@ -420,3 +420,21 @@ def test_busy_pods_are_marked_not_safe_to_evict_and_idle_ones_unmarked(
         assert len(asked) == count
 
     asyncio.run(scenario())
+
+
+def test_a_reconcile_before_the_indexes_catch_up_applies_nothing_again() -> None:
+    """The watch indexes lag behind the operator's own writes (seconds on a loaded
+    apiserver): a reconcile right after another must not apply and announce every child
+    a second time."""
+    async def scenario() -> list[str]:
+        kube = FakeKube()
+        runtime = Runtime(Config(), kube, SecretCache(kube.read_secret, 60))  # type: ignore[arg-type]
+        raw = copy.deepcopy(BODY)
+        raw["metadata"].update(namespace=KEY[0], name=KEY[1], uid="u-1")
+        await handlers.reconcile(kopf.Body(raw), runtime, {}, {})
+        await handlers.reconcile(kopf.Body(raw), runtime, {}, {})   # indexes still empty
+        return kube.applied
+
+    # The pool's Deployment and its PodDisruptionBudget share the name mm-default.
+    assert sorted(asyncio.run(scenario())) == [
+        "mm-celery", "mm-default", "mm-default", "mm-scheduler"]
