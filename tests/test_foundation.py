@@ -185,3 +185,15 @@ def test_every_new_pod_setting_is_explained(cluster: Cluster) -> None:
     ]:
         explained = " ".join(cluster.kubectl("explain", path).stdout.split())
         assert text in explained, path
+
+
+def test_the_platform_example_is_accepted_with_its_per_pool_settings(
+        cluster: Cluster, namespace: str) -> None:
+    result = cluster.kubectl("apply", "--dry-run=server", "-n", namespace, "-o", "json", "-f",
+                             str(REPO / "examples" / "metamapper-platform.yaml"))
+    spec = json.loads(result.stdout)["spec"]
+    revisioner = spec["pools"][1]
+    assert revisioner["env"] == [{"name": "METAMAPPER_LOG_LEVEL", "value": "DEBUG"}]
+    assert revisioner["volumeMounts"][0]["mountPath"] == "/etc/ssl/warehouse"
+    assert revisioner["podDisruptionBudget"] == {"enabled": True, "maxUnavailable": 1}
+    assert spec["networkPolicy"]["enabled"] is True
