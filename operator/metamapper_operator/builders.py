@@ -15,7 +15,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from metamapper_operator import crd
-from metamapper_operator.model import Fleet, Pool, SecretKeyRef
+from metamapper_operator.model import Fleet, PodOptions, Pool, SecretKeyRef
+from metamapper_operator.pod_settings import for_pool
 
 MANAGER = "metamapper-operator"
 
@@ -40,6 +41,12 @@ RESTRICTED_CONTAINER_SECURITY: dict[str, Any] = {
     "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
     "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]},
 }
+TMP_VOLUME = {"name": "tmp", "emptyDir": {}}
+TMP_MOUNT = {"name": "tmp", "mountPath": "/tmp"}
+# Requests a container gets for what its resources leave out (no limits by default: a CPU
+# limit throttles and a memory limit kills a long inspection; set them per pool).
+DEFAULT_WORKER_REQUESTS = {"cpu": "100m", "memory": "256Mi"}
+DEFAULT_SCHEDULER_REQUESTS = {"cpu": "50m", "memory": "128Mi"}
 
 
 def digest(obj: object) -> str:
@@ -148,7 +155,8 @@ def _literal_or_secret(name: str, url: str | None, ref: SecretKeyRef | None
     return {"name": name, "value": url or ""}
 
 
-def _env(fleet: Fleet) -> list[dict[str, Any]]:
+def _env(fleet: Fleet, pods: PodOptions | None = None) -> list[dict[str, Any]]:
+    """The operator's variables, then the user's (the fleet's, or one pool's merged ones)."""
     broker = fleet.broker
     env: list[dict[str, Any]] = [
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
@@ -167,21 +175,36 @@ def _env(fleet: Fleet) -> list[dict[str, Any]]:
                 _secret_env("AWS_SECRET_ACCESS_KEY", broker.sqs_credentials.password)]
     if broker.sqs_region:
         env.append({"name": "AWS_DEFAULT_REGION", "value": broker.sqs_region})
-    return env + [dict(v) for v in fleet.pods.env]
+    return env + [dict(v) for v in (pods or fleet.pods).env]
 
 
 # --- pods --------------------------------------------------------------------------
 
 
-def _pod_spec(fleet: Fleet, container: dict[str, Any], grace: int,
-              volumes: list[dict[str, Any]]) -> dict[str, Any]:
-    pods = fleet.pods
+def _extra_container(pods: PodOptions, raw: Mapping[str, Any]) -> dict[str, Any]:
+    """A user's init or sidecar container; restricted like ours unless it says otherwise."""
+    container = dict(raw)
+    container.setdefault("securityContext", dict(pods.container_security_context
+                                                 or RESTRICTED_CONTAINER_SECURITY))
+    return container
+
+
+def _spread(pods: PodOptions, selector: Mapping[str, str]) -> list[dict[str, Any]]:
+    """Topology spread constraints; one without a labelSelector counts the same pods."""
+    return [{"labelSelector": {"matchLabels": dict(selector)}, **c}
+            for c in pods.topology_spread_constraints]
+
+
+def _pod_spec(pods: PodOptions, container: dict[str, Any], grace: int,
+              selector: Mapping[str, str]) -> dict[str, Any]:
     spec: dict[str, Any] = {
-        "containers": [container],
+        "containers": [container, *(_extra_container(pods, c) for c in pods.sidecars)],
         "terminationGracePeriodSeconds": grace,
         "securityContext": dict(pods.pod_security_context or RESTRICTED_POD_SECURITY),
-        "volumes": volumes,
+        "volumes": [TMP_VOLUME, *(dict(v) for v in pods.volumes)],
         "enableServiceLinks": False,
+        # Workers and beat never call the Kubernetes API: no token unless asked for.
+        "automountServiceAccountToken": pods.automount_service_account_token,
     }
     optional = {
         "serviceAccountName": pods.service_account_name,
@@ -190,34 +213,41 @@ def _pod_spec(fleet: Fleet, container: dict[str, Any], grace: int,
         "tolerations": [dict(t) for t in pods.tolerations],
         "affinity": dict(pods.affinity),
         "imagePullSecrets": [dict(s) for s in pods.image_pull_secrets],
+        "topologySpreadConstraints": _spread(pods, selector),
+        "initContainers": [_extra_container(pods, c) for c in pods.init_containers],
     }
     spec.update({k: v for k, v in optional.items() if v})
     return spec
 
 
-def _container(fleet: Fleet, name: str, command: list[str] | None, args: list[str],
-               resources: Mapping[str, Any], mounts: list[dict[str, Any]]) -> dict[str, Any]:
+def with_default_requests(resources: Mapping[str, Any], defaults: Mapping[str, str]
+                          ) -> dict[str, Any]:
+    """``resources`` with ``defaults`` for the requests it does not name."""
+    requests = {**defaults, **(resources.get("requests") or {})}
+    return {**resources, "requests": requests}
+
+
+def _container(fleet: Fleet, pods: PodOptions, name: str, command: list[str] | None,
+               args: list[str], resources: Mapping[str, Any]) -> dict[str, Any]:
     """A container; without ``command`` it runs the image's entrypoint with ``args``."""
-    pods = fleet.pods
     container: dict[str, Any] = {
         "name": name, "image": pods.image, "imagePullPolicy": pods.image_pull_policy,
-        **({"command": command} if command else {}), "args": args, "env": _env(fleet),
+        **({"command": command} if command else {}), "args": args, "env": _env(fleet, pods),
         "securityContext": dict(pods.container_security_context
                                 or RESTRICTED_CONTAINER_SECURITY),
-        "volumeMounts": mounts,
+        "volumeMounts": [TMP_MOUNT, *(dict(m) for m in pods.volume_mounts)],
+        "resources": dict(resources),
     }
     if pods.env_from:
         container["envFrom"] = [dict(e) for e in pods.env_from]
-    if resources:
-        container["resources"] = dict(resources)
     return container
 
 
-def _deployment(fleet: Fleet, name: str, component: str, pool: str | None,
+def _deployment(fleet: Fleet, pods: PodOptions, name: str, component: str, pool: str | None,
                 replicas: int, pod_spec: dict[str, Any], config_hash: str,
                 strategy: dict[str, Any]) -> dict[str, Any]:
-    template_labels = {**fleet.pods.labels, **_labels(fleet, component, pool)}
-    annotations = {**fleet.pods.annotations, CONFIG_HASH: config_hash}
+    template_labels = {**pods.labels, **_labels(fleet, component, pool)}
+    annotations = {**pods.annotations, CONFIG_HASH: config_hash}
     return _stamp({
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": _metadata(fleet, name, component, pool),
@@ -234,8 +264,6 @@ def _deployment(fleet: Fleet, name: str, component: str, pool: str | None,
     })
 
 
-TMP_VOLUME = {"name": "tmp", "emptyDir": {}}
-TMP_MOUNT = {"name": "tmp", "mountPath": "/tmp"}
 CELERY_APP = ["--app", "metamapper"]
 REDIS_BEAT_SCHEDULER = "metamapper.beat:RedisScheduler"
 # Gate on Standalone scheduler pods: lifted by the operator once no other scheduler pod of
@@ -288,17 +316,20 @@ def worker_args(fleet: Fleet, pool: Pool) -> list[str]:
 
 def worker_deployment(fleet: Fleet, pool: Pool, replicas: int, config_hash: str
                       ) -> dict[str, Any]:
+    pods = for_pool(fleet.pods, pool.pods)
     command, args = _process(fleet, "worker", worker_args(fleet, pool))
     probes = fleet.probes
     container = _with_probes(
-        _container(fleet, "worker", command, args, pool.resources, [TMP_MOUNT]),
+        _container(fleet, pods, "worker", command, args,
+                   with_default_requests(pool.resources, DEFAULT_WORKER_REQUESTS)),
         livenessProbe=_probe(probes.enabled, probes.worker_liveness, WORKER_LIVENESS),
         readinessProbe=_probe(probes.enabled, probes.worker_readiness, WORKER_READINESS))
-    pod_spec = _pod_spec(fleet, container, pool.termination_grace_period_seconds, [TMP_VOLUME])
+    pod_spec = _pod_spec(pods, container, pool.termination_grace_period_seconds,
+                         selector_labels(fleet, "worker", pool.name))
     # New pods come up before old ones are asked to stop; old ones get their full grace.
     strategy = {"type": "RollingUpdate",
                 "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}}
-    return _deployment(fleet, pool_deployment_name(fleet, pool), "worker", pool.name,
+    return _deployment(fleet, pods, pool_deployment_name(fleet, pool), "worker", pool.name,
                        replicas, pod_spec, config_hash, strategy)
 
 
@@ -371,16 +402,51 @@ def scheduler_deployment(fleet: Fleet, transport: str, config_hash: str) -> dict
     command, args = scheduler_command(fleet)
     probes = fleet.probes
     container = _with_probes(
-        _container(fleet, "scheduler", command, args, scheduler.resources, [TMP_MOUNT]),
+        _container(fleet, fleet.pods, "scheduler", command, args,
+                   with_default_requests(scheduler.resources, DEFAULT_SCHEDULER_REQUESTS)),
         livenessProbe=_probe(probes.enabled, probes.scheduler_liveness, SCHEDULER_LIVENESS))
     container["env"] = container["env"] + scheduler_env(fleet, transport)
-    pod_spec = _pod_spec(fleet, container, 30, [TMP_VOLUME])
+    pod_spec = _pod_spec(fleet.pods, container, 30, selector_labels(fleet, "scheduler"))
     if scheduler.standalone:
         pod_spec["schedulingGates"] = [{"name": ONE_BEAT_GATE}]
     replicas = 0 if fleet.suspend else scheduler.replicas
     # Recreate: never run an old and a new scheduler generation side by side.
-    return _deployment(fleet, scheduler_deployment_name(fleet), "scheduler", None, replicas,
-                       pod_spec, config_hash, {"type": "Recreate"})
+    return _deployment(fleet, fleet.pods, scheduler_deployment_name(fleet), "scheduler", None,
+                       replicas, pod_spec, config_hash, {"type": "Recreate"})
+
+
+def pod_disruption_budget(fleet: Fleet, pool: Pool) -> dict[str, Any]:
+    """The pool's PodDisruptionBudget, named like its Deployment."""
+    return _stamp({
+        "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+        "metadata": _metadata(fleet, pool_deployment_name(fleet, pool), "worker", pool.name),
+        "spec": {"maxUnavailable": pool.disruption.max_unavailable,
+                 "selector": {"matchLabels": selector_labels(fleet, "worker", pool.name)}},
+    })
+
+
+def network_policy_name(fleet: Fleet) -> str:
+    return f"{fleet.name}-pods"
+
+
+# Name resolution through any cluster DNS service.
+DNS_EGRESS = {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}
+
+
+def network_policy(fleet: Fleet) -> dict[str, Any]:
+    """Ingress only as listed, egress to DNS and the listed peers, for every fleet pod."""
+    policy = fleet.network_policy
+    return _stamp({
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": _metadata(fleet, network_policy_name(fleet), "network"),
+        "spec": {
+            "podSelector": {"matchLabels": {LABEL_NAME: "metamapper",
+                                            LABEL_INSTANCE: fleet.name}},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [dict(rule) for rule in policy.ingress],
+            "egress": [DNS_EGRESS, *(dict(rule) for rule in policy.egress)],
+        },
+    })
 
 
 FLOWER_PORT = 5555
@@ -393,7 +459,7 @@ def flower_deployment(fleet: Fleet, config_hash: str) -> dict[str, Any]:
     port = f"--port={FLOWER_PORT}"
     command, args = (None, ["flower", port]) if fleet.command_style == "Entrypoint" else (
         ["celery"], [*CELERY_APP, "flower", port])
-    container = _container(fleet, "flower", command, args, flower.resources, [TMP_MOUNT])
+    container = _container(fleet, fleet.pods, "flower", command, args, flower.resources)
     if flower.basic_auth_secret is not None:
         container["env"].append(_secret_env("FLOWER_BASIC_AUTH", flower.basic_auth_secret))
     container["ports"] = [{"name": "http", "containerPort": FLOWER_PORT}]
@@ -401,8 +467,9 @@ def flower_deployment(fleet: Fleet, config_hash: str) -> dict[str, Any]:
               "timeoutSeconds": 5}
     container["readinessProbe"] = health
     container["livenessProbe"] = {**health, "initialDelaySeconds": 20, "failureThreshold": 3}
-    pod_spec = _pod_spec(fleet, container, 30, [TMP_VOLUME])
-    return _deployment(fleet, flower_name(fleet), "flower", None, 0 if fleet.suspend else 1,
+    pod_spec = _pod_spec(fleet.pods, container, 30, selector_labels(fleet, "flower"))
+    return _deployment(fleet, fleet.pods, flower_name(fleet), "flower", None,
+                       0 if fleet.suspend else 1,
                        pod_spec, config_hash, {"type": "Recreate"})
 
 
@@ -439,8 +506,12 @@ def desired_objects(fleet: Fleet, transport: str, current_replicas: Mapping[str,
         name = pool_deployment_name(fleet, pool)
         replicas = initial_replicas(fleet, pool, current_replicas.get(name))
         objects.append(worker_deployment(fleet, pool, replicas, config_hash))
+        if pool.disruption.enabled:
+            objects.append(pod_disruption_budget(fleet, pool))
     if fleet.scheduler.enabled and scheduler_held(fleet, transport) is None:
         objects.append(scheduler_deployment(fleet, transport, config_hash))
     if fleet.flower.enabled:
         objects += [flower_deployment(fleet, config_hash), flower_service(fleet)]
+    if fleet.network_policy.enabled:
+        objects.append(network_policy(fleet))
     return objects

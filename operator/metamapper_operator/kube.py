@@ -95,6 +95,8 @@ class Kube:
         self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
         self.coordination = client.CoordinationV1Api(api)
+        self.policy = client.PolicyV1Api(api)
+        self.networking = client.NetworkingV1Api(api)
 
     @classmethod
     async def connect(cls, identity: str, guard: Callable[[], None] = unguarded) -> Kube:
@@ -117,7 +119,11 @@ class Kube:
         name, namespace, kind = meta["name"], meta["namespace"], obj["kind"]
         patch = {"apps/v1/Deployment": self.apps.patch_namespaced_deployment,
                  "v1/ConfigMap": self.core.patch_namespaced_config_map,
-                 "v1/Service": self.core.patch_namespaced_service}[
+                 "v1/Service": self.core.patch_namespaced_service,
+                 "policy/v1/PodDisruptionBudget":
+                     self.policy.patch_namespaced_pod_disruption_budget,
+                 "networking.k8s.io/v1/NetworkPolicy":
+                     self.networking.patch_namespaced_network_policy}[
                      f"{obj['apiVersion']}/{kind}"]
         self.guard()
         try:
@@ -126,23 +132,22 @@ class Kube:
             raise KubeError(f"applying {kind} {namespace}/{name}", err) from None
 
     async def delete_deployment(self, namespace: str, name: str) -> None:
-        self.guard()
-        try:
-            await self.apps.delete_namespaced_deployment(name, namespace,
-                                                         propagation_policy="Background",
-                                                         _request_timeout=REQUEST_TIMEOUT)
-        except (ApiException, *TRANSPORT_ERRORS) as err:
-            if getattr(err, "status", None) != 404:
-                raise KubeError(f"deleting Deployment {namespace}/{name}", err) from None
+        await self.delete("Deployment", namespace, name)
 
-    async def delete_service(self, namespace: str, name: str) -> None:
+    async def delete(self, kind: str, namespace: str, name: str) -> None:
+        """Delete a child (a Deployment, PodDisruptionBudget, NetworkPolicy or Service);
+        gone is fine."""
+        remove = {"Deployment": self.apps.delete_namespaced_deployment,
+                  "Service": self.core.delete_namespaced_service,
+                  "PodDisruptionBudget": self.policy.delete_namespaced_pod_disruption_budget,
+                  "NetworkPolicy": self.networking.delete_namespaced_network_policy}[kind]
         self.guard()
         try:
-            await self.core.delete_namespaced_service(name, namespace,
-                                                      _request_timeout=REQUEST_TIMEOUT)
+            await remove(name, namespace, propagation_policy="Background",
+                         _request_timeout=REQUEST_TIMEOUT)
         except (ApiException, *TRANSPORT_ERRORS) as err:
             if getattr(err, "status", None) != 404:
-                raise KubeError(f"deleting Service {namespace}/{name}", err) from None
+                raise KubeError(f"deleting {kind} {namespace}/{name}", err) from None
 
     async def gated_pods(self, namespace: str, labels: Mapping[str, str], gate: str
                          ) -> GatedPods:

@@ -64,6 +64,8 @@ OPERATOR_RULES: tuple[Rule, ...] = (
     Rule("apps", "deployments/scale", ("patch",)),
     Rule("", "configmaps", ("list", "watch", "create", "patch")),
     Rule("", "secrets", ("get",)),
+    Rule("policy", "poddisruptionbudgets", ("list", "watch", "create", "patch", "delete")),
+    Rule("networking.k8s.io", "networkpolicies", ("list", "watch", "create", "patch", "delete")),
     Rule("", "pods", ("list", "watch", "patch")),
     Rule("", "services", ("list", "watch", "create", "patch", "delete")),
     Rule("", "events", ("create",)),

@@ -1,8 +1,9 @@
 """The chart's RBAC proven by the operator itself, with a real ServiceAccount token.
 
 One scenario exercises everything the operator does: a Metamapper with two pools whose
-broker URL is in a Secret; its children and status; a pool scaled up by real Celery
-messages and down again once they are gone (idle pods marked first); a pool removed and
+broker URL is in a Secret; its children (Deployments, ConfigMap, disruption budgets, a
+NetworkPolicy) and status; a pool scaled up by real Celery messages and down again once
+they are gone (idle pods marked first); a pool removed, the NetworkPolicy turned off and
 the bounds changed; at last, the operator at rest (no more writes). With the chart's rules
 the scenario converges and the apiserver refuses nothing. With any one verb of one rule
 taken away it stalls, and the operator's log shows the apiserver's 403 for exactly that
@@ -75,9 +76,12 @@ def pool(name: str, queues: list[str], min_replicas: int, max_replicas: int
             "maxReplicas": max_replicas, "autoscaling": dict(FAST)}
 
 
-def metamapper(*pools: dict[str, Any], **spec: Any) -> dict[str, Any]:
+def metamapper(*pools: dict[str, Any], network_policy: bool = False, **spec: Any
+               ) -> dict[str, Any]:
     """The broker URL from the Secret ``broker``; no scheduler unless ``spec`` asks."""
-    return fleet(**{"scheduler": {"enabled": False}, **spec}, pools=list(pools))
+    return fleet(**{"scheduler": {"enabled": False}, **spec}, pools=list(pools),
+                 networkPolicy={"enabled": network_policy,
+                                "egress": [{"ports": [{"port": 6379}]}]})
 
 
 FLOWER_SECRET = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "flower"},
@@ -119,6 +123,9 @@ class Scene:
         return [pod for pod in json.loads(out)["items"]
                 if not pod["metadata"].get("deletionTimestamp")]
 
+    def names(self, kind: str) -> set[str]:
+        return {obj["metadata"]["name"] for obj in items(self.cluster, self.namespace, kind)}
+
     def reasons(self) -> list[str]:
         return [event["reason"] for event in items(self.cluster, self.namespace, "events")]
 
@@ -147,11 +154,13 @@ STEPS = (
     Step("children, status and events",
          lambda s: apply(s.cluster, s.namespace, broker_secret(s.redis_url), metamapper(
              pool("default", ["default", "checks"], 1, 4),
-             pool("revisioner", ["revisioner"], 0, 3))),
+             pool("revisioner", ["revisioner"], 0, 3), network_policy=True)),
          lambda s: set(s.deployments()) == {"mm-default", "mm-revisioner"}
          and get(s.cluster, s.namespace, "configmap", "mm-celery") is not None
+         and s.names("poddisruptionbudgets") == {"mm-default", "mm-revisioner"}
+         and s.names("networkpolicies") == {"mm-pods"}
          and [entry.get("backlog") for entry in s.pools().values()] == [0, 0]
-         and s.reasons().count("Created") == 3),
+         and s.reasons().count("Created") == 6),
     # 7 messages, 3 tasks per pod: 3 pods.
     Step("scale-up",
          lambda s: push(s.redis_url, 7),
@@ -176,7 +185,9 @@ STEPS = (
          lambda s: apply(s.cluster, s.namespace, metamapper(
              pool("default", ["default", "checks"], 2, 5))),
          lambda s: set(s.deployments()) == {"mm-default"} and s.sized("default", 2)
-         and list(s.pools()) == ["default"] and "Deleted" in s.reasons()
+         and s.names("poddisruptionbudgets") == {"mm-default"}
+         and s.names("networkpolicies") == set()
+         and list(s.pools()) == ["default"] and s.reasons().count("Deleted") >= 3
          and get(s.cluster, s.namespace, "service", "mm-flower") is None),
     Step("at rest", lambda s: None, Scene.at_rest),
 )

@@ -41,11 +41,8 @@ class GateKube(FakeKube):
     async def ungate_pod(self, namespace: str, name: str) -> None:
         self.ungated.append(name)
 
-    async def delete_deployment(self, namespace: str, name: str) -> None:
-        self.deleted.append(("Deployment", name))
-
-    async def delete_service(self, namespace: str, name: str) -> None:
-        self.deleted.append(("Service", name))
+    async def delete(self, kind: str, namespace: str, name: str) -> None:
+        self.deleted.append((kind, name))
 
 
 def runtime_of(kube: GateKube) -> Runtime:
@@ -72,7 +69,7 @@ def test_flowers_service_is_deleted_when_flower_is_turned_off() -> None:
     raw = copy.deepcopy(BODY)
     raw["metadata"].update(namespace="ns", name="mm", uid="u-1")
     asyncio.run(handlers.reconcile(kopf.Body(raw), runtime_of(kube), {}, {},
-                                   {"mm-flower": "old-hash"}))
+                                   {("Service", "mm-flower"): "old-hash"}))
     assert ("Service", "mm-flower") in kube.deleted
     on = copy.deepcopy(raw)
     on["spec"]["flower"] = {"enabled": True, "basicAuthSecretRef": {"name": "fa"}}
@@ -100,7 +97,7 @@ def test_the_new_requests_have_a_timeout(monkeypatch: pytest.MonkeyPatch) -> Non
         monkeypatch.setattr(kube_module, "REQUEST_TIMEOUT", 0.5)
         try:
             for call in (kube.gated_pods("ns", {"a": "b"}, ONE_BEAT_GATE),
-                         kube.ungate_pod("ns", "p"), kube.delete_service("ns", "s")):
+                         kube.ungate_pod("ns", "p"), kube.delete("Service", "ns", "s")):
                 with pytest.raises(KubeError):
                     await asyncio.wait_for(call, 5)
         finally:
