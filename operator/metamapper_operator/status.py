@@ -189,12 +189,14 @@ def _conditions(obs: Observed) -> list[dict[str, Any]]:
                                  "waiting for pods of " + ", ".join(unsettled))
     else:
         progressing = _condition("Progressing", False, "Settled", "all pods are up to date")
-    if obs.failure:
-        degraded = _condition("Degraded", True, "ApplyFailed", obs.failure)
-    elif obs.broker_error:
-        degraded = _condition("Degraded", True, "BrokerUnreachable", obs.broker_error)
-    elif held:
-        degraded = _condition("Degraded", True, "SchedulerHeld", held)
+    # Every problem at once: the first names the reason, the message carries them all, so
+    # a broker outage does not hide a held scheduler (or the other way round).
+    problems = [(reason, message) for reason, message in (
+        ("ApplyFailed", obs.failure), ("BrokerUnreachable", obs.broker_error),
+        ("SchedulerHeld", held)) if message]
+    if problems:
+        degraded = _condition("Degraded", True, problems[0][0],
+                              "; ".join(message for _, message in problems))
     else:
         degraded = _condition("Degraded", False, "AsExpected", "no problems")
     if fleet.suspend:

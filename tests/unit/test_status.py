@@ -53,3 +53,13 @@ def test_an_unreachable_broker_makes_the_object_not_ready() -> None:
     assert conditions["Ready"]["status"] == "False"
     assert conditions["Ready"]["reason"] == "BrokerUnreachable"
     assert conditions["BrokerUnreachable"]["status"] == "True"
+
+
+def test_degraded_names_every_problem_so_an_outage_does_not_hide_a_held_scheduler() -> None:
+    held = render(Observed(generation=3, now="t", fleet=parse(body(broker={
+        "url": "amqp://rabbit.invalid:5672/mm"})), transport="amqp", deployments=RUNNING,
+        broker_error="rabbitmq amqp://rabbit.invalid:5672/mm: unreachable"), {})
+    degraded = conditions_of(held)["Degraded"]
+    assert degraded["status"] == "True" and degraded["reason"] == "BrokerUnreachable"
+    assert "unreachable" in degraded["message"]
+    assert "single-beat lock needs Redis" in degraded["message"]
