@@ -34,3 +34,6 @@ app = MetamapperCelery(
     "metamapper", include=["metamapper.health", "metamapper.revisioner.tasks"]
 )
 app.config_from_envvar(CONFIG_MODULE_ENV)
+
+# Task metrics: connects its signal handlers (sent, received, started, ... on a port).
+from metamapper import metrics  # noqa: E402, F401

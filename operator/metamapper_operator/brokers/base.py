@@ -29,6 +29,9 @@ class QueueDepth:
     """Messages delivered but not yet acknowledged; ``None`` when the probe cannot tell."""
     stale: int = 0
     """Delivered, unacknowledged messages too old to be running (not in ``in_flight``)."""
+    oldest_age: float | None = None
+    """Seconds the oldest waiting message has waited (0 when none waits); ``None`` when
+    the broker cannot tell (see each probe)."""
 
 
 class ProbeError(Exception):
