@@ -1,12 +1,12 @@
 """Queue depth on RabbitMQ: the management API when it is configured, else AMQP.
 
 The management API gives ready and unacknowledged counts of every queue of the vhost in
-one HTTP request, and the timestamp of each queue's first message (its age). The request
-asks for ``disable_stats=true&enable_queue_totals=true``: on RabbitMQ 3.8 and later the
-counts then come from the queues themselves, current to the request. Without those
-parameters (and on older servers, which ignore them) they come from the statistics
-database, which lags by ``collect_statistics_interval`` (5 seconds by default) and omits
-the counts of a queue it has not sampled yet.
+one HTTP request, and the timestamp of each queue's first message (its age) in another.
+The first request asks for ``disable_stats=true&enable_queue_totals=true``: on RabbitMQ
+3.8 and later the counts then come from the queues themselves, current to the request.
+Without those parameters (and on older servers, which ignore them) they come from the
+statistics database, which lags by ``collect_statistics_interval`` (5 seconds by
+default) and omits the counts of a queue it has not sampled yet.
 
 Without the management API, AMQP's passive ``queue.declare`` answers with the ready
 count only (one round trip per queue): messages delivered to a consumer and not yet
@@ -74,7 +74,8 @@ def queue_depth(row: dict[str, Any], now: float) -> QueueDepth:
 
 
 class ManagementProbe:
-    """GET /api/queues/<vhost>: ready + unacknowledged for every queue, one request."""
+    """GET /api/queues/<vhost>: ready + unacknowledged for every queue in one request, the
+    head messages' timestamps in a second."""
 
     source = "rabbitmq management API: ready + unacked"
 
@@ -104,9 +105,22 @@ class ManagementProbe:
     async def measure(self, queues: Collection[str]) -> dict[str, QueueDepth]:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self._timeout, headers=self._headers)
-        params = {"disable_stats": "true", "enable_queue_totals": "true",
-                  "columns": "name,messages_ready,messages_unacknowledged,"
-                             "head_message_timestamp"}
+        counts = await self._get({"disable_stats": "true", "enable_queue_totals": "true",
+                                  "columns": "name,messages_ready,messages_unacknowledged"})
+        # The head message's timestamp is a statistic: RabbitMQ leaves it out of the
+        # disable_stats answer, so a second request reads it (it lags by at most
+        # collect_statistics_interval).
+        heads = await self._get({"columns": "name,head_message_timestamp"})
+        found = {row.get("name"): row for row in counts}
+        for row in heads:
+            if row.get("name") in found:
+                found[row["name"]]["head_message_timestamp"] = row.get("head_message_timestamp")
+        now = self._clock()
+        # A queue the API does not list (or has no counts for yet) is empty.
+        return {queue: queue_depth(found.get(queue, {}), now) for queue in queues}
+
+    async def _get(self, params: dict[str, str]) -> list[dict[str, Any]]:
+        assert self._session is not None
         try:
             self.round_trips += 1
             async with self._session.get(self._url, params=params) as response:
@@ -114,10 +128,7 @@ class ManagementProbe:
                 rows: list[dict[str, Any]] = await response.json()
         except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as err:
             raise probe_error(self._access, self._where, err) from None
-        found = {row.get("name"): row for row in rows}
-        now = self._clock()
-        # A queue the API does not list (or has no counts for yet) is empty.
-        return {queue: queue_depth(found.get(queue, {}), now) for queue in queues}
+        return rows
 
     async def close(self) -> None:
         if self._session is not None:
