@@ -13,7 +13,8 @@ from prometheus_client import REGISTRY
 from metamapper_operator import metrics
 from metamapper_operator.brokers import ProbeError, QueueDepth
 from metamapper_operator.references import BrokerAccess
-from tests.unit.test_builders import BODY, objects
+from tests.unit.sample import BODY
+from tests.unit.test_builders import objects
 from tests.unit.test_wiring import ACCESS, KEY, setup
 
 QUEUES = ("default", "checks")  # the pool "default" of test_builders.BODY
@@ -138,11 +139,11 @@ def test_series_of_a_deleted_object_go_and_others_stay() -> None:
 def test_no_label_carries_a_broker_credential() -> None:
     async def scenario() -> None:
         secret = "s3cr3t-pa55"
-        access = BrokerAccess("redis", f"redis://user:{secret}@r:6379/0")
+        access = BrokerAccess(transport="redis", url=f"redis://user:{secret}@r:6379/0")
         runtime, _, autoscaler = setup()
         state = runtime.fleets[KEY]
         state.access = access
-        autoscaler.probes[access] = DepthProbe(QueueDepth(1, 0))
+        autoscaler.probes[access] = DepthProbe(QueueDepth(waiting=1, in_flight=0))
         await autoscaler.cycle()
         text = "\n".join(f"{sample.name} {sample.labels}" for family in REGISTRY.collect()
                          for sample in family.samples)

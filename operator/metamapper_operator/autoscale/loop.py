@@ -14,7 +14,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from metamapper_operator import metrics
 from metamapper_operator.autoscale.drain import (
@@ -33,8 +33,10 @@ from metamapper_operator.builders import (
 )
 from metamapper_operator.kube import KubeError
 from metamapper_operator.model import Fleet, Pool
+from metamapper_operator.publish import now
 from metamapper_operator.references import BrokerAccess
-from metamapper_operator.runtime import Key, Runtime, now
+from metamapper_operator.runtime import Runtime
+from metamapper_operator.state import Key
 from metamapper_operator.status import DeploymentState, PoolScale
 
 log = logging.getLogger(__name__)
@@ -48,7 +50,7 @@ def backlog_of(pool: Pool, depths: Mapping[str, QueueDepth]) -> int:
     """Messages waiting on the pool's queues, plus in flight when the pool counts them."""
     total = 0
     for queue in pool.queues:
-        depth = depths.get(queue, QueueDepth(0, 0))
+        depth = depths.get(queue, QueueDepth(waiting=0, in_flight=0))
         total += depth.waiting
         if pool.autoscaling.count_in_flight and depth.in_flight:
             total += depth.in_flight
@@ -56,7 +58,7 @@ def backlog_of(pool: Pool, depths: Mapping[str, QueueDepth]) -> int:
 
 
 def pool_series(key: Key, pool: Pool) -> metrics.PoolSeries:
-    return metrics.PoolSeries(key[0], key[1], pool.name)
+    return metrics.PoolSeries(key.namespace, key.name, pool.name)
 
 
 def broker_series(access: BrokerAccess) -> tuple[str, str]:
@@ -87,7 +89,7 @@ def record_pool(series: metrics.PoolSeries, pool: Pool,
     if depths is None:
         return
     for queue in pool.queues:
-        depth = depths.get(queue, QueueDepth(0, 0))
+        depth = depths.get(queue, QueueDepth(waiting=0, in_flight=0))
         metrics.queue_waiting.labels(*labels, queue).set(depth.waiting)
         for gauge, value in ((metrics.queue_in_flight, depth.in_flight),
                              (metrics.queue_oldest_age, depth.oldest_age)):
@@ -98,8 +100,10 @@ def record_pool(series: metrics.PoolSeries, pool: Pool,
                     gauge.remove(*labels, queue)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Measurement:
+    """One broker's answer: the depths, or the error (redacted) that stopped them."""
+
     depths: dict[str, QueueDepth] | None
     source: str | None
     error: str | None = None
@@ -198,11 +202,11 @@ class Autoscaler:
             metrics.broker_up.labels(*labels).set(0)
             if not isinstance(err, ProbeError):
                 err = probe_error(access, access.display, err)
-            return Measurement(None, source, str(err))
+            return Measurement(depths=None, source=source, error=str(err))
         finally:
             metrics.probe_seconds.labels(*labels).observe(self.clock() - started)
         metrics.broker_up.labels(*labels).set(1)
-        return Measurement(depths, source)
+        return Measurement(depths=depths, source=source)
 
     async def cycle(self) -> None:
         groups = self._groups()
@@ -264,7 +268,7 @@ class Autoscaler:
     async def _event(self, key: Key, kind: str, reason: str, message: str) -> None:
         state = self.runtime.fleets.get(key)
         uid = state.uid if state else None
-        await self.runtime.kube.event({"namespace": key[0], "name": key[1], "uid": uid},
+        await self.runtime.kube.event({"namespace": key.namespace, "name": key.name, "uid": uid},
                                       kind, reason, message)
 
     async def _scale_pool(self, key: Key, fleet: Fleet, pool: Pool, access: BrokerAccess,
@@ -284,9 +288,10 @@ class Autoscaler:
         self.history[(fleet.uid, pool.name)] = decision.history
         state = self.runtime.fleets[key]  # present: checked under the lock
         previous = state.scaling.get(pool.name)
-        scale = PoolScale(backlog, measurement.source, decision.replicas,
-                          previous.last_scale_time if previous else None,
-                          previous.last_scale_reason if previous else None, stale)
+        scale = PoolScale(backlog=backlog, source=measurement.source, desired=decision.replicas,
+                          last_scale_time=previous.last_scale_time if previous else None,
+                          last_scale_reason=previous.last_scale_reason if previous else None,
+                          stale_in_flight=stale)
         target, reason = decision.replicas, decision.reason
         cause = scale_reason(backlog, pool)
         if target < current:
@@ -297,8 +302,7 @@ class Autoscaler:
                 cause = metrics.ScaleReason.BUSY_PODS
         if target != current:
             await self._resize(key, pool, name, current, target, reason, cause)
-            scale = PoolScale(backlog, measurement.source, decision.replicas, now(), reason,
-                              stale)
+            scale = replace(scale, last_scale_time=now(), last_scale_reason=reason)
         record_pool(pool_series(key, pool), pool, depths, backlog, decision.replicas, current)
         if scale == previous:
             return False
@@ -307,10 +311,11 @@ class Autoscaler:
 
     async def _resize(self, key: Key, pool: Pool, name: str, current: int, target: int,
                       reason: str, cause: metrics.ScaleReason) -> None:
-        await self.runtime.kube.scale(key[0], name, target)
+        await self.runtime.kube.scale(key.namespace, name, target)
         self.runtime.note_scale(key, name, target)
         direction = "up" if target > current else "down"
-        metrics.scale_events.labels(key[0], key[1], pool.name, direction, cause).inc()
+        metrics.scale_events.labels(key.namespace, key.name, pool.name, direction,
+                                     cause).inc()
         await self._event(key, "Normal", f"Scaled{direction.capitalize()}",
                           f"pool {pool.name}: {current} -> {target} pods ({reason})")
 
