@@ -32,12 +32,13 @@ from celery import Celery
 
 # Stamps the published_at header on every task this process sends, as the worker app
 # does: the operator then tells the age of each queue's oldest message.
-import metamapper.metrics  # noqa: F401
+import metamapper.metrics
+import metamapper_operator.metrics
 from devenv import services
 from devenv.controlplane import REPO
 from devenv.errors import DevenvError
 from devenv.pictures import Moment, Timeline, demo_picture
-from devenv.scrape import Sample, scrape, total
+from devenv.scrape import Sample, exported, names, scrape, total
 from devenv.stack import BIN, OPERATOR_NAMESPACE, OPERATOR_SELECTOR, Stack
 from devenv.workload import MODULE, TASK, tally
 from metamapper_operator import crd
@@ -246,6 +247,11 @@ class Demo:
             f"{total(tasks, 'celery_task_succeeded_total'):.0f}, mean queue wait "
             f"{mean(tasks, 'metamapper_task_queue_wait_seconds'):.1f} s, mean runtime "
             f"{mean(tasks, 'celery_task_runtime'):.1f} s")
+        absent = sorted(name for name in exported(metamapper_operator.metrics)
+                        | exported(metamapper.metrics) if not name.endswith("_created")
+                        and name not in names(ops) | names(tasks))
+        say("        every exported metric present" if not absent else
+            f"        not (yet) in these scrapes: {', '.join(absent)}")
 
     def _metamapper_cli(self, *args: str, capture: bool = False) -> str:
         result = subprocess.run([str(BIN / "metamapper"), *args], capture_output=True,

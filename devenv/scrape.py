@@ -6,7 +6,9 @@ from __future__ import annotations
 import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass
+from types import ModuleType
 
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
 
 
@@ -33,3 +35,20 @@ def total(samples: Iterable[Sample], metric: str, /, **labels: str) -> float:
 
 def names(samples: Iterable[Sample]) -> set[str]:
     return {s.name for s in samples}
+
+
+def exported(module: ModuleType) -> set[str]:
+    """Every sample name the metrics defined in ``module`` can expose."""
+    found: set[str] = set()
+    for metric in vars(module).values():
+        if not isinstance(metric, MetricWrapperBase):
+            continue
+        for family in metric.describe():
+            kind, name = family.type, family.name
+            if kind == "counter":
+                found |= {f"{name}_total", f"{name}_created"}
+            elif kind == "histogram":
+                found |= {f"{name}_bucket", f"{name}_sum", f"{name}_count", f"{name}_created"}
+            else:
+                found.add(name)
+    return found

@@ -15,7 +15,8 @@ import yaml
 import metamapper.metrics as worker_metrics
 import metamapper_operator.metrics as operator_metrics
 from devenv.controlplane import REPO, tool_dirs
-from tests.monitoring.promql import exported, metric_names
+from devenv.scrape import exported
+from tests.monitoring.promql import metric_names
 
 CHART = REPO / "charts" / "metamapper-operator"
 ALERT_TESTS = Path(__file__).with_name("alerts_test.yaml")
