@@ -141,8 +141,7 @@ class Demo:
             say(self.line(sent))
             if sent and not self.scraped and self.pools().get("default", {}).get(
                     "readyReplicas", 0) >= 2:
-                self.scraped = True
-                self.show_metrics()
+                self.scraped = self.show_metrics()
             if until is not None and until():
                 return
             time.sleep(2)
@@ -223,16 +222,18 @@ class Demo:
         say(f"  picture of the run: {picture}")
         return 0 if result.lost == 0 and result.duplicated == 0 else 1
 
-    def show_metrics(self) -> None:
+    def show_metrics(self) -> bool:
         """Scrape the operator's pod and the default pool's worker pods mid-burst, as
-        Prometheus would, and show what they say."""
+        Prometheus would, and show what they say; False when none of them serves yet (a
+        worker opens its port once Celery is ready, after its pod is Running)."""
         operator = [f"http://{ip}:{OPERATOR_METRICS_PORT}/metrics" for ip in
                     self.stack.pod_ips(OPERATOR_NAMESPACE, OPERATOR_SELECTOR).values()]
         workers = [f"http://{ip}:{WORKER_METRICS_PORT}/metrics" for ip in self.stack.pod_ips(
             NAMESPACE, "app.kubernetes.io/component=worker,metamapper.io/pool=default"
         ).values()]
-        ops: list[Sample] = [s for url in operator for s in scrape(url)]
-        tasks: list[Sample] = [s for url in workers for s in scrape(url)]
+        ops, tasks = scrape_all(operator), scrape_all(workers)
+        if not ops or not tasks:
+            return False
         queue = {"pool": "default", "queue": "default"}
         say(f"      /metrics mid-burst: the operator ({len(ops)} samples) and "
             f"{len(workers)} default workers ({len(tasks)} samples):\n"
@@ -252,6 +253,7 @@ class Demo:
                         and name not in names(ops) | names(tasks))
         say("        every exported metric present" if not absent else
             f"        not (yet) in these scrapes: {', '.join(absent)}")
+        return True
 
     def _metamapper_cli(self, *args: str, capture: bool = False) -> str:
         result = subprocess.run([str(BIN / "metamapper"), *args], capture_output=True,
@@ -261,6 +263,17 @@ class Demo:
         if result.returncode:
             raise DevenvError(f"metamapper {' '.join(args)}: {result.stderr.strip()}")
         return result.stdout if capture else ""
+
+
+def scrape_all(urls: list[str]) -> list[Sample]:
+    """The samples of every endpoint that answers."""
+    found: list[Sample] = []
+    for url in urls:
+        try:
+            found += scrape(url)
+        except OSError:  # not serving yet (URLError is an OSError)
+            continue
+    return found
 
 
 def mean(samples: list[Sample], histogram: str) -> float:
