@@ -22,9 +22,12 @@ import kopf
 
 from metamapper_operator.autoscale.loop import Autoscaler
 from metamapper_operator.builders import (
+    LABEL_COMPONENT,
     LABEL_INSTANCE,
+    LABEL_NAME,
     MANAGED_SELECTOR,
     MANAGER,
+    ONE_BEAT_GATE,
     SPEC_HASH,
     desired_objects,
     scheduler_held,
@@ -37,7 +40,11 @@ from metamapper_operator.model import SpecError, parse
 from metamapper_operator.references import SecretCache, resolve
 from metamapper_operator.runtime import Runtime
 from metamapper_operator.state import FleetState, Key
-from metamapper_operator.status import ConfigMapState, DeploymentState, foreign_template_fields
+from metamapper_operator.status import (
+    ConfigMapState,
+    DeploymentState,
+    foreign_template_fields,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +53,10 @@ log = logging.getLogger(__name__)
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo,
                     metamappers: kopf.Index[Key, dict[str, Any]],
                     managed_deployments: kopf.Index[Key, DeploymentState],
-                    managed_configmaps: kopf.Index[Key, ConfigMapState], **_: Any) -> None:
+                    managed_configmaps: kopf.Index[Key, ConfigMapState],
+                    managed_disruption_budgets: ChildIndex,
+                    managed_network_policies: ChildIndex,
+                    managed_services: ChildIndex, **_: Any) -> None:
     settings.posting.level = logging.INFO
     # Resources are named explicitly; no need to scan CRDs or namespaces (and no RBAC to).
     settings.scanning.disabled = True
@@ -70,7 +80,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo,
         health.checks.append(autoscaler.stalled)
     memo["tasks"] = [
         asyncio.create_task(supervise("resync loop", lambda: resync_loop(
-            runtime, metamappers, managed_deployments, managed_configmaps))),
+            runtime, metamappers, managed_deployments, managed_configmaps,
+            (managed_disruption_budgets, managed_network_policies, managed_services)))),
         asyncio.create_task(supervise("autoscaling loop", autoscaler.run)),
     ]
 
@@ -133,6 +144,41 @@ def managed_configmaps(namespace: str, name: str, labels: Mapping[str, str],
             ConfigMapState(name, annotations.get(SPEC_HASH, ""))}
 
 
+# Children beyond Deployments and the ConfigMap: (kind, name) -> content hash, by owner.
+ChildIndex = kopf.Index[Key, tuple[tuple[str, str], str]]
+# Kinds of children deleted when the spec no longer asks for them (the ConfigMap's name is
+# fixed: it is never orphaned).
+REMOVABLE = frozenset({"Deployment", "PodDisruptionBudget", "NetworkPolicy", "Service"})
+
+
+def _child(kind: str, namespace: str, name: str, labels: Mapping[str, str],
+           annotations: Mapping[str, str]) -> dict[Key, tuple[tuple[str, str], str]]:
+    return {Key(namespace, labels.get(LABEL_INSTANCE, "")): ((kind, name),
+                                                             annotations.get(SPEC_HASH, ""))}
+
+
+@kopf.index("policy", "v1", "poddisruptionbudgets", labels=MANAGED_SELECTOR)
+def managed_disruption_budgets(namespace: str, name: str, labels: Mapping[str, str],
+                               annotations: Mapping[str, str], **_: Any
+                               ) -> dict[Key, tuple[tuple[str, str], str]]:
+    return _child("PodDisruptionBudget", namespace, name, labels, annotations)
+
+
+@kopf.index("v1", "services", labels=MANAGED_SELECTOR)
+def managed_services(namespace: str, name: str, labels: Mapping[str, str],
+                     annotations: Mapping[str, str], **_: Any
+                     ) -> dict[Key, tuple[tuple[str, str], str]]:
+    """Flower's Service."""
+    return _child("Service", namespace, name, labels, annotations)
+
+
+@kopf.index("networking.k8s.io", "v1", "networkpolicies", labels=MANAGED_SELECTOR)
+def managed_network_policies(namespace: str, name: str, labels: Mapping[str, str],
+                             annotations: Mapping[str, str], **_: Any
+                             ) -> dict[Key, tuple[tuple[str, str], str]]:
+    return _child("NetworkPolicy", namespace, name, labels, annotations)
+
+
 def deployments_of(index: kopf.Index[Key, DeploymentState], key: Key
                    ) -> dict[str, DeploymentState]:
     return {d.name: d for d in index.get(key, [])}
@@ -143,7 +189,8 @@ def deployments_of(index: kopf.Index[Key, DeploymentState], key: Key
 
 async def reconcile(body: kopf.Body, runtime: Runtime,
                     deployments: dict[str, DeploymentState],
-                    configmaps: dict[str, str]) -> None:
+                    configmaps: dict[str, str],
+                    others: Mapping[tuple[str, str], str] | None = None) -> None:
     """Bring one Metamapper's children to the desired state; report it in status.
 
     An API failure anywhere (reading a Secret, applying, writing status) is reported as
@@ -156,7 +203,8 @@ async def reconcile(body: kopf.Body, runtime: Runtime,
     async with lock:
         state.generation = int(body.metadata.get("generation", 0))
         try:
-            await _reconcile(body, runtime, state, key, deployments, configmaps, seen_status)
+            await _reconcile(body, runtime, state, key, deployments, configmaps, others or {},
+                             seen_status)
         except KubeError as err:
             if state.failure != str(err):
                 await runtime.kube.event(body.metadata, "Warning", "ApplyFailed", str(err))
@@ -170,7 +218,8 @@ async def reconcile(body: kopf.Body, runtime: Runtime,
 
 async def _reconcile(body: kopf.Body, runtime: Runtime, state: FleetState, key: Key,
                      deployments: dict[str, DeploymentState], configmaps: dict[str, str],
-                     seen_status: dict[str, Any]) -> None:
+                     others: Mapping[tuple[str, str], str], seen_status: dict[str, Any]
+                     ) -> None:
     try:
         fleet = parse(body)
         access = await resolve(fleet, runtime.secrets.read)
@@ -183,7 +232,7 @@ async def _reconcile(body: kopf.Body, runtime: Runtime, state: FleetState, key: 
     desired = desired_objects(fleet, access.transport, {
         n: runtime.replicas(key, n, d.replicas) for n, d in deployments.items()})
     existing = {**{("Deployment", n): d.spec_hash for n, d in deployments.items()},
-                **{("ConfigMap", n): h for n, h in configmaps.items()}}
+                **{("ConfigMap", n): h for n, h in configmaps.items()}, **others}
     if any(("Deployment", n) not in existing for n in _deployment_names(desired)) and (
             await runtime.kube.metamapper_uid(*key) != body.metadata.uid):
         # Children missing: maybe created just now, maybe garbage-collected because the
@@ -215,12 +264,14 @@ async def _converge(body: kopf.Body, runtime: Runtime, state: FleetState, key: K
         kind, name = obj["kind"], obj["metadata"]["name"]
         wanted.add((kind, name))
         spec_hash = obj["metadata"]["annotations"][SPEC_HASH]
-        have = existing.get((kind, name))
+        have = runtime.content_hash(key, kind, name, existing.get((kind, name)))
         # Fields another manager took (kubectl edit): applied again, once per change of
         # theirs (fields of theirs the operator does not set would otherwise stay foreign).
-        foreign = deployments[name].foreign if kind == "Deployment" and have else ""
+        indexed = kind == "Deployment" and name in deployments
+        foreign = deployments[name].foreign if indexed and have else ""
         if have != spec_hash:
             await kube.apply(obj)
+            runtime.note_applied(key, kind, name, spec_hash)
             verb = "Created" if have is None else "Updated"
             await kube.event(body.metadata, "Normal", verb, f"{kind} {name} {verb.lower()}")
         elif foreign and state.repaired.get(name) != foreign:
@@ -229,7 +280,7 @@ async def _converge(body: kopf.Body, runtime: Runtime, state: FleetState, key: K
             await kube.event(body.metadata, "Normal", "Repaired",
                              f"{kind} {name}: pod template fields changed by another "
                              "manager restored")
-        elif kind == "Deployment" and (before := runtime.replicas(
+        elif indexed and (before := runtime.replicas(
                 key, name, deployments[name].replicas)) != obj["spec"]["replicas"]:
             # Same template, other size: bounds or suspend changed. Scale, do not re-apply.
             after = obj["spec"]["replicas"]
@@ -238,10 +289,9 @@ async def _converge(body: kopf.Body, runtime: Runtime, state: FleetState, key: K
             await kube.event(body.metadata, "Normal", "Scaled",
                              f"Deployment {name} scaled from {before} to {after} "
                              "to fit the pool's bounds")
-    # Only Deployments can be orphaned (a pool left the spec); the ConfigMap's name is fixed.
     for kind, name in existing:
-        if kind == "Deployment" and (kind, name) not in wanted:
-            await kube.delete_deployment(body.metadata.namespace or "", name)
+        if kind in REMOVABLE and (kind, name) not in wanted:
+            await kube.delete(kind, body.metadata.namespace or "", name)
             await kube.event(body.metadata, "Normal", "Deleted",
                              f"{kind} {name} deleted: no longer in the spec")
 
@@ -251,15 +301,21 @@ async def _converge(body: kopf.Body, runtime: Runtime, state: FleetState, key: K
 @kopf.on.update(GROUP, VERSION, PLURAL)
 async def apply_spec(body: kopf.Body, memo: kopf.Memo,
                      managed_deployments: kopf.Index[Key, DeploymentState],
-                     managed_configmaps: kopf.Index[Key, ConfigMapState], **_: Any) -> None:
+                     managed_configmaps: kopf.Index[Key, ConfigMapState],
+                     managed_disruption_budgets: ChildIndex,
+                     managed_network_policies: ChildIndex,
+                     managed_services: ChildIndex, **_: Any) -> None:
     runtime: Runtime = memo["runtime"]
     runtime.secrets.forget(body.metadata.namespace or "")
-    await _reconcile_from_indexes(body, runtime, managed_deployments, managed_configmaps)
+    await _reconcile_from_indexes(body, runtime, managed_deployments, managed_configmaps,
+                                  (managed_disruption_budgets, managed_network_policies,
+                                   managed_services))
 
 
 async def resync_loop(runtime: Runtime, bodies: kopf.Index[Key, dict[str, Any]],
                       deployments: kopf.Index[Key, DeploymentState],
-                      configmaps: kopf.Index[Key, ConfigMapState]) -> None:
+                      configmaps: kopf.Index[Key, ConfigMapState],
+                      others: tuple[ChildIndex, ...]) -> None:
     """Every resync interval, reconcile every object: repairs drift nobody announced."""
     while True:
         await asyncio.sleep(runtime.config.resync_seconds)
@@ -267,7 +323,7 @@ async def resync_loop(runtime: Runtime, bodies: kopf.Index[Key, dict[str, Any]],
             for raw in list(bodies.get(key, [])):
                 try:
                     await _reconcile_from_indexes(kopf.Body(raw), runtime, deployments,
-                                                  configmaps)
+                                                  configmaps, others)
                 except (kopf.TemporaryError, kopf.PermanentError) as err:
                     log.warning("resync of %s/%s failed: %s", *key, err)
                 except Exception:
@@ -277,10 +333,12 @@ async def resync_loop(runtime: Runtime, bodies: kopf.Index[Key, dict[str, Any]],
 
 async def _reconcile_from_indexes(body: kopf.Body, runtime: Runtime,
                                   deployments: kopf.Index[Key, DeploymentState],
-                                  configmaps: kopf.Index[Key, ConfigMapState]) -> None:
+                                  configmaps: kopf.Index[Key, ConfigMapState],
+                                  others: tuple[ChildIndex, ...]) -> None:
     key = Key(body.metadata.namespace or "", body.metadata.name or "")
     await reconcile(body, runtime, deployments_of(deployments, key),
-                    dict(configmaps.get(key, [])))
+                    dict(configmaps.get(key, [])),
+                    dict(entry for index in others for entry in index.get(key, [])))
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
@@ -306,3 +364,26 @@ async def child_changed(namespace: str, labels: Mapping[str, str], memo: kopf.Me
             await runtime.publish(key, deployments_of(managed_deployments, key))
     except KubeError as err:  # the next event or resync writes it
         log.warning("status of %s/%s: %s", *key, err)
+
+
+@kopf.on.event("v1", "pods", labels={**MANAGED_SELECTOR, LABEL_COMPONENT: "scheduler"})
+async def one_beat(namespace: str, labels: Mapping[str, str], memo: kopf.Memo,
+                   **_: Any) -> None:
+    """Standalone scheduler: let a gated pod be scheduled only when it is the fleet's only
+    scheduler pod, so a replacement waits until its predecessor is gone (not merely
+    terminating) and two beats never run at once."""
+    runtime: Runtime | None = memo.get("runtime")
+    if runtime is None:
+        return
+    fleet = labels.get(LABEL_INSTANCE, "")
+    try:
+        pods = await runtime.kube.gated_pods(namespace, {
+            LABEL_NAME: "metamapper", LABEL_INSTANCE: fleet, LABEL_COMPONENT: "scheduler",
+            **MANAGED_SELECTOR}, ONE_BEAT_GATE)
+        if pods.gated and not pods.others:
+            await runtime.kube.ungate_pod(namespace, pods.gated[0])
+            log.info("%s/%s: scheduler pod %s may start: no other scheduler pod exists",
+                     namespace, fleet, pods.gated[0])
+    except KubeError as err:  # the next pod event tries again
+        log.warning("scheduler pods of %s/%s: %s", namespace, fleet, err)
+

@@ -28,6 +28,7 @@ class DepthProbe:
     error: str | None = None
     source: str = "fake"
     round_trips: int = 0
+    unconsumed: tuple[str, ...] | None = None
 
     async def measure(self, queues: Collection[str]) -> dict[str, QueueDepth]:
         if self.error:

@@ -85,6 +85,7 @@ class ManagementProbe:
             raise ValueError("ManagementProbe needs access.management_url")
         self.round_trips = 0
         self._clock = clock
+        self.unconsumed: tuple[str, ...] | None = None
         self._access = access
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
@@ -103,13 +104,17 @@ class ManagementProbe:
     async def measure(self, queues: Collection[str]) -> dict[str, QueueDepth]:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self._timeout, headers=self._headers)
-        counts = await self._get({"disable_stats": "true", "enable_queue_totals": "true",
-                                  "columns": "name,messages_ready,messages_unacknowledged"})
+        counts = await self._get({
+            "disable_stats": "true", "enable_queue_totals": "true",
+            "columns": "name,messages_ready,messages_unacknowledged,consumers"})
         # The head message's timestamp is a statistic: RabbitMQ leaves it out of the
         # disable_stats answer, so a second request reads it (it lags by at most
         # collect_statistics_interval).
         heads = await self._get({"columns": "name,head_message_timestamp"})
         found = {row.get("name"): row for row in counts}
+        self.unconsumed = tuple(str(row["name"]) for row in counts if row.get("name")
+                                and int(row.get("messages_ready") or 0) > 0
+                                and int(row.get("consumers") or 0) == 0)
         for row in heads:
             if row.get("name") in found:
                 found[row["name"]]["head_message_timestamp"] = row.get("head_message_timestamp")
@@ -143,6 +148,7 @@ class AmqpProbe:
     """
 
     source = "rabbitmq AMQP passive declare: ready only"
+    unconsumed: tuple[str, ...] | None = None  # AMQP cannot tell
 
     def __init__(self, access: BrokerAccess, *, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.round_trips = 0
