@@ -18,7 +18,7 @@ CHECKOV_VENV := .venv-checkov
 # devenv/ (the development environment) is imported from the checkout, never installed.
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help demo deps venv checkov tools images lint test test-only cluster-up cluster-down services-up services-down bench manifests
+.PHONY: help demo deps venv checkov tools images lint test test-only cluster-up cluster-down services-up services-down bench manifests promtool
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -51,6 +51,9 @@ checkov: $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION) ## checkov (pinned) in it
 
 tools: ## the Kubernetes binaries (control plane, kubelet, kube-proxy), kubectl and helm from Go modules (cached)
 	@tools/build.sh >/dev/null
+
+promtool: ## Prometheus' promtool from its Go module (cached), for the chart's alerting rules
+	@tools/build.sh promtool
 
 images: deps venv ## build the worker and operator images from the Dockerfile and load them into the node (cached)
 	$(PY) -m devenv.images build

@@ -59,10 +59,12 @@ from _common import (
     redis_server,
     say,
 )
+from devenv.pictures import Replay, replay_picture
 from devenv.waiting import wait_until
 from devenv.workload import MODULE, TASK, records, tally
 
 TRACE = Path(__file__).with_name("bursty-trace.csv")
+PICTURE = Path(__file__).resolve().parent.parent / "build" / "trace-replay.png"
 NAME = "replay"
 POOL = "default"
 CONCURRENCY = 2
@@ -187,6 +189,19 @@ class Fleet:
         self.app.send_task(TASK, args=[task_id, seconds, self.broker], queue=POOL)
         self.sent[task_id] = time.time()
 
+    def timeline(self, watch: ReadyWatch, start: float, horizon: float) -> Replay:
+        """This fleet's run, in seconds since the trace's start (``start``, monotonic)."""
+        wall_start = time.time() - (time.monotonic() - start)
+        ids = list(self.sent)
+        started = [r[0].at - wall_start for i in ids if (r := records(self.broker, "started", i))]
+        done = [r[0].at - wall_start for i in ids if (r := records(self.broker, "done", i))]
+        changes = watch.changes(self.config.namespace)
+        before = [n for at, n in changes if at < start]
+        ready = [(0.0, before[-1] if before else 0),
+                 *((at - start, n) for at, n in changes if start <= at <= start + horizon)]
+        return Replay(self.config.label, [at - wall_start for at in self.sent.values()],
+                      started, done, ready, horizon)
+
     def waits(self) -> list[float]:
         """Seconds from sending to starting, of every task that started."""
         return [started[0].at - at for task_id, at in self.sent.items()
@@ -245,6 +260,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--trace", type=Path, default=TRACE, help="the trace (CSV)")
     parser.add_argument("--tail", type=float, default=330.0,
                         help="seconds measured after the trace's last row")
+    parser.add_argument("--picture", type=Path, default=PICTURE,
+                        help=f"where the PNG of the run goes (default {PICTURE})")
     args = parser.parse_args(argv)
     trace = read_trace(args.trace)
     horizon = trace[-1].offset + args.tail
@@ -272,8 +289,9 @@ def main(argv: list[str] | None = None) -> None:
                                    for f in fleets), 180, "the pools at their minimum", 0.5)
             say(f"replaying {args.trace.name} for {horizon:g} s ...")
             start = replay(trace, fleets, watch, horizon)
-            rows = []
+            rows, replays = [], []
             for fleet in fleets:
+                replays.append(fleet.timeline(watch, start, horizon))
                 result = tally(fleet.broker, list(fleet.sent))
                 waits = fleet.waits()
                 used, peak = watch.usage(fleet.config.namespace, start, start + horizon)
@@ -287,6 +305,9 @@ def main(argv: list[str] | None = None) -> None:
           f"(last row + {args.tail:g} s tail)")
     print_table(["configuration", "tasks", "p50 wait s", "p95 wait s", "worker-s",
                  "peak workers", "lost"], rows)
+    picture = replay_picture(replays, args.picture, f"{args.trace.name} replayed to each "
+                             f"configuration side by side (max {MAX_REPLICAS} pods)")
+    print(f"\npicture of the run: {picture}")
     if left:
         raise SystemExit("processes left behind:\n" + "\n".join(left))
 

@@ -30,15 +30,24 @@ import redis
 import yaml
 from celery import Celery
 
+# Stamps the published_at header on every task this process sends, as the worker app
+# does: the operator then tells the age of each queue's oldest message.
+import metamapper.metrics
+import metamapper_operator.metrics
 from devenv import services
 from devenv.controlplane import REPO
 from devenv.errors import DevenvError
-from devenv.stack import BIN, Stack
+from devenv.pictures import Moment, Timeline, demo_picture
+from devenv.scrape import Sample, exported, names, scrape, total
+from devenv.stack import BIN, OPERATOR_NAMESPACE, OPERATOR_SELECTOR, Stack
 from devenv.workload import MODULE, TASK, tally
 from metamapper_operator import crd
 
 NAMESPACE = "demo"
 REDIS_DB = 15
+PICTURE = REPO / "build" / "demo.png"
+OPERATOR_METRICS_PORT = 9090
+WORKER_METRICS_PORT = 9808
 # Short windows so the demo shrinks within a minute (the defaults are 300 s, like the HPA).
 DEMO_AUTOSCALING = {"scaleDownStabilizationSeconds": 15, "scaleToZeroCooldownSeconds": 10}
 
@@ -88,8 +97,11 @@ def _documents(path: Path) -> list[dict[str, Any]]:
 
 
 class Demo:
-    def __init__(self, root: Path, tasks: int, seconds: float) -> None:
-        self.root, self.tasks, self.seconds = root, tasks, seconds
+    def __init__(self, root: Path, tasks: int, seconds: float, picture: Path = PICTURE
+                 ) -> None:
+        self.root, self.tasks, self.seconds, self.picture = root, tasks, seconds, picture
+        self.timeline = Timeline()
+        self.scraped = False
         self.stack = Stack(root, NAMESPACE, services=("redis", "postgres"))
         self.broker = f"redis://{services.HOST}:{services.REDIS_PORT}/{REDIS_DB}"
         self.metastore = ""
@@ -108,14 +120,18 @@ class Demo:
         status = self.metamapper().get("status") or {}
         client = redis.Redis.from_url(self.broker)
         pools = []
+        backlog, workers = {}, {}
         for pool in status.get("pools") or []:
             name = pool["name"]
             self.peak[name] = max(self.peak.get(name, 0), pool.get("readyReplicas", 0))
             pools.append(f"{name}: backlog {pool.get('backlog', '?'):>3} "
                          f"workers {pool.get('readyReplicas', 0)}/{pool.get('replicas', 0)}")
+            backlog[name] = int(pool.get("backlog") or 0)
+            workers[name] = int(pool.get("readyReplicas") or 0)
         done = tally(self.broker, self._ids).done if sent else 0
         client.close()
         elapsed = time.monotonic() - self.started
+        self.timeline.add(Moment(elapsed, backlog, workers, done))
         return f"{elapsed:6.0f}s  " + " | ".join(pools) + f" | tasks done {done}/{sent}"
 
     def watch(self, seconds: float, sent: int, until: Any = None) -> None:
@@ -123,6 +139,9 @@ class Demo:
         while time.monotonic() < deadline:
             self.stack.check()
             say(self.line(sent))
+            if sent and not self.scraped and self.pools().get("default", {}).get(
+                    "readyReplicas", 0) >= 2:
+                self.scraped = self.show_metrics()
             if until is not None and until():
                 return
             time.sleep(2)
@@ -197,7 +216,44 @@ class Demo:
             + ", ".join(f"{k} {v}" for k, v in self.peak.items())
             + f"\n  time to drain the burst: {drained:.0f} s\n  revisioner runs:\n"
             + "\n".join("    " + line for line in runs.splitlines()[:4]))
+        picture = demo_picture(self.timeline, self.picture, (
+            f"make demo: a burst of {self.tasks} tasks of {self.seconds:g} s "
+            f"(drained in {drained:.0f} s)"))
+        say(f"  picture of the run: {picture}")
         return 0 if result.lost == 0 and result.duplicated == 0 else 1
+
+    def show_metrics(self) -> bool:
+        """Scrape the operator's pod and the default pool's worker pods mid-burst, as
+        Prometheus would, and show what they say; False when none of them serves yet (a
+        worker opens its port once Celery is ready, after its pod is Running)."""
+        operator = [f"http://{ip}:{OPERATOR_METRICS_PORT}/metrics" for ip in
+                    self.stack.pod_ips(OPERATOR_NAMESPACE, OPERATOR_SELECTOR).values()]
+        workers = [f"http://{ip}:{WORKER_METRICS_PORT}/metrics" for ip in self.stack.pod_ips(
+            NAMESPACE, "app.kubernetes.io/component=worker,metamapper.io/pool=default"
+        ).values()]
+        ops, tasks = scrape_all(operator), scrape_all(workers)
+        if not ops or not tasks:
+            return False
+        queue = {"pool": "default", "queue": "default"}
+        say(f"      /metrics mid-burst: the operator ({len(ops)} samples) and "
+            f"{len(workers)} default workers ({len(tasks)} samples):\n"
+            f"        queue default: waiting "
+            f"{total(ops, 'metamapper_queue_messages_waiting', **queue):.0f}, in flight "
+            f"{total(ops, 'metamapper_queue_messages_in_flight', **queue):.0f}, oldest "
+            f"{total(ops, 'metamapper_queue_oldest_message_age_seconds', **queue):.1f} s; "
+            f"scale-ups {total(ops, 'metamapper_scale_events_total', direction='up'):.0f}; "
+            f"broker up {total(ops, 'metamapper_broker_up'):.0f}\n"
+            f"        workers up {total(tasks, 'celery_worker_up'):.0f}, tasks received "
+            f"{total(tasks, 'celery_task_received_total'):.0f}, succeeded "
+            f"{total(tasks, 'celery_task_succeeded_total'):.0f}, mean queue wait "
+            f"{mean(tasks, 'metamapper_task_queue_wait_seconds'):.1f} s, mean runtime "
+            f"{mean(tasks, 'celery_task_runtime'):.1f} s")
+        absent = sorted(name for name in exported(metamapper_operator.metrics)
+                        | exported(metamapper.metrics) if not name.endswith("_created")
+                        and name not in names(ops) | names(tasks))
+        say("        every exported metric present" if not absent else
+            f"        not (yet) in these scrapes: {', '.join(absent)}")
+        return True
 
     def _metamapper_cli(self, *args: str, capture: bool = False) -> str:
         result = subprocess.run([str(BIN / "metamapper"), *args], capture_output=True,
@@ -209,6 +265,22 @@ class Demo:
         return result.stdout if capture else ""
 
 
+def scrape_all(urls: list[str]) -> list[Sample]:
+    """The samples of every endpoint that answers."""
+    found: list[Sample] = []
+    for url in urls:
+        try:
+            found += scrape(url)
+        except OSError:  # not serving yet (URLError is an OSError)
+            continue
+    return found
+
+
+def mean(samples: list[Sample], histogram: str) -> float:
+    count = total(samples, f"{histogram}_count")
+    return total(samples, f"{histogram}_sum") / count if count else 0.0
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -218,9 +290,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--tasks", type=int, default=160, help="tasks in the burst")
     parser.add_argument("--seconds", type=float, default=3.0, help="seconds each task works")
     parser.add_argument("--keep", action="store_true", help="keep the state folder")
+    parser.add_argument("--picture", type=Path, default=PICTURE,
+                        help=f"where the PNG of the run goes (default {PICTURE})")
     args = parser.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="metamapper-demo-"))
-    demo = Demo(root, args.tasks, args.seconds)
+    demo = Demo(root, args.tasks, args.seconds, args.picture)
     signal.signal(signal.SIGTERM, _interrupt)  # a TERM from outside stops it like Ctrl-C
     code = 1
     try:

@@ -191,6 +191,12 @@ class Stack:
         found: dict[str, Any] = pods[0]
         return found
 
+    def pod_ips(self, namespace: str, selector: str) -> dict[str, str]:
+        """Running pods matching ``selector``: name -> pod IP (reachable from the host)."""
+        out = self.kubectl("get", "pods", "-n", namespace, "-l", selector, "-o", "json").stdout
+        return {p["metadata"]["name"]: p["status"]["podIP"] for p in json.loads(out)["items"]
+                if p["status"].get("phase") == "Running" and p["status"].get("podIP")}
+
     def operator_logs(self, previous: bool = False) -> str:
         name = self.operator_pod()["metadata"]["name"]
         done = self.kubectl("logs", "-n", OPERATOR_NAMESPACE, name,

@@ -314,6 +314,17 @@ def worker_args(fleet: Fleet, pool: Pool) -> list[str]:
             "--hostname", f"{pool.name}@$(POD_NAME)", *pool.extra_args]
 
 
+# Task metrics of each worker pod (metamapper.metrics in the worker image), served on
+# this port (celery-exporter's) as the sum over the pool's processes, whose files live on
+# the pod's writable /tmp (the root filesystem is read-only).
+METRICS_PORT = 9808
+METRICS_PORT_NAME = "metrics"
+WORKER_METRICS_ENV: list[dict[str, Any]] = [
+    {"name": "METAMAPPER_METRICS_PORT", "value": str(METRICS_PORT)},
+    {"name": "PROMETHEUS_MULTIPROC_DIR", "value": "/tmp/metrics"},
+]
+
+
 def worker_deployment(fleet: Fleet, pool: Pool, replicas: int, config_hash: str
                       ) -> dict[str, Any]:
     pods = for_pool(fleet.pods, pool.pods)
@@ -324,6 +335,9 @@ def worker_deployment(fleet: Fleet, pool: Pool, replicas: int, config_hash: str
                    with_default_requests(pool.resources, DEFAULT_WORKER_REQUESTS)),
         livenessProbe=_probe(probes.enabled, probes.worker_liveness, WORKER_LIVENESS),
         readinessProbe=_probe(probes.enabled, probes.worker_readiness, WORKER_READINESS))
+    container["env"] = container["env"] + WORKER_METRICS_ENV
+    container["ports"] = [{"name": METRICS_PORT_NAME, "containerPort": METRICS_PORT,
+                           "protocol": "TCP"}]
     pod_spec = _pod_spec(pods, container, pool.termination_grace_period_seconds,
                          selector_labels(fleet, "worker", pool.name))
     # New pods come up before old ones are asked to stop; old ones get their full grace.

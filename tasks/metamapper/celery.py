@@ -38,3 +38,6 @@ app.config_from_envvar(CONFIG_MODULE_ENV)
 # The stamps the pods' probes read (metamapper.probe).
 app.steps["worker"].add(Liveness)
 app.steps["consumer"].add(Readiness)
+
+# Task metrics: connects its signal handlers (sent, received, started, ... on a port).
+from metamapper import metrics  # noqa: E402, F401

@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from celery import Celery, Task
 
+from metamapper import metrics
 from metamapper.celery import app
 from metamapper.metastore import connect, default_database_url, heartbeats, runs
 from metamapper.metastore.migrations import LATEST, applied_versions
@@ -21,6 +22,7 @@ def heartbeat(self: Task) -> None:
     """Record the tick: its time proves that beat and a ``default`` worker are alive."""
     with connect() as db:
         heartbeats.record(db, HEARTBEAT, runs.now(), self.request.hostname)
+    metrics.record_beat_tick(str(self.request.hostname or ""))
 
 
 @dataclass(frozen=True)

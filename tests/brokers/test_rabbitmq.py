@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -61,7 +63,31 @@ async def test_management_api_counts_ready_and_unacked(
         "checks": QueueDepth(waiting=1, in_flight=1),
         "usage": QueueDepth(waiting=0, in_flight=0),
     }
-    assert probe.round_trips == 1
+    assert probe.round_trips == 2  # the counts, and the head messages' timestamps
+
+
+async def test_management_api_tells_the_age_of_the_first_message(
+        rabbitmq: RabbitMQ, publisher: Callable[..., Celery]) -> None:
+    """The app sets AMQP's timestamp property (whole seconds); RabbitMQ shows the first
+    message's as head_message_timestamp."""
+    app = publisher(rabbitmq.amqp_url)
+    sent = int(time.time())
+    app.send_task("metamapper.health.heartbeat", queue="default")
+    time.sleep(2.0)
+    app.send_task("metamapper.health.heartbeat", queue="default")
+    probe = probe_for(management_access(rabbitmq))
+    try:
+        # A statistic: it shows once the statistics database has sampled the queue (every
+        # collect_statistics_interval, 5 s by default).
+        deadline = time.monotonic() + 20
+        while (depths := await probe.measure(["default", "usage"]))["default"].oldest_age \
+                is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+    finally:
+        await probe.close()
+    age = depths["default"].oldest_age
+    assert age is not None and 1.0 <= age <= time.time() - sent + 1, age
+    assert depths["usage"].oldest_age == 0.0
 
 
 async def test_amqp_counts_ready_only_and_a_missing_queue_as_empty(
@@ -95,7 +121,7 @@ def management_through(rabbitmq: RabbitMQ, port: int) -> BrokerAccess:
 
 @pytest.mark.parametrize(("access_through", "target", "exchanges"), [
     (amqp_through, services.RABBITMQ_PORT, 2),
-    (management_through, services.RABBITMQ_MANAGEMENT_PORT, 1),
+    (management_through, services.RABBITMQ_MANAGEMENT_PORT, 2),  # counts, timestamps
 ], ids=["amqp", "management"])
 async def test_outage_and_recovery(
         rabbitmq: RabbitMQ, backlog: None, access_through: Callable[..., BrokerAccess],

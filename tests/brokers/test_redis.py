@@ -242,3 +242,27 @@ async def test_unreachable_redis_then_recovery(
         assert await probe.measure([default]) == {default: QueueDepth(waiting=1, in_flight=0)}
     finally:
         await probe.close()
+
+
+async def test_age_of_the_oldest_message_from_its_published_at_header(
+        redis_url: str, publisher: Callable[..., Celery]) -> None:
+    default, checks, usage, foreign = queues("default", "checks", "usage", "foreign")
+    app = publisher(redis_url)
+    sent = time.time()
+    send(app, default, 1)
+    send(app, checks, 1, priority=9)
+    time.sleep(1.0)
+    send(app, default, 2)
+    send(app, checks, 1)  # younger, in another priority list
+    # A message from a producer without the header (a bare kombu message).
+    redis.Redis.from_url(redis_url).lpush(foreign, json.dumps(
+        {"body": "e30=", "headers": {}, "properties": {}}))
+    depths = await measure_once(BrokerAccess(transport="redis", url=redis_url),
+                                [default, checks, usage, foreign])
+    waited = time.time() - sent
+    for queue in (default, checks):
+        age = depths[queue].oldest_age
+        assert age is not None and 1.0 <= age <= waited + 0.01, (queue, age)
+    assert depths[usage].oldest_age == 0.0
+    assert depths[foreign].oldest_age is None
+    assert depths[foreign].waiting == 1

@@ -192,16 +192,113 @@ spec:
                       path: {type: string}
                       interval: &duration {type: string, pattern: '^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$'}
                       scrapeTimeout: *duration
+                      honorLabels: {type: boolean}
 """  # noqa: E501
+
+# prometheus-operator's PodMonitor (monitoring.coreos.com/v1), likewise: the fields the
+# chart writes, with their published types.
+POD_MONITOR_CRD = """
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: podmonitors.monitoring.coreos.com}
+spec:
+  group: monitoring.coreos.com
+  scope: Namespaced
+  names: {kind: PodMonitor, listKind: PodMonitorList, plural: podmonitors,
+          singular: podmonitor}
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      schema:
+        openAPIV3Schema:
+          type: object
+          required: [spec]
+          properties:
+            spec:
+              type: object
+              required: [selector]
+              properties:
+                selector:
+                  type: object
+                  properties:
+                    matchLabels: {type: object, additionalProperties: {type: string}}
+                namespaceSelector:
+                  type: object
+                  properties:
+                    any: {type: boolean}
+                    matchNames: {type: array, items: {type: string}}
+                podMetricsEndpoints:
+                  type: array
+                  items:
+                    type: object
+                    properties:
+                      port: {type: string}
+                      path: {type: string}
+                      interval: &duration {type: string, pattern: '^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$'}
+                      scrapeTimeout: *duration
+                      relabelings:
+                        type: array
+                        items:
+                          type: object
+                          properties:
+                            sourceLabels: {type: array, items: {type: string, pattern: '^[a-zA-Z_][a-zA-Z0-9_]*$'}}
+                            targetLabel: {type: string}
+"""  # noqa: E501
+
+# prometheus-operator's PrometheusRule (monitoring.coreos.com/v1), likewise.
+PROMETHEUS_RULE_CRD = """
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: prometheusrules.monitoring.coreos.com}
+spec:
+  group: monitoring.coreos.com
+  scope: Namespaced
+  names: {kind: PrometheusRule, listKind: PrometheusRuleList, plural: prometheusrules,
+          singular: prometheusrule}
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      schema:
+        openAPIV3Schema:
+          type: object
+          required: [spec]
+          properties:
+            spec:
+              type: object
+              properties:
+                groups:
+                  type: array
+                  items:
+                    type: object
+                    required: [name, rules]
+                    properties:
+                      name: {type: string, minLength: 1}
+                      rules:
+                        type: array
+                        items:
+                          type: object
+                          required: [expr]
+                          properties:
+                            alert: {type: string}
+                            record: {type: string}
+                            expr: {x-kubernetes-int-or-string: true}
+                            for: {type: string, pattern: '^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$'}
+                            labels: {type: object, additionalProperties: {type: string}}
+                            annotations: {type: object, additionalProperties: {type: string}}
+"""  # noqa: E501
+STAND_IN_CRDS = SERVICE_MONITOR_CRD + "\n---\n" + POD_MONITOR_CRD + "\n---\n" + PROMETHEUS_RULE_CRD
 
 
 @pytest.fixture(scope="session")
 def chart_crds(cluster: Cluster) -> Cluster:
-    """The cluster with every CRD of the chart's crds/ folder, and a ServiceMonitor CRD."""
+    """The cluster with every CRD of the chart's crds/ folder, and the stand-in CRDs of
+    prometheus-operator's ServiceMonitor, PodMonitor and PrometheusRule."""
     shown = helm(cluster, "show", "crds", str(CHART)).stdout
     cluster.kubectl("apply", "--server-side", "-f", "-", input=shown + "\n---\n"
-                    + SERVICE_MONITOR_CRD)
-    for doc in documents(shown + "\n---\n" + SERVICE_MONITOR_CRD):
+                    + STAND_IN_CRDS)
+    for doc in documents(shown + "\n---\n" + STAND_IN_CRDS):
         cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
                         f"crd/{doc['metadata']['name']}")
     return cluster

@@ -90,7 +90,10 @@ def non_default_values(served: list[str]) -> dict[str, Any]:
         "imagePullSecrets": [{"name": "regcred"}],
         "serviceAccount": {"annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/x"}},
         "metrics": {"serviceMonitor": {"enabled": True, "interval": "15s",
-                                       "labels": {"release": "prometheus"}}},
+                                       "labels": {"release": "prometheus"}},
+                    "workerPodMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+                    "grafanaDashboard": {"enabled": True},
+                    "prometheusRule": {"enabled": True, "failureRatio": 0.2}},
         "podDisruptionBudget": {"minAvailable": "50%"},
         "networkPolicy": {"enabled": True, "brokerPorts": [6380],
                           "brokerTo": [{"podSelector": {"matchLabels": {"app": "redis"}}}],
@@ -233,7 +236,7 @@ def test_non_default_render_is_accepted_by_the_apiserver(
     assert sorted(kinds(manifest)) == sorted([
         "ServiceAccount", "Role", "Role", "Role", "RoleBinding", "RoleBinding", "RoleBinding",
         "Service", "Deployment", "PodDisruptionBudget", "Metamapper",
-        "ServiceMonitor", "NetworkPolicy"])
+        "ServiceMonitor", "NetworkPolicy", "PodMonitor", "PrometheusRule", "ConfigMap"])
     result = dry_run(chart_crds, manifest)
     assert "PodSecurity" not in result.stderr, result.stderr
     by_kind = {doc["kind"]: doc for doc in documents(manifest)}

@@ -9,6 +9,7 @@ whose size must change. When nothing changes it makes no API request at all.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import defaultdict
@@ -56,6 +57,49 @@ def backlog_of(pool: Pool, depths: Mapping[str, QueueDepth]) -> int:
         if pool.autoscaling.count_in_flight and depth.in_flight:
             total += depth.in_flight
     return total
+
+
+def pool_series(key: Key, pool: Pool) -> metrics.PoolSeries:
+    return metrics.PoolSeries(key.namespace, key.name, pool.name)
+
+
+def broker_series(access: BrokerAccess) -> tuple[str, str]:
+    """A broker's metric labels: transport and address, never credentials."""
+    return access.transport, metrics.broker_label(access.display)
+
+
+def scale_reason(backlog: int | None, pool: Pool) -> metrics.ScaleReason:
+    """The bounded reason label of a resize the policy asked for."""
+    if backlog is None:
+        return metrics.ScaleReason.BROKER_UNREACHABLE
+    if backlog <= pool.autoscaling.activation_backlog:
+        return metrics.ScaleReason.IDLE
+    return metrics.ScaleReason.BACKLOG
+
+
+def record_pool(series: metrics.PoolSeries, pool: Pool,
+                depths: Mapping[str, QueueDepth] | None, backlog: int | None,
+                desired: int, current: int) -> None:
+    """A pool's gauges after a decision; its queues' gauges when the broker answered."""
+    labels = (series.namespace, series.metamapper, series.pool)
+    metrics.desired_replicas.labels(*labels).set(desired)
+    metrics.current_replicas.labels(*labels).set(current)
+    metrics.min_replicas.labels(*labels).set(pool.min_replicas)
+    metrics.max_replicas.labels(*labels).set(pool.max_replicas)
+    if backlog is not None:
+        metrics.backlog.labels(*labels).set(backlog)
+    if depths is None:
+        return
+    for queue in pool.queues:
+        depth = depths.get(queue, QueueDepth(waiting=0, in_flight=0))
+        metrics.queue_waiting.labels(*labels, queue).set(depth.waiting)
+        for gauge, value in ((metrics.queue_in_flight, depth.in_flight),
+                             (metrics.queue_oldest_age, depth.oldest_age)):
+            if value is not None:
+                gauge.labels(*labels, queue).set(value)
+            else:  # unknown now: no earlier value stands in for it
+                with contextlib.suppress(KeyError):
+                    gauge.remove(*labels, queue)
 
 
 @dataclass(kw_only=True)
@@ -149,7 +193,7 @@ class Autoscaler:
     async def _measure(self, access: BrokerAccess, queues: set[str]) -> Measurement:
         """One broker's depths, or its error: whatever goes wrong with one broker (a URL
         its client library refuses, say) is that broker's alone."""
-        labels = (access.transport, access.display.rpartition("@")[2])
+        labels = broker_series(access)
         started = self.clock()
         source = None
         try:
@@ -160,11 +204,13 @@ class Autoscaler:
             depths = await probe.measure(queues)
         except Exception as err:
             metrics.probe_errors.labels(*labels).inc()
+            metrics.broker_up.labels(*labels).set(0)
             if not isinstance(err, ProbeError):
                 err = probe_error(access, access.display, err)
             return Measurement(depths=None, source=source, error=str(err))
         finally:
             metrics.probe_seconds.labels(*labels).observe(self.clock() - started)
+        metrics.broker_up.labels(*labels).set(1)
         return Measurement(depths=depths, source=source, unconsumed=probe.unconsumed)
 
     async def cycle(self) -> None:
@@ -177,10 +223,13 @@ class Autoscaler:
             for a in accesses))
         seen: set[str] = set()
         changed: dict[Key, None] = {}  # ordered, so statuses are written in a stable order
+        series: dict[metrics.PoolSeries, set[str]] = {}
         for access, measurement in zip(accesses, measurements, strict=True):
             for member in groups[access]:
                 key = member.key
                 seen.add(member.fleet.uid)
+                series[pool_series(key, member.pool)] = (
+                    set() if measurement.depths is None else set(member.pool.queues))
                 lock = self.runtime.locks.get(key)
                 if lock is None:  # deleted meanwhile
                     continue
@@ -209,9 +258,10 @@ class Autoscaler:
                     await self.runtime.publish(key, self.deployments_of(key))
             except KubeError as err:
                 log.warning("status of %s/%s: %s", *key, err)
-        # Forget pools of objects that are gone.
+        # Forget pools of objects that are gone, and their series.
         self.history = {k: v for k, v in self.history.items() if k[0] in seen}
         self.marked = {k: v for k, v in self.marked.items() if k[0] in seen}
+        metrics.retain(series, {broker_series(access) for access in accesses})
 
     async def _broker_state(self, key: Key, error: str | None) -> bool:
         """Record whether the broker answered; True when that changed."""
@@ -263,6 +313,7 @@ class Autoscaler:
                           last_scale_reason=previous.last_scale_reason if previous else None,
                           stale_in_flight=stale)
         target, reason = decision.replicas, decision.reason
+        cause = scale_reason(backlog, pool)
         found_busy = 0
         # SQS has no broadcast: its workers cannot be asked.
         if target < current or (access.transport != "sqs" and depths is not None and worth_asking(
@@ -273,25 +324,23 @@ class Autoscaler:
         if target < current and found_busy > target:
             target = min(current, found_busy)
             reason += f"; held at {target}: {found_busy} pods are running tasks"
+            cause = metrics.ScaleReason.BUSY_PODS
         if target != current:
-            await self._resize(key, pool, name, current, target, reason)
+            await self._resize(key, pool, name, current, target, reason, cause)
             scale = replace(scale, last_scale_time=now(), last_scale_reason=reason)
+        record_pool(pool_series(key, pool), pool, depths, backlog, decision.replicas, current)
         if scale == previous:
             return False
         state.scaling[pool.name] = scale
-        labels = (key.namespace, key.name, pool.name)
-        if backlog is not None:
-            metrics.backlog.labels(*labels).set(backlog)
-        metrics.desired_replicas.labels(*labels).set(decision.replicas)
-        metrics.current_replicas.labels(*labels).set(current)
         return True
 
     async def _resize(self, key: Key, pool: Pool, name: str, current: int, target: int,
-                      reason: str) -> None:
+                      reason: str, cause: metrics.ScaleReason) -> None:
         await self.runtime.kube.scale(key.namespace, name, target)
         self.runtime.note_scale(key, name, target)
         direction = "up" if target > current else "down"
-        metrics.scale_events.labels(key.namespace, key.name, pool.name, direction).inc()
+        metrics.scale_events.labels(key.namespace, key.name, pool.name, direction,
+                                     cause).inc()
         await self._event(key, "Normal", f"Scaled{direction.capitalize()}",
                           f"pool {pool.name}: {current} -> {target} pods ({reason})")
 

@@ -9,7 +9,7 @@ every call is bounded by a timeout.
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from metamapper_operator.references import BrokerAccess
@@ -29,6 +29,10 @@ class QueueDepth:
     """Messages delivered but not yet acknowledged; ``None`` when the probe cannot tell."""
     stale: int = 0
     """Delivered, unacknowledged messages too old to be running (not in ``in_flight``)."""
+    oldest_age: float | None = field(default=None, compare=False)
+    """Seconds the oldest waiting message has waited (0 when none waits); ``None`` when
+    the broker cannot tell (see each probe). A reading of the clock, not a count: two
+    depths with the same counts are equal whatever their ages."""
 
 
 class ProbeError(Exception):

@@ -1,11 +1,12 @@
 """Queue depth on RabbitMQ: the management API when it is configured, else AMQP.
 
 The management API gives ready and unacknowledged counts of every queue of the vhost in
-one HTTP request. The request asks for ``disable_stats=true&enable_queue_totals=true``:
-on RabbitMQ 3.8 and later the counts then come from the queues themselves, current to
-the request. Without those parameters (and on older servers, which ignore them) they
-come from the statistics database, which lags by ``collect_statistics_interval``
-(5 seconds by default) and omits the counts of a queue it has not sampled yet.
+one HTTP request, and the timestamp of each queue's first message (its age) in another.
+The first request asks for ``disable_stats=true&enable_queue_totals=true``: on RabbitMQ
+3.8 and later the counts then come from the queues themselves, current to the request.
+Without those parameters (and on older servers, which ignore them) they come from the
+statistics database, which lags by ``collect_statistics_interval`` (5 seconds by
+default) and omits the counts of a queue it has not sampled yet.
 
 Without the management API, AMQP's passive ``queue.declare`` answers with the ready
 count only (one round trip per queue): messages delivered to a consumer and not yet
@@ -15,7 +16,8 @@ acknowledged are not visible over AMQP.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection
+import time
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -52,15 +54,37 @@ def amqp_address(url: str) -> AmqpAddress:
     )
 
 
+def queue_depth(row: dict[str, Any], now: float) -> QueueDepth:
+    """One queue's row of the management API as a depth.
+
+    ``head_message_timestamp`` is the AMQP ``timestamp`` property (whole seconds) of the
+    queue's first message, which the worker app sets on every task it sends; RabbitMQ
+    omits it for a message without one (or not paged in): the age is then unknown.
+    """
+    waiting = int(row.get("messages_ready") or 0)
+    stamp = row.get("head_message_timestamp")
+    if waiting == 0:
+        age: float | None = 0.0
+    elif isinstance(stamp, int | float) and not isinstance(stamp, bool):
+        age = max(0.0, now - stamp)
+    else:
+        age = None
+    return QueueDepth(waiting=waiting,
+                      in_flight=int(row.get("messages_unacknowledged") or 0), oldest_age=age)
+
+
 class ManagementProbe:
-    """GET /api/queues/<vhost>: ready + unacknowledged for every queue, one request."""
+    """GET /api/queues/<vhost>: ready + unacknowledged for every queue in one request, the
+    head messages' timestamps in a second."""
 
     source = "rabbitmq management API: ready + unacked"
 
-    def __init__(self, access: BrokerAccess, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(self, access: BrokerAccess, *, timeout: float = DEFAULT_TIMEOUT,
+                 clock: Callable[[], float] = time.time) -> None:
         if access.management_url is None:
             raise ValueError("ManagementProbe needs access.management_url")
         self.round_trips = 0
+        self._clock = clock
         self.unconsumed: tuple[str, ...] | None = None
         self._access = access
         self._timeout = aiohttp.ClientTimeout(total=timeout)
@@ -80,8 +104,26 @@ class ManagementProbe:
     async def measure(self, queues: Collection[str]) -> dict[str, QueueDepth]:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self._timeout, headers=self._headers)
-        params = {"disable_stats": "true", "enable_queue_totals": "true",
-                  "columns": "name,messages_ready,messages_unacknowledged,consumers"}
+        counts = await self._get({
+            "disable_stats": "true", "enable_queue_totals": "true",
+            "columns": "name,messages_ready,messages_unacknowledged,consumers"})
+        # The head message's timestamp is a statistic: RabbitMQ leaves it out of the
+        # disable_stats answer, so a second request reads it (it lags by at most
+        # collect_statistics_interval).
+        heads = await self._get({"columns": "name,head_message_timestamp"})
+        found = {row.get("name"): row for row in counts}
+        self.unconsumed = tuple(str(row["name"]) for row in counts if row.get("name")
+                                and int(row.get("messages_ready") or 0) > 0
+                                and int(row.get("consumers") or 0) == 0)
+        for row in heads:
+            if row.get("name") in found:
+                found[row["name"]]["head_message_timestamp"] = row.get("head_message_timestamp")
+        now = self._clock()
+        # A queue the API does not list (or has no counts for yet) is empty.
+        return {queue: queue_depth(found.get(queue, {}), now) for queue in queues}
+
+    async def _get(self, params: dict[str, str]) -> list[dict[str, Any]]:
+        assert self._session is not None
         try:
             self.round_trips += 1
             async with self._session.get(self._url, params=params) as response:
@@ -89,15 +131,7 @@ class ManagementProbe:
                 rows: list[dict[str, Any]] = await response.json()
         except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as err:
             raise probe_error(self._access, self._where, err) from None
-        found = {row.get("name"): row for row in rows}
-        self.unconsumed = tuple(str(row["name"]) for row in rows if row.get("name")
-                                and int(row.get("messages_ready") or 0) > 0
-                                and int(row.get("consumers") or 0) == 0)
-        # A queue the API does not list (or has no counts for yet) is empty.
-        return {queue: QueueDepth(
-            waiting=int(found.get(queue, {}).get("messages_ready") or 0),
-            in_flight=int(found.get(queue, {}).get("messages_unacknowledged") or 0),
-        ) for queue in queues}
+        return rows
 
     async def close(self) -> None:
         if self._session is not None:

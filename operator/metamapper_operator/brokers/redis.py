@@ -9,7 +9,9 @@ Every key carries the transport's ``global_keyprefix``. All of these follow the 
 own transport options (:class:`~metamapper_operator.references.RedisLayout`).
 
 One ``measure()`` is one pipelined round trip (a MULTI/EXEC transaction, so the lists
-and the hash are read at one instant): an LLEN per list key of every queue, and a small
+and the hash are read at one instant): an LLEN per list key of every queue, a small Lua
+script per queue that reads the publication time of its oldest message (the
+``published_at`` header the worker app adds; Redis itself keeps no enqueue time), and one
 Lua script that counts the unacknowledged messages per routing key on the server, from
 the last bytes of each entry, so the cost does not grow with message size.
 
@@ -67,6 +69,35 @@ end
 return out
 """
 
+# The oldest waiting message of one queue: KEYS = its priority lists. kombu pushes on the
+# left and takes from the right, so each list's oldest message is its last element. The
+# publication time is the ``published_at`` header that the worker app adds to every task
+# it sends (metamapper.metrics); the script returns the earliest one as a string, an
+# empty string when every list is empty, and false when a message lacks the header.
+# Only the number leaves the server, whatever the message size.
+OLDEST_PUBLISHED = """
+local oldest = nil
+local found = false
+for _, key in ipairs(KEYS) do
+  local raw = redis.call('LINDEX', key, -1)
+  if raw then
+    found = true
+    local stamp = tonumber(string.match(raw, '"published_at":%s*([-+.%deE]+)'))
+    if not stamp then return false end
+    if not oldest or stamp < oldest then oldest = stamp end
+  end
+end
+if not found then return '' end
+return tostring(oldest)
+"""
+
+def oldest_age(reply: Any, now: float) -> float | None:
+    """The script's reply as an age in seconds: 0 for empty lists, None when unknown."""
+    if reply is None or reply is False:
+        return None
+    text = reply.decode() if isinstance(reply, bytes) else str(reply)
+    return 0.0 if text == "" else max(0.0, now - float(text))
+
 
 def list_keys(queue: str, layout: RedisLayout) -> list[str]:
     """The Redis lists that hold ``queue``'s waiting messages (prefix included)."""
@@ -113,6 +144,8 @@ class RedisProbe:
                 async with self._client.pipeline(transaction=True) as pipe:
                     for key in (key for group in keys for key in group):
                         pipe.llen(key)
+                    for group in keys:
+                        pipe.execute_command("EVAL", OLDEST_PUBLISHED, len(group), *group)
                     # EVAL, not EVALSHA: a pipeline would check the script cache first.
                     pipe.execute_command(
                         "EVAL", COUNT_UNACKED, 2, layout.key_prefix + layout.unacked_key,
@@ -122,13 +155,16 @@ class RedisProbe:
         except (RedisError, OSError, TimeoutError) as err:
             await self._client.connection_pool.disconnect()
             raise probe_error(self._access, f"redis {self._access.display}", err) from None
+        now = self._clock()
         unacked = unacked_counts(replies[-1])
         lengths = iter(replies[:-1])
+        ages = replies[-1 - len(keys):-1]
         none = Unacked(0, 0)
         return {queue: QueueDepth(waiting=sum(next(lengths) for _ in group),
                                   in_flight=unacked.get(queue, none).in_flight,
-                                  stale=unacked.get(queue, none).stale)
-                for queue, group in zip(names, keys, strict=True)}
+                                  stale=unacked.get(queue, none).stale,
+                                  oldest_age=oldest_age(age, now))
+                for queue, group, age in zip(names, keys, ages, strict=True)}
 
     async def close(self) -> None:
         await self._client.aclose()

@@ -1,0 +1,54 @@
+"""Scrape a Prometheus endpoint of a pod and read it with prometheus_client's parser (which
+refuses what is not the text format)."""
+
+from __future__ import annotations
+
+import urllib.request
+from collections.abc import Iterable
+from dataclasses import dataclass
+from types import ModuleType
+
+from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.parser import text_string_to_metric_families
+
+
+@dataclass(frozen=True)
+class Sample:
+    name: str
+    labels: dict[str, str]
+    value: float
+
+
+def scrape(url: str, timeout: float = 5.0) -> list[Sample]:
+    """Every sample served at ``url``."""
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        text = response.read().decode()
+    return [Sample(s.name, dict(s.labels), s.value)
+            for family in text_string_to_metric_families(text) for s in family.samples]
+
+
+def total(samples: Iterable[Sample], metric: str, /, **labels: str) -> float:
+    """The sum of ``metric``'s samples whose labels include ``labels``."""
+    return sum(s.value for s in samples
+               if s.name == metric and labels.items() <= s.labels.items())
+
+
+def names(samples: Iterable[Sample]) -> set[str]:
+    return {s.name for s in samples}
+
+
+def exported(module: ModuleType) -> set[str]:
+    """Every sample name the metrics defined in ``module`` can expose."""
+    found: set[str] = set()
+    for metric in vars(module).values():
+        if not isinstance(metric, MetricWrapperBase):
+            continue
+        for family in metric.describe():
+            kind, name = family.type, family.name
+            if kind == "counter":
+                found |= {f"{name}_total", f"{name}_created"}
+            elif kind == "histogram":
+                found |= {f"{name}_bucket", f"{name}_sum", f"{name}_count", f"{name}_created"}
+            else:
+                found.add(name)
+    return found
