@@ -13,23 +13,15 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from metamapper_operator import metrics
-from metamapper_operator.autoscale.drain import (
-    DELETION_COST,
-    active_tasks,
-    busy,
-    deletion_costs,
-)
+from metamapper_operator.autoscale.drain import can_broadcast
 from metamapper_operator.autoscale.policy import Bounds, History, decide
+from metamapper_operator.autoscale.shrink import Outcome, Shrinker
 from metamapper_operator.brokers import Probe, ProbeError, QueueDepth, probe_for
 from metamapper_operator.brokers.base import probe_error
-from metamapper_operator.builders import (
-    celery_settings,
-    pool_deployment_name,
-    selector_labels,
-)
+from metamapper_operator.builders import pool_deployment_name
 from metamapper_operator.kube import KubeError
 from metamapper_operator.model import Fleet, Pool
 from metamapper_operator.references import BrokerAccess
@@ -80,6 +72,12 @@ class Autoscaler:
     # By (uid, pool): a re-created object (same name, new uid) starts without history.
     history: dict[tuple[str, str], History] = field(default_factory=dict)
     finished: float | None = None  # when the last cycle ended (clock), None before one
+    shrinker: Shrinker | None = None   # made on first use, with the runtime's Kube edge
+
+    def _shrinker(self) -> Shrinker:
+        if self.shrinker is None:
+            self.shrinker = Shrinker(self.runtime.kube, self.clock)
+        return self.shrinker
 
     @property
     def cycle_limit(self) -> float:
@@ -167,11 +165,13 @@ class Autoscaler:
             self._measure(a, {q for member in groups[a] for q in member.pool.queues})
             for a in accesses))
         seen: set[str] = set()
+        scaled: set[tuple[str, str]] = set()
         changed: dict[Key, None] = {}  # ordered, so statuses are written in a stable order
         for access, measurement in zip(accesses, measurements, strict=True):
             for member in groups[access]:
                 key = member.key
                 seen.add(member.fleet.uid)
+                scaled.add((member.fleet.uid, member.pool.name))
                 lock = self.runtime.locks.get(key)
                 if lock is None:  # deleted meanwhile
                     continue
@@ -195,8 +195,10 @@ class Autoscaler:
                     await self.runtime.publish(key, self.deployments_of(key))
             except KubeError as err:
                 log.warning("status of %s/%s: %s", *key, err)
-        # Forget pools of objects that are gone.
+        # Forget pools of objects that are gone; workers of pools no longer scaled that
+        # were draining consume again.
         self.history = {k: v for k, v in self.history.items() if k[0] in seen}
+        await self._shrinker().abandon(scaled)
 
     async def _broker_state(self, key: Key, error: str | None) -> bool:
         """Record whether the broker answered; True when that changed."""
@@ -234,19 +236,24 @@ class Autoscaler:
         self.history[(fleet.uid, pool.name)] = decision.history
         state = self.runtime.fleets[key]  # present: checked under the lock
         previous = state.scaling.get(pool.name)
-        scale = PoolScale(backlog, measurement.source, decision.replicas,
-                          previous.last_scale_time if previous else None,
-                          previous.last_scale_reason if previous else None, stale)
         target, reason = decision.replicas, decision.reason
-        if target < current:
-            found_busy = await self._mark_idle_first(fleet, pool, access)
-            if found_busy > target:
-                target = min(current, found_busy)
-                reason += f"; held at {target}: {found_busy} pods are running tasks"
+        if can_broadcast(access):
+            outcome = await self._shrinker().step(
+                fleet, pool, access, current, target,
+                lambda kind, why, message: self._event(key, kind, why, message))
+        else:  # SQS: no broadcast, no drain; the ReplicaSet controller picks (module doc)
+            outcome = Outcome(target)
+        target, reason = outcome.replicas, reason + outcome.note
+        timed_out = outcome.timed_out or (previous.drain_timed_out if previous else None)
+        scale = PoolScale(backlog=backlog, source=measurement.source,
+                          desired=decision.replicas,
+                          last_scale_time=previous.last_scale_time if previous else None,
+                          last_scale_reason=previous.last_scale_reason if previous else None,
+                          stale_in_flight=stale, draining=outcome.draining,
+                          drain_timed_out=timed_out)
         if target != current:
             await self._resize(key, pool, name, current, target, reason)
-            scale = PoolScale(backlog, measurement.source, decision.replicas, now(), reason,
-                              stale)
+            scale = replace(scale, last_scale_time=now(), last_scale_reason=reason)
         if scale == previous:
             return False
         state.scaling[pool.name] = scale
@@ -265,19 +272,3 @@ class Autoscaler:
         metrics.scale_events.labels(key[0], key[1], pool.name, direction).inc()
         await self._event(key, "Normal", f"Scaled{direction.capitalize()}",
                           f"pool {pool.name}: {current} -> {target} pods ({reason})")
-
-    async def _mark_idle_first(self, fleet: Fleet, pool: Pool, access: BrokerAccess) -> int:
-        """Set each pod's deletion cost from what its worker runs; the pods found busy."""
-        kube = self.runtime.kube
-        pods = await kube.list_pods(fleet.namespace,
-                                    selector_labels(fleet, "worker", pool.name))
-        transport_options = celery_settings(fleet).get("broker_transport_options") or {}
-        active = await active_tasks(access, transport_options, pool.name, list(pods))
-        if active is None:  # cannot ask: costs set earlier would be stale, so they go
-            wanted: dict[str, str | None] = {pod: None for pod in pods}
-        else:
-            wanted = {pod: str(cost) for pod, cost in deletion_costs(list(pods), active).items()}
-        for pod, cost in wanted.items():
-            if pods[pod].get(DELETION_COST) != cost:
-                await kube.annotate_pod(fleet.namespace, pod, {DELETION_COST: cost})
-        return busy(active or {})
