@@ -8,14 +8,17 @@ image plus the tasks of ``devenv.workload``, which record when each task started
 finished). The operators run as local processes, one per polling interval. One pool each:
 concurrency 2, minReplicas 1 (KEDA's default is 0), maxReplicas 4, target backlog 2 per pod:
 
-* **our defaults**: the CRD's defaults (polling 5 s, scale-down window 300 s, tolerance
-  0.1, in-flight messages counted);
-* **KEDA-like**: the same operator configured like KEDA's defaults with an HPA: polling
-  30 s (an operator process of its own), window 300 s, tolerance 0.1, and the queue's
-  length only (KEDA's Redis scaler does not count in-flight messages). The HPA's own 15 s
-  sync period and its scale-up rate policy are not modelled: the real thing reacts later.
-  So it differs from our defaults only in the polling and in not counting in-flight
-  messages;
+* **our defaults**: the CRD's defaults (polling 5 s, in-flight messages counted, drain
+  before delete; the scale-down window and tolerance as the CRD defaults them);
+* **KEDA-like**: KEDA's Redis scaler (``listLength``: the list's length only, no in-flight
+  messages) with its defaults behind the HPA's defaults, modelled by this script
+  (:class:`HpaModel`), which sets the Deployment's scale itself: every 15 s (the HPA's
+  sync period) it reads the length (KEDA's metrics server asks the scaler on each of the
+  HPA's requests; its 30 s ``pollingInterval`` drives only activation from and to zero,
+  which minReplicas 1 never uses), takes ``ceil(length / 2)`` unless within the 0.1
+  tolerance, limits a scale-up to max(100 %, 4 pods) per 15 s and holds a scale-down to the
+  highest recommendation of the last 300 s. Scale-down is plain: the ReplicaSet controller
+  picks the pods. Its operator polls once a day, so only the model scales it;
 * **fixed at max**: autoscaling off, 4 pods all the time.
 
 Every figure is taken over the same horizon: from the trace's start to its last row plus
@@ -24,6 +27,9 @@ before the end). Queue wait = the task's first ``started`` record - the time it 
 worker-seconds = the integral of the Deployment's ``status.readyReplicas`` (from a
 ``kubectl get --watch``: every change, as it happens) over the horizon; peak = the most
 ready pods; lost = sent - done at the horizon's end.
+
+It ends with one line comparing our defaults with KEDA-like: ``p95 wait vs KEDA-like:
+X.XXx, worker-seconds vs KEDA-like: Y.YYx`` (the goal: at most 0.5x and 1.0x).
 
 Usage::
 
@@ -34,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import os
 import tempfile
 import threading
@@ -46,6 +53,7 @@ from itertools import groupby, pairwise
 from pathlib import Path
 from typing import Any
 
+import redis
 from celery import Celery
 
 from _common import (
@@ -68,6 +76,10 @@ POOL = "default"
 CONCURRENCY = 2
 MAX_REPLICAS = 4
 PROGRESS_SECONDS = 15.0
+HPA_SYNC_SECONDS = 15.0         # kube-controller-manager --horizontal-pod-autoscaler-sync-period
+HPA_TOLERANCE = 0.1
+HPA_DOWN_WINDOW_SECONDS = 300.0  # behavior.scaleDown.stabilizationWindowSeconds
+ONCE_A_DAY = 86400.0
 
 
 @dataclass(frozen=True)
@@ -77,12 +89,12 @@ class Config:
     poll_seconds: float
     min_replicas: int
     autoscaling: dict[str, Any]
+    hpa: bool = False   # scaled by the HPA model, not by its operator
 
 
 CONFIGS = (
     Config("our defaults", "replay-ours", 5.0, 1, {}),
-    Config("KEDA-like", "replay-keda", 30.0, 1,
-           {"scaleDownStabilizationSeconds": 300, "tolerance": 0.1, "countInFlight": False}),
+    Config("KEDA-like", "replay-keda", ONCE_A_DAY, 1, {}, hpa=True),
     Config("fixed at max", "replay-fixed", 5.0, MAX_REPLICAS, {"enabled": False}),
 )
 
@@ -159,6 +171,63 @@ def ready_watch(kube: Cluster) -> Iterator[ReadyWatch]:
         watch.close()
 
 
+def hpa_step(current: int, length: int, history: list[tuple[float, int]], now: float
+             ) -> int:
+    """One sync of the HPA with the default behaviour, for an ``AverageValue`` target of
+    CONCURRENCY per pod; ``history`` (time, recommendation) is updated in place."""
+    ratio = length / (CONCURRENCY * current) if current else math.inf
+    recommendation = (current if abs(ratio - 1) <= HPA_TOLERANCE
+                      else math.ceil(length / CONCURRENCY))
+    recommendation = max(1, min(MAX_REPLICAS, recommendation))
+    history.append((now, recommendation))
+    history[:] = [(t, r) for t, r in history if t >= now - HPA_DOWN_WINDOW_SECONDS]
+    desired = current
+    if recommendation > current:   # scale-up: no window; max(100 %, 4 pods) per period
+        desired = min(recommendation, max(2 * current, current + 4))
+    elif recommendation < current:  # scale-down: the window's highest recommendation
+        desired = min(current, max(r for _, r in history))
+    return max(1, min(MAX_REPLICAS, desired))
+
+
+class HpaModel:
+    """KEDA's Redis ``listLength`` behind the HPA's default behaviour, in a thread that
+    sets the Deployment's scale every HPA_SYNC_SECONDS."""
+
+    def __init__(self, kube: Cluster, namespace: str, broker: str, replicas: int) -> None:
+        self._kube, self._namespace, self._broker = kube, namespace, broker
+        self._current, self._history = replicas, list[tuple[float, int]]()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        client = redis.Redis.from_url(self._broker)
+        try:
+            while not self._stopping.wait(HPA_SYNC_SECONDS):
+                desired = hpa_step(self._current, int(client.llen(POOL)), self._history,
+                                   time.monotonic())
+                if desired != self._current:
+                    self._kube.kubectl("scale", "-n", self._namespace, "deployment",
+                                       f"{NAME}-{POOL}", f"--replicas={desired}")
+                    self._current = desired
+        finally:
+            client.close()
+
+    def close(self) -> None:
+        self._stopping.set()
+        self._thread.join()
+
+
+@contextmanager
+def hpa_model(kube: Cluster, namespace: str, broker: str, replicas: int
+              ) -> Iterator[HpaModel]:
+    model = HpaModel(kube, namespace, broker, replicas)
+    try:
+        yield model
+    finally:
+        model.close()
+
+
 @dataclass
 class Fleet:
     """One configuration's Metamapper, its producer and what it was sent (wall-clock)."""
@@ -231,6 +300,19 @@ def leftovers(root: Path) -> list[str]:
     return found
 
 
+@dataclass(frozen=True)
+class Figures:
+    p95_wait: float
+    worker_seconds: float
+
+
+def ratios(figures: dict[str, Figures]) -> str:
+    """The closing line: our defaults over KEDA-like."""
+    ours, keda = figures["our defaults"], figures["KEDA-like"]
+    return (f"p95 wait vs KEDA-like: {ours.p95_wait / keda.p95_wait:.2f}x, "
+            f"worker-seconds vs KEDA-like: {ours.worker_seconds / keda.worker_seconds:.2f}x")
+
+
 def print_trace(trace: Sequence[Row], horizon: float) -> None:
     print(f"\ntrace: {sum(r.tasks for r in trace)} tasks, "
           f"{sum(r.tasks * r.seconds for r in trace):.0f} task-seconds, last row at "
@@ -270,13 +352,19 @@ def main(argv: list[str] | None = None) -> None:
             say("waiting for every pool at its minimum ...")
             wait_until(lambda: all(watch.ready(f.config.namespace) == f.config.min_replicas
                                    for f in fleets), 180, "the pools at their minimum", 0.5)
+            for fleet in fleets:
+                if fleet.config.hpa:
+                    stack.enter_context(hpa_model(kube, fleet.config.namespace, fleet.broker,
+                                                  fleet.config.min_replicas))
             say(f"replaying {args.trace.name} for {horizon:g} s ...")
             start = replay(trace, fleets, watch, horizon)
-            rows = []
+            rows, figures = [], {}
             for fleet in fleets:
                 result = tally(fleet.broker, list(fleet.sent))
                 waits = fleet.waits()
                 used, peak = watch.usage(fleet.config.namespace, start, start + horizon)
+                figures[fleet.config.label] = Figures(
+                    percentile(waits, 95) if waits else math.nan, used)
                 rows.append([fleet.config.label, result.sent,
                              *(f"{percentile(waits, q):.1f}" if waits else "-" for q in (50, 95)),
                              f"{used:.0f}", peak, result.lost])
@@ -287,6 +375,7 @@ def main(argv: list[str] | None = None) -> None:
           f"(last row + {args.tail:g} s tail)")
     print_table(["configuration", "tasks", "p50 wait s", "p95 wait s", "worker-s",
                  "peak workers", "lost"], rows)
+    print(ratios(figures))
     if left:
         raise SystemExit("processes left behind:\n" + "\n".join(left))
 

@@ -92,7 +92,7 @@ The leader-election Lease has a Role of its own in the release namespace (rbac.y
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get]
-# Worker pods: pod-deletion-cost annotations so idle workers go first on scale-down.
+# Worker pods: the drain mark, and the pod-deletion-cost that makes drained workers go first.
 - apiGroups: [""]
   resources: [pods]
   verbs: [list, patch]
