@@ -10,15 +10,11 @@ concurrency 2, minReplicas 1 (KEDA's default is 0), maxReplicas 4, target backlo
 
 * **our defaults**: the CRD's defaults (polling 5 s, in-flight messages counted, drain
   before delete; the scale-down window and tolerance as the CRD defaults them);
-* **KEDA-like**: KEDA's Redis scaler (``listLength``: the list's length only, no in-flight
-  messages) with its defaults behind the HPA's defaults, modelled by this script
-  (:class:`HpaModel`), which sets the Deployment's scale itself: every 15 s (the HPA's
-  sync period) it reads the length (KEDA's metrics server asks the scaler on each of the
-  HPA's requests; its 30 s ``pollingInterval`` drives only activation from and to zero,
-  which minReplicas 1 never uses), takes ``ceil(length / 2)`` unless within the 0.1
-  tolerance, limits a scale-up to max(100 %, 4 pods) per 15 s and holds a scale-down to the
-  highest recommendation of the last 300 s. Scale-down is plain: the ReplicaSet controller
-  picks the pods. Its operator polls once a day, so only the model scales it;
+* **KEDA-like**: KEDA's Redis scaler with its defaults behind the HPA's defaults, as
+  ``bench/_hpa.py`` models them (the queue's length only, read every 15 s; scale-up
+  by max(100 %, 4 pods) per 15 s; scale-down to the highest recommendation of the last
+  300 s, the ReplicaSet controller picking the pods). Its operator polls once a day, so
+  only the model scales it;
 * **fixed at max**: autoscaling off, 4 pods all the time.
 
 Every figure is taken over the same horizon: from the trace's start to its last row plus
@@ -53,7 +49,6 @@ from itertools import groupby, pairwise
 from pathlib import Path
 from typing import Any
 
-import redis
 from celery import Celery
 
 from _common import (
@@ -68,6 +63,7 @@ from _common import (
     say,
     wait_until,
 )
+from _hpa import Behaviour, hpa_model
 from devenv.workload import MODULE, TASK, records, tally
 
 TRACE = Path(__file__).with_name("bursty-trace.csv")
@@ -76,9 +72,6 @@ POOL = "default"
 CONCURRENCY = 2
 MAX_REPLICAS = 4
 PROGRESS_SECONDS = 15.0
-HPA_SYNC_SECONDS = 15.0         # kube-controller-manager --horizontal-pod-autoscaler-sync-period
-HPA_TOLERANCE = 0.1
-HPA_DOWN_WINDOW_SECONDS = 300.0  # behavior.scaleDown.stabilizationWindowSeconds
 ONCE_A_DAY = 86400.0
 
 
@@ -169,63 +162,6 @@ def ready_watch(kube: Cluster) -> Iterator[ReadyWatch]:
         yield watch
     finally:
         watch.close()
-
-
-def hpa_step(current: int, length: int, history: list[tuple[float, int]], now: float
-             ) -> int:
-    """One sync of the HPA with the default behaviour, for an ``AverageValue`` target of
-    CONCURRENCY per pod; ``history`` (time, recommendation) is updated in place."""
-    ratio = length / (CONCURRENCY * current) if current else math.inf
-    recommendation = (current if abs(ratio - 1) <= HPA_TOLERANCE
-                      else math.ceil(length / CONCURRENCY))
-    recommendation = max(1, min(MAX_REPLICAS, recommendation))
-    history.append((now, recommendation))
-    history[:] = [(t, r) for t, r in history if t >= now - HPA_DOWN_WINDOW_SECONDS]
-    desired = current
-    if recommendation > current:   # scale-up: no window; max(100 %, 4 pods) per period
-        desired = min(recommendation, max(2 * current, current + 4))
-    elif recommendation < current:  # scale-down: the window's highest recommendation
-        desired = min(current, max(r for _, r in history))
-    return max(1, min(MAX_REPLICAS, desired))
-
-
-class HpaModel:
-    """KEDA's Redis ``listLength`` behind the HPA's default behaviour, in a thread that
-    sets the Deployment's scale every HPA_SYNC_SECONDS."""
-
-    def __init__(self, kube: Cluster, namespace: str, broker: str, replicas: int) -> None:
-        self._kube, self._namespace, self._broker = kube, namespace, broker
-        self._current, self._history = replicas, list[tuple[float, int]]()
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        client = redis.Redis.from_url(self._broker)
-        try:
-            while not self._stopping.wait(HPA_SYNC_SECONDS):
-                desired = hpa_step(self._current, int(client.llen(POOL)), self._history,
-                                   time.monotonic())
-                if desired != self._current:
-                    self._kube.kubectl("scale", "-n", self._namespace, "deployment",
-                                       f"{NAME}-{POOL}", f"--replicas={desired}")
-                    self._current = desired
-        finally:
-            client.close()
-
-    def close(self) -> None:
-        self._stopping.set()
-        self._thread.join()
-
-
-@contextmanager
-def hpa_model(kube: Cluster, namespace: str, broker: str, replicas: int
-              ) -> Iterator[HpaModel]:
-    model = HpaModel(kube, namespace, broker, replicas)
-    try:
-        yield model
-    finally:
-        model.close()
 
 
 @dataclass
@@ -354,8 +290,9 @@ def main(argv: list[str] | None = None) -> None:
                                    for f in fleets), 180, "the pools at their minimum", 0.5)
             for fleet in fleets:
                 if fleet.config.hpa:
-                    stack.enter_context(hpa_model(kube, fleet.config.namespace, fleet.broker,
-                                                  fleet.config.min_replicas))
+                    stack.enter_context(hpa_model(
+                        kube, fleet.config.namespace, f"{NAME}-{POOL}", fleet.broker, POOL,
+                        Behaviour(CONCURRENCY, fleet.config.min_replicas, MAX_REPLICAS)))
             say(f"replaying {args.trace.name} for {horizon:g} s ...")
             start = replay(trace, fleets, watch, horizon)
             rows, figures = [], {}
