@@ -26,7 +26,7 @@ from devenv.controlplane import ControlPlane, ControlPlaneError, tool_dirs
 from tests.helpers import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
-pytest_plugins = ["tests.chart_helpers"]
+pytest_plugins = ["tests.chart.helpers"]
 
 
 def _ensure(name: str) -> None:

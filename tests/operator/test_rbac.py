@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 import redis
 
-from tests.chart_helpers import (
+from tests.chart.helpers import (
     ChartAccess,
     Rule,
     default_rules,

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.chart_helpers import (
+from tests.chart.helpers import (
     BASELINE_GRANTS,
     CHART,
     LEASE_RULES,

@@ -3,7 +3,7 @@
 ``operator_kubeconfig`` is the hook for running the operator as it runs in a cluster: a
 kubeconfig authenticated with a real token of the chart's ServiceAccount, bound by the
 chart's own RBAC (default values: cluster-wide, standalone). Any test can ask for it once
-``tests.chart_helpers`` is loaded as a plugin (``pytest_plugins`` in tests/conftest.py).
+``tests.chart.helpers`` is loaded as a plugin (``pytest_plugins`` in tests/conftest.py).
 
 ``OPERATOR_RULES`` is the operator's API contract, which the chart must grant exactly;
 tests/operator/test_rbac.py shows that the operator needs every verb of it.
