@@ -84,17 +84,19 @@ def test_scale_down_removes_idle_pods_and_interrupts_no_running_task(
 def test_a_drain_that_times_out_keeps_the_worker_and_its_task(
         fleets: Fleets, redis_url: str) -> None:
     """Two pods each busy with a task longer than the grace period; in-flight messages
-    not counted, so the pool wants one pod at once. The drain of one busy worker times out
-    after the grace period: reported, and the worker consumes again instead of being
-    killed. Once the tasks are done the pool shrinks, and nothing ran twice or was cut."""
+    not counted, so once minReplicas drops to 1 the pool wants one pod. The drain of one
+    busy worker times out after the grace period: reported, and the worker consumes again
+    instead of being killed. Once the tasks are done the pool shrinks, and nothing ran
+    twice or was cut."""
     fleet = fleets("timeout", redis_url)
-    fleet.apply({"concurrency": 1, "terminationGracePeriodSeconds": 5,
-                 "autoscaling": {"countInFlight": False}})
-    fleet.wait_for_workers(1)
+    pool = {"concurrency": 1, "terminationGracePeriodSeconds": 5, "minReplicas": 2,
+            "autoscaling": {"countInFlight": False}}
+    fleet.apply(pool)
+    fleet.wait_for_workers(2)
     ids = fleet.send(2, 25.0)
-    wait_until(lambda: fleet.replicas() == 2, timeout=15, what="2 pods")
-    wait_until(lambda: fleet.tally(ids).interrupted == 2, timeout=60,
+    wait_until(lambda: fleet.tally(ids).interrupted == 2, timeout=30,
                what="both tasks running")   # started, not done yet
+    fleet.apply({**pool, "minReplicas": 1})   # the pool now wants one pod
     timed_out = wait_until(lambda: fleet.events("DrainTimedOut"), timeout=30,
                            what="a DrainTimedOut event")
     assert "timed out after 5 s holding 1 tasks; consuming again" in timed_out[0]
