@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 
 from metamapper_operator.model import parse
-from metamapper_operator.status import DeploymentState, Observed, changes, render
+from metamapper_operator.status import DeploymentState, Observed, PoolScale, changes, render
 from tests.unit.sample import BODY, body
 
 
@@ -54,3 +54,16 @@ def test_an_unreachable_broker_makes_the_object_not_ready() -> None:
     assert conditions["Ready"]["status"] == "False"
     assert conditions["Ready"]["reason"] == "BrokerUnreachable"
     assert conditions["BrokerUnreachable"]["status"] == "True"
+
+
+def test_a_pool_shows_its_draining_pods_and_the_last_drain_given_up() -> None:
+    fleet = parse(BODY)
+    draining = PoolScale(backlog=0, desired=1, draining=("mm-default-a",),
+                         drain_timed_out="drain of mm-default-b timed out after 60 s")
+    (pool, *_) = render(Observed(3, "t", fleet, "redis",
+                                 scaling={"default": draining}), {})["pools"]
+    assert pool["draining"] == ["mm-default-a"]
+    assert pool["lastDrainTimeout"] == "drain of mm-default-b timed out after 60 s"
+    (pool, *_) = render(Observed(3, "t", fleet, "redis",
+                                 scaling={"default": PoolScale(backlog=0)}), {})["pools"]
+    assert "draining" not in pool and "lastDrainTimeout" not in pool
