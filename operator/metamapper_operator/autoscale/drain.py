@@ -9,7 +9,7 @@ returns as soon as all of them answered (``limit``), at the latest after
 
 Amazon SQS has no broadcast, so Celery's remote control does not exist there: the
 operator cannot drain an SQS pool (:func:`can_broadcast`) and scales it down plainly (see
-``autoscale/loop.py``).
+``autoscale/shrink.py``).
 """
 
 from __future__ import annotations
