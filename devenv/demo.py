@@ -38,7 +38,7 @@ from devenv.workload import MODULE, TASK, tally
 
 NAMESPACE = "demo"
 REDIS_DB = 15
-# Short windows so the demo shrinks within a minute (the defaults are 300 s, like the HPA).
+# Short windows so the demo shrinks within a minute (the defaults are 60 s and 300 s).
 DEMO_AUTOSCALING = {"scaleDownStabilizationSeconds": 15, "scaleToZeroCooldownSeconds": 10}
 
 
