@@ -61,9 +61,9 @@ from _common import (
     print_table,
     redis_server,
     say,
-    wait_until,
 )
 from _hpa import Behaviour, hpa_model
+from devenv.waiting import wait_until
 from devenv.workload import MODULE, TASK, records, tally
 
 TRACE = Path(__file__).with_name("bursty-trace.csv")

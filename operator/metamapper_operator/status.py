@@ -11,7 +11,7 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from metamapper_operator.builders import (
     celery_settings,
@@ -25,7 +25,14 @@ CONDITION_TYPES = ("Ready", "Progressing", "Degraded", "InvalidSpec", "BrokerUnr
                    "GracePeriodTooShort")
 
 
-@dataclass(frozen=True)
+class ConfigMapState(NamedTuple):
+    """What the operator knows of its ConfigMap (from its watch index)."""
+
+    name: str
+    spec_hash: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class DeploymentState:
     """What the operator knows of one child Deployment (from its watch index)."""
 
@@ -64,7 +71,7 @@ def foreign_template_fields(managed_fields: Sequence[Mapping[str, Any]], manager
                           .encode()).hexdigest()[:16]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PoolScale:
     """The autoscaler's latest view of a pool."""
 
@@ -78,7 +85,7 @@ class PoolScale:
     drain_timed_out: str | None = None  # the latest drain given up (its worker consumes again)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Observed:
     """Everything a status is rendered from."""
 

@@ -89,14 +89,15 @@ async def _holds_nothing(control: WorkerControl, host: str) -> bool:
 async def test_redis_drain_stops_new_work_and_resume_gives_it_back(
         redis_url: str, publisher: Callable[..., Celery], worker: Callable[..., Any],
         tmp_path: Path) -> None:
-    await drain_and_resume(BrokerAccess("redis", redis_url), publisher, worker, tmp_path)
+    await drain_and_resume(BrokerAccess(transport="redis", url=redis_url), publisher, worker,
+                           tmp_path)
 
 
 async def test_rabbitmq_drain_stops_new_work_and_resume_gives_it_back(
         rabbitmq: RabbitMQ, publisher: Callable[..., Celery], worker: Callable[..., Any],
         tmp_path: Path) -> None:
-    await drain_and_resume(BrokerAccess("rabbitmq", rabbitmq.amqp_url), publisher, worker,
-                           tmp_path)
+    await drain_and_resume(BrokerAccess(transport="rabbitmq", url=rabbitmq.amqp_url),
+                           publisher, worker, tmp_path)
 
 
 async def test_prefetched_and_eta_tasks_count_as_held(
@@ -106,7 +107,7 @@ async def test_prefetched_and_eta_tasks_count_as_held(
     task back late (after the visibility timeout), so the drain waits for it."""
     queue = f"drain-{uuid.uuid4().hex[:8]}"
     worker(redis_url, queue, concurrency=1)
-    control = WorkerControl(BrokerAccess("redis", redis_url), {})
+    control = WorkerControl(BrokerAccess(transport="redis", url=redis_url), {})
     app = publisher(redis_url)
     app.send_task("tests.brokers.hold", args=[str(tmp_path)], queue=queue, countdown=60)
     found = await eventually(lambda: _scheduled(control), "the ETA task held")
@@ -119,7 +120,7 @@ async def _scheduled(control: WorkerControl) -> Load | None:
 
 
 async def test_a_worker_that_does_not_exist_is_missing_not_idle(redis_url: str) -> None:
-    control = WorkerControl(BrokerAccess("redis", redis_url), {})
+    control = WorkerControl(BrokerAccess(transport="redis", url=redis_url), {})
     assert await control.loads(["default@gone"]) == {}
     assert await control.stop_consuming(["default@gone"], ["default"]) == set()
 
@@ -128,7 +129,8 @@ async def test_a_worker_that_does_not_exist_is_missing_not_idle(redis_url: str) 
 async def test_an_unreachable_broker_is_a_control_error_without_the_password(
         transport: str, closed_port: int) -> None:
     scheme = "redis" if transport == "redis" else "amqp"
-    access = BrokerAccess(transport, f"{scheme}://user:s3cret@127.0.0.1:{closed_port}/0")
+    access = BrokerAccess(transport=transport,
+                          url=f"{scheme}://user:s3cret@127.0.0.1:{closed_port}/0")
     with pytest.raises(ControlError) as failed:
         await WorkerControl(access, {}).loads(["default@pod"])
     assert "s3cret" not in str(failed.value)
@@ -136,6 +138,6 @@ async def test_an_unreachable_broker_is_a_control_error_without_the_password(
 
 
 def test_sqs_has_no_broadcast_so_no_drain() -> None:
-    assert not can_broadcast(BrokerAccess("sqs", "sqs://"))
-    assert can_broadcast(BrokerAccess("redis", "redis://r:6379/0"))
-    assert can_broadcast(BrokerAccess("rabbitmq", "amqp://r:5672//"))
+    assert not can_broadcast(BrokerAccess(transport="sqs", url="sqs://"))
+    assert can_broadcast(BrokerAccess(transport="redis", url="redis://r:6379/0"))
+    assert can_broadcast(BrokerAccess(transport="rabbitmq", url="amqp://r:5672//"))

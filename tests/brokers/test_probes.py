@@ -8,25 +8,26 @@ from collections.abc import Callable
 import pytest
 
 from metamapper_operator.brokers import ProbeError, probe_for
-from metamapper_operator.brokers.base import scrub, secrets_of
+from metamapper_operator.brokers.base import secrets_of
 from metamapper_operator.brokers.rabbitmq import AmqpProbe, ManagementProbe
 from metamapper_operator.brokers.redis import RedisProbe
 from metamapper_operator.brokers.sqs import SqsProbe
 from metamapper_operator.references import BrokerAccess
+from metamapper_urls import scrub
 from tests.brokers.relay import silent_server
 
 SECRET = "s3cret/pw+x"  # a '/' and a '+', so the URL must percent-encode it
 ENCODED = "s3cret%2Fpw%2Bx"
 
 ACCESS: dict[str, Callable[[int], BrokerAccess]] = {
-    "redis": lambda port: BrokerAccess("redis", f"redis://:{ENCODED}@127.0.0.1:{port}/2"),
-    "amqp": lambda port: BrokerAccess("rabbitmq", f"amqp://mm:{ENCODED}@127.0.0.1:{port}/v"),
+    "redis": lambda port: BrokerAccess(transport="redis", url=f"redis://:{ENCODED}@127.0.0.1:{port}/2"),
+    "amqp": lambda port: BrokerAccess(transport="rabbitmq", url=f"amqp://mm:{ENCODED}@127.0.0.1:{port}/v"),
     "management": lambda port: BrokerAccess(
-        "rabbitmq", f"amqp://mm:{ENCODED}@127.0.0.1:{port}/v",
+        transport="rabbitmq", url=f"amqp://mm:{ENCODED}@127.0.0.1:{port}/v",
         management_url=f"http://127.0.0.1:{port}", management_user="mm",
         management_password=SECRET),
     "sqs": lambda port: BrokerAccess(
-        "sqs", f"sqs://AKIDEXAMPLE:{ENCODED}@127.0.0.1:{port}", region="eu-west-1",
+        transport="sqs", url=f"sqs://AKIDEXAMPLE:{ENCODED}@127.0.0.1:{port}", region="eu-west-1",
         aws_access_key_id="AKIDEXAMPLE", aws_secret_access_key=SECRET),
 }
 

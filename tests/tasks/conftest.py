@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import wait_until
+from devenv.waiting import wait_until
 
 BIN = Path(sys.executable).parent
 

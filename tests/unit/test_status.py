@@ -11,17 +11,37 @@ from tests.unit.sample import BODY, body
 
 def test_status_keeps_transition_times_and_patches_only_changes() -> None:
     fleet = parse(BODY)
-    deps = {"mm-default": DeploymentState("mm-default", "h", 1, ready=1, updated=1,
-                                          generation=1, observed_generation=1),
-            "mm-scheduler": DeploymentState("mm-scheduler", "h", 2, ready=2, updated=2,
-                                            generation=1, observed_generation=1)}
-    first = render(Observed(3, "t1", fleet, "redis", deployments=deps), {})
+    deps = {
+        "mm-default": DeploymentState(
+            name="mm-default",
+            spec_hash="h",
+            replicas=1,
+            ready=1,
+            updated=1,
+            generation=1,
+            observed_generation=1,
+        ),
+        "mm-scheduler": DeploymentState(
+            name="mm-scheduler",
+            spec_hash="h",
+            replicas=2,
+            ready=2,
+            updated=2,
+            generation=1,
+            observed_generation=1,
+        ),
+    }
+    first = render(
+        Observed(generation=3, now="t1", fleet=fleet, transport="redis", deployments=deps), {}
+    )
     assert first["workers"] == "1/1" and first["scheduler"]["state"] == "Running"
     ready = next(c for c in first["conditions"] if c["type"] == "Ready")
     assert ready["status"] == "True" and ready["lastTransitionTime"] == "t1"
-    second = render(Observed(3, "t2", fleet, "redis", deployments=deps), first)
+    second = render(
+        Observed(generation=3, now="t2", fleet=fleet, transport="redis", deployments=deps), first
+    )
     assert second == first and changes(first, second) == {}
-    invalid = render(Observed(4, "t3", invalid="spec.x: bad"), first)
+    invalid = render(Observed(generation=4, now="t3", invalid="spec.x: bad"), first)
     patch = changes({**first, "kopf": {"x": 1}}, invalid)
     assert patch["pools"] is None and "kopf" not in patch
     assert next(c for c in invalid["conditions"] if c["type"] == "InvalidSpec")[
@@ -30,14 +50,22 @@ def test_status_keeps_transition_times_and_patches_only_changes() -> None:
 
 def test_default_grace_outlasts_the_workers_task_time_limit_and_a_short_one_is_reported(
         ) -> None:
-    conditions = {c["type"]: c for c in render(Observed(3, "t", parse(BODY), "redis"), {})[
-        "conditions"]}
+    conditions = {
+        c["type"]: c
+        for c in render(Observed(generation=3, now="t", fleet=parse(BODY), transport="redis"), {})[
+            "conditions"
+        ]
+    }
     assert conditions["GracePeriodTooShort"]["status"] == "False"
     pools = [{"name": "default", "queues": ["default"], "terminationGracePeriodSeconds": 300},
              {"name": "long", "queues": ["long"], "terminationGracePeriodSeconds": 3000}]
     short = parse(body(pools=pools, celery={"settings": {"task_time_limit": 2400}}))
-    conditions = {c["type"]: c for c in render(Observed(3, "t", short, "redis"), {})[
-        "conditions"]}
+    conditions = {
+        c["type"]: c
+        for c in render(Observed(generation=3, now="t", fleet=short, transport="redis"), {})[
+            "conditions"
+        ]
+    }
     grace = conditions["GracePeriodTooShort"]
     assert grace["status"] == "True" and "default (300 s)" in grace["message"]
     assert "2400" in grace["message"] and "long" not in grace["message"]
@@ -45,11 +73,29 @@ def test_default_grace_outlasts_the_workers_task_time_limit_and_a_short_one_is_r
 
 def test_an_unreachable_broker_makes_the_object_not_ready() -> None:
     fleet = parse(copy.deepcopy(BODY))
-    deps = {name: DeploymentState(name, "h", 1, ready=1, updated=1, generation=1,
-                                  observed_generation=1)
-            for name in ("mm-default", "mm-scheduler")}
-    status = render(Observed(3, "t", fleet, "redis", broker_error="redis r: refused",
-                             deployments=deps), {})
+    deps = {
+        name: DeploymentState(
+            name=name,
+            spec_hash="h",
+            replicas=1,
+            ready=1,
+            updated=1,
+            generation=1,
+            observed_generation=1,
+        )
+        for name in ("mm-default", "mm-scheduler")
+    }
+    status = render(
+        Observed(
+            generation=3,
+            now="t",
+            fleet=fleet,
+            transport="redis",
+            broker_error="redis r: refused",
+            deployments=deps,
+        ),
+        {},
+    )
     conditions = {c["type"]: c for c in status["conditions"]}
     assert conditions["Ready"]["status"] == "False"
     assert conditions["Ready"]["reason"] == "BrokerUnreachable"
@@ -60,10 +106,10 @@ def test_a_pool_shows_its_draining_pods_and_the_last_drain_given_up() -> None:
     fleet = parse(BODY)
     draining = PoolScale(backlog=0, desired=1, draining=("mm-default-a",),
                          drain_timed_out="drain of mm-default-b timed out after 60 s")
-    (pool, *_) = render(Observed(3, "t", fleet, "redis",
+    (pool, *_) = render(Observed(generation=3, now="t", fleet=fleet, transport="redis",
                                  scaling={"default": draining}), {})["pools"]
     assert pool["draining"] == ["mm-default-a"]
     assert pool["lastDrainTimeout"] == "drain of mm-default-b timed out after 60 s"
-    (pool, *_) = render(Observed(3, "t", fleet, "redis",
+    (pool, *_) = render(Observed(generation=3, now="t", fleet=fleet, transport="redis",
                                  scaling={"default": PoolScale(backlog=0)}), {})["pools"]
     assert "draining" not in pool and "lastDrainTimeout" not in pool

@@ -1,12 +1,17 @@
-"""The one URL reader: decoded credentials, checked ports, redaction of every credential."""
+"""The one URL helper shared by the operator and the worker (``metamapper_urls``):
+decoded credentials, checked ports, redaction of every credential with one mask."""
 
 from __future__ import annotations
 
-import pytest
+import string
 
-from metamapper_operator.brokers.base import scrub, secrets_of
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from metamapper_operator.brokers.base import secrets_of
 from metamapper_operator.references import BrokerAccess
-from metamapper_operator.urls import URLError, parse_url, redact
+from metamapper_urls import REDACTED, URLError, parse_url, redact, redact_text, scrub
 
 
 def test_credentials_are_percent_decoded() -> None:
@@ -28,16 +33,53 @@ def test_a_port_no_client_can_use_is_a_url_error(url: str) -> None:
     ("redis://:pw@r:6379/0?socket_timeout=1", "redis://:***@r:6379/0?socket_timeout=1"),
     ("sqs://AKIAKEYID:s3cret@", "sqs://***:***@"),
     ("sqs://AKIAKEYID:s3cret@localhost:4566", "sqs://***:***@localhost:4566"),
+    ("sqs://", "sqs://"),
+    ("postgresql://app:s3cret@db:5432/x", "postgresql://app:***@db:5432/x"),
+    ("mysql://root@127.0.0.1:3306/db", "mysql://root@127.0.0.1:3306/db"),
+    ("redis://:pw@[::1]:6379/0", "redis://:***@[::1]:6379/0"),
+    ("sqlite:////var/lib/m.db", "sqlite:////var/lib/m.db"),
+    ("postgresql://u:pw@[::1/x", "postgresql://u:***@[::1/x"),  # urlsplit refuses it
 ])
 def test_every_credential_of_a_url_is_redacted(url: str, shown: str) -> None:
     assert redact(url) == shown
 
 
 def test_error_messages_lose_query_passwords_and_key_ids() -> None:
-    access = BrokerAccess("redis", "redis://r:6379/0?password=p%40ss")
+    access = BrokerAccess(transport="redis", url="redis://r:6379/0?password=p%40ss")
     message = "auth failed for redis://r:6379/0?password=p%40ss (password p@ss)"
     assert "p@ss" not in scrub(message, secrets_of(access))
-    sqs = BrokerAccess("sqs", "sqs://", aws_access_key_id="AKIAKEYID",
+    sqs = BrokerAccess(transport="sqs", url="sqs://", aws_access_key_id="AKIAKEYID",
                        aws_secret_access_key="s3cret")
     assert scrub("InvalidClientTokenId: AKIAKEYID", secrets_of(sqs)) == (
         "InvalidClientTokenId: ***")
+
+
+def test_a_url_urlsplit_refuses_is_a_url_error_without_its_password() -> None:
+    with pytest.raises(URLError) as raised:
+        parse_url("postgresql://u:s3cret@[::1/x")
+    assert "s3cret" not in str(raised.value)
+
+
+def test_every_url_in_a_text_is_redacted() -> None:
+    text = ('could not connect to "postgresql://u:hunter2@h/db": refused; '
+            "retrying redis://r:6379/0?password=s3cret&db=1 and sqs://AKIAKEYID:k@")
+    assert redact_text(text) == (
+        'could not connect to "postgresql://u:***@h/db": refused; '
+        "retrying redis://r:6379/0?password=***&db=1 and sqs://***:***@")
+
+
+def test_scrub_removes_known_secrets_and_every_url_credential() -> None:
+    text = "token t0ken refused for amqp://guest:guest@rabbit/vh"
+    assert scrub(text, ["t0ken"]) == f"token {REDACTED} refused for amqp://guest:***@rabbit/vh"
+
+
+_password = st.text(string.ascii_letters + string.digits + "!$&'()*+,;=-._~", min_size=4)
+
+
+@given(password=_password, user=st.text(string.ascii_lowercase, min_size=1, max_size=8))
+def test_a_password_is_never_shown(password: str, user: str) -> None:
+    url = f"postgresql://{user}:{password}@db.example:5432/catalog"
+    shown = f":{password}@"
+    assert shown not in redact(url)
+    assert shown not in redact_text(f"error for {url}")
+    assert shown not in redact_text(f"error for '{url}': refused")
