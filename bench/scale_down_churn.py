@@ -46,9 +46,9 @@ from _common import (
     print_table,
     redis_server,
     say,
-    wait_until,
 )
 from _hpa import Behaviour, hpa_model
+from devenv.waiting import wait_until
 from devenv.workload import MODULE, TASK, records, tally
 from trace_replay import ready_watch
 
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
             kube.apply([fleet.manifest() for fleet in fleets])
             say("waiting for both pools at one pod ...")
             wait_until(lambda: all(watch.ready(f.namespace) == 1 for f in fleets), 180,
-                       "the pools at their minimum", 0.5)
+                       "the pools at their minimum", interval=0.5)
             plain = next(f for f in fleets if f.plain)
             stack.enter_context(hpa_model(
                 kube, plain.namespace, DEPLOYMENT, plain.broker, POOL,
