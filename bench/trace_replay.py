@@ -287,7 +287,8 @@ def main(argv: list[str] | None = None) -> None:
             kube.apply([fleet.manifest() for fleet in fleets])
             say("waiting for every pool at its minimum ...")
             wait_until(lambda: all(watch.ready(f.config.namespace) == f.config.min_replicas
-                                   for f in fleets), 180, "the pools at their minimum", interval=0.5)
+                                   for f in fleets), 180, "the pools at their minimum",
+                       interval=0.5)
             for fleet in fleets:
                 if fleet.config.hpa:
                     stack.enter_context(hpa_model(

@@ -84,10 +84,6 @@ class Shrinker:
     pools: dict[tuple[str, str], PoolDrains] = field(default_factory=dict)  # (uid, pool)
     adopted: set[tuple[str, str]] = field(default_factory=set)
 
-    def draining(self, uid: str, pool: str) -> tuple[str, ...]:
-        found = self.pools.get((uid, pool))
-        return tuple(sorted(found.drains)) if found else ()
-
     async def step(self, fleet: Fleet, pool: Pool, access: BrokerAccess, current: int,
                    target: int, report: Report) -> Outcome:
         """The size the pool's Deployment may take now, on the way to ``target``."""
