@@ -530,3 +530,20 @@ def test_every_kopf_handler_runs_on_the_event_loop() -> None:
     assert any(node.name == "forget_deleted" for node in registered)
     sync = [node.name for node in registered if isinstance(node, ast.FunctionDef)]
     assert sync == [], f"kopf would run these in a thread: {sync}"
+
+
+def test_a_pod_is_read_as_the_replicaset_controller_ranks_it() -> None:
+    def pod(node: str | None, phase: str | None, ready: str | None) -> client.V1Pod:
+        conditions = [client.V1PodCondition(type="Ready", status=ready)] if ready else None
+        return client.V1Pod(
+            metadata=client.V1ObjectMeta(name="p", annotations={DRAINING: "true"},
+                                         labels={"pod-template-hash": "h"}),
+            spec=client.V1PodSpec(node_name=node, containers=[]),
+            status=client.V1PodStatus(phase=phase, conditions=conditions))
+
+    running = kube_module._worker_pod(pod("n1", "Running", "True"))
+    assert running == WorkerPod("p", {DRAINING: "true"}, {"pod-template-hash": "h"},
+                                assigned=True, phase="Running", ready=True)
+    assert kube_module._worker_pod(pod("n1", "Running", "False")).ready is False
+    fresh = kube_module._worker_pod(pod(None, None, None))
+    assert (fresh.assigned, fresh.phase, fresh.ready) == (False, "Pending", False)
