@@ -48,7 +48,7 @@ REDIS_DB = 15
 PICTURE = REPO / "build" / "demo.png"
 OPERATOR_METRICS_PORT = 9090
 WORKER_METRICS_PORT = 9808
-# Short windows so the demo shrinks within a minute (the defaults are 300 s, like the HPA).
+# Short windows so the demo shrinks within a minute (the defaults are 60 s and 300 s).
 DEMO_AUTOSCALING = {"scaleDownStabilizationSeconds": 15, "scaleToZeroCooldownSeconds": 10}
 
 

@@ -23,6 +23,7 @@ from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from metamapper_operator import __version__, crd
+from metamapper_operator.autoscale.drainplan import WorkerPod
 from metamapper_operator.builders import MANAGER
 
 APPLY = "application/apply-patch+yaml"
@@ -75,6 +76,16 @@ class GatedPods:
 
     gated: tuple[str, ...]
     others: tuple[str, ...]
+
+
+def _worker_pod(pod: Any) -> WorkerPod:
+    """What the ReplicaSet controller ranks a pod by (see autoscale/drainplan.py)."""
+    status = pod.status
+    ready = any(c.type == "Ready" and c.status == "True"
+                for c in (status.conditions or [])) if status else False
+    return WorkerPod(pod.metadata.name, dict(pod.metadata.annotations or {}),
+                     dict(pod.metadata.labels or {}), assigned=bool(pod.spec.node_name),
+                     phase=(status.phase if status else None) or "Pending", ready=ready)
 
 
 def unguarded() -> None:
@@ -248,15 +259,15 @@ class Kube:
                         involved["name"], KubeError("posting", err))
 
     async def list_pods(self, namespace: str, labels: Mapping[str, str]
-                        ) -> dict[str, dict[str, str]]:
-        """Annotations of the pods with ``labels`` that are not being deleted, by name."""
+                        ) -> dict[str, WorkerPod]:
+        """The pods with ``labels`` that are not being deleted, by name."""
         selector = ",".join(f"{k}={v}" for k, v in labels.items())
         try:
             pods = await self.core.list_namespaced_pod(namespace, label_selector=selector,
                                                        _request_timeout=REQUEST_TIMEOUT)
         except (ApiException, *TRANSPORT_ERRORS) as err:
             raise KubeError(f"listing pods in {namespace}", err) from None
-        return {pod.metadata.name: dict(pod.metadata.annotations or {})
+        return {pod.metadata.name: _worker_pod(pod)
                 for pod in pods.items if pod.metadata.deletion_timestamp is None}
 
     async def annotate_pod(self, namespace: str, name: str,

@@ -29,7 +29,6 @@ class ScaleReason(StrEnum):
     BACKLOG = "backlog"                    # the backlog asks for more (or fewer) pods
     IDLE = "idle"                          # no backlog above activation: down to min
     BROKER_UNREACHABLE = "broker_unreachable"  # held, or raised to fallbackReplicas
-    BUSY_PODS = "busy_pods"                # a scale-down held by pods running tasks
 
 
 backlog = Gauge("metamapper_pool_backlog", "Messages waiting (and in flight) on a pool's queues",

@@ -80,7 +80,8 @@ class Autoscaling:
     enabled: bool = True
     target_backlog_per_replica: int | None = None
     activation_backlog: int = 0
-    scale_down_stabilization_seconds: int = 300
+    # Short, because a scale-down drains its workers first: no task is cut off (README).
+    scale_down_stabilization_seconds: int = 60
     scale_to_zero_cooldown_seconds: int = 300
     tolerance: float = 0.1
     max_scale_up_step: int = 0

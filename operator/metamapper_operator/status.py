@@ -86,6 +86,8 @@ class PoolScale:
     last_scale_time: str | None = None
     last_scale_reason: str | None = None
     stale_in_flight: int | None = None  # unacknowledged, too old to be running: not counted
+    draining: tuple[str, ...] = ()      # pods whose workers stopped consuming, to be removed
+    drain_timed_out: str | None = None  # the latest drain given up (its worker consumes again)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -124,7 +126,9 @@ def _pools(obs: Observed, fleet: Fleet) -> list[dict[str, Any]]:
             optional = {"backlog": scale.backlog, "backlogSource": scale.source,
                         "desiredReplicas": scale.desired, "lastScaleTime": scale.last_scale_time,
                         "lastScaleReason": scale.last_scale_reason,
-                        "staleInFlight": scale.stale_in_flight or None}
+                        "staleInFlight": scale.stale_in_flight or None,
+                        "draining": list(scale.draining) or None,
+                        "lastDrainTimeout": scale.drain_timed_out}
             entry.update({k: v for k, v in optional.items() if v is not None})
         pools.append(entry)
     return pools

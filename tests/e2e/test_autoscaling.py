@@ -1,9 +1,12 @@
-"""A burst grows the pool and every task runs once; scale-down removes idle workers only."""
+"""A burst grows the pool and every task runs once; scale-down drains workers first and
+removes exactly the drained pods; a drain that outlasts the grace period gives up and
+the worker keeps its task."""
 
 from __future__ import annotations
 
 from devenv.waiting import wait_until
 from devenv.workload import Tally, records
+from metamapper_operator.autoscale.drainplan import DRAINED_COST
 from tests.e2e.conftest import WINDOW_SECONDS, Fleets, PodsWatch, ReplicasWatch
 
 
@@ -68,11 +71,39 @@ def test_scale_down_removes_idle_pods_and_interrupts_no_running_task(
                if pod.deleted_at is not None}
     assert set(removed) == set(seen) - {survivor}
     assert len(removed) == 3
-    # Idle when removed: no task of this test ran on a removed pod at its deletion.
+    # Drained when removed: the lowest deletion cost, no task of this test running.
     for name, deleted_at in removed.items():
-        assert seen[name].cost == "-1000", (name, seen[name])
+        assert seen[name].cost == str(DRAINED_COST), (name, seen[name])
         for task_id in [long, *short]:
             for start, done in zip(records(fleet.records, "started", task_id),
                                    records(fleet.records, "done", task_id), strict=True):
                 assert not (start.pod == name and start.at < deleted_at < done.at)
-    assert seen[survivor].cost == "1000", seen   # busy with one task
+    assert seen[survivor].cost == "", seen   # never drained: busy with the long task
+
+
+def test_a_drain_that_times_out_keeps_the_worker_and_its_task(
+        fleets: Fleets, redis_url: str) -> None:
+    """Two pods each busy with a task longer than the grace period; in-flight messages
+    not counted, so once minReplicas drops to 1 the pool wants one pod. The drain of one
+    busy worker times out after the grace period: reported, and the worker consumes again
+    instead of being killed. Once the tasks are done the pool shrinks, and nothing ran
+    twice or was cut."""
+    fleet = fleets("timeout", redis_url)
+    pool = {"concurrency": 1, "terminationGracePeriodSeconds": 5, "minReplicas": 2,
+            "autoscaling": {"countInFlight": False}}
+    fleet.apply(pool)
+    fleet.wait_for_workers(2)
+    ids = fleet.send(2, 25.0)
+    wait_until(lambda: fleet.tally(ids).interrupted == 2, timeout=30,
+               what="both tasks running")   # started, not done yet
+    fleet.apply({**pool, "minReplicas": 1})   # the pool now wants one pod
+    timed_out = wait_until(lambda: fleet.events("DrainTimedOut"), timeout=30,
+                           what="a DrainTimedOut event")
+    assert "timed out after 5 s holding 1 tasks; consuming again" in timed_out[0]
+    status = fleet.get("metamapper", fleet.name)["status"]["pools"][0]
+    assert "timed out" in status["lastDrainTimeout"]
+    assert fleet.replicas() == 2          # nobody was removed mid-task
+    result = fleet.wait_done(ids, timeout=60)
+    wait_until(lambda: fleet.replicas() == 1, timeout=30, what="the pool shrunk to 1")
+    assert result == Tally(sent=2, done=2, lost=0, duplicated=0, interrupted=0)
+    assert fleet.tally(ids) == result

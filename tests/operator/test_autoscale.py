@@ -22,7 +22,7 @@ from devenv.waiting import wait_until
 from tests.conftest import Cluster
 from tests.helpers import OwnRedis
 from tests.operator.conftest import OperatorProcess
-from tests.operator.fleet import apply, condition, fleet, get
+from tests.operator.fleet import apply, condition, fleet, get, items
 
 FAST = {"scaleDownStabilizationSeconds": 4, "scaleToZeroCooldownSeconds": 2}
 
@@ -82,6 +82,28 @@ def test_burst_scales_up_then_down_only_after_the_window(
     wait_until(lambda: replicas(cluster, namespace) == 1, timeout=15, what="back to 1")
     assert time.monotonic() - drained >= 3.5
     assert events(cluster, namespace, "ScaledDown")
+
+
+def worker_pods(cluster: Cluster, namespace: str) -> list[str]:
+    """The pool's pods not being deleted (created by the real ReplicaSet controller; no
+    kubelet here, so they stay Pending and their workers hold nothing)."""
+    return sorted(pod["metadata"]["name"] for pod in items(cluster, namespace, "pods")
+                  if not pod["metadata"].get("deletionTimestamp"))
+
+
+def test_a_scale_down_removes_exactly_the_pods_it_drained(
+        cluster: Cluster, namespace: str, operator: OperatorProcess, redis_url: str) -> None:
+    """The operator drains the first pods by name (all idle); the real ReplicaSet
+    controller must remove those and no other, led by their deletion cost."""
+    apply(cluster, namespace, redis_fleet(redis_url))
+    push(redis_url, 5)                     # 3 pods
+    pods = wait_until(lambda: len(worker_pods(cluster, namespace)) == 3
+                      and worker_pods(cluster, namespace), what="3 pods")
+    redis.Redis.from_url(redis_url).delete("default")
+    wait_until(lambda: worker_pods(cluster, namespace) == pods[-1:], timeout=20,
+               what=f"only {pods[-1]} left")
+    (scaled_down,) = events(cluster, namespace, "ScaledDown")
+    assert f"removing drained {pods[0]}, {pods[1]}" in scaled_down
 
 
 def test_priority_messages_and_every_queue_of_the_pool_count(

@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from prometheus_client import REGISTRY
 
 from metamapper_operator import metrics
+from metamapper_operator.autoscale.drainplan import Load, WorkerPod
 from metamapper_operator.brokers import ProbeError, QueueDepth
 from metamapper_operator.references import BrokerAccess
 from tests.unit.sample import BODY
 from tests.unit.test_builders import objects
-from tests.unit.test_wiring import ACCESS, KEY, setup
+from tests.unit.test_wiring import ACCESS, KEY, setup, shrinking
 
 QUEUES = ("default", "checks")  # the pool "default" of test_builders.BODY
 
@@ -101,15 +102,15 @@ def test_queue_series_scale_reasons_and_broker_state() -> None:
 
 def test_idle_scale_down_has_the_idle_reason() -> None:
     async def scenario() -> None:
-        runtime, _, autoscaler = setup(replicas=4)
+        pods = {name: WorkerPod(name) for name in ("p-a", "p-b", "p-c", "p-d")}
+        runtime, _, autoscaler, _, clock = shrinking(pods, dict.fromkeys(pods, Load()), 4)
         autoscaler.probes[ACCESS] = DepthProbe(QueueDepth(waiting=0, in_flight=0))
-        state = runtime.fleets[KEY]
-        assert state.fleet is not None
-        # Past the stabilization window and the cooldown, the pool goes to minReplicas.
-        autoscaler.clock = lambda: 0.0
+        # Past the stabilization window and the cooldown, the idle workers are drained and
+        # the pool goes to minReplicas.
         await autoscaler.cycle()
-        autoscaler.clock = lambda: 10_000.0
-        await autoscaler.cycle()
+        clock[0] = 10_000.0
+        for _ in range(3):
+            await autoscaler.cycle()
         assert pool_value("metamapper_scale_events_total", direction="down",
                           reason="idle") == 1
         runtime.forget(KEY)
@@ -158,7 +159,7 @@ def test_no_label_carries_a_broker_credential() -> None:
 
 def test_scale_reasons_are_a_closed_set() -> None:
     assert {reason.value for reason in metrics.ScaleReason} == {
-        "backlog", "idle", "broker_unreachable", "busy_pods"}
+        "backlog", "idle", "broker_unreachable"}
 
 
 def test_worker_pods_expose_the_task_metrics_port_on_their_writable_tmp() -> None:

@@ -5,7 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from metamapper_operator.model import Fleet, parse
-from metamapper_operator.status import DeploymentState, Observed, changes, render
+from metamapper_operator.status import (
+    DeploymentState,
+    Observed,
+    PoolScale,
+    changes,
+    render,
+)
 from tests.unit.sample import BODY, body, settled
 
 RUNNING = {"mm-default": settled("mm-default"), "mm-scheduler": settled("mm-scheduler", 2)}
@@ -63,3 +69,14 @@ def test_degraded_names_every_problem_so_an_outage_does_not_hide_a_held_schedule
     assert degraded["status"] == "True" and degraded["reason"] == "BrokerUnreachable"
     assert "unreachable" in degraded["message"]
     assert "single-beat lock needs Redis" in degraded["message"]
+
+
+def test_a_pool_shows_its_draining_pods_and_the_last_drain_given_up() -> None:
+    fleet = parse(BODY)
+    draining = PoolScale(backlog=0, desired=1, draining=("mm-default-a",),
+                         drain_timed_out="drain of mm-default-b timed out after 60 s")
+    (pool, *_) = status_of(fleet, scaling={"default": draining})["pools"]
+    assert pool["draining"] == ["mm-default-a"]
+    assert pool["lastDrainTimeout"] == "drain of mm-default-b timed out after 60 s"
+    (pool, *_) = status_of(fleet, scaling={"default": PoolScale(backlog=0)})["pools"]
+    assert "draining" not in pool and "lastDrainTimeout" not in pool

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import functools
 import socket
 from collections.abc import Collection, Mapping
@@ -21,9 +22,10 @@ from prometheus_client import REGISTRY
 from metamapper_operator import handlers, metrics
 from metamapper_operator import kube as kube_module
 from metamapper_operator.autoscale import loop
-from metamapper_operator.autoscale.drain import DELETION_COST, IDLE_COST, SILENT_COST
+from metamapper_operator.autoscale.drainplan import DELETION_COST, DRAINED_COST, Load, WorkerPod
 from metamapper_operator.autoscale.eviction import NOT_SAFE_TO_EVICT
 from metamapper_operator.autoscale.loop import Autoscaler
+from metamapper_operator.autoscale.shrink import DRAINING, Shrinker
 from metamapper_operator.brokers import QueueDepth
 from metamapper_operator.config import Config
 from metamapper_operator.handlers import supervise
@@ -46,6 +48,7 @@ class FakeKube:
     events: list[str] = field(default_factory=list)
     statuses: int = 0
     pods: dict[str, dict[str, str]] = field(default_factory=dict)  # annotations by pod
+    not_ready: set[str] = field(default_factory=set)
     applied: list[str] = field(default_factory=list)
     live_uid: str | None = "u-1"  # the uid the apiserver has for the Metamapper
 
@@ -69,8 +72,12 @@ class FakeKube:
         self.applied.append(obj["metadata"]["name"])
 
     async def list_pods(self, namespace: str, labels: Mapping[str, str]
-                        ) -> dict[str, dict[str, str]]:
-        return {pod: dict(annotations) for pod, annotations in self.pods.items()}
+                        ) -> dict[str, WorkerPod]:
+        return {pod: WorkerPod(pod, dict(annotations), ready=pod not in self.not_ready)
+                for pod, annotations in self.pods.items()}
+
+    def pods_ready(self, *pods: str) -> None:
+        self.not_ready -= set(pods)
 
     async def annotate_pod(self, namespace: str, name: str,
                            annotations: Mapping[str, str | None]) -> None:
@@ -216,37 +223,180 @@ def test_metrics_forget_only_touches_its_object() -> None:
         "namespace": "other", "metamapper": "mm", "pool": "default"}) == 1
 
 
-async def _answers(active: dict[str, int] | None, *_: object) -> dict[str, int] | None:
-    return active
+@dataclass
+class FakeControl:
+    """The workers' remote control: what each holds (missing: does not answer), and the
+    consumers stopped and given back."""
+
+    held: dict[str, Load] = field(default_factory=dict)   # by pod
+    stopped: list[str] = field(default_factory=list)
+    resumed: list[str] = field(default_factory=list)
+
+    async def loads(self, hostnames: Collection[str]) -> dict[str, Load]:
+        return {h: self.held[h.partition("@")[2]] for h in hostnames
+                if h.partition("@")[2] in self.held}
+
+    async def stop_consuming(self, hostnames: Collection[str], queues: Collection[str]
+                             ) -> set[str]:
+        self.stopped += [h.partition("@")[2] for h in hostnames]
+        return set(hostnames)
+
+    async def resume_consuming(self, hostnames: Collection[str], queues: Collection[str]
+                               ) -> set[str]:
+        self.resumed += [h.partition("@")[2] for h in hostnames]
+        return set(hostnames)
 
 
-def test_scale_down_never_goes_below_the_busy_pods_and_silent_pods_rank_between(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def shrinking(pods: dict[str, WorkerPod], loads: dict[str, Load], replicas: int
+              ) -> tuple[Runtime, FakeKube, Autoscaler, FakeControl, list[float]]:
+    """A pool of ``replicas`` pods with nothing waiting, past its window at the second
+    cycle; the clock is the returned list's one value."""
+    runtime, kube, autoscaler = setup(waiting=0, replicas=replicas)
+    kube.pods = {name: dict(pod.annotations) for name, pod in pods.items()}
+    kube.not_ready = {name for name, pod in pods.items() if not pod.ready}
+    control = FakeControl(loads)
+    clock = [0.0]
+    autoscaler.clock = lambda: clock[0]
+    autoscaler.shrinker = Shrinker(kube, autoscaler.clock,  # type: ignore[arg-type]
+                                   control_for=lambda access, options: control)  # type: ignore[arg-type,return-value]
+    return runtime, kube, autoscaler, control, clock
+
+
+def window(runtime: Runtime) -> float:
+    fleet = runtime.fleets[KEY].fleet
+    assert fleet is not None
+    return fleet.pools[0].autoscaling.scale_down_stabilization_seconds + 1
+
+
+def test_a_shrinking_pool_drains_idle_workers_first_and_removes_exactly_them() -> None:
     async def scenario() -> None:
-        runtime, kube, autoscaler = setup(waiting=0, replicas=4)
-        kube.pods = {"p-idle": {}, "p-busy": {}, "p-busier": {}, "p-silent": {}}
-        # p-silent did not answer the inspection in time.
-        monkeypatch.setattr(loop, "active_tasks", functools.partial(
-            _answers, {"p-idle": 0, "p-busy": 1, "p-busier": 2}))
-        state = runtime.fleets[KEY]
-        assert state.fleet is not None
-        pool = state.fleet.pools[0]
-        # Backlog 0 wants 1 pod (minReplicas) once the window allows it.
-        autoscaler.clock = lambda: 0.0
+        pods = {name: WorkerPod(name) for name in ("p-busy", "p-idle", "p-silent")}
+        runtime, kube, autoscaler, control, clock = shrinking(
+            pods, {"p-busy": Load(active=1), "p-idle": Load()}, replicas=3)
         await autoscaler.cycle()
-        autoscaler.clock = lambda: pool.autoscaling.scale_down_stabilization_seconds + 1
+        clock[0] = window(runtime)
+        await autoscaler.cycle()    # backlog 0: one pod (minReplicas)
+        # The idle worker first, then the least busy; one that does not answer (maybe
+        # hung: it could not confirm a drain) last.
+        assert control.stopped == ["p-idle", "p-busy"]
+        assert kube.scaled == [("mm-default", 2)]          # only the drained one goes
+        assert kube.pods["p-idle"][DELETION_COST] == str(DRAINED_COST)
+        assert DELETION_COST not in kube.pods["p-busy"]
+        assert kube.pods["p-busy"][DRAINING] == "true"
+        assert runtime.fleets[KEY].scaling["default"].draining == ("p-busy",)
+        del kube.pods["p-idle"]                          # the ReplicaSet removed it
+        control.held["p-busy"] = Load()                  # its task is done
         await autoscaler.cycle()
-        assert kube.scaled == [("mm-default", 2)]       # two pods run tasks
-        costs = {pod: int(a[DELETION_COST]) for pod, a in kube.pods.items()}
-        assert costs["p-idle"] == IDLE_COST < costs["p-silent"] == SILENT_COST
-        assert SILENT_COST < costs["p-busy"] < costs["p-busier"]
-
-        # The workers cannot be asked any more: the costs set above are removed.
-        monkeypatch.setattr(loop, "active_tasks", functools.partial(_answers, None))
-        await autoscaler.cycle()
-        assert all(DELETION_COST not in a for a in kube.pods.values())
-
+        assert kube.scaled == [("mm-default", 2), ("mm-default", 1)]
+        assert set(kube.pods) == {"p-silent", "p-busy"}
+        assert kube.pods["p-busy"][DELETION_COST] == str(DRAINED_COST)
     asyncio.run(scenario())
+
+
+def test_a_drain_that_times_out_gives_the_worker_its_queues_back_and_says_so() -> None:
+    async def scenario() -> None:
+        pods = {name: WorkerPod(name) for name in ("p-a", "p-b")}
+        runtime, kube, autoscaler, control, clock = shrinking(
+            pods, {"p-a": Load(active=1), "p-b": Load(reserved=1)}, replicas=2)
+        await autoscaler.cycle()
+        clock[0] = window(runtime)
+        await autoscaler.cycle()
+        assert control.stopped == ["p-a"] and kube.scaled == []
+        grace = runtime.fleets[KEY].fleet.pools[0].termination_grace_period_seconds  # type: ignore[union-attr]
+        clock[0] += grace - 1
+        await autoscaler.cycle()
+        assert control.resumed == [] and kube.scaled == []    # still within its time
+        clock[0] += 1
+        await autoscaler.cycle()
+        assert control.resumed == ["p-a"] and kube.scaled == []
+        assert "DrainTimedOut" in kube.events
+        assert DRAINING not in kube.pods["p-a"]
+        scale = runtime.fleets[KEY].scaling["default"]
+        assert "p-a timed out" in (scale.drain_timed_out or "")
+    asyncio.run(scenario())
+
+
+def test_drained_pods_wait_while_a_staying_pod_would_be_removed_before_them() -> None:
+    """A staying pod not ready ranks below the drained one whatever its cost: lowering
+    the replicas then would remove it, so the scale-down waits."""
+    async def scenario() -> None:
+        pods = {"p-idle": WorkerPod("p-idle"), "p-new": WorkerPod("p-new", ready=False)}
+        runtime, kube, autoscaler, control, clock = shrinking(
+            pods, {"p-idle": Load(), "p-new": Load(active=1)}, replicas=2)
+        await autoscaler.cycle()
+        clock[0] = window(runtime)
+        await autoscaler.cycle()
+        assert control.stopped == ["p-idle"] and kube.scaled == []
+        kube.pods_ready("p-new")
+        await autoscaler.cycle()
+        assert kube.scaled == [("mm-default", 1)]
+    asyncio.run(scenario())
+
+
+def test_a_burst_during_a_drain_takes_the_draining_worker_back() -> None:
+    async def scenario() -> None:
+        pods = {name: WorkerPod(name) for name in ("p-a", "p-b")}
+        runtime, kube, autoscaler, control, clock = shrinking(
+            pods, {"p-a": Load(active=1), "p-b": Load(active=1)}, replicas=2)
+        await autoscaler.cycle()
+        clock[0] = window(runtime)
+        await autoscaler.cycle()
+        assert control.stopped == ["p-a"]
+        autoscaler.probes[ACCESS] = FakeProbe(4)            # wants more than 2 pods
+        await autoscaler.cycle()
+        assert control.resumed == ["p-a"] and kube.scaled and kube.scaled[-1][1] > 2
+        assert runtime.fleets[KEY].scaling["default"].draining == ()
+    asyncio.run(scenario())
+
+
+def test_sqs_pools_shrink_without_a_drain() -> None:
+    async def scenario() -> None:
+        sqs = BrokerAccess(transport="sqs", url="sqs://")
+        runtime, kube, autoscaler, control, clock = shrinking(
+            {"p-a": WorkerPod("p-a"), "p-b": WorkerPod("p-b")}, {}, replicas=2)
+        runtime.fleets[KEY].access = sqs
+        autoscaler.probes = {sqs: FakeProbe(0)}
+        await autoscaler.cycle()
+        clock[0] = window(runtime)
+        await autoscaler.cycle()
+        assert kube.scaled == [("mm-default", 1)]
+        assert control.stopped == [] and all(not a for a in kube.pods.values())
+    asyncio.run(scenario())
+
+
+def test_an_operator_that_restarts_carries_on_the_drains_it_finds() -> None:
+    async def scenario() -> None:
+        pods = {"p-a": WorkerPod("p-a", {DRAINING: "true"}), "p-b": WorkerPod("p-b")}
+        _runtime, kube, autoscaler, control, _clock = shrinking(
+            pods, {"p-a": Load(), "p-b": Load(active=1)}, replicas=2)
+        autoscaler.probes[ACCESS] = FakeProbe(4)           # wants 2: p-a is wanted back
+        await autoscaler.cycle()
+        assert control.resumed == ["p-a"] and DRAINING not in kube.pods["p-a"]
+    asyncio.run(scenario())
+
+
+def test_workers_of_a_pool_no_longer_scaled_consume_again() -> None:
+    async def scenario() -> None:
+        pods = {name: WorkerPod(name) for name in ("p-a", "p-b")}
+        runtime, _kube, autoscaler, control, clock = shrinking(
+            pods, {"p-a": Load(active=1), "p-b": Load(active=1)}, replicas=2)
+        await autoscaler.cycle()
+        clock[0] = window(runtime)
+        await autoscaler.cycle()
+        assert control.stopped == ["p-a"]
+        runtime.fleets[KEY].fleet = replace_autoscaling(runtime, enabled=False)
+        await autoscaler.cycle()
+        assert control.resumed == ["p-a"]
+    asyncio.run(scenario())
+
+
+def replace_autoscaling(runtime: Runtime, **changes: Any) -> Any:
+    fleet = runtime.fleets[KEY].fleet
+    assert fleet is not None
+    pool = fleet.pools[0]
+    pool = dataclasses.replace(pool, autoscaling=dataclasses.replace(pool.autoscaling,
+                                                                      **changes))
+    return dataclasses.replace(fleet, pools=(pool,))
 
 
 def test_no_children_are_created_for_an_object_that_is_gone() -> None:
@@ -443,3 +593,20 @@ def test_a_reconcile_before_the_indexes_catch_up_applies_nothing_again() -> None
     # The pool's Deployment and its PodDisruptionBudget share the name mm-default.
     assert sorted(asyncio.run(scenario())) == [
         "mm-celery", "mm-default", "mm-default", "mm-scheduler"]
+
+
+def test_a_pod_is_read_as_the_replicaset_controller_ranks_it() -> None:
+    def pod(node: str | None, phase: str | None, ready: str | None) -> client.V1Pod:
+        conditions = [client.V1PodCondition(type="Ready", status=ready)] if ready else None
+        return client.V1Pod(
+            metadata=client.V1ObjectMeta(name="p", annotations={DRAINING: "true"},
+                                         labels={"pod-template-hash": "h"}),
+            spec=client.V1PodSpec(node_name=node, containers=[]),
+            status=client.V1PodStatus(phase=phase, conditions=conditions))
+
+    running = kube_module._worker_pod(pod("n1", "Running", "True"))
+    assert running == WorkerPod("p", {DRAINING: "true"}, {"pod-template-hash": "h"},
+                                assigned=True, phase="Running", ready=True)
+    assert kube_module._worker_pod(pod("n1", "Running", "False")).ready is False
+    fresh = kube_module._worker_pod(pod(None, None, None))
+    assert (fresh.assigned, fresh.phase, fresh.ready) == (False, "Pending", False)

@@ -100,8 +100,8 @@ The leader-election Lease has a Role of its own in the release namespace (rbac.y
 - apiGroups: [networking.k8s.io]
   resources: [networkpolicies]
   verbs: [list, watch, create, patch, delete]
-# Worker pods: pod-deletion-cost annotations so idle workers go first on scale-down, and
-# not-safe-to-evict marks on the pods running a task.
+# Worker pods: the drain mark, the pod-deletion-cost that makes drained workers go first,
+# and not-safe-to-evict marks on the pods running a task.
 # Standalone scheduler pods: watched, and their scheduling gate lifted (patch) once no
 # other scheduler pod of the fleet exists.
 - apiGroups: [""]

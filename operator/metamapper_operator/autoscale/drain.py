@@ -1,83 +1,130 @@
-"""Graceful scale-down: make the ReplicaSet controller remove idle workers first.
+"""Drain before delete, the broker side: Celery's remote control, addressed by hostname.
 
-Before a pool shrinks, each of its pods gets a ``controller.kubernetes.io/pod-deletion-cost``
-from the number of tasks its Celery worker is running (asked with ``celery inspect
-active``, addressed to the pool's workers by their ``<pool>@<pod>`` hostnames): idle
-workers the lowest cost, busy ones a cost that grows with their work. The real
-ReplicaSet controller then deletes the cheapest pods; those get SIGTERM, Celery's warm
-shutdown finishes what they run within the grace period, and late acks requeue anything
-that could not finish. A worker that does not answer in time is not assumed idle: it
-ranks between the idle and the busy ones, and the pool never shrinks below the number of
-workers found busy. When the workers cannot be asked at all (SQS has no broadcast; the
-broker failed), costs set earlier are removed rather than left stale, and the
-controller picks.
+The operator asks a pool's workers what they hold (``inspect active``, ``reserved`` and
+``scheduled``), tells the ones it retires to stop consuming the pool's queues
+(``cancel_consumer``) and gives a worker whose drain took too long its queues back
+(``add_consumer``). Every call goes to the named workers only (``destination``) and
+returns as soon as all of them answered (``limit``), at the latest after
+:data:`REPLY_TIMEOUT`.
+
+Amazon SQS has no broadcast, so Celery's remote control does not exist there: the
+operator cannot drain an SQS pool (:func:`can_broadcast`) and scales it down plainly (see
+``autoscale/shrink.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
+from metamapper_operator.autoscale.drainplan import Load, hostname
 from metamapper_operator.references import BrokerAccess
 
-DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
-IDLE_COST = -1000
-SILENT_COST = 0
-BUSY_COST_PER_TASK = 1000
-INSPECT_TIMEOUT = 1.0
-# The whole inspection (connecting included) may take this long; past it, nobody answered.
-INSPECT_LIMIT = 5.0
-log = logging.getLogger(__name__)
+REPLY_TIMEOUT = 1.0
+# One whole call (connecting included) may take this long; past it, nobody answered.
+CALL_LIMIT = 10.0
 
 
-def deletion_costs(pods: Sequence[str], active: Mapping[str, int]) -> dict[str, int]:
-    """Cost per pod: idle workers lowest, silent ones (no answer: maybe busy) next, the
-    busiest highest."""
-    def cost(pod: str) -> int:
-        if pod not in active:
-            return SILENT_COST
-        return BUSY_COST_PER_TASK * active[pod] if active[pod] else IDLE_COST
-    return {pod: cost(pod) for pod in pods}
+class ControlError(Exception):
+    """The workers could not be reached through the broker (the message says why)."""
 
 
-def busy(active: Mapping[str, int]) -> int:
-    """Workers found running a task: the floor of a scale-down."""
-    return sum(1 for count in active.values() if count > 0)
+def can_broadcast(access: BrokerAccess) -> bool:
+    """Whether the broker carries Celery's remote control (SQS does not)."""
+    return access.transport != "sqs"
 
 
-def _inspect_active(access: BrokerAccess, transport_options: Mapping[str, object],
-                    hostnames: Sequence[str]) -> dict[str, int] | None:
+def _app(access: BrokerAccess, transport_options: Mapping[str, object]) -> Any:
     from celery import Celery  # the operator needs Celery only here
 
     app = Celery("metamapper-operator", broker=access.url, set_as_current=False)
     app.conf.broker_transport_options = dict(transport_options)
     app.conf.broker_connection_retry_on_startup = False
-    app.conf.broker_connection_timeout = INSPECT_TIMEOUT
-    try:
-        replies = app.control.inspect(destination=list(hostnames),
-                                      timeout=INSPECT_TIMEOUT).active()
-    finally:
-        app.close()
-    if replies is None:
-        return {}
-    return {host: len(tasks) for host, tasks in replies.items()}
+    app.conf.broker_connection_timeout = REPLY_TIMEOUT
+    return app
+
+
+def _loads(app: Any, hostnames: Sequence[str]) -> dict[str, Load]:
+    inspect = app.control.inspect(destination=list(hostnames), timeout=REPLY_TIMEOUT,
+                                  limit=len(hostnames))
+    counts: dict[str, dict[str, int]] = {}
+    for kind in ("active", "reserved", "scheduled"):
+        for host, tasks in (getattr(inspect, kind)() or {}).items():
+            counts.setdefault(host, {})[kind] = len(tasks)
+    # A worker that missed one of the three questions is not known to be idle.
+    return {host: Load(**found) for host, found in counts.items() if len(found) == 3}
+
+
+def _consumers(app: Any, command: str, hostnames: Sequence[str], queues: Sequence[str]
+               ) -> set[str]:
+    confirmed = set(hostnames)
+    for queue in queues:
+        replies = getattr(app.control, command)(
+            queue, destination=list(hostnames), reply=True, timeout=REPLY_TIMEOUT,
+            limit=len(hostnames)) or []
+        confirmed &= {host for reply in replies for host in reply}
+    return confirmed
+
+
+class WorkerControl:
+    """Celery's remote control of one broker, with a fleet's transport options."""
+
+    def __init__(self, access: BrokerAccess, transport_options: Mapping[str, object]) -> None:
+        self.access, self.transport_options = access, dict(transport_options)
+
+    async def _call(self, what: str, work: Callable[[Any], Any]) -> Any:
+        def run() -> Any:
+            app = _app(self.access, self.transport_options)
+            try:
+                return work(app)
+            finally:
+                app.close()
+        try:
+            async with asyncio.timeout(CALL_LIMIT):
+                return await asyncio.to_thread(run)
+        except Exception as err:  # whatever the broker did: the caller holds the pool
+            # The type only: a broker's message may quote its URL, password included.
+            raise ControlError(f"{what}: {type(err).__name__}") from None
+
+    async def loads(self, hostnames: Sequence[str]) -> dict[str, Load]:
+        """What each worker holds; workers that did not answer are missing."""
+        if not hostnames:
+            return {}
+        found: dict[str, Load] = await self._call(
+            "asking the workers what they hold", lambda app: _loads(app, hostnames))
+        return found
+
+    async def stop_consuming(self, hostnames: Sequence[str], queues: Sequence[str]
+                             ) -> set[str]:
+        """``cancel_consumer`` of every queue; the workers that confirmed all of them."""
+        if not hostnames:
+            return set()
+        found: set[str] = await self._call(
+            "stopping the workers' consumers",
+            lambda app: _consumers(app, "cancel_consumer", hostnames, queues))
+        return found
+
+    async def resume_consuming(self, hostnames: Sequence[str], queues: Sequence[str]
+                               ) -> set[str]:
+        """``add_consumer`` of every queue; the workers that confirmed all of them."""
+        if not hostnames:
+            return set()
+        found: set[str] = await self._call(
+            "giving the workers their queues back",
+            lambda app: _consumers(app, "add_consumer", hostnames, queues))
+        return found
 
 
 async def active_tasks(access: BrokerAccess, transport_options: Mapping[str, object],
                        pool: str, pods: Sequence[str]) -> dict[str, int] | None:
-    """Running tasks per pod (pods that did not answer are missing); None: cannot ask."""
-    if access.transport == "sqs" or not pods:
-        return None
-    hostnames = [f"{pool}@{pod}" for pod in pods]
+    """Tasks each pod's worker runs now, by pod (silent workers missing); None when the
+    workers cannot be reached through the broker."""
     try:
-        async with asyncio.timeout(INSPECT_LIMIT):
-            replies = await asyncio.to_thread(_inspect_active, access, transport_options,
-                                              hostnames)
-    except Exception as err:  # any broker failure: fall back to the controller's choice
-        log.warning("could not ask pool %s which workers are busy: %s", pool,
-                    type(err).__name__)
+        loads = await WorkerControl(access, transport_options).loads(
+            [hostname(pool, pod) for pod in pods])
+    except ControlError:
         return None
-    if replies is None:
-        return None
-    return {host.partition("@")[2]: count for host, count in replies.items()}
+    prefix = f"{pool}@"
+    return {host.removeprefix(prefix): load.active for host, load in loads.items()
+            if host.startswith(prefix)}

@@ -17,14 +17,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 from metamapper_operator import metrics
-from metamapper_operator.autoscale.drain import (
-    DELETION_COST,
-    active_tasks,
-    busy,
-    deletion_costs,
-)
+from metamapper_operator.autoscale.drain import active_tasks, can_broadcast
 from metamapper_operator.autoscale.eviction import carries_marks, eviction_marks, worth_asking
 from metamapper_operator.autoscale.policy import Bounds, History, decide
+from metamapper_operator.autoscale.shrink import Outcome, Shrinker
 from metamapper_operator.brokers import Probe, ProbeError, QueueDepth, probe_for
 from metamapper_operator.brokers.base import probe_error
 from metamapper_operator.builders import (
@@ -133,6 +129,12 @@ class Autoscaler:
     finished: float | None = None  # when the last cycle ended (clock), None before one
     # By (uid, pool): pods last seen marked not safe to evict (absent: not known yet).
     marked: dict[tuple[str, str], frozenset[str]] = field(default_factory=dict)
+    shrinker: Shrinker | None = None   # made on first use, with the runtime's Kube edge
+
+    def _shrinker(self) -> Shrinker:
+        if self.shrinker is None:
+            self.shrinker = Shrinker(self.runtime.kube, self.clock)
+        return self.shrinker
 
     @property
     def cycle_limit(self) -> float:
@@ -222,6 +224,7 @@ class Autoscaler:
             self._measure(a, {q for member in groups[a] for q in member.pool.queues})
             for a in accesses))
         seen: set[str] = set()
+        scaled: set[tuple[str, str]] = set()
         changed: dict[Key, None] = {}  # ordered, so statuses are written in a stable order
         series: dict[metrics.PoolSeries, set[str]] = {}
         for access, measurement in zip(accesses, measurements, strict=True):
@@ -230,6 +233,7 @@ class Autoscaler:
                 seen.add(member.fleet.uid)
                 series[pool_series(key, member.pool)] = (
                     set() if measurement.depths is None else set(member.pool.queues))
+                scaled.add((member.fleet.uid, member.pool.name))
                 lock = self.runtime.locks.get(key)
                 if lock is None:  # deleted meanwhile
                     continue
@@ -258,10 +262,12 @@ class Autoscaler:
                     await self.runtime.publish(key, self.deployments_of(key))
             except KubeError as err:
                 log.warning("status of %s/%s: %s", *key, err)
-        # Forget pools of objects that are gone, and their series.
+        # Forget pools of objects that are gone, and their series; workers of pools no
+        # longer scaled that were draining consume again.
         self.history = {k: v for k, v in self.history.items() if k[0] in seen}
         self.marked = {k: v for k, v in self.marked.items() if k[0] in seen}
         metrics.retain(series, {broker_series(access) for access in accesses})
+        await self._shrinker().abandon(scaled)
 
     async def _broker_state(self, key: Key, error: str | None) -> bool:
         """Record whether the broker answered; True when that changed."""
@@ -308,23 +314,27 @@ class Autoscaler:
         self.history[(fleet.uid, pool.name)] = decision.history
         state = self.runtime.fleets[key]  # present: checked under the lock
         previous = state.scaling.get(pool.name)
-        scale = PoolScale(backlog=backlog, source=measurement.source, desired=decision.replicas,
+        target, reason = decision.replicas, decision.reason
+        if can_broadcast(access):
+            outcome = await self._shrinker().step(
+                fleet, pool, access, current, target,
+                lambda kind, why, message: self._event(key, kind, why, message))
+        else:  # SQS: no broadcast, no drain; the ReplicaSet controller picks (module doc)
+            outcome = Outcome(target)
+        target, reason = outcome.replicas, reason + outcome.note
+        timed_out = outcome.timed_out or (previous.drain_timed_out if previous else None)
+        scale = PoolScale(backlog=backlog, source=measurement.source,
+                          desired=decision.replicas,
                           last_scale_time=previous.last_scale_time if previous else None,
                           last_scale_reason=previous.last_scale_reason if previous else None,
-                          stale_in_flight=stale)
-        target, reason = decision.replicas, decision.reason
+                          stale_in_flight=stale, draining=outcome.draining,
+                          drain_timed_out=timed_out)
         cause = scale_reason(backlog, pool)
-        found_busy = 0
         # SQS has no broadcast: its workers cannot be asked.
-        if target < current or (access.transport != "sqs" and depths is not None and worth_asking(
+        if can_broadcast(access) and depths is not None and worth_asking(
                 current, (_may_hold_work(depths.get(q)) for q in pool.queues),
-                self.marked.get((fleet.uid, pool.name)))):
-            found_busy = await self._ask_workers(fleet, pool, access,
-                                                 shrinking=target < current)
-        if target < current and found_busy > target:
-            target = min(current, found_busy)
-            reason += f"; held at {target}: {found_busy} pods are running tasks"
-            cause = metrics.ScaleReason.BUSY_PODS
+                self.marked.get((fleet.uid, pool.name))):
+            await self._mark_running(fleet, pool, access)
         if target != current:
             await self._resize(key, pool, name, current, target, reason, cause)
             scale = replace(scale, last_scale_time=now(), last_scale_reason=reason)
@@ -344,38 +354,22 @@ class Autoscaler:
         await self._event(key, "Normal", f"Scaled{direction.capitalize()}",
                           f"pool {pool.name}: {current} -> {target} pods ({reason})")
 
-    async def _ask_workers(self, fleet: Fleet, pool: Pool, access: BrokerAccess,
-                           shrinking: bool) -> int:
-        """Ask the pool's workers what they run; mark the busy pods not safe to evict (and
-        unmark the idle ones), and before a scale-down set each pod's deletion cost. The
-        number of pods found busy."""
+    async def _mark_running(self, fleet: Fleet, pool: Pool, access: BrokerAccess) -> None:
+        """Ask the pool's workers what they run; mark the busy pods not safe to evict and
+        unmark the idle ones (a worker that does not answer keeps its marks)."""
         kube = self.runtime.kube
-        pods = await kube.list_pods(fleet.namespace,
-                                    selector_labels(fleet, "worker", pool.name))
+        pods = {name: pod.annotations for name, pod in (await kube.list_pods(
+            fleet.namespace, selector_labels(fleet, "worker", pool.name))).items()}
         transport_options = celery_settings(fleet).get("broker_transport_options") or {}
         active = await active_tasks(access, transport_options, pool.name, list(pods))
         if active is None:  # cannot ask: the marks stay as they are
             self.marked[(fleet.uid, pool.name)] = frozenset(
                 pod for pod, annotations in pods.items() if carries_marks(annotations))
-        else:
-            marks = eviction_marks(pods, active)
-            for pod, patch in marks.patches.items():
-                await kube.annotate_pod(fleet.namespace, pod, patch)
-            self.marked[(fleet.uid, pool.name)] = marks.marked
-        if shrinking:
-            await self._set_deletion_costs(fleet, pods, active)
-        return busy(active or {})
-
-    async def _set_deletion_costs(self, fleet: Fleet, pods: Mapping[str, Mapping[str, str]],
-                                  active: Mapping[str, int] | None) -> None:
-        """Idle workers first: each pod's deletion cost from what its worker runs."""
-        if active is None:  # cannot ask: costs set earlier would be stale, so they go
-            wanted: dict[str, str | None] = {pod: None for pod in pods}
-        else:
-            wanted = {pod: str(cost) for pod, cost in deletion_costs(list(pods), active).items()}
-        for pod, cost in wanted.items():
-            if pods[pod].get(DELETION_COST) != cost:
-                await self.runtime.kube.annotate_pod(fleet.namespace, pod, {DELETION_COST: cost})
+            return
+        marks = eviction_marks(pods, active)
+        for pod, patch in marks.patches.items():
+            await kube.annotate_pod(fleet.namespace, pod, patch)
+        self.marked[(fleet.uid, pool.name)] = marks.marked
 
 
 def _may_hold_work(depth: QueueDepth | None) -> bool:

@@ -34,7 +34,7 @@ class Bounds:
     max_replicas: int
     target: int
     activation: int = 0
-    stabilization_seconds: float = 300.0
+    stabilization_seconds: float = 60.0
     zero_cooldown_seconds: float = 300.0
     tolerance: float = 0.1
     max_step: int = 0

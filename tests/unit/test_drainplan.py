@@ -1,0 +1,73 @@
+"""Drain before delete, the pure decisions: whom to retire, when a drain is over, and when
+lowering the replicas removes exactly the drained pods."""
+
+from __future__ import annotations
+
+from metamapper_operator.autoscale.drainplan import (
+    TEMPLATE_HASH,
+    Draining,
+    Load,
+    Review,
+    WorkerPod,
+    drain_timeout,
+    exact_removal,
+    hostname,
+    pick,
+    review,
+)
+
+
+def test_idle_workers_first_then_the_least_loaded_then_the_silent() -> None:
+    loads = {"a": Load(active=2), "b": Load(), "c": Load(reserved=1), "d": Load()}
+    assert pick(["a", "b", "c", "d", "e"], loads, 3) == ["b", "d", "c"]
+    assert pick(["a", "e"], loads, 2) == ["a", "e"]
+    assert pick(["a"], loads, 0) == []
+
+
+def test_a_load_counts_running_prefetched_and_eta_tasks() -> None:
+    assert Load(active=1, reserved=2, scheduled=3).total == 6
+
+
+def test_review_sorts_drains_by_what_their_workers_hold() -> None:
+    drains = [Draining("done", 0, 60), Draining("busy", 0, 60), Draining("late", 0, 30),
+              Draining("silent", 0, 60), Draining("gone-quiet", 0, 30)]
+    loads = {"done": Load(), "busy": Load(active=1), "late": Load(scheduled=1)}
+    assert review(drains, loads, 30) == Review(
+        drained=("done",), timed_out=(drains[2], drains[4]),
+        waiting=(drains[1], drains[3]))
+
+
+def test_the_drain_timeout_is_the_grace_period() -> None:
+    assert drain_timeout(90) == 90.0
+
+
+def test_the_hostname_is_the_pool_at_the_pod() -> None:
+    assert hostname("default", "mm-default-abc") == "default@mm-default-abc"
+
+
+def pods(*specs: WorkerPod) -> list[WorkerPod]:
+    return list(specs)
+
+
+def test_exact_removal_when_the_drained_rank_no_higher_than_any_staying_pod() -> None:
+    ready = pods(WorkerPod("a"), WorkerPod("b"), WorkerPod("c"))
+    assert exact_removal(ready, ["a"], 3) is None
+    # A drained pod that is not ready or pending ranks lower still: fine.
+    assert exact_removal(pods(WorkerPod("a", ready=False), WorkerPod("b")), ["a"], 2) is None
+    assert exact_removal(pods(WorkerPod("a", phase="Pending", assigned=False),
+                              WorkerPod("b")), ["a"], 2) is None
+
+
+def test_no_exact_removal_while_a_staying_pod_ranks_lower() -> None:
+    for staying in (WorkerPod("b", ready=False), WorkerPod("b", phase="Pending"),
+                    WorkerPod("b", assigned=False), WorkerPod("b", phase="Unknown")):
+        why = exact_removal(pods(WorkerPod("a"), staying), ["a"], 2)
+        assert why and "pod b" in why, staying
+
+
+def test_no_exact_removal_during_a_rollout_or_with_pods_missing() -> None:
+    mixed = pods(WorkerPod("a", labels={TEMPLATE_HASH: "1"}),
+                 WorkerPod("b", labels={TEMPLATE_HASH: "2"}))
+    assert "rollout" in (exact_removal(mixed, ["a"], 2) or "")
+    assert "starting or stopping" in (exact_removal(pods(WorkerPod("a")), ["a"], 2) or "")
+    assert "gone" in (exact_removal(pods(WorkerPod("b")), ["a"], 1) or "")
