@@ -13,16 +13,22 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from metamapper_operator.autoscale.schedule import Window
 from metamapper_operator.builders import (
     celery_settings,
     pool_deployment_name,
     scheduler_deployment_name,
     scheduler_held,
 )
-from metamapper_operator.model import WORKER_TASK_TIME_LIMIT, Fleet
+from metamapper_operator.model import (
+    PAUSED,
+    PAUSED_REPLICAS,
+    WORKER_TASK_TIME_LIMIT,
+    Fleet,
+)
 
 CONDITION_TYPES = ("Ready", "Progressing", "Degraded", "InvalidSpec", "BrokerUnreachable",
-                   "GracePeriodTooShort")
+                   "GracePeriodTooShort", "Paused")
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,8 @@ class PoolScale:
     last_scale_time: str | None = None
     last_scale_reason: str | None = None
     stale_in_flight: int | None = None  # unacknowledged, too old to be running: not counted
+    window: Window | None = None         # the schedule window raising the minimum
+    throughput_per_pod: float | None = None  # measured, when the pool has a wait target
 
 
 @dataclass(frozen=True)
@@ -106,15 +114,24 @@ def _pools(obs: Observed, fleet: Fleet) -> list[dict[str, Any]]:
             "name": pool.name, "deployment": name, "queues": list(pool.queues),
             "replicas": dep.replicas if dep else 0, "readyReplicas": dep.ready if dep else 0,
         }
-        scale = scaling.get(pool.name)
+        scale = scaling.get(pool.name) if fleet.pause is None else None  # not measured
         if scale:
             optional = {"backlog": scale.backlog, "backlogSource": scale.source,
                         "desiredReplicas": scale.desired, "lastScaleTime": scale.last_scale_time,
                         "lastScaleReason": scale.last_scale_reason,
-                        "staleInFlight": scale.stale_in_flight or None}
+                        "staleInFlight": scale.stale_in_flight or None,
+                        "throughputPerPod": scale.throughput_per_pod,
+                        "activeSchedule": _window(scale.window)}
             entry.update({k: v for k, v in optional.items() if v is not None})
         pools.append(entry)
     return pools
+
+
+def _window(window: Window | None) -> dict[str, Any] | None:
+    if window is None:
+        return None
+    return {"name": window.name, "minReplicas": window.min_replicas,
+            "until": window.end.strftime("%Y-%m-%dT%H:%M:%SZ")}
 
 
 def short_grace(fleet: Fleet) -> str | None:
@@ -202,12 +219,24 @@ def _conditions(obs: Observed) -> list[dict[str, Any]]:
     conditions.append(_condition("GracePeriodTooShort", grace is not None,
                                  "BelowTaskTimeLimit" if grace else "AboveTaskTimeLimit",
                                  grace or "every pool's grace period covers the task time limit"))
+    conditions.append(_paused(fleet))
     if obs.broker_error is not None:
         conditions.append(_condition("BrokerUnreachable", True, "ProbeFailed", obs.broker_error))
     elif obs.scaling:
         conditions.append(_condition("BrokerUnreachable", False, "Reachable",
                                      "the broker answered the last probe"))
     return conditions
+
+
+def _paused(fleet: Fleet) -> dict[str, Any]:
+    pause = fleet.pause
+    if pause is None:
+        return _condition("Paused", False, "NotPaused", "the autoscaler sizes the pools")
+    if pause.replicas is None:
+        return _condition("Paused", True, "Annotation", f"{PAUSED} is set: every pool "
+                          "keeps its size and its broker is not measured")
+    return _condition("Paused", True, "PinnedReplicas", f"{PAUSED_REPLICAS} is set: every "
+                      f"pool is held at {pause.replicas} pods and its broker is not measured")
 
 
 def render(obs: Observed, previous: Mapping[str, Any]) -> dict[str, Any]:

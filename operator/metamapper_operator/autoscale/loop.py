@@ -9,6 +9,7 @@ whose size must change. When nothing changes it makes no API request at all.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
 import time
 from collections import defaultdict
@@ -22,7 +23,9 @@ from metamapper_operator.autoscale.drain import (
     busy,
     deletion_costs,
 )
+from metamapper_operator.autoscale.latency import Sample, Throughput, for_wait, observe
 from metamapper_operator.autoscale.policy import Bounds, History, decide
+from metamapper_operator.autoscale.schedule import Window, active_window, raised
 from metamapper_operator.brokers import Probe, ProbeError, QueueDepth, probe_for
 from metamapper_operator.brokers.base import probe_error
 from metamapper_operator.builders import (
@@ -41,6 +44,10 @@ log = logging.getLogger(__name__)
 DeploymentsOf = Callable[[Key], Mapping[str, DeploymentState]]
 # Intervals without a finished cycle after which the autoscaler counts as stalled.
 STALLED_CYCLES = 3
+
+
+def wall_clock() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
 
 
 def backlog_of(pool: Pool, depths: Mapping[str, QueueDepth]) -> int:
@@ -76,9 +83,12 @@ class Autoscaler:
     runtime: Runtime
     deployments_of: DeploymentsOf
     clock: Callable[[], float] = time.monotonic
+    wall: Callable[[], datetime.datetime] = wall_clock  # for schedules
     probes: dict[BrokerAccess, Probe] = field(default_factory=dict)
     # By (uid, pool): a re-created object (same name, new uid) starts without history.
     history: dict[tuple[str, str], History] = field(default_factory=dict)
+    # By (uid, pool), for pools with a latency target.
+    throughput: dict[tuple[str, str], Throughput] = field(default_factory=dict)
     finished: float | None = None  # when the last cycle ended (clock), None before one
 
     @property
@@ -123,7 +133,8 @@ class Autoscaler:
         groups: dict[BrokerAccess, list[Member]] = defaultdict(list)
         for key, state in list(self.runtime.fleets.items()):
             fleet, access = state.fleet, state.access
-            if fleet is None or access is None or fleet.suspend or state.invalid:
+            if (fleet is None or access is None or fleet.suspend or state.invalid
+                    or fleet.pause is not None):
                 continue
             for pool in fleet.pools:
                 if pool.autoscaling.enabled:
@@ -135,7 +146,8 @@ class Autoscaler:
         object's lock: a suspend or new bounds that landed while measuring win)."""
         state = self.runtime.fleets.get(member.key)
         return (state is not None and state.fleet is not None and not state.invalid
-                and state.generation == member.generation and not state.fleet.suspend)
+                and state.generation == member.generation and not state.fleet.suspend
+                and state.fleet.pause is None)
 
     async def _measure(self, access: BrokerAccess, queues: set[str]) -> Measurement:
         """One broker's depths, or its error: whatever goes wrong with one broker (a URL
@@ -197,6 +209,7 @@ class Autoscaler:
                 log.warning("status of %s/%s: %s", *key, err)
         # Forget pools of objects that are gone.
         self.history = {k: v for k, v in self.history.items() if k[0] in seen}
+        self.throughput = {k: v for k, v in self.throughput.items() if k[0] in seen}
 
     async def _broker_state(self, key: Key, error: str | None) -> bool:
         """Record whether the broker answered; True when that changed."""
@@ -229,14 +242,16 @@ class Autoscaler:
         backlog = None if depths is None else backlog_of(pool, depths)
         stale = None if depths is None else sum(
             depths[queue].stale for queue in pool.queues if queue in depths)
-        decision = decide(Bounds.of(pool), current, backlog, self.clock(),
+        bounds, window, per_pod = self._bounds(fleet, pool, backlog, dep.ready)
+        decision = decide(bounds, current, backlog, self.clock(),
                           self.history.get((fleet.uid, pool.name), History()))
         self.history[(fleet.uid, pool.name)] = decision.history
         state = self.runtime.fleets[key]  # present: checked under the lock
         previous = state.scaling.get(pool.name)
         scale = PoolScale(backlog, measurement.source, decision.replicas,
                           previous.last_scale_time if previous else None,
-                          previous.last_scale_reason if previous else None, stale)
+                          previous.last_scale_reason if previous else None, stale,
+                          window, per_pod)
         target, reason = decision.replicas, decision.reason
         if target < current:
             found_busy = await self._mark_idle_first(fleet, pool, access)
@@ -246,7 +261,7 @@ class Autoscaler:
         if target != current:
             await self._resize(key, pool, name, current, target, reason)
             scale = PoolScale(backlog, measurement.source, decision.replicas, now(), reason,
-                              stale)
+                              stale, window, per_pod)
         if scale == previous:
             return False
         state.scaling[pool.name] = scale
@@ -256,6 +271,24 @@ class Autoscaler:
         metrics.desired_replicas.labels(*labels).set(decision.replicas)
         metrics.current_replicas.labels(*labels).set(current)
         return True
+
+    def _bounds(self, fleet: Fleet, pool: Pool, backlog: int | None, ready: int
+                ) -> tuple[Bounds, Window | None, float | None]:
+        """The pool's bounds with what raises them now: the backlog target its latency
+        target asks for (from the throughput measured so far) and the minimum of an open
+        schedule window. Also returns the window and the throughput, for status."""
+        bounds = Bounds.of(pool)
+        wait = pool.autoscaling.target_wait_seconds
+        per_pod = None
+        if wait is not None:
+            seen = self.throughput.get((fleet.uid, pool.name), Throughput())
+            if backlog is not None:
+                seen = observe(seen, Sample(self.clock(), backlog, ready))
+                self.throughput[(fleet.uid, pool.name)] = seen
+            bounds = for_wait(bounds, wait, seen)
+            per_pod = None if seen.per_pod is None else round(seen.per_pod, 3)
+        window = active_window(pool.autoscaling.schedules, self.wall())
+        return raised(bounds, window), window, per_pod
 
     async def _resize(self, key: Key, pool: Pool, name: str, current: int, target: int,
                       reason: str) -> None:
