@@ -24,8 +24,8 @@ from metamapper_operator.autoscale.drain import (
     deletion_costs,
 )
 from metamapper_operator.autoscale.latency import Sample, Throughput, for_wait, observe
-from metamapper_operator.autoscale.policy import Bounds, History, decide
-from metamapper_operator.autoscale.schedule import Window, active_window, raised
+from metamapper_operator.autoscale.policy import Bounds, History, at_rest, decide
+from metamapper_operator.autoscale.schedule import Window, active_window, next_change, raised
 from metamapper_operator.brokers import Probe, ProbeError, QueueDepth, probe_for
 from metamapper_operator.brokers.base import probe_error
 from metamapper_operator.builders import (
@@ -34,7 +34,7 @@ from metamapper_operator.builders import (
     selector_labels,
 )
 from metamapper_operator.kube import KubeError
-from metamapper_operator.model import Fleet, Pool
+from metamapper_operator.model import Fleet, Pool, Schedule
 from metamapper_operator.references import BrokerAccess
 from metamapper_operator.runtime import Key, Runtime, now
 from metamapper_operator.status import DeploymentState, PoolScale
@@ -78,6 +78,40 @@ class Member:
     generation: int
 
 
+@dataclass(frozen=True)
+class Inputs:
+    """Everything a pool's decision is made from, besides the time."""
+
+    generation: int
+    current: int
+    ready: int
+    backlog: int | None
+    stale: int | None
+    window: Window | None
+
+
+@dataclass
+class Rest:
+    """A pool at rest: decided from ``inputs`` with ``bounds``, its size unchanged and no
+    window running out; ``seen`` is the last cycle that found the same inputs."""
+
+    inputs: Inputs
+    bounds: Bounds
+    seen: float
+
+
+@dataclass(frozen=True)
+class OpenWindow:
+    """A pool's schedule window as evaluated, valid until ``until`` (None: forever)."""
+
+    schedules: tuple[Schedule, ...]
+    window: Window | None
+    until: datetime.datetime | None
+
+
+PoolKey = tuple[str, str]  # (uid, pool name)
+
+
 @dataclass
 class Autoscaler:
     runtime: Runtime
@@ -88,7 +122,10 @@ class Autoscaler:
     # By (uid, pool): a re-created object (same name, new uid) starts without history.
     history: dict[tuple[str, str], History] = field(default_factory=dict)
     # By (uid, pool), for pools with a latency target.
-    throughput: dict[tuple[str, str], Throughput] = field(default_factory=dict)
+    throughput: dict[PoolKey, Throughput] = field(default_factory=dict)
+    # Pools whose inputs did not change cost no policy work (see _scale_pool).
+    resting: dict[PoolKey, Rest] = field(default_factory=dict)
+    windows: dict[PoolKey, OpenWindow] = field(default_factory=dict)
     finished: float | None = None  # when the last cycle ended (clock), None before one
 
     @property
@@ -180,17 +217,26 @@ class Autoscaler:
             for a in accesses))
         seen: set[str] = set()
         changed: dict[Key, None] = {}  # ordered, so statuses are written in a stable order
+        wall = self.wall()
         for access, measurement in zip(accesses, measurements, strict=True):
             for member in groups[access]:
                 key = member.key
                 seen.add(member.fleet.uid)
+                inputs = self._inputs(member, measurement, wall)
+                if inputs is None:  # not created yet: the reconciler will
+                    continue
+                rest = self.resting.get((member.fleet.uid, member.pool.name))
+                if rest is not None and rest.inputs == inputs:
+                    rest.seen = self.clock()
+                    continue
                 lock = self.runtime.locks.get(key)
                 if lock is None:  # deleted meanwhile
                     continue
                 try:
                     async with lock:
                         if self._current(member) and await self._scale_pool(
-                                key, member.fleet, member.pool, access, measurement):
+                                key, member.fleet, member.pool, access, measurement,
+                                inputs):
                             changed[key] = None
                 except KubeError as err:  # this pool only; the next cycle tries again
                     log.warning("scaling pool %s of %s/%s: %s", member.pool.name, *key, err)
@@ -210,6 +256,8 @@ class Autoscaler:
         # Forget pools of objects that are gone.
         self.history = {k: v for k, v in self.history.items() if k[0] in seen}
         self.throughput = {k: v for k, v in self.throughput.items() if k[0] in seen}
+        self.resting = {k: v for k, v in self.resting.items() if k[0] in seen}
+        self.windows = {k: v for k, v in self.windows.items() if k[0] in seen}
 
     async def _broker_state(self, key: Key, error: str | None) -> bool:
         """Record whether the broker answered; True when that changed."""
@@ -230,27 +278,62 @@ class Autoscaler:
         await self.runtime.kube.event({"namespace": key[0], "name": key[1], "uid": uid},
                                       kind, reason, message)
 
-    async def _scale_pool(self, key: Key, fleet: Fleet, pool: Pool, access: BrokerAccess,
-                          measurement: Measurement) -> bool:
-        """Decide the pool's size and apply it; True when what status shows changed."""
+    def _inputs(self, member: Member, measurement: Measurement, wall: datetime.datetime
+                ) -> Inputs | None:
+        """What the pool's decision depends on now; None while its Deployment is missing."""
+        fleet, pool = member.fleet, member.pool
         name = pool_deployment_name(fleet, pool)
-        dep = self.deployments_of(key).get(name)
-        if dep is None:  # not created yet: the reconciler will
-            return False
-        current = self.runtime.replicas(key, name, dep.replicas)
+        dep = self.deployments_of(member.key).get(name)
+        if dep is None:
+            return None
         depths = measurement.depths
-        backlog = None if depths is None else backlog_of(pool, depths)
-        stale = None if depths is None else sum(
-            depths[queue].stale for queue in pool.queues if queue in depths)
-        bounds, window, per_pod = self._bounds(fleet, pool, backlog, dep.ready)
-        decision = decide(bounds, current, backlog, self.clock(),
-                          self.history.get((fleet.uid, pool.name), History()))
-        self.history[(fleet.uid, pool.name)] = decision.history
+        return Inputs(
+            generation=member.generation,
+            current=self.runtime.replicas(member.key, name, dep.replicas), ready=dep.ready,
+            backlog=None if depths is None else backlog_of(pool, depths),
+            stale=None if depths is None else sum(
+                depths[queue].stale for queue in pool.queues if queue in depths),
+            window=self._window(fleet, pool, wall))
+
+    def _window(self, fleet: Fleet, pool: Pool, wall: datetime.datetime) -> Window | None:
+        """The pool's open schedule window, evaluated again only when it may change."""
+        schedules = pool.autoscaling.schedules
+        if not schedules:
+            return None
+        cached = self.windows.get((fleet.uid, pool.name))
+        if cached is None or cached.schedules != schedules or (
+                cached.until is not None and wall >= cached.until):
+            cached = OpenWindow(schedules, active_window(schedules, wall),
+                                next_change(schedules, wall))
+            self.windows[(fleet.uid, pool.name)] = cached
+        return cached.window
+
+    async def _scale_pool(self, key: Key, fleet: Fleet, pool: Pool, access: BrokerAccess,
+                          measurement: Measurement, inputs: Inputs) -> bool:
+        """Decide the pool's size and apply it; True when what status shows changed.
+
+        A pool whose decision left its size as it was, with nothing pending in time, is
+        at rest: later cycles that find the same inputs skip it (no policy work, no
+        status). When its inputs change, the decision it would have made at the last of
+        those cycles is replayed first, so its history is as if it had been decided
+        every cycle.
+        """
+        name = pool_deployment_name(fleet, pool)
+        pool_key = (fleet.uid, pool.name)
+        current, backlog, window = inputs.current, inputs.backlog, inputs.window
+        history = self.history.get(pool_key, History())
+        rest = self.resting.pop(pool_key, None)
+        if rest is not None:
+            history = decide(rest.bounds, rest.inputs.current, rest.inputs.backlog, rest.seen,
+                             history).history
+        bounds, per_pod = self._bounds(fleet, pool, backlog, inputs.ready, window)
+        decision = decide(bounds, current, backlog, self.clock(), history)
+        self.history[pool_key] = decision.history
         state = self.runtime.fleets[key]  # present: checked under the lock
         previous = state.scaling.get(pool.name)
         scale = PoolScale(backlog, measurement.source, decision.replicas,
                           previous.last_scale_time if previous else None,
-                          previous.last_scale_reason if previous else None, stale,
+                          previous.last_scale_reason if previous else None, inputs.stale,
                           window, per_pod)
         target, reason = decision.replicas, decision.reason
         if target < current:
@@ -261,7 +344,9 @@ class Autoscaler:
         if target != current:
             await self._resize(key, pool, name, current, target, reason)
             scale = PoolScale(backlog, measurement.source, decision.replicas, now(), reason,
-                              stale, window, per_pod)
+                              inputs.stale, window, per_pod)
+        elif decision.replicas == current and at_rest(decision.history, current):
+            self.resting[pool_key] = Rest(inputs, bounds, self.clock())
         if scale == previous:
             return False
         state.scaling[pool.name] = scale
@@ -272,11 +357,11 @@ class Autoscaler:
         metrics.current_replicas.labels(*labels).set(current)
         return True
 
-    def _bounds(self, fleet: Fleet, pool: Pool, backlog: int | None, ready: int
-                ) -> tuple[Bounds, Window | None, float | None]:
+    def _bounds(self, fleet: Fleet, pool: Pool, backlog: int | None, ready: int,
+                window: Window | None) -> tuple[Bounds, float | None]:
         """The pool's bounds with what raises them now: the backlog target its latency
         target asks for (from the throughput measured so far) and the minimum of an open
-        schedule window. Also returns the window and the throughput, for status."""
+        schedule window. Also returns the throughput, for status."""
         bounds = Bounds.of(pool)
         wait = pool.autoscaling.target_wait_seconds
         per_pod = None
@@ -287,8 +372,7 @@ class Autoscaler:
                 self.throughput[(fleet.uid, pool.name)] = seen
             bounds = for_wait(bounds, wait, seen)
             per_pod = None if seen.per_pod is None else round(seen.per_pod, 3)
-        window = active_window(pool.autoscaling.schedules, self.wall())
-        return raised(bounds, window), window, per_pod
+        return raised(bounds, window), per_pod
 
     async def _resize(self, key: Key, pool: Pool, name: str, current: int, target: int,
                       reason: str) -> None:

@@ -67,3 +67,20 @@ def raised(bounds: Bounds, window: Window | None) -> Bounds:
     if window is None or window.min_replicas <= bounds.min_replicas:
         return bounds
     return replace(bounds, min_replicas=min(window.min_replicas, bounds.max_replicas))
+
+
+def next_start(schedule: Schedule, now: datetime.datetime) -> datetime.datetime:
+    """The first time after ``now`` the cron expression names (UTC)."""
+    zone = ZoneInfo(schedule.time_zone)
+    after: datetime.datetime = croniter(schedule.cron, now.astimezone(zone)).get_next(
+        datetime.datetime)
+    return after.astimezone(datetime.UTC)
+
+
+def next_change(schedules: tuple[Schedule, ...], now: datetime.datetime
+                ) -> datetime.datetime | None:
+    """The next time the open window may change (one opening or closing), or None: until
+    then :func:`active_window` gives the same answer."""
+    times = [next_start(s, now) for s in schedules]
+    times += [w.end for w in (window_of(s, now) for s in schedules) if w is not None]
+    return min(times, default=None)

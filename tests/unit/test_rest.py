@@ -1,0 +1,114 @@
+"""Pools at rest cost no policy work and no API request; the policy's windows still hold
+when they wake (wired over the small fakes of test_wiring)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+from typing import Any
+
+import pytest
+
+from metamapper_operator.autoscale import loop
+from metamapper_operator.autoscale.policy import decide
+from metamapper_operator.model import Schedule
+from metamapper_operator.status import DeploymentState
+from tests.unit.test_wiring import ACCESS, KEY, FakeProbe, setup
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def counting(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the policy's decisions made by the loop."""
+    calls: list[int] = []
+
+    def counted(*args: Any) -> Any:
+        calls.append(1)
+        return decide(*args)
+
+    monkeypatch.setattr(loop, "decide", counted)
+    return calls
+
+
+def test_a_pool_at_rest_costs_no_decision_and_no_request(monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    async def scenario() -> None:
+        runtime, kube, autoscaler = setup(waiting=0, replicas=1)
+        autoscaler.clock = clock = Clock()
+        decisions = counting(monkeypatch)
+        await autoscaler.cycle()
+        first, statuses = len(decisions), kube.statuses
+        assert first == 1 and statuses == 1
+        for _ in range(100):
+            clock.now += 5
+            await autoscaler.cycle()
+        assert len(decisions) == first and kube.statuses == statuses and not kube.scaled
+
+        autoscaler.probes[ACCESS] = FakeProbe(9)   # a change wakes the pool at once
+        await autoscaler.cycle()
+        assert kube.scaled == [("mm-default", 5)] and len(decisions) > first
+
+    asyncio.run(scenario())
+
+
+def test_the_stabilization_window_holds_after_a_long_rest() -> None:
+    """At 5 pods for 1,000 s at rest, then idle: the 300 s window counts from the last
+    cycle of the rest, as if every cycle had been decided."""
+    async def scenario() -> None:
+        replicas = {"n": 5}
+        runtime, kube, autoscaler = setup(waiting=5, replicas=5)   # 10 / 2 per pod
+        autoscaler.deployments_of = lambda key: {
+            "mm-default": DeploymentState("mm-default", "h", replicas["n"])}
+        autoscaler.clock = clock = Clock()
+        for _ in range(200):
+            await autoscaler.cycle()
+            clock.now += 5
+        assert not kube.scaled
+        assert ("u-1", "default") in autoscaler.resting
+
+        autoscaler.probes[ACCESS] = FakeProbe(0)
+        await autoscaler.cycle()
+        assert not kube.scaled                      # held by the window
+        clock.now += 290
+        await autoscaler.cycle()
+        assert not kube.scaled
+        clock.now += 15
+        await autoscaler.cycle()
+        assert kube.scaled == [("mm-default", 1)]
+
+    asyncio.run(scenario())
+
+
+def test_a_schedule_window_is_evaluated_only_when_it_can_change(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    async def scenario() -> None:
+        runtime, kube, autoscaler = setup(waiting=0, replicas=1)
+        state = runtime.fleets[KEY]
+        assert state.fleet is not None
+        pool = state.fleet.pools[0]
+        schedules = (Schedule("warm", "0 8 * * *", 600, 3),)
+        pool = type(pool)(**{**pool.__dict__, "autoscaling": type(pool.autoscaling)(
+            **{**pool.autoscaling.__dict__, "schedules": schedules})})
+        state.fleet = type(state.fleet)(**{**state.fleet.__dict__, "pools": (pool,)})
+        wall = {"now": datetime.datetime(2026, 11, 28, 7, 0, tzinfo=datetime.UTC)}
+        autoscaler.wall = lambda: wall["now"]
+        evaluated: list[int] = []
+        real = loop.active_window
+        monkeypatch.setattr(loop, "active_window",
+                            lambda *a: evaluated.append(1) or real(*a))
+        for _ in range(50):
+            await autoscaler.cycle()
+            wall["now"] += datetime.timedelta(seconds=5)
+        assert len(evaluated) == 1 and not kube.scaled
+        wall["now"] = datetime.datetime(2026, 11, 28, 8, 0, tzinfo=datetime.UTC)
+        await autoscaler.cycle()
+        assert kube.scaled == [("mm-default", 3)] and len(evaluated) == 2
+        assert runtime.fleets[KEY].scaling["default"].window is not None
+
+    asyncio.run(scenario())
