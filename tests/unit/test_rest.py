@@ -12,7 +12,6 @@ import pytest
 from metamapper_operator.autoscale import loop
 from metamapper_operator.autoscale.policy import decide
 from metamapper_operator.model import Schedule
-from metamapper_operator.status import DeploymentState
 from tests.unit.test_wiring import ACCESS, KEY, FakeProbe, setup
 
 
@@ -39,7 +38,7 @@ def counting(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 def test_a_pool_at_rest_costs_no_decision_and_no_request(monkeypatch: pytest.MonkeyPatch
                                                          ) -> None:
     async def scenario() -> None:
-        runtime, kube, autoscaler = setup(waiting=0, replicas=1)
+        _, kube, autoscaler = setup(waiting=0, replicas=1)
         autoscaler.clock = clock = Clock()
         decisions = counting(monkeypatch)
         await autoscaler.cycle()
@@ -61,10 +60,7 @@ def test_the_stabilization_window_holds_after_a_long_rest() -> None:
     """At 5 pods for 1,000 s at rest, then idle: the 300 s window counts from the last
     cycle of the rest, as if every cycle had been decided."""
     async def scenario() -> None:
-        replicas = {"n": 5}
-        runtime, kube, autoscaler = setup(waiting=5, replicas=5)   # 10 / 2 per pod
-        autoscaler.deployments_of = lambda key: {
-            "mm-default": DeploymentState("mm-default", "h", replicas["n"])}
+        _, kube, autoscaler = setup(waiting=5, replicas=5)   # 10 / 2 per pod: 5 pods
         autoscaler.clock = clock = Clock()
         for _ in range(200):
             await autoscaler.cycle()
