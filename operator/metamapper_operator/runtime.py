@@ -52,6 +52,18 @@ class Config:
         )
 
 
+@dataclass(frozen=True)
+class Inputs:
+    """What a reconcile of one Metamapper starts from: its spec and metadata as far as
+    the operator reads them, and its children as the watch indexes show them."""
+
+    generation: int
+    annotations: frozenset[tuple[str, str]]
+    labels: frozenset[tuple[str, str]]
+    deployments: frozenset[Any]
+    configmaps: frozenset[tuple[str, str]]
+
+
 @dataclass
 class FleetState:
     """What the reconciler learned of one Metamapper, for the status and the autoscaler."""
@@ -68,6 +80,10 @@ class FleetState:
     repaired: dict[str, str] = field(default_factory=dict)
     scaling: dict[str, PoolScale] = field(default_factory=dict)
     status: Mapping[str, Any] | None = None  # as last written or seen
+    # What the last reconcile that succeeded started from, and when (monotonic): a resync
+    # finding the same skips the object (see handlers.resync_loop).
+    reconciled: Inputs | None = None
+    reconciled_at: float = 0.0
 
 
 @dataclass

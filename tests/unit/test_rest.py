@@ -4,15 +4,22 @@ when they wake (wired over the small fakes of test_wiring)."""
 from __future__ import annotations
 
 import asyncio
+import copy
 import datetime
 from typing import Any
 
+import kopf
 import pytest
 
+from metamapper_operator import handlers
 from metamapper_operator.autoscale import loop
 from metamapper_operator.autoscale.policy import decide
-from metamapper_operator.model import Schedule
-from tests.unit.test_wiring import ACCESS, KEY, FakeProbe, setup
+from metamapper_operator.model import Schedule, parse
+from metamapper_operator.references import SecretCache
+from metamapper_operator.runtime import Config, Runtime
+from metamapper_operator.status import DeploymentState
+from tests.unit.test_builders import BODY
+from tests.unit.test_wiring import ACCESS, KEY, FakeKube, FakeProbe, setup
 
 
 class Clock:
@@ -106,5 +113,42 @@ def test_a_schedule_window_is_evaluated_only_when_it_can_change(
         await autoscaler.cycle()
         assert kube.scaled == [("mm-default", 3)] and len(evaluated) == 2
         assert runtime.fleets[KEY].scaling["default"].window is not None
+
+    asyncio.run(scenario())
+
+
+def test_a_resync_skips_only_objects_whose_inputs_did_not_change() -> None:
+    async def scenario() -> None:
+        kube = FakeKube()
+        runtime = Runtime(Config(secret_ttl_seconds=300), kube,  # type: ignore[arg-type]
+                          SecretCache(kube.read_secret, 300))
+        raw = copy.deepcopy(BODY)
+        raw["metadata"].update(namespace=KEY[0], name=KEY[1], uid="u-1")
+        body = kopf.Body(raw)
+        deployments = {"mm-default": DeploymentState("mm-default", "h", 1)}
+        await handlers.reconcile(body, runtime, deployments, {})
+        assert handlers.unchanged(runtime, KEY, handlers.inputs_of(body, deployments, {}))
+
+        resized = {"mm-default": DeploymentState("mm-default", "h", 3)}
+        assert not handlers.unchanged(runtime, KEY, handlers.inputs_of(body, resized, {}))
+        annotated = copy.deepcopy(raw)
+        annotated["metadata"]["annotations"] = {"autoscaling.metamapper.io/paused": "true"}
+        assert not handlers.unchanged(runtime, KEY, handlers.inputs_of(
+            kopf.Body(annotated), deployments, {}))
+        runtime.fleets[KEY].failure = "apply failed"
+        assert not handlers.unchanged(runtime, KEY, handlers.inputs_of(body, deployments, {}))
+        runtime.fleets[KEY].failure = None
+
+        # A fleet whose Secrets were read (or could not be: no such Secret here) is
+        # reconciled again once they may have changed.
+        secret = copy.deepcopy(raw)
+        secret["spec"]["broker"] = {"urlSecretRef": {"name": "broker"}}
+        await handlers.reconcile(kopf.Body(secret), runtime, deployments, {})
+        inputs = handlers.inputs_of(kopf.Body(secret), deployments, {})
+        assert runtime.fleets[KEY].invalid and handlers.unchanged(runtime, KEY, inputs)
+        runtime.fleets[KEY].reconciled_at -= 301
+        assert not handlers.unchanged(runtime, KEY, inputs)
+        assert handlers.reads_secrets(parse(secret))
+        assert not handlers.reads_secrets(parse(raw))
 
     asyncio.run(scenario())
