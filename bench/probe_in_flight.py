@@ -32,10 +32,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import redis
-from _common import percentile, print_table, redis_server, say
 from celery import Celery
 from kombu import Connection
 
+from _common import percentile, print_table, redis_server, say
 from metamapper_operator.brokers.redis import RedisProbe
 from metamapper_operator.references import BrokerAccess
 
@@ -148,8 +148,9 @@ def main(argv: list[str] | None = None) -> None:
          f"{r.received_per_poll:.0f}", f"{r.sent_per_poll:.0f}", f"{r.server_cpu_ms:.1f}",
          f"{r.used_memory_mb:.0f}"] for r in results])
     small, large = results
+    moved = [r.received_per_poll + r.sent_per_poll for r in results]
     print(f"\nlarge / small: poll time {large.median_ms / small.median_ms:.2f}x, bytes "
-          f"moved {(large.received_per_poll + large.sent_per_poll) / (small.received_per_poll + small.sent_per_poll):.2f}x, "
+          f"moved {moved[1] / moved[0]:.2f}x, "
           f"server CPU {large.server_cpu_ms / small.server_cpu_ms:.2f}x")
 
 
