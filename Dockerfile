@@ -17,6 +17,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY operator/ operator/
 COPY tasks/ tasks/
+COPY common/ common/
 RUN pip wheel --no-deps --wheel-dir /wheels .
 
 # The pinned requirements of one extra ("worker" or "operator"), read from pyproject.toml.

@@ -44,7 +44,7 @@ images: deps venv ## build the worker and operator images from the Dockerfile an
 	$(PY) -m devenv.images build
 
 lint: venv ## ruff, mypy and the import contracts (import-linter)
-	$(VENV)/bin/ruff check operator tasks devenv tests bench
+	$(VENV)/bin/ruff check operator tasks common devenv tests bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-cache --no-logo
 

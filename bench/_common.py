@@ -31,6 +31,7 @@ from devenv.controlplane import ControlPlane, free_port, tool_dirs
 from devenv.images import Images
 from devenv.node import Node
 from devenv.processes import stop_groups
+from metamapper_operator import crd
 
 REPO = Path(__file__).resolve().parents[1]
 OPERATOR = Path(sys.executable).parent / "metamapper-operator"
@@ -102,7 +103,7 @@ def cluster(root: Path, node: bool = False) -> Iterator[Cluster]:
         found = Cluster(plane, kube / "kubectl", built)
         found.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
         found.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                      "crd/metamappers.metamapper.io")
+                      f"crd/{crd.NAME}")
         yield found
     finally:
         if kubelet is not None:
@@ -118,7 +119,7 @@ def metamapper(namespace: str, name: str, broker_url: str, pools: Sequence[dict[
                ) -> dict[str, Any]:
     """A Metamapper with ``pools`` on ``broker_url`` and no scheduler."""
     return {
-        "apiVersion": "metamapper.io/v1alpha1", "kind": "Metamapper",
+        "apiVersion": crd.API_VERSION, "kind": crd.KIND,
         "metadata": {"namespace": namespace, "name": name},
         "spec": {"image": "metamapper-worker:0.1.0", "broker": {"url": broker_url},
                  "scheduler": {"enabled": False}, "pools": list(pools)},

@@ -55,6 +55,7 @@ from _common import (
     say,
     wait_until,
 )
+from metamapper_operator import crd
 
 POOLS = [
     {"name": "default", "queues": ["default", "checks"], "concurrency": 4,
@@ -91,7 +92,7 @@ def is_settled(obj: dict[str, Any]) -> bool:
 
 
 def settled_count(kube: Cluster) -> int:
-    items = json.loads(kube.kubectl("get", "metamappers", "-A", "-o", "json"))["items"]
+    items = json.loads(kube.kubectl("get", crd.PLURAL, "-A", "-o", "json"))["items"]
     return sum(is_settled(obj) for obj in items)
 
 

@@ -32,7 +32,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine.reflection import ObjectKind
 
 from metamapper.inspectors import postgresql
-from metamapper.redact import redact_url
+from metamapper_urls import redact
 
 DATABASE = "metamapper_bench"
 COLUMNS = 10
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     engine = sa.create_engine(
         url.replace("postgresql://", "postgresql+psycopg://", 1), poolclass=sa.NullPool
     )
-    print(f"database: {redact_url(url)}  ({args.tables} tables x {COLUMNS} columns)")
+    print(f"database: {redact(url)}  ({args.tables} tables x {COLUMNS} columns)")
     ours_time, ours_counts = best_time(lambda: ours(url), args.repeat)
     print(f"  {'metamapper inspector':<30} {ours_time:8.3f} s   "
           f"{ours_counts[0]} tables, {ours_counts[1]} columns")

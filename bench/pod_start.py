@@ -36,6 +36,7 @@ from _common import percentile, print_table, say, wait_until
 from devenv import services
 from devenv.stack import Stack
 from devenv.workload import MODULE, TASK, records
+from metamapper_operator import crd
 
 NAMESPACE = "bench"
 NAME = "podstart"
@@ -75,7 +76,7 @@ class PodWatch:
 def fleet(stack: Stack, broker: str) -> str:
     assert stack.images is not None
     return yaml.safe_dump({
-        "apiVersion": "metamapper.io/v1alpha1", "kind": "Metamapper",
+        "apiVersion": crd.API_VERSION, "kind": crd.KIND,
         "metadata": {"name": NAME, "namespace": NAMESPACE},
         "spec": {"image": stack.images.workload, "broker": {"url": broker},
                  "celery": {"settings": {"imports": [MODULE]}},

@@ -38,6 +38,7 @@ from cryptography.x509.oid import NameOID
 from devenv import network
 from devenv.errors import DevenvError
 from devenv.processes import alive, stop_groups
+from metamapper_operator import crd
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DIR = Path.home() / ".cache" / "metamapper-operator" / "cluster"
@@ -361,7 +362,7 @@ def install_crds(plane: ControlPlane, kubectl: Path, timeout: float = 60) -> Non
     subprocess.run([*base, "apply", "--server-side", "-f", str(REPO / "crds")], check=True,
                    stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + timeout
-    while subprocess.run([*base, "get", "metamappers", "-A"], capture_output=True,
+    while subprocess.run([*base, "get", crd.PLURAL, "-A"], capture_output=True,
                          check=False).returncode:
         if time.monotonic() > deadline:
             raise ControlPlaneError("the Metamapper CRD was not served in time")

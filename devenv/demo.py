@@ -35,6 +35,7 @@ from devenv.controlplane import REPO
 from devenv.errors import DevenvError
 from devenv.stack import BIN, Stack
 from devenv.workload import MODULE, TASK, tally
+from metamapper_operator import crd
 
 NAMESPACE = "demo"
 REDIS_DB = 15
@@ -71,7 +72,7 @@ def demo_patch(image: str, metastore: str) -> dict[str, Any]:
     """What the demo changes in the example: the image, pools' windows, the workload's
     tasks, the metastore."""
     example = next(doc for doc in _documents(REPO / "examples" / "metamapper.yaml")
-                   if doc["kind"] == "Metamapper")
+                   if doc["kind"] == crd.KIND)
     pools = [{**pool, "autoscaling": {**pool.get("autoscaling", {}), **DEMO_AUTOSCALING}}
              for pool in example["spec"]["pools"]]
     return {"spec": {
@@ -155,7 +156,7 @@ class Demo:
         self._ids: list[str] = []
         self.watch(90, 0, until=lambda: self.pools().get("default", {}).get(
             "readyReplicas", 0) >= 1)
-        say("\n" + self.stack.kubectl("get", "-n", NAMESPACE, "metamappers").stdout)
+        say("\n" + self.stack.kubectl("get", "-n", NAMESPACE, crd.PLURAL).stdout)
 
         say("[3/6] registering a sample datastore and queueing its inspection "
             "(the revisioner pool wakes up from zero)")
@@ -182,7 +183,7 @@ class Demo:
         say("[5/6] queues drained: waiting for the fleet to shrink (15 s window) ...")
         self.watch(120, self.tasks, until=lambda: all(
             p.get("replicas") == (1 if n == "default" else 0) for n, p in self.pools().items()))
-        say("\n" + self.stack.kubectl("get", "-n", NAMESPACE, "metamappers", "-o", "wide").stdout)
+        say("\n" + self.stack.kubectl("get", "-n", NAMESPACE, crd.PLURAL, "-o", "wide").stdout)
         events = self.stack.kubectl("get", "events", "-n", NAMESPACE, "--field-selector",
                                     "involvedObject.kind=Metamapper",
                                     "--sort-by=.lastTimestamp").stdout

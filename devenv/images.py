@@ -48,7 +48,7 @@ BASE_PACKAGES = ("python3", "python3-venv", "python3-pip", "python-is-python3",
 PAUSE_BINARY = Path("/usr/bin/catatonit")
 WORKLOAD_DIR = REPO / "devenv" / "workload_image"
 # What the Dockerfile's build reads from the context (everything else is left out).
-CONTEXT = ("Dockerfile", "pyproject.toml", "README.md", "operator", "tasks")
+CONTEXT = ("Dockerfile", "pyproject.toml", "README.md", "operator", "tasks", "common")
 
 
 class ImageError(DevenvError):

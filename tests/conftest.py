@@ -23,10 +23,11 @@ import redis
 
 from devenv import services
 from devenv.controlplane import ControlPlane, ControlPlaneError, tool_dirs
+from metamapper_operator import crd
 from tests.helpers import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
-pytest_plugins = ["tests.chart_helpers"]
+pytest_plugins = ["tests.chart.helpers"]
 
 
 def _ensure(name: str) -> None:
@@ -183,7 +184,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     try:
         found.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
         wait_until(lambda: found.kubectl(
-            "get", "crd/metamappers.metamapper.io", "-o",
+            "get", f"crd/{crd.NAME}", "-o",
             'jsonpath={.status.conditions[?(@.type=="Established")].status}',
             check=False).stdout == "True", what="the CRD to be Established")
         # The published OpenAPI (what `kubectl explain` reads) lags Established a little.

@@ -10,16 +10,17 @@ import pymysql
 import redis
 
 from devenv import services
+from metamapper_operator import crd
 from tests.conftest import REPO, Cluster, RabbitMQ
 from tests.helpers import wait_until
 
 
 def test_crd_is_installed_and_served(cluster: Cluster) -> None:
-    crd = json.loads(cluster.kubectl("get", "crd", "metamappers.metamapper.io",
+    found = json.loads(cluster.kubectl("get", "crd", crd.NAME,
                                      "-o", "json").stdout)
-    conditions = {c["type"]: c["status"] for c in crd["status"]["conditions"]}
+    conditions = {c["type"]: c["status"] for c in found["status"]["conditions"]}
     assert conditions["Established"] == "True"
-    assert crd["spec"]["names"]["shortNames"] == ["mm"]
+    assert found["spec"]["names"]["shortNames"] == [crd.SHORT_NAME]
     explained = cluster.kubectl("explain", "metamapper.spec.pools.queues").stdout
     assert "Celery queues the pool consumes" in explained
 
@@ -37,9 +38,7 @@ def test_example_is_accepted_by_kubectl_apply(cluster: Cluster, namespace: str) 
 
 def test_schema_violation_is_refused_with_the_apiservers_message(
         cluster: Cluster, namespace: str) -> None:
-    bad = """
-apiVersion: metamapper.io/v1alpha1
-kind: Metamapper
+    bad = f"apiVersion: {crd.API_VERSION}\nkind: {crd.KIND}" + """
 metadata: {name: bad}
 spec:
   image: worker:1

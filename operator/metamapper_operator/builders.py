@@ -14,19 +14,18 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from metamapper_operator import crd
 from metamapper_operator.model import Fleet, Pool, SecretKeyRef
 
-API_VERSION = "metamapper.io/v1alpha1"
-KIND = "Metamapper"
 MANAGER = "metamapper-operator"
 
 LABEL_NAME = "app.kubernetes.io/name"
 LABEL_INSTANCE = "app.kubernetes.io/instance"
 LABEL_COMPONENT = "app.kubernetes.io/component"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
-LABEL_POOL = "metamapper.io/pool"
-SPEC_HASH = "metamapper.io/spec-hash"
-CONFIG_HASH = "metamapper.io/config-hash"
+LABEL_POOL = f"{crd.GROUP}/pool"
+SPEC_HASH = f"{crd.GROUP}/spec-hash"
+CONFIG_HASH = f"{crd.GROUP}/config-hash"
 MANAGED_SELECTOR = {LABEL_MANAGED_BY: MANAGER}
 
 SETTINGS_KEY = "settings.json"
@@ -80,7 +79,7 @@ def _metadata(fleet: Fleet, name: str, component: str, pool: str | None = None
         "name": name, "namespace": fleet.namespace,
         "labels": _labels(fleet, component, pool),
         "ownerReferences": [{
-            "apiVersion": API_VERSION, "kind": KIND, "name": fleet.name, "uid": fleet.uid,
+            "apiVersion": crd.API_VERSION, "kind": crd.KIND, "name": fleet.name, "uid": fleet.uid,
             "controller": True, "blockOwnerDeletion": True,
         }],
     }

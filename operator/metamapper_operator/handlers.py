@@ -30,8 +30,9 @@ from metamapper_operator.builders import (
     desired_objects,
     scheduler_held,
 )
+from metamapper_operator.crd import GROUP, PLURAL, VERSION
 from metamapper_operator.health import Health
-from metamapper_operator.kube import GROUP, PLURAL, VERSION, Kube, KubeError, unguarded
+from metamapper_operator.kube import Kube, KubeError, unguarded
 from metamapper_operator.model import Fleet, SpecError, parse
 from metamapper_operator.references import SecretCache, resolve
 from metamapper_operator.runtime import Config, FleetState, Inputs, Key, Runtime
@@ -53,9 +54,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo,
     settings.watching.connect_timeout = 30
     settings.networking.request_timeout = 60
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
-        prefix="metamapper.io")
+        prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="metamapper.io", key="last-handled-configuration")
+        prefix=GROUP, key="last-handled-configuration")
     config = memo.get("config") or Config.from_env(os.environ)
     kube = await Kube.connect(config.identity, memo.get("guard") or unguarded)
     runtime = Runtime(config, kube, SecretCache(kube.read_secret, config.secret_ttl_seconds))

@@ -21,10 +21,9 @@ import aiohttp
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from metamapper_operator import __version__
+from metamapper_operator import __version__, crd
 from metamapper_operator.builders import MANAGER
 
-GROUP, VERSION, PLURAL = "metamapper.io", "v1alpha1", "metamappers"
 APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
 RETRYABLE = frozenset({409, 429, 500, 502, 503, 504})
@@ -130,7 +129,8 @@ class Kube:
         """The uid of the Metamapper ``namespace/name`` now, None when there is none."""
         try:
             obj = await self.custom.get_namespaced_custom_object(
-                GROUP, VERSION, namespace, PLURAL, name, _request_timeout=REQUEST_TIMEOUT)
+                crd.GROUP, crd.VERSION, namespace, crd.PLURAL, name,
+                _request_timeout=REQUEST_TIMEOUT)
         except (ApiException, *TRANSPORT_ERRORS) as err:
             if getattr(err, "status", None) == 404:
                 return None
@@ -159,8 +159,9 @@ class Kube:
     async def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         self.guard()
         try:
-            await _patch(self.custom.patch_namespaced_custom_object_status, GROUP, VERSION,
-                         namespace, PLURAL, name, {"status": dict(status)}, content_type=MERGE)
+            await _patch(self.custom.patch_namespaced_custom_object_status, crd.GROUP,
+                         crd.VERSION, namespace, crd.PLURAL, name, {"status": dict(status)},
+                         content_type=MERGE)
         except (ApiException, *TRANSPORT_ERRORS) as err:
             if getattr(err, "status", None) != 404:  # deleted meanwhile: nothing left to report on
                 raise KubeError(f"updating status of {namespace}/{name}", err) from None
@@ -178,7 +179,7 @@ class Kube:
             metadata=client.V1ObjectMeta(name=f"{involved['name']}.{uuid.uuid4().hex[:12]}",
                                          namespace=namespace),
             involved_object=client.V1ObjectReference(
-                api_version=f"{GROUP}/{VERSION}", kind="Metamapper", name=involved["name"],
+                api_version=crd.API_VERSION, kind=crd.KIND, name=involved["name"],
                 namespace=namespace, uid=involved.get("uid")),
             type=type, reason=reason, message=message[:1024], count=1,
             first_timestamp=now, last_timestamp=now,

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
-from metamapper_operator.urls import URLError, parse_url
+from metamapper_urls import URLError, parse_url
 
 # The worker image's own task_time_limit (tasks/metamapper/defaults.py), in force unless
 # celery.settings declares another; a pool's default grace lets a warm shutdown outlast it.

@@ -20,7 +20,7 @@ from metamapper_operator.model import (
     SpecError,
     transport_of,
 )
-from metamapper_operator.urls import URLError, parse_url, redact
+from metamapper_urls import URLError, parse_url, redact
 
 ReadSecret = Callable[[str, str], Awaitable[dict[str, str] | None]]
 

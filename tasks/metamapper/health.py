@@ -11,7 +11,7 @@ from celery import Celery, Task
 from metamapper.celery import app
 from metamapper.metastore import connect, default_database_url, heartbeats, runs
 from metamapper.metastore.migrations import LATEST, applied_versions
-from metamapper.redact import redact_text, redact_url
+from metamapper_urls import redact, redact_text
 
 HEARTBEAT = "beat"
 
@@ -31,7 +31,7 @@ class CheckResult:
 
 
 def check_broker(celery: Celery, timeout: float) -> CheckResult:
-    url = redact_url(str(celery.conf.broker_url))
+    url = redact(str(celery.conf.broker_url))
     try:
         with celery.connection_for_write(connect_timeout=timeout) as conn:
             conn.ensure_connection(max_retries=1, timeout=timeout)
@@ -41,7 +41,7 @@ def check_broker(celery: Celery, timeout: float) -> CheckResult:
 
 
 def check_metastore() -> CheckResult:
-    url = redact_url(default_database_url())
+    url = redact(default_database_url())
     try:
         with connect(migrate=False) as db:
             version = max(applied_versions(db), default=0)

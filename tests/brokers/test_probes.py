@@ -8,11 +8,12 @@ from collections.abc import Callable
 import pytest
 
 from metamapper_operator.brokers import ProbeError, probe_for
-from metamapper_operator.brokers.base import scrub, secrets_of
+from metamapper_operator.brokers.base import secrets_of
 from metamapper_operator.brokers.rabbitmq import AmqpProbe, ManagementProbe
 from metamapper_operator.brokers.redis import RedisProbe
 from metamapper_operator.brokers.sqs import SqsProbe
 from metamapper_operator.references import BrokerAccess
+from metamapper_urls import scrub
 from tests.brokers.relay import silent_server
 
 SECRET = "s3cret/pw+x"  # a '/' and a '+', so the URL must percent-encode it

@@ -30,6 +30,7 @@ from celery import Celery
 from devenv.errors import DevenvError
 from devenv.stack import Stack
 from devenv.workload import MODULE, TASK, Tally, tally
+from metamapper_operator import crd
 from tests.helpers import wait_until
 
 NAMESPACE = "e2e"
@@ -169,7 +170,7 @@ class Fleet:
 
     def body(self, pool: Json, scheduler: Json, settings: Json) -> Json:
         return {
-            "apiVersion": "metamapper.io/v1alpha1", "kind": "Metamapper",
+            "apiVersion": crd.API_VERSION, "kind": crd.KIND,
             "metadata": {"name": self.name},
             "spec": {
                 "image": self.stack.images.workload if self.stack.images else "",

@@ -13,7 +13,7 @@ import pytest
 
 from devenv import stack
 from devenv.stack import Daemon
-from tests.chart_helpers import ChartAccess, install_chart_access, uninstall_chart_access
+from tests.chart.helpers import ChartAccess, install_chart_access, uninstall_chart_access
 from tests.conftest import Cluster
 from tests.operator.fleet import BROKER_PASSWORD
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from metamapper_operator import crd
 from tests.conftest import Cluster
 from tests.helpers import wait_until
 
@@ -18,7 +19,7 @@ BROKER_PASSWORD = "s3cret-pw"  # must never show outside the Secret
 def fleet(name: str = "mm", **spec: Any) -> dict[str, Any]:
     """A valid Metamapper with two pools; keyword arguments replace spec fields."""
     body: dict[str, Any] = {
-        "apiVersion": "metamapper.io/v1alpha1", "kind": "Metamapper",
+        "apiVersion": crd.API_VERSION, "kind": crd.KIND,
         "metadata": {"name": name},
         "spec": {
             "image": "metamapper-worker:0.1.0",

@@ -22,7 +22,7 @@ import pytest
 
 from devenv.stack import Daemon
 from metamapper_operator.builders import MANAGER
-from metamapper_operator.kube import GROUP, PLURAL, VERSION
+from metamapper_operator.crd import GROUP, PLURAL, VERSION
 from tests.conftest import Cluster
 from tests.helpers import wait_until
 from tests.operator.conftest import start_operator

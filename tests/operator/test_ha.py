@@ -28,7 +28,7 @@ import redis
 
 from devenv import stack
 from metamapper_operator.leader import EXIT_LOST
-from tests.chart_helpers import (
+from tests.chart.helpers import (
     ChartAccess,
     install_chart_access,
     service_account_kubeconfig,

@@ -30,7 +30,7 @@ import redis
 
 from metamapper_operator.autoscale.drain import DELETION_COST
 from metamapper_operator.builders import LABEL_POOL
-from tests.chart_helpers import (
+from tests.chart.helpers import (
     ChartAccess,
     Rule,
     default_rules,

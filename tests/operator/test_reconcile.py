@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from metamapper_operator import crd
 from tests.conftest import Cluster
 from tests.helpers import wait_until
 from tests.operator.conftest import RESYNC_SECONDS, OperatorProcess, operator_writes
@@ -30,7 +31,7 @@ def test_create_makes_pools_scheduler_and_config(
     default = deps["mm-default"]
     assert default["spec"]["replicas"] == 1
     assert default["metadata"]["ownerReferences"] == [{
-        "apiVersion": "metamapper.io/v1alpha1", "kind": "Metamapper", "name": "mm",
+        "apiVersion": crd.API_VERSION, "kind": crd.KIND, "name": "mm",
         "uid": owner["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}]
     pod = default["spec"]["template"]["spec"]
     [container] = pod["containers"]

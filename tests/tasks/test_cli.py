@@ -52,7 +52,7 @@ def test_datastores_never_print_passwords(metamapper: Metamapper) -> None:
     metamapper("datastores", "add", "ext", "--url-env", "EXT_URL", "--engine", "mysql")
     listed = metamapper("datastores", "list")
     assert "TopSecret" not in listed.stdout
-    assert "postgresql://app:****@db:5432/crm" in listed.stdout
+    assert "postgresql://app:***@db:5432/crm" in listed.stdout
     assert "$EXT_URL" in listed.stdout
     assert metamapper("datastores", "remove", "crm").returncode == 0
     gone = metamapper("datastores", "remove", "crm")

@@ -72,7 +72,7 @@ def test_base_image_and_installs_are_pinned() -> None:
     assert text.count("--only-binary=:all:") == 2
 
 
-def test_the_wheel_carries_the_operator_and_the_worker_but_not_the_development_environment(
+def test_the_wheel_carries_the_operator_the_worker_and_their_url_helper_but_not_devenv(
         tmp_path: Path) -> None:
     import subprocess
     import sys
@@ -83,4 +83,4 @@ def test_the_wheel_carries_the_operator_and_the_worker_but_not_the_development_e
     (wheel,) = tmp_path.glob("*.whl")
     packages = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist()
                 if not name.split("/")[0].endswith(".dist-info")}
-    assert packages == {"metamapper_operator", "metamapper"}, packages
+    assert packages == {"metamapper_operator", "metamapper", "metamapper_urls"}, packages

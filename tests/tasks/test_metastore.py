@@ -43,7 +43,7 @@ def test_default_url(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 def test_datastores(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
     shop = datastores.add(db, "shop", url="postgresql://app:s3cret@db/shop", interval_minutes=30)
     assert (shop.engine, shop.interval_minutes) == ("postgresql", 30)
-    assert shop.display_url == "postgresql://app:****@db/shop"
+    assert shop.display_url == "postgresql://app:***@db/shop"
     ext = datastores.add(db, "ext", url_env="EXT_URL", engine="mysql")
     assert ext.display_url == "$EXT_URL"
     with pytest.raises(DatastoreError, match="EXT_URL is not set"):

@@ -1,8 +1,7 @@
-"""The pure parts of the operator: spec model, manifest builders, status, redaction."""
+"""The manifest builders: the children of a Metamapper, their hashes and their sizes."""
 
 from __future__ import annotations
 
-import copy
 import json
 from typing import Any
 
@@ -16,26 +15,9 @@ from metamapper_operator.builders import (
     scheduler_env,
     scheduler_held,
 )
-from metamapper_operator.model import SpecError, parse
-from metamapper_operator.status import DeploymentState, Observed, changes, render
-from metamapper_operator.urls import redact
-
-BODY: dict[str, Any] = {
-    "metadata": {"namespace": "ns", "name": "mm", "uid": "u-1", "generation": 3},
-    "spec": {
-        "image": "worker:1",
-        "broker": {"url": "redis://redis:6379/0", "redis": {"globalKeyPrefix": "mm:"}},
-        "celery": {"settings": {"task_soft_time_limit": 60}},
-        "pools": [{"name": "default", "queues": ["default", "checks"], "concurrency": 2,
-                   "minReplicas": 1, "maxReplicas": 5}],
-    },
-}
-
-
-def body(**spec: Any) -> dict[str, Any]:
-    changed = copy.deepcopy(BODY)
-    changed["spec"].update(spec)
-    return changed
+from metamapper_operator.model import parse
+from metamapper_operator.status import DeploymentState, Observed, render
+from tests.unit.sample import BODY, body
 
 
 def objects(raw: dict[str, Any], current: dict[str, int] | None = None) -> dict[str, dict]:
@@ -109,62 +91,3 @@ def test_initial_replicas_keep_the_autoscalers_size_within_bounds(
         current: int | None, suspend: bool, expected: int) -> None:
     fleet = parse(body(suspend=suspend))
     assert initial_replicas(fleet, fleet.pools[0], current) == expected
-
-
-@pytest.mark.parametrize(("spec", "field"), [
-    ({"pools": [{"name": "a", "queues": ["q"]}, {"name": "b", "queues": ["q"]}]},
-     "spec.pools[1].queues"),
-    ({"env": [{"name": "METAMAPPER_BROKER_URL", "value": "x"}]}, "spec.env[0].name"),
-    ({"celery": {"settings": {"result_backend": "redis://x"}}},
-     "spec.celery.settings.result_backend"),
-    ({"broker": {"url": "kafka://k"}}, "spec.broker"),
-    ({"broker": {"url": "redis://r", "transport": "sqs"}}, "spec.broker.transport"),
-    ({"broker": {}}, "spec.broker"),
-])
-def test_spec_errors_name_the_field(spec: dict[str, Any], field: str) -> None:
-    with pytest.raises(SpecError) as raised:
-        parse(body(**spec))
-    assert raised.value.field == field
-
-
-def test_status_keeps_transition_times_and_patches_only_changes() -> None:
-    fleet = parse(BODY)
-    deps = {"mm-default": DeploymentState("mm-default", "h", 1, ready=1, updated=1,
-                                          generation=1, observed_generation=1),
-            "mm-scheduler": DeploymentState("mm-scheduler", "h", 2, ready=2, updated=2,
-                                            generation=1, observed_generation=1)}
-    first = render(Observed(3, "t1", fleet, "redis", deployments=deps), {})
-    assert first["workers"] == "1/1" and first["scheduler"]["state"] == "Running"
-    ready = next(c for c in first["conditions"] if c["type"] == "Ready")
-    assert ready["status"] == "True" and ready["lastTransitionTime"] == "t1"
-    second = render(Observed(3, "t2", fleet, "redis", deployments=deps), first)
-    assert second == first and changes(first, second) == {}
-    invalid = render(Observed(4, "t3", invalid="spec.x: bad"), first)
-    patch = changes({**first, "kopf": {"x": 1}}, invalid)
-    assert patch["pools"] is None and "kopf" not in patch
-    assert next(c for c in invalid["conditions"] if c["type"] == "InvalidSpec")[
-        "lastTransitionTime"] == "t3"
-
-
-@pytest.mark.parametrize(("url", "shown"), [
-    ("redis://:s3cret@r:6379/0", "redis://:***@r:6379/0"),
-    ("amqp://user:p%40ss@rabbit:5672/vh", "amqp://user:***@rabbit:5672/vh"),
-    ("redis://r:6379/0", "redis://r:6379/0"),
-])
-def test_redact(url: str, shown: str) -> None:
-    assert redact(url) == shown
-
-
-def test_default_grace_outlasts_the_workers_task_time_limit_and_a_short_one_is_reported(
-        ) -> None:
-    conditions = {c["type"]: c for c in render(Observed(3, "t", parse(BODY), "redis"), {})[
-        "conditions"]}
-    assert conditions["GracePeriodTooShort"]["status"] == "False"
-    pools = [{"name": "default", "queues": ["default"], "terminationGracePeriodSeconds": 300},
-             {"name": "long", "queues": ["long"], "terminationGracePeriodSeconds": 3000}]
-    short = parse(body(pools=pools, celery={"settings": {"task_time_limit": 2400}}))
-    conditions = {c["type"]: c for c in render(Observed(3, "t", short, "redis"), {})[
-        "conditions"]}
-    grace = conditions["GracePeriodTooShort"]
-    assert grace["status"] == "True" and "default (300 s)" in grace["message"]
-    assert "2400" in grace["message"] and "long" not in grace["message"]

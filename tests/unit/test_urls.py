@@ -1,18 +1,17 @@
-"""The one URL reader: decoded credentials, checked ports, redaction of every credential."""
+"""The one URL helper shared by the operator and the worker (``metamapper_urls``):
+decoded credentials, checked ports, redaction of every credential with one mask."""
 
 from __future__ import annotations
 
-import asyncio
-import copy
+import string
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from metamapper_operator.brokers.base import scrub, secrets_of
-from metamapper_operator.model import SpecError, parse
-from metamapper_operator.references import BrokerAccess, resolve
-from metamapper_operator.status import DeploymentState, Observed, render
-from metamapper_operator.urls import URLError, parse_url, redact
-from tests.unit.test_builders import BODY, body
+from metamapper_operator.brokers.base import secrets_of
+from metamapper_operator.references import BrokerAccess
+from metamapper_urls import REDACTED, URLError, parse_url, redact, redact_text, scrub
 
 
 def test_credentials_are_percent_decoded() -> None:
@@ -20,32 +19,26 @@ def test_credentials_are_percent_decoded() -> None:
     assert (parsed.username, parsed.password, parsed.path) == ("us/er", "p@ss/w%rd", "v/h")
 
 
-def test_management_credentials_from_the_broker_url_are_decoded() -> None:
-    raw = body(broker={"urlSecretRef": {"name": "broker"},
-                       "rabbitmq": {"managementURL": "http://rabbit:15672"}},
-               scheduler={"lock": {"redisURL": "redis://lock:6379/0"}})
-
-    async def read(namespace: str, name: str) -> dict[str, str] | None:
-        return {"url": "amqp://user:p%40ss%2Fw%25rd@rabbit:5672/vh"}
-
-    access = asyncio.run(resolve(parse(raw), read))
-    assert (access.management_user, access.management_password) == ("user", "p@ss/w%rd")
-
-
 @pytest.mark.parametrize("url", ["redis://127.0.0.1:notaport/0", "redis://:pw@r:99999/0"])
-def test_a_port_no_client_can_use_is_an_invalid_spec(url: str) -> None:
+def test_a_port_no_client_can_use_is_a_url_error(url: str) -> None:
     with pytest.raises(URLError, match="port"):
         parse_url(url)
-    with pytest.raises(SpecError) as raised:
-        parse(body(broker={"url": url}))
-    assert "port" in raised.value.message and "pw" not in raised.value.message
 
 
 @pytest.mark.parametrize(("url", "shown"), [
+    ("redis://:s3cret@r:6379/0", "redis://:***@r:6379/0"),
+    ("amqp://user:p%40ss@rabbit:5672/vh", "amqp://user:***@rabbit:5672/vh"),
+    ("redis://r:6379/0", "redis://r:6379/0"),
     ("redis://r:6379/0?password=s3cret&db=1", "redis://r:6379/0?password=***&db=1"),
     ("redis://:pw@r:6379/0?socket_timeout=1", "redis://:***@r:6379/0?socket_timeout=1"),
     ("sqs://AKIAKEYID:s3cret@", "sqs://***:***@"),
     ("sqs://AKIAKEYID:s3cret@localhost:4566", "sqs://***:***@localhost:4566"),
+    ("sqs://", "sqs://"),
+    ("postgresql://app:s3cret@db:5432/x", "postgresql://app:***@db:5432/x"),
+    ("mysql://root@127.0.0.1:3306/db", "mysql://root@127.0.0.1:3306/db"),
+    ("redis://:pw@[::1]:6379/0", "redis://:***@[::1]:6379/0"),
+    ("sqlite:////var/lib/m.db", "sqlite:////var/lib/m.db"),
+    ("postgresql://u:pw@[::1/x", "postgresql://u:***@[::1/x"),  # urlsplit refuses it
 ])
 def test_every_credential_of_a_url_is_redacted(url: str, shown: str) -> None:
     assert redact(url) == shown
@@ -61,14 +54,32 @@ def test_error_messages_lose_query_passwords_and_key_ids() -> None:
         "InvalidClientTokenId: ***")
 
 
-def test_an_unreachable_broker_makes_the_object_not_ready() -> None:
-    fleet = parse(copy.deepcopy(BODY))
-    deps = {name: DeploymentState(name, "h", 1, ready=1, updated=1, generation=1,
-                                  observed_generation=1)
-            for name in ("mm-default", "mm-scheduler")}
-    status = render(Observed(3, "t", fleet, "redis", broker_error="redis r: refused",
-                             deployments=deps), {})
-    conditions = {c["type"]: c for c in status["conditions"]}
-    assert conditions["Ready"]["status"] == "False"
-    assert conditions["Ready"]["reason"] == "BrokerUnreachable"
-    assert conditions["BrokerUnreachable"]["status"] == "True"
+def test_a_url_urlsplit_refuses_is_a_url_error_without_its_password() -> None:
+    with pytest.raises(URLError) as raised:
+        parse_url("postgresql://u:s3cret@[::1/x")
+    assert "s3cret" not in str(raised.value)
+
+
+def test_every_url_in_a_text_is_redacted() -> None:
+    text = ('could not connect to "postgresql://u:hunter2@h/db": refused; '
+            "retrying redis://r:6379/0?password=s3cret&db=1 and sqs://AKIAKEYID:k@")
+    assert redact_text(text) == (
+        'could not connect to "postgresql://u:***@h/db": refused; '
+        "retrying redis://r:6379/0?password=***&db=1 and sqs://***:***@")
+
+
+def test_scrub_removes_known_secrets_and_every_url_credential() -> None:
+    text = "token t0ken refused for amqp://guest:guest@rabbit/vh"
+    assert scrub(text, ["t0ken"]) == f"token {REDACTED} refused for amqp://guest:***@rabbit/vh"
+
+
+_password = st.text(string.ascii_letters + string.digits + "!$&'()*+,;=-._~", min_size=4)
+
+
+@given(password=_password, user=st.text(string.ascii_lowercase, min_size=1, max_size=8))
+def test_a_password_is_never_shown(password: str, user: str) -> None:
+    url = f"postgresql://{user}:{password}@db.example:5432/catalog"
+    shown = f":{password}@"
+    assert shown not in redact(url)
+    assert shown not in redact_text(f"error for {url}")
+    assert shown not in redact_text(f"error for '{url}': refused")

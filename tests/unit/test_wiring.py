@@ -31,7 +31,7 @@ from metamapper_operator.model import parse
 from metamapper_operator.references import BrokerAccess, SecretCache
 from metamapper_operator.runtime import Config, Key, Runtime
 from metamapper_operator.status import DeploymentState
-from tests.unit.test_builders import BODY
+from tests.unit.sample import BODY
 
 KEY: Key = ("wiring", "mm")
 ACCESS = BrokerAccess("redis", "redis://r:6379/0")

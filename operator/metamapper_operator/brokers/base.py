@@ -8,12 +8,12 @@ every call is bounded by a timeout.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Protocol
 
 from metamapper_operator.references import BrokerAccess
-from metamapper_operator.urls import secrets_in
+from metamapper_urls import scrub, secrets_in
 
 #: Seconds one ``measure()`` (or connecting for it) may take before it fails.
 DEFAULT_TIMEOUT = 5.0
@@ -60,13 +60,6 @@ def secrets_of(access: BrokerAccess) -> list[str]:
              access.management_password, access.aws_access_key_id,
              access.aws_secret_access_key]
     return [secret for secret in found if secret]
-
-
-def scrub(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with every secret replaced by ``***`` (longest first, so a URL goes whole)."""
-    for secret in sorted(set(secrets), key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return text
 
 
 def probe_error(access: BrokerAccess, where: str, err: BaseException) -> ProbeError:

@@ -25,7 +25,7 @@ import amqp
 
 from metamapper_operator.brokers.base import DEFAULT_TIMEOUT, QueueDepth, probe_error
 from metamapper_operator.references import BrokerAccess
-from metamapper_operator.urls import parse_url, redact
+from metamapper_urls import parse_url, redact
 
 AMQP_PORTS = {"amqp": 5672, "pyamqp": 5672, "amqps": 5671}
 

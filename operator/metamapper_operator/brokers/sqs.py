@@ -23,7 +23,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from metamapper_operator.brokers.base import DEFAULT_TIMEOUT, QueueDepth, probe_error
 from metamapper_operator.references import BrokerAccess
-from metamapper_operator.urls import parse_url
+from metamapper_urls import parse_url
 
 #: kombu's region when neither the options nor the AWS configuration name one.
 DEFAULT_REGION = "us-east-1"

@@ -8,14 +8,13 @@ The database named in the URL is inspected, or every non-system one if none is.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import pymysql
 
 from metamapper.catalog import Column, Index, Schema, Table
 from metamapper.inspectors import DatastoreUnavailable, InspectionError
 from metamapper.inspectors.assemble import CatalogBuilder
-from metamapper.redact import redact_text
+from metamapper_urls import parse_url, redact_text
 
 SYSTEM_SCHEMAS = ("information_schema", "mysql", "performance_schema", "sys")
 _TABLE_TYPES = {"BASE TABLE": "table", "SYSTEM VERSIONED": "table", "VIEW": "view"}
@@ -40,19 +39,19 @@ ORDER BY TABLE_SCHEMA, TABLE_NAME, INDEX_NAME, SEQ_IN_INDEX
 
 
 def connect_args(url: str) -> dict[str, Any]:
-    parts = urlsplit(url)
+    parsed = parse_url(url)
     return {
-        "host": parts.hostname or "localhost",
-        "port": parts.port or 3306,
-        "user": unquote(parts.username or ""),
-        "password": unquote(parts.password or ""),
+        "host": parsed.host or "localhost",
+        "port": parsed.port or 3306,
+        "user": parsed.username or "",
+        "password": parsed.password or "",
         "connect_timeout": 10,
         "charset": "utf8mb4",
     }
 
 
 def inspect(url: str) -> list[Schema]:
-    database = unquote(urlsplit(url).path.lstrip("/")) or None
+    database = parse_url(url).path.lstrip("/") or None
     try:
         conn = pymysql.connect(**connect_args(url))
     except pymysql.err.OperationalError as exc:

@@ -13,7 +13,7 @@ import psycopg
 from metamapper.catalog import Column, Index, Schema, Table
 from metamapper.inspectors import DatastoreUnavailable, InspectionError
 from metamapper.inspectors.assemble import CatalogBuilder
-from metamapper.redact import redact_text
+from metamapper_urls import redact_text
 
 _USER_SCHEMA = "n.nspname <> 'information_schema' AND left(n.nspname, 3) <> 'pg_'"
 _RELKINDS = "c.relkind IN ('r', 'p', 'v', 'm', 'f')"

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from metamapper.metastore.connection import Database
-from metamapper.redact import redact_url
 from metamapper.urls import engine_of
+from metamapper_urls import redact
 
 
 class DatastoreError(Exception):
@@ -40,7 +40,7 @@ class Datastore:
     @property
     def display_url(self) -> str:
         """The URL as it may be shown: password masked, or the variable it comes from."""
-        return redact_url(self.url) if self.url is not None else f"${self.url_env}"
+        return redact(self.url) if self.url is not None else f"${self.url_env}"
 
 
 _COLUMNS = "id, name, engine, url, url_env, interval_minutes, created_at"

@@ -20,8 +20,8 @@ from metamapper.celery import app
 from metamapper.inspectors import DatastoreUnavailable, InspectionError
 from metamapper.metastore import connect, datastores, runs
 from metamapper.metastore.datastores import DatastoreError
-from metamapper.redact import redact_text
 from metamapper.revisioner import workflow
+from metamapper_urls import redact_text
 
 logger = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from metamapper.inspectors import inspect
 from metamapper.metastore import catalog_store, revisions, runs
 from metamapper.metastore.connection import Database
 from metamapper.metastore.datastores import Datastore
-from metamapper.redact import redact_text
 from metamapper.revisioner.diff import diff_schema, dropped_schemas, match
+from metamapper_urls import redact_text
 
 logger = logging.getLogger(__name__)
 

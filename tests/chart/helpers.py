@@ -3,7 +3,7 @@
 ``operator_kubeconfig`` is the hook for running the operator as it runs in a cluster: a
 kubeconfig authenticated with a real token of the chart's ServiceAccount, bound by the
 chart's own RBAC (default values: cluster-wide, standalone). Any test can ask for it once
-``tests.chart_helpers`` is loaded as a plugin (``pytest_plugins`` in tests/conftest.py).
+``tests.chart.helpers`` is loaded as a plugin (``pytest_plugins`` in tests/conftest.py).
 
 ``OPERATOR_RULES`` is the operator's API contract, which the chart must grant exactly;
 tests/operator/test_rbac.py shows that the operator needs every verb of it.
@@ -29,6 +29,7 @@ import pytest
 import yaml
 
 from devenv.controlplane import ControlPlane, tool_dirs
+from metamapper_operator import crd
 from tests.conftest import REPO, Cluster
 
 CHART = REPO / "charts" / "metamapper-operator"
@@ -57,8 +58,8 @@ class Rule:
 
 
 OPERATOR_RULES: tuple[Rule, ...] = (
-    Rule("metamapper.io", "metamappers", ("get", "list", "watch", "patch")),
-    Rule("metamapper.io", "metamappers/status", ("patch",)),
+    Rule(crd.GROUP, crd.PLURAL, ("get", "list", "watch", "patch")),
+    Rule(crd.GROUP, f"{crd.PLURAL}/status", ("patch",)),
     Rule("apps", "deployments", ("list", "watch", "create", "patch", "delete")),
     Rule("apps", "deployments/scale", ("patch",)),
     Rule("", "configmaps", ("list", "watch", "create", "patch")),
@@ -215,7 +216,7 @@ def lone_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         lone = Cluster(plane, kube / "kubectl", helm_dir / "helm")
         lone.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
         lone.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                     "crd/metamappers.metamapper.io")
+                     f"crd/{crd.NAME}")
         yield lone
     finally:
         plane.stop()

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.chart_helpers import (
+from metamapper_operator import crd
+from tests.chart.helpers import (
     BASELINE_GRANTS,
     CHART,
     LEASE_RULES,
@@ -42,7 +43,7 @@ from tests.operator.fleet import apply, broker_secret, fleet, get, items, wait_f
 INSTALL = REPO / "deploy" / "install.yaml"
 INSTALL_NAMESPACE = "metamapper-system"
 EXAMPLE_SPEC = next(doc for doc in documents((REPO / "examples" / "metamapper.yaml").read_text())
-                    if doc["kind"] == "Metamapper")["spec"]
+                    if doc["kind"] == crd.KIND)["spec"]
 
 
 @contextlib.contextmanager
@@ -144,13 +145,13 @@ def test_helm_lint_is_clean(cluster: Cluster, values: dict[str, Any]) -> None:
 
 def test_chart_ships_the_top_level_crds_unchanged(cluster: Cluster) -> None:
     shown = helm(cluster, "show", "crds", str(CHART)).stdout
-    for crd in sorted((REPO / "crds").glob("*.yaml")):
-        assert (CHART / "crds" / crd.name).read_bytes() == crd.read_bytes(), (
-            f"charts/metamapper-operator/crds/{crd.name} differs from crds/{crd.name}: "
+    for copied in sorted((REPO / "crds").glob("*.yaml")):
+        assert (CHART / "crds" / copied.name).read_bytes() == copied.read_bytes(), (
+            f"charts/metamapper-operator/crds/{copied.name} differs from crds/{copied.name}: "
             "run `make manifests`")
-        assert crd.read_text() in shown
+        assert copied.read_text() in shown
     names = sorted(doc["metadata"]["name"] for doc in documents(shown))
-    assert names == ["metamappers.metamapper.io"]
+    assert names == [crd.NAME]
 
 
 def test_chart_app_version_is_the_operators_version() -> None:
@@ -284,7 +285,7 @@ def test_helm_install_upgrade_and_uninstall(
                         "metamapper,role,rolebinding", "-l", selector, namespace=ns),
                what="every object of the release to be deleted")
     # Helm keeps the CRDs (and so every Metamapper) on uninstall.
-    cluster.kubectl("get", "crd", "metamappers.metamapper.io")
+    cluster.kubectl("get", "crd", crd.NAME)
 
 
 # --- the one-file install ----------------------------------------------------------
@@ -431,8 +432,8 @@ def test_namespaced_mode_runs_the_operator_in_its_namespaces_only(
             assert items(cluster, other, "deployments") == []
 
             as_operator = f"--kubeconfig={access.kubeconfig}"
-            for query in (["metamappers", "--all-namespaces"], ["deployments", "-n", other],
-                          ["metamappers", "-n", other]):
+            for query in ([crd.PLURAL, "--all-namespaces"], ["deployments", "-n", other],
+                          [crd.PLURAL, "-n", other]):
                 refused = cluster.kubectl(as_operator, "get", *query, check=False)
                 assert refused.returncode != 0
                 assert "Forbidden" in refused.stderr and "cannot list resource" in (
@@ -449,7 +450,7 @@ def test_operator_kubeconfig_is_the_charts_service_account(
     whoami = json.loads(cluster.kubectl(*as_operator, "auth", "whoami", "-o", "json").stdout)
     assert whoami["status"]["userInfo"]["username"].startswith(
         f"system:serviceaccount:{namespace}:")
-    cluster.kubectl(*as_operator, "get", "metamappers", "--all-namespaces")
+    cluster.kubectl(*as_operator, "get", crd.PLURAL, "--all-namespaces")
     assert client.allowed("patch", "apps", "deployments/scale", "kube-system")
     assert not client.allowed("list", "", "secrets", namespace)
     assert not client.allowed("delete", "coordination.k8s.io", "leases", namespace)

@@ -1,0 +1,140 @@
+"""URLs with credentials: the one reader and the one redactor, for the operator and the
+worker alike (pure, no I/O).
+
+Both packages read broker and database URLs and both must keep their credentials out of
+everything they show; they may not import each other, so this small package is what they
+share. :func:`parse_url` decodes user names and passwords (as kombu and the database
+drivers do, so a password with ``@``, ``/`` or ``%`` works everywhere) and checks the
+port (a port no client can cast is an error naming the URL, not a crash at connect
+time). :func:`redact`, :func:`redact_text` and :func:`secrets_in` know every place a URL
+may carry a credential: the password, a ``?password=``-style query parameter (redis-py
+accepts one), and the SQS access key id in the user name. Every mask is :data:`REDACTED`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from urllib.parse import SplitResult, parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
+
+REDACTED = "***"
+#: Query parameters whose value is a credential.
+SECRET_PARAMETERS = frozenset({"password", "passwd", "pass", "secret", "token",
+                               "aws_secret_access_key", "aws_access_key_id",
+                               "sasl_password"})
+#: Schemes whose user name is itself a credential (an AWS access key id).
+SECRET_USER_SCHEMES = frozenset({"sqs"})
+
+# A URL inside free text: a scheme, "://", and everything up to white space or a double
+# quote (a password may hold a single quote, RFC 3986 allows it in the user info).
+_URL_IN_TEXT = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s\"<>]+")
+# What looks like "user:password@" right after a scheme, for text urlsplit cannot read.
+_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*):[^@\s]*@")
+
+
+class URLError(ValueError):
+    """A URL no client could use; the message never contains its credentials."""
+
+
+@dataclass(frozen=True)
+class ParsedURL:
+    """A URL's parts, decoded."""
+
+    scheme: str
+    host: str | None
+    port: int | None
+    username: str | None = field(repr=False)
+    password: str | None = field(repr=False)
+    path: str  # without the leading "/", decoded
+    query: Mapping[str, str] = field(repr=False)
+
+
+def parse_url(url: str) -> ParsedURL:
+    """Parse ``url``; raises :class:`URLError` naming what is wrong (not the secret)."""
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError as err:  # urlsplit's reasons name no part of the URL
+        raise URLError(f"{redact(url)!r} is not a URL: {err}") from None
+    try:
+        port = parts.port
+    except ValueError:
+        raise URLError(f"the port of {redact(url)!r} is not a number from 0 to 65535"
+                       ) from None
+    return ParsedURL(
+        scheme=parts.scheme, host=parts.hostname, port=port,
+        username=None if parts.username is None else unquote(parts.username),
+        password=None if parts.password is None else unquote(parts.password),
+        path=unquote(parts.path[1:]), query=dict(parse_qsl(parts.query)))
+
+
+def redact(url: str) -> str:
+    """``url`` with every credential replaced by :data:`REDACTED`: the password, secret
+    query parameters, and the user name where it is a key id (SQS)."""
+    try:
+        parts = urlsplit(url)
+        user, password = parts.username, parts.password
+    except ValueError:  # not a well-formed URL: mask whatever looks like a password
+        return _mask_userinfo(url)
+    secret_user = parts.scheme in SECRET_USER_SCHEMES and user
+    if password is None and not secret_user and not _secret_query(parts.query):
+        return url
+    netloc = _netloc(parts, REDACTED if secret_user else user,
+                     None if password is None else REDACTED)
+    query = urlencode([(k, REDACTED if k.lower() in SECRET_PARAMETERS else v)
+                       for k, v in parse_qsl(parts.query, keep_blank_values=True)],
+                      safe="*")
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def redact_text(text: str) -> str:
+    """``text`` (an error message, a log line) with every URL in it redacted."""
+    return _URL_IN_TEXT.sub(lambda match: redact(match[0]), text)
+
+
+def secrets_in(url: str) -> list[str]:
+    """Every credential in ``url``, in each spelling an error message may show it, and
+    the URL itself."""
+    try:
+        parts = urlsplit(url)
+        raw = [parts.password, *_secret_query(parts.query)]
+    except ValueError:
+        return [url] if url else []
+    if parts.scheme in SECRET_USER_SCHEMES:
+        raw.append(parts.username)
+    found = [url]
+    for value in filter(None, raw):
+        found += [value, unquote(value), quote(unquote(value), safe="")]
+    return [value for value in found if value]
+
+
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every one of ``secrets`` replaced by :data:`REDACTED` (longest first,
+    so a URL goes whole), and every URL left in it redacted."""
+    for secret in sorted(set(filter(None, secrets)), key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return redact_text(text)
+
+
+def _netloc(parts: SplitResult, user: str | None, password: str | None) -> str:
+    host = parts.hostname or ""
+    if ":" in host:  # an IPv6 literal
+        host = f"[{host}]"
+    try:
+        port: int | str | None = parts.port
+    except ValueError:  # shown as written; it holds no secret
+        port = parts.netloc.rpartition(":")[2]
+    if port:
+        host = f"{host}:{port}"
+    if user is None and password is None:
+        return host
+    return f"{user or ''}{':' + password if password is not None else ''}@{host}"
+
+
+def _secret_query(query: str) -> list[str]:
+    return [v for k, v in parse_qsl(query, keep_blank_values=True)
+            if k.lower() in SECRET_PARAMETERS and v]
+
+
+def _mask_userinfo(text: str) -> str:
+    return _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{REDACTED}@", text)

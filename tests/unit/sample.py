@@ -1,0 +1,24 @@
+"""A small valid Metamapper body shared by the core's unit tests."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+BODY: dict[str, Any] = {
+    "metadata": {"namespace": "ns", "name": "mm", "uid": "u-1", "generation": 3},
+    "spec": {
+        "image": "worker:1",
+        "broker": {"url": "redis://redis:6379/0", "redis": {"globalKeyPrefix": "mm:"}},
+        "celery": {"settings": {"task_soft_time_limit": 60}},
+        "pools": [{"name": "default", "queues": ["default", "checks"], "concurrency": 2,
+                   "minReplicas": 1, "maxReplicas": 5}],
+    },
+}
+
+
+def body(**spec: Any) -> dict[str, Any]:
+    """``BODY`` with the top-level spec fields ``spec`` replaced."""
+    changed = copy.deepcopy(BODY)
+    changed["spec"].update(spec)
+    return changed
