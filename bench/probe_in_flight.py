@@ -85,10 +85,13 @@ def fill(url: str, messages: int, payload: str) -> tuple[Connection, int]:
     finally:
         app.close()
     consumer = Connection(url)
-    queue = consumer.SimpleQueue(QUEUE)
+    channel = consumer.default_channel
     size = 0
     for _ in range(messages):
-        message = queue.get(block=True, timeout=10)   # not acknowledged: stays in flight
+        # Delivered, not acknowledged: kombu keeps it in unacked, as for a worker.
+        message = channel.basic_get(QUEUE, no_ack=False)
+        if message is None:
+            raise SystemExit("fewer messages in the queue than sent")
         size = len(message.body)
     return consumer, size
 
