@@ -75,7 +75,7 @@ def condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
 def test_status_shows_the_pause_and_no_stale_measurement() -> None:
     deps = {"mm-default": DeploymentState("mm-default", "h", 2, ready=2, updated=2,
                                           generation=1, observed_generation=1)}
-    scaling = {"default": PoolScale(7, "redis", 2)}
+    scaling = {"default": PoolScale(backlog=7, source="redis", desired=2)}
     running = render(Observed(1, "t", parse(BODY), "redis", deployments=deps,
                               scaling=scaling), {})
     assert condition(running, "Paused")["status"] == "False"

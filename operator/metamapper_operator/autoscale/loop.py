@@ -14,7 +14,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from metamapper_operator import metrics
 from metamapper_operator.autoscale.drain import (
@@ -331,10 +331,12 @@ class Autoscaler:
         self.history[pool_key] = decision.history
         state = self.runtime.fleets[key]  # present: checked under the lock
         previous = state.scaling.get(pool.name)
-        scale = PoolScale(backlog, measurement.source, decision.replicas,
-                          previous.last_scale_time if previous else None,
-                          previous.last_scale_reason if previous else None, inputs.stale,
-                          window, per_pod)
+        scale = PoolScale(backlog=backlog, source=measurement.source,
+                          desired=decision.replicas,
+                          last_scale_time=previous.last_scale_time if previous else None,
+                          last_scale_reason=previous.last_scale_reason if previous else None,
+                          stale_in_flight=inputs.stale, window=window,
+                          throughput_per_pod=per_pod)
         target, reason = decision.replicas, decision.reason
         if target < current:
             found_busy = await self._mark_idle_first(fleet, pool, access)
@@ -343,8 +345,7 @@ class Autoscaler:
                 reason += f"; held at {target}: {found_busy} pods are running tasks"
         if target != current:
             await self._resize(key, pool, name, current, target, reason)
-            scale = PoolScale(backlog, measurement.source, decision.replicas, now(), reason,
-                              inputs.stale, window, per_pod)
+            scale = replace(scale, last_scale_time=now(), last_scale_reason=reason)
         elif decision.replicas == current and at_rest(decision.history, current):
             self.resting[pool_key] = Rest(inputs, bounds, self.clock())
         if scale == previous:
