@@ -52,7 +52,7 @@ test: deps venv tools images lint test-only ## everything: set-up, images, lint 
 
 # Tests that need no service, no control plane and no node: the operator's unit and wiring
 # tests, and the worker app's pure ones.
-FAST_TESTS := tests/unit tests/tasks/test_config.py tests/tasks/test_diff.py \
+FAST_TESTS := tests/unit tests/devenv/test_waiting.py tests/tasks/test_config.py tests/tasks/test_diff.py \
   tests/tasks/test_redact.py
 
 .PHONY: test-fast

@@ -13,15 +13,14 @@ import math
 import os
 import subprocess
 import sys
-import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import redis
 import yaml
@@ -31,6 +30,7 @@ from devenv.controlplane import ControlPlane, free_port, tool_dirs
 from devenv.images import Images
 from devenv.node import Node
 from devenv.processes import stop_groups
+from devenv.waiting import wait_until
 from metamapper_operator import crd
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,22 +39,8 @@ OPERATOR_AGENTS = ("metamapper-operator", "kopf")
 WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
-T = TypeVar("T")
-
-
 def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def wait_until(predicate: Callable[[], T], timeout: float, what: str,
-               interval: float = 0.1) -> T:
-    """Poll ``predicate`` until it returns a truthy value, and return that value."""
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not within {timeout:.0f} s")
-        time.sleep(interval)
-    return value
 
 
 # --- the control plane -------------------------------------------------------------

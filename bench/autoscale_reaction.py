@@ -46,8 +46,8 @@ from _common import (
     print_table,
     redis_server,
     say,
-    wait_until,
 )
+from devenv.waiting import wait_until
 
 NAME = "burst"
 DEPLOYMENT = f"{NAME}-default"

@@ -53,8 +53,8 @@ from _common import (
     print_table,
     redis_server,
     say,
-    wait_until,
 )
+from devenv.waiting import wait_until
 from metamapper_operator import crd
 
 POOLS = [

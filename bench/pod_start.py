@@ -32,9 +32,10 @@ import redis
 import yaml
 from celery import Celery
 
-from _common import percentile, print_table, say, wait_until
+from _common import percentile, print_table, say
 from devenv import services
 from devenv.stack import Stack
+from devenv.waiting import wait_until
 from devenv.workload import MODULE, TASK, records
 from metamapper_operator import crd
 

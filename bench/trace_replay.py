@@ -58,8 +58,8 @@ from _common import (
     print_table,
     redis_server,
     say,
-    wait_until,
 )
+from devenv.waiting import wait_until
 from devenv.workload import MODULE, TASK, records, tally
 
 TRACE = Path(__file__).with_name("bursty-trace.csv")

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 from devenv.errors import DevenvError
 from devenv.network import BRIDGE, POD_CIDR
 from devenv.processes import alive, stop_groups
+from devenv.waiting import WaitTimeout, wait_until
 
 ROOT = Path("/var/lib/metamapper-containerd")
 STATE = Path("/run/metamapper-containerd")
@@ -124,12 +124,11 @@ def ensure(sandbox_image: str) -> None:
                                 start_new_session=True)
     pid = proc.pid
     (HOME / "pid").write_text(str(pid))
-    deadline = time.monotonic() + 30
-    while not running():
-        if not alive(pid) or time.monotonic() > deadline:
-            tail = "\n".join((HOME / "log").read_text(errors="replace").splitlines()[-15:])
-            raise ContainerdError(f"containerd did not start; log tail:\n{tail}")
-        time.sleep(0.2)
+    try:
+        wait_until(running, 30, "containerd", abort=lambda: not alive(pid))
+    except WaitTimeout:
+        tail = "\n".join((HOME / "log").read_text(errors="replace").splitlines()[-15:])
+        raise ContainerdError(f"containerd did not start; log tail:\n{tail}") from None
 
 
 def stop() -> None:

@@ -22,7 +22,6 @@ import socket
 import ssl
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -38,6 +37,7 @@ from cryptography.x509.oid import NameOID
 from devenv import network
 from devenv.errors import DevenvError
 from devenv.processes import alive, stop_groups
+from devenv.waiting import WaitTimeout, wait_until
 from metamapper_operator import crd
 
 REPO = Path(__file__).resolve().parents[1]
@@ -251,17 +251,14 @@ class ControlPlane:
             return False
 
     def _wait(self, name: str, url: str, timeout: float, *, client_cert: bool = True) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._healthy(url, client_cert=client_cert):
-                return
-            if not alive(self.pids[name]):
-                break
-            time.sleep(0.25)
-        log = self.root / f"{name}.log"
-        tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
-        self.stop()
-        raise ControlPlaneError(f"{name} did not become healthy; log tail:\n{tail}")
+        try:
+            wait_until(lambda: self._healthy(url, client_cert=client_cert), timeout, name,
+                       interval=0.25, abort=lambda: not alive(self.pids[name]))
+        except WaitTimeout:
+            log = self.root / f"{name}.log"
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+            self.stop()
+            raise ControlPlaneError(f"{name} did not become healthy; log tail:\n{tail}") from None
 
     def start(self, progress: bool = False) -> None:
         def say(message: str) -> None:
@@ -361,12 +358,12 @@ def install_crds(plane: ControlPlane, kubectl: Path, timeout: float = 60) -> Non
     base = [str(kubectl), f"--kubeconfig={plane.kubeconfig_path}"]
     subprocess.run([*base, "apply", "--server-side", "-f", str(REPO / "crds")], check=True,
                    stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + timeout
-    while subprocess.run([*base, "get", crd.PLURAL, "-A"], capture_output=True,
-                         check=False).returncode:
-        if time.monotonic() > deadline:
-            raise ControlPlaneError("the Metamapper CRD was not served in time")
-        time.sleep(0.25)
+    try:
+        wait_until(lambda: subprocess.run([*base, "get", crd.PLURAL, "-A"], capture_output=True,
+                                          check=False).returncode == 0,
+                   timeout, "the Metamapper CRD served", interval=0.25)
+    except WaitTimeout as err:
+        raise ControlPlaneError(str(err)) from None
 
 
 def wait_for_default_service_account(plane: ControlPlane, kubectl: Path,
@@ -374,12 +371,13 @@ def wait_for_default_service_account(plane: ControlPlane, kubectl: Path,
     """Until the controller-manager has made namespace default's ServiceAccount: a pod
     created before it is refused (``error looking up service account default/default``)."""
     base = [str(kubectl), f"--kubeconfig={plane.kubeconfig_path}"]
-    deadline = time.monotonic() + timeout
-    while subprocess.run([*base, "get", "serviceaccount", "default", "-n", "default"],
-                         capture_output=True, check=False).returncode:
-        if time.monotonic() > deadline:
-            raise ControlPlaneError("the default ServiceAccount was not created in time")
-        time.sleep(0.25)
+    try:
+        wait_until(lambda: subprocess.run(
+            [*base, "get", "serviceaccount", "default", "-n", "default"],
+            capture_output=True, check=False).returncode == 0,
+            timeout, "the default ServiceAccount created", interval=0.25)
+    except WaitTimeout as err:
+        raise ControlPlaneError(str(err)) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

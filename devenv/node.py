@@ -32,6 +32,7 @@ from devenv import containerd, images, network, services
 from devenv.controlplane import NODE_NAME, ControlPlane, free_port, tool_dirs
 from devenv.errors import DevenvError
 from devenv.processes import alive, stop_groups
+from devenv.waiting import WaitTimeout, wait_until
 
 KUBELET_ROOT = Path("/var/lib/metamapper-kubelet")
 
@@ -134,18 +135,19 @@ class Node:
 
     def wait_ready(self, timeout: float = 120) -> None:
         template = '{.status.conditions[?(@.type=="Ready")].status}'
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def ready() -> bool:
             for name, pid in self.pids.items():
                 if not alive(pid):
                     raise NodeError(f"{name} exited; log tail:\n{self._tail(name)}")
-            ready = self.kubectl("get", "node", NODE_NAME, "-o", f"jsonpath={template}",
-                                 check=False).stdout
-            if ready == "True":
-                return
-            time.sleep(0.5)
-        raise NodeError(f"node {NODE_NAME} not Ready in {timeout:.0f} s; kubelet log tail:\n"
-                        f"{self._tail('kubelet')}")
+            return self.kubectl("get", "node", NODE_NAME, "-o", f"jsonpath={template}",
+                                check=False).stdout == "True"
+
+        try:
+            wait_until(ready, timeout, f"node {NODE_NAME} Ready", interval=0.5)
+        except WaitTimeout:
+            raise NodeError(f"node {NODE_NAME} not Ready in {timeout:.0f} s; kubelet log tail:\n"
+                            f"{self._tail('kubelet')}") from None
 
     def stop(self, timeout: float = 120) -> None:
         """Delete the pods, wait until the runtime stopped them, stop the daemons, sweep."""

@@ -22,7 +22,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from pathlib import Path
 from devenv import network
 from devenv.errors import DevenvError
 from devenv.processes import alive, stop_groups
+from devenv.waiting import WaitTimeout, wait_until
 
 STATE = Path(os.environ.get("METAMAPPER_SERVICES_DIR",
                             f"/var/tmp/metamapper-operator-{os.getuid()}"))
@@ -61,15 +61,12 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
 def wait_for(check: Callable[[], bool], what: str, timeout: float, log: Path,
              pid: int | None = None) -> None:
     """Poll ``check`` until it holds; fail early if the daemon ``pid`` has exited."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        if pid is not None and not alive(pid):
-            break
-        time.sleep(0.2)
-    tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:]) if log.exists() else ""
-    raise ServiceError(f"{what} did not come up (see {log}). Log tail:\n{tail}")
+    try:
+        wait_until(check, timeout, what,
+                   abort=None if pid is None else lambda: not alive(pid))
+    except WaitTimeout:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:]) if log.exists() else ""
+        raise ServiceError(f"{what} did not come up (see {log}). Log tail:\n{tail}") from None
 
 
 def require(path: str | Path, package: str) -> str:

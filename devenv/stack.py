@@ -13,7 +13,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from devenv.errors import DevenvError
 from devenv.images import Images
 from devenv.node import Node
 from devenv.processes import alive, signal_group
+from devenv.waiting import WaitTimeout, wait_until
 
 BIN = Path(sys.executable).parent
 
@@ -75,15 +75,21 @@ def spawn(name: str, argv: list[str], log: Path, env: dict[str, str]) -> Daemon:
     return Daemon(name, proc, log)
 
 
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2):
+            return True
+    except OSError:
+        return False
+
+
 def _wait_http(daemon: Daemon, url: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and daemon.alive():
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise StackError(f"{daemon.name} did not come up; log {daemon.log}:\n{daemon.tail()}")
+    try:
+        wait_until(lambda: _answers(url), timeout, daemon.name,
+                   abort=lambda: not daemon.alive())
+    except WaitTimeout:
+        raise StackError(f"{daemon.name} did not come up; log {daemon.log}:\n{daemon.tail()}"
+                         ) from None
 
 
 def start_operator(kubeconfig: Path, log: Path, *args: str, env: dict[str, str]) -> Daemon:
@@ -204,15 +210,17 @@ class Stack:
 
     def wait_operator_ready(self, restarts: int, timeout: float = 120) -> None:
         """Until the operator's container has restarted ``restarts`` times and is ready."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def ready() -> bool:
             with contextlib.suppress(StackError, KeyError, IndexError):
                 status = self.operator_pod()["status"]["containerStatuses"][0]
-                if status["restartCount"] >= restarts and status["ready"]:
-                    return
-            time.sleep(0.5)
-        raise StackError(f"the operator was not ready again in {timeout:.0f} s\n"
-                         f"{self.operator_diagnostics()}")
+                return bool(status["restartCount"] >= restarts and status["ready"])
+            return False
+
+        try:
+            wait_until(ready, timeout, "the operator ready again", interval=0.5)
+        except WaitTimeout:
+            raise StackError(f"the operator was not ready again in {timeout:.0f} s\n"
+                             f"{self.operator_diagnostics()}") from None
 
     def check(self) -> None:
         """Raise if the node or the control plane died."""

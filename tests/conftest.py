@@ -23,8 +23,8 @@ import redis
 
 from devenv import services
 from devenv.controlplane import ControlPlane, ControlPlaneError, tool_dirs
+from devenv.waiting import wait_until
 from metamapper_operator import crd
-from tests.helpers import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 pytest_plugins = ["tests.chart.helpers"]

@@ -10,9 +10,9 @@ import pymysql
 import redis
 
 from devenv import services
+from devenv.waiting import wait_until
 from metamapper_operator import crd
 from tests.conftest import REPO, Cluster, RabbitMQ
-from tests.helpers import wait_until
 
 
 def test_crd_is_installed_and_served(cluster: Cluster) -> None:

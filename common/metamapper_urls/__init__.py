@@ -87,6 +87,13 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
+def without_credentials(url: str) -> str:
+    """``url`` with no user name, password, query or fragment: the address alone, for a
+    client that sends the credentials another way (an Authorization header)."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=_netloc(parts, None, None), query="", fragment=""))
+
+
 def redact_text(text: str) -> str:
     """``text`` (an error message, a log line) with every URL in it redacted."""
     return _URL_IN_TEXT.sub(lambda match: redact(match[0]), text)

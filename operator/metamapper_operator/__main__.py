@@ -17,10 +17,10 @@ import kopf
 from prometheus_client import start_http_server
 
 from metamapper_operator import __version__
+from metamapper_operator.config import Config
 from metamapper_operator.health import Health
 from metamapper_operator.kube import Kube
 from metamapper_operator.leader import LeaseElector, LeaseSettings, identity
-from metamapper_operator.runtime import Config
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -58,7 +58,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def lease_settings(args: argparse.Namespace, holder: str) -> LeaseSettings:
     namespace, name = args.lease.split("/")
     duration = args.lease_duration
-    return LeaseSettings(namespace, name, holder, duration=duration,
+    return LeaseSettings(namespace=namespace, name=name, identity=holder, duration=duration,
                          renew_deadline=duration * 2 / 3, retry_period=duration * 2 / 15)
 
 

@@ -146,9 +146,8 @@ def _env(fleet: Fleet) -> list[dict[str, Any]]:
             "name": config_map_name(fleet), "key": SETTINGS_KEY}}},
     ]
     if broker.sqs_credentials:
-        secret, id_key, key_key = broker.sqs_credentials
-        env += [_secret_env("AWS_ACCESS_KEY_ID", SecretKeyRef(secret, id_key)),
-                _secret_env("AWS_SECRET_ACCESS_KEY", SecretKeyRef(secret, key_key))]
+        env += [_secret_env("AWS_ACCESS_KEY_ID", broker.sqs_credentials.user),
+                _secret_env("AWS_SECRET_ACCESS_KEY", broker.sqs_credentials.password)]
     if broker.sqs_region:
         env.append({"name": "AWS_DEFAULT_REGION", "value": broker.sqs_region})
     return env + [dict(v) for v in fleet.pods.env]

@@ -30,13 +30,15 @@ from metamapper_operator.builders import (
     desired_objects,
     scheduler_held,
 )
+from metamapper_operator.config import Config
 from metamapper_operator.crd import GROUP, PLURAL, VERSION
 from metamapper_operator.health import Health
 from metamapper_operator.kube import Kube, KubeError, unguarded
 from metamapper_operator.model import Fleet, SpecError, parse
 from metamapper_operator.references import SecretCache, resolve
-from metamapper_operator.runtime import Config, FleetState, Inputs, Key, Runtime
-from metamapper_operator.status import DeploymentState, foreign_template_fields
+from metamapper_operator.runtime import Runtime
+from metamapper_operator.state import FleetState, Key, ReconcileInputs
+from metamapper_operator.status import ConfigMapState, DeploymentState, foreign_template_fields
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +47,7 @@ log = logging.getLogger(__name__)
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo,
                     metamappers: kopf.Index[Key, dict[str, Any]],
                     managed_deployments: kopf.Index[Key, DeploymentState],
-                    managed_configmaps: kopf.Index[Key, tuple[str, str]], **_: Any) -> None:
+                    managed_configmaps: kopf.Index[Key, ConfigMapState], **_: Any) -> None:
     settings.posting.level = logging.INFO
     # Resources are named explicitly; no need to scan CRDs or namespaces (and no RBAC to).
     settings.scanning.disabled = True
@@ -59,7 +61,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo,
         prefix=GROUP, key="last-handled-configuration")
     config = memo.get("config") or Config.from_env(os.environ)
     kube = await Kube.connect(config.identity, memo.get("guard") or unguarded)
-    runtime = Runtime(config, kube, SecretCache(kube.read_secret, config.secret_ttl_seconds))
+    runtime = Runtime(config=config, kube=kube,
+                      secrets=SecretCache(kube.read_secret, config.secret_ttl_seconds))
     memo["runtime"] = runtime
     autoscaler = Autoscaler(runtime, lambda key: deployments_of(managed_deployments, key))
     memo["autoscaler"] = autoscaler
@@ -104,7 +107,7 @@ async def close(memo: kopf.Memo, **_: Any) -> None:
 @kopf.index(GROUP, VERSION, PLURAL)
 def metamappers(namespace: str, name: str, body: kopf.Body, **_: Any
                 ) -> dict[Key, dict[str, Any]]:
-    return {(namespace, name): copy.deepcopy(dict(body))}
+    return {Key(namespace, name): copy.deepcopy(dict(body))}
 
 
 @kopf.index("apps", "v1", "deployments", labels=MANAGED_SELECTOR)
@@ -112,7 +115,7 @@ def managed_deployments(namespace: str, name: str, labels: Mapping[str, str],
                         annotations: Mapping[str, str], spec: Mapping[str, Any],
                         status: Mapping[str, Any], meta: Mapping[str, Any], **_: Any
                         ) -> dict[Key, DeploymentState]:
-    return {(namespace, labels.get(LABEL_INSTANCE, "")): DeploymentState(
+    return {Key(namespace, labels.get(LABEL_INSTANCE, "")): DeploymentState(
         name=name, spec_hash=annotations.get(SPEC_HASH, ""),
         replicas=int(spec.get("replicas", 1)),
         ready=int(status.get("readyReplicas", 0)),
@@ -125,8 +128,10 @@ def managed_deployments(namespace: str, name: str, labels: Mapping[str, str],
 
 @kopf.index("v1", "configmaps", labels=MANAGED_SELECTOR)
 def managed_configmaps(namespace: str, name: str, labels: Mapping[str, str],
-                       annotations: Mapping[str, str], **_: Any) -> dict[Key, tuple[str, str]]:
-    return {(namespace, labels.get(LABEL_INSTANCE, "")): (name, annotations.get(SPEC_HASH, ""))}
+                       annotations: Mapping[str, str], **_: Any
+                       ) -> dict[Key, ConfigMapState]:
+    return {Key(namespace, labels.get(LABEL_INSTANCE, "")):
+            ConfigMapState(name, annotations.get(SPEC_HASH, ""))}
 
 
 def deployments_of(index: kopf.Index[Key, DeploymentState], key: Key
@@ -138,12 +143,13 @@ def deployments_of(index: kopf.Index[Key, DeploymentState], key: Key
 
 
 def inputs_of(body: kopf.Body, deployments: Mapping[str, DeploymentState],
-              configmaps: Mapping[str, str]) -> Inputs:
+              configmaps: Mapping[str, str]) -> ReconcileInputs:
     meta = body.metadata
-    return Inputs(int(meta.get("generation", 0)),
-                  frozenset((meta.get("annotations") or {}).items()),
-                  frozenset((meta.get("labels") or {}).items()),
-                  frozenset(deployments.values()), frozenset(configmaps.items()))
+    return ReconcileInputs(generation=int(meta.get("generation", 0)),
+                           annotations=frozenset((meta.get("annotations") or {}).items()),
+                           labels=frozenset((meta.get("labels") or {}).items()),
+                           deployments=frozenset(deployments.values()),
+                           configmaps=frozenset(configmaps.items()))
 
 
 def reads_secrets(fleet: Fleet | None) -> bool:
@@ -157,7 +163,7 @@ def reads_secrets(fleet: Fleet | None) -> bool:
                                            fleet.scheduler.lock.redis_url_secret))
 
 
-def unchanged(runtime: Runtime, key: Key, inputs: Inputs) -> bool:
+def unchanged(runtime: Runtime, key: Key, inputs: ReconcileInputs) -> bool:
     """Whether a reconcile of ``key`` from ``inputs`` would find what the last one found:
     the same object and children, no failure to retry, and no Secret due to be read
     again."""
@@ -177,7 +183,7 @@ async def reconcile(body: kopf.Body, runtime: Runtime,
     Degraded and raised as kopf's TemporaryError (retried soon) when trying again may
     help, PermanentError (until the spec changes) when it cannot.
     """
-    key: Key = (body.metadata.namespace or "", body.metadata.name or "")
+    key = Key(body.metadata.namespace or "", body.metadata.name or "")
     state, lock = runtime.state(key, body.metadata.uid or "")
     seen_status = dict(body.get("status") or {})
     inputs = inputs_of(body, deployments, configmaps)
@@ -263,7 +269,7 @@ async def _converge(body: kopf.Body, runtime: Runtime, state: FleetState, key: K
                 key, name, deployments[name].replicas)) != obj["spec"]["replicas"]:
             # Same template, other size: bounds or suspend changed. Scale, do not re-apply.
             after = obj["spec"]["replicas"]
-            await kube.scale(key[0], name, after)
+            await kube.scale(key.namespace, name, after)
             runtime.note_scale(key, name, after)
             await kube.event(body.metadata, "Normal", "Scaled",
                              f"Deployment {name} scaled from {before} to {after} "
@@ -281,7 +287,7 @@ async def _converge(body: kopf.Body, runtime: Runtime, state: FleetState, key: K
 @kopf.on.update(GROUP, VERSION, PLURAL)
 async def apply_spec(body: kopf.Body, memo: kopf.Memo,
                      managed_deployments: kopf.Index[Key, DeploymentState],
-                     managed_configmaps: kopf.Index[Key, tuple[str, str]], **_: Any) -> None:
+                     managed_configmaps: kopf.Index[Key, ConfigMapState], **_: Any) -> None:
     runtime: Runtime = memo["runtime"]
     runtime.secrets.forget(body.metadata.namespace or "")
     await _reconcile_from_indexes(body, runtime, managed_deployments, managed_configmaps)
@@ -289,7 +295,7 @@ async def apply_spec(body: kopf.Body, memo: kopf.Memo,
 
 async def resync_loop(runtime: Runtime, bodies: kopf.Index[Key, dict[str, Any]],
                       deployments: kopf.Index[Key, DeploymentState],
-                      configmaps: kopf.Index[Key, tuple[str, str]]) -> None:
+                      configmaps: kopf.Index[Key, ConfigMapState]) -> None:
     """Every resync interval, reconcile every object whose spec or children changed since
     its last reconcile, or whose Secrets are due to be read again: repairs drift the
     handlers missed. An object at rest costs a comparison."""
@@ -312,8 +318,8 @@ async def resync_loop(runtime: Runtime, bodies: kopf.Index[Key, dict[str, Any]],
 
 async def _reconcile_from_indexes(body: kopf.Body, runtime: Runtime,
                                   deployments: kopf.Index[Key, DeploymentState],
-                                  configmaps: kopf.Index[Key, tuple[str, str]]) -> None:
-    key: Key = (body.metadata.namespace or "", body.metadata.name or "")
+                                  configmaps: kopf.Index[Key, ConfigMapState]) -> None:
+    key = Key(body.metadata.namespace or "", body.metadata.name or "")
     await reconcile(body, runtime, deployments_of(deployments, key),
                     dict(configmaps.get(key, [])))
 
@@ -323,7 +329,7 @@ async def forget_deleted(type: str, namespace: str, name: str, memo: kopf.Memo, 
     """A deleted Metamapper's children go with it (owner references); so does our state."""
     runtime: Runtime | None = memo.get("runtime")
     if type == "DELETED" and runtime is not None:
-        runtime.forget((namespace, name))
+        runtime.forget(Key(namespace, name))
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=MANAGED_SELECTOR)
@@ -332,7 +338,7 @@ async def child_changed(namespace: str, labels: Mapping[str, str], memo: kopf.Me
                         **_: Any) -> None:
     """Reflect a child's readiness in its owner's status as soon as it changes."""
     runtime: Runtime | None = memo.get("runtime")
-    key: Key = (namespace, labels.get(LABEL_INSTANCE, ""))
+    key = Key(namespace, labels.get(LABEL_INSTANCE, ""))
     lock = runtime.locks.get(key) if runtime is not None else None
     if runtime is None or lock is None:
         return

@@ -48,7 +48,7 @@ def identity(hostname: str | None = None) -> str:
     return f"{host}_{uuid.uuid4().hex[:12]}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class LeaseSettings:
     """Where the Lease is and its timing (client-go's defaults: 15 s, 10 s, 2 s)."""
 

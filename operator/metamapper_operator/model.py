@@ -44,7 +44,7 @@ class SpecError(ValueError):
         self.message = message
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SecretKeyRef:
     name: str
     key: str
@@ -73,6 +73,24 @@ class Schedule:
     duration_seconds: int
     min_replicas: int
     time_zone: str = "UTC"
+
+
+@dataclass(frozen=True, kw_only=True)
+class CredentialsRef:
+    """A Secret holding a user name and a password, and the keys they are under (for SQS,
+    the access key id and the secret access key)."""
+
+    secret: str
+    user_key: str
+    password_key: str
+
+    @property
+    def user(self) -> SecretKeyRef:
+        return SecretKeyRef(name=self.secret, key=self.user_key)
+
+    @property
+    def password(self) -> SecretKeyRef:
+        return SecretKeyRef(name=self.secret, key=self.password_key)
 
 
 @dataclass(frozen=True)
@@ -114,10 +132,10 @@ class Broker:
     transport: str | None
     redis_key_prefix: str = ""
     rabbitmq_management_url: str | None = None
-    rabbitmq_credentials: tuple[str, str, str] | None = None  # secret, username key, pw key
+    rabbitmq_credentials: CredentialsRef | None = None  # the management API's user
     sqs_region: str | None = None
     sqs_queue_name_prefix: str = ""
-    sqs_credentials: tuple[str, str, str] | None = None  # secret, access key id key, secret key
+    sqs_credentials: CredentialsRef | None = None  # access key id and secret access key
 
 
 @dataclass(frozen=True)
@@ -192,14 +210,17 @@ def transport_of(url: str) -> str:
 def _secret_ref(raw: Mapping[str, Any] | None, default_key: str = "url") -> SecretKeyRef | None:
     if not raw:
         return None
-    return SecretKeyRef(raw["name"], raw.get("key", default_key))
+    return SecretKeyRef(name=raw["name"], key=raw.get("key", default_key))
 
 
-def _triple(raw: Mapping[str, Any] | None, first: str, second: str,
-            defaults: tuple[str, str]) -> tuple[str, str, str] | None:
+def _credentials_ref(raw: Mapping[str, Any] | None, *, user_field: str, password_field: str,
+                     user_key: str, password_key: str) -> CredentialsRef | None:
+    """A ``credentialsSecretRef``: the Secret's name and the keys named by ``user_field``
+    and ``password_field`` (``user_key`` and ``password_key`` when not given)."""
     if not raw:
         return None
-    return raw["name"], raw.get(first, defaults[0]), raw.get(second, defaults[1])
+    return CredentialsRef(secret=raw["name"], user_key=raw.get(user_field, user_key),
+                          password_key=raw.get(password_field, password_key))
 
 
 def _parse_broker(raw: Mapping[str, Any]) -> Broker:
@@ -218,13 +239,15 @@ def _parse_broker(raw: Mapping[str, Any]) -> Broker:
         url=url, url_secret=secret, transport=transport,
         redis_key_prefix=redis.get("globalKeyPrefix", ""),
         rabbitmq_management_url=rabbit.get("managementURL"),
-        rabbitmq_credentials=_triple(rabbit.get("credentialsSecretRef"), "usernameKey",
-                                     "passwordKey", ("username", "password")),
+        rabbitmq_credentials=_credentials_ref(
+            rabbit.get("credentialsSecretRef"), user_field="usernameKey",
+            password_field="passwordKey", user_key="username", password_key="password"),
         sqs_region=sqs.get("region"),
         sqs_queue_name_prefix=sqs.get("queueNamePrefix", ""),
-        sqs_credentials=_triple(sqs.get("credentialsSecretRef"), "accessKeyIdKey",
-                                "secretAccessKeyKey",
-                                ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")),
+        sqs_credentials=_credentials_ref(
+            sqs.get("credentialsSecretRef"), user_field="accessKeyIdKey",
+            password_field="secretAccessKeyKey", user_key="AWS_ACCESS_KEY_ID",
+            password_key="AWS_SECRET_ACCESS_KEY"),
     )
 
 

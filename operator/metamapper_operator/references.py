@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from metamapper_operator.model import (
     WORKER_TASK_TIME_LIMIT,
+    CredentialsRef,
     Fleet,
     SecretKeyRef,
     SpecError,
@@ -63,7 +64,7 @@ class RedisLayout:
                             f"unreadable Redis transport option: {err}") from None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class BrokerAccess:
     """How the autoscaler reaches one fleet's broker. Equal access = one broker."""
 
@@ -92,13 +93,20 @@ async def _secret_value(read: ReadSecret, namespace: str, ref: SecretKeyRef, whe
     return data[ref.key]
 
 
-async def _pair(read: ReadSecret, namespace: str, triple: tuple[str, str, str] | None,
-                where: str) -> tuple[str | None, str | None]:
-    if triple is None:
-        return None, None
-    name, first, second = triple
-    return (await _secret_value(read, namespace, SecretKeyRef(name, first), where),
-            await _secret_value(read, namespace, SecretKeyRef(name, second), where))
+@dataclass(frozen=True, kw_only=True)
+class Credentials:
+    """A user name and a password (or an access key id and a secret access key)."""
+
+    user: str | None = field(default=None, repr=False)
+    password: str | None = field(default=None, repr=False)
+
+
+async def _credentials(read: ReadSecret, namespace: str, ref: CredentialsRef | None,
+                       where: str) -> Credentials:
+    if ref is None:
+        return Credentials()
+    return Credentials(user=await _secret_value(read, namespace, ref.user, where),
+                       password=await _secret_value(read, namespace, ref.password, where))
 
 
 async def resolve(fleet: Fleet, read: ReadSecret) -> BrokerAccess:
@@ -127,21 +135,27 @@ async def resolve(fleet: Fleet, read: ReadSecret) -> BrokerAccess:
     if lock.redis_url_secret is not None:
         await _secret_value(read, ns, lock.redis_url_secret,
                             "spec.scheduler.lock.redisURLSecretRef")
-    user, password = await _pair(read, ns, broker.rabbitmq_credentials,
-                                 "spec.broker.rabbitmq.credentialsSecretRef")
-    if broker.rabbitmq_management_url and user is None:
+    management = await _credentials(read, ns, broker.rabbitmq_credentials,
+                                    "spec.broker.rabbitmq.credentialsSecretRef")
+    if broker.rabbitmq_management_url and management.user is None:
         parsed = parse_url(url)
-        user, password = parsed.username, parsed.password
-    key_id, secret_key = await _pair(read, ns, broker.sqs_credentials,
-                                     "spec.broker.sqs.credentialsSecretRef")
+        management = Credentials(user=parsed.username, password=parsed.password)
+    aws = await _credentials(read, ns, broker.sqs_credentials,
+                             "spec.broker.sqs.credentialsSecretRef")
     return BrokerAccess(
         transport=transport, url=url,
         redis=RedisLayout.of(fleet) if transport == "redis" else RedisLayout(),
-        management_url=broker.rabbitmq_management_url, management_user=user,
-        management_password=password, region=broker.sqs_region,
+        management_url=broker.rabbitmq_management_url, management_user=management.user,
+        management_password=management.password, region=broker.sqs_region,
         queue_name_prefix=broker.sqs_queue_name_prefix,
-        aws_access_key_id=key_id, aws_secret_access_key=secret_key,
+        aws_access_key_id=aws.user, aws_secret_access_key=aws.password,
     )
+
+
+@dataclass(frozen=True)
+class _CachedSecret:
+    read_at: float
+    data: dict[str, str] = field(repr=False)
 
 
 class SecretCache:
@@ -156,7 +170,7 @@ class SecretCache:
     def __init__(self, read: ReadSecret, ttl: float, clock: Callable[[], float] = time.monotonic
                  ) -> None:
         self._read, self._ttl, self._clock = read, ttl, clock
-        self._entries: dict[tuple[str, str], tuple[float, dict[str, str]]] = {}
+        self._entries: dict[tuple[str, str], _CachedSecret] = {}
         self._swept = clock()
 
     def __len__(self) -> int:
@@ -166,18 +180,19 @@ class SecretCache:
         if now - self._swept < self._ttl:
             return
         self._swept = now
-        for key in [k for k, (at, _) in self._entries.items() if now - at >= self._ttl]:
+        for key in [k for k, entry in self._entries.items()
+                    if now - entry.read_at >= self._ttl]:
             del self._entries[key]
 
     async def read(self, namespace: str, name: str) -> dict[str, str] | None:
         key = (namespace, name)
         self._sweep(self._clock())
         entry = self._entries.get(key)
-        if entry is not None and self._clock() - entry[0] < self._ttl:
-            return entry[1]
+        if entry is not None and self._clock() - entry.read_at < self._ttl:
+            return entry.data
         value = await self._read(namespace, name)
         if value is not None:
-            self._entries[key] = (self._clock(), value)
+            self._entries[key] = _CachedSecret(self._clock(), value)
         return value
 
     def forget(self, namespace: str) -> None:

@@ -11,7 +11,7 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from metamapper_operator.autoscale.schedule import Window
 from metamapper_operator.builders import (
@@ -31,7 +31,14 @@ CONDITION_TYPES = ("Ready", "Progressing", "Degraded", "InvalidSpec", "BrokerUnr
                    "GracePeriodTooShort", "Paused")
 
 
-@dataclass(frozen=True)
+class ConfigMapState(NamedTuple):
+    """What the operator knows of its ConfigMap (from its watch index)."""
+
+    name: str
+    spec_hash: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class DeploymentState:
     """What the operator knows of one child Deployment (from its watch index)."""
 
@@ -70,7 +77,7 @@ def foreign_template_fields(managed_fields: Sequence[Mapping[str, Any]], manager
                           .encode()).hexdigest()[:16]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PoolScale:
     """The autoscaler's latest view of a pool."""
 
@@ -84,7 +91,7 @@ class PoolScale:
     throughput_per_pod: float | None = None  # measured, when the pool has a wait target
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Observed:
     """Everything a status is rendered from."""
 

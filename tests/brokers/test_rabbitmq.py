@@ -18,7 +18,7 @@ from tests.conftest import RabbitMQ
 
 def management_access(rabbitmq: RabbitMQ, management_url: str | None = None,
                       password: str | None = None) -> BrokerAccess:
-    return BrokerAccess("rabbitmq", rabbitmq.amqp_url,
+    return BrokerAccess(transport="rabbitmq", url=rabbitmq.amqp_url,
                         management_url=management_url or rabbitmq.management_url,
                         management_user=rabbitmq.user,
                         management_password=password or rabbitmq.password)
@@ -57,17 +57,22 @@ async def test_management_api_counts_ready_and_unacked(
     probe = probe_for(management_access(rabbitmq))
     assert probe.source == "rabbitmq management API: ready + unacked"
     assert await measured(probe, ["default", "checks", "usage"]) == {
-        "default": QueueDepth(3, 0), "checks": QueueDepth(1, 1), "usage": QueueDepth(0, 0)}
+        "default": QueueDepth(waiting=3, in_flight=0),
+        "checks": QueueDepth(waiting=1, in_flight=1),
+        "usage": QueueDepth(waiting=0, in_flight=0),
+    }
     assert probe.round_trips == 1
 
 
 async def test_amqp_counts_ready_only_and_a_missing_queue_as_empty(
         rabbitmq: RabbitMQ, backlog: None) -> None:
-    probe = probe_for(BrokerAccess("rabbitmq", rabbitmq.amqp_url))
+    probe = probe_for(BrokerAccess(transport="rabbitmq", url=rabbitmq.amqp_url))
     assert probe.source == "rabbitmq AMQP passive declare: ready only"
     assert await measured(probe, ["usage", "checks", "default"]) == {
-        "usage": QueueDepth(0, None), "checks": QueueDepth(1, None),
-        "default": QueueDepth(3, None)}
+        "usage": QueueDepth(waiting=0, in_flight=None),
+        "checks": QueueDepth(waiting=1, in_flight=None),
+        "default": QueueDepth(waiting=3, in_flight=None),
+    }
     assert probe.round_trips == 3
 
 
@@ -81,7 +86,7 @@ async def test_management_api_refusal_is_reported_without_the_password(
 
 
 def amqp_through(rabbitmq: RabbitMQ, port: int) -> BrokerAccess:
-    return BrokerAccess("rabbitmq", with_port(rabbitmq, port))
+    return BrokerAccess(transport="rabbitmq", url=with_port(rabbitmq, port))
 
 
 def management_through(rabbitmq: RabbitMQ, port: int) -> BrokerAccess:

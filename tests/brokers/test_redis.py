@@ -18,12 +18,12 @@ from celery import Celery
 from devenv import services
 from devenv.controlplane import free_port
 from devenv.processes import stop_groups
+from devenv.waiting import wait_until
 from metamapper_operator.brokers import ProbeError, QueueDepth, probe_for
 from metamapper_operator.brokers.redis import RedisProbe
 from metamapper_operator.model import parse
 from metamapper_operator.references import BrokerAccess, RedisLayout, resolve
 from tests.brokers.relay import relay
-from tests.helpers import wait_until
 
 PASSWORD = "s3cret-redis-pw"
 
@@ -59,14 +59,17 @@ async def test_every_queue_and_its_priority_keys_in_one_call(
     # Where kombu put them: the lowest step in the queue's key, the others in q\x06\x16N.
     assert [raw.llen(k) for k in (checks, f"{checks}\x06\x163", f"{checks}\x06\x169")] == [0, 1, 2]
 
-    probe = probe_for(BrokerAccess("redis", redis_url))
+    probe = probe_for(BrokerAccess(transport="redis", url=redis_url))
     try:
         depths = await probe.measure([default, checks, usage])
         assert probe.round_trips == 1
     finally:
         await probe.close()
-    assert depths == {default: QueueDepth(3, 0), checks: QueueDepth(3, 0),
-                      usage: QueueDepth(0, 0)}
+    assert depths == {
+        default: QueueDepth(waiting=3, in_flight=0),
+        checks: QueueDepth(waiting=3, in_flight=0),
+        usage: QueueDepth(waiting=0, in_flight=0),
+    }
     assert probe.source == "redis: LLEN + priority keys + unacked (older than 1200 s not counted)"
 
 
@@ -76,15 +79,17 @@ async def test_global_key_prefix_and_database_number(
     send(publisher(redis_url, global_keyprefix="mm-test:"), default, 2)
     assert redis.Redis.from_url(redis_url).llen(f"mm-test:{default}") == 2
 
-    prefixed = BrokerAccess("redis", redis_url, redis=RedisLayout(key_prefix="mm-test:"))
-    assert await measure_once(prefixed, [default]) == {default: QueueDepth(2, 0)}
-    assert await measure_once(BrokerAccess("redis", redis_url), [default]) == {
-        default: QueueDepth(0, 0)}
+    prefixed = BrokerAccess(
+        transport="redis", url=redis_url, redis=RedisLayout(key_prefix="mm-test:")
+    )
+    assert await measure_once(prefixed, [default]) == {default: QueueDepth(waiting=2, in_flight=0)}
+    assert await measure_once(BrokerAccess(transport="redis", url=redis_url), [default]) == {
+        default: QueueDepth(waiting=0, in_flight=0)}
     parts = urlsplit(redis_url)
     database = int(parts.path.strip("/"))
     other = parts._replace(path=f"/{database % 255 + 1}").geturl()
-    assert await measure_once(BrokerAccess("redis", other, redis=RedisLayout(
-        key_prefix="mm-test:")), [default]) == {default: QueueDepth(0, 0)}
+    assert await measure_once(BrokerAccess(transport="redis", url=other, redis=RedisLayout(
+        key_prefix="mm-test:")), [default]) == {default: QueueDepth(waiting=0, in_flight=0)}
 
 
 async def fleet_access(redis_url: str, **settings: Any) -> BrokerAccess:
@@ -110,7 +115,7 @@ async def test_the_fleets_own_transport_options_are_followed(
         send(app, checks, 1, priority=priority)
     assert redis.Redis.from_url(redis_url).llen(f"fleet:{checks}:4") == 1
     access = await fleet_access(redis_url, broker_transport_options=options)
-    assert await measure_once(access, [checks]) == {checks: QueueDepth(3, 0)}
+    assert await measure_once(access, [checks]) == {checks: QueueDepth(waiting=3, in_flight=0)}
 
 
 async def test_in_flight_from_a_real_worker(
@@ -126,16 +131,18 @@ async def test_in_flight_from_a_real_worker(
     # Two processes, prefetch 1 and late acks: two messages delivered and held.
     wait_until(lambda: len(list(tmp_path.glob("started-*"))) == 2, what="two tasks started")
 
-    probe = probe_for(BrokerAccess("redis", redis_url, redis=RedisLayout(key_prefix=prefix)))
+    probe = probe_for(
+        BrokerAccess(transport="redis", url=redis_url, redis=RedisLayout(key_prefix=prefix))
+    )
     try:
         assert await probe.measure([checks, usage]) == {
-            checks: QueueDepth(waiting=3, in_flight=2), usage: QueueDepth(2, 0)}
+            checks: QueueDepth(waiting=3, in_flight=2), usage: QueueDepth(waiting=2, in_flight=0)}
         (tmp_path / "release").touch()
         for _ in range(300):
-            if (await probe.measure([checks]))[checks] == QueueDepth(0, 0):
+            if (await probe.measure([checks]))[checks] == QueueDepth(waiting=0, in_flight=0):
                 break
             await asyncio.sleep(0.1)
-        assert (await probe.measure([checks]))[checks] == QueueDepth(0, 0)
+        assert (await probe.measure([checks]))[checks] == QueueDepth(waiting=0, in_flight=0)
     finally:
         await probe.close()
     assert len(list(tmp_path.glob("started-*"))) == 5
@@ -168,7 +175,7 @@ async def test_one_round_trip_per_measurement_on_the_wire(
     parts = urlsplit(redis_url)
     async with relay(parts.port or 6379) as wire:
         probe = probe_for(BrokerAccess(
-            "redis", parts._replace(netloc=f"127.0.0.1:{wire.port}").geturl()))
+            transport="redis", url=parts._replace(netloc=f"127.0.0.1:{wire.port}").geturl()))
         try:
             await probe.measure(names)  # connects: AUTH/SELECT/CLIENT SETINFO go first
             before, counted = wire.exchanges, probe.round_trips
@@ -178,7 +185,7 @@ async def test_one_round_trip_per_measurement_on_the_wire(
             assert probe.round_trips - counted == 3
         finally:
             await probe.close()
-    assert depths == {name: QueueDepth(1, 0) for name in names}
+    assert depths == {name: QueueDepth(waiting=1, in_flight=0) for name in names}
 
 
 class PrivateRedis:
@@ -214,7 +221,7 @@ def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
 async def test_unreachable_redis_then_recovery(
         private_redis: PrivateRedis, publisher: Callable[..., Celery]) -> None:
     (default,) = queues("default")
-    probe = probe_for(BrokerAccess("redis", private_redis.url))
+    probe = probe_for(BrokerAccess(transport="redis", url=private_redis.url))
     try:
         with pytest.raises(ProbeError) as refused:
             await probe.measure([default])
@@ -223,7 +230,7 @@ async def test_unreachable_redis_then_recovery(
 
         private_redis.start()
         send(publisher(private_redis.url), default, 2)
-        assert await probe.measure([default]) == {default: QueueDepth(2, 0)}
+        assert await probe.measure([default]) == {default: QueueDepth(waiting=2, in_flight=0)}
 
         private_redis.stop()  # the probe's open connection breaks
         with pytest.raises(ProbeError) as broken:
@@ -232,6 +239,6 @@ async def test_unreachable_redis_then_recovery(
 
         private_redis.start()  # empty again: nothing is persisted
         send(publisher(private_redis.url), default, 1)
-        assert await probe.measure([default]) == {default: QueueDepth(1, 0)}
+        assert await probe.measure([default]) == {default: QueueDepth(waiting=1, in_flight=0)}
     finally:
         await probe.close()

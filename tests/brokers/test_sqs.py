@@ -35,11 +35,16 @@ async def test_visible_and_not_visible_per_queue(
                                    VisibilityTimeout=600)
     assert len(received["Messages"]) == 1  # received, not deleted: in flight
 
-    probe = probe_for(BrokerAccess("sqs", url, region="us-east-1", queue_name_prefix=prefix))
+    probe = probe_for(
+        BrokerAccess(transport="sqs", url=url, region="us-east-1", queue_name_prefix=prefix)
+    )
     assert probe.source == "sqs: visible + not visible"
     try:
-        expected = {"default": QueueDepth(2, 1), "checks.high": QueueDepth(2, 0),
-                    "usage": QueueDepth(0, 0)}
+        expected = {
+            "default": QueueDepth(waiting=2, in_flight=1),
+            "checks.high": QueueDepth(waiting=2, in_flight=0),
+            "usage": QueueDepth(waiting=0, in_flight=0),
+        }
         assert await probe.measure(["default", "checks.high", "usage"]) == expected
         # GetQueueUrl for each of the three, GetQueueAttributes for the two that exist.
         assert probe.round_trips == 5

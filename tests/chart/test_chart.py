@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
+from devenv.waiting import wait_until
 from metamapper_operator import crd
 from tests.chart.helpers import (
     BASELINE_GRANTS,
@@ -36,7 +37,6 @@ from tests.chart.helpers import (
     unique,
 )
 from tests.conftest import REPO, Cluster
-from tests.helpers import wait_until
 from tests.operator.conftest import start_operator
 from tests.operator.fleet import apply, broker_secret, fleet, get, items, wait_for_children
 

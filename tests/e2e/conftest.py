@@ -29,9 +29,9 @@ from celery import Celery
 
 from devenv.errors import DevenvError
 from devenv.stack import Stack
+from devenv.waiting import wait_until
 from devenv.workload import MODULE, TASK, Tally, tally
 from metamapper_operator import crd
-from tests.helpers import wait_until
 
 NAMESPACE = "e2e"
 POOL = "default"

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from devenv.waiting import wait_until
 from devenv.workload import Tally, records
 from tests.e2e.conftest import WINDOW_SECONDS, Fleets, PodsWatch, ReplicasWatch
-from tests.helpers import wait_until
 
 
 def test_burst_scales_up_runs_every_task_once_then_scales_down(

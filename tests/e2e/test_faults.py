@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from devenv.waiting import wait_until
 from devenv.workload import Tally, records
 from tests.e2e.conftest import WINDOW_SECONDS, Fleets, ReplicasWatch, Sampler
-from tests.helpers import OwnRedis, wait_until
+from tests.helpers import OwnRedis
 
 VISIBILITY_SECONDS = 8
 

@@ -10,9 +10,9 @@ import time
 import urllib.request
 
 from devenv.stack import OPERATOR_NAMESPACE
+from devenv.waiting import wait_until
 from devenv.workload import HOG, records
 from tests.e2e.conftest import NAMESPACE, Fleet, Fleets
-from tests.helpers import wait_until
 
 COMPILERS = ("cc", "gcc", "g++", "c++", "clang", "make")
 

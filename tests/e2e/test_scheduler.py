@@ -16,8 +16,8 @@ from pathlib import Path
 
 import redis
 
+from devenv.waiting import wait_until
 from tests.e2e.conftest import Fleet, Fleets, Sampler
-from tests.helpers import wait_until
 
 TICKS = "e2e-ticks"
 LOCK_SECONDS, HEARTBEAT_SECONDS = 3, 1

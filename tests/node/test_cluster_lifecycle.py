@@ -17,7 +17,7 @@ from pathlib import Path
 
 from devenv import node
 from devenv.images import build_all
-from tests.helpers import wait_until
+from devenv.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 

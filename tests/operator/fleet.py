@@ -8,9 +8,9 @@ from typing import Any
 
 import yaml
 
+from devenv.waiting import wait_until
 from metamapper_operator import crd
 from tests.conftest import Cluster
-from tests.helpers import wait_until
 
 BROKER_SECRET = "broker"
 BROKER_PASSWORD = "s3cret-pw"  # must never show outside the Secret

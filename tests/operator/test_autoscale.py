@@ -18,8 +18,9 @@ import redis
 from celery import Celery
 
 from devenv import services
+from devenv.waiting import wait_until
 from tests.conftest import Cluster
-from tests.helpers import OwnRedis, wait_until
+from tests.helpers import OwnRedis
 from tests.operator.conftest import OperatorProcess
 from tests.operator.fleet import apply, condition, fleet, get
 

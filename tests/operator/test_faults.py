@@ -21,10 +21,10 @@ import kmock
 import pytest
 
 from devenv.stack import Daemon
+from devenv.waiting import wait_until
 from metamapper_operator.builders import MANAGER
 from metamapper_operator.crd import GROUP, PLURAL, VERSION
 from tests.conftest import Cluster
-from tests.helpers import wait_until
 from tests.operator.conftest import start_operator
 from tests.operator.faultproxy import FaultProxy, status
 from tests.operator.fleet import apply, broker_secret, condition, fleet, get, items

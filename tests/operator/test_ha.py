@@ -27,6 +27,7 @@ from typing import Any
 import redis
 
 from devenv import stack
+from devenv.waiting import wait_until
 from metamapper_operator.leader import EXIT_LOST
 from tests.chart.helpers import (
     ChartAccess,
@@ -36,7 +37,6 @@ from tests.chart.helpers import (
     unique,
 )
 from tests.conftest import Cluster
-from tests.helpers import wait_until
 from tests.operator.conftest import RESYNC_SECONDS, WRITE_VERBS
 from tests.operator.fleet import apply, broker_secret, fleet, get, items
 from tests.operator.test_autoscale import push

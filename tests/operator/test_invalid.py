@@ -17,8 +17,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from devenv.waiting import wait_until
 from tests.conftest import Cluster
-from tests.helpers import wait_until
 from tests.operator.conftest import OperatorProcess
 from tests.operator.fleet import apply, broker_secret, condition, fleet, get, wait_for_children
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
+from devenv.waiting import wait_until
 from tests.conftest import Cluster
-from tests.helpers import wait_until
 from tests.operator.conftest import OperatorProcess
 from tests.operator.fleet import apply, broker_secret, fleet, items
 

@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 import redis
 
+from devenv.waiting import wait_until
 from metamapper_operator.autoscale.drain import DELETION_COST
 from metamapper_operator.builders import LABEL_POOL
 from tests.chart.helpers import (
@@ -40,7 +41,6 @@ from tests.chart.helpers import (
     unique,
 )
 from tests.conftest import Cluster
-from tests.helpers import wait_until
 from tests.operator.conftest import RESYNC_SECONDS, operator_writes, start_operator
 from tests.operator.fleet import apply, broker_secret, fleet, get, items
 from tests.operator.test_autoscale import push

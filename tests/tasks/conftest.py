@@ -18,7 +18,9 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import wait_until
+from devenv.waiting import wait_until
+from metamapper.metastore import connect
+from metamapper.metastore.connection import Database
 
 BIN = Path(sys.executable).parent
 
@@ -139,3 +141,14 @@ def config_module(tmp_path: Path) -> Callable[..., dict[str, str]]:
         return {"METAMAPPER_CELERY_CONFIG_MODULE": name, "PYTHONPATH": str(directory)}
 
     return write
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def metastore_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """A SQLite metastore in ``tmp_path``, or one on the shared PostgreSQL."""
+    if request.param == "postgresql":
+        url = request.getfixturevalue("postgres_dsn")
+    else:
+        url = f"sqlite:///{tmp_path / 'metastore.db'}"
+    with connect(url) as db:
+        yield db

@@ -13,7 +13,7 @@ from typing import Any
 
 import redis
 
-from tests.helpers import wait_until
+from devenv.waiting import wait_until
 
 BIN = Path(sys.executable).parent
 Env = Callable[..., dict[str, str]]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -13,7 +13,7 @@ import pytest
 from metamapper.catalog import Schema, Table
 from metamapper.inspectors import DatastoreUnavailable, inspect
 from metamapper.inspectors.mysql import connect_args
-from metamapper.metastore import catalog_store, connect, datastores, revisions
+from metamapper.metastore import catalog_store, datastores, revisions
 from metamapper.metastore.connection import Database
 from metamapper.revisioner.workflow import run_now
 
@@ -168,17 +168,6 @@ def test_comments_are_read(datastore: tuple[str, str, Execute]) -> None:
         execute("CREATE TABLE t (c INTEGER COMMENT 'a count') COMMENT 'facts'")
     table = _table(inspect(url), "t")
     assert (table.comment, table.columns[0].comment) == ("facts", "a count")
-
-
-@pytest.fixture
-def metastore_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    """A SQLite or a PostgreSQL metastore."""
-    if request.param == "postgresql":
-        url = request.getfixturevalue("postgres_dsn")
-    else:
-        url = f"sqlite:///{tmp_path / 'metastore.db'}"
-    with connect(url) as db:
-        yield db
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
@@ -17,14 +16,10 @@ from metamapper.metastore.migrations import LATEST, applied_versions, migrate
 from metamapper.revisioner import workflow
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    if request.param == "postgresql":
-        url = request.getfixturevalue("postgres_dsn")
-    else:
-        url = f"sqlite:///{tmp_path / 'metastore.db'}"
-    with connect(url) as database:
-        yield database
+@pytest.fixture
+def db(metastore_db: Database) -> Database:
+    """Every test here runs on both metastores (``metastore_db``'s parameters)."""
+    return metastore_db
 
 
 def test_migrations_apply_once(db: Database) -> None:

@@ -16,8 +16,8 @@ from urllib.parse import quote, urlsplit
 
 import psycopg
 
+from devenv.waiting import wait_until
 from metamapper.metastore import connect, datastores, heartbeats, revisions, runs
-from tests.helpers import wait_until
 
 BIN = Path(sys.executable).parent
 Env = Callable[..., dict[str, str]]

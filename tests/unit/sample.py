@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from metamapper_operator.status import DeploymentState
+
 BODY: dict[str, Any] = {
     "metadata": {"namespace": "ns", "name": "mm", "uid": "u-1", "generation": 3},
     "spec": {
@@ -22,3 +24,9 @@ def body(**spec: Any) -> dict[str, Any]:
     changed = copy.deepcopy(BODY)
     changed["spec"].update(spec)
     return changed
+
+
+def settled(name: str, replicas: int = 1) -> DeploymentState:
+    """A Deployment of ``replicas`` pods, all of them ready and up to date."""
+    return DeploymentState(name=name, spec_hash="h", replicas=replicas, ready=replicas,
+                           updated=replicas, generation=1, observed_generation=1)

@@ -16,8 +16,8 @@ from metamapper_operator.builders import (
     scheduler_held,
 )
 from metamapper_operator.model import parse
-from metamapper_operator.status import DeploymentState, Observed, render
-from tests.unit.sample import BODY, body
+from metamapper_operator.status import Observed, render
+from tests.unit.sample import BODY, body, settled
 
 
 def objects(raw: dict[str, Any], current: dict[str, int] | None = None) -> dict[str, dict]:
@@ -62,9 +62,8 @@ def test_a_non_redis_broker_without_a_lock_redis_holds_back_only_the_scheduler()
     assert "lock.redisURL" in (scheduler_held(fleet, "rabbitmq") or "")
     assert {o["metadata"]["name"] for o in desired_objects(fleet, "rabbitmq", {})} == {
         "mm-celery", "mm-default"}
-    deps = {"mm-default": DeploymentState("mm-default", "h", 1, ready=1, updated=1,
-                                          generation=1, observed_generation=1)}
-    status = render(Observed(3, "t", fleet, "rabbitmq", deployments=deps), {})
+    status = render(Observed(generation=3, now="t", fleet=fleet, transport="rabbitmq",
+                             deployments={"mm-default": settled("mm-default")}), {})
     conditions = {c["type"]: c for c in status["conditions"]}
     assert status["scheduler"]["state"] == "Held"
     assert conditions["InvalidSpec"]["status"] == "False"

@@ -63,8 +63,9 @@ class Clock:
 
 
 def elector(api: FakeLeases, clock: Clock, name: str, lost: list[str]) -> LeaseElector:
-    settings = LeaseSettings("ops", "lease", name, duration=15, renew_deadline=10,
-                             retry_period=2)
+    settings = LeaseSettings(
+        namespace="ops", name="lease", identity=name, duration=15, renew_deadline=10, retry_period=2
+    )
     return LeaseElector(settings, api, lost=lost.append, clock=clock)  # type: ignore[arg-type]
 
 
@@ -75,7 +76,14 @@ def test_identity_is_the_pod_name_and_unique() -> None:
 
 def test_timing_must_let_the_leader_stop_before_anyone_takes_over() -> None:
     with pytest.raises(ValueError, match="renew deadline < duration"):
-        LeaseSettings("ops", "lease", "a", duration=10, renew_deadline=10, retry_period=2)
+        LeaseSettings(
+            namespace="ops",
+            name="lease",
+            identity="a",
+            duration=10,
+            renew_deadline=10,
+            retry_period=2,
+        )
 
 
 def test_one_leader_takeover_after_the_duration_and_the_old_one_stops() -> None:

@@ -73,21 +73,25 @@ def condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
 
 
 def test_status_shows_the_pause_and_no_stale_measurement() -> None:
-    deps = {"mm-default": DeploymentState("mm-default", "h", 2, ready=2, updated=2,
-                                          generation=1, observed_generation=1)}
+    deps = {"mm-default": DeploymentState(name="mm-default", spec_hash="h", replicas=2,
+                                          ready=2, updated=2, generation=1,
+                                          observed_generation=1)}
     scaling = {"default": PoolScale(backlog=7, source="redis", desired=2)}
-    running = render(Observed(1, "t", parse(BODY), "redis", deployments=deps,
-                              scaling=scaling), {})
+
+    def status(body: dict[str, Any], previous: dict[str, Any],
+               **scaled: Any) -> dict[str, Any]:
+        return render(Observed(generation=1, now="t", fleet=parse(body), transport="redis",
+                               deployments=deps, **scaled), previous)
+
+    running = status(BODY, {}, scaling=scaling)
     assert condition(running, "Paused")["status"] == "False"
     assert running["pools"][0]["backlog"] == 7
 
-    pinned = render(Observed(1, "t", parse(annotated(**{PAUSED_REPLICAS: "2"})), "redis",
-                             deployments=deps, scaling=scaling), running)
+    pinned = status(annotated(**{PAUSED_REPLICAS: "2"}), running, scaling=scaling)
     paused = condition(pinned, "Paused")
     assert (paused["status"], paused["reason"]) == ("True", "PinnedReplicas")
     assert "held at 2 pods" in paused["message"]
     assert "backlog" not in pinned["pools"][0] and "backlog" not in pinned
     assert condition(pinned, "Ready")["status"] == "True"
-    held = render(Observed(1, "t", parse(annotated(**{PAUSED: "true"})), "redis",
-                           deployments=deps), running)
+    held = status(annotated(**{PAUSED: "true"}), running)
     assert condition(held, "Paused")["reason"] == "Annotation"

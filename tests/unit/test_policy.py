@@ -49,12 +49,19 @@ def test_scale_down_follows_the_highest_recommendation_in_the_window() -> None:
 
 
 def test_max_scale_up_step_limits_growth() -> None:
-    bounds = Bounds(1, 10, 4, max_step=2)
+    bounds = Bounds(min_replicas=1, max_replicas=10, target=4, max_step=2)
     assert decide(bounds, 1, 40, 0, History()).replicas == 3
 
 
 def test_scale_to_zero_after_cooldown_and_wake_on_activation() -> None:
-    bounds = Bounds(0, 5, 4, activation=2, stabilization_seconds=0, zero_cooldown_seconds=60)
+    bounds = Bounds(
+        min_replicas=0,
+        max_replicas=5,
+        target=4,
+        activation=2,
+        stabilization_seconds=0,
+        zero_cooldown_seconds=60,
+    )
     assert run(bounds, 2, [(0, 8), (10, 0)]).replicas == 1           # cooling down
     assert run(bounds, 2, [(0, 8), (10, 0), (61, 0)]).replicas == 0  # idle for 61 s
     assert run(bounds, 0, [(0, 2)]).replicas == 0                    # not above activation
@@ -63,7 +70,7 @@ def test_scale_to_zero_after_cooldown_and_wake_on_activation() -> None:
 
 def test_broker_errors_never_scale_down() -> None:
     assert decide(BOUNDS, 7, None, 0, History()).replicas == 7
-    fallback = Bounds(1, 10, 4, fallback=4)
+    fallback = Bounds(min_replicas=1, max_replicas=10, target=4, fallback=4)
     assert decide(fallback, 2, None, 0, History()).replicas == 4
     assert decide(fallback, 6, None, 0, History()).replicas == 6
 
@@ -77,10 +84,24 @@ def test_restart_does_not_scale_down_for_one_window() -> None:
 
 bounds_strategy = st.builds(
     lambda lo, span, target, act, win, cool, tol, step: Bounds(
-        lo, lo + span, target, act, win, cool, tol, step),
-    st.integers(0, 5), st.integers(1, 20), st.integers(1, 50), st.integers(0, 10),
-    st.sampled_from([0.0, 30.0, 300.0]), st.sampled_from([0.0, 60.0]),
-    st.sampled_from([0.0, 0.1, 0.5]), st.integers(0, 3))
+        min_replicas=lo,
+        max_replicas=lo + span,
+        target=target,
+        activation=act,
+        stabilization_seconds=win,
+        zero_cooldown_seconds=cool,
+        tolerance=tol,
+        max_step=step,
+    ),
+    st.integers(0, 5),
+    st.integers(1, 20),
+    st.integers(1, 50),
+    st.integers(0, 10),
+    st.sampled_from([0.0, 30.0, 300.0]),
+    st.sampled_from([0.0, 60.0]),
+    st.sampled_from([0.0, 0.1, 0.5]),
+    st.integers(0, 3),
+)
 observations = st.lists(st.tuples(st.floats(0, 100), st.one_of(st.none(), st.integers(0, 5000))),
                         min_size=1, max_size=12)
 

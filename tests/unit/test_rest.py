@@ -14,11 +14,12 @@ import pytest
 from metamapper_operator import handlers
 from metamapper_operator.autoscale import loop
 from metamapper_operator.autoscale.policy import decide
+from metamapper_operator.config import Config
 from metamapper_operator.model import Schedule, parse
 from metamapper_operator.references import SecretCache
-from metamapper_operator.runtime import Config, Runtime
+from metamapper_operator.runtime import Runtime
 from metamapper_operator.status import DeploymentState
-from tests.unit.test_builders import BODY
+from tests.unit.sample import BODY
 from tests.unit.test_wiring import ACCESS, KEY, FakeKube, FakeProbe, setup
 
 
@@ -120,16 +121,17 @@ def test_a_schedule_window_is_evaluated_only_when_it_can_change(
 def test_a_resync_skips_only_objects_whose_inputs_did_not_change() -> None:
     async def scenario() -> None:
         kube = FakeKube()
-        runtime = Runtime(Config(secret_ttl_seconds=300), kube,  # type: ignore[arg-type]
-                          SecretCache(kube.read_secret, 300))
+        runtime = Runtime(config=Config(secret_ttl_seconds=300),
+                          kube=kube,  # type: ignore[arg-type]
+                          secrets=SecretCache(kube.read_secret, 300))
         raw = copy.deepcopy(BODY)
-        raw["metadata"].update(namespace=KEY[0], name=KEY[1], uid="u-1")
+        raw["metadata"].update(namespace=KEY.namespace, name=KEY.name, uid="u-1")
         body = kopf.Body(raw)
-        deployments = {"mm-default": DeploymentState("mm-default", "h", 1)}
+        deployments = {"mm-default": DeploymentState(name="mm-default", spec_hash="h", replicas=1)}
         await handlers.reconcile(body, runtime, deployments, {})
         assert handlers.unchanged(runtime, KEY, handlers.inputs_of(body, deployments, {}))
 
-        resized = {"mm-default": DeploymentState("mm-default", "h", 3)}
+        resized = {"mm-default": DeploymentState(name="mm-default", spec_hash="h", replicas=3)}
         assert not handlers.unchanged(runtime, KEY, handlers.inputs_of(body, resized, {}))
         annotated = copy.deepcopy(raw)
         annotated["metadata"]["annotations"] = {"autoscaling.metamapper.io/paused": "true"}

@@ -11,7 +11,15 @@ from hypothesis import strategies as st
 
 from metamapper_operator.brokers.base import secrets_of
 from metamapper_operator.references import BrokerAccess
-from metamapper_urls import REDACTED, URLError, parse_url, redact, redact_text, scrub
+from metamapper_urls import (
+    REDACTED,
+    URLError,
+    parse_url,
+    redact,
+    redact_text,
+    scrub,
+    without_credentials,
+)
 
 
 def test_credentials_are_percent_decoded() -> None:
@@ -45,10 +53,10 @@ def test_every_credential_of_a_url_is_redacted(url: str, shown: str) -> None:
 
 
 def test_error_messages_lose_query_passwords_and_key_ids() -> None:
-    access = BrokerAccess("redis", "redis://r:6379/0?password=p%40ss")
+    access = BrokerAccess(transport="redis", url="redis://r:6379/0?password=p%40ss")
     message = "auth failed for redis://r:6379/0?password=p%40ss (password p@ss)"
     assert "p@ss" not in scrub(message, secrets_of(access))
-    sqs = BrokerAccess("sqs", "sqs://", aws_access_key_id="AKIAKEYID",
+    sqs = BrokerAccess(transport="sqs", url="sqs://", aws_access_key_id="AKIAKEYID",
                        aws_secret_access_key="s3cret")
     assert scrub("InvalidClientTokenId: AKIAKEYID", secrets_of(sqs)) == (
         "InvalidClientTokenId: ***")
@@ -83,3 +91,12 @@ def test_a_password_is_never_shown(password: str, user: str) -> None:
     assert shown not in redact(url)
     assert shown not in redact_text(f"error for {url}")
     assert shown not in redact_text(f"error for '{url}': refused")
+
+
+@pytest.mark.parametrize(("url", "address"), [
+    ("http://user:p%40ss@rabbit:15672/?password=x#top", "http://rabbit:15672/"),
+    ("http://guest:guest@[::1]:15672", "http://[::1]:15672"),
+    ("https://rabbit/mgmt", "https://rabbit/mgmt"),
+])
+def test_an_address_without_credentials_keeps_host_port_and_path(url: str, address: str) -> None:
+    assert without_credentials(url) == address

@@ -24,17 +24,19 @@ from metamapper_operator.autoscale import loop
 from metamapper_operator.autoscale.drain import DELETION_COST, IDLE_COST, SILENT_COST
 from metamapper_operator.autoscale.loop import Autoscaler
 from metamapper_operator.brokers import QueueDepth
+from metamapper_operator.config import Config
 from metamapper_operator.handlers import supervise
 from metamapper_operator.health import Health
 from metamapper_operator.kube import Kube, KubeError
 from metamapper_operator.model import parse
 from metamapper_operator.references import BrokerAccess, SecretCache
-from metamapper_operator.runtime import Config, Key, Runtime
+from metamapper_operator.runtime import Runtime
+from metamapper_operator.state import Key
 from metamapper_operator.status import DeploymentState
 from tests.unit.sample import BODY
 
-KEY: Key = ("wiring", "mm")
-ACCESS = BrokerAccess("redis", "redis://r:6379/0")
+KEY = Key("wiring", "mm")
+ACCESS = BrokerAccess(transport="redis", url="redis://r:6379/0")
 
 
 @dataclass
@@ -90,7 +92,7 @@ class FakeProbe:
     async def measure(self, queues: Collection[str]) -> dict[str, QueueDepth]:
         if self.during is not None:
             self.during()
-        return {queue: QueueDepth(self.waiting, 0) for queue in queues}
+        return {queue: QueueDepth(waiting=self.waiting, in_flight=0) for queue in queues}
 
     async def close(self) -> None:
         pass
@@ -99,11 +101,11 @@ class FakeProbe:
 def setup(uid: str = "u-1", waiting: int = 9, replicas: int = 1
           ) -> tuple[Runtime, FakeKube, Autoscaler]:
     kube = FakeKube()
-    runtime = Runtime(Config(poll_seconds=1), kube,  # type: ignore[arg-type]
-                      SecretCache(kube.read_secret, 60))
+    runtime = Runtime(config=Config(poll_seconds=1), kube=kube,  # type: ignore[arg-type]
+                      secrets=SecretCache(kube.read_secret, 60))
     adopt(runtime, uid)
     autoscaler = Autoscaler(runtime, lambda key: {
-        "mm-default": DeploymentState("mm-default", "h", replicas)}
+        "mm-default": DeploymentState(name="mm-default", spec_hash="h", replicas=replicas)}
         if key in runtime.fleets else {})
     autoscaler.probes[ACCESS] = FakeProbe(waiting)
     return runtime, kube, autoscaler
@@ -112,13 +114,13 @@ def setup(uid: str = "u-1", waiting: int = 9, replicas: int = 1
 def adopt(runtime: Runtime, uid: str, generation: int = 3) -> None:
     """What the reconciler does for an object: its state, from its spec."""
     raw = copy.deepcopy(BODY)
-    raw["metadata"].update(namespace=KEY[0], name=KEY[1], uid=uid, generation=generation)
+    raw["metadata"].update(namespace=KEY.namespace, name=KEY.name, uid=uid, generation=generation)
     state, _ = runtime.state(KEY, uid)
     state.fleet, state.access, state.generation = parse(raw), ACCESS, generation
 
 
 def series(name: str) -> float | None:
-    return REGISTRY.get_sample_value(name, {"namespace": KEY[0], "metamapper": KEY[1],
+    return REGISTRY.get_sample_value(name, {"namespace": KEY.namespace, "metamapper": KEY.name,
                                             "pool": "default"})
 
 
@@ -251,9 +253,10 @@ def test_no_children_are_created_for_an_object_that_is_gone() -> None:
     on every resync)."""
     async def scenario(live_uid: str | None) -> tuple[list[str], bool]:
         kube = FakeKube(live_uid=live_uid)
-        runtime = Runtime(Config(), kube, SecretCache(kube.read_secret, 60))  # type: ignore[arg-type]
+        runtime = Runtime(config=Config(), kube=kube,  # type: ignore[arg-type]
+                          secrets=SecretCache(kube.read_secret, 60))
         raw = copy.deepcopy(BODY)
-        raw["metadata"].update(namespace=KEY[0], name=KEY[1], uid="u-1")
+        raw["metadata"].update(namespace=KEY.namespace, name=KEY.name, uid="u-1")
         await handlers.reconcile(kopf.Body(raw), runtime, {}, {})
         return kube.applied, KEY in runtime.fleets
 
@@ -272,11 +275,12 @@ def test_a_stalled_request_cannot_hold_a_cycle_or_a_lock() -> None:
 
     async def scenario() -> None:
         kube = StalledKube()
-        runtime = Runtime(Config(poll_seconds=0.1, cycle_limit_seconds=0.3), kube,  # type: ignore[arg-type]
-                          SecretCache(kube.read_secret, 60))
+        runtime = Runtime(config=Config(poll_seconds=0.1, cycle_limit_seconds=0.3),
+                          kube=kube,  # type: ignore[arg-type]
+                          secrets=SecretCache(kube.read_secret, 60))
         adopt(runtime, "u-1")
         autoscaler = Autoscaler(runtime, lambda key: {
-            "mm-default": DeploymentState("mm-default", "h", 1)})
+            "mm-default": DeploymentState(name="mm-default", spec_hash="h", replicas=1)})
         autoscaler.probes[ACCESS] = FakeProbe(9)
         task = asyncio.create_task(autoscaler.run())
         await asyncio.sleep(1.2)

@@ -35,8 +35,10 @@ from metamapper_operator.builders import (
 )
 from metamapper_operator.kube import KubeError
 from metamapper_operator.model import Fleet, Pool, Schedule
+from metamapper_operator.publish import now
 from metamapper_operator.references import BrokerAccess
-from metamapper_operator.runtime import Key, Runtime, now
+from metamapper_operator.runtime import Runtime
+from metamapper_operator.state import Key
 from metamapper_operator.status import DeploymentState, PoolScale
 
 log = logging.getLogger(__name__)
@@ -54,15 +56,17 @@ def backlog_of(pool: Pool, depths: Mapping[str, QueueDepth]) -> int:
     """Messages waiting on the pool's queues, plus in flight when the pool counts them."""
     total = 0
     for queue in pool.queues:
-        depth = depths.get(queue, QueueDepth(0, 0))
+        depth = depths.get(queue, QueueDepth(waiting=0, in_flight=0))
         total += depth.waiting
         if pool.autoscaling.count_in_flight and depth.in_flight:
             total += depth.in_flight
     return total
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Measurement:
+    """One broker's answer: the depths, or the error (redacted) that stopped them."""
+
     depths: dict[str, QueueDepth] | None
     source: str | None
     error: str | None = None
@@ -202,10 +206,10 @@ class Autoscaler:
             metrics.probe_errors.labels(*labels).inc()
             if not isinstance(err, ProbeError):
                 err = probe_error(access, access.display, err)
-            return Measurement(None, source, str(err))
+            return Measurement(depths=None, source=source, error=str(err))
         finally:
             metrics.probe_seconds.labels(*labels).observe(self.clock() - started)
-        return Measurement(depths, source)
+        return Measurement(depths=depths, source=source)
 
     async def cycle(self) -> None:
         groups = self._groups()
@@ -275,7 +279,7 @@ class Autoscaler:
     async def _event(self, key: Key, kind: str, reason: str, message: str) -> None:
         state = self.runtime.fleets.get(key)
         uid = state.uid if state else None
-        await self.runtime.kube.event({"namespace": key[0], "name": key[1], "uid": uid},
+        await self.runtime.kube.event({"namespace": key.namespace, "name": key.name, "uid": uid},
                                       kind, reason, message)
 
     def _inputs(self, member: Member, measurement: Measurement, wall: datetime.datetime
@@ -351,7 +355,7 @@ class Autoscaler:
         if scale == previous:
             return False
         state.scaling[pool.name] = scale
-        labels = (key[0], key[1], pool.name)
+        labels = (key.namespace, key.name, pool.name)
         if backlog is not None:
             metrics.backlog.labels(*labels).set(backlog)
         metrics.desired_replicas.labels(*labels).set(decision.replicas)
@@ -377,10 +381,10 @@ class Autoscaler:
 
     async def _resize(self, key: Key, pool: Pool, name: str, current: int, target: int,
                       reason: str) -> None:
-        await self.runtime.kube.scale(key[0], name, target)
+        await self.runtime.kube.scale(key.namespace, name, target)
         self.runtime.note_scale(key, name, target)
         direction = "up" if target > current else "down"
-        metrics.scale_events.labels(key[0], key[1], pool.name, direction).inc()
+        metrics.scale_events.labels(key.namespace, key.name, pool.name, direction).inc()
         await self._event(key, "Normal", f"Scaled{direction.capitalize()}",
                           f"pool {pool.name}: {current} -> {target} pods ({reason})")
 

@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 from metamapper_operator.model import Pool
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Bounds:
     """A pool's autoscaling knobs, as the policy sees them."""
 
@@ -53,11 +54,18 @@ class Bounds:
         return max(self.min_replicas, min(self.max_replicas, replicas))
 
 
+class Recommendation(NamedTuple):
+    """The size the backlog asked for at one time (before stabilization)."""
+
+    at: float
+    replicas: int
+
+
 @dataclass(frozen=True)
 class History:
     """What the policy remembers of a pool between decisions."""
 
-    recommendations: tuple[tuple[float, int], ...] = ()  # (time, recommendation)
+    recommendations: tuple[Recommendation, ...] = ()
     last_active: float | None = None                      # last time backlog > activation
 
 
@@ -88,14 +96,14 @@ def decide(bounds: Bounds, current: int, backlog: int | None, now: float,
         return Decision(held, f"broker unreachable: holding {held} pods", history)
 
     if not history.recommendations:  # first sight: behave as if we had been at this size
-        history = History(((now, current),), now)
+        history = History((Recommendation(now, current),), now)
     active = backlog > bounds.activation
     last_active = now if active else history.last_active
     recommendation, reason = recommend(bounds, current, backlog)
 
     window_start = now - bounds.stabilization_seconds
-    kept = tuple((t, r) for t, r in history.recommendations if t >= window_start)
-    recommendations = (*kept, (now, recommendation))
+    kept = tuple(r for r in history.recommendations if r.at >= window_start)
+    recommendations = (*kept, Recommendation(now, recommendation))
     history = replace(history, recommendations=recommendations, last_active=last_active)
 
     desired = recommendation
@@ -105,7 +113,7 @@ def decide(bounds: Bounds, current: int, backlog: int | None, now: float,
             reason += f", at most {bounds.max_step} more per step"
         return Decision(desired, reason, history)
     if desired < current:
-        stable = max(r for _, r in recommendations)
+        stable = max(r.replicas for r in recommendations)
         if stable > desired:
             desired = min(current, stable)
             reason += f"; held at {desired} by the {bounds.stabilization_seconds:.0f}s window"
@@ -121,4 +129,4 @@ def at_rest(history: History, current: int) -> bool:
     size, so the same backlog gives the same decision at any later time (no window or
     cooldown is running out)."""
     return bool(history.recommendations) and all(
-        r == current for _, r in history.recommendations)
+        r.replicas == current for r in history.recommendations)

@@ -18,14 +18,14 @@ import asyncio
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote
 
 import aiohttp
 import amqp
 
 from metamapper_operator.brokers.base import DEFAULT_TIMEOUT, QueueDepth, probe_error
 from metamapper_operator.references import BrokerAccess
-from metamapper_urls import parse_url, redact
+from metamapper_urls import parse_url, redact, without_credentials
 
 AMQP_PORTS = {"amqp": 5672, "pyamqp": 5672, "amqps": 5671}
 
@@ -64,7 +64,7 @@ class ManagementProbe:
         self._access = access
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
-        parts, parsed = urlsplit(access.management_url), parse_url(access.management_url)
+        parsed = parse_url(access.management_url)
         self._where = f"rabbitmq management API {redact(access.management_url)}"
         # Credentials travel in the Authorization header, never in the URL (which error
         # messages show).
@@ -72,9 +72,7 @@ class ManagementProbe:
         password = access.management_password or parsed.password or ""
         self._headers = {"Authorization": aiohttp.encode_basic_auth(user, password)
                          } if user else {}
-        host = parsed.host or ""
-        netloc = f"{host}:{parsed.port}" if parsed.port else host
-        base = urlunsplit(parts._replace(netloc=netloc, query="", fragment="")).rstrip("/")
+        base = without_credentials(access.management_url).rstrip("/")
         vhost = amqp_address(access.url).vhost
         self._url = f"{base}/api/queues/{quote(vhost, safe='')}"
 

@@ -1,0 +1,33 @@
+"""The operator-wide settings: what the command line (or the environment) decides."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    """Operator-wide settings, from the command line."""
+
+    resync_seconds: float = 60.0
+    """Every object is reconciled again this often (repairs drift nobody announced)."""
+    poll_seconds: float = 5.0
+    """How often the autoscaler measures every broker."""
+    secret_ttl_seconds: float = 300.0
+    """How long a Secret read is reused before it is read again."""
+    cycle_limit_seconds: float = 30.0
+    """The longest one autoscaling cycle may take (at least one polling interval)."""
+    identity: str = "metamapper-operator"
+    """This process, as named in its requests' User-Agent and as a Lease holder."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Config:
+        """Settings from METAMAPPER_* variables (the command line sets them)."""
+        defaults = cls()
+        return cls(
+            resync_seconds=float(env.get("METAMAPPER_RESYNC_SECONDS", defaults.resync_seconds)),
+            poll_seconds=float(env.get("METAMAPPER_POLL_SECONDS", defaults.poll_seconds)),
+            secret_ttl_seconds=float(env.get("METAMAPPER_SECRET_TTL_SECONDS",
+                                             defaults.secret_ttl_seconds)),
+        )

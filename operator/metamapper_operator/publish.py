@@ -1,0 +1,37 @@
+"""Status publishing: render a Metamapper's status and write only what changed."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping
+from typing import Any
+
+from metamapper_operator.kube import Kube
+from metamapper_operator.state import FleetState, Key
+from metamapper_operator.status import DeploymentState, Observed, changes, render
+
+
+def now() -> str:
+    """The time as status fields and conditions show it (RFC 3339, seconds, UTC)."""
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def publish(kube: Kube, key: Key, state: FleetState,
+                  deployments: Mapping[str, DeploymentState],
+                  seen_status: Mapping[str, Any] | None = None) -> None:
+    """Render the status of ``key`` from ``state`` and write it if it differs from the
+    last one written or seen (``seen_status``, the object's status as the watch saw it)."""
+    if seen_status is not None and state.status is None:
+        state.status = seen_status
+    previous = state.status or {}
+    observed = Observed(
+        generation=state.generation, now=now(), fleet=state.fleet,
+        transport=state.access.transport if state.access else None,
+        invalid=state.invalid, failure=state.failure, broker_error=state.broker_error,
+        deployments=deployments, scaling=state.scaling,
+    )
+    new = render(observed, previous)
+    patch = changes(previous, new)
+    if patch:
+        await kube.patch_status(key.namespace, key.name, patch)
+        state.status = {**{k: v for k, v in previous.items() if k == "kopf"}, **new}

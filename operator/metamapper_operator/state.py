@@ -1,0 +1,111 @@
+"""What the operator remembers of each Metamapper between events, in memory.
+
+Everything here is rebuilt from the cluster on start (kopf's resume handlers and
+indexes), so losing it on a restart loses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from metamapper_operator.model import Fleet
+from metamapper_operator.references import BrokerAccess
+from metamapper_operator.status import PoolScale
+
+# How long a size the operator set may take to show in the Deployment watch index.
+SCALE_SETTLE_SECONDS = 10.0
+
+
+class Key(NamedTuple):
+    """A Metamapper's place. A tuple, so kopf's index keys ``(namespace, name)`` find it."""
+
+    namespace: str
+    name: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReconcileInputs:
+    """What a reconcile of one Metamapper starts from: its spec and metadata as far as
+    the operator reads them, and its children as the watch indexes show them."""
+
+    generation: int
+    annotations: frozenset[tuple[str, str]]
+    labels: frozenset[tuple[str, str]]
+    deployments: frozenset[Any]
+    configmaps: frozenset[Any]
+
+
+@dataclass
+class FleetState:
+    """What the reconciler learned of one Metamapper, for the status and the autoscaler."""
+
+    uid: str = ""
+    generation: int = 0
+    fleet: Fleet | None = None
+    access: BrokerAccess | None = None
+    invalid: str | None = None
+    failure: str | None = None
+    broker_error: str | None = None
+    held: str | None = None  # why the scheduler is held back (a Warning event was posted)
+    # Per Deployment, the foreign template fields last overwritten (see handlers._converge).
+    repaired: dict[str, str] = field(default_factory=dict)
+    scaling: dict[str, PoolScale] = field(default_factory=dict)
+    status: Mapping[str, Any] | None = None  # as last written or seen
+    # What the last reconcile that succeeded started from, and when (monotonic): a resync
+    # finding the same skips the object (see handlers.resync_loop).
+    reconciled: ReconcileInputs | None = None
+    reconciled_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class ScaledSize:
+    """A size the operator set on a Deployment, and when (``time.monotonic``)."""
+
+    replicas: int
+    at: float
+
+
+@dataclass
+class ObjectStates:
+    """State and lock by Metamapper. Only the reconciler creates an object's state
+    (:meth:`state`); everyone else looks it up and skips an object that has none, so
+    nothing brings back the state of a deleted object, and a re-created one (a new uid)
+    starts afresh."""
+
+    fleets: dict[Key, FleetState] = field(default_factory=dict)
+    locks: dict[Key, asyncio.Lock] = field(default_factory=dict)
+    scaled: dict[tuple[Key, str], ScaledSize] = field(default_factory=dict)
+    clock: Callable[[], float] = time.monotonic
+
+    def state(self, key: Key, uid: str) -> tuple[FleetState, asyncio.Lock]:
+        """The state and lock of the object ``key`` with ``uid``; a new object's are new."""
+        state = self.fleets.get(key)
+        if state is None or state.uid != uid:
+            self.forget(key)
+            state = self.fleets[key] = FleetState(uid=uid)
+            self.locks[key] = asyncio.Lock()
+        return state, self.locks[key]
+
+    def note_scale(self, key: Key, deployment: str, replicas: int) -> None:
+        """Remember a size just set, until the watch index shows it."""
+        self.scaled[(key, deployment)] = ScaledSize(replicas, self.clock())
+
+    def replicas(self, key: Key, deployment: str, indexed: int) -> int:
+        """A Deployment's size: the index's, or one just set that it does not show yet."""
+        noted = self.scaled.get((key, deployment))
+        if (noted and noted.replicas != indexed
+                and self.clock() - noted.at < SCALE_SETTLE_SECONDS):
+            return noted.replicas
+        self.scaled.pop((key, deployment), None)
+        return indexed
+
+    def forget(self, key: Key) -> None:
+        """Drop everything about a Metamapper that is gone."""
+        self.fleets.pop(key, None)
+        self.locks.pop(key, None)
+        for noted in [k for k in self.scaled if k[0] == key]:
+            del self.scaled[noted]

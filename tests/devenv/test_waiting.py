@@ -1,0 +1,29 @@
+"""The one polling loop: returns the first truthy value, names what timed out, gives up
+early when what it waits for can no longer happen."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from devenv.waiting import WaitTimeout, wait_until
+
+
+def test_returns_the_first_truthy_value() -> None:
+    values = iter([0, None, [], 7])
+    assert wait_until(lambda: next(values), 5, "seven", interval=0.01) == 7
+
+
+def test_a_timeout_names_what_and_the_last_value() -> None:
+    began = time.monotonic()
+    with pytest.raises(WaitTimeout, match=r"the queue empty: not within 0 s \(last value: \[\]\)"):
+        wait_until(list, 0.05, "the queue empty", interval=0.01)
+    assert time.monotonic() - began < 2
+
+
+def test_abort_gives_up_before_the_timeout() -> None:
+    began = time.monotonic()
+    with pytest.raises(WaitTimeout, match="redis: given up"):
+        wait_until(lambda: False, 30, "redis", interval=0.01, abort=lambda: True)
+    assert time.monotonic() - began < 2
