@@ -11,10 +11,14 @@ APT_PACKAGES := redis-server rabbitmq-server postgresql mariadb-server ca-certif
   buildah mmdebstrap catatonit
 CLUSTER_DIR ?= $(HOME)/.cache/metamapper-operator/cluster
 PYTEST_ARGS ?=
+# checkov (tests/test_checkov.py) lives in a virtualenv of its own: its dependencies
+# conflict with the operator's.
+CHECKOV_VERSION := 3.3.30
+CHECKOV_VENV := .venv-checkov
 # devenv/ (the development environment) is imported from the checkout, never installed.
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help demo deps venv tools images lint test test-only cluster-up cluster-down services-up services-down bench manifests
+.PHONY: help demo deps venv checkov tools images lint test test-only cluster-up cluster-down services-up services-down bench manifests
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -37,6 +41,14 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed ## Python virtualenv with the operator, worker and dev dependencies
 
+$(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION):
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install -q --upgrade pip
+	$(CHECKOV_VENV)/bin/pip install -q checkov==$(CHECKOV_VERSION)
+	touch $@
+
+checkov: $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION) ## checkov (pinned) in its own virtualenv, for tests/test_checkov.py
+
 tools: ## the Kubernetes binaries (control plane, kubelet, kube-proxy), kubectl and helm from Go modules (cached)
 	@tools/build.sh >/dev/null
 
@@ -48,7 +60,7 @@ lint: venv ## ruff, mypy and the import contracts (import-linter)
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-cache --no-logo
 
-test: deps venv tools images lint test-only ## everything: set-up, images, lint and the whole suite
+test: deps venv checkov tools images lint test-only ## everything: set-up, images, lint and the whole suite
 
 # Tests that need no service, no control plane and no node: the operator's unit and wiring
 # tests, and the worker app's pure ones.

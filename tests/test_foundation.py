@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import amqp
@@ -106,3 +107,93 @@ def test_mariadb_answers(mariadb_dsn: str) -> None:
         name, version = cur.fetchone()
     conn.close()
     assert name == database and "MariaDB" in version
+
+
+POD_SETTINGS_BASE: dict = {
+    "apiVersion": "metamapper.io/v1alpha1", "kind": "Metamapper",
+    "metadata": {"name": "pods"},
+    "spec": {"image": "worker:1", "broker": {"url": "redis://redis:6379/0"},
+             "volumes": [{"name": "ca", "secret": {"secretName": "ca"}}],
+             "pools": [{"name": "default", "queues": ["default"]}]},
+}
+
+# (what, fields merged into spec, fields merged into spec.pools[0], texts of the refusal)
+POD_SETTINGS_REFUSED: list[tuple[str, dict, dict, list[str]]] = [
+    ("duplicate env name", {"env": [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]},
+     {}, ["spec.env[1]", "Duplicate value"]),
+    ("duplicate pool env name", {}, {"env": [{"name": "A"}, {"name": "A"}]},
+     ["spec.pools[0].env[1]", "Duplicate value"]),
+    ("mount naming no volume", {"volumeMounts": [{"name": "nope", "mountPath": "/x"}]}, {},
+     ["spec.volumeMounts", "must name a volume of spec.volumes"]),
+    ("pool mount naming no volume", {},
+     {"volumeMounts": [{"name": "nope", "mountPath": "/x"}]},
+     ["spec.pools", "must name a volume of the pool or of spec.volumes"]),
+    ("sidecar named like the worker", {}, {"sidecars": [{"name": "worker", "image": "x:1"}]},
+     ["spec.pools[0].sidecars[0].name", "reserved for the operator's containers"]),
+    ("init container named scheduler", {"initContainers": [{"name": "scheduler",
+                                                            "image": "x:1"}]}, {},
+     ["spec.initContainers[0].name", "reserved for the operator's containers"]),
+    ("duplicate sidecars", {"sidecars": [{"name": "a", "image": "x:1"},
+                                         {"name": "a", "image": "y:1"}]}, {},
+     ["spec.sidecars[1]", "Duplicate value"]),
+    ("sidecar without image", {}, {"sidecars": [{"name": "a"}]},
+     ["spec.pools[0].sidecars[0].image", "Required value"]),
+    ("volume named tmp", {"volumes": [{"name": "tmp", "emptyDir": {}}]}, {},
+     ["spec.volumes[0].name", "reserved for the operator's /tmp volume"]),
+    ("mount over /tmp", {"volumeMounts": [{"name": "ca", "mountPath": "/tmp"}]}, {},
+     ["spec.volumeMounts[0].mountPath", "taken by the operator's /tmp volume"]),
+    ("two mounts at one path", {"volumeMounts": [{"name": "ca", "mountPath": "/a"},
+                                                 {"name": "ca", "mountPath": "/a"}]}, {},
+     ["spec.volumeMounts[1]", "Duplicate value"]),
+    ("bad toleration operator", {}, {"tolerations": [{"key": "a", "operator": "Maybe"}]},
+     ["spec.pools[0].tolerations[0].operator", "Unsupported value"]),
+    ("spread without topologyKey", {"topologySpreadConstraints": [
+        {"maxSkew": 1, "whenUnsatisfiable": "DoNotSchedule"}]}, {},
+     ["spec.topologySpreadConstraints[0].topologyKey", "Required value"]),
+    ("envFrom with both sources", {}, {"envFrom": [{"configMapRef": {"name": "a"},
+                                                    "secretRef": {"name": "b"}}]},
+     ["spec.pools[0].envFrom[0]", "exactly one of configMapRef or secretRef"]),
+    ("uppercase pool image", {}, {"image": "Worker:1"}, ["spec.pools[0].image", "should match"]),
+    ("bad maxUnavailable", {}, {"podDisruptionBudget": {"maxUnavailable": "half"}},
+     ["spec.pools[0].podDisruptionBudget.maxUnavailable", "should match"]),
+    ("network policy without egress", {"networkPolicy": {"enabled": True}}, {},
+     ["spec.networkPolicy", "must allow at least the broker"]),
+]
+
+
+def test_the_apiserver_refuses_pod_settings_that_cannot_work(
+        cluster: Cluster, namespace: str) -> None:
+    for what, spec, pool, expected in POD_SETTINGS_REFUSED:
+        body = copy.deepcopy(POD_SETTINGS_BASE)
+        body["spec"].update(spec)
+        body["spec"]["pools"][0].update(pool)
+        result = cluster.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", "-",
+                                 input=json.dumps(body), check=False)
+        assert result.returncode != 0, f"{what}: accepted"
+        for text in expected:
+            assert text in result.stderr, f"{what}: {text!r} not in {result.stderr}"
+
+
+def test_every_new_pod_setting_is_explained(cluster: Cluster) -> None:
+    for path, text in [
+        ("metamapper.spec.pools.env", "merged with spec.env by name"),
+        ("metamapper.spec.pools.sidecars", "merged with spec.sidecars by name"),
+        ("metamapper.spec.pools.podDisruptionBudget.maxUnavailable", "percentage"),
+        ("metamapper.spec.topologySpreadConstraints.whenUnsatisfiable", "maxSkew"),
+        ("metamapper.spec.networkPolicy.egress", "besides DNS"),
+        ("metamapper.spec.automountServiceAccountToken", "Off by default"),
+    ]:
+        explained = " ".join(cluster.kubectl("explain", path).stdout.split())
+        assert text in explained, path
+
+
+def test_the_platform_example_is_accepted_with_its_per_pool_settings(
+        cluster: Cluster, namespace: str) -> None:
+    result = cluster.kubectl("apply", "--dry-run=server", "-n", namespace, "-o", "json", "-f",
+                             str(REPO / "examples" / "metamapper-platform.yaml"))
+    spec = json.loads(result.stdout)["spec"]
+    revisioner = spec["pools"][1]
+    assert revisioner["env"] == [{"name": "METAMAPPER_LOG_LEVEL", "value": "DEBUG"}]
+    assert revisioner["volumeMounts"][0]["mountPath"] == "/etc/ssl/warehouse"
+    assert revisioner["podDisruptionBudget"] == {"enabled": True, "maxUnavailable": 1}
+    assert spec["networkPolicy"]["enabled"] is True

@@ -15,7 +15,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from metamapper_operator import crd
-from metamapper_operator.model import Fleet, Pool, SecretKeyRef
+from metamapper_operator.model import Fleet, PodOptions, Pool, SecretKeyRef
+from metamapper_operator.pod_settings import for_pool
 
 MANAGER = "metamapper-operator"
 
@@ -40,6 +41,12 @@ RESTRICTED_CONTAINER_SECURITY: dict[str, Any] = {
     "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
     "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]},
 }
+TMP_VOLUME = {"name": "tmp", "emptyDir": {}}
+TMP_MOUNT = {"name": "tmp", "mountPath": "/tmp"}
+# Requests a container gets for what its resources leave out (no limits by default: a CPU
+# limit throttles and a memory limit kills a long inspection; set them per pool).
+DEFAULT_WORKER_REQUESTS = {"cpu": "100m", "memory": "256Mi"}
+DEFAULT_SCHEDULER_REQUESTS = {"cpu": "50m", "memory": "128Mi"}
 
 
 def digest(obj: object) -> str:
@@ -60,6 +67,11 @@ def scheduler_deployment_name(fleet: Fleet) -> str:
 
 def config_map_name(fleet: Fleet) -> str:
     return f"{fleet.name}-celery"
+
+
+def flower_name(fleet: Fleet) -> str:
+    """The Flower Deployment's and Service's name."""
+    return f"{fleet.name}-flower"
 
 
 def selector_labels(fleet: Fleet, component: str, pool: str | None = None) -> dict[str, str]:
@@ -112,7 +124,15 @@ def celery_settings(fleet: Fleet) -> dict[str, Any]:
         transport_options["queue_name_prefix"] = broker.sqs_queue_name_prefix
     if transport_options:
         settings["broker_transport_options"] = transport_options
+    if fleet.scheduler.schedule_store == "Redis":
+        settings.setdefault("beat_scheduler", REDIS_BEAT_SCHEDULER)
+        settings.setdefault("redbeat_key_prefix", beat_key_prefix(fleet))
     return settings
+
+
+def beat_key_prefix(fleet: Fleet) -> str:
+    """Where the Redis beat scheduler keeps the fleet's schedule state in the lock's Redis."""
+    return f"metamapper:{fleet.namespace}:{fleet.name}:beat:"
 
 
 def config_map(fleet: Fleet) -> dict[str, Any]:
@@ -135,36 +155,56 @@ def _literal_or_secret(name: str, url: str | None, ref: SecretKeyRef | None
     return {"name": name, "value": url or ""}
 
 
-def _env(fleet: Fleet) -> list[dict[str, Any]]:
+def _env(fleet: Fleet, pods: PodOptions | None = None) -> list[dict[str, Any]]:
+    """The operator's variables, then the user's (the fleet's, or one pool's merged ones)."""
     broker = fleet.broker
     env: list[dict[str, Any]] = [
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        # Metamapper's own name, and the name older images of this project read.
+        _literal_or_secret("METAMAPPER_CELERY_BROKER_URL", broker.url, broker.url_secret),
         _literal_or_secret("METAMAPPER_BROKER_URL", broker.url, broker.url_secret),
         {"name": "METAMAPPER_CELERY_CONFIG_MODULE", "value": fleet.celery_config_module},
         {"name": "METAMAPPER_CELERY_SETTINGS", "valueFrom": {"configMapKeyRef": {
             "name": config_map_name(fleet), "key": SETTINGS_KEY}}},
     ]
+    if fleet.result_backend_secret:
+        env.append(_secret_env("METAMAPPER_CELERY_RESULT_BACKEND", fleet.result_backend_secret))
     if broker.sqs_credentials:
         env += [_secret_env("AWS_ACCESS_KEY_ID", broker.sqs_credentials.user),
                 _secret_env("AWS_SECRET_ACCESS_KEY", broker.sqs_credentials.password)]
     if broker.sqs_region:
         env.append({"name": "AWS_DEFAULT_REGION", "value": broker.sqs_region})
-    return env + [dict(v) for v in fleet.pods.env]
+    return env + [dict(v) for v in (pods or fleet.pods).env]
 
 
 # --- pods --------------------------------------------------------------------------
 
 
-def _pod_spec(fleet: Fleet, container: dict[str, Any], grace: int,
-              volumes: list[dict[str, Any]]) -> dict[str, Any]:
-    pods = fleet.pods
+def _extra_container(pods: PodOptions, raw: Mapping[str, Any]) -> dict[str, Any]:
+    """A user's init or sidecar container; restricted like ours unless it says otherwise."""
+    container = dict(raw)
+    container.setdefault("securityContext", dict(pods.container_security_context
+                                                 or RESTRICTED_CONTAINER_SECURITY))
+    return container
+
+
+def _spread(pods: PodOptions, selector: Mapping[str, str]) -> list[dict[str, Any]]:
+    """Topology spread constraints; one without a labelSelector counts the same pods."""
+    return [{"labelSelector": {"matchLabels": dict(selector)}, **c}
+            for c in pods.topology_spread_constraints]
+
+
+def _pod_spec(pods: PodOptions, container: dict[str, Any], grace: int,
+              selector: Mapping[str, str]) -> dict[str, Any]:
     spec: dict[str, Any] = {
-        "containers": [container],
+        "containers": [container, *(_extra_container(pods, c) for c in pods.sidecars)],
         "terminationGracePeriodSeconds": grace,
         "securityContext": dict(pods.pod_security_context or RESTRICTED_POD_SECURITY),
-        "volumes": volumes,
+        "volumes": [TMP_VOLUME, *(dict(v) for v in pods.volumes)],
         "enableServiceLinks": False,
+        # Workers and beat never call the Kubernetes API: no token unless asked for.
+        "automountServiceAccountToken": pods.automount_service_account_token,
     }
     optional = {
         "serviceAccountName": pods.service_account_name,
@@ -173,33 +213,41 @@ def _pod_spec(fleet: Fleet, container: dict[str, Any], grace: int,
         "tolerations": [dict(t) for t in pods.tolerations],
         "affinity": dict(pods.affinity),
         "imagePullSecrets": [dict(s) for s in pods.image_pull_secrets],
+        "topologySpreadConstraints": _spread(pods, selector),
+        "initContainers": [_extra_container(pods, c) for c in pods.init_containers],
     }
     spec.update({k: v for k, v in optional.items() if v})
     return spec
 
 
-def _container(fleet: Fleet, name: str, command: list[str], args: list[str],
-               resources: Mapping[str, Any], mounts: list[dict[str, Any]]) -> dict[str, Any]:
-    pods = fleet.pods
+def with_default_requests(resources: Mapping[str, Any], defaults: Mapping[str, str]
+                          ) -> dict[str, Any]:
+    """``resources`` with ``defaults`` for the requests it does not name."""
+    requests = {**defaults, **(resources.get("requests") or {})}
+    return {**resources, "requests": requests}
+
+
+def _container(fleet: Fleet, pods: PodOptions, name: str, command: list[str] | None,
+               args: list[str], resources: Mapping[str, Any]) -> dict[str, Any]:
+    """A container; without ``command`` it runs the image's entrypoint with ``args``."""
     container: dict[str, Any] = {
         "name": name, "image": pods.image, "imagePullPolicy": pods.image_pull_policy,
-        "command": command, "args": args, "env": _env(fleet),
+        **({"command": command} if command else {}), "args": args, "env": _env(fleet, pods),
         "securityContext": dict(pods.container_security_context
                                 or RESTRICTED_CONTAINER_SECURITY),
-        "volumeMounts": mounts,
+        "volumeMounts": [TMP_MOUNT, *(dict(m) for m in pods.volume_mounts)],
+        "resources": dict(resources),
     }
     if pods.env_from:
         container["envFrom"] = [dict(e) for e in pods.env_from]
-    if resources:
-        container["resources"] = dict(resources)
     return container
 
 
-def _deployment(fleet: Fleet, name: str, component: str, pool: str | None,
+def _deployment(fleet: Fleet, pods: PodOptions, name: str, component: str, pool: str | None,
                 replicas: int, pod_spec: dict[str, Any], config_hash: str,
                 strategy: dict[str, Any]) -> dict[str, Any]:
-    template_labels = {**fleet.pods.labels, **_labels(fleet, component, pool)}
-    annotations = {**fleet.pods.annotations, CONFIG_HASH: config_hash}
+    template_labels = {**pods.labels, **_labels(fleet, component, pool)}
+    annotations = {**pods.annotations, CONFIG_HASH: config_hash}
     return _stamp({
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": _metadata(fleet, name, component, pool),
@@ -216,55 +264,120 @@ def _deployment(fleet: Fleet, name: str, component: str, pool: str | None,
     })
 
 
-TMP_VOLUME = {"name": "tmp", "emptyDir": {}}
-TMP_MOUNT = {"name": "tmp", "mountPath": "/tmp"}
+CELERY_APP = ["--app", "metamapper"]
+REDIS_BEAT_SCHEDULER = "metamapper.beat:RedisScheduler"
+# Gate on Standalone scheduler pods: lifted by the operator once no other scheduler pod of
+# the fleet exists (not even one terminating), so two beats never run at once.
+ONE_BEAT_GATE = "metamapper.io/one-beat"
+# The project's image's probes (metamapper-probe reads stamps in /tmp, see the README).
+PROBE = "metamapper-probe"
+WORKER_LIVENESS: dict[str, Any] = {
+    "exec": {"command": [PROBE, "worker-live", "--max-age", "60"]},
+    "initialDelaySeconds": 20, "periodSeconds": 20, "timeoutSeconds": 10, "failureThreshold": 3}
+WORKER_READINESS: dict[str, Any] = {
+    "exec": {"command": [PROBE, "worker-ready"]},
+    "initialDelaySeconds": 2, "periodSeconds": 5, "timeoutSeconds": 10, "failureThreshold": 2}
+SCHEDULER_LIVENESS: dict[str, Any] = {
+    "exec": {"command": [PROBE, "beat-live", "--max-age", "120"]},
+    "initialDelaySeconds": 20, "periodSeconds": 30, "timeoutSeconds": 10, "failureThreshold": 3}
+
+
+def _probe(enabled: bool, override: Mapping[str, Any], default: Mapping[str, Any]
+           ) -> dict[str, Any] | None:
+    if override:
+        return dict(override)
+    return dict(default) if enabled else None
+
+
+def _with_probes(container: dict[str, Any], **probes: dict[str, Any] | None
+                 ) -> dict[str, Any]:
+    container.update({name: probe for name, probe in probes.items() if probe})
+    return container
+
+
+def _process(fleet: Fleet, program: str, args: list[str]) -> tuple[list[str] | None, list[str]]:
+    """(command, args) of a Celery program in the fleet's command style.
+
+    Celery: ``celery --app metamapper PROGRAM ARGS``. Entrypoint: the image's entrypoint
+    with ``PROGRAM ARGS`` (upstream's adds ``--app metamapper`` and the log level).
+    """
+    if fleet.command_style == "Entrypoint":
+        entry = {"beat": "scheduler"}.get(program, program)
+        return None, [entry, *args]
+    return ["celery"], [*CELERY_APP, program, "--loglevel", "INFO", *args]
 
 
 def worker_args(fleet: Fleet, pool: Pool) -> list[str]:
-    """``celery worker`` for a pool; the hostname is unique per pod and names the pool."""
-    return ["--app", "metamapper", "worker", "--loglevel", "INFO",
-            "--queues", ",".join(pool.queues), "--concurrency", str(pool.concurrency),
+    """``celery worker``'s own arguments for a pool; the hostname is unique per pod and
+    names the pool."""
+    return ["--queues", ",".join(pool.queues), "--concurrency", str(pool.concurrency),
             "--hostname", f"{pool.name}@$(POD_NAME)", *pool.extra_args]
 
 
 def worker_deployment(fleet: Fleet, pool: Pool, replicas: int, config_hash: str
                       ) -> dict[str, Any]:
-    container = _container(fleet, "worker", ["celery"], worker_args(fleet, pool),
-                           pool.resources, [TMP_MOUNT])
-    pod_spec = _pod_spec(fleet, container, pool.termination_grace_period_seconds, [TMP_VOLUME])
+    pods = for_pool(fleet.pods, pool.pods)
+    command, args = _process(fleet, "worker", worker_args(fleet, pool))
+    probes = fleet.probes
+    container = _with_probes(
+        _container(fleet, pods, "worker", command, args,
+                   with_default_requests(pool.resources, DEFAULT_WORKER_REQUESTS)),
+        livenessProbe=_probe(probes.enabled, probes.worker_liveness, WORKER_LIVENESS),
+        readinessProbe=_probe(probes.enabled, probes.worker_readiness, WORKER_READINESS))
+    pod_spec = _pod_spec(pods, container, pool.termination_grace_period_seconds,
+                         selector_labels(fleet, "worker", pool.name))
     # New pods come up before old ones are asked to stop; old ones get their full grace.
     strategy = {"type": "RollingUpdate",
                 "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}}
-    return _deployment(fleet, pool_deployment_name(fleet, pool), "worker", pool.name,
+    return _deployment(fleet, pods, pool_deployment_name(fleet, pool), "worker", pool.name,
                        replicas, pod_spec, config_hash, strategy)
 
 
+def _needs_redis(fleet: Fleet) -> bool:
+    scheduler = fleet.scheduler
+    return not scheduler.standalone or scheduler.schedule_store == "Redis"
+
+
 def scheduler_held(fleet: Fleet, transport: str) -> str | None:
-    """Why the scheduler cannot run (its single-beat lock has no Redis), or None.
+    """Why the scheduler cannot run (its lock or schedule store has no Redis), or None.
 
     Only the scheduler waits for a lock Redis; the worker pools run without one.
     """
     lock = fleet.scheduler.lock
-    if (not fleet.scheduler.enabled or transport == "redis" or lock.redis_url
-            or lock.redis_url_secret):
+    if (not fleet.scheduler.enabled or not _needs_redis(fleet) or transport == "redis"
+            or lock.redis_url or lock.redis_url_secret):
         return None
-    return (f"spec.scheduler.lock.redisURL: the scheduler's single-beat lock needs Redis; "
-            f"the broker is {transport}: set redisURL or redisURLSecretRef. "
+    needs = ("Redis schedule store" if fleet.scheduler.standalone
+             else "single-beat lock")
+    return (f"spec.scheduler.lock.redisURL: the scheduler's {needs} needs Redis; "
+            f"the broker is {transport}: set redisURL or redisURLSecretRef (or use mode "
+            "Standalone with scheduleStore File). "
             "The scheduler is held back; the worker pools run")
 
 
-def scheduler_env(fleet: Fleet, transport: str) -> list[dict[str, Any]]:
-    """single-beat's settings; the lock's Redis defaults to a Redis broker."""
+def _lock_redis(fleet: Fleet, transport: str, name: str) -> dict[str, Any]:
+    """The env var ``name`` holding the lock's Redis URL; a Redis broker by default."""
     lock, broker = fleet.scheduler.lock, fleet.broker
     if lock.redis_url or lock.redis_url_secret:
-        redis = _literal_or_secret("SINGLE_BEAT_REDIS_SERVER", lock.redis_url,
-                                   lock.redis_url_secret)
-    elif transport == "redis":
-        redis = _literal_or_secret("SINGLE_BEAT_REDIS_SERVER", broker.url, broker.url_secret)
-    else:
-        raise ValueError("a non-Redis broker needs scheduler.lock.redisURL")
+        return _literal_or_secret(name, lock.redis_url, lock.redis_url_secret)
+    if transport == "redis":
+        return _literal_or_secret(name, broker.url, broker.url_secret)
+    raise ValueError("a non-Redis broker needs scheduler.lock.redisURL")
+
+
+def scheduler_env(fleet: Fleet, transport: str) -> list[dict[str, Any]]:
+    """single-beat's settings and the Redis schedule store's URL, as the spec needs them."""
+    scheduler = fleet.scheduler
+    env = [] if scheduler.standalone else single_beat_env(fleet, transport)
+    if scheduler.schedule_store == "Redis":
+        env.append(_lock_redis(fleet, transport, "METAMAPPER_BEAT_REDIS_URL"))
+    return env
+
+
+def single_beat_env(fleet: Fleet, transport: str) -> list[dict[str, Any]]:
+    lock = fleet.scheduler.lock
     return [
-        redis,
+        _lock_redis(fleet, transport, "SINGLE_BEAT_REDIS_SERVER"),
         {"name": "SINGLE_BEAT_IDENTIFIER", "value": f"metamapper:{fleet.namespace}:{fleet.name}"},
         {"name": "SINGLE_BEAT_LOCK_TIME", "value": str(lock.lock_time_seconds)},
         {"name": "SINGLE_BEAT_INITIAL_LOCK_TIME", "value": str(2 * lock.lock_time_seconds)},
@@ -273,18 +386,100 @@ def scheduler_env(fleet: Fleet, transport: str) -> list[dict[str, Any]]:
     ]
 
 
+def scheduler_command(fleet: Fleet) -> tuple[list[str] | None, list[str]]:
+    """Beat, under single-beat unless the mode is Standalone."""
+    beat_args = ["--schedule", SCHEDULE_FILE]
+    if fleet.scheduler.standalone:
+        return _process(fleet, "beat", beat_args)
+    beat = ["celery", *CELERY_APP, "beat", "--loglevel", "INFO", *beat_args]
+    if fleet.command_style == "Entrypoint":
+        return None, ["single-beat", *beat]   # through the entrypoint's pass-through
+    return ["single-beat"], beat
+
+
 def scheduler_deployment(fleet: Fleet, transport: str, config_hash: str) -> dict[str, Any]:
     scheduler = fleet.scheduler
-    args = ["celery", "--app", "metamapper", "beat", "--loglevel", "INFO",
-            "--schedule", SCHEDULE_FILE]
-    container = _container(fleet, "scheduler", ["single-beat"], args, scheduler.resources,
-                           [TMP_MOUNT])
+    command, args = scheduler_command(fleet)
+    probes = fleet.probes
+    container = _with_probes(
+        _container(fleet, fleet.pods, "scheduler", command, args,
+                   with_default_requests(scheduler.resources, DEFAULT_SCHEDULER_REQUESTS)),
+        livenessProbe=_probe(probes.enabled, probes.scheduler_liveness, SCHEDULER_LIVENESS))
     container["env"] = container["env"] + scheduler_env(fleet, transport)
-    pod_spec = _pod_spec(fleet, container, 30, [TMP_VOLUME])
+    pod_spec = _pod_spec(fleet.pods, container, 30, selector_labels(fleet, "scheduler"))
+    if scheduler.standalone:
+        pod_spec["schedulingGates"] = [{"name": ONE_BEAT_GATE}]
     replicas = 0 if fleet.suspend else scheduler.replicas
     # Recreate: never run an old and a new scheduler generation side by side.
-    return _deployment(fleet, scheduler_deployment_name(fleet), "scheduler", None, replicas,
+    return _deployment(fleet, fleet.pods, scheduler_deployment_name(fleet), "scheduler", None,
+                       replicas, pod_spec, config_hash, {"type": "Recreate"})
+
+
+def pod_disruption_budget(fleet: Fleet, pool: Pool) -> dict[str, Any]:
+    """The pool's PodDisruptionBudget, named like its Deployment."""
+    return _stamp({
+        "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+        "metadata": _metadata(fleet, pool_deployment_name(fleet, pool), "worker", pool.name),
+        "spec": {"maxUnavailable": pool.disruption.max_unavailable,
+                 "selector": {"matchLabels": selector_labels(fleet, "worker", pool.name)}},
+    })
+
+
+def network_policy_name(fleet: Fleet) -> str:
+    return f"{fleet.name}-pods"
+
+
+# Name resolution through any cluster DNS service.
+DNS_EGRESS = {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}
+
+
+def network_policy(fleet: Fleet) -> dict[str, Any]:
+    """Ingress only as listed, egress to DNS and the listed peers, for every fleet pod."""
+    policy = fleet.network_policy
+    return _stamp({
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": _metadata(fleet, network_policy_name(fleet), "network"),
+        "spec": {
+            "podSelector": {"matchLabels": {LABEL_NAME: "metamapper",
+                                            LABEL_INSTANCE: fleet.name}},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [dict(rule) for rule in policy.ingress],
+            "egress": [DNS_EGRESS, *(dict(rule) for rule in policy.egress)],
+        },
+    })
+
+
+FLOWER_PORT = 5555
+
+
+def flower_deployment(fleet: Fleet, config_hash: str) -> dict[str, Any]:
+    """Flower for the fleet's broker: the URL reaches it as env (from the Secret when the
+    spec names one), basic auth from a Secret (``FLOWER_BASIC_AUTH``)."""
+    flower = fleet.flower
+    port = f"--port={FLOWER_PORT}"
+    command, args = (None, ["flower", port]) if fleet.command_style == "Entrypoint" else (
+        ["celery"], [*CELERY_APP, "flower", port])
+    container = _container(fleet, fleet.pods, "flower", command, args, flower.resources)
+    if flower.basic_auth_secret is not None:
+        container["env"].append(_secret_env("FLOWER_BASIC_AUTH", flower.basic_auth_secret))
+    container["ports"] = [{"name": "http", "containerPort": FLOWER_PORT}]
+    health = {"httpGet": {"path": "/healthcheck", "port": "http"}, "periodSeconds": 10,
+              "timeoutSeconds": 5}
+    container["readinessProbe"] = health
+    container["livenessProbe"] = {**health, "initialDelaySeconds": 20, "failureThreshold": 3}
+    pod_spec = _pod_spec(fleet.pods, container, 30, selector_labels(fleet, "flower"))
+    return _deployment(fleet, fleet.pods, flower_name(fleet), "flower", None,
+                       0 if fleet.suspend else 1,
                        pod_spec, config_hash, {"type": "Recreate"})
+
+
+def flower_service(fleet: Fleet) -> dict[str, Any]:
+    return _stamp({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": _metadata(fleet, flower_name(fleet), "flower"),
+        "spec": {"type": "ClusterIP", "selector": selector_labels(fleet, "flower"),
+                 "ports": [{"name": "http", "port": FLOWER_PORT, "targetPort": "http"}]},
+    })
 
 
 def initial_replicas(fleet: Fleet, pool: Pool, current: int | None) -> int:
@@ -315,6 +510,12 @@ def desired_objects(fleet: Fleet, transport: str, current_replicas: Mapping[str,
         name = pool_deployment_name(fleet, pool)
         replicas = initial_replicas(fleet, pool, current_replicas.get(name))
         objects.append(worker_deployment(fleet, pool, replicas, config_hash))
+        if pool.disruption.enabled:
+            objects.append(pod_disruption_budget(fleet, pool))
     if fleet.scheduler.enabled and scheduler_held(fleet, transport) is None:
         objects.append(scheduler_deployment(fleet, transport, config_hash))
+    if fleet.flower.enabled:
+        objects += [flower_deployment(fleet, config_hash), flower_service(fleet)]
+    if fleet.network_policy.enabled:
+        objects.append(network_policy(fleet))
     return objects

@@ -23,9 +23,12 @@ import kopf
 
 from metamapper_operator.autoscale.loop import Autoscaler
 from metamapper_operator.builders import (
+    LABEL_COMPONENT,
     LABEL_INSTANCE,
+    LABEL_NAME,
     MANAGED_SELECTOR,
     MANAGER,
+    ONE_BEAT_GATE,
     SPEC_HASH,
     desired_objects,
     scheduler_held,
@@ -38,7 +41,11 @@ from metamapper_operator.model import Fleet, SpecError, parse
 from metamapper_operator.references import SecretCache, resolve
 from metamapper_operator.runtime import Runtime
 from metamapper_operator.state import FleetState, Key, ReconcileInputs
-from metamapper_operator.status import ConfigMapState, DeploymentState, foreign_template_fields
+from metamapper_operator.status import (
+    ConfigMapState,
+    DeploymentState,
+    foreign_template_fields,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +54,10 @@ log = logging.getLogger(__name__)
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo,
                     metamappers: kopf.Index[Key, dict[str, Any]],
                     managed_deployments: kopf.Index[Key, DeploymentState],
-                    managed_configmaps: kopf.Index[Key, ConfigMapState], **_: Any) -> None:
+                    managed_configmaps: kopf.Index[Key, ConfigMapState],
+                    managed_disruption_budgets: ChildIndex,
+                    managed_network_policies: ChildIndex,
+                    managed_services: ChildIndex, **_: Any) -> None:
     settings.posting.level = logging.INFO
     # Resources are named explicitly; no need to scan CRDs or namespaces (and no RBAC to).
     settings.scanning.disabled = True
@@ -71,7 +81,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo,
         health.checks.append(autoscaler.stalled)
     memo["tasks"] = [
         asyncio.create_task(supervise("resync loop", lambda: resync_loop(
-            runtime, metamappers, managed_deployments, managed_configmaps))),
+            runtime, metamappers, managed_deployments, managed_configmaps,
+            (managed_disruption_budgets, managed_network_policies, managed_services)))),
         asyncio.create_task(supervise("autoscaling loop", autoscaler.run)),
     ]
 
@@ -134,6 +145,41 @@ def managed_configmaps(namespace: str, name: str, labels: Mapping[str, str],
             ConfigMapState(name, annotations.get(SPEC_HASH, ""))}
 
 
+# Children beyond Deployments and the ConfigMap: (kind, name) -> content hash, by owner.
+ChildIndex = kopf.Index[Key, tuple[tuple[str, str], str]]
+# Kinds of children deleted when the spec no longer asks for them (the ConfigMap's name is
+# fixed: it is never orphaned).
+REMOVABLE = frozenset({"Deployment", "PodDisruptionBudget", "NetworkPolicy", "Service"})
+
+
+def _child(kind: str, namespace: str, name: str, labels: Mapping[str, str],
+           annotations: Mapping[str, str]) -> dict[Key, tuple[tuple[str, str], str]]:
+    return {Key(namespace, labels.get(LABEL_INSTANCE, "")): ((kind, name),
+                                                             annotations.get(SPEC_HASH, ""))}
+
+
+@kopf.index("policy", "v1", "poddisruptionbudgets", labels=MANAGED_SELECTOR)
+def managed_disruption_budgets(namespace: str, name: str, labels: Mapping[str, str],
+                               annotations: Mapping[str, str], **_: Any
+                               ) -> dict[Key, tuple[tuple[str, str], str]]:
+    return _child("PodDisruptionBudget", namespace, name, labels, annotations)
+
+
+@kopf.index("v1", "services", labels=MANAGED_SELECTOR)
+def managed_services(namespace: str, name: str, labels: Mapping[str, str],
+                     annotations: Mapping[str, str], **_: Any
+                     ) -> dict[Key, tuple[tuple[str, str], str]]:
+    """Flower's Service."""
+    return _child("Service", namespace, name, labels, annotations)
+
+
+@kopf.index("networking.k8s.io", "v1", "networkpolicies", labels=MANAGED_SELECTOR)
+def managed_network_policies(namespace: str, name: str, labels: Mapping[str, str],
+                             annotations: Mapping[str, str], **_: Any
+                             ) -> dict[Key, tuple[tuple[str, str], str]]:
+    return _child("NetworkPolicy", namespace, name, labels, annotations)
+
+
 def deployments_of(index: kopf.Index[Key, DeploymentState], key: Key
                    ) -> dict[str, DeploymentState]:
     return {d.name: d for d in index.get(key, [])}
@@ -143,13 +189,15 @@ def deployments_of(index: kopf.Index[Key, DeploymentState], key: Key
 
 
 def inputs_of(body: kopf.Body, deployments: Mapping[str, DeploymentState],
-              configmaps: Mapping[str, str]) -> ReconcileInputs:
+              configmaps: Mapping[str, str], others: Mapping[tuple[str, str], str]
+              ) -> ReconcileInputs:
     meta = body.metadata
     return ReconcileInputs(generation=int(meta.get("generation", 0)),
                            annotations=frozenset((meta.get("annotations") or {}).items()),
                            labels=frozenset((meta.get("labels") or {}).items()),
                            deployments=frozenset(deployments.values()),
-                           configmaps=frozenset(configmaps.items()))
+                           configmaps=frozenset(configmaps.items()),
+                           others=frozenset(others.items()))
 
 
 def reads_secrets(fleet: Fleet | None) -> bool:
@@ -176,7 +224,8 @@ def unchanged(runtime: Runtime, key: Key, inputs: ReconcileInputs) -> bool:
 
 async def reconcile(body: kopf.Body, runtime: Runtime,
                     deployments: dict[str, DeploymentState],
-                    configmaps: dict[str, str]) -> None:
+                    configmaps: dict[str, str],
+                    others: Mapping[tuple[str, str], str] | None = None) -> None:
     """Bring one Metamapper's children to the desired state; report it in status.
 
     An API failure anywhere (reading a Secret, applying, writing status) is reported as
@@ -186,12 +235,13 @@ async def reconcile(body: kopf.Body, runtime: Runtime,
     key = Key(body.metadata.namespace or "", body.metadata.name or "")
     state, lock = runtime.state(key, body.metadata.uid or "")
     seen_status = dict(body.get("status") or {})
-    inputs = inputs_of(body, deployments, configmaps)
+    inputs = inputs_of(body, deployments, configmaps, others or {})
     async with lock:
         state.generation = int(body.metadata.get("generation", 0))
         state.reconciled = None
         try:
-            await _reconcile(body, runtime, state, key, deployments, configmaps, seen_status)
+            await _reconcile(body, runtime, state, key, deployments, configmaps, others or {},
+                             seen_status)
             state.reconciled, state.reconciled_at = inputs, time.monotonic()
         except KubeError as err:
             if state.failure != str(err):
@@ -206,7 +256,8 @@ async def reconcile(body: kopf.Body, runtime: Runtime,
 
 async def _reconcile(body: kopf.Body, runtime: Runtime, state: FleetState, key: Key,
                      deployments: dict[str, DeploymentState], configmaps: dict[str, str],
-                     seen_status: dict[str, Any]) -> None:
+                     others: Mapping[tuple[str, str], str], seen_status: dict[str, Any]
+                     ) -> None:
     try:
         fleet = parse(body)
         access = await resolve(fleet, runtime.secrets.read)
@@ -219,7 +270,7 @@ async def _reconcile(body: kopf.Body, runtime: Runtime, state: FleetState, key: 
     desired = desired_objects(fleet, access.transport, {
         n: runtime.replicas(key, n, d.replicas) for n, d in deployments.items()})
     existing = {**{("Deployment", n): d.spec_hash for n, d in deployments.items()},
-                **{("ConfigMap", n): h for n, h in configmaps.items()}}
+                **{("ConfigMap", n): h for n, h in configmaps.items()}, **others}
     if any(("Deployment", n) not in existing for n in _deployment_names(desired)) and (
             await runtime.kube.metamapper_uid(*key) != body.metadata.uid):
         # Children missing: maybe created just now, maybe garbage-collected because the
@@ -251,12 +302,14 @@ async def _converge(body: kopf.Body, runtime: Runtime, state: FleetState, key: K
         kind, name = obj["kind"], obj["metadata"]["name"]
         wanted.add((kind, name))
         spec_hash = obj["metadata"]["annotations"][SPEC_HASH]
-        have = existing.get((kind, name))
+        have = runtime.content_hash(key, kind, name, existing.get((kind, name)))
         # Fields another manager took (kubectl edit): applied again, once per change of
         # theirs (fields of theirs the operator does not set would otherwise stay foreign).
-        foreign = deployments[name].foreign if kind == "Deployment" and have else ""
+        indexed = kind == "Deployment" and name in deployments
+        foreign = deployments[name].foreign if indexed and have else ""
         if have != spec_hash:
             await kube.apply(obj)
+            runtime.note_applied(key, kind, name, spec_hash)
             verb = "Created" if have is None else "Updated"
             await kube.event(body.metadata, "Normal", verb, f"{kind} {name} {verb.lower()}")
         elif foreign and state.repaired.get(name) != foreign:
@@ -265,7 +318,7 @@ async def _converge(body: kopf.Body, runtime: Runtime, state: FleetState, key: K
             await kube.event(body.metadata, "Normal", "Repaired",
                              f"{kind} {name}: pod template fields changed by another "
                              "manager restored")
-        elif kind == "Deployment" and (before := runtime.replicas(
+        elif indexed and (before := runtime.replicas(
                 key, name, deployments[name].replicas)) != obj["spec"]["replicas"]:
             # Same template, other size: bounds or suspend changed. Scale, do not re-apply.
             after = obj["spec"]["replicas"]
@@ -274,10 +327,9 @@ async def _converge(body: kopf.Body, runtime: Runtime, state: FleetState, key: K
             await kube.event(body.metadata, "Normal", "Scaled",
                              f"Deployment {name} scaled from {before} to {after} "
                              "to fit the pool's bounds")
-    # Only Deployments can be orphaned (a pool left the spec); the ConfigMap's name is fixed.
     for kind, name in existing:
-        if kind == "Deployment" and (kind, name) not in wanted:
-            await kube.delete_deployment(body.metadata.namespace or "", name)
+        if kind in REMOVABLE and (kind, name) not in wanted:
+            await kube.delete(kind, body.metadata.namespace or "", name)
             await kube.event(body.metadata, "Normal", "Deleted",
                              f"{kind} {name} deleted: no longer in the spec")
 
@@ -287,15 +339,21 @@ async def _converge(body: kopf.Body, runtime: Runtime, state: FleetState, key: K
 @kopf.on.update(GROUP, VERSION, PLURAL)
 async def apply_spec(body: kopf.Body, memo: kopf.Memo,
                      managed_deployments: kopf.Index[Key, DeploymentState],
-                     managed_configmaps: kopf.Index[Key, ConfigMapState], **_: Any) -> None:
+                     managed_configmaps: kopf.Index[Key, ConfigMapState],
+                     managed_disruption_budgets: ChildIndex,
+                     managed_network_policies: ChildIndex,
+                     managed_services: ChildIndex, **_: Any) -> None:
     runtime: Runtime = memo["runtime"]
     runtime.secrets.forget(body.metadata.namespace or "")
-    await _reconcile_from_indexes(body, runtime, managed_deployments, managed_configmaps)
+    await _reconcile_from_indexes(body, runtime, managed_deployments, managed_configmaps,
+                                  (managed_disruption_budgets, managed_network_policies,
+                                   managed_services))
 
 
 async def resync_loop(runtime: Runtime, bodies: kopf.Index[Key, dict[str, Any]],
                       deployments: kopf.Index[Key, DeploymentState],
-                      configmaps: kopf.Index[Key, ConfigMapState]) -> None:
+                      configmaps: kopf.Index[Key, ConfigMapState],
+                      others: tuple[ChildIndex, ...]) -> None:
     """Every resync interval, reconcile every object whose spec or children changed since
     its last reconcile, or whose Secrets are due to be read again: repairs drift the
     handlers missed. An object at rest costs a comparison."""
@@ -304,11 +362,13 @@ async def resync_loop(runtime: Runtime, bodies: kopf.Index[Key, dict[str, Any]],
         for key in list(bodies):
             for raw in list(bodies.get(key, [])):
                 body = kopf.Body(raw)
-                if unchanged(runtime, key, inputs_of(body, deployments_of(deployments, key),
-                                                     dict(configmaps.get(key, [])))):
+                if unchanged(runtime, key, inputs_of(
+                        body, deployments_of(deployments, key), dict(configmaps.get(key, [])),
+                        dict(entry for index in others for entry in index.get(key, [])))):
                     continue
                 try:
-                    await _reconcile_from_indexes(body, runtime, deployments, configmaps)
+                    await _reconcile_from_indexes(body, runtime, deployments, configmaps,
+                                                  others)
                 except (kopf.TemporaryError, kopf.PermanentError) as err:
                     log.warning("resync of %s/%s failed: %s", *key, err)
                 except Exception:
@@ -318,10 +378,12 @@ async def resync_loop(runtime: Runtime, bodies: kopf.Index[Key, dict[str, Any]],
 
 async def _reconcile_from_indexes(body: kopf.Body, runtime: Runtime,
                                   deployments: kopf.Index[Key, DeploymentState],
-                                  configmaps: kopf.Index[Key, ConfigMapState]) -> None:
+                                  configmaps: kopf.Index[Key, ConfigMapState],
+                                  others: tuple[ChildIndex, ...]) -> None:
     key = Key(body.metadata.namespace or "", body.metadata.name or "")
     await reconcile(body, runtime, deployments_of(deployments, key),
-                    dict(configmaps.get(key, [])))
+                    dict(configmaps.get(key, [])),
+                    dict(entry for index in others for entry in index.get(key, [])))
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
@@ -347,3 +409,26 @@ async def child_changed(namespace: str, labels: Mapping[str, str], memo: kopf.Me
             await runtime.publish(key, deployments_of(managed_deployments, key))
     except KubeError as err:  # the next event or resync writes it
         log.warning("status of %s/%s: %s", *key, err)
+
+
+@kopf.on.event("v1", "pods", labels={**MANAGED_SELECTOR, LABEL_COMPONENT: "scheduler"})
+async def one_beat(namespace: str, labels: Mapping[str, str], memo: kopf.Memo,
+                   **_: Any) -> None:
+    """Standalone scheduler: let a gated pod be scheduled only when it is the fleet's only
+    scheduler pod, so a replacement waits until its predecessor is gone (not merely
+    terminating) and two beats never run at once."""
+    runtime: Runtime | None = memo.get("runtime")
+    if runtime is None:
+        return
+    fleet = labels.get(LABEL_INSTANCE, "")
+    try:
+        pods = await runtime.kube.gated_pods(namespace, {
+            LABEL_NAME: "metamapper", LABEL_INSTANCE: fleet, LABEL_COMPONENT: "scheduler",
+            **MANAGED_SELECTOR}, ONE_BEAT_GATE)
+        if pods.gated and not pods.others:
+            await runtime.kube.ungate_pod(namespace, pods.gated[0])
+            log.info("%s/%s: scheduler pod %s may start: no other scheduler pod exists",
+                     namespace, fleet, pods.gated[0])
+    except KubeError as err:  # the next pod event tries again
+        log.warning("scheduler pods of %s/%s: %s", namespace, fleet, err)
+

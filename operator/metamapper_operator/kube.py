@@ -15,6 +15,7 @@ import logging
 import os
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -68,6 +69,14 @@ def _patch(call: Callable[..., Awaitable[Any]], *args: Any, content_type: str,
                 _request_timeout=REQUEST_TIMEOUT, **kwargs)
 
 
+@dataclass(frozen=True)
+class GatedPods:
+    """Pods still held by a scheduling gate, and every other pod, oldest first."""
+
+    gated: tuple[str, ...]
+    others: tuple[str, ...]
+
+
 def unguarded() -> None:
     """The guard of an operator that acts without leader election."""
 
@@ -86,6 +95,8 @@ class Kube:
         self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
         self.coordination = client.CoordinationV1Api(api)
+        self.policy = client.PolicyV1Api(api)
+        self.networking = client.NetworkingV1Api(api)
 
     @classmethod
     async def connect(cls, identity: str, guard: Callable[[], None] = unguarded) -> Kube:
@@ -103,11 +114,16 @@ class Kube:
         await self.api.close()
 
     async def apply(self, obj: Mapping[str, Any]) -> None:
-        """Server-side apply ``obj`` (a Deployment or ConfigMap) as the operator."""
+        """Server-side apply ``obj`` (a Deployment, ConfigMap or Service) as the operator."""
         meta = obj["metadata"]
         name, namespace, kind = meta["name"], meta["namespace"], obj["kind"]
         patch = {"apps/v1/Deployment": self.apps.patch_namespaced_deployment,
-                 "v1/ConfigMap": self.core.patch_namespaced_config_map}[
+                 "v1/ConfigMap": self.core.patch_namespaced_config_map,
+                 "v1/Service": self.core.patch_namespaced_service,
+                 "policy/v1/PodDisruptionBudget":
+                     self.policy.patch_namespaced_pod_disruption_budget,
+                 "networking.k8s.io/v1/NetworkPolicy":
+                     self.networking.patch_namespaced_network_policy}[
                      f"{obj['apiVersion']}/{kind}"]
         self.guard()
         try:
@@ -116,14 +132,52 @@ class Kube:
             raise KubeError(f"applying {kind} {namespace}/{name}", err) from None
 
     async def delete_deployment(self, namespace: str, name: str) -> None:
+        await self.delete("Deployment", namespace, name)
+
+    async def delete(self, kind: str, namespace: str, name: str) -> None:
+        """Delete a child (a Deployment, PodDisruptionBudget, NetworkPolicy or Service);
+        gone is fine."""
+        remove = {"Deployment": self.apps.delete_namespaced_deployment,
+                  "Service": self.core.delete_namespaced_service,
+                  "PodDisruptionBudget": self.policy.delete_namespaced_pod_disruption_budget,
+                  "NetworkPolicy": self.networking.delete_namespaced_network_policy}[kind]
         self.guard()
         try:
-            await self.apps.delete_namespaced_deployment(name, namespace,
-                                                         propagation_policy="Background",
-                                                         _request_timeout=REQUEST_TIMEOUT)
+            await remove(name, namespace, propagation_policy="Background",
+                         _request_timeout=REQUEST_TIMEOUT)
         except (ApiException, *TRANSPORT_ERRORS) as err:
             if getattr(err, "status", None) != 404:
-                raise KubeError(f"deleting Deployment {namespace}/{name}", err) from None
+                raise KubeError(f"deleting {kind} {namespace}/{name}", err) from None
+
+    async def gated_pods(self, namespace: str, labels: Mapping[str, str], gate: str
+                         ) -> GatedPods:
+        """The pods with ``labels`` that may run or still run (terminating ones included;
+        finished ones, e.g. evicted, left out) split by ``gate``."""
+        selector = ",".join(f"{k}={v}" for k, v in labels.items())
+        try:
+            pods = await self.core.list_namespaced_pod(namespace, label_selector=selector,
+                                                       _request_timeout=REQUEST_TIMEOUT)
+        except (ApiException, *TRANSPORT_ERRORS) as err:
+            raise KubeError(f"listing pods in {namespace}", err) from None
+        gated: list[str] = []
+        others: list[str] = []
+        for pod in sorted(pods.items, key=lambda p: (p.metadata.creation_timestamp,
+                                                     p.metadata.name)):
+            if pod.status and pod.status.phase in ("Succeeded", "Failed"):
+                continue
+            gates = {g.name for g in (pod.spec.scheduling_gates or [])}
+            (gated if gate in gates else others).append(pod.metadata.name)
+        return GatedPods(gated=tuple(gated), others=tuple(others))
+
+    async def ungate_pod(self, namespace: str, name: str) -> None:
+        """Lift a pod's scheduling gates (a pod may only lose gates, never gain them)."""
+        self.guard()
+        try:
+            await _patch(self.core.patch_namespaced_pod, name, namespace,
+                         {"spec": {"schedulingGates": []}}, content_type=MERGE)
+        except (ApiException, *TRANSPORT_ERRORS) as err:
+            if getattr(err, "status", None) != 404:
+                raise KubeError(f"lifting the gate of Pod {namespace}/{name}", err) from None
 
     async def metamapper_uid(self, namespace: str, name: str) -> str | None:
         """The uid of the Metamapper ``namespace/name`` now, None when there is none."""

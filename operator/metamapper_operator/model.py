@@ -28,8 +28,18 @@ TRANSPORTS = {"redis": "redis", "rediss": "redis", "amqp": "rabbitmq", "amqps": 
 # Environment the operator sets on every pod; a user's env may not override it.
 RESERVED_ENV = frozenset({
     "METAMAPPER_BROKER_URL", "METAMAPPER_CELERY_CONFIG_MODULE", "METAMAPPER_CELERY_SETTINGS",
+    "METAMAPPER_CELERY_BROKER_URL", "METAMAPPER_CELERY_RESULT_BACKEND",
     "POD_NAME", "POD_NAMESPACE",
 })
+# How pods start: `celery ...` as the container command, or the image's entrypoint with
+# `worker` / `scheduler` and Celery's arguments (upstream Metamapper's contract).
+COMMAND_STYLES = ("Celery", "Entrypoint")
+# How the scheduler keeps to one beat: single-beat's Redis lock among `replicas` pods, or
+# one pod that the operator never lets run beside another (for images without single-beat).
+SCHEDULER_MODES = ("SingleBeat", "Standalone")
+# Where beat keeps its schedule's state (each entry's last run): the lock's Redis, where a
+# standby finds it, or a file in the pod (lost with it).
+SCHEDULE_STORES = ("Redis", "File")
 # Celery settings that carry credentials: they belong in Secrets, not in the ConfigMap.
 SECRET_SETTINGS = frozenset({"broker_url", "broker_read_url", "broker_write_url",
                              "result_backend", "database_url", "broker_login_method"})
@@ -109,6 +119,49 @@ class Autoscaling:
 
 
 @dataclass(frozen=True)
+class PodSettings:
+    """Pod settings one pool sets over the fleet's (see :mod:`pod_settings` for the merge).
+
+    Empty or None: the fleet's applies. ``topology_spread_constraints`` is None when the
+    pool does not set it (an empty tuple turns the fleet's off for the pool).
+    """
+
+    image: str | None = None
+    env: tuple[Mapping[str, Any], ...] = ()
+    env_from: tuple[Mapping[str, Any], ...] = ()
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    service_account_name: str | None = None
+    automount_service_account_token: bool | None = None
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+    tolerations: tuple[Mapping[str, Any], ...] = ()
+    affinity: Mapping[str, Any] = field(default_factory=dict)
+    priority_class_name: str | None = None
+    topology_spread_constraints: tuple[Mapping[str, Any], ...] | None = None
+    volumes: tuple[Mapping[str, Any], ...] = ()
+    volume_mounts: tuple[Mapping[str, Any], ...] = ()
+    init_containers: tuple[Mapping[str, Any], ...] = ()
+    sidecars: tuple[Mapping[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class DisruptionBudget:
+    """A pool's PodDisruptionBudget: how many of its pods a drain may take at once."""
+
+    enabled: bool = True
+    max_unavailable: int | str = 1
+
+
+@dataclass(frozen=True)
+class NetworkPolicy:
+    """The fleet's optional NetworkPolicy: DNS plus the egress (and ingress) rules given."""
+
+    enabled: bool = False
+    egress: tuple[Mapping[str, Any], ...] = ()
+    ingress: tuple[Mapping[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
 class Pool:
     name: str
     queues: tuple[str, ...]
@@ -119,6 +172,8 @@ class Pool:
     termination_grace_period_seconds: int = DEFAULT_GRACE_SECONDS
     extra_args: tuple[str, ...] = ()
     autoscaling: Autoscaling = field(default_factory=Autoscaling)
+    pods: PodSettings = field(default_factory=PodSettings)
+    disruption: DisruptionBudget = field(default_factory=DisruptionBudget)
 
     @property
     def target_per_replica(self) -> int:
@@ -152,6 +207,30 @@ class Scheduler:
     replicas: int = 2
     resources: Mapping[str, Any] = field(default_factory=dict)
     lock: Lock = field(default_factory=Lock)
+    mode: str = "SingleBeat"
+    schedule_store: str = "Redis"
+
+    @property
+    def standalone(self) -> bool:
+        return self.mode == "Standalone"
+
+
+@dataclass(frozen=True)
+class Flower:
+    enabled: bool = False
+    basic_auth_secret: SecretKeyRef | None = None
+    resources: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Probes:
+    """The pods' probes: the project's image's own (``enabled``), or Kubernetes Probe
+    objects given in the spec, which replace them one by one."""
+
+    enabled: bool = True
+    worker_liveness: Mapping[str, Any] = field(default_factory=dict)
+    worker_readiness: Mapping[str, Any] = field(default_factory=dict)
+    scheduler_liveness: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -172,6 +251,12 @@ class PodOptions:
     priority_class_name: str | None = None
     pod_security_context: Mapping[str, Any] = field(default_factory=dict)
     container_security_context: Mapping[str, Any] = field(default_factory=dict)
+    automount_service_account_token: bool = False
+    topology_spread_constraints: tuple[Mapping[str, Any], ...] = ()
+    volumes: tuple[Mapping[str, Any], ...] = ()
+    volume_mounts: tuple[Mapping[str, Any], ...] = ()
+    init_containers: tuple[Mapping[str, Any], ...] = ()
+    sidecars: tuple[Mapping[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -190,6 +275,11 @@ class Fleet:
     scheduler: Scheduler
     suspend: bool = False
     pause: Pause | None = None
+    command_style: str = "Celery"
+    result_backend_secret: SecretKeyRef | None = None
+    probes: Probes = field(default_factory=Probes)
+    flower: Flower = field(default_factory=Flower)
+    network_policy: NetworkPolicy = field(default_factory=NetworkPolicy)
 
     def pool(self, name: str) -> Pool:
         return next(p for p in self.pools if p.name == name)
@@ -292,6 +382,36 @@ def _parse_autoscaling(where: str, raw: Mapping[str, Any]) -> Autoscaling:
     )
 
 
+def _items(raw: Mapping[str, Any], key: str) -> tuple[Mapping[str, Any], ...]:
+    return tuple(raw.get(key) or ())
+
+
+def _parse_pod_settings(raw: Mapping[str, Any]) -> PodSettings:
+    spread = raw.get("topologySpreadConstraints")
+    return PodSettings(
+        image=raw.get("image"), env=_items(raw, "env"), env_from=_items(raw, "envFrom"),
+        labels=raw.get("podLabels") or {}, annotations=raw.get("podAnnotations") or {},
+        service_account_name=raw.get("serviceAccountName"),
+        automount_service_account_token=raw.get("automountServiceAccountToken"),
+        node_selector=raw.get("nodeSelector") or {}, tolerations=_items(raw, "tolerations"),
+        affinity=raw.get("affinity") or {}, priority_class_name=raw.get("priorityClassName"),
+        topology_spread_constraints=None if spread is None else tuple(spread),
+        volumes=_items(raw, "volumes"), volume_mounts=_items(raw, "volumeMounts"),
+        init_containers=_items(raw, "initContainers"), sidecars=_items(raw, "sidecars"),
+    )
+
+
+def _parse_disruption(raw: Mapping[str, Any]) -> DisruptionBudget:
+    defaults = DisruptionBudget()
+    return DisruptionBudget(enabled=raw.get("enabled", defaults.enabled),
+                            max_unavailable=raw.get("maxUnavailable", defaults.max_unavailable))
+
+
+def _parse_network_policy(raw: Mapping[str, Any]) -> NetworkPolicy:
+    return NetworkPolicy(enabled=bool(raw.get("enabled", False)),
+                         egress=_items(raw, "egress"), ingress=_items(raw, "ingress"))
+
+
 def _parse_pool(index: int, raw: Mapping[str, Any]) -> Pool:
     where = f"spec.pools[{index}]"
     defaults = Pool(name="", queues=())
@@ -305,6 +425,8 @@ def _parse_pool(index: int, raw: Mapping[str, Any]) -> Pool:
             "terminationGracePeriodSeconds", defaults.termination_grace_period_seconds),
         extra_args=tuple(raw.get("extraArgs") or ()),
         autoscaling=_parse_autoscaling(f"{where}.autoscaling", raw.get("autoscaling") or {}),
+        pods=_parse_pod_settings(raw),
+        disruption=_parse_disruption(raw.get("podDisruptionBudget") or {}),
     )
     if pool.min_replicas > pool.max_replicas:
         raise SpecError(f"{where}.minReplicas", "must be less than or equal to maxReplicas")
@@ -323,8 +445,38 @@ def _parse_scheduler(raw: Mapping[str, Any]) -> Scheduler:
         heartbeat_interval_seconds=lock_raw.get("heartbeatIntervalSeconds",
                                                 defaults.heartbeat_interval_seconds),
     )
-    return Scheduler(enabled=raw.get("enabled", True), replicas=raw.get("replicas", 2),
-                     resources=raw.get("resources") or {}, lock=lock)
+    mode = raw.get("mode", "SingleBeat")
+    if mode not in SCHEDULER_MODES:
+        raise SpecError("spec.scheduler.mode", f"must be one of {', '.join(SCHEDULER_MODES)}")
+    replicas = raw.get("replicas", 1 if mode == "Standalone" else 2)
+    if mode == "Standalone" and replicas > 1:
+        raise SpecError("spec.scheduler.replicas",
+                        "must be 0 or 1 in Standalone mode (one beat pod, never two)")
+    store = raw.get("scheduleStore", "Redis")
+    if store not in SCHEDULE_STORES:
+        raise SpecError("spec.scheduler.scheduleStore",
+                        f"must be one of {', '.join(SCHEDULE_STORES)}")
+    return Scheduler(enabled=raw.get("enabled", True), replicas=replicas,
+                     resources=raw.get("resources") or {}, lock=lock, mode=mode,
+                     schedule_store=store)
+
+
+def _parse_flower(raw: Mapping[str, Any]) -> Flower:
+    flower = Flower(enabled=raw.get("enabled", False),
+                    basic_auth_secret=_secret_ref(raw.get("basicAuthSecretRef"), "auth"),
+                    resources=raw.get("resources") or {})
+    if flower.enabled and flower.basic_auth_secret is None:
+        raise SpecError("spec.flower.basicAuthSecretRef",
+                        "is required when Flower is enabled (Flower would be open to anyone "
+                        "who reaches its Service)")
+    return flower
+
+
+def _parse_probes(raw: Mapping[str, Any]) -> Probes:
+    return Probes(enabled=raw.get("enabled", True),
+                  worker_liveness=raw.get("workerLiveness") or {},
+                  worker_readiness=raw.get("workerReadiness") or {},
+                  scheduler_liveness=raw.get("schedulerLiveness") or {})
 
 
 def _check(fleet: Fleet) -> None:
@@ -335,16 +487,26 @@ def _check(fleet: Fleet) -> None:
                 raise SpecError(f"spec.pools[{i}].queues",
                                 f"queue {queue!r} is already consumed by pool {owners[queue]!r}")
             owners[queue] = pool.name
-    for i, var in enumerate(fleet.pods.env):
-        if var.get("name") in RESERVED_ENV:
-            raise SpecError(f"spec.env[{i}].name",
-                            f"{var['name']} is set by the operator and cannot be overridden")
+    envs = [("spec.env", fleet.pods.env)] + [
+        (f"spec.pools[{i}].env", pool.pods.env) for i, pool in enumerate(fleet.pools)]
+    for where, env in envs:
+        for i, var in enumerate(env):
+            if var.get("name") in RESERVED_ENV:
+                raise SpecError(f"{where}[{i}].name",
+                                f"{var['name']} is set by the operator and cannot be overridden")
+    for i, pool in enumerate(fleet.pools):
+        image = pool.pods.image
+        if image is not None and (not image or image.strip() != image):
+            raise SpecError(f"spec.pools[{i}].image",
+                            "must be a non-empty image reference without spaces")
     for key in fleet.celery_settings:
         if key.lower() in SECRET_SETTINGS:
             raise SpecError(f"spec.celery.settings.{key}",
                             "carries credentials and would be stored in a ConfigMap; "
                             "configure the broker in spec.broker and pass other URLs as "
                             "env from a Secret")
+    if fleet.command_style not in COMMAND_STYLES:
+        raise SpecError("spec.commandStyle", f"must be one of {', '.join(COMMAND_STYLES)}")
     if fleet.pods.image.strip() != fleet.pods.image or not fleet.pods.image:
         raise SpecError("spec.image", "must be a non-empty image reference without spaces")
 
@@ -386,6 +548,11 @@ def parse(body: Mapping[str, Any]) -> Fleet:
             priority_class_name=spec.get("priorityClassName"),
             pod_security_context=spec.get("podSecurityContext") or {},
             container_security_context=spec.get("containerSecurityContext") or {},
+            automount_service_account_token=bool(spec.get("automountServiceAccountToken",
+                                                          False)),
+            topology_spread_constraints=_items(spec, "topologySpreadConstraints"),
+            volumes=_items(spec, "volumes"), volume_mounts=_items(spec, "volumeMounts"),
+            init_containers=_items(spec, "initContainers"), sidecars=_items(spec, "sidecars"),
         )
         celery = spec.get("celery") or {}
         fleet = Fleet(
@@ -398,6 +565,11 @@ def parse(body: Mapping[str, Any]) -> Fleet:
             scheduler=_parse_scheduler(spec.get("scheduler") or {}),
             suspend=bool(spec.get("suspend", False)),
             pause=parse_pause(meta.get("annotations") or {}),
+            command_style=spec.get("commandStyle", "Celery"),
+            result_backend_secret=_secret_ref(celery.get("resultBackendSecretRef")),
+            probes=_parse_probes(spec.get("probes") or {}),
+            flower=_parse_flower(spec.get("flower") or {}),
+            network_policy=_parse_network_policy(spec.get("networkPolicy") or {}),
         )
     except KeyError as err:
         raise SpecError("spec", f"missing required field {err.args[0]!r}") from None

@@ -8,7 +8,13 @@ from typing import Any
 
 from metamapper_operator.kube import Kube
 from metamapper_operator.state import FleetState, Key
-from metamapper_operator.status import DeploymentState, Observed, changes, render
+from metamapper_operator.status import (
+    DeploymentState,
+    Observed,
+    changes,
+    raised_warnings,
+    render,
+)
 
 
 def now() -> str:
@@ -28,10 +34,14 @@ async def publish(kube: Kube, key: Key, state: FleetState,
         generation=state.generation, now=now(), fleet=state.fleet,
         transport=state.access.transport if state.access else None,
         invalid=state.invalid, failure=state.failure, broker_error=state.broker_error,
-        deployments=deployments, scaling=state.scaling,
+        deployments=deployments, scaling=state.scaling, unconsumed=state.unconsumed,
     )
     new = render(observed, previous)
     patch = changes(previous, new)
+    # Settings that contradict each other: a Warning event when one is found.
+    for reason, message in raised_warnings(previous, new):
+        await kube.event({"namespace": key.namespace, "name": key.name, "uid": state.uid},
+                         "Warning", reason, message)
     if patch:
         await kube.patch_status(key.namespace, key.name, patch)
         state.status = {**{k: v for k, v in previous.items() if k == "kopf"}, **new}

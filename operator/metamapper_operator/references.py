@@ -135,6 +135,12 @@ async def resolve(fleet: Fleet, read: ReadSecret) -> BrokerAccess:
     if lock.redis_url_secret is not None:
         await _secret_value(read, ns, lock.redis_url_secret,
                             "spec.scheduler.lock.redisURLSecretRef")
+    if fleet.result_backend_secret is not None:
+        await _secret_value(read, ns, fleet.result_backend_secret,
+                            "spec.celery.resultBackendSecretRef")
+    if fleet.flower.enabled and fleet.flower.basic_auth_secret is not None:
+        await _secret_value(read, ns, fleet.flower.basic_auth_secret,
+                            "spec.flower.basicAuthSecretRef")
     management = await _credentials(read, ns, broker.rabbitmq_credentials,
                                     "spec.broker.rabbitmq.credentialsSecretRef")
     if broker.rabbitmq_management_url and management.user is None:

@@ -37,6 +37,7 @@ class ReconcileInputs:
     labels: frozenset[tuple[str, str]]
     deployments: frozenset[Any]
     configmaps: frozenset[Any]
+    others: frozenset[Any]  # disruption budgets, network policies, services
 
 
 @dataclass
@@ -54,6 +55,8 @@ class FleetState:
     # Per Deployment, the foreign template fields last overwritten (see handlers._converge).
     repaired: dict[str, str] = field(default_factory=dict)
     scaling: dict[str, PoolScale] = field(default_factory=dict)
+    # Broker queues with messages, no consumer and no pool (None: the broker cannot tell).
+    unconsumed: tuple[str, ...] | None = None
     status: Mapping[str, Any] | None = None  # as last written or seen
     # What the last reconcile that succeeded started from, and when (monotonic): a resync
     # finding the same skips the object (see handlers.resync_loop).
@@ -69,6 +72,14 @@ class ScaledSize:
     at: float
 
 
+@dataclass(frozen=True)
+class AppliedHash:
+    """A child's content hash the operator just applied, and when (``time.monotonic``)."""
+
+    spec_hash: str
+    at: float
+
+
 @dataclass
 class ObjectStates:
     """State and lock by Metamapper. Only the reconciler creates an object's state
@@ -79,6 +90,8 @@ class ObjectStates:
     fleets: dict[Key, FleetState] = field(default_factory=dict)
     locks: dict[Key, asyncio.Lock] = field(default_factory=dict)
     scaled: dict[tuple[Key, str], ScaledSize] = field(default_factory=dict)
+    # By (object, kind, name): children just applied, until the watch indexes show them.
+    applied: dict[tuple[Key, str, str], AppliedHash] = field(default_factory=dict)
     clock: Callable[[], float] = time.monotonic
 
     def state(self, key: Key, uid: str) -> tuple[FleetState, asyncio.Lock]:
@@ -103,9 +116,25 @@ class ObjectStates:
         self.scaled.pop((key, deployment), None)
         return indexed
 
+    def note_applied(self, key: Key, kind: str, name: str, spec_hash: str) -> None:
+        """Remember a child just applied, until the watch index shows it."""
+        self.applied[(key, kind, name)] = AppliedHash(spec_hash, self.clock())
+
+    def content_hash(self, key: Key, kind: str, name: str, indexed: str | None) -> str | None:
+        """A child's content hash: the index's, or one just applied that it does not show
+        yet (a reconcile right after another must not apply, and announce, it again)."""
+        noted = self.applied.get((key, kind, name))
+        if (noted and noted.spec_hash != indexed
+                and self.clock() - noted.at < SCALE_SETTLE_SECONDS):
+            return noted.spec_hash
+        self.applied.pop((key, kind, name), None)
+        return indexed
+
     def forget(self, key: Key) -> None:
         """Drop everything about a Metamapper that is gone."""
         self.fleets.pop(key, None)
         self.locks.pop(key, None)
         for noted in [k for k in self.scaled if k[0] == key]:
             del self.scaled[noted]
+        for applied in [k for k in self.applied if k[0] == key]:
+            del self.applied[applied]

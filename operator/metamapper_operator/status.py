@@ -20,6 +20,7 @@ from metamapper_operator.builders import (
     scheduler_deployment_name,
     scheduler_held,
 )
+from metamapper_operator.contradictions import queue_without_consumer, short_visibility_timeout
 from metamapper_operator.model import (
     PAUSED,
     PAUSED_REPLICAS,
@@ -28,7 +29,12 @@ from metamapper_operator.model import (
 )
 
 CONDITION_TYPES = ("Ready", "Progressing", "Degraded", "InvalidSpec", "BrokerUnreachable",
-                   "GracePeriodTooShort", "Paused")
+                   "GracePeriodTooShort", "VisibilityTimeoutTooShort", "QueueWithoutConsumer",
+                   "Paused")
+# Conditions that warn of settings contradicting each other: a Warning event is posted
+# when one turns True.
+WARNING_CONDITIONS = ("GracePeriodTooShort", "VisibilityTimeoutTooShort",
+                      "QueueWithoutConsumer")
 
 
 class ConfigMapState(NamedTuple):
@@ -104,6 +110,7 @@ class Observed:
     broker_error: str | None = None     # BrokerUnreachable message (credentials redacted)
     deployments: Mapping[str, DeploymentState] | None = None
     scaling: Mapping[str, PoolScale] | None = None
+    unconsumed: tuple[str, ...] | None = None  # broker queues nobody consumes or names
 
 
 def _condition(kind: str, ok: bool, reason: str, message: str) -> dict[str, Any]:
@@ -226,6 +233,17 @@ def _conditions(obs: Observed) -> list[dict[str, Any]]:
     conditions.append(_condition("GracePeriodTooShort", grace is not None,
                                  "BelowTaskTimeLimit" if grace else "AboveTaskTimeLimit",
                                  grace or "every pool's grace period covers the task time limit"))
+    visibility = short_visibility_timeout(celery_settings(fleet), obs.transport)
+    conditions.append(_condition("VisibilityTimeoutTooShort", visibility is not None,
+                                 "BelowTaskTimeLimit" if visibility else "AboveTaskTimeLimit",
+                                 visibility or "the broker's visibility timeout covers the "
+                                 "longest task time limit (or the broker has none)"))
+    if obs.unconsumed is not None:
+        orphans = queue_without_consumer(list(obs.unconsumed))
+        conditions.append(_condition("QueueWithoutConsumer", orphans is not None,
+                                     "Unconsumed" if orphans else "AllConsumed",
+                                     orphans or "every queue holding messages has a consumer "
+                                     "or a pool"))
     conditions.append(_paused(fleet))
     if obs.broker_error is not None:
         conditions.append(_condition("BrokerUnreachable", True, "ProbeFailed", obs.broker_error))
@@ -272,6 +290,20 @@ def render(obs: Observed, previous: Mapping[str, Any]) -> dict[str, Any]:
         if backlogs:
             status["backlog"] = sum(backlogs)
     return status
+
+
+def raised_warnings(previous: Mapping[str, Any], new: Mapping[str, Any]
+                    ) -> list[tuple[str, str]]:
+    """(condition type, message) of every warning condition that turned True, or whose
+    message changed while True: each deserves a Warning event."""
+    before = {c.get("type"): c for c in previous.get("conditions") or []}
+    raised = []
+    for cond in new.get("conditions") or []:
+        if cond["type"] in WARNING_CONDITIONS and cond["status"] == "True":
+            old = before.get(cond["type"]) or {}
+            if old.get("status") != "True" or old.get("message") != cond["message"]:
+                raised.append((cond["type"], cond["message"]))
+    return raised
 
 
 def changes(previous: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from typing import Any
 
 from celery import Celery
 
+from metamapper.bootsteps import Liveness, Readiness
 from metamapper.defaults import SETTINGS
 
 CONFIG_MODULE_ENV = "METAMAPPER_CELERY_CONFIG_MODULE"
@@ -34,3 +35,6 @@ app = MetamapperCelery(
     "metamapper", include=["metamapper.health", "metamapper.revisioner.tasks"]
 )
 app.config_from_envvar(CONFIG_MODULE_ENV)
+# The stamps the pods' probes read (metamapper.probe).
+app.steps["worker"].add(Liveness)
+app.steps["consumer"].add(Readiness)

@@ -1,6 +1,6 @@
 """The ``metamapper`` command: the image's entrypoint and a small admin CLI.
 
-Process commands (``worker``, ``scheduler``, ``operator``, ``shell``) replace this
+Process commands (``worker``, ``scheduler``, ``flower``, ``operator``, ``shell``) replace this
 process with the real program; any other unknown command is run as given, so the
 image can run ``bash`` or ``celery ...`` directly.
 """
@@ -44,7 +44,9 @@ def _exec_command(
 
 
 _exec_command("worker", entrypoint.worker_argv, "Run a Celery worker (args go to celery worker).")
-_exec_command("scheduler", entrypoint.scheduler_argv, "Run celery beat under single-beat.")
+_exec_command("scheduler", entrypoint.scheduler_argv,
+              "Run celery beat (under single-beat when SINGLE_BEAT_REDIS_SERVER is set).")
+_exec_command("flower", entrypoint.flower_argv, "Run Flower for the app's broker.")
 _exec_command("operator", entrypoint.operator_argv, "Run the Kubernetes operator.")
 _exec_command("shell", entrypoint.shell_argv, "A Python shell with the Celery app loaded.")
 

@@ -75,6 +75,10 @@ SETTINGS: dict[str, Any] = {
     "task_soft_time_limit": TASK_SOFT_TIME_LIMIT,
     "timezone": "UTC",
     "beat_schedule": BEAT_SCHEDULE,
+    # metamapper.beat.RedisScheduler keeps the schedule's state in Redis instead.
+    "beat_scheduler": "metamapper.beat:FileScheduler",
+    # Seconds between the worker's liveness stamps (metamapper.bootsteps).
+    "metamapper_probe_interval": 10,
     # queue_runs spreads the starts of due runs evenly over this many seconds.
     "metamapper_run_spread_seconds": RUN_SPREAD_SECONDS,
     # A run not finished this long after it started (or was created) is failed.

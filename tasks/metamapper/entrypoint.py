@@ -1,6 +1,14 @@
 """The image's process commands: each replaces the current process (``os.execvp``),
 so the command runs as PID 1's direct successor and receives signals itself
-(SIGTERM -> Celery's warm shutdown)."""
+(SIGTERM -> Celery's warm shutdown).
+
+They follow the contract of upstream Metamapper's ``bin/docker-entrypoint``: ``worker``
+and ``scheduler`` take Celery's own arguments after them, the log level comes from
+``METAMAPPER_CELERY_LOG_LEVEL`` (``info`` by default), and ``scheduler`` is ``celery
+beat``. Beyond upstream: when ``SINGLE_BEAT_REDIS_SERVER`` is set, the scheduler runs
+beat under single-beat (which holds a lock in that Redis and runs beat only while it
+has it).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +21,12 @@ from typing import NoReturn
 
 BEAT_SCHEDULE_ENV = "METAMAPPER_BEAT_SCHEDULE"
 DEFAULT_BEAT_SCHEDULE = "/tmp/celerybeat-schedule"
+LOG_LEVEL_ENV = "METAMAPPER_CELERY_LOG_LEVEL"
+SINGLE_BEAT_ENV = "SINGLE_BEAT_REDIS_SERVER"
+
+
+def log_level() -> str:
+    return os.environ.get(LOG_LEVEL_ENV) or "info"
 
 
 def resolve(program: str) -> str:
@@ -33,16 +47,26 @@ def exec_command(argv: Sequence[str]) -> NoReturn:
 
 
 def worker_argv(args: Sequence[str]) -> list[str]:
-    return ["celery", "--app", "metamapper", "worker", "-l", "info", *args]
+    return ["celery", "--app", "metamapper", "worker", "-l", log_level(), *args]
 
 
 def scheduler_argv(args: Sequence[str]) -> list[str]:
-    """single-beat holds a lock in Redis and runs beat only while it has it."""
+    """``celery beat``; under single-beat when its Redis is configured.
+
+    A ``--schedule`` among ``args`` comes after the default and so wins.
+    """
     schedule = os.environ.get(BEAT_SCHEDULE_ENV, DEFAULT_BEAT_SCHEDULE)
-    return [
-        "single-beat", resolve("celery"), "--app", "metamapper", "beat", "-l", "info",
-        "--schedule", schedule, *args,
-    ]
+    beat = [resolve("celery"), "--app", "metamapper", "beat", "-l", log_level(),
+            "--schedule", schedule, *args]
+    if os.environ.get(SINGLE_BEAT_ENV):
+        return ["single-beat", *beat]
+    return beat
+
+
+def flower_argv(args: Sequence[str]) -> list[str]:
+    """Flower on ``METAMAPPER_FLOWER_PORT`` (5555), as upstream's ``flower`` command."""
+    port = os.environ.get("METAMAPPER_FLOWER_PORT") or "5555"
+    return ["celery", "--app", "metamapper", "flower", f"--port={port}", *args]
 
 
 def operator_argv(args: Sequence[str]) -> list[str]:

@@ -1,7 +1,12 @@
 """Celery settings from the environment, for the default configuration module.
 
-- ``METAMAPPER_BROKER_URL``: the broker (``redis://``, ``amqp://``, ``sqs://``).
-- ``METAMAPPER_RESULT_BACKEND``: a result backend, if any (Metamapper needs none).
+- ``METAMAPPER_CELERY_BROKER_URL``: the broker (``redis://``, ``amqp://``, ``sqs://``),
+  Metamapper's own name for it; ``METAMAPPER_BROKER_URL`` is an alias, used only when the
+  former is unset or empty.
+- ``METAMAPPER_CELERY_RESULT_BACKEND``: a result backend, if any (the revisioner's chord
+  needs one in upstream Metamapper); alias ``METAMAPPER_RESULT_BACKEND``, likewise.
+- ``METAMAPPER_BEAT_REDIS_URL``: the Redis of :class:`metamapper.beat.RedisScheduler`
+  (``redbeat_redis_url``), kept out of the settings because it may carry a password.
 - ``METAMAPPER_CELERY_SETTINGS``: a JSON object of Celery settings (lowercase names)
   merged over the defaults: nested objects merge key by key (so
   ``{"broker_transport_options": {"global_keyprefix": "mm:"}}`` keeps the visibility
@@ -19,8 +24,10 @@ from celery.schedules import crontab
 
 from metamapper.defaults import SETTINGS
 
-BROKER_URL_ENV = "METAMAPPER_BROKER_URL"
-RESULT_BACKEND_ENV = "METAMAPPER_RESULT_BACKEND"
+# Metamapper's names first: the first one set (and not empty) wins.
+BROKER_URL_ENV = ("METAMAPPER_CELERY_BROKER_URL", "METAMAPPER_BROKER_URL")
+BEAT_REDIS_URL_ENV = "METAMAPPER_BEAT_REDIS_URL"
+RESULT_BACKEND_ENV = ("METAMAPPER_CELERY_RESULT_BACKEND", "METAMAPPER_RESULT_BACKEND")
 CELERY_SETTINGS_ENV = "METAMAPPER_CELERY_SETTINGS"
 
 
@@ -37,13 +44,22 @@ def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any
     return merged
 
 
+def first_set(environ: Mapping[str, str], names: tuple[str, ...]) -> str | None:
+    """The value of the first of ``names`` that is set and not empty."""
+    return next((environ[name] for name in names if environ.get(name)), None)
+
+
 def from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
     settings = dict(SETTINGS)
-    if environ.get(BROKER_URL_ENV):
-        settings["broker_url"] = environ[BROKER_URL_ENV]
-    if environ.get(RESULT_BACKEND_ENV):
-        settings["result_backend"] = environ[RESULT_BACKEND_ENV]
+    broker_url = first_set(environ, BROKER_URL_ENV)
+    if broker_url:
+        settings["broker_url"] = broker_url
+    result_backend = first_set(environ, RESULT_BACKEND_ENV)
+    if result_backend:
+        settings["result_backend"] = result_backend
         settings["task_ignore_result"] = False
+    if environ.get(BEAT_REDIS_URL_ENV):
+        settings["redbeat_redis_url"] = environ[BEAT_REDIS_URL_ENV]
     raw = environ.get(CELERY_SETTINGS_ENV, "").strip()
     if raw:
         try:

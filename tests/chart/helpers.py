@@ -64,7 +64,10 @@ OPERATOR_RULES: tuple[Rule, ...] = (
     Rule("apps", "deployments/scale", ("patch",)),
     Rule("", "configmaps", ("list", "watch", "create", "patch")),
     Rule("", "secrets", ("get",)),
-    Rule("", "pods", ("list", "patch")),
+    Rule("policy", "poddisruptionbudgets", ("list", "watch", "create", "patch", "delete")),
+    Rule("networking.k8s.io", "networkpolicies", ("list", "watch", "create", "patch", "delete")),
+    Rule("", "pods", ("list", "watch", "patch")),
+    Rule("", "services", ("list", "watch", "create", "patch", "delete")),
     Rule("", "events", ("create",)),
 )
 # Leader election, in the Role of the release namespace: create cannot be restricted by

@@ -92,6 +92,10 @@ def non_default_values(served: list[str]) -> dict[str, Any]:
         "metrics": {"serviceMonitor": {"enabled": True, "interval": "15s",
                                        "labels": {"release": "prometheus"}}},
         "podDisruptionBudget": {"minAvailable": "50%"},
+        "networkPolicy": {"enabled": True, "brokerPorts": [6380],
+                          "brokerTo": [{"podSelector": {"matchLabels": {"app": "redis"}}}],
+                          "metricsFrom": [{"namespaceSelector": {"matchLabels": {
+                              "kubernetes.io/metadata.name": "monitoring"}}}]},
         "podLabels": {"team": "data"},
         "podAnnotations": {"example.com/owner": "data"},
         "nodeSelector": {"kubernetes.io/os": "linux"},
@@ -229,7 +233,7 @@ def test_non_default_render_is_accepted_by_the_apiserver(
     assert sorted(kinds(manifest)) == sorted([
         "ServiceAccount", "Role", "Role", "Role", "RoleBinding", "RoleBinding", "RoleBinding",
         "Service", "Deployment", "PodDisruptionBudget", "Metamapper",
-        "ServiceMonitor"])
+        "ServiceMonitor", "NetworkPolicy"])
     result = dry_run(chart_crds, manifest)
     assert "PodSecurity" not in result.stderr, result.stderr
     by_kind = {doc["kind"]: doc for doc in documents(manifest)}
@@ -241,6 +245,11 @@ def test_non_default_render_is_accepted_by_the_apiserver(
                     f"--lease={restricted_namespace}/fleet-leader", "--lease-duration=20",
                     "--verbose"]
     assert by_kind["Metamapper"]["metadata"]["namespace"] == served_namespaces[0]
+    policy = by_kind["NetworkPolicy"]["spec"]
+    assert policy["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": "monitoring"}
+    assert policy["egress"][2] == {"ports": [{"port": 6380, "protocol": "TCP"}], "to": [
+        {"podSelector": {"matchLabels": {"app": "redis"}}}]}
 
 
 # --- helm install / upgrade / uninstall ------------------------------------------

@@ -168,7 +168,7 @@ class Fleet:
     def deployment(self) -> str:
         return f"{self.name}-{POOL}"
 
-    def body(self, pool: Json, scheduler: Json, settings: Json) -> Json:
+    def body(self, pool: Json, scheduler: Json, settings: Json, **spec: Any) -> Json:
         return {
             "apiVersion": crd.API_VERSION, "kind": crd.KIND,
             "metadata": {"name": self.name},
@@ -186,12 +186,14 @@ class Fleet:
                                     **pool.get("autoscaling", {})},
                 }],
                 "scheduler": scheduler,
+                **spec,
             },
         }
 
     def apply(self, pool: Json | None = None, scheduler: Json | None = None,
-              settings: Json | None = None) -> None:
-        body = self.body(pool or {}, scheduler or {"enabled": False}, settings or {})
+              settings: Json | None = None, **spec: Any) -> None:
+        """Apply the fleet; ``spec`` adds other top-level spec fields (flower, probes...)."""
+        body = self.body(pool or {}, scheduler or {"enabled": False}, settings or {}, **spec)
         self.stack.kubectl("apply", "-n", NAMESPACE, "-f", "-", input=json.dumps(body))
 
     def get(self, *what: str) -> Json:

@@ -1,12 +1,14 @@
 """The chart's RBAC proven by the operator itself, with a real ServiceAccount token.
 
 One scenario exercises everything the operator does: a Metamapper with two pools whose
-broker URL is in a Secret; its children and status; a pool scaled up by real Celery
-messages and down again once they are gone (idle pods marked first); a pool removed and
+broker URL is in a Secret; its children (Deployments, ConfigMap, disruption budgets, a
+NetworkPolicy) and status; a pool scaled up by real Celery messages and down again once
+they are gone (idle pods marked first); a pool removed, the NetworkPolicy turned off and
 the bounds changed; at last, the operator at rest (no more writes). With the chart's rules
 the scenario converges and the apiserver refuses nothing. With any one verb of one rule
 taken away it stalls, and the operator's log shows the apiserver's 403 for exactly that
-resource and verb: the chart grants no verb the operator does not need.
+resource and verb: the chart grants no verb the operator does not need. Flower (its
+Service) and a Standalone scheduler (whose pod's gate the operator lifts) are part of it.
 
 The operator runs as the chart runs it, with leader election on the chart's Lease: a
 standby refused the Lease never acts, a leader refused its renewal stops acting.
@@ -74,9 +76,23 @@ def pool(name: str, queues: list[str], min_replicas: int, max_replicas: int
             "maxReplicas": max_replicas, "autoscaling": dict(FAST)}
 
 
-def metamapper(*pools: dict[str, Any]) -> dict[str, Any]:
-    """The broker URL from the Secret ``broker``; no scheduler (nothing else to run)."""
-    return fleet(scheduler={"enabled": False}, pools=list(pools))
+def metamapper(*pools: dict[str, Any], network_policy: bool = False, **spec: Any
+               ) -> dict[str, Any]:
+    """The broker URL from the Secret ``broker``; no scheduler unless ``spec`` asks."""
+    return fleet(**{"scheduler": {"enabled": False}, **spec}, pools=list(pools),
+                 networkPolicy={"enabled": network_policy,
+                                "egress": [{"ports": [{"port": 6379}]}]})
+
+
+FLOWER_SECRET = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "flower"},
+                 "stringData": {"auth": "admin:rbac"}}
+
+
+def scheduler_ungated(scene: Scene) -> bool:
+    """The Standalone scheduler's one pod exists and the operator lifted its gate."""
+    pods = [pod for pod in items(scene.cluster, scene.namespace, "pods")
+            if pod["metadata"]["labels"].get("app.kubernetes.io/component") == "scheduler"]
+    return len(pods) == 1 and not pods[0]["spec"].get("schedulingGates")
 
 
 @dataclass(frozen=True)
@@ -107,6 +123,9 @@ class Scene:
         return [pod for pod in json.loads(out)["items"]
                 if not pod["metadata"].get("deletionTimestamp")]
 
+    def names(self, kind: str) -> set[str]:
+        return {obj["metadata"]["name"] for obj in items(self.cluster, self.namespace, kind)}
+
     def reasons(self) -> list[str]:
         return [event["reason"] for event in items(self.cluster, self.namespace, "events")]
 
@@ -135,11 +154,13 @@ STEPS = (
     Step("children, status and events",
          lambda s: apply(s.cluster, s.namespace, broker_secret(s.redis_url), metamapper(
              pool("default", ["default", "checks"], 1, 4),
-             pool("revisioner", ["revisioner"], 0, 3))),
+             pool("revisioner", ["revisioner"], 0, 3), network_policy=True)),
          lambda s: set(s.deployments()) == {"mm-default", "mm-revisioner"}
          and get(s.cluster, s.namespace, "configmap", "mm-celery") is not None
+         and s.names("poddisruptionbudgets") == {"mm-default", "mm-revisioner"}
+         and s.names("networkpolicies") == {"mm-pods"}
          and [entry.get("backlog") for entry in s.pools().values()] == [0, 0]
-         and s.reasons().count("Created") == 3),
+         and s.reasons().count("Created") == 6),
     # 7 messages, 3 tasks per pod: 3 pods.
     Step("scale-up",
          lambda s: push(s.redis_url, 7),
@@ -151,11 +172,23 @@ STEPS = (
          and all(DELETION_COST in (pod["metadata"].get("annotations") or {})
                  for pod in s.pods("default"))
          and "ScaledDown" in s.reasons()),
-    Step("pool removed, bounds changed",
+    # Flower's Service, and the pod watch that lifts a Standalone scheduler pod's gate.
+    Step("Flower and a Standalone scheduler",
+         lambda s: apply(s.cluster, s.namespace, FLOWER_SECRET, metamapper(
+             pool("default", ["default", "checks"], 1, 4),
+             pool("revisioner", ["revisioner"], 0, 3),
+             flower={"enabled": True, "basicAuthSecretRef": {"name": "flower"}},
+             scheduler={"mode": "Standalone"})),
+         lambda s: get(s.cluster, s.namespace, "service", "mm-flower") is not None
+         and {"mm-flower", "mm-scheduler"} <= set(s.deployments()) and scheduler_ungated(s)),
+    Step("pool removed, bounds changed, Flower and the scheduler off",
          lambda s: apply(s.cluster, s.namespace, metamapper(
              pool("default", ["default", "checks"], 2, 5))),
          lambda s: set(s.deployments()) == {"mm-default"} and s.sized("default", 2)
-         and list(s.pools()) == ["default"] and "Deleted" in s.reasons()),
+         and s.names("poddisruptionbudgets") == {"mm-default"}
+         and s.names("networkpolicies") == set()
+         and list(s.pools()) == ["default"] and s.reasons().count("Deleted") >= 3
+         and get(s.cluster, s.namespace, "service", "mm-flower") is None),
     Step("at rest", lambda s: None, Scene.at_rest),
 )
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from metamapper.entrypoint import operator_argv, scheduler_argv, worker_argv
+from metamapper.entrypoint import flower_argv, operator_argv, scheduler_argv, worker_argv
 
 BIN = Path(sys.executable).parent
 
@@ -119,13 +119,24 @@ def test_shell_has_the_app(metamapper: Metamapper) -> None:
     assert "app is metamapper" in result.stdout + result.stderr
 
 
-def test_process_commands() -> None:
+def test_process_commands(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("METAMAPPER_CELERY_LOG_LEVEL", raising=False)
+    monkeypatch.delenv("SINGLE_BEAT_REDIS_SERVER", raising=False)
     assert worker_argv(["-Q", "revisioner", "-c", "4"]) == [
         "celery", "--app", "metamapper", "worker", "-l", "info", "-Q", "revisioner", "-c", "4",
     ]
-    argv = scheduler_argv([])
-    assert argv[0] == "single-beat" and argv[1].endswith("celery")
-    assert argv[2:] == [
-        "--app", "metamapper", "beat", "-l", "info", "--schedule", "/tmp/celerybeat-schedule",
-    ]
+    # Upstream's contract: `scheduler` is celery beat, the log level from the environment.
+    monkeypatch.setenv("METAMAPPER_CELERY_LOG_LEVEL", "debug")
+    argv = scheduler_argv(["--max-interval", "5"])
+    assert argv[0].endswith("celery")
+    assert argv[1:] == ["--app", "metamapper", "beat", "-l", "debug",
+                        "--schedule", "/tmp/celerybeat-schedule", "--max-interval", "5"]
+    # With single-beat's Redis configured, beat runs under single-beat.
+    monkeypatch.setenv("SINGLE_BEAT_REDIS_SERVER", "redis://127.0.0.1:6379/0")
+    assert scheduler_argv([])[0] == "single-beat"
+    assert scheduler_argv([])[1] == argv[0]
+    # Upstream's `flower`: the port from METAMAPPER_FLOWER_PORT, 5555 by default.
+    monkeypatch.delenv("METAMAPPER_FLOWER_PORT", raising=False)
+    assert flower_argv(["--basic-auth=x:y"]) == [
+        "celery", "--app", "metamapper", "flower", "--port=5555", "--basic-auth=x:y"]
     assert operator_argv(["--verbose"]) == ["metamapper-operator", "--verbose"]

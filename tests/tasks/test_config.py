@@ -60,6 +60,27 @@ def test_beat_schedule_is_metamappers() -> None:
     assert {e["task"] for e in schedule.values()} <= set(app.tasks)
 
 
+@pytest.mark.parametrize(("environ", "broker", "backend"), [
+    ({"METAMAPPER_CELERY_BROKER_URL": "redis://upstream/0",
+      "METAMAPPER_CELERY_RESULT_BACKEND": "redis://upstream/1"},
+     "redis://upstream/0", "redis://upstream/1"),
+    # Metamapper's own names win over the aliases.
+    ({"METAMAPPER_CELERY_BROKER_URL": "redis://upstream/0", "METAMAPPER_BROKER_URL": "redis://alias/0",
+      "METAMAPPER_CELERY_RESULT_BACKEND": "redis://upstream/1",
+      "METAMAPPER_RESULT_BACKEND": "redis://alias/1"},
+     "redis://upstream/0", "redis://upstream/1"),
+    # An empty name counts as unset: the alias is used.
+    ({"METAMAPPER_CELERY_BROKER_URL": "", "METAMAPPER_BROKER_URL": "redis://alias/0"},
+     "redis://alias/0", None),
+])
+def test_metamapper_variable_names_and_their_aliases(
+        environ: dict[str, str], broker: str, backend: str | None) -> None:
+    settings = from_environment(environ)
+    assert settings["broker_url"] == broker
+    assert settings.get("result_backend") == backend
+    assert settings["task_ignore_result"] is (backend is None)
+
+
 def test_environment_settings() -> None:
     settings = from_environment({
         "METAMAPPER_BROKER_URL": "amqp://u:p@rabbit/metamapper",

@@ -22,7 +22,10 @@ from tests.unit.sample import BODY, body, settled
 
 def objects(raw: dict[str, Any], current: dict[str, int] | None = None) -> dict[str, dict]:
     fleet = parse(raw)
-    return {o["metadata"]["name"]: o for o in desired_objects(fleet, "redis", current or {})}
+    # Pool Deployments and their PodDisruptionBudgets share names: the budgets are
+    # tested in test_eviction.py.
+    return {o["metadata"]["name"]: o for o in desired_objects(fleet, "redis", current or {})
+            if o["kind"] != "PodDisruptionBudget"}
 
 
 def test_children_and_their_hashes() -> None:
@@ -30,7 +33,9 @@ def test_children_and_their_hashes() -> None:
     assert set(built) == {"mm-celery", "mm-default", "mm-scheduler"}
     settings = json.loads(built["mm-celery"]["data"]["settings.json"])
     assert settings == {"task_soft_time_limit": 60,
-                        "broker_transport_options": {"global_keyprefix": "mm:"}}
+                        "broker_transport_options": {"global_keyprefix": "mm:"},
+                        "beat_scheduler": "metamapper.beat:RedisScheduler",
+                        "redbeat_key_prefix": "metamapper:ns:mm:beat:"}
     # The size is not part of a Deployment's content hash: scaling never re-applies.
     again = objects(BODY, {"mm-default": 4})
     assert again["mm-default"]["spec"]["replicas"] == 4

@@ -129,16 +129,16 @@ def test_a_resync_skips_only_objects_whose_inputs_did_not_change() -> None:
         body = kopf.Body(raw)
         deployments = {"mm-default": DeploymentState(name="mm-default", spec_hash="h", replicas=1)}
         await handlers.reconcile(body, runtime, deployments, {})
-        assert handlers.unchanged(runtime, KEY, handlers.inputs_of(body, deployments, {}))
+        assert handlers.unchanged(runtime, KEY, handlers.inputs_of(body, deployments, {}, {}))
 
         resized = {"mm-default": DeploymentState(name="mm-default", spec_hash="h", replicas=3)}
-        assert not handlers.unchanged(runtime, KEY, handlers.inputs_of(body, resized, {}))
+        assert not handlers.unchanged(runtime, KEY, handlers.inputs_of(body, resized, {}, {}))
         annotated = copy.deepcopy(raw)
         annotated["metadata"]["annotations"] = {"autoscaling.metamapper.io/paused": "true"}
         assert not handlers.unchanged(runtime, KEY, handlers.inputs_of(
-            kopf.Body(annotated), deployments, {}))
+            kopf.Body(annotated), deployments, {}, {}))
         runtime.fleets[KEY].failure = "apply failed"
-        assert not handlers.unchanged(runtime, KEY, handlers.inputs_of(body, deployments, {}))
+        assert not handlers.unchanged(runtime, KEY, handlers.inputs_of(body, deployments, {}, {}))
         runtime.fleets[KEY].failure = None
 
         # A fleet whose Secrets were read (or could not be: no such Secret here) is
@@ -146,7 +146,7 @@ def test_a_resync_skips_only_objects_whose_inputs_did_not_change() -> None:
         secret = copy.deepcopy(raw)
         secret["spec"]["broker"] = {"urlSecretRef": {"name": "broker"}}
         await handlers.reconcile(kopf.Body(secret), runtime, deployments, {})
-        inputs = handlers.inputs_of(kopf.Body(secret), deployments, {})
+        inputs = handlers.inputs_of(kopf.Body(secret), deployments, {}, {})
         assert runtime.fleets[KEY].invalid and handlers.unchanged(runtime, KEY, inputs)
         runtime.fleets[KEY].reconciled_at -= 301
         assert not handlers.unchanged(runtime, KEY, inputs)

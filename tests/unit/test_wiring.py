@@ -22,6 +22,7 @@ from metamapper_operator import handlers, metrics
 from metamapper_operator import kube as kube_module
 from metamapper_operator.autoscale import loop
 from metamapper_operator.autoscale.drain import DELETION_COST, IDLE_COST, SILENT_COST
+from metamapper_operator.autoscale.eviction import NOT_SAFE_TO_EVICT
 from metamapper_operator.autoscale.loop import Autoscaler
 from metamapper_operator.brokers import QueueDepth
 from metamapper_operator.config import Config
@@ -88,6 +89,7 @@ class FakeProbe:
     during: Any = None
     source: str = "fake"
     round_trips: int = 0
+    unconsumed: tuple[str, ...] | None = None
 
     async def measure(self, queues: Collection[str]) -> dict[str, QueueDepth]:
         if self.during is not None:
@@ -382,3 +384,62 @@ def test_every_kopf_handler_runs_on_the_event_loop() -> None:
     assert any(node.name == "forget_deleted" for node in registered)
     sync = [node.name for node in registered if isinstance(node, ast.FunctionDef)]
     assert sync == [], f"kopf would run these in a thread: {sync}"
+
+
+def test_busy_pods_are_marked_not_safe_to_evict_and_idle_ones_unmarked(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    async def scenario() -> None:
+        _, kube, autoscaler = setup(waiting=0, replicas=2)
+        probe = autoscaler.probes[ACCESS]
+        assert isinstance(probe, FakeProbe)
+        kube.pods = {"p-a": {}, "p-b": {}}
+        asked: list[int] = []
+
+        async def answers(active: dict[str, int], *_: object) -> dict[str, int]:
+            asked.append(1)
+            return active
+
+        # After a start nothing is known of the marks: the workers are asked once.
+        monkeypatch.setattr(loop, "active_tasks", functools.partial(answers, {"p-a": 0,
+                                                                              "p-b": 0}))
+        await autoscaler.cycle()
+        assert len(asked) == 1 and kube.pods == {"p-a": {}, "p-b": {}}
+        # Idle queues and no marks: nobody is asked.
+        await autoscaler.cycle()
+        assert len(asked) == 1
+        # Work arrives: the busy pod is marked.
+        probe.waiting = 1
+        monkeypatch.setattr(loop, "active_tasks", functools.partial(answers, {"p-a": 1,
+                                                                              "p-b": 0}))
+        await autoscaler.cycle()
+        assert kube.pods["p-a"] == dict(NOT_SAFE_TO_EVICT) and kube.pods["p-b"] == {}
+        # The queue drains and the worker finishes: the marks go, then the asking stops.
+        probe.waiting = 0
+        monkeypatch.setattr(loop, "active_tasks", functools.partial(answers, {"p-a": 0,
+                                                                              "p-b": 0}))
+        await autoscaler.cycle()
+        assert kube.pods == {"p-a": {}, "p-b": {}}
+        count = len(asked)
+        await autoscaler.cycle()
+        assert len(asked) == count
+
+    asyncio.run(scenario())
+
+
+def test_a_reconcile_before_the_indexes_catch_up_applies_nothing_again() -> None:
+    """The watch indexes lag behind the operator's own writes (seconds on a loaded
+    apiserver): a reconcile right after another must not apply and announce every child
+    a second time."""
+    async def scenario() -> list[str]:
+        kube = FakeKube()
+        runtime = Runtime(config=Config(), kube=kube,  # type: ignore[arg-type]
+                          secrets=SecretCache(kube.read_secret, 60))
+        raw = copy.deepcopy(BODY)
+        raw["metadata"].update(namespace=KEY[0], name=KEY[1], uid="u-1")
+        await handlers.reconcile(kopf.Body(raw), runtime, {}, {})
+        await handlers.reconcile(kopf.Body(raw), runtime, {}, {})   # indexes still empty
+        return kube.applied
+
+    # The pool's Deployment and its PodDisruptionBudget share the name mm-default.
+    assert sorted(asyncio.run(scenario())) == [
+        "mm-celery", "mm-default", "mm-default", "mm-scheduler"]

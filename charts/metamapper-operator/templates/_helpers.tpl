@@ -92,10 +92,25 @@ The leader-election Lease has a Role of its own in the release namespace (rbac.y
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get]
-# Worker pods: pod-deletion-cost annotations so idle workers go first on scale-down.
+# A PodDisruptionBudget per pool and the fleet's optional NetworkPolicy, applied
+# server-side; deleted when their pool leaves the spec or they are turned off.
+- apiGroups: [policy]
+  resources: [poddisruptionbudgets]
+  verbs: [list, watch, create, patch, delete]
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies]
+  verbs: [list, watch, create, patch, delete]
+# Worker pods: pod-deletion-cost annotations so idle workers go first on scale-down, and
+# not-safe-to-evict marks on the pods running a task.
+# Standalone scheduler pods: watched, and their scheduling gate lifted (patch) once no
+# other scheduler pod of the fleet exists.
 - apiGroups: [""]
   resources: [pods]
-  verbs: [list, patch]
+  verbs: [list, watch, patch]
+# Flower's Service (spec.flower), deleted when Flower is turned off.
+- apiGroups: [""]
+  resources: [services]
+  verbs: [list, watch, create, patch, delete]
 # Events on the Metamapper objects.
 - apiGroups: [""]
   resources: [events]

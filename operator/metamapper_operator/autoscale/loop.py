@@ -23,6 +23,7 @@ from metamapper_operator.autoscale.drain import (
     busy,
     deletion_costs,
 )
+from metamapper_operator.autoscale.eviction import carries_marks, eviction_marks, worth_asking
 from metamapper_operator.autoscale.latency import Sample, Throughput, for_wait, observe
 from metamapper_operator.autoscale.policy import Bounds, History, at_rest, decide
 from metamapper_operator.autoscale.schedule import Window, active_window, next_change, raised
@@ -33,6 +34,7 @@ from metamapper_operator.builders import (
     pool_deployment_name,
     selector_labels,
 )
+from metamapper_operator.contradictions import unconsumed_queues
 from metamapper_operator.kube import KubeError
 from metamapper_operator.model import Fleet, Pool, Schedule
 from metamapper_operator.publish import now
@@ -70,6 +72,7 @@ class Measurement:
     depths: dict[str, QueueDepth] | None
     source: str | None
     error: str | None = None
+    unconsumed: tuple[str, ...] | None = None  # queues with messages and no consumer
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,8 @@ class Autoscaler:
     resting: dict[PoolKey, Rest] = field(default_factory=dict)
     windows: dict[PoolKey, OpenWindow] = field(default_factory=dict)
     finished: float | None = None  # when the last cycle ended (clock), None before one
+    # By (uid, pool): pods last seen marked not safe to evict (absent: not known yet).
+    marked: dict[tuple[str, str], frozenset[str]] = field(default_factory=dict)
 
     @property
     def cycle_limit(self) -> float:
@@ -209,7 +214,7 @@ class Autoscaler:
             return Measurement(depths=None, source=source, error=str(err))
         finally:
             metrics.probe_seconds.labels(*labels).observe(self.clock() - started)
-        return Measurement(depths=depths, source=source)
+        return Measurement(depths=depths, source=source, unconsumed=probe.unconsumed)
 
     async def cycle(self) -> None:
         groups = self._groups()
@@ -244,8 +249,13 @@ class Autoscaler:
                             changed[key] = None
                 except KubeError as err:  # this pool only; the next cycle tries again
                     log.warning("scaling pool %s of %s/%s: %s", member.pool.name, *key, err)
+            orphans = None if measurement.unconsumed is None else unconsumed_queues(
+                (q for member in groups[access] for q in member.pool.queues),
+                measurement.unconsumed)
             for key in dict.fromkeys(member.key for member in groups[access]):
                 if await self._broker_state(key, measurement.error):
+                    changed[key] = None
+                if self._unconsumed_state(key, orphans):
                     changed[key] = None
         # Only objects whose measurements changed need their status rendered again.
         for key in changed:
@@ -262,6 +272,7 @@ class Autoscaler:
         self.throughput = {k: v for k, v in self.throughput.items() if k[0] in seen}
         self.resting = {k: v for k, v in self.resting.items() if k[0] in seen}
         self.windows = {k: v for k, v in self.windows.items() if k[0] in seen}
+        self.marked = {k: v for k, v in self.marked.items() if k[0] in seen}
 
     async def _broker_state(self, key: Key, error: str | None) -> bool:
         """Record whether the broker answered; True when that changed."""
@@ -274,6 +285,15 @@ class Autoscaler:
         elif state.broker_error and not error:
             await self._event(key, "Normal", "BrokerReachable", "the broker answers again")
         state.broker_error = error
+        return True
+
+    def _unconsumed_state(self, key: Key, orphans: list[str] | None) -> bool:
+        """Record the broker's queues nobody consumes; True when that changed."""
+        state = self.runtime.fleets.get(key)
+        found = None if orphans is None else tuple(orphans)
+        if state is None or state.unconsumed == found:
+            return False
+        state.unconsumed = found
         return True
 
     async def _event(self, key: Key, kind: str, reason: str, message: str) -> None:
@@ -325,6 +345,7 @@ class Autoscaler:
         name = pool_deployment_name(fleet, pool)
         pool_key = (fleet.uid, pool.name)
         current, backlog, window = inputs.current, inputs.backlog, inputs.window
+        depths = measurement.depths
         history = self.history.get(pool_key, History())
         rest = self.resting.pop(pool_key, None)
         if rest is not None:
@@ -342,11 +363,16 @@ class Autoscaler:
                           stale_in_flight=inputs.stale, window=window,
                           throughput_per_pod=per_pod)
         target, reason = decision.replicas, decision.reason
-        if target < current:
-            found_busy = await self._mark_idle_first(fleet, pool, access)
-            if found_busy > target:
-                target = min(current, found_busy)
-                reason += f"; held at {target}: {found_busy} pods are running tasks"
+        found_busy = 0
+        # SQS has no broadcast: its workers cannot be asked.
+        if target < current or (access.transport != "sqs" and depths is not None and worth_asking(
+                current, (_may_hold_work(depths.get(q)) for q in pool.queues),
+                self.marked.get((fleet.uid, pool.name)))):
+            found_busy = await self._ask_workers(fleet, pool, access,
+                                                 shrinking=target < current)
+        if target < current and found_busy > target:
+            target = min(current, found_busy)
+            reason += f"; held at {target}: {found_busy} pods are running tasks"
         if target != current:
             await self._resize(key, pool, name, current, target, reason)
             scale = replace(scale, last_scale_time=now(), last_scale_reason=reason)
@@ -388,18 +414,42 @@ class Autoscaler:
         await self._event(key, "Normal", f"Scaled{direction.capitalize()}",
                           f"pool {pool.name}: {current} -> {target} pods ({reason})")
 
-    async def _mark_idle_first(self, fleet: Fleet, pool: Pool, access: BrokerAccess) -> int:
-        """Set each pod's deletion cost from what its worker runs; the pods found busy."""
+    async def _ask_workers(self, fleet: Fleet, pool: Pool, access: BrokerAccess,
+                           shrinking: bool) -> int:
+        """Ask the pool's workers what they run; mark the busy pods not safe to evict (and
+        unmark the idle ones), and before a scale-down set each pod's deletion cost. The
+        number of pods found busy."""
         kube = self.runtime.kube
         pods = await kube.list_pods(fleet.namespace,
                                     selector_labels(fleet, "worker", pool.name))
         transport_options = celery_settings(fleet).get("broker_transport_options") or {}
         active = await active_tasks(access, transport_options, pool.name, list(pods))
+        if active is None:  # cannot ask: the marks stay as they are
+            self.marked[(fleet.uid, pool.name)] = frozenset(
+                pod for pod, annotations in pods.items() if carries_marks(annotations))
+        else:
+            marks = eviction_marks(pods, active)
+            for pod, patch in marks.patches.items():
+                await kube.annotate_pod(fleet.namespace, pod, patch)
+            self.marked[(fleet.uid, pool.name)] = marks.marked
+        if shrinking:
+            await self._set_deletion_costs(fleet, pods, active)
+        return busy(active or {})
+
+    async def _set_deletion_costs(self, fleet: Fleet, pods: Mapping[str, Mapping[str, str]],
+                                  active: Mapping[str, int] | None) -> None:
+        """Idle workers first: each pod's deletion cost from what its worker runs."""
         if active is None:  # cannot ask: costs set earlier would be stale, so they go
             wanted: dict[str, str | None] = {pod: None for pod in pods}
         else:
             wanted = {pod: str(cost) for pod, cost in deletion_costs(list(pods), active).items()}
         for pod, cost in wanted.items():
             if pods[pod].get(DELETION_COST) != cost:
-                await kube.annotate_pod(fleet.namespace, pod, {DELETION_COST: cost})
-        return busy(active or {})
+                await self.runtime.kube.annotate_pod(fleet.namespace, pod, {DELETION_COST: cost})
+
+
+def _may_hold_work(depth: QueueDepth | None) -> bool:
+    """Whether a queue may have tasks for the workers (an unknown in-flight count may)."""
+    if depth is None:
+        return False
+    return depth.waiting > 0 or depth.in_flight is None or depth.in_flight > 0

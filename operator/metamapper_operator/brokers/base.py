@@ -44,6 +44,9 @@ class Probe(Protocol):
         ...
     round_trips: int
     """Network requests made by ``measure()`` so far (connection set-up not included)."""
+    unconsumed: tuple[str, ...] | None
+    """Queues of the broker that held messages and had no consumer at the last
+    ``measure()``; None when the probe cannot tell (only RabbitMQ's management API can)."""
 
     async def measure(self, queues: Collection[str]) -> dict[str, QueueDepth]:
         """The depth of every queue in ``queues``; a queue that does not exist is empty."""

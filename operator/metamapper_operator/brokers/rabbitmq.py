@@ -61,6 +61,7 @@ class ManagementProbe:
         if access.management_url is None:
             raise ValueError("ManagementProbe needs access.management_url")
         self.round_trips = 0
+        self.unconsumed: tuple[str, ...] | None = None
         self._access = access
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
@@ -80,7 +81,7 @@ class ManagementProbe:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self._timeout, headers=self._headers)
         params = {"disable_stats": "true", "enable_queue_totals": "true",
-                  "columns": "name,messages_ready,messages_unacknowledged"}
+                  "columns": "name,messages_ready,messages_unacknowledged,consumers"}
         try:
             self.round_trips += 1
             async with self._session.get(self._url, params=params) as response:
@@ -89,6 +90,9 @@ class ManagementProbe:
         except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as err:
             raise probe_error(self._access, self._where, err) from None
         found = {row.get("name"): row for row in rows}
+        self.unconsumed = tuple(str(row["name"]) for row in rows if row.get("name")
+                                and int(row.get("messages_ready") or 0) > 0
+                                and int(row.get("consumers") or 0) == 0)
         # A queue the API does not list (or has no counts for yet) is empty.
         return {queue: QueueDepth(
             waiting=int(found.get(queue, {}).get("messages_ready") or 0),
@@ -110,6 +114,7 @@ class AmqpProbe:
     """
 
     source = "rabbitmq AMQP passive declare: ready only"
+    unconsumed: tuple[str, ...] | None = None  # AMQP cannot tell
 
     def __init__(self, access: BrokerAccess, *, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.round_trips = 0

@@ -99,6 +99,7 @@ class RedisProbe:
     def __init__(self, access: BrokerAccess, *, timeout: float = DEFAULT_TIMEOUT,
                  clock: Callable[[], float] = time.time) -> None:
         self.round_trips = 0
+        self.unconsumed: tuple[str, ...] | None = None  # cannot tell
         self._access, self._timeout, self._clock = access, timeout, clock
         self.source = ("redis: LLEN + priority keys + unacked (older than "
                        f"{access.redis.in_flight_max_age:g} s not counted)")

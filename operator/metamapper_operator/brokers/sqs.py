@@ -56,6 +56,7 @@ class SqsProbe:
 
     def __init__(self, access: BrokerAccess, *, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.round_trips = 0
+        self.unconsumed: tuple[str, ...] | None = None  # cannot tell
         self._access, self._timeout = access, timeout
         self._where = f"sqs {access.display}"
         self._client: Any = None

@@ -1,0 +1,71 @@
+"""Settings that contradict each other or the broker's state: pure rules, each returning a
+message for a Warning condition, or None when all is well.
+
+- A message a worker holds unacknowledged (Celery's late acks) is given to another worker
+  once the broker's visibility timeout passes (Redis, SQS): a timeout shorter than the
+  longest a task may run delivers long tasks twice.
+- On RabbitMQ, a queue holding messages that nothing consumes and no pool names is work
+  that never runs (a task routed to a queue nobody listed, say).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from metamapper_operator.model import WORKER_TASK_TIME_LIMIT, Fleet
+
+# kombu's defaults when broker_transport_options sets no visibility_timeout.
+DEFAULT_VISIBILITY_TIMEOUT = {"redis": 3600.0, "sqs": 1800.0}
+# Celery's own queues: broadcast replies and events, never a pool's.
+CELERY_INTERNAL = (".pidbox", "celeryev.")
+
+
+def _seconds(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def longest_time_limit(settings: Mapping[str, Any]) -> float:
+    """The longest a task may run: the hard limit (the worker image's by default), or a
+    soft limit set above it."""
+    limits = [seconds for seconds in (
+        _seconds(settings.get("task_time_limit", WORKER_TASK_TIME_LIMIT)),
+        _seconds(settings.get("task_soft_time_limit"))) if seconds is not None]
+    return max(limits, default=float(WORKER_TASK_TIME_LIMIT))
+
+
+def short_visibility_timeout(settings: Mapping[str, Any], transport: str | None) -> str | None:
+    """A message when the Redis/SQS visibility timeout is below the longest time limit."""
+    if transport not in DEFAULT_VISIBILITY_TIMEOUT:
+        return None
+    options = settings.get("broker_transport_options") or {}
+    timeout = _seconds(options.get("visibility_timeout", DEFAULT_VISIBILITY_TIMEOUT[transport]))
+    limit = longest_time_limit(settings)
+    if timeout is None or timeout >= limit:
+        return None
+    return (f"broker_transport_options.visibility_timeout ({timeout:g} s) is below the "
+            f"longest task time limit ({limit:g} s): {transport} gives a task still running "
+            "after the timeout to another worker, so it runs twice")
+
+
+def unconsumed_queues(fleet_pools_queues: Iterable[str], unconsumed: Iterable[str]
+                      ) -> list[str]:
+    """Queues with messages and no consumer that no pool of the broker's fleets names."""
+    named = set(fleet_pools_queues)
+    return sorted(q for q in unconsumed
+                  if q not in named and not q.endswith(CELERY_INTERNAL[0])
+                  and not q.startswith(CELERY_INTERNAL[1]))
+
+
+def queue_without_consumer(queues: list[str]) -> str | None:
+    if not queues:
+        return None
+    return ("messages wait in " + ", ".join(queues) + " with no consumer, and no pool "
+            "names the queue: add it to a pool's queues or stop routing tasks to it")
+
+
+def fleet_queues(fleet: Fleet) -> list[str]:
+    return [queue for pool in fleet.pools for queue in pool.queues]
