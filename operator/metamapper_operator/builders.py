@@ -500,10 +500,14 @@ def initial_replicas(fleet: Fleet, pool: Pool, current: int | None) -> int:
     """Pods a pool's Deployment should ask for now, before the autoscaler's say.
 
     A new pool starts at minReplicas; an existing one keeps its size, clamped into
-    [min, max], so that applying configuration never undoes a scaling decision.
+    [min, max], so that applying configuration never undoes a scaling decision. A pause
+    with pinned replicas sets every pool to that count, outside the bounds too (as KEDA's
+    paused-replicas does).
     """
     if fleet.suspend:
         return 0
+    if fleet.pause is not None and fleet.pause.replicas is not None:
+        return fleet.pause.replicas
     if current is None or not pool.autoscaling.enabled:
         return pool.min_replicas
     return max(pool.min_replicas, min(pool.max_replicas, current))

@@ -15,6 +15,7 @@ import contextlib
 import copy
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -36,10 +37,10 @@ from metamapper_operator.config import Config
 from metamapper_operator.crd import GROUP, PLURAL, VERSION
 from metamapper_operator.health import Health
 from metamapper_operator.kube import Kube, KubeError, unguarded
-from metamapper_operator.model import SpecError, parse
+from metamapper_operator.model import Fleet, SpecError, parse
 from metamapper_operator.references import SecretCache, resolve
 from metamapper_operator.runtime import Runtime
-from metamapper_operator.state import FleetState, Key
+from metamapper_operator.state import FleetState, Key, ReconcileInputs
 from metamapper_operator.status import (
     ConfigMapState,
     DeploymentState,
@@ -187,6 +188,40 @@ def deployments_of(index: kopf.Index[Key, DeploymentState], key: Key
 # --- reconcile ---------------------------------------------------------------------
 
 
+def inputs_of(body: kopf.Body, deployments: Mapping[str, DeploymentState],
+              configmaps: Mapping[str, str], others: Mapping[tuple[str, str], str]
+              ) -> ReconcileInputs:
+    meta = body.metadata
+    return ReconcileInputs(generation=int(meta.get("generation", 0)),
+                           annotations=frozenset((meta.get("annotations") or {}).items()),
+                           labels=frozenset((meta.get("labels") or {}).items()),
+                           deployments=frozenset(deployments.values()),
+                           configmaps=frozenset(configmaps.items()),
+                           others=frozenset(others.items()))
+
+
+def reads_secrets(fleet: Fleet | None) -> bool:
+    """Whether resolving the fleet's references reads a Secret (which may change unseen:
+    the operator does not watch Secrets)."""
+    if fleet is None:
+        return True
+    broker = fleet.broker
+    return any(ref is not None for ref in (broker.url_secret, broker.rabbitmq_credentials,
+                                           broker.sqs_credentials,
+                                           fleet.scheduler.lock.redis_url_secret))
+
+
+def unchanged(runtime: Runtime, key: Key, inputs: ReconcileInputs) -> bool:
+    """Whether a reconcile of ``key`` from ``inputs`` would find what the last one found:
+    the same object and children, no failure to retry, and no Secret due to be read
+    again."""
+    state = runtime.fleets.get(key)
+    if state is None or state.reconciled != inputs or state.failure is not None:
+        return False
+    return not reads_secrets(state.fleet) or (
+        time.monotonic() - state.reconciled_at < runtime.config.secret_ttl_seconds)
+
+
 async def reconcile(body: kopf.Body, runtime: Runtime,
                     deployments: dict[str, DeploymentState],
                     configmaps: dict[str, str],
@@ -200,11 +235,14 @@ async def reconcile(body: kopf.Body, runtime: Runtime,
     key = Key(body.metadata.namespace or "", body.metadata.name or "")
     state, lock = runtime.state(key, body.metadata.uid or "")
     seen_status = dict(body.get("status") or {})
+    inputs = inputs_of(body, deployments, configmaps, others or {})
     async with lock:
         state.generation = int(body.metadata.get("generation", 0))
+        state.reconciled = None
         try:
             await _reconcile(body, runtime, state, key, deployments, configmaps, others or {},
                              seen_status)
+            state.reconciled, state.reconciled_at = inputs, time.monotonic()
         except KubeError as err:
             if state.failure != str(err):
                 await runtime.kube.event(body.metadata, "Warning", "ApplyFailed", str(err))
@@ -316,14 +354,21 @@ async def resync_loop(runtime: Runtime, bodies: kopf.Index[Key, dict[str, Any]],
                       deployments: kopf.Index[Key, DeploymentState],
                       configmaps: kopf.Index[Key, ConfigMapState],
                       others: tuple[ChildIndex, ...]) -> None:
-    """Every resync interval, reconcile every object: repairs drift nobody announced."""
+    """Every resync interval, reconcile every object whose spec or children changed since
+    its last reconcile, or whose Secrets are due to be read again: repairs drift the
+    handlers missed. An object at rest costs a comparison."""
     while True:
         await asyncio.sleep(runtime.config.resync_seconds)
         for key in list(bodies):
             for raw in list(bodies.get(key, [])):
+                body = kopf.Body(raw)
+                if unchanged(runtime, key, inputs_of(
+                        body, deployments_of(deployments, key), dict(configmaps.get(key, [])),
+                        dict(entry for index in others for entry in index.get(key, [])))):
+                    continue
                 try:
-                    await _reconcile_from_indexes(kopf.Body(raw), runtime, deployments,
-                                                  configmaps, others)
+                    await _reconcile_from_indexes(body, runtime, deployments, configmaps,
+                                                  others)
                 except (kopf.TemporaryError, kopf.PermanentError) as err:
                     log.warning("resync of %s/%s failed: %s", *key, err)
                 except Exception:

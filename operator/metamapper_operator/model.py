@@ -11,6 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
 
 from metamapper_urls import URLError, parse_url
 
@@ -57,6 +60,31 @@ class SecretKeyRef:
     key: str
 
 
+# Annotations that pause autoscaling of a Metamapper (KEDA's autoscaling.keda.sh/paused and
+# paused-replicas, under this project's group).
+PAUSED = "autoscaling.metamapper.io/paused"
+PAUSED_REPLICAS = "autoscaling.metamapper.io/paused-replicas"
+
+
+@dataclass(frozen=True)
+class Pause:
+    """Autoscaling paused by annotation; ``replicas``, when set, pins every pool's size."""
+
+    replicas: int | None = None
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A window that raises a pool's minimum: it opens at each time ``cron`` names (in
+    ``time_zone``) and lasts ``duration_seconds``."""
+
+    name: str
+    cron: str
+    duration_seconds: int
+    min_replicas: int
+    time_zone: str = "UTC"
+
+
 @dataclass(frozen=True, kw_only=True)
 class CredentialsRef:
     """A Secret holding a user name and a password, and the keys they are under (for SQS,
@@ -87,6 +115,8 @@ class Autoscaling:
     max_scale_up_step: int = 0
     fallback_replicas: int | None = None
     count_in_flight: bool = True
+    target_wait_seconds: float | None = None
+    schedules: tuple[Schedule, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -245,6 +275,7 @@ class Fleet:
     pools: tuple[Pool, ...]
     scheduler: Scheduler
     suspend: bool = False
+    pause: Pause | None = None
     command_style: str = "Celery"
     result_backend_secret: SecretKeyRef | None = None
     probes: Probes = field(default_factory=Probes)
@@ -311,8 +342,30 @@ def _parse_broker(raw: Mapping[str, Any]) -> Broker:
     )
 
 
-def _parse_autoscaling(raw: Mapping[str, Any]) -> Autoscaling:
+def _parse_schedule(where: str, raw: Mapping[str, Any]) -> Schedule:
+    schedule = Schedule(name=raw["name"], cron=raw["cron"],
+                        duration_seconds=raw["durationSeconds"],
+                        min_replicas=raw["minReplicas"], time_zone=raw.get("timeZone", "UTC"))
+    # Five fields only: croniter would also take a sixth (seconds), which cron does not know.
+    if len(schedule.cron.split()) != 5 or not croniter.is_valid(schedule.cron):
+        raise SpecError(f"{where}.cron", f"{schedule.cron!r} is not a cron expression of "
+                        "five fields (minute hour day-of-month month day-of-week)")
+    try:
+        ZoneInfo(schedule.time_zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SpecError(f"{where}.timeZone", f"unknown time zone {schedule.time_zone!r}; use "
+                        "an IANA name such as Europe/Berlin") from None
+    return schedule
+
+
+def _parse_autoscaling(where: str, raw: Mapping[str, Any]) -> Autoscaling:
     defaults = Autoscaling()
+    schedules = tuple(_parse_schedule(f"{where}.schedules[{i}]", s)
+                      for i, s in enumerate(raw.get("schedules") or ()))
+    names = [s.name for s in schedules]
+    if len(set(names)) != len(names):
+        raise SpecError(f"{where}.schedules", "schedule names must be unique")
+    wait = raw.get("targetWaitSeconds")
     return Autoscaling(
         enabled=raw.get("enabled", defaults.enabled),
         target_backlog_per_replica=raw.get("targetBacklogPerReplica"),
@@ -325,6 +378,8 @@ def _parse_autoscaling(raw: Mapping[str, Any]) -> Autoscaling:
         max_scale_up_step=raw.get("maxScaleUpStep", defaults.max_scale_up_step),
         fallback_replicas=raw.get("fallbackReplicas"),
         count_in_flight=raw.get("countInFlight", defaults.count_in_flight),
+        target_wait_seconds=None if wait is None else float(wait),
+        schedules=schedules,
     )
 
 
@@ -370,7 +425,7 @@ def _parse_pool(index: int, raw: Mapping[str, Any]) -> Pool:
         termination_grace_period_seconds=raw.get(
             "terminationGracePeriodSeconds", defaults.termination_grace_period_seconds),
         extra_args=tuple(raw.get("extraArgs") or ()),
-        autoscaling=_parse_autoscaling(raw.get("autoscaling") or {}),
+        autoscaling=_parse_autoscaling(f"{where}.autoscaling", raw.get("autoscaling") or {}),
         pods=_parse_pod_settings(raw),
         disruption=_parse_disruption(raw.get("podDisruptionBudget") or {}),
     )
@@ -457,6 +512,24 @@ def _check(fleet: Fleet) -> None:
         raise SpecError("spec.image", "must be a non-empty image reference without spaces")
 
 
+def parse_pause(annotations: Mapping[str, str]) -> Pause | None:
+    """The pause the annotations ask for, or None. ``paused-replicas`` alone pauses too
+    (as in KEDA); ``paused: "false"`` next to it is a contradiction."""
+    paused, pinned = annotations.get(PAUSED), annotations.get(PAUSED_REPLICAS)
+    flag = None if paused is None else paused.strip().lower()
+    if flag not in (None, "true", "false"):
+        raise SpecError(f"metadata.annotations[{PAUSED}]",
+                        f'must be "true" or "false", not {paused!r}')
+    if pinned is None:
+        return Pause() if flag == "true" else None
+    where = f"metadata.annotations[{PAUSED_REPLICAS}]"
+    if not pinned.strip().isdigit():
+        raise SpecError(where, f"must be a whole number of pods (0 or more), not {pinned!r}")
+    if flag == "false":
+        raise SpecError(where, f'pins the pools while {PAUSED} is "false"; remove one of them')
+    return Pause(int(pinned.strip()))
+
+
 def parse(body: Mapping[str, Any]) -> Fleet:
     """Parse a Metamapper object; raises :class:`SpecError` naming the field."""
     meta, spec = body.get("metadata") or {}, body.get("spec") or {}
@@ -492,6 +565,7 @@ def parse(body: Mapping[str, Any]) -> Fleet:
             pools=tuple(_parse_pool(i, p) for i, p in enumerate(spec["pools"])),
             scheduler=_parse_scheduler(spec.get("scheduler") or {}),
             suspend=bool(spec.get("suspend", False)),
+            pause=parse_pause(meta.get("annotations") or {}),
             command_style=spec.get("commandStyle", "Celery"),
             result_backend_secret=_secret_ref(celery.get("resultBackendSecretRef")),
             probes=_parse_probes(spec.get("probes") or {}),

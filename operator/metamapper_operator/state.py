@@ -27,6 +27,19 @@ class Key(NamedTuple):
     name: str
 
 
+@dataclass(frozen=True, kw_only=True)
+class ReconcileInputs:
+    """What a reconcile of one Metamapper starts from: its spec and metadata as far as
+    the operator reads them, and its children as the watch indexes show them."""
+
+    generation: int
+    annotations: frozenset[tuple[str, str]]
+    labels: frozenset[tuple[str, str]]
+    deployments: frozenset[Any]
+    configmaps: frozenset[Any]
+    others: frozenset[Any]  # disruption budgets, network policies, services
+
+
 @dataclass
 class FleetState:
     """What the reconciler learned of one Metamapper, for the status and the autoscaler."""
@@ -45,6 +58,10 @@ class FleetState:
     # Broker queues with messages, no consumer and no pool (None: the broker cannot tell).
     unconsumed: tuple[str, ...] | None = None
     status: Mapping[str, Any] | None = None  # as last written or seen
+    # What the last reconcile that succeeded started from, and when (monotonic): a resync
+    # finding the same skips the object (see handlers.resync_loop).
+    reconciled: ReconcileInputs | None = None
+    reconciled_at: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from metamapper_operator.autoscale.schedule import Window
 from metamapper_operator.builders import (
     celery_settings,
     pool_deployment_name,
@@ -20,10 +21,16 @@ from metamapper_operator.builders import (
     scheduler_held,
 )
 from metamapper_operator.contradictions import queue_without_consumer, short_visibility_timeout
-from metamapper_operator.model import WORKER_TASK_TIME_LIMIT, Fleet
+from metamapper_operator.model import (
+    PAUSED,
+    PAUSED_REPLICAS,
+    WORKER_TASK_TIME_LIMIT,
+    Fleet,
+)
 
 CONDITION_TYPES = ("Ready", "Progressing", "Degraded", "InvalidSpec", "BrokerUnreachable",
-                   "GracePeriodTooShort", "VisibilityTimeoutTooShort", "QueueWithoutConsumer")
+                   "GracePeriodTooShort", "VisibilityTimeoutTooShort", "QueueWithoutConsumer",
+                   "Paused")
 # Conditions that warn of settings contradicting each other: a Warning event is posted
 # when one turns True.
 WARNING_CONDITIONS = ("GracePeriodTooShort", "VisibilityTimeoutTooShort",
@@ -88,6 +95,8 @@ class PoolScale:
     stale_in_flight: int | None = None  # unacknowledged, too old to be running: not counted
     draining: tuple[str, ...] = ()      # pods whose workers stopped consuming, to be removed
     drain_timed_out: str | None = None  # the latest drain given up (its worker consumes again)
+    window: Window | None = None         # the schedule window raising the minimum
+    throughput_per_pod: float | None = None  # measured, when the pool has a wait target
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -121,17 +130,26 @@ def _pools(obs: Observed, fleet: Fleet) -> list[dict[str, Any]]:
             "name": pool.name, "deployment": name, "queues": list(pool.queues),
             "replicas": dep.replicas if dep else 0, "readyReplicas": dep.ready if dep else 0,
         }
-        scale = scaling.get(pool.name)
+        scale = scaling.get(pool.name) if fleet.pause is None else None  # not measured
         if scale:
             optional = {"backlog": scale.backlog, "backlogSource": scale.source,
                         "desiredReplicas": scale.desired, "lastScaleTime": scale.last_scale_time,
                         "lastScaleReason": scale.last_scale_reason,
                         "staleInFlight": scale.stale_in_flight or None,
                         "draining": list(scale.draining) or None,
-                        "lastDrainTimeout": scale.drain_timed_out}
+                        "lastDrainTimeout": scale.drain_timed_out,
+                        "throughputPerPod": scale.throughput_per_pod,
+                        "activeSchedule": _window(scale.window)}
             entry.update({k: v for k, v in optional.items() if v is not None})
         pools.append(entry)
     return pools
+
+
+def _window(window: Window | None) -> dict[str, Any] | None:
+    if window is None:
+        return None
+    return {"name": window.name, "minReplicas": window.min_replicas,
+            "until": window.end.strftime("%Y-%m-%dT%H:%M:%SZ")}
 
 
 def short_grace(fleet: Fleet) -> str | None:
@@ -232,12 +250,24 @@ def _conditions(obs: Observed) -> list[dict[str, Any]]:
                                      "Unconsumed" if orphans else "AllConsumed",
                                      orphans or "every queue holding messages has a consumer "
                                      "or a pool"))
+    conditions.append(_paused(fleet))
     if obs.broker_error is not None:
         conditions.append(_condition("BrokerUnreachable", True, "ProbeFailed", obs.broker_error))
     elif obs.scaling:
         conditions.append(_condition("BrokerUnreachable", False, "Reachable",
                                      "the broker answered the last probe"))
     return conditions
+
+
+def _paused(fleet: Fleet) -> dict[str, Any]:
+    pause = fleet.pause
+    if pause is None:
+        return _condition("Paused", False, "NotPaused", "the autoscaler sizes the pools")
+    if pause.replicas is None:
+        return _condition("Paused", True, "Annotation", f"{PAUSED} is set: every pool "
+                          "keeps its size and its broker is not measured")
+    return _condition("Paused", True, "PinnedReplicas", f"{PAUSED_REPLICAS} is set: every "
+                      f"pool is held at {pause.replicas} pods and its broker is not measured")
 
 
 def render(obs: Observed, previous: Mapping[str, Any]) -> dict[str, Any]:

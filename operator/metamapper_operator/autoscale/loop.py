@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import logging
 import time
 from collections import defaultdict
@@ -19,7 +20,9 @@ from dataclasses import dataclass, field, replace
 from metamapper_operator import metrics
 from metamapper_operator.autoscale.drain import active_tasks, can_broadcast
 from metamapper_operator.autoscale.eviction import carries_marks, eviction_marks, worth_asking
-from metamapper_operator.autoscale.policy import Bounds, History, decide
+from metamapper_operator.autoscale.latency import Sample, Throughput, for_wait, observe
+from metamapper_operator.autoscale.policy import Bounds, History, at_rest, decide
+from metamapper_operator.autoscale.schedule import Window, active_window, next_change, raised
 from metamapper_operator.autoscale.shrink import Outcome, Shrinker
 from metamapper_operator.brokers import Probe, ProbeError, QueueDepth, probe_for
 from metamapper_operator.brokers.base import probe_error
@@ -30,7 +33,7 @@ from metamapper_operator.builders import (
 )
 from metamapper_operator.contradictions import unconsumed_queues
 from metamapper_operator.kube import KubeError
-from metamapper_operator.model import Fleet, Pool
+from metamapper_operator.model import Fleet, Pool, Schedule
 from metamapper_operator.publish import now
 from metamapper_operator.references import BrokerAccess
 from metamapper_operator.runtime import Runtime
@@ -42,6 +45,10 @@ log = logging.getLogger(__name__)
 DeploymentsOf = Callable[[Key], Mapping[str, DeploymentState]]
 # Intervals without a finished cycle after which the autoscaler counts as stalled.
 STALLED_CYCLES = 3
+
+
+def wall_clock() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
 
 
 def backlog_of(pool: Pool, depths: Mapping[str, QueueDepth]) -> int:
@@ -118,14 +125,54 @@ class Member:
     generation: int
 
 
+@dataclass(frozen=True)
+class Inputs:
+    """Everything a pool's decision is made from, besides the time."""
+
+    generation: int
+    current: int
+    ready: int
+    backlog: int | None
+    stale: int | None
+    window: Window | None
+
+
+@dataclass
+class Rest:
+    """A pool at rest: decided from ``inputs`` with ``bounds``, its size unchanged and no
+    window running out; ``seen`` is the last cycle that found the same inputs."""
+
+    inputs: Inputs
+    bounds: Bounds
+    seen: float
+
+
+@dataclass(frozen=True)
+class OpenWindow:
+    """A pool's schedule window as evaluated, valid until ``until`` (None: forever)."""
+
+    schedules: tuple[Schedule, ...]
+    window: Window | None
+    until: datetime.datetime | None
+
+
+PoolKey = tuple[str, str]  # (uid, pool name)
+
+
 @dataclass
 class Autoscaler:
     runtime: Runtime
     deployments_of: DeploymentsOf
     clock: Callable[[], float] = time.monotonic
+    wall: Callable[[], datetime.datetime] = wall_clock  # for schedules
     probes: dict[BrokerAccess, Probe] = field(default_factory=dict)
     # By (uid, pool): a re-created object (same name, new uid) starts without history.
     history: dict[tuple[str, str], History] = field(default_factory=dict)
+    # By (uid, pool), for pools with a latency target.
+    throughput: dict[PoolKey, Throughput] = field(default_factory=dict)
+    # Pools whose inputs did not change cost no policy work (see _scale_pool).
+    resting: dict[PoolKey, Rest] = field(default_factory=dict)
+    windows: dict[PoolKey, OpenWindow] = field(default_factory=dict)
     finished: float | None = None  # when the last cycle ended (clock), None before one
     # By (uid, pool): pods last seen marked not safe to evict (absent: not known yet).
     marked: dict[tuple[str, str], frozenset[str]] = field(default_factory=dict)
@@ -178,7 +225,8 @@ class Autoscaler:
         groups: dict[BrokerAccess, list[Member]] = defaultdict(list)
         for key, state in list(self.runtime.fleets.items()):
             fleet, access = state.fleet, state.access
-            if fleet is None or access is None or fleet.suspend or state.invalid:
+            if (fleet is None or access is None or fleet.suspend or state.invalid
+                    or fleet.pause is not None):
                 continue
             for pool in fleet.pools:
                 if pool.autoscaling.enabled:
@@ -190,7 +238,8 @@ class Autoscaler:
         object's lock: a suspend or new bounds that landed while measuring win)."""
         state = self.runtime.fleets.get(member.key)
         return (state is not None and state.fleet is not None and not state.invalid
-                and state.generation == member.generation and not state.fleet.suspend)
+                and state.generation == member.generation and not state.fleet.suspend
+                and state.fleet.pause is None)
 
     async def _measure(self, access: BrokerAccess, queues: set[str]) -> Measurement:
         """One broker's depths, or its error: whatever goes wrong with one broker (a URL
@@ -227,6 +276,7 @@ class Autoscaler:
         scaled: set[tuple[str, str]] = set()
         changed: dict[Key, None] = {}  # ordered, so statuses are written in a stable order
         series: dict[metrics.PoolSeries, set[str]] = {}
+        wall = self.wall()
         for access, measurement in zip(accesses, measurements, strict=True):
             for member in groups[access]:
                 key = member.key
@@ -234,13 +284,24 @@ class Autoscaler:
                 series[pool_series(key, member.pool)] = (
                     set() if measurement.depths is None else set(member.pool.queues))
                 scaled.add((member.fleet.uid, member.pool.name))
+                inputs = self._inputs(member, measurement, wall)
+                if inputs is None:  # not created yet: the reconciler will
+                    continue
+                rest = self.resting.get((member.fleet.uid, member.pool.name))
+                if rest is not None and rest.inputs == inputs:
+                    rest.seen = self.clock()
+                    record_pool(pool_series(key, member.pool), member.pool,
+                                measurement.depths, inputs.backlog, inputs.current,
+                                inputs.current)
+                    continue
                 lock = self.runtime.locks.get(key)
                 if lock is None:  # deleted meanwhile
                     continue
                 try:
                     async with lock:
                         if self._current(member) and await self._scale_pool(
-                                key, member.fleet, member.pool, access, measurement):
+                                key, member.fleet, member.pool, access, measurement,
+                                inputs):
                             changed[key] = None
                 except KubeError as err:  # this pool only; the next cycle tries again
                     log.warning("scaling pool %s of %s/%s: %s", member.pool.name, *key, err)
@@ -265,6 +326,9 @@ class Autoscaler:
         # Forget pools of objects that are gone, and their series; workers of pools no
         # longer scaled that were draining consume again.
         self.history = {k: v for k, v in self.history.items() if k[0] in seen}
+        self.throughput = {k: v for k, v in self.throughput.items() if k[0] in seen}
+        self.resting = {k: v for k, v in self.resting.items() if k[0] in seen}
+        self.windows = {k: v for k, v in self.windows.items() if k[0] in seen}
         self.marked = {k: v for k, v in self.marked.items() if k[0] in seen}
         metrics.retain(series, {broker_series(access) for access in accesses})
         await self._shrinker().abandon(scaled)
@@ -297,21 +361,58 @@ class Autoscaler:
         await self.runtime.kube.event({"namespace": key.namespace, "name": key.name, "uid": uid},
                                       kind, reason, message)
 
-    async def _scale_pool(self, key: Key, fleet: Fleet, pool: Pool, access: BrokerAccess,
-                          measurement: Measurement) -> bool:
-        """Decide the pool's size and apply it; True when what status shows changed."""
+    def _inputs(self, member: Member, measurement: Measurement, wall: datetime.datetime
+                ) -> Inputs | None:
+        """What the pool's decision depends on now; None while its Deployment is missing."""
+        fleet, pool = member.fleet, member.pool
         name = pool_deployment_name(fleet, pool)
-        dep = self.deployments_of(key).get(name)
-        if dep is None:  # not created yet: the reconciler will
-            return False
-        current = self.runtime.replicas(key, name, dep.replicas)
+        dep = self.deployments_of(member.key).get(name)
+        if dep is None:
+            return None
         depths = measurement.depths
-        backlog = None if depths is None else backlog_of(pool, depths)
-        stale = None if depths is None else sum(
-            depths[queue].stale for queue in pool.queues if queue in depths)
-        decision = decide(Bounds.of(pool), current, backlog, self.clock(),
-                          self.history.get((fleet.uid, pool.name), History()))
-        self.history[(fleet.uid, pool.name)] = decision.history
+        return Inputs(
+            generation=member.generation,
+            current=self.runtime.replicas(member.key, name, dep.replicas), ready=dep.ready,
+            backlog=None if depths is None else backlog_of(pool, depths),
+            stale=None if depths is None else sum(
+                depths[queue].stale for queue in pool.queues if queue in depths),
+            window=self._window(fleet, pool, wall))
+
+    def _window(self, fleet: Fleet, pool: Pool, wall: datetime.datetime) -> Window | None:
+        """The pool's open schedule window, evaluated again only when it may change."""
+        schedules = pool.autoscaling.schedules
+        if not schedules:
+            return None
+        cached = self.windows.get((fleet.uid, pool.name))
+        if cached is None or cached.schedules != schedules or (
+                cached.until is not None and wall >= cached.until):
+            cached = OpenWindow(schedules, active_window(schedules, wall),
+                                next_change(schedules, wall))
+            self.windows[(fleet.uid, pool.name)] = cached
+        return cached.window
+
+    async def _scale_pool(self, key: Key, fleet: Fleet, pool: Pool, access: BrokerAccess,
+                          measurement: Measurement, inputs: Inputs) -> bool:
+        """Decide the pool's size and apply it; True when what status shows changed.
+
+        A pool whose decision left its size as it was, with nothing pending in time, is
+        at rest: later cycles that find the same inputs skip it (no policy work, no
+        status). When its inputs change, the decision it would have made at the last of
+        those cycles is replayed first, so its history is as if it had been decided
+        every cycle.
+        """
+        name = pool_deployment_name(fleet, pool)
+        pool_key = (fleet.uid, pool.name)
+        current, backlog, window = inputs.current, inputs.backlog, inputs.window
+        depths = measurement.depths
+        history = self.history.get(pool_key, History())
+        rest = self.resting.pop(pool_key, None)
+        if rest is not None:
+            history = decide(rest.bounds, rest.inputs.current, rest.inputs.backlog, rest.seen,
+                             history).history
+        bounds, per_pod = self._bounds(fleet, pool, backlog, inputs.ready, window)
+        decision = decide(bounds, current, backlog, self.clock(), history)
+        self.history[pool_key] = decision.history
         state = self.runtime.fleets[key]  # present: checked under the lock
         previous = state.scaling.get(pool.name)
         target, reason = decision.replicas, decision.reason
@@ -327,8 +428,9 @@ class Autoscaler:
                           desired=decision.replicas,
                           last_scale_time=previous.last_scale_time if previous else None,
                           last_scale_reason=previous.last_scale_reason if previous else None,
-                          stale_in_flight=stale, draining=outcome.draining,
-                          drain_timed_out=timed_out)
+                          stale_in_flight=inputs.stale, draining=outcome.draining,
+                          drain_timed_out=timed_out, window=window,
+                          throughput_per_pod=per_pod)
         cause = scale_reason(backlog, pool)
         # SQS has no broadcast: its workers cannot be asked.
         if can_broadcast(access) and depths is not None and worth_asking(
@@ -338,11 +440,30 @@ class Autoscaler:
         if target != current:
             await self._resize(key, pool, name, current, target, reason, cause)
             scale = replace(scale, last_scale_time=now(), last_scale_reason=reason)
+        elif decision.replicas == current and at_rest(decision.history, current):
+            self.resting[pool_key] = Rest(inputs, bounds, self.clock())
         record_pool(pool_series(key, pool), pool, depths, backlog, decision.replicas, current)
         if scale == previous:
             return False
         state.scaling[pool.name] = scale
         return True
+
+    def _bounds(self, fleet: Fleet, pool: Pool, backlog: int | None, ready: int,
+                window: Window | None) -> tuple[Bounds, float | None]:
+        """The pool's bounds with what raises them now: the backlog target its latency
+        target asks for (from the throughput measured so far) and the minimum of an open
+        schedule window. Also returns the throughput, for status."""
+        bounds = Bounds.of(pool)
+        wait = pool.autoscaling.target_wait_seconds
+        per_pod = None
+        if wait is not None:
+            seen = self.throughput.get((fleet.uid, pool.name), Throughput())
+            if backlog is not None:
+                seen = observe(seen, Sample(self.clock(), backlog, ready))
+                self.throughput[(fleet.uid, pool.name)] = seen
+            bounds = for_wait(bounds, wait, seen)
+            per_pod = None if seen.per_pod is None else round(seen.per_pod, 3)
+        return raised(bounds, window), per_pod
 
     async def _resize(self, key: Key, pool: Pool, name: str, current: int, target: int,
                       reason: str, cause: metrics.ScaleReason) -> None:

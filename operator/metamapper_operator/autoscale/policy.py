@@ -122,3 +122,11 @@ def decide(bounds: Bounds, current: int, backlog: int | None, now: float,
             desired = min(current, 1)
             reason += f"; zero only after {bounds.zero_cooldown_seconds:.0f}s idle"
     return Decision(bounds.clamp(desired), reason, history)
+
+
+def at_rest(history: History, current: int) -> bool:
+    """Nothing is pending in time: every recommendation the history holds is the current
+    size, so the same backlog gives the same decision at any later time (no window or
+    cooldown is running out)."""
+    return bool(history.recommendations) and all(
+        r.replicas == current for r in history.recommendations)

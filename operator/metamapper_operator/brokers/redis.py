@@ -13,7 +13,8 @@ and the hash are read at one instant): an LLEN per list key of every queue, a sm
 script per queue that reads the publication time of its oldest message (the
 ``published_at`` header the worker app adds; Redis itself keeps no enqueue time), and one
 Lua script that counts the unacknowledged messages per routing key on the server, from
-the last bytes of each entry, so the cost does not grow with message size.
+the last bytes of each entry, so neither the bytes moved nor the script's work per entry
+grows with message size (``bench/probe_in_flight.py``).
 
 In flight is attributed to a queue by the routing key of the delivered message. That
 is exact for Celery's routing (each queue bound to a direct exchange with its own name
@@ -41,9 +42,11 @@ from metamapper_operator.brokers.base import DEFAULT_TIMEOUT, QueueDepth, probe_
 from metamapper_operator.references import BrokerAccess, RedisLayout
 
 # Counts of unacknowledged messages per routing key: KEYS = unacked hash, unacked_index
-# sorted set; ARGV[1] = the oldest delivery time still counted in flight. Reads only the
-# tail of each entry (the routing key is its last JSON string), so a large message costs
-# no more than a small one. Returns [routing key, in flight, stale, ...].
+# sorted set; ARGV[1] = the oldest delivery time still counted in flight. An entry is the
+# JSON [message, exchange, routing key]: the routing key is its last string, found from
+# the end with plain searches over the reversed last bytes (a pattern anchored at the
+# end would be tried from every position), so the work per entry does not grow with the
+# message. Returns [routing key, in flight, stale, ...].
 COUNT_UNACKED = """
 local counts = {}
 local cutoff = tonumber(ARGV[1])
@@ -51,8 +54,11 @@ local entries = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
 for i = 1, #entries, 2 do
   local raw = redis.call('HGET', KEYS[1], entries[i])
   if raw then
-    local key = string.match(string.sub(raw, -512), '"([^"]*)"%s*%]%s*$')
-    if key then
+    local tail = string.reverse(string.sub(raw, -256))
+    local close = string.find(tail, '"', 1, true)
+    local open = close and string.find(tail, '"', close + 1, true)
+    if open and string.find(string.sub(tail, 1, close - 1), '^%s*%]%s*$') then
+      local key = string.reverse(string.sub(tail, close + 1, open - 1))
       local count = counts[key] or {0, 0}
       if tonumber(entries[i + 1]) >= cutoff then count[1] = count[1] + 1
       else count[2] = count[2] + 1 end

@@ -1,0 +1,71 @@
+"""A pause pins real pods; a latency target sizes a pool by the throughput its real
+workers show."""
+
+from __future__ import annotations
+
+from devenv.workload import Tally
+from tests.e2e.conftest import NAMESPACE, Fleet, Fleets, ReplicasWatch
+from tests.helpers import wait_until
+
+PAUSED_REPLICAS = "autoscaling.metamapper.io/paused-replicas"
+
+
+def annotate(fleet: Fleet, *pairs: str) -> None:
+    fleet.stack.kubectl("annotate", "--overwrite", "-n", NAMESPACE, "metamapper", fleet.name,
+                        *pairs)
+
+
+def pool_status(fleet: Fleet) -> dict[str, object]:
+    pools = (fleet.get("metamapper", fleet.name).get("status") or {}).get("pools") or [{}]
+    return dict(pools[0])
+
+
+def test_paused_replicas_pin_real_pods_that_run_every_task(
+        fleets: Fleets, redis_url: str) -> None:
+    fleet = fleets("paused", redis_url)
+    fleet.apply({"concurrency": 1})
+    fleet.wait_for_workers(1)
+    annotate(fleet, f"{PAUSED_REPLICAS}=2")
+    fleet.wait_for_workers(2)
+    assert fleet.condition("Paused") == "True"
+    replicas = ReplicasWatch(fleet.stack, fleet.deployment)
+    ids = fleet.send(8, 1.0)           # 8 waiting, 1 per pod: 4 pods if not paused
+    result = fleet.wait_done(ids)
+    replicas.stop()
+    assert result == Tally(sent=8, done=8, lost=0, duplicated=0, interrupted=0)
+    assert set(replicas.values()) == {2}, replicas.values()
+    assert not fleet.events("ScaledUp")
+
+    fleet.stack.kubectl("annotate", "-n", NAMESPACE, "metamapper", fleet.name,
+                        f"{PAUSED_REPLICAS}-")
+    wait_until(lambda: fleet.replicas() == 1, timeout=30, what="autoscaled again: 1 pod")
+    assert fleet.condition("Paused") == "False"
+
+
+def test_a_latency_target_sizes_the_pool_by_measured_throughput(
+        fleets: Fleets, redis_url: str) -> None:
+    """The same backlog asks for one pod while tasks are short and for more once they are
+    long. The backlog target alone (100 per pod) would keep one pod throughout."""
+    fleet = fleets("latency", redis_url)
+    fleet.apply({"concurrency": 1, "autoscaling": {
+        "targetWaitSeconds": 10, "targetBacklogPerReplica": 100}})
+    fleet.wait_for_workers(1)
+    replicas = ReplicasWatch(fleet.stack, fleet.deployment)
+
+    fast = fleet.send(30, 0.2)         # ~4 per second: 30 done well within 10 s by one pod
+    fast_done = fleet.wait_done(fast)
+    measured = pool_status(fleet).get("throughputPerPod")
+    assert isinstance(measured, float) and measured > 1.5, pool_status(fleet)
+    assert set(replicas.values()) == {1}, replicas.values()
+
+    slow = fleet.send(24, 2.0)         # 0.5 per second: 24 take 48 s on one pod
+    wait_until(lambda: fleet.replicas() == 4, timeout=40,
+               what="the pool at maxReplicas as the measured throughput falls")
+    status = pool_status(fleet)
+    slow_done = fleet.wait_done(slow)
+    replicas.stop()
+
+    assert isinstance(status["throughputPerPod"], float)
+    assert status["throughputPerPod"] < measured / 2, (measured, status)
+    assert fast_done == Tally(sent=30, done=30, lost=0, duplicated=0, interrupted=0)
+    assert slow_done == Tally(sent=24, done=24, lost=0, duplicated=0, interrupted=0)

@@ -1,0 +1,163 @@
+"""Pools at rest cost no policy work and no API request; the policy's windows still hold
+when they wake (wired over the small fakes of test_wiring)."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import datetime
+from typing import Any
+
+import kopf
+import pytest
+
+from metamapper_operator import handlers
+from metamapper_operator.autoscale import loop
+from metamapper_operator.autoscale.drainplan import Load
+from metamapper_operator.autoscale.policy import decide
+from metamapper_operator.autoscale.shrink import Shrinker
+from metamapper_operator.config import Config
+from metamapper_operator.model import Schedule, parse
+from metamapper_operator.references import SecretCache
+from metamapper_operator.runtime import Runtime
+from metamapper_operator.status import DeploymentState
+from tests.unit.sample import BODY
+from tests.unit.test_wiring import ACCESS, KEY, FakeControl, FakeKube, FakeProbe, setup
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def counting(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the policy's decisions made by the loop."""
+    calls: list[int] = []
+
+    def counted(*args: Any) -> Any:
+        calls.append(1)
+        return decide(*args)
+
+    monkeypatch.setattr(loop, "decide", counted)
+    return calls
+
+
+def test_a_pool_at_rest_costs_no_decision_and_no_request(monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    async def scenario() -> None:
+        _, kube, autoscaler = setup(waiting=0, replicas=1)
+        autoscaler.clock = clock = Clock()
+        decisions = counting(monkeypatch)
+        await autoscaler.cycle()
+        first, statuses = len(decisions), kube.statuses
+        assert first == 1 and statuses == 1
+        for _ in range(100):
+            clock.now += 5
+            await autoscaler.cycle()
+        assert len(decisions) == first and kube.statuses == statuses and not kube.scaled
+
+        autoscaler.probes[ACCESS] = FakeProbe(9)   # a change wakes the pool at once
+        await autoscaler.cycle()
+        assert kube.scaled == [("mm-default", 5)] and len(decisions) > first
+
+    asyncio.run(scenario())
+
+
+def test_the_stabilization_window_holds_after_a_long_rest() -> None:
+    """At 5 pods for 1,000 s at rest, then idle: the 60 s window counts from the last
+    cycle of the rest, as if every cycle had been decided."""
+    async def scenario() -> None:
+        _, kube, autoscaler = setup(waiting=5, replicas=5)   # 10 / 2 per pod: 5 pods
+        autoscaler.clock = clock = Clock()
+        pods = [f"p-{n}" for n in range(5)]
+        kube.pods = {pod: {} for pod in pods}
+        control = FakeControl(dict.fromkeys(pods, Load()))
+        autoscaler.shrinker = Shrinker(kube, autoscaler.clock,  # type: ignore[arg-type]
+                                       control_for=lambda access, options: control)  # type: ignore[arg-type,return-value]
+        for _ in range(200):
+            await autoscaler.cycle()
+            clock.now += 5
+        assert not kube.scaled
+        assert ("u-1", "default") in autoscaler.resting
+
+        autoscaler.probes[ACCESS] = FakeProbe(0)
+        await autoscaler.cycle()
+        clock.now += 50
+        await autoscaler.cycle()
+        assert not kube.scaled and not control.stopped   # held by the window: no drain
+        clock.now += 15
+        for _ in range(3):
+            await autoscaler.cycle()
+        assert kube.scaled == [("mm-default", 1)] and len(control.stopped) == 4
+
+    asyncio.run(scenario())
+
+
+def test_a_schedule_window_is_evaluated_only_when_it_can_change(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    async def scenario() -> None:
+        runtime, kube, autoscaler = setup(waiting=0, replicas=1)
+        state = runtime.fleets[KEY]
+        assert state.fleet is not None
+        pool = state.fleet.pools[0]
+        schedules = (Schedule("warm", "0 8 * * *", 600, 3),)
+        pool = type(pool)(**{**pool.__dict__, "autoscaling": type(pool.autoscaling)(
+            **{**pool.autoscaling.__dict__, "schedules": schedules})})
+        state.fleet = type(state.fleet)(**{**state.fleet.__dict__, "pools": (pool,)})
+        wall = {"now": datetime.datetime(2026, 11, 28, 7, 0, tzinfo=datetime.UTC)}
+        autoscaler.wall = lambda: wall["now"]
+        evaluated: list[int] = []
+        real = loop.active_window
+        monkeypatch.setattr(loop, "active_window",
+                            lambda *a: evaluated.append(1) or real(*a))
+        for _ in range(50):
+            await autoscaler.cycle()
+            wall["now"] += datetime.timedelta(seconds=5)
+        assert len(evaluated) == 1 and not kube.scaled
+        wall["now"] = datetime.datetime(2026, 11, 28, 8, 0, tzinfo=datetime.UTC)
+        await autoscaler.cycle()
+        assert kube.scaled == [("mm-default", 3)] and len(evaluated) == 2
+        assert runtime.fleets[KEY].scaling["default"].window is not None
+
+    asyncio.run(scenario())
+
+
+def test_a_resync_skips_only_objects_whose_inputs_did_not_change() -> None:
+    async def scenario() -> None:
+        kube = FakeKube()
+        runtime = Runtime(config=Config(secret_ttl_seconds=300),
+                          kube=kube,  # type: ignore[arg-type]
+                          secrets=SecretCache(kube.read_secret, 300))
+        raw = copy.deepcopy(BODY)
+        raw["metadata"].update(namespace=KEY.namespace, name=KEY.name, uid="u-1")
+        body = kopf.Body(raw)
+        deployments = {"mm-default": DeploymentState(name="mm-default", spec_hash="h", replicas=1)}
+        await handlers.reconcile(body, runtime, deployments, {})
+        assert handlers.unchanged(runtime, KEY, handlers.inputs_of(body, deployments, {}, {}))
+
+        resized = {"mm-default": DeploymentState(name="mm-default", spec_hash="h", replicas=3)}
+        assert not handlers.unchanged(runtime, KEY, handlers.inputs_of(body, resized, {}, {}))
+        annotated = copy.deepcopy(raw)
+        annotated["metadata"]["annotations"] = {"autoscaling.metamapper.io/paused": "true"}
+        assert not handlers.unchanged(runtime, KEY, handlers.inputs_of(
+            kopf.Body(annotated), deployments, {}, {}))
+        runtime.fleets[KEY].failure = "apply failed"
+        assert not handlers.unchanged(runtime, KEY, handlers.inputs_of(body, deployments, {}, {}))
+        runtime.fleets[KEY].failure = None
+
+        # A fleet whose Secrets were read (or could not be: no such Secret here) is
+        # reconciled again once they may have changed.
+        secret = copy.deepcopy(raw)
+        secret["spec"]["broker"] = {"urlSecretRef": {"name": "broker"}}
+        await handlers.reconcile(kopf.Body(secret), runtime, deployments, {})
+        inputs = handlers.inputs_of(kopf.Body(secret), deployments, {}, {})
+        assert runtime.fleets[KEY].invalid and handlers.unchanged(runtime, KEY, inputs)
+        runtime.fleets[KEY].reconciled_at -= 301
+        assert not handlers.unchanged(runtime, KEY, inputs)
+        assert handlers.reads_secrets(parse(secret))
+        assert not handlers.reads_secrets(parse(raw))
+
+    asyncio.run(scenario())
