@@ -52,8 +52,8 @@ checkov: $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION) ## checkov (pinned) in it
 tools: ## the Kubernetes binaries (control plane, kubelet, kube-proxy), kubectl and helm from Go modules (cached)
 	@tools/build.sh >/dev/null
 
-promtool: ## Prometheus' promtool from its Go module (cached), for the chart's alerting rules
-	@tools/build.sh promtool
+promtool: deps ## Prometheus' promtool from Debian's package (cached), for the chart's alerting rules
+	@tools/promtool.sh
 
 images: deps venv ## build the worker and operator images from the Dockerfile and load them into the node (cached)
 	$(PY) -m devenv.images build

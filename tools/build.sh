@@ -6,9 +6,6 @@
 #   ${METAMAPPER_BIN_CACHE:-~/.cache/metamapper-operator/bin}/helm-<version>-<recipe>/
 # (<recipe> hashes the build flags and the go.sum files, so a changed build is rebuilt.)
 # A second run finds the binaries there and returns at once. Prints the two folders.
-#
-# `build.sh promtool` builds only Prometheus' promtool (the chart's alerting rules are
-# checked with it), into .../prometheus-<version>-<recipe>/, and prints that folder.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${METAMAPPER_BIN_CACHE:-$HOME/.cache/metamapper-operator/bin}
@@ -17,7 +14,6 @@ export GOFLAGS=-mod=mod CGO_ENABLED=0
 version_of() { awk -v m="$2" '$1 == m { print $2; exit }' "$1"; }
 k8s=$(version_of "$here/kube/go.mod" k8s.io/kubernetes)
 helm=$(version_of "$here/helm/go.mod" helm.sh/helm/v4)
-prometheus=$(version_of "$here/prometheus/go.mod" github.com/prometheus/prometheus)
 # Stamp the Kubernetes version into the binaries as a release build would (a module
 # build otherwise reports v0.0.0-master, which e.g. a chart's kubeVersion refuses).
 IFS=. read -r major minor _ <<<"${k8s#v}"
@@ -26,7 +22,6 @@ stamp+=" -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/client-go/pk
 stamp+=" -X k8s.io/client-go/pkg/version.gitMajor=$major -X k8s.io/client-go/pkg/version.gitMinor=$minor"
 flags=(-trimpath "-ldflags=-s -w $stamp")
 recipe=$(echo "${flags[*]}" | cat - "$here/kube/go.sum" "$here/helm/go.sum" | sha256sum | cut -c1-8)
-promtool_recipe=$(echo "${flags[*]}" | cat - "$here/prometheus/go.sum" | sha256sum | cut -c1-8)
 
 build() {  # build <module dir> <output dir> <package=binary name>...
   local dir=$1 out=$2; shift 2
@@ -46,14 +41,6 @@ build() {  # build <module dir> <output dir> <package=binary name>...
 
 command -v go >/dev/null || { echo "go not found: install Go (>= 1.25)" >&2; exit 1; }
 mkdir -p "$cache"
-if [ "${1:-}" = promtool ]; then
-  exec 9>"$cache/.lock-promtool"  # its own lock: the cluster's binaries need not wait
-  flock 9
-  build "$here/prometheus" "$cache/prometheus-$prometheus-$promtool_recipe" \
-    github.com/prometheus/prometheus/cmd/promtool=promtool
-  echo "$cache/prometheus-$prometheus-$promtool_recipe"
-  exit 0
-fi
 exec 9>"$cache/.lock"
 flock 9  # one build at a time; a second caller waits, then finds the binaries built
 build "$here/kube" "$cache/k8s-$k8s-$recipe" \

@@ -47,6 +47,9 @@ TMP_MOUNT = {"name": "tmp", "mountPath": "/tmp"}
 # limit throttles and a memory limit kills a long inspection; set them per pool).
 DEFAULT_WORKER_REQUESTS = {"cpu": "100m", "memory": "256Mi"}
 DEFAULT_SCHEDULER_REQUESTS = {"cpu": "50m", "memory": "128Mi"}
+# Flower runs no task: a memory limit bounds its in-memory task history instead.
+DEFAULT_FLOWER_REQUESTS = {"cpu": "50m", "memory": "128Mi"}
+DEFAULT_FLOWER_LIMITS = {"memory": "512Mi"}
 
 
 def digest(obj: object) -> str:
@@ -220,11 +223,14 @@ def _pod_spec(pods: PodOptions, container: dict[str, Any], grace: int,
     return spec
 
 
-def with_default_requests(resources: Mapping[str, Any], defaults: Mapping[str, str]
-                          ) -> dict[str, Any]:
-    """``resources`` with ``defaults`` for the requests it does not name."""
-    requests = {**defaults, **(resources.get("requests") or {})}
-    return {**resources, "requests": requests}
+def with_default_requests(resources: Mapping[str, Any], defaults: Mapping[str, str],
+                          limits: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """``resources`` with ``defaults`` for the requests (and ``limits`` for the limits) it
+    does not name."""
+    out = {**resources, "requests": {**defaults, **(resources.get("requests") or {})}}
+    if limits:
+        out["limits"] = {**limits, **(resources.get("limits") or {})}
+    return out
 
 
 def _container(fleet: Fleet, pods: PodOptions, name: str, command: list[str] | None,
@@ -473,7 +479,8 @@ def flower_deployment(fleet: Fleet, config_hash: str) -> dict[str, Any]:
     port = f"--port={FLOWER_PORT}"
     command, args = (None, ["flower", port]) if fleet.command_style == "Entrypoint" else (
         ["celery"], [*CELERY_APP, "flower", port])
-    container = _container(fleet, fleet.pods, "flower", command, args, flower.resources)
+    container = _container(fleet, fleet.pods, "flower", command, args, with_default_requests(
+        flower.resources, DEFAULT_FLOWER_REQUESTS, DEFAULT_FLOWER_LIMITS))
     if flower.basic_auth_secret is not None:
         container["env"].append(_secret_env("FLOWER_BASIC_AUTH", flower.basic_auth_secret))
     container["ports"] = [{"name": "http", "containerPort": FLOWER_PORT}]

@@ -142,3 +142,18 @@ def test_flower_deployment_and_service() -> None:
     assert svc["metadata"]["name"] == "mm-flower"
     assert svc["spec"]["selector"]["app.kubernetes.io/component"] == "flower"
     assert svc["spec"]["ports"] == [{"name": "http", "port": 5555, "targetPort": "http"}]
+
+
+def test_flower_gets_default_requests_and_a_memory_limit_its_own_settings_override() -> None:
+    def flower_resources(resources: dict[str, Any] | None) -> dict[str, Any]:
+        flower: dict[str, Any] = {"enabled": True, "basicAuthSecretRef": {"name": "fa"}}
+        if resources is not None:
+            flower["resources"] = resources
+        built = {o["metadata"]["name"]: o for o in desired_objects(
+            parse(body(flower=flower)), "redis", {}) if o["kind"] == "Deployment"}
+        return dict(container(built, "mm-flower")["resources"])
+
+    assert flower_resources(None) == {"requests": {"cpu": "50m", "memory": "128Mi"},
+                                      "limits": {"memory": "512Mi"}}
+    assert flower_resources({"limits": {"memory": "1Gi"}, "requests": {"cpu": "1"}}) == {
+        "requests": {"cpu": "1", "memory": "128Mi"}, "limits": {"memory": "1Gi"}}
