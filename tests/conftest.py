@@ -25,6 +25,7 @@ from devenv import services
 from devenv.controlplane import ControlPlane, ControlPlaneError, tool_dirs
 from devenv.waiting import wait_until
 from metamapper_operator import crd
+from tests.helpers import OwnRedis
 
 REPO = Path(__file__).resolve().parents[1]
 pytest_plugins = ["tests.chart.helpers"]
@@ -61,6 +62,15 @@ def redis_url() -> Iterator[str]:
     client.close()
     claims.delete(f"metamapper-test:claim:{db}")
     claims.close()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
+    """A Redis server of the test's own (on a free port), for tests that stop and start it."""
+    server = OwnRedis(tmp_path)
+    server.start()
+    yield server
+    server.stop()
 
 
 @dataclass(frozen=True)

@@ -160,19 +160,24 @@ class Kube:
             if getattr(err, "status", None) != 404:
                 raise KubeError(f"deleting {kind} {namespace}/{name}", err) from None
 
+    async def _pods(self, namespace: str, labels: Mapping[str, str]) -> list[Any]:
+        """The pods with ``labels`` (``V1Pod``s)."""
+        selector = ",".join(f"{k}={v}" for k, v in labels.items())
+        try:
+            found = await self.core.list_namespaced_pod(namespace, label_selector=selector,
+                                                        _request_timeout=REQUEST_TIMEOUT)
+        except (ApiException, *TRANSPORT_ERRORS) as err:
+            raise KubeError(f"listing pods in {namespace}", err) from None
+        return list(found.items)
+
     async def gated_pods(self, namespace: str, labels: Mapping[str, str], gate: str
                          ) -> GatedPods:
         """The pods with ``labels`` that may run or still run (terminating ones included;
         finished ones, e.g. evicted, left out) split by ``gate``."""
-        selector = ",".join(f"{k}={v}" for k, v in labels.items())
-        try:
-            pods = await self.core.list_namespaced_pod(namespace, label_selector=selector,
-                                                       _request_timeout=REQUEST_TIMEOUT)
-        except (ApiException, *TRANSPORT_ERRORS) as err:
-            raise KubeError(f"listing pods in {namespace}", err) from None
+        pods = await self._pods(namespace, labels)
         gated: list[str] = []
         others: list[str] = []
-        for pod in sorted(pods.items, key=lambda p: (p.metadata.creation_timestamp,
+        for pod in sorted(pods, key=lambda p: (p.metadata.creation_timestamp,
                                                      p.metadata.name)):
             if pod.status and pod.status.phase in ("Succeeded", "Failed"):
                 continue
@@ -261,14 +266,9 @@ class Kube:
     async def list_pods(self, namespace: str, labels: Mapping[str, str]
                         ) -> dict[str, WorkerPod]:
         """The pods with ``labels`` that are not being deleted, by name."""
-        selector = ",".join(f"{k}={v}" for k, v in labels.items())
-        try:
-            pods = await self.core.list_namespaced_pod(namespace, label_selector=selector,
-                                                       _request_timeout=REQUEST_TIMEOUT)
-        except (ApiException, *TRANSPORT_ERRORS) as err:
-            raise KubeError(f"listing pods in {namespace}", err) from None
+        pods = await self._pods(namespace, labels)
         return {pod.metadata.name: _worker_pod(pod)
-                for pod in pods.items if pod.metadata.deletion_timestamp is None}
+                for pod in pods if pod.metadata.deletion_timestamp is None}
 
     async def annotate_pod(self, namespace: str, name: str,
                            annotations: Mapping[str, str | None]) -> None:

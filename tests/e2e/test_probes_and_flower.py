@@ -17,7 +17,6 @@ import signal
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -38,14 +37,6 @@ FAST_PROBES = {
         "periodSeconds": 2, "timeoutSeconds": 10, "failureThreshold": 1},
 }
 SETTINGS = {"metamapper_probe_interval": 1}
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
-    server = OwnRedis(tmp_path)
-    server.start()
-    yield server
-    server.stop()
 
 
 def worker_pod(fleet: Fleet) -> dict:

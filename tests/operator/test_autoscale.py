@@ -9,11 +9,8 @@ from __future__ import annotations
 import json
 import time
 import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 import redis
 from celery import Celery
 
@@ -126,14 +123,6 @@ def test_scale_to_zero_and_back_on_activation(
     assert replicas(cluster, namespace) == 0
     push(redis_url, 1)
     wait_until(lambda: replicas(cluster, namespace) == 2, what="woken: ceil(3 / 2) pods")
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
-    server = OwnRedis(tmp_path)
-    server.start()
-    yield server
-    server.stop()
 
 
 def test_broker_down_holds_replicas_reports_and_recovers(

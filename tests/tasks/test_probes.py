@@ -11,24 +11,14 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-
-import pytest
 
 from tests.helpers import OwnRedis, wait_until
 from tests.tasks.conftest import BIN, Process
 
 Env = Callable[..., dict[str, str]]
 MAX_AGE = 4.0
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
-    server = OwnRedis(tmp_path)
-    server.start()
-    yield server
-    server.stop()
 
 
 def probe(probe_dir: Path, check: str) -> subprocess.CompletedProcess[str]:
