@@ -266,3 +266,104 @@ async def test_age_of_the_oldest_message_from_its_published_at_header(
     assert depths[usage].oldest_age == 0.0
     assert depths[foreign].oldest_age is None
     assert depths[foreign].waiting == 1
+
+
+def deliver(raw: redis.Redis, queue: str, delivered: float, body_bytes: int = 16_384,
+            tag: str | None = None) -> str:
+    """An entry as kombu leaves a delivered, unacknowledged message; its tag."""
+    tag = tag or str(uuid.uuid4())
+    message = {"body": "x" * body_bytes, "properties": {"delivery_tag": tag}}
+    raw.hset("unacked", tag, json.dumps([message, queue, queue]))
+    raw.zadd("unacked_index", {tag: delivered})
+    return tag
+
+
+def acknowledge(raw: redis.Redis, tag: str) -> None:
+    """What kombu's ack does: both indices in one transaction."""
+    raw.pipeline(transaction=True).zrem("unacked_index", tag).hdel("unacked", tag).execute()
+
+
+def hget_calls(raw: redis.Redis) -> int:
+    """HGETs the server ran, scripts' included (INFO commandstats)."""
+    return int(raw.info("commandstats").get("cmdstat_hget", {}).get("calls", 0))
+
+
+async def test_known_entries_are_not_read_again_and_counts_follow_the_index(
+        private_redis: PrivateRedis) -> None:
+    """Each unacknowledged entry is loaded once (the server's own HGET count says so);
+    entries acknowledged are forgotten, new ones read once, and an entry known from
+    before turns stale by its delivery time alone."""
+    private_redis.start()
+    checks, usage = queues("checks", "usage")
+    raw = redis.Redis.from_url(private_redis.url)
+    now = time.time()
+    tags = [deliver(raw, checks, now - 10) for _ in range(5)]
+    tags += [deliver(raw, usage, now - 10) for _ in range(3)]
+    old = deliver(raw, usage, now - 1300)
+    foreign = str(uuid.uuid4())  # no routing key to find: counted nowhere, read once
+    raw.hset("unacked", foreign, "not json")
+    raw.zadd("unacked_index", {foreign: now})
+    clock = [now]
+    access = BrokerAccess(transport="redis", url=private_redis.url,
+                          redis=RedisLayout(in_flight_max_age=1200))
+    probe = RedisProbe(access, clock=lambda: clock[0])
+    try:
+        raw.config_resetstat()
+        first = await probe.measure([checks, usage])
+        assert first == {checks: QueueDepth(waiting=0, in_flight=5),
+                         usage: QueueDepth(waiting=0, in_flight=3, stale=1)}
+        assert (probe.entries_read, hget_calls(raw)) == (10, 10)
+        assert len(probe.known_tags) == 10
+
+        assert await probe.measure([checks, usage]) == first
+        assert (probe.entries_read, hget_calls(raw)) == (10, 10)
+
+        acknowledge(raw, tags[0])
+        acknowledge(raw, old)
+        acknowledge(raw, foreign)
+        added = [deliver(raw, checks, now - 1), deliver(raw, usage, now - 1)]
+        assert await probe.measure([checks, usage]) == {
+            checks: QueueDepth(waiting=0, in_flight=5),
+            usage: QueueDepth(waiting=0, in_flight=4)}
+        assert (probe.entries_read, hget_calls(raw)) == (12, 12)
+        assert len(probe.known_tags) == 9
+
+        clock[0] = now + 1195  # the first eight are now past the time limit
+        assert await probe.measure([checks, usage]) == {
+            checks: QueueDepth(waiting=0, in_flight=1, stale=4),
+            usage: QueueDepth(waiting=0, in_flight=1, stale=3)}
+        assert (probe.entries_read, hget_calls(raw)) == (12, 12)
+        acknowledge(raw, added[0])
+        assert (await probe.measure([checks]))[checks] == QueueDepth(
+            waiting=0, in_flight=0, stale=4)
+    finally:
+        await probe.close()
+
+    restarted = RedisProbe(access, clock=lambda: clock[0])
+    try:
+        assert (await restarted.measure([usage]))[usage] == QueueDepth(
+            waiting=0, in_flight=1, stale=3)
+        assert (restarted.entries_read, hget_calls(raw)) == (8, 20)  # once, after a restart
+    finally:
+        await restarted.close()
+
+
+async def test_entries_beyond_the_limit_are_read_every_poll_and_still_counted(
+        redis_url: str) -> None:
+    (checks,) = queues("checks")
+    raw = redis.Redis.from_url(redis_url)
+    layout = RedisLayout(key_prefix=f"{checks}:")
+    for _ in range(4):
+        tag = str(uuid.uuid4())
+        raw.hset(f"{checks}:unacked", tag, json.dumps([{}, checks, checks]))
+        raw.zadd(f"{checks}:unacked_index", {tag: time.time()})
+    probe = RedisProbe(BrokerAccess(transport="redis", url=redis_url, redis=layout))
+    probe.known_tags.limit = 3
+    try:
+        for poll in (1, 2):
+            assert await probe.measure([checks]) == {checks: QueueDepth(waiting=0,
+                                                                        in_flight=4)}
+            assert len(probe.known_tags) == 3
+            assert probe.entries_read == 4 + (poll - 1)
+    finally:
+        await probe.close()

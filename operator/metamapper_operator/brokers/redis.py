@@ -12,9 +12,11 @@ One ``measure()`` is one pipelined round trip (a MULTI/EXEC transaction, so the 
 and the hash are read at one instant): an LLEN per list key of every queue, a small Lua
 script per queue that reads the publication time of its oldest message (the
 ``published_at`` header the worker app adds; Redis itself keeps no enqueue time), and one
-Lua script that counts the unacknowledged messages per routing key on the server, from
-the last bytes of each entry, so neither the bytes moved nor the script's work per entry
-grows with message size (``bench/probe_in_flight.py``).
+Lua script that counts the unacknowledged messages per routing key on the server. That
+script loads only the entries the probe has not seen before and takes their routing key
+from their last bytes (:mod:`~metamapper_operator.brokers.redis_unacked`), so neither the
+bytes moved nor the server's work per poll grows with message size
+(``bench/probe_in_flight.py``).
 
 In flight is attributed to a queue by the routing key of the delivered message. That
 is exact for Celery's routing (each queue bound to a direct exchange with its own name
@@ -29,8 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection
 from typing import Any
 
 import redis.asyncio
@@ -39,41 +40,13 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from metamapper_operator.brokers.base import DEFAULT_TIMEOUT, QueueDepth, probe_error
+from metamapper_operator.brokers.redis_unacked import (
+    COUNT_UNACKED,
+    KnownTags,
+    Unacked,
+    parse_reply,
+)
 from metamapper_operator.references import BrokerAccess, RedisLayout
-
-# Counts of unacknowledged messages per routing key: KEYS = unacked hash, unacked_index
-# sorted set; ARGV[1] = the oldest delivery time still counted in flight. An entry is the
-# JSON [message, exchange, routing key]: the routing key is its last string, found from
-# the end with plain searches over the reversed last bytes (a pattern anchored at the
-# end would be tried from every position), so the work per entry does not grow with the
-# message. Returns [routing key, in flight, stale, ...].
-COUNT_UNACKED = """
-local counts = {}
-local cutoff = tonumber(ARGV[1])
-local entries = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
-for i = 1, #entries, 2 do
-  local raw = redis.call('HGET', KEYS[1], entries[i])
-  if raw then
-    local tail = string.reverse(string.sub(raw, -256))
-    local close = string.find(tail, '"', 1, true)
-    local open = close and string.find(tail, '"', close + 1, true)
-    if open and string.find(string.sub(tail, 1, close - 1), '^%s*%]%s*$') then
-      local key = string.reverse(string.sub(tail, close + 1, open - 1))
-      local count = counts[key] or {0, 0}
-      if tonumber(entries[i + 1]) >= cutoff then count[1] = count[1] + 1
-      else count[2] = count[2] + 1 end
-      counts[key] = count
-    end
-  end
-end
-local out = {}
-for key, count in pairs(counts) do
-  out[#out + 1] = key
-  out[#out + 1] = count[1]
-  out[#out + 1] = count[2]
-end
-return out
-"""
 
 # The oldest waiting message of one queue: KEYS = its priority lists. kombu pushes on the
 # left and takes from the right, so each list's oldest message is its last element. The
@@ -111,25 +84,15 @@ def list_keys(queue: str, layout: RedisLayout) -> list[str]:
             for step in layout.priority_steps]
 
 
-@dataclass(frozen=True)
-class Unacked:
-    in_flight: int
-    stale: int
-
-
-def unacked_counts(reply: Sequence[Any]) -> dict[str, Unacked]:
-    """The script's flat reply, by routing key."""
-    return {(key.decode() if isinstance(key, bytes) else str(key)): Unacked(int(fresh),
-                                                                            int(stale))
-            for key, fresh, stale in zip(reply[::3], reply[1::3], reply[2::3], strict=True)}
-
-
 class RedisProbe:
     """LLEN of every priority list and the unacknowledged counts, in one pipeline."""
 
     def __init__(self, access: BrokerAccess, *, timeout: float = DEFAULT_TIMEOUT,
                  clock: Callable[[], float] = time.time) -> None:
         self.round_trips = 0
+        #: Unacknowledged entries loaded so far (each one once, while it is remembered).
+        self.entries_read = 0
+        self.known_tags = KnownTags()
         self.unconsumed: tuple[str, ...] | None = None  # cannot tell
         self._access, self._timeout, self._clock = access, timeout, clock
         self.source = ("redis: LLEN + priority keys + unacked (older than "
@@ -155,14 +118,18 @@ class RedisProbe:
                     # EVAL, not EVALSHA: a pipeline would check the script cache first.
                     pipe.execute_command(
                         "EVAL", COUNT_UNACKED, 2, layout.key_prefix + layout.unacked_key,
-                        layout.key_prefix + layout.unacked_index_key, repr(cutoff))
+                        layout.key_prefix + layout.unacked_index_key, repr(cutoff),
+                        *self.known_tags.arguments())
                     self.round_trips += 1
                     replies = await pipe.execute()
         except (RedisError, OSError, TimeoutError) as err:
             await self._client.connection_pool.disconnect()
             raise probe_error(self._access, f"redis {self._access.display}", err) from None
         now = self._clock()
-        unacked = unacked_counts(replies[-1])
+        reply = parse_reply(replies[-1])
+        self.known_tags.update(reply)
+        self.entries_read += len(reply.learned)
+        unacked = reply.counts
         lengths = iter(replies[:-1])
         ages = replies[-1 - len(keys):-1]
         none = Unacked(0, 0)
