@@ -87,7 +87,8 @@ end
 return {out, learned, gone}
 """
 
-#: Tags remembered by default: about 60 bytes each in the probe and 40 per request.
+#: Tags remembered at most: each costs about 200 bytes in the probe (the tag, its routing
+#: key and the dict's slot: about 20 MB at the limit) and about 43 bytes per request.
 DEFAULT_LIMIT = 100_000
 
 
