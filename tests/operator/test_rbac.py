@@ -19,6 +19,7 @@ The operator watches every namespace, so it runs on a control plane of its own
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Callable
@@ -30,6 +31,7 @@ import pytest
 import redis
 
 from devenv.waiting import wait_until
+from metamapper_operator.builders import LABEL_POOL
 from tests.chart.helpers import (
     ChartAccess,
     Rule,
@@ -113,6 +115,12 @@ class Scene:
     def deployments(self) -> dict[str, dict[str, Any]]:
         return {dep["metadata"]["name"]: dep
                 for dep in items(self.cluster, self.namespace, "deployments")}
+
+    def pods(self, pool_name: str) -> list[dict[str, Any]]:
+        out = self.cluster.kubectl("get", "pods", "-n", self.namespace, "-l",
+                                   f"{LABEL_POOL}={pool_name}", "-o", "json").stdout
+        return [pod for pod in json.loads(out)["items"]
+                if not pod["metadata"].get("deletionTimestamp")]
 
     def names(self, kind: str) -> set[str]:
         return {obj["metadata"]["name"] for obj in items(self.cluster, self.namespace, kind)}
