@@ -610,3 +610,19 @@ def test_a_pod_is_read_as_the_replicaset_controller_ranks_it() -> None:
     assert kube_module._worker_pod(pod("n1", "Running", "False")).ready is False
     fresh = kube_module._worker_pod(pod(None, None, None))
     assert (fresh.assigned, fresh.phase, fresh.ready) == (False, "Pending", False)
+
+
+def test_the_marks_ask_the_workers_through_the_same_remote_control_as_the_drains() -> None:
+    """The marks reached the workers through a control of their own (a real broker
+    connection the drains' injected control never saw)."""
+    async def scenario() -> dict[str, dict[str, str]]:
+        pods = {"p-a": WorkerPod("p-a"), "p-b": WorkerPod("p-b")}
+        _, kube, autoscaler, _, _ = shrinking(pods, {"p-a": Load(active=1), "p-b": Load()}, 2)
+        probe = autoscaler.probes[ACCESS]
+        assert isinstance(probe, FakeProbe)
+        probe.waiting = 4   # 2 per pod: the pool keeps its size, the workers are asked
+        await autoscaler.cycle()
+        return kube.pods
+
+    marked = asyncio.run(scenario())
+    assert marked["p-a"] == dict(NOT_SAFE_TO_EVICT) and marked["p-b"] == {}

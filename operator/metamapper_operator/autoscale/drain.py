@@ -116,13 +116,12 @@ class WorkerControl:
         return found
 
 
-async def active_tasks(access: BrokerAccess, transport_options: Mapping[str, object],
-                       pool: str, pods: Sequence[str]) -> dict[str, int] | None:
+async def active_tasks(control: WorkerControl, pool: str, pods: Sequence[str]
+                       ) -> dict[str, int] | None:
     """Tasks each pod's worker runs now, by pod (silent workers missing); None when the
     workers cannot be reached through the broker."""
     try:
-        loads = await WorkerControl(access, transport_options).loads(
-            [hostname(pool, pod) for pod in pods])
+        loads = await control.loads([hostname(pool, pod) for pod in pods])
     except ControlError:
         return None
     prefix = f"{pool}@"

@@ -482,7 +482,9 @@ class Autoscaler:
         pods = {name: pod.annotations for name, pod in (await kube.list_pods(
             fleet.namespace, selector_labels(fleet, "worker", pool.name))).items()}
         transport_options = celery_settings(fleet).get("broker_transport_options") or {}
-        active = await active_tasks(access, transport_options, pool.name, list(pods))
+        # The shrinker's way of reaching workers (given in the wiring tests).
+        control = self._shrinker().control_for(access, transport_options)
+        active = await active_tasks(control, pool.name, list(pods))
         if active is None:  # cannot ask: the marks stay as they are
             self.marked[(fleet.uid, pool.name)] = frozenset(
                 pod for pod, annotations in pods.items() if carries_marks(annotations))
