@@ -40,7 +40,7 @@ from devenv.errors import DevenvError
 from devenv.pictures import Moment, Timeline, demo_picture
 from devenv.scrape import Sample, exported, names, scrape, total
 from devenv.stack import BIN, OPERATOR_NAMESPACE, OPERATOR_SELECTOR, Stack
-from devenv.workload import MODULE, TASK, tally
+from devenv.workload import FLAKY, MODULE, TASK, tally
 from metamapper_operator import crd
 
 NAMESPACE = "demo"
@@ -186,6 +186,9 @@ class Demo:
         (app.signature("metamapper.revisioner.create_runs", queue="revisioner")
          | app.signature("metamapper.revisioner.queue_runs", queue="revisioner",
                          immutable=True)).apply_async()
+        # One task that is retried once and then fails, so the workers' failure and retry
+        # counters have something to show mid-burst.
+        app.send_task(FLAKY, queue="default")
 
         say(f"[4/6] sending a burst of {self.tasks} tasks of {self.seconds:.0f} s each to the "
             "default queue")

@@ -14,6 +14,7 @@ import redis
 MODULE = "metamapper_workload"   # what a fleet's celery.settings.imports names
 TASK = f"{MODULE}.work"          # (task id, seconds, record URL)
 HOG = f"{MODULE}.hog"            # (task id, megabytes, record URL)
+FLAKY = f"{MODULE}.flaky"        # no arguments: retried once, then fails
 
 
 @dataclass(frozen=True)

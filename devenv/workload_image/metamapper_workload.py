@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+from typing import Any
 
 import redis
 
@@ -20,6 +21,7 @@ from metamapper.celery import app
 
 WORK = "metamapper_workload.work"
 HOG = "metamapper_workload.hog"
+FLAKY = "metamapper_workload.flaky"
 
 
 def _record(record_url: str, stage: str, task_id: str) -> int:
@@ -50,3 +52,12 @@ def hog(task_id: str, megabytes: int, record_url: str) -> None:
         time.sleep(30)
         del held
     _record(record_url, "done", task_id)
+
+
+@app.task(name=FLAKY, bind=True, max_retries=1)
+def flaky(self: Any) -> None:
+    """Asks to be retried on its first run and fails on the second: one retry (a message
+    sent by a task) and one failure, for the worker metrics the demo shows."""
+    if self.request.retries == 0:
+        raise self.retry(countdown=0)
+    raise ValueError("the demo's task that fails on purpose")
