@@ -33,7 +33,7 @@ def test_example_is_accepted_by_kubectl_apply(cluster: Cluster, namespace: str) 
     obj = json.loads(cluster.kubectl("get", "-n", namespace, "mm", "metamapper",
                                      "-o", "json").stdout)
     # Defaults come from the CRD's schema, applied by the apiserver.
-    assert obj["spec"]["pools"][0]["autoscaling"]["scaleDownStabilizationSeconds"] == 300
+    assert obj["spec"]["pools"][0]["autoscaling"]["scaleDownStabilizationSeconds"] == 60
     assert obj["spec"]["scheduler"]["lock"]["lockTimeSeconds"] == 5
 
 

@@ -240,9 +240,12 @@ async def reconcile(body: kopf.Body, runtime: Runtime,
         state.generation = int(body.metadata.get("generation", 0))
         state.reconciled = None
         try:
-            await _reconcile(body, runtime, state, key, deployments, configmaps, others or {},
-                             seen_status)
-            state.reconciled, state.reconciled_at = inputs, time.monotonic()
+            settled = await _reconcile(body, runtime, state, key, deployments, configmaps,
+                                       others or {}, seen_status)
+            # Only what the indexes fully showed may be skipped later: a child known only
+            # from the operator's own recent write (deleted meanwhile, say) is checked again.
+            if settled:
+                state.reconciled, state.reconciled_at = inputs, time.monotonic()
         except KubeError as err:
             if state.failure != str(err):
                 await runtime.kube.event(body.metadata, "Warning", "ApplyFailed", str(err))
@@ -257,7 +260,8 @@ async def reconcile(body: kopf.Body, runtime: Runtime,
 async def _reconcile(body: kopf.Body, runtime: Runtime, state: FleetState, key: Key,
                      deployments: dict[str, DeploymentState], configmaps: dict[str, str],
                      others: Mapping[tuple[str, str], str], seen_status: dict[str, Any]
-                     ) -> None:
+                     ) -> bool:
+    """Reconcile; False when a child's state came from memory, not from the indexes."""
     try:
         fleet = parse(body)
         access = await resolve(fleet, runtime.secrets.read)
@@ -266,7 +270,7 @@ async def _reconcile(body: kopf.Body, runtime: Runtime, state: FleetState, key: 
             await runtime.kube.event(body.metadata, "Warning", "InvalidSpec", str(err))
         state.fleet, state.access, state.invalid = None, None, str(err)
         await runtime.publish(key, deployments, seen_status)
-        return
+        return True
     desired = desired_objects(fleet, access.transport, {
         n: runtime.replicas(key, n, d.replicas) for n, d in deployments.items()})
     existing = {**{("Deployment", n): d.spec_hash for n, d in deployments.items()},
@@ -278,15 +282,16 @@ async def _reconcile(body: kopf.Body, runtime: Runtime, state: FleetState, key: 
         # Children created for a dead owner would be collected again, on every resync.
         log.info("%s/%s is gone; forgetting it", *key)
         runtime.forget(key)
-        return
+        return False
     state.fleet, state.access, state.invalid = fleet, access, None
     held = scheduler_held(fleet, access.transport)
     if held and state.held != held:
         await runtime.kube.event(body.metadata, "Warning", "SchedulerHeld", held)
     state.held = held
-    await _converge(body, runtime, state, key, desired, existing, deployments)
+    settled = await _converge(body, runtime, state, key, desired, existing, deployments)
     state.failure = None
     await runtime.publish(key, deployments, seen_status)
+    return settled
 
 
 def _deployment_names(desired: list[dict[str, Any]]) -> list[str]:
@@ -295,14 +300,18 @@ def _deployment_names(desired: list[dict[str, Any]]) -> list[str]:
 
 async def _converge(body: kopf.Body, runtime: Runtime, state: FleetState, key: Key,
                     desired: list[dict[str, Any]], existing: Mapping[tuple[str, str], str],
-                    deployments: Mapping[str, DeploymentState]) -> None:
+                    deployments: Mapping[str, DeploymentState]) -> bool:
+    """Apply, scale and delete children; False when a child's content hash came from the
+    operator's memory of its own write rather than from the index."""
     kube = runtime.kube
     wanted = set()
+    settled = True
     for obj in desired:
         kind, name = obj["kind"], obj["metadata"]["name"]
         wanted.add((kind, name))
         spec_hash = obj["metadata"]["annotations"][SPEC_HASH]
         have = runtime.content_hash(key, kind, name, existing.get((kind, name)))
+        settled = settled and have == existing.get((kind, name))
         # Fields another manager took (kubectl edit): applied again, once per change of
         # theirs (fields of theirs the operator does not set would otherwise stay foreign).
         indexed = kind == "Deployment" and name in deployments
@@ -332,6 +341,7 @@ async def _converge(body: kopf.Body, runtime: Runtime, state: FleetState, key: K
             await kube.delete(kind, body.metadata.namespace or "", name)
             await kube.event(body.metadata, "Normal", "Deleted",
                              f"{kind} {name} deleted: no longer in the spec")
+    return settled
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
