@@ -187,6 +187,11 @@ STEPS = (
          and list(s.pools()) == ["default"] and s.reasons().count("Deleted") >= 3
          and get(s.cluster, s.namespace, "service", "mm-flower") is None),
     Step("at rest", lambda s: None, Scene.at_rest),
+    # Drift at rest that only the ConfigMap watch reveals (the resync skips objects whose
+    # indexes did not change, so without the watch the ConfigMap would never come back).
+    Step("a deleted ConfigMap re-created at rest",
+         lambda s: s.cluster.kubectl("delete", "configmap", "-n", s.namespace, "mm-celery"),
+         lambda s: get(s.cluster, s.namespace, "configmap", "mm-celery") is not None),
 )
 
 
