@@ -32,6 +32,7 @@ import redis
 
 from devenv.waiting import wait_until
 from metamapper_operator.builders import LABEL_POOL
+from metamapper_operator.state import SCALE_SETTLE_SECONDS
 from tests.chart.helpers import (
     ChartAccess,
     Rule,
@@ -129,9 +130,11 @@ class Scene:
         return [event["reason"] for event in items(self.cluster, self.namespace, "events")]
 
     def at_rest(self) -> bool:
-        """No write by the operator in the namespace for two resync intervals."""
+        """No write by the operator in the namespace for two resync intervals past the time
+        it trusts its memory of its own writes: a child it cannot see (its watch refused)
+        is applied again within that window, so the step fails for the right reason."""
         before = operator_writes(self.cluster, self.namespace)
-        time.sleep(2 * RESYNC_SECONDS)
+        time.sleep(2 * RESYNC_SECONDS + SCALE_SETTLE_SECONDS)
         return operator_writes(self.cluster, self.namespace) == before
 
     def sized(self, pool_name: str, replicas: int) -> bool:

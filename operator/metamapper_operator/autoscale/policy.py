@@ -70,21 +70,30 @@ class History:
 
 
 @dataclass(frozen=True)
+class Wanted:
+    """The size a backlog alone asks for, and why (before stabilization)."""
+
+    replicas: int
+    reason: str
+
+
+@dataclass(frozen=True)
 class Decision:
     replicas: int
     reason: str
     history: History
 
 
-def recommend(bounds: Bounds, current: int, backlog: int) -> tuple[int, str]:
+def recommend(bounds: Bounds, current: int, backlog: int) -> Wanted:
     """The size this backlog alone asks for, before stabilization."""
     if backlog <= bounds.activation:
-        return bounds.min_replicas, f"backlog {backlog}: idle"
+        return Wanted(bounds.min_replicas, f"backlog {backlog}: idle")
     wanted = max(1, math.ceil(backlog / bounds.target))
     if current > 0 and abs(backlog / (bounds.target * current) - 1) <= bounds.tolerance:
-        return bounds.clamp(current), f"backlog {backlog} within tolerance of {current} pods"
-    return bounds.clamp(wanted), (f"backlog {backlog} / {bounds.target} per pod "
-                                  f"= {wanted} pods")
+        return Wanted(bounds.clamp(current),
+                      f"backlog {backlog} within tolerance of {current} pods")
+    return Wanted(bounds.clamp(wanted), f"backlog {backlog} / {bounds.target} per pod "
+                                        f"= {wanted} pods")
 
 
 def decide(bounds: Bounds, current: int, backlog: int | None, now: float,
@@ -99,7 +108,8 @@ def decide(bounds: Bounds, current: int, backlog: int | None, now: float,
         history = History((Recommendation(now, current),), now)
     active = backlog > bounds.activation
     last_active = now if active else history.last_active
-    recommendation, reason = recommend(bounds, current, backlog)
+    asked = recommend(bounds, current, backlog)
+    recommendation, reason = asked.replicas, asked.reason
 
     window_start = now - bounds.stabilization_seconds
     kept = tuple(r for r in history.recommendations if r.at >= window_start)
