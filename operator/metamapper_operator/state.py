@@ -98,7 +98,11 @@ class ObjectStates:
         """The state and lock of the object ``key`` with ``uid``; a new object's are new."""
         state = self.fleets.get(key)
         if state is None or state.uid != uid:
-            self.forget(key)
+            # Only an object re-created under the same name leaves something to forget;
+            # forgetting costs a walk over every metric series, so a first sight (thousands
+            # at an operator's start) must not pay it.
+            if state is not None:
+                self.forget(key)
             state = self.fleets[key] = FleetState(uid=uid)
             self.locks[key] = asyncio.Lock()
         return state, self.locks[key]

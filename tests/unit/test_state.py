@@ -23,6 +23,25 @@ def test_a_new_uid_gets_new_state_and_lock() -> None:
     assert second.generation == 0 and other_lock is not lock
 
 
+def test_only_a_re_created_object_is_forgotten_first() -> None:
+    """Forgetting walks every metric series: a first sight must not pay for it (it made
+    creating 10,000 objects quadratic)."""
+    forgotten: list[Key] = []
+
+    class Recording(ObjectStates):
+        def forget(self, key: Key) -> None:
+            forgotten.append(key)
+            super().forget(key)
+
+    states = Recording()
+    states.state(KEY, "u-1")
+    states.state(Key("ns", "other"), "u-1")
+    states.state(KEY, "u-1")
+    assert forgotten == []
+    states.state(KEY, "u-2")
+    assert forgotten == [KEY]
+
+
 def test_a_size_just_set_holds_until_the_index_shows_it_or_it_settles() -> None:
     now = [100.0]
     states = ObjectStates(clock=lambda: now[0])
