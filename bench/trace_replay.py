@@ -6,16 +6,18 @@ database, all on one local control plane with a real node (kubelet, containerd) 
 every pod as a real ``celery worker`` in a container of the workload image (the worker
 image plus the tasks of ``devenv.workload``, which record when each task started and
 finished). The operators run as local processes, one per polling interval. One pool each:
-concurrency 2, minReplicas 1 (KEDA's default is 0), maxReplicas 4, target backlog 2 per pod:
+concurrency 2, minReplicas 1 (KEDA's default is 0), maxReplicas 4 (``--max-replicas``),
+target backlog 2 per pod:
 
 * **our defaults**: the CRD's defaults (polling 5 s, in-flight messages counted, drain
-  before delete; the scale-down window and tolerance as the CRD defaults them);
+  before delete; the scale-down window and tolerance as the CRD defaults them, or the
+  window ``--window`` gives);
 * **KEDA-like**: KEDA's Redis scaler with its defaults behind the HPA's defaults, as
   ``bench/_hpa.py`` models them (the queue's length only, read every 15 s; scale-up
   by max(100 %, 4 pods) per 15 s; scale-down to the highest recommendation of the last
   300 s, the ReplicaSet controller picking the pods). Its operator polls once a day, so
   only the model scales it;
-* **fixed at max**: autoscaling off, 4 pods all the time.
+* **fixed at max**: autoscaling off, the maximum all the time.
 
 Every figure is taken over the same horizon: from the trace's start to its last row plus
 ``--tail`` seconds (330 by default, so the 300 s windows can shrink both autoscaled pools
@@ -30,6 +32,7 @@ X.XXx, worker-seconds vs KEDA-like: Y.YYx`` (the goal: at most 0.5x and 1.0x).
 Usage::
 
     python bench/trace_replay.py [--trace bench/bursty-trace.csv] [--tail 330]
+                                 [--max-replicas 4] [--window SECONDS]
 """
 
 from __future__ import annotations
@@ -87,11 +90,14 @@ class Config:
     hpa: bool = False   # scaled by the HPA model, not by its operator
 
 
-CONFIGS = (
-    Config("our defaults", "replay-ours", 5.0, 1, {}),
-    Config("KEDA-like", "replay-keda", ONCE_A_DAY, 1, {}, hpa=True),
-    Config("fixed at max", "replay-fixed", 5.0, MAX_REPLICAS, {"enabled": False}),
-)
+def configs(max_replicas: int, window: float | None) -> tuple[Config, ...]:
+    """The three configurations; ``window`` replaces our default scale-down window."""
+    ours = {} if window is None else {"scaleDownStabilizationSeconds": window}
+    return (
+        Config("our defaults", "replay-ours", 5.0, 1, ours),
+        Config("KEDA-like", "replay-keda", ONCE_A_DAY, 1, {}, hpa=True),
+        Config("fixed at max", "replay-fixed", 5.0, max_replicas, {"enabled": False}),
+    )
 
 
 @dataclass(frozen=True)
@@ -173,6 +179,7 @@ class Fleet:
     config: Config
     broker: str     # its Redis database also keeps the tasks' records
     image: str
+    max_replicas: int
     app: Celery = field(init=False)
     sent: dict[str, float] = field(default_factory=dict)
 
@@ -181,7 +188,7 @@ class Fleet:
 
     def manifest(self) -> dict[str, Any]:
         pool = {"name": POOL, "queues": [POOL], "concurrency": CONCURRENCY,
-                "minReplicas": self.config.min_replicas, "maxReplicas": MAX_REPLICAS,
+                "minReplicas": self.config.min_replicas, "maxReplicas": self.max_replicas,
                 "autoscaling": {"targetBacklogPerReplica": CONCURRENCY,
                                 **self.config.autoscaling}}
         body = metamapper(self.config.namespace, NAME, self.broker, [pool])
@@ -280,7 +287,12 @@ def main(argv: list[str] | None = None) -> None:
                         help="seconds measured after the trace's last row")
     parser.add_argument("--picture", type=Path, default=PICTURE,
                         help=f"where the PNG of the run goes (default {PICTURE})")
+    parser.add_argument("--max-replicas", type=int, default=MAX_REPLICAS,
+                        help="every pool's maximum (and the fixed fleet's size)")
+    parser.add_argument("--window", type=float, default=None,
+                        help="our scale-down window in seconds (default: the CRD's)")
     args = parser.parse_args(argv)
+    chosen = configs(args.max_replicas, args.window)
     trace = read_trace(args.trace)
     horizon = trace[-1].offset + args.tail
 
@@ -291,9 +303,10 @@ def main(argv: list[str] | None = None) -> None:
             assert kube.images is not None
             redis_url = stack.enter_context(redis_server(root / "redis"))
             fleets = [Fleet(config, f"{redis_url.removesuffix('/0')}/{db}",
-                            kube.images.workload) for db, config in enumerate(CONFIGS)]
-            kube.apply([namespace_manifest(c.namespace) for c in CONFIGS])
-            by_poll = sorted(CONFIGS, key=lambda c: c.poll_seconds)
+                            kube.images.workload, args.max_replicas)
+                      for db, config in enumerate(chosen)]
+            kube.apply([namespace_manifest(c.namespace) for c in chosen])
+            by_poll = sorted(chosen, key=lambda c: c.poll_seconds)
             for poll, group in groupby(by_poll, key=lambda c: c.poll_seconds):
                 namespaces = [arg for c in group for arg in ("--namespace", c.namespace)]
                 stack.enter_context(operator(kube, root / f"operator-{poll:g}s.log",
@@ -310,7 +323,7 @@ def main(argv: list[str] | None = None) -> None:
                 if fleet.config.hpa:
                     stack.enter_context(hpa_model(
                         kube, fleet.config.namespace, f"{NAME}-{POOL}", fleet.broker, POOL,
-                        Behaviour(CONCURRENCY, fleet.config.min_replicas, MAX_REPLICAS)))
+                        Behaviour(CONCURRENCY, fleet.config.min_replicas, args.max_replicas)))
             say(f"replaying {args.trace.name} for {horizon:g} s ...")
             start = replay(trace, fleets, watch, horizon)
             rows, figures, replays = [], {}, []
@@ -332,7 +345,7 @@ def main(argv: list[str] | None = None) -> None:
     print_table(["configuration", "tasks", "p50 wait s", "p95 wait s", "worker-s",
                  "peak workers", "lost"], rows)
     picture = replay_picture(replays, args.picture, f"{args.trace.name} replayed to each "
-                             f"configuration side by side (max {MAX_REPLICAS} pods)")
+                             f"configuration side by side (max {args.max_replicas} pods)")
     print(f"\npicture of the run: {picture}")
     print(ratios(figures))
     if left:
