@@ -118,7 +118,12 @@ async def close(memo: kopf.Memo, **_: Any) -> None:
 @kopf.index(GROUP, VERSION, PLURAL)
 def metamappers(namespace: str, name: str, body: kopf.Body, **_: Any
                 ) -> dict[Key, dict[str, Any]]:
-    return {Key(namespace, name): copy.deepcopy(dict(body))}
+    """Every Metamapper as the resync reconciles it, without its managedFields (a third
+    of an object's size, never read; the index holds every object in memory)."""
+    kept = copy.deepcopy({field: value for field, value in body.items() if field != "metadata"})
+    kept["metadata"] = copy.deepcopy({field: value for field, value in body.metadata.items()
+                                      if field != "managedFields"})
+    return {Key(namespace, name): kept}
 
 
 @kopf.index("apps", "v1", "deployments", labels=MANAGED_SELECTOR)

@@ -86,16 +86,20 @@ def broker_label(display: str) -> str:
 
 def _remove_where(metrics: Iterable[MetricWrapperBase],
                   drop: Callable[[Mapping[str, str]], bool]) -> None:
-    """Remove every series of ``metrics`` whose labels ``drop`` is true for."""
+    """Remove every series of ``metrics`` whose labels ``drop`` is true for.
+
+    The series are read from the metric's children, not from ``collect()``: that renders
+    every sample (a histogram's buckets too), which at 100,000 series costs seconds.
+    prometheus_client has no public listing of a metric's label values.
+    """
     for metric in metrics:
         names = metric._labelnames
-        for family in metric.collect():
-            for sample in family.samples:
-                if drop(sample.labels):
-                    # A counter's _total and _created (a histogram's buckets) share one
-                    # series: the second removal finds it gone.
-                    with contextlib.suppress(KeyError):
-                        metric.remove(*(sample.labels[label] for label in names))
+        with metric._lock:
+            series = list(metric._metrics)
+        for values in series:
+            if drop(dict(zip(names, values, strict=True))):
+                with contextlib.suppress(KeyError):   # removed meanwhile
+                    metric.remove(*values)
 
 
 def forget(namespace: str, name: str) -> None:

@@ -105,3 +105,15 @@ def test_the_new_requests_have_a_timeout(monkeypatch: pytest.MonkeyPatch) -> Non
             server.close()
 
     asyncio.run(scenario())
+
+
+def test_the_metamapper_index_keeps_all_but_managed_fields() -> None:
+    raw = copy.deepcopy(BODY)
+    raw["metadata"]["managedFields"] = [{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}]
+    raw["status"] = {"observedGeneration": 1}
+    (kept,) = handlers.metamappers("ns", "mm", kopf.Body(raw)).values()
+    assert "managedFields" not in kept["metadata"]
+    del raw["metadata"]["managedFields"]
+    assert kept == raw
+    kept["spec"]["pools"].clear()   # a copy: the watch's body is not shared
+    assert raw["spec"]["pools"]

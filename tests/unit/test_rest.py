@@ -66,6 +66,26 @@ def test_a_pool_at_rest_costs_no_decision_and_no_request(monkeypatch: pytest.Mon
     asyncio.run(scenario())
 
 
+def test_series_are_walked_only_when_the_pools_or_brokers_change(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keeping the series of the pools that exist walks every series: at rest, with
+    thousands of pools, the cycles that find the same pools must not pay for it."""
+    async def scenario() -> None:
+        runtime, _, autoscaler = setup(waiting=0, replicas=1)
+        walks: list[set[str]] = []
+        real = loop.metrics.retain
+        monkeypatch.setattr(loop.metrics, "retain", lambda pools, brokers: (
+            walks.append({s.pool for s in pools}), real(pools, brokers)))
+        for _ in range(20):
+            await autoscaler.cycle()
+        assert walks == [{"default"}]
+        runtime.forget(KEY)   # the object is gone: its pools go from the next cycle's set
+        await autoscaler.cycle()
+        assert walks == [{"default"}, set()]
+
+    asyncio.run(scenario())
+
+
 def test_the_stabilization_window_holds_after_a_long_rest() -> None:
     """At 5 pods for 1,000 s at rest, then idle: the 60 s window counts from the last
     cycle of the rest, as if every cycle had been decided."""

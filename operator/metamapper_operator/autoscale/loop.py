@@ -159,6 +159,14 @@ class OpenWindow:
 PoolKey = tuple[str, str]  # (uid, pool name)
 
 
+@dataclass(frozen=True)
+class Retained:
+    """What a cycle kept the metric series of."""
+
+    pools: dict[metrics.PoolSeries, set[str]]
+    brokers: set[tuple[str, str]]
+
+
 @dataclass
 class Autoscaler:
     runtime: Runtime
@@ -177,6 +185,9 @@ class Autoscaler:
     # By (uid, pool): pods last seen marked not safe to evict (absent: not known yet).
     marked: dict[tuple[str, str], frozenset[str]] = field(default_factory=dict)
     shrinker: Shrinker | None = None   # made on first use, with the runtime's Kube edge
+    # The pools (with their queues) and brokers whose series the last cycle kept: a cycle
+    # that finds the same walks no series (at rest, with thousands of pools).
+    retained: Retained | None = None
 
     def _shrinker(self) -> Shrinker:
         if self.shrinker is None:
@@ -330,7 +341,10 @@ class Autoscaler:
         self.resting = {k: v for k, v in self.resting.items() if k[0] in seen}
         self.windows = {k: v for k, v in self.windows.items() if k[0] in seen}
         self.marked = {k: v for k, v in self.marked.items() if k[0] in seen}
-        metrics.retain(series, {broker_series(access) for access in accesses})
+        retained = Retained(series, {broker_series(access) for access in accesses})
+        if retained != self.retained:
+            metrics.retain(retained.pools, retained.brokers)
+            self.retained = retained
         await self._shrinker().abandon(scaled)
 
     async def _broker_state(self, key: Key, error: str | None) -> bool:
