@@ -266,7 +266,10 @@ async def _reconcile(body: kopf.Body, runtime: Runtime, state: FleetState, key: 
                      deployments: dict[str, DeploymentState], configmaps: dict[str, str],
                      others: Mapping[tuple[str, str], str], seen_status: dict[str, Any]
                      ) -> bool:
-    """Reconcile; False when a child's state came from memory, not from the indexes."""
+    """Reconcile; False when the same inputs may give another result later: a child's
+    state came from memory, not from the indexes, or a referenced Secret is missing (the
+    operator does not watch Secrets, so the resync must look again)."""
+    fleet: Fleet | None = None
     try:
         fleet = parse(body)
         access = await resolve(fleet, runtime.secrets.read)
@@ -275,7 +278,7 @@ async def _reconcile(body: kopf.Body, runtime: Runtime, state: FleetState, key: 
             await runtime.kube.event(body.metadata, "Warning", "InvalidSpec", str(err))
         state.fleet, state.access, state.invalid = None, None, str(err)
         await runtime.publish(key, deployments, seen_status)
-        return True
+        return fleet is None   # the spec itself is wrong: only a change of it can help
     desired = desired_objects(fleet, access.transport, {
         n: runtime.replicas(key, n, d.replicas) for n, d in deployments.items()})
     existing = {**{("Deployment", n): d.spec_hash for n, d in deployments.items()},

@@ -168,13 +168,22 @@ def test_a_resync_skips_only_objects_whose_inputs_did_not_change() -> None:
         assert not handlers.unchanged(runtime, KEY, handlers.inputs_of(body, deployments, {}, {}))
         runtime.fleets[KEY].failure = None
 
-        # A fleet whose Secrets were read (or could not be: no such Secret here) is
-        # reconciled again once they may have changed.
+        # A Secret that is missing is looked for again on every resync (the operator does
+        # not watch Secrets: one created later must be found)...
         secret = copy.deepcopy(raw)
         secret["spec"]["broker"] = {"urlSecretRef": {"name": "broker"}}
         await handlers.reconcile(kopf.Body(secret), runtime, deployments, {})
         inputs = handlers.inputs_of(kopf.Body(secret), deployments, {}, {})
-        assert runtime.fleets[KEY].invalid and handlers.unchanged(runtime, KEY, inputs)
+        assert runtime.fleets[KEY].invalid and not handlers.unchanged(runtime, KEY, inputs)
+
+        # ... and one that was read, once it may have changed.
+        async def found(namespace: str, name: str) -> dict[str, str]:
+            return {"url": "redis://broker:6379/0"}
+
+        runtime.secrets = SecretCache(found, 300)
+        runtime.applied.clear()   # what the first reconcile applied is indexed by now
+        await handlers.reconcile(kopf.Body(secret), runtime, deployments, {})
+        assert not runtime.fleets[KEY].invalid and handlers.unchanged(runtime, KEY, inputs)
         runtime.fleets[KEY].reconciled_at -= 301
         assert not handlers.unchanged(runtime, KEY, inputs)
         assert handlers.reads_secrets(parse(secret))
