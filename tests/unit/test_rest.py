@@ -16,6 +16,7 @@ from metamapper_operator.autoscale import loop
 from metamapper_operator.autoscale.drainplan import Load
 from metamapper_operator.autoscale.policy import decide
 from metamapper_operator.autoscale.shrink import Shrinker
+from metamapper_operator.brokers.base import QueueDepth
 from metamapper_operator.config import Config
 from metamapper_operator.model import Schedule, parse
 from metamapper_operator.references import SecretCache
@@ -82,6 +83,34 @@ def test_series_are_walked_only_when_the_pools_or_brokers_change(
         runtime.forget(KEY)   # the object is gone: its pools go from the next cycle's set
         await autoscaler.cycle()
         assert walks == [{"default"}, set()]
+
+    asyncio.run(scenario())
+
+
+def test_a_pool_at_rest_sets_its_gauges_again_only_when_a_figure_changed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    async def scenario() -> None:
+        _, _, autoscaler = setup(waiting=0, replicas=1)
+        recorded: list[int] = []
+        real = loop.record_pool
+        monkeypatch.setattr(loop, "record_pool",
+                            lambda *args: (recorded.append(1), real(*args)))
+        for _ in range(20):
+            await autoscaler.cycle()
+        assert len(recorded) == 1 and ("u-1", "default") in autoscaler.resting
+
+        class Aging(FakeProbe):   # the same counts, a message waiting longer each cycle
+            age = 0.0
+
+            async def measure(self, queues: Any) -> dict[str, QueueDepth]:
+                self.age += 5
+                return {q: QueueDepth(waiting=0, in_flight=0, oldest_age=self.age)
+                        for q in queues}
+
+        autoscaler.probes[ACCESS] = Aging(0)
+        for _ in range(3):
+            await autoscaler.cycle()
+        assert len(recorded) == 4 and ("u-1", "default") in autoscaler.resting
 
     asyncio.run(scenario())
 

@@ -80,6 +80,16 @@ def scale_reason(backlog: int | None, pool: Pool) -> metrics.ScaleReason:
     return metrics.ScaleReason.BACKLOG
 
 
+def pool_depths(pool: Pool, depths: Mapping[str, QueueDepth] | None
+                ) -> dict[str, Shown | None] | None:
+    """What the pool's queue gauges show of these depths (ages included: QueueDepth's
+    equality ignores them, the gauges do not)."""
+    if depths is None:
+        return None
+    return {queue: None if (d := depths.get(queue)) is None else
+            Shown(d.waiting, d.in_flight, d.stale, d.oldest_age) for queue in pool.queues}
+
+
 def record_pool(series: metrics.PoolSeries, pool: Pool,
                 depths: Mapping[str, QueueDepth] | None, backlog: int | None,
                 desired: int, current: int) -> None:
@@ -137,14 +147,26 @@ class Inputs:
     window: Window | None
 
 
+@dataclass(frozen=True)
+class Shown:
+    """One queue's figures as its gauges show them."""
+
+    waiting: int
+    in_flight: int | None
+    stale: int
+    oldest_age: float | None
+
+
 @dataclass
 class Rest:
     """A pool at rest: decided from ``inputs`` with ``bounds``, its size unchanged and no
-    window running out; ``seen`` is the last cycle that found the same inputs."""
+    window running out; ``seen`` is the last cycle that found the same inputs, and
+    ``recorded`` the depths of its queues that its gauges show."""
 
     inputs: Inputs
     bounds: Bounds
     seen: float
+    recorded: Mapping[str, Shown | None] | None
 
 
 @dataclass(frozen=True)
@@ -301,9 +323,13 @@ class Autoscaler:
                 rest = self.resting.get((member.fleet.uid, member.pool.name))
                 if rest is not None and rest.inputs == inputs:
                     rest.seen = self.clock()
-                    record_pool(pool_series(key, member.pool), member.pool,
-                                measurement.depths, inputs.backlog, inputs.current,
-                                inputs.current)
+                    # Its gauges already show these figures unless a queue's changed.
+                    depths = pool_depths(member.pool, measurement.depths)
+                    if depths != rest.recorded:
+                        record_pool(pool_series(key, member.pool), member.pool,
+                                    measurement.depths, inputs.backlog, inputs.current,
+                                    inputs.current)
+                        rest.recorded = depths
                     continue
                 lock = self.runtime.locks.get(key)
                 if lock is None:  # deleted meanwhile
@@ -455,7 +481,8 @@ class Autoscaler:
             await self._resize(key, pool, name, current, target, reason, cause)
             scale = replace(scale, last_scale_time=now(), last_scale_reason=reason)
         elif decision.replicas == current and at_rest(decision.history, current):
-            self.resting[pool_key] = Rest(inputs, bounds, self.clock())
+            self.resting[pool_key] = Rest(inputs, bounds, self.clock(),
+                                          pool_depths(pool, depths))
         record_pool(pool_series(key, pool), pool, depths, backlog, decision.replicas, current)
         if scale == previous:
             return False
