@@ -12,7 +12,8 @@ status shows both pools measured and Ready, it measures ``--seconds`` of steady 
 - its API requests (user agents ``metamapper-operator*`` and ``kopf*`` in the apiserver's
   audit log, received in the window), reads and writes per minute; writes are listed;
 - broker round trips: Redis ``INFO commandstats`` calls of EXEC (one MULTI/EXEC per
-  measurement) and EVAL (the in-flight count, one per measurement) in the window, per
+  measurement) and EVAL (inside it: the in-flight count, and the oldest message's age
+  of each queue) in the window, per
   autoscaling cycle
   (``metamapper_autoscale_cycle_seconds_count`` from the operator's /metrics).
 
@@ -63,6 +64,7 @@ POOLS = [
      "minReplicas": 0, "maxReplicas": 5},
 ]
 BROKERS = 1  # every object uses the same Redis URL
+QUEUES = len({queue for pool in POOLS for queue in pool["queues"]})
 CPU_BAR, RSS_BAR_MB = 5.0, 400.0
 BATCH = 100
 CYCLES = "metamapper_autoscale_cycle_seconds_count"
@@ -143,6 +145,9 @@ def report(args: argparse.Namespace, created: float, settled: float, op: Operato
     per_minute = 60 / window
     exec_per_cycle = calls["exec"] / cycles / BROKERS
     evals_per_cycle = calls["eval"] / cycles / BROKERS
+    # The two counters are read a moment apart: a cycle may be counted by one only.
+    slack = (cycles + 1) / cycles
+    evals_bar = 1 + QUEUES
     print(f"\n{args.objects} Metamappers x {len(POOLS)} pools in {args.namespaces} namespaces, "
           f"{BROKERS} broker; one operator (5 s polling, 60 s resync)")
     print(f"created in {created:.1f} s ({math.ceil(args.objects / BATCH)} kubectl apply, "
@@ -159,9 +164,9 @@ def report(args: argparse.Namespace, created: float, settled: float, op: Operato
         ["API reads / min", f"{(len(requests) - len(writes)) * per_minute:.1f}", "", ""],
         ["API writes / min", f"{len(writes) * per_minute:.1f}", "0", verdict(not writes)],
         ["broker round trips (EXEC) / broker / cycle", f"{exec_per_cycle:.2f}", "1",
-         verdict(round(exec_per_cycle, 2) <= 1)],
-        ["EVAL / broker / cycle", f"{evals_per_cycle:.2f}", "1",
-         verdict(round(evals_per_cycle, 2) <= 1)],
+         verdict(exec_per_cycle <= slack)],
+        ["EVAL / broker / cycle", f"{evals_per_cycle:.2f}", f"{evals_bar}",
+         verdict(evals_per_cycle <= evals_bar * slack)],
         ["LLEN / broker / cycle", f"{calls['llen'] / cycles / BROKERS:.1f}", "", ""],
     ])
     if requests:
