@@ -260,6 +260,8 @@ async def reconcile(body: kopf.Body, runtime: Runtime,
             if err.retryable:
                 raise kopf.TemporaryError(str(err), delay=5) from None
             raise kopf.PermanentError(str(err)) from None
+        finally:  # after every change of the state: the autoscaler reads it afresh
+            runtime.note_change()
 
 
 async def _reconcile(body: kopf.Body, runtime: Runtime, state: FleetState, key: Key,
@@ -418,6 +420,8 @@ async def child_changed(namespace: str, labels: Mapping[str, str], memo: kopf.Me
                         **_: Any) -> None:
     """Reflect a child's readiness in its owner's status as soon as it changes."""
     runtime: Runtime | None = memo.get("runtime")
+    if runtime is not None:
+        runtime.note_change()   # its size or readiness may have changed
     key = Key(namespace, labels.get(LABEL_INSTANCE, ""))
     lock = runtime.locks.get(key) if runtime is not None else None
     if runtime is None or lock is None:

@@ -93,6 +93,10 @@ class ObjectStates:
     # By (object, kind, name): children just applied, until the watch indexes show them.
     applied: dict[tuple[Key, str, str], AppliedHash] = field(default_factory=dict)
     clock: Callable[[], float] = time.monotonic
+    # Counts what may change a pool's scaling: a reconcile, an object gone, a Deployment
+    # event. The autoscaler skips a cycle that finds it, and the brokers' figures, as
+    # the last cycle with every pool at rest left them.
+    revision: int = 0
 
     def state(self, key: Key, uid: str) -> tuple[FleetState, asyncio.Lock]:
         """The state and lock of the object ``key`` with ``uid``; a new object's are new."""
@@ -106,6 +110,15 @@ class ObjectStates:
             state = self.fleets[key] = FleetState(uid=uid)
             self.locks[key] = asyncio.Lock()
         return state, self.locks[key]
+
+    def note_change(self) -> None:
+        """Something a pool's scaling reads changed (see ``revision``)."""
+        self.revision += 1
+
+    def settling(self) -> bool:
+        """Whether a size just set may not show in the Deployment index yet."""
+        now = self.clock()
+        return any(now - noted.at < SCALE_SETTLE_SECONDS for noted in self.scaled.values())
 
     def note_scale(self, key: Key, deployment: str, replicas: int) -> None:
         """Remember a size just set, until the watch index shows it."""
@@ -136,6 +149,7 @@ class ObjectStates:
 
     def forget(self, key: Key) -> None:
         """Drop everything about a Metamapper that is gone."""
+        self.note_change()
         self.fleets.pop(key, None)
         self.locks.pop(key, None)
         for noted in [k for k in self.scaled if k[0] == key]:

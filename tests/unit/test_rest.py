@@ -21,6 +21,7 @@ from metamapper_operator.config import Config
 from metamapper_operator.model import Schedule, parse
 from metamapper_operator.references import SecretCache
 from metamapper_operator.runtime import Runtime
+from metamapper_operator.state import SCALE_SETTLE_SECONDS, Key
 from metamapper_operator.status import DeploymentState
 from tests.unit.sample import BODY
 from tests.unit.test_wiring import ACCESS, KEY, FakeControl, FakeKube, FakeProbe, setup
@@ -217,5 +218,96 @@ def test_a_resync_skips_only_objects_whose_inputs_did_not_change() -> None:
         assert not handlers.unchanged(runtime, KEY, inputs)
         assert handlers.reads_secrets(parse(secret))
         assert not handlers.reads_secrets(parse(raw))
+
+    asyncio.run(scenario())
+
+
+def test_a_quiet_cycle_reads_no_pool() -> None:
+    """With every pool at rest and nothing changed, a cycle measures the broker and
+    stops: its cost does not grow with the number of pools."""
+    async def scenario() -> None:
+        _, kube, autoscaler = setup(waiting=0, replicas=1)
+        reads: list[Any] = []
+        indexed = autoscaler.deployments_of
+        autoscaler.deployments_of = lambda key: (reads.append(key), indexed(key))[1]
+        probe = FakeProbe(0)
+        autoscaler.probes[ACCESS] = probe
+        await autoscaler.cycle()
+        await autoscaler.cycle()   # the first found the pool; this one finds it at rest
+        assert autoscaler.quiet is not None
+        before = len(reads)
+        for _ in range(20):
+            await autoscaler.cycle()
+        assert len(reads) == before and autoscaler.quiet_at is not None
+
+        probe.waiting = 9   # the broker's figures changed: every pool is decided again
+        await autoscaler.cycle()
+        assert len(reads) > before and kube.scaled == [("mm-default", 5)]
+
+    asyncio.run(scenario())
+
+
+def test_a_change_of_the_state_ends_the_quiet() -> None:
+    """A Deployment event (or a reconcile, or an object gone) bumps the state's revision;
+    a size the operator set keeps the cycles walking until the index may show it."""
+    async def scenario() -> None:
+        runtime, kube, autoscaler = setup(waiting=2, replicas=2)   # 4 / 2 per pod: 2 pods
+        runtime.clock = clock = Clock()
+        sizes = {"mm-default": 2}
+        reads: list[Key] = []
+
+        def indexed(key: Key) -> dict[str, DeploymentState]:
+            reads.append(key)
+            return {name: DeploymentState(name=name, spec_hash="h", replicas=n)
+                    for name, n in sizes.items()}
+
+        autoscaler.deployments_of = indexed
+        for _ in range(3):
+            await autoscaler.cycle()
+        assert autoscaler.quiet is not None and not kube.scaled
+
+        sizes["mm-default"] = 1   # scaled down by someone; the event has not come yet
+        walked = len(reads)
+        await autoscaler.cycle()
+        assert len(reads) == walked and not kube.scaled
+        runtime.note_change()     # the Deployment event
+        await autoscaler.cycle()
+        assert kube.scaled == [("mm-default", 2)]
+
+        walked = len(reads)       # the index still shows 1: walk until it may show 2
+        await autoscaler.cycle()
+        assert len(reads) > walked
+        sizes["mm-default"] = 2
+        clock.now += SCALE_SETTLE_SECONDS
+        runtime.note_change()
+        await autoscaler.cycle()
+        await autoscaler.cycle()
+        walked = len(reads)
+        await autoscaler.cycle()
+        assert len(reads) == walked and kube.scaled == [("mm-default", 2)]
+
+    asyncio.run(scenario())
+
+
+def test_a_reconcile_and_a_deployment_event_bump_the_revision() -> None:
+    async def scenario() -> None:
+        kube = FakeKube()
+        runtime = Runtime(config=Config(), kube=kube,  # type: ignore[arg-type]
+                          secrets=SecretCache(kube.read_secret, 300))
+        raw = copy.deepcopy(BODY)
+        raw["metadata"].update(namespace=KEY.namespace, name=KEY.name, uid="u-1")
+        deployments = {"mm-default": DeploymentState(name="mm-default", spec_hash="h",
+                                                     replicas=1)}
+        await handlers.reconcile(kopf.Body(raw), runtime, deployments, {})
+        after_reconcile = runtime.revision
+        assert after_reconcile > 0
+        await handlers.child_changed(namespace=KEY.namespace,
+                                     labels={"app.kubernetes.io/instance": KEY.name},
+                                     memo=kopf.Memo(runtime=runtime),
+                                     managed_deployments={})  # type: ignore[arg-type]
+        assert runtime.revision > after_reconcile
+        bumped = runtime.revision
+        runtime.forget(KEY)
+        assert runtime.revision > bumped
 
     asyncio.run(scenario())

@@ -126,6 +126,7 @@ def adopt(runtime: Runtime, uid: str, generation: int = 3) -> None:
     raw["metadata"].update(namespace=KEY.namespace, name=KEY.name, uid=uid, generation=generation)
     state, _ = runtime.state(KEY, uid)
     state.fleet, state.access, state.generation = parse(raw), ACCESS, generation
+    runtime.note_change()
 
 
 def series(name: str) -> float | None:
@@ -385,6 +386,7 @@ def test_workers_of_a_pool_no_longer_scaled_consume_again() -> None:
         await autoscaler.cycle()
         assert control.stopped == ["p-a"]
         runtime.fleets[KEY].fleet = replace_autoscaling(runtime, enabled=False)
+        runtime.note_change()
         await autoscaler.cycle()
         assert control.resumed == ["p-a"]
     asyncio.run(scenario())

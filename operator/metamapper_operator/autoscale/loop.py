@@ -182,6 +182,44 @@ PoolKey = tuple[str, str]  # (uid, pool name)
 
 
 @dataclass(frozen=True)
+class Reading:
+    """What one broker's measurement shows any pool, gauge or status: two cycles with
+    equal readings (and nothing else changed) decide the same."""
+
+    shown: dict[str, Shown] | None
+    source: str | None
+    error: str | None
+    unconsumed: tuple[str, ...] | None
+
+    @classmethod
+    def of(cls, measurement: Measurement) -> Reading:
+        depths = measurement.depths
+        return cls(None if depths is None else {
+            queue: Shown(d.waiting, d.in_flight, d.stale, d.oldest_age)
+            for queue, d in depths.items()},
+            measurement.source, measurement.error, measurement.unconsumed)
+
+
+@dataclass(frozen=True)
+class Quiet:
+    """What a cycle that left every pool at rest found: the state's revision, the
+    brokers' readings, and when the first schedule window opens or closes. A cycle that
+    finds the same has nothing to decide, record or write, and stops after measuring."""
+
+    revision: int
+    readings: dict[BrokerAccess, Reading]
+    until: datetime.datetime | None
+
+
+@dataclass(frozen=True)
+class Grouped:
+    """The pools to scale by broker, as of the state's ``revision``."""
+
+    revision: int
+    groups: dict[BrokerAccess, list[Member]]
+
+
+@dataclass(frozen=True)
 class Retained:
     """What a cycle kept the metric series of."""
 
@@ -210,6 +248,11 @@ class Autoscaler:
     # The pools (with their queues) and brokers whose series the last cycle kept: a cycle
     # that finds the same walks no series (at rest, with thousands of pools).
     retained: Retained | None = None
+    grouped: Grouped | None = None
+    # Set by a cycle that left every pool at rest (see Quiet); ``quiet_at`` is the last
+    # cycle that found it again, the last one each resting pool's inputs were seen.
+    quiet: Quiet | None = None
+    quiet_at: float | None = None
 
     def _shrinker(self) -> Shrinker:
         if self.shrinker is None:
@@ -254,7 +297,13 @@ class Autoscaler:
             await probe.close()
         self.probes.clear()
 
-    def _groups(self) -> dict[BrokerAccess, list[Member]]:
+    def _groups(self, revision: int) -> dict[BrokerAccess, list[Member]]:
+        """The pools to scale by broker, walked again only after the state changed."""
+        if self.grouped is None or self.grouped.revision != revision:
+            self.grouped = Grouped(revision, self._group())
+        return self.grouped.groups
+
+    def _group(self) -> dict[BrokerAccess, list[Member]]:
         groups: dict[BrokerAccess, list[Member]] = defaultdict(list)
         for key, state in list(self.runtime.fleets.items()):
             fleet, access = state.fleet, state.access
@@ -297,19 +346,47 @@ class Autoscaler:
         metrics.broker_up.labels(*labels).set(1)
         return Measurement(depths=depths, source=source, unconsumed=probe.unconsumed)
 
+    def _is_quiet(self, revision: int, readings: dict[BrokerAccess, Reading],
+                  wall: datetime.datetime) -> bool:
+        quiet = self.quiet
+        return (quiet is not None and quiet.revision == revision
+                and quiet.readings == readings
+                and (quiet.until is None or wall < quiet.until)
+                and not self.runtime.settling())
+
     async def cycle(self) -> None:
-        groups = self._groups()
+        # Read before anything else: a change made while this cycle runs makes the next
+        # one walk every pool again.
+        revision = self.runtime.revision
+        groups = self._groups(revision)
         for stale in set(self.probes) - set(groups):
             await self.probes.pop(stale).close()
         accesses = list(groups)
         measurements = await asyncio.gather(*(
             self._measure(a, {q for member in groups[a] for q in member.pool.queues})
             for a in accesses))
+        readings = {access: Reading.of(measurement)
+                    for access, measurement in zip(accesses, measurements, strict=True)}
+        wall = self.wall()
+        if self._is_quiet(revision, readings, wall):
+            self.quiet_at = self.clock()
+            return
+        self.quiet = None
+        if await self._walk(groups, accesses, measurements, wall):
+            self.quiet = Quiet(revision, readings, min(
+                (w.until for w in self.windows.values() if w.until is not None),
+                default=None))
+
+    async def _walk(self, groups: dict[BrokerAccess, list[Member]],
+                    accesses: list[BrokerAccess], measurements: list[Measurement],
+                    wall: datetime.datetime) -> bool:
+        """Decide every pool (those at rest with the same inputs cost a comparison);
+        True when every pool is left at rest and every write went through."""
+        calm = True
         seen: set[str] = set()
         scaled: set[tuple[str, str]] = set()
         changed: dict[Key, None] = {}  # ordered, so statuses are written in a stable order
         series: dict[metrics.PoolSeries, set[str]] = {}
-        wall = self.wall()
         for access, measurement in zip(accesses, measurements, strict=True):
             for member in groups[access]:
                 key = member.key
@@ -319,6 +396,7 @@ class Autoscaler:
                 scaled.add((member.fleet.uid, member.pool.name))
                 inputs = self._inputs(member, measurement, wall)
                 if inputs is None:  # not created yet: the reconciler will
+                    calm = False
                     continue
                 rest = self.resting.get((member.fleet.uid, member.pool.name))
                 if rest is not None and rest.inputs == inputs:
@@ -341,7 +419,9 @@ class Autoscaler:
                                 inputs):
                             changed[key] = None
                 except KubeError as err:  # this pool only; the next cycle tries again
+                    calm = False
                     log.warning("scaling pool %s of %s/%s: %s", member.pool.name, *key, err)
+                calm = calm and (member.fleet.uid, member.pool.name) in self.resting
             orphans = None if measurement.unconsumed is None else unconsumed_queues(
                 (q for member in groups[access] for q in member.pool.queues),
                 measurement.unconsumed)
@@ -359,6 +439,7 @@ class Autoscaler:
                 async with lock:
                     await self.runtime.publish(key, self.deployments_of(key))
             except KubeError as err:
+                calm = False
                 log.warning("status of %s/%s: %s", *key, err)
         # Forget pools of objects that are gone, and their series; workers of pools no
         # longer scaled that were draining consume again.
@@ -372,6 +453,7 @@ class Autoscaler:
             metrics.retain(retained.pools, retained.brokers)
             self.retained = retained
         await self._shrinker().abandon(scaled)
+        return calm
 
     async def _broker_state(self, key: Key, error: str | None) -> bool:
         """Record whether the broker answered; True when that changed."""
@@ -448,7 +530,9 @@ class Autoscaler:
         history = self.history.get(pool_key, History())
         rest = self.resting.pop(pool_key, None)
         if rest is not None:
-            history = decide(rest.bounds, rest.inputs.current, rest.inputs.backlog, rest.seen,
+            # Quiet cycles found its inputs unchanged too, without looking.
+            seen = max(rest.seen, self.quiet_at or rest.seen)
+            history = decide(rest.bounds, rest.inputs.current, rest.inputs.backlog, seen,
                              history).history
         bounds, per_pod = self._bounds(fleet, pool, backlog, inputs.ready, window)
         decision = decide(bounds, current, backlog, self.clock(), history)
