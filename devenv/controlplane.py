@@ -319,6 +319,9 @@ class ControlPlane:
             f"--cluster-signing-cert-file={pki / 'ca.crt'}",
             f"--cluster-signing-key-file={pki / 'ca.key'}",
             "--controllers=*", "--concurrent-gc-syncs=5",
+            # Its own client's default (20 requests/s) makes thousands of Deployments take
+            # many minutes to get their ReplicaSets; the apiserver here has room for more.
+            "--kube-api-qps=200", "--kube-api-burst=400",
         ])
         self._wait("kube-controller-manager", f"https://127.0.0.1:{self.kcm_port}/healthz", 60,
                    client_cert=False)
