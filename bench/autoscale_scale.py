@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> None:
         created = time.monotonic() - began
         # Listing every object costs the apiserver too: less often when there are many.
         wait_until(lambda: settled_count(kube) == args.objects, 60 + args.objects,
-                   "every object settled", interval=max(2.0, args.objects / 1000))
+                   "every object settled", interval=max(2.0, args.objects / 250))
         settled = time.monotonic() - began - created
         say(f"settled; measuring {args.seconds:g} s of steady state ...")
         offset = kube.plane.audit_log.stat().st_size
