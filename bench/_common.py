@@ -26,14 +26,13 @@ import redis
 import yaml
 
 from devenv import images, services
-from devenv.controlplane import ControlPlane, free_port, tool_dirs
+from devenv.controlplane import ControlPlane, free_port, install_crds, tool_dirs
 from devenv.images import Images
 from devenv.node import Node
 from devenv.processes import stop_groups
 from devenv.waiting import wait_until
 from metamapper_operator import crd
 
-REPO = Path(__file__).resolve().parents[1]
 OPERATOR = Path(sys.executable).parent / "metamapper-operator"
 OPERATOR_AGENTS = ("metamapper-operator", "kopf")
 WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
@@ -87,9 +86,9 @@ def cluster(root: Path, node: bool = False) -> Iterator[Cluster]:
         if kubelet is not None:
             kubelet.start()
         found = Cluster(plane, kube / "kubectl", built)
-        found.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
-        found.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                      f"crd/{crd.NAME}")
+        # Not `kubectl wait --for=condition=Established`: it fails at once on a CRD whose
+        # conditions are not written yet.
+        install_crds(plane, kube / "kubectl")
         yield found
     finally:
         if kubelet is not None:

@@ -28,7 +28,8 @@ from typing import Any
 import pytest
 import yaml
 
-from devenv.controlplane import ControlPlane, tool_dirs
+from devenv.controlplane import ControlPlane, install_crds, tool_dirs
+from devenv.waiting import wait_until
 from metamapper_operator import crd
 from tests.conftest import REPO, Cluster
 
@@ -299,8 +300,12 @@ def chart_crds(cluster: Cluster) -> Cluster:
     cluster.kubectl("apply", "--server-side", "-f", "-", input=shown + "\n---\n"
                     + STAND_IN_CRDS)
     for doc in documents(shown + "\n---\n" + STAND_IN_CRDS):
-        cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                        f"crd/{doc['metadata']['name']}")
+        # Not `kubectl wait --for=condition=Established`: it fails at once on a CRD whose
+        # conditions are not written yet.
+        wait_until(lambda name=doc["metadata"]["name"]: cluster.kubectl(
+            "get", f"crd/{name}", "-o",
+            'jsonpath={.status.conditions[?(@.type=="Established")].status}',
+            check=False).stdout == "True", what="the chart's CRDs to be Established")
     return cluster
 
 
@@ -314,9 +319,7 @@ def lone_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     plane.start()
     try:
         lone = Cluster(plane, kube / "kubectl", helm_dir / "helm")
-        lone.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
-        lone.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                     f"crd/{crd.NAME}")
+        install_crds(plane, kube / "kubectl")
         yield lone
     finally:
         plane.stop()
