@@ -11,12 +11,15 @@ so nothing outlives what it describes.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.registry import Collector
 
 POOL = ("namespace", "metamapper", "pool")
 QUEUE = (*POOL, "queue")
@@ -31,24 +34,8 @@ class ScaleReason(StrEnum):
     BROKER_UNREACHABLE = "broker_unreachable"  # held, or raised to fallbackReplicas
 
 
-backlog = Gauge("metamapper_pool_backlog", "Messages waiting (and in flight) on a pool's queues",
-                POOL)
-desired_replicas = Gauge("metamapper_pool_desired_replicas",
-                         "Pods the autoscaler wants for a pool", POOL)
-current_replicas = Gauge("metamapper_pool_current_replicas",
-                         "Pods a pool's Deployment asks for", POOL)
-min_replicas = Gauge("metamapper_pool_min_replicas", "A pool's minReplicas", POOL)
-max_replicas = Gauge("metamapper_pool_max_replicas", "A pool's maxReplicas", POOL)
 scale_events = Counter("metamapper_scale_events_total", "Pool size changes by the autoscaler",
                        (*POOL, "direction", "reason"))
-queue_waiting = Gauge("metamapper_queue_messages_waiting",
-                      "Messages ready for delivery on a queue", QUEUE)
-queue_in_flight = Gauge("metamapper_queue_messages_in_flight",
-                        "Messages delivered to a worker, not yet acknowledged (where the "
-                        "broker tells)", QUEUE)
-queue_oldest_age = Gauge("metamapper_queue_oldest_message_age_seconds",
-                         "Age of a queue's oldest waiting message (where the broker tells; "
-                         "0 when the queue is empty)", QUEUE)
 broker_up = Gauge("metamapper_broker_up", "1 when the last measurement of a broker succeeded",
                   BROKER)
 probe_seconds = Histogram("metamapper_probe_duration_seconds",
@@ -59,9 +46,6 @@ cycle_seconds = Histogram("metamapper_autoscale_cycle_seconds",
                           "Time for one autoscaling cycle over every broker",
                           buckets=(0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 
-PER_POOL: tuple[MetricWrapperBase, ...] = (
-    backlog, desired_replicas, current_replicas, min_replicas, max_replicas, scale_events)
-PER_QUEUE: tuple[MetricWrapperBase, ...] = (queue_waiting, queue_in_flight, queue_oldest_age)
 PER_BROKER: tuple[MetricWrapperBase, ...] = (broker_up, probe_seconds, probe_errors)
 
 
@@ -77,6 +61,120 @@ class PoolSeries:
     def of(cls, labels: Mapping[str, str]) -> PoolSeries:
         return cls(labels.get("namespace", ""), labels.get("metamapper", ""),
                    labels.get("pool", ""))
+
+
+@dataclass(frozen=True, slots=True)
+class QueueFigures:
+    """One queue's gauges as a pool reads it; None: the broker does not tell (no sample)."""
+
+    waiting: int
+    in_flight: int | None
+    oldest_age: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class PoolFigures:
+    """One pool's gauges; ``backlog`` None: never measured (no sample)."""
+
+    desired: int
+    current: int
+    min_replicas: int
+    max_replicas: int
+    backlog: int | None
+    queues: Mapping[str, QueueFigures]
+
+
+# The gauges of every pool and queue: (name, help, labels, value of a pool, or of a queue).
+POOL_GAUGES: tuple[tuple[str, str, Callable[[PoolFigures], float | None]], ...] = (
+    ("metamapper_pool_backlog", "Messages waiting (and in flight) on a pool's queues",
+     lambda f: f.backlog),
+    ("metamapper_pool_desired_replicas", "Pods the autoscaler wants for a pool",
+     lambda f: f.desired),
+    ("metamapper_pool_current_replicas", "Pods a pool's Deployment asks for",
+     lambda f: f.current),
+    ("metamapper_pool_min_replicas", "A pool's minReplicas", lambda f: f.min_replicas),
+    ("metamapper_pool_max_replicas", "A pool's maxReplicas", lambda f: f.max_replicas),
+)
+QUEUE_GAUGES: tuple[tuple[str, str, Callable[[QueueFigures], float | None]], ...] = (
+    ("metamapper_queue_messages_waiting", "Messages ready for delivery on a queue",
+     lambda q: q.waiting),
+    ("metamapper_queue_messages_in_flight", "Messages delivered to a worker, not yet "
+     "acknowledged (where the broker tells)", lambda q: q.in_flight),
+    ("metamapper_queue_oldest_message_age_seconds", "Age of a queue's oldest waiting "
+     "message (where the broker tells; 0 when the queue is empty)", lambda q: q.oldest_age),
+)
+
+
+class PoolTable(Collector):
+    """The per-pool and per-queue gauges, kept as one record per pool and rendered when
+    scraped. A prometheus_client child per series costs about 1 KB, a pool about ten of
+    them: 170 MB at 10,000 objects of two pools, against a few hundred bytes a pool here.
+    Records are replaced whole, never changed, so a scrape (in the server's thread) reads
+    a consistent snapshot."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pools: dict[tuple[str, str], dict[str, PoolFigures]] = {}
+
+    def get(self, series: PoolSeries) -> PoolFigures | None:
+        return self._pools.get((series.namespace, series.metamapper), {}).get(series.pool)
+
+    def record(self, series: PoolSeries, figures: PoolFigures) -> None:
+        with self._lock:
+            self._pools.setdefault((series.namespace, series.metamapper), {})[
+                series.pool] = figures
+
+    def forget(self, namespace: str, name: str) -> None:
+        with self._lock:
+            self._pools.pop((namespace, name), None)
+
+    def retain(self, pools: Mapping[PoolSeries, Collection[str]]) -> None:
+        """Keep the pools given, with the queues given of each; drop the rest."""
+        with self._lock:
+            kept: dict[tuple[str, str], dict[str, PoolFigures]] = {}
+            for owner, of_owner in self._pools.items():
+                for pool, figures in of_owner.items():
+                    queues = pools.get(PoolSeries(*owner, pool))
+                    if queues is None:
+                        continue
+                    if not set(figures.queues) <= set(queues):
+                        figures = replace(figures, queues={
+                            q: f for q, f in figures.queues.items() if q in queues})
+                    kept.setdefault(owner, {})[pool] = figures
+            self._pools = kept
+
+    def _snapshot(self) -> list[tuple[tuple[str, str, str], PoolFigures]]:
+        with self._lock:
+            return [((*owner, pool), figures) for owner, of_owner in self._pools.items()
+                    for pool, figures in of_owner.items()]
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families([])
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families(self._snapshot())
+
+    @staticmethod
+    def _families(rows: list[tuple[tuple[str, str, str], PoolFigures]]) -> list[Metric]:
+        families: list[Metric] = []
+        for name, help_text, value_of in POOL_GAUGES:
+            family = GaugeMetricFamily(name, help_text, labels=POOL)
+            for labels, figures in rows:
+                if (value := value_of(figures)) is not None:
+                    family.add_metric(labels, value)
+            families.append(family)
+        for name, help_text, queue_value in QUEUE_GAUGES:
+            family = GaugeMetricFamily(name, help_text, labels=QUEUE)
+            for labels, figures in rows:
+                for queue, of_queue in figures.queues.items():
+                    if (value := queue_value(of_queue)) is not None:
+                        family.add_metric((*labels, queue), value)
+            families.append(family)
+        return families
+
+
+pool_table = PoolTable()
+REGISTRY.register(pool_table)
 
 
 def broker_label(display: str) -> str:
@@ -104,7 +202,8 @@ def _remove_where(metrics: Iterable[MetricWrapperBase],
 
 def forget(namespace: str, name: str) -> None:
     """Remove every series of one Metamapper (it was deleted): no series outlives it."""
-    _remove_where((*PER_POOL, *PER_QUEUE), lambda labels: (
+    pool_table.forget(namespace, name)
+    _remove_where((scale_events,), lambda labels: (
         labels.get("namespace"), labels.get("metamapper")) == (namespace, name))
 
 
@@ -112,8 +211,7 @@ def retain(pools: Mapping[PoolSeries, Collection[str]],
            brokers: Collection[tuple[str, str]]) -> None:
     """Keep the series of the pools (with their queues) and brokers given; remove the rest:
     pools no longer autoscaled, queues a pool no longer reads, brokers no pool uses."""
-    _remove_where(PER_POOL, lambda labels: PoolSeries.of(labels) not in pools)
-    _remove_where(PER_QUEUE, lambda labels: labels.get("queue") not in pools.get(
-        PoolSeries.of(labels), ()))
+    pool_table.retain(pools)
+    _remove_where((scale_events,), lambda labels: PoolSeries.of(labels) not in pools)
     _remove_where(PER_BROKER, lambda labels: (labels.get("transport"),
                                               labels.get("broker")) not in brokers)

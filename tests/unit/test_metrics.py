@@ -124,7 +124,9 @@ def test_series_of_a_deleted_object_go_and_others_stay() -> None:
         autoscaler.probes[ACCESS] = DepthProbe(QueueDepth(waiting=5, in_flight=0,
                                                           oldest_age=1.0))
         await autoscaler.cycle()
-        metrics.queue_waiting.labels("other", "mm", "default", "default").set(3)
+        metrics.pool_table.record(metrics.PoolSeries("other", "mm", "default"),
+                                  metrics.PoolFigures(1, 1, 0, 1, 3, {
+                                      "default": metrics.QueueFigures(3, None, None)}))
         assert {name for name, _ in samples_of(*KEY)} >= {
             "metamapper_pool_backlog", "metamapper_queue_messages_waiting",
             "metamapper_queue_oldest_message_age_seconds", "metamapper_scale_events_total"}
@@ -173,3 +175,28 @@ def test_worker_pods_expose_the_task_metrics_port_on_their_writable_tmp() -> Non
     assert worker["securityContext"]["readOnlyRootFilesystem"] is True
     scheduler = built["mm-scheduler"]["spec"]["template"]["spec"]["containers"][0]
     assert "ports" not in scheduler
+
+
+def test_pool_and_queue_gauges_are_rendered_from_one_record_a_pool() -> None:
+    """Thousands of pools must not cost a prometheus_client child per series (about 1 KB
+    each): the table keeps one record a pool and renders the samples when scraped."""
+    table = metrics.PoolTable()
+    for n in range(1000):
+        table.record(metrics.PoolSeries("ns", f"mm-{n}", "default"), metrics.PoolFigures(
+            2, 1, 0, 4, None if n % 2 else 7,
+            {"default": metrics.QueueFigures(7, None if n % 2 else 1, 0.5)}))
+    families = {family.name: family for family in table.collect()}
+    samples = {name: len(family.samples) for name, family in families.items()}
+    assert samples == {
+        "metamapper_pool_backlog": 500, "metamapper_pool_desired_replicas": 1000,
+        "metamapper_pool_current_replicas": 1000, "metamapper_pool_min_replicas": 1000,
+        "metamapper_pool_max_replicas": 1000, "metamapper_queue_messages_waiting": 1000,
+        "metamapper_queue_messages_in_flight": 500,
+        "metamapper_queue_oldest_message_age_seconds": 1000}
+    table.retain({metrics.PoolSeries("ns", "mm-0", "default"): ()})
+    rendered = {family.name: family.samples for family in table.collect()}
+    assert [s.labels["metamapper"] for s in rendered["metamapper_pool_max_replicas"]] == [
+        "mm-0"]
+    assert rendered["metamapper_queue_messages_waiting"] == []   # the queue is not read
+    table.forget("ns", "mm-0")
+    assert all(not family.samples for family in table.collect())

@@ -218,7 +218,8 @@ def test_a_loop_that_dies_is_started_again() -> None:
 
 
 def test_metrics_forget_only_touches_its_object() -> None:
-    metrics.backlog.labels("other", "mm", "default").set(1)
+    metrics.pool_table.record(metrics.PoolSeries("other", "mm", "default"),
+                              metrics.PoolFigures(1, 1, 0, 1, 1, {}))
     metrics.forget(*KEY)
     assert REGISTRY.get_sample_value("metamapper_pool_backlog", {
         "namespace": "other", "metamapper": "mm", "pool": "default"}) == 1

@@ -9,7 +9,6 @@ whose size must change. When nothing changes it makes no API request at all.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime
 import logging
 import time
@@ -93,26 +92,21 @@ def pool_depths(pool: Pool, depths: Mapping[str, QueueDepth] | None
 def record_pool(series: metrics.PoolSeries, pool: Pool,
                 depths: Mapping[str, QueueDepth] | None, backlog: int | None,
                 desired: int, current: int) -> None:
-    """A pool's gauges after a decision; its queues' gauges when the broker answered."""
-    labels = (series.namespace, series.metamapper, series.pool)
-    metrics.desired_replicas.labels(*labels).set(desired)
-    metrics.current_replicas.labels(*labels).set(current)
-    metrics.min_replicas.labels(*labels).set(pool.min_replicas)
-    metrics.max_replicas.labels(*labels).set(pool.max_replicas)
-    if backlog is not None:
-        metrics.backlog.labels(*labels).set(backlog)
+    """A pool's gauges after a decision; its queues' when the broker answered (else the
+    last figures stand, as the backlog's does)."""
+    previous = metrics.pool_table.get(series)
     if depths is None:
-        return
-    for queue in pool.queues:
-        depth = depths.get(queue, QueueDepth(waiting=0, in_flight=0))
-        metrics.queue_waiting.labels(*labels, queue).set(depth.waiting)
-        for gauge, value in ((metrics.queue_in_flight, depth.in_flight),
-                             (metrics.queue_oldest_age, depth.oldest_age)):
-            if value is not None:
-                gauge.labels(*labels, queue).set(value)
-            else:  # unknown now: no earlier value stands in for it
-                with contextlib.suppress(KeyError):
-                    gauge.remove(*labels, queue)
+        queues = previous.queues if previous is not None else {}
+    else:
+        queues = {}
+        for queue in pool.queues:
+            depth = depths.get(queue, QueueDepth(waiting=0, in_flight=0))
+            queues[queue] = metrics.QueueFigures(depth.waiting, depth.in_flight,
+                                                 depth.oldest_age)
+    if backlog is None and previous is not None:
+        backlog = previous.backlog
+    metrics.pool_table.record(series, metrics.PoolFigures(
+        desired, current, pool.min_replicas, pool.max_replicas, backlog, queues))
 
 
 @dataclass(kw_only=True)
