@@ -48,6 +48,7 @@ from metamapper_operator.status import (
 )
 
 log = logging.getLogger(__name__)
+DIFFBASE_KEY = "last-handled-configuration"   # kopf's annotation, under GROUP/
 
 
 @kopf.on.startup()
@@ -68,7 +69,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo,
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
         prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration")
+        prefix=GROUP, key=DIFFBASE_KEY)
     config = memo.get("config") or Config.from_env(os.environ)
     kube = await Kube.connect(config.identity, memo.get("guard") or unguarded)
     runtime = Runtime(config=config, kube=kube,
@@ -115,14 +116,31 @@ async def close(memo: kopf.Memo, **_: Any) -> None:
 # --- indexes: what exists, kept current by kopf's watches ---------------------------
 
 
+# Annotations that copy the spec (kopf's record of what it handled, kubectl's of what it
+# applied): never an input of a reconcile, and as large as the spec.
+SPEC_COPIES = frozenset({f"{GROUP}/{DIFFBASE_KEY}",
+                         "kubectl.kubernetes.io/last-applied-configuration"})
+
+
+def _read_annotations(meta: Mapping[str, Any]) -> dict[str, str]:
+    """The annotations a reconcile reads: all but the copies of the spec."""
+    return {key: value for key, value in (meta.get("annotations") or {}).items()
+            if key not in SPEC_COPIES}
+
+
 @kopf.index(GROUP, VERSION, PLURAL)
 def metamappers(namespace: str, name: str, body: kopf.Body, **_: Any
                 ) -> dict[Key, dict[str, Any]]:
-    """Every Metamapper as the resync reconciles it, without its managedFields (a third
-    of an object's size, never read; the index holds every object in memory)."""
-    kept = copy.deepcopy({field: value for field, value in body.items() if field != "metadata"})
-    kept["metadata"] = copy.deepcopy({field: value for field, value in body.metadata.items()
-                                      if field != "managedFields"})
+    """Every Metamapper as the resync reconciles it, without what it never reads: the
+    managedFields (a third of an object's size), the annotations that copy the spec and
+    the status (the operator keeps the status it wrote). The index holds every object in
+    memory."""
+    kept = copy.deepcopy({field: value for field, value in body.items()
+                          if field not in ("metadata", "status")})
+    meta = {field: value for field, value in body.metadata.items()
+            if field not in ("managedFields", "annotations")}
+    meta["annotations"] = _read_annotations(body.metadata)
+    kept["metadata"] = copy.deepcopy(meta)
     return {Key(namespace, name): kept}
 
 
@@ -198,7 +216,7 @@ def inputs_of(body: kopf.Body, deployments: Mapping[str, DeploymentState],
               ) -> ReconcileInputs:
     meta = body.metadata
     return ReconcileInputs(generation=int(meta.get("generation", 0)),
-                           annotations=frozenset((meta.get("annotations") or {}).items()),
+                           annotations=frozenset(_read_annotations(meta).items()),
                            labels=frozenset((meta.get("labels") or {}).items()),
                            deployments=frozenset(deployments.values()),
                            configmaps=frozenset(configmaps.items()),

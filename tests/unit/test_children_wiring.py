@@ -107,13 +107,26 @@ def test_the_new_requests_have_a_timeout(monkeypatch: pytest.MonkeyPatch) -> Non
     asyncio.run(scenario())
 
 
-def test_the_metamapper_index_keeps_all_but_managed_fields() -> None:
+def test_the_metamapper_index_keeps_what_a_reconcile_reads() -> None:
     raw = copy.deepcopy(BODY)
     raw["metadata"]["managedFields"] = [{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}]
+    raw["metadata"]["annotations"] = {
+        "metamapper.io/last-handled-configuration": '{"spec": "..."}',
+        "kubectl.kubernetes.io/last-applied-configuration": '{"spec": "..."}',
+        "autoscaling.metamapper.io/paused": "true"}
     raw["status"] = {"observedGeneration": 1}
     (kept,) = handlers.metamappers("ns", "mm", kopf.Body(raw)).values()
-    assert "managedFields" not in kept["metadata"]
-    del raw["metadata"]["managedFields"]
+    assert "managedFields" not in kept["metadata"] and "status" not in kept
+    assert kept["metadata"]["annotations"] == {"autoscaling.metamapper.io/paused": "true"}
+    del raw["metadata"]["managedFields"], raw["status"]
+    raw["metadata"]["annotations"] = {"autoscaling.metamapper.io/paused": "true"}
     assert kept == raw
+    # The resync's inputs from the index are the handler's from the full body.
+    full = copy.deepcopy(BODY)
+    full["metadata"]["annotations"] = {
+        "metamapper.io/last-handled-configuration": '{"spec": "..."}',
+        "autoscaling.metamapper.io/paused": "true"}
+    assert handlers.inputs_of(kopf.Body(full), {}, {}, {}) == handlers.inputs_of(
+        kopf.Body(kept), {}, {}, {})
     kept["spec"]["pools"].clear()   # a copy: the watch's body is not shared
     assert raw["spec"]["pools"]
