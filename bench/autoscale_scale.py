@@ -57,7 +57,7 @@ from _common import (
 from devenv.waiting import wait_until
 from metamapper_operator import crd
 
-POOLS = [
+POOLS: list[dict[str, Any]] = [
     {"name": "default", "queues": ["default", "checks"], "concurrency": 4,
      "minReplicas": 0, "maxReplicas": 10},
     {"name": "revisioner", "queues": ["revisioner"], "concurrency": 2,

@@ -113,6 +113,7 @@ def burst_round(stack: Stack, broker: str, app: Celery) -> float:
     wait_until(lambda: len(ready_workers(stack)) == 1 and
                all(records(broker, "done", i) for i in ids), 180, "the pool back at one pod",
                interval=0.5)
+    assert first is not None   # wait_until returns the predicate's truthy value
     return first - sent
 
 
@@ -130,7 +131,8 @@ def main(argv: list[str] | None = None) -> None:
             redis.Redis.from_url(broker).flushdb()
             pods = PodWatch(stack)
             stack.kubectl("apply", "-f", "-", input=fleet(stack, broker))
-            wait_until(lambda: len(ready_workers(stack)) == 1, 120, "the first worker", 0.2)
+            wait_until(lambda: len(ready_workers(stack)) == 1, 120, "the first worker",
+                       interval=0.2)
             app = Celery("bench", broker=broker, set_as_current=False)
             bursts = []
             for n in range(args.rounds):

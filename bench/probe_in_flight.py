@@ -122,7 +122,7 @@ async def polls(url: str, count: int) -> Polls:
             started = time.perf_counter()
             depth = (await probe.measure({QUEUE}))[QUEUE]
             times.append(time.perf_counter() - started)
-        assert depth is not None and depth.waiting == 0, depth
+        assert depth is not None and depth.waiting == 0 and depth.in_flight is not None, depth
         return Polls(first, before, after_first, times, depth.in_flight)
     finally:
         await probe.close()
