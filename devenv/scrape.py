@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from types import ModuleType
 
+from prometheus_client.core import Metric
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -37,13 +38,22 @@ def names(samples: Iterable[Sample]) -> set[str]:
     return {s.name for s in samples}
 
 
+def described(value: object) -> list[Metric]:
+    """The families a module-level metric or collector instance says it exposes (none for
+    anything else: functions, classes, the registry)."""
+    if isinstance(value, MetricWrapperBase):
+        return list(value.describe())
+    describe = getattr(value, "describe", None)
+    if isinstance(value, type) or not callable(describe):
+        return []
+    return list(describe())
+
+
 def exported(module: ModuleType) -> set[str]:
-    """Every sample name the metrics defined in ``module`` can expose."""
+    """Every sample name the metrics and collectors defined in ``module`` can expose."""
     found: set[str] = set()
-    for metric in vars(module).values():
-        if not isinstance(metric, MetricWrapperBase):
-            continue
-        for family in metric.describe():
+    for value in vars(module).values():
+        for family in described(value):
             kind, name = family.type, family.name
             if kind == "counter":
                 found |= {f"{name}_total", f"{name}_created"}
