@@ -180,6 +180,14 @@ class Cluster:
             raise AssertionError(f"kubectl {' '.join(args)} failed:\n{result.stderr}")
         return result
 
+    def wait_established(self, crd_name: str) -> None:
+        """Until the CRD is Established. Not `kubectl wait --for=condition=Established`:
+        it fails at once on a CRD whose conditions are not written yet."""
+        wait_until(lambda: self.kubectl(
+            "get", f"crd/{crd_name}", "-o",
+            'jsonpath={.status.conditions[?(@.type=="Established")].status}',
+            check=False).stdout == "True", what=f"the CRD {crd_name} to be Established")
+
 
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
@@ -193,10 +201,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     found = Cluster(plane, kube / "kubectl", helm / "helm")
     try:
         found.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
-        wait_until(lambda: found.kubectl(
-            "get", f"crd/{crd.NAME}", "-o",
-            'jsonpath={.status.conditions[?(@.type=="Established")].status}',
-            check=False).stdout == "True", what="the CRD to be Established")
+        found.wait_established(crd.NAME)
         # The published OpenAPI (what `kubectl explain` reads) lags Established a little.
         wait_until(lambda: found.kubectl("explain", "metamapper", check=False).returncode == 0,
                    what="the CRD's OpenAPI to be published")

@@ -29,7 +29,6 @@ import pytest
 import yaml
 
 from devenv.controlplane import ControlPlane, install_crds, tool_dirs
-from devenv.waiting import wait_until
 from metamapper_operator import crd
 from tests.conftest import REPO, Cluster
 
@@ -300,12 +299,7 @@ def chart_crds(cluster: Cluster) -> Cluster:
     cluster.kubectl("apply", "--server-side", "-f", "-", input=shown + "\n---\n"
                     + STAND_IN_CRDS)
     for doc in documents(shown + "\n---\n" + STAND_IN_CRDS):
-        # Not `kubectl wait --for=condition=Established`: it fails at once on a CRD whose
-        # conditions are not written yet.
-        wait_until(lambda name=doc["metadata"]["name"]: cluster.kubectl(
-            "get", f"crd/{name}", "-o",
-            'jsonpath={.status.conditions[?(@.type=="Established")].status}',
-            check=False).stdout == "True", what="the chart's CRDs to be Established")
+        cluster.wait_established(doc["metadata"]["name"])
     return cluster
 
 

@@ -85,8 +85,8 @@ def pool_depths(pool: Pool, depths: Mapping[str, QueueDepth] | None
     equality ignores them, the gauges do not)."""
     if depths is None:
         return None
-    return {queue: None if (d := depths.get(queue)) is None else
-            Shown(d.waiting, d.in_flight, d.stale, d.oldest_age) for queue in pool.queues}
+    return {queue: None if (d := depths.get(queue)) is None else Shown.of(d)
+            for queue in pool.queues}
 
 
 def record_pool(series: metrics.PoolSeries, pool: Pool,
@@ -150,6 +150,10 @@ class Shown:
     stale: int
     oldest_age: float | None
 
+    @classmethod
+    def of(cls, depth: QueueDepth) -> Shown:
+        return cls(depth.waiting, depth.in_flight, depth.stale, depth.oldest_age)
+
 
 @dataclass
 class Rest:
@@ -189,8 +193,7 @@ class Reading:
     def of(cls, measurement: Measurement) -> Reading:
         depths = measurement.depths
         return cls(None if depths is None else {
-            queue: Shown(d.waiting, d.in_flight, d.stale, d.oldest_age)
-            for queue, d in depths.items()},
+            queue: Shown.of(depth) for queue, depth in depths.items()},
             measurement.source, measurement.error, measurement.unconsumed)
 
 
