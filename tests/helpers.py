@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 from devenv import services
 from devenv.controlplane import free_port
-from devenv.waiting import wait_until
+from devenv.waiting import WaitTimeout, wait_until
 
 
 class OwnRedis:
@@ -36,3 +37,18 @@ class OwnRedis:
             self.proc.terminate()
             self.proc.wait()
             self.proc = None
+
+
+def wait_for_event(events: Callable[[str], list[str]], reason: str, text: str = "",
+                   timeout: float = 15.0) -> str:
+    """The first message of ``events(reason)`` that contains ``text``, once it is there.
+
+    The operator posts an Event after the change it announces (a scale, a condition), so
+    a test that has just seen the change may not see its Event yet.
+    """
+    try:
+        return wait_until(lambda: next((m for m in events(reason) if text in m), None),
+                          timeout, what=f"a {reason} event")
+    except WaitTimeout:
+        raise AssertionError(f"no {reason} event containing {text!r} within {timeout:g} s; "
+                             f"those posted: {events(reason)}") from None

@@ -8,6 +8,7 @@ from devenv.waiting import wait_until
 from devenv.workload import Tally, records
 from metamapper_operator.autoscale.drainplan import DRAINED_COST
 from tests.e2e.conftest import WINDOW_SECONDS, Fleets, PodsWatch, ReplicasWatch
+from tests.helpers import wait_for_event
 
 
 def test_burst_scales_up_runs_every_task_once_then_scales_down(
@@ -19,7 +20,7 @@ def test_burst_scales_up_runs_every_task_once_then_scales_down(
     ids = fleet.send(30, 1.0)   # 30 waiting / 2 per pod -> 15 pods, capped at 4
 
     wait_until(lambda: fleet.replicas() == 4, timeout=15, what="the pool at maxReplicas")
-    assert any("pool default: 1 -> 4 pods" in m for m in fleet.events("ScaledUp"))
+    wait_for_event(fleet.events, "ScaledUp", "pool default: 1 -> 4 pods")
     result = fleet.wait_done(ids)
     wait_until(lambda: fleet.replicas() == 1, timeout=WINDOW_SECONDS + 20,
                what="the pool back at minReplicas after the window")
@@ -29,7 +30,7 @@ def test_burst_scales_up_runs_every_task_once_then_scales_down(
     assert fleet.tally(ids) == result   # nothing ran again during the scale-down
     ran_on = {records(fleet.records, "done", i)[0].pod for i in ids}
     assert len(ran_on) > 1, ran_on      # the new pods took part
-    assert fleet.events("ScaledDown")
+    wait_for_event(fleet.events, "ScaledDown")
     history = replicas.values()
     # The watch may start after the scale-up; the pool began at 1 (waited for above).
     assert max(history) == 4 and history[-1] == 1, history

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from itertools import pairwise
@@ -9,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from devenv.waiting import wait_until
+from devenv.waiting import WaitTimeout, wait_until
 from devenv.workload import Tally, records
 from tests.e2e.conftest import WINDOW_SECONDS, Fleets, ReplicasWatch, Sampler
-from tests.helpers import OwnRedis
+from tests.helpers import OwnRedis, wait_for_event
 
 VISIBILITY_SECONDS = 8
 
@@ -56,7 +57,13 @@ def test_operator_killed_mid_burst_converges_without_flapping(
             assert backlog.after(at) <= after, (changes, backlog.samples)
     rises = sum(1 for a, b in pairwise(values) if b > a)
     falls = sum(1 for a, b in pairwise(values) if b < a)
-    assert (len(fleet.events("ScaledUp")), len(fleet.events("ScaledDown"))) == (rises, falls)
+
+    def announced() -> tuple[int, int]:
+        return len(fleet.events("ScaledUp")), len(fleet.events("ScaledDown"))
+
+    with contextlib.suppress(WaitTimeout):   # an Event follows the change it announces
+        wait_until(lambda: announced() == (rises, falls), timeout=15)
+    assert announced() == (rises, falls)
 
 
 @pytest.fixture
@@ -120,4 +127,5 @@ def test_broker_restart_holds_the_fleet_and_loses_no_task(
     assert [n for at, n in changes if stopped_at <= at <= restarted_at] == []
     assert [n for at, n in changes if at < stopped_at][-1] == 4
     assert_no_flapping([n for _, n in changes])
-    assert fleet.events("BrokerUnreachable") and fleet.events("BrokerReachable")
+    wait_for_event(fleet.events, "BrokerUnreachable")
+    wait_for_event(fleet.events, "BrokerReachable")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 import urllib.request
+from functools import partial
 from typing import Any
 
 import redis
@@ -17,7 +18,7 @@ from celery import Celery
 from devenv import services
 from devenv.waiting import wait_until
 from tests.conftest import Cluster
-from tests.helpers import OwnRedis
+from tests.helpers import OwnRedis, wait_for_event
 from tests.operator.conftest import OperatorProcess
 from tests.operator.fleet import apply, condition, fleet, get, items
 
@@ -70,7 +71,7 @@ def test_burst_scales_up_then_down_only_after_the_window(
     assert status["desiredReplicas"] == 5
     assert status["backlogSource"].startswith("redis")
     assert "9" in status["lastScaleReason"]
-    assert any("pool default: 1 -> 5 pods" in m for m in events(cluster, namespace, "ScaledUp"))
+    wait_for_event(partial(events, cluster, namespace), "ScaledUp", "pool default: 1 -> 5 pods")
 
     redis.Redis.from_url(redis_url).delete("default")
     drained = time.monotonic()
@@ -78,7 +79,7 @@ def test_burst_scales_up_then_down_only_after_the_window(
     assert replicas(cluster, namespace) == 5  # still inside the 4 s window
     wait_until(lambda: replicas(cluster, namespace) == 1, timeout=15, what="back to 1")
     assert time.monotonic() - drained >= 3.5
-    assert events(cluster, namespace, "ScaledDown")
+    wait_for_event(partial(events, cluster, namespace), "ScaledDown")
 
 
 def worker_pods(cluster: Cluster, namespace: str) -> list[str]:
@@ -99,8 +100,9 @@ def test_a_scale_down_removes_exactly_the_pods_it_drained(
     redis.Redis.from_url(redis_url).delete("default")
     wait_until(lambda: worker_pods(cluster, namespace) == pods[-1:], timeout=20,
                what=f"only {pods[-1]} left")
-    (scaled_down,) = events(cluster, namespace, "ScaledDown")
-    assert f"removing drained {pods[0]}, {pods[1]}" in scaled_down
+    wait_for_event(partial(events, cluster, namespace), "ScaledDown",
+                   f"removing drained {pods[0]}, {pods[1]}")
+    assert len(events(cluster, namespace, "ScaledDown")) == 1
 
 
 def test_priority_messages_and_every_queue_of_the_pool_count(
@@ -140,13 +142,13 @@ def test_broker_down_holds_replicas_reports_and_recovers(
     assert f"{services.HOST}:{own_redis.port}" in cond["message"]
     degraded = condition(get(cluster, namespace, "metamapper", "mm"), "Degraded")
     assert degraded["reason"] == "BrokerUnreachable"
-    assert events(cluster, namespace, "BrokerUnreachable")
+    wait_for_event(partial(events, cluster, namespace), "BrokerUnreachable")
     time.sleep(FAST["scaleDownStabilizationSeconds"] + 2)  # longer than the window
     assert replicas(cluster, namespace) == 4                # held, not scaled down
 
     own_redis.start()  # back, and empty
     wait_until(lambda: unreachable().get("status") == "False", what="recovery")
-    assert events(cluster, namespace, "BrokerReachable")
+    wait_for_event(partial(events, cluster, namespace), "BrokerReachable")
     wait_until(lambda: replicas(cluster, namespace) == 1, timeout=20,
                what="scale-down once measured again")
 
