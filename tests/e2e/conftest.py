@@ -234,16 +234,20 @@ class Fleet:
         wait_until(consuming, timeout=90, what=f"{count} consuming workers of {self.name}")
 
     def send(self, count: int, seconds: float) -> list[str]:
-        """``count`` workload tasks of ``seconds`` each on the pool's queue; their ids."""
+        """``count`` workload tasks of ``seconds`` each on the pool's queue, as one burst
+        (one connection); their ids."""
         ids = [uuid.uuid4().hex for _ in range(count)]
-        for task_id in ids:
-            self.send_task(TASK, [task_id, seconds, self.records])
+        self.send_tasks(TASK, [[task_id, seconds, self.records] for task_id in ids])
         return ids
 
     def send_task(self, name: str, args: list[Any]) -> None:
+        self.send_tasks(name, [args])
+
+    def send_tasks(self, name: str, arguments: list[list[Any]]) -> None:
         app = Celery("e2e", broker=self.broker, set_as_current=False)
         try:
-            app.send_task(name, args=args, queue="default")
+            for args in arguments:
+                app.send_task(name, args=args, queue="default")
         finally:
             app.close()
 
