@@ -75,7 +75,7 @@ async def serve(args: argparse.Namespace) -> int:
         renewal = asyncio.create_task(elector.renew_forever())
     health.role = "leader"
     config = Config(resync_seconds=args.resync_interval, poll_seconds=args.poll_interval,
-                    identity=holder)
+                    namespaces=tuple(args.namespace), identity=holder)
     try:
         await kopf.operator(
             clusterwide=not args.namespace, namespaces=args.namespace, standalone=True,

@@ -18,6 +18,8 @@ class Config:
     """How long a Secret read is reused before it is read again."""
     cycle_limit_seconds: float = 30.0
     """The longest one autoscaling cycle may take (at least one polling interval)."""
+    namespaces: tuple[str, ...] = ()
+    """The namespaces watched; all of them when empty."""
     identity: str = "metamapper-operator"
     """This process, as named in its requests' User-Agent and as a Lease holder."""
 

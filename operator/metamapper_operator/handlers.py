@@ -2,8 +2,9 @@
 
 On create, update, resume and every resync interval (one loop for all objects, not a
 timer per object, which would also need a finalizer on each) the full desired set of children is
-rendered by the pure builders and compared, by content hash, with what the watch
-indexes say exists. Only what differs is applied (server-side apply) or deleted, so a
+rendered by the pure builders and compared, by content hash, with what the watches say
+exists (the Metamappers through kopf's index, the children through the operator's own
+watches: :mod:`children`). Only what differs is applied (server-side apply) or deleted, so a
 fleet in its desired state costs no API request at all. The same comparison gives the
 status, which is written only when it changed.
 """
@@ -17,6 +18,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
 from typing import Any
 
 import kopf
@@ -27,12 +29,13 @@ from metamapper_operator.builders import (
     LABEL_INSTANCE,
     LABEL_NAME,
     MANAGED_SELECTOR,
-    MANAGER,
     ONE_BEAT_GATE,
     SPEC_HASH,
     desired_objects,
     scheduler_held,
 )
+from metamapper_operator.children import KINDS, REMOVABLE, Child, ChildKind, Children, child_of
+from metamapper_operator.coalescing import Coalescer
 from metamapper_operator.config import Config
 from metamapper_operator.crd import GROUP, PLURAL, VERSION
 from metamapper_operator.health import Health
@@ -41,24 +44,17 @@ from metamapper_operator.model import Fleet, SpecError, parse
 from metamapper_operator.references import SecretCache, resolve
 from metamapper_operator.runtime import Runtime
 from metamapper_operator.state import FleetState, Key, ReconcileInputs
-from metamapper_operator.status import (
-    ConfigMapState,
-    DeploymentState,
-    foreign_template_fields,
-)
+from metamapper_operator.status import DeploymentState
+from metamapper_operator.watching import Watch
 
 log = logging.getLogger(__name__)
+CHILD_SELECTOR = ",".join(f"{key}={value}" for key, value in MANAGED_SELECTOR.items())
 DIFFBASE_KEY = "last-handled-configuration"   # kopf's annotation, under GROUP/
 
 
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo,
-                    metamappers: kopf.Index[Key, dict[str, Any]],
-                    managed_deployments: kopf.Index[Key, DeploymentState],
-                    managed_configmaps: kopf.Index[Key, ConfigMapState],
-                    managed_disruption_budgets: ChildIndex,
-                    managed_network_policies: ChildIndex,
-                    managed_services: ChildIndex, **_: Any) -> None:
+                    metamappers: kopf.Index[Key, dict[str, Any]], **_: Any) -> None:
     settings.posting.level = logging.INFO
     # Resources are named explicitly; no need to scan CRDs or namespaces (and no RBAC to).
     settings.scanning.disabled = True
@@ -75,17 +71,41 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo,
     runtime = Runtime(config=config, kube=kube,
                       secrets=SecretCache(kube.read_secret, config.secret_ttl_seconds))
     memo["runtime"] = runtime
-    autoscaler = Autoscaler(runtime, lambda key: deployments_of(managed_deployments, key))
+    feeds = [(kind, namespace) for kind in KINDS for namespace in config.namespaces or (None,)]
+    children = Children((kind.kind, namespace) for kind, namespace in feeds)
+    memo["children"] = children
+    readiness: Coalescer[Key] = Coalescer(lambda key: publish_readiness(runtime, children, key))
+    autoscaler = Autoscaler(runtime, children.deployments)
     memo["autoscaler"] = autoscaler
     health: Health | None = memo.get("health")
     if health is not None:
         health.checks.append(autoscaler.stalled)
+    watches = [child_watch(kube, kind, namespace, children,
+                           lambda child: child_changed(runtime, readiness, child))
+               for kind, namespace in feeds]
     memo["tasks"] = [
+        *(asyncio.create_task(supervise(f"watch of {watch.what}", watch.run))
+          for watch in watches),
+        asyncio.create_task(supervise("status of changed Deployments", readiness.run)),
         asyncio.create_task(supervise("resync loop", lambda: resync_loop(
-            runtime, metamappers, managed_deployments, managed_configmaps,
-            (managed_disruption_budgets, managed_network_policies, managed_services)))),
+            runtime, metamappers, children))),
         asyncio.create_task(supervise("autoscaling loop", autoscaler.run)),
     ]
+
+
+def child_watch(kube: Kube, kind: ChildKind, namespace: str | None, children: Children,
+                changed: Callable[[Child], None]) -> Watch[Child]:
+    """The watch of one kind of child (in ``namespace``, or in all when None) that keeps
+    ``children`` current and tells ``changed`` of each child an event shows."""
+    where = f"in {namespace}" if namespace else "in all namespaces"
+
+    def event(kind_of_event: str, child: Child) -> None:
+        children.changed(kind_of_event, child)
+        changed(child)
+
+    return Watch(kube.api, kind.path(namespace), f"{kind.kind}s {where}", CHILD_SELECTOR,
+                 partial(child_of, kind.kind),
+                 partial(children.replace, (kind.kind, namespace)), event)
 
 
 async def supervise(name: str, loop: Callable[[], Awaitable[None]]) -> None:
@@ -113,7 +133,7 @@ async def close(memo: kopf.Memo, **_: Any) -> None:
         await runtime.kube.close()
 
 
-# --- indexes: what exists, kept current by kopf's watches ---------------------------
+# --- the Metamappers as kopf's index keeps them ------------------------------------
 
 
 # Annotations that copy the spec (kopf's record of what it handled, kubectl's of what it
@@ -144,82 +164,16 @@ def metamappers(namespace: str, name: str, body: kopf.Body, **_: Any
     return {Key(namespace, name): kept}
 
 
-@kopf.index("apps", "v1", "deployments", labels=MANAGED_SELECTOR)
-def managed_deployments(namespace: str, name: str, labels: Mapping[str, str],
-                        annotations: Mapping[str, str], spec: Mapping[str, Any],
-                        status: Mapping[str, Any], meta: Mapping[str, Any], **_: Any
-                        ) -> dict[Key, DeploymentState]:
-    return {Key(namespace, labels.get(LABEL_INSTANCE, "")): DeploymentState(
-        name=name, spec_hash=annotations.get(SPEC_HASH, ""),
-        replicas=int(spec.get("replicas", 1)),
-        ready=int(status.get("readyReplicas", 0)),
-        updated=int(status.get("updatedReplicas", 0)),
-        generation=int(meta.get("generation", 0)),
-        observed_generation=int(status.get("observedGeneration", 0)),
-        foreign=foreign_template_fields(meta.get("managedFields") or [], MANAGER),
-    )}
-
-
-@kopf.index("v1", "configmaps", labels=MANAGED_SELECTOR)
-def managed_configmaps(namespace: str, name: str, labels: Mapping[str, str],
-                       annotations: Mapping[str, str], **_: Any
-                       ) -> dict[Key, ConfigMapState]:
-    return {Key(namespace, labels.get(LABEL_INSTANCE, "")):
-            ConfigMapState(name, annotations.get(SPEC_HASH, ""))}
-
-
-# Children beyond Deployments and the ConfigMap: (kind, name) -> content hash, by owner.
-ChildIndex = kopf.Index[Key, tuple[tuple[str, str], str]]
-# Kinds of children deleted when the spec no longer asks for them (the ConfigMap's name is
-# fixed: it is never orphaned).
-REMOVABLE = frozenset({"Deployment", "PodDisruptionBudget", "NetworkPolicy", "Service"})
-
-
-def _child(kind: str, namespace: str, name: str, labels: Mapping[str, str],
-           annotations: Mapping[str, str]) -> dict[Key, tuple[tuple[str, str], str]]:
-    return {Key(namespace, labels.get(LABEL_INSTANCE, "")): ((kind, name),
-                                                             annotations.get(SPEC_HASH, ""))}
-
-
-@kopf.index("policy", "v1", "poddisruptionbudgets", labels=MANAGED_SELECTOR)
-def managed_disruption_budgets(namespace: str, name: str, labels: Mapping[str, str],
-                               annotations: Mapping[str, str], **_: Any
-                               ) -> dict[Key, tuple[tuple[str, str], str]]:
-    return _child("PodDisruptionBudget", namespace, name, labels, annotations)
-
-
-@kopf.index("v1", "services", labels=MANAGED_SELECTOR)
-def managed_services(namespace: str, name: str, labels: Mapping[str, str],
-                     annotations: Mapping[str, str], **_: Any
-                     ) -> dict[Key, tuple[tuple[str, str], str]]:
-    """Flower's Service."""
-    return _child("Service", namespace, name, labels, annotations)
-
-
-@kopf.index("networking.k8s.io", "v1", "networkpolicies", labels=MANAGED_SELECTOR)
-def managed_network_policies(namespace: str, name: str, labels: Mapping[str, str],
-                             annotations: Mapping[str, str], **_: Any
-                             ) -> dict[Key, tuple[tuple[str, str], str]]:
-    return _child("NetworkPolicy", namespace, name, labels, annotations)
-
-
-def deployments_of(index: kopf.Index[Key, DeploymentState], key: Key
-                   ) -> dict[str, DeploymentState]:
-    return {d.name: d for d in index.get(key, [])}
-
-
 # --- reconcile ---------------------------------------------------------------------
 
 
 def inputs_of(body: kopf.Body, deployments: Mapping[str, DeploymentState],
-              configmaps: Mapping[str, str], others: Mapping[tuple[str, str], str]
-              ) -> ReconcileInputs:
+              others: Mapping[tuple[str, str], str]) -> ReconcileInputs:
     meta = body.metadata
     return ReconcileInputs(generation=int(meta.get("generation", 0)),
                            annotations=frozenset(_read_annotations(meta).items()),
                            labels=frozenset((meta.get("labels") or {}).items()),
                            deployments=frozenset(deployments.values()),
-                           configmaps=frozenset(configmaps.items()),
                            others=frozenset(others.items()))
 
 
@@ -246,10 +200,12 @@ def unchanged(runtime: Runtime, key: Key, inputs: ReconcileInputs) -> bool:
 
 
 async def reconcile(body: kopf.Body, runtime: Runtime,
-                    deployments: dict[str, DeploymentState],
-                    configmaps: dict[str, str],
-                    others: Mapping[tuple[str, str], str] | None = None) -> None:
+                    deployments: Mapping[str, DeploymentState],
+                    others: Mapping[tuple[str, str], str]) -> None:
     """Bring one Metamapper's children to the desired state; report it in status.
+
+    ``deployments`` are its Deployments as the watch shows them, ``others`` the content
+    hashes of its other children, by (kind, name).
 
     An API failure anywhere (reading a Secret, applying, writing status) is reported as
     Degraded and raised as kopf's TemporaryError (retried soon) when trying again may
@@ -258,14 +214,14 @@ async def reconcile(body: kopf.Body, runtime: Runtime,
     key = Key(body.metadata.namespace or "", body.metadata.name or "")
     state, lock = runtime.state(key, body.metadata.uid or "")
     seen_status = dict(body.get("status") or {})
-    inputs = inputs_of(body, deployments, configmaps, others or {})
+    inputs = inputs_of(body, deployments, others)
     async with lock:
         state.generation = int(body.metadata.get("generation", 0))
         state.reconciled = None
         try:
-            settled = await _reconcile(body, runtime, state, key, deployments, configmaps,
-                                       others or {}, seen_status)
-            # Only what the indexes fully showed may be skipped later: a child known only
+            settled = await _reconcile(body, runtime, state, key, deployments, others,
+                                       seen_status)
+            # Only what the watches fully showed may be skipped later: a child known only
             # from the operator's own recent write (deleted meanwhile, say) is checked again.
             if settled:
                 state.reconciled, state.reconciled_at = inputs, time.monotonic()
@@ -283,11 +239,11 @@ async def reconcile(body: kopf.Body, runtime: Runtime,
 
 
 async def _reconcile(body: kopf.Body, runtime: Runtime, state: FleetState, key: Key,
-                     deployments: dict[str, DeploymentState], configmaps: dict[str, str],
+                     deployments: Mapping[str, DeploymentState],
                      others: Mapping[tuple[str, str], str], seen_status: dict[str, Any]
                      ) -> bool:
     """Reconcile; False when the same inputs may give another result later: a child's
-    state came from memory, not from the indexes, or a referenced Secret is missing (the
+    state came from memory, not from the watches, or a referenced Secret is missing (the
     operator does not watch Secrets, so the resync must look again)."""
     fleet: Fleet | None = None
     try:
@@ -302,11 +258,11 @@ async def _reconcile(body: kopf.Body, runtime: Runtime, state: FleetState, key: 
     desired = desired_objects(fleet, access.transport, {
         n: runtime.replicas(key, n, d.replicas) for n, d in deployments.items()})
     existing = {**{("Deployment", n): d.spec_hash for n, d in deployments.items()},
-                **{("ConfigMap", n): h for n, h in configmaps.items()}, **others}
+                **others}
     if any(("Deployment", n) not in existing for n in _deployment_names(desired)) and (
             await runtime.kube.metamapper_uid(*key) != body.metadata.uid):
         # Children missing: maybe created just now, maybe garbage-collected because the
-        # object is gone (deleted while the watch was down, so the index still has it).
+        # object is gone (deleted while kopf's watch was down, so its index still has it).
         # Children created for a dead owner would be collected again, on every resync.
         log.info("%s/%s is gone; forgetting it", *key)
         runtime.forget(key)
@@ -330,7 +286,7 @@ async def _converge(body: kopf.Body, runtime: Runtime, state: FleetState, key: K
                     desired: list[dict[str, Any]], existing: Mapping[tuple[str, str], str],
                     deployments: Mapping[str, DeploymentState]) -> bool:
     """Apply, scale and delete children; False when a child's content hash came from the
-    operator's memory of its own write rather than from the index."""
+    operator's memory of its own write rather than from the watch."""
     kube = runtime.kube
     wanted = set()
     settled = True
@@ -375,38 +331,30 @@ async def _converge(body: kopf.Body, runtime: Runtime, state: FleetState, key: K
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL)
-async def apply_spec(body: kopf.Body, memo: kopf.Memo,
-                     managed_deployments: kopf.Index[Key, DeploymentState],
-                     managed_configmaps: kopf.Index[Key, ConfigMapState],
-                     managed_disruption_budgets: ChildIndex,
-                     managed_network_policies: ChildIndex,
-                     managed_services: ChildIndex, **_: Any) -> None:
+async def apply_spec(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     runtime: Runtime = memo["runtime"]
+    children: Children = memo["children"]
     runtime.secrets.forget(body.metadata.namespace or "")
-    await _reconcile_from_indexes(body, runtime, managed_deployments, managed_configmaps,
-                                  (managed_disruption_budgets, managed_network_policies,
-                                   managed_services))
+    await children.listed.wait()   # until then, existing children would look missing
+    await _reconcile_from_watch(body, runtime, children)
 
 
 async def resync_loop(runtime: Runtime, bodies: kopf.Index[Key, dict[str, Any]],
-                      deployments: kopf.Index[Key, DeploymentState],
-                      configmaps: kopf.Index[Key, ConfigMapState],
-                      others: tuple[ChildIndex, ...]) -> None:
+                      children: Children) -> None:
     """Every resync interval, reconcile every object whose spec or children changed since
     its last reconcile, or whose Secrets are due to be read again: repairs drift the
     handlers missed. An object at rest costs a comparison."""
     while True:
         await asyncio.sleep(runtime.config.resync_seconds)
+        await children.listed.wait()
         for key in list(bodies):
+            owned = children.of(key)
             for raw in list(bodies.get(key, [])):
                 body = kopf.Body(raw)
-                if unchanged(runtime, key, inputs_of(
-                        body, deployments_of(deployments, key), dict(configmaps.get(key, [])),
-                        dict(entry for index in others for entry in index.get(key, [])))):
+                if unchanged(runtime, key, inputs_of(body, owned.deployments, owned.hashes)):
                     continue
                 try:
-                    await _reconcile_from_indexes(body, runtime, deployments, configmaps,
-                                                  others)
+                    await _reconcile_from_watch(body, runtime, children)
                 except (kopf.TemporaryError, kopf.PermanentError) as err:
                     log.warning("resync of %s/%s failed: %s", *key, err)
                 except Exception:
@@ -414,14 +362,10 @@ async def resync_loop(runtime: Runtime, bodies: kopf.Index[Key, dict[str, Any]],
                     log.exception("resync of %s/%s failed", *key)
 
 
-async def _reconcile_from_indexes(body: kopf.Body, runtime: Runtime,
-                                  deployments: kopf.Index[Key, DeploymentState],
-                                  configmaps: kopf.Index[Key, ConfigMapState],
-                                  others: tuple[ChildIndex, ...]) -> None:
-    key = Key(body.metadata.namespace or "", body.metadata.name or "")
-    await reconcile(body, runtime, deployments_of(deployments, key),
-                    dict(configmaps.get(key, [])),
-                    dict(entry for index in others for entry in index.get(key, [])))
+async def _reconcile_from_watch(body: kopf.Body, runtime: Runtime, children: Children
+                                ) -> None:
+    owned = children.of(Key(body.metadata.namespace or "", body.metadata.name or ""))
+    await reconcile(body, runtime, dict(owned.deployments), dict(owned.hashes))
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
@@ -432,21 +376,22 @@ async def forget_deleted(type: str, namespace: str, name: str, memo: kopf.Memo, 
         runtime.forget(Key(namespace, name))
 
 
-@kopf.on.event("apps", "v1", "deployments", labels=MANAGED_SELECTOR)
-async def child_changed(namespace: str, labels: Mapping[str, str], memo: kopf.Memo,
-                        managed_deployments: kopf.Index[Key, DeploymentState],
-                        **_: Any) -> None:
-    """Reflect a child's readiness in its owner's status as soon as it changes."""
-    runtime: Runtime | None = memo.get("runtime")
-    if runtime is not None:
-        runtime.note_change()   # its size or readiness may have changed
-    key = Key(namespace, labels.get(LABEL_INSTANCE, ""))
-    lock = runtime.locks.get(key) if runtime is not None else None
-    if runtime is None or lock is None:
+def child_changed(runtime: Runtime, readiness: Coalescer[Key], child: Child) -> None:
+    """A child changed: the autoscaler reads the state afresh (a size or readiness may
+    have changed), and a Deployment's owner reports its readiness as soon as it can."""
+    runtime.note_change()
+    if child.kind == "Deployment":
+        readiness.ask(child.owner)
+
+
+async def publish_readiness(runtime: Runtime, children: Children, key: Key) -> None:
+    """Reflect the Deployments' readiness in the status of ``key``, once reconciled."""
+    lock = runtime.locks.get(key)
+    if lock is None:
         return
     try:
         async with lock:
-            await runtime.publish(key, deployments_of(managed_deployments, key))
+            await runtime.publish(key, children.deployments(key))
     except KubeError as err:  # the next event or resync writes it
         log.warning("status of %s/%s: %s", *key, err)
 

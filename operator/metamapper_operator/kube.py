@@ -1,7 +1,8 @@
 """The Kubernetes API edge: every request the operator makes, in one place.
 
-kopf watches and indexes objects with its own client; the writes and the few reads it
-does not cover go through ``kubernetes_asyncio``, because the operator runs on one
+kopf watches the Metamappers (and the scheduler's pods) with its own client; the
+children's watches (:mod:`watching`), the writes and the few other reads go through
+``kubernetes_asyncio``, because the operator runs on one
 asyncio loop (kopf's) and a blocking client would stall every handler and the
 autoscaler loop while a request is in flight.
 """

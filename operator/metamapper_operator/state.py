@@ -1,7 +1,7 @@
 """What the operator remembers of each Metamapper between events, in memory.
 
-Everything here is rebuilt from the cluster on start (kopf's resume handlers and
-indexes), so losing it on a restart loses nothing.
+Everything here is rebuilt from the cluster on start (kopf's resume handlers and the
+watches), so losing it on a restart loses nothing.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from metamapper_operator.model import Fleet
 from metamapper_operator.references import BrokerAccess
 from metamapper_operator.status import PoolScale
 
-# How long a size the operator set may take to show in the Deployment watch index.
+# How long a size the operator set may take to show in the Deployment watch.
 SCALE_SETTLE_SECONDS = 10.0
 
 
@@ -30,14 +30,13 @@ class Key(NamedTuple):
 @dataclass(frozen=True, kw_only=True)
 class ReconcileInputs:
     """What a reconcile of one Metamapper starts from: its spec and metadata as far as
-    the operator reads them, and its children as the watch indexes show them."""
+    the operator reads them, and its children as the watches show them."""
 
     generation: int
     annotations: frozenset[tuple[str, str]]
     labels: frozenset[tuple[str, str]]
     deployments: frozenset[Any]
-    configmaps: frozenset[Any]
-    others: frozenset[Any]  # disruption budgets, network policies, services
+    others: frozenset[Any]  # content hashes of the rest, by (kind, name)
 
 
 @dataclass
@@ -90,7 +89,7 @@ class ObjectStates:
     fleets: dict[Key, FleetState] = field(default_factory=dict)
     locks: dict[Key, asyncio.Lock] = field(default_factory=dict)
     scaled: dict[tuple[Key, str], ScaledSize] = field(default_factory=dict)
-    # By (object, kind, name): children just applied, until the watch indexes show them.
+    # By (object, kind, name): children just applied, until the watches show them.
     applied: dict[tuple[Key, str, str], AppliedHash] = field(default_factory=dict)
     clock: Callable[[], float] = time.monotonic
     # Counts what may change a pool's scaling: a reconcile, an object gone, a Deployment
@@ -116,16 +115,16 @@ class ObjectStates:
         self.revision += 1
 
     def settling(self) -> bool:
-        """Whether a size just set may not show in the Deployment index yet."""
+        """Whether a size just set may not show in the Deployment watch yet."""
         now = self.clock()
         return any(now - noted.at < SCALE_SETTLE_SECONDS for noted in self.scaled.values())
 
     def note_scale(self, key: Key, deployment: str, replicas: int) -> None:
-        """Remember a size just set, until the watch index shows it."""
+        """Remember a size just set, until the watch shows it."""
         self.scaled[(key, deployment)] = ScaledSize(replicas, self.clock())
 
     def replicas(self, key: Key, deployment: str, indexed: int) -> int:
-        """A Deployment's size: the index's, or one just set that it does not show yet."""
+        """A Deployment's size: the watch's, or one just set that it does not show yet."""
         noted = self.scaled.get((key, deployment))
         if (noted and noted.replicas != indexed
                 and self.clock() - noted.at < SCALE_SETTLE_SECONDS):
@@ -134,7 +133,7 @@ class ObjectStates:
         return indexed
 
     def note_applied(self, key: Key, kind: str, name: str, spec_hash: str) -> None:
-        """Remember a child just applied, until the watch index shows it."""
+        """Remember a child just applied, until the watch shows it."""
         self.applied[(key, kind, name)] = AppliedHash(spec_hash, self.clock())
 
     def content_hash(self, key: Key, kind: str, name: str, indexed: str | None) -> str | None:

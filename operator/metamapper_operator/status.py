@@ -11,7 +11,7 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 from metamapper_operator.autoscale.schedule import Window
 from metamapper_operator.builders import (
@@ -37,16 +37,9 @@ WARNING_CONDITIONS = ("GracePeriodTooShort", "VisibilityTimeoutTooShort",
                       "QueueWithoutConsumer")
 
 
-class ConfigMapState(NamedTuple):
-    """What the operator knows of its ConfigMap (from its watch index)."""
-
-    name: str
-    spec_hash: str
-
-
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class DeploymentState:
-    """What the operator knows of one child Deployment (from its watch index)."""
+    """What the operator knows of one child Deployment (from its watch)."""
 
     name: str
     spec_hash: str

@@ -68,19 +68,19 @@ def test_flowers_service_is_deleted_when_flower_is_turned_off() -> None:
     kube = GateKube()
     raw = copy.deepcopy(BODY)
     raw["metadata"].update(namespace="ns", name="mm", uid="u-1")
-    asyncio.run(handlers.reconcile(kopf.Body(raw), runtime_of(kube), {}, {},
+    asyncio.run(handlers.reconcile(kopf.Body(raw), runtime_of(kube), {},
                                    {("Service", "mm-flower"): "old-hash"}))
     assert ("Service", "mm-flower") in kube.deleted
     on = copy.deepcopy(raw)
     on["spec"]["flower"] = {"enabled": True, "basicAuthSecretRef": {"name": "fa"}}
     kube = GateKube()
-    asyncio.run(handlers.reconcile(kopf.Body(on), runtime_of(kube), {}, {}, {}))
+    asyncio.run(handlers.reconcile(kopf.Body(on), runtime_of(kube), {}, {}))
     assert "mm-flower" in kube.applied and not kube.deleted
     # A Secret that is not there is reported, not run without auth.
     missing = copy.deepcopy(on)
     missing["spec"]["flower"]["basicAuthSecretRef"]["name"] = "gone"
     kube = GateKube()
-    asyncio.run(handlers.reconcile(kopf.Body(missing), runtime_of(kube), {}, {}, {}))
+    asyncio.run(handlers.reconcile(kopf.Body(missing), runtime_of(kube), {}, {}))
     assert kube.applied == [] and kube.events == ["InvalidSpec"]
 
 
@@ -126,7 +126,7 @@ def test_the_metamapper_index_keeps_what_a_reconcile_reads() -> None:
     full["metadata"]["annotations"] = {
         "metamapper.io/last-handled-configuration": '{"spec": "..."}',
         "autoscaling.metamapper.io/paused": "true"}
-    assert handlers.inputs_of(kopf.Body(full), {}, {}, {}) == handlers.inputs_of(
-        kopf.Body(kept), {}, {}, {})
+    assert handlers.inputs_of(kopf.Body(full), {}, {}) == handlers.inputs_of(
+        kopf.Body(kept), {}, {})
     kept["spec"]["pools"].clear()   # a copy: the watch's body is not shared
     assert raw["spec"]["pools"]

@@ -17,6 +17,8 @@ from metamapper_operator.autoscale.drainplan import Load
 from metamapper_operator.autoscale.policy import decide
 from metamapper_operator.autoscale.shrink import Shrinker
 from metamapper_operator.brokers.base import QueueDepth
+from metamapper_operator.children import Child
+from metamapper_operator.coalescing import Coalescer
 from metamapper_operator.config import Config
 from metamapper_operator.model import Schedule, parse
 from metamapper_operator.references import SecretCache
@@ -186,16 +188,16 @@ def test_a_resync_skips_only_objects_whose_inputs_did_not_change() -> None:
         body = kopf.Body(raw)
         deployments = {"mm-default": DeploymentState(name="mm-default", spec_hash="h", replicas=1)}
         await handlers.reconcile(body, runtime, deployments, {})
-        assert handlers.unchanged(runtime, KEY, handlers.inputs_of(body, deployments, {}, {}))
+        assert handlers.unchanged(runtime, KEY, handlers.inputs_of(body, deployments, {}))
 
         resized = {"mm-default": DeploymentState(name="mm-default", spec_hash="h", replicas=3)}
-        assert not handlers.unchanged(runtime, KEY, handlers.inputs_of(body, resized, {}, {}))
+        assert not handlers.unchanged(runtime, KEY, handlers.inputs_of(body, resized, {}))
         annotated = copy.deepcopy(raw)
         annotated["metadata"]["annotations"] = {"autoscaling.metamapper.io/paused": "true"}
         assert not handlers.unchanged(runtime, KEY, handlers.inputs_of(
-            kopf.Body(annotated), deployments, {}, {}))
+            kopf.Body(annotated), deployments, {}))
         runtime.fleets[KEY].failure = "apply failed"
-        assert not handlers.unchanged(runtime, KEY, handlers.inputs_of(body, deployments, {}, {}))
+        assert not handlers.unchanged(runtime, KEY, handlers.inputs_of(body, deployments, {}))
         runtime.fleets[KEY].failure = None
 
         # A Secret that is missing is looked for again on every resync (the operator does
@@ -203,7 +205,7 @@ def test_a_resync_skips_only_objects_whose_inputs_did_not_change() -> None:
         secret = copy.deepcopy(raw)
         secret["spec"]["broker"] = {"urlSecretRef": {"name": "broker"}}
         await handlers.reconcile(kopf.Body(secret), runtime, deployments, {})
-        inputs = handlers.inputs_of(kopf.Body(secret), deployments, {}, {})
+        inputs = handlers.inputs_of(kopf.Body(secret), deployments, {})
         assert runtime.fleets[KEY].invalid and not handlers.unchanged(runtime, KEY, inputs)
 
         # ... and one that was read, once it may have changed.
@@ -301,10 +303,8 @@ def test_a_reconcile_and_a_deployment_event_bump_the_revision() -> None:
         await handlers.reconcile(kopf.Body(raw), runtime, deployments, {})
         after_reconcile = runtime.revision
         assert after_reconcile > 0
-        await handlers.child_changed(namespace=KEY.namespace,
-                                     labels={"app.kubernetes.io/instance": KEY.name},
-                                     memo=kopf.Memo(runtime=runtime),
-                                     managed_deployments={})  # type: ignore[arg-type]
+        readiness: Coalescer[Key] = Coalescer(lambda key: asyncio.sleep(0))
+        handlers.child_changed(runtime, readiness, Child(KEY, "Deployment", "mm-default", "h"))
         assert runtime.revision > after_reconcile
         bumped = runtime.revision
         runtime.forget(KEY)

@@ -644,7 +644,7 @@ def test_a_reconcile_that_relied_on_its_own_writes_is_not_skipped_by_the_resync(
         body = kopf.Body(raw)
         await handlers.reconcile(body, runtime, {}, {})
         await handlers.reconcile(body, runtime, {}, {})   # indexes still empty
-        return (handlers.unchanged(runtime, Key(*KEY), handlers.inputs_of(body, {}, {}, {})),
+        return (handlers.unchanged(runtime, Key(*KEY), handlers.inputs_of(body, {}, {})),
                 runtime.fleets[Key(*KEY)].reconciled is None)
 
     assert asyncio.run(scenario()) == (False, True)
