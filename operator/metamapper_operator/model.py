@@ -54,7 +54,7 @@ class SpecError(ValueError):
         self.message = message
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class SecretKeyRef:
     name: str
     key: str
@@ -66,14 +66,14 @@ PAUSED = "autoscaling.metamapper.io/paused"
 PAUSED_REPLICAS = "autoscaling.metamapper.io/paused-replicas"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Pause:
     """Autoscaling paused by annotation; ``replicas``, when set, pins every pool's size."""
 
     replicas: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Schedule:
     """A window that raises a pool's minimum: it opens at each time ``cron`` names (in
     ``time_zone``) and lasts ``duration_seconds``."""
@@ -85,7 +85,7 @@ class Schedule:
     time_zone: str = "UTC"
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class CredentialsRef:
     """A Secret holding a user name and a password, and the keys they are under (for SQS,
     the access key id and the secret access key)."""
@@ -103,7 +103,7 @@ class CredentialsRef:
         return SecretKeyRef(name=self.secret, key=self.password_key)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Autoscaling:
     enabled: bool = True
     target_backlog_per_replica: int | None = None
@@ -119,7 +119,7 @@ class Autoscaling:
     schedules: tuple[Schedule, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PodSettings:
     """Pod settings one pool sets over the fleet's (see :mod:`pod_settings` for the merge).
 
@@ -145,7 +145,7 @@ class PodSettings:
     sidecars: tuple[Mapping[str, Any], ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DisruptionBudget:
     """A pool's PodDisruptionBudget: how many of its pods a drain may take at once."""
 
@@ -153,7 +153,7 @@ class DisruptionBudget:
     max_unavailable: int | str = 1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class NetworkPolicy:
     """The fleet's optional NetworkPolicy: DNS plus the egress (and ingress) rules given."""
 
@@ -162,7 +162,7 @@ class NetworkPolicy:
     ingress: tuple[Mapping[str, Any], ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Pool:
     name: str
     queues: tuple[str, ...]
@@ -181,7 +181,7 @@ class Pool:
         return self.autoscaling.target_backlog_per_replica or self.concurrency
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Broker:
     url: str | None
     url_secret: SecretKeyRef | None
@@ -194,7 +194,7 @@ class Broker:
     sqs_credentials: CredentialsRef | None = None  # access key id and secret access key
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Lock:
     redis_url: str | None = None
     redis_url_secret: SecretKeyRef | None = None
@@ -202,7 +202,7 @@ class Lock:
     heartbeat_interval_seconds: int = 1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Scheduler:
     enabled: bool = True
     replicas: int = 2
@@ -216,14 +216,14 @@ class Scheduler:
         return self.mode == "Standalone"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Flower:
     enabled: bool = False
     basic_auth_secret: SecretKeyRef | None = None
     resources: Mapping[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Probes:
     """The pods' probes: the project's image's own (``enabled``), or Kubernetes Probe
     objects given in the spec, which replace them one by one."""
@@ -234,7 +234,7 @@ class Probes:
     scheduler_liveness: Mapping[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PodOptions:
     """Settings shared by every pod of the fleet, kept as the API's own shapes."""
 
@@ -260,7 +260,7 @@ class PodOptions:
     sidecars: tuple[Mapping[str, Any], ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Fleet:
     """One Metamapper object, typed."""
 

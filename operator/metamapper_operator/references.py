@@ -26,7 +26,7 @@ from metamapper_urls import URLError, parse_url, redact
 ReadSecret = Callable[[str, str], Awaitable[dict[str, str] | None]]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RedisLayout:
     """Where kombu's Redis transport keeps a fleet's messages: the fleet's own transport
     options (``celery.settings.broker_transport_options``) or kombu's defaults."""
@@ -64,7 +64,7 @@ class RedisLayout:
                             f"unreadable Redis transport option: {err}") from None
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class BrokerAccess:
     """How the autoscaler reaches one fleet's broker. Equal access = one broker."""
 
@@ -93,7 +93,7 @@ async def _secret_value(read: ReadSecret, namespace: str, ref: SecretKeyRef, whe
     return data[ref.key]
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Credentials:
     """A user name and a password (or an access key id and a secret access key)."""
 
@@ -158,7 +158,7 @@ async def resolve(fleet: Fleet, read: ReadSecret) -> BrokerAccess:
     )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _CachedSecret:
     read_at: float
     data: dict[str, str] = field(repr=False)

@@ -27,7 +27,7 @@ class Key(NamedTuple):
     name: str
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class ReconcileInputs:
     """What a reconcile of one Metamapper starts from: its spec and metadata as far as
     the operator reads them, and its children as the watches show them."""
@@ -39,7 +39,7 @@ class ReconcileInputs:
     others: frozenset[Any]  # content hashes of the rest, by (kind, name)
 
 
-@dataclass
+@dataclass(slots=True)
 class FleetState:
     """What the reconciler learned of one Metamapper, for the status and the autoscaler."""
 
@@ -63,7 +63,7 @@ class FleetState:
     reconciled_at: float = 0.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ScaledSize:
     """A size the operator set on a Deployment, and when (``time.monotonic``)."""
 
@@ -71,7 +71,7 @@ class ScaledSize:
     at: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AppliedHash:
     """A child's content hash the operator just applied, and when (``time.monotonic``)."""
 
@@ -79,7 +79,7 @@ class AppliedHash:
     at: float
 
 
-@dataclass
+@dataclass(slots=True)
 class ObjectStates:
     """State and lock by Metamapper. Only the reconciler creates an object's state
     (:meth:`state`); everyone else looks it up and skips an object that has none, so

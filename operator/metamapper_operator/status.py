@@ -76,7 +76,7 @@ def foreign_template_fields(managed_fields: Sequence[Mapping[str, Any]], manager
                           .encode()).hexdigest()[:16]
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class PoolScale:
     """The autoscaler's latest view of a pool."""
 
@@ -92,7 +92,7 @@ class PoolScale:
     throughput_per_pod: float | None = None  # measured, when the pool has a wait target
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Observed:
     """Everything a status is rendered from."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import datetime
 from typing import Any
 
@@ -156,9 +157,9 @@ def test_a_schedule_window_is_evaluated_only_when_it_can_change(
         assert state.fleet is not None
         pool = state.fleet.pools[0]
         schedules = (Schedule("warm", "0 8 * * *", 600, 3),)
-        pool = type(pool)(**{**pool.__dict__, "autoscaling": type(pool.autoscaling)(
-            **{**pool.autoscaling.__dict__, "schedules": schedules})})
-        state.fleet = type(state.fleet)(**{**state.fleet.__dict__, "pools": (pool,)})
+        pool = dataclasses.replace(pool, autoscaling=dataclasses.replace(
+            pool.autoscaling, schedules=schedules))
+        state.fleet = dataclasses.replace(state.fleet, pools=(pool,))
         wall = {"now": datetime.datetime(2026, 11, 28, 7, 0, tzinfo=datetime.UTC)}
         autoscaler.wall = lambda: wall["now"]
         evaluated: list[int] = []

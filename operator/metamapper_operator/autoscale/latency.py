@@ -36,7 +36,7 @@ WEIGHT = 0.5  # of the newest span in the average
 MAX_SPAN_SECONDS = 120.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Sample:
     """One probe of a pool: when (monotonic seconds), its backlog, its ready pods."""
 
@@ -45,7 +45,7 @@ class Sample:
     ready: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Throughput:
     """Messages one pod finishes per second (None before a span was measured), and the
     start of the current span (its ``ready``: the most pods ready during the span)."""

@@ -26,7 +26,7 @@ from typing import NamedTuple
 from metamapper_operator.model import Pool
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Bounds:
     """A pool's autoscaling knobs, as the policy sees them."""
 
@@ -61,7 +61,7 @@ class Recommendation(NamedTuple):
     replicas: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class History:
     """What the policy remembers of a pool between decisions."""
 
@@ -69,7 +69,7 @@ class History:
     last_active: float | None = None                      # last time backlog > activation
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Wanted:
     """The size a backlog alone asks for, and why (before stabilization)."""
 
@@ -77,7 +77,7 @@ class Wanted:
     reason: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Decision:
     replicas: int
     reason: str

@@ -28,7 +28,7 @@ from metamapper_operator.model import Schedule
 MINUTE = datetime.timedelta(minutes=1)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Window:
     """An open window: the schedule it comes from and when it closes (UTC)."""
 
