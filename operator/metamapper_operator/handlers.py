@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
+import json
 import logging
 import os
 import time
@@ -54,7 +54,7 @@ DIFFBASE_KEY = "last-handled-configuration"   # kopf's annotation, under GROUP/
 
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo,
-                    metamappers: kopf.Index[Key, dict[str, Any]], **_: Any) -> None:
+                    metamappers: kopf.Index[Key, str], **_: Any) -> None:
     settings.posting.level = logging.INFO
     # Resources are named explicitly; no need to scan CRDs or namespaces (and no RBAC to).
     settings.scanning.disabled = True
@@ -149,19 +149,24 @@ def _read_annotations(meta: Mapping[str, Any]) -> dict[str, str]:
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
-def metamappers(namespace: str, name: str, body: kopf.Body, **_: Any
-                ) -> dict[Key, dict[str, Any]]:
+def metamappers(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Key, str]:
     """Every Metamapper as the resync reconciles it, without what it never reads: the
     managedFields (a third of an object's size), the annotations that copy the spec and
     the status (the operator keeps the status it wrote). The index holds every object in
-    memory."""
-    kept = copy.deepcopy({field: value for field, value in body.items()
-                          if field not in ("metadata", "status")})
+    memory, so as compact JSON: a fifth of the memory the same body takes as dicts, and
+    decoding one takes microseconds (see :func:`indexed_body`)."""
+    kept = {field: value for field, value in body.items()
+            if field not in ("metadata", "status")}
     meta = {field: value for field, value in body.metadata.items()
             if field not in ("managedFields", "annotations")}
     meta["annotations"] = _read_annotations(body.metadata)
-    kept["metadata"] = copy.deepcopy(meta)
-    return {Key(namespace, name): kept}
+    kept["metadata"] = meta
+    return {Key(namespace, name): json.dumps(kept, separators=(",", ":"))}
+
+
+def indexed_body(entry: str) -> kopf.Body:
+    """A body kept by :func:`metamappers`."""
+    return kopf.Body(json.loads(entry))
 
 
 # --- reconcile ---------------------------------------------------------------------
@@ -339,7 +344,7 @@ async def apply_spec(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     await _reconcile_from_watch(body, runtime, children)
 
 
-async def resync_loop(runtime: Runtime, bodies: kopf.Index[Key, dict[str, Any]],
+async def resync_loop(runtime: Runtime, bodies: kopf.Index[Key, str],
                       children: Children) -> None:
     """Every resync interval, reconcile every object whose spec or children changed since
     its last reconcile, or whose Secrets are due to be read again: repairs drift the
@@ -349,8 +354,8 @@ async def resync_loop(runtime: Runtime, bodies: kopf.Index[Key, dict[str, Any]],
         await children.listed.wait()
         for key in list(bodies):
             owned = children.of(key)
-            for raw in list(bodies.get(key, [])):
-                body = kopf.Body(raw)
+            for entry in list(bodies.get(key, [])):
+                body = indexed_body(entry)
                 if unchanged(runtime, key, inputs_of(body, owned.deployments, owned.hashes)):
                     continue
                 try:
