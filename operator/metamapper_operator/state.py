@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -56,7 +56,7 @@ class FleetState:
     scaling: dict[str, PoolScale] = field(default_factory=dict)
     # Broker queues with messages, no consumer and no pool (None: the broker cannot tell).
     unconsumed: tuple[str, ...] | None = None
-    status: Mapping[str, Any] | None = None  # as last written or seen
+    status: str | None = None  # as last written or seen, as JSON (see publish.compact)
     # What the last reconcile that succeeded started from, and when (monotonic): a resync
     # finding the same skips the object (see handlers.resync_loop).
     reconciled: ReconcileInputs | None = None
