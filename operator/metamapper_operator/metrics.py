@@ -49,7 +49,7 @@ cycle_seconds = Histogram("metamapper_autoscale_cycle_seconds",
 PER_BROKER: tuple[MetricWrapperBase, ...] = (broker_up, probe_seconds, probe_errors)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PoolSeries:
     """One pool's identity in metric labels."""
 

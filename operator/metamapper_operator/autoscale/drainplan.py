@@ -28,7 +28,7 @@ TEMPLATE_HASH = "pod-template-hash"
 _PHASE_RANK = {"Pending": 0, "Unknown": 1, "Running": 2}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Load:
     """What one worker holds: tasks running, prefetched, and held for their ETA."""
 
@@ -41,7 +41,7 @@ class Load:
         return self.active + self.reserved + self.scheduled
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class WorkerPod:
     """One worker pod as the ReplicaSet controller ranks it (not being deleted)."""
 
@@ -58,7 +58,7 @@ class WorkerPod:
         return self.assigned, _PHASE_RANK.get(self.phase, -1), self.ready
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Draining:
     """A worker told to stop consuming, and until when the operator waits for it."""
 
@@ -67,7 +67,7 @@ class Draining:
     deadline: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Review:
     """Where a pool's drains stand after one look at the workers."""
 

@@ -24,7 +24,7 @@ def carries_marks(annotations: Mapping[str, str]) -> bool:
     return all(annotations.get(k) == v for k, v in NOT_SAFE_TO_EVICT.items())
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Marks:
     """The annotation patches to send, by pod, and the pods marked once they are sent."""
 

@@ -109,7 +109,7 @@ def record_pool(series: metrics.PoolSeries, pool: Pool,
         desired, current, pool.min_replicas, pool.max_replicas, backlog, queues))
 
 
-@dataclass(kw_only=True)
+@dataclass(kw_only=True, slots=True)
 class Measurement:
     """One broker's answer: the depths, or the error (redacted) that stopped them."""
 
@@ -119,7 +119,7 @@ class Measurement:
     unconsumed: tuple[str, ...] | None = None  # queues with messages and no consumer
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Member:
     """A pool to scale, with the generation of the spec it was read from."""
 
@@ -129,7 +129,7 @@ class Member:
     generation: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Inputs:
     """Everything a pool's decision is made from, besides the time."""
 
@@ -141,7 +141,7 @@ class Inputs:
     window: Window | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Shown:
     """One queue's figures as its gauges show them."""
 
@@ -155,7 +155,7 @@ class Shown:
         return cls(depth.waiting, depth.in_flight, depth.stale, depth.oldest_age)
 
 
-@dataclass
+@dataclass(slots=True)
 class Rest:
     """A pool at rest: decided from ``inputs`` with ``bounds``, its size unchanged and no
     window running out; ``seen`` is the last cycle that found the same inputs, and
@@ -167,7 +167,7 @@ class Rest:
     recorded: Mapping[str, Shown | None] | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class OpenWindow:
     """A pool's schedule window as evaluated, valid until ``until`` (None: forever)."""
 
@@ -179,7 +179,7 @@ class OpenWindow:
 PoolKey = tuple[str, str]  # (uid, pool name)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Reading:
     """What one broker's measurement shows any pool, gauge or status: two cycles with
     equal readings (and nothing else changed) decide the same."""
@@ -197,7 +197,7 @@ class Reading:
             measurement.source, measurement.error, measurement.unconsumed)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Quiet:
     """What a cycle that left every pool at rest found: the state's revision, the
     brokers' readings, and when the first schedule window opens or closes. A cycle that
@@ -208,7 +208,7 @@ class Quiet:
     until: datetime.datetime | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Grouped:
     """The pools to scale by broker, as of the state's ``revision``."""
 
@@ -216,7 +216,7 @@ class Grouped:
     groups: dict[BrokerAccess, list[Member]]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Retained:
     """What a cycle kept the metric series of."""
 

@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 Report = Callable[[str, str, str], Awaitable[None]]   # (event type, reason, message)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Outcome:
     """What a shrinking step allows now and what status shows of it."""
 
@@ -56,7 +56,7 @@ class Outcome:
     timed_out: str | None = None        # the latest drain given up, if one was this step
 
 
-@dataclass
+@dataclass(slots=True)
 class PoolDrains:
     """The drains of one pool, with what it takes to give the workers their queues back."""
 

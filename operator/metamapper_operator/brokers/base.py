@@ -19,7 +19,7 @@ from metamapper_urls import scrub, secrets_in
 DEFAULT_TIMEOUT = 5.0
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class QueueDepth:
     """One queue's backlog as the broker reports it."""
 
