@@ -60,6 +60,11 @@ def events(cluster: Cluster, namespace: str, reason: str) -> list[str]:
     return [e["message"] for e in json.loads(out)["items"]]
 
 
+def expect_event(cluster: Cluster, namespace: str, reason: str, text: str = "") -> None:
+    """Wait until an Event ``reason`` whose message contains ``text`` is posted."""
+    wait_for_event(partial(events, cluster, namespace), reason, text)
+
+
 def test_burst_scales_up_then_down_only_after_the_window(
         cluster: Cluster, namespace: str, operator: OperatorProcess, redis_url: str) -> None:
     apply(cluster, namespace, redis_fleet(redis_url))
@@ -71,7 +76,7 @@ def test_burst_scales_up_then_down_only_after_the_window(
     assert status["desiredReplicas"] == 5
     assert status["backlogSource"].startswith("redis")
     assert "9" in status["lastScaleReason"]
-    wait_for_event(partial(events, cluster, namespace), "ScaledUp", "pool default: 1 -> 5 pods")
+    expect_event(cluster, namespace, "ScaledUp", "pool default: 1 -> 5 pods")
 
     redis.Redis.from_url(redis_url).delete("default")
     drained = time.monotonic()
@@ -79,7 +84,7 @@ def test_burst_scales_up_then_down_only_after_the_window(
     assert replicas(cluster, namespace) == 5  # still inside the 4 s window
     wait_until(lambda: replicas(cluster, namespace) == 1, timeout=15, what="back to 1")
     assert time.monotonic() - drained >= 3.5
-    wait_for_event(partial(events, cluster, namespace), "ScaledDown")
+    expect_event(cluster, namespace, "ScaledDown")
 
 
 def worker_pods(cluster: Cluster, namespace: str) -> list[str]:
@@ -100,7 +105,7 @@ def test_a_scale_down_removes_exactly_the_pods_it_drained(
     redis.Redis.from_url(redis_url).delete("default")
     wait_until(lambda: worker_pods(cluster, namespace) == pods[-1:], timeout=20,
                what=f"only {pods[-1]} left")
-    wait_for_event(partial(events, cluster, namespace), "ScaledDown",
+    expect_event(cluster, namespace, "ScaledDown",
                    f"removing drained {pods[0]}, {pods[1]}")
     assert len(events(cluster, namespace, "ScaledDown")) == 1
 
@@ -142,13 +147,13 @@ def test_broker_down_holds_replicas_reports_and_recovers(
     assert f"{services.HOST}:{own_redis.port}" in cond["message"]
     degraded = condition(get(cluster, namespace, "metamapper", "mm"), "Degraded")
     assert degraded["reason"] == "BrokerUnreachable"
-    wait_for_event(partial(events, cluster, namespace), "BrokerUnreachable")
+    expect_event(cluster, namespace, "BrokerUnreachable")
     time.sleep(FAST["scaleDownStabilizationSeconds"] + 2)  # longer than the window
     assert replicas(cluster, namespace) == 4                # held, not scaled down
 
     own_redis.start()  # back, and empty
     wait_until(lambda: unreachable().get("status") == "False", what="recovery")
-    wait_for_event(partial(events, cluster, namespace), "BrokerReachable")
+    expect_event(cluster, namespace, "BrokerReachable")
     wait_until(lambda: replicas(cluster, namespace) == 1, timeout=20,
                what="scale-down once measured again")
 
