@@ -115,7 +115,7 @@ def test_the_metamapper_index_keeps_what_a_reconcile_reads() -> None:
         "kubectl.kubernetes.io/last-applied-configuration": '{"spec": "..."}',
         "autoscaling.metamapper.io/paused": "true"}
     raw["status"] = {"observedGeneration": 1}
-    (entry,) = handlers.metamappers("ns", "mm", kopf.Body(raw)).values()
+    (entry,) = asyncio.run(handlers.metamappers("ns", "mm", kopf.Body(raw))).values()
     kept = handlers.indexed_body(entry)
     assert "managedFields" not in kept["metadata"] and "status" not in kept
     assert kept["metadata"]["annotations"] == {"autoscaling.metamapper.io/paused": "true"}
