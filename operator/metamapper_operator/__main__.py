@@ -14,9 +14,8 @@ import sys
 from collections.abc import Sequence
 
 import kopf
-from prometheus_client import start_http_server
 
-from metamapper_operator import __version__
+from metamapper_operator import __version__, metrics_server
 from metamapper_operator.config import Config
 from metamapper_operator.health import Health
 from metamapper_operator.kube import Kube
@@ -97,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import metamapper_operator.handlers  # noqa: F401  (registers the kopf handlers)
 
     if args.metrics_port:
-        start_http_server(args.metrics_port)
+        metrics_server.serve(args.metrics_port)
     return asyncio.run(serve(args))
 
 
