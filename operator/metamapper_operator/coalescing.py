@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Hashable
+from itertools import islice
 from typing import Generic, TypeVar
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ class Coalescer(Generic[K]):
             await self._asked.wait()
             self._asked.clear()
             while self._waiting:
-                batch = list(self._waiting)[:self._concurrency]
+                batch = list(islice(self._waiting, self._concurrency))
                 for key in batch:
                     del self._waiting[key]
                 await asyncio.gather(*(self._one(key) for key in batch))

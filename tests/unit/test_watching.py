@@ -68,7 +68,7 @@ async def run_watch(server: FakeApiserver, until: Any, seconds: float = 5.0
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = runner.addresses[0][1]
     api = client.ApiClient(client.Configuration(host=f"http://127.0.0.1:{port}"))
     children = Children([("Deployment", None)])
     changed: list[Child] = []
