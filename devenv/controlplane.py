@@ -18,6 +18,7 @@ import base64
 import datetime
 import ipaddress
 import json
+import random
 import socket
 import ssl
 import subprocess
@@ -68,17 +69,28 @@ def tool_dirs() -> tuple[Path, Path]:
     return Path(kube), Path(helm)
 
 
+#: Where :func:`free_port` looks: below Linux's ephemeral range (32768-60999), whose ports
+#: the kernel hands to outgoing connections at any time, so a port found free there can be
+#: taken by a client before the daemon meant to listen on it binds; and below 30000, where
+#: Kubernetes's NodePorts start.
+FREE_PORTS = range(20000, 30000)
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port free on loopback and on the host address (the daemons use both)."""
+    """A TCP port free on loopback and on the host address (the daemons use both), never
+    one this process has handed out before (two daemons started together must not share)."""
     while True:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        with socket.socket() as sock:
-            try:
-                sock.bind((network.HOST_IP, port))
-            except OSError:
-                continue
+        port = random.choice(FREE_PORTS)
+        if port in _handed_out:
+            continue
+        try:
+            for host in ("127.0.0.1", network.HOST_IP):
+                with socket.socket() as sock:
+                    sock.bind((host, port))
+        except OSError:
+            continue
+        _handed_out.add(port)
         return port
 
 

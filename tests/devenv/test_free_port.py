@@ -1,0 +1,37 @@
+"""Ports for the daemons the tests start: free now, and not one an outgoing connection or
+another daemon of the same run can take before it is bound (a daemon once failed to bind its
+liveness port, found free a moment before in the ephemeral range)."""
+
+from __future__ import annotations
+
+import socket
+
+from devenv.controlplane import FREE_PORTS, free_port
+
+
+def test_ports_lie_below_the_ephemeral_range_and_are_never_handed_out_twice() -> None:
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as ranges:
+        ephemeral_start = int(ranges.read().split()[0])
+    ports = [free_port() for _ in range(300)]
+    assert len(set(ports)) == len(ports)
+    assert all(port in FREE_PORTS and port < ephemeral_start for port in ports)
+
+
+def test_a_port_something_listens_on_is_not_handed_out() -> None:
+    listeners = []
+    for port in FREE_PORTS[:200]:
+        sock = socket.socket()
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            sock.close()
+            continue
+        sock.listen()
+        listeners.append(sock)
+    taken = {sock.getsockname()[1] for sock in listeners}
+    try:
+        assert taken
+        assert not taken & {free_port() for _ in range(2000)}
+    finally:
+        for sock in listeners:
+            sock.close()
