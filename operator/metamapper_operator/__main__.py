@@ -51,6 +51,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                      "--lease-duration at least 3")
     if args.lease is not None and args.lease.count("/") != 1:
         parser.error("--lease takes NAMESPACE/NAME")
+    if args.metrics_port and args.metrics_port == args.liveness_port:
+        parser.error(f"--liveness-port and --metrics-port must differ (both {args.metrics_port})")
     return args
 
 
