@@ -315,9 +315,13 @@ def _process(fleet: Fleet, program: str, args: list[str]) -> tuple[list[str] | N
 
 def worker_args(fleet: Fleet, pool: Pool) -> list[str]:
     """``celery worker``'s own arguments for a pool; the hostname is unique per pod and
-    names the pool."""
+    names the pool. Without mingle a pod consumes a second sooner after it starts (mingle
+    waits that long for the other workers' replies); without gossip a pool of N workers
+    does not have each of them consume the events of all the others."""
     return ["--queues", ",".join(pool.queues), "--concurrency", str(pool.concurrency),
-            "--hostname", f"{pool.name}@$(POD_NAME)", *pool.extra_args]
+            "--hostname", f"{pool.name}@$(POD_NAME)",
+            *([] if pool.mingle else ["--without-mingle"]),
+            *([] if pool.gossip else ["--without-gossip"]), *pool.extra_args]
 
 
 # Task metrics of each worker pod (metamapper.metrics in the worker image), served on

@@ -172,6 +172,11 @@ class Pool:
     resources: Mapping[str, Any] = field(default_factory=dict)
     termination_grace_period_seconds: int = DEFAULT_GRACE_SECONDS
     extra_args: tuple[str, ...] = ()
+    # Celery's start-up sync with the other workers (revoked ids, clocks: a second waiting
+    # for replies on every pod start) and its subscription to their events (every worker
+    # hearing every other): both off unless asked for.
+    mingle: bool = False
+    gossip: bool = False
     autoscaling: Autoscaling = field(default_factory=Autoscaling)
     pods: PodSettings = field(default_factory=PodSettings)
     disruption: DisruptionBudget = field(default_factory=DisruptionBudget)
@@ -425,6 +430,7 @@ def _parse_pool(index: int, raw: Mapping[str, Any]) -> Pool:
         termination_grace_period_seconds=raw.get(
             "terminationGracePeriodSeconds", defaults.termination_grace_period_seconds),
         extra_args=tuple(raw.get("extraArgs") or ()),
+        mingle=raw.get("mingle", defaults.mingle), gossip=raw.get("gossip", defaults.gossip),
         autoscaling=_parse_autoscaling(f"{where}.autoscaling", raw.get("autoscaling") or {}),
         pods=_parse_pod_settings(raw),
         disruption=_parse_disruption(raw.get("podDisruptionBudget") or {}),

@@ -39,7 +39,8 @@ def test_create_makes_pools_scheduler_and_config(
     assert container["command"] == ["celery"]
     assert container["args"] == ["--app", "metamapper", "worker", "--loglevel", "INFO",
                                  "--queues", "default,checks", "--concurrency", "3",
-                                 "--hostname", "default@$(POD_NAME)"]
+                                 "--hostname", "default@$(POD_NAME)", "--without-mingle",
+                                 "--without-gossip"]
     env = {e["name"]: e for e in container["env"]}
     assert env["METAMAPPER_BROKER_URL"] == {"name": "METAMAPPER_BROKER_URL", "valueFrom": {
         "secretKeyRef": {"name": "broker", "key": "url"}}}

@@ -95,3 +95,17 @@ def test_initial_replicas_keep_the_autoscalers_size_within_bounds(
         current: int | None, suspend: bool, expected: int) -> None:
     fleet = parse(body(suspend=suspend))
     assert initial_replicas(fleet, fleet.pools[0], current) == expected
+
+
+def worker_args(pool: dict[str, Any]) -> list[str]:
+    built = objects(body(pools=[{"name": "default", "queues": ["default"], **pool}]))
+    [container] = built["mm-default"]["spec"]["template"]["spec"]["containers"]
+    return list(container["args"])
+
+
+def test_workers_start_without_mingle_and_gossip_unless_a_pool_asks() -> None:
+    assert worker_args({})[-2:] == ["--without-mingle", "--without-gossip"]
+    mingling = worker_args({"mingle": True, "extraArgs": ["--prefetch-multiplier", "1"]})
+    assert "--without-mingle" not in mingling
+    assert mingling[-3:] == ["--without-gossip", "--prefetch-multiplier", "1"]
+    assert "--without-gossip" not in worker_args({"gossip": True})

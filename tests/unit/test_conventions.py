@@ -57,7 +57,8 @@ def test_entrypoint_command_style_runs_the_images_entrypoint() -> None:
     worker = container(built, "mm-default")
     assert "command" not in worker
     assert worker["args"] == ["worker", "--queues", "default,checks", "--concurrency", "2",
-                              "--hostname", "default@$(POD_NAME)"]
+                              "--hostname", "default@$(POD_NAME)", "--without-mingle",
+                              "--without-gossip"]
     scheduler = container(built, "mm-scheduler")
     assert "command" not in scheduler
     assert scheduler["args"] == ["scheduler", "--schedule", "/tmp/celerybeat-schedule"]
