@@ -17,11 +17,28 @@ from metamapper_operator.autoscale.drainplan import (
 )
 
 
+def workers(*names: str) -> list[WorkerPod]:
+    return [WorkerPod(name) for name in names]
+
+
 def test_idle_workers_first_then_the_least_loaded_then_the_silent() -> None:
     loads = {"a": Load(active=2), "b": Load(), "c": Load(reserved=1), "d": Load()}
-    assert pick(["a", "b", "c", "d", "e"], loads, 3) == ["b", "d", "c"]
-    assert pick(["a", "e"], loads, 2) == ["a", "e"]
-    assert pick(["a"], loads, 0) == []
+    assert pick(workers("a", "b", "c", "d", "e"), loads, 3) == ["b", "d", "c"]
+    assert pick(workers("a", "e"), loads, 2) == ["a", "e"]
+    assert pick(workers("a"), loads, 0) == []
+
+
+def test_among_idle_pods_those_the_replicaset_removes_first_are_picked_first() -> None:
+    """A pod that cannot start (Pending: no room on the nodes) holds nothing: retiring the
+    running workers instead would leave it as the pool's only pod, and the ReplicaSet
+    controller would remove it before them anyway."""
+    pods = [WorkerPod("a"), WorkerPod("b"), WorkerPod("c", ready=False),
+            WorkerPod("z", phase="Pending", ready=False)]
+    idle = {pod.name: Load() for pod in pods}
+    assert pick(pods, idle, 2) == ["z", "c"]
+    assert pick(pods, idle, 3) == ["z", "c", "a"]
+    # Less work to wait for still comes first.
+    assert pick(pods, {**idle, "z": Load(), "c": Load(active=1)}, 2) == ["z", "a"]
 
 
 def test_a_load_counts_running_prefetched_and_eta_tasks() -> None:

@@ -49,6 +49,7 @@ class FakeKube:
     statuses: int = 0
     pods: dict[str, dict[str, str]] = field(default_factory=dict)  # annotations by pod
     not_ready: set[str] = field(default_factory=set)
+    pending: set[str] = field(default_factory=set)   # not started (no room on a node)
     applied: list[str] = field(default_factory=list)
     live_uid: str | None = "u-1"  # the uid the apiserver has for the Metamapper
 
@@ -73,7 +74,9 @@ class FakeKube:
 
     async def list_pods(self, namespace: str, labels: Mapping[str, str]
                         ) -> dict[str, WorkerPod]:
-        return {pod: WorkerPod(pod, dict(annotations), ready=pod not in self.not_ready)
+        return {pod: WorkerPod(pod, dict(annotations),
+                               phase="Pending" if pod in self.pending else "Running",
+                               ready=pod not in self.not_ready | self.pending)
                 for pod, annotations in self.pods.items()}
 
     def pods_ready(self, *pods: str) -> None:
@@ -332,6 +335,25 @@ def test_drained_pods_wait_while_a_staying_pod_would_be_removed_before_them() ->
         kube.pods_ready("p-new")
         await autoscaler.cycle()
         assert kube.scaled == [("mm-default", 1)]
+    asyncio.run(scenario())
+
+
+def test_a_pod_that_cannot_start_is_retired_before_running_idle_workers() -> None:
+    """All idle: retiring the running workers would keep the Pending pod, which the
+    ReplicaSet controller removes first: the scale-down would wait (with no worker
+    consuming) until the pod starts."""
+    async def scenario() -> None:
+        pods = {name: WorkerPod(name) for name in ("p-a", "p-b", "p-c", "p-z")}
+        runtime, kube, autoscaler, control, clock = shrinking(
+            pods, {name: Load() for name in ("p-a", "p-b", "p-c")}, replicas=4)
+        kube.pending = {"p-z"}
+        await autoscaler.cycle()
+        clock[0] = window(runtime)
+        await autoscaler.cycle()
+        assert control.stopped == ["p-a", "p-b"]    # nobody asks a worker not started
+        assert kube.scaled == [("mm-default", 1)]
+        assert kube.pods["p-z"][DELETION_COST] == str(DRAINED_COST)
+        assert DRAINING not in kube.pods["p-c"]
     asyncio.run(scenario())
 
 

@@ -88,15 +88,19 @@ def hostname(pool: str, pod: str) -> str:
     return f"{pool}@{pod}"
 
 
-def pick(pods: Sequence[str], loads: Mapping[str, Load], count: int) -> list[str]:
+def pick(pods: Sequence[WorkerPod], loads: Mapping[str, Load], count: int) -> list[str]:
     """``count`` pods to retire: idle workers first, then the least loaded, then those
-    that did not answer (maybe busy); ties by name, so the choice is stable."""
-    def order(pod: str) -> tuple[int, int, str]:
-        load = loads.get(pod)
+    that did not answer (maybe busy). Among pods that hold the same, those the ReplicaSet
+    controller removes first (a pod not started, not ready), so that lowering the
+    replicas removes exactly them: retiring running workers while a pod that cannot
+    start stays would leave the pool with no consumer. Then by name, so the choice is
+    stable."""
+    def order(pod: WorkerPod) -> tuple[int, int, tuple[bool, int, bool], str]:
+        load = loads.get(pod.name)
         if load is None:
-            return 1, 0, pod
-        return (0, load.total, pod)
-    return sorted(pods, key=order)[:max(0, count)]
+            return 1, 0, pod.rank, pod.name
+        return 0, load.total, pod.rank, pod.name
+    return [pod.name for pod in sorted(pods, key=order)[:max(0, count)]]
 
 
 def review(drains: Sequence[Draining], loads: Mapping[str, Load], now: float) -> Review:

@@ -135,7 +135,7 @@ class Shrinker:
             candidates = [p for p in pods if p not in found.drains]
             asked = [p for p in candidates if p not in empty]
             loads = {**found.by_pod(await found.control.loads(found.hosts(asked))), **empty}
-            chosen = pick(candidates, loads, serving - target)
+            chosen = pick([pods[p] for p in candidates], loads, serving - target)
             # Recorded whether or not each confirmed: a lost reply may hide a worker that
             # stopped; one that never stopped times out and is resumed like any other.
             await found.control.stop_consuming(
