@@ -31,7 +31,7 @@ def test_a_port_something_listens_on_is_not_handed_out() -> None:
     taken = {sock.getsockname()[1] for sock in listeners}
     try:
         assert taken
-        assert not taken & {free_port() for _ in range(2000)}
+        assert not taken & {free_port() for _ in range(1000)}
     finally:
         for sock in listeners:
             sock.close()

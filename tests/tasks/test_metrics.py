@@ -4,7 +4,6 @@ from its port and parsed with prometheus_client's text parser (devenv.scrape).""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -12,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from devenv.controlplane import free_port
 from devenv.scrape import Sample, scrape, total
 from tests.conftest import REPO
 from tests.helpers import wait_until
@@ -29,12 +29,6 @@ for _ in range(2):
 retry_once.delay()
 heartbeat.delay()
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_prefork_worker_serves_the_sum_of_its_children(
