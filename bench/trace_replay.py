@@ -9,9 +9,9 @@ finished). The operators run as local processes, one per polling interval. One p
 concurrency 2, minReplicas 1 (KEDA's default is 0), maxReplicas 4 (``--max-replicas``),
 target backlog 2 per pod:
 
-* **our defaults**: the CRD's defaults (polling 5 s, in-flight messages counted, drain
-  before delete; the scale-down window and tolerance as the CRD defaults them, or the
-  window ``--window`` gives);
+* **our defaults**: the operator's and the CRD's defaults (the operator's polling interval
+  or ``--poll``, in-flight messages counted, drain before delete; the scale-down window and
+  tolerance as the CRD defaults them, or the window ``--window`` gives);
 * **KEDA-like**: KEDA's Redis scaler with its defaults behind the HPA's defaults, as
   ``bench/_hpa.py`` models them (the queue's length only, read every 15 s; scale-up
   by max(100 %, 4 pods) per 15 s; scale-down to the highest recommendation of the last
@@ -32,7 +32,7 @@ X.XXx, worker-seconds vs KEDA-like: Y.YYx`` (the goal: at most 0.5x and 1.0x).
 Usage::
 
     python bench/trace_replay.py [--trace bench/bursty-trace.csv] [--tail 330]
-                                 [--max-replicas 4] [--window SECONDS]
+                                 [--max-replicas 4] [--window SECONDS] [--poll SECONDS]
 """
 
 from __future__ import annotations
@@ -69,6 +69,7 @@ from _hpa import Behaviour, hpa_model
 from devenv.pictures import Replay, replay_picture
 from devenv.waiting import wait_until
 from devenv.workload import MODULE, TASK, records, tally
+from metamapper_operator.config import Config as OperatorConfig
 
 TRACE = Path(__file__).with_name("bursty-trace.csv")
 PICTURE = Path(__file__).resolve().parent.parent / "build" / "trace-replay.png"
@@ -78,6 +79,7 @@ CONCURRENCY = 2
 MAX_REPLICAS = 4
 PROGRESS_SECONDS = 15.0
 ONCE_A_DAY = 86400.0
+OPERATOR_DEFAULTS = OperatorConfig()
 
 
 @dataclass(frozen=True)
@@ -90,13 +92,14 @@ class Config:
     hpa: bool = False   # scaled by the HPA model, not by its operator
 
 
-def configs(max_replicas: int, window: float | None) -> tuple[Config, ...]:
-    """The three configurations; ``window`` replaces our default scale-down window."""
+def configs(max_replicas: int, window: float | None, poll: float) -> tuple[Config, ...]:
+    """The three configurations; ``window`` replaces our default scale-down window, ``poll``
+    is our operator's polling interval."""
     ours = {} if window is None else {"scaleDownStabilizationSeconds": window}
     return (
-        Config("our defaults", "replay-ours", 5.0, 1, ours),
+        Config("our defaults", "replay-ours", poll, 1, ours),
         Config("KEDA-like", "replay-keda", ONCE_A_DAY, 1, {}, hpa=True),
-        Config("fixed at max", "replay-fixed", 5.0, max_replicas, {"enabled": False}),
+        Config("fixed at max", "replay-fixed", poll, max_replicas, {"enabled": False}),
     )
 
 
@@ -182,6 +185,7 @@ class Fleet:
     max_replicas: int
     app: Celery = field(init=False)
     sent: dict[str, float] = field(default_factory=dict)
+    row_of: dict[str, int] = field(default_factory=dict)    # task id -> its trace row
 
     def __post_init__(self) -> None:
         self.app = Celery(self.config.namespace, broker=self.broker, set_as_current=False)
@@ -196,10 +200,11 @@ class Fleet:
         body["spec"]["celery"] = {"settings": {"imports": [MODULE]}}
         return body
 
-    def send(self, seconds: float) -> None:
+    def send(self, row: int, seconds: float) -> None:
         task_id = uuid.uuid4().hex
         self.app.send_task(TASK, args=[task_id, seconds, self.broker], queue=POOL)
         self.sent[task_id] = time.time()
+        self.row_of[task_id] = row
 
     def timeline(self, watch: ReadyWatch, start: float, horizon: float) -> Replay:
         """This fleet's run, in seconds since the trace's start (``start``, monotonic)."""
@@ -214,10 +219,10 @@ class Fleet:
         return Replay(self.config.label, [at - wall_start for at in self.sent.values()],
                       started, done, ready, horizon)
 
-    def waits(self) -> list[float]:
-        """Seconds from sending to starting, of every task that started."""
-        return [started[0].at - at for task_id, at in self.sent.items()
-                if (started := records(self.broker, "started", task_id))]
+    def waits(self) -> dict[str, float]:
+        """Seconds from sending to starting, of every task that started, by task id."""
+        return {task_id: started[0].at - at for task_id, at in self.sent.items()
+                if (started := records(self.broker, "started", task_id))}
 
 
 def replay(trace: Sequence[Row], fleets: Sequence[Fleet], watch: ReadyWatch, horizon: float
@@ -225,19 +230,19 @@ def replay(trace: Sequence[Row], fleets: Sequence[Fleet], watch: ReadyWatch, hor
     """Send the trace to every fleet from one clock and wait out the horizon; return the
     trace's start (monotonic)."""
     start = time.monotonic()
-    end, next_line, pending = start + horizon, start, list(trace)
+    end, next_line, pending = start + horizon, start, list(enumerate(trace))
     while (now := time.monotonic()) < end:
-        while pending and start + pending[0].offset <= now:
-            row = pending.pop(0)
+        while pending and start + pending[0][1].offset <= now:
+            index, row = pending.pop(0)
             for _ in range(row.tasks):
                 for fleet in fleets:
-                    fleet.send(row.seconds)
+                    fleet.send(index, row.seconds)
         if now >= next_line:
             say(f"  {now - start:5.0f} s  " + " | ".join(
                 f"{f.config.label}: {watch.ready(f.config.namespace)} ready, "
                 f"{tally(f.broker, list(f.sent)).done}/{len(f.sent)} done" for f in fleets))
             next_line += PROGRESS_SECONDS
-        wake = min(next_line, end, *(start + row.offset for row in pending[:1]))
+        wake = min(next_line, end, *(start + row.offset for _, row in pending[:1]))
         time.sleep(max(0.0, min(1.0, wake - time.monotonic())))
     return start
 
@@ -271,6 +276,25 @@ def ratios(figures: dict[str, Figures]) -> str:
             f"worker-seconds vs KEDA-like: {ours.worker_seconds / keda.worker_seconds:.2f}x")
 
 
+def worst_by_row(waits: dict[str, float], row_of: dict[str, int]) -> dict[int, float]:
+    """The longest wait of the tasks of each trace row (rows none of whose tasks started
+    are left out)."""
+    worst: dict[int, float] = {}
+    for task_id, wait in waits.items():
+        row = row_of[task_id]
+        worst[row] = max(wait, worst.get(row, 0.0))
+    return worst
+
+
+def print_worst_by_row(trace: Sequence[Row], by_row: dict[str, dict[int, float]]) -> None:
+    """Where the waits come from: each row's longest wait, per configuration."""
+    print("\nthe longest wait of each row's tasks, s")
+    print_table(["offset s", "tasks", *by_row],
+                [[f"{r.offset:g}", r.tasks,
+                  *(f"{worst[i]:.1f}" if i in worst else "-" for worst in by_row.values())]
+                 for i, r in enumerate(trace)])
+
+
 def print_trace(trace: Sequence[Row], horizon: float) -> None:
     print(f"\ntrace: {sum(r.tasks for r in trace)} tasks, "
           f"{sum(r.tasks * r.seconds for r in trace):.0f} task-seconds, last row at "
@@ -291,8 +315,11 @@ def main(argv: list[str] | None = None) -> None:
                         help="every pool's maximum (and the fixed fleet's size)")
     parser.add_argument("--window", type=float, default=None,
                         help="our scale-down window in seconds (default: the CRD's)")
+    parser.add_argument("--poll", type=float, default=OPERATOR_DEFAULTS.poll_seconds,
+                        help="our operator's polling interval in seconds (default: the "
+                             f"operator's, {OPERATOR_DEFAULTS.poll_seconds:g})")
     args = parser.parse_args(argv)
-    chosen = configs(args.max_replicas, args.window)
+    chosen = configs(args.max_replicas, args.window, args.poll)
     trace = read_trace(args.trace)
     horizon = trace[-1].offset + args.tail
 
@@ -326,11 +353,13 @@ def main(argv: list[str] | None = None) -> None:
                         Behaviour(CONCURRENCY, fleet.config.min_replicas, args.max_replicas)))
             say(f"replaying {args.trace.name} for {horizon:g} s ...")
             start = replay(trace, fleets, watch, horizon)
-            rows, figures, replays = [], {}, []
+            rows, figures, replays, by_row = [], {}, [], {}
             for fleet in fleets:
                 replays.append(fleet.timeline(watch, start, horizon))
                 result = tally(fleet.broker, list(fleet.sent))
-                waits = fleet.waits()
+                waited = fleet.waits()
+                by_row[fleet.config.label] = worst_by_row(waited, fleet.row_of)
+                waits = list(waited.values())
                 used, peak = watch.usage(fleet.config.namespace, start, start + horizon)
                 figures[fleet.config.label] = Figures(
                     percentile(waits, 95) if waits else math.nan, used)
@@ -344,6 +373,7 @@ def main(argv: list[str] | None = None) -> None:
           f"(last row + {args.tail:g} s tail)")
     print_table(["configuration", "tasks", "p50 wait s", "p95 wait s", "worker-s",
                  "peak workers", "lost"], rows)
+    print_worst_by_row(trace, by_row)
     picture = replay_picture(replays, args.picture, f"{args.trace.name} replayed to each "
                              f"configuration side by side (max {args.max_replicas} pods)")
     print(f"\npicture of the run: {picture}")

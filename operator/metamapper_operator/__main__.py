@@ -21,6 +21,8 @@ from metamapper_operator.health import Health
 from metamapper_operator.kube import Kube
 from metamapper_operator.leader import LeaseElector, LeaseSettings, identity
 
+DEFAULTS = Config()
+
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
@@ -39,10 +41,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--lease-duration", type=float, default=15.0, metavar="SECONDS",
                         help="how long a Lease not renewed stays with its holder (default 15); "
                              "the leader stops acting after 2/3 of it without a renewal")
-    parser.add_argument("--poll-interval", type=float, default=5.0, metavar="SECONDS",
-                        help="how often every broker is measured (default 5)")
-    parser.add_argument("--resync-interval", type=float, default=60.0, metavar="SECONDS",
-                        help="how often every object is fully reconciled (default 60)")
+    parser.add_argument("--poll-interval", type=float, default=DEFAULTS.poll_seconds,
+                        metavar="SECONDS", help="how often every broker is measured "
+                                                f"(default {DEFAULTS.poll_seconds:g})")
+    parser.add_argument("--resync-interval", type=float, default=DEFAULTS.resync_seconds,
+                        metavar="SECONDS", help="how often every object is fully reconciled "
+                                                f"(default {DEFAULTS.resync_seconds:g})")
     parser.add_argument("--verbose", action="store_true", help="debug logging")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     args = parser.parse_args(argv)
