@@ -6,15 +6,19 @@
 - :class:`Readiness` (a consumer step, after the task consumer): stamped when the worker
   starts consuming, removed when the consumer stops, which Celery does when the broker
   connection is lost (the consumer restarts its steps on reconnecting).
+- :class:`HttpProbes` (a worker step): serves the same verdicts over HTTP
+  (:mod:`metamapper.probe_server`) when ``METAMAPPER_PROBE_PORT`` is set.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any, ClassVar
 
 from celery import bootsteps
 
 from metamapper import probe
+from metamapper.probe_server import PORT_ENV, ProbeServer
 
 INTERVAL_SETTING = "metamapper_probe_interval"
 
@@ -49,3 +53,22 @@ class Readiness(bootsteps.StartStopStep):
 
     def shutdown(self, consumer: Any) -> None:
         probe.unstamp(probe.WORKER_READY)
+
+
+class HttpProbes(bootsteps.StartStopStep):
+    """Started before the other worker steps, so the kubelet gets an answer (not ready yet)
+    while the worker connects; stopped with the worker."""
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        super().__init__(worker, **kwargs)
+        self.server: ProbeServer | None = None
+
+    def start(self, worker: Any) -> None:
+        port = os.environ.get(PORT_ENV)
+        if port:
+            self.server = ProbeServer(int(port))
+
+    def stop(self, worker: Any) -> None:
+        if self.server is not None:
+            self.server.close()
+            self.server = None

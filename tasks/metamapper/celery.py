@@ -12,7 +12,7 @@ from typing import Any
 
 from celery import Celery
 
-from metamapper.bootsteps import Liveness, Readiness
+from metamapper.bootsteps import HttpProbes, Liveness, Readiness
 from metamapper.defaults import SETTINGS
 
 CONFIG_MODULE_ENV = "METAMAPPER_CELERY_CONFIG_MODULE"
@@ -36,6 +36,7 @@ app = MetamapperCelery(
 )
 app.config_from_envvar(CONFIG_MODULE_ENV)
 # The stamps the pods' probes read (metamapper.probe).
+app.steps["worker"].add(HttpProbes)
 app.steps["worker"].add(Liveness)
 app.steps["consumer"].add(Readiness)
 

@@ -3,7 +3,8 @@
 - A worker whose broker (a Redis server of the test's own, reached by the pods on the host
   address) is stopped turns unready and is not restarted; its liveness command passes in the
   pod. When its event loop stalls (the process stopped with SIGSTOP from the host) the
-  liveness probe fails and the kubelet restarts the container.
+  liveness probe fails and the kubelet restarts the container. The probes are the default
+  ones, the worker's HTTP port, with shorter timings.
 - Flower, fetched through its Service with basic auth, lists the fleet's worker.
 """
 
@@ -27,13 +28,13 @@ from tests.helpers import OwnRedis, wait_until
 MAX_AGE = 6
 FAST_PROBES = {
     "workerLiveness": {
-        "exec": {"command": ["metamapper-probe", "worker-live", "--max-age", str(MAX_AGE)]},
+        "httpGet": {"path": f"/livez?max-age={MAX_AGE}", "port": "probes"},
         "initialDelaySeconds": 5, "periodSeconds": 2, "timeoutSeconds": 10,
         "failureThreshold": 2,
         # A stopped process ignores SIGTERM: do not wait the pool's whole grace period.
         "terminationGracePeriodSeconds": 5},
     "workerReadiness": {
-        "exec": {"command": ["metamapper-probe", "worker-ready"]},
+        "httpGet": {"path": "/readyz", "port": "probes"},
         "periodSeconds": 2, "timeoutSeconds": 10, "failureThreshold": 1},
 }
 SETTINGS = {"metamapper_probe_interval": 1}

@@ -105,8 +105,10 @@ def test_redis_schedule_store_gets_the_lock_redis_as_env_never_in_the_config_map
 def test_probes_default_configurable_and_off() -> None:
     built = objects(body())
     worker, scheduler = container(built, "mm-default"), container(built, "mm-scheduler")
-    assert worker["livenessProbe"]["exec"]["command"][:2] == ["metamapper-probe", "worker-live"]
-    assert worker["readinessProbe"]["exec"]["command"] == ["metamapper-probe", "worker-ready"]
+    assert worker["livenessProbe"]["httpGet"] == {"path": "/livez?max-age=60", "port": "probes"}
+    assert worker["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "probes"}
+    assert {"name": "probes", "containerPort": 9807, "protocol": "TCP"} in worker["ports"]
+    assert {"name": "METAMAPPER_PROBE_PORT", "value": "9807"} in worker["env"]
     assert scheduler["livenessProbe"]["exec"]["command"][:2] == ["metamapper-probe", "beat-live"]
     assert "readinessProbe" not in scheduler
     own = {"tcpSocket": {"port": 9}, "periodSeconds": 7}
