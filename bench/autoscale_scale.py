@@ -1,7 +1,7 @@
 """Scale: many Metamapper objects x 2 pools on one operator process, at rest.
 
 Starts a local control plane, a Redis server and one ``metamapper-operator`` (default
-settings: 5 s polling, 60 s resync, all namespaces), then creates ``--objects``
+settings: 2 s polling, 60 s resync, all namespaces), then creates ``--objects``
 Metamappers spread over ``--namespaces`` namespaces (100 per ``kubectl apply``,
 ``--parallel`` of those at once), every one with two pools (minReplicas 0, so no Pod is
 created), no scheduler, and the same broker (the Redis server, db 0). Once every object's
@@ -56,6 +56,9 @@ from _common import (
 )
 from devenv.waiting import wait_until
 from metamapper_operator import crd
+from metamapper_operator.config import Config
+
+DEFAULTS = Config()
 
 POOLS: list[dict[str, Any]] = [
     {"name": "default", "queues": ["default", "checks"], "concurrency": 4,
@@ -149,7 +152,8 @@ def report(args: argparse.Namespace, created: float, settled: float, op: Operato
     slack = (cycles + 1) / cycles
     evals_bar = 1 + QUEUES
     print(f"\n{args.objects} Metamappers x {len(POOLS)} pools in {args.namespaces} namespaces, "
-          f"{BROKERS} broker; one operator (5 s polling, 60 s resync)")
+          f"{BROKERS} broker; one operator ({DEFAULTS.poll_seconds:g} s polling, "
+          f"{DEFAULTS.resync_seconds:g} s resync)")
     print(f"created in {created:.1f} s ({math.ceil(args.objects / BATCH)} kubectl apply, "
           f"{args.parallel} at once), "
           f"all settled {settled:.1f} s later")

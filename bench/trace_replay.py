@@ -7,7 +7,8 @@ every pod as a real ``celery worker`` in a container of the workload image (the 
 image plus the tasks of ``devenv.workload``, which record when each task started and
 finished). The operators run as local processes, one per polling interval. One pool each:
 concurrency 2, minReplicas 1 (KEDA's default is 0), maxReplicas 4 (``--max-replicas``),
-target backlog 2 per pod:
+target backlog 2 per pod, each worker pod requesting 50m CPU (so that three pools of 8
+fit the node and none waits for room another holds):
 
 * **our defaults**: the operator's and the CRD's defaults (the operator's polling interval
   or ``--poll``, in-flight messages counted, drain before delete; the scale-down window and
@@ -76,6 +77,9 @@ PICTURE = Path(__file__).resolve().parent.parent / "build" / "trace-replay.png"
 NAME = "replay"
 POOL = "default"
 CONCURRENCY = 2
+# Small enough that the three fleets at 8 pods each fit the 2-core node's allocatable CPU,
+# so that no configuration's pods wait for room the others hold (the tasks sleep).
+WORKER_REQUESTS = {"cpu": "50m", "memory": "128Mi"}
 MAX_REPLICAS = 4
 PROGRESS_SECONDS = 15.0
 ONCE_A_DAY = 86400.0
@@ -193,6 +197,7 @@ class Fleet:
     def manifest(self) -> dict[str, Any]:
         pool = {"name": POOL, "queues": [POOL], "concurrency": CONCURRENCY,
                 "minReplicas": self.config.min_replicas, "maxReplicas": self.max_replicas,
+                "resources": {"requests": WORKER_REQUESTS},
                 "autoscaling": {"targetBacklogPerReplica": CONCURRENCY,
                                 **self.config.autoscaling}}
         body = metamapper(self.config.namespace, NAME, self.broker, [pool])

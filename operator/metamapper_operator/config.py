@@ -12,8 +12,9 @@ class Config:
 
     resync_seconds: float = 60.0
     """Every object is reconciled again this often (repairs drift nobody announced)."""
-    poll_seconds: float = 5.0
-    """How often the autoscaler measures every broker."""
+    poll_seconds: float = 2.0
+    """How often the autoscaler measures every broker: a burst waits up to this long to be
+    seen (the README's "Why 2 s")."""
     secret_ttl_seconds: float = 300.0
     """How long a Secret read is reused before it is read again."""
     cycle_limit_seconds: float = 30.0

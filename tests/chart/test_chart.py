@@ -211,7 +211,7 @@ def test_default_render_is_accepted_and_passes_restricted_pod_security(
     assert container["image"] == "metamapper-operator:0.1.0"
     assert container["command"] == ["metamapper-operator"]
     assert container["args"] == ["--liveness-port=8080", "--metrics-port=9090",
-                                 "--poll-interval=5",
+                                 "--poll-interval=2",
                                  f"--lease={restricted_namespace}/{lease_name(release)}",
                                  "--lease-duration=15"]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "liveness"}

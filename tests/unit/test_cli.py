@@ -11,7 +11,7 @@ from metamapper_operator.__main__ import parse_args
 def test_defaults() -> None:
     args = parse_args([])
     assert (args.liveness_port, args.metrics_port) == (8080, 9090)
-    assert (args.poll_interval, args.resync_interval, args.lease) == (5.0, 60.0, None)
+    assert (args.poll_interval, args.resync_interval, args.lease) == (2.0, 60.0, None)
     assert args.namespace == []
 
 
