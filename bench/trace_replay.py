@@ -6,9 +6,11 @@ database, all on one local control plane with a real node (kubelet, containerd) 
 every pod as a real ``celery worker`` in a container of the workload image (the worker
 image plus the tasks of ``devenv.workload``, which record when each task started and
 finished). The operators run as local processes, one per polling interval. One pool each:
-concurrency 2, minReplicas 1 (KEDA's default is 0), maxReplicas 4 (``--max-replicas``),
-target backlog 2 per pod, each worker pod requesting 50m CPU (so that three pools of 8
-fit the node and none waits for room another holds):
+concurrency 2, minReplicas 1 (KEDA's default is 0), maxReplicas 8 (``--max-replicas``:
+high enough that capacity is decided by each policy, not by the cap), target backlog 2 per
+pod, each worker pod requesting 50m CPU (so that three pools of 8 fit the node and none
+waits for room another holds). It also prints each trace row's longest wait per
+configuration, to show where the waits come from.
 
 * **our defaults**: the operator's and the CRD's defaults (the operator's polling interval
   or ``--poll``, in-flight messages counted, drain before delete; the scale-down window and
@@ -33,7 +35,7 @@ X.XXx, worker-seconds vs KEDA-like: Y.YYx`` (the goal: at most 0.5x and 1.0x).
 Usage::
 
     python bench/trace_replay.py [--trace bench/bursty-trace.csv] [--tail 330]
-                                 [--max-replicas 4] [--window SECONDS] [--poll SECONDS]
+                                 [--max-replicas 8] [--window SECONDS] [--poll SECONDS]
 """
 
 from __future__ import annotations
@@ -80,7 +82,7 @@ CONCURRENCY = 2
 # Small enough that the three fleets at 8 pods each fit the 2-core node's allocatable CPU,
 # so that no configuration's pods wait for room the others hold (the tasks sleep).
 WORKER_REQUESTS = {"cpu": "50m", "memory": "128Mi"}
-MAX_REPLICAS = 4
+MAX_REPLICAS = 8
 PROGRESS_SECONDS = 15.0
 ONCE_A_DAY = 86400.0
 OPERATOR_DEFAULTS = OperatorConfig()
