@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from collections.abc import Iterator
@@ -52,6 +53,7 @@ NAMESPACE = "probe-cost"
 NAME = "idle"
 POOL = "default"
 SETTLE_SECONDS = 15.0
+CORES = os.cpu_count() or 1
 # The default checks as commands of the image, with the default probes' timing.
 EXEC_PROBES = {
     "workerLiveness": {**{k: v for k, v in WORKER_LIVENESS.items() if k != "httpGet"},
@@ -83,17 +85,12 @@ def busy_and_total() -> tuple[int, int]:
     return total - ticks[3] - ticks[4], total
 
 
-def cores() -> int:
-    return sum(1 for line in Path("/proc/stat").read_text().splitlines()
-               if line.startswith("cpu") and line[3].isdigit())
-
-
 def cpu_percent(seconds: float) -> float:
     """Busy time over ``seconds``, in % of one core."""
     busy0, total0 = busy_and_total()
     time.sleep(seconds)
     busy1, total1 = busy_and_total()
-    return 100.0 * cores() * (busy1 - busy0) / (total1 - total0)
+    return 100.0 * CORES * (busy1 - busy0) / (total1 - total0)
 
 
 def manifest(image: str, broker: str, state: State) -> dict[str, Any]:
@@ -161,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
         figures = list(measure(kube, kube.images.workload, broker, chosen, args.seconds))
     base = figures[0][1]
     print(f"\n{args.pods} idle worker pods (concurrency 2, Redis broker), the machine's CPU "
-          f"over {args.seconds:g} s per state ({cores()} cores)")
+          f"over {args.seconds:g} s per state ({CORES} cores)")
     print_table(["state", "pods", "CPU % of a core", "over no pods", "per pod"],
                 [[state.label, state.pods, f"{cpu:.1f}", f"{cpu - base:.1f}",
                   f"{(cpu - base) / state.pods:.2f}" if state.pods else "-"]

@@ -56,8 +56,8 @@ class Readiness(bootsteps.StartStopStep):
 
 
 class HttpProbes(bootsteps.StartStopStep):
-    """Started before the other worker steps, so the kubelet gets an answer (not ready yet)
-    while the worker connects; stopped with the worker."""
+    """Serves from its start to the worker's stop; until then the kubelet gets no answer,
+    which fails both probes, as a missing stamp does."""
 
     def __init__(self, worker: Any, **kwargs: Any) -> None:
         super().__init__(worker, **kwargs)

@@ -80,4 +80,3 @@ class ProbeServer:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join()
-
