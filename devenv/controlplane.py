@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import base64
 import datetime
+import errno
 import ipaddress
 import json
 import random
@@ -79,7 +80,13 @@ _handed_out: set[int] = set()
 
 def free_port() -> int:
     """A TCP port free on loopback and on the host address (the daemons use both), never
-    one this process has handed out before (two daemons started together must not share)."""
+    one this process has handed out before (two daemons started together must not share).
+
+    The host address is added first if it is missing (as on a fresh machine, before any
+    daemon has started): a bind to an address the machine does not have fails for every
+    port, so only "address in use" means "try another"; any other error is raised.
+    """
+    _ensure_host_address_once()
     while True:
         port = random.choice(FREE_PORTS)
         if port in _handed_out:
@@ -88,10 +95,23 @@ def free_port() -> int:
             for host in ("127.0.0.1", network.HOST_IP):
                 with socket.socket() as sock:
                     sock.bind((host, port))
-        except OSError:
-            continue
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                continue
+            raise ControlPlaneError(f"cannot look for a free port: binding {host}:{port} "
+                                    f"failed: {error.strerror}") from error
         _handed_out.add(port)
         return port
+
+
+_host_address_checked = False
+
+
+def _ensure_host_address_once() -> None:
+    global _host_address_checked
+    if not _host_address_checked:
+        network.ensure_host_address()
+        _host_address_checked = True
 
 
 # --- certificates ------------------------------------------------------------------

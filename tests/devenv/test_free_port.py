@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import socket
 
-from devenv.controlplane import FREE_PORTS, free_port
+import pytest
+
+from devenv import controlplane
+from devenv.controlplane import FREE_PORTS, ControlPlaneError, free_port
 
 
 def test_ports_lie_below_the_ephemeral_range_and_are_never_handed_out_twice() -> None:
@@ -35,3 +38,25 @@ def test_a_port_something_listens_on_is_not_handed_out() -> None:
     finally:
         for sock in listeners:
             sock.close()
+
+
+def test_the_host_address_is_made_before_the_first_port_is_looked_for(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a fresh machine the host address is missing until a daemon starts; the ports of the
+    control plane are chosen before that, and looked for forever (a benchmark hung)."""
+    calls: list[str] = []
+    monkeypatch.setattr(controlplane, "_host_address_checked", False)
+    monkeypatch.setattr(controlplane.network, "ensure_host_address",
+                        lambda: calls.append("ensure"))
+    free_port()
+    free_port()
+    assert calls == ["ensure"]
+
+
+def test_an_address_the_machine_lacks_is_an_error_not_an_endless_search(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(controlplane, "_host_address_checked", True)
+    monkeypatch.setattr(controlplane.network, "HOST_IP", "198.51.100.7")  # TEST-NET-2
+    with pytest.raises(ControlPlaneError, match=r"binding 198\.51\.100\.7:\d+ failed: "
+                                                "Cannot assign requested address"):
+        free_port()
