@@ -30,13 +30,13 @@ from devenv.controlplane import ControlPlane, free_port, install_crds, tool_dirs
 from devenv.images import Images
 from devenv.node import Node
 from devenv.processes import stop_groups
-from devenv.waiting import wait_until
+from devenv.stack import Daemon, start_operator
 from metamapper_operator import crd
 
-OPERATOR = Path(sys.executable).parent / "metamapper-operator"
 OPERATOR_AGENTS = ("metamapper-operator", "kopf")
 WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
 
 def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
@@ -146,22 +146,17 @@ def command_calls(url: str) -> Counter[str]:
 
 @dataclass
 class Operator:
-    proc: subprocess.Popen[bytes]
-    log: Path
-    liveness_port: int
-    metrics_port: int
+    """A running ``metamapper-operator`` and what the benchmarks read of it."""
 
-    def healthy(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.liveness_port}/healthz",
-                                        timeout=2) as response:
-                return bool(response.status == 200)
-        except OSError:
-            return False
+    daemon: Daemon
+
+    @property
+    def pid(self) -> int:
+        return self.daemon.proc.pid
 
     def metric(self, name: str) -> float:
         """The sum of every sample of metric ``name`` (all label sets)."""
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics",
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.daemon.ports['metrics']}/metrics",
                                     timeout=10) as response:
             text = response.read().decode()
         return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
@@ -169,47 +164,30 @@ class Operator:
 
     def cpu_seconds(self) -> float:
         """User + system CPU time so far (``/proc/<pid>/stat`` utime + stime)."""
-        stat = Path(f"/proc/{self.proc.pid}/stat").read_text()
+        stat = Path(f"/proc/{self.pid}/stat").read_text()
         fields = stat.rpartition(")")[2].split()  # after the command name
         return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
     def memory_kib(self, field: str) -> int:
         """A ``/proc/<pid>/status`` figure such as VmHWM (peak RSS) or VmRSS, in KiB."""
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
             if line.startswith(f"{field}:"):
                 return int(line.split()[1])
         raise KeyError(field)
 
-    def tracebacks(self) -> int:
-        return self.log.read_text(errors="replace").count("Traceback")
-
 
 @contextmanager
 def operator(kube: Cluster, log: Path, *args: str) -> Iterator[Operator]:
-    """The ``metamapper-operator`` console script as a process, stopped on exit."""
-    liveness, metrics = free_port(), free_port()
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [str(OPERATOR), "--liveness-port", str(liveness), "--metrics-port", str(metrics),
-             *args], stdout=out, stderr=subprocess.STDOUT,
-            env={**os.environ, "KUBECONFIG": str(kube.plane.kubeconfig_path)})
-    running = Operator(proc, log, liveness, metrics)
+    """The ``metamapper-operator`` console script as a process, live, stopped on exit;
+    the tracebacks it logged are printed then."""
+    daemon = start_operator(kube.plane.kubeconfig_path, log, *args, env=dict(os.environ))
     try:
-        wait_until(lambda: running.healthy() or proc.poll() is not None, 60,
-                   "the operator's liveness endpoint")
-        if proc.poll() is not None:
-            raise RuntimeError(f"the operator exited:\n{log.read_text()[-3000:]}")
-        yield running
+        yield Operator(daemon)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if tracebacks := running.tracebacks():
-            say(f"the operator logged {tracebacks} traceback(s); log tail:\n"
-                + log.read_text(errors="replace")[-3000:])
+        daemon.stop()
+        output = daemon.output()
+        if tracebacks := output.count("Traceback"):
+            say(f"the operator logged {tracebacks} traceback(s); log tail:\n{output[-3000:]}")
 
 
 # --- the apiserver's audit log -----------------------------------------------------
