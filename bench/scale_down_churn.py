@@ -61,9 +61,16 @@ VISIBILITY = 60
 WINDOW = 20
 ROUNDS = 4
 ROUND_SECONDS = 70.0
-LONG, LONG_SECONDS = 3, 35.0
+# Long tasks outlast the plain scale-down by a margin: it comes WINDOW s after the last
+# high recommendation, on the HPA's 15 s sync (30 to 45 s after the burst's first sync),
+# SIGKILL GRACE s later; with 35 s tasks whether it cut any off hung on how fast the new
+# pods started (on a quiet node they finished first). Shorter than VISIBILITY, or Redis
+# would deliver a running task again.
+LONG, LONG_SECONDS = 3, 50.0
 SHORT, SHORT_SECONDS = 5, 2.0
-TAIL = 100.0
+# Room after the last round for a task cut off in it to come back (the visibility timeout,
+# then Redis restores it) and run in full, so that "lost" means lost, not late.
+TAIL = 160.0
 ONCE_A_DAY = 86400.0
 
 
