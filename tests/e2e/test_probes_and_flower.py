@@ -20,8 +20,6 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import pytest
-
 from tests.e2e.conftest import NAMESPACE, Fleet, Fleets
 from tests.helpers import OwnRedis, wait_until
 
@@ -40,10 +38,21 @@ FAST_PROBES = {
 SETTINGS = {"metamapper_probe_interval": 1}
 
 
+def live_pods(fleet: Fleet) -> list[dict]:
+    return [p for p in fleet.pods() if not p["metadata"].get("deletionTimestamp")]
+
+
 def worker_pod(fleet: Fleet) -> dict:
-    pods = [p for p in fleet.pods() if not p["metadata"].get("deletionTimestamp")]
+    pods = live_pods(fleet)
     assert len(pods) == 1, [p["metadata"]["name"] for p in pods]
     return pods[0]
+
+
+def worker_ready(fleet: Fleet) -> bool:
+    """The fleet's one worker pod is ready (False while the Deployment has not made it yet)."""
+    pods = live_pods(fleet)
+    assert len(pods) <= 1, [p["metadata"]["name"] for p in pods]
+    return bool(pods) and ready(pods[0])
 
 
 def ready(pod: dict) -> bool:
@@ -86,7 +95,7 @@ def test_worker_probes_ride_out_a_broker_outage_and_catch_a_stalled_loop(
     fleet = fleets("probes", own_redis.url)
     fleet.apply(pool={"minReplicas": 1, "maxReplicas": 1, "autoscaling": {"enabled": False}},
                 settings=SETTINGS, probes=FAST_PROBES)
-    wait_until(lambda: ready(worker_pod(fleet)), timeout=120, what="worker ready")
+    wait_until(lambda: worker_ready(fleet), timeout=120, what="worker ready")
     name = worker_pod(fleet)["metadata"]["name"]
     assert probe_in_pod(fleet, name, "worker-live")[0] == 0
 
@@ -103,7 +112,7 @@ def test_worker_probes_ride_out_a_broker_outage_and_catch_a_stalled_loop(
           f"over {5 * MAX_AGE} s ({output.strip()})")
 
     own_redis.start()
-    wait_until(lambda: ready(worker_pod(fleet)), timeout=120, what="ready once the broker is back")
+    wait_until(lambda: worker_ready(fleet), timeout=120, what="ready once the broker is back")
     assert restarts(worker_pod(fleet)) == 0
 
     pid = worker_main_pid(name)
@@ -114,7 +123,20 @@ def test_worker_probes_ride_out_a_broker_outage_and_catch_a_stalled_loop(
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGCONT)
-    wait_until(lambda: ready(worker_pod(fleet)), timeout=120, what="ready after the restart")
+    wait_until(lambda: worker_ready(fleet), timeout=120, what="ready after the restart")
+
+
+def unauthenticated_status(url: str) -> int | None:
+    """The HTTP status of a request without credentials; None while the connection is refused."""
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as answered:
+        return answered.code
+    except urllib.error.URLError as failed:
+        if isinstance(failed.reason, ConnectionRefusedError):
+            return None
+        raise
 
 
 def test_flower_lists_the_fleets_workers_behind_basic_auth(
@@ -136,9 +158,11 @@ def test_flower_lists_the_fleets_workers_behind_basic_auth(
         ip = fleet.get("service", f"{fleet.name}-flower")["spec"]["clusterIP"]
         url = f"http://{ip}:5555/api/workers?refresh=1"
 
-        with pytest.raises(urllib.error.HTTPError) as refused:
-            urllib.request.urlopen(url, timeout=10)
-        assert refused.value.code == 401
+        # kube-proxy programs the Service's rules a moment after the pod turns ready: until
+        # then the connection is refused.
+        status = wait_until(lambda: unauthenticated_status(url), timeout=30,
+                            what="Flower's Service answering")
+        assert status == 401
 
         token = base64.b64encode(b"admin:e2e-flower-pw").decode()
         request = urllib.request.Request(url, headers={"Authorization": f"Basic {token}"})
