@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -29,8 +31,8 @@ from celery import Celery
 
 from devenv.errors import DevenvError
 from devenv.stack import Stack
-from devenv.waiting import wait_until
-from devenv.workload import MODULE, TASK, Tally, tally
+from devenv.waiting import WaitTimeout, wait_until
+from devenv.workload import MODULE, TASK, Tally, records, tally
 from metamapper_operator import crd
 
 NAMESPACE = "e2e"
@@ -59,6 +61,31 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     output = running.operator_logs()
     running.stop()
     assert "Traceback" not in output, output[-5000:]
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    body: bytes
+
+
+def service_get(url: str, headers: dict[str, str] | None = None) -> Reply:
+    """GET ``url`` on a Service's ClusterIP. kube-proxy programs a Service's rules a moment
+    after its pod turns ready: until then the connection is refused, so wait for them."""
+    request = urllib.request.Request(url, headers=headers or {})
+
+    def reply() -> Reply | None:
+        try:
+            with urllib.request.urlopen(request, timeout=20) as response:
+                return Reply(int(response.status), response.read())
+        except urllib.error.HTTPError as answered:
+            return Reply(answered.code, answered.read())
+        except urllib.error.URLError as failed:
+            if isinstance(failed.reason, ConnectionRefusedError):
+                return None
+            raise
+
+    return wait_until(reply, what=f"an answer from {url}")
 
 
 class Sampler(Generic[T]):
@@ -112,10 +139,22 @@ class Watch:
 
 
 class ReplicasWatch(Watch):
-    """The ``spec.replicas`` of a Deployment, as the apiserver reports each change."""
+    """The ``spec.replicas`` of a Deployment, as the apiserver reports each change.
+
+    Made once the watch has printed the Deployment's size at the start, so the first value
+    is the size before whatever the test does next.
+    """
 
     def __init__(self, stack: Stack, deployment: str) -> None:
         super().__init__(stack, "{.spec.replicas}", "deployment", deployment)
+        wait_until(lambda: self.lines, what=f"the size of deployment {deployment}")
+
+    def stop_once(self, replicas: int) -> None:
+        """Stop once the watch has seen ``replicas``: a GET may show a change before the
+        watch delivers it."""
+        wait_until(lambda: self.values()[-1:] == [replicas],
+                   what=f"the watch seeing {replicas} replicas")
+        self.stop()
 
     def changes(self) -> list[tuple[float, int]]:
         """(time, replicas) at each change, starting from the first value seen."""
@@ -209,6 +248,11 @@ class Fleet:
     def replicas(self) -> int:
         return int(self.get("deployment", self.deployment)["spec"]["replicas"])
 
+    def pool_status(self) -> Json:
+        """The status of the fleet's first pool ({} until the operator has written one)."""
+        pools = (self.get("metamapper", self.name).get("status") or {}).get("pools") or [{}]
+        return dict(pools[0])
+
     def condition(self, kind: str) -> str:
         status = self.get("metamapper", self.name).get("status") or {}
         return next((c["status"] for c in status.get("conditions") or []
@@ -255,9 +299,36 @@ class Fleet:
         return tally(self.records, ids)
 
     def wait_done(self, ids: list[str], timeout: float = 120) -> Tally:
-        wait_until(lambda: self.tally(ids).done == len(ids), timeout=timeout,
-                   interval=0.5, what=f"{len(ids)} tasks done")
+        try:
+            wait_until(lambda: self.tally(ids).done == len(ids), timeout=timeout,
+                       interval=0.5, what=f"{len(ids)} tasks done")
+        except WaitTimeout as late:
+            raise AssertionError(f"{late}\n{self.whereabouts(ids)}") from None
         return self.tally(ids)
+
+    def whereabouts(self, ids: list[str]) -> str:
+        """Where the tasks not done are: their runs, and the broker's lists of messages."""
+        missing = {i: records(self.records, "started", i) for i in ids
+                   if not records(self.records, "done", i)}
+        client = redis.Redis.from_url(self.broker, decode_responses=True)
+        try:
+            waiting = client.lrange(POOL, 0, -1)
+            unacked = client.hgetall("unacked")
+            mutex_ttl = client.pttl("unacked_mutex")
+            index = dict(client.zrange("unacked_index", 0, -1, withscores=True))
+        except redis.RedisError as err:
+            return f"{self.tally(ids)}; the broker cannot be read: {err}"
+        finally:
+            client.close()
+        lines = [f"{self.tally(ids)}; broker: {len(waiting)} waiting, {len(unacked)} unacked, "
+                 f"unacked_mutex pttl {mutex_ttl} ms, now {time.time():.1f}"]
+        for task_id, runs in missing.items():
+            where = [f"{tag} since {index.get(tag, 0):.1f}" for tag, body in unacked.items()
+                     if task_id in body] + [f"waiting #{n}" for n, body in enumerate(waiting)
+                                            if task_id in body]
+            lines.append(f"not done: {task_id}: started {[(r.at, r.pod) for r in runs]}, "
+                         f"in the broker: {where or 'nowhere'}")
+        return "\n".join(lines)
 
     def backlog(self) -> int:
         """Waiting plus in-flight messages, measured here independently of the operator."""

@@ -15,11 +15,6 @@ def annotate(fleet: Fleet, *pairs: str) -> None:
                         *pairs)
 
 
-def pool_status(fleet: Fleet) -> dict[str, object]:
-    pools = (fleet.get("metamapper", fleet.name).get("status") or {}).get("pools") or [{}]
-    return dict(pools[0])
-
-
 def test_paused_replicas_pin_real_pods_that_run_every_task(
         fleets: Fleets, redis_url: str) -> None:
     fleet = fleets("paused", redis_url)
@@ -54,20 +49,22 @@ def test_a_latency_target_sizes_the_pool_by_measured_throughput(
 
     fast = fleet.send(30, 0.2)         # ~4 per second: 30 done well within 10 s by one pod
     fast_done = fleet.wait_done(fast)
-    measured = pool_status(fleet).get("throughputPerPod")
-    assert isinstance(measured, float) and measured > 1.5, pool_status(fleet)
+    measured = fleet.pool_status().get("throughputPerPod")
+    assert isinstance(measured, float) and measured > 1.5, fleet.pool_status()
     assert set(replicas.values()) == {1}, replicas.values()
 
     # 0.5 per second: 36 take 72 s on one pod. The measured throughput falls by half a
     # step per span of work done (about 2 s each), from ~4 to under 36 / 4 pods / 10 s;
     # on a busy machine that took more than 40 s.
     slow = fleet.send(36, 2.0)
-    wait_until(lambda: fleet.replicas() == 4, timeout=60,
-               what="the pool at maxReplicas as the measured throughput falls")
-    status = pool_status(fleet)
+    # The status of the cycle that asked for 4 pods (written after the scale).
+    status = wait_until(lambda: (s := fleet.pool_status()).get("desiredReplicas") == 4 and s,
+                        timeout=60,
+                        what="the pool at maxReplicas as the measured throughput falls")
     slow_done = fleet.wait_done(slow)
     replicas.stop()
 
+    assert max(replicas.values()) == 4, replicas.values()
     assert isinstance(status["throughputPerPod"], float)
     assert status["throughputPerPod"] < measured / 2, (measured, status)
     assert fast_done == Tally(sent=30, done=30, lost=0, duplicated=0, interrupted=0)

@@ -42,7 +42,7 @@ def test_operator_killed_mid_burst_converges_without_flapping(
     result = fleet.wait_done(ids)
     wait_until(lambda: fleet.replicas() == 1, timeout=WINDOW_SECONDS + 20,
                what="the pool back at minReplicas")
-    replicas.stop()
+    replicas.stop_once(1)
     last_change = replicas.changes()[-1][0]
     wait_until(lambda: backlog.samples[-1][0] > last_change, what="a backlog sample")
     backlog.stop()
@@ -116,7 +116,7 @@ def test_broker_restart_holds_the_fleet_and_loses_no_task(
     result = fleet.wait_done(ids, timeout=300)
     wait_until(lambda: fleet.replicas() == 1, timeout=WINDOW_SECONDS + 20,
                what="the pool back at minReplicas")
-    replicas.stop()
+    replicas.stop_once(1)
 
     print(f"broker restart: {result}")
     assert (result.done, result.lost) == (40, 0), result

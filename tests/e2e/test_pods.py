@@ -12,7 +12,7 @@ import urllib.request
 from devenv.stack import OPERATOR_NAMESPACE
 from devenv.waiting import wait_until
 from devenv.workload import HOG, records
-from tests.e2e.conftest import NAMESPACE, Fleet, Fleets
+from tests.e2e.conftest import NAMESPACE, Fleet, Fleets, service_get
 
 COMPILERS = ("cc", "gcc", "g++", "c++", "clang", "make")
 
@@ -128,8 +128,9 @@ def test_the_operator_runs_in_its_pod_with_the_charts_account_and_serves_its_end
     service = json.loads(stack.kubectl("get", "service", "-n", OPERATOR_NAMESPACE,
                                        "metamapper-operator-metrics", "-o", "json").stdout)
     address = f"{service['spec']['clusterIP']}:{service['spec']['ports'][0]['port']}"
-    with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as response:
-        metrics = response.read().decode()
+    reply = service_get(f"http://{address}/metrics")
+    assert reply.status == 200, reply
+    metrics = reply.body.decode()
     assert "metamapper_autoscale_cycle_seconds" in metrics
     logs = stack.operator_logs()
     assert "kopf" in logs.lower() or logs.strip(), "kubectl logs shows the operator's log"

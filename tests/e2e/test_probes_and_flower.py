@@ -16,11 +16,9 @@ import json
 import os
 import signal
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
-from tests.e2e.conftest import NAMESPACE, Fleet, Fleets
+from tests.e2e.conftest import NAMESPACE, Fleet, Fleets, service_get
 from tests.helpers import OwnRedis, wait_until
 
 MAX_AGE = 6
@@ -126,19 +124,6 @@ def test_worker_probes_ride_out_a_broker_outage_and_catch_a_stalled_loop(
     wait_until(lambda: worker_ready(fleet), timeout=120, what="ready after the restart")
 
 
-def unauthenticated_status(url: str) -> int | None:
-    """The HTTP status of a request without credentials; None while the connection is refused."""
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as answered:
-        return answered.code
-    except urllib.error.URLError as failed:
-        if isinstance(failed.reason, ConnectionRefusedError):
-            return None
-        raise
-
-
 def test_flower_lists_the_fleets_workers_behind_basic_auth(
         fleets: Fleets, redis_url: str) -> None:
     fleet = fleets("flower", redis_url)
@@ -157,26 +142,19 @@ def test_flower_lists_the_fleets_workers_behind_basic_auth(
         assert not any("redis://" in a for a in args), args
         ip = fleet.get("service", f"{fleet.name}-flower")["spec"]["clusterIP"]
         url = f"http://{ip}:5555/api/workers?refresh=1"
-
-        # kube-proxy programs the Service's rules a moment after the pod turns ready: until
-        # then the connection is refused.
-        status = wait_until(lambda: unauthenticated_status(url), timeout=30,
-                            what="Flower's Service answering")
-        assert status == 401
+        assert service_get(url).status == 401
 
         token = base64.b64encode(b"admin:e2e-flower-pw").decode()
-        request = urllib.request.Request(url, headers={"Authorization": f"Basic {token}"})
+        auth = {"Authorization": f"Basic {token}"}
 
         def workers() -> list[str]:
-            with urllib.request.urlopen(request, timeout=20) as response:
-                return list(json.loads(response.read()))
+            reply = service_get(url, auth)
+            assert reply.status == 200, reply
+            return list(json.loads(reply.body))
 
         names = wait_until(lambda: [n for n in workers() if worker in n], timeout=60,
                            what="Flower listing the worker")
-        page = urllib.request.Request(f"http://{ip}:5555/workers",
-                                      headers={"Authorization": f"Basic {token}"})
-        with urllib.request.urlopen(page, timeout=20) as response:
-            assert response.status == 200
+        assert service_get(f"http://{ip}:5555/workers", auth).status == 200
         print(f"Flower through its Service {ip}:5555 lists {names}")
     finally:
         fleet.stack.kubectl("delete", "-n", NAMESPACE, "secret", "flower-auth",

@@ -76,7 +76,8 @@ def test_burst_scales_up_then_down_only_after_the_window(
     assert status["desiredReplicas"] == 5
     assert status["backlogSource"].startswith("redis")
     assert "9" in status["lastScaleReason"]
-    expect_event(cluster, namespace, "ScaledUp", "pool default: 1 -> 5 pods")
+    # The autoscaler may look while the burst is still being sent: the last step is to 5.
+    expect_event(cluster, namespace, "ScaledUp", " -> 5 pods")
 
     redis.Redis.from_url(redis_url).delete("default")
     drained = time.monotonic()

@@ -48,8 +48,11 @@ def test_pause_holds_the_size_pins_replicas_and_reports_bad_values(
 
     annotate(cluster, namespace, f"{PAUSED_REPLICAS}=2")
     wait_until(lambda: replicas(cluster, namespace) == 2, what="pinned at 2")
-    paused = condition(get(cluster, namespace, "metamapper", "mm"), "Paused")
-    assert paused["reason"] == "PinnedReplicas" and "held at 2 pods" in paused["message"]
+    # The operator scales, then publishes the status that says why.
+    paused = wait_until(lambda: (c := condition(get(cluster, namespace, "metamapper", "mm"),
+                                                "Paused")).get("reason") == "PinnedReplicas"
+                        and c, what="the Paused condition of pinned replicas")
+    assert "held at 2 pods" in paused["message"]
     push(redis_url, 20)                                    # would be 10 pods
     time.sleep(4)
     assert replicas(cluster, namespace) == 2
@@ -91,7 +94,8 @@ def test_a_schedule_window_raises_the_minimum_while_open(
                what="3 pods while the window is open")
     opened = datetime.datetime.now(datetime.UTC)
     assert opened >= start
-    status = pool_status(cluster, namespace)
+    status = wait_until(lambda: (s := pool_status(cluster, namespace)).get("activeSchedule")
+                        and s, what="the open window in the status")   # written after the scale
     assert status["activeSchedule"] == {
         "name": "warm-up", "minReplicas": 3,
         "until": (start + datetime.timedelta(seconds=20)).strftime("%Y-%m-%dT%H:%M:%SZ")}
