@@ -284,17 +284,23 @@ def test_a_shrinking_pool_drains_idle_workers_first_and_removes_exactly_them() -
         # The idle worker first, then the least busy; one that does not answer (maybe
         # hung: it could not confirm a drain) last.
         assert control.stopped == ["p-idle", "p-busy"]
-        assert kube.scaled == [("mm-default", 2)]          # only the drained one goes
+        # The drained one gets the lowest cost; the Deployment shrinks only in the next
+        # cycle, once the ReplicaSet controller's cache has had time to see it.
+        assert kube.scaled == []
         assert kube.pods["p-idle"][DELETION_COST] == str(DRAINED_COST)
         assert DELETION_COST not in kube.pods["p-busy"]
         assert kube.pods["p-busy"][DRAINING] == "true"
+        await autoscaler.cycle()
+        assert kube.scaled == [("mm-default", 2)]          # only the drained one goes
         assert runtime.fleets[KEY].scaling["default"].draining == ("p-busy",)
         del kube.pods["p-idle"]                          # the ReplicaSet removed it
         control.held["p-busy"] = Load()                  # its task is done
         await autoscaler.cycle()
+        assert kube.scaled == [("mm-default", 2)]
+        assert kube.pods["p-busy"][DELETION_COST] == str(DRAINED_COST)
+        await autoscaler.cycle()
         assert kube.scaled == [("mm-default", 2), ("mm-default", 1)]
         assert set(kube.pods) == {"p-silent", "p-busy"}
-        assert kube.pods["p-busy"][DELETION_COST] == str(DRAINED_COST)
     asyncio.run(scenario())
 
 
@@ -332,7 +338,9 @@ def test_drained_pods_wait_while_a_staying_pod_would_be_removed_before_them() ->
         clock[0] = window(runtime)
         await autoscaler.cycle()
         assert control.stopped == ["p-idle"] and kube.scaled == []
+        assert DELETION_COST not in kube.pods["p-idle"]
         kube.pods_ready("p-new")
+        await autoscaler.cycle()                         # the cost, then the scale
         await autoscaler.cycle()
         assert kube.scaled == [("mm-default", 1)]
     asyncio.run(scenario())
@@ -351,8 +359,9 @@ def test_a_pod_that_cannot_start_is_retired_before_running_idle_workers() -> Non
         clock[0] = window(runtime)
         await autoscaler.cycle()
         assert control.stopped == ["p-a", "p-b"]    # nobody asks a worker not started
-        assert kube.scaled == [("mm-default", 1)]
         assert kube.pods["p-z"][DELETION_COST] == str(DRAINED_COST)
+        await autoscaler.cycle()
+        assert kube.scaled == [("mm-default", 1)]
         assert DRAINING not in kube.pods["p-c"]
     asyncio.run(scenario())
 
@@ -370,6 +379,24 @@ def test_a_burst_during_a_drain_takes_the_draining_worker_back() -> None:
         await autoscaler.cycle()
         assert control.resumed == ["p-a"] and kube.scaled and kube.scaled[-1][1] > 2
         assert runtime.fleets[KEY].scaling["default"].draining == ()
+    asyncio.run(scenario())
+
+
+def test_a_drained_worker_wanted_back_loses_its_deletion_cost() -> None:
+    """Otherwise the ReplicaSet controller would remove it first at the next scale-down,
+    whichever pods that one drained."""
+    async def scenario() -> None:
+        pods = {name: WorkerPod(name) for name in ("p-a", "p-b")}
+        runtime, kube, autoscaler, control, clock = shrinking(
+            pods, {"p-a": Load(), "p-b": Load(active=1)}, replicas=2)
+        await autoscaler.cycle()
+        clock[0] = window(runtime)
+        await autoscaler.cycle()
+        assert kube.pods["p-a"][DELETION_COST] == str(DRAINED_COST) and kube.scaled == []
+        autoscaler.probes[ACCESS] = FakeProbe(4)            # wants more than 2 pods
+        await autoscaler.cycle()
+        assert control.resumed == ["p-a"] and kube.pods["p-a"] == {}
+        assert all(replicas > 2 for _, replicas in kube.scaled)
     asyncio.run(scenario())
 
 

@@ -5,7 +5,7 @@ Each autoscaling cycle, for a pool that must shrink (or has workers draining), t
 draining ones still hold, gives up on drains past their timeout (the worker consumes
 again; a Warning event ``DrainTimedOut`` and the pool's status say so), and returns the
 size the Deployment may take now: lower only by the drained pods, which get the lowest
-pod-deletion cost first so the ReplicaSet controller removes exactly them
+pod-deletion cost a cycle before so the ReplicaSet controller removes exactly them
 (``autoscale/drainplan.py`` says when that holds; otherwise the pool waits a cycle).
 
 A pod being drained carries the annotation ``metamapper.io/draining``, so an operator
@@ -167,9 +167,19 @@ class Shrinker:
         if why:
             return Outcome(current, f"; drained pods wait: {why}",
                            tuple(sorted(found.drains)), timed_out)
-        for name in result.drained:
+        # The ReplicaSet controller ranks pods from its own cache of them: lowering the
+        # replicas in the cycle that sets the cost could let it remove a pod it does not
+        # yet see as the cheapest. So the pool shrinks once the cost was there at the
+        # start of a cycle (one polling interval after it was set).
+        unseen = [name for name in result.drained
+                  if pods[name].annotations.get(DELETION_COST) != str(DRAINED_COST)]
+        for name in unseen:
             await self.kube.annotate_pod(fleet.namespace, name,
                                          {DELETION_COST: str(DRAINED_COST)})
+        if unseen:
+            return Outcome(current, f"; drained {', '.join(unseen)}: removed next cycle",
+                           tuple(sorted(found.drains)), timed_out)
+        for name in result.drained:
             del found.drains[name]
         return Outcome(current - len(result.drained),
                        f"; removing drained {', '.join(result.drained)}",
@@ -182,7 +192,8 @@ class Shrinker:
         for the next scale-down."""
         confirmed = await found.control.resume_consuming(found.hosts(pods), found.queues)
         for name in pods:
-            await self.kube.annotate_pod(found.namespace, name, {DRAINING: None})
+            await self.kube.annotate_pod(found.namespace, name,
+                                         {DRAINING: None, DELETION_COST: None})
             found.drains.pop(name, None)
         return {name for name in pods if hostname(found.pool, name) in confirmed}
 
