@@ -245,6 +245,10 @@ class Fleet:
         items: list[Json] = self.get("pods", "-l", selector)["items"]
         return items
 
+    def live_pods(self) -> list[Json]:
+        """The worker pods not being deleted."""
+        return [p for p in self.pods() if not p["metadata"].get("deletionTimestamp")]
+
     def replicas(self) -> int:
         return int(self.get("deployment", self.deployment)["spec"]["replicas"])
 
@@ -271,7 +275,7 @@ class Fleet:
     def wait_for_workers(self, count: int) -> None:
         """Until ``count`` worker pods run a Celery worker that consumes (logged ``ready.``)."""
         def consuming() -> bool:
-            pods = [p for p in self.pods() if not p["metadata"].get("deletionTimestamp")]
+            pods = self.live_pods()
             return len(pods) == count and all(
                 " ready." in self.log(p["metadata"]["name"]) for p in pods)
 

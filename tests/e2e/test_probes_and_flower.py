@@ -36,19 +36,15 @@ FAST_PROBES = {
 SETTINGS = {"metamapper_probe_interval": 1}
 
 
-def live_pods(fleet: Fleet) -> list[dict]:
-    return [p for p in fleet.pods() if not p["metadata"].get("deletionTimestamp")]
-
-
 def worker_pod(fleet: Fleet) -> dict:
-    pods = live_pods(fleet)
+    pods = fleet.live_pods()
     assert len(pods) == 1, [p["metadata"]["name"] for p in pods]
     return pods[0]
 
 
 def worker_ready(fleet: Fleet) -> bool:
     """The fleet's one worker pod is ready (False while the Deployment has not made it yet)."""
-    pods = live_pods(fleet)
+    pods = fleet.live_pods()
     assert len(pods) <= 1, [p["metadata"]["name"] for p in pods]
     return bool(pods) and ready(pods[0])
 
