@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 from metamapper_operator.model import Fleet
 from metamapper_operator.references import BrokerAccess
-from metamapper_operator.status import PoolScale
+from metamapper_operator.status import Fault, PoolScale
 
 # How long a size the operator set may take to show in the Deployment watch.
 SCALE_SETTLE_SECONDS = 10.0
@@ -56,6 +56,9 @@ class FleetState:
     scaling: dict[str, PoolScale] = field(default_factory=dict)
     # Broker queues with messages, no consumer and no pool (None: the broker cannot tell).
     unconsumed: tuple[str, ...] | None = None
+    # Steps of this object that failed, by step (containment.Boundary and settle): each
+    # shows in status until the step succeeds again.
+    faults: dict[str, Fault] = field(default_factory=dict)
     status: str | None = None  # as last written or seen, as JSON (see publish.compact)
     # What the last reconcile that succeeded started from, and when (monotonic): a resync
     # finding the same skips the object (see handlers.resync_loop).

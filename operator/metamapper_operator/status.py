@@ -38,6 +38,16 @@ WARNING_CONDITIONS = ("GracePeriodTooShort", "VisibilityTimeoutTooShort",
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class Fault:
+    """A step of one object's reconcile or autoscaling that failed: which step, the
+    condition reason it shows as, and a message with every credential scrubbed."""
+
+    step: str
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class DeploymentState:
     """What the operator knows of one child Deployment (from its watch)."""
 
@@ -106,6 +116,7 @@ class Observed:
     deployments: Mapping[str, DeploymentState] | None = None
     scaling: Mapping[str, PoolScale] | None = None
     unconsumed: tuple[str, ...] | None = None  # broker queues nobody consumes or names
+    faults: tuple[Fault, ...] = ()      # steps that failed (containment.Boundary)
 
 
 def _condition(kind: str, ok: bool, reason: str, message: str) -> dict[str, Any]:
@@ -208,6 +219,7 @@ def _conditions(obs: Observed) -> list[dict[str, Any]]:
     # a broker outage does not hide a held scheduler (or the other way round).
     problems = [(reason, message) for reason, message in (
         ("ApplyFailed", obs.failure), ("BrokerUnreachable", obs.broker_error),
+        *((fault.reason, f"{fault.step}: {fault.message}") for fault in obs.faults),
         ("SchedulerHeld", held)) if message]
     if problems:
         degraded = _condition("Degraded", True, problems[0][0],
@@ -220,6 +232,9 @@ def _conditions(obs: Observed) -> list[dict[str, Any]]:
         ready = _condition("Ready", False, "ApplyFailed", obs.failure)
     elif obs.broker_error:  # pools cannot follow their queues: not ready (as KEDA says)
         ready = _condition("Ready", False, "BrokerUnreachable", obs.broker_error)
+    elif obs.faults:  # a step of this object failed (the others' went on)
+        ready = _condition("Ready", False, obs.faults[0].reason, "; ".join(
+            f"{fault.step}: {fault.message}" for fault in obs.faults))
     elif held:
         ready = _condition("Ready", False, "SchedulerHeld", held)
     elif missing or unsettled:
