@@ -2,7 +2,9 @@
 
 With ``--lease`` (what the chart passes) the process first stands by until it holds the
 Lease, and only then starts kopf, its handlers and the loops: a standby makes no write at
-all. Losing the Lease ends the process (see :mod:`metamapper_operator.leader`).
+all. Losing the Lease ends the process (see :mod:`metamapper_operator.leader`), and kopf's
+own requests (its annotations on the Metamappers, its events) take no longer than the
+fencing margin allows (:func:`kopf_settings`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,12 @@ from metamapper_operator.kube import Kube
 from metamapper_operator.leader import LeaseElector, LeaseSettings, identity
 
 DEFAULTS = Config()
+# The shortest polling interval: every broker is measured once per interval.
+MIN_POLL_SECONDS = 1.0
+# kopf's requests without leader election; with it, the fencing margin's write budget.
+KOPF_REQUEST_TIMEOUT = 60.0
+# kopf lists the Metamappers in pages of this many, so each page fits a short timeout.
+KOPF_LIST_CHUNK = 500
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -50,9 +58,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--verbose", action="store_true", help="debug logging")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     args = parser.parse_args(argv)
-    if args.poll_interval <= 0 or args.resync_interval <= 0 or args.lease_duration < 3:
-        parser.error("--poll-interval and --resync-interval must be positive, "
-                     "--lease-duration at least 3")
+    if args.poll_interval < MIN_POLL_SECONDS:
+        parser.error(f"--poll-interval must be at least {MIN_POLL_SECONDS:g} (seconds)")
+    if args.resync_interval <= 0 or args.lease_duration < 3:
+        parser.error("--resync-interval must be positive, --lease-duration at least 3")
     if args.lease is not None and args.lease.count("/") != 1:
         parser.error("--lease takes NAMESPACE/NAME")
     if args.metrics_port and args.metrics_port == args.liveness_port:
@@ -67,14 +76,25 @@ def lease_settings(args: argparse.Namespace, holder: str) -> LeaseSettings:
                          renew_deadline=duration * 2 / 3, retry_period=duration * 2 / 15)
 
 
+def kopf_settings(lease: LeaseSettings | None) -> kopf.OperatorSettings:
+    """kopf's settings that the command line decides: with leader election, kopf's requests
+    (which pass no guard) end within the fencing margin."""
+    settings = kopf.OperatorSettings()
+    settings.networking.request_timeout = (
+        KOPF_REQUEST_TIMEOUT if lease is None else min(KOPF_REQUEST_TIMEOUT, lease.write_budget))
+    settings.watching.chunk_size = KOPF_LIST_CHUNK
+    return settings
+
+
 async def serve(args: argparse.Namespace) -> int:
     holder = identity()
     health = Health()
     await health.start(args.liveness_port)
     elector = None
-    if args.lease:
+    lease = lease_settings(args, holder) if args.lease else None
+    if lease is not None:
         kube = await Kube.connect(holder)
-        elector = LeaseElector(lease_settings(args, holder), kube.coordination)
+        elector = LeaseElector(lease, kube.coordination)
         elector.fence()
         await elector.acquire()
         renewal = asyncio.create_task(elector.renew_forever())
@@ -84,6 +104,7 @@ async def serve(args: argparse.Namespace) -> int:
     try:
         await kopf.operator(
             clusterwide=not args.namespace, namespaces=args.namespace, standalone=True,
+            settings=kopf_settings(lease),
             memo=kopf.Memo(config=config, health=health,
                            guard=elector.check if elector else None))
     finally:

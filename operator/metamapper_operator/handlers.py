@@ -61,7 +61,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo,
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 30
-    settings.networking.request_timeout = 60
+    # kopf's request timeout comes from __main__.kopf_settings (the fencing margin).
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
         prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(

@@ -14,6 +14,7 @@ import datetime
 import json
 import logging
 import os
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -26,11 +27,13 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from metamapper_operator import __version__, crd
 from metamapper_operator.autoscale.drainplan import WorkerPod
 from metamapper_operator.builders import MANAGER
+from metamapper_operator.events import Correlator, EventKey, Involved, Posted
 
 APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
 RETRYABLE = frozenset({409, 429, 500, 502, 503, 504})
-# Seconds any one request may take: a stalled request must not hold an object's lock.
+# Seconds any one request may take: a stalled request must not hold an object's lock. A
+# write takes at most what the guard allows (with leader election: until the Lease may pass).
 REQUEST_TIMEOUT = 10.0
 log = logging.getLogger(__name__)
 
@@ -61,14 +64,14 @@ TRANSPORT_ERRORS = (TimeoutError, OSError, aiohttp.ClientError)
 
 
 def _patch(call: Callable[..., Awaitable[Any]], *args: Any, content_type: str,
-           **kwargs: Any) -> Awaitable[Any]:
+           timeout: float, **kwargs: Any) -> Awaitable[Any]:
     """Call a generated patch method with an explicit Content-Type.
 
     The client picks strategic merge for dict bodies; apply and merge patches need
     ``_content_type``, which the client accepts but its generated stubs do not list.
     """
     return call(*args, _content_type=content_type, field_manager=MANAGER,
-                _request_timeout=REQUEST_TIMEOUT, **kwargs)
+                _request_timeout=timeout, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -89,18 +92,21 @@ def _worker_pod(pod: Any) -> WorkerPod:
                      phase=(status.phase if status else None) or "Pending", ready=ready)
 
 
-def unguarded() -> None:
-    """The guard of an operator that acts without leader election."""
+def unguarded() -> float:
+    """The guard of an operator that acts without leader election: no limit of its own."""
+    return REQUEST_TIMEOUT
 
 
 class Kube:
     """An API client for the operator's writes, with one field manager for all of them.
 
-    ``guard`` runs before every write; with leader election it ends the process once this
-    one may no longer hold the Lease (:meth:`LeaseElector.check`).
+    ``guard`` runs before every write and gives the seconds it may take; with leader
+    election it ends the process once this one may no longer hold the Lease, and gives the
+    time left until a standby may act (:meth:`LeaseElector.check`): a write never lands
+    after another process may have started writing.
     """
 
-    def __init__(self, api: client.ApiClient, guard: Callable[[], None] = unguarded) -> None:
+    def __init__(self, api: client.ApiClient, guard: Callable[[], float] = unguarded) -> None:
         self.api = api
         self.guard = guard
         self.apps = client.AppsV1Api(api)
@@ -109,9 +115,10 @@ class Kube:
         self.coordination = client.CoordinationV1Api(api)
         self.policy = client.PolicyV1Api(api)
         self.networking = client.NetworkingV1Api(api)
+        self.events = Correlator(time.monotonic)
 
     @classmethod
-    async def connect(cls, identity: str, guard: Callable[[], None] = unguarded) -> Kube:
+    async def connect(cls, identity: str, guard: Callable[[], float] = unguarded) -> Kube:
         """A client from the in-cluster account or the kubeconfig; its User-Agent names
         the process (``identity``), so the audit log tells two operator processes apart."""
         if os.environ.get("KUBERNETES_SERVICE_HOST"):
@@ -125,6 +132,13 @@ class Kube:
     async def close(self) -> None:
         await self.api.close()
 
+    def _write_timeout(self, what: str) -> float:
+        """Pass the guard; the timeout of a write that may start now."""
+        budget = min(REQUEST_TIMEOUT, self.guard())
+        if budget <= 0:
+            raise KubeError(what, TimeoutError("no time left before the Lease may pass on"))
+        return budget
+
     async def apply(self, obj: Mapping[str, Any]) -> None:
         """Server-side apply ``obj`` (a Deployment, ConfigMap or Service) as the operator."""
         meta = obj["metadata"]
@@ -137,11 +151,13 @@ class Kube:
                  "networking.k8s.io/v1/NetworkPolicy":
                      self.networking.patch_namespaced_network_policy}[
                      f"{obj['apiVersion']}/{kind}"]
-        self.guard()
+        what = f"applying {kind} {namespace}/{name}"
+        timeout = self._write_timeout(what)
         try:
-            await _patch(patch, name, namespace, obj, content_type=APPLY, force=True)
+            await _patch(patch, name, namespace, obj, content_type=APPLY, force=True,
+                         timeout=timeout)
         except (ApiException, *TRANSPORT_ERRORS) as err:
-            raise KubeError(f"applying {kind} {namespace}/{name}", err) from None
+            raise KubeError(what, err) from None
 
     async def delete_deployment(self, namespace: str, name: str) -> None:
         await self.delete("Deployment", namespace, name)
@@ -153,13 +169,14 @@ class Kube:
                   "Service": self.core.delete_namespaced_service,
                   "PodDisruptionBudget": self.policy.delete_namespaced_pod_disruption_budget,
                   "NetworkPolicy": self.networking.delete_namespaced_network_policy}[kind]
-        self.guard()
+        what = f"deleting {kind} {namespace}/{name}"
+        timeout = self._write_timeout(what)
         try:
             await remove(name, namespace, propagation_policy="Background",
-                         _request_timeout=REQUEST_TIMEOUT)
+                         _request_timeout=timeout)
         except (ApiException, *TRANSPORT_ERRORS) as err:
             if getattr(err, "status", None) != 404:
-                raise KubeError(f"deleting {kind} {namespace}/{name}", err) from None
+                raise KubeError(what, err) from None
 
     async def _pods(self, namespace: str, labels: Mapping[str, str]) -> list[Any]:
         """The pods with ``labels`` (``V1Pod``s)."""
@@ -188,13 +205,14 @@ class Kube:
 
     async def ungate_pod(self, namespace: str, name: str) -> None:
         """Lift a pod's scheduling gates (a pod may only lose gates, never gain them)."""
-        self.guard()
+        what = f"lifting the gate of Pod {namespace}/{name}"
+        timeout = self._write_timeout(what)
         try:
             await _patch(self.core.patch_namespaced_pod, name, namespace,
-                         {"spec": {"schedulingGates": []}}, content_type=MERGE)
+                         {"spec": {"schedulingGates": []}}, content_type=MERGE, timeout=timeout)
         except (ApiException, *TRANSPORT_ERRORS) as err:
             if getattr(err, "status", None) != 404:
-                raise KubeError(f"lifting the gate of Pod {namespace}/{name}", err) from None
+                raise KubeError(what, err) from None
 
     async def metamapper_uid(self, namespace: str, name: str) -> str | None:
         """The uid of the Metamapper ``namespace/name`` now, None when there is none."""
@@ -220,49 +238,87 @@ class Kube:
         return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
 
     async def scale(self, namespace: str, name: str, replicas: int) -> None:
-        self.guard()
+        what = f"scaling Deployment {namespace}/{name}"
+        timeout = self._write_timeout(what)
         try:
             await _patch(self.apps.patch_namespaced_deployment_scale, name, namespace,
-                         {"spec": {"replicas": replicas}}, content_type=MERGE)
+                         {"spec": {"replicas": replicas}}, content_type=MERGE, timeout=timeout)
         except (ApiException, *TRANSPORT_ERRORS) as err:
-            raise KubeError(f"scaling Deployment {namespace}/{name}", err) from None
+            raise KubeError(what, err) from None
 
     async def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
-        self.guard()
+        what = f"updating status of {namespace}/{name}"
+        timeout = self._write_timeout(what)
         try:
             await _patch(self.custom.patch_namespaced_custom_object_status, crd.GROUP,
                          crd.VERSION, namespace, crd.PLURAL, name, {"status": dict(status)},
-                         content_type=MERGE)
+                         content_type=MERGE, timeout=timeout)
         except (ApiException, *TRANSPORT_ERRORS) as err:
             if getattr(err, "status", None) != 404:  # deleted meanwhile: nothing left to report on
-                raise KubeError(f"updating status of {namespace}/{name}", err) from None
+                raise KubeError(what, err) from None
 
     async def event(self, involved: Mapping[str, Any], type: str, reason: str,
                     message: str) -> None:
         """Post a Kubernetes Event about a Metamapper (``involved`` is its metadata).
 
-        A failure to post is logged, never raised: an event is worth less than the work
-        it reports on.
+        Correlated as client-go does (:mod:`metamapper_operator.events`): a repeat of a
+        recent identical event raises that Event's count instead of creating another, and
+        each object's events are rate-limited. A failure to post is logged, never raised:
+        an event is worth less than the work it reports on.
         """
-        now = datetime.datetime.now(datetime.UTC)
-        namespace = involved["namespace"]
+        namespace, name = involved["namespace"], involved["name"]
+        key = EventKey(involved=Involved(namespace=namespace, name=name,
+                                         uid=involved.get("uid")),
+                       type=type, reason=reason, message=message[:1024])
+        if not self.events.admit(key.involved):
+            log.info("event %s on %s/%s dropped: too many events about it", reason,
+                     namespace, name)
+            return
+        try:
+            repeat = self.events.repeat_of(key)
+            if repeat is not None and await self._count_again(key, repeat):
+                return
+            event_name = await self._create_event(key)
+        except (KubeError, ApiException, *TRANSPORT_ERRORS) as err:
+            log.warning("could not post event %s on %s/%s: %s", reason, namespace, name,
+                        err if isinstance(err, KubeError) else KubeError("posting", err))
+            return
+        self.events.posted(key, event_name, 1)
+
+    async def _count_again(self, key: EventKey, repeat: Posted) -> bool:
+        """Count one more ``key`` in the Event that holds its series; False when that
+        Event is gone (expired by the apiserver's TTL, or deleted)."""
+        namespace = key.involved.namespace
+        timeout = self._write_timeout(f"counting event {namespace}/{repeat.name}")
+        patch = {"count": repeat.count + 1,
+                 "lastTimestamp": datetime.datetime.now(datetime.UTC).isoformat()}
+        try:
+            await _patch(self.core.patch_namespaced_event, repeat.name, namespace, patch,
+                         content_type=MERGE, timeout=timeout)
+        except ApiException as err:
+            if err.status == 404:
+                return False
+            raise
+        self.events.posted(key, repeat.name, repeat.count + 1)
+        return True
+
+    async def _create_event(self, key: EventKey) -> str:
+        """Create a new Event for ``key``; its name."""
+        involved, now = key.involved, datetime.datetime.now(datetime.UTC)
+        name = f"{involved.name}.{uuid.uuid4().hex[:12]}"
         body = client.CoreV1Event(
-            metadata=client.V1ObjectMeta(name=f"{involved['name']}.{uuid.uuid4().hex[:12]}",
-                                         namespace=namespace),
+            metadata=client.V1ObjectMeta(name=name, namespace=involved.namespace),
             involved_object=client.V1ObjectReference(
-                api_version=crd.API_VERSION, kind=crd.KIND, name=involved["name"],
-                namespace=namespace, uid=involved.get("uid")),
-            type=type, reason=reason, message=message[:1024], count=1,
+                api_version=crd.API_VERSION, kind=crd.KIND, name=involved.name,
+                namespace=involved.namespace, uid=involved.uid),
+            type=key.type, reason=key.reason, message=key.message, count=1,
             first_timestamp=now, last_timestamp=now,
             source=client.V1EventSource(component=MANAGER), reporting_component=MANAGER,
         )
-        self.guard()
-        try:
-            await self.core.create_namespaced_event(namespace, body,
-                                                    _request_timeout=REQUEST_TIMEOUT)
-        except (ApiException, *TRANSPORT_ERRORS) as err:
-            log.warning("could not post event %s on %s/%s: %s", reason, namespace,
-                        involved["name"], KubeError("posting", err))
+        timeout = self._write_timeout(f"posting event {involved.namespace}/{name}")
+        await self.core.create_namespaced_event(involved.namespace, body,
+                                                _request_timeout=timeout)
+        return name
 
     async def list_pods(self, namespace: str, labels: Mapping[str, str]
                         ) -> dict[str, WorkerPod]:
@@ -273,10 +329,12 @@ class Kube:
 
     async def annotate_pod(self, namespace: str, name: str,
                            annotations: Mapping[str, str | None]) -> None:
-        self.guard()
+        what = f"annotating Pod {namespace}/{name}"
+        timeout = self._write_timeout(what)
         try:
             await _patch(self.core.patch_namespaced_pod, name, namespace,
-                         {"metadata": {"annotations": dict(annotations)}}, content_type=MERGE)
+                         {"metadata": {"annotations": dict(annotations)}}, content_type=MERGE,
+                         timeout=timeout)
         except (ApiException, *TRANSPORT_ERRORS) as err:
             if getattr(err, "status", None) != 404:
-                raise KubeError(f"annotating Pod {namespace}/{name}", err) from None
+                raise KubeError(what, err) from None

@@ -14,6 +14,16 @@ The renew deadline is also checked before each of the operator's own writes
 (:meth:`LeaseElector.check`), on SIGCONT (a process that was stopped past its lease must
 not write a single request when it resumes) and by a watchdog thread (an event loop that
 is blocked cannot run the renewal, nor notice it missed it).
+
+Fencing: a check only says that a write may *start*. Between the renew deadline and the
+lease duration lies the margin in which a write that started in time must end, because a
+standby may act from the lease duration on. So :meth:`LeaseElector.check` gives the seconds
+left until then and the operator's own writes take no longer (their client-side timeout);
+kopf's requests, which pass no check, get :attr:`LeaseSettings.write_budget` as their
+timeout: the watchdog ends the process within one watchdog period after the deadline, so a
+request kopf starts while the process lives ends before the lease duration. A standby
+judges expiry by the duration the Lease itself states (``spec.leaseDurationSeconds``, the
+holder's), not by its own setting.
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+import math
 import os
 import signal
 import sys
@@ -62,6 +73,25 @@ class LeaseSettings:
     def __post_init__(self) -> None:
         if not 0 < self.retry_period < self.renew_deadline < self.duration:
             raise ValueError("lease timing needs 0 < retry period < renew deadline < duration")
+        if self.write_budget <= 0:
+            raise ValueError("lease timing needs duration - renew deadline > retry period / 4")
+
+    @property
+    def watchdog_period(self) -> float:
+        """How often the watchdog thread checks the renew deadline."""
+        return self.retry_period / 4
+
+    @property
+    def write_budget(self) -> float:
+        """The longest a request that passed no check may take (kopf's): it may start up to
+        one watchdog period after the renew deadline and must end by the lease duration."""
+        return self.duration - self.renew_deadline - self.watchdog_period
+
+    @property
+    def stated_duration(self) -> int:
+        """The duration written in the Lease, whole seconds, never below ours (standbys
+        wait for it, so rounding up keeps the fencing margin)."""
+        return max(1, math.ceil(self.duration))
 
 
 @dataclass(frozen=True)
@@ -71,11 +101,15 @@ class Holding:
     holder: str | None
     renew_time: datetime.datetime | None
     transitions: int
+    duration: float | None
+    """The holder's lease duration (``spec.leaseDurationSeconds``), when stated."""
 
 
 def expired(seen: Holding, seen_since: float, now: float, duration: float) -> bool:
-    """Whether a candidate may take a Lease it has seen unchanged since ``seen_since``."""
-    return seen.holder is None or now - seen_since >= duration
+    """Whether a candidate may take a Lease it has seen unchanged since ``seen_since``:
+    after the duration the Lease states (the holder's), ``duration`` when it states none."""
+    wait = seen.duration if seen.duration is not None else duration
+    return seen.holder is None or now - seen_since >= wait
 
 
 def exit_lost(reason: str) -> None:
@@ -93,8 +127,10 @@ class LeaseElector:
     api: client.CoordinationV1Api
     lost: Callable[[str], None] = exit_lost
     clock: Callable[[], float] = time.monotonic
-    # Monotonic time until which this process may act; 0 while it is a standby.
+    # Monotonic time until which this process may start a write; 0 while it is a standby.
     valid_until: float = 0.0
+    # Monotonic time from which a standby may act: every write must have ended by then.
+    fenced_at: float = 0.0
     _seen: Holding | None = field(default=None, repr=False)
     _seen_since: float = field(default=0.0, repr=False)
     _leading: bool = field(default=False, repr=False)
@@ -110,7 +146,7 @@ class LeaseElector:
                                          resource_version=resource_version),
             spec=client.V1LeaseSpec(
                 holder_identity=self.settings.identity,
-                lease_duration_seconds=max(1, round(self.settings.duration)),
+                lease_duration_seconds=self.settings.stated_duration,
                 acquire_time=acquired or now, renew_time=now,
                 lease_transitions=transitions))
 
@@ -131,7 +167,9 @@ class LeaseElector:
             return True
         spec = lease.spec
         seen = Holding(spec.holder_identity or None, spec.renew_time,
-                       int(spec.lease_transitions or 0))
+                       int(spec.lease_transitions or 0),
+                       float(spec.lease_duration_seconds) if spec.lease_duration_seconds
+                       else None)
         if seen != self._seen:
             self._seen, self._seen_since = seen, self.clock()
         if seen.holder == s.identity:
@@ -157,6 +195,7 @@ class LeaseElector:
         self._leading = True
         # Measured from before the request: others see the renewal no earlier than that.
         self.valid_until = started + self.settings.renew_deadline
+        self.fenced_at = started + self.settings.duration
 
     async def _attempt(self) -> bool:
         try:
@@ -182,10 +221,15 @@ class LeaseElector:
             self.check()
             await self._attempt()
 
-    def check(self) -> None:
-        """Called before every write: stop here unless the Lease is surely still ours."""
-        if self._leading and self.clock() >= self.valid_until:
+    def check(self) -> float:
+        """Called before every write: stop here unless the Lease is surely still ours.
+
+        Returns the seconds the write may take: it must end before a standby may act.
+        """
+        now = self.clock()
+        if self._leading and now >= self.valid_until:
             self.lost(f"not renewed within {self.settings.renew_deadline:g} s")
+        return self.fenced_at - now
 
     async def release(self) -> None:
         """On a clean shutdown, hand the Lease over at once instead of letting it expire."""

@@ -68,7 +68,7 @@ OPERATOR_RULES: tuple[Rule, ...] = (
     Rule("networking.k8s.io", "networkpolicies", ("list", "watch", "create", "patch", "delete")),
     Rule("", "pods", ("list", "watch", "patch")),
     Rule("", "services", ("list", "watch", "create", "patch", "delete")),
-    Rule("", "events", ("create",)),
+    Rule("", "events", ("create", "patch")),
 )
 # Leader election, in the Role of the release namespace: create cannot be restricted by
 # name in RBAC; reading and renewing are, to the one Lease.

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from metamapper_operator.__main__ import parse_args
+from metamapper_operator.__main__ import kopf_settings, lease_settings, parse_args
 
 
 def test_defaults() -> None:
@@ -32,11 +32,29 @@ def test_metrics_off_may_leave_its_port_equal() -> None:
 
 
 @pytest.mark.parametrize(("argv", "says"), [
-    (["--poll-interval", "0"], "--poll-interval and --resync-interval must be positive"),
-    (["--resync-interval", "-1"], "--poll-interval and --resync-interval must be positive"),
+    (["--poll-interval", "0"], "--poll-interval must be at least 1 (seconds)"),
+    (["--poll-interval", "0.01"], "--poll-interval must be at least 1 (seconds)"),
+    (["--resync-interval", "-1"], "--resync-interval must be positive"),
     (["--lease-duration", "2"], "--lease-duration at least 3"),
     (["--lease", "just-a-name"], "--lease takes NAMESPACE/NAME"),
 ])
 def test_unusable_settings_are_refused(argv: list[str], says: str,
                                        capsys: pytest.CaptureFixture[str]) -> None:
     assert says in refusal(argv, capsys)
+
+
+@pytest.mark.parametrize("duration", ["3", "15", "60", "600"])
+def test_kopfs_requests_end_within_the_fencing_margin(duration: str) -> None:
+    """kopf patches the Metamappers and posts events with a client of its own, past the
+    leader's guard: its timeout must let a request started just before the watchdog ends
+    the process finish before a standby may act."""
+    lease = lease_settings(parse_args(["--lease", "ops/mmo", "--lease-duration", duration]),
+                           "a")
+    timeout = kopf_settings(lease).networking.request_timeout
+    assert timeout is not None and timeout > 0
+    assert lease.renew_deadline + lease.watchdog_period + timeout <= lease.duration
+    assert kopf_settings(lease).watching.chunk_size == 500
+
+
+def test_without_leader_election_kopf_keeps_a_long_timeout() -> None:
+    assert kopf_settings(None).networking.request_timeout == 60

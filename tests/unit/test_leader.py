@@ -156,3 +156,59 @@ def test_release_hands_the_lease_over_at_once() -> None:
         assert await b.try_acquire_or_renew()         # no wait for the duration
 
     asyncio.run(scenario())
+
+
+def test_a_standby_judges_expiry_by_the_duration_the_lease_states() -> None:
+    async def scenario() -> None:
+        api, clock = FakeLeases(), Clock()
+        slow = LeaseSettings(namespace="ops", name="lease", identity="a", duration=30,
+                             renew_deadline=20, retry_period=4)
+        a = LeaseElector(slow, api, lost=[].append, clock=clock)  # type: ignore[arg-type]
+        b = elector(api, clock, "b", [])                          # its own duration: 15 s
+        assert await a.try_acquire_or_renew()
+        assert api.lease is not None and api.lease.spec.lease_duration_seconds == 30
+        assert not await b.try_acquire_or_renew()
+        clock.now += 16                    # past b's 15 s, within the Lease's 30 s: a may
+        assert not await b.try_acquire_or_renew()      # still be writing
+        clock.now += 14
+        assert await b.try_acquire_or_renew()
+
+    asyncio.run(scenario())
+
+
+def test_the_lease_states_a_duration_no_shorter_than_the_holders() -> None:
+    async def scenario() -> None:
+        api, clock = FakeLeases(), Clock()
+        settings = LeaseSettings(namespace="ops", name="lease", identity="a", duration=6.4,
+                                 renew_deadline=6.4 * 2 / 3, retry_period=6.4 * 2 / 15)
+        a = LeaseElector(settings, api, clock=clock)  # type: ignore[arg-type]
+        assert await a.try_acquire_or_renew()
+        assert api.lease is not None and api.lease.spec.lease_duration_seconds == 7
+
+    asyncio.run(scenario())
+
+
+def test_check_gives_the_time_left_until_a_standby_may_act() -> None:
+    async def scenario() -> None:
+        api, clock, lost = FakeLeases(), Clock(), []
+        a = elector(api, clock, "a", lost)
+        assert await a.try_acquire_or_renew()          # at 100: a standby may act at 115
+        clock.now += 9.5
+        assert a.check() == pytest.approx(5.5) and lost == []
+        clock.now += 0.5                               # the renew deadline: no write starts
+        a.check()
+        assert lost == ["not renewed within 10 s"]
+
+    asyncio.run(scenario())
+
+
+def test_an_unchecked_request_started_before_the_watchdog_fires_ends_in_time() -> None:
+    """kopf's requests pass no check: the watchdog ends the process at most one watchdog
+    period after the renew deadline, so their timeout must fit what is left after it."""
+    settings = LeaseSettings(namespace="ops", name="lease", identity="a")
+    latest_start = settings.renew_deadline + settings.watchdog_period
+    assert latest_start + settings.write_budget <= settings.duration
+    assert settings.write_budget == pytest.approx(4.5)
+    with pytest.raises(ValueError, match="duration - renew deadline > retry period / 4"):
+        LeaseSettings(namespace="ops", name="lease", identity="a", duration=10,
+                      renew_deadline=9.9, retry_period=2)

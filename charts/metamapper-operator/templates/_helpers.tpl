@@ -111,8 +111,9 @@ The leader-election Lease has a Role of its own in the release namespace (rbac.y
 - apiGroups: [""]
   resources: [services]
   verbs: [list, watch, create, patch, delete]
-# Events on the Metamapper objects.
+# Events on the Metamapper objects; a repeat raises the count of the Event already
+# posted (patch) instead of creating another.
 - apiGroups: [""]
   resources: [events]
-  verbs: [create]
+  verbs: [create, patch]
 {{- end }}
