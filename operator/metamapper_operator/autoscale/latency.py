@@ -8,15 +8,32 @@ ready pods:
 
 where the backlog is the one the pool is sized from (waiting plus, with countInFlight,
 delivered but unacknowledged messages, so a message counts as done when its worker
-acknowledges it) and pods is the most pods ready during the span. A span starts at a
-probe and ends at the first later probe that finds the backlog lower; probes that find
-it unchanged extend it (a task longer than the polling interval finishes within a span,
-not between two probes), up to ``MAX_SPAN_SECONDS``. A span only counts while every pod
-had work all along (at least one message per pod at its end); a backlog that rose, or
-one too small to keep every pod busy, starts a new span. Tasks that arrive during a span
-hide part of the work done, so a span gives a lower bound on the real throughput, and a
-pool sized from a lower bound is larger, never slower, than needed. Spans are averaged
-exponentially, half weight on the newest.
+acknowledges it). A span starts at a probe and ends at the first later probe that finds
+the backlog lower; probes that find it unchanged extend it (a task longer than the polling
+interval finishes within a span, not between two probes), up to ``MAX_SPAN_SECONDS``.
+
+Not every fall of the backlog is work done, so a span only counts when it can be:
+
+- a backlog that rose starts a new span (arrivals hide the work done);
+- the ready pods must be the same all along: a span in which they changed does not
+  count, nor the first one after it. A worker that starts takes ``prefetch x
+  concurrency`` messages at once, just before or just after its pod turns ready, and with
+  countInFlight off they leave the backlog as if done;
+- the estimate is the lower median of the newest ``WINDOW`` spans, so a fall no pod
+  served (a purge, a restore counted elsewhere, a prefetch after a worker resumed
+  consuming) moves it only when it happens in more than half of them; a lasting change of
+  the rate is followed within ``WINDOW // 2 + 1`` spans.
+
+A span counts in full while every pod had work all along (at least one message per pod at
+its end). One that ends with fewer (the burst drained within it, so pods idled for part
+of it) still shows at least that much work per second: a short burst drained between two
+probes gives a lower bound, used only until a full span has been measured (the newest such
+bound counts; ``lower_bound`` says so). Once spans are measured, a drained backlog adds
+nothing: it is also what a purge looks like.
+
+Tasks that arrive during a span hide part of the work done, so every span is itself a
+lower bound on the real throughput, and a pool sized from a lower bound is larger, never
+slower, than needed.
 
 With a throughput, one pod can take ``per pod x targetWaitSeconds`` messages and still
 finish them in time: that becomes the pool's backlog target for the policy. Until a span
@@ -30,7 +47,8 @@ from dataclasses import dataclass, replace
 
 from metamapper_operator.autoscale.policy import Bounds
 
-WEIGHT = 0.5  # of the newest span in the average
+# Spans the estimate is the lower median of: one outlier among them never moves it.
+WINDOW = 5
 # A span without any message finished for this long is dropped (arrivals as fast as the
 # pods work, or tasks longer than this): it would say little and would say it too low.
 MAX_SPAN_SECONDS = 120.0
@@ -47,28 +65,51 @@ class Sample:
 
 @dataclass(frozen=True, slots=True)
 class Throughput:
-    """Messages one pod finishes per second (None before a span was measured), and the
-    start of the current span (its ``ready``: the most pods ready during the span)."""
+    """What was measured of a pool so far: the per-pod rates of the newest spans in which
+    every pod was busy (oldest first), else the newest lower bound from a burst drained
+    within a span; the start of the current span, and whether that span follows a change
+    of the ready pods (then it does not count either)."""
 
-    per_pod: float | None = None
+    rates: tuple[float, ...] = ()
+    bound: float | None = None
     since: Sample | None = None
+    settling: bool = False
+
+    @property
+    def per_pod(self) -> float | None:
+        """Messages one pod finishes per second (None before a span was measured)."""
+        if self.rates:
+            return sorted(self.rates)[(len(self.rates) - 1) // 2]
+        return self.bound
+
+    @property
+    def lower_bound(self) -> bool:
+        """True while ``per_pod`` comes only from bursts drained within a span."""
+        return not self.rates and self.bound is not None
 
 
 def observe(seen: Throughput, sample: Sample) -> Throughput:
     """The throughput after one more probe."""
     span = seen.since
-    if span is None or sample.time <= span.time:
+    if span is None:
         return replace(seen, since=sample)
-    pods = max(span.ready, sample.ready)
-    busy = 0 < pods <= sample.backlog
-    if not busy or sample.backlog > span.backlog or (
+    changed = sample.ready != span.ready
+    if changed or seen.settling or sample.time <= span.time:
+        # A new span; it does not count if the ready pods changed at its start (the
+        # settling lasts one interval: until a probe later than the change).
+        return replace(seen, since=sample,
+                       settling=changed or (seen.settling and sample.time <= span.time))
+    if sample.backlog == span.backlog and sample.time - span.time <= MAX_SPAN_SECONDS:
+        return seen                             # nothing finished yet: the span goes on
+    if sample.backlog >= span.backlog or sample.ready == 0 or (
             sample.time - span.time > MAX_SPAN_SECONDS):
         return replace(seen, since=sample)
-    if sample.backlog == span.backlog:  # nothing finished yet: the span goes on
-        return replace(seen, since=replace(span, ready=pods))
-    rate = (span.backlog - sample.backlog) / (sample.time - span.time) / pods
-    per_pod = rate if seen.per_pod is None else WEIGHT * rate + (1 - WEIGHT) * seen.per_pod
-    return Throughput(per_pod, sample)
+    rate = (span.backlog - sample.backlog) / (sample.time - span.time) / sample.ready
+    if sample.backlog >= sample.ready:          # every pod busy until the end
+        return replace(seen, rates=(*seen.rates, rate)[-WINDOW:], bound=None, since=sample)
+    if seen.rates:                              # drained: says less than what was measured
+        return replace(seen, since=sample)
+    return replace(seen, bound=rate, since=sample)
 
 
 def backlog_within(per_pod: float, wait_seconds: float) -> int:
