@@ -40,32 +40,40 @@ def test_paused_replicas_pin_real_pods_that_run_every_task(
 def test_a_latency_target_sizes_the_pool_by_measured_throughput(
         fleets: Fleets, redis_url: str) -> None:
     """The same backlog asks for one pod while tasks are short and for more once they are
-    long. The backlog target alone (100 per pod) would keep one pod throughout."""
+    long. The backlog target alone (100 per pod) would keep one pod throughout.
+
+    Nothing here depends on how many probes a burst spans (the machine's speed): a burst
+    drained between two probes is measured too, as a lower bound, and each step waits for
+    the status or the watch to show what it asserts."""
     fleet = fleets("latency", redis_url)
     fleet.apply({"concurrency": 1, "autoscaling": {
         "targetWaitSeconds": 10, "targetBacklogPerReplica": 100}})
     fleet.wait_for_workers(1)
     replicas = ReplicasWatch(fleet.stack, fleet.deployment)
 
-    fast = fleet.send(30, 0.2)         # ~4 per second: 30 done well within 10 s by one pod
+    fast = fleet.send(30, 0.2)         # ~5 per second: 30 done well within 10 s by one pod
     fast_done = fleet.wait_done(fast)
-    measured = fleet.pool_status().get("throughputPerPod")
-    assert isinstance(measured, float) and measured > 1.5, fleet.pool_status()
+    # The probe that finds the burst drained may come, and its status be written, a cycle
+    # after the last task.
+    measured = wait_until(lambda: fleet.pool_status().get("throughputPerPod"), timeout=30,
+                          what="the throughput measured from the short tasks")
+    assert isinstance(measured, int | float), measured
     assert set(replicas.values()) == {1}, replicas.values()
 
-    # 0.5 per second: 36 take 72 s on one pod. The measured throughput falls by half a
-    # step per span of work done (about 2 s each), from ~4 to under 36 / 4 pods / 10 s;
-    # on a busy machine that took more than 40 s.
+    # 0.5 per second: 36 take 72 s on one pod, 4 pods are asked for once the estimate is
+    # under 36 / 4 pods / 10 s. It follows the slower tasks within three spans of work done
+    # (about 2 s each on one pod).
     slow = fleet.send(36, 2.0)
     # The status of the cycle that asked for 4 pods (written after the scale).
     status = wait_until(lambda: (s := fleet.pool_status()).get("desiredReplicas") == 4 and s,
                         timeout=60,
                         what="the pool at maxReplicas as the measured throughput falls")
+    wait_until(lambda: 4 in replicas.values(), what="the watch seeing 4 replicas")
     slow_done = fleet.wait_done(slow)
     replicas.stop()
 
     assert max(replicas.values()) == 4, replicas.values()
-    assert isinstance(status["throughputPerPod"], float)
-    assert status["throughputPerPod"] < measured / 2, (measured, status)
+    assert isinstance(status["throughputPerPod"], int | float), status
+    assert status["throughputPerPod"] < measured, (measured, status)
     assert fast_done == Tally(sent=30, done=30, lost=0, duplicated=0, interrupted=0)
     assert slow_done == Tally(sent=36, done=36, lost=0, duplicated=0, interrupted=0)
