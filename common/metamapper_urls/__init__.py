@@ -29,6 +29,9 @@ SECRET_USER_SCHEMES = frozenset({"sqs"})
 # A URL inside free text: a scheme, "://", and everything up to white space or a double
 # quote (a password may hold a single quote, RFC 3986 allows it in the user info).
 _URL_IN_TEXT = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s\"<>]+")
+# The ";" between the URLs of a failover list (kombu's "redis://a;redis://b"): one before
+# another scheme, so a ";" inside a password does not split its URL.
+_FAILOVER = re.compile(r";(?=[a-zA-Z][a-zA-Z0-9+.-]*://)")
 # What looks like "user:password@" right after a scheme, for text urlsplit cannot read.
 _USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*):[^@\s]*@")
 
@@ -70,7 +73,11 @@ def parse_url(url: str) -> ParsedURL:
 
 def redact(url: str) -> str:
     """``url`` with every credential replaced by :data:`REDACTED`: the password, secret
-    query parameters, and the user name where it is a key id (SQS)."""
+    query parameters, and the user name where it is a key id (SQS); in every URL of a
+    failover list."""
+    alternates = _FAILOVER.split(url)
+    if len(alternates) > 1:
+        return ";".join(redact(alternate) for alternate in alternates)
     try:
         parts = urlsplit(url)
         user, password = parts.username, parts.password
@@ -87,6 +94,12 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
+def has_credentials(url: str) -> bool:
+    """Whether ``url`` (or any URL of a ``;``-separated failover list) carries a
+    credential: a password, a secret query parameter, or a user name that is a key id."""
+    return redact(url) != url
+
+
 def without_credentials(url: str) -> str:
     """``url`` with no user name, password, query or fragment: the address alone, for a
     client that sends the credentials another way (an Authorization header)."""
@@ -100,8 +113,11 @@ def redact_text(text: str) -> str:
 
 
 def secrets_in(url: str) -> list[str]:
-    """Every credential in ``url``, in each spelling an error message may show it, and
-    the URL itself."""
+    """Every credential in ``url`` (each URL of a failover list), in each spelling an
+    error message may show it, and the URL itself."""
+    alternates = _FAILOVER.split(url)
+    if len(alternates) > 1:
+        return [url, *(secret for alternate in alternates for secret in secrets_in(alternate))]
     try:
         parts = urlsplit(url)
         raw = [parts.password, *_secret_query(parts.query)]

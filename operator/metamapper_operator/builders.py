@@ -15,7 +15,17 @@ from collections.abc import Mapping
 from typing import Any
 
 from metamapper_operator import crd
-from metamapper_operator.model import Fleet, PodOptions, Pool, SecretKeyRef
+from metamapper_operator.model import (
+    CONFIG_SUFFIX,
+    FLOWER_SUFFIX,
+    NETWORK_POLICY_SUFFIX,
+    SCHEDULER_SUFFIX,
+    Fleet,
+    PodOptions,
+    Pool,
+    SecretKeyRef,
+    child_name,
+)
 from metamapper_operator.pod_settings import for_pool
 
 MANAGER = "metamapper-operator"
@@ -60,21 +70,24 @@ def digest(obj: object) -> str:
 # --- names and labels --------------------------------------------------------------
 
 
+# The model checks that these names are valid and distinct (model.child_name).
+
+
 def pool_deployment_name(fleet: Fleet, pool: Pool) -> str:
-    return f"{fleet.name}-{pool.name}"
+    return child_name(fleet.name, pool.name)
 
 
 def scheduler_deployment_name(fleet: Fleet) -> str:
-    return f"{fleet.name}-scheduler"
+    return child_name(fleet.name, SCHEDULER_SUFFIX)
 
 
 def config_map_name(fleet: Fleet) -> str:
-    return f"{fleet.name}-celery"
+    return child_name(fleet.name, CONFIG_SUFFIX)
 
 
 def flower_name(fleet: Fleet) -> str:
     """The Flower Deployment's and Service's name."""
-    return f"{fleet.name}-flower"
+    return child_name(fleet.name, FLOWER_SUFFIX)
 
 
 def selector_labels(fleet: Fleet, component: str, pool: str | None = None) -> dict[str, str]:
@@ -457,7 +470,7 @@ def pod_disruption_budget(fleet: Fleet, pool: Pool) -> dict[str, Any]:
 
 
 def network_policy_name(fleet: Fleet) -> str:
-    return f"{fleet.name}-pods"
+    return child_name(fleet.name, NETWORK_POLICY_SUFFIX)
 
 
 # Name resolution through any cluster DNS service.

@@ -8,6 +8,8 @@ need the cluster (a Secret that does not exist) happen when references are resol
 
 from __future__ import annotations
 
+import datetime
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,7 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
-from metamapper_urls import URLError, parse_url
+from metamapper_urls import URLError, has_credentials, parse_url
 
 # The worker image's own task_time_limit (tasks/metamapper/defaults.py), in force unless
 # celery.settings declares another; a pool's default grace lets a warm shutdown outlast it.
@@ -43,6 +45,39 @@ SCHEDULE_STORES = ("Redis", "File")
 # Celery settings that carry credentials: they belong in Secrets, not in the ConfigMap.
 SECRET_SETTINGS = frozenset({"broker_url", "broker_read_url", "broker_write_url",
                              "result_backend", "database_url", "broker_login_method"})
+# Words in a setting's name (at any depth of celery.settings) that say its value is a
+# credential, in the spellings of Celery and its backends and transports: redis_password,
+# security_key_password, s3_secret_access_key, cassandra_auth_kwargs, sasl_plain_password,
+# azureblockblob connection strings, cosmosdbsql_master_key, ...
+CREDENTIAL_NAME = re.compile(r"passw|secret|token|credential|sasl|access_key|account_key|"
+                             r"master_key|private_key|api_key|auth_kwargs|connection_string")
+
+# Bounds on the numbers of a spec: the CRD's where it sets one; otherwise the largest the
+# core computes with safely (the API's int32; a float, a datetime never overflows below).
+MAX_REPLICAS = 1000
+MAX_INT32 = 2**31 - 1
+# A schedule window lasts at most 31 days (a whole month): longer is a minimum, not a window.
+MAX_WINDOW_SECONDS = 31 * 24 * 3600
+# Where a schedule is tried once when parsed. croniter fails to find a start for an
+# expression that names no day that exists (30 February, 31 April) from any instant, and
+# finds one for every other within eight years (29 February), so one instant tells.
+TRIAL_INSTANT = datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC)
+# A Kubernetes name that must be a DNS-1035 label (a Service's), and the longest a name
+# built from metadata.name may be (a label value, a Service name).
+DNS_1035_LABEL = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+DNS_1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+MAX_NAME = 63
+# The children's names: "<metadata.name>-<suffix>", a pool's Deployment (and its
+# PodDisruptionBudget) with the pool's name as the suffix.
+SCHEDULER_SUFFIX = "scheduler"
+FLOWER_SUFFIX = "flower"
+CONFIG_SUFFIX = "celery"
+NETWORK_POLICY_SUFFIX = "pods"
+
+
+def child_name(fleet_name: str, suffix: str) -> str:
+    """The name of a child of the Metamapper ``fleet_name``."""
+    return f"{fleet_name}-{suffix}"
 
 
 class SpecError(ValueError):
@@ -83,6 +118,22 @@ class Schedule:
     duration_seconds: int
     min_replicas: int
     time_zone: str = "UTC"
+
+    def last_start(self, now: datetime.datetime) -> datetime.datetime:
+        """The latest time at or before ``now`` the cron expression names (UTC)."""
+        zone = ZoneInfo(self.time_zone)
+        # croniter's get_prev is strictly before its start: start at the next whole minute.
+        start = (now.astimezone(datetime.UTC).replace(second=0, microsecond=0)
+                 + datetime.timedelta(minutes=1))
+        before: datetime.datetime = croniter(self.cron, start.astimezone(zone)).get_prev(
+            datetime.datetime)
+        return before.astimezone(datetime.UTC)
+
+    def next_start(self, now: datetime.datetime) -> datetime.datetime:
+        """The first time after ``now`` the cron expression names (UTC)."""
+        after: datetime.datetime = croniter(
+            self.cron, now.astimezone(ZoneInfo(self.time_zone))).get_next(datetime.datetime)
+        return after.astimezone(datetime.UTC)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -291,6 +342,40 @@ class Fleet:
         return next(p for p in self.pools if p.name == name)
 
 
+def _integer(where: str, value: Any, *, minimum: int = 0, maximum: int = MAX_INT32) -> int:
+    """``value`` if it is a whole number within the bounds (JSON's true is not one)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        raise SpecError(where, f"must be a whole number from {minimum} to {maximum}")
+    return value
+
+
+def _number(where: str, value: Any, *, minimum: float = 0.0, maximum: float = MAX_INT32
+            ) -> float:
+    """``value`` as a float if it is a number within the bounds (and a float can hold it)."""
+    if not isinstance(value, bool) and isinstance(value, int | float):
+        try:
+            number = float(value)
+        except OverflowError:
+            number = float("nan")
+        if minimum <= number <= maximum:
+            return number
+    raise SpecError(where, f"must be a number from {minimum:g} to {maximum:g}")
+
+
+def _text(where: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise SpecError(where, "must be a string")
+    return value
+
+
+def _int_field(raw: Mapping[str, Any], key: str, where: str, default: int, *,
+               minimum: int = 0, maximum: int = MAX_INT32) -> int:
+    value = raw.get(key)
+    if value is None:
+        return default
+    return _integer(f"{where}.{key}", value, minimum=minimum, maximum=maximum)
+
+
 def transport_of(url: str) -> str:
     """redis, rabbitmq or sqs, from a broker URL's scheme; the URL must be readable."""
     try:
@@ -319,6 +404,14 @@ def _credentials_ref(raw: Mapping[str, Any] | None, *, user_field: str, password
                           password_key=raw.get(password_field, password_key))
 
 
+def _no_credentials(where: str, url: str | None, instead: str) -> None:
+    """Refuse a URL of the spec that carries a credential (anyone who may read the object
+    would read it): a password, a ``?password=``-style parameter, an SQS key id."""
+    if url is not None and (has_credentials(url) or "@" in url.partition("?")[0]):
+        raise SpecError(where, "must not carry credentials (a user and password, a "
+                        f"?password=-style parameter, a key id); {instead}")
+
+
 def _parse_broker(raw: Mapping[str, Any]) -> Broker:
     url, secret = raw.get("url"), _secret_ref(raw.get("urlSecretRef"))
     if (url is None) == (secret is None):
@@ -326,11 +419,15 @@ def _parse_broker(raw: Mapping[str, Any]) -> Broker:
     transport = raw.get("transport")
     if url is not None:
         derived = transport_of(url)
+        _no_credentials("spec.broker.url", url,
+                        "put the URL in a Secret and use broker.urlSecretRef")
         if transport and transport != derived:
             raise SpecError("spec.broker.transport",
                             f"{transport!r} does not match the URL's scheme ({derived})")
         transport = derived
     redis, rabbit, sqs = raw.get("redis") or {}, raw.get("rabbitmq") or {}, raw.get("sqs") or {}
+    _no_credentials("spec.broker.rabbitmq.managementURL", rabbit.get("managementURL"),
+                    "use rabbitmq.credentialsSecretRef")
     return Broker(
         url=url, url_secret=secret, transport=transport,
         redis_key_prefix=redis.get("globalKeyPrefix", ""),
@@ -348,18 +445,30 @@ def _parse_broker(raw: Mapping[str, Any]) -> Broker:
 
 
 def _parse_schedule(where: str, raw: Mapping[str, Any]) -> Schedule:
-    schedule = Schedule(name=raw["name"], cron=raw["cron"],
-                        duration_seconds=raw["durationSeconds"],
-                        min_replicas=raw["minReplicas"], time_zone=raw.get("timeZone", "UTC"))
+    """A schedule window, tried once: what is accepted here the autoscaler can evaluate."""
+    schedule = Schedule(
+        name=_text(f"{where}.name", raw["name"]), cron=_text(f"{where}.cron", raw["cron"]),
+        duration_seconds=_integer(f"{where}.durationSeconds", raw["durationSeconds"],
+                                  minimum=1, maximum=MAX_WINDOW_SECONDS),
+        min_replicas=_integer(f"{where}.minReplicas", raw["minReplicas"],
+                              maximum=MAX_REPLICAS),
+        time_zone=_text(f"{where}.timeZone", raw.get("timeZone", "UTC")))
     # Five fields only: croniter would also take a sixth (seconds), which cron does not know.
     if len(schedule.cron.split()) != 5 or not croniter.is_valid(schedule.cron):
         raise SpecError(f"{where}.cron", f"{schedule.cron!r} is not a cron expression of "
                         "five fields (minute hour day-of-month month day-of-week)")
     try:
         ZoneInfo(schedule.time_zone)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         raise SpecError(f"{where}.timeZone", f"unknown time zone {schedule.time_zone!r}; use "
                         "an IANA name such as Europe/Berlin") from None
+    try:
+        opened = schedule.last_start(TRIAL_INSTANT)
+        schedule.next_start(TRIAL_INSTANT)
+        opened + datetime.timedelta(seconds=schedule.duration_seconds)
+    except (ValueError, OverflowError):  # croniter's errors are ValueErrors
+        raise SpecError(f"{where}.cron", f"{schedule.cron!r} names no time that exists "
+                        "(a day the month does not have?)") from None
     return schedule
 
 
@@ -370,20 +479,26 @@ def _parse_autoscaling(where: str, raw: Mapping[str, Any]) -> Autoscaling:
     names = [s.name for s in schedules]
     if len(set(names)) != len(names):
         raise SpecError(f"{where}.schedules", "schedule names must be unique")
-    wait = raw.get("targetWaitSeconds")
+    wait, tolerance = raw.get("targetWaitSeconds"), raw.get("tolerance", defaults.tolerance)
+    per_replica, fallback = raw.get("targetBacklogPerReplica"), raw.get("fallbackReplicas")
     return Autoscaling(
         enabled=raw.get("enabled", defaults.enabled),
-        target_backlog_per_replica=raw.get("targetBacklogPerReplica"),
-        activation_backlog=raw.get("activationBacklog", defaults.activation_backlog),
-        scale_down_stabilization_seconds=raw.get(
-            "scaleDownStabilizationSeconds", defaults.scale_down_stabilization_seconds),
-        scale_to_zero_cooldown_seconds=raw.get(
-            "scaleToZeroCooldownSeconds", defaults.scale_to_zero_cooldown_seconds),
-        tolerance=float(raw.get("tolerance", defaults.tolerance)),
-        max_scale_up_step=raw.get("maxScaleUpStep", defaults.max_scale_up_step),
-        fallback_replicas=raw.get("fallbackReplicas"),
+        target_backlog_per_replica=None if per_replica is None else _integer(
+            f"{where}.targetBacklogPerReplica", per_replica, minimum=1),
+        activation_backlog=_int_field(raw, "activationBacklog", where,
+                                      defaults.activation_backlog),
+        scale_down_stabilization_seconds=_int_field(
+            raw, "scaleDownStabilizationSeconds", where,
+            defaults.scale_down_stabilization_seconds),
+        scale_to_zero_cooldown_seconds=_int_field(
+            raw, "scaleToZeroCooldownSeconds", where, defaults.scale_to_zero_cooldown_seconds),
+        tolerance=_number(f"{where}.tolerance", tolerance, maximum=1.0),
+        max_scale_up_step=_int_field(raw, "maxScaleUpStep", where, defaults.max_scale_up_step),
+        fallback_replicas=None if fallback is None else _integer(
+            f"{where}.fallbackReplicas", fallback, maximum=MAX_REPLICAS),
         count_in_flight=raw.get("countInFlight", defaults.count_in_flight),
-        target_wait_seconds=None if wait is None else float(wait),
+        target_wait_seconds=None if wait is None else _number(
+            f"{where}.targetWaitSeconds", wait, minimum=1.0),
         schedules=schedules,
     )
 
@@ -422,13 +537,17 @@ def _parse_pool(index: int, raw: Mapping[str, Any]) -> Pool:
     where = f"spec.pools[{index}]"
     defaults = Pool(name="", queues=())
     pool = Pool(
-        name=raw["name"], queues=tuple(raw["queues"]),
-        concurrency=raw.get("concurrency", defaults.concurrency),
-        min_replicas=raw.get("minReplicas", defaults.min_replicas),
-        max_replicas=raw.get("maxReplicas", defaults.max_replicas),
+        name=_text(f"{where}.name", raw["name"]), queues=tuple(raw["queues"]),
+        concurrency=_int_field(raw, "concurrency", where, defaults.concurrency,
+                               minimum=1, maximum=1024),
+        min_replicas=_int_field(raw, "minReplicas", where, defaults.min_replicas,
+                                maximum=MAX_REPLICAS),
+        max_replicas=_int_field(raw, "maxReplicas", where, defaults.max_replicas,
+                                minimum=1, maximum=MAX_REPLICAS),
         resources=raw.get("resources") or {},
-        termination_grace_period_seconds=raw.get(
-            "terminationGracePeriodSeconds", defaults.termination_grace_period_seconds),
+        termination_grace_period_seconds=_int_field(
+            raw, "terminationGracePeriodSeconds", where,
+            defaults.termination_grace_period_seconds, minimum=1),
         extra_args=tuple(raw.get("extraArgs") or ()),
         mingle=raw.get("mingle", defaults.mingle), gossip=raw.get("gossip", defaults.gossip),
         autoscaling=_parse_autoscaling(f"{where}.autoscaling", raw.get("autoscaling") or {}),
@@ -445,17 +564,22 @@ def _parse_pool(index: int, raw: Mapping[str, Any]) -> Pool:
 def _parse_scheduler(raw: Mapping[str, Any]) -> Scheduler:
     lock_raw = raw.get("lock") or {}
     defaults = Lock()
+    _no_credentials("spec.scheduler.lock.redisURL", lock_raw.get("redisURL"),
+                    "use redisURLSecretRef")
     lock = Lock(
         redis_url=lock_raw.get("redisURL"),
         redis_url_secret=_secret_ref(lock_raw.get("redisURLSecretRef")),
-        lock_time_seconds=lock_raw.get("lockTimeSeconds", defaults.lock_time_seconds),
-        heartbeat_interval_seconds=lock_raw.get("heartbeatIntervalSeconds",
-                                                defaults.heartbeat_interval_seconds),
+        lock_time_seconds=_int_field(lock_raw, "lockTimeSeconds", "spec.scheduler.lock",
+                                     defaults.lock_time_seconds, minimum=2),
+        heartbeat_interval_seconds=_int_field(
+            lock_raw, "heartbeatIntervalSeconds", "spec.scheduler.lock",
+            defaults.heartbeat_interval_seconds, minimum=1),
     )
     mode = raw.get("mode", "SingleBeat")
     if mode not in SCHEDULER_MODES:
         raise SpecError("spec.scheduler.mode", f"must be one of {', '.join(SCHEDULER_MODES)}")
-    replicas = raw.get("replicas", 1 if mode == "Standalone" else 2)
+    replicas = _int_field(raw, "replicas", "spec.scheduler", 1 if mode == "Standalone" else 2,
+                          maximum=5)
     if mode == "Standalone" and replicas > 1:
         raise SpecError("spec.scheduler.replicas",
                         "must be 0 or 1 in Standalone mode (one beat pod, never two)")
@@ -486,7 +610,34 @@ def _parse_probes(raw: Mapping[str, Any]) -> Probes:
                   scheduler_liveness=raw.get("schedulerLiveness") or {})
 
 
+def _check_names(fleet: Fleet) -> None:
+    """Every child's name is a valid Kubernetes name, and no two children of one kind
+    share one (a pool named like the scheduler's or Flower's Deployment)."""
+    reserved = {SCHEDULER_SUFFIX: "the scheduler Deployment"}
+    if fleet.flower.enabled:
+        reserved[FLOWER_SUFFIX] = "the Flower Deployment while flower.enabled is true"
+        service = child_name(fleet.name, FLOWER_SUFFIX)
+        if not DNS_1035_LABEL.fullmatch(fleet.name) or len(service) > MAX_NAME:
+            raise SpecError("metadata.name", f"names the Flower Service {service!r}, which "
+                            f"must be a DNS-1035 label (at most {MAX_NAME} characters: "
+                            "lowercase letters, digits and '-', starting with a letter)")
+    if any(len(child_name(fleet.name, suffix)) > MAX_NAME
+           for suffix in (SCHEDULER_SUFFIX, CONFIG_SUFFIX, NETWORK_POLICY_SUFFIX)):
+        raise SpecError("metadata.name", f"makes child names longer than {MAX_NAME} "
+                        "characters (it prefixes them all and labels every pod)")
+    for i, pool in enumerate(fleet.pools):
+        where = f"spec.pools[{i}].name"
+        if pool.name in reserved:
+            raise SpecError(where, f"{pool.name!r} is the name of {reserved[pool.name]}")
+        deployment = child_name(fleet.name, pool.name)
+        if not DNS_1123_LABEL.fullmatch(pool.name) or len(deployment) > MAX_NAME:
+            raise SpecError(where, f"makes the Deployment name {deployment!r}, which must "
+                            f"be at most {MAX_NAME} characters (a pool name is a DNS label: "
+                            "lowercase letters, digits and '-')")
+
+
 def _check(fleet: Fleet) -> None:
+    _check_names(fleet)
     owners: dict[str, str] = {}
     for i, pool in enumerate(fleet.pools):
         for queue in pool.queues:
@@ -506,16 +657,72 @@ def _check(fleet: Fleet) -> None:
         if image is not None and (not image or image.strip() != image):
             raise SpecError(f"spec.pools[{i}].image",
                             "must be a non-empty image reference without spaces")
-    for key in fleet.celery_settings:
-        if key.lower() in SECRET_SETTINGS:
-            raise SpecError(f"spec.celery.settings.{key}",
-                            "carries credentials and would be stored in a ConfigMap; "
-                            "configure the broker in spec.broker and pass other URLs as "
-                            "env from a Secret")
     if fleet.command_style not in COMMAND_STYLES:
         raise SpecError("spec.commandStyle", f"must be one of {', '.join(COMMAND_STYLES)}")
     if fleet.pods.image.strip() != fleet.pods.image or not fleet.pods.image:
         raise SpecError("spec.image", "must be a non-empty image reference without spaces")
+
+
+# Celery settings the operator itself reads (the time limits, kombu's Redis layout), and
+# what each must be for it to compute with them.
+TIME_LIMITS = ("task_time_limit", "task_soft_time_limit")
+TRANSPORT_OPTIONS = "broker_transport_options"
+TRANSPORT_TEXTS = ("sep", "unacked_key", "unacked_index_key", "global_keyprefix")
+
+
+def _check_celery_settings(settings: Any) -> Mapping[str, Any]:
+    """``settings`` if the operator can read what it reads of them and they hold no
+    credential (they are rendered into a ConfigMap)."""
+    where = "spec.celery.settings"
+    if not isinstance(settings, Mapping) or not all(isinstance(k, str) for k in settings):
+        raise SpecError(where, "must map Celery setting names to values")
+    for key in TIME_LIMITS:
+        if settings.get(key) is not None:
+            _number(f"{where}.{key}", settings[key])
+    options = settings.get(TRANSPORT_OPTIONS)
+    if options is not None:
+        _check_transport_options(f"{where}.{TRANSPORT_OPTIONS}", options)
+    _check_no_credentials(where, settings)
+    return settings
+
+
+def _check_transport_options(where: str, options: Any) -> None:
+    if not isinstance(options, Mapping):
+        raise SpecError(where, "must map kombu transport option names to values")
+    if options.get("visibility_timeout") is not None:
+        _number(f"{where}.visibility_timeout", options["visibility_timeout"])
+    steps = options.get("priority_steps")
+    if steps is not None and (not isinstance(steps, list) or not steps or any(
+            isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= 255
+            for step in steps)):
+        raise SpecError(f"{where}.priority_steps",
+                        "must be a list of whole numbers from 0 to 255")
+    for key in TRANSPORT_TEXTS:
+        if key in options:
+            _text(f"{where}.{key}", options[key])
+
+
+def _check_no_credentials(where: str, value: Any, top: bool = True) -> None:
+    """Refuse a setting, at any depth, whose name says it is a credential or whose value
+    is a URL that carries one; the message names it and never shows the value."""
+    found: str | None = None
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            name = str(key).lower()
+            if item not in (None, "") and ((top and name in SECRET_SETTINGS)
+                                           or CREDENTIAL_NAME.search(name)):
+                found = f"{where}.{key}"
+                break
+            _check_no_credentials(f"{where}.{key}", item, top=False)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_no_credentials(f"{where}[{i}]", item, top=False)
+    elif isinstance(value, str) and "://" in value and has_credentials(value):
+        found = where
+    if found is not None:
+        raise SpecError(found, "carries credentials and would be stored in a ConfigMap; "
+                        "configure the broker in spec.broker and pass other credentials as "
+                        "env from a Secret")
 
 
 def parse_pause(annotations: Mapping[str, str]) -> Pause | None:
@@ -529,11 +736,13 @@ def parse_pause(annotations: Mapping[str, str]) -> Pause | None:
     if pinned is None:
         return Pause() if flag == "true" else None
     where = f"metadata.annotations[{PAUSED_REPLICAS}]"
-    if not pinned.strip().isdigit():
-        raise SpecError(where, f"must be a whole number of pods (0 or more), not {pinned!r}")
+    # ASCII digits only: str.isdigit also takes "²" and "٣", which int refuses or reads.
+    if not re.fullmatch(r"[0-9]+", pinned.strip()) or int(pinned) > MAX_REPLICAS:
+        raise SpecError(where, f"must be a whole number of pods from 0 to {MAX_REPLICAS}, "
+                        f"not {pinned!r}")
     if flag == "false":
         raise SpecError(where, f'pins the pools while {PAUSED} is "false"; remove one of them')
-    return Pause(int(pinned.strip()))
+    return Pause(int(pinned))
 
 
 def parse(body: Mapping[str, Any]) -> Fleet:
@@ -567,7 +776,7 @@ def parse(body: Mapping[str, Any]) -> Fleet:
             uid=meta.get("uid", ""), generation=int(meta.get("generation", 0)),
             pods=pods, broker=_parse_broker(spec["broker"]),
             celery_config_module=celery.get("configModule", "metamapper.celeryconfig"),
-            celery_settings=celery.get("settings") or {},
+            celery_settings=_check_celery_settings(celery.get("settings") or {}),
             pools=tuple(_parse_pool(i, p) for i, p in enumerate(spec["pools"])),
             scheduler=_parse_scheduler(spec.get("scheduler") or {}),
             suspend=bool(spec.get("suspend", False)),

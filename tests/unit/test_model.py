@@ -31,3 +31,181 @@ def test_a_port_no_client_can_use_is_an_invalid_spec(url: str) -> None:
     with pytest.raises(SpecError) as raised:
         parse(body(broker={"url": url}))
     assert "port" in raised.value.message and "pw" not in raised.value.message
+
+
+# --- what the model accepts, the core can evaluate ---------------------------------------
+
+SCHEDULE = {"name": "w", "cron": "0 8 * * 1-5", "durationSeconds": 3600, "minReplicas": 2}
+
+
+def _scheduled(**changed: Any) -> dict[str, Any]:
+    return body(pools=[{"name": "default", "queues": ["default"],
+                        "autoscaling": {"schedules": [{**SCHEDULE, **changed}]}}])
+
+
+def _annotated(**annotations: str) -> dict[str, Any]:
+    raw = body()
+    raw["metadata"]["annotations"] = annotations
+    return raw
+
+
+WHERE = "spec.pools[0].autoscaling"
+PINNED = "metadata.annotations[autoscaling.metamapper.io/paused-replicas]"
+OPTIONS = "spec.celery.settings.broker_transport_options"
+
+
+@pytest.mark.parametrize(("raw", "field"), [
+    # croniter.is_valid says True; no such day exists, so get_next/get_prev raise
+    (_scheduled(cron="0 0 30 2 *"), f"{WHERE}.schedules[0].cron"),
+    (_scheduled(cron="0 0 31 4,6 *"), f"{WHERE}.schedules[0].cron"),
+    (_scheduled(durationSeconds=10**12), f"{WHERE}.schedules[0].durationSeconds"),
+    (_scheduled(durationSeconds=0), f"{WHERE}.schedules[0].durationSeconds"),
+    (_scheduled(durationSeconds="3600"), f"{WHERE}.schedules[0].durationSeconds"),
+    (_scheduled(durationSeconds=True), f"{WHERE}.schedules[0].durationSeconds"),
+    (_scheduled(minReplicas=-1), f"{WHERE}.schedules[0].minReplicas"),
+    (_scheduled(timeZone=""), f"{WHERE}.schedules[0].timeZone"),
+    (_scheduled(timeZone="zone.tab"), f"{WHERE}.schedules[0].timeZone"),
+    (_scheduled(timeZone=7), f"{WHERE}.schedules[0].timeZone"),
+    (_scheduled(cron=5), f"{WHERE}.schedules[0].cron"),
+    (_annotated(**{"autoscaling.metamapper.io/paused-replicas": "²"}), PINNED),
+    (_annotated(**{"autoscaling.metamapper.io/paused-replicas": "٣"}), PINNED),
+    (_annotated(**{"autoscaling.metamapper.io/paused-replicas": "9" * 30}), PINNED),
+    (body(celery={"settings": {"broker_transport_options": "visibility_timeout=1"}}), OPTIONS),
+    (body(celery={"settings": {"broker_transport_options": ["a"]}}), OPTIONS),
+    (body(celery={"settings": {"broker_transport_options": {"priority_steps": 3}}}),
+     f"{OPTIONS}.priority_steps"),
+    (body(celery={"settings": {"broker_transport_options": {"priority_steps": ["a"]}}}),
+     f"{OPTIONS}.priority_steps"),
+    (body(celery={"settings": {"broker_transport_options": {"visibility_timeout": "1h"}}}),
+     f"{OPTIONS}.visibility_timeout"),
+    (body(celery={"settings": {"broker_transport_options": {"visibility_timeout": 10**400}}}),
+     f"{OPTIONS}.visibility_timeout"),
+    (body(celery={"settings": {"broker_transport_options": {"sep": 1}}}), f"{OPTIONS}.sep"),
+    (body(celery={"settings": {"task_time_limit": 10**400}}),
+     "spec.celery.settings.task_time_limit"),
+    (body(celery={"settings": {"task_soft_time_limit": "long"}}),
+     "spec.celery.settings.task_soft_time_limit"),
+    (body(celery={"settings": ["task_time_limit"]}), "spec.celery.settings"),
+    (body(pools=[{"name": "default", "queues": ["q"],
+                  "autoscaling": {"targetWaitSeconds": 10**400}}]),
+     f"{WHERE}.targetWaitSeconds"),
+    (body(pools=[{"name": "default", "queues": ["q"],
+                  "autoscaling": {"scaleDownStabilizationSeconds": 10**400}}]),
+     f"{WHERE}.scaleDownStabilizationSeconds"),
+    (body(pools=[{"name": "default", "queues": ["q"], "autoscaling": {"tolerance": "x"}}]),
+     f"{WHERE}.tolerance"),
+    (body(pools=[{"name": "default", "queues": ["q"], "maxReplicas": 10**400}]),
+     "spec.pools[0].maxReplicas"),
+    (body(pools=[{"name": "default", "queues": ["q"], "concurrency": "4"}]),
+     "spec.pools[0].concurrency"),
+])
+def test_values_the_core_cannot_evaluate_are_refused_at_parse(raw: dict[str, Any],
+                                                              field: str) -> None:
+    with pytest.raises(SpecError) as raised:
+        parse(raw)
+    assert raised.value.field == field
+
+
+@pytest.mark.parametrize("cron", ["0 0 29 2 *", "0 0 31 * *", "0 0 L * *", "0 0 31 2 1"])
+def test_schedules_that_name_a_day_that_exists_are_accepted(cron: str) -> None:
+    assert parse(_scheduled(cron=cron)).pools[0].autoscaling.schedules[0].cron == cron
+
+
+def test_a_pinned_pause_is_a_plain_count() -> None:
+    pause = parse(_annotated(**{"autoscaling.metamapper.io/paused-replicas": " 3 "})).pause
+    assert pause is not None and pause.replicas == 3
+
+
+# --- credentials never reach a ConfigMap or the spec ------------------------------------
+
+SETTINGS = "spec.celery.settings"
+
+
+@pytest.mark.parametrize(("settings", "field"), [
+    ({"redis_password": "s3cret"}, f"{SETTINGS}.redis_password"),
+    ({"REDIS_PASSWORD": "s3cret"}, f"{SETTINGS}.REDIS_PASSWORD"),
+    ({"security_key_password": "s3cret"}, f"{SETTINGS}.security_key_password"),
+    ({"s3_secret_access_key": "s3cret"}, f"{SETTINGS}.s3_secret_access_key"),
+    ({"cosmosdbsql_master_key": "s3cret"}, f"{SETTINGS}.cosmosdbsql_master_key"),
+    ({"cassandra_auth_kwargs": {"username": "u", "password": "s3cret"}},
+     f"{SETTINGS}.cassandra_auth_kwargs"),
+    ({"broker_transport_options": {"sasl_password": "s3cret"}},
+     f"{SETTINGS}.broker_transport_options.sasl_password"),
+    ({"result_backend_transport_options": {"password": "s3cret"}},
+     f"{SETTINGS}.result_backend_transport_options.password"),
+    ({"mongodb_backend_settings": {"host": "mongodb://u:s3cret@db/x"}},
+     f"{SETTINGS}.mongodb_backend_settings.host"),
+    ({"my_backend": "redis://r:6379/0?password=s3cret"}, f"{SETTINGS}.my_backend"),
+    ({"beat_urls": ["redis://r:6379/0", "redis://:s3cret@r:6379/1"]},
+     f"{SETTINGS}.beat_urls[1]"),
+    ({"broker_url": "redis://r:6379/0"}, f"{SETTINGS}.broker_url"),
+])
+def test_credential_bearing_celery_settings_are_refused_without_their_value(
+        settings: dict[str, Any], field: str) -> None:
+    with pytest.raises(SpecError) as raised:
+        parse(body(celery={"settings": settings}))
+    assert raised.value.field == field
+    assert "carries credentials" in raised.value.message
+    assert "s3cret" not in str(raised.value)
+
+
+def test_settings_without_credentials_pass() -> None:
+    settings = {"redbeat_key_prefix": "x:", "task_routes": {"a.*": {"queue": "a"}},
+                "broker_transport_options": {"visibility_timeout": 7200, "sep": ":"},
+                "redis_password": None, "result_expires": 3600}
+    assert parse(body(celery={"settings": settings})).celery_settings == settings
+
+
+@pytest.mark.parametrize(("spec", "field"), [
+    ({"broker": {"url": "redis://r:6379/0?password=s3cret"}}, "spec.broker.url"),
+    ({"broker": {"url": "redis://r:6379/0?Password=s3cret"}}, "spec.broker.url"),
+    ({"broker": {"url": "redis://:s3cret@r:6379/0"}}, "spec.broker.url"),
+    ({"broker": {"url": "redis://r:6379/0;redis://:s3cret@b:6379/0"}}, "spec.broker.url"),
+    ({"broker": {"url": "sqs://AKIAKEYID@"}}, "spec.broker.url"),
+    ({"scheduler": {"lock": {"redisURL": "redis://l:6379/0?password=s3cret"}}},
+     "spec.scheduler.lock.redisURL"),
+    ({"broker": {"url": "amqp://rabbit//", "rabbitmq": {
+        "managementURL": "http://u:s3cret@rabbit:15672"}}},
+     "spec.broker.rabbitmq.managementURL"),
+])
+def test_urls_in_the_spec_carry_no_credential(spec: dict[str, Any], field: str) -> None:
+    with pytest.raises(SpecError) as raised:
+        parse(body(**spec))
+    assert raised.value.field == field
+    assert "s3cret" not in str(raised.value)
+
+
+# --- names of the children --------------------------------------------------------------
+
+FLOWER = {"enabled": True, "basicAuthSecretRef": {"name": "auth"}}
+
+
+def _named(name: str, **spec: Any) -> dict[str, Any]:
+    raw = body(**spec)
+    raw["metadata"]["name"] = name
+    return raw
+
+
+@pytest.mark.parametrize(("raw", "field"), [
+    (body(flower=FLOWER, pools=[{"name": "flower", "queues": ["q"]}]), "spec.pools[0].name"),
+    (body(pools=[{"name": "scheduler", "queues": ["q"]}]), "spec.pools[0].name"),
+    (_named("mm.prod", flower=FLOWER), "metadata.name"),
+    (_named("1mm", flower=FLOWER), "metadata.name"),
+    (_named("m" * 57, flower=FLOWER), "metadata.name"),
+    (_named("m" * 60), "metadata.name"),
+    (_named("m" * 50, pools=[{"name": "p" * 20, "queues": ["q"]}]), "spec.pools[0].name"),
+    (body(pools=[{"name": "P_1", "queues": ["q"]}]), "spec.pools[0].name"),
+])
+def test_names_that_make_invalid_or_colliding_children_are_refused(
+        raw: dict[str, Any], field: str) -> None:
+    with pytest.raises(SpecError) as raised:
+        parse(raw)
+    assert raised.value.field == field
+
+
+@pytest.mark.parametrize("raw", [
+    body(pools=[{"name": "flower", "queues": ["q"]}]),
+    _named("mm.prod"), _named("1mm"), _named("m" * 40, flower=FLOWER),
+])
+def test_names_that_make_valid_distinct_children_pass(raw: dict[str, Any]) -> None:
+    assert parse(raw).name == raw["metadata"]["name"]

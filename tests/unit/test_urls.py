@@ -14,10 +14,12 @@ from metamapper_operator.references import BrokerAccess
 from metamapper_urls import (
     REDACTED,
     URLError,
+    has_credentials,
     parse_url,
     redact,
     redact_text,
     scrub,
+    secrets_in,
     without_credentials,
 )
 
@@ -100,3 +102,27 @@ def test_a_password_is_never_shown(password: str, user: str) -> None:
 ])
 def test_an_address_without_credentials_keeps_host_port_and_path(url: str, address: str) -> None:
     assert without_credentials(url) == address
+
+
+def test_every_url_of_a_failover_broker_url_is_redacted() -> None:
+    url = "redis://:first@a:6379/0;redis://:second@b:6379/0;amqp://u:third@c//?password=x"
+    assert redact(url) == "redis://:***@a:6379/0;redis://:***@b:6379/0;amqp://u:***@c//?password=***"
+    assert redact_text(f"connect {url} failed") == f"connect {redact(url)} failed"
+    assert {"first", "second", "third", "x"} <= set(secrets_in(url))
+
+
+@pytest.mark.parametrize(("url", "credential"), [
+    ("redis://:pw@r:6379/0", True),
+    ("redis://r:6379/0?password=pw", True),
+    ("redis://r:6379/0?PASSWORD=pw", True),
+    ("amqp://u@r//?sasl_password=pw", True),
+    ("sqs://AKIAKEYID@", True),
+    ("redis://r:6379/0;redis://:pw@b:6379/0", True),
+    ("redis://r:6379/0", False),
+    ("redis://user@r:6379/0", False),
+    ("redis://r:6379/0?socket_timeout=1", False),
+    ("sqs://", False),
+    ("redis://a:6379/0;redis://b:6379/0", False),
+])
+def test_has_credentials_sees_every_place_a_url_carries_one(url: str, credential: bool) -> None:
+    assert has_credentials(url) is credential

@@ -18,14 +18,9 @@ from __future__ import annotations
 
 import datetime
 from dataclasses import dataclass, replace
-from zoneinfo import ZoneInfo
-
-from croniter import croniter
 
 from metamapper_operator.autoscale.policy import Bounds
 from metamapper_operator.model import Schedule
-
-MINUTE = datetime.timedelta(minutes=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,19 +32,9 @@ class Window:
     end: datetime.datetime
 
 
-def last_start(schedule: Schedule, now: datetime.datetime) -> datetime.datetime:
-    """The latest time at or before ``now`` the cron expression names (UTC)."""
-    zone = ZoneInfo(schedule.time_zone)
-    # croniter's get_prev is strictly before its start: start at the next whole minute.
-    start = now.astimezone(datetime.UTC).replace(second=0, microsecond=0) + MINUTE
-    before: datetime.datetime = croniter(schedule.cron, start.astimezone(zone)).get_prev(
-        datetime.datetime)
-    return before.astimezone(datetime.UTC)
-
-
 def window_of(schedule: Schedule, now: datetime.datetime) -> Window | None:
     """The schedule's window open at ``now`` (timezone-aware), or None."""
-    opened = last_start(schedule, now)
+    opened = schedule.last_start(now)
     end = opened + datetime.timedelta(seconds=schedule.duration_seconds)
     if opened <= now < end:
         return Window(schedule.name, schedule.min_replicas, end)
@@ -69,18 +54,10 @@ def raised(bounds: Bounds, window: Window | None) -> Bounds:
     return replace(bounds, min_replicas=min(window.min_replicas, bounds.max_replicas))
 
 
-def next_start(schedule: Schedule, now: datetime.datetime) -> datetime.datetime:
-    """The first time after ``now`` the cron expression names (UTC)."""
-    zone = ZoneInfo(schedule.time_zone)
-    after: datetime.datetime = croniter(schedule.cron, now.astimezone(zone)).get_next(
-        datetime.datetime)
-    return after.astimezone(datetime.UTC)
-
-
 def next_change(schedules: tuple[Schedule, ...], now: datetime.datetime
                 ) -> datetime.datetime | None:
     """The next time the open window may change (one opening or closing), or None: until
     then :func:`active_window` gives the same answer."""
-    times = [next_start(s, now) for s in schedules]
+    times = [s.next_start(now) for s in schedules]
     times += [w.end for w in (window_of(s, now) for s in schedules) if w is not None]
     return min(times, default=None)
