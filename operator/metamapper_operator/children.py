@@ -18,10 +18,6 @@ from metamapper_operator.builders import LABEL_INSTANCE, MANAGER, SPEC_HASH
 from metamapper_operator.state import Key
 from metamapper_operator.status import DeploymentState, foreign_template_fields
 
-# Kinds of children deleted when the spec no longer asks for them (the ConfigMap's name is
-# fixed: it is never orphaned).
-REMOVABLE = frozenset({"Deployment", "PodDisruptionBudget", "NetworkPolicy", "Service"})
-
 
 @dataclass(frozen=True)
 class ChildKind:

@@ -58,6 +58,7 @@ class Boundary:
         self.secrets = [s for s in secrets if s]
         self.expected = expected
         self.fault: Fault | None = None
+        self.error: Exception | None = None  # what was contained, for the caller's retry
 
     def __enter__(self) -> Boundary:
         return self
@@ -66,6 +67,7 @@ class Boundary:
                  tb: TracebackType | None) -> bool:
         if err is None or not isinstance(err, Exception):
             return False  # success, or cancellation: not ours to keep
+        self.error = err
         detail = describe(err, self.secrets)
         if isinstance(err, self.expected):
             message = detail

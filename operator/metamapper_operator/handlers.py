@@ -18,30 +18,33 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
 import kopf
 
 from metamapper_operator.autoscale.loop import Autoscaler
+from metamapper_operator.brokers.base import secrets_of
 from metamapper_operator.builders import (
     LABEL_COMPONENT,
     LABEL_INSTANCE,
     LABEL_NAME,
     MANAGED_SELECTOR,
     ONE_BEAT_GATE,
-    SPEC_HASH,
     desired_objects,
     scheduler_held,
 )
-from metamapper_operator.children import KINDS, REMOVABLE, Child, ChildKind, Children, child_of
+from metamapper_operator.children import KINDS, Child, ChildKind, Children, child_of
 from metamapper_operator.coalescing import Coalescer
 from metamapper_operator.config import Config
+from metamapper_operator.containment import Boundary, settle
 from metamapper_operator.crd import GROUP, PLURAL, VERSION
 from metamapper_operator.health import Health
 from metamapper_operator.kube import Kube, KubeError, unguarded
 from metamapper_operator.model import Fleet, SpecError, parse
-from metamapper_operator.references import SecretCache, resolve
+from metamapper_operator.plan import Action, Apply, ChildrenPlan, Delete, Scale, children_plan
+from metamapper_operator.references import BrokerAccess, SecretCache, resolve
 from metamapper_operator.runtime import Runtime
 from metamapper_operator.state import FleetState, Key, ReconcileInputs
 from metamapper_operator.status import DeploymentState
@@ -203,10 +206,36 @@ def unchanged(runtime: Runtime, key: Key, inputs: ReconcileInputs) -> bool:
     the same object and children, no failure to retry, and no Secret due to be read
     again."""
     state = runtime.fleets.get(key)
-    if state is None or state.reconciled != inputs or state.failure is not None:
+    if state is None or state.reconciled != inputs or RECONCILE in state.faults:
         return False
     return not reads_secrets(state.fleet) or (
         time.monotonic() - state.reconciled_at < runtime.config.secret_ttl_seconds)
+
+
+#: The step of an object's reconcile, as its fault names it (containment.Boundary).
+RECONCILE = "reconcile"
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Everything one reconcile of a valid spec does, decided before any write: the
+    children's writes, then the state and status of the new generation."""
+
+    generation: int
+    fleet: Fleet
+    access: BrokerAccess
+    held: str | None        # why the scheduler is held back (see builders.scheduler_held)
+    children: ChildrenPlan
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A generation refused: its spec, or a Secret it names, is invalid (InvalidSpec).
+    ``final`` when only a change of the spec can help (a missing Secret may appear)."""
+
+    generation: int
+    message: str
+    final: bool
 
 
 async def reconcile(body: kopf.Body, runtime: Runtime,
@@ -217,125 +246,133 @@ async def reconcile(body: kopf.Body, runtime: Runtime,
     ``deployments`` are its Deployments as the watch shows them, ``others`` the content
     hashes of its other children, by (kind, name).
 
-    An API failure anywhere (reading a Secret, applying, writing status) is reported as
-    Degraded and raised as kopf's TemporaryError (retried soon) when trying again may
-    help, PermanentError (until the spec changes) when it cannot.
+    The reconcile reads (the spec, the Secrets it names), plans (:class:`Plan` or
+    :class:`Refusal`, purely), then carries the plan out (the writes, then the state of
+    the new generation). All of it runs in one :class:`Boundary`: whatever fails, an API
+    request or a value nobody foresaw, becomes this object's fault (Ready False with the
+    reason, one Warning event) while the generation last carried out stays in force and
+    in ``observedGeneration``. It is then raised to kopf as TemporaryError (retried soon)
+    when an API error may pass, PermanentError otherwise (the resync tries again).
     """
     key = Key(body.metadata.namespace or "", body.metadata.name or "")
     state, lock = runtime.state(key, body.metadata.uid or "")
     seen_status = dict(body.get("status") or {})
     inputs = inputs_of(body, deployments, others)
     async with lock:
-        state.generation = int(body.metadata.get("generation", 0))
         state.reconciled = None
+        boundary = Boundary(RECONCILE, "ReconcileFailed",
+                            secrets_of(state.access) if state.access else (),
+                            expected=(KubeError,))
         try:
-            settled = await _reconcile(body, runtime, state, key, deployments, others,
-                                       seen_status)
-            # Only what the watches fully showed may be skipped later: a child known only
-            # from the operator's own recent write (deleted meanwhile, say) is checked again.
-            if settled:
-                state.reconciled, state.reconciled_at = inputs, time.monotonic()
-        except KubeError as err:
-            if state.failure != str(err):
-                await runtime.kube.event(body.metadata, "Warning", "ApplyFailed", str(err))
-            state.failure = str(err)
-            with contextlib.suppress(KubeError):  # the status may be what fails
+            with boundary:
+                settled = await _reconcile(body, runtime, state, key, inputs.generation,
+                                           deployments, others, boundary)
+                settle(state.faults, RECONCILE, None)
+                # Only what the watches fully showed may be skipped later: a child known
+                # only from the operator's own recent write is checked again.
+                if settled:
+                    state.reconciled, state.reconciled_at = inputs, time.monotonic()
                 await runtime.publish(key, deployments, seen_status)
-            if err.retryable:
-                raise kopf.TemporaryError(str(err), delay=5) from None
-            raise kopf.PermanentError(str(err)) from None
         finally:  # after every change of the state: the autoscaler reads it afresh
             runtime.note_change()
+        if boundary.fault is None:
+            return
+        fault = boundary.fault
+        if isinstance(boundary.error, KubeError):
+            fault = replace(fault, reason="ApplyFailed")
+        if settle(state.faults, RECONCILE, fault) is not None and key in runtime.fleets:
+            await runtime.kube.event(body.metadata, "Warning", fault.reason, fault.message)
+        with contextlib.suppress(KubeError):  # the status may be what fails
+            await runtime.publish(key, deployments, seen_status)
+        if isinstance(boundary.error, KubeError) and boundary.error.retryable:
+            raise kopf.TemporaryError(fault.message, delay=5)
+        raise kopf.PermanentError(fault.message)
 
 
 async def _reconcile(body: kopf.Body, runtime: Runtime, state: FleetState, key: Key,
-                     deployments: Mapping[str, DeploymentState],
-                     others: Mapping[tuple[str, str], str], seen_status: dict[str, Any]
-                     ) -> bool:
-    """Reconcile; False when the same inputs may give another result later: a child's
-    state came from memory, not from the watches, or a referenced Secret is missing (the
-    operator does not watch Secrets, so the resync must look again)."""
+                     generation: int, deployments: Mapping[str, DeploymentState],
+                     others: Mapping[tuple[str, str], str], boundary: Boundary) -> bool:
+    """Read, plan, carry out; False when the same inputs may give another result later: a
+    child's state came from memory, not from the watches, a referenced Secret is
+    missing (the operator does not watch Secrets, so the resync must look again), or
+    the object is gone."""
+    planned = await _plan(body, runtime, state, key, generation, deployments, others,
+                          boundary)
+    if planned is None:   # gone
+        return False
+    if isinstance(planned, Refusal):
+        if state.invalid != planned.message:
+            await runtime.kube.event(body.metadata, "Warning", "InvalidSpec", planned.message)
+        state.generation = planned.generation
+        state.fleet, state.access, state.invalid = None, None, planned.message
+        return planned.final
+    await _carry_out(runtime, state, key, body.metadata, planned.children.actions)
+    announce = planned.held if planned.held and state.held != planned.held else None
+    state.generation, state.fleet, state.access = (planned.generation, planned.fleet,
+                                                   planned.access)
+    state.invalid, state.held = None, planned.held
+    if announce:
+        await runtime.kube.event(body.metadata, "Warning", "SchedulerHeld", announce)
+    return planned.children.settled
+
+
+async def _plan(body: kopf.Body, runtime: Runtime, state: FleetState, key: Key,
+                generation: int, deployments: Mapping[str, DeploymentState],
+                others: Mapping[tuple[str, str], str], boundary: Boundary
+                ) -> Plan | Refusal | None:
+    """What this reconcile does (None: the object is gone and forgotten). Reads the
+    Secrets the spec names, and the object itself when a child is missing; writes
+    nothing."""
     fleet: Fleet | None = None
     try:
         fleet = parse(body)
         access = await resolve(fleet, runtime.secrets.read)
     except SpecError as err:
-        if state.invalid != str(err):
-            await runtime.kube.event(body.metadata, "Warning", "InvalidSpec", str(err))
-        state.fleet, state.access, state.invalid = None, None, str(err)
-        await runtime.publish(key, deployments, seen_status)
-        return fleet is None   # the spec itself is wrong: only a change of it can help
+        return Refusal(generation, str(err), final=fleet is None)
+    boundary.secrets.extend(secrets_of(access))
     desired = desired_objects(fleet, access.transport, {
         n: runtime.replicas(key, n, d.replicas) for n, d in deployments.items()})
     existing = {**{("Deployment", n): d.spec_hash for n, d in deployments.items()},
                 **others}
-    if any(("Deployment", n) not in existing for n in _deployment_names(desired)) and (
+    if any(obj["kind"] == "Deployment" and ("Deployment", obj["metadata"]["name"])
+           not in existing for obj in desired) and (
             await runtime.kube.metamapper_uid(*key) != body.metadata.uid):
         # Children missing: maybe created just now, maybe garbage-collected because the
         # object is gone (deleted while kopf's watch was down, so its index still has it).
         # Children created for a dead owner would be collected again, on every resync.
         log.info("%s/%s is gone; forgetting it", *key)
         runtime.forget(key)
-        return False
-    state.fleet, state.access, state.invalid = fleet, access, None
-    held = scheduler_held(fleet, access.transport)
-    if held and state.held != held:
-        await runtime.kube.event(body.metadata, "Warning", "SchedulerHeld", held)
-    state.held = held
-    settled = await _converge(body, runtime, state, key, desired, existing, deployments)
-    state.failure = None
-    await runtime.publish(key, deployments, seen_status)
-    return settled
+        return None
+    names = [(obj["kind"], obj["metadata"]["name"]) for obj in desired]
+    children = children_plan(
+        desired, existing,
+        have={(kind, name): runtime.content_hash(key, kind, name, existing.get((kind, name)))
+              for kind, name in names},
+        deployments=deployments,
+        sizes={n: runtime.replicas(key, n, d.replicas) for n, d in deployments.items()},
+        repaired=state.repaired)
+    return Plan(generation, fleet, access, scheduler_held(fleet, access.transport), children)
 
 
-def _deployment_names(desired: list[dict[str, Any]]) -> list[str]:
-    return [obj["metadata"]["name"] for obj in desired if obj["kind"] == "Deployment"]
-
-
-async def _converge(body: kopf.Body, runtime: Runtime, state: FleetState, key: Key,
-                    desired: list[dict[str, Any]], existing: Mapping[tuple[str, str], str],
-                    deployments: Mapping[str, DeploymentState]) -> bool:
-    """Apply, scale and delete children; False when a child's content hash came from the
-    operator's memory of its own write rather than from the watch."""
+async def _carry_out(runtime: Runtime, state: FleetState, key: Key, meta: Mapping[str, Any],
+                     actions: tuple[Action, ...]) -> None:
+    """The writes of a plan, in order, each announced once done (an Event) and
+    remembered until the watches show it."""
     kube = runtime.kube
-    wanted = set()
-    settled = True
-    for obj in desired:
-        kind, name = obj["kind"], obj["metadata"]["name"]
-        wanted.add((kind, name))
-        spec_hash = obj["metadata"]["annotations"][SPEC_HASH]
-        have = runtime.content_hash(key, kind, name, existing.get((kind, name)))
-        settled = settled and have == existing.get((kind, name))
-        # Fields another manager took (kubectl edit): applied again, once per change of
-        # theirs (fields of theirs the operator does not set would otherwise stay foreign).
-        indexed = kind == "Deployment" and name in deployments
-        foreign = deployments[name].foreign if indexed and have else ""
-        if have != spec_hash:
-            await kube.apply(obj)
-            runtime.note_applied(key, kind, name, spec_hash)
-            verb = "Created" if have is None else "Updated"
-            await kube.event(body.metadata, "Normal", verb, f"{kind} {name} {verb.lower()}")
-        elif foreign and state.repaired.get(name) != foreign:
-            await kube.apply(obj)
-            state.repaired[name] = foreign
-            await kube.event(body.metadata, "Normal", "Repaired",
-                             f"{kind} {name}: pod template fields changed by another "
-                             "manager restored")
-        elif indexed and (before := runtime.replicas(
-                key, name, deployments[name].replicas)) != obj["spec"]["replicas"]:
-            # Same template, other size: bounds or suspend changed. Scale, do not re-apply.
-            after = obj["spec"]["replicas"]
-            await kube.scale(key.namespace, name, after)
-            runtime.note_scale(key, name, after)
-            await kube.event(body.metadata, "Normal", "Scaled",
-                             f"Deployment {name} scaled from {before} to {after} "
-                             "to fit the pool's bounds")
-    for kind, name in existing:
-        if kind in REMOVABLE and (kind, name) not in wanted:
-            await kube.delete(kind, body.metadata.namespace or "", name)
-            await kube.event(body.metadata, "Normal", "Deleted",
-                             f"{kind} {name} deleted: no longer in the spec")
-    return settled
+    for action in actions:
+        match action:
+            case Apply():
+                await kube.apply(action.obj)
+                runtime.note_applied(key, action.kind, action.name, action.spec_hash)
+                if action.foreign:
+                    state.repaired[action.name] = action.foreign
+            case Scale():
+                await kube.scale(key.namespace, action.name, action.after)
+                runtime.note_scale(key, action.name, action.after)
+            case Delete():
+                await kube.delete(action.kind, key.namespace, action.name)
+        note = action.note()
+        await kube.event(meta, note.type, note.reason, note.message)
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)

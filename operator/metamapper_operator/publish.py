@@ -34,7 +34,7 @@ async def publish(kube: Kube, key: Key, state: FleetState,
     observed = Observed(
         generation=state.generation, now=now(), fleet=state.fleet,
         transport=state.access.transport if state.access else None,
-        invalid=state.invalid, failure=state.failure, broker_error=state.broker_error,
+        invalid=state.invalid, broker_error=state.broker_error,
         deployments=deployments, scaling=state.scaling, unconsumed=state.unconsumed,
         faults=tuple(state.faults[step] for step in sorted(state.faults)),
     )

@@ -48,10 +48,9 @@ class FleetState:
     fleet: Fleet | None = None
     access: BrokerAccess | None = None
     invalid: str | None = None
-    failure: str | None = None
     broker_error: str | None = None
     held: str | None = None  # why the scheduler is held back (a Warning event was posted)
-    # Per Deployment, the foreign template fields last overwritten (see handlers._converge).
+    # Per Deployment, the foreign template fields last overwritten (see plan.children_plan).
     repaired: dict[str, str] = field(default_factory=dict)
     scaling: dict[str, PoolScale] = field(default_factory=dict)
     # Broker queues with messages, no consumer and no pool (None: the broker cannot tell).

@@ -111,7 +111,6 @@ class Observed:
     fleet: Fleet | None = None
     transport: str | None = None
     invalid: str | None = None          # InvalidSpec message
-    failure: str | None = None          # last apply failure (Degraded)
     broker_error: str | None = None     # BrokerUnreachable message (credentials redacted)
     deployments: Mapping[str, DeploymentState] | None = None
     scaling: Mapping[str, PoolScale] | None = None
@@ -194,7 +193,18 @@ def _scheduler(obs: Observed, fleet: Fleet) -> dict[str, Any]:
     return {"state": state, "replicas": replicas, "readyReplicas": ready}
 
 
+def _faulted(faults: Sequence[Fault]) -> str:
+    return "; ".join(f"{fault.step}: {fault.message}" for fault in faults)
+
+
 def _conditions(obs: Observed) -> list[dict[str, Any]]:
+    if obs.invalid is None and obs.fleet is None:
+        # No generation carried out yet: the first one failed (or is under way).
+        reason = obs.faults[0].reason if obs.faults else "Pending"
+        message = _faulted(obs.faults) if obs.faults else "not reconciled yet"
+        return [_condition("Ready", False, reason, message),
+                _condition("Progressing", not obs.faults, reason, message),
+                _condition("Degraded", bool(obs.faults), reason, message)]
     if obs.invalid is not None or obs.fleet is None:
         message = obs.invalid or "the spec could not be read"
         return [_condition("Ready", False, "InvalidSpec", message),
@@ -204,6 +214,8 @@ def _conditions(obs: Observed) -> list[dict[str, Any]]:
     fleet, deployments = obs.fleet, obs.deployments or {}
     expected = [pool_deployment_name(fleet, p) for p in fleet.pools]
     held = _held(obs, fleet)
+    # A paused fleet's broker is not measured: an error from before the pause is stale.
+    broker_error = obs.broker_error if fleet.pause is None else None
     if fleet.scheduler.enabled and not held:
         expected.append(scheduler_deployment_name(fleet))
     missing = [n for n in expected if n not in deployments]
@@ -218,9 +230,8 @@ def _conditions(obs: Observed) -> list[dict[str, Any]]:
     # Every problem at once: the first names the reason, the message carries them all, so
     # a broker outage does not hide a held scheduler (or the other way round).
     problems = [(reason, message) for reason, message in (
-        ("ApplyFailed", obs.failure), ("BrokerUnreachable", obs.broker_error),
         *((fault.reason, f"{fault.step}: {fault.message}") for fault in obs.faults),
-        ("SchedulerHeld", held)) if message]
+        ("BrokerUnreachable", broker_error), ("SchedulerHeld", held)) if message]
     if problems:
         degraded = _condition("Degraded", True, problems[0][0],
                               "; ".join(message for _, message in problems))
@@ -228,15 +239,15 @@ def _conditions(obs: Observed) -> list[dict[str, Any]]:
         degraded = _condition("Degraded", False, "AsExpected", "no problems")
     if fleet.suspend:
         ready = _condition("Ready", False, "Suspended", "spec.suspend is true")
-    elif obs.failure:
-        ready = _condition("Ready", False, "ApplyFailed", obs.failure)
-    elif obs.broker_error:  # pools cannot follow their queues: not ready (as KEDA says)
-        ready = _condition("Ready", False, "BrokerUnreachable", obs.broker_error)
     elif obs.faults:  # a step of this object failed (the others' went on)
-        ready = _condition("Ready", False, obs.faults[0].reason, "; ".join(
-            f"{fault.step}: {fault.message}" for fault in obs.faults))
+        ready = _condition("Ready", False, obs.faults[0].reason, _faulted(obs.faults))
+    elif broker_error:  # pools cannot follow their queues: not ready (as KEDA says)
+        ready = _condition("Ready", False, "BrokerUnreachable", broker_error)
     elif held:
         ready = _condition("Ready", False, "SchedulerHeld", held)
+    elif fleet.pause is not None and fleet.pause.replicas == 0:
+        ready = _condition("Ready", False, "PinnedToZero", f"{PAUSED_REPLICAS} is 0: no "
+                           "worker runs, nothing consumes the pools' queues")
     elif missing or unsettled:
         ready = _condition("Ready", False, progressing["reason"], progressing["message"])
     else:
@@ -259,8 +270,11 @@ def _conditions(obs: Observed) -> list[dict[str, Any]]:
                                      orphans or "every queue holding messages has a consumer "
                                      "or a pool"))
     conditions.append(_paused(fleet))
-    if obs.broker_error is not None:
-        conditions.append(_condition("BrokerUnreachable", True, "ProbeFailed", obs.broker_error))
+    if fleet.pause is not None:
+        conditions.append(_condition("BrokerUnreachable", False, "NotMeasured",
+                                     "autoscaling is paused: the broker is not measured"))
+    elif broker_error is not None:
+        conditions.append(_condition("BrokerUnreachable", True, "ProbeFailed", broker_error))
     elif obs.scaling:
         conditions.append(_condition("BrokerUnreachable", False, "Reachable",
                                      "the broker answered the last probe"))

@@ -95,3 +95,28 @@ def test_status_shows_the_pause_and_no_stale_measurement() -> None:
     assert condition(pinned, "Ready")["status"] == "True"
     held = status(annotated(**{PAUSED: "true"}), running)
     assert condition(held, "Paused")["reason"] == "Annotation"
+
+
+def test_a_paused_fleet_shows_no_broker_error_from_before_the_pause() -> None:
+    """The broker of a paused fleet is not measured: the last error would stay for ever."""
+    deps = {"mm-default": DeploymentState(name="mm-default", spec_hash="h", replicas=2,
+                                          ready=2, updated=2, generation=1,
+                                          observed_generation=1)}
+    status = render(Observed(generation=1, now="t", fleet=parse(annotated(**{PAUSED: "true"})),
+                             transport="redis", deployments=deps,
+                             broker_error="redis redis:6379: refused"), {})
+    assert condition(status, "Ready")["status"] == "True"
+    assert condition(status, "Degraded")["status"] == "False"
+    unreachable = condition(status, "BrokerUnreachable")
+    assert (unreachable["status"], unreachable["reason"]) == ("False", "NotMeasured")
+
+
+def test_a_pause_pinned_at_zero_is_not_ready() -> None:
+    """Nothing consumes the queues: the fleet is not ready to do work."""
+    stopped = {"mm-default": DeploymentState(name="mm-default", spec_hash="h", replicas=0,
+                                             generation=1, observed_generation=1)}
+    status = render(Observed(generation=1, now="t", fleet=parse(annotated(**{
+        PAUSED_REPLICAS: "0"})), transport="redis", deployments=stopped), {})
+    ready = condition(status, "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "PinnedToZero")
+    assert PAUSED_REPLICAS in ready["message"]

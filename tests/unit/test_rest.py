@@ -25,7 +25,7 @@ from metamapper_operator.model import Schedule, parse
 from metamapper_operator.references import SecretCache
 from metamapper_operator.runtime import Runtime
 from metamapper_operator.state import SCALE_SETTLE_SECONDS, Key
-from metamapper_operator.status import DeploymentState
+from metamapper_operator.status import DeploymentState, Fault
 from tests.unit.sample import BODY
 from tests.unit.test_wiring import ACCESS, KEY, FakeControl, FakeKube, FakeProbe, setup
 
@@ -197,9 +197,10 @@ def test_a_resync_skips_only_objects_whose_inputs_did_not_change() -> None:
         annotated["metadata"]["annotations"] = {"autoscaling.metamapper.io/paused": "true"}
         assert not handlers.unchanged(runtime, KEY, handlers.inputs_of(
             kopf.Body(annotated), deployments, {}))
-        runtime.fleets[KEY].failure = "apply failed"
+        runtime.fleets[KEY].faults[handlers.RECONCILE] = Fault(
+            step=handlers.RECONCILE, reason="ApplyFailed", message="apply failed")
         assert not handlers.unchanged(runtime, KEY, handlers.inputs_of(body, deployments, {}))
-        runtime.fleets[KEY].failure = None
+        del runtime.fleets[KEY].faults[handlers.RECONCILE]
 
         # A Secret that is missing is looked for again on every resync (the operator does
         # not watch Secrets: one created later must be found)...

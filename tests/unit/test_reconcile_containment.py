@@ -1,0 +1,221 @@
+"""One object's reconcile is planned, then carried out, inside one boundary: whatever it
+meets (an API error, a value nobody foresaw) becomes that object's status (Ready False, a
+reason, a scrubbed message) and one Warning event, and observedGeneration advances only
+when that generation's plan was carried out or refused as an invalid spec."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+import pytest
+
+from metamapper_operator import handlers
+from metamapper_operator.config import Config
+from metamapper_operator.kube import KubeError
+from metamapper_operator.references import SecretCache
+from metamapper_operator.runtime import Runtime
+from metamapper_operator.state import Key
+from tests.unit.sample import BODY
+from tests.unit.test_wiring import FakeKube
+
+KEY = Key("ns", "mm")
+PASSWORD = "hunter2-s3cret"
+
+
+@dataclass
+class StatusKube(FakeKube):
+    """A FakeKube that keeps the status as the apiserver would (merge patches), every
+    event with its type, and fails the calls it is told to."""
+
+    status: dict[str, Any] = field(default_factory=dict)
+    notes: list[tuple[str, str, str]] = field(default_factory=list)
+    secrets: dict[str, dict[str, str]] = field(default_factory=dict)
+    undecodable: set[str] = field(default_factory=set)   # Secrets whose bytes are not UTF-8
+    refuse_apply: set[str] = field(default_factory=set)  # names whose apply fails
+    deleted: list[tuple[str, str]] = field(default_factory=list)
+
+    async def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        await super().patch_status(namespace, name, status)
+        for key, value in status.items():
+            if value is None:
+                self.status.pop(key, None)
+            else:
+                self.status[key] = copy.deepcopy(value)
+
+    async def event(self, involved: Mapping[str, Any], type: str, reason: str,
+                    message: str) -> None:
+        await super().event(involved, type, reason, message)
+        self.notes.append((type, reason, message))
+
+    async def read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
+        if name in self.undecodable:   # what Kube.read_secret meets: bytes.decode fails
+            b"\xff\xfe".decode()
+        return self.secrets.get(name)
+
+    async def apply(self, obj: Mapping[str, Any]) -> None:
+        if obj["metadata"]["name"] in self.refuse_apply:
+            raise KubeError(f"applying {obj['kind']} {obj['metadata']['name']}",
+                            TimeoutError("no answer"))
+        await super().apply(obj)
+
+    async def delete(self, kind: str, namespace: str, name: str) -> None:
+        self.deleted.append((kind, name))
+
+
+def runtime_of(kube: StatusKube) -> Runtime:
+    return Runtime(config=Config(), kube=kube,  # type: ignore[arg-type]
+                   secrets=SecretCache(kube.read_secret, 60))
+
+
+def body_of(generation: int, **spec: Any) -> kopf.Body:
+    raw = copy.deepcopy(BODY)
+    raw["metadata"].update(namespace=KEY.namespace, name=KEY.name, uid="u-1",
+                           generation=generation)
+    raw["spec"].update(spec)
+    return kopf.Body(raw)
+
+
+def condition(kube: StatusKube, kind: str) -> dict[str, Any]:
+    found: dict[str, Any] = next(c for c in kube.status["conditions"] if c["type"] == kind)
+    return found
+
+
+async def reconcile(runtime: Runtime, body: kopf.Body) -> type[Exception] | None:
+    """Reconcile ``body`` as kopf would call it; the kopf error it raised, if any."""
+    try:
+        await handlers.reconcile(body, runtime, {}, {})
+    except (kopf.TemporaryError, kopf.PermanentError) as err:
+        return type(err)
+    return None
+
+
+def warnings(kube: StatusKube) -> list[tuple[str, str]]:
+    return [(reason, message) for type_, reason, message in kube.notes if type_ == "Warning"]
+
+
+def test_an_unreadable_secret_leaves_the_old_generation_in_force_and_says_so() -> None:
+    """A referenced Secret whose value is not UTF-8: not a SpecError nor a KubeError."""
+    async def scenario() -> None:
+        kube = StatusKube()
+        runtime = runtime_of(kube)
+        assert await reconcile(runtime, body_of(1)) is None
+        assert kube.status["observedGeneration"] == 1
+        assert condition(kube, "Ready")["reason"] != "ReconcileFailed"
+        applied = list(kube.applied)
+
+        kube.undecodable.add("broker")
+        moved = body_of(2, broker={"urlSecretRef": {"name": "broker", "key": "url"}})
+        assert await reconcile(runtime, moved) is kopf.PermanentError  # no crash loop
+        assert kube.status["observedGeneration"] == 1   # generation 2 is not in force
+        ready = condition(kube, "Ready")
+        assert (ready["status"], ready["reason"]) == ("False", "ReconcileFailed")
+        assert "UnicodeDecodeError" in ready["message"]
+        assert condition(kube, "Degraded")["status"] == "True"
+        assert [reason for reason, _ in warnings(kube)] == ["ReconcileFailed"]
+        assert kube.applied == applied                   # nothing of generation 2 done
+        state = runtime.fleets[KEY]
+        assert state.fleet is not None and state.fleet.broker.url_secret is None
+
+        # The same failure again: no second event; the resync keeps trying it.
+        assert await reconcile(runtime, moved) is kopf.PermanentError
+        assert len(warnings(kube)) == 1
+        assert not handlers.unchanged(runtime, KEY, handlers.inputs_of(moved, {}, {}))
+
+        # Fixed: generation 2 is carried out and the fault is gone.
+        kube.undecodable.clear()
+        kube.secrets["broker"] = {"url": "redis://redis:6379/1"}
+        runtime.secrets.forget(KEY.namespace)
+        assert await reconcile(runtime, moved) is None
+        assert kube.status["observedGeneration"] == 2
+        assert condition(kube, "Ready")["reason"] != "ReconcileFailed"
+        assert runtime.fleets[KEY].faults == {}
+
+    asyncio.run(scenario())
+
+
+def test_a_bug_met_while_planning_changes_nothing_and_hides_the_secret(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    async def scenario() -> None:
+        kube = StatusKube()
+        runtime = runtime_of(kube)
+        assert await reconcile(runtime, body_of(1)) is None
+        writes, notes = list(kube.applied), list(kube.notes)
+
+        def broken(*_: Any, **__: Any) -> Any:
+            raise TypeError(f"cannot render redis://:{PASSWORD}@redis:6379/0")
+
+        monkeypatch.setattr(handlers, "desired_objects", broken)
+        changed = body_of(2, image="worker:2")
+        assert await reconcile(runtime, changed) is kopf.PermanentError
+        assert kube.applied == writes
+        assert kube.status["observedGeneration"] == 1
+        assert PASSWORD not in str(kube.status) and PASSWORD not in str(kube.notes)
+        assert kube.notes[len(notes):] == [("Warning", "ReconcileFailed", condition(
+            kube, "Ready")["message"].removeprefix("reconcile: "))]
+
+    asyncio.run(scenario())
+
+
+def test_a_write_that_fails_half_way_is_retried_and_announced_once() -> None:
+    async def scenario() -> None:
+        kube = StatusKube(refuse_apply={"mm-default"})
+        runtime = runtime_of(kube)
+        assert await reconcile(runtime, body_of(1)) is kopf.TemporaryError
+        assert "observedGeneration" not in kube.status or kube.status[
+            "observedGeneration"] == 0
+        ready = condition(kube, "Ready")
+        assert (ready["status"], ready["reason"]) == ("False", "ApplyFailed")
+        assert "applying Deployment mm-default" in ready["message"]
+        assert [reason for reason, _ in warnings(kube)] == ["ApplyFailed"]
+        # What was written before the failure is announced, what was not is not.
+        created = [message for _, reason, message in kube.notes if reason == "Created"]
+        assert created == [f"ConfigMap {name} created" for name in kube.applied]
+
+        kube.refuse_apply.clear()
+        assert await reconcile(runtime, body_of(1)) is None
+        assert kube.status["observedGeneration"] == 1
+        assert condition(kube, "Degraded")["reason"] != "ApplyFailed"
+        assert len(warnings(kube)) == 1
+
+    asyncio.run(scenario())
+
+
+def test_an_invalid_spec_is_that_generations_answer() -> None:
+    async def scenario() -> None:
+        kube = StatusKube()
+        runtime = runtime_of(kube)
+        assert await reconcile(runtime, body_of(1)) is None
+        unnamed = body_of(2, pools=[{"name": "default", "queues": []}])
+        assert await reconcile(runtime, unnamed) is None
+        assert kube.status["observedGeneration"] == 2
+        assert condition(kube, "InvalidSpec")["status"] == "True"
+        assert [reason for reason, _ in warnings(kube)] == ["InvalidSpec"]
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("replicas", ["²"])
+def test_a_pinned_size_that_isdigit_accepts_and_int_refuses_is_never_ready(
+        replicas: str) -> None:
+    async def scenario() -> None:
+        kube = StatusKube()
+        runtime = runtime_of(kube)
+        assert await reconcile(runtime, body_of(1)) is None
+        pinned = body_of(2)
+        pinned["metadata"]["annotations"] = {"autoscaling.metamapper.io/paused-replicas":
+                                             replicas}
+        await reconcile(runtime, pinned)
+        ready = condition(kube, "Ready")
+        assert ready["status"] == "False"
+        # Either refused (that generation's answer) or a fault (generation 1 in force).
+        if ready["reason"] == "InvalidSpec":
+            assert kube.status["observedGeneration"] == 2
+        else:
+            assert kube.status["observedGeneration"] == 1
+
+    asyncio.run(scenario())
