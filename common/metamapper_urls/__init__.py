@@ -75,9 +75,9 @@ def redact(url: str) -> str:
     """``url`` with every credential replaced by :data:`REDACTED`: the password, secret
     query parameters, and the user name where it is a key id (SQS); in every URL of a
     failover list."""
-    alternates = _FAILOVER.split(url)
-    if len(alternates) > 1:
-        return ";".join(redact(alternate) for alternate in alternates)
+    failover = alternates(url)
+    if len(failover) > 1:
+        return ";".join(redact(alternate) for alternate in failover)
     try:
         parts = urlsplit(url)
         user, password = parts.username, parts.password
@@ -92,6 +92,11 @@ def redact(url: str) -> str:
                        for k, v in parse_qsl(parts.query, keep_blank_values=True)],
                       safe="*")
     return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def alternates(url: str) -> list[str]:
+    """The URLs of a ``;``-separated failover list (kombu's), or ``[url]``."""
+    return _FAILOVER.split(url)
 
 
 def has_credentials(url: str) -> bool:
@@ -115,9 +120,9 @@ def redact_text(text: str) -> str:
 def secrets_in(url: str) -> list[str]:
     """Every credential in ``url`` (each URL of a failover list), in each spelling an
     error message may show it, and the URL itself."""
-    alternates = _FAILOVER.split(url)
-    if len(alternates) > 1:
-        return [url, *(secret for alternate in alternates for secret in secrets_in(alternate))]
+    failover = alternates(url)
+    if len(failover) > 1:
+        return [url, *(secret for alternate in failover for secret in secrets_in(alternate))]
     try:
         parts = urlsplit(url)
         raw = [parts.password, *_secret_query(parts.query)]

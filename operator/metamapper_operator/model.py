@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
-from metamapper_urls import URLError, has_credentials, parse_url
+from metamapper_urls import URLError, alternates, has_credentials, parse_url
 
 # The worker image's own task_time_limit (tasks/metamapper/defaults.py), in force unless
 # celery.settings declares another; a pool's default grace lets a warm shutdown outlast it.
@@ -377,15 +377,24 @@ def _int_field(raw: Mapping[str, Any], key: str, where: str, default: int, *,
 
 
 def transport_of(url: str) -> str:
-    """redis, rabbitmq or sqs, from a broker URL's scheme; the URL must be readable."""
-    try:
-        scheme = parse_url(url).scheme
-    except URLError as err:
-        raise SpecError("spec.broker", str(err)) from None
-    if scheme not in TRANSPORTS:
-        raise SpecError("spec.broker", f"unsupported broker URL scheme {scheme!r}; use one of "
-                        + ", ".join(f"{s}://" for s in TRANSPORTS))
-    return TRANSPORTS[scheme]
+    """redis, rabbitmq or sqs, from a broker URL's scheme (every URL of a failover list
+    the same); the URL must be readable."""
+    transports = set()
+    for alternate in alternates(url):
+        try:
+            scheme = parse_url(alternate).scheme
+        except URLError as err:
+            raise SpecError("spec.broker", str(err)) from None
+        if scheme not in TRANSPORTS:
+            raise SpecError("spec.broker", f"unsupported broker URL scheme {scheme!r}; use "
+                            "one of " + ", ".join(f"{s}://" for s in TRANSPORTS))
+        if any(c.isspace() for c in alternate):
+            raise SpecError("spec.broker", "a broker URL holds no white space")
+        transports.add(TRANSPORTS[scheme])
+    if len(transports) > 1:
+        raise SpecError("spec.broker", "the URLs of a failover list must all be of one "
+                        "transport")
+    return transports.pop()
 
 
 def _secret_ref(raw: Mapping[str, Any] | None, default_key: str = "url") -> SecretKeyRef | None:

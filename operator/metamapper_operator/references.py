@@ -43,25 +43,19 @@ class RedisLayout:
 
     @classmethod
     def of(cls, fleet: Fleet) -> RedisLayout:
+        """The fleet's layout (the model has checked the types of the options it reads)."""
         settings = fleet.celery_settings
         options = settings.get("broker_transport_options") or {}
         defaults = cls()
         limit = settings.get("task_time_limit") or WORKER_TASK_TIME_LIMIT
         visibility = options.get("visibility_timeout") or limit
-        try:
-            return cls(
-                key_prefix=fleet.broker.redis_key_prefix or str(
-                    options.get("global_keyprefix") or ""),
-                priority_steps=tuple(int(step) for step in options.get(
-                    "priority_steps", defaults.priority_steps)),
-                sep=str(options.get("sep", defaults.sep)),
-                unacked_key=str(options.get("unacked_key", defaults.unacked_key)),
-                unacked_index_key=str(options.get("unacked_index_key",
-                                                  defaults.unacked_index_key)),
-                in_flight_max_age=min(float(limit), float(visibility)))
-        except (TypeError, ValueError) as err:
-            raise SpecError("spec.celery.settings.broker_transport_options",
-                            f"unreadable Redis transport option: {err}") from None
+        return cls(
+            key_prefix=fleet.broker.redis_key_prefix or options.get("global_keyprefix", ""),
+            priority_steps=tuple(options.get("priority_steps", defaults.priority_steps)),
+            sep=options.get("sep", defaults.sep),
+            unacked_key=options.get("unacked_key", defaults.unacked_key),
+            unacked_index_key=options.get("unacked_index_key", defaults.unacked_index_key),
+            in_flight_max_age=min(float(limit), float(visibility)))
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -113,17 +107,19 @@ async def resolve(fleet: Fleet, read: ReadSecret) -> BrokerAccess:
     """Read the Secrets the fleet names and check them; raises :class:`SpecError`."""
     broker, ns = fleet.broker, fleet.namespace
     if broker.url_secret is not None:
-        url = await _secret_value(read, ns, broker.url_secret, "spec.broker.urlSecretRef")
+        ref = broker.url_secret
+        url = (await _secret_value(read, ns, ref, "spec.broker.urlSecretRef")).strip()
         try:
-            transport = transport_of(url.strip())
-        except SpecError as err:
-            raise SpecError("spec.broker.urlSecretRef",
-                            f"the URL in Secret {broker.url_secret.name!r}: {err.message}"
-                            ) from None
+            transport = transport_of(url)
+        except SpecError:  # its message would quote the value: none of it is shown
+            raise SpecError("spec.broker.urlSecretRef", f"the value of key {ref.key!r} in "
+                            f"Secret {ref.name!r} is not a broker URL a client can use (one "
+                            "or more of redis://, rediss://, amqp://, amqps://, pyamqp://, "
+                            "sqs:// joined by ';', a numeric port, no white space); the "
+                            "value is not shown") from None
         if broker.transport and broker.transport != transport:
             raise SpecError("spec.broker.transport", f"{broker.transport!r} does not match the "
-                            f"scheme of the URL in Secret {broker.url_secret.name!r}")
-        url = url.strip()
+                            f"scheme of the URL in Secret {ref.name!r}")
     else:
         url, transport = str(broker.url), str(broker.transport)
     if broker.rabbitmq_management_url:

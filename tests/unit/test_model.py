@@ -19,6 +19,8 @@ from tests.unit.sample import body
     ({"broker": {"url": "kafka://k"}}, "spec.broker"),
     ({"broker": {"url": "redis://r", "transport": "sqs"}}, "spec.broker.transport"),
     ({"broker": {}}, "spec.broker"),
+    ({"broker": {"url": "redis://a:6379/0;amqp://b//"}}, "spec.broker"),
+    ({"broker": {"url": "redis://a:6379/0;kafka://b"}}, "spec.broker"),
 ])
 def test_spec_errors_name_the_field(spec: dict[str, Any], field: str) -> None:
     with pytest.raises(SpecError) as raised:
