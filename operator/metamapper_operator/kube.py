@@ -82,6 +82,10 @@ class GatedPods:
     others: tuple[str, ...]
 
 
+# Pod phases after which a pod never runs again.
+FINISHED = frozenset({"Succeeded", "Failed"})
+
+
 def _worker_pod(pod: Any) -> WorkerPod:
     """What the ReplicaSet controller ranks a pod by (see autoscale/drainplan.py)."""
     status = pod.status
@@ -322,10 +326,13 @@ class Kube:
 
     async def list_pods(self, namespace: str, labels: Mapping[str, str]
                         ) -> dict[str, WorkerPod]:
-        """The pods with ``labels`` that are not being deleted, by name."""
+        """The pods with ``labels`` that are not being deleted nor finished, by name. A
+        finished pod (evicted: Failed; or Succeeded) counts for no ReplicaSet, whose
+        controller leaves it out of its pods as it does one being deleted."""
         pods = await self._pods(namespace, labels)
-        return {pod.metadata.name: _worker_pod(pod)
-                for pod in pods if pod.metadata.deletion_timestamp is None}
+        return {pod.metadata.name: _worker_pod(pod) for pod in pods
+                if pod.metadata.deletion_timestamp is None
+                and not (pod.status and pod.status.phase in FINISHED)}
 
     async def annotate_pod(self, namespace: str, name: str,
                            annotations: Mapping[str, str | None]) -> None:

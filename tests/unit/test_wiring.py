@@ -251,6 +251,16 @@ class FakeControl:
         self.resumed += [h.partition("@")[2] for h in hostnames]
         return set(hostnames)
 
+    async def active(self, hostnames: Collection[str]) -> dict[str, int]:
+        return {h: load.active for h, load in (await self.loads(hostnames)).items()}
+
+
+async def cycle_and_answers(autoscaler: Autoscaler) -> None:
+    """A cycle, then the round of questions to the workers it started (if any)."""
+    await autoscaler.cycle()
+    if autoscaler.asking is not None:
+        await autoscaler.asking
+
 
 def shrinking(pods: dict[str, WorkerPod], loads: dict[str, Load], replicas: int
               ) -> tuple[Runtime, FakeKube, Autoscaler, FakeControl, list[float]]:
@@ -599,30 +609,30 @@ def test_busy_pods_are_marked_not_safe_to_evict_and_idle_ones_unmarked(
 
         async def answers(active: dict[str, int], *_: object) -> dict[str, int]:
             asked.append(1)
-            return active
+            return {f"default@{pod}": n for pod, n in active.items()}
 
         # After a start nothing is known of the marks: the workers are asked once.
         monkeypatch.setattr(loop, "active_tasks", functools.partial(answers, {"p-a": 0,
                                                                               "p-b": 0}))
-        await autoscaler.cycle()
+        await cycle_and_answers(autoscaler)
         assert len(asked) == 1 and kube.pods == {"p-a": {}, "p-b": {}}
         # Idle queues and no marks: nobody is asked.
-        await autoscaler.cycle()
+        await cycle_and_answers(autoscaler)
         assert len(asked) == 1
         # Work arrives: the busy pod is marked.
         probe.waiting = 1
         monkeypatch.setattr(loop, "active_tasks", functools.partial(answers, {"p-a": 1,
                                                                               "p-b": 0}))
-        await autoscaler.cycle()
+        await cycle_and_answers(autoscaler)
         assert kube.pods["p-a"] == dict(NOT_SAFE_TO_EVICT) and kube.pods["p-b"] == {}
         # The queue drains and the worker finishes: the marks go, then the asking stops.
         probe.waiting = 0
         monkeypatch.setattr(loop, "active_tasks", functools.partial(answers, {"p-a": 0,
                                                                               "p-b": 0}))
-        await autoscaler.cycle()
+        await cycle_and_answers(autoscaler)
         assert kube.pods == {"p-a": {}, "p-b": {}}
         count = len(asked)
-        await autoscaler.cycle()
+        await cycle_and_answers(autoscaler)
         assert len(asked) == count
 
     asyncio.run(scenario())
@@ -673,7 +683,7 @@ def test_the_marks_ask_the_workers_through_the_same_remote_control_as_the_drains
         probe = autoscaler.probes[ACCESS]
         assert isinstance(probe, FakeProbe)
         probe.waiting = 4   # 2 per pod: the pool keeps its size, the workers are asked
-        await autoscaler.cycle()
+        await cycle_and_answers(autoscaler)
         return kube.pods
 
     marked = asyncio.run(scenario())

@@ -1,11 +1,12 @@
 """Drain before delete, the broker side: Celery's remote control, addressed by hostname.
 
 The operator asks a pool's workers what they hold (``inspect active``, ``reserved`` and
-``scheduled``), tells the ones it retires to stop consuming the pool's queues
-(``cancel_consumer``) and gives a worker whose drain took too long its queues back
-(``add_consumer``). Every call goes to the named workers only (``destination``) and
-returns as soon as all of them answered (``limit``), at the latest after
-:data:`REPLY_TIMEOUT`.
+``scheduled``) or only what they run (``inspect active``, for the not-safe-to-evict
+marks: one broadcast to the workers of every pool on the broker), tells the ones it
+retires to stop consuming the pool's queues (``cancel_consumer``) and gives a worker
+whose drain took too long its queues back (``add_consumer``). Every call goes to the
+named workers only (``destination``) and returns as soon as all of them answered
+(``limit``), at the latest after :data:`REPLY_TIMEOUT`.
 
 Amazon SQS has no broadcast, so Celery's remote control does not exist there: the
 operator cannot drain an SQS pool (:func:`can_broadcast`) and scales it down plainly (see
@@ -18,7 +19,7 @@ import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from metamapper_operator.autoscale.drainplan import Load, hostname
+from metamapper_operator.autoscale.drainplan import Load
 from metamapper_operator.references import BrokerAccess
 
 REPLY_TIMEOUT = 1.0
@@ -54,6 +55,12 @@ def _loads(app: Any, hostnames: Sequence[str]) -> dict[str, Load]:
             counts.setdefault(host, {})[kind] = len(tasks)
     # A worker that missed one of the three questions is not known to be idle.
     return {host: Load(**found) for host, found in counts.items() if len(found) == 3}
+
+
+def _active(app: Any, hostnames: Sequence[str]) -> dict[str, int]:
+    inspect = app.control.inspect(destination=list(hostnames), timeout=REPLY_TIMEOUT,
+                                  limit=len(hostnames))
+    return {host: len(tasks) for host, tasks in (inspect.active() or {}).items()}
 
 
 def _consumers(app: Any, command: str, hostnames: Sequence[str], queues: Sequence[str]
@@ -95,6 +102,15 @@ class WorkerControl:
             "asking the workers what they hold", lambda app: _loads(app, hostnames))
         return found
 
+    async def active(self, hostnames: Sequence[str]) -> dict[str, int]:
+        """Tasks each worker runs now (one question); workers that did not answer are
+        missing."""
+        if not hostnames:
+            return {}
+        found: dict[str, int] = await self._call(
+            "asking the workers what they run", lambda app: _active(app, hostnames))
+        return found
+
     async def stop_consuming(self, hostnames: Sequence[str], queues: Sequence[str]
                              ) -> set[str]:
         """``cancel_consumer`` of every queue; the workers that confirmed all of them."""
@@ -116,14 +132,12 @@ class WorkerControl:
         return found
 
 
-async def active_tasks(control: WorkerControl, pool: str, pods: Sequence[str]
+async def active_tasks(control: WorkerControl, hostnames: Sequence[str]
                        ) -> dict[str, int] | None:
-    """Tasks each pod's worker runs now, by pod (silent workers missing); None when the
-    workers cannot be reached through the broker."""
+    """Tasks each worker runs now, by hostname (silent workers missing), asked in one
+    broadcast however many pools they serve; None when the workers cannot be reached
+    through the broker."""
     try:
-        loads = await control.loads([hostname(pool, pod) for pod in pods])
+        return await control.active(list(dict.fromkeys(hostnames)))
     except ControlError:
         return None
-    prefix = f"{pool}@"
-    return {host.removeprefix(prefix): load.active for host, load in loads.items()
-            if host.startswith(prefix)}

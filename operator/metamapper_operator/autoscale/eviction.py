@@ -5,13 +5,16 @@ PodDisruptionBudget bounds how many go at once, and pod-deletion-cost only order
 ReplicaSet's own scale-down, so neither keeps a running inspection alive. The operator
 marks each pod whose worker reports a running task with both autoscalers' annotations and
 removes them once the worker reports none. A worker that does not answer keeps the marks
-it has (it may be busy). Pure: the autoscaling loop asks the workers and patches the pods.
+it has (it may be busy). Only a worker that can answer is asked (:func:`can_answer`).
+Pure: the autoscaling loop asks the workers and patches the pods.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+
+from metamapper_operator.autoscale.drainplan import WorkerPod
 
 NOT_SAFE_TO_EVICT: Mapping[str, str] = {
     "cluster-autoscaler.kubernetes.io/safe-to-evict": "false",
@@ -48,6 +51,13 @@ def eviction_marks(pods: Mapping[str, Mapping[str, str]], active: Mapping[str, i
         if busy:
             now_marked.add(pod)
     return Marks(patches, frozenset(now_marked))
+
+
+def can_answer(pod: WorkerPod) -> bool:
+    """Whether the pod's worker can answer a broadcast: running and ready (consuming,
+    its probe says). A pod pending, starting or crash-looping cannot, and asking it
+    costs the whole reply timeout."""
+    return pod.phase == "Running" and pod.ready
 
 
 def worth_asking(replicas: int, busy_queues: Iterable[bool], known_marked: frozenset[str] | None

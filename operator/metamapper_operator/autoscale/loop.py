@@ -4,12 +4,25 @@ Every polling interval it groups the pools of every Metamapper by broker, measur
 broker once (all its queues in one round trip where the broker allows), decides each
 pool's size with the pure policy, and patches the scale subresource only of Deployments
 whose size must change. When nothing changes it makes no API request at all.
+
+Whatever fails in one pool's or one object's step stays there: each runs inside a
+:class:`~metamapper_operator.containment.Boundary`, whose fault the object's status shows
+(Ready False with the reason, one Warning event) until the step succeeds again, while
+every other pool is decided in the same cycle. A queue the broker could not measure
+holds the pools that consume it (no decision on a partial backlog) and no other.
+
+Questions to the workers (what they run, for the not-safe-to-evict marks) never come
+before a decision: the pools that want them are asked after the cycle, in a round of
+their own beside the cycles (:meth:`Autoscaler._ask`), only the pods that can answer,
+one broadcast per broker, within one budget.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
+import json
 import logging
 import time
 from collections import defaultdict
@@ -18,18 +31,25 @@ from dataclasses import dataclass, field, replace
 
 from metamapper_operator import metrics
 from metamapper_operator.autoscale.drain import active_tasks, can_broadcast
-from metamapper_operator.autoscale.eviction import carries_marks, eviction_marks, worth_asking
+from metamapper_operator.autoscale.drainplan import WorkerPod, hostname
+from metamapper_operator.autoscale.eviction import (
+    can_answer,
+    carries_marks,
+    eviction_marks,
+    worth_asking,
+)
 from metamapper_operator.autoscale.latency import Sample, Throughput, for_wait, observe
 from metamapper_operator.autoscale.policy import Bounds, History, at_rest, decide
 from metamapper_operator.autoscale.schedule import Window, active_window, next_change, raised
 from metamapper_operator.autoscale.shrink import Outcome, Shrinker
 from metamapper_operator.brokers import Probe, ProbeError, QueueDepth, probe_for
-from metamapper_operator.brokers.base import probe_error
+from metamapper_operator.brokers.base import probe_error, secrets_of
 from metamapper_operator.builders import (
     celery_settings,
     pool_deployment_name,
     selector_labels,
 )
+from metamapper_operator.containment import Boundary, describe, settle
 from metamapper_operator.contradictions import unconsumed_queues
 from metamapper_operator.kube import KubeError
 from metamapper_operator.model import Fleet, Pool, Schedule
@@ -37,13 +57,27 @@ from metamapper_operator.publish import now
 from metamapper_operator.references import BrokerAccess
 from metamapper_operator.runtime import Runtime
 from metamapper_operator.state import Key
-from metamapper_operator.status import DeploymentState, PoolScale
+from metamapper_operator.status import DeploymentState, Fault, PoolScale
 
 log = logging.getLogger(__name__)
 
 DeploymentsOf = Callable[[Key], Mapping[str, DeploymentState]]
 # Intervals without a finished cycle after which the autoscaler counts as stalled.
 STALLED_CYCLES = 3
+# Seconds one round of questions to the workers may take (their pods listed, one
+# broadcast per broker, the marks patched); it runs beside the cycles, never in one.
+ASK_BUDGET = 5.0
+# The condition reasons of the cycle's faults.
+AUTOSCALING_FAILED = "AutoscalingFailed"
+QUEUE_UNMEASURED = "QueueUnmeasured"
+STATUS_FAILED = "StatusFailed"
+# The object's steps besides its pools' (see POOL_STEPS).
+BROKER_STEP = "autoscaling broker state"
+STATUS_STEP = "autoscaling status"
+# A pool's steps, by the prefix of their name (the pool's name follows): deciding and
+# resizing it, measuring its queues, marking its busy pods.
+POOL_STEP, QUEUES_STEP, MARKS_STEP = "autoscaling pool ", "measuring pool ", "marking pool "
+POOL_STEPS = (POOL_STEP, QUEUES_STEP, MARKS_STEP)
 
 
 def wall_clock() -> datetime.datetime:
@@ -59,6 +93,25 @@ def backlog_of(pool: Pool, depths: Mapping[str, QueueDepth]) -> int:
         if pool.autoscaling.count_in_flight and depth.in_flight:
             total += depth.in_flight
     return total
+
+
+def stepped_pool(step: str) -> str | None:
+    """The pool a step of the cycle is about; None for a step of the whole object."""
+    for prefix in POOL_STEPS:
+        if step.startswith(prefix):
+            return step[len(prefix):]
+    return None
+
+
+def unmeasured(pool: Pool, failed: Mapping[str, str], secrets: list[str]) -> Fault | None:
+    """The fault of a pool one of whose queues the broker could not measure, naming each
+    such queue and why; None when every queue was measured."""
+    found = [f"queue {queue}: {failed[queue]}" for queue in pool.queues if queue in failed]
+    if not found:
+        return None
+    message = "; ".join(found) + "; holding the pool at its size"
+    return Fault(step=QUEUES_STEP + pool.name, reason=QUEUE_UNMEASURED,
+                 message=describe(ProbeError(message), secrets))
 
 
 def pool_series(key: Key, pool: Pool) -> metrics.PoolSeries:
@@ -117,6 +170,14 @@ class Measurement:
     source: str | None
     error: str | None = None
     unconsumed: tuple[str, ...] | None = None  # queues with messages and no consumer
+    # Queues the broker could not measure (absent from ``depths``), and why (scrubbed).
+    failed: dict[str, str] = field(default_factory=dict)
+
+    def of_pool(self, pool: Pool) -> dict[str, QueueDepth] | None:
+        """The depths of the pool's queues; None unless every one was measured."""
+        if self.depths is None or any(queue in self.failed for queue in pool.queues):
+            return None
+        return self.depths
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,13 +249,15 @@ class Reading:
     source: str | None
     error: str | None
     unconsumed: tuple[str, ...] | None
+    failed: dict[str, str]
 
     @classmethod
     def of(cls, measurement: Measurement) -> Reading:
         depths = measurement.depths
         return cls(None if depths is None else {
             queue: Shown.of(depth) for queue, depth in depths.items()},
-            measurement.source, measurement.error, measurement.unconsumed)
+            measurement.source, measurement.error, measurement.unconsumed,
+            measurement.failed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +277,38 @@ class Grouped:
 
     revision: int
     groups: dict[BrokerAccess, list[Member]]
+
+
+@dataclass(frozen=True, slots=True)
+class Question:
+    """A pool whose workers are to be asked what they run (for the not-safe-to-evict
+    marks)."""
+
+    key: Key
+    fleet: Fleet
+    pool: Pool
+    access: BrokerAccess
+
+
+@dataclass(frozen=True, slots=True)
+class Listed:
+    """A pool's pods, listed for a question, with its fleet's broker transport options
+    (how its workers are reached)."""
+
+    question: Question
+    pods: Mapping[str, WorkerPod]
+    options: Mapping[str, object]
+
+    @property
+    def broker(self) -> tuple[BrokerAccess, str]:
+        """Which broadcast reaches its workers: one per broker and transport options."""
+        return self.question.access, json.dumps(self.options, sort_keys=True, default=str)
+
+    @property
+    def answering(self) -> list[str]:
+        """The hostnames of its workers that can answer."""
+        return [hostname(self.question.pool.name, name) for name, pod in self.pods.items()
+                if can_answer(pod)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,6 +345,13 @@ class Autoscaler:
     # cycle that found it again, the last one each resting pool's inputs were seen.
     quiet: Quiet | None = None
     quiet_at: float | None = None
+    # Pools whose workers are to be asked what they run, and the round asking them now
+    # (see _ask): the questions wait for a round, never a decision for an answer.
+    questions: dict[PoolKey, Question] = field(default_factory=dict)
+    asking: asyncio.Task[None] | None = None
+    # Objects whose status must be written again: a fault recorded or cleared outside a
+    # walk's pools (a round of questions, a pool no longer scaled), or a failed write.
+    unpublished: dict[Key, None] = field(default_factory=dict)
 
     def _shrinker(self) -> Shrinker:
         if self.shrinker is None:
@@ -290,6 +392,10 @@ class Autoscaler:
         return None
 
     async def close(self) -> None:
+        if self.asking is not None:
+            self.asking.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.asking
         for probe in self.probes.values():
             await probe.close()
         self.probes.clear()
@@ -304,13 +410,28 @@ class Autoscaler:
         groups: dict[BrokerAccess, list[Member]] = defaultdict(list)
         for key, state in list(self.runtime.fleets.items()):
             fleet, access = state.fleet, state.access
-            if (fleet is None or access is None or fleet.suspend or state.invalid
+            scaled: set[str] = set()
+            if not (fleet is None or access is None or fleet.suspend or state.invalid
                     or fleet.pause is not None):
-                continue
-            for pool in fleet.pools:
-                if pool.autoscaling.enabled:
-                    groups[access].append(Member(key, fleet, pool, state.generation))
+                for pool in fleet.pools:
+                    if pool.autoscaling.enabled:
+                        groups[access].append(Member(key, fleet, pool, state.generation))
+                        scaled.add(pool.name)
+            if state.faults:
+                self._forget_faults(key, state.faults, scaled)
         return groups
+
+    def _forget_faults(self, key: Key, faults: dict[str, Fault], scaled: set[str]) -> None:
+        """Drop the faults of the cycle's steps that the object no longer runs: its pools
+        no longer scaled, and all of them when none is."""
+        ours = [step for step in faults
+                if step in (BROKER_STEP, STATUS_STEP) or stepped_pool(step) is not None]
+        gone = [step for step in ours if not scaled or (
+            (pool := stepped_pool(step)) is not None and pool not in scaled)]
+        for step in gone:
+            del faults[step]
+        if gone:
+            self.unpublished[key] = None
 
     def _current(self, member: Member) -> bool:
         """Whether the spec a decision was made from is still the object's (read under the
@@ -332,6 +453,8 @@ class Autoscaler:
                 probe = self.probes[access] = probe_for(access)
             source = probe.source
             depths = await probe.measure(queues)
+            # Queues it could not measure (a probe that degrades per queue says which).
+            failed = dict(getattr(probe, "failed", None) or {})
         except Exception as err:
             metrics.probe_errors.labels(*labels).inc()
             metrics.broker_up.labels(*labels).set(0)
@@ -341,7 +464,8 @@ class Autoscaler:
         finally:
             metrics.probe_seconds.labels(*labels).observe(self.clock() - started)
         metrics.broker_up.labels(*labels).set(1)
-        return Measurement(depths=depths, source=source, unconsumed=probe.unconsumed)
+        return Measurement(depths=depths, source=source, unconsumed=probe.unconsumed,
+                           failed=failed)
 
     def _is_quiet(self, revision: int, readings: dict[BrokerAccess, Reading],
                   wall: datetime.datetime) -> bool:
@@ -349,7 +473,7 @@ class Autoscaler:
         return (quiet is not None and quiet.revision == revision
                 and quiet.readings == readings
                 and (quiet.until is None or wall < quiet.until)
-                and not self.runtime.settling())
+                and not self.unpublished and not self.runtime.settling())
 
     async def cycle(self) -> None:
         # Read before anything else: a change made while this cycle runs makes the next
@@ -357,7 +481,9 @@ class Autoscaler:
         revision = self.runtime.revision
         groups = self._groups(revision)
         for stale in set(self.probes) - set(groups):
-            await self.probes.pop(stale).close()
+            with Boundary(f"closing the probe of {stale.display}", AUTOSCALING_FAILED,
+                          secrets_of(stale)):
+                await self.probes.pop(stale).close()
         accesses = list(groups)
         measurements = await asyncio.gather(*(
             self._measure(a, {q for member in groups[a] for q in member.pool.queues})
@@ -367,77 +493,59 @@ class Autoscaler:
         wall = self.wall()
         if self._is_quiet(revision, readings, wall):
             self.quiet_at = self.clock()
-            return
-        self.quiet = None
-        if await self._walk(groups, accesses, measurements, wall):
-            self.quiet = Quiet(revision, readings, min(
-                (w.until for w in self.windows.values() if w.until is not None),
-                default=None))
+        else:
+            self.quiet = None
+            if await self._walk(groups, accesses, measurements, wall):
+                self.quiet = Quiet(revision, readings, min(
+                    (w.until for w in self.windows.values() if w.until is not None),
+                    default=None))
+        self._ask()
 
     async def _walk(self, groups: dict[BrokerAccess, list[Member]],
                     accesses: list[BrokerAccess], measurements: list[Measurement],
                     wall: datetime.datetime) -> bool:
-        """Decide every pool (those at rest with the same inputs cost a comparison);
-        True when every pool is left at rest and every write went through."""
+        """Decide every pool (those at rest with the same inputs cost a comparison), each
+        inside a boundary; True when every pool is left at rest and every step and write
+        went through."""
         calm = True
         seen: set[str] = set()
         scaled: set[tuple[str, str]] = set()
-        changed: dict[Key, None] = {}  # ordered, so statuses are written in a stable order
+        # Ordered, so statuses are written in a stable order.
+        changed: dict[Key, None] = dict(self.unpublished)
+        self.unpublished = {}
         series: dict[metrics.PoolSeries, set[str]] = {}
         for access, measurement in zip(accesses, measurements, strict=True):
+            secrets = secrets_of(access)
             for member in groups[access]:
-                key = member.key
+                key, pool = member.key, member.pool
                 seen.add(member.fleet.uid)
-                series[pool_series(key, member.pool)] = (
-                    set() if measurement.depths is None else set(member.pool.queues))
-                scaled.add((member.fleet.uid, member.pool.name))
-                inputs = self._inputs(member, measurement, wall)
-                if inputs is None:  # not created yet: the reconciler will
-                    calm = False
-                    continue
-                rest = self.resting.get((member.fleet.uid, member.pool.name))
-                if rest is not None and rest.inputs == inputs:
-                    rest.seen = self.clock()
-                    # Its gauges already show these figures unless a queue's changed.
-                    depths = pool_depths(member.pool, measurement.depths)
-                    if depths != rest.recorded:
-                        record_pool(pool_series(key, member.pool), member.pool,
-                                    measurement.depths, inputs.backlog, inputs.current,
-                                    inputs.current)
-                        rest.recorded = depths
-                    continue
-                lock = self.runtime.locks.get(key)
-                if lock is None:  # deleted meanwhile
-                    continue
-                try:
-                    async with lock:
-                        if self._current(member) and await self._scale_pool(
-                                key, member.fleet, member.pool, access, measurement,
-                                inputs):
-                            changed[key] = None
-                except KubeError as err:  # this pool only; the next cycle tries again
-                    calm = False
-                    log.warning("scaling pool %s of %s/%s: %s", member.pool.name, *key, err)
-                calm = calm and (member.fleet.uid, member.pool.name) in self.resting
-            orphans = None if measurement.unconsumed is None else unconsumed_queues(
-                (q for member in groups[access] for q in member.pool.queues),
-                measurement.unconsumed)
-            for key in dict.fromkeys(member.key for member in groups[access]):
-                if await self._broker_state(key, measurement.error):
+                series[pool_series(key, pool)] = (
+                    set() if measurement.depths is None else set(pool.queues))
+                scaled.add((member.fleet.uid, pool.name))
+                at_rest = False
+                with Boundary(POOL_STEP + pool.name, AUTOSCALING_FAILED, secrets,
+                              expected=(KubeError,)) as boundary:
+                    at_rest = await self._step_pool(member, access, measurement, wall,
+                                                    secrets, changed)
+                calm = calm and at_rest
+                if await self._settle(key, POOL_STEP + pool.name, boundary.fault):
                     changed[key] = None
-                if self._unconsumed_state(key, orphans):
+            orphans = None
+            with Boundary(BROKER_STEP, AUTOSCALING_FAILED, secrets) as broker:
+                orphans = None if measurement.unconsumed is None else unconsumed_queues(
+                    (q for member in groups[access] for q in member.pool.queues),
+                    measurement.unconsumed)
+            for key in dict.fromkeys(member.key for member in groups[access]):
+                with Boundary(BROKER_STEP, AUTOSCALING_FAILED, secrets) as boundary:
+                    if await self._broker_state(key, measurement.error):
+                        changed[key] = None
+                    if self._unconsumed_state(key, orphans):
+                        changed[key] = None
+                if await self._settle(key, BROKER_STEP, broker.fault or boundary.fault):
                     changed[key] = None
         # Only objects whose measurements changed need their status rendered again.
         for key in changed:
-            lock = self.runtime.locks.get(key)
-            if lock is None:
-                continue
-            try:
-                async with lock:
-                    await self.runtime.publish(key, self.deployments_of(key))
-            except KubeError as err:
-                calm = False
-                log.warning("status of %s/%s: %s", *key, err)
+            calm = await self._publish(key) and calm
         # Forget pools of objects that are gone, and their series; workers of pools no
         # longer scaled that were draining consume again.
         self.history = {k: v for k, v in self.history.items() if k[0] in seen}
@@ -445,12 +553,79 @@ class Autoscaler:
         self.resting = {k: v for k, v in self.resting.items() if k[0] in seen}
         self.windows = {k: v for k, v in self.windows.items() if k[0] in seen}
         self.marked = {k: v for k, v in self.marked.items() if k[0] in seen}
+        self.questions = {k: v for k, v in self.questions.items() if k in scaled}
         retained = Retained(series, {broker_series(access) for access in accesses})
         if retained != self.retained:
             metrics.retain(retained.pools, retained.brokers)
             self.retained = retained
-        await self._shrinker().abandon(scaled)
-        return calm
+        with Boundary("giving back the workers of pools no longer scaled",
+                      AUTOSCALING_FAILED) as boundary:
+            await self._shrinker().abandon(scaled)
+        return calm and boundary.fault is None
+
+    async def _step_pool(self, member: Member, access: BrokerAccess,
+                         measurement: Measurement, wall: datetime.datetime,
+                         secrets: list[str], changed: dict[Key, None]) -> bool:
+        """One pool's step of the cycle: its queues' fault, its inputs, and its decision
+        unless it is at rest with the same inputs. Its object goes in ``changed`` when
+        what its status shows changed; True when the pool is left at rest."""
+        key, pool = member.key, member.pool
+        if await self._settle(key, QUEUES_STEP + pool.name,
+                              unmeasured(pool, measurement.failed, secrets)):
+            changed[key] = None
+        depths = measurement.of_pool(pool)
+        inputs = self._inputs(member, depths, wall)
+        if inputs is None:  # not created yet: the reconciler will
+            return False
+        pool_key = (member.fleet.uid, pool.name)
+        rest = self.resting.get(pool_key)
+        if rest is not None and rest.inputs == inputs:
+            rest.seen = self.clock()
+            # Its gauges already show these figures unless a queue's changed.
+            shown = pool_depths(pool, depths)
+            if shown != rest.recorded:
+                record_pool(pool_series(key, pool), pool, depths, inputs.backlog,
+                            inputs.current, inputs.current)
+                rest.recorded = shown
+            return True
+        lock = self.runtime.locks.get(key)
+        if lock is None:  # deleted meanwhile
+            return True
+        async with lock:
+            if self._current(member) and await self._scale_pool(
+                    key, member.fleet, pool, access, measurement.source, depths, inputs):
+                changed[key] = None
+        return pool_key in self.resting
+
+    async def _settle(self, key: Key, step: str, fault: Fault | None) -> bool:
+        """Record how one of the object's steps ended, with a Warning event for a new
+        fault; True when what its status shows changed."""
+        state = self.runtime.fleets.get(key)
+        if state is None:
+            return False
+        before = state.faults.get(step)
+        announce = settle(state.faults, step, fault)
+        if announce is not None:
+            await self._event(key, "Warning", announce.reason,
+                              f"{announce.step}: {announce.message}")
+        return state.faults.get(step) != before
+
+    async def _publish(self, key: Key) -> bool:
+        """Write the object's status; True when written. A failure is the object's own (a
+        fault, one Warning event): the write is tried again next cycle."""
+        state = self.runtime.fleets.get(key)
+        lock = self.runtime.locks.get(key)
+        if state is None or lock is None:
+            return True
+        secrets = secrets_of(state.access) if state.access is not None else []
+        with Boundary(STATUS_STEP, STATUS_FAILED, secrets, expected=(KubeError,)) as boundary:
+            async with lock:
+                await self.runtime.publish(key, self.deployments_of(key))
+        # A fault, or one just cleared (the status written still showed it), is written
+        # next cycle.
+        if await self._settle(key, STATUS_STEP, boundary.fault) or boundary.fault:
+            self.unpublished[key] = None
+        return boundary.fault is None
 
     async def _broker_state(self, key: Key, error: str | None) -> bool:
         """Record whether the broker answered; True when that changed."""
@@ -480,15 +655,15 @@ class Autoscaler:
         await self.runtime.kube.event({"namespace": key.namespace, "name": key.name, "uid": uid},
                                       kind, reason, message)
 
-    def _inputs(self, member: Member, measurement: Measurement, wall: datetime.datetime
-                ) -> Inputs | None:
-        """What the pool's decision depends on now; None while its Deployment is missing."""
+    def _inputs(self, member: Member, depths: Mapping[str, QueueDepth] | None,
+                wall: datetime.datetime) -> Inputs | None:
+        """What the pool's decision depends on now (``depths`` None: not measured); None
+        while its Deployment is missing."""
         fleet, pool = member.fleet, member.pool
         name = pool_deployment_name(fleet, pool)
         dep = self.deployments_of(member.key).get(name)
         if dep is None:
             return None
-        depths = measurement.depths
         return Inputs(
             generation=member.generation,
             current=self.runtime.replicas(member.key, name, dep.replicas), ready=dep.ready,
@@ -511,7 +686,8 @@ class Autoscaler:
         return cached.window
 
     async def _scale_pool(self, key: Key, fleet: Fleet, pool: Pool, access: BrokerAccess,
-                          measurement: Measurement, inputs: Inputs) -> bool:
+                          source: str | None, depths: Mapping[str, QueueDepth] | None,
+                          inputs: Inputs) -> bool:
         """Decide the pool's size and apply it; True when what status shows changed.
 
         A pool whose decision left its size as it was, with nothing pending in time, is
@@ -523,7 +699,6 @@ class Autoscaler:
         name = pool_deployment_name(fleet, pool)
         pool_key = (fleet.uid, pool.name)
         current, backlog, window = inputs.current, inputs.backlog, inputs.window
-        depths = measurement.depths
         history = self.history.get(pool_key, History())
         rest = self.resting.pop(pool_key, None)
         if rest is not None:
@@ -545,7 +720,7 @@ class Autoscaler:
             outcome = Outcome(target)
         target, reason = outcome.replicas, reason + outcome.note
         timed_out = outcome.timed_out or (previous.drain_timed_out if previous else None)
-        scale = PoolScale(backlog=backlog, source=measurement.source,
+        scale = PoolScale(backlog=backlog, source=source,
                           desired=decision.replicas,
                           last_scale_time=previous.last_scale_time if previous else None,
                           last_scale_reason=previous.last_scale_reason if previous else None,
@@ -553,11 +728,12 @@ class Autoscaler:
                           drain_timed_out=timed_out, window=window,
                           throughput_per_pod=per_pod)
         cause = scale_reason(backlog, pool)
-        # SQS has no broadcast: its workers cannot be asked.
+        # SQS has no broadcast: its workers cannot be asked. The others are asked after
+        # the cycle (see _ask).
         if can_broadcast(access) and depths is not None and worth_asking(
                 current, (_may_hold_work(depths.get(q)) for q in pool.queues),
-                self.marked.get((fleet.uid, pool.name))):
-            await self._mark_running(fleet, pool, access)
+                self.marked.get(pool_key)):
+            self.questions[pool_key] = Question(key, fleet, pool, access)
         if target != current:
             await self._resize(key, pool, name, current, target, reason, cause)
             scale = replace(scale, last_scale_time=now(), last_scale_reason=reason)
@@ -597,24 +773,91 @@ class Autoscaler:
         await self._event(key, "Normal", f"Scaled{direction.capitalize()}",
                           f"pool {pool.name}: {current} -> {target} pods ({reason})")
 
-    async def _mark_running(self, fleet: Fleet, pool: Pool, access: BrokerAccess) -> None:
-        """Ask the pool's workers what they run; mark the busy pods not safe to evict and
-        unmark the idle ones (a worker that does not answer keeps its marks)."""
-        kube = self.runtime.kube
-        pods = {name: pod.annotations for name, pod in (await kube.list_pods(
-            fleet.namespace, selector_labels(fleet, "worker", pool.name))).items()}
-        transport_options = celery_settings(fleet).get("broker_transport_options") or {}
-        # The shrinker's way of reaching workers (given in the wiring tests).
-        control = self._shrinker().control_for(access, transport_options)
-        active = await active_tasks(control, pool.name, list(pods))
-        if active is None:  # cannot ask: the marks stay as they are
-            self.marked[(fleet.uid, pool.name)] = frozenset(
-                pod for pod, annotations in pods.items() if carries_marks(annotations))
+    def _ask(self) -> None:
+        """Start a round of questions for the pools that want one, unless a round still
+        runs: the workers' answers, or their silence, never hold a cycle."""
+        if not self.questions or (self.asking is not None and not self.asking.done()):
             return
-        marks = eviction_marks(pods, active)
-        for pod, patch in marks.patches.items():
-            await kube.annotate_pod(fleet.namespace, pod, patch)
-        self.marked[(fleet.uid, pool.name)] = marks.marked
+        questions, self.questions = list(self.questions.values()), {}
+        self.asking = asyncio.create_task(self._mark_running(questions))
+
+    async def _mark_running(self, questions: list[Question]) -> None:
+        """Ask the workers of ``questions``' pools what they run, within one budget: their
+        pods listed side by side, the workers that can answer asked in one broadcast per
+        broker, the busy pods marked not safe to evict and the idle ones unmarked. A
+        worker not asked or not answering keeps its marks."""
+        try:
+            async with asyncio.timeout(ASK_BUDGET):
+                listed = [found for found in await asyncio.gather(*(
+                    self._listed(question) for question in questions)) if found]
+                by_broker: dict[tuple[BrokerAccess, str], list[Listed]] = defaultdict(list)
+                for found in listed:
+                    by_broker[found.broker].append(found)
+                answers = await asyncio.gather(*(
+                    self._broadcast(pools) for pools in by_broker.values()))
+                await asyncio.gather(*(
+                    self._mark(found, active)
+                    for pools, active in zip(by_broker.values(), answers, strict=True)
+                    for found in pools))
+        except TimeoutError:
+            log.warning("the workers of %d pools did not answer within %g s; their marks "
+                        "stay", len(questions), ASK_BUDGET)
+
+    async def _listed(self, question: Question) -> Listed | None:
+        """The pool's pods and how to reach them; None when that failed (a fault)."""
+        fleet, pool = question.fleet, question.pool
+        with Boundary(MARKS_STEP + pool.name, AUTOSCALING_FAILED, secrets_of(question.access),
+                      expected=(KubeError,)) as boundary:
+            options = celery_settings(fleet).get("broker_transport_options") or {}
+            pods = await self.runtime.kube.list_pods(
+                fleet.namespace, selector_labels(fleet, "worker", pool.name))
+            return Listed(question, pods, options)
+        await self._settle_marks(question, boundary.fault)
+        return None
+
+    async def _broadcast(self, pools: list[Listed]) -> dict[str, int] | None:
+        """One question to every worker that can answer on one broker (the shrinker's
+        way of reaching them): tasks running by hostname; None when they cannot be asked."""
+        hosts = [host for found in pools for host in found.answering]
+        if not hosts:
+            return {}
+        first = pools[0]
+        with Boundary(f"asking the workers on {first.question.access.display}",
+                      AUTOSCALING_FAILED, secrets_of(first.question.access)) as boundary:
+            control = self._shrinker().control_for(first.question.access, first.options)
+            return await active_tasks(control, hosts)
+        for found in pools:
+            await self._settle_marks(found.question, boundary.fault)
+        return None
+
+    async def _mark(self, found: Listed, active: Mapping[str, int] | None) -> None:
+        """Patch the pool's marks from the answers (None: nobody could be asked)."""
+        question = found.question
+        fleet, pool = question.fleet, question.pool
+        annotations = {name: pod.annotations for name, pod in found.pods.items()}
+        with Boundary(MARKS_STEP + pool.name, AUTOSCALING_FAILED, secrets_of(question.access),
+                      expected=(KubeError,)) as boundary:
+            if active is None:  # cannot ask: the marks stay as they are
+                marked = frozenset(pod for pod, current in annotations.items()
+                                   if carries_marks(current))
+            else:
+                running = {pod: active[host] for pod in found.pods
+                           if (host := hostname(pool.name, pod)) in active}
+                marks = eviction_marks(annotations, running)
+                for pod, patch in marks.patches.items():
+                    await self.runtime.kube.annotate_pod(fleet.namespace, pod, patch)
+                marked = marks.marked
+            self.marked[(fleet.uid, pool.name)] = marked
+        if active is not None or boundary.fault is not None:
+            await self._settle_marks(question, boundary.fault)
+
+    async def _settle_marks(self, question: Question, fault: Fault | None) -> None:
+        """Record how the marks of a pool ended; its status is written next cycle."""
+        state = self.runtime.fleets.get(question.key)
+        if state is None or state.uid != question.fleet.uid:  # gone, or another object
+            return
+        if await self._settle(question.key, MARKS_STEP + question.pool.name, fault):
+            self.unpublished[question.key] = None
 
 
 def _may_hold_work(depth: QueueDepth | None) -> bool:

@@ -1,0 +1,330 @@
+"""The autoscaling cycle contains what fails: a pool that raises, a queue that cannot be
+measured, a status that cannot be written stay their object's (Ready False with the reason,
+one Warning event) while every other fleet scales in the same cycle; questions to workers
+come after the decisions and never hold one; finished pods are not the pool's (wired over
+the small fakes of test_wiring)."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import dataclasses
+import json
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubernetes_asyncio import client
+
+from metamapper_operator.autoscale.drainplan import WorkerPod
+from metamapper_operator.autoscale.eviction import NOT_SAFE_TO_EVICT
+from metamapper_operator.autoscale.loop import Autoscaler
+from metamapper_operator.autoscale.shrink import Shrinker
+from metamapper_operator.brokers import QueueDepth
+from metamapper_operator.config import Config
+from metamapper_operator.kube import Kube
+from metamapper_operator.model import Schedule, parse
+from metamapper_operator.references import BrokerAccess, SecretCache
+from metamapper_operator.runtime import Runtime
+from metamapper_operator.state import Key
+from metamapper_operator.status import DeploymentState
+from tests.unit.sample import BODY
+from tests.unit.test_wiring import (
+    ACCESS,
+    KEY,
+    FakeControl,
+    FakeKube,
+    FakeProbe,
+    cycle_and_answers,
+)
+
+BAD = Key("wiring", "bad")
+PASSWORD = "hunter2-broker"
+SECRET_ACCESS = BrokerAccess(transport="redis", url=f"redis://:{PASSWORD}@r:6379/0")
+
+
+@dataclass
+class Fleets:
+    runtime: Runtime
+    kube: FakeKube
+    autoscaler: Autoscaler
+    replicas: dict[Key, int] = field(default_factory=dict)
+
+
+def fleets(*keys: Key, access: BrokerAccess = ACCESS, waiting: int = 9) -> Fleets:
+    """Objects of ``BODY`` (pool ``default``, one pod each) on one broker."""
+    kube = FakeKube()
+    runtime = Runtime(config=Config(poll_seconds=1), kube=kube,  # type: ignore[arg-type]
+                      secrets=SecretCache(kube.read_secret, 60))
+    made = Fleets(runtime, kube, Autoscaler(runtime, lambda key: deployments(made, key)))
+    for key in keys:
+        raw = copy.deepcopy(BODY)
+        raw["metadata"].update(namespace=key.namespace, name=key.name, uid=f"u-{key.name}")
+        state, _ = runtime.state(key, f"u-{key.name}")
+        state.fleet, state.access, state.generation = parse(raw), access, 3
+    runtime.note_change()
+    made.autoscaler.probes[access] = FakeProbe(waiting)
+    return made
+
+
+def deployments(made: Fleets, key: Key) -> dict[str, DeploymentState]:
+    """Each pool's Deployment, of ``made.replicas`` pods (1 unless set)."""
+    state = made.runtime.fleets.get(key)
+    if state is None or state.fleet is None:
+        return {}
+    names = [f"{key.name}-{pool.name}" for pool in state.fleet.pools]
+    return {name: DeploymentState(name=name, spec_hash="h", replicas=made.replicas.get(key, 1))
+            for name in names}
+
+
+def with_pool(made: Fleets, key: Key, **changes: Any) -> None:
+    """Change the object's pool as a new spec would (bypassing the model's checks)."""
+    state = made.runtime.fleets[key]
+    fleet = state.fleet
+    assert fleet is not None
+    pool = fleet.pools[0]
+    autoscaling = {k: v for k, v in changes.items() if hasattr(pool.autoscaling, k)}
+    pool = dataclasses.replace(
+        pool, autoscaling=dataclasses.replace(pool.autoscaling, **autoscaling),
+        **{k: v for k, v in changes.items() if k not in autoscaling})
+    state.fleet = dataclasses.replace(fleet, pools=(pool,))
+    state.generation += 1
+    made.runtime.note_change()
+
+
+def conditions(made: Fleets, key: Key) -> dict[str, dict[str, Any]]:
+    status = made.runtime.fleets[key].status
+    assert status is not None, "no status was published"
+    return {c["type"]: c for c in json.loads(status)["conditions"]}
+
+
+def scaled(made: Fleets, key: Key, pool: str = "default") -> list[int]:
+    return [n for name, n in made.kube.scaled if name == f"{key.name}-{pool}"]
+
+
+# A schedule the model (as of this writing) accepts and croniter cannot evaluate.
+NEVER = Schedule(name="feb30", cron="0 0 30 2 *", duration_seconds=60, min_replicas=2)
+
+
+def test_a_pool_that_raises_stops_only_its_object_and_recovers() -> None:
+    async def scenario() -> None:
+        made = fleets(KEY, BAD)
+        with_pool(made, BAD, schedules=(NEVER,))
+        for _ in range(3):
+            await made.autoscaler.cycle()         # finishes: run() counts it as done
+        assert scaled(made, KEY) == [5]          # the canary scaled in the first cycle
+        assert scaled(made, BAD) == []
+        ready = conditions(made, BAD)["Ready"]
+        assert (ready["status"], ready["reason"]) == ("False", "AutoscalingFailed")
+        assert "autoscaling pool default" in ready["message"]
+        assert made.kube.events.count("AutoscalingFailed") == 1   # once, not per cycle
+        assert conditions(made, KEY)["Ready"]["reason"] != "AutoscalingFailed"
+
+        with_pool(made, BAD, schedules=())       # fixed: the pool scales, its fault goes
+        await made.autoscaler.cycle()
+        assert scaled(made, BAD) == [5]
+        assert made.runtime.fleets[BAD].faults == {}
+        assert conditions(made, BAD)["Ready"]["reason"] != "AutoscalingFailed"
+
+    asyncio.run(scenario())
+
+
+def test_a_fault_of_a_pool_no_longer_autoscaled_goes_with_it() -> None:
+    async def scenario() -> None:
+        made = fleets(KEY, BAD)
+        with_pool(made, BAD, schedules=(NEVER,))
+        await made.autoscaler.cycle()
+        assert made.runtime.fleets[BAD].faults
+        with_pool(made, BAD, enabled=False)
+        await made.autoscaler.cycle()
+        assert made.runtime.fleets[BAD].faults == {}
+        assert conditions(made, BAD)["Ready"]["reason"] != "AutoscalingFailed"
+
+    asyncio.run(scenario())
+
+
+def test_a_fault_message_never_shows_the_broker_password() -> None:
+    async def scenario() -> None:
+        made = fleets(KEY, BAD, access=SECRET_ACCESS)
+        with_pool(made, BAD, schedules=(dataclasses.replace(
+            NEVER, cron=f"0 0 30 2 * {SECRET_ACCESS.url}"),))
+        await made.autoscaler.cycle()
+        assert scaled(made, KEY) == [5]
+        status = made.runtime.fleets[BAD].status or ""
+        assert "AutoscalingFailed" in status and PASSWORD not in status
+
+    asyncio.run(scenario())
+
+
+class BrokenStatus(FakeKube):
+    async def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        if name == BAD.name:
+            raise ValueError("a status nobody foresaw")
+        await super().patch_status(namespace, name, status)
+
+
+def test_a_status_that_cannot_be_written_stops_no_other_object() -> None:
+    async def scenario() -> None:
+        made = fleets(BAD, KEY)                  # the bad one first
+        made.kube.__class__ = BrokenStatus
+        await made.autoscaler.cycle()
+        await made.autoscaler.cycle()
+        assert scaled(made, KEY) == [5] and scaled(made, BAD) == [5]
+        assert conditions(made, KEY)["Ready"]["reason"] != "AutoscalingFailed"
+        assert made.kube.events.count("StatusFailed") == 1
+
+    asyncio.run(scenario())
+
+
+@dataclass
+class PartlyBlind(FakeProbe):
+    """Measures every queue but those in ``failed`` (the probes' per-queue contract)."""
+
+    failed: dict[str, str] = field(default_factory=dict)
+
+    async def measure(self, queues: Collection[str]) -> dict[str, QueueDepth]:
+        found = await super().measure(queues)
+        return {q: depth for q, depth in found.items() if q not in self.failed}
+
+
+def test_a_queue_that_cannot_be_measured_holds_only_the_pools_that_consume_it() -> None:
+    async def scenario() -> None:
+        made = fleets(KEY, BAD)
+        with_pool(made, BAD, queues=("unacked",))
+        made.autoscaler.probes[ACCESS] = PartlyBlind(9, failed={
+            "unacked": "WRONGTYPE Operation against a key holding the wrong kind of value"})
+        await made.autoscaler.cycle()
+        await made.autoscaler.cycle()
+        assert scaled(made, KEY) == [5]          # the broker's other queues scale
+        assert scaled(made, BAD) == []           # no decision on a partial backlog
+        ready = conditions(made, BAD)["Ready"]
+        assert (ready["status"], ready["reason"]) == ("False", "QueueUnmeasured")
+        assert "unacked" in ready["message"] and "WRONGTYPE" in ready["message"]
+        assert made.kube.events.count("QueueUnmeasured") == 1
+        assert made.runtime.fleets[BAD].scaling["default"].backlog is None
+
+        made.autoscaler.probes[ACCESS] = FakeProbe(9)   # measurable again
+        await made.autoscaler.cycle()
+        assert scaled(made, BAD) == [5]
+        assert conditions(made, BAD)["Ready"]["reason"] != "QueueUnmeasured"
+
+    asyncio.run(scenario())
+
+
+@dataclass
+class Workers(FakeControl):
+    """Answers ``active`` with what each pod runs; logs each question in ``log``; a
+    question waits while ``gate`` is closed."""
+
+    log: list[object] = field(default_factory=list)
+    running: dict[str, int] = field(default_factory=dict)
+    gate: asyncio.Event | None = None
+
+    async def active(self, hostnames: Collection[str]) -> dict[str, int]:
+        self.log.append(("asked", sorted(hostnames)))
+        if self.gate is not None:
+            await self.gate.wait()
+        return {h: self.running[h.partition("@")[2]] for h in hostnames
+                if h.partition("@")[2] in self.running}
+
+
+class LoggedKube(FakeKube):
+    log: list[object]
+
+    async def scale(self, namespace: str, name: str, replicas: int) -> None:
+        self.log.append(("scaled", name, replicas))
+        await super().scale(namespace, name, replicas)
+
+
+def asking(made: Fleets, control: Workers) -> None:
+    made.kube.__class__ = LoggedKube
+    made.kube.log = control.log  # type: ignore[attr-defined]
+    made.autoscaler.shrinker = Shrinker(made.kube, made.autoscaler.clock,  # type: ignore[arg-type]
+                                        control_for=lambda access, options: control)  # type: ignore[arg-type,return-value]
+
+
+def test_workers_are_asked_after_the_resize_and_only_those_that_can_answer() -> None:
+    async def scenario() -> None:
+        made = fleets(KEY, waiting=9)
+        made.kube.pods = {"p-run": {}, "p-pending": {}, "p-starting": {}}
+        made.kube.pending = {"p-pending"}
+        made.kube.not_ready = {"p-starting"}
+        control = Workers(running={"p-run": 1})
+        asking(made, control)
+        await cycle_and_answers(made.autoscaler)
+        assert control.log == [("scaled", "mm-default", 5),
+                               ("asked", ["default@p-run"])]
+        assert made.kube.pods["p-run"] == dict(NOT_SAFE_TO_EVICT)
+        assert made.kube.pods["p-pending"] == {} and made.kube.pods["p-starting"] == {}
+
+    asyncio.run(scenario())
+
+
+def test_one_question_per_broker_for_every_pool_that_has_work() -> None:
+    async def scenario() -> None:
+        made = fleets(KEY, BAD, waiting=9)
+        with_pool(made, BAD, name="other")
+        made.kube.pods = {"p-a": {}}             # the fake lists the same pod for both
+        control = Workers(running={"p-a": 0})
+        asking(made, control)
+        await cycle_and_answers(made.autoscaler)
+        assert [entry for entry in control.log if entry[0] == "asked"] == [
+            ("asked", ["default@p-a", "other@p-a"])]
+
+    asyncio.run(scenario())
+
+
+def test_workers_that_do_not_answer_never_hold_a_decision() -> None:
+    """The first round of questions is still waiting when the next cycles decide and
+    resize; no new round starts meanwhile."""
+    async def scenario() -> None:
+        made = fleets(KEY, waiting=2)            # backlog 4: 2 pods
+        made.kube.pods = {"p-a": {}}
+        control = Workers(running={"p-a": 1}, gate=asyncio.Event())
+        asking(made, control)
+        # A guard against a hang, not a measure of speed: a cycle waiting on the workers
+        # would never finish.
+        await asyncio.wait_for(made.autoscaler.cycle(), 30)
+        made.replicas[KEY] = 2
+        probe = made.autoscaler.probes[ACCESS]
+        assert isinstance(probe, FakeProbe)
+        probe.waiting = 9
+        await asyncio.wait_for(made.autoscaler.cycle(), 30)
+        assert scaled(made, KEY) == [2, 5]
+        assert [e for e in control.log if e[0] == "asked"] == [("asked", ["default@p-a"])]
+        assert control.gate is not None
+        control.gate.set()
+        assert made.autoscaler.asking is not None
+        await made.autoscaler.asking
+        assert made.kube.pods["p-a"] == dict(NOT_SAFE_TO_EVICT)
+        await made.autoscaler.close()
+
+    asyncio.run(scenario())
+
+
+class Pods:
+    """The CoreV1Api's pod listing, of pods in the given phases."""
+
+    def __init__(self, phases: Mapping[str, str]) -> None:
+        self.phases = phases
+
+    async def list_namespaced_pod(self, namespace: str, **_: Any) -> client.V1PodList:
+        return client.V1PodList(items=[client.V1Pod(
+            metadata=client.V1ObjectMeta(name=name),
+            spec=client.V1PodSpec(node_name="n1", containers=[]),
+            status=client.V1PodStatus(phase=phase, conditions=[
+                client.V1PodCondition(type="Ready", status="False")]))
+            for name, phase in self.phases.items()])
+
+
+def test_finished_pods_are_not_the_pools() -> None:
+    """An evicted (Failed) or completed pod counts for no ReplicaSet: kept, it stopped
+    every scale-down of its pool (``exact_removal`` never passed)."""
+    async def scenario() -> dict[str, WorkerPod]:
+        kube = Kube.__new__(Kube)
+        kube.core = Pods({"p-run": "Running", "p-new": "Pending", "p-evicted": "Failed",
+                          "p-done": "Succeeded", "p-lost": "Unknown"})  # type: ignore[assignment]
+        return await kube.list_pods("ns", {"a": "b"})
+
+    assert sorted(asyncio.run(scenario())) == ["p-lost", "p-new", "p-run"]
+
