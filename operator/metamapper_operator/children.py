@@ -16,7 +16,11 @@ from typing import Any
 
 from metamapper_operator.builders import LABEL_INSTANCE, MANAGER, SPEC_HASH
 from metamapper_operator.state import Key
-from metamapper_operator.status import DeploymentState, foreign_template_fields
+from metamapper_operator.status import (
+    DeploymentState,
+    deployment_stall,
+    foreign_template_fields,
+)
 
 
 @dataclass(frozen=True)
@@ -52,7 +56,8 @@ def deployment_state(body: Mapping[str, Any]) -> DeploymentState:
         updated=int(status.get("updatedReplicas", 0)),
         generation=int(meta.get("generation", 0)),
         observed_generation=int(status.get("observedGeneration", 0)),
-        foreign=foreign_template_fields(meta.get("managedFields") or [], MANAGER))
+        foreign=foreign_template_fields(meta.get("managedFields") or [], MANAGER),
+        stall=deployment_stall(status.get("conditions") or []))
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +107,9 @@ class Children:
 
     def __init__(self, feeds: Iterable[Feed]) -> None:
         self._owned: dict[Key, Owned] = {}
+        # Deployments whose pods are not all ready and up to date, by (owner, name): the
+        # only ones whose pods may tell why a rollout does not finish (see rollouts.py).
+        self.unsettled: set[tuple[Key, str]] = set()
         self._unlisted = set(feeds)
         self.listed = asyncio.Event()
         if not self._unlisted:
@@ -119,6 +127,10 @@ class Children:
         owned = self._owned.setdefault(child.owner, Owned())
         if child.deployment is not None:
             owned.deployments[child.name] = child.deployment
+            if child.deployment.settled:
+                self.unsettled.discard((child.owner, child.name))
+            else:
+                self.unsettled.add((child.owner, child.name))
         else:
             owned.hashes[child.kind, child.name] = child.spec_hash
 
@@ -129,6 +141,7 @@ class Children:
             return
         if child.kind == "Deployment":
             owned.deployments.pop(child.name, None)
+            self.unsettled.discard((child.owner, child.name))
         else:
             owned.hashes.pop((child.kind, child.name), None)
         if not owned:
@@ -141,6 +154,9 @@ class Children:
     def replace(self, feed: Feed, children: Iterable[Child]) -> None:
         """A full listing of ``feed``: children it covers that are not in it are gone."""
         kind, namespace = feed
+        if kind == "Deployment":
+            self.unsettled = {entry for entry in self.unsettled
+                              if namespace is not None and entry[0].namespace != namespace}
         for key, owned in list(self._owned.items()):
             if namespace is None or key.namespace == namespace:
                 owned.drop(kind)

@@ -45,6 +45,7 @@ from metamapper_operator.kube import Kube, KubeError, unguarded
 from metamapper_operator.model import Fleet, SpecError, parse
 from metamapper_operator.plan import Action, Apply, ChildrenPlan, Delete, Scale, children_plan
 from metamapper_operator.references import BrokerAccess, SecretCache, resolve
+from metamapper_operator.rollouts import Rollouts
 from metamapper_operator.runtime import Runtime
 from metamapper_operator.state import FleetState, Key, ReconcileInputs
 from metamapper_operator.status import DeploymentState
@@ -93,6 +94,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo,
         asyncio.create_task(supervise("resync loop", lambda: resync_loop(
             runtime, metamappers, children))),
         asyncio.create_task(supervise("autoscaling loop", autoscaler.run)),
+        asyncio.create_task(supervise("rollouts", Rollouts(runtime, children).run)),
     ]
 
 

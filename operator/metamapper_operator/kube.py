@@ -192,6 +192,13 @@ class Kube:
             raise KubeError(f"listing pods in {namespace}", err) from None
         return list(found.items)
 
+    async def pod_bodies(self, namespace: str, labels: Mapping[str, str]
+                         ) -> list[dict[str, Any]]:
+        """The pods with ``labels`` as the API shows them (JSON), to read why they do not
+        start (``status.pod_stall``)."""
+        return [self.api.sanitize_for_serialization(pod)
+                for pod in await self._pods(namespace, labels)]
+
     async def gated_pods(self, namespace: str, labels: Mapping[str, str], gate: str
                          ) -> GatedPods:
         """The pods with ``labels`` that may run or still run (terminating ones included;

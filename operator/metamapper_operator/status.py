@@ -27,6 +27,7 @@ from metamapper_operator.model import (
     WORKER_TASK_TIME_LIMIT,
     Fleet,
 )
+from metamapper_urls import redact_text
 
 CONDITION_TYPES = ("Ready", "Progressing", "Degraded", "InvalidSpec", "BrokerUnreachable",
                    "GracePeriodTooShort", "VisibilityTimeoutTooShort", "QueueWithoutConsumer",
@@ -47,6 +48,57 @@ class Fault:
     message: str
 
 
+@dataclass(frozen=True, slots=True)
+class Stall:
+    """Why a rollout does not progress: a pod's reason (ImagePullBackOff, Unschedulable,
+    ...) or the Deployment's own (ProgressDeadlineExceeded, FailedCreate)."""
+
+    reason: str
+    message: str
+
+
+# Why a container waits that no amount of waiting cures: the rollout has failed.
+FAILED_WAITING = frozenset({"ImagePullBackOff", "ErrImagePull", "InvalidImageName",
+                            "CrashLoopBackOff", "CreateContainerConfigError",
+                            "CreateContainerError", "RunContainerError"})
+
+
+def deployment_stall(conditions: Sequence[Mapping[str, Any]]) -> Stall | None:
+    """A Deployment's own word that its rollout failed (its ``status.conditions``): the
+    progress deadline passed, or its ReplicaSet cannot create pods (a quota, a policy)."""
+    for cond in conditions:
+        kind, status = cond.get("type"), cond.get("status")
+        if ((kind == "Progressing" and status == "False"
+             and cond.get("reason") == "ProgressDeadlineExceeded")
+                or (kind == "ReplicaFailure" and status == "True")):
+            return Stall(str(cond.get("reason") or kind),
+                         redact_text(str(cond.get("message") or "")))
+    return None
+
+
+def pod_stall(pods: Sequence[Mapping[str, Any]]) -> Stall | None:
+    """The first reason found among ``pods`` (as the API shows them) why a rollout cannot
+    finish: a container waiting for a reason in :data:`FAILED_WAITING`, or a pod the
+    scheduler finds no room for (capacity stranded above what the nodes hold)."""
+    for pod in pods:
+        name = (pod.get("metadata") or {}).get("name", "")
+        status = pod.get("status") or {}
+        for container in [*(status.get("initContainerStatuses") or []),
+                          *(status.get("containerStatuses") or [])]:
+            waiting = (container.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") in FAILED_WAITING:
+                detail = redact_text(str(waiting.get("message") or "")).strip()
+                return Stall(waiting["reason"], f"pod {name} container "
+                             f"{container.get('name', '')}: {waiting['reason']}"
+                             + (f": {detail}" if detail else ""))
+        for cond in status.get("conditions") or []:
+            if (cond.get("type") == "PodScheduled" and cond.get("status") == "False"
+                    and cond.get("reason") == "Unschedulable"):
+                return Stall("Unschedulable", f"pod {name}: "
+                             + redact_text(str(cond.get("message") or "no node fits")))
+    return None
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class DeploymentState:
     """What the operator knows of one child Deployment (from its watch)."""
@@ -61,6 +113,7 @@ class DeploymentState:
     # A digest of the pod template fields other managers set (kubectl edit ...): "" when
     # only the operator shapes the template. See :func:`foreign_template_fields`.
     foreign: str = ""
+    stall: Stall | None = None   # the Deployment says its rollout failed
 
     @property
     def settled(self) -> bool:
@@ -220,8 +273,13 @@ def _conditions(obs: Observed) -> list[dict[str, Any]]:
         expected.append(scheduler_deployment_name(fleet))
     missing = [n for n in expected if n not in deployments]
     unsettled = [n for n in expected if n in deployments and not deployments[n].settled]
+    stalls = [(n, stall) for n in expected if n in deployments
+              and (stall := deployments[n].stall) is not None]
+    stalled = "; ".join(f"{n}: {stall.reason}: {stall.message}" for n, stall in stalls)
     if missing:
         progressing = _condition("Progressing", True, "Creating", "creating " + ", ".join(missing))
+    elif stalls:
+        progressing = _condition("Progressing", False, stalls[0][1].reason, stalled)
     elif unsettled:
         progressing = _condition("Progressing", True, "RollingOut",
                                  "waiting for pods of " + ", ".join(unsettled))
@@ -231,6 +289,7 @@ def _conditions(obs: Observed) -> list[dict[str, Any]]:
     # a broker outage does not hide a held scheduler (or the other way round).
     problems = [(reason, message) for reason, message in (
         *((fault.reason, f"{fault.step}: {fault.message}") for fault in obs.faults),
+        (stalls[0][1].reason if stalls else "", stalled),
         ("BrokerUnreachable", broker_error), ("SchedulerHeld", held)) if message]
     if problems:
         degraded = _condition("Degraded", True, problems[0][0],
@@ -241,6 +300,8 @@ def _conditions(obs: Observed) -> list[dict[str, Any]]:
         ready = _condition("Ready", False, "Suspended", "spec.suspend is true")
     elif obs.faults:  # a step of this object failed (the others' went on)
         ready = _condition("Ready", False, obs.faults[0].reason, _faulted(obs.faults))
+    elif stalls:  # a rollout that failed: waiting longer will not finish it
+        ready = _condition("Ready", False, stalls[0][1].reason, stalled)
     elif broker_error:  # pools cannot follow their queues: not ready (as KEDA says)
         ready = _condition("Ready", False, "BrokerUnreachable", broker_error)
     elif held:

@@ -101,3 +101,44 @@ def test_a_child_record_is_small() -> None:
     """Slots: a record per child, tens of thousands of them in a large cluster."""
     child = child_of("Deployment", body("mm-default"))
     assert not hasattr(child, "__dict__") and not hasattr(child.deployment, "__dict__")
+
+
+def test_a_deployment_past_its_progress_deadline_is_recorded_as_stalled() -> None:
+    child = child_of("Deployment", body("mm-default", spec={"replicas": 1}, status={
+        "observedGeneration": 2, "conditions": [
+            {"type": "Available", "status": "False", "reason": "MinimumReplicasUnavailable"},
+            {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
+             "message": 'ReplicaSet "mm-default-5d" has timed out progressing.'}]}))
+    assert child.deployment is not None and child.deployment.stall is not None
+    assert child.deployment.stall.reason == "ProgressDeadlineExceeded"
+    assert "timed out progressing" in child.deployment.stall.message
+    quota = child_of("Deployment", body("mm-default", status={"conditions": [
+        {"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate",
+         "message": "pods is forbidden: exceeded quota"}]}))
+    assert quota.deployment is not None and quota.deployment.stall is not None
+    assert quota.deployment.stall.reason == "FailedCreate"
+    progressing = child_of("Deployment", body("mm-default", status={"conditions": [
+        {"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated"}]}))
+    assert progressing.deployment is not None and progressing.deployment.stall is None
+
+
+def test_children_know_which_deployments_have_not_settled() -> None:
+    """The only Deployments whose pods are worth a look: cheap to know at 10,000 objects."""
+    mm, other = Key("ns", "mm"), Key("other", "mm")
+    ready = {"replicas": 2}, {"readyReplicas": 2, "updatedReplicas": 2,
+                              "observedGeneration": 2}
+    children = Children([])
+    children.seen(child_of("Deployment", body("mm-default", spec={"replicas": 2})))
+    children.seen(child_of("Deployment", body("mm-default", namespace="other",
+                                              spec={"replicas": 2})))
+    assert children.unsettled == {(mm, "mm-default"), (other, "mm-default")}
+    children.seen(child_of("Deployment", body("mm-default", spec=ready[0], status=ready[1])))
+    assert children.unsettled == {(other, "mm-default")}
+    children.replace(("Deployment", "other"), [])
+    assert children.unsettled == set()
+    children.seen(child_of("Deployment", body("mm-default", spec={"replicas": 2})))
+    children.gone(child_of("Deployment", body("mm-default")))
+    assert children.unsettled == set()
+    children.seen(child_of("Deployment", body("mm-default", spec={"replicas": 2})))
+    children.replace(("Deployment", None), [])
+    assert children.unsettled == set()

@@ -15,11 +15,14 @@ import kopf
 import pytest
 
 from metamapper_operator import handlers
+from metamapper_operator.children import Child, Children
 from metamapper_operator.config import Config
 from metamapper_operator.kube import KubeError
 from metamapper_operator.references import SecretCache
+from metamapper_operator.rollouts import LOOK_EVERY, LOOKS_PER_PASS, STUCK_AFTER, Rollouts
 from metamapper_operator.runtime import Runtime
 from metamapper_operator.state import Key
+from metamapper_operator.status import DeploymentState
 from tests.unit.sample import BODY
 from tests.unit.test_wiring import FakeKube
 
@@ -217,5 +220,85 @@ def test_a_pinned_size_that_isdigit_accepts_and_int_refuses_is_never_ready(
             assert kube.status["observedGeneration"] == 2
         else:
             assert kube.status["observedGeneration"] == 1
+
+    asyncio.run(scenario())
+
+
+@dataclass
+class PodKube(StatusKube):
+    """Pods as the API shows them, by Deployment; counts the listings."""
+
+    pods_of: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    listings: int = 0
+
+    async def pod_bodies(self, namespace: str, labels: Mapping[str, str]
+                         ) -> list[dict[str, Any]]:
+        self.listings += 1
+        pool = labels.get("metamapper.io/pool", labels["app.kubernetes.io/component"])
+        return self.pods_of.get(f"{labels['app.kubernetes.io/instance']}-{pool}", [])
+
+
+def waiting(reason: str) -> list[dict[str, Any]]:
+    return [{"metadata": {"name": "mm-default-1"}, "status": {"containerStatuses": [
+        {"name": "worker", "state": {"waiting": {"reason": reason,
+                                                 "message": "image not on the node"}}}]}}]
+
+
+def deployment(name: str, owner: str = "mm", ready: int = 0) -> Child:
+    return Child(Key(KEY.namespace, owner), "Deployment", name, "h", DeploymentState(
+        name=name, spec_hash="h", replicas=1, ready=ready, updated=ready, generation=1,
+        observed_generation=1))
+
+
+def test_a_rollout_whose_pod_cannot_pull_its_image_is_degraded_with_the_pods_reason(
+        ) -> None:
+    async def scenario() -> None:
+        now = [0.0]
+        kube = PodKube(pods_of={"mm-default": waiting("ImagePullBackOff")})
+        runtime = runtime_of(kube)
+        children = Children([])
+        children.seen(deployment("mm-default"))
+        children.seen(deployment("mm-scheduler", ready=1))
+        await handlers.reconcile(body_of(1), runtime, children.deployments(KEY), {})
+        rollouts = Rollouts(runtime, children, clock=lambda: now[0])
+        await rollouts.look()
+        assert kube.listings == 0            # a rollout takes a while: nothing to read yet
+        now[0] = STUCK_AFTER
+        await rollouts.look()
+        assert kube.listings == 1
+        ready, degraded = condition(kube, "Ready"), condition(kube, "Degraded")
+        assert (ready["status"], ready["reason"]) == ("False", "ImagePullBackOff")
+        assert (degraded["status"], degraded["reason"]) == ("True", "ImagePullBackOff")
+        assert "pod mm-default-1 container worker" in degraded["message"]
+        assert [reason for reason, _ in warnings(kube)] == ["ImagePullBackOff"]
+        now[0] += LOOK_EVERY
+        await rollouts.look()                # looked at again, the same: no new event
+        assert kube.listings == 2 and len(warnings(kube)) == 1
+        now[0] += LOOK_EVERY
+        await rollouts.look()                # the pause between looks doubles
+        assert kube.listings == 2
+
+        children.seen(deployment("mm-default", ready=1))   # fixed and rolled out
+        await rollouts.look()
+        assert condition(kube, "Ready")["status"] == "True"
+        assert runtime.fleets[KEY].faults == {} and rollouts.due == {}
+
+    asyncio.run(scenario())
+
+
+def test_pods_are_read_for_a_bounded_number_of_deployments_per_pass() -> None:
+    async def scenario() -> None:
+        kube = PodKube()
+        runtime = runtime_of(kube)
+        children = Children([])
+        for n in range(3 * LOOKS_PER_PASS):
+            children.seen(deployment(f"x{n}-default", owner=f"x{n}"))
+        now = [0.0]
+        rollouts = Rollouts(runtime, children, clock=lambda: now[0])
+        await rollouts.look()
+        now[0] = STUCK_AFTER
+        await rollouts.look()
+        looked = [due for due in rollouts.due.values() if due.pause > LOOK_EVERY]
+        assert len(looked) == LOOKS_PER_PASS
 
     asyncio.run(scenario())

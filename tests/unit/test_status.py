@@ -9,7 +9,9 @@ from metamapper_operator.status import (
     DeploymentState,
     Observed,
     PoolScale,
+    Stall,
     changes,
+    pod_stall,
     render,
 )
 from tests.unit.sample import BODY, body, settled
@@ -80,3 +82,43 @@ def test_a_pool_shows_its_draining_pods_and_the_last_drain_given_up() -> None:
     assert pool["lastDrainTimeout"] == "drain of mm-default-b timed out after 60 s"
     (pool, *_) = status_of(fleet, scaling={"default": PoolScale(backlog=0)})["pools"]
     assert "draining" not in pool and "lastDrainTimeout" not in pool
+
+
+def pod(name: str, waiting: str | None = None, unschedulable: bool = False
+        ) -> dict[str, Any]:
+    status: dict[str, Any] = {"phase": "Pending"}
+    if waiting:
+        status["containerStatuses"] = [{"name": "worker", "state": {"waiting": {
+            "reason": waiting, "message": "Back-off pulling image "
+            "\"https://user:hunter2@registry.example/worker:1\""}}}]
+    if unschedulable:
+        status["conditions"] = [{"type": "PodScheduled", "status": "False",
+                                 "reason": "Unschedulable",
+                                 "message": "0/1 nodes are available: 1 Insufficient cpu."}]
+    return {"metadata": {"name": name}, "status": status}
+
+
+def test_a_pod_tells_why_a_rollout_cannot_finish() -> None:
+    assert pod_stall([pod("a"), pod("b", waiting="ContainerCreating")]) is None
+    stall = pod_stall([pod("a"), pod("b", waiting="ImagePullBackOff")])
+    assert stall is not None and stall.reason == "ImagePullBackOff"
+    assert stall.message.startswith("pod b container worker: ImagePullBackOff: Back-off")
+    assert "hunter2" not in stall.message
+    for reason in ("ErrImagePull", "CrashLoopBackOff", "CreateContainerConfigError"):
+        found = pod_stall([pod("a", waiting=reason)])
+        assert found is not None and found.reason == reason
+    stranded = pod_stall([pod("a", unschedulable=True)])
+    assert stranded is not None and stranded.reason == "Unschedulable"
+    assert "Insufficient cpu" in stranded.message
+
+
+def test_a_failed_rollout_is_degraded_with_its_reason_not_rolling_out_for_ever() -> None:
+    stuck = DeploymentState(name="mm-default", spec_hash="h", replicas=1, generation=2,
+                            observed_generation=2,
+                            stall=Stall("ProgressDeadlineExceeded", "timed out progressing"))
+    conditions = conditions_of(status_of(parse(BODY), deployments={
+        **RUNNING, "mm-default": stuck}))
+    for kind, state in (("Ready", "False"), ("Degraded", "True"), ("Progressing", "False")):
+        assert (conditions[kind]["status"], conditions[kind]["reason"]) == (
+            state, "ProgressDeadlineExceeded"), kind
+    assert "mm-default: ProgressDeadlineExceeded" in conditions["Degraded"]["message"]
