@@ -110,6 +110,8 @@ class Children:
         # Deployments whose pods are not all ready and up to date, by (owner, name): the
         # only ones whose pods may tell why a rollout does not finish (see rollouts.py).
         self.unsettled: set[tuple[Key, str]] = set()
+        # Why a feed not listed yet failed to list, by feed (see refused).
+        self.refusals: dict[Feed, str] = {}
         self._unlisted = set(feeds)
         self.listed = asyncio.Event()
         if not self._unlisted:
@@ -147,6 +149,16 @@ class Children:
         if not owned:
             del self._owned[child.owner]
 
+    def refused(self, feed: Feed, why: str) -> None:
+        """A listing of ``feed`` failed: until one succeeds, reconciles wait and say why."""
+        if feed in self._unlisted:
+            self.refusals[feed] = why
+
+    def refusal(self) -> str | None:
+        """Why the children are not all listed, when a listing failed; None when every
+        feed is listed or is still being listed."""
+        return "; ".join(self.refusals.values()) or None
+
     def changed(self, event: str, child: Child) -> None:
         """A watch event: ADDED, MODIFIED or DELETED."""
         (self.gone if event == "DELETED" else self.seen)(child)
@@ -165,5 +177,6 @@ class Children:
         for child in children:
             self.seen(child)
         self._unlisted.discard(feed)
+        self.refusals.pop(feed, None)
         if not self._unlisted:
             self.listed.set()

@@ -48,7 +48,7 @@ from metamapper_operator.references import BrokerAccess, SecretCache, resolve
 from metamapper_operator.rollouts import Rollouts
 from metamapper_operator.runtime import Runtime
 from metamapper_operator.state import FleetState, Key, ReconcileInputs
-from metamapper_operator.status import DeploymentState
+from metamapper_operator.status import DeploymentState, Fault
 from metamapper_operator.watching import Watch
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo,
     health: Health | None = memo.get("health")
     if health is not None:
         health.checks.append(autoscaler.stalled)
+        health.notes.append(children.refusal)
     watches = [child_watch(kube, kind, namespace, children,
                            lambda child: child_changed(runtime, readiness, child))
                for kind, namespace in feeds]
@@ -110,7 +111,8 @@ def child_watch(kube: Kube, kind: ChildKind, namespace: str | None, children: Ch
 
     return Watch(kube.api, kind.path(namespace), f"{kind.kind}s {where}", CHILD_SELECTOR,
                  partial(child_of, kind.kind),
-                 partial(children.replace, (kind.kind, namespace)), event)
+                 partial(children.replace, (kind.kind, namespace)), event,
+                 partial(children.refused, (kind.kind, namespace)))
 
 
 async def supervise(name: str, loop: Callable[[], Awaitable[None]]) -> None:
@@ -384,8 +386,40 @@ async def apply_spec(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     runtime: Runtime = memo["runtime"]
     children: Children = memo["children"]
     runtime.secrets.forget(body.metadata.namespace or "")
-    await children.listed.wait()   # until then, existing children would look missing
+    await _until_listed(body, runtime, children)
     await _reconcile_from_watch(body, runtime, children)
+
+
+#: Seconds a reconcile waits for the children's first listing before it reports a
+#: listing that failed (one only slow is waited for, without a word).
+LISTING_WAIT = 30.0
+#: The step of an object's faults that says its children cannot be listed.
+LISTING = "listing children"
+
+
+async def _until_listed(body: kopf.Body, runtime: Runtime, children: Children) -> None:
+    """Wait until every kind of child has been listed (before that, existing children
+    would look missing: a reconcile would re-create them at their initial size). A
+    listing the apiserver keeps refusing (a permission missing from the operator's RBAC)
+    is this object's fault after :data:`LISTING_WAIT`: its status and one Warning event
+    name the permission, and kopf tries again later."""
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(children.listed.wait(), LISTING_WAIT)
+            return
+        why = children.refusal()
+        if why is None:
+            continue
+        kind = next(iter(children.refusals))[0]
+        key = Key(body.metadata.namespace or "", body.metadata.name or "")
+        state, lock = runtime.state(key, body.metadata.uid or "")
+        fault = Fault(step=LISTING, reason=f"CannotList{kind}s", message=why)
+        async with lock:
+            if settle(state.faults, LISTING, fault) is not None:
+                await runtime.kube.event(body.metadata, "Warning", fault.reason, why)
+            with contextlib.suppress(KubeError):  # the next try writes it
+                await runtime.publish(key, {}, dict(body.get("status") or {}))
+        raise kopf.TemporaryError(why, delay=LISTING_WAIT)
 
 
 async def resync_loop(runtime: Runtime, bodies: kopf.Index[Key, str],
@@ -413,7 +447,10 @@ async def resync_loop(runtime: Runtime, bodies: kopf.Index[Key, str],
 
 async def _reconcile_from_watch(body: kopf.Body, runtime: Runtime, children: Children
                                 ) -> None:
-    owned = children.of(Key(body.metadata.namespace or "", body.metadata.name or ""))
+    key = Key(body.metadata.namespace or "", body.metadata.name or "")
+    if (state := runtime.fleets.get(key)) is not None:
+        state.faults.pop(LISTING, None)   # listed now: the reconcile publishes the rest
+    owned = children.of(key)
     await reconcile(body, runtime, dict(owned.deployments), dict(owned.hashes))
 
 

@@ -42,8 +42,9 @@ class StreamError(Exception):
 class Watch(Generic[T]):
     """The objects at ``path`` with labels matching ``selector``, each reduced to a record
     by ``reduce``: ``listed`` gets every record of a full listing, ``changed`` each
-    record of an event with the event's type (ADDED, MODIFIED, DELETED). Neither may
-    wait: the stream is read meanwhile."""
+    record of an event with the event's type (ADDED, MODIFIED, DELETED), ``refused`` why
+    a listing failed (in the apiserver's words: a 403 names the missing permission).
+    None may wait: the stream is read meanwhile."""
 
     api: client.ApiClient
     path: str
@@ -52,6 +53,7 @@ class Watch(Generic[T]):
     reduce: Callable[[Mapping[str, Any]], T]
     listed: Callable[[list[T]], None]
     changed: Callable[[str, T], None]
+    refused: Callable[[str], None]
 
     async def run(self) -> None:
         """List and watch for ever."""
@@ -71,6 +73,8 @@ class Watch(Generic[T]):
                 why = (f"{doing}: {err}" if isinstance(err, StreamError | ValueError)
                        else str(KubeError(doing, err)))
                 log.warning("%s; trying again in %.0f s", why, pause)
+                if version is None:
+                    self.refused(why)
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, LONGEST_PAUSE)
 

@@ -17,6 +17,7 @@ import pytest
 from metamapper_operator import handlers
 from metamapper_operator.children import Child, Children
 from metamapper_operator.config import Config
+from metamapper_operator.health import Health
 from metamapper_operator.kube import KubeError
 from metamapper_operator.references import SecretCache
 from metamapper_operator.rollouts import LOOK_EVERY, LOOKS_PER_PASS, STUCK_AFTER, Rollouts
@@ -302,3 +303,69 @@ def test_pods_are_read_for_a_bounded_number_of_deployments_per_pass() -> None:
         assert len(looked) == LOOKS_PER_PASS
 
     asyncio.run(scenario())
+
+
+def test_children_that_cannot_be_listed_are_reported_by_every_object_waiting_for_them(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A watch refused for good (RBAC without list on a kind) would hold every reconcile
+    with nothing said: after a bounded wait each object says why, once."""
+    monkeypatch.setattr(handlers, "LISTING_WAIT", 0.01)
+    feed = ("PodDisruptionBudget", None)
+    refusal = ("listing PodDisruptionBudgets in all namespaces: 403 poddisruptionbudgets"
+               '.policy is forbidden: User "op" cannot list resource "poddisruptionbudgets"')
+
+    async def scenario() -> None:
+        kube = StatusKube()
+        runtime = runtime_of(kube)
+        children = Children([feed])
+        children.refused(feed, refusal)
+        memo = kopf.Memo(runtime=runtime, children=children)
+        with pytest.raises(kopf.TemporaryError):
+            await handlers.apply_spec(body=body_of(1), memo=memo)
+        ready = condition(kube, "Ready")
+        assert (ready["status"], ready["reason"]) == ("False", "CannotListPodDisruptionBudgets")
+        assert "cannot list resource \"poddisruptionbudgets\"" in ready["message"]
+        assert [reason for reason, _ in warnings(kube)] == ["CannotListPodDisruptionBudgets"]
+        with pytest.raises(kopf.TemporaryError):   # kopf's retry: no second event
+            await handlers.apply_spec(body=body_of(1), memo=memo)
+        assert len(warnings(kube)) == 1 and kube.applied == []
+
+        # Granted: the listing arrives, the reconcile goes on and the fault is gone.
+        children.replace(feed, [])
+        await handlers.apply_spec(body=body_of(1), memo=memo)
+        assert kube.status["observedGeneration"] == 1 and kube.applied
+        assert runtime.fleets[KEY].faults == {}
+
+    asyncio.run(scenario())
+
+
+def test_a_listing_that_is_only_slow_is_waited_for_without_a_word(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Listing every child of 10,000 objects takes a while: no fault, no status write."""
+    monkeypatch.setattr(handlers, "LISTING_WAIT", 0.01)
+    feed = ("Deployment", None)
+
+    async def scenario() -> None:
+        kube = StatusKube()
+        runtime = runtime_of(kube)
+        children = Children([feed])
+        memo = kopf.Memo(runtime=runtime, children=children)
+        waiting = asyncio.create_task(handlers.apply_spec(body=body_of(1), memo=memo))
+        for _ in range(5):   # several bounded waits go by
+            await asyncio.sleep(0.01)
+        assert not waiting.done() and kube.notes == [] and kube.statuses == 0
+        children.replace(feed, [])
+        await waiting
+        assert kube.status["observedGeneration"] == 1 and not warnings(kube)
+
+    asyncio.run(scenario())
+
+
+def test_healthz_names_a_refused_listing_without_failing() -> None:
+    """A restart cannot grant a permission, and would stop every fleet's autoscaling."""
+    problems: list[str | None] = [None]
+    health = Health(checks=[lambda: None], notes=[lambda: problems[0]])
+    assert health.report() == (200, {"role": "standby", "problems": [], "warnings": []})
+    problems[0] = "listing Deployments in all namespaces: 403 forbidden"
+    assert health.report() == (200, {"role": "standby", "problems": [],
+                                     "warnings": [problems[0]]})

@@ -79,7 +79,8 @@ async def run_watch(server: FakeApiserver, until: Any, seconds: float = 5.0
 
     watch = watching.Watch(api, DEPLOYMENTS.path(None), "Deployments in all namespaces",
                            "a=b", partial(child_of, "Deployment"),
-                           partial(children.replace, ("Deployment", None)), event)
+                           partial(children.replace, ("Deployment", None)), event,
+                           partial(children.refused, ("Deployment", None)))
     task = asyncio.create_task(watch.run())
     try:
         async with asyncio.timeout(seconds):
@@ -125,10 +126,14 @@ def test_a_refused_listing_is_logged_in_the_apiservers_words_and_tried_again(
     monkeypatch.setattr(watching, "FIRST_PAUSE", 0.01)
     refusal = {"kind": "Status", "status": "Failure", "message": FORBIDDEN, "code": 403}
     server = FakeApiserver((403, refusal), (403, refusal), listing(body("mm-default")), events())
+    seen: list[str | None] = []
     with caplog.at_level(logging.WARNING, logger=watching.__name__):
-        children, _ = asyncio.run(run_watch(
-            server, lambda children, _: children.listed.is_set()))
+        children, _ = asyncio.run(run_watch(server, lambda children, _: (
+            seen.append(children.refusal()) or children.listed.is_set())))
     assert set(children.deployments(Key("ns", "mm"))) == {"mm-default"}
+    # Until it is listed, the refusal is known, in the apiserver's words, then forgotten.
+    assert f"listing Deployments in all namespaces: 403 {FORBIDDEN}" in seen
+    assert children.refusal() is None and children.refusals == {}
     refused = [r.getMessage() for r in caplog.records]
     assert len(refused) == 2 and refused[0].startswith(
         f"listing Deployments in all namespaces: 403 {FORBIDDEN}; trying again in")
