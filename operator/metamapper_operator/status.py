@@ -311,6 +311,8 @@ def _conditions(obs: Observed) -> list[dict[str, Any]]:
                            "worker runs, nothing consumes the pools' queues")
     elif missing or unsettled:
         ready = _condition("Ready", False, progressing["reason"], progressing["message"])
+    elif short := _below_desired(obs, fleet):
+        ready = _condition("Ready", False, "BelowDesired", short)
     else:
         ready = _condition("Ready", True, "Ready", "every pool and the scheduler are ready")
     conditions = [ready, progressing, degraded,
@@ -340,6 +342,22 @@ def _conditions(obs: Observed) -> list[dict[str, Any]]:
         conditions.append(_condition("BrokerUnreachable", False, "Reachable",
                                      "the broker answered the last probe"))
     return conditions
+
+
+def _below_desired(obs: Observed, fleet: Fleet) -> str | None:
+    """Pools with fewer ready workers than the autoscaler wants (capacity stranded: the
+    size could not be set, or its pods find no room), or None."""
+    if fleet.pause is not None:   # not measured: the last wish is stale
+        return None
+    deployments, scaling = obs.deployments or {}, obs.scaling or {}
+    short = []
+    for pool in fleet.pools:
+        desired = (scale := scaling.get(pool.name)) and scale.desired
+        dep = deployments.get(pool_deployment_name(fleet, pool))
+        ready = dep.ready if dep else 0
+        if desired and ready < desired:
+            short.append(f"{pool.name}: {ready} of {desired} desired workers ready")
+    return "; ".join(short) or None
 
 
 def _paused(fleet: Fleet) -> dict[str, Any]:

@@ -122,3 +122,16 @@ def test_a_failed_rollout_is_degraded_with_its_reason_not_rolling_out_for_ever()
         assert (conditions[kind]["status"], conditions[kind]["reason"]) == (
             state, "ProgressDeadlineExceeded"), kind
     assert "mm-default: ProgressDeadlineExceeded" in conditions["Degraded"]["message"]
+
+
+def test_a_pool_below_the_size_its_backlog_asks_for_is_not_ready() -> None:
+    """Stranded capacity: the autoscaler wants more workers than run (the size could not
+    be set, or the pods find no room), so the queues wait: not Ready."""
+    wanted = {"default": PoolScale(backlog=40, desired=4)}
+    conditions = conditions_of(status_of(parse(BODY), deployments=RUNNING, scaling=wanted))
+    ready = conditions["Ready"]
+    assert (ready["status"], ready["reason"]) == ("False", "BelowDesired")
+    assert "default: 1 of 4 desired workers ready" in ready["message"]
+    enough = {"default": PoolScale(backlog=0, desired=1)}
+    assert conditions_of(status_of(parse(BODY), deployments=RUNNING, scaling=enough))[
+        "Ready"]["status"] == "True"
