@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from metamapper_operator.brokers import ProbeError, probe_for
-from metamapper_operator.brokers.base import Probe, secrets_of
+from metamapper_operator.brokers.base import Probe, probe_error, secrets_of
 from metamapper_operator.brokers.rabbitmq import AmqpProbe, ManagementProbe
 from metamapper_operator.brokers.redis import RedisProbe
 from metamapper_operator.brokers.sqs import SqsProbe
@@ -72,3 +72,26 @@ async def test_unreachable_broker_raises_probe_error(kind: str, closed_port: int
 async def test_a_hung_broker_times_out(kind: str) -> None:
     async with silent_server() as port:
         assert_clean(await failure(probe_for(ACCESS[kind](port), timeout=0.5)))
+
+
+@pytest.mark.parametrize("kind", list(ACCESS))
+def test_a_probe_errors_address_is_scrubbed_too(kind: str) -> None:
+    """Even a call site that names the broker by its raw URL shows no credential."""
+    access = ACCESS[kind](1)
+    for where in (access.url, access.management_url or "", access.display):
+        assert_clean(probe_error(access, f"{kind} {where} 127.0.0.1", OSError(SECRET)))
+
+
+def test_an_address_without_credentials_stays_readable() -> None:
+    access = BrokerAccess(transport="redis", url="redis://127.0.0.1:1/2")
+    error = probe_error(access, f"redis {access.display}", OSError("refused"))
+    assert str(error) == "redis redis://127.0.0.1:1/2: OSError: refused"
+
+
+async def test_a_failover_url_shows_no_password_of_any_of_its_brokers(
+        closed_port: int) -> None:
+    access = BrokerAccess(transport="rabbitmq", url=(
+        f"amqp://mm:{ENCODED}@127.0.0.1:{closed_port}/v;amqp://mm:other-pw@127.0.0.1:1/v"))
+    error = await failure(probe_for(access, timeout=2))
+    assert_clean(error)
+    assert "other-pw" not in str(error)

@@ -166,3 +166,80 @@ def test_vhost_of_the_url_is_read_like_kombu() -> None:
         assert (found.host, found.user, found.password, found.vhost) == (
             conn.hostname, conn.userid or "guest", conn.password or "guest",
             conn.virtual_host), url
+
+
+#: 128 characters (the CRD admits 200), 256 bytes: more than AMQP's short string holds.
+LONG = "é" * 128
+
+
+def declare(rabbitmq: RabbitMQ, names: dict[str, int]) -> amqp.Connection:
+    """Each queue of ``names`` declared and holding that many messages; the connection."""
+    connection = amqp.Connection(f"{rabbitmq.host}:{rabbitmq.port}", userid=rabbitmq.user,
+                                 password=rabbitmq.password, virtual_host=rabbitmq.vhost)
+    connection.connect()
+    channel = connection.channel()
+    for name, count in names.items():
+        channel.queue_declare(name, durable=False, auto_delete=False)
+        for _ in range(count):
+            channel.basic_publish(amqp.Message("{}"), exchange="", routing_key=name)
+    return connection
+
+
+@pytest.mark.parametrize("path", ["management", "amqp"])
+async def test_a_name_rabbitmq_cannot_hold_fails_only_its_queue(
+        rabbitmq: RabbitMQ, backlog: None, path: str) -> None:
+    access = management_access(rabbitmq) if path == "management" else BrokerAccess(
+        transport="rabbitmq", url=rabbitmq.amqp_url)
+    probe = probe_for(access)
+    try:
+        depths = await probe.measure(["default", LONG, "amq.reserved"])
+        assert probe.failed == {
+            LONG: "queue name of 256 bytes: RabbitMQ allows at most 255",
+            "amq.reserved": "queue names starting with 'amq.' are reserved by RabbitMQ"}
+        assert set(depths) == {"default"} and depths["default"].waiting == 3
+        assert probe.round_trips == (2 if path == "management" else 1)  # nothing else sent
+        assert set(await probe.measure(["default"])) == {"default"}
+        assert probe.failed == {}
+    finally:
+        await probe.close()
+
+
+async def test_amqp_a_queue_the_broker_refuses_fails_alone(
+        rabbitmq: RabbitMQ, backlog: None) -> None:
+    """Another connection's exclusive queue: RabbitMQ closes the channel on the passive
+    declare (405 RESOURCE_LOCKED); the queues after it are measured on a new channel."""
+    owner = declare(rabbitmq, {})
+    owner.channel().queue_declare("held", exclusive=True)
+    probe = probe_for(BrokerAccess(transport="rabbitmq", url=rabbitmq.amqp_url))
+    try:
+        assert await probe.measure(["held", "checks", "default"]) == {
+            "checks": QueueDepth(waiting=1, in_flight=None),
+            "default": QueueDepth(waiting=3, in_flight=None)}
+        assert list(probe.failed) == ["held"]
+        assert probe.failed["held"].startswith("ResourceLocked: Queue.declare: (405) ")
+        assert rabbitmq.password not in probe.failed["held"]
+        assert probe.round_trips == 3
+    finally:
+        await probe.close()
+        owner.close()
+
+
+#: Names the CRD admits (``^[^,\s]+$``, at most 200 characters) that RabbitMQ holds.
+STRANGE_NAMES = ["\U0001f600" * 63, "x" * 200, "a\x00b", "q\x06\x163", "%d%s*?[]", "'\"\\",
+                 "{hash}tag", "-", "ü.ñ:ß", "\x7f\x01", "amq"]
+
+
+@pytest.mark.parametrize("path", ["management", "amqp"])
+async def test_the_strangest_names_the_crd_admits_are_measured(
+        rabbitmq: RabbitMQ, path: str) -> None:
+    connection = declare(rabbitmq, {name: n + 1 for n, name in enumerate(STRANGE_NAMES)})
+    access = management_access(rabbitmq) if path == "management" else BrokerAccess(
+        transport="rabbitmq", url=rabbitmq.amqp_url)
+    try:
+        probe = probe_for(access)
+        depths = await measured(probe, STRANGE_NAMES)
+    finally:
+        connection.close()
+    assert probe.failed == {}
+    assert {name: depth.waiting for name, depth in depths.items()} == {
+        name: n + 1 for n, name in enumerate(STRANGE_NAMES)}

@@ -367,3 +367,88 @@ async def test_entries_beyond_the_limit_are_read_every_poll_and_still_counted(
             assert probe.entries_read == 4 + (poll - 1)
     finally:
         await probe.close()
+
+
+def push(raw: redis.Redis, key: str | bytes, count: int) -> None:
+    """``count`` messages as kombu leaves them waiting in the list ``key``."""
+    for _ in range(count):
+        raw.lpush(key, json.dumps({"body": "e30=", "headers": {"published_at": time.time()}}))
+
+
+async def test_a_key_of_another_type_fails_only_its_queue(redis_url: str) -> None:
+    """kombu's own unacked hash, unacked_index sorted set and binding set, a string and a
+    priority list of another type: each fails its own queue, named in ``failed`` with the
+    key and its type; every other queue is measured in the same round trip."""
+    (default,) = queues("default")
+    prefix = f"{default}:"
+    raw = redis.Redis.from_url(redis_url)
+    push(raw, prefix + default, 2)
+    raw.hset(prefix + "unacked", "t-1", json.dumps([{}, default, default]))
+    raw.zadd(prefix + "unacked_index", {"t-1": time.time()})
+    raw.sadd(prefix + "_kombu.binding.celery", "x")
+    raw.set(prefix + "plain", "a string")
+    push(raw, prefix + "mixed", 1)
+    raw.sadd(prefix + "mixed\x06\x169", "not a list")
+    probe = RedisProbe(BrokerAccess(transport="redis", url=redis_url,
+                                    redis=RedisLayout(key_prefix=prefix)))
+    try:
+        bad = ["unacked", "unacked_index", "_kombu.binding.celery", "plain", "mixed"]
+        assert await probe.measure([default, *bad]) == {
+            default: QueueDepth(waiting=2, in_flight=1)}
+        assert probe.failed == {
+            "unacked": f"WRONGTYPE: key '{prefix}unacked' holds a hash, not a list",
+            "unacked_index": f"WRONGTYPE: key '{prefix}unacked_index' holds a zset, not a list",
+            "_kombu.binding.celery":
+                f"WRONGTYPE: key '{prefix}_kombu.binding.celery' holds a set, not a list",
+            "plain": f"WRONGTYPE: key '{prefix}plain' holds a string, not a list",
+            "mixed": f"WRONGTYPE: key '{prefix}mixed\\x06\\x169' holds a set, not a list",
+        }
+        assert probe.round_trips == 1
+        assert await probe.measure([default]) == {default: QueueDepth(waiting=2, in_flight=1)}
+        assert probe.failed == {}
+    finally:
+        await probe.close()
+
+
+async def test_an_unacked_key_of_another_type_leaves_in_flight_unknown(
+        redis_url: str) -> None:
+    """A list where kombu keeps its unacked hash (a queue named ``unacked`` published to
+    before any delivery): the waiting counts still hold, in flight cannot be told."""
+    default, checks = queues("default", "checks")
+    raw = redis.Redis.from_url(redis_url)
+    push(raw, default, 3)
+    push(raw, "unacked", 1)
+    raw.zadd("unacked_index", {"t-1": time.time()})
+    probe = RedisProbe(BrokerAccess(transport="redis", url=redis_url))
+    try:
+        assert await probe.measure([default, checks]) == {
+            default: QueueDepth(waiting=3, in_flight=None),
+            checks: QueueDepth(waiting=0, in_flight=None)}
+        assert probe.failed == {}
+        assert probe.round_trips == 1
+    finally:
+        await probe.close()
+
+
+#: Names the CRD admits (``^[^,\s]+$``, at most 200 characters) that are odd for Redis,
+#: kombu's separator and the probe's Lua scripts.
+STRANGE_NAMES = ["\U0001f600" * 200, "é" * 200, "x" * 200, "a\x00b", "q\x06\x163",
+                 "%d%s*?[]", "'\"\\", "{hash}tag", "-", "ü.ñ:ß", "\x7f\x01"]
+
+
+async def test_the_strangest_names_the_crd_admits_are_measured(redis_url: str) -> None:
+    (default,) = queues("default")
+    prefix = f"{default}:"
+    raw = redis.Redis.from_url(redis_url)
+    for n, name in enumerate(STRANGE_NAMES):
+        push(raw, prefix + name, n + 1)
+    probe = RedisProbe(BrokerAccess(transport="redis", url=redis_url,
+                                    redis=RedisLayout(key_prefix=prefix)))
+    try:
+        depths = await probe.measure(STRANGE_NAMES)
+        assert probe.failed == {}
+    finally:
+        await probe.close()
+    # "q\x06\x163" is also the priority-3 list of the queue "q": counted as its own.
+    assert {name: depth.waiting for name, depth in depths.items()} == {
+        name: n + 1 for n, name in enumerate(STRANGE_NAMES)}

@@ -1,9 +1,10 @@
 """Queue-depth probes: one per broker type behind one interface (:class:`Probe`).
 
 ``probe_for(access).measure(queues)`` returns a :class:`QueueDepth` per queue, with a
-cost per call of one pipelined round trip on Redis, one HTTP request on the RabbitMQ
+cost per call of one pipelined round trip on Redis, two HTTP requests on the RabbitMQ
 management API, one passive declare per queue over AMQP and one GetQueueAttributes per
-queue on SQS.
+queue on SQS. A queue the broker cannot measure is left out and named, with the reason,
+in the probe's ``failed``; the others are measured all the same.
 """
 
 from __future__ import annotations

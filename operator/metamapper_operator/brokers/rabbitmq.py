@@ -11,6 +11,10 @@ default) and omits the counts of a queue it has not sampled yet.
 Without the management API, AMQP's passive ``queue.declare`` answers with the ready
 count only (one round trip per queue): messages delivered to a consumer and not yet
 acknowledged are not visible over AMQP.
+
+Both fail a queue alone (``failed``) when RabbitMQ can never hold its name
+(:func:`refused`: over 255 bytes, or the reserved ``amq.`` prefix); over AMQP also when
+the broker refuses the passive declare (another connection's exclusive queue, say).
 """
 
 from __future__ import annotations
@@ -25,11 +29,29 @@ from urllib.parse import quote
 import aiohttp
 import amqp
 
-from metamapper_operator.brokers.base import DEFAULT_TIMEOUT, QueueDepth, probe_error
+from metamapper_operator.brokers.base import DEFAULT_TIMEOUT, QueueDepth, probe_error, scrubbed
 from metamapper_operator.references import BrokerAccess
 from metamapper_urls import parse_url, redact, without_credentials
 
 AMQP_PORTS = {"amqp": 5672, "pyamqp": 5672, "amqps": 5671}
+#: The longest queue name AMQP 0-9-1 carries (a short string).
+MAX_NAME_BYTES = 255
+
+
+def refused(queue: str) -> str | None:
+    """Why RabbitMQ can never hold a queue named ``queue`` (no client may declare it);
+    None when it can."""
+    size = len(queue.encode("utf-8", "surrogatepass"))  # as py-amqp encodes it
+    if size > MAX_NAME_BYTES:
+        return f"queue name of {size} bytes: RabbitMQ allows at most {MAX_NAME_BYTES}"
+    if queue.startswith("amq."):
+        return "queue names starting with 'amq.' are reserved by RabbitMQ"
+    return None
+
+
+def refusals(queues: Collection[str]) -> dict[str, str]:
+    """The queues of ``queues`` RabbitMQ can never hold -> why."""
+    return {queue: why for queue in queues if (why := refused(queue)) is not None}
 
 
 @dataclass(frozen=True)
@@ -86,6 +108,7 @@ class ManagementProbe:
         self.round_trips = 0
         self._clock = clock
         self.unconsumed: tuple[str, ...] | None = None
+        self.failed: dict[str, str] = {}
         self._access = access
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
@@ -102,6 +125,7 @@ class ManagementProbe:
         self._url = f"{base}/api/queues/{quote(vhost, safe='')}"
 
     async def measure(self, queues: Collection[str]) -> dict[str, QueueDepth]:
+        self.failed = {}
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self._timeout, headers=self._headers)
         counts = await self._get({
@@ -119,8 +143,10 @@ class ManagementProbe:
             if row.get("name") in found:
                 found[row["name"]]["head_message_timestamp"] = row.get("head_message_timestamp")
         now = self._clock()
+        self.failed = refusals(queues)
         # A queue the API does not list (or has no counts for yet) is empty.
-        return {queue: queue_depth(found.get(queue, {}), now) for queue in queues}
+        return {queue: queue_depth(found.get(queue, {}), now) for queue in queues
+                if queue not in self.failed}
 
     async def _get(self, params: dict[str, str]) -> list[dict[str, Any]]:
         assert self._session is not None
@@ -152,6 +178,7 @@ class AmqpProbe:
 
     def __init__(self, access: BrokerAccess, *, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.round_trips = 0
+        self.failed: dict[str, str] = {}
         self._access, self._timeout = access, timeout
         self._address = amqp_address(access.url)
         self._where = f"rabbitmq {access.display}"
@@ -161,6 +188,7 @@ class AmqpProbe:
 
     async def measure(self, queues: Collection[str]) -> dict[str, QueueDepth]:
         async with self._lock:
+            self.failed = {}
             try:
                 return await asyncio.to_thread(self._measure, list(dict.fromkeys(queues)))
             except (amqp.exceptions.AMQPError, OSError) as err:
@@ -173,15 +201,21 @@ class AmqpProbe:
 
     def _measure(self, queues: list[str]) -> dict[str, QueueDepth]:
         channel = self._open_channel()
+        failed = refusals(queues)
         depths = {}
-        for queue in queues:
+        for queue in (queue for queue in queues if queue not in failed):
             self.round_trips += 1
             try:
                 _name, ready, _consumers = channel.queue_declare(queue, passive=True)
             except amqp.exceptions.NotFound:
                 ready = 0
                 channel = self._open_channel()
+            except amqp.exceptions.ChannelError as err:  # the channel is closed, not the rest
+                failed[queue] = scrubbed(self._access, f"{type(err).__name__}: {err}")
+                channel = self._open_channel()
+                continue
             depths[queue] = QueueDepth(waiting=ready, in_flight=None)
+        self.failed = failed
         return depths
 
     def _open_channel(self) -> amqp.Channel:

@@ -7,12 +7,17 @@ plus one GetQueueUrl the first time a queue is seen. Both counts are approximate
 eventually consistent (AWS documents about a minute); messages still in their delivery
 delay (``ApproximateNumberOfMessagesDelayed``) are not counted.
 
+A queue whose name, as kombu spells it, SQS never accepts (over 80 characters with the
+prefix, or other than ASCII letters, digits, ``-`` and ``_``) fails alone (``failed``),
+without a request.
+
 boto3 is blocking, so each measurement runs in a worker thread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import string
 from collections.abc import Collection
 from typing import Any
@@ -21,7 +26,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from metamapper_operator.brokers.base import DEFAULT_TIMEOUT, QueueDepth, probe_error
+from metamapper_operator.brokers.base import DEFAULT_TIMEOUT, QueueDepth, probe_error, scrubbed
 from metamapper_operator.references import BrokerAccess
 from metamapper_urls import parse_url
 
@@ -32,6 +37,8 @@ DEFAULT_REGION = "us-east-1"
 # punctuation becomes '_'.
 _REPLACE = {ord(c): "_" for c in string.punctuation if c not in "-_."} | {ord("."): "-"}
 _MISSING = {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"}
+# SQS's rule for queue names: 1 to 80 characters, a FIFO queue's ".fifo" included.
+_VALID = re.compile(r"[A-Za-z0-9_-]{1,80}|[A-Za-z0-9_-]{1,75}\.fifo")
 
 
 def entity_name(name: str) -> str:
@@ -39,6 +46,14 @@ def entity_name(name: str) -> str:
     if name.endswith(".fifo"):
         return name[: -len(".fifo")].translate(_REPLACE) + ".fifo"
     return name.translate(_REPLACE)
+
+
+def refused(name: str) -> str | None:
+    """Why SQS never accepts the queue name ``name`` (kombu's spelling); None if it does."""
+    if _VALID.fullmatch(name):
+        return None
+    return (f"SQS queue name {name!r} (kombu's spelling of the prefix and the queue) is not "
+            "1 to 80 ASCII letters, digits, '-' or '_' (then '.fifo' for a FIFO queue)")
 
 
 def endpoint_url(url: str) -> str | None:
@@ -57,6 +72,7 @@ class SqsProbe:
     def __init__(self, access: BrokerAccess, *, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.round_trips = 0
         self.unconsumed: tuple[str, ...] | None = None  # cannot tell
+        self.failed: dict[str, str] = {}
         self._access, self._timeout = access, timeout
         self._where = f"sqs {access.display}"
         self._client: Any = None
@@ -65,6 +81,7 @@ class SqsProbe:
 
     async def measure(self, queues: Collection[str]) -> dict[str, QueueDepth]:
         async with self._lock:
+            self.failed = {}
             try:
                 return await asyncio.to_thread(self._measure, list(dict.fromkeys(queues)))
             except (BotoCoreError, ClientError, OSError) as err:
@@ -79,8 +96,13 @@ class SqsProbe:
     def _measure(self, queues: list[str]) -> dict[str, QueueDepth]:
         if self._client is None:
             self._client = self._new_client()
-        return {queue: self._depth(entity_name(self._access.queue_name_prefix + queue))
-                for queue in queues}
+        names = {queue: entity_name(self._access.queue_name_prefix + queue) for queue in queues}
+        failed = {queue: scrubbed(self._access, why) for queue, name in names.items()
+                  if (why := refused(name)) is not None}
+        depths = {queue: self._depth(name) for queue, name in names.items()
+                  if queue not in failed}
+        self.failed = failed
+        return depths
 
     def _depth(self, name: str) -> QueueDepth:
         try:
