@@ -9,6 +9,7 @@ import time
 
 import redis
 
+from metamapper_operator.model import MAX_REPLICAS
 from tests.conftest import Cluster
 from tests.helpers import wait_until
 from tests.operator.conftest import OperatorProcess
@@ -35,7 +36,7 @@ def test_pause_holds_the_size_pins_replicas_and_reports_bad_values(
     apply(cluster, namespace, redis_fleet(redis_url))
     push(redis_url, 9)                                     # 9 / 2 per pod -> 5 pods
     wait_until(lambda: replicas(cluster, namespace) == 5, what="5 pods")
-    assert paused_column(cluster, namespace) == "False"
+    wait_until(lambda: paused_column(cluster, namespace) == "False", what="PAUSED False")
 
     annotate(cluster, namespace, f"{PAUSED}=true")
     wait_until(lambda: condition(get(cluster, namespace, "metamapper", "mm"), "Paused")
@@ -62,13 +63,15 @@ def test_pause_holds_the_size_pins_replicas_and_reports_bad_values(
                                                "Ready")).get("reason") == "InvalidSpec" and c,
                        what="InvalidSpec for the bad annotation")
     assert ready["message"] == (f"metadata.annotations[{PAUSED_REPLICAS}]: must be a whole "
-                                "number of pods (0 or more), not 'two'")
+                                f"number of pods from 0 to {MAX_REPLICAS}, not 'two'")
     assert replicas(cluster, namespace) == 2               # nothing touched meanwhile
 
     cluster.kubectl("annotate", "-n", namespace, "metamapper", "mm", f"{PAUSED}-",
                     f"{PAUSED_REPLICAS}-")
     wait_until(lambda: replicas(cluster, namespace) == 10, what="autoscaling again: 10 pods")
-    assert condition(get(cluster, namespace, "metamapper", "mm"), "Paused")["status"] == "False"
+    # The status that says so is written after the scale.
+    wait_until(lambda: condition(get(cluster, namespace, "metamapper", "mm"), "Paused")
+               .get("status") == "False", what="the Paused condition False again")
 
 
 def test_a_schedule_window_raises_the_minimum_while_open(
@@ -102,7 +105,8 @@ def test_a_schedule_window_raises_the_minimum_while_open(
     # After the window the minimum is 1 again; the 4 s stabilization window applies.
     wait_until(lambda: replicas(cluster, namespace) == 1, timeout=40, what="back to 1")
     assert datetime.datetime.now(datetime.UTC) >= start + datetime.timedelta(seconds=20)
-    assert "activeSchedule" not in pool_status(cluster, namespace)
+    wait_until(lambda: "activeSchedule" not in pool_status(cluster, namespace),
+               what="the closed window gone from the status")
 
 
 def test_bad_schedules_are_refused_or_reported_naming_the_field(
