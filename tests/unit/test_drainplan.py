@@ -6,6 +6,7 @@ from __future__ import annotations
 from metamapper_operator.autoscale.drainplan import (
     TEMPLATE_HASH,
     Draining,
+    DrainRecord,
     Load,
     Review,
     WorkerPod,
@@ -43,15 +44,50 @@ def test_among_idle_pods_those_the_replicaset_removes_first_are_picked_first() -
 
 def test_a_load_counts_running_prefetched_and_eta_tasks() -> None:
     assert Load(active=1, reserved=2, scheduled=3).total == 6
+    assert Load(active=1, reserved=2, scheduled=3).running == 3
+
+
+def test_workers_holding_only_eta_tasks_come_after_idle_ones_and_before_running_ones(
+        ) -> None:
+    """ETA tasks go back to the broker when the worker stops; a running task must end."""
+    loads = {"eta": Load(scheduled=3), "eta-1": Load(scheduled=1), "run": Load(active=1),
+             "idle": Load()}
+    assert pick(workers("eta", "eta-1", "run", "idle"), loads, 4) == [
+        "idle", "eta-1", "eta", "run"]
 
 
 def test_review_sorts_drains_by_what_their_workers_hold() -> None:
     drains = [Draining("done", 0, 60), Draining("busy", 0, 60), Draining("late", 0, 30),
               Draining("silent", 0, 60), Draining("gone-quiet", 0, 30)]
-    loads = {"done": Load(), "busy": Load(active=1), "late": Load(scheduled=1)}
+    loads = {"done": Load(), "busy": Load(active=1), "late": Load(reserved=1)}
     assert review(drains, loads, 30) == Review(
         drained=("done",), timed_out=(drains[2], drains[4]),
         waiting=(drains[1], drains[3]))
+
+
+def test_a_drain_whose_worker_holds_only_eta_tasks_is_over() -> None:
+    """However far their ETA: the warm shutdown gives them back to the broker."""
+    drains = [Draining("eta", 0, 60), Draining("eta-and-run", 0, 60)]
+    loads = {"eta": Load(scheduled=2), "eta-and-run": Load(active=1, scheduled=1)}
+    assert review(drains, loads, 1) == Review(drained=("eta",), waiting=(drains[1],))
+
+
+def test_a_drain_record_says_when_it_started_and_which_queues_it_stopped() -> None:
+    record = DrainRecord(1_800_000_000.5, ("default", "checks"))
+    assert DrainRecord.decode(record.encode(), ("other",)) == record
+
+
+def test_a_mark_that_is_not_a_record_is_a_drain_of_the_pools_queues_of_unknown_age() -> None:
+    for text in ("true", "", "{", "[1]", '{"since": "x", "queues": [1]}', '{"queues": []}',
+                 '{"since": true}'):
+        assert DrainRecord.decode(text, ("default",)) == DrainRecord(None, ("default",)), text
+
+
+def test_a_drain_has_what_its_start_leaves_of_the_timeout() -> None:
+    assert DrainRecord(100.0, ()).remaining(60, 130) == 30
+    assert DrainRecord(100.0, ()).remaining(60, 200) == 0
+    assert DrainRecord(100.0, ()).remaining(60, 90) == 60     # a clock behind the writer's
+    assert DrainRecord(None, ()).remaining(60, 200) == 60
 
 
 def test_the_drain_timeout_is_the_grace_period() -> None:
@@ -80,6 +116,13 @@ def test_no_exact_removal_while_a_staying_pod_ranks_lower() -> None:
                     WorkerPod("b", assigned=False), WorkerPod("b", phase="Unknown")):
         why = exact_removal(pods(WorkerPod("a"), staying), ["a"], 2)
         assert why and "pod b" in why, staying
+
+
+def test_evicted_pods_are_not_counted_as_the_replicaset_controller_does_not() -> None:
+    evicted = WorkerPod("e", phase="Failed", ready=False)
+    assert evicted.ended and not WorkerPod("a").ended
+    assert exact_removal(pods(WorkerPod("a"), evicted, WorkerPod("b")), ["a"], 2) is None
+    assert "gone" in (exact_removal(pods(evicted, WorkerPod("b")), ["e"], 1) or "")
 
 
 def test_no_exact_removal_during_a_rollout_or_with_pods_missing() -> None:

@@ -299,7 +299,7 @@ def test_a_shrinking_pool_drains_idle_workers_first_and_removes_exactly_them() -
         assert kube.scaled == []
         assert kube.pods["p-idle"][DELETION_COST] == str(DRAINED_COST)
         assert DELETION_COST not in kube.pods["p-busy"]
-        assert kube.pods["p-busy"][DRAINING] == "true"
+        assert DRAINING in kube.pods["p-busy"]
         await autoscaler.cycle()
         assert kube.scaled == [("mm-default", 2)]          # only the drained one goes
         assert runtime.fleets[KEY].scaling["default"].draining == ("p-busy",)

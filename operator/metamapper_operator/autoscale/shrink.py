@@ -1,6 +1,6 @@
 """Shrinking a pool: drain before delete, wired to the Kube edge and the workers' control.
 
-Each autoscaling cycle, for a pool that must shrink (or has workers draining), the
+Each autoscaling cycle, for a pool that must shrink (or has drain records), the
 :class:`Shrinker` picks workers to retire and stops their consumers, looks at what the
 draining ones still hold, gives up on drains past their timeout (the worker consumes
 again; a Warning event ``DrainTimedOut`` and the pool's status say so), and returns the
@@ -8,8 +8,29 @@ size the Deployment may take now: lower only by the drained pods, which get the 
 pod-deletion cost a cycle before so the ReplicaSet controller removes exactly them
 (``autoscale/drainplan.py`` says when that holds; otherwise the pool waits a cycle).
 
-A pod being drained carries the annotation ``metamapper.io/draining``, so an operator
-that restarts (or takes over) finds the drains it did not start and carries them on.
+Drains are recorded intent. A drain is written on its pod first (the annotation
+``metamapper.io/draining``: when it started and the queues it stops, see
+``drainplan.DrainRecord``), and only then is its worker told to stop consuming; the record
+is removed only once the worker has confirmed it consumes again (or with its pod). So
+whatever fails half-way (the annotation refused, a control call failing or timing out, the
+cycle cancelled, the leadership lost) leaves at worst a record and a worker that may have
+stopped, never a stopped worker nobody knows of. Every step of a pool with records lists
+its pods and reconciles the records with them and with the workers:
+
+- a record the step does not know (a predecessor's, or one a failed step wrote) is a
+  drain again, with the time its start leaves it, and its worker is told to stop again
+  (``cancel_consumer`` is idempotent) until it confirms;
+- a record beyond what the pool must lose (the pool no longer shrinks, or a burst wants
+  workers back) is a stray: its worker is given the record's queues back, again every
+  step until it confirms;
+- a record on a pod that ended (evicted: phase Failed) is forgotten: no worker runs there
+  and the ReplicaSet controller has replaced the pod.
+
+Pools without records cost nothing: the shrinker lists a pool's pods once when it first
+sees the pool (to find what an earlier operator left) and then only while the pool shrinks
+or has records (:attr:`Outcome.settled`, :attr:`Shrinker.settled`). The workers are reached
+with the fleet's current credentials: the control is made again when the broker access
+given to a step differs from the one it was made with (a rotated Secret).
 
 Pools on SQS are not drained: there is no broadcast to reach a worker by. They shrink the
 plain way (the ReplicaSet controller picks the pods; SIGTERM; Celery's warm shutdown
@@ -20,7 +41,9 @@ delivered again by SQS once its visibility timeout expires, thanks to late acks)
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from metamapper_operator.autoscale.drain import ControlError, WorkerControl
@@ -28,7 +51,9 @@ from metamapper_operator.autoscale.drainplan import (
     DELETION_COST,
     DRAINED_COST,
     Draining,
+    DrainRecord,
     Load,
+    WorkerPod,
     drain_timeout,
     exact_removal,
     hostname,
@@ -44,6 +69,7 @@ DRAINING = "metamapper.io/draining"
 log = logging.getLogger(__name__)
 
 Report = Callable[[str, str, str], Awaitable[None]]   # (event type, reason, message)
+ControlFor = Callable[[BrokerAccess, Mapping[str, object]], WorkerControl]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,17 +80,60 @@ class Outcome:
     note: str = ""                      # appended to the scale reason
     draining: tuple[str, ...] = ()
     timed_out: str | None = None        # the latest drain given up, if one was this step
+    # No drain record of the pool is left to finish or undo: the pool may rest.
+    settled: bool = True
 
 
 @dataclass(slots=True)
 class PoolDrains:
-    """The drains of one pool, with what it takes to give the workers their queues back."""
+    """The drain records of one pool as the last step found them, and how to reach its
+    workers. Every record is in exactly one of: ``drains`` (being drained), ``removing``
+    (drained, the replicas lowered: its pod is on its way out) or neither (to be given its
+    queues back: :attr:`resuming`)."""
 
     namespace: str
     pool: str
+    selector: Mapping[str, str]
     queues: tuple[str, ...]
+    access: BrokerAccess
+    options: Mapping[str, object]
     control: WorkerControl
+    records: dict[str, DrainRecord] = field(default_factory=dict)
     drains: dict[str, Draining] = field(default_factory=dict)
+    unstopped: set[str] = field(default_factory=set)   # drains not confirmed stopped
+    removing: set[str] = field(default_factory=set)
+
+    @property
+    def resuming(self) -> list[str]:
+        return sorted(set(self.records) - set(self.drains) - self.removing)
+
+    def note(self, name: str, record: DrainRecord, drain: Draining) -> None:
+        self.records[name], self.drains[name] = record, drain
+        self.unstopped.add(name)
+        self.removing.discard(name)
+
+    def give_back(self, names: Collection[str]) -> None:
+        for name in names:
+            self.drains.pop(name, None)
+            self.unstopped.discard(name)
+            self.removing.discard(name)
+
+    def forget(self, name: str) -> None:
+        self.records.pop(name, None)
+        self.give_back([name])
+
+    def sync(self, pods: Mapping[str, WorkerPod], now: float, wall: float,
+             timeout: float) -> None:
+        """Take the records as the pods carry them: forget those gone (with their pod, or
+        never written), and drain again those this shrinker did not know of."""
+        found = {name: DrainRecord.decode(pod.annotations[DRAINING], self.queues)
+                 for name, pod in pods.items() if pod.annotations.get(DRAINING)}
+        for name in set(self.records) - set(found):
+            self.forget(name)
+        for name, record in found.items():
+            if name not in self.records:
+                self.note(name, record, Draining(name, now,
+                                                 now + record.remaining(timeout, wall)))
 
     def hosts(self, pods: Sequence[str]) -> list[str]:
         return [hostname(self.pool, pod) for pod in pods]
@@ -74,79 +143,103 @@ class PoolDrains:
         return {host.removeprefix(prefix): load for host, load in found.items()
                 if host.startswith(prefix)}
 
+    def by_queues(self, names: Sequence[str]) -> dict[tuple[str, ...], list[str]]:
+        """The pods grouped by the queues their records name (one control call each)."""
+        groups: dict[tuple[str, ...], list[str]] = defaultdict(list)
+        for name in names:
+            groups[self.records[name].queues].append(name)
+        return groups
+
 
 @dataclass
 class Shrinker:
     kube: Kube
     clock: Callable[[], float]
+    # The wall clock, for the start of a drain as its record says it to other operators.
+    wall: Callable[[], float] = time.time
     # How to reach a broker's workers (given in the wiring tests).
-    control_for: Callable[[BrokerAccess, Mapping[str, object]], WorkerControl] = WorkerControl
+    control_for: ControlFor = WorkerControl
     pools: dict[tuple[str, str], PoolDrains] = field(default_factory=dict)  # (uid, pool)
     adopted: set[tuple[str, str]] = field(default_factory=set)
+
+    @property
+    def settled(self) -> bool:
+        """No pool, scaled or not, has a drain record to finish or undo."""
+        return not self.pools
 
     async def step(self, fleet: Fleet, pool: Pool, access: BrokerAccess, current: int,
                    target: int, report: Report) -> Outcome:
         """The size the pool's Deployment may take now, on the way to ``target``."""
         key = (fleet.uid, pool.name)
         found = self.pools.get(key)
-        # Drains an earlier operator left are looked for the first time the pool changes.
-        if found is None and (target == current or (target > current and key in self.adopted)):
+        if found is None and key in self.adopted and target >= current:
             return Outcome(target)  # the usual case: no pod listed, no worker asked
+        options = celery_settings(fleet).get("broker_transport_options") or {}
+        if found is None:
+            found = self.pools[key] = PoolDrains(
+                fleet.namespace, pool.name, selector_labels(fleet, "worker", pool.name),
+                pool.queues, access, options, self.control_for(access, options))
+        elif (found.access, found.options) != (access, options):
+            # A rotated Secret (or new transport options): the old ones may no longer work.
+            found.access, found.options = access, options
+            found.control = self.control_for(access, options)
+        found.queues = pool.queues
         self.adopted.add(key)
-        found = self.pools[key] = found or self._pool(fleet, pool, access)
         try:
-            outcome = await self._step(found, fleet, pool, current, target, report)
+            outcome = await self._step(found, pool, current, target, report)
         except ControlError as err:
             log.warning("pool %s of %s/%s: %s", pool.name, fleet.namespace, fleet.name, err)
             outcome = Outcome(max(target, current), f"; held: {err}",
-                              tuple(sorted(found.drains)))
-        if not found.drains:
+                              tuple(sorted(found.drains)), settled=not found.records)
+        if not found.records:
             self.pools.pop(key, None)
         return outcome
 
-    def _pool(self, fleet: Fleet, pool: Pool, access: BrokerAccess) -> PoolDrains:
-        options = celery_settings(fleet).get("broker_transport_options") or {}
-        return PoolDrains(fleet.namespace, pool.name, pool.queues,
-                          self.control_for(access, options))
-
-    async def _step(self, found: PoolDrains, fleet: Fleet, pool: Pool, current: int,
-                    target: int, report: Report) -> Outcome:
+    async def _step(self, found: PoolDrains, pool: Pool, current: int, target: int,
+                    report: Report) -> Outcome:
         now = self.clock()
         timeout = drain_timeout(pool.termination_grace_period_seconds)
-        pods = await self.kube.list_pods(fleet.namespace,
-                                         selector_labels(fleet, "worker", pool.name))
-        for name in [p for p in found.drains if p not in pods]:   # gone meanwhile
-            del found.drains[name]
-        for name, pod in pods.items():   # marked by an operator before this one
-            if pod.annotations.get(DRAINING) and name not in found.drains:
+        pods = {name: pod for name, pod in (
+            await self.kube.list_pods(found.namespace, found.selector)).items()
+            if not pod.ended}
+        found.sync(pods, now, self.wall(), timeout)
+        if len(pods) <= current:
+            # The pool is down to its replicas and a drained pod is still there: the
+            # ReplicaSet removed another. It is a drain again (so resumed if not needed).
+            for name in sorted(found.removing):
                 found.drains[name] = Draining(name, now, now + timeout)
+            found.removing.clear()
 
         serving = current - len(found.drains)
-        if target > serving and found.drains:   # wanted again: cheaper than new pods
-            back = sorted(found.drains)[:target - serving]
-            await self._resume(found, back)
+        if target > serving and found.drains:   # wanted again (or strays): no new pods
+            found.give_back(sorted(found.drains)[:target - serving])
+        unconfirmed = await self._resume(found, pods, found.resuming)
         if target >= current:
-            return Outcome(target, draining=tuple(sorted(found.drains)))
+            return self._outcome(found, target, unconfirmed=unconfirmed)
 
         # A Pending pod's worker has not started: it holds nothing, nobody need ask it.
         empty = {name: Load() for name, pod in pods.items() if pod.phase == "Pending"}
         serving = current - len(found.drains)
         if target < serving:
-            candidates = [p for p in pods if p not in found.drains]
+            candidates = [p for p in pods if p not in found.drains and p not in found.removing]
             asked = [p for p in candidates if p not in empty]
             loads = {**found.by_pod(await found.control.loads(found.hosts(asked))), **empty}
             chosen = pick([pods[p] for p in candidates], loads, serving - target)
-            # Recorded whether or not each confirmed: a lost reply may hide a worker that
-            # stopped; one that never stopped times out and is resumed like any other.
-            await found.control.stop_consuming(
-                found.hosts([p for p in chosen if p not in empty]), pool.queues)
+            record = DrainRecord(self.wall(), pool.queues)
             for name in chosen:
-                await self.kube.annotate_pod(fleet.namespace, name, {DRAINING: "true"})
-                found.drains[name] = Draining(name, now, now + timeout)
+                # Recorded before anything is asked of the worker; known here before the
+                # write, so that a write cut off half-way is looked for next step.
+                found.note(name, record, Draining(name, now, now + timeout))
+                await self.kube.annotate_pod(found.namespace, name,
+                                             {DRAINING: record.encode()})
+        await self._stop(found, empty)
 
         asked = [p for p in found.drains if p not in empty]
         loads = {**found.by_pod(await found.control.loads(found.hosts(asked))), **empty}
-        result = review(list(found.drains.values()), loads, now)
+        # A worker not known to have stopped is not drained, however idle it looks now.
+        stopped = {name: load for name, load in loads.items()
+                   if name not in found.unstopped or name in empty}
+        result = review(list(found.drains.values()), stopped, now)
         timed_out = None
         if result.timed_out:
             names = [d.pod for d in result.timed_out]
@@ -156,17 +249,19 @@ class Shrinker:
                          f"holding {held} tasks"
                          + (f" ({', '.join(silent)} not answering)" if silent else "")
                          + "; consuming again")
-            unconfirmed = sorted(set(names) - await self._resume(found, names))
-            if unconfirmed:
-                timed_out += f" (not confirmed by {', '.join(unconfirmed)})"
+            found.give_back(names)
+            late = await self._resume(found, pods, names)
+            if late:
+                timed_out += f" (not confirmed by {', '.join(late)})"
+            unconfirmed += late
             await report("Warning", "DrainTimedOut", f"pool {pool.name}: {timed_out}")
         if not result.drained:
-            return Outcome(current, f"; draining {len(found.drains)} pods",
-                           tuple(sorted(found.drains)), timed_out)
+            return self._outcome(found, current, f"; draining {len(found.drains)} pods",
+                                 timed_out, unconfirmed)
         why = exact_removal(list(pods.values()), result.drained, current)
         if why:
-            return Outcome(current, f"; drained pods wait: {why}",
-                           tuple(sorted(found.drains)), timed_out)
+            return self._outcome(found, current, f"; drained pods wait: {why}", timed_out,
+                                 unconfirmed)
         # The ReplicaSet controller ranks pods from its own cache of them: lowering the
         # replicas in the cycle that sets the cost could let it remove a pod it does not
         # yet see as the cheapest. So the pool shrinks once the cost was there at the
@@ -174,37 +269,66 @@ class Shrinker:
         unseen = [name for name in result.drained
                   if pods[name].annotations.get(DELETION_COST) != str(DRAINED_COST)]
         for name in unseen:
-            await self.kube.annotate_pod(fleet.namespace, name,
+            await self.kube.annotate_pod(found.namespace, name,
                                          {DELETION_COST: str(DRAINED_COST)})
         if unseen:
-            return Outcome(current, f"; drained {', '.join(unseen)}: removed next cycle",
-                           tuple(sorted(found.drains)), timed_out)
+            return self._outcome(found, current,
+                                 f"; drained {', '.join(unseen)}: removed next cycle",
+                                 timed_out, unconfirmed)
         for name in result.drained:
             del found.drains[name]
-        return Outcome(current - len(result.drained),
-                       f"; removing drained {', '.join(result.drained)}",
-                       tuple(sorted(found.drains)), timed_out)
+            found.removing.add(name)
+        return self._outcome(found, current - len(result.drained),
+                             f"; removing drained {', '.join(result.drained)}", timed_out,
+                             unconfirmed)
 
-    async def _resume(self, found: PoolDrains, pods: Sequence[str]) -> set[str]:
-        """Give workers their queues back and stop tracking their drains; the pods whose
-        workers confirmed. One that did not (gone silent) is no longer waited for: should
-        it come back without consuming, it reports itself idle and is the first picked
-        for the next scale-down."""
-        confirmed = await found.control.resume_consuming(found.hosts(pods), found.queues)
-        for name in pods:
+    @staticmethod
+    def _outcome(found: PoolDrains, replicas: int, note: str = "",
+                 timed_out: str | None = None, unconfirmed: Sequence[str] = ()) -> Outcome:
+        if unconfirmed:
+            note += f"; {', '.join(unconfirmed)} not yet consuming again"
+        return Outcome(replicas, note, tuple(sorted(found.drains)), timed_out,
+                       settled=not found.records)
+
+    async def _stop(self, found: PoolDrains, empty: Collection[str]) -> None:
+        """Tell every drain's worker not known to have stopped (just picked, left so by a
+        step that failed, or a predecessor's) to stop consuming its record's queues."""
+        names = [n for n in found.drains if n in found.unstopped and n not in empty]
+        for queues, group in found.by_queues(names).items():
+            confirmed = await found.control.stop_consuming(found.hosts(group), queues)
+            found.unstopped -= {n for n in group if hostname(found.pool, n) in confirmed}
+
+    async def _resume(self, found: PoolDrains, pods: Mapping[str, WorkerPod],
+                      names: Sequence[str]) -> list[str]:
+        """Give the workers of ``names`` (records no longer drained) their records' queues
+        back; remove the record of each that confirmed. Those that did not keep theirs,
+        and are asked again next step; returned. A Pending pod's worker has not started:
+        it will consume every queue when it does, so its record goes at once."""
+        confirmed = [n for n in names if pods[n].phase == "Pending"]
+        asked = [n for n in names if pods[n].phase != "Pending"]
+        for queues, group in found.by_queues(asked).items():
+            replied = await found.control.resume_consuming(found.hosts(group), queues)
+            confirmed += [n for n in group if hostname(found.pool, n) in replied]
+        for name in sorted(confirmed):
             await self.kube.annotate_pod(found.namespace, name,
                                          {DRAINING: None, DELETION_COST: None})
-            found.drains.pop(name, None)
-        return {name for name in pods if hostname(found.pool, name) in confirmed}
+            found.forget(name)
+        return sorted(set(names) - set(confirmed))
 
     async def abandon(self, keep: set[tuple[str, str]]) -> None:
-        """Resume the drains of pools no longer scaled (autoscaling off, object gone)."""
+        """Give the workers of pools no longer scaled (autoscaling off, object gone) their
+        queues back; those that do not confirm are asked again at the next call."""
         for key in set(self.pools) - keep:
             found = self.pools[key]
             try:
-                await self._resume(found, sorted(found.drains))
+                pods = {name: pod for name, pod in (
+                    await self.kube.list_pods(found.namespace, found.selector)).items()
+                    if not pod.ended}
+                found.sync(pods, self.clock(), self.wall(), 0.0)
+                found.give_back(list(found.records))
+                await self._resume(found, pods, found.resuming)
             except (ControlError, KubeError) as err:
-                # Their annotation stays: the pool's next scaling finds them again.
                 log.warning("pool %s: %s", found.pool, err)
-            self.pools.pop(key, None)
+            if not found.records:
+                self.pools.pop(key, None)
         self.adopted &= keep

@@ -1,0 +1,340 @@
+"""Drains as recorded intent: the shrinker writes its record on the pod before it tells a
+worker to stop consuming, and every step of a pool with records reconciles them with the
+cluster and the workers. A step that fails half-way (the annotation refused, the control
+call failing or cancelled), a leader that takes over, a resume nobody confirmed and a
+Secret rotated under a drain all end with every worker either drained and removed or
+consuming again. Fakes of the Kube edge and the remote control from test_wiring."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+
+import pytest
+
+from metamapper_operator.autoscale.drain import ControlError
+from metamapper_operator.autoscale.drainplan import DELETION_COST, DRAINED_COST, Load, WorkerPod
+from metamapper_operator.autoscale.shrink import DRAINING, Outcome, Shrinker
+from metamapper_operator.kube import KubeError
+from metamapper_operator.model import parse
+from metamapper_operator.references import BrokerAccess
+from tests.unit.sample import BODY
+from tests.unit.test_wiring import ACCESS, FakeControl, FakeKube
+
+FLEET = parse(BODY)
+POOL = FLEET.pools[0]
+GRACE = POOL.termination_grace_period_seconds
+WALL = 1_800_000_000.0   # the wall clock when the tests start (any fixed time)
+
+
+@dataclass
+class RecordingKube(FakeKube):
+    """Counts the pod listings; refuses annotations while ``refuse`` holds; reports the
+    pods in ``failed`` as evicted."""
+
+    listings: int = 0
+    refuse: bool = False
+    failed: set[str] = field(default_factory=set)
+
+    async def list_pods(self, namespace: str, labels: Mapping[str, str]
+                        ) -> dict[str, WorkerPod]:
+        self.listings += 1
+        pods = await super().list_pods(namespace, labels)
+        return {name: dataclasses.replace(pod, phase="Failed", ready=False)
+                if name in self.failed else pod for name, pod in pods.items()}
+
+    async def annotate_pod(self, namespace: str, name: str,
+                           annotations: Mapping[str, str | None]) -> None:
+        if self.refuse:
+            raise KubeError(f"annotating Pod {namespace}/{name}", None)
+        await super().annotate_pod(namespace, name, annotations)
+
+
+@dataclass
+class ScriptedControl(FakeControl):
+    """A remote control whose stop fails after reaching the workers (a reply lost, a
+    timeout), or hangs until ``release`` is set; ``deaf`` workers never confirm a resume."""
+
+    fail_stop: bool = False
+    release: asyncio.Event | None = None
+    deaf: set[str] = field(default_factory=set)
+
+    async def stop_consuming(self, hostnames: Collection[str], queues: Collection[str]
+                             ) -> set[str]:
+        confirmed = await super().stop_consuming(hostnames, queues)
+        if self.fail_stop:
+            raise ControlError("stopping the workers' consumers: TimeoutError")
+        if self.release is not None:
+            await self.release.wait()
+        return confirmed
+
+    async def resume_consuming(self, hostnames: Collection[str], queues: Collection[str]
+                               ) -> set[str]:
+        confirmed = await super().resume_consuming(hostnames, queues)
+        return {host for host in confirmed if host.partition("@")[2] not in self.deaf}
+
+
+@dataclass
+class Pool:
+    """One pool's pods, its workers' control, and a shrinker at a controllable time."""
+
+    kube: RecordingKube
+    control: ScriptedControl
+    time: list[float]
+    shrinker: Shrinker
+    events: list[str] = field(default_factory=list)
+
+    async def step(self, current: int, target: int, access: BrokerAccess = ACCESS
+                   ) -> Outcome:
+        async def report(kind: str, reason: str, message: str) -> None:
+            self.events.append(reason)
+        return await self.shrinker.step(FLEET, POOL, access, current, target, report)
+
+    def later(self, seconds: float) -> None:
+        self.time[0] += seconds
+
+    def restarted(self) -> Pool:
+        """The same cluster and workers seen by a new operator (a new leader)."""
+        return pool_of(self.kube, self.control, self.time)
+
+
+def pool_of(kube: RecordingKube, control: ScriptedControl, time: list[float]) -> Pool:
+    shrinker = Shrinker(kube, lambda: time[0] - WALL,  # type: ignore[arg-type]
+                        wall=lambda: time[0],
+                        control_for=lambda access, options: control)  # type: ignore[arg-type,return-value]
+    return Pool(kube, control, time, shrinker)
+
+
+def pool(loads: dict[str, Load], annotations: dict[str, dict[str, str]] | None = None
+         ) -> Pool:
+    kube = RecordingKube()
+    kube.pods = {name: dict((annotations or {}).get(name, {})) for name in loads}
+    return pool_of(kube, ScriptedControl(dict(loads)), [WALL])
+
+
+def record(since: float, queues: tuple[str, ...] = POOL.queues) -> str:
+    return json.dumps({"since": since, "queues": list(queues)})
+
+
+def test_the_record_is_written_before_any_worker_is_told_to_stop() -> None:
+    async def scenario() -> None:
+        p = pool({"p-a": Load(), "p-b": Load(active=1)})
+        p.kube.refuse = True
+        with pytest.raises(KubeError):
+            await p.step(2, 1)
+        assert p.control.stopped == []          # nothing acted on without its record
+        p.kube.refuse = False
+        await p.step(2, 1)
+        assert p.control.stopped == ["p-a"] and DRAINING in p.kube.pods["p-a"]
+    asyncio.run(scenario())
+
+
+def test_the_record_says_when_the_drain_started_and_which_queues_it_stopped() -> None:
+    async def scenario() -> None:
+        p = pool({"p-a": Load(), "p-b": Load(active=1)})
+        await p.step(2, 1)
+        assert json.loads(p.kube.pods["p-a"][DRAINING]) == {
+            "since": WALL, "queues": list(POOL.queues)}
+    asyncio.run(scenario())
+
+
+def test_a_worker_stopped_by_a_call_that_then_failed_is_resumed_when_no_longer_shrunk(
+        ) -> None:
+    """The reply was lost: the worker stopped, the step was held. The pool is wanted at
+    its size again: the record makes the next step give the worker its queues back."""
+    async def scenario() -> None:
+        p = pool({"p-a": Load(), "p-b": Load(active=1)})
+        p.control.fail_stop = True
+        outcome = await p.step(2, 1)
+        assert outcome.replicas == 2 and p.control.stopped == ["p-a"]
+        p.control.fail_stop = False
+        outcome = await p.step(2, 2)
+        assert p.control.resumed == ["p-a"] and p.kube.pods["p-a"] == {}
+        assert outcome.settled
+    asyncio.run(scenario())
+
+
+def test_a_stop_that_failed_is_sent_again_and_the_drain_finished() -> None:
+    async def scenario() -> None:
+        p = pool({"p-a": Load(), "p-b": Load(active=1)})
+        p.control.fail_stop = True
+        await p.step(2, 1)
+        p.control.fail_stop = False
+        await p.step(2, 1)                       # stopped again, confirmed; drained
+        assert p.control.stopped == ["p-a", "p-a"]
+        assert p.kube.pods["p-a"][DELETION_COST] == str(DRAINED_COST)
+        assert (await p.step(2, 1)).replicas == 1
+    asyncio.run(scenario())
+
+
+def test_a_step_cancelled_while_stopping_leaves_a_record_the_next_step_resolves() -> None:
+    async def scenario() -> None:
+        p = pool({"p-a": Load(), "p-b": Load(active=1)})
+        p.control.release = asyncio.Event()
+        step = asyncio.create_task(p.step(2, 1))
+        while not p.control.stopped:
+            await asyncio.sleep(0)
+        step.cancel()                            # the cycle's budget ran out
+        with pytest.raises(asyncio.CancelledError):
+            await step
+        p.control.release.set()
+        assert DRAINING in p.kube.pods["p-a"]
+        await p.step(2, 2)                       # wanted back: it consumes again
+        assert p.control.resumed == ["p-a"] and p.kube.pods["p-a"] == {}
+    asyncio.run(scenario())
+
+
+def test_a_new_leader_resumes_a_predecessors_stray_drain_without_a_size_change() -> None:
+    async def scenario() -> None:
+        p = pool({"p-a": Load(), "p-b": Load(active=1)},
+                 {"p-a": {DRAINING: record(WALL - 5)}})
+        outcome = await p.step(2, 2)
+        assert p.control.resumed == ["p-a"] and p.kube.pods["p-a"] == {}
+        assert outcome.settled and p.shrinker.settled
+    asyncio.run(scenario())
+
+
+def test_a_new_leader_resumes_the_queues_the_record_names() -> None:
+    async def scenario() -> None:
+        resumed: list[tuple[str, ...]] = []
+
+        class Remembering(ScriptedControl):
+            async def resume_consuming(self, hostnames: Collection[str],
+                                       queues: Collection[str]) -> set[str]:
+                resumed.append(tuple(queues))
+                return await super().resume_consuming(hostnames, queues)
+
+        p = pool({"p-a": Load(), "p-b": Load(active=1)},
+                 {"p-a": {DRAINING: record(WALL - 5, ("default", "old"))}})
+        p = pool_of(p.kube, Remembering(p.control.held), p.time)
+        await p.step(2, 2)
+        assert resumed == [("default", "old")]
+    asyncio.run(scenario())
+
+
+def test_a_new_leader_keeps_its_predecessors_deadline() -> None:
+    async def scenario() -> None:
+        p = pool({"p-a": Load(active=1), "p-b": Load(active=1)},
+                 {"p-a": {DRAINING: record(WALL - GRACE + 10)}})
+        await p.step(2, 1)
+        assert p.control.resumed == [] and p.control.stopped == ["p-a"]  # sent again
+        p.later(10)
+        await p.step(2, 1)
+        assert p.control.resumed == ["p-a"] and "DrainTimedOut" in p.events
+    asyncio.run(scenario())
+
+
+def test_a_legacy_mark_is_a_drain_of_the_pools_queues_started_when_found() -> None:
+    async def scenario() -> None:
+        p = pool({"p-a": Load(active=1), "p-b": Load(active=1)},
+                 {"p-a": {DRAINING: "true"}})
+        await p.step(2, 1)
+        p.later(GRACE - 1)
+        await p.step(2, 1)
+        assert p.control.resumed == []
+        p.later(1)
+        await p.step(2, 1)
+        assert p.control.resumed == ["p-a"]
+    asyncio.run(scenario())
+
+
+def test_an_unconfirmed_resume_keeps_its_record_and_is_sent_again() -> None:
+    async def scenario() -> None:
+        p = pool({"p-a": Load(), "p-b": Load(active=1)},
+                 {"p-a": {DRAINING: record(WALL)}})
+        p.control.deaf = {"p-a"}
+        outcome = await p.step(2, 2)
+        assert p.control.resumed == ["p-a"] and DRAINING in p.kube.pods["p-a"]
+        assert not outcome.settled and not p.shrinker.settled
+        await p.step(2, 2)
+        assert p.control.resumed == ["p-a", "p-a"]
+        p.control.deaf = set()
+        outcome = await p.step(2, 2)
+        assert p.control.resumed == ["p-a"] * 3 and p.kube.pods["p-a"] == {}
+        assert outcome.settled and p.shrinker.settled
+        listings = p.kube.listings
+        await p.step(2, 2)
+        assert p.kube.listings == listings        # settled: nothing listed, nobody asked
+    asyncio.run(scenario())
+
+
+def test_a_timed_out_drain_whose_resume_is_not_confirmed_is_resumed_again() -> None:
+    async def scenario() -> None:
+        p = pool({"p-a": Load(active=1), "p-b": Load(active=1)})
+        await p.step(2, 1)
+        p.control.deaf = {"p-a"}
+        p.later(GRACE)
+        await p.step(2, 1)
+        assert p.control.resumed == ["p-a"] and DRAINING in p.kube.pods["p-a"]
+        p.control.deaf = set()
+        await p.step(2, 2)
+        assert p.control.resumed == ["p-a", "p-a"] and p.kube.pods["p-a"] == {}
+    asyncio.run(scenario())
+
+
+def test_a_pool_without_records_is_looked_at_once() -> None:
+    async def scenario() -> None:
+        p = pool({"p-a": Load(), "p-b": Load()})
+        for _ in range(3):
+            assert await p.step(2, 2) == Outcome(2)
+        assert p.kube.listings == 1 and p.control.resumed == []
+    asyncio.run(scenario())
+
+
+def test_the_control_is_made_again_when_the_broker_credentials_change() -> None:
+    async def scenario() -> None:
+        rotated = BrokerAccess(transport="redis", url="redis://:new@r:6379/0")
+        controls = {ACCESS: ScriptedControl({"p-a": Load(active=1), "p-b": Load(active=1)}),
+                    rotated: ScriptedControl({"p-a": Load(active=1), "p-b": Load(active=1)})}
+        p = pool({"p-a": Load(active=1), "p-b": Load(active=1)})
+        p.shrinker.control_for = lambda access, options: controls[access]  # type: ignore[assignment,return-value]
+        await p.step(2, 1)
+        assert controls[ACCESS].stopped == ["p-a"]
+        await p.step(2, 2, rotated)
+        assert controls[rotated].resumed == ["p-a"] and controls[ACCESS].resumed == []
+        assert p.kube.pods["p-a"] == {}
+    asyncio.run(scenario())
+
+
+def test_a_pool_whose_workers_hold_only_eta_tasks_still_shrinks() -> None:
+    """Tasks waiting for their ETA are unacknowledged messages the worker gives back to the
+    broker at its warm shutdown; the drained worker holding only those is removed."""
+    async def scenario() -> None:
+        p = pool({"p-a": Load(scheduled=2), "p-b": Load(scheduled=1), "p-c": Load(active=1)})
+        await p.step(3, 2)
+        assert p.control.stopped == ["p-b"]       # nothing running: the cheapest to retire
+        assert p.kube.pods["p-b"][DELETION_COST] == str(DRAINED_COST)
+        assert (await p.step(3, 2)).replicas == 2
+    asyncio.run(scenario())
+
+
+def test_a_drained_pod_that_was_evicted_is_forgotten_and_another_drained() -> None:
+    async def scenario() -> None:
+        p = pool({"p-a": Load(active=1), "p-b": Load(active=1), "p-c": Load()})
+        await p.step(3, 2)
+        assert p.control.stopped == ["p-c"]
+        p.kube.failed = {"p-c"}                   # evicted; its replacement starts
+        p.kube.pods["p-d"] = {}
+        p.control.held["p-d"] = Load()
+        del p.control.held["p-c"]
+        outcome = await p.step(3, 2)
+        assert p.control.stopped == ["p-c", "p-d"] and outcome.draining == ("p-d",)
+        assert (await p.step(3, 2)).replicas == 2
+    asyncio.run(scenario())
+
+
+def test_a_pool_no_longer_scaled_is_resumed_until_confirmed() -> None:
+    async def scenario() -> None:
+        p = pool({"p-a": Load(active=1), "p-b": Load(active=1)})
+        await p.step(2, 1)
+        p.control.deaf = {"p-a"}
+        await p.shrinker.abandon(set())
+        assert p.control.resumed == ["p-a"] and not p.shrinker.settled
+        p.control.deaf = set()
+        await p.shrinker.abandon(set())
+        assert p.control.resumed == ["p-a", "p-a"] and p.kube.pods["p-a"] == {}
+        assert p.shrinker.settled
+    asyncio.run(scenario())
