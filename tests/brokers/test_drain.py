@@ -103,8 +103,7 @@ async def test_rabbitmq_drain_stops_new_work_and_resume_gives_it_back(
 async def test_prefetched_and_eta_tasks_count_as_held(
         redis_url: str, publisher: Callable[..., Celery], worker: Callable[..., Any],
         tmp_path: Path) -> None:
-    """A worker with a task waiting for its ETA is not idle: stopping it would hand that
-    task back late (after the visibility timeout), so the drain waits for it."""
+    """A worker with a task waiting for its ETA holds it: the operator sees it."""
     queue = f"drain-{uuid.uuid4().hex[:8]}"
     worker(redis_url, queue, concurrency=1)
     control = WorkerControl(BrokerAccess(transport="redis", url=redis_url), {})
@@ -112,6 +111,42 @@ async def test_prefetched_and_eta_tasks_count_as_held(
     app.send_task("tests.brokers.hold", args=[str(tmp_path)], queue=queue, countdown=60)
     found = await eventually(lambda: _scheduled(control), "the ETA task held")
     assert found == Load(scheduled=1)
+
+
+async def eta_task_given_back(access: BrokerAccess, publisher: Callable[..., Celery],
+                              worker: Callable[..., Any], tmp_path: Path) -> None:
+    queue = f"drain-{uuid.uuid4().hex[:8]}"
+    drained = worker(access.url, queue, concurrency=1)
+    control = WorkerControl(access, {})
+    (tmp_path / "release").touch()            # the task ends as soon as it runs
+    publisher(access.url).send_task("tests.brokers.hold", args=[str(tmp_path)],
+                                    queue=queue, countdown=6)
+    assert await eventually(lambda: _scheduled(control), "the ETA task held") == Load(
+        scheduled=1)
+    assert await control.stop_consuming(["probe0@test"], [queue]) == {"probe0@test"}
+    drained.stop()                            # SIGTERM: the warm shutdown of a deleted pod
+    assert started(tmp_path) == 0
+    worker(access.url, queue, concurrency=1)
+    await eventually(lambda: _started(tmp_path, 1), "the ETA task run by the other worker")
+    await asyncio.sleep(1)
+    assert started(tmp_path) == 1
+
+
+async def test_redis_eta_tasks_of_a_drained_worker_go_back_at_its_warm_shutdown(
+        redis_url: str, publisher: Callable[..., Celery], worker: Callable[..., Any],
+        tmp_path: Path) -> None:
+    """Why a drained worker holding only ETA tasks may be removed (autoscale/drainplan.py):
+    its shutdown hands them back at once (kombu restores unacknowledged messages when the
+    channel closes), not after the visibility timeout, and another worker runs them."""
+    await eta_task_given_back(BrokerAccess(transport="redis", url=redis_url), publisher,
+                              worker, tmp_path)
+
+
+async def test_rabbitmq_eta_tasks_of_a_drained_worker_go_back_at_its_warm_shutdown(
+        rabbitmq: RabbitMQ, publisher: Callable[..., Celery], worker: Callable[..., Any],
+        tmp_path: Path) -> None:
+    await eta_task_given_back(BrokerAccess(transport="rabbitmq", url=rabbitmq.amqp_url),
+                              publisher, worker, tmp_path)
 
 
 async def _scheduled(control: WorkerControl) -> Load | None:
