@@ -169,9 +169,12 @@ async def test_entries_older_than_the_task_time_limit_are_stale_not_in_flight(
 
 async def test_one_round_trip_per_measurement_on_the_wire(
         redis_url: str, publisher: Callable[..., Celery]) -> None:
+    """Also with a queue that cannot be measured among them."""
     names = queues("default", "checks", "revisioner", "usage")
     for name in names:
         send(publisher(redis_url), name, 1, priority=9)
+    (hashed,) = queues("hashed")
+    redis.Redis.from_url(redis_url).hset(hashed, "field", "value")
     parts = urlsplit(redis_url)
     async with relay(parts.port or 6379) as wire:
         probe = probe_for(BrokerAccess(
@@ -180,9 +183,10 @@ async def test_one_round_trip_per_measurement_on_the_wire(
             await probe.measure(names)  # connects: AUTH/SELECT/CLIENT SETINFO go first
             before, counted = wire.exchanges, probe.round_trips
             for _ in range(3):
-                depths = await probe.measure(names)
+                depths = await probe.measure([*names, hashed])
             assert wire.exchanges - before == 3
             assert probe.round_trips - counted == 3
+            assert list(probe.failed) == [hashed]
         finally:
             await probe.close()
     assert depths == {name: QueueDepth(waiting=1, in_flight=0) for name in names}
@@ -452,3 +456,16 @@ async def test_the_strangest_names_the_crd_admits_are_measured(redis_url: str) -
     # "q\x06\x163" is also the priority-3 list of the queue "q": counted as its own.
     assert {name: depth.waiting for name, depth in depths.items()} == {
         name: n + 1 for n, name in enumerate(STRANGE_NAMES)}
+
+
+async def test_a_failed_queues_reason_shows_no_credential(
+        private_redis: PrivateRedis) -> None:
+    private_redis.start()
+    named = f"q-{PASSWORD}"  # a name that happens to hold the password
+    redis.Redis.from_url(private_redis.url).set(named, "a string")
+    probe = RedisProbe(BrokerAccess(transport="redis", url=private_redis.url))
+    try:
+        assert await probe.measure([named]) == {}
+    finally:
+        await probe.close()
+    assert probe.failed == {named: "WRONGTYPE: key 'q-***' holds a string, not a list"}
