@@ -48,6 +48,16 @@ def _drop(path: str) -> Mutation:
     return mutate
 
 
+def _both(*mutations: Mutation) -> Mutation:
+    def mutate(spec: dict[str, Any]) -> None:
+        for mutation in mutations:
+            mutation(spec)
+    return mutate
+
+
+FLOWER = {"enabled": True, "basicAuthSecretRef": {"name": "flower-auth"}}
+NO_DAY = {"name": "w", "cron": "0 0 30 2 *", "durationSeconds": 60, "minReplicas": 2}
+
 # (mutation of a valid spec, text the apiserver's refusal must contain)
 REFUSED: list[tuple[str, Mutation, list[str]]] = [
     ("no image", _drop("image"), ["spec.image", "Required value"]),
@@ -114,6 +124,23 @@ REFUSED: list[tuple[str, Mutation, list[str]]] = [
     ("env without name", _set("env", [{"value": "x"}]), ["spec.env[0].name"]),
     ("concurrency as text", _set("pools.0.concurrency", "four"),
      ["spec.pools[0].concurrency", "must be of type integer"]),
+    ("query password in url", _set("broker", {"url": "redis://r:6379/0?Password=pw"}),
+     ["spec.broker.url", "must not carry credentials"]),
+    ("password in a failover url",
+     _set("broker", {"url": "redis://r:6379/0;redis://:pw@b:6379/0"}),
+     ["spec.broker.url", "must not carry credentials"]),
+    ("sqs key id in url", _set("broker", {"url": "sqs://AKIAKEYID@"}),
+     ["spec.broker.url", "must not carry credentials"]),
+    ("query password in lock url",
+     _set("scheduler", {"lock": {"redisURL": "redis://l:6379/0?password=pw"}}),
+     ["spec.scheduler.lock.redisURL", "?password="]),
+    ("window longer than 31 days",
+     _set("pools.0.autoscaling", {"schedules": [{**NO_DAY, "cron": "0 8 * * *",
+                                                 "durationSeconds": 31 * 86400 + 1}]}),
+     ["spec.pools[0].autoscaling.schedules[0].durationSeconds"]),
+    ("pool named flower with flower on", _both(_set("flower", FLOWER),
+                                               _set("pools.1.name", "flower")),
+     ["spec.pools", "Flower Deployment"]),
 ]
 
 # Valid for the apiserver, but only the operator can tell they cannot run.
@@ -137,7 +164,30 @@ NEEDS_OPERATOR: list[tuple[str, Mutation, str]] = [
     ("missing management credentials secret",
      _set("broker.rabbitmq", {"credentialsSecretRef": {"name": "nope"}}),
      "spec.broker.rabbitmq.credentialsSecretRef: Secret 'nope' not found"),
+    ("a schedule naming no day that exists",
+     _set("pools.0.autoscaling", {"schedules": [NO_DAY]}),
+     "spec.pools[0].autoscaling.schedules[0].cron: '0 0 30 2 *' names no time that exists"),
+    ("a credential named in celery settings",
+     _set("celery", {"settings": {"REDIS_PASSWORD": "pw"}}),
+     "spec.celery.settings.REDIS_PASSWORD: carries credentials"),
+    ("a credential URL deep in celery settings",
+     _set("celery", {"settings": {"mongodb_backend_settings": {"host": "mongodb://u:pw@db/x"}}}),
+     "spec.celery.settings.mongodb_backend_settings.host: carries credentials"),
 ]
+
+
+@pytest.mark.parametrize("name", ["dotted.name", "1digit"])
+def test_a_name_flower_cannot_use_is_refused_only_with_flower_on(
+        cluster: Cluster, namespace: str, name: str) -> None:
+    """A dot or a leading digit makes an invalid Service name: refused with Flower on."""
+    def dry_run(body: dict[str, Any]) -> Any:
+        return cluster.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", "-",
+                               input=yaml.safe_dump(body), check=False)
+
+    refused = dry_run(fleet(name, flower=FLOWER))
+    assert refused.returncode != 0, f"{name} with Flower accepted"
+    assert "metadata.name" in refused.stderr and "DNS-1035" in refused.stderr
+    assert dry_run(fleet(name)).returncode == 0
 
 
 def _variant(name: str, mutate: Mutation) -> dict[str, Any]:
