@@ -144,6 +144,30 @@ def test_the_estimate_is_the_lower_median_of_the_newest_spans() -> None:
     assert WINDOW == 5
 
 
+def test_a_scale_up_is_not_undone_by_the_new_workers_prefetch() -> None:
+    """1 message per second and pod, countInFlight off (the backlog is the waiting
+    messages only), workers that take 16 messages each as they start. The pool asks for
+    the pods its backlog needs at the true rate all along; read as throughput, the
+    prefetch made the pool ask for 4 pods right after asking for 14."""
+    samples = [
+        Sample(0, 400, 1),
+        Sample(2, 398, 1),     # 2 done: 1 /s
+        Sample(4, 348, 4),     # 2 done, 3 new workers took 48
+        Sample(6, 324, 4),     # 8 done, a fourth took 16 before its pod is seen ready
+        Sample(8, 316, 4),     # 8 done: 1 /s per pod
+        Sample(10, 292, 5),    # 8 done, the fifth pod took 16
+        Sample(12, 282, 5),    # 10 done
+        Sample(14, 272, 5),    # 10 done: 1 /s per pod
+    ]
+    seen, asked = observe(Throughput(), samples[0]), []
+    for sample in samples[1:]:
+        seen = observe(seen, sample)
+        bounds = for_wait(Bounds(min_replicas=1, max_replicas=20, target=4), 30, seen)
+        asked.append(decide(bounds, 1, sample.backlog, sample.time, History()).replicas)
+        assert seen.per_pod == pytest.approx(1.0), sample
+    assert asked == [math.ceil(s.backlog / 30) for s in samples[1:]]   # 14, 12, 11, ...
+
+
 @pytest.mark.parametrize(("per_pod", "wait", "expected"), [
     (2.0, 30, 60), (0.1, 5, 1), (0.01, 5, 1), (3.3, 10, 33),
 ])
