@@ -9,9 +9,11 @@ environment variables, never as literal values or arguments.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 from metamapper_operator import crd
@@ -382,6 +384,23 @@ def _needs_redis(fleet: Fleet) -> bool:
     return not scheduler.standalone or scheduler.schedule_store == "Redis"
 
 
+class Part(enum.StrEnum):
+    """An optional part of a fleet, which a missing Secret holds back alone."""
+
+    SCHEDULER = "scheduler"
+    FLOWER = "Flower"
+    RESULT_BACKEND = "result backend"
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """A part left out of the desired objects until the Secret it needs exists; the
+    message names the field and the Secret (never a value), and what runs meanwhile."""
+
+    part: Part
+    message: str
+
+
 def scheduler_held(fleet: Fleet, transport: str) -> str | None:
     """Why the scheduler cannot run (its lock or schedule store has no Redis), or None.
 
@@ -544,9 +563,14 @@ def initial_replicas(fleet: Fleet, pool: Pool, current: int | None) -> int:
     return max(pool.min_replicas, min(pool.max_replicas, current))
 
 
-def desired_objects(fleet: Fleet, transport: str, current_replicas: Mapping[str, int]
-                    ) -> list[dict[str, Any]]:
-    """Every child object the fleet needs; ``current_replicas`` by Deployment name."""
+def desired_objects(fleet: Fleet, transport: str, current_replicas: Mapping[str, int],
+                    held: Collection[Held] = ()) -> list[dict[str, Any]]:
+    """Every child object the fleet needs; ``current_replicas`` by Deployment name. The
+    ``held`` parts are left out: Flower and the scheduler are not deployed, the pods run
+    without the result backend; the worker pools run."""
+    parts = {h.part for h in held}
+    if Part.RESULT_BACKEND in parts:
+        fleet = replace(fleet, result_backend_secret=None)
     cm = config_map(fleet)
     config_hash = digest({"data": cm["data"], "env": _env(fleet),
                           "module": fleet.celery_config_module})
@@ -557,9 +581,10 @@ def desired_objects(fleet: Fleet, transport: str, current_replicas: Mapping[str,
         objects.append(worker_deployment(fleet, pool, replicas, config_hash))
         if pool.disruption.enabled:
             objects.append(pod_disruption_budget(fleet, pool))
-    if fleet.scheduler.enabled and scheduler_held(fleet, transport) is None:
+    if (fleet.scheduler.enabled and scheduler_held(fleet, transport) is None
+            and Part.SCHEDULER not in parts):
         objects.append(scheduler_deployment(fleet, transport, config_hash))
-    if fleet.flower.enabled:
+    if fleet.flower.enabled and Part.FLOWER not in parts:
         objects += [flower_deployment(fleet, config_hash), flower_service(fleet)]
     if fleet.network_policy.enabled:
         objects.append(network_policy(fleet))

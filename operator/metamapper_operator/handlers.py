@@ -32,6 +32,7 @@ from metamapper_operator.builders import (
     LABEL_NAME,
     MANAGED_SELECTOR,
     ONE_BEAT_GATE,
+    Held,
     desired_objects,
     scheduler_held,
 )
@@ -44,7 +45,7 @@ from metamapper_operator.health import Health
 from metamapper_operator.kube import Kube, KubeError, unguarded
 from metamapper_operator.model import Fleet, SpecError, parse
 from metamapper_operator.plan import Action, Apply, ChildrenPlan, Delete, Scale, children_plan
-from metamapper_operator.references import BrokerAccess, SecretCache, resolve
+from metamapper_operator.references import BrokerAccess, SecretCache, held_parts, resolve
 from metamapper_operator.rollouts import Rollouts
 from metamapper_operator.runtime import Runtime
 from metamapper_operator.state import FleetState, Key, ReconcileInputs
@@ -230,6 +231,7 @@ class Plan:
     access: BrokerAccess
     held: str | None        # why the scheduler is held back (see builders.scheduler_held)
     children: ChildrenPlan
+    parts: tuple[Held, ...] = ()  # optional parts whose Secret is missing
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,7 +319,11 @@ async def _reconcile(body: kopf.Body, runtime: Runtime, state: FleetState, key: 
     state.invalid, state.held = None, planned.held
     if announce:
         await runtime.kube.event(body.metadata, "Warning", "SchedulerHeld", announce)
-    return planned.children.settled
+    announced, state.held_parts = state.held_parts, planned.parts
+    for part in planned.parts:
+        if part not in announced:
+            await runtime.kube.event(body.metadata, "Warning", "SecretMissing", part.message)
+    return planned.children.settled and not planned.parts   # look for the Secret again
 
 
 async def _plan(body: kopf.Body, runtime: Runtime, state: FleetState, key: Key,
@@ -334,8 +340,9 @@ async def _plan(body: kopf.Body, runtime: Runtime, state: FleetState, key: Key,
     except SpecError as err:
         return Refusal(generation, str(err), final=fleet is None)
     boundary.secrets.extend(secrets_of(access))
+    parts = await held_parts(fleet, runtime.secrets.read)
     desired = desired_objects(fleet, access.transport, {
-        n: runtime.replicas(key, n, d.replicas) for n, d in deployments.items()})
+        n: runtime.replicas(key, n, d.replicas) for n, d in deployments.items()}, parts)
     existing = {**{("Deployment", n): d.spec_hash for n, d in deployments.items()},
                 **others}
     if any(obj["kind"] == "Deployment" and ("Deployment", obj["metadata"]["name"])
@@ -355,7 +362,8 @@ async def _plan(body: kopf.Body, runtime: Runtime, state: FleetState, key: Key,
         deployments=deployments,
         sizes={n: runtime.replicas(key, n, d.replicas) for n, d in deployments.items()},
         repaired=state.repaired)
-    return Plan(generation, fleet, access, scheduler_held(fleet, access.transport), children)
+    return Plan(generation, fleet, access, scheduler_held(fleet, access.transport), children,
+                parts)
 
 
 async def _carry_out(runtime: Runtime, state: FleetState, key: Key, meta: Mapping[str, Any],

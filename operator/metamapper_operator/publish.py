@@ -37,6 +37,7 @@ async def publish(kube: Kube, key: Key, state: FleetState,
         invalid=state.invalid, broker_error=state.broker_error,
         deployments=deployments, scaling=state.scaling, unconsumed=state.unconsumed,
         faults=tuple(state.faults[step] for step in sorted(state.faults)),
+        held=state.held_parts,
     )
     new = render(observed, previous)
     patch = changes(previous, new)

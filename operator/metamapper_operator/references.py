@@ -1,10 +1,14 @@
 """Resolving what a spec only names: Secrets holding the broker URL and credentials.
 
-Resolution is the one place a spec is checked against the cluster: a missing Secret or
-key, or a URL whose scheme disagrees with the spec, becomes a :class:`SpecError` that
-the reconciler reports as an InvalidSpec condition. The resolved :class:`BrokerAccess`
-holds credentials, so it never prints them: every secret field is left out of ``repr``
-and :func:`redact` is what logs and status use.
+Resolution is the one place a spec is checked against the cluster. What the worker pools
+need (the broker's URL and credentials) is :func:`resolve`: a missing Secret or key, or
+a URL whose scheme disagrees with the spec, becomes a :class:`SpecError` that the
+reconciler reports as an InvalidSpec condition. What only an optional part needs (the
+scheduler's lock URL, the result backend, Flower's basic auth) is :func:`held_parts`: a
+missing one holds back that part alone (:class:`~metamapper_operator.builders.Held`),
+and the pools keep running and scaling. The resolved :class:`BrokerAccess` holds
+credentials, so it never prints them: every secret field is left out of ``repr`` and
+:func:`redact` is what logs and status use. No message quotes a Secret's value.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from metamapper_operator.builders import Held, Part
 from metamapper_operator.model import (
     WORKER_TASK_TIME_LIMIT,
     CredentialsRef,
@@ -127,16 +132,6 @@ async def resolve(fleet: Fleet, read: ReadSecret) -> BrokerAccess:
             parse_url(broker.rabbitmq_management_url)
         except URLError as err:
             raise SpecError("spec.broker.rabbitmq.managementURL", str(err)) from None
-    lock = fleet.scheduler.lock
-    if lock.redis_url_secret is not None:
-        await _secret_value(read, ns, lock.redis_url_secret,
-                            "spec.scheduler.lock.redisURLSecretRef")
-    if fleet.result_backend_secret is not None:
-        await _secret_value(read, ns, fleet.result_backend_secret,
-                            "spec.celery.resultBackendSecretRef")
-    if fleet.flower.enabled and fleet.flower.basic_auth_secret is not None:
-        await _secret_value(read, ns, fleet.flower.basic_auth_secret,
-                            "spec.flower.basicAuthSecretRef")
     management = await _credentials(read, ns, broker.rabbitmq_credentials,
                                     "spec.broker.rabbitmq.credentialsSecretRef")
     if broker.rabbitmq_management_url and management.user is None:
@@ -152,6 +147,32 @@ async def resolve(fleet: Fleet, read: ReadSecret) -> BrokerAccess:
         queue_name_prefix=broker.sqs_queue_name_prefix,
         aws_access_key_id=aws.user, aws_secret_access_key=aws.password,
     )
+
+
+# What each optional part does while its Secret is missing.
+HELD_MEANWHILE = {Part.SCHEDULER: "the scheduler is held back",
+                  Part.RESULT_BACKEND: "the pods run without a result backend",
+                  Part.FLOWER: "Flower is not deployed"}
+
+
+async def held_parts(fleet: Fleet, read: ReadSecret) -> tuple[Held, ...]:
+    """The optional parts whose Secret or key is missing, each held back alone."""
+    scheduler, flower = fleet.scheduler, fleet.flower
+    optional = (
+        (Part.SCHEDULER, "spec.scheduler.lock.redisURLSecretRef",
+         scheduler.lock.redis_url_secret if scheduler.enabled else None),
+        (Part.RESULT_BACKEND, "spec.celery.resultBackendSecretRef", fleet.result_backend_secret),
+        (Part.FLOWER, "spec.flower.basicAuthSecretRef",
+         flower.basic_auth_secret if flower.enabled else None))
+    held = []
+    for part, where, ref in optional:
+        if ref is None:
+            continue
+        try:
+            await _secret_value(read, fleet.namespace, ref, where)
+        except SpecError as err:
+            held.append(Held(part, f"{err}: {HELD_MEANWHILE[part]}; the worker pools run"))
+    return tuple(held)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from metamapper_operator.builders import Held
 from metamapper_operator.model import Fleet
 from metamapper_operator.references import BrokerAccess
 from metamapper_operator.status import Fault, PoolScale
@@ -50,6 +51,7 @@ class FleetState:
     invalid: str | None = None
     broker_error: str | None = None
     held: str | None = None  # why the scheduler is held back (a Warning event was posted)
+    held_parts: tuple[Held, ...] = ()  # optional parts whose Secret is missing (announced)
     # Per Deployment, the foreign template fields last overwritten (see plan.children_plan).
     repaired: dict[str, str] = field(default_factory=dict)
     scaling: dict[str, PoolScale] = field(default_factory=dict)

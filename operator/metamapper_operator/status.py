@@ -15,6 +15,8 @@ from typing import Any
 
 from metamapper_operator.autoscale.schedule import Window
 from metamapper_operator.builders import (
+    Held,
+    Part,
     celery_settings,
     pool_deployment_name,
     scheduler_deployment_name,
@@ -169,6 +171,7 @@ class Observed:
     scaling: Mapping[str, PoolScale] | None = None
     unconsumed: tuple[str, ...] | None = None  # broker queues nobody consumes or names
     faults: tuple[Fault, ...] = ()      # steps that failed (containment.Boundary)
+    held: tuple[Held, ...] = ()         # optional parts held back for a missing Secret
 
 
 def _condition(kind: str, ok: bool, reason: str, message: str) -> dict[str, Any]:
@@ -229,6 +232,10 @@ def short_grace(fleet: Fleet) -> str | None:
 
 
 def _held(obs: Observed, fleet: Fleet) -> str | None:
+    """Why the scheduler is held back: its lock's Secret is missing, or it has no Redis."""
+    missing = [h.message for h in obs.held if h.part == Part.SCHEDULER]
+    if missing:
+        return missing[0]
     return scheduler_held(fleet, obs.transport) if obs.transport else None
 
 
@@ -267,6 +274,7 @@ def _conditions(obs: Observed) -> list[dict[str, Any]]:
     fleet, deployments = obs.fleet, obs.deployments or {}
     expected = [pool_deployment_name(fleet, p) for p in fleet.pools]
     held = _held(obs, fleet)
+    parts_held = "; ".join(h.message for h in obs.held if h.part != Part.SCHEDULER)
     # A paused fleet's broker is not measured: an error from before the pause is stale.
     broker_error = obs.broker_error if fleet.pause is None else None
     if fleet.scheduler.enabled and not held:
@@ -290,7 +298,8 @@ def _conditions(obs: Observed) -> list[dict[str, Any]]:
     problems = [(reason, message) for reason, message in (
         *((fault.reason, f"{fault.step}: {fault.message}") for fault in obs.faults),
         (stalls[0][1].reason if stalls else "", stalled),
-        ("BrokerUnreachable", broker_error), ("SchedulerHeld", held)) if message]
+        ("BrokerUnreachable", broker_error), ("SchedulerHeld", held),
+        ("SecretMissing", parts_held)) if message]
     if problems:
         degraded = _condition("Degraded", True, problems[0][0],
                               "; ".join(message for _, message in problems))
@@ -306,6 +315,8 @@ def _conditions(obs: Observed) -> list[dict[str, Any]]:
         ready = _condition("Ready", False, "BrokerUnreachable", broker_error)
     elif held:
         ready = _condition("Ready", False, "SchedulerHeld", held)
+    elif parts_held:
+        ready = _condition("Ready", False, "SecretMissing", parts_held)
     elif fleet.pause is not None and fleet.pause.replicas == 0:
         ready = _condition("Ready", False, "PinnedToZero", f"{PAUSED_REPLICAS} is 0: no "
                            "worker runs, nothing consumes the pools' queues")

@@ -10,6 +10,8 @@ import pytest
 from metamapper_operator.builders import (
     CONFIG_HASH,
     SPEC_HASH,
+    Held,
+    Part,
     desired_objects,
     initial_replicas,
     scheduler_env,
@@ -109,3 +111,27 @@ def test_workers_start_without_mingle_and_gossip_unless_a_pool_asks() -> None:
     assert "--without-mingle" not in mingling
     assert mingling[-3:] == ["--without-gossip", "--prefetch-multiplier", "1"]
     assert "--without-gossip" not in worker_args({"gossip": True})
+
+
+def test_a_held_part_is_left_out_and_the_pools_stay() -> None:
+    fleet = parse(body(celery={"resultBackendSecretRef": {"name": "results"}},
+                       flower={"enabled": True, "basicAuthSecretRef": {"name": "auth"}}))
+
+    def built(*parts: Part) -> dict[str, dict[str, Any]]:
+        held = tuple(Held(part, f"{part} held") for part in parts)
+        return {f'{o["kind"]}/{o["metadata"]["name"]}': o
+                for o in desired_objects(fleet, "redis", {}, held)
+                if o["kind"] != "PodDisruptionBudget"}
+
+    def env(obj: dict[str, Any]) -> set[str]:
+        return {v["name"] for v in obj["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+    deployments = {f"Deployment/mm-{name}" for name in ("default", "scheduler", "flower")}
+    assert set(built()) == {"ConfigMap/mm-celery", "Service/mm-flower", *deployments}
+    assert "METAMAPPER_CELERY_RESULT_BACKEND" in env(built()["Deployment/mm-default"])
+    assert set(built(Part.FLOWER, Part.SCHEDULER)) == {"ConfigMap/mm-celery",
+                                                       "Deployment/mm-default"}
+    without = built(Part.RESULT_BACKEND)
+    assert set(without) == set(built())
+    assert all("METAMAPPER_CELERY_RESULT_BACKEND" not in env(without[name])
+               for name in deployments)

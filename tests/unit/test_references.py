@@ -6,8 +6,9 @@ import asyncio
 
 import pytest
 
+from metamapper_operator.builders import Part
 from metamapper_operator.model import SpecError, parse
-from metamapper_operator.references import ReadSecret, resolve
+from metamapper_operator.references import ReadSecret, held_parts, resolve
 from tests.unit.sample import body
 
 
@@ -40,3 +41,32 @@ def test_a_secret_value_that_is_no_broker_url_is_never_shown(value: str) -> None
     assert "Secret 'broker'" in raised.value.message
     for part in ("hunter2", "s3cret"):
         assert part not in str(raised.value)
+
+
+OPTIONAL = body(broker={"urlSecretRef": {"name": "broker"}},
+                celery={"resultBackendSecretRef": {"name": "results"}},
+                flower={"enabled": True, "basicAuthSecretRef": {"name": "flower-auth"}},
+                scheduler={"lock": {"redisURLSecretRef": {"name": "lock"}}})
+BROKER = {"broker": {"url": "redis://:pw@r:6379/0"}}
+
+
+def test_a_missing_optional_secret_holds_back_only_its_part() -> None:
+    fleet = parse(OPTIONAL)
+    read = _reader(BROKER)
+    access = asyncio.run(resolve(fleet, read))   # the pools get their broker access
+    assert access.transport == "redis"
+    held = asyncio.run(held_parts(fleet, read))
+    assert {h.part: h.message.split(":")[0] for h in held} == {
+        Part.SCHEDULER: "spec.scheduler.lock.redisURLSecretRef",
+        Part.RESULT_BACKEND: "spec.celery.resultBackendSecretRef",
+        Part.FLOWER: "spec.flower.basicAuthSecretRef"}
+    assert all("the worker pools run" in h.message for h in held)
+    flower = next(h for h in held if h.part == Part.FLOWER)
+    assert "Secret 'flower-auth' not found" in flower.message
+
+
+def test_optional_parts_run_once_their_secrets_exist() -> None:
+    read = _reader({**BROKER, "results": {"url": "redis://:pw@r:6379/1"},
+                    "flower-auth": {"auth": "u:p"}, "lock": {"wrong-key": "x"}})
+    held = asyncio.run(held_parts(parse(OPTIONAL), read))
+    assert [(h.part, "has no key 'url'" in h.message) for h in held] == [(Part.SCHEDULER, True)]

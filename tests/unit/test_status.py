@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from metamapper_operator.builders import Held, Part
 from metamapper_operator.model import Fleet, parse
 from metamapper_operator.status import (
     DeploymentState,
@@ -135,3 +136,21 @@ def test_a_pool_below_the_size_its_backlog_asks_for_is_not_ready() -> None:
     enough = {"default": PoolScale(backlog=0, desired=1)}
     assert conditions_of(status_of(parse(BODY), deployments=RUNNING, scaling=enough))[
         "Ready"]["status"] == "True"
+
+
+def test_a_part_held_for_a_missing_secret_is_shown_and_the_pools_are_not() -> None:
+    flower = Held(Part.FLOWER, "spec.flower.basicAuthSecretRef: Secret 'a' not found: "
+                  "Flower is not deployed; the worker pools run")
+    lock = Held(Part.SCHEDULER, "spec.scheduler.lock.redisURLSecretRef: Secret 'l' not "
+                "found: the scheduler is held back; the worker pools run")
+    status = status_of(parse(BODY), deployments={"mm-default": settled("mm-default")},
+                       held=(flower, lock))
+    conditions = conditions_of(status)
+    assert status["scheduler"]["state"] == "Held"
+    assert conditions["Ready"]["status"] == "False"
+    assert conditions["Progressing"]["reason"] == "Settled"  # the pools are all there
+    assert flower.message in conditions["Degraded"]["message"]
+    assert lock.message in conditions["Degraded"]["message"]
+    flower_only = conditions_of(status_of(parse(BODY), deployments=RUNNING, held=(flower,)))
+    assert flower_only["Ready"]["reason"] == "SecretMissing"
+    assert flower_only["Degraded"]["reason"] == "SecretMissing"

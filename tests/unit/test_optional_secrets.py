@@ -1,0 +1,47 @@
+"""A missing optional Secret holds back only the part that needs it: the fleet's pools are
+created and keep scaling, and the part held back is announced once."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+
+import kopf
+
+from metamapper_operator import handlers
+from metamapper_operator.autoscale.loop import Autoscaler
+from metamapper_operator.config import Config
+from metamapper_operator.references import SecretCache
+from metamapper_operator.runtime import Runtime
+from metamapper_operator.status import DeploymentState
+from tests.unit.sample import BODY
+from tests.unit.test_wiring import KEY, FakeKube, FakeProbe
+
+
+def test_missing_flower_and_result_backend_secrets_leave_the_pools_scaling() -> None:
+    async def scenario() -> None:
+        kube = FakeKube()   # it has no Secret at all
+        runtime = Runtime(config=Config(poll_seconds=1), kube=kube,  # type: ignore[arg-type]
+                          secrets=SecretCache(kube.read_secret, 60))
+        raw = copy.deepcopy(BODY)
+        raw["metadata"].update(namespace=KEY.namespace, name=KEY.name, uid="u-1")
+        raw["spec"].update(celery={"resultBackendSecretRef": {"name": "results"}},
+                           flower={"enabled": True, "basicAuthSecretRef": {"name": "auth"}})
+
+        await handlers.reconcile(kopf.Body(raw), runtime, {}, {})
+        state = runtime.fleets[KEY]
+        assert state.invalid is None and state.access is not None
+        assert set(kube.applied) == {"mm-celery", "mm-default", "mm-scheduler"}
+        assert kube.events.count("SecretMissing") == 2
+        assert "InvalidSpec" not in kube.events
+
+        await handlers.reconcile(kopf.Body(raw), runtime, {}, {})
+        assert kube.events.count("SecretMissing") == 2   # announced once
+
+        autoscaler = Autoscaler(runtime, lambda key: {"mm-default": DeploymentState(
+            name="mm-default", spec_hash="h", replicas=1)})
+        autoscaler.probes[state.access] = FakeProbe(waiting=9)
+        await autoscaler.cycle()
+        assert [name for name, _ in kube.scaled] == ["mm-default"]
+
+    asyncio.run(scenario())
