@@ -51,7 +51,10 @@ def test_a_latency_target_sizes_the_pool_by_measured_throughput(
     fleet.wait_for_workers(1)
     replicas = ReplicasWatch(fleet.stack, fleet.deployment)
 
-    fast = fleet.send(30, 0.2)         # ~5 per second: 30 done well within 10 s by one pod
+    # ~5 per second: 20 done well within 10 s by one pod. One pod is enough while the
+    # estimate is at least 2 per second (20 within 10 s): also when a busy machine makes
+    # each task take twice as long.
+    fast = fleet.send(20, 0.2)
     fast_done = fleet.wait_done(fast)
     # The probe that finds the burst drained may come, and its status be written, a cycle
     # after the last task.
@@ -60,9 +63,12 @@ def test_a_latency_target_sizes_the_pool_by_measured_throughput(
     assert isinstance(measured, int | float), measured
     assert set(replicas.values()) == {1}, replicas.values()
 
-    # 0.5 per second: 36 take 72 s on one pod, 4 pods are asked for once the estimate is
-    # under 36 / 4 pods / 10 s. It follows the slower tasks within three spans of work done
-    # (about 2 s each on one pod).
+    # 0.5 per second: 36 take 72 s on one pod; 4 pods are asked for once the estimate is
+    # under about 36 / 4 pods / 10 s, which the backlog target alone (100 per pod) never
+    # asks for. The estimate follows the slower tasks within three spans of work done
+    # (about 2 s each on one pod). How it compares with the fast one is not asserted: a
+    # fast burst drained between two probes gives only a lower bound, which depends on
+    # when the probes fell.
     slow = fleet.send(36, 2.0)
     # The status of the cycle that asked for 4 pods (written after the scale).
     status = wait_until(lambda: (s := fleet.pool_status()).get("desiredReplicas") == 4 and s,
@@ -74,6 +80,5 @@ def test_a_latency_target_sizes_the_pool_by_measured_throughput(
 
     assert max(replicas.values()) == 4, replicas.values()
     assert isinstance(status["throughputPerPod"], int | float), status
-    assert status["throughputPerPod"] < measured, (measured, status)
-    assert fast_done == Tally(sent=30, done=30, lost=0, duplicated=0, interrupted=0)
+    assert fast_done == Tally(sent=20, done=20, lost=0, duplicated=0, interrupted=0)
     assert slow_done == Tally(sent=36, done=36, lost=0, duplicated=0, interrupted=0)
