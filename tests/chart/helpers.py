@@ -97,13 +97,19 @@ def rules_of(role: Mapping[str, Any]) -> tuple[Rule, ...]:
 # --- helm and rendering ------------------------------------------------------------
 
 
+@functools.cache
+def default_helm() -> Path:
+    """The helm binary tools/build.sh builds (no control plane needed)."""
+    _, helm_dir = tool_dirs()
+    return helm_dir / "helm"
+
+
 def default_rules() -> tuple[Rule, ...]:
     """The rules of every (Cluster)Role the chart renders with default values. Needs no
     control plane (only helm), so tests can be parametrized from it when they are
     collected."""
-    _, helm_dir = tool_dirs()
     manifest = subprocess.run(
-        [str(helm_dir / "helm"), "template", "rules", str(CHART),
+        [str(default_helm()), "template", "rules", str(CHART),
          "--show-only", "templates/rbac.yaml"],
         text=True, capture_output=True, timeout=60, check=True).stdout
     return tuple(rule for doc in documents(manifest) if doc["kind"] in {"ClusterRole", "Role"}

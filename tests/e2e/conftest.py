@@ -265,7 +265,8 @@ class Fleet:
     def events(self, reason: str) -> list[str]:
         items = self.get("events", "--field-selector",
                          f"reason={reason},involvedObject.name={self.name}")["items"]
-        return [e["message"] for e in items]
+        # Once per occurrence: a repeat is counted in the Event it repeats.
+        return [e["message"] for e in items for _ in range(e.get("count") or 1)]
 
     def log(self, pod: str) -> str:
         """The pod's log, as ``kubectl logs`` shows it (or why it cannot)."""

@@ -190,7 +190,7 @@ def test_the_lease_states_a_duration_no_shorter_than_the_holders() -> None:
 
 def test_check_gives_the_time_left_until_a_standby_may_act() -> None:
     async def scenario() -> None:
-        api, clock, lost = FakeLeases(), Clock(), []
+        api, clock, lost = FakeLeases(), Clock(), list[str]()
         a = elector(api, clock, "a", lost)
         assert await a.try_acquire_or_renew()          # at 100: a standby may act at 115
         clock.now += 9.5
