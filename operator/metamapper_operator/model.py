@@ -413,10 +413,11 @@ def _credentials_ref(raw: Mapping[str, Any] | None, *, user_field: str, password
                           password_key=raw.get(password_field, password_key))
 
 
-def _no_credentials(where: str, url: str | None, instead: str) -> None:
+def _no_credentials(where: str, url: str | None, instead: str, *, user: bool = False) -> None:
     """Refuse a URL of the spec that carries a credential (anyone who may read the object
-    would read it): a password, a ``?password=``-style parameter, an SQS key id."""
-    if url is not None and (has_credentials(url) or "@" in url.partition("?")[0]):
+    would read it): a password, a ``?password=``-style parameter, an SQS key id, and with
+    ``user`` any user information at all."""
+    if url is not None and (has_credentials(url) or (user and "@" in url)):
         raise SpecError(where, "must not carry credentials (a user and password, a "
                         f"?password=-style parameter, a key id); {instead}")
 
@@ -436,7 +437,7 @@ def _parse_broker(raw: Mapping[str, Any]) -> Broker:
         transport = derived
     redis, rabbit, sqs = raw.get("redis") or {}, raw.get("rabbitmq") or {}, raw.get("sqs") or {}
     _no_credentials("spec.broker.rabbitmq.managementURL", rabbit.get("managementURL"),
-                    "use rabbitmq.credentialsSecretRef")
+                    "use rabbitmq.credentialsSecretRef", user=True)
     return Broker(
         url=url, url_secret=secret, transport=transport,
         redis_key_prefix=redis.get("globalKeyPrefix", ""),
@@ -512,22 +513,55 @@ def _parse_autoscaling(where: str, raw: Mapping[str, Any]) -> Autoscaling:
     )
 
 
-def _items(raw: Mapping[str, Any], key: str) -> tuple[Mapping[str, Any], ...]:
-    return tuple(raw.get(key) or ())
+def _items(raw: Mapping[str, Any], key: str, where: str) -> tuple[Mapping[str, Any], ...]:
+    """A list of API objects (env, volumes, tolerations, ...), kept as they are."""
+    value = raw.get(key) or ()
+    if not isinstance(value, list | tuple) or not all(isinstance(v, Mapping) for v in value):
+        raise SpecError(f"{where}.{key}", "must be a list of objects")
+    return tuple(value)
 
 
-def _parse_pod_settings(raw: Mapping[str, Any]) -> PodSettings:
-    spread = raw.get("topologySpreadConstraints")
+def _object(raw: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
+    """An API object (resources, affinity, a security context, ...), kept as it is."""
+    value = raw.get(key) or {}
+    if not isinstance(value, Mapping):
+        raise SpecError(f"{where}.{key}", "must be an object")
+    return value
+
+
+def _string_map(raw: Mapping[str, Any], key: str, where: str) -> Mapping[str, str]:
+    """Labels, annotations, a node selector: names to strings."""
+    value = _object(raw, key, where)
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise SpecError(f"{where}.{key}", "must map names to strings")
+    return value
+
+
+def _strings(raw: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
+    value = raw.get(key) or ()
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) and v for v in value):
+        raise SpecError(f"{where}.{key}", "must be a list of non-empty strings")
+    return tuple(value)
+
+
+def _parse_pod_settings(where: str, raw: Mapping[str, Any]) -> PodSettings:
+    image = raw.get("image")
     return PodSettings(
-        image=raw.get("image"), env=_items(raw, "env"), env_from=_items(raw, "envFrom"),
-        labels=raw.get("podLabels") or {}, annotations=raw.get("podAnnotations") or {},
+        image=None if image is None else _text(f"{where}.image", image),
+        env=_items(raw, "env", where), env_from=_items(raw, "envFrom", where),
+        labels=_string_map(raw, "podLabels", where),
+        annotations=_string_map(raw, "podAnnotations", where),
         service_account_name=raw.get("serviceAccountName"),
         automount_service_account_token=raw.get("automountServiceAccountToken"),
-        node_selector=raw.get("nodeSelector") or {}, tolerations=_items(raw, "tolerations"),
-        affinity=raw.get("affinity") or {}, priority_class_name=raw.get("priorityClassName"),
-        topology_spread_constraints=None if spread is None else tuple(spread),
-        volumes=_items(raw, "volumes"), volume_mounts=_items(raw, "volumeMounts"),
-        init_containers=_items(raw, "initContainers"), sidecars=_items(raw, "sidecars"),
+        node_selector=_string_map(raw, "nodeSelector", where),
+        tolerations=_items(raw, "tolerations", where),
+        affinity=_object(raw, "affinity", where),
+        priority_class_name=raw.get("priorityClassName"),
+        topology_spread_constraints=None if raw.get("topologySpreadConstraints") is None
+        else _items(raw, "topologySpreadConstraints", where),
+        volumes=_items(raw, "volumes", where), volume_mounts=_items(raw, "volumeMounts", where),
+        init_containers=_items(raw, "initContainers", where),
+        sidecars=_items(raw, "sidecars", where),
     )
 
 
@@ -538,30 +572,33 @@ def _parse_disruption(raw: Mapping[str, Any]) -> DisruptionBudget:
 
 
 def _parse_network_policy(raw: Mapping[str, Any]) -> NetworkPolicy:
+    where = "spec.networkPolicy"
     return NetworkPolicy(enabled=bool(raw.get("enabled", False)),
-                         egress=_items(raw, "egress"), ingress=_items(raw, "ingress"))
+                         egress=_items(raw, "egress", where),
+                         ingress=_items(raw, "ingress", where))
 
 
 def _parse_pool(index: int, raw: Mapping[str, Any]) -> Pool:
     where = f"spec.pools[{index}]"
     defaults = Pool(name="", queues=())
     pool = Pool(
-        name=_text(f"{where}.name", raw["name"]), queues=tuple(raw["queues"]),
+        name=_text(f"{where}.name", raw["name"]), queues=_strings(raw, "queues", where),
         concurrency=_int_field(raw, "concurrency", where, defaults.concurrency,
                                minimum=1, maximum=1024),
         min_replicas=_int_field(raw, "minReplicas", where, defaults.min_replicas,
                                 maximum=MAX_REPLICAS),
         max_replicas=_int_field(raw, "maxReplicas", where, defaults.max_replicas,
                                 minimum=1, maximum=MAX_REPLICAS),
-        resources=raw.get("resources") or {},
+        resources=_object(raw, "resources", where),
         termination_grace_period_seconds=_int_field(
             raw, "terminationGracePeriodSeconds", where,
             defaults.termination_grace_period_seconds, minimum=1),
-        extra_args=tuple(raw.get("extraArgs") or ()),
+        extra_args=_strings(raw, "extraArgs", where),
         mingle=raw.get("mingle", defaults.mingle), gossip=raw.get("gossip", defaults.gossip),
-        autoscaling=_parse_autoscaling(f"{where}.autoscaling", raw.get("autoscaling") or {}),
-        pods=_parse_pod_settings(raw),
-        disruption=_parse_disruption(raw.get("podDisruptionBudget") or {}),
+        autoscaling=_parse_autoscaling(f"{where}.autoscaling",
+                                       _object(raw, "autoscaling", where)),
+        pods=_parse_pod_settings(where, raw),
+        disruption=_parse_disruption(_object(raw, "podDisruptionBudget", where)),
     )
     if pool.min_replicas > pool.max_replicas:
         raise SpecError(f"{where}.minReplicas", "must be less than or equal to maxReplicas")
@@ -597,14 +634,15 @@ def _parse_scheduler(raw: Mapping[str, Any]) -> Scheduler:
         raise SpecError("spec.scheduler.scheduleStore",
                         f"must be one of {', '.join(SCHEDULE_STORES)}")
     return Scheduler(enabled=raw.get("enabled", True), replicas=replicas,
-                     resources=raw.get("resources") or {}, lock=lock, mode=mode,
+                     resources=_object(raw, "resources", "spec.scheduler"), lock=lock,
+                     mode=mode,
                      schedule_store=store)
 
 
 def _parse_flower(raw: Mapping[str, Any]) -> Flower:
     flower = Flower(enabled=raw.get("enabled", False),
                     basic_auth_secret=_secret_ref(raw.get("basicAuthSecretRef"), "auth"),
-                    resources=raw.get("resources") or {})
+                    resources=_object(raw, "resources", "spec.flower"))
     if flower.enabled and flower.basic_auth_secret is None:
         raise SpecError("spec.flower.basicAuthSecretRef",
                         "is required when Flower is enabled (Flower would be open to anyone "
@@ -614,9 +652,9 @@ def _parse_flower(raw: Mapping[str, Any]) -> Flower:
 
 def _parse_probes(raw: Mapping[str, Any]) -> Probes:
     return Probes(enabled=raw.get("enabled", True),
-                  worker_liveness=raw.get("workerLiveness") or {},
-                  worker_readiness=raw.get("workerReadiness") or {},
-                  scheduler_liveness=raw.get("schedulerLiveness") or {})
+                  worker_liveness=_object(raw, "workerLiveness", "spec.probes"),
+                  worker_readiness=_object(raw, "workerReadiness", "spec.probes"),
+                  scheduler_liveness=_object(raw, "schedulerLiveness", "spec.probes"))
 
 
 def _check_names(fleet: Fleet) -> None:
@@ -762,22 +800,26 @@ def parse(body: Mapping[str, Any]) -> Fleet:
             raise SpecError(f"spec.{required}", "is required")
     try:
         pods = PodOptions(
-            image=spec["image"], image_pull_policy=spec.get("imagePullPolicy", "IfNotPresent"),
-            image_pull_secrets=tuple(spec.get("imagePullSecrets") or ()),
-            env=tuple(spec.get("env") or ()), env_from=tuple(spec.get("envFrom") or ()),
-            labels=spec.get("podLabels") or {}, annotations=spec.get("podAnnotations") or {},
+            image=_text("spec.image", spec["image"]),
+            image_pull_policy=spec.get("imagePullPolicy", "IfNotPresent"),
+            image_pull_secrets=_items(spec, "imagePullSecrets", "spec"),
+            env=_items(spec, "env", "spec"), env_from=_items(spec, "envFrom", "spec"),
+            labels=_string_map(spec, "podLabels", "spec"),
+            annotations=_string_map(spec, "podAnnotations", "spec"),
             service_account_name=spec.get("serviceAccountName"),
-            node_selector=spec.get("nodeSelector") or {},
-            tolerations=tuple(spec.get("tolerations") or ()),
-            affinity=spec.get("affinity") or {},
+            node_selector=_string_map(spec, "nodeSelector", "spec"),
+            tolerations=_items(spec, "tolerations", "spec"),
+            affinity=_object(spec, "affinity", "spec"),
             priority_class_name=spec.get("priorityClassName"),
-            pod_security_context=spec.get("podSecurityContext") or {},
-            container_security_context=spec.get("containerSecurityContext") or {},
+            pod_security_context=_object(spec, "podSecurityContext", "spec"),
+            container_security_context=_object(spec, "containerSecurityContext", "spec"),
             automount_service_account_token=bool(spec.get("automountServiceAccountToken",
                                                           False)),
-            topology_spread_constraints=_items(spec, "topologySpreadConstraints"),
-            volumes=_items(spec, "volumes"), volume_mounts=_items(spec, "volumeMounts"),
-            init_containers=_items(spec, "initContainers"), sidecars=_items(spec, "sidecars"),
+            topology_spread_constraints=_items(spec, "topologySpreadConstraints", "spec"),
+            volumes=_items(spec, "volumes", "spec"),
+            volume_mounts=_items(spec, "volumeMounts", "spec"),
+            init_containers=_items(spec, "initContainers", "spec"),
+            sidecars=_items(spec, "sidecars", "spec"),
         )
         celery = spec.get("celery") or {}
         fleet = Fleet(

@@ -5,8 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from metamapper_operator.builders import desired_objects
 from metamapper_operator.model import SpecError, parse
+from metamapper_operator.status import Observed, render
 from tests.unit.sample import body
 
 
@@ -211,3 +215,66 @@ def test_names_that_make_invalid_or_colliding_children_are_refused(
 ])
 def test_names_that_make_valid_distinct_children_pass(raw: dict[str, Any]) -> None:
     assert parse(raw).name == raw["metadata"]["name"]
+
+
+# --- whatever a field holds, parse answers with a Fleet or a SpecError -----------------
+
+# Every field the model reads, as a path into a valid body with one schedule.
+READ = [
+    "spec.image", "spec.imagePullPolicy", "spec.env", "spec.podLabels", "spec.tolerations",
+    "spec.commandStyle", "spec.suspend", "spec.probes", "spec.networkPolicy",
+    "spec.broker", "spec.broker.url", "spec.broker.transport", "spec.broker.urlSecretRef",
+    "spec.broker.redis", "spec.broker.rabbitmq", "spec.broker.sqs",
+    "spec.celery", "spec.celery.configModule", "spec.celery.settings",
+    "spec.celery.settings.task_time_limit", "spec.celery.settings.broker_transport_options",
+    "spec.celery.resultBackendSecretRef", "spec.flower", "spec.flower.enabled",
+    "spec.scheduler", "spec.scheduler.mode", "spec.scheduler.replicas",
+    "spec.scheduler.scheduleStore", "spec.scheduler.lock",
+    "spec.scheduler.lock.lockTimeSeconds", "spec.scheduler.lock.redisURL", "spec.pools",
+    "spec.pools.0", "spec.pools.0.name", "spec.pools.0.queues", "spec.pools.0.queues.0",
+    "spec.pools.0.concurrency", "spec.pools.0.minReplicas", "spec.pools.0.maxReplicas",
+    "spec.pools.0.terminationGracePeriodSeconds", "spec.pools.0.image",
+    "spec.pools.0.env", "spec.pools.0.resources", "spec.pools.0.extraArgs",
+    "spec.pools.0.podDisruptionBudget", "spec.pools.0.autoscaling",
+    "spec.pools.0.autoscaling.tolerance", "spec.pools.0.autoscaling.targetWaitSeconds",
+    "spec.pools.0.autoscaling.activationBacklog", "spec.pools.0.autoscaling.schedules",
+    "spec.pools.0.autoscaling.schedules.0", "spec.pools.0.autoscaling.schedules.0.cron",
+    "spec.pools.0.autoscaling.schedules.0.timeZone",
+    "spec.pools.0.autoscaling.schedules.0.durationSeconds",
+    "spec.broker.urlSecretRef.name", "spec.broker.redis.globalKeyPrefix",
+    "spec.broker.sqs.region", "spec.flower.basicAuthSecretRef",
+    "spec.celery.resultBackendSecretRef.key", "spec.pools.0.autoscaling.schedules.0.name",
+    "spec.pools.0.podDisruptionBudget.maxUnavailable", "spec.podSecurityContext",
+    "metadata.name", "metadata.annotations",
+]
+_scalar = st.one_of(st.none(), st.booleans(), st.integers(min_value=-(10**30), max_value=10**30),
+                    st.floats(allow_nan=False), st.text(max_size=12),
+                    st.sampled_from(["²", "0 0 30 2 *", "redis://:pw@r/0", "", "1e999"]))
+_json = st.recursive(_scalar, lambda inner: st.one_of(
+    st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)),
+    max_leaves=6)
+
+
+def _put(raw: dict[str, Any], path: str, value: Any) -> None:
+    *parents, last = path.split(".")
+    node: Any = raw
+    for part in parents:
+        node = node[int(part)] if part.isdigit() else node.setdefault(part, {})
+    if isinstance(node, list):
+        node[int(last)] = value
+    else:
+        node[last] = value
+
+
+@settings(max_examples=400, deadline=None, derandomize=True)
+@given(path=st.sampled_from(READ), value=_json)
+def test_parse_answers_any_value_with_a_fleet_or_a_spec_error(path: str, value: Any) -> None:
+    """And what it answers with a Fleet, the builders and the status can evaluate."""
+    raw = _scheduled()
+    _put(raw, path, value)
+    try:
+        fleet = parse(raw)
+    except SpecError:
+        return
+    desired_objects(fleet, fleet.broker.transport or "redis", {})
+    render(Observed(generation=1, now="t", fleet=fleet, transport=fleet.broker.transport), {})
