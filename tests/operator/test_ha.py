@@ -55,14 +55,14 @@ class Candidates:
     access: ChartAccess
     workdir: Path
 
-    def start(self, name: str) -> stack.Daemon:
+    def start(self, name: str, lease_seconds: float = LEASE_SECONDS) -> stack.Daemon:
         kubeconfig = service_account_kubeconfig(
             self.cluster, self.access.namespace, self.access.service_account,
             self.workdir / f"{name}.kubeconfig")
         return stack.start_operator(
             kubeconfig, self.workdir / f"{name}.log", "--resync-interval", str(RESYNC_SECONDS),
             "--poll-interval", "1", f"--lease={self.access.lease}",
-            f"--lease-duration={LEASE_SECONDS:g}", env={**os.environ, "HOSTNAME": name})
+            f"--lease-duration={lease_seconds:g}", env={**os.environ, "HOSTNAME": name})
 
     def holder(self) -> str:
         namespace, name = self.access.lease.split("/")
@@ -188,3 +188,36 @@ def test_one_operator_acts_at_a_time_through_kill_pause_and_roll(
     steps = [(int(m[2]), int(m[3])) for m in changes if m]
     assert len(steps) == len(events), events
     assert steps == [(1, 2), (2, 5), (5, 1), (1, 2)], events
+
+
+def test_a_standby_waits_for_the_duration_the_lease_states(
+        lone_cluster: Cluster, tmp_path: Path) -> None:
+    """A standby started with a shorter --lease-duration than the leader's waits for the
+    leader's (the Lease's leaseDurationSeconds): the leader may still be writing until then.
+    A safety bound, not a speed one: a slower machine only makes the takeover later."""
+    cluster = lone_cluster
+    home = unique("ha-home")
+    cluster.kubectl("create", "namespace", home)
+    access = install_chart_access(cluster, home, {"replicas": 2}, tmp_path / "kubeconfig")
+    candidates = Candidates(cluster, access, tmp_path)
+    long_lease, short_lease = 12.0, 3.0
+    processes: list[stack.Daemon] = []
+    try:
+        a = candidates.start("a", lease_seconds=long_lease)
+        processes.append(a)
+        wait_until(lambda: candidates.holder().startswith("a_"), what="a to lead")
+        b = candidates.start("b", lease_seconds=short_lease)
+        processes.append(b)
+        wait_until(lambda: "standing by" in b.output(), what="b to stand by")
+        took = candidates.takeover("b", lambda: os.kill(a.proc.pid, signal.SIGSTOP))
+        os.kill(a.proc.pid, signal.SIGCONT)
+        assert a.proc.wait(timeout=10) == EXIT_LOST, a.tail()
+    finally:
+        for process in processes:
+            process.stop()
+        uninstall_chart_access(access)
+        cluster.kubectl("delete", "namespace", home, "--wait=false")
+    print(f"takeover seconds: {took:.2f}")
+    # a's last renewal came at most one of its retry periods (and a renewal's own time)
+    # before the pause; b's own duration would have let it act within about 3 + 1.6 s.
+    assert took >= long_lease - 2 * long_lease * 2 / 15, took
