@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 
 import pytest
 from hypothesis import given
@@ -22,7 +23,7 @@ from metamapper_operator.autoscale.latency import (
     for_wait,
     observe,
 )
-from metamapper_operator.autoscale.policy import Bounds, History, decide
+from metamapper_operator.autoscale.policy import Bounds, Decision, History, decide
 
 BOUNDS = Bounds(min_replicas=1, max_replicas=50, target=4)
 
@@ -132,15 +133,17 @@ def test_a_span_without_progress_is_dropped_after_its_limit() -> None:
     assert seen.per_pod == pytest.approx(0.5)   # from 121 s on, not from 0 s
 
 
-def test_the_estimate_is_the_lower_median_of_the_newest_spans() -> None:
-    rates = [1.0, 2.0, 50.0, 3.0, 4.0, 5.0, 6.0]
+def test_the_estimate_is_the_lower_median_of_the_newest_spans_or_the_newest_if_lower(
+        ) -> None:
+    rates = [1.0, 2.0, 50.0, 3.0, 4.0, 5.0, 6.0, 1.0, 6.0]
     samples, backlog = [Sample(0, 10_000, 1)], 10_000
     for n, rate in enumerate(rates, start=1):
         backlog -= int(rate * 10)
         samples.append(Sample(10 * n, backlog, 1))
     got = list(estimates(samples))[1:]
-    # [1] [1 2] [1 2 50] [1 2 50 3] [1 2 50 3 4] [2 50 3 4 5] [50 3 4 5 6]
-    assert got == pytest.approx([1.0, 1.0, 2.0, 2.0, 3.0, 4.0, 5.0])
+    # [1] [1 2] [1 2 50] [1 2 50 3] [1 2 50 3 4] [2 50 3 4 5] [50 3 4 5 6]: the lower
+    # median; [3 4 5 6 1]: the newest, lower (4); [4 5 6 1 6]: the lower median again
+    assert got == pytest.approx([1.0, 1.0, 2.0, 2.0, 3.0, 4.0, 5.0, 1.0, 5.0])
     assert WINDOW == 5
 
 
@@ -301,3 +304,68 @@ def test_a_lasting_change_of_rate_is_followed_within_half_a_window(
                    for (t, _), d in zip(probes, done, strict=True)).per_pod
     assert per_pod is not None
     assert abs(per_pod - after) <= slack(pods) + 1e-9
+
+
+# --- the end-to-end test's story, at any probe spacing -------------------------------
+#
+# tests/e2e/test_autoscale_inputs.py::test_a_latency_target_sizes_the_pool_by_measured_
+# throughput, simulated: the operator polls every second, but a cycle may take up to 3 s;
+# a task takes its sleep plus an overhead of up to 0.1 s (a busy machine); a new pod is
+# ready 2 to 20 s after it is asked for. The one assumption: some probe sees the short
+# burst (4 s of work, longer than any gap between probes).
+
+E2E = Bounds(min_replicas=1, max_replicas=4, target=100, stabilization_seconds=4,
+             zero_cooldown_seconds=4)
+
+
+@dataclass
+class Pool:
+    """Pods of concurrency 1, ready from their ``ready_at`` on, consuming ``total`` tasks
+    sent at ``sent``."""
+
+    sent: float
+    task: float
+    total: int
+    ready_at: list[float] = field(default_factory=lambda: [-math.inf])
+
+    def backlog(self, now: float) -> int:
+        """Messages not yet acknowledged (acks late: a task's message until it ends)."""
+        if now < self.sent:
+            return 0
+        done = sum(math.floor((now - max(ready, self.sent)) / self.task)
+                   for ready in self.ready_at if now > ready)
+        return self.total - min(self.total, done)
+
+    def ready(self, now: float) -> int:
+        return sum(ready <= now for ready in self.ready_at)
+
+
+@given(st.floats(0.0, 0.1), st.floats(2.0, 20.0), st.data())
+def test_the_end_to_end_story_holds_at_any_probe_spacing(
+        overhead: float, startup: float, data: st.DataObject) -> None:
+    """20 tasks of 0.2 s keep one pod and are measured however the probes fall; 36 tasks
+    of 2 s then ask for 4 pods within 60 s, the pool never shrinking meanwhile."""
+    now = data.draw(st.floats(-3.0, 0.0), label="last probe before the burst")
+    seen, current = observe(Throughput(), Sample(now, 0, 1)), 1
+    decision = Decision(1, "", History())
+
+    def probe(pool: Pool) -> None:
+        nonlocal now, seen, decision
+        now += data.draw(st.floats(1.0, 3.0), label="gap")
+        backlog = pool.backlog(now)
+        seen = observe(seen, Sample(now, backlog, pool.ready(now)))
+        decision = decide(for_wait(E2E, 10, seen), current, backlog, now, decision.history)
+
+    fast = Pool(0.0, 0.2 + overhead, 20)
+    while now < fast.sent or fast.backlog(now):   # until a probe finds the burst drained
+        probe(fast)
+        assert decision.replicas == 1, seen
+    assert seen.per_pod is not None        # the status shows a throughput
+
+    slow = Pool(now + 0.5, 2.0 + overhead, 36)
+    while now - slow.sent <= 60 and decision.replicas < 4:
+        probe(slow)
+        assert decision.replicas >= current, seen            # the pool never shrinks
+        slow.ready_at += [now + startup] * (decision.replicas - current)
+        current = decision.replicas
+    assert decision.replicas == 4, (now - slow.sent, seen)

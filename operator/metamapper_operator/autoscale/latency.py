@@ -19,10 +19,12 @@ Not every fall of the backlog is work done, so a span only counts when it can be
   count, nor the first one after it. A worker that starts takes ``prefetch x
   concurrency`` messages at once, just before or just after its pod turns ready, and with
   countInFlight off they leave the backlog as if done;
-- the estimate is the lower median of the newest ``WINDOW`` spans, so a fall no pod
-  served (a purge, a restore counted elsewhere, a prefetch after a worker resumed
-  consuming) moves it only when it happens in more than half of them; a lasting change of
-  the rate is followed within ``WINDOW // 2 + 1`` spans.
+- the estimate is the lower median of the newest ``WINDOW`` spans, or the newest span
+  if that is lower. A fall no pod served (a purge, a restore counted elsewhere, a prefetch
+  after a worker resumed consuming) only ever raises a span's rate, and raises the
+  estimate only when it happens in more than half of them; a slower span lowers it at
+  once (tasks that got longer ask for more pods the next probe; a lower estimate only
+  errs towards a larger pool), a faster pace raises it within ``WINDOW // 2 + 1`` spans.
 
 A span counts in full while every pod had work all along (at least one message per pod at
 its end). One that ends with fewer (the burst drained within it, so pods idled for part
@@ -47,7 +49,7 @@ from dataclasses import dataclass, replace
 
 from metamapper_operator.autoscale.policy import Bounds
 
-# Spans the estimate is the lower median of: one outlier among them never moves it.
+# Spans the estimate is the lower median of: one high outlier among them never moves it.
 WINDOW = 5
 # A span without any message finished for this long is dropped (arrivals as fast as the
 # pods work, or tasks longer than this): it would say little and would say it too low.
@@ -79,7 +81,7 @@ class Throughput:
     def per_pod(self) -> float | None:
         """Messages one pod finishes per second (None before a span was measured)."""
         if self.rates:
-            return sorted(self.rates)[(len(self.rates) - 1) // 2]
+            return min(sorted(self.rates)[(len(self.rates) - 1) // 2], self.rates[-1])
         return self.bound
 
     @property
