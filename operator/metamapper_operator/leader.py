@@ -248,7 +248,9 @@ class LeaseElector:
             log.info("released Lease %s/%s", s.namespace, s.name)
         except (ApiException, *TRANSPORT_ERRORS) as err:
             log.warning("could not release %s", KubeError(f"Lease {s.namespace}/{s.name}", err))
+        # A standby may act at once now: no write may start after this.
         self._leading = False
+        self.valid_until = self.fenced_at = 0.0
 
     def fence(self) -> None:
         """Check the deadline on SIGCONT and from a watchdog thread (see the module doc)."""

@@ -153,6 +153,7 @@ def test_release_hands_the_lease_over_at_once() -> None:
         assert await a.try_acquire_or_renew()
         assert not await b.try_acquire_or_renew()
         await a.release()
+        assert a.check() <= 0                         # no write of a's may start now
         assert await b.try_acquire_or_renew()         # no wait for the duration
 
     asyncio.run(scenario())
