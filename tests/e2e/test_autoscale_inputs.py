@@ -22,7 +22,7 @@ def test_paused_replicas_pin_real_pods_that_run_every_task(
     fleet.wait_for_workers(1)
     annotate(fleet, f"{PAUSED_REPLICAS}=2")
     fleet.wait_for_workers(2)
-    assert fleet.condition("Paused") == "True"
+    wait_until(lambda: fleet.condition("Paused") == "True", what="the Paused condition")
     replicas = ReplicasWatch(fleet.stack, fleet.deployment)
     ids = fleet.send(8, 1.0)           # 8 waiting, 1 per pod: 4 pods if not paused
     result = fleet.wait_done(ids)
@@ -34,7 +34,8 @@ def test_paused_replicas_pin_real_pods_that_run_every_task(
     fleet.stack.kubectl("annotate", "-n", NAMESPACE, "metamapper", fleet.name,
                         f"{PAUSED_REPLICAS}-")
     wait_until(lambda: fleet.replicas() == 1, timeout=30, what="autoscaled again: 1 pod")
-    assert fleet.condition("Paused") == "False"
+    # The status that says so is written after the scale.
+    wait_until(lambda: fleet.condition("Paused") == "False", what="Paused False again")
 
 
 def test_a_latency_target_sizes_the_pool_by_measured_throughput(
