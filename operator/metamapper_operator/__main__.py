@@ -18,14 +18,12 @@ from collections.abc import Sequence
 import kopf
 
 from metamapper_operator import __version__, metrics_server
-from metamapper_operator.config import Config
+from metamapper_operator.config import MIN_POLL_SECONDS, Config
 from metamapper_operator.health import Health
 from metamapper_operator.kube import Kube
 from metamapper_operator.leader import LeaseElector, LeaseSettings, identity
 
 DEFAULTS = Config()
-# The shortest polling interval: every broker is measured once per interval.
-MIN_POLL_SECONDS = 1.0
 # kopf's requests without leader election; with it, the fencing margin's write budget.
 KOPF_REQUEST_TIMEOUT = 60.0
 # kopf lists the Metamappers in pages of this many, so each page fits a short timeout.

@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+# The shortest polling interval a user may set: every broker is measured once per interval.
+MIN_POLL_SECONDS = 1.0
+
 
 @dataclass(frozen=True, kw_only=True)
 class Config:
@@ -28,9 +31,12 @@ class Config:
     def from_env(cls, env: Mapping[str, str]) -> Config:
         """Settings from METAMAPPER_* variables (the command line sets them)."""
         defaults = cls()
+        poll = float(env.get("METAMAPPER_POLL_SECONDS", defaults.poll_seconds))
+        if not poll >= MIN_POLL_SECONDS:
+            raise ValueError(f"METAMAPPER_POLL_SECONDS must be at least {MIN_POLL_SECONDS:g}")
         return cls(
             resync_seconds=float(env.get("METAMAPPER_RESYNC_SECONDS", defaults.resync_seconds)),
-            poll_seconds=float(env.get("METAMAPPER_POLL_SECONDS", defaults.poll_seconds)),
+            poll_seconds=poll,
             secret_ttl_seconds=float(env.get("METAMAPPER_SECRET_TTL_SECONDS",
                                              defaults.secret_ttl_seconds)),
         )

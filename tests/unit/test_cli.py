@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from metamapper_operator.__main__ import kopf_settings, lease_settings, parse_args
+from metamapper_operator.config import Config
 
 
 def test_defaults() -> None:
@@ -58,3 +59,10 @@ def test_kopfs_requests_end_within_the_fencing_margin(duration: str) -> None:
 
 def test_without_leader_election_kopf_keeps_a_long_timeout() -> None:
     assert kopf_settings(None).networking.request_timeout == 60
+
+
+@pytest.mark.parametrize("poll", ["0.5", "0", "nan"])
+def test_the_environment_cannot_set_a_polling_interval_below_one_second(poll: str) -> None:
+    with pytest.raises(ValueError, match="METAMAPPER_POLL_SECONDS must be at least 1"):
+        Config.from_env({"METAMAPPER_POLL_SECONDS": poll})
+    assert Config.from_env({"METAMAPPER_POLL_SECONDS": "1"}).poll_seconds == 1
