@@ -1,0 +1,90 @@
+"""The latency target wired into the autoscaling cycle (over the small fakes of
+test_wiring): each cycle feeds the estimator the pool's backlog and its Deployment's ready
+pods, sizes the pool from the estimate and shows it in status."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import dataclasses
+
+from metamapper_operator.autoscale.loop import Autoscaler
+from metamapper_operator.config import Config
+from metamapper_operator.model import parse
+from metamapper_operator.references import SecretCache
+from metamapper_operator.runtime import Runtime
+from metamapper_operator.state import Key
+from metamapper_operator.status import DeploymentState
+from tests.unit.sample import BODY, settled
+from tests.unit.test_wiring import ACCESS, KEY, FakeKube, FakeProbe
+
+
+class Pool:
+    """One fleet whose pool "default" (queues default and checks) has a latency target
+    of 30 s, a backlog target of 100 per pod until a throughput is measured, and up to 20
+    pods; a clock the test moves, and a Deployment it shapes."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.deployment = settled("mm-default", 1)
+        self.kube = FakeKube()
+        self.runtime = Runtime(config=Config(poll_seconds=1),
+                               kube=self.kube,  # type: ignore[arg-type]
+                               secrets=SecretCache(self.kube.read_secret, 60))
+        raw = copy.deepcopy(BODY)
+        raw["metadata"].update(namespace=KEY.namespace, name=KEY.name, uid="u-1")
+        fleet = parse(raw)
+        pool = fleet.pools[0]
+        pool = dataclasses.replace(pool, max_replicas=20, autoscaling=dataclasses.replace(
+            pool.autoscaling, target_wait_seconds=30.0, target_backlog_per_replica=100))
+        state, _ = self.runtime.state(KEY, "u-1")
+        state.fleet = dataclasses.replace(fleet, pools=(pool,))
+        state.access, state.generation = ACCESS, 3
+        self.runtime.note_change()
+        self.autoscaler = Autoscaler(self.runtime, self.deployments, clock=lambda: self.now)
+
+    def deployments(self, key: Key) -> dict[str, DeploymentState]:
+        return {"mm-default": self.deployment} if key in self.runtime.fleets else {}
+
+    async def probe(self, after: float, waiting: int, ready: int) -> None:
+        """A cycle ``after`` seconds on that finds ``waiting`` on each of the two queues and
+        ``ready`` pods ready (all of them asked for)."""
+        self.now += after
+        self.deployment = settled("mm-default", ready)
+        self.autoscaler.probes[ACCESS] = FakeProbe(waiting)
+        await self.autoscaler.cycle()
+
+    def throughput(self) -> float | None:
+        return self.runtime.fleets[KEY].scaling["default"].throughput_per_pod
+
+
+def test_the_cycle_measures_the_throughput_per_ready_pod_and_sizes_the_pool_from_it(
+        ) -> None:
+    async def scenario() -> None:
+        pool = Pool()
+        await pool.probe(0, 100, 2)           # backlog 200 with 2 pods ready
+        assert pool.throughput() is None
+        assert not pool.kube.scaled           # 100 per pod: the 2 it has
+        await pool.probe(5, 95, 2)            # 10 done in 5 s by 2 pods
+        assert pool.throughput() == 1.0
+        # 1 message per second and pod: 30 within 30 s; a backlog of 190 needs 7 pods.
+        assert pool.kube.scaled[-1] == ("mm-default", 7)
+
+    asyncio.run(scenario())
+
+
+def test_a_span_in_which_pods_turned_ready_is_not_counted() -> None:
+    """The 60 messages three new workers take at once as their pods turn ready (with
+    countInFlight off they leave the backlog) are not throughput: counted, they made the
+    estimate 1.9 /s, and the pool smaller by as much."""
+    async def scenario() -> None:
+        pool = Pool()
+        await pool.probe(0, 100, 2)
+        await pool.probe(5, 95, 2)            # 1 /s per pod
+        await pool.probe(5, 60, 5)            # 10 done, 60 prefetched as 3 pods turn ready
+        assert pool.throughput() == 1.0
+        await pool.probe(5, 55, 5)            # the first interval after: not counted either
+        await pool.probe(5, 30, 5)            # 50 done by 5 pods in 5 s: 2 /s per pod
+        assert pool.throughput() == 1.0       # the lower median of 1 and 2
+
+    asyncio.run(scenario())
