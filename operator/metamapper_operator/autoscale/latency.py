@@ -18,13 +18,14 @@ Not every fall of the backlog is work done, so a span only counts when it can be
 - the ready pods must be the same all along: a span in which they changed does not
   count, nor the first one after it. A worker that starts takes ``prefetch x
   concurrency`` messages at once, just before or just after its pod turns ready, and with
-  countInFlight off they leave the backlog as if done;
-- the estimate is the lower median of the newest ``WINDOW`` spans, or the newest span
-  if that is lower. A fall no pod served (a purge, a restore counted elsewhere, a prefetch
-  after a worker resumed consuming) only ever raises a span's rate, and raises the
-  estimate only when it happens in more than half of them; a slower span lowers it at
-  once (tasks that got longer ask for more pods the next probe; a lower estimate only
-  errs towards a larger pool), a faster pace raises it within ``WINDOW // 2 + 1`` spans.
+  countInFlight off they leave the backlog as if done.
+
+The estimate is the lower median of the newest ``WINDOW`` spans, or the newest span if
+that is lower. A fall no pod served (a purge, a restore counted elsewhere, a prefetch after
+a worker resumed consuming) only ever raises a span's rate, and raises the estimate only
+when it happens in more than half of them; a slower span lowers it at once (tasks that got
+longer ask for more pods at the next probe; a lower estimate only errs towards a larger
+pool), a faster pace raises it within ``WINDOW // 2 + 1`` spans.
 
 A span counts in full while every pod had work all along (at least one message per pod at
 its end). One that ends with fewer (the burst drained within it, so pods idled for part
