@@ -21,6 +21,7 @@ from metamapper_operator.autoscale.eviction import NOT_SAFE_TO_EVICT
 from metamapper_operator.autoscale.loop import Autoscaler
 from metamapper_operator.autoscale.shrink import Shrinker
 from metamapper_operator.brokers import QueueDepth
+from metamapper_operator.builders import LABEL_POOL
 from metamapper_operator.config import Config
 from metamapper_operator.kube import Kube
 from metamapper_operator.model import Schedule, parse
@@ -260,16 +261,27 @@ def test_workers_are_asked_after_the_resize_and_only_those_that_can_answer() -> 
     asyncio.run(scenario())
 
 
+class PodPerPool(LoggedKube):
+    """One running, ready pod per pool, named after it."""
+
+    async def list_pods(self, namespace: str, labels: Mapping[str, str]
+                        ) -> dict[str, WorkerPod]:
+        if LABEL_POOL not in labels:
+            return {}
+        name = f"p-{labels[LABEL_POOL]}"
+        return {name: WorkerPod(name)}
+
+
 def test_one_question_per_broker_for_every_pool_that_has_work() -> None:
     async def scenario() -> None:
         made = fleets(KEY, BAD, waiting=9)
         with_pool(made, BAD, name="other")
-        made.kube.pods = {"p-a": {}}             # the fake lists the same pod for both
-        control = Workers(running={"p-a": 0})
+        control = Workers(running={"p-default": 0, "p-other": 0})
         asking(made, control)
+        made.kube.__class__ = PodPerPool
         await cycle_and_answers(made.autoscaler)
         assert [entry for entry in control.log if entry[0] == "asked"] == [
-            ("asked", ["default@p-a", "other@p-a"])]
+            ("asked", ["default@p-default", "other@p-other"])]
 
     asyncio.run(scenario())
 
