@@ -338,3 +338,33 @@ def test_a_non_redis_broker_without_a_lock_holds_back_only_the_scheduler(
     events = json.loads(cluster.kubectl("get", "events", "-n", valid_fleet, "--field-selector",
                                         "reason=SchedulerHeld", "-o", "json").stdout)["items"]
     assert [e["type"] for e in events] == ["Warning"]
+
+
+def test_a_missing_flower_secret_holds_back_only_flower(
+        cluster: Cluster, valid_fleet: str, operator: OperatorProcess) -> None:
+    apply(cluster, valid_fleet, _variant("noauth", _set("flower", FLOWER)))
+    wait_for_children(cluster, valid_fleet, {"good-default", "good-revisioner",
+                                             "good-scheduler", "noauth-default",
+                                             "noauth-revisioner", "noauth-scheduler"})
+
+    def held() -> dict[str, Any]:
+        obj = get(cluster, valid_fleet, "metamapper", "noauth") or {}
+        return obj if "Flower is not deployed" in condition(obj, "Degraded").get(
+            "message", "") else {}
+
+    obj = wait_until(held, what="Flower held back")
+    assert condition(obj, "InvalidSpec")["status"] == "False"
+    assert condition(obj, "Ready")["reason"] == "SecretMissing"
+    assert "Secret 'flower-auth' not found" in condition(obj, "Ready")["message"]
+    assert get(cluster, valid_fleet, "deployment", "noauth-flower") is None
+    events = json.loads(cluster.kubectl("get", "events", "-n", valid_fleet, "--field-selector",
+                                        "reason=SecretMissing", "-o", "json").stdout)["items"]
+    assert [e["type"] for e in events] == ["Warning"]
+    apply(cluster, valid_fleet, {"apiVersion": "v1", "kind": "Secret",
+                                 "metadata": {"name": "flower-auth"},
+                                 "stringData": {"auth": "admin:s3cret"}})
+    # The operator does not watch Secrets: the resync looks for it again.
+    wait_for_children(cluster, valid_fleet, {"good-default", "good-revisioner",
+                                             "good-scheduler", "noauth-default",
+                                             "noauth-revisioner", "noauth-scheduler",
+                                             "noauth-flower"}, timeout=60)
