@@ -477,8 +477,8 @@ def _parse_schedule(where: str, raw: Mapping[str, Any]) -> Schedule:
         schedule.next_start(TRIAL_INSTANT)
         opened + datetime.timedelta(seconds=schedule.duration_seconds)
     except (ValueError, OverflowError):  # croniter's errors are ValueErrors
-        raise SpecError(f"{where}.cron", f"{schedule.cron!r} names no time that exists "
-                        "(a day the month does not have?)") from None
+        raise SpecError(f"{where}.cron", f"{schedule.cron!r} (schedule {schedule.name!r}) "
+                        "names no time that exists (a day the month does not have?)") from None
     return schedule
 
 

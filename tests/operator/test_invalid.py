@@ -166,7 +166,8 @@ NEEDS_OPERATOR: list[tuple[str, Mutation, str]] = [
      "spec.broker.rabbitmq.credentialsSecretRef: Secret 'nope' not found"),
     ("a schedule naming no day that exists",
      _set("pools.0.autoscaling", {"schedules": [NO_DAY]}),
-     "spec.pools[0].autoscaling.schedules[0].cron: '0 0 30 2 *' names no time that exists"),
+     "spec.pools[0].autoscaling.schedules[0].cron: '0 0 30 2 *' (schedule 'w') names no "
+     "time that exists"),
     ("a credential named in celery settings",
      _set("celery", {"settings": {"REDIS_PASSWORD": "pw"}}),
      "spec.celery.settings.REDIS_PASSWORD: carries credentials"),

@@ -112,6 +112,12 @@ def test_values_the_core_cannot_evaluate_are_refused_at_parse(raw: dict[str, Any
     assert raised.value.field == field
 
 
+def test_a_schedule_naming_no_day_is_refused_by_name() -> None:
+    with pytest.raises(SpecError) as raised:
+        parse(_scheduled(cron="0 0 30 2 *"))
+    assert "schedule 'w'" in raised.value.message and "names no time" in raised.value.message
+
+
 @pytest.mark.parametrize("cron", ["0 0 29 2 *", "0 0 31 * *", "0 0 L * *", "0 0 31 2 1"])
 def test_schedules_that_name_a_day_that_exists_are_accepted(cron: str) -> None:
     assert parse(_scheduled(cron=cron)).pools[0].autoscaling.schedules[0].cron == cron
