@@ -342,13 +342,16 @@ class Kube:
                 and not (pod.status and pod.status.phase in FINISHED)}
 
     async def annotate_pod(self, namespace: str, name: str,
-                           annotations: Mapping[str, str | None]) -> None:
+                           annotations: Mapping[str, str | None],
+                           labels: Mapping[str, str | None] | None = None) -> None:
+        """Set (None: remove) a pod's ``annotations``, and ``labels`` in the same patch."""
         what = f"annotating Pod {namespace}/{name}"
         timeout = self._write_timeout(what)
+        metadata = {"annotations": dict(annotations), **({"labels": dict(labels)} if labels
+                                                          else {})}
         try:
             await _patch(self.core.patch_namespaced_pod, name, namespace,
-                         {"metadata": {"annotations": dict(annotations)}}, content_type=MERGE,
-                         timeout=timeout)
+                         {"metadata": metadata}, content_type=MERGE, timeout=timeout)
         except (ApiException, *TRANSPORT_ERRORS) as err:
             if getattr(err, "status", None) != 404:
                 raise KubeError(what, err) from None

@@ -8,10 +8,12 @@ consuming again. Fakes of the Kube edge and the remote control from test_wiring.
 from __future__ import annotations
 
 import asyncio
+import copy
 import dataclasses
 import json
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
@@ -48,10 +50,11 @@ class RecordingKube(FakeKube):
                 if name in self.failed else pod for name, pod in pods.items()}
 
     async def annotate_pod(self, namespace: str, name: str,
-                           annotations: Mapping[str, str | None]) -> None:
+                           annotations: Mapping[str, str | None],
+                           labels: Mapping[str, str | None] | None = None) -> None:
         if self.refuse:
             raise KubeError(f"annotating Pod {namespace}/{name}", None)
-        await super().annotate_pod(namespace, name, annotations)
+        await super().annotate_pod(namespace, name, annotations, labels)
 
 
 @dataclass
@@ -111,9 +114,24 @@ def pool_of(kube: RecordingKube, control: ScriptedControl, time: list[float]) ->
 
 def pool(loads: dict[str, Load], annotations: dict[str, dict[str, str]] | None = None
          ) -> Pool:
+    """A pool of pods with ``loads``; those with ``annotations`` of a drain carry its
+    label too, as an operator writes them."""
     kube = RecordingKube()
     kube.pods = {name: dict((annotations or {}).get(name, {})) for name in loads}
+    kube.labels = {name: {DRAINING: "true"} for name, values in kube.pods.items()
+                   if DRAINING in values}
     return pool_of(kube, ScriptedControl(dict(loads)), [WALL])
+
+
+def body_of(name: str, uid: str) -> dict[str, Any]:
+    """BODY as another object of the same namespace."""
+    raw = copy.deepcopy(BODY)
+    raw["metadata"].update(name=name, uid=uid)
+    return raw
+
+
+async def ignore(kind: str, reason: str, message: str) -> None:
+    pass
 
 
 def record(since: float, queues: tuple[str, ...] = POOL.queues) -> str:
@@ -139,6 +157,34 @@ def test_the_record_says_when_the_drain_started_and_which_queues_it_stopped() ->
         await p.step(2, 1)
         assert json.loads(p.kube.pods["p-a"][DRAINING]) == {
             "since": WALL, "queues": list(POOL.queues)}
+    asyncio.run(scenario())
+
+
+def test_a_record_is_labelled_so_that_a_new_leader_finds_it_in_one_request() -> None:
+    async def scenario() -> None:
+        p = pool({"p-a": Load(), "p-b": Load(active=1)})
+        await p.step(2, 1)
+        assert p.kube.labels["p-a"] == {DRAINING: "true"}
+        await p.step(2, 2)
+        assert p.kube.labels["p-a"] == {} and p.kube.pods["p-a"] == {}
+    asyncio.run(scenario())
+
+
+def test_a_new_leader_looks_for_records_once_per_namespace() -> None:
+    """Not once per pool: at start every pool is stepped, and thousands of listings would
+    hold up the first cycle."""
+    async def scenario() -> None:
+        p = pool({"p-a": Load(), "p-b": Load(active=1)}, {"p-a": {DRAINING: record(WALL)}})
+        others = [parse(body_of(f"other-{n}", f"u-other-{n}")) for n in range(3)]
+        for other in others:
+            await p.shrinker.step(other, other.pools[0], ACCESS, 1, 1, ignore)
+        assert p.kube.listings == 1             # the namespace's records: none of theirs
+        await p.step(2, 2)                      # mm's pool has one: its pods are listed
+        assert p.kube.listings == 2 and p.control.resumed == ["p-a"]
+        for other in others:
+            await p.shrinker.step(other, other.pools[0], ACCESS, 1, 1, ignore)
+        await p.step(2, 2)
+        assert p.kube.listings == 2
     asyncio.run(scenario())
 
 
@@ -176,7 +222,7 @@ def test_a_step_cancelled_while_stopping_leaves_a_record_the_next_step_resolves(
         p = pool({"p-a": Load(), "p-b": Load(active=1)})
         p.control.release = asyncio.Event()
         step = asyncio.create_task(p.step(2, 1))
-        while not p.control.stopped:
+        while not p.control.stopped and not step.done():
             await asyncio.sleep(0)
         step.cancel()                            # the cycle's budget ran out
         with pytest.raises(asyncio.CancelledError):
@@ -347,6 +393,7 @@ def autoscaled(control: ScriptedControl, annotations: dict[str, dict[str, str]]
     through ``control``, its broker asking for both pods."""
     pods = {name: WorkerPod(name, annotations.get(name, {})) for name in ("p-a", "p-b")}
     _runtime, kube, autoscaler, _control, _clock = shrinking(pods, control.held, replicas=2)
+    kube.labels = {name: {DRAINING: "true"} for name in annotations}
     assert autoscaler.shrinker is not None
     autoscaler.shrinker.control_for = lambda access, options: control  # type: ignore[assignment,return-value]
     autoscaler.probes[ACCESS] = FakeProbe(4)

@@ -27,6 +27,7 @@ from metamapper_operator.autoscale.eviction import NOT_SAFE_TO_EVICT
 from metamapper_operator.autoscale.loop import Autoscaler
 from metamapper_operator.autoscale.shrink import DRAINING, Shrinker
 from metamapper_operator.brokers import QueueDepth
+from metamapper_operator.builders import LABEL_COMPONENT, LABEL_INSTANCE, LABEL_NAME, LABEL_POOL
 from metamapper_operator.config import Config
 from metamapper_operator.handlers import supervise
 from metamapper_operator.health import Health
@@ -40,6 +41,8 @@ from tests.unit.sample import BODY
 
 KEY = Key("wiring", "mm")
 ACCESS = BrokerAccess(transport="redis", url="redis://r:6379/0")
+POOL_LABELS = {LABEL_NAME: "metamapper", LABEL_INSTANCE: KEY.name, LABEL_COMPONENT: "worker",
+               LABEL_POOL: "default"}
 
 
 @dataclass
@@ -48,6 +51,7 @@ class FakeKube:
     events: list[str] = field(default_factory=list)
     statuses: int = 0
     pods: dict[str, dict[str, str]] = field(default_factory=dict)  # annotations by pod
+    labels: dict[str, dict[str, str]] = field(default_factory=dict)  # set on a pod, by pod
     not_ready: set[str] = field(default_factory=set)
     pending: set[str] = field(default_factory=set)   # not started (no room on a node)
     applied: list[str] = field(default_factory=list)
@@ -74,21 +78,27 @@ class FakeKube:
 
     async def list_pods(self, namespace: str, labels: Mapping[str, str]
                         ) -> dict[str, WorkerPod]:
-        return {pod: WorkerPod(pod, dict(annotations),
+        """Every pod is a worker of KEY's pool "default", with the labels set on it."""
+        found = {pod: {**POOL_LABELS, **self.labels.get(pod, {})} for pod in self.pods}
+        return {pod: WorkerPod(pod, dict(annotations), found[pod],
                                phase="Pending" if pod in self.pending else "Running",
                                ready=pod not in self.not_ready | self.pending)
-                for pod, annotations in self.pods.items()}
+                for pod, annotations in self.pods.items()
+                if all(found[pod].get(k) == v for k, v in labels.items())}
 
     def pods_ready(self, *pods: str) -> None:
         self.not_ready -= set(pods)
 
     async def annotate_pod(self, namespace: str, name: str,
-                           annotations: Mapping[str, str | None]) -> None:
-        for key, value in annotations.items():
-            if value is None:
-                self.pods[name].pop(key, None)
-            else:
-                self.pods[name][key] = value
+                           annotations: Mapping[str, str | None],
+                           labels: Mapping[str, str | None] | None = None) -> None:
+        for values, changes in ((self.pods[name], annotations),
+                                (self.labels.setdefault(name, {}), labels or {})):
+            for key, value in changes.items():
+                if value is None:
+                    values.pop(key, None)
+                else:
+                    values[key] = value
 
 
 @dataclass

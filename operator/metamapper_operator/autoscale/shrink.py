@@ -26,9 +26,13 @@ its pods and reconciles the records with them and with the workers:
 - a record on a pod that ended (evicted: phase Failed) is forgotten: no worker runs there
   and the ReplicaSet controller has replaced the pod.
 
-Pools without records cost nothing: the shrinker lists a pool's pods once when it first
-sees the pool (to find what an earlier operator left) and then only while the pool shrinks
-or has records (:attr:`Outcome.settled`, :attr:`Shrinker.settled`). The workers are reached
+A record's pod also carries the label ``metamapper.io/draining``, so that what an earlier
+operator left is found with one small listing per namespace (the pods with that label), the
+first time a pool of the namespace is stepped, not with a listing per pool: at start every
+pool is stepped, and thousands of listings would hold up the first cycle. (A mark from
+before records carried the label is found when its pool is next listed: when it is resized.)
+Then pools without records cost nothing; a pool's pods are listed only while it shrinks or
+has records (:attr:`Outcome.settled`, :attr:`Shrinker.settled`). The workers are reached
 with the fleet's current credentials: the control is made again when the broker access
 given to a step differs from the one it was made with (a rotated Secret).
 
@@ -60,12 +64,20 @@ from metamapper_operator.autoscale.drainplan import (
     pick,
     review,
 )
-from metamapper_operator.builders import celery_settings, selector_labels
+from metamapper_operator.builders import (
+    LABEL_COMPONENT,
+    LABEL_INSTANCE,
+    LABEL_NAME,
+    LABEL_POOL,
+    celery_settings,
+    selector_labels,
+)
 from metamapper_operator.kube import Kube, KubeError
 from metamapper_operator.model import Fleet, Pool
 from metamapper_operator.references import BrokerAccess
 
-DRAINING = "metamapper.io/draining"
+DRAINING = "metamapper.io/draining"   # the annotation (the record) and the label
+RECORDED = "true"                      # the label's value
 log = logging.getLogger(__name__)
 
 Report = Callable[[str, str, str], Awaitable[None]]   # (event type, reason, message)
@@ -161,6 +173,10 @@ class Shrinker:
     control_for: ControlFor = WorkerControl
     pools: dict[tuple[str, str], PoolDrains] = field(default_factory=dict)  # (uid, pool)
     adopted: set[tuple[str, str]] = field(default_factory=set)
+    # Namespaces looked for records in, and the pools (namespace, object, pool) found to
+    # have some there that are not adopted yet.
+    scanned: set[str] = field(default_factory=set)
+    recorded: set[tuple[str, str, str]] = field(default_factory=set)
 
     @property
     def settled(self) -> bool:
@@ -172,8 +188,17 @@ class Shrinker:
         """The size the pool's Deployment may take now, on the way to ``target``."""
         key = (fleet.uid, pool.name)
         found = self.pools.get(key)
-        if found is None and key in self.adopted and target >= current:
+        where = (fleet.namespace, fleet.name, pool.name)
+        if found is None and key not in self.adopted:
+            await self._scan(fleet.namespace)
+            # A pool without a labelled record is listed the first time it is resized,
+            # for a mark from before records carried the label.
+            if where not in self.recorded and target == current:
+                self.adopted.add(key)
+                return Outcome(target)
+        elif found is None and target >= current:
             return Outcome(target)  # the usual case: no pod listed, no worker asked
+        self.recorded.discard(where)
         options = celery_settings(fleet).get("broker_transport_options") or {}
         if found is None:
             found = self.pools[key] = PoolDrains(
@@ -194,6 +219,17 @@ class Shrinker:
         if not found.records:
             self.pools.pop(key, None)
         return outcome
+
+    async def _scan(self, namespace: str) -> None:
+        """Note the pools of ``namespace`` whose pods carry records (once)."""
+        if namespace in self.scanned:
+            return
+        pods = await self.kube.list_pods(namespace, {
+            LABEL_NAME: "metamapper", LABEL_COMPONENT: "worker", DRAINING: RECORDED})
+        self.recorded |= {(namespace, pod.labels.get(LABEL_INSTANCE, ""),
+                           pod.labels.get(LABEL_POOL, ""))
+                          for pod in pods.values() if not pod.ended}
+        self.scanned.add(namespace)
 
     async def _step(self, found: PoolDrains, pool: Pool, current: int, target: int,
                     report: Report) -> Outcome:
@@ -231,7 +267,8 @@ class Shrinker:
                 # write, so that a write cut off half-way is looked for next step.
                 found.note(name, record, Draining(name, now, now + timeout))
                 await self.kube.annotate_pod(found.namespace, name,
-                                             {DRAINING: record.encode()})
+                                             {DRAINING: record.encode()},
+                                             {DRAINING: RECORDED})
         await self._stop(found, empty)
 
         asked = [p for p in found.drains if p not in empty]
@@ -311,7 +348,8 @@ class Shrinker:
             confirmed += [n for n in group if hostname(found.pool, n) in replied]
         for name in sorted(confirmed):
             await self.kube.annotate_pod(found.namespace, name,
-                                         {DRAINING: None, DELETION_COST: None})
+                                         {DRAINING: None, DELETION_COST: None},
+                                         {DRAINING: None})
             found.forget(name)
         return sorted(set(names) - set(confirmed))
 
