@@ -203,7 +203,9 @@ def reads_secrets(fleet: Fleet | None) -> bool:
     broker = fleet.broker
     return any(ref is not None for ref in (broker.url_secret, broker.rabbitmq_credentials,
                                            broker.sqs_credentials,
-                                           fleet.scheduler.lock.redis_url_secret))
+                                           fleet.scheduler.lock.redis_url_secret,
+                                           fleet.result_backend_secret,
+                                           fleet.flower.basic_auth_secret))
 
 
 def unchanged(runtime: Runtime, key: Key, inputs: ReconcileInputs) -> bool:

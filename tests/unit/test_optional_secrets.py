@@ -11,6 +11,7 @@ import kopf
 from metamapper_operator import handlers
 from metamapper_operator.autoscale.loop import Autoscaler
 from metamapper_operator.config import Config
+from metamapper_operator.model import parse
 from metamapper_operator.references import SecretCache
 from metamapper_operator.runtime import Runtime
 from metamapper_operator.status import DeploymentState
@@ -45,3 +46,15 @@ def test_missing_flower_and_result_backend_secrets_leave_the_pools_scaling() -> 
         assert [name for name, _ in kube.scaled] == ["mm-default"]
 
     asyncio.run(scenario())
+
+
+def test_optional_secrets_are_read_again_like_the_brokers() -> None:
+    """The operator does not watch Secrets: an object naming any is reconciled again once
+    its Secrets are due to be read, so a deleted (or created) optional Secret is seen."""
+    flower_only = copy.deepcopy(BODY)
+    flower_only["spec"]["flower"] = {"enabled": True, "basicAuthSecretRef": {"name": "auth"}}
+    results_only = copy.deepcopy(BODY)
+    results_only["spec"]["celery"] = {"resultBackendSecretRef": {"name": "results"}}
+    assert handlers.reads_secrets(parse(flower_only))
+    assert handlers.reads_secrets(parse(results_only))
+    assert not handlers.reads_secrets(parse(BODY))
