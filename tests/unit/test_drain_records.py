@@ -40,11 +40,14 @@ class RecordingKube(FakeKube):
 
     listings: int = 0
     refuse: bool = False
+    unlisted: bool = False   # listing pods fails
     failed: set[str] = field(default_factory=set)
 
     async def list_pods(self, namespace: str, labels: Mapping[str, str]
                         ) -> dict[str, WorkerPod]:
         self.listings += 1
+        if self.unlisted:
+            raise KubeError(f"listing pods in {namespace}", None)
         pods = await super().list_pods(namespace, labels)
         return {name: dataclasses.replace(pod, phase="Failed", ready=False)
                 if name in self.failed else pod for name, pod in pods.items()}
@@ -185,6 +188,22 @@ def test_a_new_leader_looks_for_records_once_per_namespace() -> None:
             await p.shrinker.step(other, other.pools[0], ACCESS, 1, 1, ignore)
         await p.step(2, 2)
         assert p.kube.listings == 2
+    asyncio.run(scenario())
+
+
+def test_a_pool_grows_even_when_its_records_cannot_be_looked_for() -> None:
+    """Growing loses no task: it never waits on the drains. Shrinking does, and the
+    records are looked for again at the next step."""
+    async def scenario() -> None:
+        p = pool({"p-a": Load(), "p-b": Load(active=1)}, {"p-a": {DRAINING: record(WALL)}})
+        p.kube.unlisted = True
+        outcome = await p.step(2, 3)
+        assert outcome.replicas == 3 and not outcome.settled
+        with pytest.raises(KubeError):
+            await p.step(2, 1)
+        p.kube.unlisted = False
+        await p.step(3, 3)
+        assert p.control.resumed == ["p-a"] and p.kube.pods["p-a"] == {}
     asyncio.run(scenario())
 
 

@@ -185,7 +185,23 @@ class Shrinker:
 
     async def step(self, fleet: Fleet, pool: Pool, access: BrokerAccess, current: int,
                    target: int, report: Report) -> Outcome:
-        """The size the pool's Deployment may take now, on the way to ``target``."""
+        """The size the pool's Deployment may take now, on the way to ``target``.
+
+        An API error holds a shrinking pool (raised: the pool's fault) but not a growing
+        one: growing loses no task, so it never waits on the drains (the step is taken
+        again next cycle)."""
+        try:
+            return await self._tracked(fleet, pool, access, current, target, report)
+        except KubeError as err:
+            if target <= current:
+                raise
+            log.warning("pool %s of %s/%s: %s", pool.name, fleet.namespace, fleet.name, err)
+            found = self.pools.get((fleet.uid, pool.name))
+            return Outcome(target, f"; drains not reconciled: {err}",
+                           tuple(sorted(found.drains)) if found else (), settled=False)
+
+    async def _tracked(self, fleet: Fleet, pool: Pool, access: BrokerAccess, current: int,
+                       target: int, report: Report) -> Outcome:
         key = (fleet.uid, pool.name)
         found = self.pools.get(key)
         where = (fleet.namespace, fleet.name, pool.name)
