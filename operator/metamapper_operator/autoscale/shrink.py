@@ -26,6 +26,11 @@ its pods and reconciles the records with them and with the workers:
 - a record on a pod that ended (evicted: phase Failed) is forgotten: no worker runs there
   and the ReplicaSet controller has replaced the pod.
 
+A worker that holds only tasks waiting for their ETA counts as drained: its warm shutdown
+gives them back to the broker (``autoscale/drainplan.py`` says why and how), so a pool
+whose workers all hold some still shrinks. An API error holds a shrinking pool; a growing
+one never waits on its drains.
+
 A record's pod also carries the label ``metamapper.io/draining``, so that what an earlier
 operator left is found with one small listing per namespace (the pods with that label), the
 first time a pool of the namespace is stepped, not with a listing per pool: at start every
