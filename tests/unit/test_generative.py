@@ -14,7 +14,8 @@ Invariants:
 - no exception leaves the object's boundary: its reconcile raises nothing but kopf's
   TemporaryError or PermanentError (and then its status does not claim Ready), the
   canary's reconcile raises nothing, and an autoscaling cycle raises nothing;
-- the canary grows in every cycle (its backlog asks for it);
+- the canary grows in every cycle (its backlog asks for it), and the object writes or
+  deletes none of the canary's children;
 - no secret (the values of the Secrets in the fake cluster, and credentials written in
   the object itself) appears in any output: status, events, log records, the ConfigMap
   and every applied object (container command and args included), metric labels, and
@@ -369,8 +370,7 @@ class WitnessKube(GateKube):
         """The children of ``key`` the apiserver took, the latest of each, by (kind, name)."""
         uid = self.uids.get(key.name)
         return {(obj["kind"], obj["metadata"]["name"]): obj for obj in self.objects
-                if uid in [ref.get("uid") for ref in obj["metadata"].get("ownerReferences")
-                           or ()]}
+                if uid is not None and _owned_by(obj, uid)}
 
     def deployments(self, key: Key) -> dict[str, DeploymentState]:
         """The Deployments of ``key`` as the watch would show them."""
@@ -479,6 +479,10 @@ def _outputs(outcome: Outcome, logged: str) -> Iterator[tuple[str, str]]:
     yield "log", logged
 
 
+def _owned_by(obj: Mapping[str, Any], uid: str) -> bool:
+    return uid in [ref.get("uid") for ref in obj["metadata"].get("ownerReferences") or ()]
+
+
 def _claims_ready(status: Mapping[str, Any]) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True"
                for c in status.get("conditions") or ())
@@ -497,8 +501,13 @@ def test_whatever_one_object_holds_stays_its_own(case: Case,
     for where, text in _outputs(outcome, caplog.text):
         leaked = [core for core in CORES if core in text]
         assert not leaked, f"secret {leaked} in the {where}: {text[:2000]}"
+    kube, name = outcome.kube, case.body["metadata"]["name"]
+    canary = set(kube.children(CANARY))
+    touched = {(o["kind"], o["metadata"]["name"]) for o in kube.submitted
+               if not _owned_by(o, "u-canary")}
+    assert not touched & canary, f"the object wrote the canary's {touched & canary}"
+    assert not set(kube.deleted) & canary, f"the canary's {set(kube.deleted) & canary} deleted"
     if outcome.raised:
-        name = case.body["metadata"]["name"]
         mine = [status for who, status in outcome.kube.written if who == name]
         assert not (mine and _claims_ready(mine[-1])), (
             f"the reconcile failed ({outcome.raised[-1]}) and the status says Ready")
