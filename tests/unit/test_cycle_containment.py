@@ -177,11 +177,8 @@ def test_a_status_that_cannot_be_written_stops_no_other_object() -> None:
     asyncio.run(scenario())
 
 
-@dataclass
 class PartlyBlind(FakeProbe):
     """Measures every queue but those in ``failed`` (the probes' per-queue contract)."""
-
-    failed: dict[str, str] = field(default_factory=dict)
 
     async def measure(self, queues: Collection[str]) -> dict[str, QueueDepth]:
         found = await super().measure(queues)

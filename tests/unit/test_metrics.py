@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client import REGISTRY
 
@@ -30,6 +30,7 @@ class DepthProbe:
     source: str = "fake"
     round_trips: int = 0
     unconsumed: tuple[str, ...] | None = None
+    failed: dict[str, str] = field(default_factory=dict)
 
     async def measure(self, queues: Collection[str]) -> dict[str, QueueDepth]:
         if self.error:

@@ -110,6 +110,7 @@ class FakeProbe:
     source: str = "fake"
     round_trips: int = 0
     unconsumed: tuple[str, ...] | None = None
+    failed: dict[str, str] = field(default_factory=dict)
 
     async def measure(self, queues: Collection[str]) -> dict[str, QueueDepth]:
         if self.during is not None:

@@ -453,8 +453,7 @@ class Autoscaler:
                 probe = self.probes[access] = probe_for(access)
             source = probe.source
             depths = await probe.measure(queues)
-            # Queues it could not measure (a probe that degrades per queue says which).
-            failed = dict(getattr(probe, "failed", None) or {})
+            failed = dict(probe.failed)  # queues it could not measure, and why
         except Exception as err:
             metrics.probe_errors.labels(*labels).inc()
             metrics.broker_up.labels(*labels).set(0)
