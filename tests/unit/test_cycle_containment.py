@@ -10,12 +10,14 @@ import asyncio
 import copy
 import dataclasses
 import json
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from kubernetes_asyncio import client
 
+from metamapper_operator import metrics
 from metamapper_operator.autoscale.drainplan import WorkerPod
 from metamapper_operator.autoscale.eviction import NOT_SAFE_TO_EVICT
 from metamapper_operator.autoscale.loop import Autoscaler
@@ -32,14 +34,15 @@ from metamapper_operator.status import DeploymentState
 from tests.unit.sample import BODY
 from tests.unit.test_wiring import (
     ACCESS,
-    KEY,
     FakeControl,
     FakeKube,
     FakeProbe,
     cycle_and_answers,
 )
 
-BAD = Key("wiring", "bad")
+# Objects of their own: the metric series they leave would be another test's.
+CANARY = Key("containment", "mm")
+BAD = Key("containment", "bad")
 PASSWORD = "hunter2-broker"
 SECRET_ACCESS = BrokerAccess(transport="redis", url=f"redis://:{PASSWORD}@r:6379/0")
 
@@ -50,6 +53,13 @@ class Fleets:
     kube: FakeKube
     autoscaler: Autoscaler
     replicas: dict[Key, int] = field(default_factory=dict)
+
+
+@pytest.fixture(autouse=True)
+def no_series_left() -> Iterator[None]:
+    yield
+    for key in (CANARY, BAD):
+        metrics.forget(*key)
 
 
 def fleets(*keys: Key, access: BrokerAccess = ACCESS, waiting: int = 9) -> Fleets:
@@ -109,17 +119,17 @@ NEVER = Schedule(name="feb30", cron="0 0 30 2 *", duration_seconds=60, min_repli
 
 def test_a_pool_that_raises_stops_only_its_object_and_recovers() -> None:
     async def scenario() -> None:
-        made = fleets(KEY, BAD)
+        made = fleets(CANARY, BAD)
         with_pool(made, BAD, schedules=(NEVER,))
         for _ in range(3):
             await made.autoscaler.cycle()         # finishes: run() counts it as done
-        assert scaled(made, KEY) == [5]          # the canary scaled in the first cycle
+        assert scaled(made, CANARY) == [5]          # the canary scaled in the first cycle
         assert scaled(made, BAD) == []
         ready = conditions(made, BAD)["Ready"]
         assert (ready["status"], ready["reason"]) == ("False", "AutoscalingFailed")
         assert "autoscaling pool default" in ready["message"]
         assert made.kube.events.count("AutoscalingFailed") == 1   # once, not per cycle
-        assert conditions(made, KEY)["Ready"]["reason"] != "AutoscalingFailed"
+        assert conditions(made, CANARY)["Ready"]["reason"] != "AutoscalingFailed"
 
         with_pool(made, BAD, schedules=())       # fixed: the pool scales, its fault goes
         await made.autoscaler.cycle()
@@ -132,7 +142,7 @@ def test_a_pool_that_raises_stops_only_its_object_and_recovers() -> None:
 
 def test_a_fault_of_a_pool_no_longer_autoscaled_goes_with_it() -> None:
     async def scenario() -> None:
-        made = fleets(KEY, BAD)
+        made = fleets(CANARY, BAD)
         with_pool(made, BAD, schedules=(NEVER,))
         await made.autoscaler.cycle()
         assert made.runtime.fleets[BAD].faults
@@ -146,11 +156,11 @@ def test_a_fault_of_a_pool_no_longer_autoscaled_goes_with_it() -> None:
 
 def test_a_fault_message_never_shows_the_broker_password() -> None:
     async def scenario() -> None:
-        made = fleets(KEY, BAD, access=SECRET_ACCESS)
+        made = fleets(CANARY, BAD, access=SECRET_ACCESS)
         with_pool(made, BAD, schedules=(dataclasses.replace(
             NEVER, cron=f"0 0 30 2 * {SECRET_ACCESS.url}"),))
         await made.autoscaler.cycle()
-        assert scaled(made, KEY) == [5]
+        assert scaled(made, CANARY) == [5]
         status = made.runtime.fleets[BAD].status or ""
         assert "AutoscalingFailed" in status and PASSWORD not in status
 
@@ -166,12 +176,12 @@ class BrokenStatus(FakeKube):
 
 def test_a_status_that_cannot_be_written_stops_no_other_object() -> None:
     async def scenario() -> None:
-        made = fleets(BAD, KEY)                  # the bad one first
+        made = fleets(BAD, CANARY)                  # the bad one first
         made.kube.__class__ = BrokenStatus
         await made.autoscaler.cycle()
         await made.autoscaler.cycle()
-        assert scaled(made, KEY) == [5] and scaled(made, BAD) == [5]
-        assert conditions(made, KEY)["Ready"]["reason"] != "AutoscalingFailed"
+        assert scaled(made, CANARY) == [5] and scaled(made, BAD) == [5]
+        assert conditions(made, CANARY)["Ready"]["reason"] != "AutoscalingFailed"
         assert made.kube.events.count("StatusFailed") == 1
 
     asyncio.run(scenario())
@@ -187,13 +197,13 @@ class PartlyBlind(FakeProbe):
 
 def test_a_queue_that_cannot_be_measured_holds_only_the_pools_that_consume_it() -> None:
     async def scenario() -> None:
-        made = fleets(KEY, BAD)
+        made = fleets(CANARY, BAD)
         with_pool(made, BAD, queues=("unacked",))
         made.autoscaler.probes[ACCESS] = PartlyBlind(9, failed={
             "unacked": "WRONGTYPE Operation against a key holding the wrong kind of value"})
         await made.autoscaler.cycle()
         await made.autoscaler.cycle()
-        assert scaled(made, KEY) == [5]          # the broker's other queues scale
+        assert scaled(made, CANARY) == [5]          # the broker's other queues scale
         assert scaled(made, BAD) == []           # no decision on a partial backlog
         ready = conditions(made, BAD)["Ready"]
         assert (ready["status"], ready["reason"]) == ("False", "QueueUnmeasured")
@@ -243,7 +253,7 @@ def asking(made: Fleets, control: Workers) -> None:
 
 def test_workers_are_asked_after_the_resize_and_only_those_that_can_answer() -> None:
     async def scenario() -> None:
-        made = fleets(KEY, waiting=9)
+        made = fleets(CANARY, waiting=9)
         made.kube.pods = {"p-run": {}, "p-pending": {}, "p-starting": {}}
         made.kube.pending = {"p-pending"}
         made.kube.not_ready = {"p-starting"}
@@ -271,7 +281,7 @@ class PodPerPool(LoggedKube):
 
 def test_one_question_per_broker_for_every_pool_that_has_work() -> None:
     async def scenario() -> None:
-        made = fleets(KEY, BAD, waiting=9)
+        made = fleets(CANARY, BAD, waiting=9)
         with_pool(made, BAD, name="other")
         control = Workers(running={"p-default": 0, "p-other": 0})
         asking(made, control)
@@ -287,19 +297,19 @@ def test_workers_that_do_not_answer_never_hold_a_decision() -> None:
     """The first round of questions is still waiting when the next cycles decide and
     resize; no new round starts meanwhile."""
     async def scenario() -> None:
-        made = fleets(KEY, waiting=2)            # backlog 4: 2 pods
+        made = fleets(CANARY, waiting=2)            # backlog 4: 2 pods
         made.kube.pods = {"p-a": {}}
         control = Workers(running={"p-a": 1}, gate=asyncio.Event())
         asking(made, control)
         # A guard against a hang, not a measure of speed: a cycle waiting on the workers
         # would never finish.
         await asyncio.wait_for(made.autoscaler.cycle(), 30)
-        made.replicas[KEY] = 2
+        made.replicas[CANARY] = 2
         probe = made.autoscaler.probes[ACCESS]
         assert isinstance(probe, FakeProbe)
         probe.waiting = 9
         await asyncio.wait_for(made.autoscaler.cycle(), 30)
-        assert scaled(made, KEY) == [2, 5]
+        assert scaled(made, CANARY) == [2, 5]
         assert [e for e in control.log if e[0] == "asked"] == [("asked", ["default@p-a"])]
         assert control.gate is not None
         control.gate.set()

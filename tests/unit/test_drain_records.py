@@ -445,9 +445,6 @@ def test_the_autoscaler_reaches_the_workers_with_the_fleets_current_credentials(
     asyncio.run(scenario())
 
 
-@pytest.mark.xfail(strict=True, reason="the loop lets a pool with drain records rest: it "
-                   "must not while Outcome.settled is False (nor a cycle be quiet while "
-                   "Shrinker.settled is False)")
 def test_the_autoscaler_asks_again_every_cycle_until_a_resume_is_confirmed() -> None:
     async def scenario() -> None:
         control = ScriptedControl({"p-a": Load(), "p-b": Load(active=1)}, deaf={"p-a"})

@@ -472,7 +472,8 @@ class Autoscaler:
         return (quiet is not None and quiet.revision == revision
                 and quiet.readings == readings
                 and (quiet.until is None or wall < quiet.until)
-                and not self.unpublished and not self.runtime.settling())
+                and not self.unpublished and not self.runtime.settling()
+                and (self.shrinker is None or self.shrinker.settled))
 
     async def cycle(self) -> None:
         # Read before anything else: a change made while this cycle runs makes the next
@@ -736,7 +737,8 @@ class Autoscaler:
         if target != current:
             await self._resize(key, pool, name, current, target, reason, cause)
             scale = replace(scale, last_scale_time=now(), last_scale_reason=reason)
-        elif decision.replicas == current and at_rest(decision.history, current):
+        elif (decision.replicas == current and at_rest(decision.history, current)
+              and outcome.settled):  # a drain record to finish or undo: not at rest
             self.resting[pool_key] = Rest(inputs, bounds, self.clock(),
                                           pool_depths(pool, depths))
         record_pool(pool_series(key, pool), pool, depths, backlog, decision.replicas, current)
