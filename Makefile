@@ -72,7 +72,7 @@ FAST_TESTS := tests/unit tests/devenv/test_waiting.py tests/tasks/test_config.py
   tests/tasks/test_redact.py
 
 .PHONY: test-fast
-test-fast: venv ## unit and wiring tests only: no service, control plane or node (< 60 s)
+test-fast: venv ## unit and wiring tests only: no service, control plane or node (< 30 s)
 	METAMAPPER_GENERATIVE_PROFILE=fast $(VENV)/bin/pytest -q --timeout=60 $(PYTEST_ARGS) $(FAST_TESTS)
 
 test-only: ## the pytest suite alone (after `make test` has set things up once)

@@ -7,7 +7,8 @@ Secret references, Celery settings, the pause annotations, schedules). Each obje
 next to a valid canary fleet on small fakes of the Kube edge and of the probes: a
 reconcile of each, two autoscaling cycles with a growing backlog, and a second reconcile
 of the object with its children present. The fake apiserver refuses names it would
-refuse, and may fail one apply half-way.
+refuse, and may fail one apply half-way; the fake broker fails the queues a real one
+cannot measure.
 
 Invariants:
 
@@ -35,7 +36,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -51,6 +52,7 @@ from metamapper_operator import handlers
 from metamapper_operator.autoscale.drain import WorkerControl
 from metamapper_operator.autoscale.loop import Autoscaler
 from metamapper_operator.autoscale.shrink import Shrinker
+from metamapper_operator.brokers import QueueDepth
 from metamapper_operator.builders import SPEC_HASH
 from metamapper_operator.config import Config
 from metamapper_operator.kube import KubeError
@@ -389,6 +391,25 @@ def _hash(obj: Mapping[str, Any]) -> str:
     return str(obj["metadata"].get("annotations", {}).get(SPEC_HASH, ""))
 
 
+# Queues a real broker cannot measure: kombu's own Redis keys of other types (a hash, a
+# sorted set, a set) and names over AMQP's 255 bytes.
+POISONED = frozenset({"unacked", "unacked_index", "_kombu.binding.default"})
+
+
+@dataclass
+class PoisonedProbe(FakeProbe):
+    """The wiring tests' fake probe, failing the queues a real broker cannot measure the
+    way a real probe reports them: named in ``failed``, left out of the answer, every
+    other queue measured."""
+
+    async def measure(self, queues: Collection[str]) -> dict[str, QueueDepth]:
+        depths = await super().measure(queues)
+        self.failed = {queue: "WRONGTYPE Operation against a key holding the wrong kind "
+                       "of value" for queue in queues
+                       if queue in POISONED or len(queue.encode()) > 255}
+        return {queue: depth for queue, depth in depths.items() if queue not in self.failed}
+
+
 def checked_control(access: BrokerAccess, options: Mapping[str, object]) -> FakeControl:
     """The workers' remote control: made as the real one is (what it refuses, it refuses
     here too), answering as the fake of the wiring tests does."""
@@ -431,7 +452,7 @@ async def run(case: Case) -> Outcome:
     autoscaler.shrinker = Shrinker(kube, autoscaler.clock,  # type: ignore[arg-type]
                                    control_for=checked_control)  # type: ignore[arg-type]
     outcome = Outcome(kube, [], [], [])
-    probes: dict[BrokerAccess, FakeProbe] = {}
+    probes: dict[BrokerAccess, PoisonedProbe] = {}
 
     async def reconcile_object() -> None:
         try:
@@ -449,7 +470,7 @@ async def run(case: Case) -> Outcome:
             for state in runtime.fleets.values():
                 if state.access is not None and state.access not in autoscaler.probes:
                     autoscaler.probes[state.access] = probes.setdefault(
-                        state.access, FakeProbe(waiting))
+                        state.access, PoisonedProbe(waiting))
             for probe in probes.values():
                 probe.waiting = waiting
             before = runtime.replicas(CANARY, CANARY_DEPLOYMENT, 1)
