@@ -17,6 +17,7 @@ Invariants:
   canary's reconcile raises nothing, and an autoscaling cycle raises nothing;
 - the canary grows in every cycle (its backlog asks for it), and the object writes or
   deletes none of the canary's children;
+- the object's children have names of their own (no two of one kind share a name);
 - no secret (the values of the Secrets in the fake cluster, and credentials written in
   the object itself) appears in any output: status, events, log records, the ConfigMap
   and every applied object (container command and args included), metric labels, and
@@ -426,6 +427,8 @@ class Outcome:
     raised: list[BaseException]          # kopf's errors from the object's reconciles
     labels: list[str]                    # every metric label value while it lived
     grown: list[bool]                    # whether the canary grew, per cycle
+    # What each of the object's reconciles submitted, by (kind, name).
+    plans: list[list[tuple[str, str]]] = field(default_factory=list)
 
 
 async def _reconcile(kube: WitnessKube, runtime: Runtime, body: Mapping[str, Any],
@@ -455,10 +458,13 @@ async def run(case: Case) -> Outcome:
     probes: dict[BrokerAccess, PoisonedProbe] = {}
 
     async def reconcile_object() -> None:
+        start = len(kube.submitted)
         try:
             await _reconcile(kube, runtime, case.body, key)
         except (kopf.TemporaryError, kopf.PermanentError) as err:
             outcome.raised.append(err)
+        outcome.plans.append([(o["kind"], o["metadata"]["name"])
+                              for o in kube.submitted[start:]])
 
     try:
         await _reconcile(kube, runtime, CANARY_BODY, CANARY)
@@ -528,6 +534,8 @@ def test_whatever_one_object_holds_stays_its_own(case: Case,
                if not _owned_by(o, "u-canary")}
     assert not touched & canary, f"the object wrote the canary's {touched & canary}"
     assert not set(kube.deleted) & canary, f"the canary's {set(kube.deleted) & canary} deleted"
+    for plan in outcome.plans:  # two children of one name: one would overwrite the other
+        assert len(set(plan)) == len(plan), f"children of the same name: {plan}"
     if outcome.raised:
         mine = [status for who, status in outcome.kube.written if who == name]
         assert not (mine and _claims_ready(mine[-1])), (
