@@ -93,10 +93,12 @@ BACKEND_PASSWORD = "Bd27backendPw"
 FLOWER_PASSWORD = "Fw64flowerPw"
 SPEC_PASSWORD = "Sp11specPw"          # written in the object itself, where it is refused
 SETTINGS_PASSWORD = "St47settingsPw"  # in celery.settings, which render into a ConfigMap
+BINARY_PASSWORD = "Bn58binaryPw"      # in a Secret value that is not UTF-8
 CORES = [re.match(r"[A-Za-z0-9]+", value)[0]  # type: ignore[index]
          for value in (BROKER_PASSWORD, FAILOVER_PASSWORD, QUERY_PASSWORD, NOT_A_URL,
                        SQS_KEY_ID, SQS_SECRET, MANAGEMENT_PASSWORD, LOCK_PASSWORD,
-                       BACKEND_PASSWORD, FLOWER_PASSWORD, SPEC_PASSWORD, SETTINGS_PASSWORD)]
+                       BACKEND_PASSWORD, FLOWER_PASSWORD, SPEC_PASSWORD, SETTINGS_PASSWORD,
+                       BINARY_PASSWORD)]
 
 
 def _pw(value: str) -> str:
@@ -120,6 +122,14 @@ SECRETS: dict[str, dict[str, str]] = {
     "backend": {"url": f"db+postgresql://metamapper:{BACKEND_PASSWORD}@postgres/metamapper"},
     "fa": {"auth": f"admin:{FLOWER_PASSWORD}"},
 }
+# Secrets as the apiserver holds them: bytes, decoded as UTF-8 the way the Kube edge
+# decodes every Secret it reads (``"binary"`` cannot be).
+SECRET_BYTES: dict[str, dict[str, bytes]] = {
+    **{name: {key: value.encode() for key, value in data.items()}
+       for name, data in SECRETS.items()},
+    "binary": {"url": f"redis://:{BINARY_PASSWORD}".encode() + b"\xff\xfe@redis:6379/0",
+               "auth": b"admin:\xc3\x28" + BINARY_PASSWORD.encode()},
+}
 
 # --- adversarial values, tried wherever the schema admits them --------------------
 ADVERSARIAL = Adversarial(
@@ -140,7 +150,7 @@ ADVERSARIAL = Adversarial(
         # Time zones.
         "UTC", "Europe/Berlin", "Mars/Olympus", "../../etc/passwd",
         # Secret names and keys of the fake cluster, so references resolve.
-        "broker", "creds", "lock", "backend", "fa", "url", "auth", "password", "username",
+        "broker", "creds", "lock", "backend", "fa", "binary", "url", "auth", "password", "username",
         "AWS_ACCESS_KEY_ID", "absent",
     ),
     integers=(0, 1, 2, 59, 2**31 - 1, 2**31, 2**53 + 1, 10**12, 2**63 - 1),
@@ -193,7 +203,8 @@ SETTINGS = st.sampled_from([
     {"task_time_limit": "soon"}, {"task_time_limit": 10**30}, {"task_time_limit": -1},
     {"task_soft_time_limit": 1e308}, {"task_soft_time_limit": None},
 ])
-SECRET_REF = st.fixed_dictionaries({"name": st.sampled_from([*sorted(SECRETS), "absent"])},
+SECRET_REF = st.fixed_dictionaries({"name": st.sampled_from([*sorted(SECRET_BYTES),
+                                                             "absent"])},
                                    optional={"key": st.sampled_from(
                                        [*sorted({k for s in SECRETS.values() for k in s}),
                                         "absent"])})
@@ -202,7 +213,7 @@ BROKERS = st.builds(
     st.one_of(
         st.fixed_dictionaries({"url": st.sampled_from(SPEC_URLS)}),
         st.fixed_dictionaries({"urlSecretRef": st.fixed_dictionaries(
-            {"name": st.just("broker")},
+            {"name": st.sampled_from(["broker", "binary"])},
             optional={"key": st.sampled_from([*sorted(SECRETS["broker"]), "absent"])})})),
     st.fixed_dictionaries({}, optional={
         "redis": st.fixed_dictionaries({}, optional={"globalKeyPrefix": st.sampled_from(
@@ -293,7 +304,7 @@ def cases(draw: st.DrawFn) -> Case:
         if draw(SOMETIMES):
             _set(spec, path, draw(strategy))
     for pool in spec["pools"]:
-        if draw(SOMETIMES):
+        if draw(st.booleans()):
             _set(pool, ("autoscaling", "schedules"), draw(SCHEDULES))
     name = draw(NAMES)
     body = {"apiVersion": "metamapper.io/v1alpha1", "kind": "Metamapper",
@@ -332,7 +343,7 @@ class WitnessKube(GateKube):
     """The fake Kube edge of the wiring tests, keeping everything the operator writes
     (to look for secrets in it), holding Secrets, and refusing what the apiserver would."""
 
-    secrets: dict[str, dict[str, str]] = field(default_factory=dict)
+    secrets: dict[str, dict[str, bytes]] = field(default_factory=dict)
     uids: dict[str, str] = field(default_factory=dict)
     submitted: list[Mapping[str, Any]] = field(default_factory=list)  # refused ones too
     objects: list[Mapping[str, Any]] = field(default_factory=list)    # what it took
@@ -343,7 +354,7 @@ class WitnessKube(GateKube):
 
     async def read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
         found = self.secrets.get(name)
-        return None if found is None else dict(found)
+        return None if found is None else {key: value.decode() for key, value in found.items()}
 
     async def metamapper_uid(self, namespace: str, name: str) -> str | None:
         return self.uids.get(name)
@@ -445,7 +456,7 @@ def _labels() -> list[str]:
 async def run(case: Case) -> Outcome:
     meta = case.body["metadata"]
     key = Key(NAMESPACE, meta["name"])
-    kube = WitnessKube(secrets=copy.deepcopy(SECRETS),
+    kube = WitnessKube(secrets=copy.deepcopy(SECRET_BYTES),
                        uids={CANARY.name: "u-canary", key.name: meta["uid"]})
     runtime = Runtime(config=Config(poll_seconds=1), kube=kube,  # type: ignore[arg-type]
                       secrets=SecretCache(kube.read_secret, 60))
