@@ -11,12 +11,16 @@ import asyncio
 import copy
 import dataclasses
 import json
+import socket
+import threading
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from metamapper_operator.autoscale import drain
 from metamapper_operator.autoscale.drain import ControlError
 from metamapper_operator.autoscale.drainplan import DELETION_COST, DRAINED_COST, Load, WorkerPod
 from metamapper_operator.autoscale.loop import Autoscaler
@@ -456,4 +460,77 @@ def test_the_autoscaler_asks_again_every_cycle_until_a_resume_is_confirmed() -> 
         control.deaf = set()
         await autoscaler.cycle()
         assert control.resumed == ["p-a"] * 3 and DRAINING not in kube.pods["p-a"]
+    asyncio.run(scenario())
+
+
+class Unanswered:
+    """Control calls that never return (a broker that accepts and never answers) until
+    ``answer`` is set; ``started`` counts the threads stuck in one."""
+
+    def __init__(self) -> None:
+        self.answer = threading.Event()
+        self.started = threading.Semaphore(0)
+
+    def app(self, access: BrokerAccess, options: Mapping[str, object]) -> Any:
+        return SimpleNamespace(close=lambda: None)
+
+    def active(self, app: Any, hostnames: Any) -> dict[str, int]:
+        self.started.release()
+        self.answer.wait()
+        return {}
+
+
+def test_control_calls_that_never_return_cannot_starve_the_probes_threads(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cancelled call's thread runs on: the calls get threads of their own, a bounded
+    number, and are refused while all of them are taken; the default pool (the RabbitMQ
+    and SQS probes') stays free."""
+    stuck = Unanswered()
+    monkeypatch.setattr(drain, "_app", stuck.app)
+    monkeypatch.setattr(drain, "_active", stuck.active)
+    control = drain.WorkerControl(ACCESS, {})
+
+    async def scenario() -> None:
+        calls = [asyncio.create_task(control.active(["default@p"])) for _ in range(40)]
+        try:
+            await asyncio.wait(calls, timeout=0.5)
+            for call in calls:
+                call.cancel()
+            async with asyncio.timeout(10):   # a guard: before the fix this never runs
+                assert await asyncio.to_thread(lambda: "a probe's work") == "a probe's work"
+            refused = [c for c in calls if c.done() and not c.cancelled()
+                       and isinstance(c.exception(), ControlError)]
+            assert 0 < drain.CONTROL_THREADS == 40 - len(refused)
+            async with asyncio.timeout(10):
+                with pytest.raises(ControlError, match="busy"):
+                    await control.active(["default@p"])
+        finally:
+            stuck.answer.set()   # the threads end, and the loop can close
+    asyncio.run(scenario())
+
+
+def test_a_control_call_to_a_broker_that_never_answers_ends_its_thread(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The control's connections have socket timeouts: a broker that accepts and never
+    answers fails the call in its thread, which is free again (kombu's default waits
+    forever)."""
+    monkeypatch.setattr(drain, "SOCKET_TIMEOUT", 0.2, raising=False)
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    held: list[socket.socket] = []
+    threading.Thread(target=lambda: [held.append(server.accept()[0]) for _ in range(8)],
+                     daemon=True).start()
+    port = server.getsockname()[1]
+    control = drain.WorkerControl(
+        BrokerAccess(transport="redis", url=f"redis://127.0.0.1:{port}/0"), {})
+
+    async def scenario() -> None:
+        try:
+            with pytest.raises(ControlError):
+                await control.active(["default@p"])
+            assert drain.THREADS.busy == 0
+        finally:   # the connections end (before the fix, the only way the thread could)
+            for connection in [*held, server]:
+                connection.close()
     asyncio.run(scenario())

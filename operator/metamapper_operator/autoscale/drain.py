@@ -8,6 +8,15 @@ whose drain took too long its queues back (``add_consumer``). Every call goes to
 named workers only (``destination``) and returns as soon as all of them answered
 (``limit``), at the latest after :data:`REPLY_TIMEOUT`.
 
+A call runs in a thread (Celery's client blocks), which cancelling the call does not
+stop. So every connection of the control has socket timeouts (kombu's Redis transport has
+none by default: against a broker that accepts and never answers a thread would wait for
+good), and the calls run on threads of their own, at most :data:`CONTROL_THREADS`, never
+on the event loop's default pool, which the RabbitMQ and SQS probes use: a broker that
+does not answer holds at worst the control's threads, and while all of them are taken
+further calls are refused (:class:`ControlError`: the step holds and tries again next
+cycle).
+
 Amazon SQS has no broadcast, so Celery's remote control does not exist there: the
 operator cannot drain an SQS pool (:func:`can_broadcast`) and scales it down plainly (see
 ``autoscale/shrink.py``).
@@ -16,7 +25,9 @@ operator cannot drain an SQS pool (:func:`can_broadcast`) and scales it down pla
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from metamapper_operator.autoscale.drainplan import Load
@@ -25,6 +36,10 @@ from metamapper_operator.references import BrokerAccess
 REPLY_TIMEOUT = 1.0
 # One whole call (connecting included) may take this long; past it, nobody answered.
 CALL_LIMIT = 10.0
+# A socket that waits longer than this for the broker (connecting, reading, writing) fails
+# the call; above the longest wait for replies that kombu asks of a socket (one second).
+SOCKET_TIMEOUT = 5.0
+CONTROL_THREADS = 4
 
 
 class ControlError(Exception):
@@ -36,11 +51,52 @@ def can_broadcast(access: BrokerAccess) -> bool:
     return access.transport != "sqs"
 
 
+class ControlThreads:
+    """The threads the control calls run on, and how many of them a call holds now
+    (cancelled calls included: their thread runs on until the broker answers or its
+    socket times out)."""
+
+    def __init__(self, size: int) -> None:
+        self.size, self.busy = size, 0
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(size, thread_name_prefix="worker-control")
+
+    def run(self, work: Callable[[], Any]) -> asyncio.Future[Any]:
+        """``work`` on one of the threads; ControlError when every one is taken."""
+        with self._lock:
+            if self.busy >= self.size:
+                raise ControlError(f"all {self.size} worker-control threads are busy "
+                                   "(a broker not answering)")
+            self.busy += 1
+
+        def tracked() -> Any:
+            try:
+                return work()
+            finally:
+                with self._lock:
+                    self.busy -= 1
+        return asyncio.get_running_loop().run_in_executor(self._pool, tracked)
+
+
+THREADS = ControlThreads(CONTROL_THREADS)
+
+
+def _bounded(access: BrokerAccess, transport_options: Mapping[str, object]
+             ) -> dict[str, object]:
+    """The fleet's transport options with the control's socket timeouts over them."""
+    if access.transport == "redis":
+        bounds = {"socket_timeout": SOCKET_TIMEOUT, "socket_connect_timeout": SOCKET_TIMEOUT}
+    else:   # py-amqp
+        bounds = {"connect_timeout": SOCKET_TIMEOUT, "read_timeout": SOCKET_TIMEOUT,
+                  "write_timeout": SOCKET_TIMEOUT}
+    return {**transport_options, **bounds}
+
+
 def _app(access: BrokerAccess, transport_options: Mapping[str, object]) -> Any:
     from celery import Celery  # the operator needs Celery only here
 
     app = Celery("metamapper-operator", broker=access.url, set_as_current=False)
-    app.conf.broker_transport_options = dict(transport_options)
+    app.conf.broker_transport_options = _bounded(access, transport_options)
     app.conf.broker_connection_retry_on_startup = False
     app.conf.broker_connection_timeout = REPLY_TIMEOUT
     return app
@@ -87,9 +143,10 @@ class WorkerControl:
                 return work(app)
             finally:
                 app.close()
+        running = THREADS.run(run)   # refused (ControlError) while every thread is taken
         try:
             async with asyncio.timeout(CALL_LIMIT):
-                return await asyncio.to_thread(run)
+                return await running
         except Exception as err:  # whatever the broker did: the caller holds the pool
             # The type only: a broker's message may quote its URL, password included.
             raise ControlError(f"{what}: {type(err).__name__}") from None
