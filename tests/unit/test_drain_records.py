@@ -20,11 +20,11 @@ from typing import Any
 
 import pytest
 
-from metamapper_operator.autoscale import drain
+from metamapper_operator.autoscale import drain, shrink
 from metamapper_operator.autoscale.drain import ControlError
 from metamapper_operator.autoscale.drainplan import DELETION_COST, DRAINED_COST, Load, WorkerPod
 from metamapper_operator.autoscale.loop import Autoscaler
-from metamapper_operator.autoscale.shrink import DRAINING, Outcome, Shrinker
+from metamapper_operator.autoscale.shrink import DRAINING, Known, Outcome, Shrinker
 from metamapper_operator.kube import KubeError
 from metamapper_operator.model import parse
 from metamapper_operator.references import BrokerAccess
@@ -46,6 +46,7 @@ class RecordingKube(FakeKube):
     refuse: bool = False
     unlisted: bool = False   # listing pods fails
     failed: set[str] = field(default_factory=set)
+    failed_as: str | None = None   # every pod's phase, when set (Unknown: its node is lost)
 
     async def list_pods(self, namespace: str, labels: Mapping[str, str]
                         ) -> dict[str, WorkerPod]:
@@ -54,7 +55,9 @@ class RecordingKube(FakeKube):
             raise KubeError(f"listing pods in {namespace}", None)
         pods = await super().list_pods(namespace, labels)
         return {name: dataclasses.replace(pod, phase="Failed", ready=False)
-                if name in self.failed else pod for name, pod in pods.items()}
+                if name in self.failed else dataclasses.replace(
+                    pod, phase=self.failed_as, ready=False) if self.failed_as else pod
+                for name, pod in pods.items()}
 
     async def annotate_pod(self, namespace: str, name: str,
                            annotations: Mapping[str, str | None],
@@ -320,8 +323,12 @@ def test_an_unconfirmed_resume_keeps_its_record_and_is_sent_again() -> None:
         assert p.control.resumed == ["p-a"] and DRAINING in p.kube.pods["p-a"]
         assert not outcome.settled and not p.shrinker.settled
         await p.step(2, 2)
+        assert p.control.resumed == ["p-a"]       # not yet due
+        p.later(shrink.RESUME_BACKOFF_FIRST)
+        await p.step(2, 2)
         assert p.control.resumed == ["p-a", "p-a"]
         p.control.deaf = set()
+        p.later(2 * shrink.RESUME_BACKOFF_FIRST)
         outcome = await p.step(2, 2)
         assert p.control.resumed == ["p-a"] * 3 and p.kube.pods["p-a"] == {}
         assert outcome.settled and p.shrinker.settled
@@ -340,6 +347,7 @@ def test_a_timed_out_drain_whose_resume_is_not_confirmed_is_resumed_again() -> N
         await p.step(2, 1)
         assert p.control.resumed == ["p-a"] and DRAINING in p.kube.pods["p-a"]
         p.control.deaf = set()
+        p.later(shrink.RESUME_BACKOFF_FIRST)
         await p.step(2, 2)
         assert p.control.resumed == ["p-a", "p-a"] and p.kube.pods["p-a"] == {}
     asyncio.run(scenario())
@@ -404,6 +412,7 @@ def test_a_pool_no_longer_scaled_is_resumed_until_confirmed() -> None:
         await p.shrinker.abandon(set())
         assert p.control.resumed == ["p-a"] and not p.shrinker.settled
         p.control.deaf = set()
+        p.later(shrink.RESUME_BACKOFF_FIRST)
         await p.shrinker.abandon(set())
         assert p.control.resumed == ["p-a", "p-a"] and p.kube.pods["p-a"] == {}
         assert p.shrinker.settled
@@ -449,15 +458,20 @@ def test_the_autoscaler_reaches_the_workers_with_the_fleets_current_credentials(
     asyncio.run(scenario())
 
 
-def test_the_autoscaler_asks_again_every_cycle_until_a_resume_is_confirmed() -> None:
+def test_the_autoscaler_asks_again_until_a_resume_is_confirmed() -> None:
     async def scenario() -> None:
         control = ScriptedControl({"p-a": Load(), "p-b": Load(active=1)}, deaf={"p-a"})
         kube, autoscaler = autoscaled(control, {"p-a": {DRAINING: record(WALL)}})
         autoscaler.probes[ACCESS] = FakeProbe(2)    # exactly its 2 pods: the pool rests
+        assert autoscaler.shrinker is not None
+        time = [0.0]
+        autoscaler.shrinker.clock = lambda: time[0]
         await autoscaler.cycle()                    # p-a's record is a stray
         assert control.resumed == ["p-a"] and DRAINING in kube.pods["p-a"]
+        time[0] += shrink.RESUME_BACKOFF_FIRST
         await autoscaler.cycle()
         control.deaf = set()
+        time[0] += 2 * shrink.RESUME_BACKOFF_FIRST
         await autoscaler.cycle()
         assert control.resumed == ["p-a"] * 3 and DRAINING not in kube.pods["p-a"]
     asyncio.run(scenario())
@@ -533,4 +547,78 @@ def test_a_control_call_to_a_broker_that_never_answers_ends_its_thread(
         finally:   # the connections end (before the fix, the only way the thread could)
             for connection in [*held, server]:
                 connection.close()
+    asyncio.run(scenario())
+
+
+def known(access: BrokerAccess | None = ACCESS) -> list[Known]:
+    return [Known(FLEET.namespace, FLEET.name, FLEET, access)]
+
+
+def test_a_predecessors_drain_on_a_pool_not_scaled_is_resumed_with_its_fleets_access(
+        ) -> None:
+    """Autoscaling off, the fleet paused or suspended: the pool is never stepped, and its
+    worker would stay stopped for good."""
+    async def scenario() -> None:
+        p = pool({"p-a": Load(), "p-b": Load(active=1)}, {"p-a": {DRAINING: record(WALL)}})
+        await p.shrinker.abandon(set(), known())
+        assert p.control.resumed == ["p-a"]
+        assert p.kube.pods["p-a"] == {} and p.kube.labels["p-a"] == {}
+        assert p.shrinker.settled
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("fleets", [[], known(None)], ids=["fleet gone", "no access"])
+def test_a_drain_record_of_a_fleet_gone_or_without_access_is_removed(
+        fleets: list[Known]) -> None:
+    async def scenario() -> None:
+        p = pool({"p-a": Load(), "p-b": Load(active=1)}, {"p-a": {DRAINING: record(WALL)}})
+        other = parse(body_of("other", "u-other"))
+        await p.shrinker.step(other, other.pools[0], ACCESS, 1, 1, ignore)   # finds it
+        await p.shrinker.abandon({(other.uid, "default")}, fleets)
+        assert p.control.resumed == []
+        assert p.kube.pods["p-a"] == {} and p.kube.labels["p-a"] == {}
+        assert p.shrinker.settled
+    asyncio.run(scenario())
+
+
+def test_a_resume_nobody_confirms_is_given_up_once_with_a_warning() -> None:
+    """worker_enable_remote_control off: the workers never answer. The record goes after
+    RESUME_LIMIT, one Warning says so, and nobody is asked again."""
+    async def scenario() -> None:
+        p = pool({"p-a": Load(), "p-b": Load(active=1)}, {"p-a": {DRAINING: record(WALL)}})
+        p.control.deaf = {"p-a"}
+        steps = 0
+        while DRAINING in p.kube.pods["p-a"] and steps < 1000:
+            await p.step(2, 2)
+            p.later(30)
+            steps += 1
+        assert p.events == ["DrainAbandoned"] and p.shrinker.settled
+        assert p.time[0] - WALL >= shrink.RESUME_LIMIT
+        asked, listed = len(p.control.resumed), p.kube.listings
+        assert asked < steps and listed < steps   # backed off, not every step
+        for _ in range(5):
+            await p.step(2, 2)
+            p.later(600)
+        assert len(p.control.resumed) == asked and p.events == ["DrainAbandoned"]
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("pod", [{"not_ready": {"p-a"}}, {"unknown": True}],
+                         ids=["not ready", "phase Unknown"])
+def test_a_worker_that_cannot_answer_is_not_asked_and_its_pool_rarely_listed(
+        pod: dict[str, Any]) -> None:
+    async def scenario() -> None:
+        p = pool({"p-a": Load(), "p-b": Load(active=1)}, {"p-a": {DRAINING: record(WALL)}})
+        p.kube.not_ready = pod.get("not_ready", set())
+        if pod.get("unknown"):
+            p.kube.failed_as = "Unknown"
+        for _ in range(20):
+            await p.step(2, 2)
+            p.later(1)
+        assert p.control.resumed == [] and DRAINING in p.kube.pods["p-a"]
+        assert p.kube.listings <= 4     # the namespace, then the pool at 0, 10 and 30 s
+        p.kube.not_ready, p.kube.failed_as = set(), None
+        p.later(shrink.RESUME_BACKOFF_MAX)
+        await p.step(2, 2)
+        assert p.control.resumed == ["p-a"] and DRAINING not in p.kube.pods["p-a"]
     asyncio.run(scenario())

@@ -41,6 +41,20 @@ has records (:attr:`Outcome.settled`, :attr:`Shrinker.settled`). The workers are
 with the fleet's current credentials: the control is made again when the broker access
 given to a step differs from the one it was made with (a rotated Secret).
 
+Undoing a drain is bounded. A worker that cannot answer (its pod not Running and ready)
+is not asked; one that can is asked again after a wait that doubles each time (from
+:data:`RESUME_BACKOFF_FIRST` to :data:`RESUME_BACKOFF_MAX`), and a pool whose records all
+wait is not even listed until the first of them is due. A resume still unconfirmed after
+:data:`RESUME_LIMIT` (remote control disabled, a pod crash-looping or lost with its node)
+is given up: its record is removed and one Warning event ``DrainAbandoned`` names the pod
+and why. That leaves no worker stopped for good: a worker that starts again consumes every
+queue of its command line, and one that never answered was never told to stop.
+
+Records of pools no longer stepped (autoscaling off, the fleet paused, suspended, invalid,
+or gone) are undone by :meth:`Shrinker.abandon`: with the fleet's broker access when the
+fleet is known and has one; otherwise the record alone is removed (the pod goes with its
+fleet, or its fleet cannot be reached).
+
 Pools on SQS are not drained: there is no broadcast to reach a worker by. They shrink the
 plain way (the ReplicaSet controller picks the pods; SIGTERM; Celery's warm shutdown
 finishes what it runs within the grace period; a task cut off at the end of it is
@@ -88,6 +102,35 @@ log = logging.getLogger(__name__)
 Report = Callable[[str, str, str], Awaitable[None]]   # (event type, reason, message)
 ControlFor = Callable[[BrokerAccess, Mapping[str, object]], WorkerControl]
 
+RESUME_LIMIT = 600.0          # seconds a resume may go unconfirmed before it is given up
+RESUME_BACKOFF_FIRST = 10.0   # the first wait before asking (or looking) again
+RESUME_BACKOFF_MAX = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class Known:
+    """A Metamapper the operator knows of: its fleet (None while invalid) and the broker
+    access its workers are reached with (None when it has none)."""
+
+    namespace: str
+    name: str
+    fleet: Fleet | None
+    access: BrokerAccess | None
+
+
+@dataclass(frozen=True, slots=True)
+class Resuming:
+    """A record being undone: since when (the shrinker's clock), and when its worker is
+    asked (or looked at) next, after how long a wait."""
+
+    since: float
+    due: float
+    wait: float = 0.0
+
+    def later(self, now: float) -> Resuming:
+        wait = min(max(2 * self.wait, RESUME_BACKOFF_FIRST), RESUME_BACKOFF_MAX)
+        return Resuming(self.since, now + wait, wait)
+
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
@@ -119,15 +162,24 @@ class PoolDrains:
     drains: dict[str, Draining] = field(default_factory=dict)
     unstopped: set[str] = field(default_factory=set)   # drains not confirmed stopped
     removing: set[str] = field(default_factory=set)
+    resumes: dict[str, Resuming] = field(default_factory=dict)
 
     @property
     def resuming(self) -> list[str]:
         return sorted(set(self.records) - set(self.drains) - self.removing)
 
+    def resting(self, now: float) -> bool:
+        """Every record is being undone and none is due: nothing to list or ask now."""
+        names = self.resuming
+        return (len(names) == len(self.records) > 0
+                and all(name in self.resumes and now < self.resumes[name].due
+                        for name in names))
+
     def note(self, name: str, record: DrainRecord, drain: Draining) -> None:
         self.records[name], self.drains[name] = record, drain
         self.unstopped.add(name)
         self.removing.discard(name)
+        self.resumes.pop(name, None)
 
     def give_back(self, names: Collection[str]) -> None:
         for name in names:
@@ -137,6 +189,7 @@ class PoolDrains:
 
     def forget(self, name: str) -> None:
         self.records.pop(name, None)
+        self.resumes.pop(name, None)
         self.give_back([name])
 
     def sync(self, pods: Mapping[str, WorkerPod], now: float, wall: float,
@@ -255,6 +308,8 @@ class Shrinker:
     async def _step(self, found: PoolDrains, pool: Pool, current: int, target: int,
                     report: Report) -> Outcome:
         now = self.clock()
+        if target >= current and found.resting(now):
+            return self._outcome(found, target, unconfirmed=found.resuming)
         timeout = drain_timeout(pool.termination_grace_period_seconds)
         pods = {name: pod for name, pod in (
             await self.kube.list_pods(found.namespace, found.selector)).items()
@@ -270,7 +325,7 @@ class Shrinker:
         serving = current - len(found.drains)
         if target > serving and found.drains:   # wanted again (or strays): no new pods
             found.give_back(sorted(found.drains)[:target - serving])
-        unconfirmed = await self._resume(found, pods, found.resuming)
+        unconfirmed = await self._resume(found, pods, found.resuming, report)
         if target >= current:
             return self._outcome(found, target, unconfirmed=unconfirmed)
 
@@ -308,7 +363,7 @@ class Shrinker:
                          + (f" ({', '.join(silent)} not answering)" if silent else "")
                          + "; consuming again")
             found.give_back(names)
-            late = await self._resume(found, pods, names)
+            late = await self._resume(found, pods, names, report)
             if late:
                 timed_out += f" (not confirmed by {', '.join(late)})"
             unconfirmed += late
@@ -357,37 +412,113 @@ class Shrinker:
             found.unstopped -= {n for n in group if hostname(found.pool, n) in confirmed}
 
     async def _resume(self, found: PoolDrains, pods: Mapping[str, WorkerPod],
-                      names: Sequence[str]) -> list[str]:
+                      names: Sequence[str], report: Report) -> list[str]:
         """Give the workers of ``names`` (records no longer drained) their records' queues
         back; remove the record of each that confirmed. Those that did not keep theirs,
-        and are asked again next step; returned. A Pending pod's worker has not started:
-        it will consume every queue when it does, so its record goes at once."""
+        and are asked again once due (the wait doubling); returned. A Pending pod's worker
+        has not started: it will consume every queue when it does, so its record goes at
+        once. A worker whose pod is not Running and ready cannot answer: it is not asked.
+        Past :data:`RESUME_LIMIT` unconfirmed, the record is given up (one Warning)."""
+        now = self.clock()
+        for name in names:
+            found.resumes.setdefault(name, Resuming(now, now))
         confirmed = [n for n in names if pods[n].phase == "Pending"]
-        asked = [n for n in names if pods[n].phase != "Pending"]
+        given_up = {n: "not answering" if pods[n].phase == "Running" and pods[n].ready
+                    else f"pod {pods[n].phase}, ready {pods[n].ready}"
+                    for n in names if n not in confirmed
+                    and now - found.resumes[n].since >= RESUME_LIMIT}
+        due = [n for n in names if n not in confirmed and n not in given_up
+               and now >= found.resumes[n].due]
+        asked = [n for n in due if pods[n].phase == "Running" and pods[n].ready]
         for queues, group in found.by_queues(asked).items():
             replied = await found.control.resume_consuming(found.hosts(group), queues)
             confirmed += [n for n in group if hostname(found.pool, n) in replied]
-        for name in sorted(confirmed):
+        for name in sorted([*confirmed, *given_up]):
             await self.kube.annotate_pod(found.namespace, name,
                                          {DRAINING: None, DELETION_COST: None},
                                          {DRAINING: None})
             found.forget(name)
-        return sorted(set(names) - set(confirmed))
+        for name in set(due) - set(confirmed):
+            found.resumes[name] = found.resumes[name].later(now)
+        if given_up:
+            await report("Warning", "DrainAbandoned", (
+                f"pool {found.pool}: gave up giving "
+                + ", ".join(f"{n} ({why})" for n, why in sorted(given_up.items()))
+                + f" its queues back, unconfirmed after {RESUME_LIMIT:g} s; record "
+                "removed (a worker that starts again consumes every queue)"))
+        return sorted(set(names) - set(confirmed) - set(given_up))
 
-    async def abandon(self, keep: set[tuple[str, str]]) -> None:
-        """Give the workers of pools no longer scaled (autoscaling off, object gone) their
-        queues back; those that do not confirm are asked again at the next call."""
+    async def abandon(self, keep: set[tuple[str, str]],
+                      known: Collection[Known] | None = None) -> None:
+        """Give the workers of pools no longer scaled (not in ``keep``: autoscaling off,
+        object gone) their queues back; those that do not confirm are asked again once
+        due. Given the Metamappers the operator knows of, ``known``, also the records an
+        earlier operator left on pools not scaled now (their namespaces are looked in
+        once): resumed with the fleet's access, or removed when the fleet is not known
+        (gone, invalid) or has no access."""
+        if known is not None:
+            await self._adopt_unscaled(keep, known)
         for key in set(self.pools) - keep:
             found = self.pools[key]
             try:
-                pods = {name: pod for name, pod in (
-                    await self.kube.list_pods(found.namespace, found.selector)).items()
-                    if not pod.ended}
-                found.sync(pods, self.clock(), self.wall(), 0.0)
-                found.give_back(list(found.records))
-                await self._resume(found, pods, found.resuming)
+                if not found.resting(self.clock()):
+                    pods = {name: pod for name, pod in (
+                        await self.kube.list_pods(found.namespace, found.selector)).items()
+                        if not pod.ended}
+                    found.sync(pods, self.clock(), self.wall(), 0.0)
+                    found.give_back(list(found.records))
+                    await self._resume(found, pods, found.resuming, _logged)
             except (ControlError, KubeError) as err:
                 log.warning("pool %s: %s", found.pool, err)
             if not found.records:
                 self.pools.pop(key, None)
         self.adopted &= keep
+
+    async def _adopt_unscaled(self, keep: set[tuple[str, str]],
+                              known: Collection[Known]) -> None:
+        """Make the records found on pools not scaled now :meth:`abandon`'s to undo."""
+        fleets = {(k.namespace, k.name): k for k in known}
+        for namespace in sorted({k.namespace for k in known} - self.scanned):
+            try:
+                await self._scan(namespace)
+            except KubeError as err:
+                log.warning("looking for drain records in %s: %s", namespace, err)
+        for where in sorted(self.recorded):
+            namespace, name, pool_name = where
+            k = fleets.get((namespace, name))
+            fleet = k.fleet if k is not None else None
+            pool = next((p for p in fleet.pools if p.name == pool_name),
+                        None) if fleet is not None else None
+            if fleet is not None and (fleet.uid, pool_name) in keep:
+                continue   # its step takes the records
+            try:
+                if fleet is None or pool is None or k is None or k.access is None:
+                    await self._drop_records(namespace, name, pool_name)
+                elif (fleet.uid, pool.name) not in self.pools:
+                    options = celery_settings(fleet).get("broker_transport_options") or {}
+                    self.pools[(fleet.uid, pool.name)] = PoolDrains(
+                        namespace, pool.name, selector_labels(fleet, "worker", pool.name),
+                        pool.queues, k.access, options, self.control_for(k.access, options))
+            except KubeError as err:
+                log.warning("pool %s of %s/%s: %s", pool_name, namespace, name, err)
+                continue
+            self.recorded.discard(where)
+
+    async def _drop_records(self, namespace: str, name: str, pool: str) -> None:
+        """Remove the records of a pool whose fleet is gone, invalid or without access:
+        its workers cannot be reached (and go with their fleet)."""
+        pods = await self.kube.list_pods(namespace, {
+            LABEL_NAME: "metamapper", LABEL_COMPONENT: "worker", LABEL_INSTANCE: name,
+            LABEL_POOL: pool, DRAINING: RECORDED})
+        for pod in sorted(pods):
+            await self.kube.annotate_pod(namespace, pod, {DRAINING: None, DELETION_COST: None},
+                                         {DRAINING: None})
+        if pods:
+            log.warning("pool %s of %s/%s: its fleet is gone, invalid or has no broker "
+                        "access; drain records removed from %s", pool, namespace, name,
+                        ", ".join(sorted(pods)))
+
+
+async def _logged(kind: str, reason: str, message: str) -> None:
+    """The report of a pool no longer scaled: its object may be gone, so a log line."""
+    log.warning("%s: %s", reason, message)
