@@ -622,3 +622,19 @@ def test_a_worker_that_cannot_answer_is_not_asked_and_its_pool_rarely_listed(
         await p.step(2, 2)
         assert p.control.resumed == ["p-a"] and DRAINING not in p.kube.pods["p-a"]
     asyncio.run(scenario())
+
+
+def test_a_shrinking_pool_whose_workers_never_answer_gives_its_records_up() -> None:
+    """A worker whose queues are being given back is not picked again: picking it would
+    write its record anew and the resume would never reach its limit."""
+    async def scenario() -> None:
+        p = pool({"p-a": Load(), "p-b": Load()})
+        p.control.held, p.control.deaf = {}, {"p-a", "p-b"}   # nobody answers
+        for _ in range(200):
+            await p.step(2, 1)
+            p.later(30)
+            if "DrainAbandoned" in p.events:
+                break
+        assert p.events == ["DrainTimedOut", "DrainAbandoned"]
+        assert "p-b" not in p.control.stopped   # one worker out of service at a time
+    asyncio.run(scenario())

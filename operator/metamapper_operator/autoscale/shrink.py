@@ -47,8 +47,10 @@ is not asked; one that can is asked again after a wait that doubles each time (f
 wait is not even listed until the first of them is due. A resume still unconfirmed after
 :data:`RESUME_LIMIT` (remote control disabled, a pod crash-looping or lost with its node)
 is given up: its record is removed and one Warning event ``DrainAbandoned`` names the pod
-and why. That leaves no worker stopped for good: a worker that starts again consumes every
-queue of its command line, and one that never answered was never told to stop.
+and why. Until then its worker counts as not serving and is not picked again (a new
+record would restart the time). This leaves no worker stopped for good: one that starts
+again consumes every queue of its command line, and one whose remote control is off never
+acted on the stop either.
 
 Records of pools no longer stepped (autoscaling off, the fleet paused, suspended, invalid,
 or gone) are undone by :meth:`Shrinker.abandon`: with the fleet's broker access when the
@@ -331,9 +333,13 @@ class Shrinker:
 
         # A Pending pod's worker has not started: it holds nothing, nobody need ask it.
         empty = {name: Load() for name, pod in pods.items() if pod.phase == "Pending"}
-        serving = current - len(found.drains)
+        # A worker whose resume is not confirmed may not consume yet: it does not serve.
+        serving = current - len(found.drains) - len(unconfirmed)
         if target < serving:
-            candidates = [p for p in pods if p not in found.drains and p not in found.removing]
+            # Not a worker whose queues are being given back: a new record would restart
+            # its resume's time, and one that never answers would never be given up.
+            candidates = [p for p in pods if p not in found.drains
+                          and p not in found.removing and p not in found.resumes]
             asked = [p for p in candidates if p not in empty]
             loads = {**found.by_pod(await found.control.loads(found.hosts(asked))), **empty}
             chosen = pick([pods[p] for p in candidates], loads, serving - target)
