@@ -20,12 +20,12 @@ from kubernetes_asyncio import client
 from metamapper_operator import metrics
 from metamapper_operator.autoscale.drainplan import WorkerPod
 from metamapper_operator.autoscale.eviction import NOT_SAFE_TO_EVICT
-from metamapper_operator.autoscale.loop import Autoscaler
+from metamapper_operator.autoscale.loop import LISTINGS_AT_ONCE, Autoscaler
 from metamapper_operator.autoscale.shrink import Shrinker
 from metamapper_operator.brokers import QueueDepth
 from metamapper_operator.builders import LABEL_POOL
 from metamapper_operator.config import Config
-from metamapper_operator.kube import Kube
+from metamapper_operator.kube import Kube, KubeError
 from metamapper_operator.model import Schedule, parse
 from metamapper_operator.references import BrokerAccess, SecretCache
 from metamapper_operator.runtime import Runtime
@@ -347,3 +347,185 @@ def test_finished_pods_are_not_the_pools() -> None:
 
     assert sorted(asyncio.run(scenario())) == ["p-lost", "p-new", "p-run"]
 
+
+
+# Time: whatever one object or broker does, the others are decided within the cycle's
+# interval. The waits below guard against a hang; none measures speed.
+GUARD = 30.0
+OTHER_ACCESS = BrokerAccess(transport="redis", url="redis://other:6379/0")
+
+
+class Hung(FakeProbe):
+    """A broker that never answers (an AMQP or SQS probe behind a starved executor)."""
+
+    async def measure(self, queues: Collection[str]) -> dict[str, QueueDepth]:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+def test_a_broker_that_never_answers_holds_only_its_pools() -> None:
+    async def scenario() -> None:
+        made = fleets(BAD, CANARY)
+        made.runtime.fleets[BAD].access = OTHER_ACCESS
+        made.runtime.note_change()
+        made.autoscaler.probes[OTHER_ACCESS] = Hung(0)
+        await asyncio.wait_for(made.autoscaler.cycle(), GUARD)
+        assert scaled(made, CANARY) == [5] and scaled(made, BAD) == []
+        assert "no answer within" in (made.runtime.fleets[BAD].broker_error or "")
+        assert conditions(made, BAD)["Ready"]["reason"] == "BrokerUnreachable"
+
+    asyncio.run(scenario())
+
+
+def test_an_object_whose_lock_is_held_is_skipped_and_tried_next_cycle() -> None:
+    async def scenario() -> None:
+        made = fleets(BAD, CANARY)
+        lock = made.runtime.locks[BAD]
+        await lock.acquire()                        # a long reconcile of the object
+        await asyncio.wait_for(made.autoscaler.cycle(), GUARD)
+        assert scaled(made, CANARY) == [5] and scaled(made, BAD) == []
+        assert made.runtime.fleets[BAD].faults == {}  # skipped, not a fault
+        lock.release()
+        await asyncio.wait_for(made.autoscaler.cycle(), GUARD)
+        assert scaled(made, BAD) == [5]
+
+    asyncio.run(scenario())
+
+
+class StuckScale(FakeKube):
+    """Scaling BAD's pool never returns; ``entered`` is set when it is asked."""
+
+    entered: asyncio.Event
+
+    async def scale(self, namespace: str, name: str, replicas: int) -> None:
+        if name.startswith(BAD.name):
+            self.entered.set()
+            await asyncio.Event().wait()
+        await super().scale(namespace, name, replicas)
+
+
+def stuck(made: Fleets) -> asyncio.Event:
+    made.kube.__class__ = StuckScale
+    entered = made.kube.entered = asyncio.Event()  # type: ignore[attr-defined]
+    return entered
+
+
+def test_a_pool_step_that_overruns_its_share_is_held_and_the_cycle_goes_on() -> None:
+    async def scenario() -> None:
+        made = fleets(BAD, CANARY)
+        stuck(made)
+        await asyncio.wait_for(made.autoscaler.cycle(), GUARD)
+        assert scaled(made, CANARY) == [5] and scaled(made, BAD) == []
+        ready = conditions(made, BAD)["Ready"]
+        assert (ready["status"], ready["reason"]) == ("False", "AutoscalingFailed")
+        assert "took longer than" in ready["message"]
+        assert not made.runtime.locks[BAD].locked()
+
+    asyncio.run(scenario())
+
+
+def test_a_cancelled_cycle_does_not_starve_the_pools_it_did_not_reach() -> None:
+    """Cycles cancelled at their limit while one pool's step hangs: the next walk starts
+    with the pools the cancelled one never reached."""
+    async def scenario() -> None:
+        made = fleets(BAD, CANARY)                  # BAD is walked first
+        entered = stuck(made)
+        for _ in range(2):
+            entered.clear()
+            cycle = asyncio.create_task(made.autoscaler.cycle())
+            await asyncio.wait_for(entered.wait(), GUARD)
+            cycle.cancel()                           # the cycle limit
+            with pytest.raises(asyncio.CancelledError):
+                await cycle
+        assert scaled(made, CANARY) == [5]
+
+    asyncio.run(scenario())
+
+
+def test_a_cancelled_cycle_keeps_the_status_writes_it_did_not_make() -> None:
+    async def scenario() -> None:
+        made = fleets(CANARY)
+        await made.autoscaler.cycle()
+        made.autoscaler.probes[ACCESS] = Hung(0)   # the broker goes away...
+        writes = asyncio.Event()
+        kube = made.kube
+
+        async def hangs(namespace: str, name: str, status: Mapping[str, Any]) -> None:
+            writes.set()
+            await asyncio.Event().wait()
+
+        kube.patch_status = hangs                    # type: ignore[method-assign]
+        cycle = asyncio.create_task(made.autoscaler.cycle())
+        await asyncio.wait_for(writes.wait(), GUARD)
+        cycle.cancel()                               # ...and the cycle ends while writing
+        with pytest.raises(asyncio.CancelledError):
+            await cycle
+        del kube.patch_status                        # the apiserver answers again
+        made.runtime.fleets[CANARY].status = None
+        for _ in range(2):
+            await asyncio.wait_for(made.autoscaler.cycle(), GUARD)
+        assert conditions(made, CANARY)["Ready"]["reason"] == "BrokerUnreachable"
+
+    asyncio.run(scenario())
+
+
+def test_a_failed_status_write_is_not_itself_shown_by_the_next_one() -> None:
+    """A write that failed is tried again; the status it then writes does not say
+    StatusFailed (Ready would flap False and back for one slow request)."""
+    async def scenario() -> None:
+        made = fleets(CANARY)
+        written: list[str] = []
+        failures = [TimeoutError("slow apiserver")]
+
+        async def patch_status(namespace: str, name: str, status: Mapping[str, Any]) -> None:
+            if failures:
+                raise KubeError("updating status", failures.pop())
+            written.append(json.dumps(status))
+
+        made.kube.patch_status = patch_status        # type: ignore[method-assign]
+        for _ in range(3):
+            await made.autoscaler.cycle()
+        assert written, "the status was never written"
+        assert not any("StatusFailed" in status for status in written)
+        assert made.kube.events.count("StatusFailed") == 1
+        assert made.runtime.fleets[CANARY].faults == {}
+
+    asyncio.run(scenario())
+
+
+class CountedListings(PodPerPool):
+    """Counts the pod listings under way at once."""
+
+    under_way: int = 0
+    most: int = 0
+
+    async def list_pods(self, namespace: str, labels: Mapping[str, str]
+                        ) -> dict[str, WorkerPod]:
+        self.under_way += 1
+        self.most = max(self.most, self.under_way)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        self.under_way -= 1
+        return await super().list_pods(namespace, labels)
+
+
+def test_the_first_round_of_questions_lists_few_pools_at_once() -> None:
+    """After a restart every busy pool is asked at once; its pods are listed a few pools
+    at a time, not all together."""
+    keys = [Key("containment", f"mm{n}") for n in range(20)]
+
+    async def scenario() -> tuple[CountedListings, int]:
+        made = fleets(*keys, waiting=9)
+        asking(made, Workers())
+        made.kube.__class__ = CountedListings
+        await cycle_and_answers(made.autoscaler)
+        assert isinstance(made.kube, CountedListings)
+        return made.kube, len(made.autoscaler.marked)
+
+    try:
+        kube, marked = asyncio.run(scenario())
+    finally:
+        for key in keys:
+            metrics.forget(*key)
+    assert marked == len(keys)  # every pool's workers were asked
+    assert kube.most <= LISTINGS_AT_ONCE

@@ -15,6 +15,14 @@ Questions to the workers (what they run, for the not-safe-to-evict marks) never 
 before a decision: the pools that want them are asked after the cycle, in a round of
 their own beside the cycles (:meth:`Autoscaler._ask`), only the pods that can answer,
 one broadcast per broker, within one budget.
+
+Time is contained like failures: one broker's measurement, one wait for an object's lock
+and one pool's step each have a share of the polling interval (see
+:attr:`Autoscaler.measure_limit`). A broker that does not answer in time is that broker's
+error; an object whose lock is held (a long reconcile) is skipped until the next cycle; a
+pool whose step overruns is held at its size with a fault. A cycle cancelled at its limit
+all the same leaves the pools it never reached to be walked first by the next one, and
+the status writes it did not make pending.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ import json
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 from metamapper_operator import metrics
@@ -67,6 +75,9 @@ STALLED_CYCLES = 3
 # Seconds one round of questions to the workers may take (their pods listed, one
 # broadcast per broker, the marks patched); it runs beside the cycles, never in one.
 ASK_BUDGET = 5.0
+# Pools whose pods one round of questions lists at once (after a restart, every busy
+# pool is asked in the first round).
+LISTINGS_AT_ONCE = 8
 # The condition reasons of the cycle's faults.
 AUTOSCALING_FAILED = "AutoscalingFailed"
 QUEUE_UNMEASURED = "QueueUnmeasured"
@@ -78,6 +89,10 @@ STATUS_STEP = "autoscaling status"
 # resizing it, measuring its queues, marking its busy pods.
 POOL_STEP, QUEUES_STEP, MARKS_STEP = "autoscaling pool ", "measuring pool ", "marking pool "
 POOL_STEPS = (POOL_STEP, QUEUES_STEP, MARKS_STEP)
+
+
+class Overrun(Exception):
+    """A pool's step took longer than its share of the interval."""
 
 
 def wall_clock() -> datetime.datetime:
@@ -351,7 +366,13 @@ class Autoscaler:
     asking: asyncio.Task[None] | None = None
     # Objects whose status must be written again: a fault recorded or cleared outside a
     # walk's pools (a round of questions, a pool no longer scaled), or a failed write.
+    # A key leaves only once its status is written: a cycle cancelled first keeps it.
     unpublished: dict[Key, None] = field(default_factory=dict)
+    # Objects whose last status write failed: announced once by a Warning event, never
+    # shown in the status itself (the write is tried again; see _publish).
+    unwritten: set[Key] = field(default_factory=set)
+    # Pools the last walk did not reach (it was cancelled): the next walk starts with them.
+    unreached: set[PoolKey] = field(default_factory=set)
 
     def _shrinker(self) -> Shrinker:
         if self.shrinker is None:
@@ -362,6 +383,37 @@ class Autoscaler:
     def cycle_limit(self) -> float:
         """The longest one cycle may take; past it, it is cancelled (its locks released)."""
         return max(self.runtime.config.poll_seconds, self.runtime.config.cycle_limit_seconds)
+
+    @property
+    def measure_limit(self) -> float:
+        """The longest one broker's measurement may take (past it, the broker's error):
+        one interval, so that its pools are decided within two."""
+        return min(self.runtime.config.poll_seconds, self.cycle_limit / 3)
+
+    @property
+    def step_limit(self) -> float:
+        """The longest one pool's step may take (past it, the pool's fault)."""
+        return self.measure_limit / 2
+
+    @property
+    def lock_wait(self) -> float:
+        """How long a step waits for its object's lock before skipping the object."""
+        return self.step_limit / 5
+
+    @contextlib.asynccontextmanager
+    async def _held(self, lock: asyncio.Lock) -> AsyncIterator[bool]:
+        """Hold ``lock`` if it can be had within :attr:`lock_wait`; yields whether it
+        is held."""
+        try:
+            async with asyncio.timeout(self.lock_wait):
+                await lock.acquire()
+        except TimeoutError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            lock.release()
 
     async def run(self) -> None:
         self.finished = self.clock()
@@ -425,7 +477,7 @@ class Autoscaler:
         """Drop the faults of the cycle's steps that the object no longer runs: its pools
         no longer scaled, and all of them when none is."""
         ours = [step for step in faults
-                if step in (BROKER_STEP, STATUS_STEP) or stepped_pool(step) is not None]
+                if step == BROKER_STEP or stepped_pool(step) is not None]
         gone = [step for step in ours if not scaled or (
             (pool := stepped_pool(step)) is not None and pool not in scaled)]
         for step in gone:
@@ -452,7 +504,12 @@ class Autoscaler:
             if probe is None:
                 probe = self.probes[access] = probe_for(access)
             source = probe.source
-            depths = await probe.measure(queues)
+            try:
+                async with asyncio.timeout(self.measure_limit):
+                    depths = await probe.measure(queues)
+            except TimeoutError:
+                raise ProbeError(f"{access.display}: no answer within "
+                                 f"{self.measure_limit:g} s") from None
             failed = dict(probe.failed)  # queues it could not measure, and why
         except Exception as err:
             metrics.probe_errors.labels(*labels).inc()
@@ -510,32 +567,39 @@ class Autoscaler:
         calm = True
         seen: set[str] = set()
         scaled: set[tuple[str, str]] = set()
-        # Ordered, so statuses are written in a stable order.
-        changed: dict[Key, None] = dict(self.unpublished)
-        self.unpublished = {}
+        # Ordered, so statuses are written in a stable order; kept until written.
+        changed = self.unpublished
         series: dict[metrics.PoolSeries, set[str]] = {}
-        for access, measurement in zip(accesses, measurements, strict=True):
+        order = self._order(groups, accesses, measurements)
+        self.unreached = {(m.fleet.uid, m.pool.name) for _, _, ms in order for m in ms}
+        for access, measurement, members in order:
             secrets = secrets_of(access)
-            for member in groups[access]:
+            for member in members:
                 key, pool = member.key, member.pool
+                self.unreached.discard((member.fleet.uid, pool.name))
                 seen.add(member.fleet.uid)
                 series[pool_series(key, pool)] = (
                     set() if measurement.depths is None else set(pool.queues))
                 scaled.add((member.fleet.uid, pool.name))
                 at_rest = False
                 with Boundary(POOL_STEP + pool.name, AUTOSCALING_FAILED, secrets,
-                              expected=(KubeError,)) as boundary:
-                    at_rest = await self._step_pool(member, access, measurement, wall,
-                                                    secrets, changed)
+                              expected=(KubeError, Overrun)) as boundary:
+                    try:
+                        async with asyncio.timeout(self.step_limit):
+                            at_rest = await self._step_pool(member, access, measurement,
+                                                            wall, secrets, changed)
+                    except TimeoutError:
+                        raise Overrun(f"took longer than {self.step_limit:g} s; held at "
+                                      "its size until the next cycle") from None
                 calm = calm and at_rest
                 if await self._settle(key, POOL_STEP + pool.name, boundary.fault):
                     changed[key] = None
             orphans = None
             with Boundary(BROKER_STEP, AUTOSCALING_FAILED, secrets) as broker:
                 orphans = None if measurement.unconsumed is None else unconsumed_queues(
-                    (q for member in groups[access] for q in member.pool.queues),
+                    (q for member in members for q in member.pool.queues),
                     measurement.unconsumed)
-            for key in dict.fromkeys(member.key for member in groups[access]):
+            for key in dict.fromkeys(member.key for member in members):
                 with Boundary(BROKER_STEP, AUTOSCALING_FAILED, secrets) as boundary:
                     if await self._broker_state(key, measurement.error):
                         changed[key] = None
@@ -544,8 +608,12 @@ class Autoscaler:
                 if await self._settle(key, BROKER_STEP, broker.fault or boundary.fault):
                     changed[key] = None
         # Only objects whose measurements changed need their status rendered again.
-        for key in changed:
-            calm = await self._publish(key) and calm
+        for key in list(changed):
+            if await self._publish(key):
+                changed.pop(key, None)
+            else:
+                calm = False
+        self.unwritten &= set(self.runtime.fleets)
         # Forget pools of objects that are gone, and their series; workers of pools no
         # longer scaled that were draining consume again.
         self.history = {k: v for k, v in self.history.items() if k[0] in seen}
@@ -562,6 +630,18 @@ class Autoscaler:
                       AUTOSCALING_FAILED) as boundary:
             await self._shrinker().abandon(scaled)
         return calm and boundary.fault is None
+
+    def _order(self, groups: dict[BrokerAccess, list[Member]], accesses: list[BrokerAccess],
+               measurements: list[Measurement]
+               ) -> list[tuple[BrokerAccess, Measurement, list[Member]]]:
+        """The walk's order: brokers and pools as grouped, those a cancelled walk did
+        not reach first (a slow step cannot starve the same tail every cycle)."""
+        def first(member: Member) -> bool:
+            return (member.fleet.uid, member.pool.name) not in self.unreached
+
+        order = [(access, measurement, sorted(groups[access], key=first))
+                 for access, measurement in zip(accesses, measurements, strict=True)]
+        return sorted(order, key=lambda entry: all(first(m) for m in entry[2]))
 
     async def _step_pool(self, member: Member, access: BrokerAccess,
                          measurement: Measurement, wall: datetime.datetime,
@@ -591,7 +671,11 @@ class Autoscaler:
         lock = self.runtime.locks.get(key)
         if lock is None:  # deleted meanwhile
             return True
-        async with lock:
+        async with self._held(lock) as held:
+            if not held:  # a long reconcile holds the object: tried again next cycle
+                log.info("%s/%s is busy; pool %s is decided next cycle", key.namespace,
+                         key.name, pool.name)
+                return False
             if self._current(member) and await self._scale_pool(
                     key, member.fleet, pool, access, measurement.source, depths, inputs):
                 changed[key] = None
@@ -611,21 +695,32 @@ class Autoscaler:
         return state.faults.get(step) != before
 
     async def _publish(self, key: Key) -> bool:
-        """Write the object's status; True when written. A failure is the object's own (a
-        fault, one Warning event): the write is tried again next cycle."""
+        """Write the object's status; True when written (or nothing to write), False
+        when it is to be tried again next cycle: its lock could not be had in time, or
+        the write failed. A failure is logged and announced by one Warning event while it
+        lasts, never kept as a fault: the next write that succeeds would show it, and
+        the one after clear it (Ready flapping for one slow request)."""
         state = self.runtime.fleets.get(key)
         lock = self.runtime.locks.get(key)
         if state is None or lock is None:
+            self.unwritten.discard(key)
             return True
         secrets = secrets_of(state.access) if state.access is not None else []
+        held = False
         with Boundary(STATUS_STEP, STATUS_FAILED, secrets, expected=(KubeError,)) as boundary:
-            async with lock:
-                await self.runtime.publish(key, self.deployments_of(key))
-        # A fault, or one just cleared (the status written still showed it), is written
-        # next cycle.
-        if await self._settle(key, STATUS_STEP, boundary.fault) or boundary.fault:
-            self.unpublished[key] = None
-        return boundary.fault is None
+            async with self._held(lock) as held:
+                if held:
+                    await self.runtime.publish(key, self.deployments_of(key))
+        fault = boundary.fault
+        if fault is None:
+            if held:
+                self.unwritten.discard(key)
+            return held
+        if key not in self.unwritten:
+            self.unwritten.add(key)
+            await self._event(key, "Warning", fault.reason,
+                              f"{fault.step}: {fault.message}; tried again next cycle")
+        return False
 
     async def _broker_state(self, key: Key, error: str | None) -> bool:
         """Record whether the broker answered; True when that changed."""
@@ -787,10 +882,11 @@ class Autoscaler:
         pods listed side by side, the workers that can answer asked in one broadcast per
         broker, the busy pods marked not safe to evict and the idle ones unmarked. A
         worker not asked or not answering keeps its marks."""
+        listing = asyncio.Semaphore(LISTINGS_AT_ONCE)
         try:
             async with asyncio.timeout(ASK_BUDGET):
                 listed = [found for found in await asyncio.gather(*(
-                    self._listed(question) for question in questions)) if found]
+                    self._listed(question, listing) for question in questions)) if found]
                 by_broker: dict[tuple[BrokerAccess, str], list[Listed]] = defaultdict(list)
                 for found in listed:
                     by_broker[found.broker].append(found)
@@ -804,14 +900,16 @@ class Autoscaler:
             log.warning("the workers of %d pools did not answer within %g s; their marks "
                         "stay", len(questions), ASK_BUDGET)
 
-    async def _listed(self, question: Question) -> Listed | None:
-        """The pool's pods and how to reach them; None when that failed (a fault)."""
+    async def _listed(self, question: Question, listing: asyncio.Semaphore) -> Listed | None:
+        """The pool's pods and how to reach them, listed once ``listing`` lets it; None
+        when that failed (a fault)."""
         fleet, pool = question.fleet, question.pool
         with Boundary(MARKS_STEP + pool.name, AUTOSCALING_FAILED, secrets_of(question.access),
                       expected=(KubeError,)) as boundary:
             options = celery_settings(fleet).get("broker_transport_options") or {}
-            pods = await self.runtime.kube.list_pods(
-                fleet.namespace, selector_labels(fleet, "worker", pool.name))
+            async with listing:
+                pods = await self.runtime.kube.list_pods(
+                    fleet.namespace, selector_labels(fleet, "worker", pool.name))
             return Listed(question, pods, options)
         await self._settle_marks(question, boundary.fault)
         return None
