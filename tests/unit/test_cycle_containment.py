@@ -529,3 +529,33 @@ def test_the_first_round_of_questions_lists_few_pools_at_once() -> None:
             metrics.forget(*key)
     assert marked == len(keys)  # every pool's workers were asked
     assert kube.most <= LISTINGS_AT_ONCE
+
+
+class CountedLock(asyncio.Lock):
+    """A lock that counts the waits for it."""
+
+    waits = 0
+
+    async def acquire(self) -> bool:
+        self.waits += 1
+        return await super().acquire()
+
+
+def test_a_busy_object_costs_one_wait_for_its_lock_whatever_its_pools() -> None:
+    """Each wait for a held lock takes a share of the interval: an object with many pools
+    busy in a long reconcile is given up at its first pool, not at each."""
+    async def scenario() -> None:
+        made = fleets(BAD, CANARY)
+        state = made.runtime.fleets[BAD]
+        assert state.fleet is not None
+        first = state.fleet.pools[0]
+        state.fleet = dataclasses.replace(state.fleet, pools=tuple(
+            dataclasses.replace(first, name=f"p{n}") for n in range(5)))
+        made.runtime.note_change()
+        lock = made.runtime.locks[BAD] = CountedLock()
+        await lock.acquire()                         # the object's long reconcile
+        await asyncio.wait_for(made.autoscaler.cycle(), GUARD)
+        assert lock.waits == 2                       # the reconcile's, and one of the cycle
+        assert scaled(made, CANARY) == [5]
+
+    asyncio.run(scenario())

@@ -570,6 +570,7 @@ class Autoscaler:
         # Ordered, so statuses are written in a stable order; kept until written.
         changed = self.unpublished
         series: dict[metrics.PoolSeries, set[str]] = {}
+        busy: set[Key] = set()  # objects whose lock was not had in time: skipped
         order = self._order(groups, accesses, measurements)
         self.unreached = {(m.fleet.uid, m.pool.name) for _, _, ms in order for m in ms}
         for access, measurement, members in order:
@@ -587,7 +588,7 @@ class Autoscaler:
                     try:
                         async with asyncio.timeout(self.step_limit):
                             at_rest = await self._step_pool(member, access, measurement,
-                                                            wall, secrets, changed)
+                                                            wall, secrets, changed, busy)
                     except TimeoutError:
                         raise Overrun(f"took longer than {self.step_limit:g} s; held at "
                                       "its size until the next cycle") from None
@@ -645,10 +646,13 @@ class Autoscaler:
 
     async def _step_pool(self, member: Member, access: BrokerAccess,
                          measurement: Measurement, wall: datetime.datetime,
-                         secrets: list[str], changed: dict[Key, None]) -> bool:
+                         secrets: list[str], changed: dict[Key, None], busy: set[Key]
+                         ) -> bool:
         """One pool's step of the cycle: its queues' fault, its inputs, and its decision
         unless it is at rest with the same inputs. Its object goes in ``changed`` when
-        what its status shows changed; True when the pool is left at rest."""
+        what its status shows changed, in ``busy`` when its lock was not had in time
+        (its other pools wait for the next cycle without waiting for it again); True
+        when the pool is left at rest."""
         key, pool = member.key, member.pool
         if await self._settle(key, QUEUES_STEP + pool.name,
                               unmeasured(pool, measurement.failed, secrets)):
@@ -671,10 +675,13 @@ class Autoscaler:
         lock = self.runtime.locks.get(key)
         if lock is None:  # deleted meanwhile
             return True
+        if key in busy:
+            return False
         async with self._held(lock) as held:
             if not held:  # a long reconcile holds the object: tried again next cycle
-                log.info("%s/%s is busy; pool %s is decided next cycle", key.namespace,
-                         key.name, pool.name)
+                busy.add(key)
+                log.info("%s/%s is busy; its pools are decided next cycle", key.namespace,
+                         key.name)
                 return False
             if self._current(member) and await self._scale_pool(
                     key, member.fleet, pool, access, measurement.source, depths, inputs):
