@@ -559,3 +559,20 @@ def test_a_busy_object_costs_one_wait_for_its_lock_whatever_its_pools() -> None:
         assert scaled(made, CANARY) == [5]
 
     asyncio.run(scenario())
+
+
+def test_a_change_recorded_while_its_status_is_written_is_written_next_cycle() -> None:
+    """The round of questions runs beside the cycle: a marks fault it settles while the
+    object's status is being written (rendered without it) is still to be written."""
+    async def scenario() -> None:
+        made = fleets(CANARY)
+        autoscaler = made.autoscaler
+
+        async def patch_status(namespace: str, name: str, status: Mapping[str, Any]) -> None:
+            autoscaler.unpublished[CANARY] = None    # as _settle_marks records a change
+
+        made.kube.patch_status = patch_status        # type: ignore[method-assign]
+        await autoscaler.cycle()
+        assert CANARY in autoscaler.unpublished
+
+    asyncio.run(scenario())

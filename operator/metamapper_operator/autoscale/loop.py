@@ -610,10 +610,16 @@ class Autoscaler:
                     changed[key] = None
         # Only objects whose measurements changed need their status rendered again.
         for key in list(changed):
-            if await self._publish(key):
-                changed.pop(key, None)
-            else:
-                calm = False
+            # Taken off before it is rendered: a change recorded meanwhile (by a round of
+            # questions) puts it back; put back too unless written (cancelled, failed).
+            changed.pop(key, None)
+            written = False
+            try:
+                written = await self._publish(key)
+            finally:
+                if not written:
+                    changed[key] = None
+            calm = calm and written
         self.unwritten &= set(self.runtime.fleets)
         # Forget pools of objects that are gone, and their series; workers of pools no
         # longer scaled that were draining consume again.
