@@ -576,3 +576,26 @@ def test_a_change_recorded_while_its_status_is_written_is_written_next_cycle() -
         assert CANARY in autoscaler.unpublished
 
     asyncio.run(scenario())
+
+
+def test_an_object_whose_steps_overrun_costs_one_share_per_cycle() -> None:
+    """An object whose every pool's step hangs: one overruns per cycle, its other pools
+    wait (no fault) and are walked first next cycle, so each is tried in turn while the
+    other fleets scale."""
+    async def scenario() -> None:
+        made = fleets(BAD, CANARY)
+        state = made.runtime.fleets[BAD]
+        assert state.fleet is not None
+        first = state.fleet.pools[0]
+        state.fleet = dataclasses.replace(state.fleet, pools=tuple(
+            dataclasses.replace(first, name=f"p{n}") for n in range(3)))
+        made.runtime.note_change()
+        stuck(made)
+        await asyncio.wait_for(made.autoscaler.cycle(), GUARD)
+        assert scaled(made, CANARY) == [5]
+        assert len(state.faults) == 1
+        for _ in range(2):
+            await asyncio.wait_for(made.autoscaler.cycle(), GUARD)
+        assert sorted(state.faults) == [f"autoscaling pool p{n}" for n in range(3)]
+
+    asyncio.run(scenario())

@@ -371,8 +371,9 @@ class Autoscaler:
     # Objects whose last status write failed: announced once by a Warning event, never
     # shown in the status itself (the write is tried again; see _publish).
     unwritten: set[Key] = field(default_factory=set)
-    # Pools the last walk did not reach (it was cancelled): the next walk starts with them.
-    unreached: set[PoolKey] = field(default_factory=set)
+    # Pools the last walk did not step (it was cancelled, or skipped their busy object),
+    # in order: the next walk starts with them.
+    unreached: dict[PoolKey, None] = field(default_factory=dict)
 
     def _shrinker(self) -> Shrinker:
         if self.shrinker is None:
@@ -570,18 +571,24 @@ class Autoscaler:
         # Ordered, so statuses are written in a stable order; kept until written.
         changed = self.unpublished
         series: dict[metrics.PoolSeries, set[str]] = {}
-        busy: set[Key] = set()  # objects whose lock was not had in time: skipped
+        # Objects whose lock was not had in time or one of whose steps overran: each
+        # costs the cycle one share at most, its other pools wait for the next cycle.
+        busy: set[Key] = set()
         order = self._order(groups, accesses, measurements)
-        self.unreached = {(m.fleet.uid, m.pool.name) for _, _, ms in order for m in ms}
+        self.unreached = {(m.fleet.uid, m.pool.name): None for _, _, ms in order for m in ms}
         for access, measurement, members in order:
             secrets = secrets_of(access)
             for member in members:
                 key, pool = member.key, member.pool
-                self.unreached.discard((member.fleet.uid, pool.name))
+                self.unreached.pop((member.fleet.uid, pool.name), None)
                 seen.add(member.fleet.uid)
                 series[pool_series(key, pool)] = (
                     set() if measurement.depths is None else set(pool.queues))
                 scaled.add((member.fleet.uid, pool.name))
+                if key in busy:  # walked first next cycle
+                    self.unreached[(member.fleet.uid, pool.name)] = None
+                    calm = False
+                    continue
                 at_rest = False
                 with Boundary(POOL_STEP + pool.name, AUTOSCALING_FAILED, secrets,
                               expected=(KubeError, Overrun)) as boundary:
@@ -590,6 +597,7 @@ class Autoscaler:
                             at_rest = await self._step_pool(member, access, measurement,
                                                             wall, secrets, changed, busy)
                     except TimeoutError:
+                        busy.add(key)
                         raise Overrun(f"took longer than {self.step_limit:g} s; held at "
                                       "its size until the next cycle") from None
                 calm = calm and at_rest
@@ -641,14 +649,17 @@ class Autoscaler:
     def _order(self, groups: dict[BrokerAccess, list[Member]], accesses: list[BrokerAccess],
                measurements: list[Measurement]
                ) -> list[tuple[BrokerAccess, Measurement, list[Member]]]:
-        """The walk's order: brokers and pools as grouped, those a cancelled walk did
-        not reach first (a slow step cannot starve the same tail every cycle)."""
-        def first(member: Member) -> bool:
-            return (member.fleet.uid, member.pool.name) not in self.unreached
+        """The walk's order: brokers and pools as grouped, those the last walk did not
+        step first, in the order it left them (a slow step cannot starve the same tail
+        every cycle)."""
+        rank = {pool_key: n for n, pool_key in enumerate(self.unreached)}
 
-        order = [(access, measurement, sorted(groups[access], key=first))
+        def place(member: Member) -> int:
+            return rank.get((member.fleet.uid, member.pool.name), len(rank))
+
+        order = [(access, measurement, sorted(groups[access], key=place))
                  for access, measurement in zip(accesses, measurements, strict=True)]
-        return sorted(order, key=lambda entry: all(first(m) for m in entry[2]))
+        return sorted(order, key=lambda entry: min(map(place, entry[2]), default=len(rank)))
 
     async def _step_pool(self, member: Member, access: BrokerAccess,
                          measurement: Measurement, wall: datetime.datetime,
@@ -656,9 +667,8 @@ class Autoscaler:
                          ) -> bool:
         """One pool's step of the cycle: its queues' fault, its inputs, and its decision
         unless it is at rest with the same inputs. Its object goes in ``changed`` when
-        what its status shows changed, in ``busy`` when its lock was not had in time
-        (its other pools wait for the next cycle without waiting for it again); True
-        when the pool is left at rest."""
+        what its status shows changed, in ``busy`` when its lock was not had in time;
+        True when the pool is left at rest."""
         key, pool = member.key, member.pool
         if await self._settle(key, QUEUES_STEP + pool.name,
                               unmeasured(pool, measurement.failed, secrets)):
@@ -681,8 +691,6 @@ class Autoscaler:
         lock = self.runtime.locks.get(key)
         if lock is None:  # deleted meanwhile
             return True
-        if key in busy:
-            return False
         async with self._held(lock) as held:
             if not held:  # a long reconcile holds the object: tried again next cycle
                 busy.add(key)
