@@ -553,10 +553,12 @@ def test_a_busy_object_costs_one_wait_for_its_lock_whatever_its_pools() -> None:
             dataclasses.replace(first, name=f"p{n}") for n in range(5)))
         made.runtime.note_change()
         lock = made.runtime.locks[BAD] = CountedLock()
+        made.autoscaler.unpublished[BAD] = None      # and a status to write
         await lock.acquire()                         # the object's long reconcile
         await asyncio.wait_for(made.autoscaler.cycle(), GUARD)
         assert lock.waits == 2                       # the reconcile's, and one of the cycle
         assert scaled(made, CANARY) == [5]
+        assert BAD in made.autoscaler.unpublished    # written once it can be
 
     asyncio.run(scenario())
 

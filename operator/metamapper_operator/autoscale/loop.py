@@ -571,9 +571,10 @@ class Autoscaler:
         # Ordered, so statuses are written in a stable order; kept until written.
         changed = self.unpublished
         series: dict[metrics.PoolSeries, set[str]] = {}
-        # Objects whose lock was not had in time or one of whose steps overran: each
-        # costs the cycle one share at most, its other pools wait for the next cycle.
+        # Objects whose lock was not had in time, and those one of whose steps overran:
+        # each costs the cycle one share at most, its other pools wait for the next cycle.
         busy: set[Key] = set()
+        overran: set[Key] = set()
         order = self._order(groups, accesses, measurements)
         self.unreached = {(m.fleet.uid, m.pool.name): None for _, _, ms in order for m in ms}
         for access, measurement, members in order:
@@ -585,7 +586,7 @@ class Autoscaler:
                 series[pool_series(key, pool)] = (
                     set() if measurement.depths is None else set(pool.queues))
                 scaled.add((member.fleet.uid, pool.name))
-                if key in busy:  # walked first next cycle
+                if key in busy or key in overran:  # walked first next cycle
                     self.unreached[(member.fleet.uid, pool.name)] = None
                     calm = False
                     continue
@@ -597,7 +598,7 @@ class Autoscaler:
                             at_rest = await self._step_pool(member, access, measurement,
                                                             wall, secrets, changed, busy)
                     except TimeoutError:
-                        busy.add(key)
+                        overran.add(key)
                         raise Overrun(f"took longer than {self.step_limit:g} s; held at "
                                       "its size until the next cycle") from None
                 calm = calm and at_rest
@@ -618,6 +619,9 @@ class Autoscaler:
                     changed[key] = None
         # Only objects whose measurements changed need their status rendered again.
         for key in list(changed):
+            if key in busy:  # its lock was not had: written next cycle
+                calm = False
+                continue
             # Taken off before it is rendered: a change recorded meanwhile (by a round of
             # questions) puts it back; put back too unless written (cancelled, failed).
             changed.pop(key, None)
@@ -628,7 +632,8 @@ class Autoscaler:
                 if not written:
                     changed[key] = None
             calm = calm and written
-        self.unwritten &= set(self.runtime.fleets)
+        if self.unwritten:
+            self.unwritten &= set(self.runtime.fleets)
         # Forget pools of objects that are gone, and their series; workers of pools no
         # longer scaled that were draining consume again.
         self.history = {k: v for k, v in self.history.items() if k[0] in seen}
