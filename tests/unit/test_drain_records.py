@@ -567,14 +567,35 @@ def test_a_predecessors_drain_on_a_pool_not_scaled_is_resumed_with_its_fleets_ac
     asyncio.run(scenario())
 
 
-@pytest.mark.parametrize("fleets", [[], known(None)], ids=["fleet gone", "no access"])
-def test_a_drain_record_of_a_fleet_gone_or_without_access_is_removed(
+@pytest.mark.parametrize("fleets", [[], known(None)], ids=["not known yet", "no access"])
+def test_a_drain_record_of_a_fleet_not_known_or_without_access_waits_for_it(
         fleets: list[Known]) -> None:
+    """An operator that just started knows objects one by one; removing the record of a
+    fleet it has not reconciled yet would leave a stopped worker nobody remembers."""
     async def scenario() -> None:
         p = pool({"p-a": Load(), "p-b": Load(active=1)}, {"p-a": {DRAINING: record(WALL)}})
         other = parse(body_of("other", "u-other"))
         await p.shrinker.step(other, other.pools[0], ACCESS, 1, 1, ignore)   # finds it
         await p.shrinker.abandon({(other.uid, "default")}, fleets)
+        assert p.control.resumed == []
+        assert DRAINING in p.kube.pods["p-a"]
+        await p.shrinker.abandon({(other.uid, "default")}, known())   # known now
+        assert p.control.resumed == ["p-a"]
+        assert p.kube.pods["p-a"] == {} and p.kube.labels["p-a"] == {}
+        assert p.shrinker.settled
+    asyncio.run(scenario())
+
+
+def test_a_drain_record_of_a_pool_that_left_the_spec_is_removed() -> None:
+    async def scenario() -> None:
+        p = pool({"p-a": Load(), "p-b": Load(active=1)}, {"p-a": {DRAINING: record(WALL)}})
+        other = parse(body_of("other", "u-other"))
+        await p.shrinker.step(other, other.pools[0], ACCESS, 1, 1, ignore)   # finds it
+        raw = body_of(FLEET.name, FLEET.uid)
+        raw["spec"]["pools"][0]["name"] = "renamed"
+        renamed = parse(raw)
+        await p.shrinker.abandon({(other.uid, "default")},
+                                 [Known(FLEET.namespace, FLEET.name, renamed, ACCESS)])
         assert p.control.resumed == []
         assert p.kube.pods["p-a"] == {} and p.kube.labels["p-a"] == {}
         assert p.shrinker.settled

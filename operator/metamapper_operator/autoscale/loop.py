@@ -49,7 +49,7 @@ from metamapper_operator.autoscale.eviction import (
 from metamapper_operator.autoscale.latency import Sample, Throughput, for_wait, observe
 from metamapper_operator.autoscale.policy import Bounds, History, at_rest, decide
 from metamapper_operator.autoscale.schedule import Window, active_window, next_change, raised
-from metamapper_operator.autoscale.shrink import Outcome, Shrinker
+from metamapper_operator.autoscale.shrink import Known, Outcome, Shrinker
 from metamapper_operator.brokers import Probe, ProbeError, QueueDepth, probe_for
 from metamapper_operator.brokers.base import probe_error, secrets_of
 from metamapper_operator.builders import (
@@ -648,7 +648,9 @@ class Autoscaler:
             self.retained = retained
         with Boundary("giving back the workers of pools no longer scaled",
                       AUTOSCALING_FAILED) as boundary:
-            await self._shrinker().abandon(scaled)
+            await self._shrinker().abandon(scaled, [
+                Known(key.namespace, key.name, state.fleet, state.access)
+                for key, state in list(self.runtime.fleets.items())])
         return calm and boundary.fault is None
 
     def _order(self, groups: dict[BrokerAccess, list[Member]], accesses: list[BrokerAccess],

@@ -460,8 +460,8 @@ class Shrinker:
         object gone) their queues back; those that do not confirm are asked again once
         due. Given the Metamappers the operator knows of, ``known``, also the records an
         earlier operator left on pools not scaled now (their namespaces are looked in
-        once): resumed with the fleet's access, or removed when the fleet is not known
-        (gone, invalid) or has no access."""
+        once): resumed with the fleet's access, removed when their pool left the spec, and
+        left for a later cycle while the fleet is not known, invalid or without access."""
         if known is not None:
             await self._adopt_unscaled(keep, known)
         for key in set(self.pools) - keep:
@@ -497,8 +497,15 @@ class Shrinker:
                         None) if fleet is not None else None
             if fleet is not None and (fleet.uid, pool_name) in keep:
                 continue   # its step takes the records
+            if fleet is None or k is None or k.access is None:
+                # Not known yet (an operator just started reconciles objects one by one),
+                # invalid or without access for now: its workers cannot be reached, and
+                # a record removed now would leave a stopped worker nobody remembers.
+                # Looked at again each cycle, without a request; a fleet that is gone
+                # takes its pods, and so its records, with it.
+                continue
             try:
-                if fleet is None or pool is None or k is None or k.access is None:
+                if pool is None:   # the pool left the spec: its Deployment goes, and its pods
                     await self._drop_records(namespace, name, pool_name)
                 elif (fleet.uid, pool.name) not in self.pools:
                     options = celery_settings(fleet).get("broker_transport_options") or {}
@@ -511,8 +518,8 @@ class Shrinker:
             self.recorded.discard(where)
 
     async def _drop_records(self, namespace: str, name: str, pool: str) -> None:
-        """Remove the records of a pool whose fleet is gone, invalid or without access:
-        its workers cannot be reached (and go with their fleet)."""
+        """Remove the records of a pool that left its fleet's spec: its Deployment and
+        its workers go."""
         pods = await self.kube.list_pods(namespace, {
             LABEL_NAME: "metamapper", LABEL_COMPONENT: "worker", LABEL_INSTANCE: name,
             LABEL_POOL: pool, DRAINING: RECORDED})
@@ -520,9 +527,8 @@ class Shrinker:
             await self.kube.annotate_pod(namespace, pod, {DRAINING: None, DELETION_COST: None},
                                          {DRAINING: None})
         if pods:
-            log.warning("pool %s of %s/%s: its fleet is gone, invalid or has no broker "
-                        "access; drain records removed from %s", pool, namespace, name,
-                        ", ".join(sorted(pods)))
+            log.warning("pool %s of %s/%s is no longer in its spec; drain records removed "
+                        "from %s", pool, namespace, name, ", ".join(sorted(pods)))
 
 
 async def _logged(kind: str, reason: str, message: str) -> None:
