@@ -50,6 +50,11 @@ def test_a_latency_target_sizes_the_pool_by_measured_throughput(
     fleet.apply({"concurrency": 1, "autoscaling": {
         "targetWaitSeconds": 10, "targetBacklogPerReplica": 100}})
     fleet.wait_for_workers(1)
+    # The worker consumes before its pod passes the readiness probe; a burst sent before
+    # the operator sees the pod ready would be served across a change of the ready count,
+    # which the estimator rightly does not count as throughput.
+    wait_until(lambda: fleet.pool_status().get("readyReplicas") == 1, timeout=60,
+               what="the operator seeing the worker pod ready")
     replicas = ReplicasWatch(fleet.stack, fleet.deployment)
 
     # ~5 per second: 20 done well within 10 s by one pod. One pod is enough while the
