@@ -31,7 +31,7 @@ import pytest
 import redis
 
 from devenv.waiting import wait_until
-from metamapper_operator.builders import LABEL_POOL
+from metamapper_operator.builders import LABEL_POOL, MANAGER
 from metamapper_operator.state import SCALE_SETTLE_SECONDS
 from tests.chart.helpers import (
     ChartAccess,
@@ -130,9 +130,12 @@ class Scene:
         return [event["reason"] for event in items(self.cluster, self.namespace, "events")]
 
     def most_counted(self) -> int:
-        """The largest count of an Event: a repeated event raises it (patch)."""
+        """The largest count of an Event the operator posted: a repeated event raises it
+        (patch). The scheduler's own events (FailedScheduling, say) are counted by it."""
         return max((event.get("count") or 1
-                    for event in items(self.cluster, self.namespace, "events")), default=0)
+                    for event in items(self.cluster, self.namespace, "events")
+                    if (event.get("source") or {}).get("component") == MANAGER),
+                   default=0)
 
     def at_rest(self) -> bool:
         """No write by the operator in the namespace for two resync intervals past the time
