@@ -21,20 +21,14 @@ from devenv.waiting import wait_until
 from tests.conftest import Cluster
 from tests.operator.conftest import OperatorProcess
 from tests.operator.fleet import apply, broker_secret, condition, fleet, get, wait_for_children
+from tests.unit.sample import put
 
 Mutation = Callable[[dict[str, Any]], None]
 
 
 def _set(path: str, value: Any) -> Mutation:
     def mutate(spec: dict[str, Any]) -> None:
-        *parents, last = path.split(".")
-        node: Any = spec
-        for part in parents:
-            node = node[int(part)] if part.isdigit() else node.setdefault(part, {})
-        if isinstance(node, list):
-            node[int(last)] = value
-        else:
-            node[last] = value
+        put(spec, path, value)
     return mutate
 
 

@@ -30,3 +30,16 @@ def settled(name: str, replicas: int = 1) -> DeploymentState:
     """A Deployment of ``replicas`` pods, all of them ready and up to date."""
     return DeploymentState(name=name, spec_hash="h", replicas=replicas, ready=replicas,
                            updated=replicas, generation=1, observed_generation=1)
+
+
+def put(raw: dict[str, Any], path: str, value: Any) -> None:
+    """Set ``value`` at the dotted ``path`` of ``raw`` (numbers index lists), making the
+    objects on the way."""
+    *parents, last = path.split(".")
+    node: Any = raw
+    for part in parents:
+        node = node[int(part)] if part.isdigit() else node.setdefault(part, {})
+    if isinstance(node, list):
+        node[int(last)] = value
+    else:
+        node[last] = value

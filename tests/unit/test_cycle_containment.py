@@ -29,7 +29,7 @@ from metamapper_operator.kube import Kube, KubeError
 from metamapper_operator.model import Schedule, parse
 from metamapper_operator.references import BrokerAccess, SecretCache
 from metamapper_operator.runtime import Runtime
-from metamapper_operator.state import Key
+from metamapper_operator.state import FleetState, Key
 from metamapper_operator.status import DeploymentState
 from tests.unit.sample import BODY
 from tests.unit.test_wiring import (
@@ -107,6 +107,17 @@ def conditions(made: Fleets, key: Key) -> dict[str, dict[str, Any]]:
     status = made.runtime.fleets[key].status
     assert status is not None, "no status was published"
     return {c["type"]: c for c in json.loads(status)["conditions"]}
+
+
+def with_pools(made: Fleets, key: Key, count: int) -> FleetState:
+    """Give ``key``'s fleet ``count`` pools like its first (p0, p1, ...); its state."""
+    state = made.runtime.fleets[key]
+    assert state.fleet is not None
+    first = state.fleet.pools[0]
+    state.fleet = dataclasses.replace(state.fleet, pools=tuple(
+        dataclasses.replace(first, name=f"p{n}") for n in range(count)))
+    made.runtime.note_change()
+    return state
 
 
 def scaled(made: Fleets, key: Key, pool: str = "default") -> list[int]:
@@ -546,12 +557,7 @@ def test_a_busy_object_costs_one_wait_for_its_lock_whatever_its_pools() -> None:
     busy in a long reconcile is given up at its first pool, not at each."""
     async def scenario() -> None:
         made = fleets(BAD, CANARY)
-        state = made.runtime.fleets[BAD]
-        assert state.fleet is not None
-        first = state.fleet.pools[0]
-        state.fleet = dataclasses.replace(state.fleet, pools=tuple(
-            dataclasses.replace(first, name=f"p{n}") for n in range(5)))
-        made.runtime.note_change()
+        with_pools(made, BAD, 5)
         lock = made.runtime.locks[BAD] = CountedLock()
         made.autoscaler.unpublished[BAD] = None      # and a status to write
         await lock.acquire()                         # the object's long reconcile
@@ -586,12 +592,7 @@ def test_an_object_whose_steps_overrun_costs_one_share_per_cycle() -> None:
     other fleets scale."""
     async def scenario() -> None:
         made = fleets(BAD, CANARY)
-        state = made.runtime.fleets[BAD]
-        assert state.fleet is not None
-        first = state.fleet.pools[0]
-        state.fleet = dataclasses.replace(state.fleet, pools=tuple(
-            dataclasses.replace(first, name=f"p{n}") for n in range(3)))
-        made.runtime.note_change()
+        state = with_pools(made, BAD, 3)
         stuck(made)
         await asyncio.wait_for(made.autoscaler.cycle(), GUARD)
         assert scaled(made, CANARY) == [5]

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from metamapper_operator.builders import desired_objects
 from metamapper_operator.model import SpecError, parse
 from metamapper_operator.status import Observed, render
-from tests.unit.sample import body
+from tests.unit.sample import body, put
 
 
 @pytest.mark.parametrize(("spec", "field"), [
@@ -261,23 +261,12 @@ _json = st.recursive(_scalar, lambda inner: st.one_of(
     max_leaves=6)
 
 
-def _put(raw: dict[str, Any], path: str, value: Any) -> None:
-    *parents, last = path.split(".")
-    node: Any = raw
-    for part in parents:
-        node = node[int(part)] if part.isdigit() else node.setdefault(part, {})
-    if isinstance(node, list):
-        node[int(last)] = value
-    else:
-        node[last] = value
-
-
 @settings(max_examples=400, deadline=None, derandomize=True)
 @given(path=st.sampled_from(READ), value=_json)
 def test_parse_answers_any_value_with_a_fleet_or_a_spec_error(path: str, value: Any) -> None:
     """And what it answers with a Fleet, the builders and the status can evaluate."""
     raw = _scheduled()
-    _put(raw, path, value)
+    put(raw, path, value)
     try:
         fleet = parse(raw)
     except SpecError:
