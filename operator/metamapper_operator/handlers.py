@@ -288,8 +288,7 @@ async def reconcile(body: kopf.Body, runtime: Runtime,
         fault = boundary.fault
         if isinstance(boundary.error, KubeError):
             fault = replace(fault, reason="ApplyFailed")
-        if settle(state.faults, RECONCILE, fault) is not None and key in runtime.fleets:
-            await runtime.kube.event(body.metadata, "Warning", fault.reason, fault.message)
+        await runtime.settle(key, RECONCILE, fault)
         with contextlib.suppress(KubeError):  # the status may be what fails
             await runtime.publish(key, deployments, seen_status)
         if isinstance(boundary.error, KubeError) and boundary.error.retryable:
@@ -422,11 +421,10 @@ async def _until_listed(body: kopf.Body, runtime: Runtime, children: Children) -
             continue
         kind = next(iter(children.refusals))[0]
         key = Key(body.metadata.namespace or "", body.metadata.name or "")
-        state, lock = runtime.state(key, body.metadata.uid or "")
+        _, lock = runtime.state(key, body.metadata.uid or "")   # made if new: settle finds it
         fault = Fault(step=LISTING, reason=f"CannotList{kind}s", message=why)
         async with lock:
-            if settle(state.faults, LISTING, fault) is not None:
-                await runtime.kube.event(body.metadata, "Warning", fault.reason, why)
+            await runtime.settle(key, LISTING, fault)
             with contextlib.suppress(KubeError):  # the next try writes it
                 await runtime.publish(key, {}, dict(body.get("status") or {}))
         raise kopf.TemporaryError(why, delay=LISTING_WAIT)

@@ -28,7 +28,7 @@ from metamapper_operator.builders import (
     selector_labels,
 )
 from metamapper_operator.children import Children
-from metamapper_operator.containment import Boundary, settle
+from metamapper_operator.containment import Boundary
 from metamapper_operator.kube import KubeError
 from metamapper_operator.model import Fleet
 from metamapper_operator.runtime import Runtime
@@ -121,11 +121,7 @@ class Rollouts:
         if state is None or lock is None or state.faults.get(step_of(name)) == fault:
             return
         async with lock:
-            announce = settle(state.faults, step_of(name), fault)
-            if announce is not None:
-                await self.runtime.kube.event(
-                    {"namespace": key.namespace, "name": key.name, "uid": state.uid},
-                    "Warning", announce.reason, f"{announce.step}: {announce.message}")
+            await self.runtime.settle(key, step_of(name), fault)
             with Boundary(f"status of {key.namespace}/{key.name}", "StatusFailed",
                           expected=(KubeError,)):
                 await self.runtime.publish(key, self.children.deployments(key))

@@ -160,7 +160,7 @@ def test_a_bug_met_while_planning_changes_nothing_and_hides_the_secret(
         assert kube.status["observedGeneration"] == 1
         assert PASSWORD not in str(kube.status) and PASSWORD not in str(kube.notes)
         assert kube.notes[len(notes):] == [("Warning", "ReconcileFailed", condition(
-            kube, "Ready")["message"].removeprefix("reconcile: "))]
+            kube, "Ready")["message"])]
 
     asyncio.run(scenario())
 

@@ -57,7 +57,7 @@ from metamapper_operator.builders import (
     pool_deployment_name,
     selector_labels,
 )
-from metamapper_operator.containment import Boundary, describe, settle
+from metamapper_operator.containment import Boundary, describe
 from metamapper_operator.contradictions import unconsumed_queues
 from metamapper_operator.kube import KubeError
 from metamapper_operator.model import Fleet, Pool, Schedule
@@ -712,15 +712,7 @@ class Autoscaler:
     async def _settle(self, key: Key, step: str, fault: Fault | None) -> bool:
         """Record how one of the object's steps ended, with a Warning event for a new
         fault; True when what its status shows changed."""
-        state = self.runtime.fleets.get(key)
-        if state is None:
-            return False
-        before = state.faults.get(step)
-        announce = settle(state.faults, step, fault)
-        if announce is not None:
-            await self._event(key, "Warning", announce.reason,
-                              f"{announce.step}: {announce.message}")
-        return state.faults.get(step) != before
+        return await self.runtime.settle(key, step, fault)
 
     async def _publish(self, key: Key) -> bool:
         """Write the object's status; True when written (or nothing to write), False
