@@ -239,7 +239,10 @@ def _start_postgres(home: Path) -> int:
             out.write(entry)
     return spawn([str(PG_BIN / "postgres"), "-D", str(data), "-p", str(POSTGRES_PORT),
                   "-k", str(home), "-c", f"listen_addresses=127.0.0.1,{HOST}", "-c", "fsync=off",
-                  "-c", "max_connections=300"], home / "log", user=user)
+                  "-c", "max_connections=300",
+                  # Query statistics, which the worker's usage collection reads.
+                  "-c", "shared_preload_libraries=pg_stat_statements"],
+                 home / "log", user=user)
 
 
 # --- MariaDB -----------------------------------------------------------------------
