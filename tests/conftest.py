@@ -30,6 +30,16 @@ from tests.helpers import OwnRedis
 REPO = Path(__file__).resolve().parents[1]
 pytest_plugins = ["tests.chart.helpers"]
 
+# The end-to-end tests whose outcome depends on timing: they wait for a real node, control
+# plane or worker. Marked ``timing`` so hack/repeat_tests.py can run them over and over.
+TIMING_DEPENDENT = ("tests/e2e/", "tests/operator/", "tests/node/", "tests/brokers/test_drain.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.nodeid.startswith(TIMING_DEPENDENT):
+            item.add_marker(pytest.mark.timing)
+
 
 def _ensure(name: str) -> None:
     try:
