@@ -59,9 +59,9 @@ images: deps venv ## build the worker and operator images from the Dockerfile an
 	$(PY) -m devenv.images build
 
 lint: venv ## ruff, mypy and the import contracts (import-linter)
-	$(VENV)/bin/ruff check operator tasks common devenv tests bench
+	$(VENV)/bin/ruff check operator tasks common devenv tests bench hack
 	$(VENV)/bin/mypy
-	$(VENV)/bin/mypy bench
+	$(VENV)/bin/mypy bench hack
 	$(VENV)/bin/lint-imports --no-cache --no-logo
 
 test: deps venv checkov tools images lint test-only ## everything: set-up, images, lint and the whole suite
