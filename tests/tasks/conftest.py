@@ -1,4 +1,4 @@
-"""Fixtures for the worker image's tests: a metastore, and real Celery processes.
+"""Fixtures for the worker image's tests: Metamapper's metastore, and real Celery processes.
 
 Broker and database services come from the suite's top-level fixtures
 (``redis_url``, ``rabbitmq``, ``postgres_dsn``, ``mariadb_dsn``, ``sqs_endpoint``).
@@ -11,18 +11,60 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
+from cryptography.fernet import Fernet
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from devenv.waiting import wait_until
-from metamapper.metastore import connect
+from metamapper.metastore import connect, schema
 from metamapper.metastore.connection import Database
 
 BIN = Path(sys.executable).parent
+
+
+@dataclass(frozen=True)
+class MetamapperDB:
+    """A fresh database holding Metamapper 1.0's schema (``schema.sql``)."""
+
+    dsn: str
+    #: METAMAPPER_DB_* and METAMAPPER_FERNET_KEY, for a child process's environment.
+    env: dict[str, str]
+    fernet_key: str
+
+
+@pytest.fixture
+def metamapper_db(postgres_dsn: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[MetamapperDB]:
+    """A database of its own on the suite's PostgreSQL (beside ``postgres_dsn``'s, which
+    stays free for a datastore), with Metamapper's tables, named by METAMAPPER_DB_* and
+    METAMAPPER_FERNET_KEY (a new key) in this process's environment."""
+    server = conninfo_to_dict(postgres_dsn)
+    name = f"metamapper_{uuid.uuid4().hex[:12]}"
+    admin = make_conninfo(postgres_dsn, dbname="postgres")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"'.encode())
+    dsn = make_conninfo(postgres_dsn, dbname=name)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        schema.create(conn)
+    env = {
+        "METAMAPPER_DB_HOST": str(server["host"]),
+        "METAMAPPER_DB_PORT": str(server.get("port") or 5432),
+        "METAMAPPER_DB_NAME": name,
+        "METAMAPPER_DB_USER": str(server["user"]),
+        "METAMAPPER_DB_PASSWORD": str(server.get("password") or ""),
+        "METAMAPPER_FERNET_KEY": Fernet.generate_key().decode(),
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    yield MetamapperDB(dsn=dsn, env=env, fernet_key=env["METAMAPPER_FERNET_KEY"])
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'.encode())
 
 
 @pytest.fixture

@@ -9,11 +9,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from metamapper.metastore import catalog_store, connect, datastores, revisions, runs
+from metamapper.metastore import catalog_store, connect, datastores, revisions, runs, schema
 from metamapper.metastore.connection import Database, default_database_url
 from metamapper.metastore.datastores import DatastoreError
 from metamapper.metastore.migrations import LATEST, applied_versions, migrate
 from metamapper.revisioner import workflow
+from tests.tasks.conftest import MetamapperDB
 
 
 @pytest.fixture
@@ -149,3 +150,29 @@ def test_exactly_one_schema_finishes_last(multi_schema_datastore: str) -> None:
     with ThreadPoolExecutor(len(names)) as pool:
         lasts = list(pool.map(process, names))
     assert lasts.count(True) == 1
+
+
+METAMAPPER_TABLES = {
+    "auth_users", "auth_workspaces", "auth_memberships", "definitions_datastore",
+    "definitions_schema", "definitions_table", "definitions_column", "definitions_table_usage",
+    "definitions_table_usage_exists", "revisioner_run", "revisioner_runtask", "checks",
+    "checks_query", "checks_execution", "checks_expectation", "checks_expectationresult",
+    "checks_alertrule", "healthchecks_heartbeat", "audit_activity", "sso_domains",
+}
+
+
+def test_schema_has_metamapper_tables(metamapper_db: MetamapperDB) -> None:
+    with psycopg.connect(metamapper_db.dsn, autocommit=True) as conn:
+        assert schema.tables(conn) >= METAMAPPER_TABLES
+        with pytest.raises(schema.SchemaExists):
+            schema.create(conn)
+        password_type = conn.execute(
+            "SELECT data_type FROM information_schema.columns"
+            " WHERE table_name = 'definitions_datastore' AND column_name = 'password'"
+        ).fetchone()
+        assert password_type == ("bytea",)
+        # Django's foreign keys: checked at commit, so rows may be written in any order.
+        deferred = conn.execute(
+            "SELECT bool_and(condeferrable AND condeferred) FROM pg_constraint WHERE contype = 'f'"
+        ).fetchone()
+        assert deferred == (True,)
