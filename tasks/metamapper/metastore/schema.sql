@@ -435,6 +435,23 @@ CREATE TABLE checks_alertrule (
 );
 CREATE INDEX checks_alertrule_job_id ON checks_alertrule (job_id);
 
+-- integrations: a workspace's Slack and PagerDuty (the checks' alert channels).
+CREATE TABLE integration_config (
+    id varchar(40) PRIMARY KEY,
+    created_at timestamptz NOT NULL,
+    updated_at timestamptz NOT NULL,
+    integration varchar(32) NOT NULL,            -- PAGERDUTY, SLACK
+    displayable varchar(140) NOT NULL,
+    auth bytea NOT NULL,                         -- encrypted: Slack's token, PagerDuty's key
+    meta jsonb NOT NULL,                         -- app default: {}
+    user_id integer NOT NULL
+        REFERENCES auth_users (id) DEFERRABLE INITIALLY DEFERRED,
+    workspace_id varchar(32) NOT NULL
+        REFERENCES auth_workspaces (id) DEFERRABLE INITIALLY DEFERRED,
+    CONSTRAINT integration_config_workspace_id_integration_displayable_key
+        UNIQUE (workspace_id, integration, displayable)
+);
+
 -- healthchecks: the beat's heartbeat is one row, replaced on every beat.
 
 CREATE TABLE healthchecks_heartbeat (
