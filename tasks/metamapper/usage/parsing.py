@@ -1,0 +1,80 @@
+"""Which tables a query reads, from its text (sqlglot, in the datastore's dialect).
+
+Only queries count (SELECT, set operations, ``WITH ... SELECT``): Metamapper's own
+collection takes Snowflake's history of SELECT statements, and a write names its
+target, which it does not read. Names are resolved the way the engine resolves them,
+so that they meet the names its inspector stored: a bare table lies in the session's
+schema and database, common table expressions and table functions are not tables.
+Text that does not parse reads nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import SqlglotError
+from sqlglot.optimizer.normalize_identifiers import normalize_identifiers
+from sqlglot.optimizer.scope import traverse_scope
+
+
+class Dialect(Enum):
+    """How an engine's query text is read; the value is sqlglot's name for it."""
+
+    POSTGRESQL = "postgres"
+    SNOWFLAKE = "snowflake"
+
+    def fold(self, expression: exp.Expr) -> exp.Expr:
+        """Unquoted names as the inspector stored them.
+
+        PostgreSQL folds unquoted names to lower case and its catalog keeps quoted ones
+        as written; Metamapper stores Snowflake's names in lower case, quoted or not.
+        """
+        if self is Dialect.SNOWFLAKE:
+            for identifier in expression.find_all(exp.Identifier):
+                identifier.set("this", identifier.name.lower())
+            return expression
+        return normalize_identifiers(expression, dialect=self.value)
+
+
+@dataclass(frozen=True)
+class Session:
+    """Where a bare name resolves: the connection's database and current schema."""
+
+    database: str
+    schema: str
+
+
+@dataclass(frozen=True, order=True)
+class TableRef:
+    database: str
+    schema: str
+    table: str
+
+
+def tables_read(query_text: str, dialect: Dialect, session: Session) -> frozenset[TableRef]:
+    """The tables the queries in ``query_text`` read; none when it does not parse."""
+    found: set[TableRef] = set()
+    try:
+        for statement in sqlglot.parse(query_text, dialect=dialect.value):
+            if isinstance(statement, exp.Query):
+                found.update(_tables_of(dialect.fold(statement), session))
+    except SqlglotError:
+        return frozenset()
+    return frozenset(found)
+
+
+def _tables_of(query: exp.Expr, session: Session) -> set[TableRef]:
+    found = set()
+    # A scope's sources map names to tables or to the scopes of CTEs and subqueries.
+    for scope in traverse_scope(query):
+        for source in scope.sources.values():
+            if isinstance(source, exp.Table) and isinstance(source.this, exp.Identifier):
+                found.add(TableRef(
+                    database=source.catalog or session.database,
+                    schema=source.db or session.schema,
+                    table=source.name,
+                ))
+    return found
