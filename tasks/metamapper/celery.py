@@ -32,7 +32,9 @@ class MetamapperCelery(Celery):
 os.environ.setdefault(CONFIG_MODULE_ENV, DEFAULT_CONFIG_MODULE)
 
 app = MetamapperCelery(
-    "metamapper", include=["metamapper.health", "metamapper.revisioner.tasks"]
+    "metamapper",
+    # metamapper.refusals last: it registers upstream's names no module implements.
+    include=["metamapper.health", "metamapper.revisioner.tasks", "metamapper.refusals"],
 )
 app.config_from_envvar(CONFIG_MODULE_ENV)
 # The stamps the pods' probes read (metamapper.probe).

@@ -26,6 +26,8 @@ from typing import Any
 from celery.schedules import crontab
 from kombu import Exchange, Queue
 
+from metamapper.protocol import ROUTES
+
 QUEUES = ("default", "checks", "revisioner", "usage")
 
 TASK_TIME_LIMIT = 20 * 60
@@ -63,6 +65,7 @@ SETTINGS: dict[str, Any] = {
     "task_queues": [Queue(name, Exchange(name), routing_key=name) for name in QUEUES],
     "task_default_queue": "default",
     "task_routes": {
+        **{glob: {"queue": queue} for glob, queue in ROUTES},
         "metamapper.revisioner.*": {"queue": "revisioner"},
         "metamapper.checks.*": {"queue": "checks"},
         "metamapper.usage.*": {"queue": "usage"},
