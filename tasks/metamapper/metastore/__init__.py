@@ -1,9 +1,26 @@
-"""The metastore: datastores, runs, the current catalog and its revisions.
+"""The metastore: Metamapper 1.0's PostgreSQL database, shared with its web app.
 
-PostgreSQL in production, a SQLite file as the embedded default; see
-:func:`metamapper.metastore.connection.default_database_url`.
+:func:`open_metastore` connects from METAMAPPER_DB_*; :mod:`.datastores` reads the
+datastores (credentials decrypted with METAMAPPER_FERNET_KEY, see :mod:`.fernet`);
+:mod:`.heartbeats` keeps the beat's heartbeat; :mod:`.schema` creates the tables where no
+web app did. ``Database``/``connect``/``default_database_url`` serve the worker's previous,
+separate schema while its last users move over.
 """
 
-from metamapper.metastore.connection import Database, connect, default_database_url
+from metamapper.metastore.connection import (
+    Database,
+    MetastoreSettings,
+    MetastoreUnavailable,
+    connect,
+    default_database_url,
+    open_metastore,
+)
 
-__all__ = ["Database", "connect", "default_database_url"]
+__all__ = [
+    "Database",
+    "MetastoreSettings",
+    "MetastoreUnavailable",
+    "connect",
+    "default_database_url",
+    "open_metastore",
+]

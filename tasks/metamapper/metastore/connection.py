@@ -1,22 +1,91 @@
-"""One small DB-API wrapper over the two metastore engines (SQLite and PostgreSQL).
+"""The connection to Metamapper's metastore: its PostgreSQL database, named the way the
+web app names it (``METAMAPPER_DB_HOST``, ``_PORT``, ``_NAME``, ``_USER``, ``_PASSWORD``,
+with the web app's defaults).
 
-SQL in this package is written once, with ``?`` placeholders; the PostgreSQL side
-rewrites them to psycopg's ``%s`` (so metastore SQL never contains a literal ``?``
-or ``%``). Connections are in autocommit mode and :meth:`Database.transaction`
-opens explicit transactions.
+:func:`open_metastore` gives a psycopg connection in autocommit mode; a caller groups
+writes with ``conn.transaction()``. The password never appears in what this module
+shows or raises.
+
+The older ``Database`` wrapper below (a SQLite or PostgreSQL URL from
+METAMAPPER_DATABASE_URL) serves the worker's previous, separate schema while its last
+users move to Metamapper's.
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+import psycopg
+
 from metamapper.urls import engine_of, sqlite_path
+from metamapper_urls import scrub
+
+#: The web app's settings: environment variable -> default.
+DB_ENV_DEFAULTS = {
+    "METAMAPPER_DB_HOST": "database",
+    "METAMAPPER_DB_PORT": "5432",
+    "METAMAPPER_DB_NAME": "metamapper",
+    "METAMAPPER_DB_USER": "postgres",
+    "METAMAPPER_DB_PASSWORD": "postgres",
+}
+CONNECT_TIMEOUT = 10
+
+
+class MetastoreUnavailable(Exception):
+    """The metastore cannot be reached or refused us; the message holds no password."""
+
+
+@dataclass(frozen=True)
+class MetastoreSettings:
+    """Where the metastore is, from METAMAPPER_DB_* (absent ones take the web app's defaults)."""
+
+    host: str
+    port: int
+    name: str
+    user: str
+    password: str = field(repr=False)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> MetastoreSettings:
+        env = os.environ if environ is None else environ
+        value = {key: env.get(key, default) for key, default in DB_ENV_DEFAULTS.items()}
+        port = value["METAMAPPER_DB_PORT"]
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise MetastoreUnavailable(f"METAMAPPER_DB_PORT is not a port number: {port!r}")
+        return cls(
+            host=value["METAMAPPER_DB_HOST"], port=int(port), name=value["METAMAPPER_DB_NAME"],
+            user=value["METAMAPPER_DB_USER"], password=value["METAMAPPER_DB_PASSWORD"],
+        )
+
+    @property
+    def display(self) -> str:
+        """``user@host:port/name``: what a log line or an error may show."""
+        return f"{self.user}@{self.host}:{self.port}/{self.name}"
+
+
+@contextmanager
+def open_metastore(settings: MetastoreSettings | None = None) -> Iterator[psycopg.Connection]:
+    """A connection to the metastore (autocommit; group writes in ``conn.transaction()``),
+    closed on exit."""
+    settings = settings or MetastoreSettings.from_env()
+    try:
+        conn = psycopg.connect(
+            host=settings.host, port=settings.port, dbname=settings.name, user=settings.user,
+            password=settings.password, autocommit=True, connect_timeout=CONNECT_TIMEOUT,
+            application_name="metamapper-worker",
+        )
+    except psycopg.Error as exc:
+        message = f"metastore {settings.display}: {str(exc).strip()}"
+        raise MetastoreUnavailable(scrub(message, [settings.password])) from None
+    with conn:
+        yield conn
 
 DATABASE_URL_ENV = "METAMAPPER_DATABASE_URL"
 HOME_ENV = "METAMAPPER_HOME"
@@ -76,8 +145,6 @@ class Database:
             self._sqlite.execute("PRAGMA foreign_keys = ON")
             self._sqlite.execute("PRAGMA journal_mode = WAL")
         elif self.dialect == "postgresql":
-            import psycopg
-
             self._pg = psycopg.connect(url, autocommit=True, connect_timeout=10)
         else:
             raise ValueError("the metastore is PostgreSQL or SQLite")

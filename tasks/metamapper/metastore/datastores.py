@@ -1,18 +1,178 @@
-"""Datastores: the databases Metamapper inspects."""
+"""Datastores: the databases Metamapper inspects, as the web app registers them in
+``definitions_datastore`` (the password encrypted, see :mod:`metamapper.metastore.fernet`).
+
+:func:`load` reads one with its connection settings decrypted and the incident contacts
+its failure alert goes to; :func:`register` writes one the way the web app does, for an
+installation without the web app, the demo and the tests.
+
+The older records further down (``Datastore``, ``add``, ...) belong to the worker's
+previous, separate schema and go with it.
+"""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from datetime import UTC, datetime
+import re
+import secrets
+import string
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import quote
+
+import psycopg
+from psycopg.types.json import Jsonb
 
 from metamapper.metastore.connection import Database
+from metamapper.metastore.fernet import Cipher
 from metamapper.urls import engine_of
 from metamapper_urls import redact
+
+#: Engines whose datastores this worker reaches through a URL, by the URL's scheme.
+URL_SCHEMES = {"postgresql": "postgresql", "redshift": "postgresql", "mysql": "mysql"}
 
 
 class DatastoreError(Exception):
     """A datastore is missing, duplicated or misconfigured."""
+
+
+@dataclass(frozen=True)
+class ConnectionSettings:
+    """How to reach a datastore: ``definitions_datastore``'s columns, the password decrypted."""
+
+    engine: str
+    host: str
+    port: int
+    database: str
+    username: str
+    password: str = field(repr=False)
+    #: Engine-specific settings (e.g. an AWS region), as the web app stores them.
+    extras: Mapping[str, Any] = field(default_factory=dict)
+
+    def url(self) -> str:
+        """A connection URL for the engines reached through one (PostgreSQL, Redshift,
+        MySQL); :class:`DatastoreError` for the others."""
+        scheme = URL_SCHEMES.get(self.engine)
+        if scheme is None:
+            raise DatastoreError(f"a {self.engine} datastore has no connection URL")
+        user = f"{quote(self.username, safe='')}:{quote(self.password, safe='')}@"
+        return f"{scheme}://{user}{self.host}:{self.port}/{quote(self.database, safe='')}"
+
+
+@dataclass(frozen=True)
+class RegisteredDatastore:
+    """A datastore as Metamapper's web app registered it."""
+
+    id: str
+    workspace_id: str
+    workspace_slug: str
+    name: str
+    slug: str
+    is_enabled: bool
+    version: str | None
+    interval: timedelta
+    connection: ConnectionSettings
+    #: E-mail addresses told when a run of this datastore fails.
+    incident_contacts: tuple[str, ...]
+    disabled_datastore_properties: tuple[str, ...]
+    disabled_table_properties: tuple[str, ...]
+    deleted_at: datetime | None
+
+
+_LOAD = """
+    SELECT d.id, d.workspace_id, w.slug, d.name, d.slug, d.is_enabled, d.version, d.interval,
+           d.engine, d.host, d.port, d.database, d.username, d.password, d.extras,
+           d.incident_contacts, d.disabled_datastore_properties, d.disabled_table_properties,
+           d.deleted_at
+      FROM definitions_datastore d JOIN auth_workspaces w ON w.id = d.workspace_id
+     WHERE d.id = %s
+"""
+
+
+def load(
+    conn: psycopg.Connection, datastore_id: str, cipher: Cipher | None = None,
+    *, include_deleted: bool = False,
+) -> RegisteredDatastore:
+    """The datastore ``datastore_id`` with its password decrypted (by ``cipher``, else
+    METAMAPPER_FERNET_KEY's); a soft-deleted one counts as missing unless asked for."""
+    row = conn.execute(_LOAD, (datastore_id,)).fetchone()
+    if row is None or (row[18] is not None and not include_deleted):
+        raise DatastoreError(f"no datastore with id {datastore_id!r}")
+    (id_, workspace_id, workspace_slug, name, slug, is_enabled, version, interval,
+     engine, host, port, database, username, token, extras,
+     contacts, disabled_datastore, disabled_table, deleted_at) = row
+    password = (cipher or Cipher.from_env()).decrypt(
+        token, f"the password of datastore {name!r} ({id_})"
+    )
+    return RegisteredDatastore(
+        id=id_, workspace_id=workspace_id, workspace_slug=workspace_slug, name=name,
+        slug=slug, is_enabled=is_enabled, version=version, interval=interval,
+        connection=ConnectionSettings(engine, host, port, database, username, password,
+                                      extras),
+        incident_contacts=tuple(contacts), disabled_datastore_properties=tuple(disabled_datastore),
+        disabled_table_properties=tuple(disabled_table), deleted_at=deleted_at,
+    )
+
+
+def set_version(conn: psycopg.Connection, datastore_id: str, version: str) -> bool:
+    """Record the engine's version, as the web app's version check does; False if it
+    was already current."""
+    cursor = conn.execute(
+        "UPDATE definitions_datastore SET version = %s, updated_at = now()"
+        " WHERE id = %s AND version IS DISTINCT FROM %s",
+        (version, datastore_id, version),
+    )
+    return cursor.rowcount > 0
+
+
+def new_id() -> str:
+    """A primary key the way the web app makes one: 12 random letters and digits."""
+    return "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(12))
+
+
+def register(
+    conn: psycopg.Connection,
+    workspace_id: str,
+    name: str,
+    connection: ConnectionSettings,
+    *,
+    cipher: Cipher | None = None,
+    interval: timedelta = timedelta(days=1),
+    incident_contacts: Sequence[str] = (),
+    is_enabled: bool = True,
+) -> str:
+    """Insert a datastore as the web app would (its defaults, an encrypted password, a
+    unique slug); returns its id."""
+    token = (cipher or Cipher.from_env()).encrypt(connection.password)
+    datastore_id = new_id()
+    with conn.transaction():
+        slug = _unique_slug(conn, name)
+        conn.execute(
+            """INSERT INTO definitions_datastore (
+                   id, created_at, updated_at, custom_properties, name, slug, tags, is_enabled,
+                   engine, host, username, password, database, port, extras, ssh_enabled,
+                   disabled_datastore_properties, disabled_table_properties,
+                   object_permissions_enabled, workspace_id, incident_contacts, interval)
+               VALUES (%s, now(), now(), '{}', %s, %s, '{}', %s, %s, %s, %s, %s, %s, %s, %s,
+                       false, '{}', '{}', true, %s, %s, %s)""",
+            (datastore_id, name, slug, is_enabled, connection.engine, connection.host,
+             connection.username, token, connection.database, connection.port,
+             Jsonb(dict(connection.extras)), workspace_id, list(incident_contacts), interval),
+        )
+    return datastore_id
+
+
+def _unique_slug(conn: psycopg.Connection, name: str) -> str:
+    base = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:280] or "datastore"
+    taken = {row[0] for row in conn.execute(
+        "SELECT slug FROM definitions_datastore WHERE slug = %s OR slug LIKE %s",
+        (base, f"{base}-%"),
+    )}
+    slug, n = base, 1
+    while slug in taken:
+        slug, n = f"{base}-{n}", n + 1
+    return slug
 
 
 @dataclass(frozen=True)
