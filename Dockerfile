@@ -56,7 +56,7 @@ ENV PATH=/opt/metamapper/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     METAMAPPER_HOME=/home/metamapper \
-    METAMAPPER_CELERY_CONFIG_MODULE=metamapper.celeryconfig
+    METAMAPPER_CELERY_CONFIG_MODULE=metamapper.conf.celery
 WORKDIR /home/metamapper
 # Numeric, so that Kubernetes can verify runAsNonRoot.
 USER 10001:10001

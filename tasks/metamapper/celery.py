@@ -1,9 +1,9 @@
 """The Celery application ``metamapper``.
 
 Configuration: the module named by METAMAPPER_CELERY_CONFIG_MODULE (by default
-:mod:`metamapper.celeryconfig`, which reads the environment). Metamapper's defaults
-(:mod:`metamapper.defaults`) sit beneath it, so a module of your own only needs the
-settings it changes, e.g. ``broker_url``.
+:mod:`metamapper.conf.celery`, upstream Metamapper's default, which reads the
+environment). Metamapper's defaults (:mod:`metamapper.defaults`) sit beneath it, so a
+module of your own only needs the settings it changes, e.g. ``broker_url``.
 """
 
 import os
@@ -16,7 +16,7 @@ from metamapper.bootsteps import HttpProbes, Liveness, Readiness
 from metamapper.defaults import SETTINGS
 
 CONFIG_MODULE_ENV = "METAMAPPER_CELERY_CONFIG_MODULE"
-DEFAULT_CONFIG_MODULE = "metamapper.celeryconfig"
+DEFAULT_CONFIG_MODULE = "metamapper.conf.celery"
 
 
 class MetamapperCelery(Celery):

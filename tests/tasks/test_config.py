@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from celery.schedules import crontab
@@ -148,6 +149,42 @@ def test_user_module_keeps_metamapper_defaults(
         "task_acks_late": True,
         "task_default_queue": "default",
         "worker_prefetch_multiplier": 1,
+    }
+
+
+def test_the_default_module_is_upstreams(process_env: Callable[..., dict[str, str]]) -> None:
+    code = ("import os; from metamapper.celery import app; "
+            "print(os.environ['METAMAPPER_CELERY_CONFIG_MODULE'], app.conf.broker_url)")
+    env = process_env(METAMAPPER_CELERY_BROKER_URL="redis://upstream/3")
+    out = subprocess.run([sys.executable, "-c", code], env=env, check=True,
+                         capture_output=True, text=True).stdout
+    assert out.split() == ["metamapper.conf.celery", "redis://upstream/3"]
+
+
+EXTENDS_UPSTREAMS = """\
+from metamapper.conf.celery import *  # as Metamapper's docs suggest
+
+broker_url = "amqp://guest:guest@rabbit:5672/metamapper"
+worker_prefetch_multiplier = 4
+"""
+
+
+@pytest.mark.parametrize("base", ["metamapper.conf.celery", "metamapper.celeryconfig"])
+def test_a_module_extending_the_default_module(
+    base: str, tmp_path: Path, process_env: Callable[..., dict[str, str]],
+) -> None:
+    """A user's module written for Metamapper (or for this image's earlier default name)."""
+    (tmp_path / "mine.py").write_text(EXTENDS_UPSTREAMS.replace("metamapper.conf.celery", base))
+    env = process_env(METAMAPPER_CELERY_CONFIG_MODULE="mine", PYTHONPATH=str(tmp_path),
+                      METAMAPPER_CELERY_RESULT_BACKEND="redis://results/1")
+    conf = _conf_in_subprocess(env, "broker_url", "worker_prefetch_multiplier",
+                               "result_backend", "task_acks_late", "task_default_queue")
+    assert conf == {
+        "broker_url": "amqp://guest:guest@rabbit:5672/metamapper",
+        "worker_prefetch_multiplier": 4,
+        "result_backend": "redis://results/1",
+        "task_acks_late": True,
+        "task_default_queue": "default",
     }
 
 

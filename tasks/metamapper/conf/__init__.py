@@ -1,0 +1,1 @@
+"""Configuration modules, where upstream Metamapper keeps them (``metamapper.conf``)."""
