@@ -8,17 +8,30 @@ image can run ``bash`` or ``celery ...`` directly.
 from __future__ import annotations
 
 import json
+import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 import click
+import psycopg
 
 from metamapper import entrypoint
-from metamapper.metastore import connect, datastores, revisions, runs
+from metamapper.metastore import (
+    MetastoreUnavailable,
+    connect,
+    datastores,
+    open_metastore,
+    revisions,
+    runs,
+    schema,
+    workspaces,
+)
 from metamapper.metastore.datastores import DatastoreError
 from metamapper.metastore.migrations import migrate as apply_migrations
 from metamapper.urls import ENGINES
+from metamapper_urls import URLError
 
 _PASS_THROUGH = {
     "ignore_unknown_options": True,
@@ -60,6 +73,99 @@ def migrate() -> None:
         click.echo(f"applied {migration.version:04d} {migration.name}")
     if not applied:
         click.echo("metastore is up to date")
+
+
+@cli.group("metastore")
+def metastore_group() -> None:
+    """Metamapper's metastore (METAMAPPER_DB_*) where no web app manages it.
+
+    Where Metamapper's web app runs, its migrations own the schema and its UI registers
+    workspaces and datastores: these commands are for installations without it.
+    """
+
+
+@metastore_group.command("init")
+def metastore_init() -> None:
+    """Create Metamapper 1.0's tables in an empty database."""
+    with _metastore() as conn:
+        try:
+            schema.create(conn)
+        except schema.SchemaExists as exc:
+            raise click.ClickException(str(exc)) from None
+        count = len(schema.tables(conn))
+    click.echo(f"created Metamapper's schema ({count} tables)")
+
+
+@metastore_group.command("add-workspace")
+@click.argument("slug")
+@click.option("--owner", "owner_email", required=True, help="The owner's e-mail address.")
+@click.option("--name", help="Display name (default: the slug).")
+def metastore_add_workspace(slug: str, owner_email: str, name: str | None) -> None:
+    """Add a workspace and its owner (a user who signs in through the web app, if any)."""
+    with _metastore() as conn, conn.transaction():
+        row = conn.execute("SELECT id FROM auth_users WHERE email = %s", (owner_email,)
+                           ).fetchone()
+        owner = row[0] if row else workspaces.create_user(conn, owner_email)
+        workspace = workspaces.create_workspace(conn, slug, name or slug, owner)
+    click.echo(f"added workspace {workspace.slug} ({workspace.id})")
+
+
+@metastore_group.command("add-datastore")
+@click.argument("name")
+@click.option("--workspace", "workspace_slug", required=True, help="The workspace's slug.")
+@click.option("--url-env", required=True, help="The environment variable holding the "
+              "connection URL (e.g. postgresql://user:pass@host:5432/db), so that no "
+              "password is ever on a command line.")
+@click.option("--engine", type=click.Choice(datastores.ENGINES),
+              help="Metamapper's engine (default: from the URL's scheme).")
+@click.option("--contact", "contacts", multiple=True,
+              help="An incident contact's e-mail address (repeatable).")
+@click.option("--interval", "interval_minutes", default=24 * 60, show_default=True,
+              help="Minutes between inspections.")
+def metastore_add_datastore(
+    name: str, workspace_slug: str, url_env: str, engine: str | None,
+    contacts: tuple[str, ...], interval_minutes: int,
+) -> None:
+    """Register a datastore as the web app does (its password encrypted with
+    METAMAPPER_FERNET_KEY)."""
+    url = os.environ.get(url_env)
+    if not url:
+        raise click.ClickException(f"environment variable {url_env} is not set")
+    try:
+        settings = datastores.settings_from_url(url, engine)
+    except (DatastoreError, URLError) as exc:
+        raise click.ClickException(str(exc)) from None
+    with _metastore() as conn:
+        row = conn.execute("SELECT id FROM auth_workspaces WHERE slug = %s",
+                           (workspace_slug,)).fetchone()
+        if row is None:
+            raise click.ClickException(f"no workspace {workspace_slug!r}")
+        datastore_id = datastores.register(
+            conn, row[0], name, settings, incident_contacts=contacts,
+            interval=timedelta(minutes=interval_minutes),
+        )
+    click.echo(f"added datastore {name} ({datastore_id}, {settings.engine})")
+
+
+@metastore_group.command("datastores")
+def metastore_datastores() -> None:
+    """The registered datastores (no passwords)."""
+    with _metastore() as conn:
+        rows = [
+            (d.id, d.workspace_slug, d.name, d.engine, d.address,
+             "yes" if d.is_enabled else "no")
+            for d in datastores.list_registered(conn)
+        ]
+    _print_table(("ID", "WORKSPACE", "NAME", "ENGINE", "ADDRESS", "ENABLED"), rows)
+
+
+@contextmanager
+def _metastore() -> Iterator[psycopg.Connection]:
+    try:
+        with open_metastore() as conn:
+            yield conn
+    except MetastoreUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @cli.command()

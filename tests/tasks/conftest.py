@@ -39,12 +39,24 @@ class MetamapperDB:
     fernet_key: str
 
 
+def metastore_env(dsn: str) -> dict[str, str]:
+    """METAMAPPER_DB_* naming the database of ``dsn``, and a new METAMAPPER_FERNET_KEY."""
+    server = conninfo_to_dict(dsn)
+    return {
+        "METAMAPPER_DB_HOST": str(server["host"]),
+        "METAMAPPER_DB_PORT": str(server.get("port") or 5432),
+        "METAMAPPER_DB_NAME": str(server["dbname"]),
+        "METAMAPPER_DB_USER": str(server["user"]),
+        "METAMAPPER_DB_PASSWORD": str(server.get("password") or ""),
+        "METAMAPPER_FERNET_KEY": Fernet.generate_key().decode(),
+    }
+
+
 @pytest.fixture
 def metamapper_db(postgres_dsn: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[MetamapperDB]:
     """A database of its own on the suite's PostgreSQL (beside ``postgres_dsn``'s, which
     stays free for a datastore), with Metamapper's tables, named by METAMAPPER_DB_* and
     METAMAPPER_FERNET_KEY (a new key) in this process's environment."""
-    server = conninfo_to_dict(postgres_dsn)
     name = f"metamapper_{uuid.uuid4().hex[:12]}"
     admin = make_conninfo(postgres_dsn, dbname="postgres")
     with psycopg.connect(admin, autocommit=True) as conn:
@@ -52,14 +64,7 @@ def metamapper_db(postgres_dsn: str, monkeypatch: pytest.MonkeyPatch) -> Iterato
     dsn = make_conninfo(postgres_dsn, dbname=name)
     with psycopg.connect(dsn, autocommit=True) as conn:
         schema.create(conn)
-    env = {
-        "METAMAPPER_DB_HOST": str(server["host"]),
-        "METAMAPPER_DB_PORT": str(server.get("port") or 5432),
-        "METAMAPPER_DB_NAME": name,
-        "METAMAPPER_DB_USER": str(server["user"]),
-        "METAMAPPER_DB_PASSWORD": str(server.get("password") or ""),
-        "METAMAPPER_FERNET_KEY": Fernet.generate_key().decode(),
-    }
+    env = metastore_env(dsn)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     yield MetamapperDB(dsn=dsn, env=env, fernet_key=env["METAMAPPER_FERNET_KEY"])

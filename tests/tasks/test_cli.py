@@ -9,9 +9,13 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from metamapper.entrypoint import flower_argv, operator_argv, scheduler_argv, worker_argv
+from metamapper.metastore import datastores
+from metamapper.metastore.fernet import Cipher
+from tests.tasks.conftest import metastore_env
 
 BIN = Path(sys.executable).parent
 
@@ -140,3 +144,44 @@ def test_process_commands(monkeypatch: pytest.MonkeyPatch) -> None:
     assert flower_argv(["--basic-auth=x:y"]) == [
         "celery", "--app", "metamapper", "flower", "--port=5555", "--basic-auth=x:y"]
     assert operator_argv(["--verbose"]) == ["metamapper-operator", "--verbose"]
+
+
+def test_metastore_init_and_registration(
+    postgres_dsn: str, process_env: Callable[..., dict[str, str]]
+) -> None:
+    """A metastore without the web app: the schema, a workspace, a datastore."""
+    env = metastore_env(postgres_dsn)
+
+    def metastore(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "metamapper", "metastore", *args], capture_output=True,
+            text=True, timeout=60, env=process_env(**{**env, **extra}),
+        )
+
+    created = metastore("init")
+    assert created.returncode == 0, created.stderr
+    assert created.stdout.startswith("created Metamapper's schema (")
+    again = metastore("init")
+    assert again.returncode == 1 and "already has Metamapper's tables" in again.stderr
+
+    assert metastore("add-workspace", "acme", "--owner", "ada@example.com").returncode == 0
+    url = "postgresql://app:TopSecret@db.internal:5432/shop"
+    added = metastore("add-datastore", "Shop", "--workspace", "acme", "--url-env", "SHOP_URL",
+                      "--contact", "oncall@example.com", SHOP_URL=url)
+    assert added.returncode == 0, added.stderr
+    listed = metastore("datastores")
+    assert "TopSecret" not in added.stdout + added.stderr + listed.stdout
+    _header, row = listed.stdout.splitlines()
+    assert row.split()[1:] == ["acme", "Shop", "postgresql", "db.internal:5432/shop", "yes"]
+
+    with psycopg.connect(postgres_dsn) as conn:
+        shop = datastores.load(conn, row.split()[0], Cipher([env["METAMAPPER_FERNET_KEY"]]))
+    assert shop.connection.url() == url
+    assert shop.incident_contacts == ("oncall@example.com",)
+
+    missing = metastore("add-datastore", "x", "--workspace", "nope", "--url-env", "SHOP_URL",
+                        SHOP_URL=url)
+    assert missing.returncode == 1 and "no workspace 'nope'" in missing.stderr
+    down = metastore("datastores", METAMAPPER_DB_PORT="1", METAMAPPER_DB_PASSWORD="TopSecret")
+    assert down.returncode == 1 and "TopSecret" not in down.stderr
+    assert "metastore postgres@127.0.0.1:1/" in down.stderr

@@ -27,10 +27,17 @@ from psycopg.types.json import Jsonb
 from metamapper.metastore.connection import Database
 from metamapper.metastore.fernet import Cipher
 from metamapper.urls import engine_of
-from metamapper_urls import redact
+from metamapper_urls import parse_url, redact
 
+#: Metamapper's engines (``definitions_datastore.engine``).
+ENGINES = ("postgresql", "sqlserver", "mysql", "redshift", "snowflake", "oracle", "bigquery",
+           "athena", "glue", "azure_sql", "azure_dwh", "hive")
 #: Engines whose datastores this worker reaches through a URL, by the URL's scheme.
 URL_SCHEMES = {"postgresql": "postgresql", "redshift": "postgresql", "mysql": "mysql"}
+#: A URL's scheme -> the engine it means, and the engine's usual port.
+_SCHEME_ENGINES = {"postgresql": "postgresql", "postgres": "postgresql", "mysql": "mysql",
+                   "mariadb": "mysql", "redshift": "redshift"}
+_DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "redshift": 5439}
 
 
 class DatastoreError(Exception):
@@ -78,6 +85,45 @@ class RegisteredDatastore:
     disabled_datastore_properties: tuple[str, ...]
     disabled_table_properties: tuple[str, ...]
     deleted_at: datetime | None
+
+
+def settings_from_url(url: str, engine: str | None = None) -> ConnectionSettings:
+    """The settings a URL such as ``postgresql://user:pass@host:5432/db`` gives; ``engine``
+    names one the scheme does not (e.g. ``hive`` for its backing database's URL)."""
+    parsed = parse_url(url)
+    engine = engine or _SCHEME_ENGINES.get(parsed.scheme.split("+")[0].lower())
+    if engine is None:
+        raise DatastoreError(f"no engine for the scheme of {redact(url)!r}: give one")
+    if not parsed.host:
+        raise DatastoreError(f"{redact(url)!r} names no host")
+    return ConnectionSettings(
+        engine=engine, host=parsed.host, port=parsed.port or _DEFAULT_PORTS.get(engine, 0),
+        database=parsed.path, username=parsed.username or "", password=parsed.password or "",
+        extras=dict(parsed.query),
+    )
+
+
+@dataclass(frozen=True)
+class DatastoreSummary:
+    """A registered datastore as a listing shows it (no credentials)."""
+
+    id: str
+    workspace_slug: str
+    name: str
+    engine: str
+    address: str  # host:port/database
+    is_enabled: bool
+
+
+def list_registered(conn: psycopg.Connection) -> list[DatastoreSummary]:
+    """The datastores not deleted, by workspace and name."""
+    rows = conn.execute(
+        "SELECT d.id, w.slug, d.name, d.engine, d.host || ':' || d.port || '/' || d.database,"
+        " d.is_enabled FROM definitions_datastore d"
+        " JOIN auth_workspaces w ON w.id = d.workspace_id"
+        " WHERE d.deleted_at IS NULL ORDER BY w.slug, d.name"
+    ).fetchall()
+    return [DatastoreSummary(*row) for row in rows]
 
 
 _LOAD = """
