@@ -319,3 +319,14 @@ def test_heartbeat_is_one_row_replaced_on_every_beat(metamapper_db: MetamapperDB
         rows = conn.execute("SELECT ts FROM healthchecks_heartbeat").fetchall()
         assert rows == [(second,)]
         assert heartbeats.latest(conn) == second
+
+
+def test_fernet_keys_split_as_the_web_app_splits_them() -> None:
+    # Unset: one empty secret, as the web app's "".split(",") gives.
+    token = Fernet(_rfc5869_key("")).encrypt(b"s")
+    assert Cipher.from_env({}).decrypt(token, "it") == "s"
+    # No trimming: " b" is its own secret, not "b".
+    token = Fernet(_rfc5869_key(" b")).encrypt(b"s")
+    assert Cipher.from_env({"METAMAPPER_FERNET_KEY": "a, b"}).decrypt(token, "it") == "s"
+    with pytest.raises(UndecryptableSecret):
+        Cipher.from_env({"METAMAPPER_FERNET_KEY": "a,b"}).decrypt(token, "it")

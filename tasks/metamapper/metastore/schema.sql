@@ -521,7 +521,7 @@ CREATE TABLE customfields (
     created_at timestamptz NOT NULL,
     updated_at timestamptz NOT NULL,
     field_name varchar(30) NOT NULL,
-    field_type varchar(30) NOT NULL,             -- USER, TEXT, ENUM, GROUP
+    field_type varchar(30) NOT NULL,             -- USER, TEXT, ENUM, GROUP, MULTI
     validators jsonb NOT NULL,                   -- app default: {}
     short_desc varchar(50),
     content_type_id integer NOT NULL
