@@ -61,6 +61,10 @@ class Table:
     id: str | None = None
     columns: list[Column] = field(default_factory=list)
     indexes: list[Index] = field(default_factory=list)
+    #: The engine's id of this table as it is now, when it has one that a rename keeps
+    #: but a rebuild does not (InnoDB's table id): not a ``native_id``, only a hint that
+    #: a table under a new name is the one that disappeared.
+    rename_ref: str | None = None
 
 
 @dataclass(slots=True)

@@ -1,7 +1,8 @@
 """Inspectors read a datastore's schemas, tables, columns and indexes from its system catalogs.
 
 Each engine's module has ``inspect(url) -> list[Schema]``: a few catalog queries
-for the whole database, assembled in Python (no per-table round trips).
+for the whole database, assembled in Python (no per-table round trips), and
+``version(url) -> str``: the server's version, as Metamapper records it on the datastore.
 """
 
 from __future__ import annotations
@@ -24,3 +25,9 @@ def inspect(url: str) -> list[Schema]:
     module = import_module(f"metamapper.inspectors.{engine_of(url)}")
     schemas: list[Schema] = module.inspect(url)
     return schemas
+
+
+def version(url: str) -> str:
+    module = import_module(f"metamapper.inspectors.{engine_of(url)}")
+    found: str = module.version(url)
+    return found

@@ -1,13 +1,16 @@
 """MySQL and MariaDB: information_schema, four queries.
 
-These engines expose no stable object ids without extra privileges, so objects are
-matched by name, and renames are recognised by shape (see the revisioner's diff).
+These engines expose no stable object ids, so objects are matched by name, and renames
+are recognised by shape (see the revisioner's diff). Tables get InnoDB's table id as
+their ``rename_ref`` when the user may read it (the PROCESS privilege): ``RENAME TABLE``
+keeps it (a rebuild does not), which is how Metamapper recognises a renamed table.
 The database named in the URL is inspected, or every non-system one if none is.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import pymysql
 
@@ -15,6 +18,8 @@ from metamapper.catalog import Column, Index, Schema, Table
 from metamapper.inspectors import DatastoreUnavailable, InspectionError
 from metamapper.inspectors.assemble import CatalogBuilder
 from metamapper_urls import parse_url, redact_text
+
+T = TypeVar("T")
 
 SYSTEM_SCHEMAS = ("information_schema", "mysql", "performance_schema", "sys")
 _TABLE_TYPES = {"BASE TABLE": "table", "SYSTEM VERSIONED": "table", "VIEW": "view"}
@@ -50,21 +55,49 @@ def connect_args(url: str) -> dict[str, Any]:
     }
 
 
+#: InnoDB's tables, named ``<schema>/<table>``: MariaDB and MySQL 5 spell the view
+#: INNODB_SYS_TABLES, MySQL 8 INNODB_TABLES.
+INNODB_TABLES = ("INNODB_SYS_TABLES", "INNODB_TABLES")
+
+
 def inspect(url: str) -> list[Schema]:
     database = parse_url(url).path.lstrip("/") or None
+    return _query(url, lambda cursor: _read(cursor, database))
+
+
+def version(url: str) -> str:
+    def read(cursor: Any) -> str:
+        cursor.execute("SELECT VERSION()")
+        return str(cursor.fetchone()[0])
+
+    return _query(url, read)
+
+
+def _query(url: str, read: Callable[[Any], T]) -> T:
     try:
         conn = pymysql.connect(**connect_args(url))
     except pymysql.err.OperationalError as exc:
         raise DatastoreUnavailable(redact_text(str(exc))) from None
     try:
         with conn.cursor() as cursor:
-            return _read(cursor, database)
+            return read(cursor)
     except pymysql.err.OperationalError as exc:
         raise DatastoreUnavailable(redact_text(str(exc))) from None
     except pymysql.err.MySQLError as exc:
         raise InspectionError(redact_text(str(exc))) from None
     finally:
         conn.close()
+
+
+def _innodb_ids(cursor: Any) -> dict[str, str]:
+    """InnoDB's table ids by ``schema/table``; empty when the user may not read them."""
+    for view in INNODB_TABLES:
+        try:
+            cursor.execute(f"SELECT NAME, TABLE_ID FROM information_schema.{view}")
+        except (pymysql.err.OperationalError, pymysql.err.ProgrammingError):
+            continue
+        return {name: str(table_id) for name, table_id in cursor.fetchall()}
+    return {}
 
 
 def _read(cursor: Any, database: str | None) -> list[Schema]:
@@ -86,12 +119,14 @@ def _read(cursor: Any, database: str | None) -> list[Schema]:
         catalog.schema(name, Schema(name))
     in_schemas = ", ".join(["%s"] * len(names))
 
+    innodb = _innodb_ids(cursor)
     cursor.execute(TABLES.format(schemas=in_schemas), names)
     for schema, name, table_type, comment in cursor.fetchall():
         if table_type in _TABLE_TYPES:
             table_type = _TABLE_TYPES[table_type]
             comment = comment if comment and table_type != "view" else None
-            catalog.table(schema, (schema, name), Table(name, table_type, comment))
+            catalog.table(schema, (schema, name), Table(
+                name, table_type, comment, rename_ref=innodb.get(f"{schema}/{name}")))
 
     cursor.execute(COLUMNS.format(schemas=in_schemas), names)
     for schema, table, name, ordinal, data_type, length, scale, nullable, default, key, comment in (

@@ -1,12 +1,16 @@
 """PostgreSQL: pg_catalog, a handful of queries in one read-only repeatable-read transaction.
 
-Native ids are oids (columns: table oid and attnum), so a rename is a modification.
+Native ids are oids (columns: ``<table oid>/<attnum>``, as Metamapper spells them), so a
+rename keeps its native id.
 Per-row catalog functions are kept out of the big queries: type names are looked up
 once per distinct type, index columns are named from the columns already read (only
 expression indexes ask the server), comments come in one query of their own.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
 
 import psycopg
 
@@ -64,11 +68,21 @@ JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE {_RELKINDS} AND {_USER_SCHEMA}
 """
 
+T = TypeVar("T")
+
 _BPCHAR, _VARCHAR, _NUMERIC, _BIT, _VARBIT = 1042, 1043, 1700, 1560, 1562
+
+#: The fixed (precision, scale) information_schema reports for these types (smallint,
+#: integer, bigint, real, double precision), which Metamapper stores as max_length.
+FIXED_PRECISION: dict[int, tuple[int, int | None]] = {
+    21: (16, 0), 23: (32, 0), 20: (64, 0), 700: (24, None), 701: (53, None),
+}
 
 
 def type_modifiers(type_oid: int, typmod: int) -> tuple[int | None, int | None]:
-    """(length or precision, scale) encoded in a column's type modifier."""
+    """(length or precision, scale) of a column's type, as information_schema reports them."""
+    if type_oid in FIXED_PRECISION:
+        return FIXED_PRECISION[type_oid]
     if typmod < 0:
         return None, None
     if type_oid in (_BPCHAR, _VARCHAR):
@@ -81,12 +95,25 @@ def type_modifiers(type_oid: int, typmod: int) -> tuple[int | None, int | None]:
 
 
 def inspect(url: str) -> list[Schema]:
+    return _query(url, _read)
+
+
+def version(url: str) -> str:
+    def read(cursor: psycopg.Cursor) -> str:
+        row = cursor.execute("SHOW server_version").fetchone()
+        assert row is not None
+        return str(row[0])
+
+    return _query(url, read)
+
+
+def _query(url: str, read: Callable[[psycopg.Cursor], T]) -> T:
     try:
         with psycopg.connect(url, connect_timeout=10) as conn:
             conn.read_only = True
             conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             with conn.cursor() as cursor:
-                return _read(cursor)
+                return read(cursor)
     except psycopg.OperationalError as exc:
         raise DatastoreUnavailable(redact_text(str(exc))) from None
     except psycopg.Error as exc:
@@ -110,7 +137,7 @@ def _read(cursor: psycopg.Cursor) -> list[Schema]:
         length, scale = type_modifiers(type_oid, typmod)
         column = Column(
             name, attnum, type_names[type_oid], length, scale, nullable, default,
-            comment=comments.get((relid, attnum)), native_id=f"{relid}.{attnum}",
+            comment=comments.get((relid, attnum)), native_id=f"{relid}/{attnum}",
         )
         catalog.column(relid, column)
         by_attnum[(relid, attnum)] = column
