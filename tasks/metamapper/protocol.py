@@ -102,7 +102,7 @@ def refused(name: str, signature: Callable[..., Any], why: str) -> UpstreamTask:
 _NOT_YET = "not implemented on Metamapper's metastore in this image yet"
 _ELASTICSEARCH = "this image has no Elasticsearch client: the search index is not updated"
 _SSO = "this image does not verify SSO domains (no DNS TXT lookups from workers)"
-_SNOWFLAKE = "usage from Snowflake query history needs Snowflake, which is not supported here"
+_USAGE = "metamapper.usage.tasks"
 
 TASKS: tuple[UpstreamTask, ...] = (
     refused(
@@ -117,38 +117,44 @@ TASKS: tuple[UpstreamTask, ...] = (
         lambda workspace_id, *args, **kwargs: None,
         _NOT_YET,
     ),
-    refused("app.checks.tasks.core.execute_check", lambda check_id, epoch: None, _NOT_YET),
-    refused("app.checks.tasks.core.dispatch_alerts", lambda check_id, epoch: None, _NOT_YET),
-    refused(
+    implemented(
+        "app.checks.tasks.core.execute_check", lambda check_id, epoch: None,
+        "metamapper.checks.tasks", Outcome.BETTER,
+    ),
+    implemented(
+        "app.checks.tasks.core.dispatch_alerts", lambda check_id, epoch: None,
+        "metamapper.checks.tasks", Outcome.BETTER,
+    ),
+    implemented(
         "app.checks.tasks.scheduler.create_executions",
-        lambda countdown_in_minutes=0: None, _NOT_YET,
+        lambda countdown_in_minutes=0: None, "metamapper.checks.tasks",
     ),
     refused(
         "app.definitions.tasks.core.hard_delete_datastore",
         lambda datastore_id, *args, **kwargs: None,
         _NOT_YET,
     ),
-    refused(
+    implemented(
         "app.definitions.tasks.usage.queue_table_usage_jobs",
-        lambda countdown_in_minutes=0: None, _NOT_YET,
+        lambda countdown_in_minutes=0: None, _USAGE, Outcome.BETTER,
     ),
-    refused(
+    implemented(
         "app.definitions.tasks.usage.get_query_history_results",
-        lambda datastore_id, start_date, end_date: None, _SNOWFLAKE,
+        lambda datastore_id, start_date, end_date: None, _USAGE, Outcome.BETTER,
     ),
-    refused(
+    implemented(
         "app.definitions.tasks.usage.set_usage_from_query_text",
         lambda datastore_id, execution_date, db_name, db_user, db_schema, query_text,
         query_count: None,
-        _NOT_YET,
+        _USAGE,
     ),
-    refused(
+    implemented(
         "app.definitions.tasks.usage.delete_table_usage_older_than_90_days",
-        lambda *args, **kwargs: None, _NOT_YET,
+        lambda *args, **kwargs: None, _USAGE,
     ),
-    refused(
+    implemented(
         "app.definitions.tasks.usage.update_table_usage_metrics",
-        lambda datastore_id: None, _NOT_YET,
+        lambda datastore_id: None, _USAGE,
     ),
     refused("app.healthchecks.tasks.heartbeat", lambda: None, _NOT_YET),
     implemented(

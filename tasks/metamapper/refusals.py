@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-from typing import Any
+from typing import Any, NoReturn
 
 from celery import Celery, Task
 from celery.exceptions import Reject
@@ -42,10 +42,15 @@ class Refusal(Task):
     acks_late = True
 
 
+def refuse(name: str, reason: str) -> NoReturn:
+    """Fail the running task ``name`` loudly; also for an implementation that finds a
+    message it cannot perform (e.g. usage of a Snowflake datastore)."""
+    logger.error("%s cannot run here: %s; its message is rejected, not requeued", name, reason)
+    raise Reject(f"{name} cannot run here: {reason}", requeue=False)
+
+
 def _refuse(self: Refusal, *args: Any, **kwargs: Any) -> None:
-    logger.error("%s cannot run here: %s; its message is rejected, not requeued",
-                 self.name, self.reason)
-    raise Reject(f"{self.name} cannot run here: {self.reason}", requeue=False)
+    refuse(self.name, self.reason)
 
 
 class _QuietRejects(logging.Filter):

@@ -3,14 +3,34 @@ PostgreSQL's pg_stat_statements into Metamapper's metastore."""
 
 from __future__ import annotations
 
-from datetime import date
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import psycopg
 import pytest
 
+from metamapper.metastore import workspaces
+from metamapper.usage import collect
 from metamapper.usage.counting import QueryRecord, UsageKey, table_counts
 from metamapper.usage.parsing import Dialect, Session, TableRef, tables_read
 from metamapper.usage.scoring import TableScore, TableTotals, score_tables, usage_score
+from metamapper.usage.statements import (
+    MARK,
+    Baseline,
+    Reading,
+    Statement,
+    StatementKey,
+    StatisticsUnavailable,
+    calls_since,
+)
+from metamapper.usage.tasks import (
+    delete_table_usage_older_than_90_days,
+    get_query_history_results,
+    set_usage_from_query_text,
+    update_table_usage_metrics,
+)
+from tests.tasks import usage_world
 
 SHOP = Session(database="shop", schema="public")
 PG = Dialect.POSTGRESQL
@@ -105,6 +125,18 @@ def test_table_counts_sum_by_day_table_and_user() -> None:
     }
 
 
+@pytest.mark.parametrize(("dialect", "query"), [
+    (PG, "SELECT * FROM pg_class JOIN pg_namespace n ON n.oid = relnamespace"),
+    (PG, "SELECT * FROM pg_stat_statements"),
+    (PG, "SELECT * FROM information_schema.tables"),
+    (PG, "SELECT * FROM pg_toast.pg_toast_2619"),
+    (Dialect.SNOWFLAKE, "SELECT * FROM INFORMATION_SCHEMA.TABLES"),
+])
+def test_system_relations_are_not_usage(dialect: Dialect, query: str) -> None:
+    assert tables_read(query, dialect, SHOP)
+    assert table_counts([record(query, 1)], dialect) == {}
+
+
 def test_idempotency_id_is_metamappers_md5_of_the_fields() -> None:
     # md5 of "ds1" "2026-12-01" "shop" "alice" "public" "SELECT 1", concatenated.
     assert record("SELECT 1", 4).idempotency_id("ds1") == "113a1ecd12a54619034a2502fd303b19"
@@ -153,3 +185,169 @@ def test_score_tables_ranks_ties_together() -> None:
 
 def test_score_tables_of_nothing() -> None:
     assert score_tables([], DAY) == []
+
+
+# --- pg_stat_statements readings (pure) ------------------------------------------
+
+RESET = datetime(2026, 11, 1, tzinfo=UTC)
+ALICE_ORDERS = StatementKey("alice", 11)
+BOB_ORDERS = StatementKey("bob", 11)
+ALICE_ITEMS = StatementKey("alice", 12)
+
+
+def reading(calls: dict[StatementKey, int], stats_reset: datetime | None = RESET,
+            collector_calls: int = 0) -> Reading:
+    texts = {11: "SELECT * FROM orders WHERE id = $1", 12: "SELECT * FROM sales.items"}
+    found = [Statement(key, texts[key.queryid], n) for key, n in calls.items()]
+    if collector_calls:
+        found.append(Statement(StatementKey("alice", 99),
+                               MARK + " SELECT * FROM public.pg_stat_statements",
+                               collector_calls))
+    return Reading("shop", "public", stats_reset, tuple(found))
+
+
+@pytest.mark.parametrize(("before", "after", "counted"), [
+    # The first reading counts everything since the statistics' reset.
+    (Baseline(None, {}), reading({ALICE_ORDERS: 3, BOB_ORDERS: 1}),
+     {ALICE_ORDERS: 3, BOB_ORDERS: 1}),
+    # Then only what ran since; statements that did not run are not records.
+    (reading({ALICE_ORDERS: 3, BOB_ORDERS: 1}).baseline(),
+     reading({ALICE_ORDERS: 5, BOB_ORDERS: 1, ALICE_ITEMS: 2}),
+     {ALICE_ORDERS: 2, ALICE_ITEMS: 2}),
+    # Statistics reset since: counted from zero.
+    (reading({ALICE_ORDERS: 30}).baseline(),
+     reading({ALICE_ORDERS: 4}, stats_reset=RESET + timedelta(days=1)), {ALICE_ORDERS: 4}),
+    # Fewer calls than before: evicted and seen anew, counted from zero.
+    (reading({ALICE_ORDERS: 30, BOB_ORDERS: 5}).baseline(),
+     reading({ALICE_ORDERS: 2, BOB_ORDERS: 5}), {ALICE_ORDERS: 2}),
+    # The collector's own statements never count.
+    (Baseline(None, {}), reading({ALICE_ORDERS: 1}, collector_calls=7), {ALICE_ORDERS: 1}),
+])
+def test_calls_since_the_baseline(before: Baseline, after: Reading,
+                                  counted: dict[StatementKey, int]) -> None:
+    records = calls_since(before, after, DAY)
+    assert all(r.execution_date == DAY and r.db_name == "shop" and r.db_schema == "public"
+               for r in records)
+    texts = {s.key: s.query_text for s in after.statements}
+    assert sorted((r.db_user, r.query_text, r.query_count) for r in records) == sorted(
+        (key.db_user, texts[key], n) for key, n in counted.items())
+
+
+def test_sync_start_looks_back_to_the_latest_usage_within_30_days() -> None:
+    today = date(2026, 12, 31)
+    assert collect.sync_start(None, today) == date(2026, 12, 1)
+    assert collect.sync_start(date(2026, 12, 30), today) == date(2026, 12, 30)
+    assert collect.sync_start(date(2026, 12, 1), today) == date(2026, 12, 1)
+    assert collect.sync_start(date(2026, 11, 2), today) == date(2026, 12, 1)
+
+
+# --- collection into Metamapper's metastore ---------------------------------------
+
+
+@pytest.fixture
+def shop(metamapper_db: Any, postgres_dsn: str) -> Iterator[usage_world.Shop]:
+    with usage_world.shop(metamapper_db.dsn, postgres_dsn) as world:
+        yield world
+
+
+def test_collection_counts_what_ran_since_the_last_one_and_scores_the_tables(
+    shop: usage_world.Shop,
+) -> None:
+    alice, bob = shop.roles
+    shop.run(alice, "SELECT * FROM orders WHERE id = %s", [1], times=3)
+    shop.run(alice, "SELECT o.note, c.note FROM orders o JOIN customers c USING (id)", times=2)
+    shop.run(bob, "SELECT count(*) FROM sales.items")
+    shop.run(bob, "INSERT INTO orders VALUES (%s, 'new')", [3])  # a write reads nothing
+
+    get_query_history_results(shop.datastore_id, "2026-11-01", "2026-12-01")
+
+    assert shop.usage() == {
+        ("public", "orders", alice): 5,
+        ("public", "customers", alice): 2,
+        ("sales", "items", bob): 1,
+    }
+    # The collector's own statements ran (pg_stat_statements saw them) and did not count.
+    with psycopg.connect(shop.dsn) as conn:
+        own = conn.execute(
+            "SELECT sum(calls) FROM pg_stat_statements WHERE query LIKE %s"
+            " AND dbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            (MARK + "%",),
+        ).fetchone()
+    assert own is not None and own[0] >= 3
+    # Ranked by total queries: items 1 < customers 2 < orders 5, of three used tables.
+    assert shop.scores() == {"items": (32, 1, 1, 0), "customers": (66, 2, 1, 0),
+                             "orders": (99, 5, 1, 0)}
+
+    # The next collection counts only what ran since.
+    shop.run(bob, "SELECT * FROM orders WHERE id = %s", [2], times=4)
+    get_query_history_results(shop.datastore_id, "2026-11-01", "2026-12-01")
+    assert shop.usage() == {
+        ("public", "orders", alice): 5,
+        ("public", "orders", bob): 4,
+        ("public", "customers", alice): 2,
+        ("sales", "items", bob): 1,
+    }
+    assert shop.scores()["orders"] == (99, 9, 2, 0)
+
+    # This database's statistics dropped (as when evicted): counted from zero again.
+    with psycopg.connect(shop.dsn, autocommit=True) as conn:
+        conn.execute("SELECT pg_stat_statements_reset(0, (SELECT oid FROM pg_database"
+                     " WHERE datname = current_database()), 0)")
+    shop.run(alice, "SELECT * FROM orders WHERE id = %s", [1], times=2)
+    get_query_history_results(shop.datastore_id, "2026-11-01", "2026-12-01")
+    assert shop.usage()[("public", "orders", alice)] == 7
+
+
+def test_a_database_without_statistics_is_named_with_the_fix(
+    metamapper_db: Any, postgres_dsn: str,
+) -> None:
+    with psycopg.connect(metamapper_db.dsn, autocommit=True) as conn:
+        user = workspaces.create_user(conn, "owner@example.com")
+        workspace = workspaces.create_workspace(conn, "plain", "Plain", user)
+        datastore_id = usage_world.register_datastore(conn, workspace.id, "plain",
+                                                      "postgresql", postgres_dsn)
+    with pytest.raises(StatisticsUnavailable, match="CREATE EXTENSION pg_stat_statements"):
+        get_query_history_results(datastore_id, "2026-11-01", "2026-12-01")
+
+
+def test_a_query_message_counts_once(shop: usage_world.Shop) -> None:
+    """Metamapper's worker sends one message per query of a day (Snowflake's history);
+    a message delivered twice counts once."""
+    args = [shop.datastore_id, "2026-12-01", "shop", "carol", "public",
+            "SELECT * FROM orders JOIN sales.items USING (id)", 6]
+    set_usage_from_query_text(*args)
+    set_usage_from_query_text(*args)
+    set_usage_from_query_text(*args[:5], "SELECT * FROM customers", 2)
+    assert shop.usage() == {("public", "orders", "carol"): 6, ("sales", "items", "carol"): 6,
+                            ("public", "customers", "carol"): 2}
+    update_table_usage_metrics(shop.datastore_id)
+    window = (collect.today() - date(2026, 12, 1)).days
+    # Ranked: customers 1, orders and items tied at 2, of three used tables.
+    assert shop.scores() == {"customers": (32, 2, 1, window), "orders": (66, 6, 1, window),
+                             "items": (66, 6, 1, window)}
+    with psycopg.connect(shop.metastore) as conn:
+        marks = conn.execute("SELECT id FROM definitions_table_usage_exists").fetchall()
+    assert len(marks) == 2
+
+
+def test_the_purge_deletes_usage_older_than_90_days(shop: usage_world.Shop) -> None:
+    today = collect.today()
+    with psycopg.connect(shop.metastore, autocommit=True) as conn:
+        for age in (0, 89, 91, 400):
+            conn.execute(
+                "INSERT INTO definitions_table_usage (datastore_id, execution_date, db_schema,"
+                " db_table, db_user, query_count) VALUES (%s, %s, 'public', 'orders', 'alice', 1)",
+                (shop.datastore_id, today - timedelta(days=age)),
+            )
+        for age in (1, 91):
+            conn.execute("INSERT INTO definitions_table_usage_exists VALUES (%s, now() - %s)",
+                         (f"mark-{age}", timedelta(days=age)))
+
+    delete_table_usage_older_than_90_days()
+
+    with psycopg.connect(shop.metastore) as conn:
+        days = conn.execute("SELECT execution_date FROM definitions_table_usage"
+                            " ORDER BY execution_date DESC").fetchall()
+        marks = conn.execute("SELECT id FROM definitions_table_usage_exists").fetchall()
+    assert [row[0] for row in days] == [today, today - timedelta(days=89)]
+    assert marks == [("mark-1",)]

@@ -45,13 +45,15 @@ def table_counts(records: Iterable[QueryRecord], dialect: Dialect) -> Counter[Us
     """How many queries read each table, by day and user.
 
     A query counts once for every table it reads in its own database (a name that
-    points into another database is not this datastore's table).
+    points into another database is not this datastore's table), the engine's system
+    relations aside.
     """
     counts: Counter[UsageKey] = Counter()
     for record in records:
         session = Session(database=record.db_name, schema=record.db_schema)
         for table in tables_read(record.query_text, dialect, session):
-            if table.database.upper() == record.db_name.upper():
+            if (table.database.upper() == record.db_name.upper()
+                    and not dialect.is_system(table)):
                 key = UsageKey(record.execution_date, table.schema, table.table, record.db_user)
                 counts[key] += record.query_count
     return counts

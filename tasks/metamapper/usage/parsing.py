@@ -6,10 +6,15 @@ target, which it does not read. Names are resolved the way the engine resolves t
 so that they meet the names its inspector stored: a bare table lies in the session's
 schema and database, common table expressions and table functions are not tables.
 Text that does not parse reads nothing.
+
+sqlglot says nothing here: it would warn about every statement it reads as a mere
+command (``ALTER ROLE ... PASSWORD '...'``, whose text pg_stat_statements keeps as
+typed), and the warning quotes the statement.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from enum import Enum
 
@@ -18,6 +23,8 @@ from sqlglot import exp
 from sqlglot.errors import SqlglotError
 from sqlglot.optimizer.normalize_identifiers import normalize_identifiers
 from sqlglot.optimizer.scope import traverse_scope
+
+logging.getLogger("sqlglot").setLevel(logging.ERROR)
 
 
 class Dialect(Enum):
@@ -37,6 +44,16 @@ class Dialect(Enum):
                 identifier.set("this", identifier.name.lower())
             return expression
         return normalize_identifiers(expression, dialect=self.value)
+
+    def is_system(self, table: TableRef) -> bool:
+        """A relation of the engine's own, which no inspection catalogs: PostgreSQL's
+        ``information_schema`` and ``pg_*`` schemas and relations (the system catalog
+        comes first on every search path; extensions' statistics views share the
+        prefix); Snowflake's ``information_schema``."""
+        if self is Dialect.SNOWFLAKE:
+            return table.schema == "information_schema"
+        return (table.schema == "information_schema" or table.schema.startswith("pg_")
+                or table.table.startswith("pg_"))
 
 
 @dataclass(frozen=True)
