@@ -156,7 +156,9 @@ TASKS: tuple[UpstreamTask, ...] = (
         "app.definitions.tasks.usage.update_table_usage_metrics",
         lambda datastore_id: None, _USAGE,
     ),
-    refused("app.healthchecks.tasks.heartbeat", lambda: None, _NOT_YET),
+    implemented(
+        "app.healthchecks.tasks.heartbeat", lambda: None, "metamapper.upstream.healthchecks",
+    ),
     implemented(
         "app.healthchecks.tasks.add", lambda x, y: None, "metamapper.upstream.healthchecks",
     ),
