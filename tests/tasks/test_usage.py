@@ -3,13 +3,15 @@ PostgreSQL's pg_stat_statements into Metamapper's metastore."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import psycopg
 import pytest
+from celery import Celery
 
+from devenv.waiting import wait_until
 from metamapper.metastore import workspaces
 from metamapper.usage import collect
 from metamapper.usage.counting import QueryRecord, UsageKey, table_counts
@@ -351,3 +353,39 @@ def test_the_purge_deletes_usage_older_than_90_days(shop: usage_world.Shop) -> N
         marks = conn.execute("SELECT id FROM definitions_table_usage_exists").fetchall()
     assert [row[0] for row in days] == [today, today - timedelta(days=89)]
     assert marks == [("mark-1",)]
+
+
+def test_the_beats_message_collects_each_due_datastore_on_a_usage_worker(
+    shop: usage_world.Shop, metamapper_db: Any, postgres_dsn: str, redis_url: str,
+    start_worker: Callable[..., Any], process_env: Callable[..., dict[str, str]],
+) -> None:
+    """Upstream's beat sends queue_table_usage_jobs to the usage queue; a worker of that
+    queue collects the enabled PostgreSQL datastores and fails loudly on Snowflake's."""
+    with psycopg.connect(metamapper_db.dsn, autocommit=True) as conn:
+        disabled = usage_world.register_datastore(conn, shop.workspace_id, "off", "postgresql",
+                                                  postgres_dsn, is_enabled=False)
+        usage_world.register_datastore(conn, shop.workspace_id, "flakes", "snowflake",
+                                       postgres_dsn)
+    alice, _ = shop.roles
+    shop.run(alice, "SELECT * FROM customers", times=2)
+    env = process_env(METAMAPPER_CELERY_BROKER_URL=redis_url, **metamapper_db.env)
+    worker = start_worker(env, queues="usage", name="usage")
+    sender = Celery("metamapper", broker=redis_url, set_as_current=False)
+    sender.conf.update(task_routes={"app.definitions.tasks.usage.*": {"queue": "usage"}})
+    with sender:
+        sender.send_task("app.definitions.tasks.usage.queue_table_usage_jobs")
+
+    wait_until(lambda: shop.usage() == {("public", "customers", alice): 2}, 60,
+               "the shop's usage")
+    worker.wait_for_log("cannot run here: Snowflake's query history", timeout=60)
+    with psycopg.connect(metamapper_db.dsn) as conn:
+        synced = dict(conn.execute(
+            "SELECT name, usage_last_synced_at IS NOT NULL FROM definitions_datastore"
+        ).fetchall())
+    assert synced == {"shop": True, "flakes": True, "off": False}
+    assert shop.scores()["customers"] == (99, 2, 1, 0)
+    errors = [line for line in worker.log.splitlines() if "ERROR" in line]
+    assert len(errors) == 1
+    assert "get_query_history_results cannot run here: Snowflake's" in errors[0]
+    assert disabled not in worker.log
+    assert usage_world.PASSWORD not in worker.log
