@@ -162,11 +162,11 @@ TASKS: tuple[UpstreamTask, ...] = (
     implemented(
         "app.healthchecks.tasks.add", lambda x, y: None, "metamapper.upstream.healthchecks",
     ),
-    refused(
+    implemented(
         "app.notifications.tasks.deliver",
         lambda namespace, template, subject, to_email, from_email=DEFAULT_FROM,
         template_dict=None: None,
-        _NOT_YET,
+        "metamapper.notify.tasks",
     ),
     refused(
         "app.omnisearch.tasks.update_single_es_object",
