@@ -35,21 +35,48 @@ TASK_SOFT_TIME_LIMIT = TASK_TIME_LIMIT - 60
 RUN_SPREAD_SECONDS = 5 * 60
 VISIBILITY_TIMEOUT = 60 * 60
 
+#: Upstream Metamapper 1.0's beat schedule: its nine entries, names and tasks. Each task is
+#: routed by upstream's rules (metamapper.protocol.ROUTES), as when upstream's beat sends it.
 BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
-    "heartbeat": {
-        "task": "metamapper.health.heartbeat",
+    "beat-scheduler-healthcheck": {
+        "task": "app.healthchecks.tasks.heartbeat",
         "schedule": crontab(),
         # A tick nobody ran within its minute is stale: drop it rather than pile up.
         "options": {"expires": 55},
     },
-    "create-runs": {"task": "metamapper.revisioner.create_runs", "schedule": crontab(minute=0)},
-    "queue-runs": {
-        "task": "metamapper.revisioner.queue_runs",
+    "create-revisioner-runs": {
+        "task": "app.revisioner.tasks.v1.scheduler.create_runs",
+        "schedule": crontab(minute=0),
+    },
+    "queue-revisioner-runs": {
+        "task": "app.revisioner.tasks.v1.scheduler.queue_runs",
         "schedule": crontab(minute="15,45"),
     },
-    "detect-run-timeouts": {
-        "task": "metamapper.revisioner.detect_run_timeouts",
-        "schedule": crontab(minute=30),
+    "detect-revisioner-run-timeouts": {
+        "task": "app.revisioner.tasks.v1.scheduler.detect_run_timeouts",
+        "schedule": crontab(minute=0),
+    },
+    "create-check-executions": {
+        "task": "app.checks.tasks.scheduler.create_executions",
+        "schedule": crontab(),
+    },
+    "queue-table-usage-jobs": {
+        "task": "app.definitions.tasks.usage.queue_table_usage_jobs",
+        "schedule": crontab(),
+    },
+    "delete-90-day-table-usage": {
+        "task": "app.definitions.tasks.usage.delete_table_usage_older_than_90_days",
+        # Upstream writes crontab(hour="*/12"), which leaves the minute at "*": it fires
+        # every minute of hours 0 and 12 (120 purges a day). The intent is twice a day.
+        "schedule": crontab(minute=0, hour="*/12"),
+    },
+    "queue-domain-verification": {
+        "task": "app.sso.tasks.queue_domain_verifications",
+        "schedule": crontab(minute="*/20"),
+    },
+    "deleted-domain-failures": {
+        "task": "app.sso.tasks.delete_failed_domains",
+        "schedule": crontab(minute=0, hour="*/4"),
     },
 }
 

@@ -1,28 +1,17 @@
-"""Health: the beat's ``heartbeat`` task, and the checks behind ``metamapper health``."""
+"""The checks behind ``metamapper health``."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
-from celery import Celery, Task
+from celery import Celery
 
-from metamapper import metrics
 from metamapper.celery import app
-from metamapper.metastore import connect, default_database_url, heartbeats, runs
+from metamapper.metastore import connect, default_database_url, heartbeats, open_metastore
 from metamapper.metastore.migrations import LATEST, applied_versions
 from metamapper_urls import redact, redact_text
-
-HEARTBEAT = "beat"
-
-
-@app.task(name="metamapper.health.heartbeat", bind=True)
-def heartbeat(self: Task) -> None:
-    """Record the tick: its time proves that beat and a ``default`` worker are alive."""
-    with connect() as db:
-        heartbeats.record(db, HEARTBEAT, runs.now(), self.request.hostname)
-    metrics.record_beat_tick(str(self.request.hostname or ""))
 
 
 @dataclass(frozen=True)
@@ -57,17 +46,17 @@ def check_metastore() -> CheckResult:
 
 
 def check_beat(max_age: timedelta) -> CheckResult:
+    """The age of Metamapper's heartbeat (``healthchecks_heartbeat``), as its web app
+    judges the scheduler: beat sends ``app.healthchecks.tasks.heartbeat`` every minute."""
     try:
-        with connect(migrate=False) as db:
-            tick = heartbeats.last(db, HEARTBEAT)
+        with open_metastore() as conn:
+            at = heartbeats.latest(conn)
     except Exception as exc:
         return CheckResult("beat", False, redact_text(str(exc)))
-    if tick is None:
+    if at is None:
         return CheckResult("beat", False, "no heartbeat recorded yet")
-    at, hostname = tick
-    age = runs.now() - at
-    detail = f"last tick {age.total_seconds():.0f} s ago, run by {hostname}"
-    return CheckResult("beat", age <= max_age, detail)
+    age = datetime.now(UTC) - at
+    return CheckResult("beat", age <= max_age, f"last tick {age.total_seconds():.0f} s ago")
 
 
 def check_workers(celery: Celery, timeout: float) -> CheckResult:

@@ -14,12 +14,15 @@ from typing import Any
 import redis
 
 from devenv.waiting import wait_until
+from metamapper import protocol
+from metamapper.defaults import BEAT_SCHEDULE, QUEUES
 
 BIN = Path(sys.executable).parent
 Env = Callable[..., dict[str, str]]
 
+HEARTBEAT = "app.healthchecks.tasks.heartbeat"
 #: Beat sends the heartbeat every second instead of every minute.
-FAST_HEARTBEAT = json.dumps({"beat_schedule": {"heartbeat": {"schedule": 1}}})
+FAST_HEARTBEAT = json.dumps({"beat_schedule": {"beat-scheduler-healthcheck": {"schedule": 1}}})
 
 
 def queued_tasks(redis_url: str, queue: str) -> list[str]:
@@ -31,20 +34,29 @@ def queued_tasks(redis_url: str, queue: str) -> list[str]:
         client.close()
 
 
-def test_beat_enqueues_on_schedule(
+def test_beat_sends_each_of_upstreams_entries_to_its_queue(
     redis_url: str, tmp_path: Path, processes: Callable[..., Any], process_env: Env,
 ) -> None:
-    env = process_env(METAMAPPER_BROKER_URL=redis_url, METAMAPPER_CELERY_SETTINGS=FAST_HEARTBEAT)
+    """Every entry of the schedule, due every second here, reaches the queue upstream's
+    routes name (no per-entry queue is given: the routes do it, as for upstream's beat)."""
+    expected: dict[str, set[str]] = {queue: set() for queue in QUEUES}
+    for entry in BEAT_SCHEDULE.values():
+        expected[protocol.queue_of(entry["task"])].add(entry["task"])
+    every_second = {name: {"schedule": 1} for name in BEAT_SCHEDULE}
+    env = process_env(METAMAPPER_CELERY_BROKER_URL=redis_url,
+                      METAMAPPER_CELERY_SETTINGS=json.dumps({"beat_schedule": every_second}))
     processes(
         [str(BIN / "celery"), "--app", "metamapper", "beat", "-l", "info",
          "--schedule", str(tmp_path / "schedule")],
         env, "beat",
     )
-    ticks = wait_until(lambda: len(queued_tasks(redis_url, "default")) >= 3 or None)
-    assert ticks
-    assert set(queued_tasks(redis_url, "default")) == {"metamapper.health.heartbeat"}
-    # Nothing else is due within seconds: the revisioner's entries are hourly crontabs.
-    assert queued_tasks(redis_url, "revisioner") == []
+
+    def sent() -> dict[str, set[str]] | None:
+        found = {queue: set(queued_tasks(redis_url, queue)) for queue in QUEUES}
+        return found if found == expected else None
+
+    assert wait_until(sent, timeout=30) == expected
+    assert len(expected["default"]) == 3 and len(expected["revisioner"]) == 3
 
 
 def _children(pid: int) -> list[int]:
@@ -100,7 +112,7 @@ def test_single_beat_runs_exactly_one_beat_and_fails_over(
         assert (_running_beats(first.popen.pid), _running_beats(second.popen.pid)) == (1, 0)
         assert b":first:" in (lock.get(f"SINGLE_BEAT_{identifier}") or b"")
         time.sleep(0.25)
-    wait_until(lambda: "metamapper.health.heartbeat" in queued_tasks(redis_url, "default"))
+    wait_until(lambda: HEARTBEAT in queued_tasks(redis_url, "default"))
 
     killed_at = time.monotonic()
     first.stop(signal.SIGKILL)  # the node dies: no chance to release the lock
@@ -112,5 +124,5 @@ def test_single_beat_runs_exactly_one_beat_and_fails_over(
     assert took <= lock_time + 2, f"takeover after {took:.1f} s, lock time {lock_time} s"
     wait_until(lambda: _running_beats(second.popen.pid) == 1)
     lock.delete("default")
-    wait_until(lambda: "metamapper.health.heartbeat" in queued_tasks(redis_url, "default"))
+    wait_until(lambda: HEARTBEAT in queued_tasks(redis_url, "default"))
     lock.close()

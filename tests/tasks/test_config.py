@@ -40,7 +40,7 @@ def test_safe_autoscaling_defaults() -> None:
         ("metamapper.revisioner.process_schema", "revisioner"),
         ("metamapper.checks.run_check", "checks"),
         ("metamapper.usage.collect", "usage"),
-        ("metamapper.health.heartbeat", "default"),
+        ("app.healthchecks.tasks.heartbeat", "default"),
     ],
 )
 def test_routes(task: str, queue: str) -> None:
@@ -51,14 +51,41 @@ def test_queues() -> None:
     assert sorted(app.amqp.queues) == ["checks", "default", "revisioner", "usage"]
 
 
-def test_beat_schedule_is_metamappers() -> None:
+#: Upstream Metamapper 1.0's beat schedule (metamapper/celery.py): entry, task, when, queue.
+UPSTREAM_BEAT = {
+    "beat-scheduler-healthcheck": ("app.healthchecks.tasks.heartbeat", crontab(), "default"),
+    "create-revisioner-runs": (
+        "app.revisioner.tasks.v1.scheduler.create_runs", crontab(minute="0", hour="*/1"),
+        "revisioner"),
+    "queue-revisioner-runs": (
+        "app.revisioner.tasks.v1.scheduler.queue_runs", crontab(minute="15,45"), "revisioner"),
+    "detect-revisioner-run-timeouts": (
+        "app.revisioner.tasks.v1.scheduler.detect_run_timeouts",
+        crontab(minute="0", hour="*/1"), "revisioner"),
+    "create-check-executions": (
+        "app.checks.tasks.scheduler.create_executions", crontab(minute="*/1"), "checks"),
+    "queue-table-usage-jobs": (
+        "app.definitions.tasks.usage.queue_table_usage_jobs", crontab(minute="*/1"), "usage"),
+    # Upstream's crontab(hour="*/12") fires every minute of two hours: twice a day was meant.
+    "delete-90-day-table-usage": (
+        "app.definitions.tasks.usage.delete_table_usage_older_than_90_days",
+        crontab(minute=0, hour="*/12"), "usage"),
+    "queue-domain-verification": (
+        "app.sso.tasks.queue_domain_verifications", crontab(minute="*/20"), "default"),
+    "deleted-domain-failures": (
+        "app.sso.tasks.delete_failed_domains", crontab(minute=0, hour="*/4"), "default"),
+}
+
+
+def test_the_beat_schedule_is_upstreams_nine_entries_on_upstreams_queues() -> None:
     schedule = app.conf.beat_schedule
-    assert schedule["heartbeat"]["schedule"] == crontab()
-    assert schedule["create-runs"]["schedule"] == crontab(minute=0)
-    assert schedule["queue-runs"]["schedule"] == crontab(minute="15,45")
-    assert schedule["detect-run-timeouts"]["schedule"] == crontab(minute=30)
+    assert {
+        name: (entry["task"], entry["schedule"],
+               app.amqp.router.route(entry.get("options", {}), entry["task"])["queue"].name)
+        for name, entry in schedule.items()
+    } == UPSTREAM_BEAT
     app.loader.import_default_modules()
-    assert {e["task"] for e in schedule.values()} <= set(app.tasks)
+    assert {entry["task"] for entry in schedule.values()} <= set(app.tasks)
 
 
 @pytest.mark.parametrize(("environ", "broker", "backend"), [
@@ -90,9 +117,9 @@ def test_environment_settings() -> None:
             "worker_prefetch_multiplier": 4,
             "broker_transport_options": {"global_keyprefix": "mm:"},
             "beat_schedule": {
-                "create-runs": {"schedule": "*/5 * * * *"},
-                "heartbeat": {"schedule": 10},
-                "detect-run-timeouts": None,
+                "create-revisioner-runs": {"schedule": "*/5 * * * *"},
+                "beat-scheduler-healthcheck": {"schedule": 10},
+                "detect-revisioner-run-timeouts": None,
             },
         }),
     })
@@ -103,11 +130,11 @@ def test_environment_settings() -> None:
         "visibility_timeout": VISIBILITY_TIMEOUT, "global_keyprefix": "mm:",
     }
     schedule = settings["beat_schedule"]
-    assert schedule["create-runs"] == {
-        "task": "metamapper.revisioner.create_runs", "schedule": crontab(minute="*/5"),
+    assert schedule["create-revisioner-runs"] == {
+        "task": "app.revisioner.tasks.v1.scheduler.create_runs", "schedule": crontab(minute="*/5"),
     }
-    assert schedule["heartbeat"]["schedule"] == 10
-    assert "detect-run-timeouts" not in schedule
+    assert schedule["beat-scheduler-healthcheck"]["schedule"] == 10
+    assert "detect-revisioner-run-timeouts" not in schedule
     assert SETTINGS["worker_prefetch_multiplier"] == 1  # the defaults are untouched
 
 

@@ -20,7 +20,7 @@ Env = Callable[..., dict[str, str]]
 
 SEND = """
 import sys
-from metamapper.health import heartbeat
+from metamapper.upstream.healthchecks import heartbeat
 from tests.tasks.metrictasks import fail, ok, retry_once
 for _ in range(8):
     ok.delay(sys.argv[1])

@@ -10,6 +10,7 @@ import sys
 import urllib.request
 import uuid
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -17,7 +18,8 @@ from urllib.parse import quote, urlsplit
 import psycopg
 
 from devenv.waiting import wait_until
-from metamapper.metastore import connect, datastores, heartbeats, revisions, runs
+from metamapper.metastore import connect, datastores, heartbeats, open_metastore, revisions, runs
+from tests.tasks.conftest import MetamapperDB
 
 BIN = Path(sys.executable).parent
 Env = Callable[..., dict[str, str]]
@@ -31,29 +33,33 @@ def celery_call(env: dict[str, str], task: str) -> None:
     )
 
 
-def last_heartbeat(metastore_url: str) -> str | None:
-    with connect(metastore_url) as db:
-        tick = heartbeats.last(db, "beat")
-    return None if tick is None else tick[1]
+HEARTBEAT = "app.healthchecks.tasks.heartbeat"
+
+
+def last_heartbeat() -> datetime | None:
+    """The time in Metamapper's ``healthchecks_heartbeat`` (METAMAPPER_DB_* of this test)."""
+    with open_metastore() as conn:
+        return heartbeats.latest(conn)
 
 
 def test_redis_worker_runs_tasks_and_shuts_down_warm(
-    redis_url: str, metastore_url: str, start_worker: Callable[..., Any],
+    redis_url: str, metamapper_db: MetamapperDB, start_worker: Callable[..., Any],
     process_env: Env,
 ) -> None:
     env = process_env(
         METAMAPPER_BROKER_URL=redis_url,
-        METAMAPPER_DATABASE_URL=metastore_url,
+        **metamapper_db.env,
         METAMAPPER_CELERY_SETTINGS=json.dumps(
             {"broker_transport_options": {"global_keyprefix": "mm-test:"}}
         ),
     )
     worker = start_worker(env, name="redis")
-    celery_call(env, "metamapper.health.heartbeat")
-    assert wait_until(lambda: last_heartbeat(metastore_url)) == "redis@test"
+    celery_call(env, HEARTBEAT)
+    assert wait_until(last_heartbeat)
 
     health = subprocess.run(
-        [sys.executable, "-m", "metamapper", "health", "--timeout", "1"],
+        [sys.executable, "-m", "metamapper", "health", "--timeout", "1",
+         "--check", "broker", "--check", "beat", "--check", "workers"],
         env=env, capture_output=True, text=True, timeout=60,
     )
     assert health.returncode == 0, health.stdout + health.stderr
@@ -72,19 +78,19 @@ def _management(rabbitmq: Any, path: str) -> Any:
 
 
 def test_rabbitmq_worker_with_a_user_config_module(
-    rabbitmq: Any, metastore_url: str, start_worker: Callable[..., Any], process_env: Env,
-    config_module: Env,
+    rabbitmq: Any, metamapper_db: MetamapperDB, start_worker: Callable[..., Any],
+    process_env: Env, config_module: Env,
 ) -> None:
     env = process_env(
-        METAMAPPER_DATABASE_URL=metastore_url,
+        **metamapper_db.env,
         **config_module("myceleryconfig", broker_url=rabbitmq.amqp_url),
     )
     start_worker(env, queues="default", name="rabbit")
-    celery_call(env, "metamapper.health.heartbeat")
-    assert wait_until(lambda: last_heartbeat(metastore_url)) == "rabbit@test"
+    celery_call(env, HEARTBEAT)
+    assert wait_until(last_heartbeat)
 
     # Revisioner tasks are routed to their own queue, which this worker does not consume.
-    celery_call(env, "metamapper.revisioner.create_runs")
+    celery_call(env, "app.revisioner.tasks.v1.scheduler.create_runs")
     vhost = quote(rabbitmq.vhost, safe="")
 
     def revisioner_ready() -> int:
@@ -96,12 +102,12 @@ def test_rabbitmq_worker_with_a_user_config_module(
 
 
 def test_sqs_worker_against_moto(
-    sqs_endpoint: str, metastore_url: str, start_worker: Callable[..., Any],
+    sqs_endpoint: str, metamapper_db: MetamapperDB, start_worker: Callable[..., Any],
     process_env: Env, config_module: Env,
 ) -> None:
     endpoint = urlsplit(sqs_endpoint)
     env = process_env(
-        METAMAPPER_DATABASE_URL=metastore_url,
+        **metamapper_db.env,
         **config_module(
             "sqsceleryconfig",
             broker_url=f"sqs://{endpoint.netloc}",
@@ -116,8 +122,8 @@ def test_sqs_worker_against_moto(
         ),
     )
     start_worker(env, name="sqs")
-    celery_call(env, "metamapper.health.heartbeat")
-    assert wait_until(lambda: last_heartbeat(metastore_url)) == "sqs@test"
+    celery_call(env, HEARTBEAT)
+    assert wait_until(last_heartbeat)
 
 
 def test_revisioner_runs_through_workers(

@@ -2,7 +2,23 @@
 
 from __future__ import annotations
 
+from celery import Task
+
+from metamapper import metrics
 from metamapper.celery import app
+from metamapper.metastore import heartbeats, open_metastore
+
+
+@app.task(name="app.healthchecks.tasks.heartbeat", bind=True)
+def heartbeat(self: Task) -> None:
+    """Beat's tick, every minute: replace the one row of ``healthchecks_heartbeat``, whose
+    age the web app's ``/health`` (and ``metamapper health``) judge the scheduler by.
+
+    The tick is counted first: beat did send it, whether or not the metastore answers.
+    """
+    metrics.record_beat_tick(str(self.request.hostname or ""))
+    with open_metastore() as conn:
+        heartbeats.beat(conn)
 
 
 @app.task(name="app.healthchecks.tasks.add", ignore_result=False)
