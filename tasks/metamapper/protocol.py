@@ -176,27 +176,40 @@ TASKS: tuple[UpstreamTask, ...] = (
         "app.omnisearch.tasks.remove_single_es_object",
         lambda index_name, instance_id: None, _ELASTICSEARCH,
     ),
-    refused("app.revisioner.tasks.v1.core.start_run", lambda run_id: None, _NOT_YET),
-    refused("app.revisioner.tasks.v1.core.process_schema", lambda run_task_id: None, _NOT_YET),
-    refused("app.revisioner.tasks.v1.core.complete_run", lambda run_id, **kwargs: None, _NOT_YET),
-    refused(
+    implemented(
+        "app.revisioner.tasks.v1.core.start_run", lambda run_id: None,
+        "metamapper.revisioner.core", Outcome.BETTER,
+    ),
+    implemented(
+        "app.revisioner.tasks.v1.core.process_schema", lambda run_task_id: None,
+        "metamapper.revisioner.core", Outcome.BETTER,
+    ),
+    implemented(
+        "app.revisioner.tasks.v1.core.complete_run", lambda run_id, **kwargs: None,
+        "metamapper.revisioner.core", Outcome.BETTER,
+    ),
+    implemented(
         "app.revisioner.tasks.v1.core.alert_incident_contacts",
-        lambda datastore_id, status: None, _NOT_YET,
+        lambda datastore_id, status: None, "metamapper.revisioner.core",
     ),
-    refused(
+    implemented(
         "app.revisioner.tasks.v1.scheduler.create_runs",
-        lambda datastore_slug=None, *args, **kwargs: None, _NOT_YET,
+        lambda datastore_slug=None, *args, **kwargs: None, "metamapper.revisioner.scheduler",
+        Outcome.BETTER,
     ),
-    refused(
+    implemented(
         "app.revisioner.tasks.v1.scheduler.queue_runs",
-        lambda datastore_slug=None, countdown_in_minutes=15, *args, **kwargs: None, _NOT_YET,
+        lambda datastore_slug=None, countdown_in_minutes=15, *args, **kwargs: None,
+        "metamapper.revisioner.scheduler", Outcome.BETTER,
     ),
-    refused(
+    implemented(
         "app.revisioner.tasks.v1.scheduler.detect_run_timeouts",
-        lambda minutes=60, *args, **kwargs: None, _NOT_YET,
+        lambda minutes=60, *args, **kwargs: None, "metamapper.revisioner.scheduler",
+        Outcome.BETTER,
     ),
-    refused(
-        "app.revisioner.tasks.v1.version.check_version", lambda datastore_id: None, _NOT_YET,
+    implemented(
+        "app.revisioner.tasks.v1.version.check_version", lambda datastore_id: None,
+        "metamapper.revisioner.version",
     ),
     refused("app.sso.tasks.queue_domain_verifications", lambda *arg, **kwargs: None, _SSO),
     refused("app.sso.tasks.verify_domain", lambda domain, *arg, **kwargs: None, _SSO),
