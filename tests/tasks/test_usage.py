@@ -3,6 +3,8 @@ PostgreSQL's pg_stat_statements into Metamapper's metastore."""
 
 from __future__ import annotations
 
+import logging
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -10,8 +12,12 @@ from typing import Any
 import psycopg
 import pytest
 from celery import Celery
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
+from devenv.controlplane import free_port
 from devenv.waiting import wait_until
+from metamapper.inspectors import DatastoreUnavailable
 from metamapper.metastore import workspaces
 from metamapper.usage import collect
 from metamapper.usage.counting import QueryRecord, UsageKey, table_counts
@@ -310,6 +316,51 @@ def test_a_database_without_statistics_is_named_with_the_fix(
                                                       "postgresql", postgres_dsn)
     with pytest.raises(StatisticsUnavailable, match="CREATE EXTENSION pg_stat_statements"):
         get_query_history_results(datastore_id, "2026-11-01", "2026-12-01")
+
+
+def test_a_user_without_pg_read_all_stats_counts_what_it_may_see_later(
+    shop: usage_world.Shop, caplog: pytest.LogCaptureFixture,
+) -> None:
+    alice, _ = shop.roles
+    reader = f"usage_reader_{uuid.uuid4().hex[:8]}"
+    admin = make_conninfo(shop.dsn, dbname="postgres")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(reader)))
+    try:
+        with psycopg.connect(shop.metastore, autocommit=True) as conn:
+            datastore_id = usage_world.register_datastore(
+                conn, shop.workspace_id, "as reader", "postgresql",
+                make_conninfo(shop.dsn, user=reader))
+        shop.run(alice, "SELECT * FROM customers", times=3)
+        with caplog.at_level(logging.WARNING, logger="metamapper.usage.tasks"):
+            get_query_history_results(datastore_id, "2026-11-01", "2026-12-01")
+        assert f"hidden from its user {reader}, who needs pg_read_all_stats" in caplog.text
+        with psycopg.connect(shop.metastore) as conn:
+            counted = conn.execute("SELECT count(*) FROM definitions_table_usage"
+                                   " WHERE datastore_id = %s", (datastore_id,)).fetchone()
+        assert counted == (0,)
+
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(sql.SQL("GRANT pg_read_all_stats TO {}").format(sql.Identifier(reader)))
+        get_query_history_results(datastore_id, "2026-11-01", "2026-12-01")
+        with psycopg.connect(shop.metastore) as conn:
+            rows = conn.execute("SELECT db_table, db_user, query_count FROM definitions_table_usage"
+                                " WHERE datastore_id = %s", (datastore_id,)).fetchall()
+        assert rows == [("customers", alice, 3)]
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(reader)))
+
+
+def test_an_unreachable_datastore_fails_without_its_password(shop: usage_world.Shop) -> None:
+    with psycopg.connect(shop.metastore, autocommit=True) as conn:
+        datastore_id = usage_world.register_datastore(
+            conn, shop.workspace_id, "nowhere", "postgresql",
+            make_conninfo(shop.dsn, port=str(free_port())))
+    with pytest.raises(DatastoreUnavailable) as failure:
+        get_query_history_results(datastore_id, "2026-11-01", "2026-12-01")
+    assert usage_world.PASSWORD not in str(failure.value)
+    assert "Connection refused" in str(failure.value)
 
 
 def test_a_query_message_counts_once(shop: usage_world.Shop) -> None:

@@ -80,6 +80,7 @@ class Collection:
     statements: int  # statements newly run since the last collection
     usage_rows: int
     tables_scored: int
+    hidden: int  # statements whose text the datastore's user may not read
 
 
 def collect_postgresql(conn: psycopg.Connection, datastore_id: str,
@@ -93,9 +94,9 @@ def collect_postgresql(conn: psycopg.Connection, datastore_id: str,
         reading = _read_statistics(settings)
         records = statements.calls_since(baseline, reading, day)
         rows = record_usage(conn, datastore_id, records, Dialect.POSTGRESQL)
-        store.save_baseline(conn, datastore_id, reading)
+        store.save_baseline(conn, datastore_id, reading.baseline())
         scored = update_metrics(conn, datastore_id, day)
-    return Collection(len(records), rows, scored)
+    return Collection(len(records), rows, scored, reading.hidden)
 
 
 def _read_statistics(settings: ConnectionSettings) -> statements.Reading:

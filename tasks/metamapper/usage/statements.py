@@ -9,8 +9,10 @@ from zero.
 
 Needs ``shared_preload_libraries = 'pg_stat_statements'`` on the server and
 ``CREATE EXTENSION pg_stat_statements`` in the datastore's database (PostgreSQL 14 or
-later). Other users' statements show only to members of ``pg_read_all_stats``.
-The collector's own statements carry :data:`MARK` and are never counted.
+later). Other users' statements show only to superusers and members of
+``pg_read_all_stats``; to others their text and id are hidden, and hidden statements
+are left out of the baseline, so that their calls count once they show. The collector's own
+statements carry :data:`MARK` (which also tells a DBA what they are) and never count.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ SELECT s.queryid, COALESCE(r.rolname, s.userid::text), s.query, s.calls
   FROM {schema}.pg_stat_statements s
   LEFT JOIN pg_roles r ON r.oid = s.userid
  WHERE s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
-   AND s.toplevel AND s.queryid IS NOT NULL
+   AND s.toplevel
 """)
 
 
@@ -74,6 +76,7 @@ class Reading:
     schema: str  # where bare names resolve (the collector's current schema)
     stats_reset: datetime | None
     statements: tuple[Statement, ...]
+    hidden: int = 0  # statements of other users the reader may not see
 
     def baseline(self) -> Baseline:
         return Baseline(self.stats_reset, {s.key: s.calls for s in self.statements})
@@ -110,8 +113,9 @@ def read(conn: psycopg.Connection) -> Reading:
         stats_reset=reset_row[0] if reset_row else None,
         statements=tuple(
             Statement(StatementKey(user, queryid), query, calls)
-            for queryid, user, query, calls in rows
+            for queryid, user, query, calls in rows if queryid is not None
         ),
+        hidden=sum(1 for row in rows if row[0] is None),
     )
 
 

@@ -17,7 +17,7 @@ import psycopg
 
 from metamapper.usage.counting import UsageKey
 from metamapper.usage.scoring import TableScore, TableTotals
-from metamapper.usage.statements import Baseline, Reading, StatementKey
+from metamapper.usage.statements import Baseline, StatementKey
 
 #: Usage rows and "already counted" marks older than this are deleted.
 RETENTION = timedelta(days=90)
@@ -170,13 +170,13 @@ def baseline(conn: psycopg.Connection, datastore_id: str) -> Baseline:
     )
 
 
-def save_baseline(conn: psycopg.Connection, datastore_id: str, reading: Reading) -> None:
-    """Replace the datastore's baseline by ``reading``."""
+def save_baseline(conn: psycopg.Connection, datastore_id: str, new: Baseline) -> None:
+    """Replace the datastore's baseline."""
     conn.execute("DELETE FROM worker_usage_baseline WHERE datastore_id = %s", (datastore_id,))
     with conn.cursor() as cursor:
         cursor.executemany(
             "INSERT INTO worker_usage_baseline"
             " (datastore_id, db_user, queryid, calls, stats_reset) VALUES (%s, %s, %s, %s, %s)",
-            [(datastore_id, s.key.db_user, s.key.queryid, s.calls, reading.stats_reset)
-             for s in reading.statements],
+            [(datastore_id, key.db_user, key.queryid, calls, new.stats_reset)
+             for key, calls in new.calls.items()],
         )

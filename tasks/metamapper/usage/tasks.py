@@ -74,6 +74,11 @@ def get_query_history_results(self: Any, datastore_id: str, start_date: str,
     logger.info("usage of datastore %s: %d statement(s) ran since the last collection,"
                 " %d usage row(s) counted, %d table(s) scored", datastore.slug,
                 done.statements, done.usage_rows, done.tables_scored)
+    if done.hidden:
+        logger.warning("usage of datastore %s: the text of %d statement(s) is hidden from"
+                       " its user %s, who needs pg_read_all_stats to see other users' queries;"
+                       " they count once it may", datastore.slug, done.hidden,
+                       datastore.connection.username)
 
 
 @app.task(name=PREFIX + "set_usage_from_query_text", bind=True)
