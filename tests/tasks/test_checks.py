@@ -9,7 +9,9 @@ import datetime as dt
 import json
 import logging
 import math
-from collections.abc import Iterator
+import os
+import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -18,6 +20,7 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
+from devenv.waiting import wait_until
 from metamapper.celery import app
 from metamapper.checks import alerts, execution, store
 from metamapper.checks.context import CheckContext
@@ -31,8 +34,9 @@ from metamapper.notify import MailSettings
 from metamapper.notify.mail import SMTP_BACKEND
 from metamapper.urls import engine_of
 from metamapper_urls import parse_url
-from tests.tasks.conftest import MetamapperDB
+from tests.tasks.conftest import MetamapperDB, Process
 from tests.tasks.receivers import HttpReceiver, SmtpServer, http_receiver, smtp_server
+from tests.tasks.test_protocol import web_app
 
 __all__ = ["http_receiver", "smtp_server"]
 
@@ -284,8 +288,8 @@ def test_a_passing_check_on_postgresql(world: World) -> None:
         "error": None, "last": True,
         "results": [(ROW_COUNT, True, 4, 4), (AVG, True, 5, 6), (DUPLICATES, True, 1, 1)],
     }]
-    outcome = store.outcome(world.conn, check_id, epoch)
-    assert outcome is not None and outcome.status == store.SUCCESS
+    finished = store.finished(world.conn, check_id, epoch)
+    assert finished is not None and finished.status == store.SUCCESS
 
 
 def test_a_failing_check_on_postgresql(world: World) -> None:
@@ -528,3 +532,30 @@ def test_the_celery_tasks_chain_from_the_beats_message_to_the_alerts(
     assert len(smtp_server.mails) == 2
     assert len(channels.to(WEBHOOK_PATH)) == 1 and len(channels.to("/v2/enqueue")) == 1
     assert json.loads(channels.to("/v2/enqueue")[0].body)["routing_key"] == ROUTING_KEY
+
+
+def test_a_real_worker_runs_the_beats_message_through_to_the_alerts(
+        world: World, channels: HttpReceiver, smtp_server: SmtpServer,
+        metamapper_db: MetamapperDB, redis_url: str, start_worker: Callable[..., Process],
+        process_env: Callable[..., dict[str, str]]) -> None:
+    """The beat's message, as upstream's beat sends it (routed to ``checks``), executed by
+    a worker process; the follow-up messages travel through the broker too."""
+    check_id = _failing_check_with_every_channel(world, channels)
+    env = process_env(
+        **metamapper_db.env, METAMAPPER_CELERY_BROKER_URL=redis_url,
+        **{key: value for key, value in os.environ.items()
+           if key.startswith(("METAMAPPER_EMAIL_", "METAMAPPER_PAGERDUTY_",
+                              "METAMAPPER_WEBSERVER_"))})
+    worker = start_worker(env, queues="checks,default", name="checks")
+    with web_app(redis_url) as sender:
+        sender.send_task("app.checks.tasks.scheduler.create_executions")
+
+    wait_until(lambda: len(channels.to("/v2/enqueue")) == 1 and len(smtp_server.mails) == 2
+               and len(channels.to(WEBHOOK_PATH)) == 1, timeout=60, what="the three alerts")
+    [view] = web_app_view(world.conn, check_id)
+    assert (view["status"], view["fails"], view["tasks"]) == ("FAILURE", 1, 2)
+    log = worker.log
+    for name in ("create_executions", "execute_check", "dispatch_alerts"):
+        assert re.search(rf"Task app\.checks\.tasks\.\w+\.{name}\[[^]]+\] succeeded", log), name
+    assert "webhook-secret-part" not in log and ROUTING_KEY not in log
+    assert "unregistered" not in log.lower() and "cannot run here" not in log

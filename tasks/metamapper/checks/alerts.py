@@ -75,9 +75,9 @@ class Failure:
                 f"/checks/{s.check_id}?selectedExecution={selected}")
 
 
-def error_of(outcome: store.Outcome) -> str:
-    return outcome.error or (
-        f"{outcome.failed} out of {outcome.results} expectation(s) were not met.")
+def error_of(finished: store.Finished) -> str:
+    return finished.error or (
+        f"{finished.failed} out of {finished.results} expectation(s) were not met.")
 
 
 @dataclass(frozen=True)
@@ -166,17 +166,17 @@ def dispatch(sender: Sender, check_id: str, epoch: int, now: dt.datetime) -> Dis
     """Alert every due rule of a failed execution; a rule alerted records it as its
     ``last_failure`` (so it waits its interval), one that failed does not."""
     conn = sender.conn
-    outcome = store.outcome(conn, check_id, epoch)
-    if outcome is None:
+    finished = store.finished(conn, check_id, epoch)
+    if finished is None:
         raise LookupError(f"check {check_id!r} has no finished execution at epoch {epoch}")
-    if outcome.status == store.SUCCESS:
+    if finished.status == store.SUCCESS:
         return Dispatch()
     rules = store.due_alert_rules(conn, check_id, now)
     if not rules:
         return Dispatch()
     log.info("Check %s failed at epoch %s: alerting %d rule(s)", check_id, epoch, len(rules))
-    failure = Failure(subject=store.subject(conn, check_id), execution_id=outcome.execution_id,
-                      epoch=epoch, error=error_of(outcome), origin=sender.mail.origin)
+    failure = Failure(subject=store.subject(conn, check_id), execution_id=finished.execution_id,
+                      epoch=epoch, error=error_of(finished), origin=sender.mail.origin)
     alerted: list[int] = []
     errors: list[str] = []
     for rule in rules:
@@ -186,6 +186,6 @@ def dispatch(sender: Sender, check_id: str, epoch: int, now: dt.datetime) -> Dis
             log.error("Check %s: %s", check_id, exc)
             errors.append(str(exc))
             continue
-        store.set_last_failure(conn, rule.id, outcome.execution_id)
+        store.set_last_failure(conn, rule.id, finished.execution_id)
         alerted.append(rule.id)
     return Dispatch(tuple(alerted), tuple(errors))

@@ -20,7 +20,7 @@ from psycopg import sql
 #: Serialises ``create_due_executions`` across workers (any constant of this package).
 _CREATE_LOCK = 7_216_101
 
-PENDING, SUCCESS, FAILURE = "PENDING", "SUCCESS", "FAILURE"
+SUCCESS, FAILURE = "SUCCESS", "FAILURE"
 
 
 def epoch_of(when: dt.datetime) -> int:
@@ -174,7 +174,7 @@ def disable(conn: psycopg.Connection, execution: Execution, now: dt.datetime) ->
 
 
 @dataclass(frozen=True, kw_only=True)
-class Outcome:
+class Finished:
     """A finished execution, as ``dispatch_alerts`` judges it."""
 
     execution_id: int
@@ -187,7 +187,7 @@ class Outcome:
         return FAILURE if self.error is not None or self.failed else SUCCESS
 
 
-def outcome(conn: psycopg.Connection, check_id: str, epoch: int) -> Outcome | None:
+def finished(conn: psycopg.Connection, check_id: str, epoch: int) -> Finished | None:
     row = conn.execute(
         """
         SELECT e.id, e.error, count(r.id), count(r.id) FILTER (WHERE NOT r.passed)
@@ -199,7 +199,7 @@ def outcome(conn: psycopg.Connection, check_id: str, epoch: int) -> Outcome | No
     ).fetchone()
     if row is None:
         return None
-    return Outcome(execution_id=row[0], error=row[1], results=row[2], failed=row[3])
+    return Finished(execution_id=row[0], error=row[1], results=row[2], failed=row[3])
 
 
 @dataclass(frozen=True, kw_only=True)
