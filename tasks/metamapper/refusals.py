@@ -5,9 +5,10 @@ message. A refused name (:mod:`metamapper.protocol`, an entry with a ``refusal``
 registered instead, as a :class:`Refusal`, which when it receives a message:
 
 - logs one error line naming the task and why it cannot run here;
-- raises Celery's ``Reject`` without requeue: Celery counts that as a failed task (the
-  ``task_failure`` signal, so ``celery_task_failed_total`` with ``exception="Reject"``,
-  a ``task-failed`` event, a FAILURE state on a result backend) and rejects the message.
+- raises ``Refused`` (a Celery ``Reject``) without requeue: Celery counts that as a
+  failed task (the ``task_failure`` signal, so ``celery_task_failed_total`` with
+  ``exception="Refused"``, a ``task-failed`` event, a FAILURE state on a result backend)
+  and rejects the message.
 
 What becomes of a rejected message depends on the broker. RabbitMQ hands it to the
 queue's dead-letter exchange when one is set (a policy with ``dead-letter-exchange``),
@@ -46,11 +47,15 @@ def refuse(name: str, reason: str) -> NoReturn:
     """Fail the running task ``name`` loudly; also for an implementation that finds a
     message it cannot perform (e.g. usage of a Snowflake datastore)."""
     logger.error("%s cannot run here: %s; its message is rejected, not requeued", name, reason)
-    raise Reject(f"{name} cannot run here: {reason}", requeue=False)
+    raise Refused(f"{name} cannot run here: {reason}", requeue=False)
 
 
 def _refuse(self: Refusal, *args: Any, **kwargs: Any) -> None:
     refuse(self.name, self.reason)
+
+
+class Refused(Reject):
+    """The rejection :func:`refuse` raises (Celery handles it as any ``Reject``)."""
 
 
 class _QuietRejects(logging.Filter):
@@ -58,11 +63,7 @@ class _QuietRejects(logging.Filter):
     the refusal's error line has not said (and it would make two lines of one event)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        data = getattr(record, "data", None)
-        if not isinstance(data, dict) or data.get("description") != "rejected":
-            return True
-        task = protocol.BY_NAME.get(str(data.get("name")))
-        return task is None or task.refusal is None
+        return not (record.exc_info and isinstance(record.exc_info[1], Refused))
 
 
 def register(celery: Celery) -> None:

@@ -116,7 +116,7 @@ def test_upstream_messages_are_executed_or_fail_loudly_on_redis(
 
     def counted() -> float:
         return total(scrape(f"http://127.0.0.1:{port}/metrics"), "celery_task_failed_total",
-                     name=REFUSED, exception="Reject")
+                     name=REFUSED, exception="Refused")
 
     assert wait_until(counted) == 1
     errors = [line for line in worker.log.splitlines() if "cannot run here" in line]
