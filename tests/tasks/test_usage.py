@@ -265,6 +265,7 @@ def test_collection_counts_what_ran_since_the_last_one_and_scores_the_tables(
     shop.run(alice, "SELECT * FROM orders WHERE id = %s", [1], times=3)
     shop.run(alice, "SELECT o.note, c.note FROM orders o JOIN customers c USING (id)", times=2)
     shop.run(bob, "SELECT count(*) FROM sales.items")
+    shop.run(bob, 'SELECT * FROM "Returns" r WHERE r.id > %s', [0], times=4)
     shop.run(bob, "INSERT INTO orders VALUES (%s, 'new')", [3])  # a write reads nothing
 
     get_query_history_results(shop.datastore_id, "2026-11-01", "2026-12-01")
@@ -272,6 +273,7 @@ def test_collection_counts_what_ran_since_the_last_one_and_scores_the_tables(
     assert shop.usage() == {
         ("public", "orders", alice): 5,
         ("public", "customers", alice): 2,
+        ("public", "Returns", bob): 4,
         ("sales", "items", bob): 1,
     }
     # The collector's own statements ran (pg_stat_statements saw them) and did not count.
@@ -282,9 +284,9 @@ def test_collection_counts_what_ran_since_the_last_one_and_scores_the_tables(
             (MARK + "%",),
         ).fetchone()
     assert own is not None and own[0] >= 3
-    # Ranked by total queries: items 1 < customers 2 < orders 5, of three used tables.
-    assert shop.scores() == {"items": (32, 1, 1, 0), "customers": (66, 2, 1, 0),
-                             "orders": (99, 5, 1, 0)}
+    # Ranked by total queries: items 1 < customers 2 < Returns 4 < orders 5, of four.
+    assert shop.scores() == {"items": (24, 1, 1, 0), "customers": (49, 2, 1, 0),
+                             "Returns": (74, 4, 1, 0), "orders": (99, 5, 1, 0)}
 
     # The next collection counts only what ran since.
     shop.run(bob, "SELECT * FROM orders WHERE id = %s", [2], times=4)
@@ -293,6 +295,7 @@ def test_collection_counts_what_ran_since_the_last_one_and_scores_the_tables(
         ("public", "orders", alice): 5,
         ("public", "orders", bob): 4,
         ("public", "customers", alice): 2,
+        ("public", "Returns", bob): 4,
         ("sales", "items", bob): 1,
     }
     assert shop.scores()["orders"] == (99, 9, 2, 0)
@@ -377,7 +380,7 @@ def test_a_query_message_counts_once(shop: usage_world.Shop) -> None:
     window = (collect.today() - date(2026, 12, 1)).days
     # Ranked: customers 1, orders and items tied at 2, of three used tables.
     assert shop.scores() == {"customers": (32, 2, 1, window), "orders": (66, 6, 1, window),
-                             "items": (66, 6, 1, window)}
+                             "items": (66, 6, 1, window), "Returns": (0, None, None, None)}
     with psycopg.connect(shop.metastore) as conn:
         marks = conn.execute("SELECT id FROM definitions_table_usage_exists").fetchall()
     assert len(marks) == 2

@@ -4,13 +4,14 @@ way, for the usage tests.
 The datastore is a database of its own on the suite's PostgreSQL (which loads
 pg_stat_statements) with ``pg_stat_statements`` created in it, a few tables in two
 schemas, and two login roles of the test's own who run queries there. The metastore
-knows it as a PostgreSQL datastore with a catalog naming those tables.
+knows it as a PostgreSQL datastore, with the catalog the revisioner writes from its
+inspection.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -19,10 +20,12 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from metamapper.metastore import datastores, workspaces
+from metamapper import inspectors
+from metamapper.metastore import datastores, definitions, workspaces
+from metamapper.revisioner import collector
 
-#: Schema -> tables, in the datastore and in its catalog.
-TABLES = {"public": ("orders", "customers"), "sales": ("items",)}
+#: Schema -> tables (one whose quoted name keeps its capital).
+TABLES = {"public": ("orders", "customers", "Returns"), "sales": ("items",)}
 
 #: What the metastore holds as the datastore's password (the server trusts local users).
 PASSWORD = "usage-secret-b7d1c0"
@@ -53,13 +56,15 @@ class Shop:
         return {(schema, table, user): int(count) for schema, table, user, count in rows}
 
     def scores(self) -> dict[str, tuple[int, int | None, int | None, int | None]]:
-        """table -> (usage_score, usage_total_queries, usage_total_users, usage_window)."""
+        """table -> (usage_score, usage_total_queries, usage_total_users, usage_window),
+        for the tables of :data:`TABLES` (the catalog also has pg_stat_statements' views)."""
         with psycopg.connect(self.metastore) as conn:
             rows = conn.execute(
                 "SELECT t.name, t.usage_score, t.usage_total_queries, t.usage_total_users,"
                 " t.usage_window FROM definitions_table t"
                 " JOIN definitions_schema s ON s.object_id = t.schema_id"
-                " WHERE s.datastore_id = %s", (self.datastore_id,),
+                " WHERE s.datastore_id = %s AND t.name = ANY(%s)",
+                (self.datastore_id, [name for names in TABLES.values() for name in names]),
             ).fetchall()
         return {name: tuple(values) for name, *values in rows}
 
@@ -74,23 +79,12 @@ def register_datastore(metastore: psycopg.Connection, workspace_id: str, name: s
     return datastores.register(metastore, workspace_id, name, settings, is_enabled=is_enabled)
 
 
-def add_catalog(metastore: psycopg.Connection, datastore_id: str, workspace_id: str,
-                tables: Mapping[str, Sequence[str]]) -> None:
-    """Schemas and tables in the catalog, as an inspection would have left them."""
-    for schema, names in tables.items():
-        schema_id = f"{datastore_id}/{schema}"
-        metastore.execute(
-            "INSERT INTO definitions_schema (created_at, updated_at, object_id, name, tags,"
-            " datastore_id, workspace_id) VALUES (now(), now(), %s, %s, '{}', %s, %s)",
-            (schema_id, schema, datastore_id, workspace_id),
-        )
-        for table in names:
-            metastore.execute(
-                "INSERT INTO definitions_table (created_at, updated_at, custom_properties,"
-                " object_id, name, tags, kind, properties, schema_id, workspace_id, usage_score)"
-                " VALUES (now(), now(), '{}', %s, %s, '{}', 'table', '{}', %s, %s, 0)",
-                (f"{schema_id}/{table}", table, schema_id, workspace_id),
-            )
+def inspect_into_catalog(metastore: psycopg.Connection, datastore_id: str,
+                         workspace_id: str, url: str) -> None:
+    """The datastore's catalog as a revisioner run writes it from an inspection."""
+    owner = definitions.Owner(uuid.uuid4().hex, datastore_id, workspace_id)
+    for schema in collector.collect(datastore_id, inspectors.inspect(url)):
+        definitions.write_schema(metastore, owner, schema)
 
 
 @contextmanager
@@ -121,7 +115,7 @@ def shop(metastore_dsn: str, datastore_dsn: str) -> Iterator[Shop]:
             workspace = workspaces.create_workspace(conn, f"shop-{suffix}", "Shop", user)
             datastore_id = register_datastore(conn, workspace.id, "shop", "postgresql",
                                               datastore_dsn)
-            add_catalog(conn, datastore_id, workspace.id, TABLES)
+            inspect_into_catalog(conn, datastore_id, workspace.id, datastore_dsn)
         yield Shop(metastore_dsn, datastore_id, workspace.id, datastore_dsn, roles)
     finally:
         with psycopg.connect(datastore_dsn, autocommit=True) as conn:
