@@ -11,12 +11,12 @@ import pymysql
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
-from metamapper.inspectors import inspect
 from metamapper.inspectors.mysql import connect_args
-from metamapper.metastore import datastores, definitions, open_metastore, workspaces
+from metamapper.metastore import datastores, open_metastore, workspaces
 from metamapper.metastore import revisioner as runs
 from metamapper.metastore.datastores import ConnectionSettings
-from metamapper.revisioner.collector import collect, hashed
+from metamapper.revisioner import steps
+from metamapper.revisioner.collector import hashed
 from tests.tasks.conftest import MetamapperDB
 
 Execute = Callable[[str], None]
@@ -51,15 +51,10 @@ def _mysql_parts(url: str) -> dict[str, object]:
 
 
 def run_once(conn: psycopg.Connection, datastore_id: str) -> str:
-    """One run's writes, without Celery: every schema, then the completion."""
-    datastore = datastores.load(conn, datastore_id)
-    [run_id] = runs.create_due(conn, datastore.slug)
-    owner = definitions.Owner(run_id, datastore.id, datastore.workspace_id)
-    for schema in collect(datastore.id, inspect(datastore.connection.url())):
-        definitions.write_schema(conn, owner, schema)
-    definitions.complete(conn, owner)
-    assert runs.finish(conn, run_id) is not None
-    return run_id
+    """One run, every step in this process; it must succeed."""
+    run = steps.run_now(conn, datastore_id)
+    assert run.status == "SUCCESS", runs.tasks(conn, run.id)
+    return run.id
 
 
 @pytest.fixture

@@ -121,6 +121,17 @@ def get(conn: psycopg.Connection, run_id: str) -> Run | None:
     return None if row is None else Run(*row)
 
 
+def recent(conn: psycopg.Connection, datastore_id: str | None = None,
+           limit: int = 20) -> list[Run]:
+    """The latest runs, newest first (of one datastore, given its id)."""
+    rows = conn.execute(
+        f"SELECT {_RUN} FROM revisioner_run WHERE %(datastore)s::text IS NULL"
+        " OR datastore_id = %(datastore)s::text ORDER BY created_at DESC, id LIMIT %(limit)s",
+        {"datastore": datastore_id, "limit": limit},
+    ).fetchall()
+    return [Run(*row) for row in rows]
+
+
 def tasks(conn: psycopg.Connection, run_id: str) -> list[RunTask]:
     rows = conn.execute(
         f"SELECT {_TASK} FROM revisioner_runtask WHERE run_id = %s ORDER BY id", (run_id,)
