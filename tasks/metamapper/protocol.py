@@ -105,12 +105,12 @@ _SSO = "this image does not verify SSO domains (no DNS TXT lookups from workers)
 _USAGE = "metamapper.usage.tasks"
 
 TASKS: tuple[UpstreamTask, ...] = (
-    refused(
+    implemented(
         "app.audit.tasks.audit",
         lambda actor_id, workspace_id, verb, old_values, new_values, extras=None,
         target_object_id=None, target_content_type_id=None, action_object_object_id=None,
         action_object_content_type_id=None: None,
-        _NOT_YET,
+        "metamapper.upstream.audit",
     ),
     refused(
         "app.authentication.tasks.hard_delete_workspace",
@@ -219,9 +219,6 @@ TASKS: tuple[UpstreamTask, ...] = (
         "this image never sends usage beacons to a remote server",
     ),
 )
-
-BY_NAME: dict[str, UpstreamTask] = {task.name: task for task in TASKS}
-
 
 def modules() -> tuple[str, ...]:
     """The modules that register implementations, each once, in the table's order."""
