@@ -19,7 +19,7 @@ from devenv.controlplane import free_port
 from devenv.waiting import wait_until
 from metamapper.inspectors import DatastoreUnavailable
 from metamapper.metastore import workspaces
-from metamapper.usage import collect
+from metamapper.usage import collect, store, tasks
 from metamapper.usage.counting import QueryRecord, UsageKey, table_counts
 from metamapper.usage.parsing import Dialect, Session, TableRef, tables_read
 from metamapper.usage.scoring import TableScore, TableTotals, score_tables, usage_score
@@ -443,3 +443,31 @@ def test_the_beats_message_collects_each_due_datastore_on_a_usage_worker(
     assert "get_query_history_results cannot run here: Snowflake's" in errors[0]
     assert disabled not in worker.log
     assert usage_world.PASSWORD not in worker.log
+
+
+def test_due_datastores_are_taken_once_per_four_hours(
+    shop: usage_world.Shop, postgres_dsn: str,
+) -> None:
+    with psycopg.connect(shop.metastore, autocommit=True) as conn:
+        ids = {name: usage_world.register_datastore(conn, shop.workspace_id, name, engine,
+                                                    postgres_dsn)
+               for name, engine in [("recent", "postgresql"), ("stale", "snowflake"),
+                                    ("mysql", "mysql"), ("gone", "postgresql")]}
+        conn.execute("UPDATE definitions_datastore SET usage_last_synced_at = now() - %s"
+                     " WHERE id = %s", (timedelta(hours=3), ids["recent"]))
+        conn.execute("UPDATE definitions_datastore SET usage_last_synced_at = now() - %s"
+                     " WHERE id = %s", (timedelta(hours=5), ids["stale"]))
+        conn.execute("UPDATE definitions_datastore SET deleted_at = now() WHERE id = %s",
+                     (ids["gone"],))
+        conn.execute(
+            "INSERT INTO definitions_table_usage (datastore_id, execution_date, db_schema,"
+            " db_table, db_user, query_count) VALUES (%s, %s, 'public', 'orders', 'alice', 1)",
+            (ids["stale"], date(2026, 11, 30)),
+        )
+        due = store.take_due(conn, tasks.QUEUED_ENGINES)
+        again = store.take_due(conn, tasks.QUEUED_ENGINES)
+    # The shop (never collected) and the stale one; not the recent, MySQL or deleted one.
+    assert sorted(due, key=lambda d: d.id) == sorted(
+        [store.DueDatastore(shop.datastore_id, None),
+         store.DueDatastore(ids["stale"], date(2026, 11, 30))], key=lambda d: d.id)
+    assert again == []
