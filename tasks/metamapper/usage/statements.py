@@ -29,7 +29,7 @@ from metamapper.usage.counting import QueryRecord
 #: Starts every statement the collector sends (pg_stat_statements keeps comments).
 MARK = "/* metamapper usage */"
 
-_WHERE = f"""{MARK}
+_CONTEXT = f"""{MARK}
 SELECT current_database(), COALESCE(current_schema(), 'public'),
        (SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
          WHERE e.extname = 'pg_stat_statements')
@@ -92,7 +92,7 @@ class Baseline:
 
 def read(conn: psycopg.Connection) -> Reading:
     """Read the statistics of ``conn``'s database."""
-    row = conn.execute(_WHERE.encode()).fetchone()
+    row = conn.execute(_CONTEXT.encode()).fetchone()
     assert row is not None
     database, schema, extension_schema = row
     if extension_schema is None:

@@ -38,8 +38,8 @@ _SNOWFLAKE = ("Snowflake's query history cannot be read here (this image has no 
               " connector and no Snowflake account is reachable)")
 
 
-@app.task(name=PREFIX + "queue_table_usage_jobs", bind=True)
-def queue_table_usage_jobs(self: Any, countdown_in_minutes: int = 0) -> None:
+@app.task(name=PREFIX + "queue_table_usage_jobs")
+def queue_table_usage_jobs(countdown_in_minutes: int = 0) -> None:
     """Send a collection for every datastore due, each after a random delay of up to
     ``countdown_in_minutes``."""
     now = datetime.now(UTC)
@@ -99,15 +99,15 @@ def set_usage_from_query_text(self: Any, datastore_id: str, execution_date: str,
                 collect.record_usage(conn, datastore_id, [record], collect.DIALECTS[engine])
 
 
-@app.task(name=PREFIX + "update_table_usage_metrics", bind=True)
-def update_table_usage_metrics(self: Any, datastore_id: str) -> None:
+@app.task(name=PREFIX + "update_table_usage_metrics")
+def update_table_usage_metrics(datastore_id: str) -> None:
     with open_metastore() as conn, conn.transaction():
         scored = collect.update_metrics(conn, datastore_id, collect.today())
     logger.info("usage scores of %d table(s) of datastore %s updated", scored, datastore_id)
 
 
-@app.task(name=PREFIX + "delete_table_usage_older_than_90_days", bind=True)
-def delete_table_usage_older_than_90_days(self: Any, *args: Any, **kwargs: Any) -> None:
+@app.task(name=PREFIX + "delete_table_usage_older_than_90_days")
+def delete_table_usage_older_than_90_days(*args: Any, **kwargs: Any) -> None:
     with open_metastore() as conn:
         purged = store.purge_old_usage(conn)
     logger.info("deleted %d usage row(s) and %d counted-query mark(s) older than %d days",
