@@ -112,10 +112,10 @@ TASKS: tuple[UpstreamTask, ...] = (
         action_object_content_type_id=None: None,
         "metamapper.upstream.audit",
     ),
-    refused(
+    implemented(
         "app.authentication.tasks.hard_delete_workspace",
         lambda workspace_id, *args, **kwargs: None,
-        _NOT_YET,
+        "metamapper.upstream.deletes",
     ),
     implemented(
         "app.checks.tasks.core.execute_check", lambda check_id, epoch: None,
@@ -129,10 +129,10 @@ TASKS: tuple[UpstreamTask, ...] = (
         "app.checks.tasks.scheduler.create_executions",
         lambda countdown_in_minutes=0: None, "metamapper.checks.tasks",
     ),
-    refused(
+    implemented(
         "app.definitions.tasks.core.hard_delete_datastore",
         lambda datastore_id, *args, **kwargs: None,
-        _NOT_YET,
+        "metamapper.upstream.deletes",
     ),
     implemented(
         "app.definitions.tasks.usage.queue_table_usage_jobs",
