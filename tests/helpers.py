@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from devenv import services
@@ -16,25 +17,27 @@ class OwnRedis:
 
     ``persistent`` keeps every write in an append-only file in ``home``, synced on each
     write, so a restarted server has exactly the data the stopped one had. It listens
-    on the host address too, where pods reach it.
+    on the host address too, where pods reach it. ``options`` (redis-server's
+    ``--name value`` arguments) come last, so they override those.
     """
 
-    def __init__(self, home: Path, persistent: bool = False) -> None:
+    def __init__(self, home: Path, persistent: bool = False,
+                 options: Sequence[str] = ()) -> None:
         self.port = free_port()
         self.url = f"redis://{services.HOST}:{self.port}/0"
         durability = ["--appendonly", "yes", "--appendfsync", "always"] if persistent else []
         self.argv = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
                      services.HOST, "--protected-mode", "no", "--save", "", "--dir", str(home),
-                     *durability]
+                     *durability, *options]
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         self.proc = subprocess.Popen(self.argv, stdout=subprocess.DEVNULL)
         wait_until(lambda: services.port_open(self.port), what="redis")
 
-    def stop(self) -> None:
+    def stop(self, sig: signal.Signals = signal.SIGTERM) -> None:
         if self.proc is not None:
-            self.proc.terminate()
+            self.proc.send_signal(sig)
             self.proc.wait()
             self.proc = None
 
