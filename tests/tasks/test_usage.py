@@ -29,7 +29,6 @@ from metamapper.usage.statements import (
     Reading,
     Statement,
     StatementKey,
-    StatisticsUnavailable,
     calls_since,
 )
 from metamapper.usage.tasks import (
@@ -309,16 +308,20 @@ def test_collection_counts_what_ran_since_the_last_one_and_scores_the_tables(
     assert shop.usage()[("public", "orders", alice)] == 7
 
 
-def test_a_database_without_statistics_is_named_with_the_fix(
-    metamapper_db: Any, postgres_dsn: str,
+def test_a_database_without_statistics_is_a_warning_that_names_the_fix(
+    metamapper_db: Any, postgres_dsn: str, caplog: pytest.LogCaptureFixture,
 ) -> None:
     with psycopg.connect(metamapper_db.dsn, autocommit=True) as conn:
         user = workspaces.create_user(conn, "owner@example.com")
         workspace = workspaces.create_workspace(conn, "plain", "Plain", user)
         datastore_id = usage_world.register_datastore(conn, workspace.id, "plain",
                                                       "postgresql", postgres_dsn)
-    with pytest.raises(StatisticsUnavailable, match="CREATE EXTENSION pg_stat_statements"):
+    with caplog.at_level(logging.WARNING, logger="metamapper.usage.tasks"):
         get_query_history_results(datastore_id, "2026-11-01", "2026-12-01")
+    (warning,) = caplog.records
+    assert warning.levelno == logging.WARNING
+    assert "usage of datastore plain is not collected" in warning.getMessage()
+    assert "CREATE EXTENSION pg_stat_statements" in warning.getMessage()
 
 
 def test_a_user_without_pg_read_all_stats_counts_what_it_may_see_later(

@@ -25,6 +25,7 @@ from metamapper.metastore import datastores
 from metamapper.metastore.connection import open_metastore
 from metamapper.usage import collect, store
 from metamapper.usage.counting import QueryRecord
+from metamapper.usage.statements import StatisticsUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +63,8 @@ def get_query_history_results(self: Any, datastore_id: str, start_date: str,
 
     ``start_date`` and ``end_date`` bound a history of dated queries (Snowflake's);
     pg_stat_statements has no dates: what ran since the last collection counts today.
+    A database without pg_stat_statements has no usage to collect: a warning says what
+    it needs, and the task succeeds (the statistics are an option a DBA turns on).
     """
     with open_metastore() as conn:
         datastore = datastores.load(conn, datastore_id)
@@ -69,8 +72,12 @@ def get_query_history_results(self: Any, datastore_id: str, start_date: str,
         if engine != "postgresql":
             _refuse(self.name, _SNOWFLAKE if engine == "snowflake"
                     else f"a {engine} datastore has no query history this image reads")
-        done = collect.collect_postgresql(conn, datastore_id, datastore.connection,
-                                          collect.today())
+        try:
+            done = collect.collect_postgresql(conn, datastore_id, datastore.connection,
+                                              collect.today())
+        except StatisticsUnavailable as absent:
+            logger.warning("usage of datastore %s is not collected: %s", datastore.slug, absent)
+            return
     logger.info("usage of datastore %s: %d statement(s) ran since the last collection,"
                 " %d usage row(s) counted, %d table(s) scored", datastore.slug,
                 done.statements, done.usage_rows, done.tables_scored)
