@@ -12,7 +12,7 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 from metamapper.inspectors.mysql import connect_args
-from metamapper.metastore import datastores, open_metastore, workspaces
+from metamapper.metastore import datastores, open_metastore, revision_log, workspaces
 from metamapper.metastore import revisioner as runs
 from metamapper.metastore.datastores import ConnectionSettings
 from metamapper.revisioner import steps
@@ -177,6 +177,22 @@ def test_postgresql_catalog_upserted_soft_deleted_and_renames_corrected(
     assert metastore.execute(
         "SELECT DISTINCT run_id FROM definitions_table WHERE deleted_at IS NULL"
         " AND schema_id = %s", (schema_object_id,)).fetchall() == [(second_run,)]
+
+    # The revision history of the second run (the worker's own table).
+    changes = revision_log.history(metastore, datastore_id, run_id=second_run)
+    assert {(c.action, c.kind, c.path, c.field, c.old_value, c.new_value)
+            for c in changes if c.action != "CREATED"} == {
+        ("DROPPED", "table", "public.legacy", None, None, None),
+        ("MODIFIED", "table", "public.purchases", "name", "orders", "purchases"),
+        ("MODIFIED", "column", "public.purchases.remark", "name", "note", "remark"),
+    }
+    [created] = [c for c in changes if c.action == "CREATED"]
+    assert (created.kind, created.path) == ("column", "public.customers.phone")
+    everything = revision_log.history(metastore, datastore_id)
+    assert [(c.run_id, c.action, c.path) for c in everything[:1]] == [
+        (first_run, "CREATED", "public")]
+    assert everything[1:] == changes  # oldest first; the first run created the schema
+    assert revision_log.history(metastore, datastore_id, limit=2) == changes[-2:]
 
     # A table created again under its old name comes back as the same row.
     execute("CREATE TABLE legacy (id INTEGER)")

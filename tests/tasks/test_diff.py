@@ -7,6 +7,7 @@ from metamapper.revisioner.diff import (
     CREATED,
     DROPPED,
     MODIFIED,
+    NAME_FIRST,
     diff_schema,
     dropped_schemas,
     match,
@@ -109,3 +110,23 @@ def test_match_and_dropped_schemas() -> None:
     assert [s.name for s in created] == ["c"]
     [revision] = dropped_schemas(stored, {"s:a"})
     assert (revision.action, revision.path, revision.object_id) == (DROPPED, "b", "s:b")
+
+
+def test_name_first_keeps_a_name_whatever_its_native_id() -> None:
+    """Metamapper's identity: a table dropped and created again under its name is the same
+    object; a rename is found by the native id, then by shape."""
+    old = _stored(Schema("s", tables=[
+        Table("kept", native_id="1", columns=[Column("a", 1, "int", native_id="1/1")]),
+        Table("before", native_id="2", columns=[Column("x", 1, "int", native_id="2/1")]),
+        Table("shaped", columns=[Column("y", 1, "int")]),
+    ]))
+    new = Schema("s", tables=[
+        Table("kept", native_id="9", columns=[Column("a", 1, "int", native_id="9/1")]),
+        Table("after", native_id="2", columns=[Column("z", 1, "int", native_id="2/1")]),
+        Table("reshaped", columns=[Column("y", 1, "int")]),
+    ])
+    assert _summary(diff_schema(old, new, NAME_FIRST)) == {
+        (MODIFIED, "s.after", "name"), (MODIFIED, "s.after.z", "name"),
+        (MODIFIED, "s.reshaped", "name"),
+    }
+    assert (CREATED, "s.kept", None) in _summary(diff_schema(old, new))

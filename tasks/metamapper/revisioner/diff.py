@@ -1,7 +1,7 @@
 """Compare a fresh inspection with the stored catalog and describe the change as revisions.
 
 Objects are matched level by level (schemas, then tables within a matched schema,
-then columns and indexes within a matched table):
+then columns and indexes within a matched table), in passes (:data:`ID_FIRST`):
 
 1. by ``native_id`` when the engine provides one (PostgreSQL oids): a rename keeps
    the oid, so it is a modification; a drop and re-create gets a new oid, so it is
@@ -10,6 +10,9 @@ then columns and indexes within a matched table):
 3. what is still unmatched on both sides is paired when exactly one old and one new
    object share everything but their name (same ordinal and type for a column, same
    columns for a table or an index): that is a rename on engines without stable ids.
+
+Metamapper's own identity is the name (:data:`NAME_FIRST`): a name seen again is the
+same object, whatever its native id; only then are native ids, then shapes, asked.
 
 A created or dropped object gives one revision for itself; its children are implied
 (a CREATED table carries its columns and indexes in its payload).
@@ -38,7 +41,7 @@ class Revision:
     kind: str
     #: Dotted path for people: "public.orders.total".
     path: str
-    #: Metastore id of the object (a new one for CREATED).
+    #: Metastore id of the object (for CREATED, its own if it has one, else a new one).
     object_id: str
     parent_id: str | None
     field: str | None = None
@@ -68,17 +71,19 @@ def _ordinal(column: Column) -> int:
     return column.ordinal
 
 
-def match(old: Sequence[T], new: Sequence[T]) -> tuple[list[tuple[T, T]], list[T], list[T]]:
+Pass = tuple[list[tuple[T, T]], list[T], list[T]]
+
+
+def match(
+    old: Sequence[T], new: Sequence[T], passes: Passes | None = None
+) -> tuple[list[tuple[T, T]], list[T], list[T]]:
     """Pair ``old`` with ``new`` objects: returns (pairs, dropped, created)."""
     pairs: list[tuple[T, T]] = []
     old_left, new_left = list(old), list(new)
-    for key in (_by_native_id, _by_name, _by_signature):
+    for key in passes or ID_FIRST:
         found, old_left, new_left = key(old_left, new_left)
         pairs.extend(found)
     return pairs, old_left, new_left
-
-
-Pass = tuple[list[tuple[T, T]], list[T], list[T]]
 
 
 def _pair_unique(
@@ -119,31 +124,48 @@ def _by_signature(old: list[T], new: list[T]) -> Pass[T]:
     return _pair_unique(old, new, lambda o: signature(o) if o.native_id is None else None)
 
 
-def diff_schema(old: Schema | None, new: Schema) -> list[Revision]:
+def _by_any_name(old: list[T], new: list[T]) -> Pass[T]:
+    return _pair_unique(old, new, lambda o: o.name)
+
+
+def _by_any_signature(old: list[T], new: list[T]) -> Pass[T]:
+    return _pair_unique(old, new, signature)
+
+
+Passes = tuple[Callable[[list[Any], list[Any]], Pass[Any]], ...]
+ID_FIRST: Passes = (_by_native_id, _by_name, _by_signature)
+NAME_FIRST: Passes = (_by_any_name, _by_native_id, _by_any_signature)
+
+
+def diff_schema(
+    old: Schema | None, new: Schema, passes: Passes | None = None
+) -> list[Revision]:
     """Revisions turning the stored ``old`` schema (None if new) into ``new``."""
     if old is None:
         return [_created(new, new.name, None)]
     assert old.id is not None
     revisions = _modified(old, new, new.name)
-    table_pairs, dropped, created = match(old.tables, new.tables)
+    table_pairs, dropped, created = match(old.tables, new.tables, passes)
     revisions += [_dropped(t, f"{old.name}.{t.name}", old.id) for t in dropped]
     revisions += [_created(t, f"{new.name}.{t.name}", old.id) for t in created]
     for old_table, new_table in table_pairs:
-        revisions += _diff_table(old_table, new_table, f"{new.name}.{new_table.name}")
+        revisions += _diff_table(old_table, new_table, f"{new.name}.{new_table.name}", passes)
     return revisions
 
 
-def _diff_table(old: Table, new: Table, path: str) -> list[Revision]:
+def _diff_table(old: Table, new: Table, path: str, passes: Passes | None) -> list[Revision]:
     assert old.id is not None
     return [
         *_modified(old, new, path),
-        *_diff_children(old.columns, new.columns, path, old.id),
-        *_diff_children(old.indexes, new.indexes, path, old.id),
+        *_diff_children(old.columns, new.columns, path, old.id, passes),
+        *_diff_children(old.indexes, new.indexes, path, old.id, passes),
     ]
 
 
-def _diff_children(old: list[T], new: list[T], path: str, parent_id: str) -> list[Revision]:
-    pairs, dropped, created = match(old, new)
+def _diff_children(
+    old: list[T], new: list[T], path: str, parent_id: str, passes: Passes | None
+) -> list[Revision]:
+    pairs, dropped, created = match(old, new, passes)
     revisions = [_dropped(c, f"{path}.{c.name}", parent_id) for c in dropped]
     revisions += [_created(c, f"{path}.{c.name}", parent_id) for c in created]
     for old_child, new_child in pairs:
@@ -157,7 +179,8 @@ def dropped_schemas(stored: Sequence[Schema], kept_ids: set[str]) -> list[Revisi
 
 
 def _created(obj: CatalogObject, path: str, parent_id: str | None) -> Revision:
-    return Revision(CREATED, obj.kind, path, new_id(), parent_id, new_value=to_dict(obj))
+    return Revision(CREATED, obj.kind, path, obj.id or new_id(), parent_id,
+                    new_value=to_dict(obj))
 
 
 def _dropped(obj: CatalogObject, path: str, parent_id: str | None) -> Revision:

@@ -3,10 +3,11 @@ their message's id, and :func:`run_now` calls them all in this process.
 
 1. :func:`start`: claim the run's start, inspect the datastore, write a run task per
    schema with its definition; returns the schema tasks to process.
-2. :func:`process`: claim one schema task and write its schema; tells whether it was the
-   run's last schema to finish.
-3. :func:`complete`: claim the run's completion, soft-delete and correct renames, finish
-   the run.
+2. :func:`process`: claim one schema task, record what it changes
+   (:mod:`metamapper.metastore.revision_log`) and write its schema; tells whether it was
+   the run's last schema to finish.
+3. :func:`complete`: claim the run's completion, record the schemas gone, soft-delete and
+   correct renames, finish the run.
 
 Each step claims its run task first (:func:`metamapper.metastore.revisioner.claim`): a
 message delivered again with the same id carries on, any other finds the step taken.
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 import psycopg
 
 from metamapper.inspectors import inspect
-from metamapper.metastore import datastores, definitions
+from metamapper.metastore import datastores, definitions, revision_log
 from metamapper.metastore import revisioner as runs
 from metamapper.revisioner.collector import SchemaDefinition, collect
 from metamapper_urls import redact_text
@@ -83,7 +84,10 @@ def process(conn: psycopg.Connection, run_task_id: int, message_id: str) -> str 
     assert run is not None
     owner = definitions.Owner(run.id, run.datastore_id, run.workspace_id)
     try:
-        definitions.write_schema(conn, owner, SchemaDefinition.from_json(definition))
+        schema = SchemaDefinition.from_json(definition)
+        with conn.transaction():
+            revision_log.record_schema(conn, run.id, run.datastore_id, schema)
+            definitions.write_schema(conn, owner, schema)
         error = None
     except Exception as exc:  # one bad schema must not fail the others
         logger.exception("run %s: %s could not be written", run.id, task.path)
@@ -100,7 +104,11 @@ def complete(conn: psycopg.Connection, run_id: str, message_id: str) -> runs.Run
     run = runs.get(conn, run_id)
     assert run is not None
     try:
-        definitions.complete(conn, definitions.Owner(run.id, run.datastore_id, run.workspace_id))
+        with conn.transaction():
+            revision_log.record_dropped_schemas(conn, run.id, run.datastore_id)
+            definitions.complete(
+                conn, definitions.Owner(run.id, run.datastore_id, run.workspace_id)
+            )
         error = None
     except Exception as exc:
         logger.exception("run %s: could not be completed", run_id)
