@@ -64,8 +64,9 @@ class UpstreamTask:
     def __post_init__(self) -> None:
         if (self.module is None) == (self.refusal is None):
             raise ValueError(f"{self.name}: give either the module or the refusal")
-        if (self.outcome is Outcome.REFUSED) != (self.refusal is not None):
-            raise ValueError(f"{self.name}: a refused task, and only one, has a refusal")
+        # An implementation may itself fail loudly for the messages it cannot perform.
+        if self.refusal is not None and self.outcome is not Outcome.REFUSED:
+            raise ValueError(f"{self.name}: a task with a refusal fails loudly")
 
     @property
     def parameters(self) -> inspect.Signature:
@@ -211,9 +212,15 @@ TASKS: tuple[UpstreamTask, ...] = (
         "app.revisioner.tasks.v1.version.check_version", lambda datastore_id: None,
         "metamapper.revisioner.version",
     ),
-    refused("app.sso.tasks.queue_domain_verifications", lambda *arg, **kwargs: None, _SSO),
+    implemented(
+        "app.sso.tasks.queue_domain_verifications", lambda *arg, **kwargs: None,
+        "metamapper.upstream.sso", Outcome.REFUSED,
+    ),
     refused("app.sso.tasks.verify_domain", lambda domain, *arg, **kwargs: None, _SSO),
-    refused("app.sso.tasks.delete_failed_domains", lambda *arg, **kwargs: None, _SSO),
+    implemented(
+        "app.sso.tasks.delete_failed_domains", lambda *arg, **kwargs: None,
+        "metamapper.upstream.sso",
+    ),
     refused(
         "metamapper.tasks.send_beacon", lambda: None,
         "this image never sends usage beacons to a remote server",

@@ -14,6 +14,7 @@ schema by schema; following them gives the same result.)
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,15 +54,16 @@ def references(conn: psycopg.Connection) -> dict[str, list[Reference]]:
     return found
 
 
-def delete_cascading(conn: psycopg.Connection, table: str, column: str, value: Any) -> int:
-    """Delete the rows of ``table`` whose ``column`` is ``value`` and everything that
-    refers to them; returns how many rows were deleted in all.
+def delete_cascading(conn: psycopg.Connection, table: str, column: str,
+                     values: Sequence[Any]) -> int:
+    """Delete the rows of ``table`` whose ``column`` is one of ``values`` and everything
+    that refers to them; returns how many rows were deleted in all.
 
     The keys are deferred until commit, so the order of the deletes within the
     transaction does not matter, and a cycle ends once its rows are gone.
     """
     refers_to = references(conn)
-    pending: list[tuple[str, str, list[Any]]] = [(table, column, [value])]
+    pending: list[tuple[str, str, list[Any]]] = [(table, column, list(values))]
     deleted = 0
     with conn.transaction():
         while pending:
@@ -86,11 +88,11 @@ def delete_cascading(conn: psycopg.Connection, table: str, column: str, value: A
 def hard_delete_datastore(datastore_id: str, *args: Any, **kwargs: Any) -> int:
     """Remove a datastore with its schemas, tables, columns, runs, checks, usage, ..."""
     with open_metastore() as conn:
-        return delete_cascading(conn, "definitions_datastore", "id", datastore_id)
+        return delete_cascading(conn, "definitions_datastore", "id", [datastore_id])
 
 
 @app.task(name="app.authentication.tasks.hard_delete_workspace")
 def hard_delete_workspace(workspace_id: str, *args: Any, **kwargs: Any) -> int:
     """Remove a workspace with everything that belongs to it."""
     with open_metastore() as conn:
-        return delete_cascading(conn, "auth_workspaces", "id", workspace_id)
+        return delete_cascading(conn, "auth_workspaces", "id", [workspace_id])
