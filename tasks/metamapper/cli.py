@@ -23,8 +23,8 @@ from metamapper.metastore import (
     connect,
     datastores,
     open_metastore,
-    revisions,
-    runs,
+    revision_log,
+    revisioner,
     schema,
     workspaces,
 )
@@ -237,69 +237,72 @@ def datastores_remove(name: str) -> None:
 
 
 @cli.command("runs")
-@click.option("--datastore", "datastore_name", help="Only this datastore's runs.")
+@click.option("--datastore", "datastore_ref", help="Only this datastore's runs (id or slug).")
 @click.option("--limit", default=20, show_default=True)
-def runs_command(datastore_name: str | None, limit: int) -> None:
-    """The latest runs."""
-    with connect() as db:
-        datastore_id = _datastore(db, datastore_name).id if datastore_name else None
-        names = {d.id: d.name for d in datastores.list_all(db)}
+def runs_command(datastore_ref: str | None, limit: int) -> None:
+    """The latest revisioner runs, with the errors of their failed steps."""
+    with _metastore() as conn:
+        datastore_id = _datastore_id(conn, datastore_ref) if datastore_ref else None
         rows = [
-            (
-                str(r.id), names.get(r.datastore_id, "?"), r.status, _time(r.created_at),
-                _time(r.finished_at), r.error or "",
-            )
-            for r in runs.recent(db, datastore_id, limit)
+            (r.id, r.datastore_id, r.status, _time(r.created_at), _time(r.finished_at),
+             _errors(conn, r.id))
+            for r in revisioner.recent(conn, datastore_id, limit)
         ]
     _print_table(("RUN", "DATASTORE", "STATUS", "CREATED", "FINISHED", "ERROR"), rows)
 
 
 @cli.command("revisions")
-@click.argument("datastore_name", metavar="DATASTORE")
+@click.argument("datastore_ref", metavar="DATASTORE")
 @click.option("--limit", default=100, show_default=True)
-def revisions_command(datastore_name: str, limit: int) -> None:
-    """The latest applied revisions of a datastore."""
-    with connect() as db:
-        datastore = _datastore(db, datastore_name)
-        _print_revisions(revisions.history(db, datastore.id, limit))
+def revisions_command(datastore_ref: str, limit: int) -> None:
+    """The latest changes the revisioner recorded in a datastore's catalog (id or slug)."""
+    with _metastore() as conn:
+        _print_revisions(revision_log.history(conn, _datastore_id(conn, datastore_ref), limit))
 
 
 @cli.command("inspect")
-@click.argument("datastore_name", metavar="DATASTORE")
-def inspect_command(datastore_name: str) -> None:
-    """Inspect a datastore now, in this process, and apply the revisions."""
-    from metamapper.inspectors import InspectionError
-    from metamapper.revisioner.workflow import run_now
+@click.argument("datastore_ref", metavar="DATASTORE")
+def inspect_command(datastore_ref: str) -> None:
+    """Run the revisioner on a datastore (id or slug) now, in this process."""
+    from metamapper.revisioner.steps import RunRefused, run_now
 
-    with connect() as db:
-        datastore = _datastore(db, datastore_name)
+    with _metastore() as conn:
+        datastore_id = _datastore_id(conn, datastore_ref)
         try:
-            run = run_now(db, datastore)
-        except (InspectionError, DatastoreError) as exc:
-            raise click.ClickException(f"{datastore.name}: {exc}") from None
-        applied = revisions.history(db, datastore.id, sys.maxsize, run_id=run.id)
-    click.echo(f"run {run.id}: {run.status}, {len(applied)} revisions")
-    _print_revisions(applied)
-    if run.status != runs.SUCCESS:
-        sys.exit(1)
+            run = run_now(conn, datastore_id)
+        except (RunRefused, DatastoreError) as exc:
+            raise click.ClickException(str(exc)) from None
+        changes = revision_log.history(conn, datastore_id, sys.maxsize, run_id=run.id)
+        errors = _errors(conn, run.id)
+    click.echo(f"run {run.id}: {run.status}, {len(changes)} changes")
+    _print_revisions(changes)
+    if run.status != "SUCCESS":
+        raise click.ClickException(errors or run.status)
 
 
-def _print_revisions(applied: Sequence[revisions.AppliedRevision]) -> None:
+def _errors(conn: psycopg.Connection, run_id: str) -> str:
+    return "; ".join(t.error for t in revisioner.tasks(conn, run_id) if t.error)
+
+
+def _print_revisions(changes: Sequence[revision_log.Change]) -> None:
     _print_table(
-        ("RUN", "APPLIED", "ACTION", "KIND", "PATH", "CHANGE"),
+        ("RUN", "RECORDED", "ACTION", "KIND", "PATH", "CHANGE"),
         [
-            (str(r.run_id), _time(r.applied_at), r.action, r.kind, r.path,
-             _change(r.field, r.old_value, r.new_value))
-            for r in applied
+            (c.run_id, _time(c.created_at), c.action, c.kind, c.path,
+             _change(c.field, c.old_value, c.new_value))
+            for c in changes
         ],
     )
 
 
-def _datastore(db: datastores.Database, name: str) -> datastores.Datastore:
-    datastore = datastores.get(db, name)
-    if datastore is None:
-        raise click.ClickException(f"no datastore named {name!r}")
-    return datastore
+def _datastore_id(conn: psycopg.Connection, ref: str) -> str:
+    row = conn.execute(
+        "SELECT id FROM definitions_datastore WHERE (id = %s OR slug = %s)"
+        " AND deleted_at IS NULL", (ref, ref),
+    ).fetchone()
+    if row is None:
+        raise click.ClickException(f"no datastore {ref!r}")
+    return str(row[0])
 
 
 def _change(field: str | None, old: object, new: object) -> str:

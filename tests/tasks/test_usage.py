@@ -79,6 +79,7 @@ def ref(name: str) -> TableRef:
     ("SELEC * FROM orders", set()),
     ("SELECT 'unterminated FROM orders", set()),
     ("<insufficient privilege>", set()),
+    ("SELECT * FROM " + "(SELECT * FROM " * 400 + "t" + ") x" * 400, set()),  # too deep
     # Several statements: the queries among them.
     ("SELECT * FROM a; DELETE FROM b; SELECT * FROM c", {"shop.public.a", "shop.public.c"}),
 ])

@@ -78,7 +78,9 @@ def tables_read(query_text: str, dialect: Dialect, session: Session) -> frozense
         for statement in sqlglot.parse(query_text, dialect=dialect.value):
             if isinstance(statement, exp.Query):
                 found.update(_tables_of(dialect.fold(statement), session))
-    except SqlglotError:
+    # Whatever one statement of a history does to the parser (deep nesting exhausts its
+    # recursion), it must not stop the others from being counted.
+    except (SqlglotError, RecursionError):
         return frozenset()
     return frozenset(found)
 
