@@ -26,8 +26,10 @@ from devenv.scrape import scrape, total
 from devenv.waiting import wait_until
 from metamapper import protocol
 from metamapper.celery import app
+from metamapper.metastore import open_metastore, workspaces
 from metamapper.refusals import Refusal
 from tests.conftest import REPO
+from tests.tasks.conftest import MetamapperDB
 
 Env = Callable[..., dict[str, str]]
 
@@ -98,7 +100,8 @@ def test_docs_list_every_name_with_what_this_image_does() -> None:
 
 
 def test_upstream_messages_are_executed_or_fail_loudly_on_redis(
-    redis_url: str, start_worker: Callable[..., Any], process_env: Env, tmp_path: Path,
+    redis_url: str, metamapper_db: MetamapperDB, start_worker: Callable[..., Any],
+    process_env: Env, tmp_path: Path,
 ) -> None:
     port = free_port()
     backend = redis_url  # results beside the queues, in the test's own database
@@ -106,12 +109,21 @@ def test_upstream_messages_are_executed_or_fail_loudly_on_redis(
     env = process_env(
         METAMAPPER_CELERY_BROKER_URL=redis_url, METAMAPPER_CELERY_RESULT_BACKEND=backend,
         METAMAPPER_METRICS_PORT=str(port), PROMETHEUS_MULTIPROC_DIR=str(multiproc),
+        **metamapper_db.env,
     )
+    with open_metastore() as conn:
+        user = workspaces.create_user(conn, "ada@example.com")
+        workspace = workspaces.create_workspace(conn, "analytics", "Analytics", user).id
     worker = start_worker(env, name="protocol")
     with web_app(redis_url, backend) as sender:
         # The /health view's worker check, as the web app sends it.
         assert sender.send_task("app.healthchecks.tasks.add", args=[4, 4],
                                 expires=30).get(timeout=30) == 8
+        # The web app's audit decorator: actor and workspace by position, the rest by name.
+        audited = sender.send_task("app.audit.tasks.audit", args=[user, workspace], kwargs={
+            "verb": "updated", "old_values": {"readme": ""}, "new_values": {"readme": "x"},
+            "target_object_id": 7, "target_content_type_id": None})
+        assert isinstance(audited.get(timeout=30), int)
         sender.send_task(REFUSED, kwargs={"index_name": "table", "instance_id": 42})
 
     def counted() -> float:
@@ -123,6 +135,9 @@ def test_upstream_messages_are_executed_or_fail_loudly_on_redis(
     assert len(errors) == 1 and "ERROR" in errors[0] and REFUSED in errors[0]
     assert "Elasticsearch" in errors[0]
     assert "unregistered task" not in worker.log.lower()
+    with open_metastore() as conn:
+        assert conn.execute("SELECT verb, new_values FROM audit_activity").fetchall() == [
+            ("updated", {"readme": "x"})]
     # Rejected without requeue: not delivered again, nothing left behind.
     client = redis.Redis.from_url(redis_url)
     assert client.llen("default") == 0 and client.hlen("unacked") == 0
