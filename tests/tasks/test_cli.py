@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable
@@ -61,35 +60,6 @@ def test_datastores_never_print_passwords(metamapper: Metamapper) -> None:
     assert metamapper("datastores", "remove", "crm").returncode == 0
     gone = metamapper("datastores", "remove", "crm")
     assert gone.returncode == 1 and "no datastore named 'crm'" in gone.stderr
-
-
-def test_inspect_runs_and_revisions(metamapper: Metamapper, tmp_path: Path) -> None:
-    database = tmp_path / "app.db"
-    with sqlite3.connect(database) as conn:
-        conn.execute("CREATE TABLE things (id INTEGER PRIMARY KEY, label TEXT)")
-    metamapper("datastores", "add", "app", f"sqlite:///{database}")
-    inspected = metamapper("inspect", "app")
-    assert inspected.returncode == 0, inspected.stderr
-    assert inspected.stdout.startswith("run 1: SUCCESS, 1 revisions")
-    with sqlite3.connect(database) as conn:
-        conn.execute("ALTER TABLE things ADD COLUMN weight REAL")
-    assert "run 2: SUCCESS, 1 revisions" in metamapper("inspect", "app").stdout
-    header, *lines = metamapper("revisions", "app").stdout.splitlines()
-    assert header.split() == ["RUN", "APPLIED", "ACTION", "KIND", "PATH", "CHANGE"]
-    # RUN, date, time, ACTION, KIND, PATH
-    assert [line.split()[3:6] for line in lines] == [
-        ["CREATED", "schema", "main"],
-        ["CREATED", "column", "main.things.weight"],
-    ]
-    assert metamapper("runs").stdout.count("SUCCESS") == 2
-
-
-def test_inspect_unreachable_datastore(metamapper: Metamapper) -> None:
-    metamapper("datastores", "add", "down", "postgresql://app:TopSecret@127.0.0.1:1/x")
-    result = metamapper("inspect", "down")
-    assert result.returncode == 1
-    assert "down:" in result.stderr and "TopSecret" not in result.stderr
-    assert "FAILURE" in metamapper("runs").stdout
 
 
 def test_health_fails_without_broker(metamapper: Metamapper) -> None:
