@@ -38,8 +38,10 @@ def test_safe_autoscaling_defaults() -> None:
     [
         ("metamapper.revisioner.start_run", "revisioner"),
         ("metamapper.revisioner.process_schema", "revisioner"),
-        ("metamapper.checks.run_check", "checks"),
-        ("metamapper.usage.collect", "usage"),
+        ("app.checks.tasks.core.execute_check", "checks"),
+        ("app.definitions.tasks.usage.update_table_usage_metrics", "usage"),
+        # Upstream routes only the usage tasks of app.definitions.tasks to usage.
+        ("app.definitions.tasks.core.hard_delete_datastore", "default"),
         ("app.healthchecks.tasks.heartbeat", "default"),
     ],
 )
