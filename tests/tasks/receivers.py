@@ -73,8 +73,12 @@ def smtp_server() -> Iterator[SmtpServer]:
     try:
         yield SmtpServer("127.0.0.1", port, inbox)
     finally:
-        server.close()
-        asyncio.run_coroutine_threadsafe(server.wait_closed(), loop).result(10)
+        # On the loop's own thread: asyncio's server is not safe to close from another.
+        async def close() -> None:
+            server.close()
+            await server.wait_closed()
+
+        asyncio.run_coroutine_threadsafe(close(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         loop.close()
