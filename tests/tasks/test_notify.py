@@ -9,6 +9,7 @@ import socket
 
 import pytest
 
+from metamapper.celery import app
 from metamapper.notify import (
     DeliveryError,
     MailSettings,
@@ -232,3 +233,30 @@ def test_pagerduty_takes_only_its_four_severities() -> None:
     with pytest.raises(ValueError, match="critical, error, warning, info"):
         trigger_pagerduty(ROUTING_KEY, PagerDutyTrigger(summary="s", severity="fatal"),
                           events_url="http://127.0.0.1:9/")
+
+
+def test_the_web_apps_deliver_message_is_sent_from_the_configured_address(
+        smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``app.notifications.tasks.deliver`` with the kwargs the web app sends (no
+    ``from_email``: upstream's default is its METAMAPPER_EMAIL_FROM_ADDRESS setting)."""
+    for key, value in {
+        "METAMAPPER_EMAIL_BACKEND": SMTP_BACKEND, "METAMAPPER_EMAIL_HOST": smtp_server.host,
+        "METAMAPPER_EMAIL_PORT": str(smtp_server.port),
+        "METAMAPPER_EMAIL_FROM_ADDRESS": "metamapper@example.org",
+    }.items():
+        monkeypatch.setenv(key, value)
+    app.loader.import_default_modules()
+
+    result = app.tasks["app.notifications.tasks.deliver"].apply(kwargs={
+        "namespace": "definitions", "template": "datastore_sync_failure",
+        "subject": 'Sync failed for your "Warehouse" datastore in acme',
+        "to_email": "oncall@example.org",
+        "template_dict": {"datastore_name": "Warehouse", "datastore_slug": "dw",
+                          "workspace_slug": "acme"},
+    })
+
+    assert result.get() is True
+    [mail] = smtp_server.mails
+    assert mail.sender == "metamapper@example.org"
+    assert mail.message["Subject"] == 'Sync failed for your "Warehouse" datastore in acme'
+    assert "http://localhost:5000/acme/datastores/dw/runs" in mail.body("plain")
