@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
 import psycopg
 import pytest
@@ -99,3 +100,42 @@ def test_run_now_and_a_refused_second(metastore: psycopg.Connection, postgres_ds
         steps.run_now(metastore, datastore_id)
     assert [r.id for r in runs.recent(metastore, datastore_id)] == [unfinished, run.id]
     assert runs.recent(metastore, "another datastore") == []
+
+
+def _age_runs(conn: psycopg.Connection, by: timedelta) -> None:
+    conn.execute("UPDATE revisioner_run SET created_at = created_at - %s", (by,))
+
+
+def test_runs_are_created_when_due(metastore: psycopg.Connection, postgres_dsn: str) -> None:
+    hourly = register(metastore, postgres_dsn, "postgresql", name="hourly")
+    metastore.execute("UPDATE definitions_datastore SET interval = '1 hour' WHERE id = %s",
+                      (hourly,))
+    daily = register(metastore, postgres_dsn, "postgresql", name="daily")
+    disabled = register(metastore, postgres_dsn, "postgresql", name="off")
+    metastore.execute("UPDATE definitions_datastore SET is_enabled = false WHERE id = %s",
+                      (disabled,))
+    first = runs.create_due(metastore)
+    assert {r.datastore_id for r in runs.unqueued(metastore)} == {hourly, daily}
+    assert runs.create_due(metastore) == []  # runs are still unfinished
+    for run_id in first:
+        runs.finish(metastore, run_id)
+    assert runs.create_due(metastore) == []  # interval not yet passed
+    _age_runs(metastore, timedelta(minutes=59, seconds=30))  # within the leeway of an hour
+    [due] = runs.create_due(metastore)
+    run = runs.get(metastore, due)
+    assert run is not None and run.datastore_id == hourly and run.status == "PENDING"
+    assert [r.id for r in runs.unqueued(metastore)] == [due]
+    assert runs.mark_queued(metastore, due, "t1") and not runs.mark_queued(metastore, due, "t2")
+    assert runs.unqueued(metastore) == []
+
+
+def test_timed_out_runs(metastore: psycopg.Connection, postgres_dsn: str) -> None:
+    register(metastore, postgres_dsn, "postgresql")
+    [run_id] = runs.create_due(metastore)
+    assert runs.timed_out(metastore, 60) == []
+    _age_runs(metastore, timedelta(minutes=61))
+    assert runs.timed_out(metastore, 60) == [run_id]
+    assert runs.revoke_pending(metastore, run_id) == []  # never queued: nothing to revoke
+    finished = runs.finish(metastore, run_id)
+    assert finished is not None and finished.status == "FAILURE"
+    assert runs.timed_out(metastore, 60) == []

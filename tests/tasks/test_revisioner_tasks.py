@@ -164,6 +164,7 @@ def test_an_unreachable_datastore_fails_its_run_and_alerts_its_contacts(
     assert subjects == {'Sync failed for your "Warehouse" datastore in acme'}
     assert "warehouse" in smtp_server.mails[0].body("plain")
     assert SECRET not in worker.log
+    assert worker.log.count("datastore unreachable, retry in") == 1  # one retry configured
 
 
 def test_a_run_past_its_time_is_failed_and_alerted(
