@@ -100,7 +100,6 @@ def refused(name: str, signature: Callable[..., Any], why: str) -> UpstreamTask:
     return UpstreamTask(name, signature, Outcome.REFUSED, refusal=why)
 
 
-_NOT_YET = "not implemented on Metamapper's metastore in this image yet"
 _ELASTICSEARCH = "this image has no Elasticsearch client: the search index is not updated"
 _SSO = "this image does not verify SSO domains (no DNS TXT lookups from workers)"
 _USAGE = "metamapper.usage.tasks"
