@@ -11,6 +11,8 @@ import logging
 import math
 import os
 import re
+import socket
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -559,3 +561,36 @@ def test_a_real_worker_runs_the_beats_message_through_to_the_alerts(
         assert re.search(rf"Task app\.checks\.tasks\.\w+\.{name}\[[^]]+\] succeeded", log), name
     assert "webhook-secret-part" not in log and ROUTING_KEY not in log
     assert "unregistered" not in log.lower() and "cannot run here" not in log
+
+
+def test_an_unreachable_metastore_is_retried_not_dropped(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without retries the execution would stay pending for good. A metastore that hangs
+    up on every connection counts the attempts (run here, the retries follow at once)."""
+    attempts: list[int] = []
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def hang_up() -> None:
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            attempts.append(1)
+            connection.close()
+
+    thread = threading.Thread(target=hang_up, daemon=True)
+    thread.start()
+    monkeypatch.setenv("METAMAPPER_DB_HOST", "127.0.0.1")
+    monkeypatch.setenv("METAMAPPER_DB_PORT", str(listener.getsockname()[1]))
+    monkeypatch.setenv("METAMAPPER_DB_PASSWORD", "metastore-password")
+    task = app.tasks["app.checks.tasks.core.execute_check"]
+    try:
+        result = task.apply(args=["c1", 1765000000])
+    finally:
+        listener.close()
+        thread.join(10)
+
+    assert len(attempts) == task.max_retries + 1 > 1
+    assert result.state == "FAILURE"
+    assert "metastore-password" not in str(result.result)
