@@ -9,8 +9,7 @@ from datetime import UTC, datetime, timedelta
 from celery import Celery
 
 from metamapper.celery import app
-from metamapper.metastore import connect, default_database_url, heartbeats, open_metastore
-from metamapper.metastore.migrations import LATEST, applied_versions
+from metamapper.metastore import MetastoreSettings, heartbeats, open_metastore, schema
 from metamapper_urls import redact, redact_text
 
 
@@ -31,18 +30,27 @@ def check_broker(celery: Celery, timeout: float) -> CheckResult:
     return CheckResult("broker", True, url)
 
 
+#: Tables of Metamapper's the worker's tasks write (the web app's migrations or
+#: ``metamapper metastore init`` create them).
+REQUIRED_TABLES = frozenset({
+    "definitions_datastore", "revisioner_run", "checks_execution", "definitions_table_usage",
+    "audit_activity", "healthchecks_heartbeat",
+})
+
+
 def check_metastore() -> CheckResult:
-    url = redact(default_database_url())
+    """Metamapper's metastore (METAMAPPER_DB_*) answers and holds Metamapper's tables."""
     try:
-        with connect(migrate=False) as db:
-            version = max(applied_versions(db), default=0)
+        settings = MetastoreSettings.from_env()
+        with open_metastore(settings) as conn:
+            missing = sorted(REQUIRED_TABLES - schema.tables(conn))
     except Exception as exc:
-        return CheckResult("metastore", False, f"{url}: {redact_text(str(exc))}")
-    if version < LATEST:
-        return CheckResult(
-            "metastore", False, f"{url}: schema version {version}, {LATEST} needed (migrate)"
-        )
-    return CheckResult("metastore", True, f"{url} (schema version {version})")
+        return CheckResult("metastore", False, redact_text(str(exc)))
+    if missing:
+        return CheckResult("metastore", False, f"{settings.display}: no table "
+                           f"{', '.join(missing)} (the web app's migrations or "
+                           "metamapper metastore init create them)")
+    return CheckResult("metastore", True, settings.display)
 
 
 def check_beat(max_age: timedelta) -> CheckResult:
