@@ -34,7 +34,7 @@ os.environ.setdefault(CONFIG_MODULE_ENV, DEFAULT_CONFIG_MODULE)
 app = MetamapperCelery(
     "metamapper",
     # metamapper.refusals last: it registers upstream's names no module implements.
-    include=["metamapper.health", "metamapper.revisioner.tasks", "metamapper.refusals"],
+    include=["metamapper.health", "metamapper.refusals"],
 )
 app.config_from_envvar(CONFIG_MODULE_ENV)
 # The stamps the pods' probes read (metamapper.probe).

@@ -93,8 +93,6 @@ SETTINGS: dict[str, Any] = {
     "task_default_queue": "default",
     "task_routes": {
         **{glob: {"queue": queue} for glob, queue in ROUTES},
-        # The project's earlier revisioner tasks, while they remain.
-        "metamapper.revisioner.*": {"queue": "revisioner"},
     },
     "task_acks_late": True,
     "task_reject_on_worker_lost": True,

@@ -36,8 +36,8 @@ def test_safe_autoscaling_defaults() -> None:
 @pytest.mark.parametrize(
     ("task", "queue"),
     [
-        ("metamapper.revisioner.start_run", "revisioner"),
-        ("metamapper.revisioner.process_schema", "revisioner"),
+        ("app.revisioner.tasks.v1.core.start_run", "revisioner"),
+        ("app.revisioner.tasks.v1.scheduler.queue_runs", "revisioner"),
         ("app.checks.tasks.core.execute_check", "checks"),
         ("app.definitions.tasks.usage.update_table_usage_metrics", "usage"),
         # Upstream routes only the usage tasks of app.definitions.tasks to usage.

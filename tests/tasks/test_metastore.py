@@ -6,7 +6,6 @@ import base64
 import hashlib
 import hmac
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,12 +14,8 @@ import pytest
 from cryptography.fernet import Fernet
 
 from metamapper.metastore import (
-    catalog_store,
-    connect,
     datastores,
     heartbeats,
-    revisions,
-    runs,
     schema,
 )
 from metamapper.metastore import datastores as mm_datastores
@@ -35,7 +30,6 @@ from metamapper.metastore.datastores import ConnectionSettings, DatastoreError
 from metamapper.metastore.fernet import Cipher, UndecryptableSecret
 from metamapper.metastore.migrations import LATEST, applied_versions, migrate
 from metamapper.metastore.workspaces import Workspace, create_user, create_workspace
-from metamapper.revisioner import workflow
 from tests.tasks.conftest import MetamapperDB
 
 
@@ -79,99 +73,6 @@ def test_datastores(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
     assert datastores.remove(db, "shop")
     assert not datastores.remove(db, "shop")
     assert [d.name for d in datastores.list_all(db)] == ["ext"]
-
-
-def _age_runs(db: Database, by: timedelta) -> None:
-    for run in runs.recent(db, limit=1000):
-        db.execute("UPDATE runs SET created_at = ? WHERE id = ?", (run.created_at - by, run.id))
-
-
-def test_create_due(db: Database) -> None:
-    hourly = datastores.add(db, "hourly", url="sqlite:///a.db")
-    daily = datastores.add(db, "daily", url="sqlite:///b.db", interval_minutes=24 * 60)
-    first = runs.create_due(db)
-    assert len(first) == 2
-    assert runs.create_due(db) == []  # runs are still unfinished
-    with db.transaction():
-        for run_id in first:
-            runs.finish(db, run_id, runs.SUCCESS)
-    assert runs.create_due(db) == []  # interval not yet passed
-
-    _age_runs(db, timedelta(minutes=59, seconds=30))  # within the leeway of an hour
-    [due] = runs.create_due(db)
-    run = runs.get(db, due)
-    assert run is not None and run.datastore_id == hourly.id and run.status == runs.PENDING
-    assert daily.id not in {r.datastore_id for r in runs.pending(db)}
-
-
-def test_timeouts(db: Database) -> None:
-    datastores.add(db, "a", url="sqlite:///a.db")
-    [run_id] = runs.create_due(db)
-    assert runs.timed_out(db, timedelta(hours=1)) == []
-    _age_runs(db, timedelta(hours=2))
-    assert runs.timed_out(db, timedelta(hours=1)) == [run_id]
-    workflow.fail(db, run_id, "timed out")
-    run = runs.get(db, run_id)
-    assert run is not None and (run.status, run.error) == (runs.FAILURE, "timed out")
-    assert runs.timed_out(db, timedelta(hours=1)) == []
-
-
-@pytest.fixture
-def multi_schema_datastore(postgres_dsn: str) -> str:
-    """A PostgreSQL datastore with schemas a..f, one table each."""
-    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
-        for name in "abcdef":
-            conn.execute(f"CREATE SCHEMA {name}; CREATE TABLE {name}.t (id INTEGER)".encode())
-    return postgres_dsn
-
-
-def _started(db: Database, url: str) -> tuple[runs.Run, list[str]]:
-    datastore = datastores.add(db, "pg", url=url)
-    with db.transaction():
-        run_id = runs.create(db, datastore.id)
-    run = runs.begin(db, run_id)
-    assert run is not None
-    return run, workflow.snapshot(db, run, datastore)
-
-
-def test_redelivered_steps_are_harmless(tmp_path: Path, multi_schema_datastore: str) -> None:
-    with connect(f"sqlite:///{tmp_path / 'm.db'}") as db:
-        run, names = _started(db, multi_schema_datastore)
-        assert runs.begin(db, run.id) is None  # the snapshot is taken: no second start
-        lasts = [workflow.process_schema(db, run, name) for name in names]
-        assert lasts == [False] * (len(names) - 1) + [True]
-        assert workflow.process_schema(db, run, names[0]) is False  # a duplicate delivery
-        assert workflow.complete(db, run.id) == runs.SUCCESS
-        assert workflow.complete(db, run.id) is None
-        created = revisions.history(db, run.datastore_id, run_id=run.id)
-        assert sorted(r.path for r in created) == sorted(names)
-
-
-def test_failed_schema_makes_a_partial_run(tmp_path: Path, multi_schema_datastore: str) -> None:
-    with connect(f"sqlite:///{tmp_path / 'm.db'}") as db:
-        run, names = _started(db, multi_schema_datastore)
-        db.execute("UPDATE run_schemas SET snapshot = 'not json' WHERE name = 'a'")
-        for name in names:
-            workflow.process_schema(db, run, name)
-        assert workflow.complete(db, run.id) == runs.PARTIAL
-        stored = {s.name for s in catalog_store.load(db, run.datastore_id)}
-        assert stored == set(names) - {"a"}
-        final = runs.get(db, run.id)
-        assert final is not None and final.error == f"1 of {len(names)} schemas failed"
-
-
-def test_exactly_one_schema_finishes_last(multi_schema_datastore: str) -> None:
-    """Schemas processed at the same time, each on its own connection (PostgreSQL)."""
-    with connect(multi_schema_datastore) as db:
-        run, names = _started(db, multi_schema_datastore)
-
-    def process(name: str) -> bool:
-        with connect(multi_schema_datastore) as own:
-            return workflow.process_schema(own, run, name)
-
-    with ThreadPoolExecutor(len(names)) as pool:
-        lasts = list(pool.map(process, names))
-    assert lasts.count(True) == 1
 
 
 METAMAPPER_TABLES = {
