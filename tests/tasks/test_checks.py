@@ -594,3 +594,24 @@ def test_an_unreachable_metastore_is_retried_not_dropped(
     assert len(attempts) == task.max_retries + 1 > 1
     assert result.state == "FAILURE"
     assert "metastore-password" not in str(result.result)
+
+
+def test_two_runs_of_one_execution_store_its_results_once(world: World) -> None:
+    """Two workers running one message at once both get to the end; only the first
+    closes the execution."""
+    check_id = world.check("SELECT * FROM orders", PASSING)
+    [key] = store.create_due_executions(world.conn, NOW)
+    running = store.execution(world.conn, check_id, key.epoch)
+    assert running is not None
+    expectation_ids = [e.id for e in store.live_expectations(world.conn, check_id)]
+    results = [store.Result(expectation_id=i, passed=True, expected_value=1, observed_value=1)
+               for i in expectation_ids]
+
+    first = store.finish(world.conn, running, results, tasks_count=3, fails_count=0,
+                         error=None, now=NOW)
+    second = store.finish(world.conn, running, results, tasks_count=3, fails_count=0,
+                          error=None, now=NOW)
+
+    assert (first, second) == (True, False)
+    [view] = web_app_view(world.conn, check_id)
+    assert len(view["results"]) == 3

@@ -14,6 +14,7 @@ import datetime as dt
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import jinja2
 import psycopg
@@ -67,11 +68,7 @@ def execute(conn: psycopg.Connection, check_id: str, epoch: int, *,
         sql = CheckContext(epoch, execution.interval).render(execution.sql_text)
         frame = run_query(datastore_url(execution.datastore_id), sql)
         for expectation in expectations:
-            def history(aggregator: str, seconds: int, expectation_id: int = expectation.id
-                        ) -> object:
-                return store.observed_history(conn, expectation_id, aggregator, seconds,
-                                              clock())
-
+            history = partial(store.observed_history, conn, expectation.id, now=clock())
             expected = expected_value(expectation.pass_value_class,
                                       expectation.pass_value_input, history)
             outcome = evaluate(expectation.handler_class, expectation.handler_input, frame,

@@ -145,9 +145,16 @@ class Result:
 
 
 def finish(conn: psycopg.Connection, execution: Execution, results: Sequence[Result], *,
-           tasks_count: int, fails_count: int, error: str | None, now: dt.datetime) -> None:
-    """Store the results and close the execution; the check's ``last_execution`` is it."""
+           tasks_count: int, fails_count: int, error: str | None, now: dt.datetime) -> bool:
+    """Store the results and close the execution; the check's ``last_execution`` is it.
+
+    False, with nothing written, when the execution was closed meanwhile (a second run of
+    one message): its results are stored once."""
     with conn.transaction():
+        row = conn.execute("SELECT finished_at FROM checks_execution WHERE id = %s FOR UPDATE",
+                           (execution.id,)).fetchone()
+        if row is None or row[0] is not None:
+            return False
         with conn.cursor() as cursor:
             cursor.executemany(
                 "INSERT INTO checks_expectationresult"
@@ -163,6 +170,7 @@ def finish(conn: psycopg.Connection, execution: Execution, results: Sequence[Res
         )
         conn.execute("UPDATE checks SET last_execution_id = %s, updated_at = %s WHERE id = %s",
                      (execution.id, now, execution.check_id))
+    return True
 
 
 def disable(conn: psycopg.Connection, execution: Execution, now: dt.datetime) -> None:
