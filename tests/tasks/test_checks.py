@@ -6,6 +6,7 @@ a local HTTP endpoint (Slack's and PagerDuty's request shapes)."""
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
 import math
@@ -20,12 +21,12 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg.types.json import Jsonb
 
 from devenv.waiting import wait_until
 from metamapper.celery import app
-from metamapper.checks import alerts, execution, store
+from metamapper.checks import alerts, define, execution, store
 from metamapper.checks.context import CheckContext
+from metamapper.checks.define import ExpectationSpec
 from metamapper.checks.expectations import ExpectationError, as_bigint, evaluate
 from metamapper.checks.frame import Frame
 from metamapper.checks.pass_values import CONSTANT, ROLLUP, expected_value
@@ -164,48 +165,25 @@ class World:
 
     def check(self, sql: str, expectations: list[tuple[str, dict[str, Any], str,
                                                         dict[str, Any]]],
-              interval: dt.timedelta = dt.timedelta(hours=1), enabled: bool = True) -> str:
-        check_id = datastores.new_id()
-        query = self.conn.execute(
-            "INSERT INTO checks_query (created_at, key, sql_text, columns, datastore_id,"
-            " workspace_id) VALUES (now(), %s, %s, '{}', %s, %s) RETURNING id",
-            (check_id.lower(), sql, self.datastore_id, self.workspace.id)).fetchone()
-        assert query is not None
-        self.conn.execute(
-            "INSERT INTO checks (id, created_at, updated_at, name, tags, is_enabled, interval,"
-            " creator_id, datastore_id, query_id, workspace_id)"
-            " VALUES (%s, now(), now(), %s, '{}', %s, %s, %s, %s, %s, %s)",
-            (check_id, f"check {check_id}", enabled, interval, self.user_id,
-             self.datastore_id, query[0], self.workspace.id))
-        for handler, handler_input, pass_value, pass_input in expectations:
-            self.conn.execute(
-                "INSERT INTO checks_expectation (created_at, updated_at, handler_class,"
-                " handler_input, pass_value_class, pass_value_input, job_id, workspace_id)"
-                " VALUES (clock_timestamp(), now(), %s, %s, %s, %s, %s, %s)",
-                (handler, Jsonb(handler_input), pass_value, Jsonb(pass_input), check_id,
-                 self.workspace.id))
-        return check_id
+              interval: dt.timedelta = dt.timedelta(hours=1), enabled: bool = True,
+              name: str = "orders") -> str:
+        specs = [ExpectationSpec(handler=h, handler_input=hi, pass_value=p, pass_value_input=pi)
+                 for h, hi, p, pi in expectations]
+        return define.create_check(
+            self.conn, workspace_id=self.workspace.id, datastore_id=self.datastore_id,
+            creator_id=self.user_id, name=name, sql_text=sql, expectations=specs,
+            interval=interval, enabled=enabled)
 
     def rule(self, check_id: str, channel: str, config: dict[str, Any],
              interval: dt.timedelta = dt.timedelta(hours=1)) -> int:
-        row = self.conn.execute(
-            "INSERT INTO checks_alertrule (created_at, updated_at, name, channel,"
-            " channel_config, job_id, workspace_id, interval)"
-            " VALUES (now(), now(), %s, %s, %s, %s, %s, %s) RETURNING id",
-            (f"{channel.lower()} rule", channel, Jsonb(config), check_id, self.workspace.id,
-             interval)).fetchone()
-        assert row is not None
-        return int(row[0])
+        return define.add_alert_rule(
+            self.conn, workspace_id=self.workspace.id, check_id=check_id, channel=channel,
+            channel_config=config, name=f"{channel.lower()} rule", interval=interval)
 
     def integration(self, kind: str, auth: str, meta: dict[str, Any] | None = None) -> str:
-        integration_id = datastores.new_id()
-        self.conn.execute(
-            "INSERT INTO integration_config (id, created_at, updated_at, integration,"
-            " displayable, auth, meta, user_id, workspace_id)"
-            " VALUES (%s, now(), now(), %s, %s, %s, %s, %s, %s)",
-            (integration_id, kind, f"{kind} of acme", self.cipher.encrypt(auth),
-             Jsonb(meta or {}), self.user_id, self.workspace.id))
-        return integration_id
+        return define.add_integration(
+            self.conn, workspace_id=self.workspace.id, user_id=self.user_id, kind=kind,
+            auth=auth, displayable=f"{kind} of acme", meta=meta, cipher=self.cipher)
 
     def execute(self, check_id: str, epoch: int) -> execution.Report:
         def url(datastore_id: str) -> str:
@@ -442,7 +420,7 @@ def test_a_failed_check_alerts_by_email_slack_and_pagerduty(
         done = alerts.dispatch(sender, check_id, epoch, NOW)
 
     assert done.errors == () and len(done.alerted) == 3
-    title = f"Metamapper check failed: check {check_id} <2026-12-06T21:00:00>"
+    title = "Metamapper check failed: orders <2026-12-06T21:00:00>"
     url_start = f"https://mm.example.org/acme/datastores/warehouse/checks/{check_id}"
     error = "1 out of 2 expectation(s) were not met."
 
@@ -615,3 +593,13 @@ def test_two_runs_of_one_execution_store_its_results_once(world: World) -> None:
     assert (first, second) == (True, False)
     [view] = web_app_view(world.conn, check_id)
     assert len(view["results"]) == 3
+
+
+def test_checks_of_the_same_sql_share_its_query_as_in_the_web_app(world: World) -> None:
+    first = world.check("SELECT * FROM orders", PASSING)
+    second = world.check("SELECT * FROM orders", PASSING, name="orders again")
+
+    rows = world.conn.execute(
+        "SELECT DISTINCT q.key FROM checks c JOIN checks_query q ON q.id = c.query_id"
+        " WHERE c.id IN (%s, %s)", (first, second)).fetchall()
+    assert rows == [(hashlib.md5(b"SELECT * FROM orders").hexdigest(),)]
