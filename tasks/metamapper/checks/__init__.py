@@ -11,5 +11,6 @@ Modules: :mod:`context` (the SQL template's variables), :mod:`frame` (a query's 
 :mod:`expectations` and :mod:`pass_values` (upstream's kinds, by their class names),
 :mod:`query` (the SQL on PostgreSQL or MySQL/MariaDB), :mod:`store` (the ``checks_*``
 tables), :mod:`execution` (one execution from start to stored results), :mod:`alerts`
-(the messages and their delivery) and :mod:`tasks` (the Celery tasks, upstream's names).
+(the messages and their delivery), :mod:`tasks` (the Celery tasks, upstream's names) and
+:mod:`define` (checks, rules and integrations written the web app's way).
 """
