@@ -62,7 +62,7 @@ INNODB_TABLES = ("INNODB_SYS_TABLES", "INNODB_TABLES")
 
 def inspect(url: str) -> list[Schema]:
     database = parse_url(url).path.lstrip("/") or None
-    return _query(url, lambda cursor: _read(cursor, database))
+    return query(url, lambda cursor: _read(cursor, database))
 
 
 def version(url: str) -> str:
@@ -70,12 +70,15 @@ def version(url: str) -> str:
         cursor.execute("SELECT VERSION()")
         return str(cursor.fetchone()[0])
 
-    return _query(url, read)
+    return query(url, read)
 
 
-def _query(url: str, read: Callable[[Any], T]) -> T:
+def query(url: str, read: Callable[[Any], T], *, use_database: bool = False) -> T:
+    """``read(cursor)`` on a connection to ``url`` (its database selected if asked), with
+    the driver's errors as inspection errors (no password in them)."""
+    database = parse_url(url).path.lstrip("/") if use_database else None
     try:
-        conn = pymysql.connect(**connect_args(url))
+        conn = pymysql.connect(**connect_args(url), database=database or None)
     except pymysql.err.OperationalError as exc:
         raise DatastoreUnavailable(redact_text(str(exc))) from None
     try:

@@ -95,7 +95,7 @@ def type_modifiers(type_oid: int, typmod: int) -> tuple[int | None, int | None]:
 
 
 def inspect(url: str) -> list[Schema]:
-    return _query(url, _read)
+    return query(url, _read)
 
 
 def version(url: str) -> str:
@@ -104,10 +104,10 @@ def version(url: str) -> str:
         assert row is not None
         return str(row[0])
 
-    return _query(url, read)
+    return query(url, read)
 
 
-def _query(url: str, read: Callable[[psycopg.Cursor], T]) -> T:
+def query(url: str, read: Callable[[psycopg.Cursor], T]) -> T:
     try:
         with psycopg.connect(url, connect_timeout=10) as conn:
             conn.read_only = True

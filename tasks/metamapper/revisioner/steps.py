@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-from metamapper.inspectors import inspect
+from metamapper.inspectors import inspect_datastore
 from metamapper.metastore import datastores, definitions, revision_log
 from metamapper.metastore import revisioner as runs
 from metamapper.revisioner.collector import SchemaDefinition, collect
@@ -55,7 +55,7 @@ def inspect_and_store(conn: psycopg.Connection, started: Started) -> list[int]:
     is worth a retry); the start task then stays PENDING for the caller to retry or fail.
     """
     datastore = datastores.load(conn, started.run.datastore_id)
-    schemas = collect(datastore.id, inspect(datastore.connection.url()))
+    schemas = collect(datastore.id, inspect_datastore(datastore.connection))
     pending = runs.add_schema_tasks(conn, started.run.id, [
         (runs.schema_path(datastore.id, started.run.id, schema.name), schema.to_json())
         for schema in schemas

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from metamapper.celery import app
-from metamapper.inspectors import InspectionError, version
+from metamapper.inspectors import InspectionError, datastore_version
 from metamapper.metastore import datastores, open_metastore
 
 logger = logging.getLogger(__name__)
@@ -18,7 +18,7 @@ def check_version(datastore_id: str) -> str | None:
     with open_metastore() as conn:
         datastore = datastores.load(conn, datastore_id)
         try:
-            found = version(datastore.connection.url())
+            found = datastore_version(datastore.connection)
         except InspectionError as exc:
             logger.info("datastore %s: version unknown: %s", datastore_id, exc)
             return None
