@@ -18,7 +18,7 @@ CHECKOV_VENV := .venv-checkov
 # devenv/ (the development environment) is imported from the checkout, never installed.
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help demo deps venv checkov tools images lint test test-only cluster-up cluster-down services-up services-down bench manifests promtool
+.PHONY: help demo deps venv checkov tools images lint docs test test-only cluster-up cluster-down services-up services-down bench manifests promtool
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -58,11 +58,15 @@ promtool: deps ## Prometheus' promtool from Debian's package (cached), for the c
 images: deps venv ## build the worker and operator images from the Dockerfile and load them into the node (cached)
 	$(PY) -m devenv.images build
 
-lint: venv ## ruff, mypy and the import contracts (import-linter)
+lint: venv ## ruff, mypy, the import contracts (import-linter) and a strict build of the docs site
 	$(VENV)/bin/ruff check operator tasks common devenv tests bench hack
 	$(VENV)/bin/mypy
 	$(VENV)/bin/mypy bench hack
 	$(VENV)/bin/lint-imports --no-cache --no-logo
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir build/site
+
+docs: venv ## serve the documentation site (docs/, mkdocs.yml) on http://127.0.0.1:8000, rebuilt on every edit
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve --strict
 
 test: deps venv checkov tools images lint test-only ## everything: set-up, images, lint and the whole suite
 
