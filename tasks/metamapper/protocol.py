@@ -8,7 +8,7 @@ Each entry is an :class:`UpstreamTask`:
 - ``name``: the exact registered name (Celery derives upstream's from the module and
   function, e.g. ``app.revisioner.tasks.v1.core.start_run``);
 - ``signature``: a function with upstream's exact parameters (names, order, defaults,
-  trailing ``*args, **kwargs``), so messages can be checked against it and the docs
+  trailing ``*args, **kwargs``): a test holds every implementation to it, and the docs
   print it;
 - ``outcome``: what this image does with the message, :class:`Outcome`;
 - ``module``: the module that registers the implementation under that name, or
