@@ -2,7 +2,7 @@
 through the image's entrypoint, and the figures (takeover, missed and doubled ticks).
 
 An entry sends a task every 2 s to a queue no pool consumes; the queue's length is sampled
-every 0.1 s, so each increase is a tick, timed. Definitions (the README's too):
+every 0.1 s, so each increase is a tick, timed. Definitions (docs/metamapper-resource.md's too):
 
 - **doubled**: two ticks less than half an interval apart (one due time sent twice);
 - **missed**: interval slots with no tick. While no beat runs (from the kill until the new
