@@ -12,7 +12,7 @@ from datetime import timedelta
 import psycopg
 import pytest
 
-from metamapper.metastore import datastores, open_metastore
+from metamapper.metastore import additions, datastores, open_metastore
 from metamapper.metastore import revisioner as runs
 from metamapper.revisioner import steps
 from metamapper.revisioner.collector import SchemaDefinition
@@ -139,3 +139,19 @@ def test_timed_out_runs(metastore: psycopg.Connection, postgres_dsn: str) -> Non
     finished = runs.finish(metastore, run_id)
     assert finished is not None and finished.status == "FAILURE"
     assert runs.timed_out(metastore, 60) == []
+
+
+def test_the_workers_tables_are_created_once_by_concurrent_workers(
+    metamapper_db: MetamapperDB,
+) -> None:
+    ddl = "CREATE TABLE IF NOT EXISTS worker_addition_probe (id integer)"
+
+    def create(_: int) -> None:
+        with open_metastore() as own:
+            additions._created.clear()  # as in a new process each time
+            additions.ensure(own, ddl)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(create, range(8)))
+    with open_metastore() as conn:
+        assert conn.execute("SELECT count(*) FROM worker_addition_probe").fetchone() == (0,)

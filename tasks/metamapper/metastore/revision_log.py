@@ -19,6 +19,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from metamapper.catalog import Column, Schema, Table
+from metamapper.metastore import additions
 from metamapper.revisioner.collector import SchemaDefinition
 from metamapper.revisioner.diff import NAME_FIRST, Revision, diff_schema, dropped_schemas
 
@@ -39,16 +40,6 @@ CREATE TABLE IF NOT EXISTS revisioner_revision_log (
 CREATE INDEX IF NOT EXISTS revisioner_revision_log_datastore
     ON revisioner_revision_log (datastore_id, id);
 """
-
-_ensured: set[str] = set()
-
-
-def ensure_table(conn: psycopg.Connection) -> None:
-    """Create the table if it is missing (once a process)."""
-    if conn.info.dsn not in _ensured:
-        conn.execute(TABLE)
-        _ensured.add(conn.info.dsn)
-
 
 @dataclass(frozen=True)
 class Change:
@@ -133,7 +124,7 @@ def _record(conn: psycopg.Connection, run_id: str, datastore_id: str,
             revisions: Sequence[Revision]) -> None:
     if not revisions:
         return
-    ensure_table(conn)
+    additions.ensure(conn, TABLE)
     with conn.cursor() as cursor:
         cursor.executemany(
             "INSERT INTO revisioner_revision_log (run_id, datastore_id, action, kind, path,"
@@ -147,7 +138,7 @@ def _record(conn: psycopg.Connection, run_id: str, datastore_id: str,
 def history(conn: psycopg.Connection, datastore_id: str, limit: int = 100,
             run_id: str | None = None) -> list[Change]:
     """The latest changes of a datastore (or of one of its runs), oldest first."""
-    ensure_table(conn)
+    additions.ensure(conn, TABLE)
     rows = conn.execute(
         "SELECT run_id, created_at, action, kind, path, field, old_value, new_value"
         " FROM revisioner_revision_log WHERE datastore_id = %(datastore)s"

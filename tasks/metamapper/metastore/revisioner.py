@@ -29,6 +29,8 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from metamapper.metastore import additions
+
 PENDING = "PENDING"
 SUCCESS = "SUCCESS"
 FAILURE = "FAILURE"
@@ -103,18 +105,6 @@ _RUN = (
     " fails_count"
 )
 _TASK = "id, run_id, path, status, meta_task_id, error"
-
-#: Tables whose DDL this process already ran, by connection parameters.
-_ensured: set[str] = set()
-
-
-def ensure_tables(conn: psycopg.Connection) -> None:
-    """Create this worker's addition to the metastore if it is missing (once a process)."""
-    key = conn.info.dsn
-    if key not in _ensured:
-        conn.execute(DEFINITIONS_TABLE)
-        _ensured.add(key)
-
 
 def get(conn: psycopg.Connection, run_id: str) -> Run | None:
     row = conn.execute(f"SELECT {_RUN} FROM revisioner_run WHERE id = %s", (run_id,)).fetchone()
@@ -231,7 +221,7 @@ def add_schema_tasks(
 ) -> list[int]:
     """A PENDING task per (path, definition) with its definition; returns the ids of the
     run's schema tasks still PENDING (all of them, unless this is a redelivery)."""
-    ensure_tables(conn)
+    additions.ensure(conn, DEFINITIONS_TABLE)
     with conn.transaction():
         for path, definition in definitions:
             row = conn.execute(
@@ -256,7 +246,7 @@ def add_schema_tasks(
 
 def schema_task(conn: psycopg.Connection, task_id: int) -> tuple[RunTask, dict[str, Any]] | None:
     """A schema task with its definition; None if either is gone."""
-    ensure_tables(conn)
+    additions.ensure(conn, DEFINITIONS_TABLE)
     row = conn.execute(
         f"SELECT {', '.join('t.' + c.strip() for c in _TASK.split(','))}, d.definition"
         " FROM revisioner_runtask t JOIN revisioner_runtask_definition d ON d.runtask_id = t.id"
@@ -308,7 +298,7 @@ def finish_schema_task(
 def finish(conn: psycopg.Connection, run_id: str) -> Run | None:
     """Finish a run: count its tasks and failures (a REVOKED task counts as failed: its
     step never happened); None if it was finished already."""
-    ensure_tables(conn)
+    additions.ensure(conn, DEFINITIONS_TABLE)
     with conn.transaction():
         row = conn.execute(
             f"""UPDATE revisioner_run r SET finished_at = now(),
