@@ -227,3 +227,28 @@ def test_a_worker_that_stopped_consuming_before_the_restart_loses_nothing(
                                                     connection=fresh),
                    timeout=30, what="add_consumer confirmed")
     wait_until(lambda: ran(gate, task_id), timeout=60, what="the task run")
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "Celery 5.7.0 closes the lost connection twice (collect(), then close()); kombu's "
+    "channel, whose first close stopped at its waiting BRPOP, restores its unacknowledged "
+    "message on the second through a transport whose client collect() has cleared: "
+    "AttributeError, an unrecoverable error, and the worker exits"))
+def test_a_worker_with_a_task_running_and_a_brpop_waiting_survives_a_broker_restart(
+        broker: OwnRedis, publisher: Callable[..., Celery], worker: Callable[..., Process],
+        gate: Path) -> None:
+    """One process runs a held task (delivered, not acknowledged), the other is idle, so
+    the worker's channel has a BRPOP waiting when the broker goes away."""
+    probe = worker(broker.url, QUEUE, **SWEEP)
+    task_id = str(uuid.uuid4())
+    publisher(broker.url).send_task(HOLD, args=(str(gate),), task_id=task_id)
+    wait_until(lambda: ran(gate, task_id), timeout=60, what="the task running")
+    wait_until(lambda: waiting_in_brpop(broker), what="the idle process's BRPOP waiting")
+
+    broker.stop()
+    broker.start()
+    (gate / "release").touch()
+    wait_until(lambda: reconnected(probe) or "Unrecoverable error" in probe.log, timeout=60,
+               what="the worker reconnected or stopping")
+    assert "Unrecoverable error" not in probe.log, [
+        line for line in probe.log.splitlines() if "Unrecoverable error" in line]
