@@ -24,6 +24,7 @@ from typing import Any
 
 import redis
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from devenv import images, services
 from devenv.controlplane import ControlPlane, free_port, install_crds, tool_dirs
@@ -144,6 +145,13 @@ def command_calls(url: str) -> Counter[str]:
 # --- the operator ------------------------------------------------------------------
 
 
+def cpu_seconds(pid: int) -> float:
+    """A process's user + system CPU time so far (``/proc/<pid>/stat`` utime + stime)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat.rpartition(")")[2].split()  # after the command name
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
 @dataclass
 class Operator:
     """A running ``metamapper-operator`` and what the benchmarks read of it."""
@@ -156,17 +164,27 @@ class Operator:
 
     def metric(self, name: str) -> float:
         """The sum of every sample of metric ``name`` (all label sets)."""
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.daemon.ports['metrics']}/metrics",
-                                    timeout=10) as response:
-            text = response.read().decode()
+        text = self._scrape()
         return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                    if line.partition("{")[0].partition(" ")[0] == name)
 
+    def labelled(self, name: str, labels: Sequence[str]) -> set[tuple[str, ...]]:
+        """The values of ``labels`` in every sample of metric ``name``."""
+        found = set()
+        for family in text_string_to_metric_families(self._scrape()):
+            for sample in family.samples:
+                if sample.name == name:
+                    found.add(tuple(sample.labels.get(label, "") for label in labels))
+        return found
+
+    def _scrape(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.daemon.ports['metrics']}/metrics",
+                                    timeout=10) as response:
+            return str(response.read().decode())
+
     def cpu_seconds(self) -> float:
         """User + system CPU time so far (``/proc/<pid>/stat`` utime + stime)."""
-        stat = Path(f"/proc/{self.pid}/stat").read_text()
-        fields = stat.rpartition(")")[2].split()  # after the command name
-        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        return cpu_seconds(self.pid)
 
     def memory_kib(self, field: str) -> int:
         """A ``/proc/<pid>/status`` figure such as VmHWM (peak RSS) or VmRSS, in KiB."""
