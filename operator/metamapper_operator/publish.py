@@ -10,9 +10,11 @@ from typing import Any
 from metamapper_operator.kube import Kube
 from metamapper_operator.state import FleetState, Key
 from metamapper_operator.status import (
+    TIME_FORMAT,
     DeploymentState,
     Observed,
     changes,
+    measured,
     raised_warnings,
     render,
 )
@@ -20,7 +22,7 @@ from metamapper_operator.status import (
 
 def now() -> str:
     """The time as status fields and conditions show it (RFC 3339, seconds, UTC)."""
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.datetime.now(datetime.UTC).strftime(TIME_FORMAT)
 
 
 async def publish(kube: Kube, key: Key, state: FleetState,
@@ -30,6 +32,12 @@ async def publish(kube: Kube, key: Key, state: FleetState,
     last one written or seen (``seen_status``, the object's status as the watch saw it)."""
     if seen_status is not None and state.status is None:
         state.status = compact(seen_status)
+        if not (state.scaling or state.broker_error or state.unconsumed is not None):
+            # A process new to the object (a restart, a new leader): it carries on from
+            # the measurements its status shows until its autoscaler measures again.
+            last = measured(seen_status)
+            state.scaling.update(last.scaling)
+            state.broker_error, state.unconsumed = last.broker_error, last.unconsumed
     previous = json.loads(state.status) if state.status else {}
     observed = Observed(
         generation=state.generation, now=now(), fleet=state.fleet,

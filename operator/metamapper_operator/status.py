@@ -7,6 +7,7 @@ Both writers (the reconciler and the autoscaler loop) render the whole status th
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -38,6 +39,8 @@ CONDITION_TYPES = ("Ready", "Progressing", "Degraded", "InvalidSpec", "BrokerUnr
 # when one turns True.
 WARNING_CONDITIONS = ("GracePeriodTooShort", "VisibilityTimeoutTooShort",
                       "QueueWithoutConsumer")
+#: How status fields and conditions write a time (RFC 3339, seconds, UTC).
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -208,7 +211,7 @@ def _window(window: Window | None) -> dict[str, Any] | None:
     if window is None:
         return None
     return {"name": window.name, "minReplicas": window.min_replicas,
-            "until": window.end.strftime("%Y-%m-%dT%H:%M:%SZ")}
+            "until": window.end.strftime(TIME_FORMAT)}
 
 
 def short_grace(fleet: Fleet) -> str | None:
@@ -408,6 +411,49 @@ def render(obs: Observed, previous: Mapping[str, Any]) -> dict[str, Any]:
         if backlogs:
             status["backlog"] = sum(backlogs)
     return status
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Measured:
+    """What the autoscaler last measured of one object, as the object's status shows it."""
+
+    scaling: dict[str, PoolScale]
+    broker_error: str | None
+    unconsumed: tuple[str, ...] | None
+
+
+def measured(status: Mapping[str, Any]) -> Measured:
+    """The measurements a status shows (what :func:`render` wrote from them), for a new
+    operator process to start from: its first reconcile then renders the status that is
+    there, instead of one without measurements that its first autoscaling cycle would
+    write back. Queues without a consumer are named only in a message: a status that
+    reports some gives None (not measured), and the first cycle measures them again."""
+    scaling = {}
+    for pool in status.get("pools") or []:
+        if "backlog" not in pool and "desiredReplicas" not in pool:
+            continue   # not measured (autoscaling off, or paused)
+        window = pool.get("activeSchedule")
+        scaling[str(pool["name"])] = PoolScale(
+            backlog=pool.get("backlog"), source=pool.get("backlogSource"),
+            desired=pool.get("desiredReplicas"), last_scale_time=pool.get("lastScaleTime"),
+            last_scale_reason=pool.get("lastScaleReason"),
+            stale_in_flight=pool.get("staleInFlight"),
+            draining=tuple(pool.get("draining") or ()),
+            drain_timed_out=pool.get("lastDrainTimeout"),
+            window=None if window is None else Window(
+                name=str(window["name"]), min_replicas=int(window["minReplicas"]),
+                end=datetime.datetime.strptime(window["until"], TIME_FORMAT).replace(
+                    tzinfo=datetime.UTC)),
+            throughput_per_pod=pool.get("throughputPerPod"))
+    conditions = {c.get("type"): c for c in status.get("conditions") or []}
+    unreachable = conditions.get("BrokerUnreachable") or {}
+    orphans = conditions.get("QueueWithoutConsumer") or {}
+    return Measured(
+        scaling=scaling,
+        broker_error=str(unreachable.get("message", "")) if (
+            unreachable.get("status") == "True"
+            and unreachable.get("reason") == "ProbeFailed") else None,
+        unconsumed=() if orphans.get("status") == "False" else None)
 
 
 def raised_warnings(previous: Mapping[str, Any], new: Mapping[str, Any]

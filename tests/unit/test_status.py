@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
+from metamapper_operator.autoscale.schedule import Window
 from metamapper_operator.builders import Held, Part
 from metamapper_operator.model import Fleet, parse
 from metamapper_operator.status import (
@@ -12,6 +14,7 @@ from metamapper_operator.status import (
     PoolScale,
     Stall,
     changes,
+    measured,
     pod_stall,
     render,
 )
@@ -154,3 +157,26 @@ def test_a_part_held_for_a_missing_secret_is_shown_and_the_pools_are_not() -> No
     flower_only = conditions_of(status_of(parse(BODY), deployments=RUNNING, held=(flower,)))
     assert flower_only["Ready"]["reason"] == "SecretMissing"
     assert flower_only["Degraded"]["reason"] == "SecretMissing"
+
+
+def test_the_measurements_a_status_shows_render_the_same_status_again() -> None:
+    """What a new operator process starts from (a restart): its first status, rendered
+    before it measures anything, is the one already there."""
+    fleet = parse(BODY)
+    scale = PoolScale(backlog=4, source="redis", desired=2, last_scale_time="2026-12-06T10:00:00Z",
+                      last_scale_reason="backlog 4", stale_in_flight=1,
+                      draining=("mm-default-a",), drain_timed_out="drain timed out",
+                      window=Window(name="night", min_replicas=2, end=datetime.datetime(
+                          2026, 12, 7, 6, tzinfo=datetime.UTC)), throughput_per_pod=1.5)
+    for observed in ({"broker_error": "redis r: refused", "unconsumed": ()},
+                     {"unconsumed": ("orphan",)}, {}):
+        shown = status_of(fleet, deployments=RUNNING, scaling={"default": scale}, **observed)
+        last = measured(shown)
+        again = render(Observed(generation=3, now="later", fleet=fleet, transport="redis",
+                                deployments=RUNNING, scaling=last.scaling,
+                                broker_error=last.broker_error, unconsumed=last.unconsumed),
+                       shown)
+        if observed.get("unconsumed") != ("orphan",):   # named in a message only
+            assert changes(shown, again) == {}
+        assert last.broker_error == observed.get("broker_error")
+        assert last.unconsumed == (() if observed.get("unconsumed") == () else None)
