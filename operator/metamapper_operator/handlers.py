@@ -44,7 +44,16 @@ from metamapper_operator.crd import GROUP, PLURAL, VERSION
 from metamapper_operator.health import Health
 from metamapper_operator.kube import Kube, KubeError, unguarded
 from metamapper_operator.model import Fleet, SpecError, parse
-from metamapper_operator.plan import Action, Apply, ChildrenPlan, Delete, Scale, children_plan
+from metamapper_operator.plan import (
+    Action,
+    Apply,
+    ChildrenPlan,
+    Delete,
+    Note,
+    Scale,
+    children_plan,
+    summarised,
+)
 from metamapper_operator.references import BrokerAccess, SecretCache, held_parts, resolve
 from metamapper_operator.rollouts import Rollouts
 from metamapper_operator.runtime import Runtime
@@ -248,11 +257,14 @@ class Refusal:
 
 async def reconcile(body: kopf.Body, runtime: Runtime,
                     deployments: Mapping[str, DeploymentState],
-                    others: Mapping[tuple[str, str], str]) -> None:
+                    others: Mapping[tuple[str, str], str], *, from_event: bool = False
+                    ) -> None:
     """Bring one Metamapper's children to the desired state; report it in status.
 
     ``deployments`` are its Deployments as the watch shows them, ``others`` the content
-    hashes of its other children, by (kind, name).
+    hashes of its other children, by (kind, name). ``from_event``: ``body`` is news of
+    the object from kopf's watch (a handler's), not kopf's index (the resync's), so the
+    object existed a moment ago and missing children need no look at it.
 
     The reconcile reads (the spec, the Secrets it names), plans (:class:`Plan` or
     :class:`Refusal`, purely), then carries the plan out (the writes, then the state of
@@ -266,7 +278,7 @@ async def reconcile(body: kopf.Body, runtime: Runtime,
     state, lock = runtime.state(key, body.metadata.uid or "")
     seen_status = dict(body.get("status") or {})
     inputs = inputs_of(body, deployments, others)
-    async with lock:
+    async with runtime.turns, lock:
         state.reconciled = None
         boundary = Boundary(RECONCILE, "ReconcileFailed",
                             secrets_of(state.access) if state.access else (),
@@ -274,7 +286,7 @@ async def reconcile(body: kopf.Body, runtime: Runtime,
         try:
             with boundary:
                 settled = await _reconcile(body, runtime, state, key, inputs.generation,
-                                           deployments, others, boundary)
+                                           deployments, others, boundary, from_event)
                 settle(state.faults, RECONCILE, None)
                 # Only what the watches fully showed may be skipped later: a child known
                 # only from the operator's own recent write is checked again.
@@ -298,13 +310,14 @@ async def reconcile(body: kopf.Body, runtime: Runtime,
 
 async def _reconcile(body: kopf.Body, runtime: Runtime, state: FleetState, key: Key,
                      generation: int, deployments: Mapping[str, DeploymentState],
-                     others: Mapping[tuple[str, str], str], boundary: Boundary) -> bool:
+                     others: Mapping[tuple[str, str], str], boundary: Boundary,
+                     from_event: bool) -> bool:
     """Read, plan, carry out; False when the same inputs may give another result later: a
     child's state came from memory, not from the watches, a referenced Secret is
     missing (the operator does not watch Secrets, so the resync must look again), or
     the object is gone."""
     planned = await _plan(body, runtime, state, key, generation, deployments, others,
-                          boundary)
+                          boundary, from_event)
     if planned is None:   # gone
         return False
     if isinstance(planned, Refusal):
@@ -329,11 +342,11 @@ async def _reconcile(body: kopf.Body, runtime: Runtime, state: FleetState, key: 
 
 async def _plan(body: kopf.Body, runtime: Runtime, state: FleetState, key: Key,
                 generation: int, deployments: Mapping[str, DeploymentState],
-                others: Mapping[tuple[str, str], str], boundary: Boundary
+                others: Mapping[tuple[str, str], str], boundary: Boundary, from_event: bool
                 ) -> Plan | Refusal | None:
     """What this reconcile does (None: the object is gone and forgotten). Reads the
-    Secrets the spec names, and the object itself when a child is missing; writes
-    nothing."""
+    Secrets the spec names, and the object itself when a child is missing and the body
+    comes from kopf's index (see :func:`reconcile`); writes nothing."""
     fleet: Fleet | None = None
     try:
         fleet = parse(body)
@@ -346,8 +359,9 @@ async def _plan(body: kopf.Body, runtime: Runtime, state: FleetState, key: Key,
         n: runtime.replicas(key, n, d.replicas) for n, d in deployments.items()}, parts)
     existing = {**{("Deployment", n): d.spec_hash for n, d in deployments.items()},
                 **others}
-    if any(obj["kind"] == "Deployment" and ("Deployment", obj["metadata"]["name"])
-           not in existing for obj in desired) and (
+    if not from_event and any(
+            obj["kind"] == "Deployment" and ("Deployment", obj["metadata"]["name"])
+            not in existing for obj in desired) and (
             await runtime.kube.metamapper_uid(*key) != body.metadata.uid):
         # Children missing: maybe created just now, maybe garbage-collected because the
         # object is gone (deleted while kopf's watch was down, so its index still has it).
@@ -369,23 +383,28 @@ async def _plan(body: kopf.Body, runtime: Runtime, state: FleetState, key: Key,
 
 async def _carry_out(runtime: Runtime, state: FleetState, key: Key, meta: Mapping[str, Any],
                      actions: tuple[Action, ...]) -> None:
-    """The writes of a plan, in order, each announced once done (an Event) and
-    remembered until the watches show it."""
+    """The writes of a plan, in order, each remembered until the watches show it; those
+    done are announced together once the plan is carried out or fails half way (one
+    Event per reason: :func:`plan.summarised`)."""
     kube = runtime.kube
-    for action in actions:
-        match action:
-            case Apply():
-                await kube.apply(action.obj)
-                runtime.note_applied(key, action.kind, action.name, action.spec_hash)
-                if action.foreign:
-                    state.repaired[action.name] = action.foreign
-            case Scale():
-                await kube.scale(key.namespace, action.name, action.after)
-                runtime.note_scale(key, action.name, action.after)
-            case Delete():
-                await kube.delete(action.kind, key.namespace, action.name)
-        note = action.note()
-        await kube.event(meta, note.type, note.reason, note.message)
+    done: list[Note] = []
+    try:
+        for action in actions:
+            match action:
+                case Apply():
+                    await kube.apply(action.obj)
+                    runtime.note_applied(key, action.kind, action.name, action.spec_hash)
+                    if action.foreign:
+                        state.repaired[action.name] = action.foreign
+                case Scale():
+                    await kube.scale(key.namespace, action.name, action.after)
+                    runtime.note_scale(key, action.name, action.after)
+                case Delete():
+                    await kube.delete(action.kind, key.namespace, action.name)
+            done.append(action.note())
+    finally:
+        for note in summarised(done):
+            await kube.event(meta, note.type, note.reason, note.message)
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
@@ -396,7 +415,7 @@ async def apply_spec(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     children: Children = memo["children"]
     runtime.secrets.forget(body.metadata.namespace or "")
     await _until_listed(body, runtime, children)
-    await _reconcile_from_watch(body, runtime, children)
+    await _reconcile_from_watch(body, runtime, children, from_event=True)
 
 
 #: Seconds a reconcile waits for the children's first listing before it reports a
@@ -453,13 +472,14 @@ async def resync_loop(runtime: Runtime, bodies: kopf.Index[Key, str],
                     log.exception("resync of %s/%s failed", *key)
 
 
-async def _reconcile_from_watch(body: kopf.Body, runtime: Runtime, children: Children
-                                ) -> None:
+async def _reconcile_from_watch(body: kopf.Body, runtime: Runtime, children: Children,
+                                *, from_event: bool = False) -> None:
     key = Key(body.metadata.namespace or "", body.metadata.name or "")
     if (state := runtime.fleets.get(key)) is not None:
         state.faults.pop(LISTING, None)   # listed now: the reconcile publishes the rest
     owned = children.of(key)
-    await reconcile(body, runtime, dict(owned.deployments), dict(owned.hashes))
+    await reconcile(body, runtime, dict(owned.deployments), dict(owned.hashes),
+                    from_event=from_event)
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)

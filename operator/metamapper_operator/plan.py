@@ -31,6 +31,17 @@ class Note:
     message: str
 
 
+def summarised(notes: Sequence[Note]) -> list[Note]:
+    """One Event per type and reason for the writes of one reconcile, in order of first
+    appearance, its message every write's (a new fleet: one ``Created`` naming each of its
+    children, not one Event per child)."""
+    grouped: dict[tuple[str, str], list[str]] = {}
+    for note in notes:
+        grouped.setdefault((note.type, note.reason), []).append(note.message)
+    return [Note(kind, reason, "; ".join(messages))
+            for (kind, reason), messages in grouped.items()]
+
+
 @dataclass(frozen=True, slots=True)
 class Apply:
     """Server-side apply ``obj``: new (Created), changed (Updated), or its pod template

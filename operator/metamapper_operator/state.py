@@ -19,6 +19,10 @@ from metamapper_operator.status import Fault, PoolScale
 
 # How long a size the operator set may take to show in the Deployment watch.
 SCALE_SETTLE_SECONDS = 10.0
+# Reconciles carried out at once, the others wait their turn: a burst of thousands
+# (creations, a restart) keeps the memory of what is in flight, and the apiserver's queue,
+# bounded. The autoscaler never waits for a turn.
+RECONCILES_AT_ONCE = 16
 
 
 class Key(NamedTuple):
@@ -92,6 +96,9 @@ class ObjectStates:
 
     fleets: dict[Key, FleetState] = field(default_factory=dict)
     locks: dict[Key, asyncio.Lock] = field(default_factory=dict)
+    # Turns for reconciles (see RECONCILES_AT_ONCE), taken before an object's lock.
+    turns: asyncio.Semaphore = field(
+        default_factory=lambda: asyncio.Semaphore(RECONCILES_AT_ONCE))
     scaled: dict[tuple[Key, str], ScaledSize] = field(default_factory=dict)
     # By (object, kind, name): children just applied, until the watches show them.
     applied: dict[tuple[Key, str, str], AppliedHash] = field(default_factory=dict)

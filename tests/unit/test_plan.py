@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from metamapper_operator.builders import SPEC_HASH
-from metamapper_operator.plan import Apply, Delete, Scale, children_plan
+from metamapper_operator.plan import Apply, Delete, Note, Scale, children_plan, summarised
 from metamapper_operator.status import DeploymentState
 
 
@@ -59,3 +59,13 @@ def test_a_child_known_only_from_the_operators_own_write_is_not_settled() -> Non
     desired = [obj("ConfigMap", "mm-celery", "c")]
     plan = children_plan(desired, {}, {("ConfigMap", "mm-celery"): "c"}, {}, {}, {})
     assert plan.actions == () and not plan.settled
+
+
+def test_the_writes_of_one_reconcile_are_announced_once_per_reason() -> None:
+    notes = [Note("Normal", "Created", "ConfigMap mm-celery created"),
+             Note("Normal", "Deleted", "Service mm-flower deleted: no longer in the spec"),
+             Note("Normal", "Created", "Deployment mm-default created")]
+    assert summarised(notes) == [
+        Note("Normal", "Created", "ConfigMap mm-celery created; Deployment mm-default created"),
+        Note("Normal", "Deleted", "Service mm-flower deleted: no longer in the spec")]
+    assert summarised([]) == []
