@@ -15,6 +15,7 @@ MODULE = "metamapper_workload"   # what a fleet's celery.settings.imports names
 TASK = f"{MODULE}.work"          # (task id, seconds, record URL)
 HOG = f"{MODULE}.hog"            # (task id, megabytes, record URL)
 FLAKY = f"{MODULE}.flaky"        # no arguments: retried once, then fails
+RETRIED = f"{MODULE}.retried"    # (task id, seconds, record URL): retried once, then works
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from metamapper.celery import app
 WORK = "metamapper_workload.work"
 HOG = "metamapper_workload.hog"
 FLAKY = "metamapper_workload.flaky"
+RETRIED = "metamapper_workload.retried"
 
 
 def _record(record_url: str, stage: str, task_id: str) -> int:
@@ -52,6 +53,17 @@ def hog(task_id: str, megabytes: int, record_url: str) -> None:
         time.sleep(30)
         del held
     _record(record_url, "done", task_id)
+
+
+@app.task(name=RETRIED, bind=True, max_retries=1)
+def retried(self: Any, task_id: str, seconds: float, record_url: str) -> None:
+    """Asks to be retried once (a message the task itself sends, a second later), then
+    works like ``work``. The first attempt records under ``retried`` only, so that
+    ``started`` and ``done`` count the runs of the attempt that does the work."""
+    if self.request.retries == 0:
+        _record(record_url, "retried", task_id)
+        raise self.retry(countdown=1)
+    work(task_id, seconds, record_url)
 
 
 @app.task(name=FLAKY, bind=True, max_retries=1)
