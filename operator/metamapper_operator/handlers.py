@@ -499,13 +499,19 @@ def child_changed(runtime: Runtime, readiness: Coalescer[Key], child: Child) -> 
 
 
 async def publish_readiness(runtime: Runtime, children: Children, key: Key) -> None:
-    """Reflect the Deployments' readiness in the status of ``key``, once reconciled."""
+    """Reflect the Deployments' readiness in the status of ``key``, once reconciled.
+
+    Not while a Deployment's controller has yet to see its latest spec: its news follows
+    within moments (the controller writes ``observedGeneration``), and a status written
+    before would be rewritten then (a new or edited fleet: one write, not two)."""
     lock = runtime.locks.get(key)
-    if lock is None:
+    deployments = children.deployments(key)
+    if lock is None or any(d.observed_generation < d.generation
+                           for d in deployments.values()):
         return
     try:
         async with lock:
-            await runtime.publish(key, children.deployments(key))
+            await runtime.publish(key, deployments)
     except KubeError as err:  # the next event or resync writes it
         log.warning("status of %s/%s: %s", *key, err)
 

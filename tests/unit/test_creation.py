@@ -12,9 +12,10 @@ from typing import Any
 import kopf
 
 from metamapper_operator import handlers
-from metamapper_operator.children import Children
+from metamapper_operator.children import Child, Children
 from metamapper_operator.state import RECONCILES_AT_ONCE
-from tests.unit.test_restart import ClusterKube, operator_process, raw_body
+from metamapper_operator.status import DeploymentState
+from tests.unit.test_restart import KEY, ClusterKube, operator_process, raw_body
 
 
 def test_a_new_object_is_announced_by_one_event_naming_its_children() -> None:
@@ -65,3 +66,21 @@ def test_a_burst_of_creations_is_reconciled_a_bounded_number_at_a_time() -> None
     asyncio.run(burst())
     assert len(runtime.fleets) == 3 * RECONCILES_AT_ONCE
     assert kube.most == RECONCILES_AT_ONCE
+
+
+def test_a_deployment_its_controller_has_not_seen_yet_writes_no_status() -> None:
+    """The Deployment controller's news of a new or changed Deployment follows within
+    moments: the status is written once, from that."""
+    kube = ClusterKube()
+    runtime, _ = operator_process(kube)
+    children = Children(())
+    asyncio.run(handlers.reconcile(kopf.Body(raw_body()), runtime, {}, {}, from_event=True))
+    written = kube.statuses
+    for observed in (0, 1):
+        for name in ("mm-default", "mm-scheduler"):
+            children.seen(Child(KEY, "Deployment", name, "h", DeploymentState(
+                name=name, spec_hash="h", replicas=0, generation=1,
+                observed_generation=observed)))
+        asyncio.run(handlers.publish_readiness(runtime, children, KEY))
+    assert kube.statuses == written + 1
+    assert kube.status["conditions"][1]["reason"] == "Settled"
