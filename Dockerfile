@@ -50,12 +50,10 @@ FROM ${PYTHON_IMAGE} AS runtime
 RUN groupadd --system --gid 10001 metamapper \
  && useradd --system --uid 10001 --gid 10001 --create-home --home-dir /home/metamapper \
       --shell /usr/sbin/nologin metamapper
-# METAMAPPER_HOME holds the embedded SQLite metastore when METAMAPPER_DATABASE_URL is unset;
-# the scheduler keeps celery beat's schedule file in /tmp (METAMAPPER_BEAT_SCHEDULE).
+# The scheduler keeps celery beat's schedule file in /tmp (METAMAPPER_BEAT_SCHEDULE).
 ENV PATH=/opt/metamapper/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    METAMAPPER_HOME=/home/metamapper \
     METAMAPPER_CELERY_CONFIG_MODULE=metamapper.conf.celery
 WORKDIR /home/metamapper
 # Numeric, so that Kubernetes can verify runAsNonRoot.

@@ -20,7 +20,6 @@ import psycopg
 from metamapper import entrypoint
 from metamapper.metastore import (
     MetastoreUnavailable,
-    connect,
     datastores,
     open_metastore,
     revision_log,
@@ -29,8 +28,6 @@ from metamapper.metastore import (
     workspaces,
 )
 from metamapper.metastore.datastores import DatastoreError
-from metamapper.metastore.migrations import migrate as apply_migrations
-from metamapper.urls import ENGINES
 from metamapper_urls import URLError
 
 _PASS_THROUGH = {
@@ -62,17 +59,6 @@ _exec_command("scheduler", entrypoint.scheduler_argv,
 _exec_command("flower", entrypoint.flower_argv, "Run Flower for the app's broker.")
 _exec_command("operator", entrypoint.operator_argv, "Run the Kubernetes operator.")
 _exec_command("shell", entrypoint.shell_argv, "A Python shell with the Celery app loaded.")
-
-
-@cli.command()
-def migrate() -> None:
-    """Bring the metastore schema up to date."""
-    with connect(migrate=False) as db:
-        applied = apply_migrations(db)
-    for migration in applied:
-        click.echo(f"applied {migration.version:04d} {migration.name}")
-    if not applied:
-        click.echo("metastore is up to date")
 
 
 @cli.group("metastore")
@@ -186,54 +172,6 @@ def health(checks: tuple[str, ...], timeout: float, max_beat_age: int, as_json: 
         for r in results:
             click.echo(f"{r.name:<10} {'ok' if r.ok else 'FAIL':<5} {r.detail}")
     sys.exit(0 if all(r.ok for r in results) else 1)
-
-
-@cli.group("datastores")
-def datastores_group() -> None:
-    """Manage the datastores to inspect."""
-
-
-@datastores_group.command("add")
-@click.argument("name")
-@click.argument("url", required=False)
-@click.option("--url-env", help="Read the connection URL from this environment variable "
-              "when inspecting, instead of storing it.")
-@click.option("--engine", type=click.Choice(sorted(set(ENGINES.values()))),
-              help="Required with --url-env.")
-@click.option("--interval", default=60, show_default=True, help="Minutes between inspections.")
-def datastores_add(
-    name: str, url: str | None, url_env: str | None, engine: str | None, interval: int
-) -> None:
-    """Add a datastore by URL (e.g. postgresql://user:pass@host/db) or --url-env."""
-    with connect() as db:
-        try:
-            datastore = datastores.add(
-                db, name, url=url, url_env=url_env, engine=engine, interval_minutes=interval
-            )
-        except (DatastoreError, ValueError) as exc:
-            raise click.ClickException(str(exc)) from None
-    click.echo(f"added {datastore.name} ({datastore.engine}, {datastore.display_url})")
-
-
-@datastores_group.command("list")
-def datastores_list() -> None:
-    """List datastores (passwords masked)."""
-    with connect() as db:
-        rows = [
-            (d.name, d.engine, f"{d.interval_minutes} min", d.display_url)
-            for d in datastores.list_all(db)
-        ]
-    _print_table(("NAME", "ENGINE", "INTERVAL", "URL"), rows)
-
-
-@datastores_group.command("remove")
-@click.argument("name")
-def datastores_remove(name: str) -> None:
-    """Remove a datastore with its runs, catalog and revisions."""
-    with connect() as db:
-        if not datastores.remove(db, name):
-            raise click.ClickException(f"no datastore named {name!r}")
-    click.echo(f"removed {name}")
 
 
 @cli.command("runs")

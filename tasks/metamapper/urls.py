@@ -1,16 +1,15 @@
-"""Connection URLs: which engine a URL is for, and where a SQLite URL points."""
+"""Connection URLs: which engine a URL is for."""
 
 from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-#: URL scheme -> engine name, for datastores and the metastore.
+#: URL scheme -> engine name, for datastores.
 ENGINES = {
     "postgresql": "postgresql",
     "postgres": "postgresql",
     "mysql": "mysql",
     "mariadb": "mysql",
-    "sqlite": "sqlite",
 }
 
 
@@ -23,10 +22,3 @@ def engine_of(url: str) -> str:
         supported = ", ".join(sorted(ENGINES))
         raise ValueError(f"unsupported URL scheme {scheme!r} (supported: {supported})") from None
 
-
-def sqlite_path(url: str) -> str:
-    """The file of a ``sqlite:///relative.db`` or ``sqlite:////absolute.db`` URL."""
-    prefix = "sqlite:///"
-    if not url.startswith(prefix) or len(url) == len(prefix):
-        raise ValueError("a SQLite URL looks like sqlite:///relative/path.db or sqlite:////abs.db")
-    return url[len(prefix):]

@@ -23,8 +23,7 @@ from cryptography.fernet import Fernet
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from devenv.waiting import wait_until
-from metamapper.metastore import connect, schema
-from metamapper.metastore.connection import Database
+from metamapper.metastore import schema
 
 BIN = Path(sys.executable).parent
 
@@ -70,14 +69,6 @@ def metamapper_db(postgres_dsn: str, monkeypatch: pytest.MonkeyPatch) -> Iterato
     yield MetamapperDB(dsn=dsn, env=env, fernet_key=env["METAMAPPER_FERNET_KEY"])
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'.encode())
-
-
-@pytest.fixture
-def metastore_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """A fresh SQLite metastore, also set as METAMAPPER_DATABASE_URL for this process."""
-    url = f"sqlite:///{tmp_path / 'metastore.db'}"
-    monkeypatch.setenv("METAMAPPER_DATABASE_URL", url)
-    return url
 
 
 def _process_env(**overrides: str) -> dict[str, str]:
@@ -188,14 +179,3 @@ def config_module(tmp_path: Path) -> Callable[..., dict[str, str]]:
         return {"METAMAPPER_CELERY_CONFIG_MODULE": name, "PYTHONPATH": str(directory)}
 
     return write
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def metastore_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    """A SQLite metastore in ``tmp_path``, or one on the shared PostgreSQL."""
-    if request.param == "postgresql":
-        url = request.getfixturevalue("postgres_dsn")
-    else:
-        url = f"sqlite:///{tmp_path / 'metastore.db'}"
-    with connect(url) as db:
-        yield db

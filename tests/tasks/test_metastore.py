@@ -1,4 +1,5 @@
-"""The metastore on SQLite and PostgreSQL: migrations, datastores, the life of a run."""
+"""Metamapper's metastore on the real PostgreSQL: its schema, the connection from
+METAMAPPER_DB_*, datastore credentials under METAMAPPER_FERNET_KEY, the heartbeat."""
 
 from __future__ import annotations
 
@@ -7,73 +8,21 @@ import hashlib
 import hmac
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import psycopg
 import pytest
 from cryptography.fernet import Fernet
 
-from metamapper.metastore import (
-    datastores,
-    heartbeats,
-    schema,
-)
-from metamapper.metastore import datastores as mm_datastores
+from metamapper.metastore import datastores, heartbeats, schema
 from metamapper.metastore.connection import (
-    Database,
     MetastoreSettings,
     MetastoreUnavailable,
-    default_database_url,
     open_metastore,
 )
 from metamapper.metastore.datastores import ConnectionSettings, DatastoreError
 from metamapper.metastore.fernet import Cipher, UndecryptableSecret
-from metamapper.metastore.migrations import LATEST, applied_versions, migrate
 from metamapper.metastore.workspaces import Workspace, create_user, create_workspace
 from tests.tasks.conftest import MetamapperDB
-
-
-@pytest.fixture
-def db(metastore_db: Database) -> Database:
-    """Every test here runs on both metastores (``metastore_db``'s parameters)."""
-    return metastore_db
-
-
-def test_migrations_apply_once(db: Database) -> None:
-    assert applied_versions(db) == [LATEST]
-    assert migrate(db) == []
-
-
-def test_default_url(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.delenv("METAMAPPER_DATABASE_URL", raising=False)
-    monkeypatch.setenv("METAMAPPER_HOME", str(tmp_path))
-    assert default_database_url() == f"sqlite:///{tmp_path}/metamapper.db"
-    monkeypatch.setenv("METAMAPPER_DATABASE_URL", "postgresql://m@db/metamapper")
-    assert default_database_url() == "postgresql://m@db/metamapper"
-
-
-def test_datastores(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
-    shop = datastores.add(db, "shop", url="postgresql://app:s3cret@db/shop", interval_minutes=30)
-    assert (shop.engine, shop.interval_minutes) == ("postgresql", 30)
-    assert shop.display_url == "postgresql://app:***@db/shop"
-    ext = datastores.add(db, "ext", url_env="EXT_URL", engine="mysql")
-    assert ext.display_url == "$EXT_URL"
-    with pytest.raises(DatastoreError, match="EXT_URL is not set"):
-        ext.connection_url()
-    monkeypatch.setenv("EXT_URL", "mysql://u:p@h/x")
-    assert ext.connection_url() == "mysql://u:p@h/x"
-
-    with pytest.raises(DatastoreError, match="already exists"):
-        datastores.add(db, "shop", url="sqlite:///x.db")
-    with pytest.raises(DatastoreError, match="engine is required"):
-        datastores.add(db, "other", url_env="X")
-    with pytest.raises(ValueError, match="unsupported"):
-        datastores.add(db, "other", url="oracle://h/x")
-    assert [d.name for d in datastores.list_all(db)] == ["ext", "shop"]
-    assert datastores.remove(db, "shop")
-    assert not datastores.remove(db, "shop")
-    assert [d.name for d in datastores.list_all(db)] == ["ext"]
-
 
 METAMAPPER_TABLES = {
     "auth_users", "auth_workspaces", "auth_memberships", "definitions_datastore",
@@ -151,7 +100,7 @@ def test_datastore_password_as_the_web_app_encrypts_it(
 ) -> None:
     conn, ws = workspace
     settings = ConnectionSettings("postgresql", "db.internal", 5432, "shop", "app", "x@y/z%")
-    datastore_id = mm_datastores.register(
+    datastore_id = datastores.register(
         conn, ws.id, "Shop DB", settings, incident_contacts=["oncall@example.com"]
     )
     # What the web app would have stored: a Fernet token under the derived key.
@@ -166,7 +115,7 @@ def test_datastore_password_as_the_web_app_encrypts_it(
         (web_app.encrypt(b"from-the-web-app"), datastore_id),
     )
 
-    loaded = mm_datastores.load(conn, datastore_id)
+    loaded = datastores.load(conn, datastore_id)
     assert loaded.connection.password == "from-the-web-app"
     assert (loaded.name, loaded.slug, loaded.workspace_slug) == ("Shop DB", "shop-db", "acme")
     assert loaded.incident_contacts == ("oncall@example.com",)
@@ -174,27 +123,27 @@ def test_datastore_password_as_the_web_app_encrypts_it(
     assert "from-the-web-app" not in repr(loaded)
     assert loaded.connection.url() == "postgresql://app:from-the-web-app@db.internal:5432/shop"
 
-    assert mm_datastores.set_version(conn, datastore_id, "16.4")
-    assert not mm_datastores.set_version(conn, datastore_id, "16.4")
-    assert mm_datastores.load(conn, datastore_id).version == "16.4"
+    assert datastores.set_version(conn, datastore_id, "16.4")
+    assert not datastores.set_version(conn, datastore_id, "16.4")
+    assert datastores.load(conn, datastore_id).version == "16.4"
 
     conn.execute("UPDATE definitions_datastore SET deleted_at = now() WHERE id = %s",
                  (datastore_id,))
     with pytest.raises(DatastoreError, match="no datastore"):
-        mm_datastores.load(conn, datastore_id)
-    assert mm_datastores.load(conn, datastore_id, include_deleted=True).deleted_at is not None
+        datastores.load(conn, datastore_id)
+    assert datastores.load(conn, datastore_id, include_deleted=True).deleted_at is not None
 
 
 def test_fernet_key_rotation(workspace: tuple[psycopg.Connection, Workspace]) -> None:
     conn, ws = workspace
     settings = ConnectionSettings("mysql", "h", 3306, "d", "u", "Sesame-42")
-    old_id = mm_datastores.register(conn, ws.id, "old", settings, cipher=Cipher(["k-old"]))
+    old_id = datastores.register(conn, ws.id, "old", settings, cipher=Cipher(["k-old"]))
     rotated = Cipher(["k-new", "k-old"])
-    assert mm_datastores.load(conn, old_id, rotated).connection.password == "Sesame-42"
-    new_id = mm_datastores.register(conn, ws.id, "new", settings, cipher=rotated)
-    assert mm_datastores.load(conn, new_id, Cipher(["k-new"])).connection.password == "Sesame-42"
+    assert datastores.load(conn, old_id, rotated).connection.password == "Sesame-42"
+    new_id = datastores.register(conn, ws.id, "new", settings, cipher=rotated)
+    assert datastores.load(conn, new_id, Cipher(["k-new"])).connection.password == "Sesame-42"
     with pytest.raises(UndecryptableSecret):
-        mm_datastores.load(conn, new_id, Cipher(["k-old"]))
+        datastores.load(conn, new_id, Cipher(["k-old"]))
 
 
 def test_wrong_fernet_key_is_a_clear_error_without_secrets(
@@ -202,10 +151,10 @@ def test_wrong_fernet_key_is_a_clear_error_without_secrets(
 ) -> None:
     conn, ws = workspace
     settings = ConnectionSettings("postgresql", "h", 5432, "d", "u", "Sesame-42")
-    datastore_id = mm_datastores.register(conn, ws.id, "warehouse", settings)
+    datastore_id = datastores.register(conn, ws.id, "warehouse", settings)
     monkeypatch.setenv("METAMAPPER_FERNET_KEY", "Wrong-Key-99")
     with pytest.raises(UndecryptableSecret) as raised:
-        mm_datastores.load(conn, datastore_id)
+        datastores.load(conn, datastore_id)
     message = str(raised.value)
     assert "password of datastore 'warehouse'" in message and "METAMAPPER_FERNET_KEY" in message
     assert "Wrong-Key-99" not in message and "Sesame-42" not in message

@@ -15,6 +15,7 @@ from devenv.controlplane import free_port
 from devenv.scrape import Sample, scrape, total
 from tests.conftest import REPO
 from tests.helpers import wait_until
+from tests.tasks.conftest import MetamapperDB
 
 Env = Callable[..., dict[str, str]]
 
@@ -32,8 +33,8 @@ heartbeat.delay()
 
 
 def test_prefork_worker_serves_the_sum_of_its_children(
-    redis_url: str, metastore_url: str, start_worker: Callable[..., Any], process_env: Env,
-    tmp_path: Path,
+    redis_url: str, metamapper_db: MetamapperDB, start_worker: Callable[..., Any],
+    process_env: Env, tmp_path: Path,
 ) -> None:
     port = free_port()
     multiproc = tmp_path / "metrics"
@@ -42,7 +43,7 @@ def test_prefork_worker_serves_the_sum_of_its_children(
     record = tmp_path / "ran"
     record.mkdir()
     env = process_env(
-        METAMAPPER_BROKER_URL=redis_url, METAMAPPER_DATABASE_URL=metastore_url,
+        METAMAPPER_BROKER_URL=redis_url, **metamapper_db.env,
         METAMAPPER_CELERY_SETTINGS=json.dumps({"imports": ["tests.tasks.metrictasks"]}),
         METAMAPPER_METRICS_PORT=str(port), PROMETHEUS_MULTIPROC_DIR=str(multiproc),
         PYTHONPATH=str(REPO),

@@ -2,19 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from metamapper.inspectors.mysql import connect_args
-from metamapper.metastore.datastores import Datastore
-from metamapper_urls import REDACTED
-
-
-def test_a_datastore_shows_its_url_masked_or_the_variable_it_comes_from() -> None:
-    now = datetime.now(UTC)
-    literal = Datastore(1, "shop", "postgresql", "postgresql://app:s3cret@db/shop", None, 60, now)
-    assert literal.display_url == f"postgresql://app:{REDACTED}@db/shop"
-    from_env = Datastore(2, "crm", "mysql", None, "CRM_URL", 60, now)
-    assert from_env.display_url == "$CRM_URL"
 
 
 def test_mysql_credentials_are_percent_decoded() -> None:

@@ -3,24 +3,13 @@
 :func:`open_metastore` connects from METAMAPPER_DB_*; :mod:`.datastores` reads the
 datastores (credentials decrypted with METAMAPPER_FERNET_KEY, see :mod:`.fernet`);
 :mod:`.heartbeats` keeps the beat's heartbeat; :mod:`.schema` creates the tables where no
-web app did. ``Database``/``connect``/``default_database_url`` serve the worker's previous,
-separate schema while its last users move over.
+web app did.
 """
 
 from metamapper.metastore.connection import (
-    Database,
     MetastoreSettings,
     MetastoreUnavailable,
-    connect,
-    default_database_url,
     open_metastore,
 )
 
-__all__ = [
-    "Database",
-    "MetastoreSettings",
-    "MetastoreUnavailable",
-    "connect",
-    "default_database_url",
-    "open_metastore",
-]
+__all__ = ["MetastoreSettings", "MetastoreUnavailable", "open_metastore"]

@@ -4,29 +4,24 @@
 :func:`load` reads one with its connection settings decrypted and the incident contacts
 its failure alert goes to; :func:`register` writes one the way the web app does, for an
 installation without the web app, the demo and the tests.
-
-The older records further down (``Datastore``, ``add``, ...) belong to the worker's
-previous, separate schema and go with it.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
 import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
 import psycopg
 from psycopg.types.json import Jsonb
 
-from metamapper.metastore.connection import Database
 from metamapper.metastore.fernet import Cipher
-from metamapper.urls import engine_of
+from metamapper.urls import ENGINES as URL_ENGINES
 from metamapper_urls import parse_url, redact
 
 #: Metamapper's engines (``definitions_datastore.engine``).
@@ -35,8 +30,7 @@ ENGINES = ("postgresql", "sqlserver", "mysql", "redshift", "snowflake", "oracle"
 #: Engines whose datastores this worker reaches through a URL, by the URL's scheme.
 URL_SCHEMES = {"postgresql": "postgresql", "redshift": "postgresql", "mysql": "mysql"}
 #: A URL's scheme -> the engine it means, and the engine's usual port.
-_SCHEME_ENGINES = {"postgresql": "postgresql", "postgres": "postgresql", "mysql": "mysql",
-                   "mariadb": "mysql", "redshift": "redshift"}
+_SCHEME_ENGINES = {**URL_ENGINES, "redshift": "redshift"}
 _DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "redshift": 5439}
 
 
@@ -219,88 +213,3 @@ def _unique_slug(conn: psycopg.Connection, name: str) -> str:
     while slug in taken:
         slug, n = f"{base}-{n}", n + 1
     return slug
-
-
-@dataclass(frozen=True)
-class Datastore:
-    id: int
-    name: str
-    engine: str
-    #: The connection URL, or None when ``url_env`` names the environment variable holding it.
-    url: str | None
-    url_env: str | None
-    interval_minutes: int
-    created_at: datetime
-
-    def connection_url(self) -> str:
-        if self.url is not None:
-            return self.url
-        assert self.url_env is not None
-        url = os.environ.get(self.url_env)
-        if not url:
-            raise DatastoreError(
-                f"datastore {self.name!r}: environment variable {self.url_env} is not set"
-            )
-        return url
-
-    @property
-    def display_url(self) -> str:
-        """The URL as it may be shown: password masked, or the variable it comes from."""
-        return redact(self.url) if self.url is not None else f"${self.url_env}"
-
-
-_COLUMNS = "id, name, engine, url, url_env, interval_minutes, created_at"
-
-
-def add(
-    db: Database,
-    name: str,
-    *,
-    url: str | None = None,
-    url_env: str | None = None,
-    engine: str | None = None,
-    interval_minutes: int = 60,
-) -> Datastore:
-    """Register a datastore by its URL, or by the environment variable that holds it."""
-    if (url is None) == (url_env is None):
-        raise DatastoreError("give either a connection URL or the variable holding one")
-    if url is not None:
-        engine = engine_of(url)
-    elif engine is None:
-        raise DatastoreError("an engine is required when the URL comes from a variable")
-    if interval_minutes < 1:
-        raise DatastoreError("the inspection interval is at least one minute")
-    with db.transaction():
-        if get(db, name) is not None:
-            raise DatastoreError(f"datastore {name!r} already exists")
-        db.execute(
-            "INSERT INTO datastores (name, engine, url, url_env, interval_minutes, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (name, engine, url, url_env, interval_minutes, datetime.now(UTC)),
-        )
-        datastore = get(db, name)
-    assert datastore is not None
-    return datastore
-
-
-def get(db: Database, name: str) -> Datastore | None:
-    row = db.fetchone(f"SELECT {_COLUMNS} FROM datastores WHERE name = ?", (name,))
-    return None if row is None else Datastore(*row)
-
-
-def get_by_id(db: Database, datastore_id: int) -> Datastore:
-    row = db.fetchone(f"SELECT {_COLUMNS} FROM datastores WHERE id = ?", (datastore_id,))
-    if row is None:
-        raise DatastoreError(f"no datastore with id {datastore_id}")
-    return Datastore(*row)
-
-
-def list_all(db: Database) -> list[Datastore]:
-    rows = db.fetchall(f"SELECT {_COLUMNS} FROM datastores ORDER BY name")
-    return [Datastore(*row) for row in rows]
-
-
-def remove(db: Database, name: str) -> bool:
-    """Delete a datastore with its runs, catalog and revisions; False if there was none."""
-    with db.transaction():
-        return db.execute("DELETE FROM datastores WHERE name = ?", (name,)).rowcount > 0
