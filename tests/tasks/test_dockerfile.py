@@ -81,6 +81,8 @@ def test_the_wheel_carries_the_operator_the_worker_and_their_url_helper_but_not_
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
                     "-q", "-w", str(tmp_path), str(DOCKERFILE.parent)], check=True)
     (wheel,) = tmp_path.glob("*.whl")
-    packages = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist()
+    names = zipfile.ZipFile(wheel).namelist()
+    packages = {name.split("/")[0] for name in names
                 if not name.split("/")[0].endswith(".dist-info")}
     assert packages == {"metamapper_operator", "metamapper", "metamapper_urls"}, packages
+    assert "metamapper/metastore/schema.sql" in names  # `metamapper metastore init` reads it
