@@ -156,8 +156,9 @@ class Bench:
         time.sleep(2)   # requests received before the end may be logged a moment later
         found.requests = operator_requests(audit, offset, wall, ended)
         self.phases.append(found)
-        say(f"phase {name}: {found.wall:.1f} s, {len(found.writes)} writes, "
-            f"{len(found.requests) - len(found.writes)} reads")
+        say(f"phase {name}: " + ", ".join(f"{h} {c}" for h, c in zip(
+            HEADERS[2:], row(found)[2:], strict=True)) + "".join(
+            f", {mark} at {at:.1f} s" for mark, at in found.marks.items()))
 
     def _operator_usage(self, reset: bool) -> tuple[int, float]:
         if self.op is None:
@@ -179,6 +180,10 @@ class Bench:
             namespace, name, replicas, image = line.split()
             found[namespace, name] = (int(replicas), image)
         return found
+
+    def replicas(self, fleet: Fleet, pool: str) -> int:
+        return int(self.kube.kubectl("get", "deployment", "-n", fleet.namespace,
+                                     f"{fleet.name}-{pool}", "-o", "jsonpath={.spec.replicas}"))
 
     def observed(self) -> set[tuple[str, ...]]:
         """The objects whose pools the operator's metrics show, as (namespace, name)."""
@@ -209,7 +214,16 @@ def mark(phase: Phase, began: float, name: str) -> None:
 
 
 def wait(what: str, predicate: Callable[[], bool], timeout: float) -> None:
-    wait_until(predicate, timeout, what, interval=POLL)
+    """Wait until ``predicate`` holds; a look that fails (an apiserver too busy to answer
+    a listing, the operator's metrics page restarting) is a look that found nothing."""
+    def look() -> bool:
+        try:
+            return predicate()
+        except (RuntimeError, OSError) as err:
+            say(f"  looking for {what}: {err}")
+            return False
+
+    wait_until(look, timeout, what, interval=POLL)
 
 
 def create(bench: Bench, parallel: int) -> None:
@@ -251,14 +265,13 @@ def run(args: argparse.Namespace, tmp: Path) -> Bench:
             wait("first autoscaling cycle", lambda: bench.op is not None
                  and bench.op.metric(CYCLES) > 0, timeout)
             mark(phase, began, "first cycle")
-            wait("the burst acted on", lambda: bench.deployments()[
-                last.namespace, f"{last.name}-default"][0] > 0, timeout)
+            wait("the burst acted on", lambda: bench.replicas(last, "default") > 0, timeout)
             mark(phase, began, "burst scaled")
             wait("every object observed again", lambda: len(bench.observed()) == n, timeout)
             mark(phase, began, "all observed")
         bench.empty([last_url])
-        wait("the burst's pool back at 0", lambda: bench.deployments()[
-            last.namespace, f"{last.name}-default"][0] == 0, timeout)
+        wait("the burst's pool back at 0", lambda: bench.replicas(last, "default") == 0,
+             timeout)
 
         edited = fleets[:max(1, n // 10)]
         names = {(f.namespace, f"{f.name}-{p['name']}") for f in edited for p in POOLS}
@@ -289,17 +302,21 @@ def run(args: argparse.Namespace, tmp: Path) -> Bench:
         return bench
 
 
+HEADERS = ["phase", "objects", "wall s", "reads/obj", "writes/obj", "peak RSS MB",
+           "operator CPU s", "apiserver CPU s"]
+
+
+def row(p: Phase) -> list[str]:
+    reads = len(p.requests) - len(p.writes)
+    return [p.name, str(p.objects), f"{p.wall:.1f}", f"{reads / p.objects:.2f}",
+            f"{len(p.writes) / p.objects:.2f}", f"{p.peak_mb:.1f}", f"{p.cpu:.1f}",
+            f"{p.apiserver_cpu:.1f}"]
+
+
 def report(args: argparse.Namespace, bench: Bench) -> None:
     print(f"\n{args.objects} Metamappers x {len(POOLS)} pools in {args.namespaces} "
           "namespaces; one operator, default settings\n")
-    rows = []
-    for p in bench.phases:
-        reads = len(p.requests) - len(p.writes)
-        rows.append([p.name, p.objects, f"{p.wall:.1f}", f"{reads / p.objects:.2f}",
-                     f"{len(p.writes) / p.objects:.2f}", f"{p.peak_mb:.1f}", f"{p.cpu:.1f}",
-                     f"{p.apiserver_cpu:.1f}"])
-    print_table(["phase", "objects", "wall s", "reads/obj", "writes/obj", "peak RSS MB",
-                 "operator CPU s", "apiserver CPU s"], rows)
+    print_table(HEADERS, [row(p) for p in bench.phases])
     for p in bench.phases:
         if p.marks:
             print(f"\n{p.name}: " + ", ".join(f"{name} at {at:.1f} s"
