@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ import psycopg
 import redis
 import yaml
 from celery import Celery
+from cryptography.fernet import Fernet
 
 # Stamps the published_at header on every task this process sends, as the worker app
 # does: the operator then tells the age of each queue's oldest message.
@@ -41,10 +42,13 @@ from devenv.pictures import Moment, Timeline, demo_picture
 from devenv.scrape import Sample, exported, names, scrape, total
 from devenv.stack import BIN, OPERATOR_NAMESPACE, OPERATOR_SELECTOR, Stack
 from devenv.workload import FLAKY, MODULE, TASK, tally
+from metamapper.metastore import MetastoreSettings
 from metamapper_operator import crd
 
 NAMESPACE = "demo"
 REDIS_DB = 15
+#: The Secret holding the fleet's METAMAPPER_FERNET_KEY.
+FERNET_SECRET = "metamapper-fernet"
 PICTURE = REPO / "build" / "demo.png"
 OPERATOR_METRICS_PORT = 9090
 WORKER_METRICS_PORT = 9808
@@ -77,9 +81,9 @@ def sample_datastore() -> str:
     return url
 
 
-def demo_patch(image: str, metastore: str) -> dict[str, Any]:
+def demo_patch(image: str, metastore: Mapping[str, str]) -> dict[str, Any]:
     """What the demo changes in the example: the image, pools' windows, the workload's
-    tasks, the metastore."""
+    tasks, the metastore (METAMAPPER_DB_*, and METAMAPPER_FERNET_KEY from its Secret)."""
     example = next(doc for doc in _documents(REPO / "examples" / "metamapper.yaml")
                    if doc["kind"] == crd.KIND)
     pools = [{**pool, "autoscaling": {**pool.get("autoscaling", {}), **DEMO_AUTOSCALING}}
@@ -87,7 +91,8 @@ def demo_patch(image: str, metastore: str) -> dict[str, Any]:
     return {"spec": {
         "image": image,
         "pools": pools,
-        "env": [{"name": "METAMAPPER_DATABASE_URL", "value": metastore}],
+        "env": [{"name": name, "value": value} for name, value in metastore.items()],
+        "envFrom": [{"secretRef": {"name": FERNET_SECRET}}],
         "celery": {"settings": {"imports": [MODULE]}},
     }}
 
@@ -104,7 +109,8 @@ class Demo:
         self.scraped = False
         self.stack = Stack(root, NAMESPACE, services=("redis", "postgres"))
         self.broker = f"redis://{services.HOST}:{services.REDIS_PORT}/{REDIS_DB}"
-        self.metastore = ""
+        self.metastore: dict[str, str] = {}
+        self.fernet_key = Fernet.generate_key().decode()
         self.started = time.monotonic()
         self.peak: dict[str, int] = {}
 
@@ -157,7 +163,8 @@ class Demo:
         say(f"[1/6] starting everything from cold where needed (state in {self.root}):")
         self.stack.start(say)
         redis.Redis.from_url(self.broker).flushdb()
-        self.metastore = fresh_database("metamapper_demo")
+        self.metastore = MetastoreSettings.from_dsn(fresh_database("metamapper_demo")
+                                                    ).environment()
         assert self.stack.images is not None
         say(f"      worker pods run {self.stack.images.workload} (the worker image plus "
             "the demo's tasks)")
@@ -165,6 +172,9 @@ class Demo:
             "metamapper-broker, pointing at the local Redis)")
         self.stack.kubectl("create", "secret", "generic", "metamapper-broker", "-n", NAMESPACE,
                            f"--from-literal=url={self.broker}")
+        self.stack.kubectl("apply", "-n", NAMESPACE, "-f", "-", input=json.dumps({
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": FERNET_SECRET},
+            "stringData": {"METAMAPPER_FERNET_KEY": self.fernet_key}}))
         self.stack.kubectl("apply", "-n", NAMESPACE, "-f",
                            str(REPO / "examples" / "metamapper.yaml"))
         self.stack.kubectl("patch", "-n", NAMESPACE, "metamapper", "metamapper", "--type=merge",
@@ -179,12 +189,19 @@ class Demo:
 
         say("[3/6] registering a sample datastore and queueing its inspection "
             "(the revisioner pool wakes up from zero)")
-        self._metamapper_cli("migrate")
-        self._metamapper_cli("datastores", "add", "sample", sample_datastore())
+        # Metamapper's way, without its web app: its schema, a workspace, a datastore whose
+        # password is encrypted with the fleet's METAMAPPER_FERNET_KEY.
+        self._metamapper_cli("metastore", "init")
+        self._metamapper_cli("metastore", "add-workspace", "demo", "--owner",
+                             "demo@example.com")
+        self._metamapper_cli("metastore", "add-datastore", "sample", "--workspace", "demo",
+                             "--url-env", "SAMPLE_URL", SAMPLE_URL=sample_datastore())
         app = Celery("demo", broker=self.broker, set_as_current=False)
-        # Metamapper's beat does this hourly: create the runs that are due, then queue them.
-        (app.signature("metamapper.revisioner.create_runs", queue="revisioner")
-         | app.signature("metamapper.revisioner.queue_runs", queue="revisioner",
+        # Metamapper's beat does this: create the runs that are due, then queue them (here
+        # at once, not spread over its 15 minutes).
+        (app.signature("app.revisioner.tasks.v1.scheduler.create_runs", queue="revisioner")
+         | app.signature("app.revisioner.tasks.v1.scheduler.queue_runs",
+                         kwargs={"countdown_in_minutes": 0}, queue="revisioner",
                          immutable=True)).apply_async()
         # One task that is retried once and then fails, so the workers' failure and retry
         # counters have something to show mid-burst.
@@ -258,11 +275,11 @@ class Demo:
             f"        not (yet) in these scrapes: {', '.join(absent)}")
         return True
 
-    def _metamapper_cli(self, *args: str, capture: bool = False) -> str:
+    def _metamapper_cli(self, *args: str, capture: bool = False, **env: str) -> str:
         result = subprocess.run([str(BIN / "metamapper"), *args], capture_output=True,
-                                text=True, env={**self.env(),
-                                                "METAMAPPER_DATABASE_URL": self.metastore,
-                                                "METAMAPPER_BROKER_URL": self.broker})
+                                text=True, env={**self.env(), **self.metastore,
+                                                "METAMAPPER_FERNET_KEY": self.fernet_key,
+                                                "METAMAPPER_BROKER_URL": self.broker, **env})
         if result.returncode:
             raise DevenvError(f"metamapper {' '.join(args)}: {result.stderr.strip()}")
         return result.stdout if capture else ""

@@ -20,10 +20,10 @@ from typing import Any
 import psycopg
 import pytest
 from cryptography.fernet import Fernet
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import make_conninfo
 
 from devenv.waiting import wait_until
-from metamapper.metastore import schema
+from metamapper.metastore import MetastoreSettings, schema
 
 BIN = Path(sys.executable).parent
 
@@ -40,13 +40,8 @@ class MetamapperDB:
 
 def metastore_env(dsn: str) -> dict[str, str]:
     """METAMAPPER_DB_* naming the database of ``dsn``, and a new METAMAPPER_FERNET_KEY."""
-    server = conninfo_to_dict(dsn)
     return {
-        "METAMAPPER_DB_HOST": str(server["host"]),
-        "METAMAPPER_DB_PORT": str(server.get("port") or 5432),
-        "METAMAPPER_DB_NAME": str(server["dbname"]),
-        "METAMAPPER_DB_USER": str(server["user"]),
-        "METAMAPPER_DB_PASSWORD": str(server.get("password") or ""),
+        **MetastoreSettings.from_dsn(dsn).environment(),
         "METAMAPPER_FERNET_KEY": Fernet.generate_key().decode(),
     }
 

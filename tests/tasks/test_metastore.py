@@ -62,6 +62,9 @@ def test_settings_default_to_the_web_apps() -> None:
     assert "hunter2" not in repr(given) + given.display
     with pytest.raises(MetastoreUnavailable, match="METAMAPPER_DB_PORT"):
         MetastoreSettings.from_env({"METAMAPPER_DB_PORT": "x"})
+    from_url = MetastoreSettings.from_dsn("postgresql://app:p%40ss@pg:6432/mm")
+    assert from_url == MetastoreSettings("pg", 6432, "mm", "app", "p@ss")
+    assert MetastoreSettings.from_env(from_url.environment()) == from_url
 
 
 def test_connection_errors_hold_no_password(

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 from metamapper_urls import scrub
 
@@ -54,6 +55,24 @@ class MetastoreSettings:
             host=value["METAMAPPER_DB_HOST"], port=int(port), name=value["METAMAPPER_DB_NAME"],
             user=value["METAMAPPER_DB_USER"], password=value["METAMAPPER_DB_PASSWORD"],
         )
+
+    @classmethod
+    def from_dsn(cls, dsn: str) -> MetastoreSettings:
+        """The settings of a libpq connection string or URL (``postgresql://...``)."""
+        info = conninfo_to_dict(dsn)
+        return cls(
+            host=str(info.get("host") or "localhost"), port=int(info.get("port") or 5432),
+            name=str(info.get("dbname") or ""), user=str(info.get("user") or ""),
+            password=str(info.get("password") or ""),
+        )
+
+    def environment(self) -> dict[str, str]:
+        """METAMAPPER_DB_* naming these settings, for another process or a pod."""
+        return {
+            "METAMAPPER_DB_HOST": self.host, "METAMAPPER_DB_PORT": str(self.port),
+            "METAMAPPER_DB_NAME": self.name, "METAMAPPER_DB_USER": self.user,
+            "METAMAPPER_DB_PASSWORD": self.password,
+        }
 
     @property
     def display(self) -> str:

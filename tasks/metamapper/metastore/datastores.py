@@ -57,7 +57,8 @@ class ConnectionSettings:
         scheme = URL_SCHEMES.get(self.engine)
         if scheme is None:
             raise DatastoreError(f"a {self.engine} datastore has no connection URL")
-        user = f"{quote(self.username, safe='')}:{quote(self.password, safe='')}@"
+        password = f":{quote(self.password, safe='')}" if self.password else ""
+        user = f"{quote(self.username, safe='')}{password}@"
         return f"{scheme}://{user}{self.host}:{self.port}/{quote(self.database, safe='')}"
 
 
