@@ -12,11 +12,17 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 from metamapper.inspectors.mysql import connect_args
-from metamapper.metastore import datastores, open_metastore, revision_log, workspaces
+from metamapper.metastore import (
+    datastores,
+    definitions,
+    open_metastore,
+    revision_log,
+    workspaces,
+)
 from metamapper.metastore import revisioner as runs
 from metamapper.metastore.datastores import ConnectionSettings
 from metamapper.revisioner import steps
-from metamapper.revisioner.collector import hashed
+from metamapper.revisioner.collector import SchemaDefinition, TableRow, hashed
 from tests.tasks.conftest import MetamapperDB
 
 Execute = Callable[[str], None]
@@ -250,3 +256,36 @@ def _postgres_value(url: str, query: str) -> str:
         row = conn.execute(query.encode()).fetchone()
     assert row is not None
     return str(row[0])
+
+
+def test_only_this_runs_deletions_are_corrected(
+    metastore: psycopg.Connection, postgres_dsn: str
+) -> None:
+    """A table dropped long ago is not revived onto a new table that reuses its oid; a
+    table renamed in this run is."""
+    datastore_id = register(metastore, postgres_dsn, "postgresql")
+    workspace_id = datastores.load(metastore, datastore_id).workspace_id
+
+    def run(*table_refs: tuple[str, str]) -> None:
+        [run_id] = runs.create_due(metastore, datastores.load(metastore, datastore_id).slug)
+        claimed = runs.claim(metastore, run_id, runs.start_path(run_id), "m")
+        assert claimed is not None
+        started = runs.get(metastore, run_id)
+        assert started is not None and started.started_at is not None
+        owner = definitions.Owner(run_id, datastore_id, workspace_id)
+        schema_id = hashed(datastore_id, "public")
+        definitions.write_schema(metastore, owner, SchemaDefinition(
+            schema_id, "2200", "public",
+            tuple(TableRow(hashed(schema_id, name), ref, name, "base table", None, ())
+                  for name, ref in table_refs)))
+        definitions.complete(metastore, owner, since=started.started_at)
+        runs.finish(metastore, run_id)
+
+    run(("dropped", "16384"))
+    first = tables(metastore, datastore_id)["dropped"][0]
+    run()
+    run(("reused", "16384"))
+    after = tables(metastore, datastore_id)
+    assert after["dropped"][4] is True and after["reused"][0] != first
+    run(("renamed", "16384"))
+    assert tables(metastore, datastore_id)["renamed"][0] == after["reused"][0]

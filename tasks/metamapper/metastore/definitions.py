@@ -6,8 +6,10 @@
   them: descriptions, tags, owners' rows point at the same ids) and soft-deletes the
   tables of that schema, and the columns of those tables, the run did not see.
 - :func:`complete` soft-deletes whatever of the datastore the run did not see, then
-  corrects renames: an object soft-deleted now whose ``object_ref`` (the engine's own id)
-  is that of a live object of the same datastore is the same object under a new name.
+  corrects renames: an object soft-deleted by this run whose ``object_ref`` (the engine's
+  own id) is that of an object the run wrote in the same datastore is the same object
+  under a new name (upstream also revives rows deleted by earlier runs, which can put a
+  long-dropped table's descriptions on an unrelated new one that reuses its oid).
   The old row takes the new row's name and identity and comes back to life; the new row
   is removed. Columns first, then tables, then schemas, all in one transaction, so the
   foreign keys (checked at commit) hold.
@@ -19,6 +21,8 @@ have objects with the same oid.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 import psycopg
 
@@ -105,8 +109,9 @@ _SCHEMAS = "SELECT object_id FROM definitions_schema WHERE datastore_id = %(data
 _TABLES = f"SELECT object_id FROM definitions_table WHERE schema_id IN ({_SCHEMAS})"
 
 
-def complete(conn: psycopg.Connection, owner: Owner) -> None:
-    """Soft-delete what the run did not see, then correct renames (see the module's doc)."""
+def complete(conn: psycopg.Connection, owner: Owner, since: datetime) -> None:
+    """Soft-delete what the run did not see, then correct renames (see the module's doc)
+    among the objects deleted ``since`` the run started."""
     params = {"datastore": owner.datastore_id, "run": owner.run_id}
     with conn.transaction():
         for table, scope in (
@@ -120,7 +125,7 @@ def complete(conn: psycopg.Connection, owner: Owner) -> None:
                 params,
             )
         for correction in CORRECTIONS:
-            correction.apply(conn, owner)
+            correction.apply(conn, owner, since)
 
 
 @dataclass(frozen=True)
@@ -132,28 +137,32 @@ class Correction:
     fields: tuple[str, ...]
     scope: str
 
-    def apply(self, conn: psycopg.Connection, owner: Owner) -> None:
-        params = {"datastore": owner.datastore_id, "run": owner.run_id}
-        taken = ", ".join(f"new.{f}" for f in ("id", "object_id", *self.fields))
-        pairs = conn.execute(
-            f"""SELECT old.id, {taken}
-                  FROM {self.table} old
-                  JOIN {self.table} new ON new.object_ref = old.object_ref AND new.id <> old.id
-                 WHERE old.deleted_at IS NOT NULL AND new.deleted_at IS NULL
-                   AND old.{self.scope} AND new.{self.scope}
-                 ORDER BY new.id, old.deleted_at DESC, old.id DESC""",
+    def apply(self, conn: psycopg.Connection, owner: Owner, since: datetime) -> None:
+        params: dict[str, Any] = {
+            "datastore": owner.datastore_id, "run": owner.run_id, "since": since}
+        # Two plain lookups matched here, rather than one self-join: the join's plan goes
+        # quadratic while the tables' statistics still describe them as nearly empty.
+        deleted: dict[str, list[int]] = {}
+        for old_id, object_ref in conn.execute(
+            f"SELECT id, object_ref FROM {self.table} WHERE deleted_at >= %(since)s"
+            f" AND object_ref IS NOT NULL AND {self.scope} ORDER BY deleted_at DESC, id DESC",
             params,
+        ):
+            deleted.setdefault(object_ref, []).append(old_id)
+        if not deleted:
+            return
+        taken = ", ".join(("id", "object_ref", "object_id", *self.fields))
+        live = conn.execute(
+            f"SELECT {taken} FROM {self.table} WHERE deleted_at IS NULL AND run_id = %(run)s"
+            f" AND object_ref = ANY(%(refs)s) AND {self.scope} ORDER BY id",
+            {**params, "refs": list(deleted)},
         ).fetchall()
         # Each live row takes back one old row (the one deleted last), each old row once.
-        used_old: set[int] = set()
-        used_new: set[int] = set()
         chosen = []
-        for old_id, new_id, *values in pairs:
-            if old_id in used_old or new_id in used_new:
-                continue
-            used_old.add(old_id)
-            used_new.add(new_id)
-            chosen.append((old_id, new_id, values))
+        for new_id, object_ref, *values in live:
+            olds = deleted[object_ref]
+            if olds:
+                chosen.append((olds.pop(0), new_id, values))
         if not chosen:
             return
         conn.execute(f"DELETE FROM {self.table} WHERE id = ANY(%s)", ([c[1] for c in chosen],))

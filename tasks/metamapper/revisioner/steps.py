@@ -107,7 +107,8 @@ def complete(conn: psycopg.Connection, run_id: str, message_id: str) -> runs.Run
         with conn.transaction():
             revision_log.record_dropped_schemas(conn, run.id, run.datastore_id)
             definitions.complete(
-                conn, definitions.Owner(run.id, run.datastore_id, run.workspace_id)
+                conn, definitions.Owner(run.id, run.datastore_id, run.workspace_id),
+                since=run.started_at or run.created_at,
             )
         error = None
     except Exception as exc:
