@@ -12,7 +12,7 @@ The invariant, per task:
 - **interrupted**: some run was cut off;
 - every run after the first is **explained** when the run before it overlapped (from its
   start to ``ACK_SLACK`` after its end, the moment its acknowledgement could still be cut
-  off) a fault that interrupts (``chaos_faults.Kind.interrupts``) and hit that run: its
+  off) a fault that interrupts (``_chaos_faults.Kind.interrupts``) and hit that run: its
   pod, or its fleet's broker, or the whole node. Anything else is unexplained: a task
   runs again only because one of its runs was killed or cut off.
 
@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from chaos_faults import KINDS, Scope
+from _chaos_faults import KINDS, Scope
 from devenv.workload import Record
 
 ACK_SLACK = 2.0   # seconds after a run's end during which its acknowledgement may be lost

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from _chaos_faults import CATALOGUE
+from _chaos_ledger import Fault, Task
 from _common import percentile
-from chaos_faults import CATALOGUE
-from chaos_ledger import Fault, Task
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from chaos_faults import CATALOGUE, KINDS, PlannedFault, Timing, schedule
+from _chaos_faults import CATALOGUE, KINDS, PlannedFault, Timing, schedule
 
 TIMING = Timing(visibility_timeout=40.0, lease_seconds=15.0)
 ALL = [kind.name for kind in CATALOGUE]

@@ -3,7 +3,7 @@ twice, interrupted, each repeat explained by a fault that could have cut it off)
 
 from __future__ import annotations
 
-from chaos_ledger import Fault, Run, Task, pair_runs
+from _chaos_ledger import Fault, Run, Task, pair_runs
 from devenv.workload import Record
 
 

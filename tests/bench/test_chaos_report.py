@@ -3,8 +3,8 @@ earlier backlog done) and its table per fault kind."""
 
 from __future__ import annotations
 
-from chaos_ledger import Fault, Run, Task
-from chaos_report import NO_FAULT, PoolState, Snapshot, recovered_at, rows, shortfalls, verdict
+from _chaos_ledger import Fault, Run, Task
+from _chaos_report import NO_FAULT, PoolState, Snapshot, recovered_at, rows, shortfalls, verdict
 
 
 def pool(replicas: int = 2, ready: int = 2, draining: tuple[str, ...] = ()) -> PoolState:

@@ -1,0 +1,146 @@
+"""What the soak sets up and injects that can be checked off the node: the fleets'
+objects as the operator reads them, the broker's Service, its own Redis restarted with
+its data, the stream of tasks and refused publishes, a partition's rules in a network
+namespace, and which processes the sweep takes for orphaned shims."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import redis
+
+from _chaos_injectors import Partition
+from _chaos_ledger import Fault, Run, Task
+from _chaos_report import rows, verdict
+from chaos import (
+    GRACE_SECONDS,
+    MEMORY_LIMIT_MI,
+    Outcome,
+    Producer,
+    RabbitBroker,
+    RedisBroker,
+    broker_objects,
+    fleet_objects,
+    orphan_shim,
+    write_ledger,
+)
+from devenv import containerd
+from metamapper_operator import model
+
+
+@pytest.mark.parametrize("broker", [RedisBroker(Path("/nonexistent"), "aof"), RabbitBroker()])
+def test_each_fleet_is_a_valid_metamapper_with_two_bounded_pools(broker: RedisBroker
+                                                                 | RabbitBroker) -> None:
+    secret, body = fleet_objects(broker, "workload:1")
+    fleet = model.parse(body)
+    assert [p.name for p in fleet.pools] == ["fast", "slow"]
+    assert all(p.termination_grace_period_seconds == GRACE_SECONDS for p in fleet.pools)
+    assert all(p.resources["limits"]["memory"] == f"{MEMORY_LIMIT_MI}Mi" for p in fleet.pools)
+    assert body["spec"]["broker"] == {"urlSecretRef": {"name": secret["metadata"]["name"]}}
+    # by its Service's name, as users' fleets reach theirs
+    url = urlsplit(secret["stringData"]["url"])
+    assert (url.hostname, url.port) == (broker.name, broker.service_port)
+
+
+def test_the_broker_service_points_at_the_host_port_by_its_port_name() -> None:
+    service, endpoints = broker_objects(RabbitBroker(), 15673)
+    assert "selector" not in service["spec"]
+    assert endpoints["metadata"]["labels"] == {"kubernetes.io/service-name": "rabbitmq"}
+    assert service["spec"]["ports"][0]["name"] == endpoints["ports"][0]["name"]
+    assert (service["spec"]["ports"][0]["port"], endpoints["ports"][0]["port"]) == (5672, 15673)
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path, redis_url: str) -> Iterator[RedisBroker]:
+    """The soak's own Redis (``redis_url`` only makes sure the host address is there)."""
+    broker = RedisBroker(tmp_path / "broker", "aof")
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+def test_an_append_only_broker_restarted_keeps_what_it_held(own_broker: RedisBroker) -> None:
+    client = redis.Redis.from_url(own_broker.host_url)
+    client.rpush("fast", "a message")
+    before = own_broker.pid
+    own_broker.restart()
+    assert own_broker.pid != before
+    assert client.lrange("fast", 0, -1) == [b"a message"]
+    client.close()
+
+
+def test_the_stream_records_what_the_broker_took_and_counts_what_it_refused(
+        own_broker: RedisBroker, redis_url: str) -> None:
+    producer = Producer({"redis": own_broker}, redis_url, rate=1.0, seed=5)
+    for _ in range(20):
+        producer.one("redis")
+    producer.burst("redis")
+    ids = [s.task_id for s in producer.sent]
+    assert len(set(ids)) == len(ids) == 20 + 24
+    client = redis.Redis.from_url(own_broker.host_url)
+    assert client.llen("fast") + client.llen("slow") == len(ids)
+    client.close()
+    own_broker.stop()
+    assert not producer.send("redis", "any", [uuid.uuid4().hex], "fast")
+    assert (producer.refused, len(producer.sent)) == (1, len(ids))
+    producer.stop()
+
+
+@pytest.fixture
+def netns() -> Iterator[str]:
+    name = f"chaos-test-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        yield f"/run/netns/{name}"
+    finally:
+        subprocess.run(["ip", "netns", "delete", name], check=True)
+
+
+def test_a_partition_drops_the_broker_both_ways_in_the_namespace_only(netns: str) -> None:
+    cut = Partition(netns, (
+        ("OUTPUT", "-p", "tcp", "-d", "10.96.0.20", "--dport", "6379", "-j", "DROP"),
+        ("INPUT", "-p", "tcp", "-s", "10.96.0.20", "--sport", "6379", "-j", "DROP")))
+
+    def rules() -> list[str]:
+        listed = subprocess.run(["nsenter", f"--net={netns}", "iptables", "-S"],
+                                capture_output=True, text=True, check=True).stdout
+        return [line for line in listed.splitlines() if "DROP" in line]
+
+    cut.iptables("-I", check=True)
+    assert rules() == ["-A INPUT -s 10.96.0.20/32 -p tcp -m tcp --sport 6379 -j DROP",
+                       "-A OUTPUT -d 10.96.0.20/32 -p tcp -m tcp --dport 6379 -j DROP"]
+    host = subprocess.run(["iptables", "-S"], capture_output=True, text=True).stdout
+    assert "10.96.0.20" not in host
+    cut.iptables("-D", check=False)
+    assert rules() == []
+
+
+def test_only_shims_of_the_node_containerd_count_as_orphans() -> None:
+    socket = str(containerd.SOCKET).encode()
+    assert orphan_shim([b"/usr/bin/containerd-shim-runc-v2", b"-namespace", b"k8s.io",
+                        b"-id", b"abc", b"-address", socket])
+    assert not orphan_shim([b"/usr/bin/containerd-shim-runc-v2", b"-address",
+                            b"/run/containerd/containerd.sock"])
+    assert not orphan_shim([b"/usr/bin/containerd", b"--address", socket])
+    assert not orphan_shim([])
+
+
+def test_the_ledger_holds_every_fault_and_every_run(tmp_path: Path) -> None:
+    fault = Fault(0, "pod-sigkill", "redis", frozenset({"b", "a"}), 1.0, 1.0, 3.0)
+    task = Task("t", "redis", 0.5, (Run(0.6, "a", 7, None), Run(4.0, "b", 8, 5.0)))
+    outcome = Outcome((fault,), (task,), tuple(rows([fault], [task])),
+                      verdict([fault], [task]), (), 0, ())
+    write_ledger(outcome, tmp_path / "ledger.json")
+    written = json.loads((tmp_path / "ledger.json").read_text())
+    assert written["faults"][0]["pods"] == ["a", "b"]
+    assert written["tasks"][0]["runs"][0] == {"started": 0.6, "pod": "a", "pid": 7,
+                                              "finished": None}
+    assert outcome.ok
