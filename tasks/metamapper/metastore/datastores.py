@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import quote
 
 import psycopg
+from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from metamapper.metastore.fernet import Cipher
@@ -122,7 +123,8 @@ def list_registered(conn: psycopg.Connection) -> list[DatastoreSummary]:
 
 
 _LOAD = """
-    SELECT d.id, d.workspace_id, w.slug, d.name, d.slug, d.is_enabled, d.version, d.interval,
+    SELECT d.id, d.workspace_id, w.slug AS workspace_slug, d.name, d.slug, d.is_enabled,
+           d.version, d.interval,
            d.engine, d.host, d.port, d.database, d.username, d.password, d.extras,
            d.incident_contacts, d.disabled_datastore_properties, d.disabled_table_properties,
            d.deleted_at
@@ -137,24 +139,24 @@ def load(
 ) -> RegisteredDatastore:
     """The datastore ``datastore_id`` with its password decrypted (by ``cipher``, else
     METAMAPPER_FERNET_KEY's); a soft-deleted one counts as missing unless asked for."""
-    row = conn.execute(_LOAD, (datastore_id,)).fetchone()
-    if row is None or (row[18] is not None and not include_deleted):
+    with conn.cursor(row_factory=dict_row) as cursor:
+        row = cursor.execute(_LOAD, (datastore_id,)).fetchone()
+    if row is None or (row["deleted_at"] is not None and not include_deleted):
         raise DatastoreError(f"no datastore with id {datastore_id!r}")
-    (id_, workspace_id, workspace_slug, name, slug, is_enabled, version, interval,
-     engine, host, port, database, username, token, extras,
-     contacts, disabled_datastore, disabled_table, deleted_at) = row
     password = (cipher or Cipher.from_env()).decrypt(
-        token, f"the password of datastore {name!r} ({id_})"
+        row["password"], f"the password of datastore {row['name']!r} ({row['id']})"
     )
     return RegisteredDatastore(
-        id=id_, workspace_id=workspace_id, workspace_slug=workspace_slug, name=name,
-        slug=slug, is_enabled=is_enabled, version=version, interval=interval,
-        connection=ConnectionSettings(engine, host, port, database, username, password,
-                                      extras),
-        incident_contacts=tuple(contacts), disabled_datastore_properties=tuple(disabled_datastore),
-        disabled_table_properties=tuple(disabled_table), deleted_at=deleted_at,
+        id=row["id"], workspace_id=row["workspace_id"], workspace_slug=row["workspace_slug"],
+        name=row["name"], slug=row["slug"], is_enabled=row["is_enabled"],
+        version=row["version"], interval=row["interval"],
+        connection=ConnectionSettings(row["engine"], row["host"], row["port"], row["database"],
+                                      row["username"], password, row["extras"]),
+        incident_contacts=tuple(row["incident_contacts"]),
+        disabled_datastore_properties=tuple(row["disabled_datastore_properties"]),
+        disabled_table_properties=tuple(row["disabled_table_properties"]),
+        deleted_at=row["deleted_at"],
     )
-
 
 def set_version(conn: psycopg.Connection, datastore_id: str, version: str) -> bool:
     """Record the engine's version, as the web app's version check does; False if it
