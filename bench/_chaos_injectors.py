@@ -305,13 +305,16 @@ class Injectors:
                 self._restore_dns()
 
 
-def helm(stack: Stack, command: str, *args: str) -> None:
-    """``helm <command>`` of the operator's release from the chart, waiting for it."""
+CHART = REPO / "charts" / "metamapper-operator"
+
+
+def helm(stack: Stack, command: str, *args: str, chart: Path = CHART) -> None:
+    """``helm <command>`` of the operator's release from ``chart``, waiting for it."""
     _, tools = tool_dirs()
     done = subprocess.run(
         [str(tools / "helm"), f"--kubeconfig={stack.kubeconfig}", command, OPERATOR_RELEASE,
-         str(REPO / "charts" / "metamapper-operator"), "--namespace", OPERATOR_NAMESPACE,
-         *args, "--wait", "--timeout", "180s"], capture_output=True, text=True, check=False)
+         str(chart), "--namespace", OPERATOR_NAMESPACE, *args, "--wait", "--timeout", "180s"],
+        capture_output=True, text=True, check=False)
     if done.returncode:
         raise RuntimeError(f"helm {command} failed: {done.stderr.strip()}")
 
