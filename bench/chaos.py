@@ -73,7 +73,7 @@ from typing import Any
 import redis
 from celery import Celery
 
-from _chaos_faults import CATALOGUE, Timing, schedule
+from _chaos_faults import CATALOGUE, PlannedFault, Timing, schedule
 from _chaos_injectors import CHART, Injectors, fleet_name, helm, stop_child
 from _chaos_ledger import Fault, Task, pair_runs
 from _chaos_report import (
@@ -606,6 +606,12 @@ def report(outcome: Outcome) -> None:
           else "NOT OK")
 
 
+def print_plan(planned: Sequence[PlannedFault]) -> None:
+    print_table(["#", "fault", "fleet", "hold s", "after s", "burst", "pod pick"],
+                [[f.index, f.kind, f.broker, f"{f.hold:g}", f"{f.pause:g}",
+                  "yes" if f.burst else "", f"{f.pick:.2f}"] for f in planned])
+
+
 def write_ledger(outcome: Outcome, path: Path) -> None:
     """Every fault and every task's runs, as JSON: the evidence behind the table."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -627,9 +633,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--redis", choices=["aof", "default"], default="aof",
                         help="the Redis broker's persistence (default: aof, as production)")
     parser.add_argument("--rate", type=float, default=1.0, help="tasks sent per second")
+    parser.add_argument("--plan", type=int, metavar="N", default=0,
+                        help="print the first N faults of the schedule and start nothing")
     parser.add_argument("--ledger", type=Path, default=LEDGER,
                         help=f"where every fault and task's runs go as JSON (default {LEDGER})")
     args = parser.parse_args(argv)
+    if args.plan:
+        print_plan(schedule(args.seed, args.plan, args.faults.split(","),
+                            args.brokers.split(","),
+                            Timing(VISIBILITY_SECONDS, LEASE_SECONDS)))
+        return 0
     signal.signal(signal.SIGTERM, _interrupt)   # a TERM from outside stops it like Ctrl-C
     try:
         outcome = soak(args.seed, minutes=args.minutes, brokers=args.brokers.split(","),

@@ -27,6 +27,7 @@ from chaos import (
     RedisBroker,
     broker_objects,
     fleet_objects,
+    main,
     orphan_shim,
     write_ledger,
 )
@@ -144,3 +145,13 @@ def test_the_ledger_holds_every_fault_and_every_run(tmp_path: Path) -> None:
     assert written["tasks"][0]["runs"][0] == {"started": 0.6, "pod": "a", "pid": 7,
                                               "finished": None}
     assert outcome.ok
+
+
+def test_the_plan_prints_the_seeded_schedule_and_starts_nothing(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--plan", "3", "--seed", "4", "--faults", "pod-sigkill,dns-outage",
+                 "--brokers", "rabbitmq"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 + 3
+    assert {line.split()[1] for line in lines[2:]} == {"pod-sigkill", "dns-outage"}
+    assert all(line.split()[2] == "rabbitmq" for line in lines[2:])
