@@ -22,8 +22,9 @@ A task counts as sent once the broker answered its publish (a publish refused du
 the outage is counted apart and not waited for). Per kind it prints restarts, tasks sent,
 lost (sent, never finished), ran twice (finished more than once) and interrupted
 (started more often than finished: cut off and delivered again), and "dropped at
-record": how many times a worker logged the failure of its record of a popped message
-in ``unacked`` (the message is then lost), and worker exits: a worker process that
+record": after how many connection losses a worker's log shows the failure of its
+record of a popped message in ``unacked`` (a lower bound: the traceback is logged only
+when a later error chains it), and worker exits: a worker process that
 exits is started again at once, as its pod's container would be. For each lost task it
 prints where it was last seen: the queue list, kombu's ``unacked`` hash (a watcher polls
 both every 50 ms) or a worker's log ("received": in the worker's reserved set).
@@ -75,6 +76,7 @@ SIGNALS = {"term": signal.SIGTERM, "kill": signal.SIGKILL}
 # The line of kombu's code in the traceback a worker logs when the broker went away
 # between its BRPOP's reply and its record of the message in ``unacked``.
 RECORD_FAILED = "self.qos.append(message, message.delivery_tag)"
+CONNECTION_LOST = "consumer: Connection to broker lost."
 VISIBILITY_SECONDS = 10
 # The sweep runs every second, and its lock (which a restart may leave held, AOF
 # keeping it) expires with the visibility timeout instead of after 300 s.
@@ -243,6 +245,12 @@ def drain(record_url: str, ids: list[str], fleet: Fleet, patience: float) -> wor
         time.sleep(1)
 
 
+def records_failed(log: str) -> int:
+    """The connection losses after which the worker logged the failure of its record of a
+    popped message (the same traceback may be logged more than once per loss)."""
+    return sum(RECORD_FAILED in part for part in log.split(CONNECTION_LOST)[1:])
+
+
 def trace(task_id: str, sent_at: float, seen: dict[str, Sighting], logs: dict[str, str],
           restarts: list[float]) -> str:
     """Where a lost task was last seen, relative to the restart nearest its sending."""
@@ -297,7 +305,7 @@ def soak(kind: Kind, restarts: int, rng: random.Random, home: Path, record_url: 
                     if not workload.records(record_url, "done", task_id)]
             texts = fleet.texts()
             traces = [trace(t, sender.sent_at[t], watcher.seen, texts, stops) for t in lost]
-            dropped = sum(text.count(RECORD_FAILED) for text in texts.values())
+            dropped = sum(records_failed(text) for text in texts.values())
     finally:
         sender.halt.set()
         watcher.halt.set()

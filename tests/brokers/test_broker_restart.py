@@ -13,7 +13,8 @@ reply to the worker's ``BRPOP`` is never sent), or the broker holds the worker's
 a broker restart does not lose: tasks cut off while running come back through the
 visibility sweep, which the worker registers again on its new connection; and a worker
 told to stop consuming (``cancel_consumer``) before a planned restart loses nothing.
-See docs/broker-restarts.md.
+The last one pins, as an expected failure, that a worker with a task running and a
+BRPOP waiting exits at a broker restart. See docs/broker-restarts.md.
 """
 
 from __future__ import annotations
@@ -170,7 +171,6 @@ def test_a_broker_stopping_before_the_worker_records_a_popped_message_loses_it(
     broker.start()
 
     wait_until(lambda: reconnected(probe), timeout=60, what="the worker reconnected")
-    assert "self.qos.append(message, message.delivery_tag)" in probe.log
     assert_gone(broker, publisher, probe, gate, task_id)
 
 
