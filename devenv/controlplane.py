@@ -57,8 +57,9 @@ class ControlPlaneError(DevenvError):
     """The control plane could not be started; the message says why."""
 
 
-def tool_dirs() -> tuple[Path, Path]:
-    """The cache folders holding the Kubernetes binaries and helm, built if missing.
+def _built_dirs() -> list[Path]:
+    """The cache folders ``tools/build.sh`` prints: the Kubernetes binaries, helm and
+    CoreDNS, built if missing.
 
     ``tools/build.sh`` owns the cache layout; it returns at once when nothing is missing.
     """
@@ -66,8 +67,18 @@ def tool_dirs() -> tuple[Path, Path]:
                             text=True, check=False)
     if result.returncode:
         raise ControlPlaneError("tools/build.sh failed (see above): Go >= 1.25 is needed")
-    kube, helm = result.stdout.split()
-    return Path(kube), Path(helm)
+    return [Path(line) for line in result.stdout.split()]
+
+
+def tool_dirs() -> tuple[Path, Path]:
+    """The cache folders holding the Kubernetes binaries and helm, built if missing."""
+    kube, helm, _ = _built_dirs()
+    return kube, helm
+
+
+def coredns_binary() -> Path:
+    """CoreDNS (the cluster DNS, ``devenv.dns``), built if missing."""
+    return _built_dirs()[2] / "coredns"
 
 
 #: Where :func:`free_port` looks: below Linux's ephemeral range (32768-60999), whose ports

@@ -8,7 +8,7 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 chart=$repo/charts/metamapper-operator
 install=$repo/deploy/install.yaml
-helm=${HELM:-$("$repo/tools/build.sh" | tail -n 1)/helm}
+helm=${HELM:-$("$repo/tools/build.sh" | sed -n 2p)/helm}
 namespace=metamapper-system
 
 work=$(mktemp -d)

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Build the local cluster (etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
-# and the node's kubelet and kube-proxy), kubectl
-# and helm from their published Go modules, into a cache keyed by version and recipe:
+# and the node's kubelet and kube-proxy), kubectl, helm and the cluster DNS (CoreDNS)
+# from their published Go modules, into a cache keyed by version and recipe:
 #   ${METAMAPPER_BIN_CACHE:-~/.cache/metamapper-operator/bin}/k8s-<version>-<recipe>/
 #   ${METAMAPPER_BIN_CACHE:-~/.cache/metamapper-operator/bin}/helm-<version>-<recipe>/
+#   ${METAMAPPER_BIN_CACHE:-~/.cache/metamapper-operator/bin}/coredns-<version>-<recipe>/
 # (<recipe> hashes the build flags and the go.sum files, so a changed build is rebuilt.)
-# A second run finds the binaries there and returns at once. Prints the two folders.
+# A second run finds the binaries there and returns at once. Prints the three folders,
+# one a line, in that order.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${METAMAPPER_BIN_CACHE:-$HOME/.cache/metamapper-operator/bin}
@@ -22,9 +24,13 @@ stamp+=" -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/client-go/pk
 stamp+=" -X k8s.io/client-go/pkg/version.gitMajor=$major -X k8s.io/client-go/pkg/version.gitMinor=$minor"
 flags=(-trimpath "-ldflags=-s -w $stamp")
 recipe=$(echo "${flags[*]}" | cat - "$here/kube/go.sum" "$here/helm/go.sum" | sha256sum | cut -c1-8)
+coredns=$(version_of "$here/coredns/go.mod" github.com/coredns/coredns)
+coredns_flags=(-trimpath "-ldflags=-s -w")
+coredns_recipe=$(echo "${coredns_flags[*]}" | cat - "$here/coredns/go.sum" | sha256sum | cut -c1-8)
 
-build() {  # build <module dir> <output dir> <package=binary name>...
-  local dir=$1 out=$2; shift 2
+build() {  # build <name of its flags array> <module dir> <output dir> <package=binary name>...
+  local -n build_flags=$1
+  local dir=$2 out=$3; shift 3
   local missing=()
   for spec in "$@"; do [ -x "$out/${spec#*=}" ] || missing+=("$spec"); done
   [ ${#missing[@]} -eq 0 ] && return 0
@@ -32,7 +38,7 @@ build() {  # build <module dir> <output dir> <package=binary name>...
   for spec in "${missing[@]}"; do
     local pkg=${spec%=*} bin=${spec#*=} start=$SECONDS
     echo "building $bin ($pkg) ..." >&2
-    (cd "$dir" && go build "${flags[@]}" -o "$out.partial/$bin" "$pkg")
+    (cd "$dir" && go build "${build_flags[@]}" -o "$out.partial/$bin" "$pkg")
     echo "  $bin built in $((SECONDS - start))s" >&2
   done
   mkdir -p "$out"
@@ -43,7 +49,7 @@ command -v go >/dev/null || { echo "go not found: install Go (>= 1.25)" >&2; exi
 mkdir -p "$cache"
 exec 9>"$cache/.lock"
 flock 9  # one build at a time; a second caller waits, then finds the binaries built
-build "$here/kube" "$cache/k8s-$k8s-$recipe" \
+build flags "$here/kube" "$cache/k8s-$k8s-$recipe" \
   go.etcd.io/etcd/server/v3=etcd \
   k8s.io/kubernetes/cmd/kube-apiserver=kube-apiserver \
   k8s.io/kubernetes/cmd/kube-controller-manager=kube-controller-manager \
@@ -51,6 +57,8 @@ build "$here/kube" "$cache/k8s-$k8s-$recipe" \
   k8s.io/kubernetes/cmd/kubelet=kubelet \
   k8s.io/kubernetes/cmd/kube-proxy=kube-proxy \
   k8s.io/kubernetes/cmd/kubectl=kubectl
-build "$here/helm" "$cache/helm-$helm-$recipe" helm.sh/helm/v4/cmd/helm=helm
+build flags "$here/helm" "$cache/helm-$helm-$recipe" helm.sh/helm/v4/cmd/helm=helm
+build coredns_flags "$here/coredns" "$cache/coredns-$coredns-$coredns_recipe" github.com/coredns/coredns=coredns
 echo "$cache/k8s-$k8s-$recipe"
 echo "$cache/helm-$helm-$recipe"
+echo "$cache/coredns-$coredns-$coredns_recipe"
