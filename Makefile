@@ -49,7 +49,7 @@ $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION):
 
 checkov: $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION) ## checkov (pinned) in its own virtualenv, for tests/test_checkov.py
 
-tools: ## the Kubernetes binaries (control plane, kubelet, kube-proxy), kubectl and helm from Go modules (cached)
+tools: ## the Kubernetes binaries (control plane, kubelet, kube-proxy), kubectl, helm and CoreDNS from Go modules (cached)
 	@tools/build.sh >/dev/null
 
 promtool: deps ## Prometheus' promtool from Debian's package (cached), for the chart's alerting rules
@@ -73,7 +73,7 @@ test: deps venv checkov tools images lint test-only ## everything: set-up, image
 # Tests that need no service, no control plane and no node: the operator's unit and wiring
 # tests, and the worker app's pure ones.
 FAST_TESTS := tests/unit tests/devenv/test_waiting.py tests/tasks/test_config.py tests/tasks/test_diff.py \
-  tests/tasks/test_redact.py
+  tests/tasks/test_redact.py tests/devenv/test_dns_manifests.py
 
 .PHONY: test-fast
 test-fast: venv ## unit and wiring tests only: no service, control plane or node (< 30 s)

@@ -7,6 +7,8 @@ No registry can be reached, so nothing is pulled:
   made by ``mmdebstrap`` from Debian's packages;
 - the **pause** image (each pod's sandbox) holds Debian's static ``catatonit``, whose
   ``-P`` mode is a pause process;
+- the **coredns** image (the cluster DNS, ``devenv.dns``) holds the static CoreDNS that
+  ``tools/build.sh`` builds from its Go module;
 - **worker** and **operator** are the Dockerfile's targets, built by ``buildah`` as a
   user would build them with docker;
 - **workload** (tests and demo only, never shipped) is the worker image plus one module of
@@ -36,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from devenv import containerd
+from devenv.controlplane import coredns_binary
 from devenv.errors import DevenvError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -172,6 +175,23 @@ def pause_image() -> Image:
     return _timed(name, build)
 
 
+def coredns_image() -> Image:
+    binary = coredns_binary()
+    name = f"localhost/metamapper-coredns:{content_hash(files=[binary])}"
+
+    def build() -> None:
+        container = _buildah("from", "scratch", capture=True).strip()
+        try:
+            _buildah("copy", "--chmod", "0755", container, str(binary), "/coredns")
+            _buildah("config", "--entrypoint", '["/coredns"]', "--user", "65532:65532",
+                     container)
+            _buildah("commit", "--quiet", container, name)
+        finally:
+            _buildah("rm", container)
+
+    return _timed(name, build)
+
+
 def _bud(name: str, target: str, base: str, context: Path, containerfile: Path,
          *build_args: str) -> None:
     if not HOST_CA_BUNDLE.exists():
@@ -241,11 +261,20 @@ def build_all(load: bool = True) -> Images:
     return images
 
 
-def node_runtime() -> str:
-    """containerd running with the pause image loaded; the pause image's name."""
-    pause = pause_image().name
-    load_into_node(pause, [pause])
-    return pause
+@dataclass(frozen=True)
+class NodeImages:
+    """The images every node runs, whatever the workload: each pod's sandbox and the
+    cluster DNS."""
+
+    pause: str
+    coredns: str
+
+
+def node_runtime() -> NodeImages:
+    """containerd running with the node's own images loaded."""
+    found = NodeImages(pause_image().name, coredns_image().name)
+    load_into_node(found.pause, list(vars(found).values()))
+    return found
 
 
 def load_into_node(pause: str, names: Sequence[str]) -> None:

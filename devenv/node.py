@@ -4,7 +4,8 @@ The kubelet (built from the pinned Kubernetes module, like the control plane) ru
 pods with Debian's containerd and runc, the CNI bridge network of ``devenv.containerd``
 and the images built by ``devenv.images``: images, security contexts, probes, resources,
 volumes, logs and the pod network are all the real thing. kube-proxy (iptables mode)
-makes Services work, from pods and from the host.
+makes Services work, from pods and from the host, and the cluster DNS (``devenv.dns``,
+started with the node) gives them their names.
 
 Settings that this machine asks for, each said where it is set: cgroups v1 with the
 ``cgroupfs`` driver (``failCgroupV1: false``; Kubernetes 1.36 still runs there, in
@@ -28,7 +29,7 @@ from pathlib import Path
 
 import yaml
 
-from devenv import containerd, images, network, services
+from devenv import containerd, dns, images, network, services
 from devenv.controlplane import NODE_NAME, ControlPlane, free_port, tool_dirs
 from devenv.errors import DevenvError
 from devenv.processes import alive, stop_groups
@@ -52,6 +53,7 @@ def kubelet_config(plane: ControlPlane, port: int, healthz_port: int) -> dict[st
         "containerRuntimeEndpoint": containerd.ENDPOINT,
         "cgroupDriver": "cgroupfs", "failCgroupV1": False, "failSwapOn": False,
         "resolvConf": "/etc/resolv.conf",
+        "clusterDNS": [dns.SERVICE_IP], "clusterDomain": dns.CLUSTER_DOMAIN,
         # Images are built here and can never be pulled again: never collect them.
         "imageGCHighThresholdPercent": 100, "imageGCLowThresholdPercent": 99,
         # A development machine's disk may be fuller than a node's: evict only when the
@@ -105,8 +107,8 @@ class Node:
         kube, _ = tool_dirs()
         self.root.mkdir(parents=True, exist_ok=True)
         network.ensure_pod_network()
-        say("starting containerd (and building the pause image if needed) ...")
-        images.node_runtime()
+        say("starting containerd (and building the pause and coredns images if needed) ...")
+        node_images = images.node_runtime()
         # A cluster started again on its earlier state still has the node as cluster-down
         # left it (cordoned, its last status): the kubelet registers it afresh.
         self.kubectl("delete", "node", NODE_NAME, "--ignore-not-found")
@@ -132,6 +134,11 @@ class Node:
         ])
         self.wait_ready()
         say(f"node {NODE_NAME} Ready at {network.HOST_IP}")
+        say(f"starting the cluster DNS (CoreDNS at {dns.SERVICE_IP}) ...")
+        try:
+            dns.install(self.plane, kube / "kubectl", node_images.coredns)
+        except dns.DnsError as err:
+            raise NodeError(str(err)) from None
 
     def wait_ready(self, timeout: float = 120) -> None:
         template = '{.status.conditions[?(@.type=="Ready")].status}'
