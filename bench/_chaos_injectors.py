@@ -37,15 +37,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from _chaos_faults import PlannedFault
-from devenv import containerd, images
+from devenv import containerd, dns, images
 from devenv.controlplane import REPO, tool_dirs
 from devenv.processes import alive, signal_group
 from devenv.stack import OPERATOR_NAMESPACE, OPERATOR_RELEASE, OPERATOR_SELECTOR, Stack
 from devenv.waiting import WaitTimeout, wait_until
 from devenv.workload import records
-
-# The cluster DNS as the node starts it (CoreDNS, ``devenv.dns``).
-DNS_DEPLOYMENT, DNS_NAMESPACE = "deployment/coredns", "kube-system"
 
 
 class Broker(Protocol):
@@ -280,13 +277,15 @@ class Injectors:
         return frozenset()
 
     def _scale_dns(self, replicas: int) -> None:
-        self.stack.kubectl("scale", DNS_DEPLOYMENT, "-n", DNS_NAMESPACE,
+        self.stack.kubectl("scale", f"deployment/{dns.NAME}", "-n", dns.NAMESPACE,
                            f"--replicas={replicas}")
 
     def _restore_dns(self) -> None:
+        """Scaled back, as ``devenv.dns`` says an outage ends, and ready again."""
         self._scale_dns(1)
-        self.stack.kubectl("rollout", "status", DNS_DEPLOYMENT, "-n", DNS_NAMESPACE,
-                           "--timeout=120s")
+        assert self.stack.plane is not None
+        kube, _ = tool_dirs()
+        dns.wait_ready(self.stack.plane, kube / "kubectl")
         self._dns_down = False
 
     # --- on the way out ---------------------------------------------------------------
