@@ -50,8 +50,10 @@ def wait_for_event(events: Callable[[str], list[str]], reason: str, text: str = 
     a test that has just seen the change may not see its Event yet.
     """
     try:
-        return wait_until(lambda: next((m for m in events(reason) if text in m), None),
-                          timeout, what=f"a {reason} event")
+        message = wait_until(lambda: next((m for m in events(reason) if text in m), None),
+                             timeout, what=f"a {reason} event")
     except WaitTimeout:
         raise AssertionError(f"no {reason} event containing {text!r} within {timeout:g} s; "
                              f"those posted: {events(reason)}") from None
+    assert message is not None   # wait_until returns only a truthy value
+    return message
