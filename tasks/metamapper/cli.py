@@ -89,6 +89,8 @@ def metastore_init() -> None:
 def metastore_add_workspace(slug: str, owner_email: str, name: str | None) -> None:
     """Add a workspace and its owner (a user who signs in through the web app, if any)."""
     with _metastore() as conn, conn.transaction():
+        if conn.execute("SELECT 1 FROM auth_workspaces WHERE slug = %s", (slug,)).fetchone():
+            raise click.ClickException(f"workspace {slug!r} exists")
         row = conn.execute("SELECT id FROM auth_users WHERE email = %s", (owner_email,)
                            ).fetchone()
         owner = row[0] if row else workspaces.create_user(conn, owner_email)
@@ -126,10 +128,13 @@ def metastore_add_datastore(
                            (workspace_slug,)).fetchone()
         if row is None:
             raise click.ClickException(f"no workspace {workspace_slug!r}")
-        datastore_id = datastores.register(
-            conn, row[0], name, settings, incident_contacts=contacts,
-            interval=timedelta(minutes=interval_minutes),
-        )
+        try:
+            datastore_id = datastores.register(
+                conn, row[0], name, settings, incident_contacts=contacts,
+                interval=timedelta(minutes=interval_minutes),
+            )
+        except DatastoreError as exc:
+            raise click.ClickException(str(exc)) from None
     click.echo(f"added datastore {name} ({datastore_id}, {settings.engine})")
 
 

@@ -127,6 +127,11 @@ def test_metastore_init_and_registration(postgres_dsn: str, metamapper: Metamapp
     assert shop.connection.url() == url
     assert shop.incident_contacts == ("oncall@example.com",)
 
+    twice = metastore("add-datastore", "Shop", "--workspace", "acme", "--url-env", "SHOP_URL",
+                      SHOP_URL=url)
+    assert twice.returncode == 1 and "already has a datastore named 'Shop'" in twice.stderr
+    again = metastore("add-workspace", "acme", "--owner", "bob@example.com")
+    assert again.returncode == 1 and "workspace 'acme' exists" in again.stderr
     missing = metastore("add-datastore", "x", "--workspace", "nope", "--url-env", "SHOP_URL",
                         SHOP_URL=url)
     assert missing.returncode == 1 and "no workspace 'nope'" in missing.stderr

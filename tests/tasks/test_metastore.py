@@ -48,6 +48,12 @@ def test_schema_has_metamapper_tables(metamapper_db: MetamapperDB) -> None:
             "SELECT bool_and(condeferrable AND condeferred) FROM pg_constraint WHERE contype = 'f'"
         ).fetchone()
         assert deferred == (True,)
+        # A workspace's datastores have distinct names, as the web app's model says.
+        unique = conn.execute(
+            "SELECT pg_get_constraintdef(oid) FROM pg_constraint"
+            " WHERE conrelid = 'definitions_datastore'::regclass AND contype = 'u'"
+        ).fetchall()
+        assert ("UNIQUE (workspace_id, name)",) in unique
 
 
 def test_settings_default_to_the_web_apps() -> None:

@@ -186,10 +186,15 @@ def register(
     is_enabled: bool = True,
 ) -> str:
     """Insert a datastore as the web app would (its defaults, an encrypted password, a
-    unique slug); returns its id."""
+    unique slug); returns its id. Names are unique within a workspace."""
     token = (cipher or Cipher.from_env()).encrypt(connection.password)
     datastore_id = new_id()
     with conn.transaction():
+        if conn.execute(
+            "SELECT 1 FROM definitions_datastore WHERE workspace_id = %s AND name = %s",
+            (workspace_id, name),
+        ).fetchone():
+            raise DatastoreError(f"the workspace already has a datastore named {name!r}")
         slug = _unique_slug(conn, name)
         conn.execute(
             """INSERT INTO definitions_datastore (

@@ -167,7 +167,8 @@ CREATE TABLE definitions_datastore (
         REFERENCES auth_workspaces (id) DEFERRABLE INITIALLY DEFERRED,
     incident_contacts varchar(254)[] NOT NULL,   -- e-mail addresses; app default: []
     interval interval NOT NULL,                  -- app default: 1 day
-    usage_last_synced_at timestamptz
+    usage_last_synced_at timestamptz,
+    CONSTRAINT definitions_datastore_workspace_id_name_key UNIQUE (workspace_id, name)
 );
 CREATE INDEX definitions_datastore_workspace_id ON definitions_datastore (workspace_id);
 
