@@ -32,7 +32,8 @@ QUEUES = ("default", "checks", "revisioner", "usage")
 
 TASK_TIME_LIMIT = 20 * 60
 TASK_SOFT_TIME_LIMIT = TASK_TIME_LIMIT - 60
-RUN_SPREAD_SECONDS = 5 * 60
+#: queue_runs spreads run starts over its countdown_in_minutes, 15 by default (upstream's).
+RUN_SPREAD_SECONDS = 15 * 60
 VISIBILITY_TIMEOUT = 60 * 60
 
 #: Upstream Metamapper 1.0's beat schedule: its nine entries, names and tasks. Each task is
@@ -106,10 +107,6 @@ SETTINGS: dict[str, Any] = {
     "beat_scheduler": "metamapper.beat:FileScheduler",
     # Seconds between the worker's liveness stamps (metamapper.bootsteps).
     "metamapper_probe_interval": 10,
-    # queue_runs spreads the starts of due runs evenly over this many seconds.
-    "metamapper_run_spread_seconds": RUN_SPREAD_SECONDS,
-    # A run not finished this long after it started (or was created) is failed.
-    "metamapper_run_timeout_seconds": 2 * 60 * 60,
     # Retries of an unreachable datastore: exponential backoff from the base delay.
     "metamapper_inspect_max_retries": 5,
     "metamapper_inspect_retry_delay_seconds": 30,

@@ -12,7 +12,12 @@ import pytest
 from celery.schedules import crontab
 
 from metamapper.celery import app
-from metamapper.defaults import SETTINGS, TASK_TIME_LIMIT, VISIBILITY_TIMEOUT
+from metamapper.defaults import (
+    RUN_SPREAD_SECONDS,
+    SETTINGS,
+    TASK_TIME_LIMIT,
+    VISIBILITY_TIMEOUT,
+)
 from metamapper.settings import from_environment, merge
 
 
@@ -29,8 +34,8 @@ def test_safe_autoscaling_defaults() -> None:
     assert conf.worker_prefetch_multiplier == 1
     assert conf.task_soft_time_limit < conf.task_time_limit == TASK_TIME_LIMIT
     # Longer than the longest task plus the spread of delayed run starts.
-    spread = conf.metamapper_run_spread_seconds
-    assert conf.broker_transport_options["visibility_timeout"] > TASK_TIME_LIMIT + spread
+    assert conf.broker_transport_options["visibility_timeout"] > (
+        TASK_TIME_LIMIT + RUN_SPREAD_SECONDS)
 
 
 @pytest.mark.parametrize(
