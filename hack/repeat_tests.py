@@ -17,6 +17,7 @@ replaces the ``-m timing`` selection).
 from __future__ import annotations
 
 import argparse
+import signal
 import subprocess
 import sys
 import time
@@ -71,10 +72,14 @@ def run_once(number: int, pytest_args: Sequence[str], reports: Path) -> RunResul
     report = reports / f"run-{number}.xml"
     log = reports / f"run-{number}.log"
     started = time.monotonic()
+    # A base folder of the run's own: pytest removes all but the newest three numbered
+    # folders under /tmp/pytest-of-<user>, so any other pytest started meanwhile could
+    # delete this run's cluster state from under it.
+    basetemp = reports / f"run-{number}-tmp"
     with log.open("w") as out:
         subprocess.run([str(PYTEST), "-p", "no:cacheprovider", f"--junitxml={report}",
-                        *pytest_args], cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
-                       check=False)
+                        f"--basetemp={basetemp}", *pytest_args], cwd=REPO, stdout=out,
+                       stderr=subprocess.STDOUT, check=False)
     seconds = time.monotonic() - started
     if not report.exists():
         return RunResult(number, seconds, 0, [f"pytest wrote no report; see {log}"])
@@ -92,6 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     pytest_args = args.pytest_args or ["-m", "timing"]
     args.reports.mkdir(parents=True, exist_ok=True)
+    # Stopped with SIGTERM, the busy loops still go (the ``finally`` of busy_loops runs).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     results = []
     with busy_loops(args.busy):
         for number in range(1, args.runs + 1):
