@@ -26,8 +26,9 @@ record": after how many connection losses a worker's log shows the failure of it
 record of a popped message in ``unacked`` (a lower bound: the traceback is logged only
 when a later error chains it), and worker exits: a worker process that
 exits is started again at once, as its pod's container would be. For each lost task it
-prints where it was last seen: the queue list, kombu's ``unacked`` hash (a watcher polls
-both every 50 ms) or a worker's log ("received": in the worker's reserved set).
+prints where it was last seen: the queue list or kombu's ``unacked`` hash (a watcher
+polls both every 50 ms), when the broker stopped next, and which workers logged it as
+received (into their reserved set).
 
 Usage::
 
@@ -51,6 +52,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import redis
@@ -130,7 +132,6 @@ class Sender(threading.Thread):
         self.app, self.record_url, self.rate, self.rng = app, record_url, rate, rng
         self.durations = durations
         self.sent: list[str] = []
-        self.sent_at: dict[str, float] = {}
         self.refused: list[str] = []
         self.halt = threading.Event()
 
@@ -145,7 +146,6 @@ class Sender(threading.Thread):
                 self.refused.append(task_id)
             else:
                 self.sent.append(task_id)
-                self.sent_at[task_id] = time.time()
 
 
 class Watcher(threading.Thread):
@@ -251,17 +251,20 @@ def records_failed(log: str) -> int:
     return sum(RECORD_FAILED in part for part in log.split(CONNECTION_LOST)[1:])
 
 
-def trace(task_id: str, sent_at: float, seen: dict[str, Sighting], logs: dict[str, str],
-          restarts: list[float]) -> str:
-    """Where a lost task was last seen, relative to the restart nearest its sending."""
+def trace(task_id: str, seen: dict[str, Sighting], logs: dict[str, str],
+          stops: list[float]) -> str:
+    """Where a lost task was last seen, and when the broker stopped next after that."""
     received = [name for name, text in logs.items() if f"[{task_id}] received" in text]
+    worker = f"received by {', '.join(received)}" if received else "received by no worker"
     sighting = seen.get(task_id)
-    place = (f"last seen in the {sighting.place} at {sighting.at - sent_at:+.2f} s"
-             if sighting else "never seen by the watcher")
-    stop = min(restarts, key=lambda at: abs(at - sent_at), default=None)
-    near = f"; the nearest broker stop at {stop - sent_at:+.2f} s" if stop else ""
-    worker = f"; received by {', '.join(received)}" if received else "; received by no worker"
-    return f"{task_id}: sent at 0, {place}{worker}{near}"
+    if sighting is None:
+        return f"{task_id}: never seen by the watcher; {worker}"
+    at = datetime.fromtimestamp(sighting.at, UTC).strftime("%H:%M:%S.%f")[:-3]
+    # Redis acts on SIGTERM at its next timer tick (up to 100 ms at its default hz) and
+    # takes a while to stop: the watcher may still see the queue after the signal.
+    stop = next((t for t in stops if t >= sighting.at - 0.5), None)
+    after = f"; the broker was signalled at {stop - sighting.at:+.2f} s" if stop else ""
+    return f"{task_id}: last seen in the {sighting.place} at {at} UTC{after}; {worker}"
 
 
 @dataclass(frozen=True)
@@ -304,7 +307,7 @@ def soak(kind: Kind, restarts: int, rng: random.Random, home: Path, record_url: 
             lost = [task_id for task_id in sender.sent
                     if not workload.records(record_url, "done", task_id)]
             texts = fleet.texts()
-            traces = [trace(t, sender.sent_at[t], watcher.seen, texts, stops) for t in lost]
+            traces = [trace(t, watcher.seen, texts, stops) for t in lost]
             dropped = sum(records_failed(text) for text in texts.values())
     finally:
         sender.halt.set()
