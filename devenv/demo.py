@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +47,9 @@ from metamapper_operator import crd
 
 NAMESPACE = "demo"
 REDIS_DB = 15
-#: The Secret holding the fleet's METAMAPPER_FERNET_KEY.
-FERNET_SECRET = "metamapper-fernet"
+#: The Secret holding the fleet's METAMAPPER_DB_* (the password among them) and
+#: METAMAPPER_FERNET_KEY: the pods take them with envFrom, the spec never holds them.
+METASTORE_SECRET = "metamapper-metastore"
 PICTURE = REPO / "build" / "demo.png"
 OPERATOR_METRICS_PORT = 9090
 WORKER_METRICS_PORT = 9808
@@ -81,9 +82,9 @@ def sample_datastore() -> str:
     return url
 
 
-def demo_patch(image: str, metastore: Mapping[str, str]) -> dict[str, Any]:
+def demo_patch(image: str) -> dict[str, Any]:
     """What the demo changes in the example: the image, pools' windows, the workload's
-    tasks, the metastore (METAMAPPER_DB_*, and METAMAPPER_FERNET_KEY from its Secret)."""
+    tasks, the metastore (METAMAPPER_DB_* and METAMAPPER_FERNET_KEY from their Secret)."""
     example = next(doc for doc in _documents(REPO / "examples" / "metamapper.yaml")
                    if doc["kind"] == crd.KIND)
     pools = [{**pool, "autoscaling": {**pool.get("autoscaling", {}), **DEMO_AUTOSCALING}}
@@ -91,8 +92,7 @@ def demo_patch(image: str, metastore: Mapping[str, str]) -> dict[str, Any]:
     return {"spec": {
         "image": image,
         "pools": pools,
-        "env": [{"name": name, "value": value} for name, value in metastore.items()],
-        "envFrom": [{"secretRef": {"name": FERNET_SECRET}}],
+        "envFrom": [{"secretRef": {"name": METASTORE_SECRET}}],
         "celery": {"settings": {"imports": [MODULE]}},
     }}
 
@@ -173,13 +173,12 @@ class Demo:
         self.stack.kubectl("create", "secret", "generic", "metamapper-broker", "-n", NAMESPACE,
                            f"--from-literal=url={self.broker}")
         self.stack.kubectl("apply", "-n", NAMESPACE, "-f", "-", input=json.dumps({
-            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": FERNET_SECRET},
-            "stringData": {"METAMAPPER_FERNET_KEY": self.fernet_key}}))
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": METASTORE_SECRET},
+            "stringData": {**self.metastore, "METAMAPPER_FERNET_KEY": self.fernet_key}}))
         self.stack.kubectl("apply", "-n", NAMESPACE, "-f",
                            str(REPO / "examples" / "metamapper.yaml"))
         self.stack.kubectl("patch", "-n", NAMESPACE, "metamapper", "metamapper", "--type=merge",
-                           "-p", json.dumps(demo_patch(self.stack.images.workload,
-                                                       self.metastore)))
+                           "-p", json.dumps(demo_patch(self.stack.images.workload)))
         say("      (the demo shortens the scale-down windows to 15 s so you can watch "
             "the fleet shrink)")
         self._ids: list[str] = []
