@@ -235,7 +235,8 @@ def create(bench: Bench, parallel: int) -> None:
                       batches))
 
 
-def run(args: argparse.Namespace, tmp: Path) -> Bench:
+def run(args: argparse.Namespace, tmp: Path, phases: list[Phase]) -> None:
+    """The phases, each appended to ``phases`` as it ends."""
     with ExitStack() as stack:
         kube = stack.enter_context(cluster(tmp / "cluster"))
         redis_url = stack.enter_context(redis_server(tmp / "redis"))
@@ -243,7 +244,7 @@ def run(args: argparse.Namespace, tmp: Path) -> Bench:
         fleets = [Fleet(f"churn-{n % args.namespaces:02d}", f"mm-{n:05d}",
                         last_url if n == args.objects - 1 else redis_url)
                   for n in range(args.objects)]
-        bench = Bench(kube, redis_url, fleets, tmp)
+        bench = Bench(kube, redis_url, fleets, tmp, phases=phases)
         first = stack.enter_context(ExitStack())
         bench.op = first.enter_context(operator(kube, tmp / "operator-1.log"))
         n = len(fleets)
@@ -299,7 +300,6 @@ def run(args: argparse.Namespace, tmp: Path) -> Bench:
                              *[f.name for f in deleted if f.namespace == namespace])
             wait("the deleted objects no longer reported",
                  lambda: not gone & bench.observed(), timeout)
-        return bench
 
 
 HEADERS = ["phase", "objects", "wall s", "reads/obj", "writes/obj", "peak RSS MB",
@@ -313,15 +313,15 @@ def row(p: Phase) -> list[str]:
             f"{p.apiserver_cpu:.1f}"]
 
 
-def report(args: argparse.Namespace, bench: Bench) -> None:
+def report(args: argparse.Namespace, phases: list[Phase]) -> None:
     print(f"\n{args.objects} Metamappers x {len(POOLS)} pools in {args.namespaces} "
           "namespaces; one operator, default settings\n")
-    print_table(HEADERS, [row(p) for p in bench.phases])
-    for p in bench.phases:
+    print_table(HEADERS, [row(p) for p in phases])
+    for p in phases:
         if p.marks:
             print(f"\n{p.name}: " + ", ".join(f"{name} at {at:.1f} s"
                                                for name, at in p.marks.items()))
-    for p in bench.phases:
+    for p in phases:
         print(f"\n{p.name}: the operator's requests")
         for (verb, resource), count in Counter((r.verb, r.resource)
                                                for r in p.requests).most_common():
@@ -334,8 +334,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--namespaces", type=int, default=10)
     parser.add_argument("--parallel", type=int, default=2, help="kubectl apply at once")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="bench-churn-") as tmp:
-        report(args, run(args, Path(tmp)))
+    phases: list[Phase] = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-churn-") as tmp:
+            run(args, Path(tmp), phases)
+    finally:   # a phase that did not finish in time: the figures of those that did
+        report(args, phases)
 
 
 if __name__ == "__main__":
