@@ -5,7 +5,8 @@
 #   ${METAMAPPER_BIN_CACHE:-~/.cache/metamapper-operator/bin}/k8s-<version>-<recipe>/
 #   ${METAMAPPER_BIN_CACHE:-~/.cache/metamapper-operator/bin}/helm-<version>-<recipe>/
 #   ${METAMAPPER_BIN_CACHE:-~/.cache/metamapper-operator/bin}/coredns-<version>-<recipe>/
-# (<recipe> hashes the build flags and the go.sum files, so a changed build is rebuilt.)
+# (<recipe> hashes the build flags and the go.sum files, and CoreDNS's main.go, which
+# picks its plugins, so a changed build is rebuilt.)
 # A second run finds the binaries there and returns at once. Prints the three folders,
 # one a line, in that order.
 set -euo pipefail
@@ -13,7 +14,10 @@ here=$(cd "$(dirname "$0")" && pwd)
 cache=${METAMAPPER_BIN_CACHE:-$HOME/.cache/metamapper-operator/bin}
 export GOFLAGS=-mod=mod CGO_ENABLED=0
 
-version_of() { awk -v m="$2" '$1 == m { print $2; exit }' "$1"; }
+# The version go.mod requires of a module, in a require block or a one-line require.
+version_of() {
+  awk -v m="$2" '$1 == m { print $2; exit } $1 == "require" && $2 == m { print $3; exit }' "$1"
+}
 k8s=$(version_of "$here/kube/go.mod" k8s.io/kubernetes)
 helm=$(version_of "$here/helm/go.mod" helm.sh/helm/v4)
 # Stamp the Kubernetes version into the binaries as a release build would (a module
@@ -26,7 +30,8 @@ flags=(-trimpath "-ldflags=-s -w $stamp")
 recipe=$(echo "${flags[*]}" | cat - "$here/kube/go.sum" "$here/helm/go.sum" | sha256sum | cut -c1-8)
 coredns=$(version_of "$here/coredns/go.mod" github.com/coredns/coredns)
 coredns_flags=(-trimpath "-ldflags=-s -w")
-coredns_recipe=$(echo "${coredns_flags[*]}" | cat - "$here/coredns/go.sum" | sha256sum | cut -c1-8)
+coredns_recipe=$(echo "${coredns_flags[*]}" | cat - "$here/coredns/go.sum" "$here/coredns/main.go" \
+  | sha256sum | cut -c1-8)
 
 build() {  # build <name of its flags array> <module dir> <output dir> <package=binary name>...
   local -n build_flags=$1
@@ -58,7 +63,8 @@ build flags "$here/kube" "$cache/k8s-$k8s-$recipe" \
   k8s.io/kubernetes/cmd/kube-proxy=kube-proxy \
   k8s.io/kubernetes/cmd/kubectl=kubectl
 build flags "$here/helm" "$cache/helm-$helm-$recipe" helm.sh/helm/v4/cmd/helm=helm
-build coredns_flags "$here/coredns" "$cache/coredns-$coredns-$coredns_recipe" github.com/coredns/coredns=coredns
+# CoreDNS with only the plugins the local cluster's Corefile uses (coredns/main.go)
+build coredns_flags "$here/coredns" "$cache/coredns-$coredns-$coredns_recipe" .=coredns
 echo "$cache/k8s-$k8s-$recipe"
 echo "$cache/helm-$helm-$recipe"
 echo "$cache/coredns-$coredns-$coredns_recipe"
