@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -157,39 +158,35 @@ def base_image() -> Image:
     return _timed(name, build)
 
 
+def _static_binary_image(repository: str, binary: Path, *, path: str, user: str,
+                         args: Sequence[str] = ()) -> Image:
+    """An image holding one static ``binary`` at ``path``, its entrypoint (with ``args``)
+    run as ``user``; tagged with the binary's hash."""
+    name = f"localhost/metamapper-{repository}:{content_hash(files=[binary])}"
+
+    def build() -> None:
+        container = _buildah("from", "scratch", capture=True).strip()
+        try:
+            _buildah("copy", "--chmod", "0755", container, str(binary), path)
+            _buildah("config", "--entrypoint", json.dumps([path, *args]), "--user", user,
+                     container)
+            _buildah("commit", "--quiet", container, name)
+        finally:
+            _buildah("rm", container)
+
+    return _timed(name, build)
+
+
 def pause_image() -> Image:
     if not PAUSE_BINARY.exists():
         raise ImageError(f"{PAUSE_BINARY} not found: `make deps` installs Debian's catatonit")
-    name = f"localhost/metamapper-pause:{content_hash(files=[PAUSE_BINARY])}"
-
-    def build() -> None:
-        container = _buildah("from", "scratch", capture=True).strip()
-        try:
-            _buildah("copy", "--chmod", "0755", container, str(PAUSE_BINARY), "/pause")
-            _buildah("config", "--entrypoint", '["/pause", "-P"]', "--user", "65535:65535",
-                     container)
-            _buildah("commit", "--quiet", container, name)
-        finally:
-            _buildah("rm", container)
-
-    return _timed(name, build)
+    return _static_binary_image("pause", PAUSE_BINARY, path="/pause", args=["-P"],
+                                user="65535:65535")
 
 
 def coredns_image() -> Image:
-    binary = coredns_binary()
-    name = f"localhost/metamapper-coredns:{content_hash(files=[binary])}"
-
-    def build() -> None:
-        container = _buildah("from", "scratch", capture=True).strip()
-        try:
-            _buildah("copy", "--chmod", "0755", container, str(binary), "/coredns")
-            _buildah("config", "--entrypoint", '["/coredns"]', "--user", "65532:65532",
-                     container)
-            _buildah("commit", "--quiet", container, name)
-        finally:
-            _buildah("rm", container)
-
-    return _timed(name, build)
+    return _static_binary_image("coredns", coredns_binary(), path="/coredns",
+                                user="65532:65532")
 
 
 def _bud(name: str, target: str, base: str, context: Path, containerfile: Path,
