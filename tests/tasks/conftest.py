@@ -23,7 +23,7 @@ from cryptography.fernet import Fernet
 from psycopg.conninfo import make_conninfo
 
 from devenv.waiting import wait_until
-from metamapper.metastore import MetastoreSettings, schema
+from metamapper.metastore import MetastoreSettings, open_metastore, schema
 
 BIN = Path(sys.executable).parent
 
@@ -64,6 +64,13 @@ def metamapper_db(postgres_dsn: str, monkeypatch: pytest.MonkeyPatch) -> Iterato
     yield MetamapperDB(dsn=dsn, env=env, fernet_key=env["METAMAPPER_FERNET_KEY"])
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'.encode())
+
+
+@pytest.fixture
+def metastore(metamapper_db: MetamapperDB) -> Iterator[psycopg.Connection]:
+    """A connection to ``metamapper_db``, as the worker opens it."""
+    with open_metastore() as conn:
+        yield conn
 
 
 def _process_env(**overrides: str) -> dict[str, str]:

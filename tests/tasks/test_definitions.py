@@ -3,19 +3,15 @@ MariaDB datastores: upsert by object_id, soft delete, rename correction by objec
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import psycopg
-import pymysql
-import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 from metamapper.inspectors.mysql import connect_args
 from metamapper.metastore import (
     datastores,
     definitions,
-    open_metastore,
     revision_log,
     workspaces,
 )
@@ -23,9 +19,7 @@ from metamapper.metastore import revisioner as runs
 from metamapper.metastore.datastores import ConnectionSettings
 from metamapper.revisioner import steps
 from metamapper.revisioner.collector import SchemaDefinition, TableRow, hashed
-from tests.tasks.conftest import MetamapperDB
-
-Execute = Callable[[str], None]
+from tests.tasks.sql_scripts import Execute, on_mariadb, on_postgres
 
 
 @dataclass(frozen=True)
@@ -61,33 +55,6 @@ def run_once(conn: psycopg.Connection, datastore_id: str) -> str:
     run = steps.run_now(conn, datastore_id)
     assert run.status == "SUCCESS", runs.tasks(conn, run.id)
     return run.id
-
-
-@pytest.fixture
-def metastore(metamapper_db: MetamapperDB) -> Iterator[psycopg.Connection]:
-    with open_metastore() as conn:
-        yield conn
-
-
-def _postgres(url: str) -> Execute:
-    def execute(script: str) -> None:
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(script.encode())
-
-    return execute
-
-
-def _mariadb(url: str) -> Execute:
-    def execute(script: str) -> None:
-        conn = pymysql.connect(**connect_args(url), database=url.rsplit("/", 1)[1])
-        try:
-            with conn.cursor() as cursor:
-                for statement in filter(str.strip, script.split(";")):
-                    cursor.execute(statement)
-        finally:
-            conn.close()
-
-    return execute
 
 
 def tables(conn: psycopg.Connection, datastore_id: str) -> dict[str, tuple[object, ...]]:
@@ -126,7 +93,7 @@ CREATE VIEW big_orders AS SELECT id FROM orders WHERE id > 100
 def test_postgresql_catalog_upserted_soft_deleted_and_renames_corrected(
     metastore: psycopg.Connection, postgres_dsn: str
 ) -> None:
-    execute = _postgres(postgres_dsn)
+    execute = on_postgres(postgres_dsn)
     execute(CREATE)
     datastore_id = register(metastore, postgres_dsn, "postgresql")
     first_run = run_once(metastore, datastore_id)
@@ -214,7 +181,7 @@ def test_renames_are_matched_within_one_datastore_only(
 ) -> None:
     """Two datastores on one server share oids (here: the same database twice); a table
     dropped in one is not revived by a namesake of the other."""
-    execute = _postgres(postgres_dsn)
+    execute = on_postgres(postgres_dsn)
     execute("CREATE TABLE alpha (id INTEGER)")
     one = register(metastore, postgres_dsn, "postgresql", name="one")
     run_once(metastore, one)
@@ -230,7 +197,7 @@ def test_renames_are_matched_within_one_datastore_only(
 def test_mariadb_catalog_and_a_renamed_table(
     metastore: psycopg.Connection, mariadb_dsn: str
 ) -> None:
-    execute = _mariadb(mariadb_dsn)
+    execute = on_mariadb(mariadb_dsn)
     execute(CREATE)
     datastore_id = register(metastore, mariadb_dsn, "mysql")
     run_once(metastore, datastore_id)

@@ -7,19 +7,16 @@ tables and columns the inspector reads, Hive's types; Hive's schema tool creates
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-
 import psycopg
-import pymysql
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 from metamapper.inspectors import datastore_version, inspect_datastore
 from metamapper.inspectors.mysql import connect_args
-from metamapper.metastore import datastores, open_metastore, workspaces
+from metamapper.metastore import datastores, workspaces
 from metamapper.metastore.datastores import ConnectionSettings
 from metamapper.revisioner import steps
-from tests.tasks.conftest import MetamapperDB
+from tests.tasks.sql_scripts import Execute, on_mariadb, on_postgres
 from tests.tasks.test_definitions import tables
 
 HIVE_SCHEMA = """
@@ -60,8 +57,6 @@ INSERT INTO {q}TABLE_PARAMS{q} VALUES (100, 'comment', 'one row per order'),
 INSERT INTO {q}PARTITION_KEYS{q} VALUES (100, 'the day', 'ds', 'string', 0)
 """
 
-Execute = Callable[[str], None]
-
 
 @pytest.fixture(params=["mysql", "postgresql"])
 def backing(request: pytest.FixtureRequest) -> tuple[ConnectionSettings, Execute]:
@@ -71,39 +66,20 @@ def backing(request: pytest.FixtureRequest) -> tuple[ConnectionSettings, Execute
     if dialect == "mysql":
         url = request.getfixturevalue("mariadb_dsn")
         args = connect_args(url)
-        database = url.rsplit("/", 1)[1]
-
-        def execute(script: str) -> None:
-            conn = pymysql.connect(**args, database=database, autocommit=True)
-            try:
-                with conn.cursor() as cursor:
-                    for statement in filter(str.strip, script.split(";")):
-                        cursor.execute(statement)
-            finally:
-                conn.close()
-
-        settings = ConnectionSettings("hive", args["host"], args["port"], database,
-                                      args["user"], args["password"], {"dialect": "mysql"})
+        settings = ConnectionSettings("hive", args["host"], args["port"],
+                                      url.rsplit("/", 1)[1], args["user"], args["password"],
+                                      {"dialect": "mysql"})
+        execute = on_mariadb(url)
         execute(HIVE_SCHEMA.format(q="`"))
         return settings, execute
     url = request.getfixturevalue("postgres_dsn")
     parts = conninfo_to_dict(url)
-
-    def execute_pg(script: str) -> None:
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(script.encode())
-
     settings = ConnectionSettings("hive", str(parts["host"]), int(parts["port"] or 5432),
                                   str(parts["dbname"]), str(parts["user"]),
                                   str(parts.get("password") or ""), {"dialect": "postgresql"})
-    execute_pg(HIVE_SCHEMA.format(q='"'))
-    return settings, execute_pg
-
-
-@pytest.fixture
-def metastore(metamapper_db: MetamapperDB) -> Iterator[psycopg.Connection]:
-    with open_metastore() as conn:
-        yield conn
+    execute = on_postgres(url)
+    execute(HIVE_SCHEMA.format(q='"'))
+    return settings, execute
 
 
 def test_hive_catalog(backing: tuple[ConnectionSettings, Execute]) -> None:

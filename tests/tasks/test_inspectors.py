@@ -2,38 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-import psycopg
-import pymysql
 import pytest
 
 from metamapper.catalog import Schema, Table
 from metamapper.inspectors import DatastoreUnavailable, inspect, version
-from metamapper.inspectors.mysql import connect_args
-
-Execute = Callable[[str], None]
-
-
-def _postgres(url: str) -> Execute:
-    def execute(script: str) -> None:
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(script.encode())
-
-    return execute
-
-
-def _mariadb(url: str) -> Execute:
-    def execute(script: str) -> None:
-        conn = pymysql.connect(**connect_args(url), database=url.rsplit("/", 1)[1])
-        try:
-            with conn.cursor() as cursor:
-                for statement in filter(str.strip, script.split(";")):
-                    cursor.execute(statement)
-        finally:
-            conn.close()
-
-    return execute
+from tests.tasks.sql_scripts import Execute, on_mariadb, on_postgres
 
 
 @pytest.fixture(params=["postgresql", "mysql"])
@@ -42,9 +15,9 @@ def datastore(request: pytest.FixtureRequest) -> tuple[str, str, Execute]:
     engine: str = request.param
     if engine == "postgresql":
         url = request.getfixturevalue("postgres_dsn")
-        return engine, url, _postgres(url)
+        return engine, url, on_postgres(url)
     url = request.getfixturevalue("mariadb_dsn")
-    return engine, url, _mariadb(url)
+    return engine, url, on_mariadb(url)
 
 
 SCHEMA_NAME = {"postgresql": "public"}

@@ -5,7 +5,6 @@ run."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
@@ -18,12 +17,6 @@ from metamapper.revisioner import steps
 from metamapper.revisioner.collector import SchemaDefinition
 from tests.tasks.conftest import MetamapperDB
 from tests.tasks.test_definitions import register
-
-
-@pytest.fixture
-def metastore(metamapper_db: MetamapperDB) -> Iterator[psycopg.Connection]:
-    with open_metastore() as conn:
-        yield conn
 
 
 def _started(conn: psycopg.Connection, datastore_id: str,
