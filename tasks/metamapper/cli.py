@@ -8,27 +8,13 @@ image can run ``bash`` or ``celery ...`` directly.
 from __future__ import annotations
 
 import json
-import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from datetime import datetime, timedelta
+from collections.abc import Callable, Sequence
+from datetime import timedelta
 
 import click
-import psycopg
 
 from metamapper import entrypoint
-from metamapper.metastore import (
-    MetastoreUnavailable,
-    datastores,
-    open_metastore,
-    revision_log,
-    revisioner,
-    schema,
-    workspaces,
-)
-from metamapper.metastore.datastores import DatastoreError
-from metamapper_urls import URLError
 
 _PASS_THROUGH = {
     "ignore_unknown_options": True,
@@ -37,7 +23,42 @@ _PASS_THROUGH = {
 }
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+#: The commands of :mod:`metamapper.admin`, loaded when used.
+ADMIN_COMMANDS = ("metastore", "runs", "revisions", "inspect")
+
+
+class _Commands(click.Group):
+    """The command group, with :mod:`metamapper.admin`'s commands loaded only when used.
+
+    Where the worker's database drivers are not installed (the operator image), each of
+    them is a command that says so, instead of ``metamapper --help`` failing.
+    """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *ADMIN_COMMANDS])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in ADMIN_COMMANDS:
+            return super().get_command(ctx, cmd_name)
+        try:
+            from metamapper import admin
+        except ImportError as missing:
+            return _unavailable(cmd_name, missing.name or str(missing))
+        return admin.COMMANDS[cmd_name]
+
+
+def _unavailable(name: str, module: str) -> click.Command:
+    def refuse(args: tuple[str, ...]) -> None:
+        raise click.ClickException(f"{name} needs the worker image: the Python module "
+                                   f"{module} is not installed here")
+
+    return click.Command(name, callback=refuse, context_settings=_PASS_THROUGH,
+                         add_help_option=False,
+                         params=[click.Argument(["args"], nargs=-1, type=click.UNPROCESSED)],
+                         help=f"(the worker image's: {module} is not installed here)")
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
     """Metamapper's worker image: Celery processes, metastore and revisioner admin."""
 
@@ -61,104 +82,6 @@ _exec_command("operator", entrypoint.operator_argv, "Run the Kubernetes operator
 _exec_command("shell", entrypoint.shell_argv, "A Python shell with the Celery app loaded.")
 
 
-@cli.group("metastore")
-def metastore_group() -> None:
-    """Metamapper's metastore (METAMAPPER_DB_*) where no web app manages it.
-
-    Where Metamapper's web app runs, its migrations own the schema and its UI registers
-    workspaces and datastores: these commands are for installations without it.
-    """
-
-
-@metastore_group.command("init")
-def metastore_init() -> None:
-    """Create Metamapper 1.0's tables in an empty database."""
-    with _metastore() as conn:
-        try:
-            schema.create(conn)
-        except schema.SchemaExists as exc:
-            raise click.ClickException(str(exc)) from None
-        count = len(schema.tables(conn))
-    click.echo(f"created Metamapper's schema ({count} tables)")
-
-
-@metastore_group.command("add-workspace")
-@click.argument("slug")
-@click.option("--owner", "owner_email", required=True, help="The owner's e-mail address.")
-@click.option("--name", help="Display name (default: the slug).")
-def metastore_add_workspace(slug: str, owner_email: str, name: str | None) -> None:
-    """Add a workspace and its owner (a user who signs in through the web app, if any)."""
-    with _metastore() as conn, conn.transaction():
-        if conn.execute("SELECT 1 FROM auth_workspaces WHERE slug = %s", (slug,)).fetchone():
-            raise click.ClickException(f"workspace {slug!r} exists")
-        row = conn.execute("SELECT id FROM auth_users WHERE email = %s", (owner_email,)
-                           ).fetchone()
-        owner = row[0] if row else workspaces.create_user(conn, owner_email)
-        workspace = workspaces.create_workspace(conn, slug, name or slug, owner)
-    click.echo(f"added workspace {workspace.slug} ({workspace.id})")
-
-
-@metastore_group.command("add-datastore")
-@click.argument("name")
-@click.option("--workspace", "workspace_slug", required=True, help="The workspace's slug.")
-@click.option("--url-env", required=True, help="The environment variable holding the "
-              "connection URL (e.g. postgresql://user:pass@host:5432/db), so that no "
-              "password is ever on a command line.")
-@click.option("--engine", type=click.Choice(datastores.ENGINES),
-              help="Metamapper's engine (default: from the URL's scheme).")
-@click.option("--contact", "contacts", multiple=True,
-              help="An incident contact's e-mail address (repeatable).")
-@click.option("--interval", "interval_minutes", default=24 * 60, show_default=True,
-              help="Minutes between inspections.")
-def metastore_add_datastore(
-    name: str, workspace_slug: str, url_env: str, engine: str | None,
-    contacts: tuple[str, ...], interval_minutes: int,
-) -> None:
-    """Register a datastore as the web app does (its password encrypted with
-    METAMAPPER_FERNET_KEY)."""
-    url = os.environ.get(url_env)
-    if not url:
-        raise click.ClickException(f"environment variable {url_env} is not set")
-    try:
-        settings = datastores.settings_from_url(url, engine)
-    except (DatastoreError, URLError) as exc:
-        raise click.ClickException(str(exc)) from None
-    with _metastore() as conn:
-        row = conn.execute("SELECT id FROM auth_workspaces WHERE slug = %s",
-                           (workspace_slug,)).fetchone()
-        if row is None:
-            raise click.ClickException(f"no workspace {workspace_slug!r}")
-        try:
-            datastore_id = datastores.register(
-                conn, row[0], name, settings, incident_contacts=contacts,
-                interval=timedelta(minutes=interval_minutes),
-            )
-        except DatastoreError as exc:
-            raise click.ClickException(str(exc)) from None
-    click.echo(f"added datastore {name} ({datastore_id}, {settings.engine})")
-
-
-@metastore_group.command("datastores")
-def metastore_datastores() -> None:
-    """The registered datastores (no passwords)."""
-    with _metastore() as conn:
-        rows = [
-            (d.id, d.workspace_slug, d.name, d.engine, d.address,
-             "yes" if d.is_enabled else "no")
-            for d in datastores.list_registered(conn)
-        ]
-    _print_table(("ID", "WORKSPACE", "NAME", "ENGINE", "ADDRESS", "ENABLED"), rows)
-
-
-@contextmanager
-def _metastore() -> Iterator[psycopg.Connection]:
-    try:
-        with open_metastore() as conn:
-            yield conn
-    except MetastoreUnavailable as exc:
-        raise click.ClickException(str(exc)) from None
-
-
 @cli.command()
 @click.option("--check", "checks", multiple=True, type=click.Choice(["broker", "metastore",
               "beat", "workers"]), help="Run only these checks (repeatable). Default: all.")
@@ -179,93 +102,9 @@ def health(checks: tuple[str, ...], timeout: float, max_beat_age: int, as_json: 
     sys.exit(0 if all(r.ok for r in results) else 1)
 
 
-@cli.command("runs")
-@click.option("--datastore", "datastore_ref", help="Only this datastore's runs (id or slug).")
-@click.option("--limit", default=20, show_default=True)
-def runs_command(datastore_ref: str | None, limit: int) -> None:
-    """The latest revisioner runs, with the errors of their failed steps."""
-    with _metastore() as conn:
-        datastore_id = _datastore_id(conn, datastore_ref) if datastore_ref else None
-        rows = [
-            (r.id, r.datastore_id, r.status, _time(r.created_at), _time(r.finished_at),
-             _errors(conn, r.id))
-            for r in revisioner.recent(conn, datastore_id, limit)
-        ]
-    _print_table(("RUN", "DATASTORE", "STATUS", "CREATED", "FINISHED", "ERROR"), rows)
-
-
-@cli.command("revisions")
-@click.argument("datastore_ref", metavar="DATASTORE")
-@click.option("--limit", default=100, show_default=True)
-def revisions_command(datastore_ref: str, limit: int) -> None:
-    """The latest changes the revisioner recorded in a datastore's catalog (id or slug)."""
-    with _metastore() as conn:
-        _print_revisions(revision_log.history(conn, _datastore_id(conn, datastore_ref), limit))
-
-
-@cli.command("inspect")
-@click.argument("datastore_ref", metavar="DATASTORE")
-def inspect_command(datastore_ref: str) -> None:
-    """Run the revisioner on a datastore (id or slug) now, in this process."""
-    from metamapper.revisioner.steps import RunRefused, run_now
-
-    with _metastore() as conn:
-        datastore_id = _datastore_id(conn, datastore_ref)
-        try:
-            run = run_now(conn, datastore_id)
-        except (RunRefused, DatastoreError) as exc:
-            raise click.ClickException(str(exc)) from None
-        changes = revision_log.history(conn, datastore_id, sys.maxsize, run_id=run.id)
-        errors = _errors(conn, run.id)
-    click.echo(f"run {run.id}: {run.status}, {len(changes)} changes")
-    _print_revisions(changes)
-    if run.status != "SUCCESS":
-        raise click.ClickException(errors or run.status)
-
-
-def _errors(conn: psycopg.Connection, run_id: str) -> str:
-    return "; ".join(t.error for t in revisioner.tasks(conn, run_id) if t.error)
-
-
-def _print_revisions(changes: Sequence[revision_log.Change]) -> None:
-    _print_table(
-        ("RUN", "RECORDED", "ACTION", "KIND", "PATH", "CHANGE"),
-        [
-            (c.run_id, _time(c.created_at), c.action, c.kind, c.path,
-             _change(c.field, c.old_value, c.new_value))
-            for c in changes
-        ],
-    )
-
-
-def _datastore_id(conn: psycopg.Connection, ref: str) -> str:
-    row = conn.execute(
-        "SELECT id FROM definitions_datastore WHERE (id = %s OR slug = %s)"
-        " AND deleted_at IS NULL", (ref, ref),
-    ).fetchone()
-    if row is None:
-        raise click.ClickException(f"no datastore {ref!r}")
-    return str(row[0])
-
-
-def _change(field: str | None, old: object, new: object) -> str:
-    return f"{field}: {old!r} -> {new!r}" if field else ""
-
-
-def _time(value: datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%S") if value else ""
-
-
-def _print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
-              for i, h in enumerate(headers)]
-    for row in (headers, *rows):
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-                   .rstrip())
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
-    if args and not args[0].startswith("-") and args[0] not in cli.commands:
+    known = cli.list_commands(click.Context(cli))
+    if args and not args[0].startswith("-") and args[0] not in known:
         entrypoint.exec_command(args)
     cli.main(args=args, prog_name="metamapper")

@@ -43,6 +43,24 @@ def test_console_script_is_installed() -> None:
     assert "metastore" in result.stdout
 
 
+def test_without_the_database_drivers_help_runs_and_metastore_commands_say_why() -> None:
+    """The operator image has the command but not psycopg: ``--help`` and the process
+    commands must work there, and the metastore commands must say what is missing."""
+    blocked = "import sys; sys.modules['psycopg'] = None; from metamapper.cli import main; "
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-c", f"{blocked}main({list(args)!r})"],
+                              capture_output=True, text=True, timeout=60)
+
+    helped = run("--help")
+    assert helped.returncode == 0, helped.stderr
+    assert "worker" in helped.stdout and "operator" in helped.stdout
+    assert "psycopg is not installed here" in helped.stdout
+    refused = run("runs")
+    assert refused.returncode == 1
+    assert "runs needs the worker image: the Python module psycopg" in refused.stderr
+
+
 def test_health_fails_without_broker(
     metamapper: Metamapper, metamapper_db: MetamapperDB,
 ) -> None:
