@@ -129,12 +129,13 @@ class Scene:
     def reasons(self) -> list[str]:
         return [event["reason"] for event in items(self.cluster, self.namespace, "events")]
 
-    def created(self) -> int:
-        """The children the Created events name (one Event names what one reconcile
-        created)."""
-        return sum(event["message"].count(" created")
+    def named(self, reason: str) -> int:
+        """The children the events of ``reason`` (Created, Deleted) name: one Event names
+        every child one reconcile wrote for that reason."""
+        word = f" {reason.lower()}"
+        return sum(event["message"].count(word)
                    for event in items(self.cluster, self.namespace, "events")
-                   if event["reason"] == "Created")
+                   if event["reason"] == reason)
 
     def most_counted(self) -> int:
         """The largest count of an Event the operator posted: a repeated event raises it
@@ -177,7 +178,7 @@ STEPS = (
          and s.names("poddisruptionbudgets") == {"mm-default", "mm-revisioner"}
          and s.names("networkpolicies") == {"mm-pods"}
          and [entry.get("backlog") for entry in s.pools().values()] == [0, 0]
-         and s.created() == 6 and s.reasons().count("Created") == 1),
+         and s.named("Created") == 6 and s.reasons().count("Created") == 1),
     # 7 messages, 3 tasks per pod: 3 pods.
     Step("scale-up",
          lambda s: push(s.redis_url, 7),
@@ -209,7 +210,7 @@ STEPS = (
          lambda s: set(s.deployments()) == {"mm-default"} and s.sized("default", 2)
          and s.names("poddisruptionbudgets") == {"mm-default"}
          and s.names("networkpolicies") == set()
-         and list(s.pools()) == ["default"] and s.reasons().count("Deleted") >= 3
+         and list(s.pools()) == ["default"] and s.named("Deleted") >= 3
          and get(s.cluster, s.namespace, "service", "mm-flower") is None),
     Step("at rest", lambda s: None, Scene.at_rest),
     # Drift at rest that only the ConfigMap watch reveals (the resync skips objects whose
