@@ -218,6 +218,11 @@ STEPS = (
     Step("a deleted ConfigMap re-created at rest",
          lambda s: s.cluster.kubectl("delete", "configmap", "-n", s.namespace, "mm-celery"),
          lambda s: get(s.cluster, s.namespace, "configmap", "mm-celery") is not None),
+    # A Deployment missing at a resync: before re-creating it, the operator reads the
+    # object (get), which may have been deleted while its watch was down.
+    Step("a deleted Deployment re-created at rest",
+         lambda s: s.cluster.kubectl("delete", "deployment", "-n", s.namespace, "mm-default"),
+         lambda s: "mm-default" in s.deployments()),
 )
 
 
