@@ -249,6 +249,14 @@ def operator_requests(audit_log: Path, offset: int, start: datetime, end: dateti
 # --- figures -----------------------------------------------------------------------
 
 
+def print_requests(title: str, requests: Sequence[Request]) -> None:
+    """``title``, then each (verb, resource) of ``requests`` with its count, most first."""
+    print(title)
+    for (verb, resource), count in Counter((r.verb, r.resource) for r in requests
+                                           ).most_common():
+        print(f"  {count:7d}  {verb} {resource}")
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     """The nearest-rank ``q`` percentile (0 < q <= 100)."""
     ordered = sorted(values)

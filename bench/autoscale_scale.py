@@ -50,6 +50,7 @@ from _common import (
     namespace_manifest,
     operator,
     operator_requests,
+    print_requests,
     print_table,
     redis_server,
     say,
@@ -173,10 +174,7 @@ def report(args: argparse.Namespace, created: float, settled: float, op: Operato
         ["LLEN / broker / cycle", f"{calls['llen'] / cycles / BROKERS:.1f}", "", ""],
     ])
     if requests:
-        print("\nthe operator's requests in the window:")
-        for (verb, resource), count in Counter((r.verb, r.resource) for r in requests
-                                               ).most_common():
-            print(f"  {count:6d}  {verb} {resource}")
+        print_requests("\nthe operator's requests in the window:", requests)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -42,7 +42,6 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
@@ -64,6 +63,7 @@ from _common import (
     namespace_manifest,
     operator,
     operator_requests,
+    print_requests,
     print_table,
     redis_server,
     say,
@@ -322,10 +322,7 @@ def report(args: argparse.Namespace, phases: list[Phase]) -> None:
             print(f"\n{p.name}: " + ", ".join(f"{name} at {at:.1f} s"
                                                for name, at in p.marks.items()))
     for p in phases:
-        print(f"\n{p.name}: the operator's requests")
-        for (verb, resource), count in Counter((r.verb, r.resource)
-                                               for r in p.requests).most_common():
-            print(f"  {count:7d}  {verb} {resource}")
+        print_requests(f"\n{p.name}: the operator's requests", p.requests)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -36,20 +36,11 @@ class StatusKube(FakeKube):
     """A FakeKube that keeps the status as the apiserver would (merge patches), every
     event with its type, and fails the calls it is told to."""
 
-    status: dict[str, Any] = field(default_factory=dict)
     notes: list[tuple[str, str, str]] = field(default_factory=list)
     secrets: dict[str, dict[str, str]] = field(default_factory=dict)
     undecodable: set[str] = field(default_factory=set)   # Secrets whose bytes are not UTF-8
     refuse_apply: set[str] = field(default_factory=set)  # names whose apply fails
     deleted: list[tuple[str, str]] = field(default_factory=list)
-
-    async def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
-        await super().patch_status(namespace, name, status)
-        for key, value in status.items():
-            if value is None:
-                self.status.pop(key, None)
-            else:
-                self.status[key] = copy.deepcopy(value)
 
     async def event(self, involved: Mapping[str, Any], type: str, reason: str,
                     message: str) -> None:

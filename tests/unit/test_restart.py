@@ -32,20 +32,11 @@ class ClusterKube(FakeKube):
     """Keeps what the operator wrote: the children applied, the status as merged."""
 
     children: dict[tuple[str, str], Mapping[str, Any]] = field(default_factory=dict)
-    status: dict[str, Any] = field(default_factory=dict)
     uid_reads: int = 0
 
     async def apply(self, obj: Mapping[str, Any]) -> None:
         await super().apply(obj)
         self.children[obj["kind"], obj["metadata"]["name"]] = obj
-
-    async def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
-        await super().patch_status(namespace, name, status)
-        for key, value in status.items():
-            if value is None:
-                self.status.pop(key, None)
-            else:
-                self.status[key] = copy.deepcopy(value)
 
     async def metamapper_uid(self, namespace: str, name: str) -> str | None:
         self.uid_reads += 1

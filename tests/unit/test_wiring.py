@@ -56,6 +56,7 @@ class FakeKube:
     pending: set[str] = field(default_factory=set)   # not started (no room on a node)
     applied: list[str] = field(default_factory=list)
     live_uid: str | None = "u-1"  # the uid the apiserver has for the Metamapper
+    status: dict[str, Any] = field(default_factory=dict)  # merged as the apiserver merges
 
     async def scale(self, namespace: str, name: str, replicas: int) -> None:
         self.scaled.append((name, replicas))
@@ -66,6 +67,11 @@ class FakeKube:
 
     async def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         self.statuses += 1
+        for key, value in status.items():
+            if value is None:
+                self.status.pop(key, None)
+            else:
+                self.status[key] = copy.deepcopy(value)
 
     async def read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
         return None
