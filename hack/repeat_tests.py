@@ -17,9 +17,11 @@ replaces the ``-m timing`` selection).
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Sequence
@@ -33,11 +35,20 @@ BUSY_LOOP = "while True:\n    pass\n"
 
 
 @dataclass(frozen=True)
+class Load:
+    """The machine's one-minute load average over a run: how quiet it really was."""
+
+    mean: float
+    peak: float
+
+
+@dataclass(frozen=True)
 class RunResult:
     number: int
     seconds: float
     passed: int
     failed: list[str]
+    load: Load
 
     @property
     def ok(self) -> bool:
@@ -68,6 +79,33 @@ def outcome(report: Path) -> tuple[int, list[str]]:
     return passed, failed
 
 
+class LoadSampler:
+    """Samples ``os.getloadavg()`` every ``interval`` seconds while the block runs."""
+
+    def __init__(self, interval: float = 10.0) -> None:
+        self.interval = interval
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while True:
+            self.samples.append(os.getloadavg()[0])
+            if self._stop.wait(self.interval):
+                return
+
+    def __enter__(self) -> LoadSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def load(self) -> Load:
+        return Load(sum(self.samples) / len(self.samples), max(self.samples))
+
+
 def run_once(number: int, pytest_args: Sequence[str], reports: Path) -> RunResult:
     report = reports / f"run-{number}.xml"
     log = reports / f"run-{number}.log"
@@ -76,15 +114,16 @@ def run_once(number: int, pytest_args: Sequence[str], reports: Path) -> RunResul
     # folders under /tmp/pytest-of-<user>, so any other pytest started meanwhile could
     # delete this run's cluster state from under it.
     basetemp = reports / f"run-{number}-tmp"
-    with log.open("w") as out:
+    with log.open("w") as out, LoadSampler() as sampler:
         subprocess.run([str(PYTEST), "-p", "no:cacheprovider", f"--junitxml={report}",
                         f"--basetemp={basetemp}", *pytest_args], cwd=REPO, stdout=out,
                        stderr=subprocess.STDOUT, check=False)
     seconds = time.monotonic() - started
     if not report.exists():
-        return RunResult(number, seconds, 0, [f"pytest wrote no report; see {log}"])
+        return RunResult(number, seconds, 0, [f"pytest wrote no report; see {log}"],
+                         sampler.load())
     passed, failed = outcome(report)
-    return RunResult(number, seconds, passed, failed)
+    return RunResult(number, seconds, passed, failed, sampler.load())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -106,7 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             results.append(result)
             state = "passed" if result.ok else f"FAILED: {', '.join(result.failed)}"
             print(f"run {number}/{args.runs} ({args.busy} busy loops): {result.passed} passed "
-                  f"in {result.seconds:.0f} s; {state}", flush=True)
+                  f"in {result.seconds:.0f} s (load average mean {result.load.mean:.1f}, "
+                  f"peak {result.load.peak:.1f}); {state}", flush=True)
     good = sum(r.ok for r in results)
     print(f"{good} of {len(results)} runs passed; selection: {' '.join(pytest_args)}")
     return 0 if good == len(results) else 1
