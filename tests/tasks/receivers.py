@@ -1,7 +1,8 @@
 """Real receivers for the notifications: an SMTP server (aiosmtpd) and an HTTP endpoint.
 
-Both listen on a loopback port of their own (chosen by the kernel) in a thread, and keep
-what they received for the test to read.
+Both listen on a port of their own (chosen by the kernel) in a thread, and keep what they
+received for the test to read: on loopback as fixtures, or on another address (one pods
+reach) with ``serving_smtp(host)`` and ``serving_http(host)``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import email.policy
 import json
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,6 +21,8 @@ from typing import Any
 
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
+
+LOOPBACK = "127.0.0.1"
 
 
 @dataclass(frozen=True)
@@ -60,18 +64,18 @@ class SmtpServer:
         return self.inbox.mails
 
 
-@pytest.fixture
-def smtp_server() -> Iterator[SmtpServer]:
-    """aiosmtpd's SMTP server on its own event loop thread."""
+@contextmanager
+def serving_smtp(host: str = LOOPBACK) -> Iterator[SmtpServer]:
+    """aiosmtpd's SMTP server on ``host``, on its own event loop thread."""
     inbox = _Inbox()
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     server = asyncio.run_coroutine_threadsafe(
-        loop.create_server(lambda: SMTP(inbox), "127.0.0.1", 0), loop).result(10)
+        loop.create_server(lambda: SMTP(inbox), host, 0), loop).result(10)
     port = server.sockets[0].getsockname()[1]
     try:
-        yield SmtpServer("127.0.0.1", port, inbox)
+        yield SmtpServer(host, port, inbox)
     finally:
         # On the loop's own thread: asyncio's server is not safe to close from another.
         async def close() -> None:
@@ -82,6 +86,12 @@ def smtp_server() -> Iterator[SmtpServer]:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         loop.close()
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[SmtpServer]:
+    with serving_smtp() as server:
+        yield server
 
 
 @dataclass(frozen=True)
@@ -120,8 +130,9 @@ class HttpReceiver:
         return [request for request in self.requests if request.path == path]
 
 
-@pytest.fixture
-def http_receiver() -> Iterator[HttpReceiver]:
+@contextmanager
+def serving_http(host: str = LOOPBACK) -> Iterator[HttpReceiver]:
+    """An :class:`HttpReceiver` on ``host``, in a thread."""
     receiver = HttpReceiver(url="")
 
     class Handler(BaseHTTPRequestHandler):
@@ -140,8 +151,8 @@ def http_receiver() -> Iterator[HttpReceiver]:
         def log_message(self, format: str, *args: Any) -> None:
             """Quiet: the test reads the requests instead."""
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    receiver.url = f"http://127.0.0.1:{server.server_address[1]}"
+    server = ThreadingHTTPServer((host, 0), Handler)
+    receiver.url = f"http://{host}:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -150,3 +161,9 @@ def http_receiver() -> Iterator[HttpReceiver]:
         server.shutdown()
         server.server_close()
         thread.join(10)
+
+
+@pytest.fixture
+def http_receiver() -> Iterator[HttpReceiver]:
+    with serving_http() as receiver:
+        yield receiver
