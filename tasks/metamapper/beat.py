@@ -9,16 +9,37 @@
   not used: single-beat (or the Standalone mode's single pod) already keeps to one beat,
   and a lock left by a killed beat would hold the standby back for its whole timeout.
   Its Redis: ``METAMAPPER_BEAT_REDIS_URL`` (see :mod:`metamapper.settings`).
+
+Both leave out the entries that need Metamapper's metastore when no METAMAPPER_DB_* is set,
+and say so once (:mod:`metamapper.metastore_env`), whichever configuration module gave the
+schedule.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 from typing import Any
 
 from celery.beat import PersistentScheduler
 from redbeat import RedBeatScheduler
 
-from metamapper import probe
+from metamapper import metastore_env, probe
+
+logger = logging.getLogger(__name__)
+
+
+class _WithoutMetastore:
+    """Without a metastore, schedule only the entries that have a use without one."""
+
+    app: Any
+
+    def setup_schedule(self) -> None:
+        if not metastore_env.configured(os.environ):
+            kept, left_out = metastore_env.split_schedule(self.app.conf.beat_schedule)
+            self.app.conf.beat_schedule = kept
+            logger.warning(metastore_env.beat_warning(left_out))
+        super().setup_schedule()  # type: ignore[misc]
 
 
 class _StampTicks:
@@ -34,11 +55,11 @@ class _StampTicks:
         super().close()  # type: ignore[misc]
 
 
-class FileScheduler(_StampTicks, PersistentScheduler):
+class FileScheduler(_StampTicks, _WithoutMetastore, PersistentScheduler):
     pass
 
 
-class RedisScheduler(_StampTicks, RedBeatScheduler):
+class RedisScheduler(_StampTicks, _WithoutMetastore, RedBeatScheduler):
     def __init__(self, app: Any, **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
         self.lock_key = None

@@ -6,12 +6,14 @@ environment). Metamapper's defaults (:mod:`metamapper.defaults`) sit beneath it,
 module of your own only needs the settings it changes, e.g. ``broker_url``.
 """
 
+import logging
 import os
 from collections import ChainMap
 from typing import Any
 
-from celery import Celery
+from celery import Celery, signals
 
+from metamapper import metastore_env
 from metamapper.bootsteps import HttpProbes, Liveness, Readiness
 from metamapper.defaults import SETTINGS
 
@@ -41,6 +43,14 @@ app.config_from_envvar(CONFIG_MODULE_ENV)
 app.steps["worker"].add(HttpProbes)
 app.steps["worker"].add(Liveness)
 app.steps["consumer"].add(Readiness)
+
+
+@signals.worker_ready.connect
+def say_without_metastore(**_: Any) -> None:
+    """Once, as the worker starts: it has no metastore, and what that means."""
+    if not metastore_env.configured(os.environ):
+        logging.getLogger(__name__).warning(metastore_env.WORKER_WARNING)
+
 
 # Task metrics: connects its signal handlers (sent, received, started, ... on a port).
 from metamapper import metrics  # noqa: E402, F401

@@ -43,7 +43,9 @@ def test_beat_sends_each_of_upstreams_entries_to_its_queue(
     for entry in BEAT_SCHEDULE.values():
         expected[protocol.queue_of(entry["task"])].add(entry["task"])
     every_second = {name: {"schedule": 1} for name in BEAT_SCHEDULE}
+    # A metastore named (beat never connects to it): without one beat sends the heartbeat only.
     env = process_env(METAMAPPER_CELERY_BROKER_URL=redis_url,
+                      METAMAPPER_DB_HOST="metastore.example",
                       METAMAPPER_CELERY_SETTINGS=json.dumps({"beat_schedule": every_second}))
     processes(
         [str(BIN / "celery"), "--app", "metamapper", "beat", "-l", "info",

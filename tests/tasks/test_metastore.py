@@ -57,7 +57,7 @@ def test_schema_has_metamapper_tables(metamapper_db: MetamapperDB) -> None:
 
 
 def test_settings_default_to_the_web_apps() -> None:
-    assert MetastoreSettings.from_env({}) == MetastoreSettings(
+    assert MetastoreSettings.from_env({"METAMAPPER_DB_HOST": "database"}) == MetastoreSettings(
         host="database", port=5432, name="metamapper", user="postgres", password="postgres"
     )
     given = MetastoreSettings.from_env({

@@ -21,11 +21,17 @@ from typing import Any
 from metamapper.celery import app
 from metamapper.checks import alerts, execution, store
 from metamapper.metastore import datastores
-from metamapper.metastore.connection import MetastoreUnavailable, open_metastore
+from metamapper.metastore.connection import (
+    MetastoreNotConfigured,
+    MetastoreUnavailable,
+    open_metastore,
+)
 from metamapper.metastore.fernet import Cipher
 from metamapper.notify import MailSettings
 
-RETRY = {"autoretry_for": (MetastoreUnavailable,), "retry_backoff": 10,
+# No metastore configured is not a pause to wait out: it fails at once.
+RETRY = {"autoretry_for": (MetastoreUnavailable,),
+         "dont_autoretry_for": (MetastoreNotConfigured,), "retry_backoff": 10,
          "retry_backoff_max": 300, "max_retries": 8}
 
 

@@ -7,9 +7,11 @@ web app did.
 """
 
 from metamapper.metastore.connection import (
+    MetastoreNotConfigured,
     MetastoreSettings,
     MetastoreUnavailable,
     open_metastore,
 )
 
-__all__ = ["MetastoreSettings", "MetastoreUnavailable", "open_metastore"]
+__all__ = ["MetastoreNotConfigured", "MetastoreSettings", "MetastoreUnavailable",
+           "open_metastore"]

@@ -1,6 +1,7 @@
 """The connection to Metamapper's metastore: its PostgreSQL database, named the way the
 web app names it (``METAMAPPER_DB_HOST``, ``_PORT``, ``_NAME``, ``_USER``, ``_PASSWORD``,
-with the web app's defaults).
+with the web app's defaults). None of them set is no metastore at all
+(:mod:`metamapper.metastore_env`): :class:`MetastoreNotConfigured`.
 
 :func:`open_metastore` gives a psycopg connection in autocommit mode; a caller groups
 writes with ``conn.transaction()``. The password never appears in what this module
@@ -17,21 +18,19 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
+from metamapper import metastore_env
+from metamapper.metastore_env import DB_ENV_DEFAULTS
 from metamapper_urls import scrub
 
-#: The web app's settings: environment variable -> default.
-DB_ENV_DEFAULTS = {
-    "METAMAPPER_DB_HOST": "database",
-    "METAMAPPER_DB_PORT": "5432",
-    "METAMAPPER_DB_NAME": "metamapper",
-    "METAMAPPER_DB_USER": "postgres",
-    "METAMAPPER_DB_PASSWORD": "postgres",
-}
 CONNECT_TIMEOUT = 10
 
 
 class MetastoreUnavailable(Exception):
     """The metastore cannot be reached or refused us; the message holds no password."""
+
+
+class MetastoreNotConfigured(MetastoreUnavailable):
+    """None of METAMAPPER_DB_* is set: there is no metastore to wait for or retry."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +46,8 @@ class MetastoreSettings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> MetastoreSettings:
         env = os.environ if environ is None else environ
+        if not metastore_env.configured(env):
+            raise MetastoreNotConfigured(metastore_env.NOT_CONFIGURED)
         value = {key: env.get(key, default) for key, default in DB_ENV_DEFAULTS.items()}
         port = value["METAMAPPER_DB_PORT"]
         if not port.isdigit() or not 0 < int(port) < 65536:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
 from celery import Task
 
-from metamapper import metrics
+from metamapper import metastore_env, metrics
 from metamapper.celery import app
 from metamapper.metastore import heartbeats, open_metastore
 
@@ -15,8 +17,11 @@ def heartbeat(self: Task) -> None:
     age the web app's ``/health`` (and ``metamapper health``) judge the scheduler by.
 
     The tick is counted first: beat did send it, whether or not the metastore answers.
+    Without a metastore (no METAMAPPER_DB_*, said once at start-up) the tick is all.
     """
     metrics.record_beat_tick(str(self.request.hostname or ""))
+    if not metastore_env.configured(os.environ):
+        return
     with open_metastore() as conn:
         heartbeats.beat(conn)
 
