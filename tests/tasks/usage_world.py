@@ -88,7 +88,10 @@ def inspect_into_catalog(metastore: psycopg.Connection, datastore_id: str,
 
 
 @contextmanager
-def shop(metastore_dsn: str, datastore_dsn: str) -> Iterator[Shop]:
+def shop_database(datastore_dsn: str) -> Iterator[tuple[str, str]]:
+    """The datastore's database: ``pg_stat_statements`` created in it, the tables of
+    :data:`TABLES`, and two login roles of the test's own who may query them (dropped
+    afterwards); yields the roles."""
     suffix = uuid.uuid4().hex[:8]
     roles = (f"usage_alice_{suffix}", f"usage_bob_{suffix}")
     admin = make_conninfo(datastore_dsn, dbname="postgres")
@@ -110,6 +113,20 @@ def shop(metastore_dsn: str, datastore_dsn: str) -> Iterator[Shop]:
                          " GRANT SELECT, INSERT ON ALL TABLES IN SCHEMA {0} TO {1}, {2}")
                 conn.execute(sql.SQL(grant).format(sql.Identifier(schema),
                                                    *map(sql.Identifier, roles)))
+        yield roles
+    finally:
+        with psycopg.connect(datastore_dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP OWNED BY {}, {}").format(*map(sql.Identifier, roles)))
+        with psycopg.connect(admin, autocommit=True) as conn:
+            for role in roles:
+                conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+@contextmanager
+def shop(metastore_dsn: str, datastore_dsn: str) -> Iterator[Shop]:
+    """:func:`shop_database`, registered in the metastore with its catalog."""
+    with shop_database(datastore_dsn) as roles:
+        suffix = uuid.uuid4().hex[:8]
         with psycopg.connect(metastore_dsn, autocommit=True) as conn:
             user = workspaces.create_user(conn, f"owner-{suffix}@example.com")
             workspace = workspaces.create_workspace(conn, f"shop-{suffix}", "Shop", user)
@@ -117,9 +134,3 @@ def shop(metastore_dsn: str, datastore_dsn: str) -> Iterator[Shop]:
                                               datastore_dsn)
             inspect_into_catalog(conn, datastore_id, workspace.id, datastore_dsn)
         yield Shop(metastore_dsn, datastore_id, workspace.id, datastore_dsn, roles)
-    finally:
-        with psycopg.connect(datastore_dsn, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP OWNED BY {}, {}").format(*map(sql.Identifier, roles)))
-        with psycopg.connect(admin, autocommit=True) as conn:
-            for role in roles:
-                conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
