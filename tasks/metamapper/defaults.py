@@ -26,7 +26,7 @@ from typing import Any
 from celery.schedules import crontab
 from kombu import Exchange, Queue
 
-from metamapper.protocol import ROUTES
+from metamapper_beat import DEFAULT_QUEUE, SCHEDULE, TIMEZONE, task_routes
 
 QUEUES = ("default", "checks", "revisioner", "usage")
 
@@ -36,49 +36,13 @@ TASK_SOFT_TIME_LIMIT = TASK_TIME_LIMIT - 60
 RUN_SPREAD_SECONDS = 15 * 60
 VISIBILITY_TIMEOUT = 60 * 60
 
-#: Upstream Metamapper 1.0's beat schedule: its nine entries, names and tasks. Each task is
-#: routed by upstream's rules (metamapper.protocol.ROUTES), as when upstream's beat sends it.
+#: Upstream Metamapper 1.0's beat schedule: its nine entries, names and tasks
+#: (metamapper_beat.SCHEDULE). Each task is routed by upstream's rules
+#: (metamapper_beat.ROUTES), as when upstream's beat sends it.
 BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
-    "beat-scheduler-healthcheck": {
-        "task": "app.healthchecks.tasks.heartbeat",
-        "schedule": crontab(),
-        # A tick nobody ran within its minute is stale: drop it rather than pile up.
-        "options": {"expires": 55},
-    },
-    "create-revisioner-runs": {
-        "task": "app.revisioner.tasks.v1.scheduler.create_runs",
-        "schedule": crontab(minute=0),
-    },
-    "queue-revisioner-runs": {
-        "task": "app.revisioner.tasks.v1.scheduler.queue_runs",
-        "schedule": crontab(minute="15,45"),
-    },
-    "detect-revisioner-run-timeouts": {
-        "task": "app.revisioner.tasks.v1.scheduler.detect_run_timeouts",
-        "schedule": crontab(minute=0),
-    },
-    "create-check-executions": {
-        "task": "app.checks.tasks.scheduler.create_executions",
-        "schedule": crontab(),
-    },
-    "queue-table-usage-jobs": {
-        "task": "app.definitions.tasks.usage.queue_table_usage_jobs",
-        "schedule": crontab(),
-    },
-    "delete-90-day-table-usage": {
-        "task": "app.definitions.tasks.usage.delete_table_usage_older_than_90_days",
-        # Upstream writes crontab(hour="*/12"), which leaves the minute at "*": it fires
-        # every minute of hours 0 and 12 (120 purges a day). The intent is twice a day.
-        "schedule": crontab(minute=0, hour="*/12"),
-    },
-    "queue-domain-verification": {
-        "task": "app.sso.tasks.queue_domain_verifications",
-        "schedule": crontab(minute="*/20"),
-    },
-    "deleted-domain-failures": {
-        "task": "app.sso.tasks.delete_failed_domains",
-        "schedule": crontab(minute=0, hour="*/4"),
-    },
+    entry.name: {"task": entry.task, "schedule": crontab(**entry.schedule.fields()),
+                 **({"options": {"expires": entry.expires}} if entry.expires else {})}
+    for entry in SCHEDULE
 }
 
 SETTINGS: dict[str, Any] = {
@@ -91,17 +55,15 @@ SETTINGS: dict[str, Any] = {
     "result_accept_content": ["json"],
     "task_ignore_result": True,
     "task_queues": [Queue(name, Exchange(name), routing_key=name) for name in QUEUES],
-    "task_default_queue": "default",
-    "task_routes": {
-        **{glob: {"queue": queue} for glob, queue in ROUTES},
-    },
+    "task_default_queue": DEFAULT_QUEUE,
+    "task_routes": task_routes(),
     "task_acks_late": True,
     "task_reject_on_worker_lost": True,
     "worker_prefetch_multiplier": 1,
     "worker_cancel_long_running_tasks_on_connection_loss": True,
     "task_time_limit": TASK_TIME_LIMIT,
     "task_soft_time_limit": TASK_SOFT_TIME_LIMIT,
-    "timezone": "UTC",
+    "timezone": TIMEZONE,
     "beat_schedule": BEAT_SCHEDULE,
     # metamapper.beat.RedisScheduler keeps the schedule's state in Redis instead.
     "beat_scheduler": "metamapper.beat:FileScheduler",

@@ -19,9 +19,10 @@ Each entry is an :class:`UpstreamTask`:
 To implement a refused name: register the task under its name in a module of yours and
 replace the entry's ``refusal`` with ``module`` (``implemented(...)`` below).
 
-Routes are upstream's rules (:data:`ROUTES`): ``app.revisioner.tasks.*`` to
+Routes are upstream's rules (``metamapper_beat.ROUTES``): ``app.revisioner.tasks.*`` to
 ``revisioner``, ``app.checks.tasks.*`` to ``checks``, ``app.definitions.tasks.usage.*``
-to ``usage``, the rest to ``default``.
+to ``usage``, the rest to ``default``. They live beside the beat schedule in
+:mod:`metamapper_beat`, where the operator reads them too.
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ import enum
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
 from typing import Any
+
+from metamapper_beat import queue_of
 
 
 class Outcome(enum.Enum):
@@ -75,20 +77,6 @@ class UpstreamTask:
     @property
     def queue(self) -> str:
         return queue_of(self.name)
-
-
-#: Upstream's ``task_routes``, in its order: (glob on the task name, queue).
-ROUTES: tuple[tuple[str, str], ...] = (
-    ("app.checks.tasks.*", "checks"),
-    ("app.revisioner.tasks.*", "revisioner"),
-    ("app.definitions.tasks.usage.*", "usage"),
-)
-DEFAULT_QUEUE = "default"
-
-
-def queue_of(name: str) -> str:
-    """The queue upstream routes a task name to."""
-    return next((queue for glob, queue in ROUTES if fnmatchcase(name, glob)), DEFAULT_QUEUE)
 
 
 def implemented(name: str, signature: Callable[..., Any], module: str,

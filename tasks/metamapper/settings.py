@@ -23,25 +23,13 @@ from typing import Any
 from celery.schedules import crontab
 
 from metamapper.defaults import SETTINGS
+from metamapper_beat import merge
 
 # Metamapper's names first: the first one set (and not empty) wins.
 BROKER_URL_ENV = ("METAMAPPER_CELERY_BROKER_URL", "METAMAPPER_BROKER_URL")
 BEAT_REDIS_URL_ENV = "METAMAPPER_BEAT_REDIS_URL"
 RESULT_BACKEND_ENV = ("METAMAPPER_CELERY_RESULT_BACKEND", "METAMAPPER_RESULT_BACKEND")
 CELERY_SETTINGS_ENV = "METAMAPPER_CELERY_SETTINGS"
-
-
-def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    """``base`` with ``override`` merged in: dicts recursively, ``None`` deletes."""
-    merged = dict(base)
-    for key, value in override.items():
-        if value is None:
-            merged.pop(key, None)
-        elif isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
 
 
 def first_set(environ: Mapping[str, str], names: tuple[str, ...]) -> str | None:

@@ -72,7 +72,7 @@ def test_base_image_and_installs_are_pinned() -> None:
     assert text.count("--only-binary=:all:") == 2
 
 
-def test_the_wheel_carries_the_operator_the_worker_and_their_url_helper_but_not_devenv(
+def test_the_wheel_carries_the_operator_the_worker_and_what_they_share_but_not_devenv(
         tmp_path: Path) -> None:
     import subprocess
     import sys
@@ -84,5 +84,6 @@ def test_the_wheel_carries_the_operator_the_worker_and_their_url_helper_but_not_
     names = zipfile.ZipFile(wheel).namelist()
     packages = {name.split("/")[0] for name in names
                 if not name.split("/")[0].endswith(".dist-info")}
-    assert packages == {"metamapper_operator", "metamapper", "metamapper_urls"}, packages
+    assert packages == {"metamapper_operator", "metamapper", "metamapper_urls",
+                        "metamapper_beat"}, packages
     assert "metamapper/metastore/schema.sql" in names  # `metamapper metastore init` reads it

@@ -1,0 +1,146 @@
+"""Metamapper's beat as data: its default schedule, the routes that take each task to a
+queue, and how settings are laid over the defaults (pure, standard library only).
+
+The worker builds Celery's ``beat_schedule`` and ``task_routes`` from these tables; the
+operator reads the same tables to know when a fleet's own beat sends work to which queue,
+and so which pool to warm before the work arrives. Neither may import the other, so the
+tables live here, in the package both images install, and nowhere else.
+
+- :data:`SCHEDULE`: upstream Metamapper 1.0's nine beat entries (names, tasks, crontabs);
+- :data:`ROUTES`, :data:`DEFAULT_QUEUE`, :func:`queue_of`: upstream's routes;
+- :func:`task_routes`: the routes as Celery's ``task_routes`` setting;
+- :func:`merge`: how ``METAMAPPER_CELERY_SETTINGS`` (a Metamapper's ``celery.settings``)
+  is laid over the defaults: objects key by key, ``None`` removes a key;
+- :func:`route`: the queue Celery's ``task_routes`` mapping gives a task name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from fnmatch import fnmatchcase
+from typing import Any
+
+#: Celery's ``timezone`` in the worker's defaults: crontabs are read on this clock.
+TIMEZONE = "UTC"
+DEFAULT_QUEUE = "default"
+
+#: Upstream's ``task_routes``, in its order: (glob on the task name, queue).
+ROUTES: tuple[tuple[str, str], ...] = (
+    ("app.checks.tasks.*", "checks"),
+    ("app.revisioner.tasks.*", "revisioner"),
+    ("app.definitions.tasks.usage.*", "usage"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Crontab:
+    """Celery's ``crontab`` fields (each ``*`` unless given)."""
+
+    minute: str = "*"
+    hour: str = "*"
+    day_of_week: str = "*"
+    day_of_month: str = "*"
+    month_of_year: str = "*"
+
+    @classmethod
+    def from_string(cls, text: str) -> Crontab:
+        """A cron expression's five fields, split on single spaces as Celery's
+        ``crontab.from_string`` splits them (minute hour day-of-month month day-of-week)."""
+        fields = text.split(" ")
+        if len(fields) != 5:
+            raise ValueError(f"{text!r} is not five fields separated by single spaces "
+                             "(minute hour day-of-month month day-of-week)")
+        minute, hour, day_of_month, month_of_year, day_of_week = fields
+        return cls(minute, hour, day_of_week, day_of_month, month_of_year)
+
+    @property
+    def cron(self) -> str:
+        """The same times as a cron expression."""
+        return " ".join((self.minute, self.hour, self.day_of_month, self.month_of_year,
+                         self.day_of_week))
+
+    def fields(self) -> dict[str, str]:
+        """Keyword arguments for Celery's ``crontab``."""
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One beat entry: its name, the task it sends, when, and the message's expiry
+    (seconds after sending, None: never)."""
+
+    name: str
+    task: str
+    schedule: Crontab
+    expires: int | None = None
+
+
+SCHEDULE: tuple[Entry, ...] = (
+    # A tick nobody ran within its minute is stale: dropped rather than piled up.
+    Entry("beat-scheduler-healthcheck", "app.healthchecks.tasks.heartbeat", Crontab(),
+          expires=55),
+    Entry("create-revisioner-runs", "app.revisioner.tasks.v1.scheduler.create_runs",
+          Crontab(minute="0")),
+    Entry("queue-revisioner-runs", "app.revisioner.tasks.v1.scheduler.queue_runs",
+          Crontab(minute="15,45")),
+    Entry("detect-revisioner-run-timeouts",
+          "app.revisioner.tasks.v1.scheduler.detect_run_timeouts", Crontab(minute="0")),
+    Entry("create-check-executions", "app.checks.tasks.scheduler.create_executions",
+          Crontab()),
+    Entry("queue-table-usage-jobs", "app.definitions.tasks.usage.queue_table_usage_jobs",
+          Crontab()),
+    # Upstream writes crontab(hour="*/12"), which leaves the minute at "*": it fires every
+    # minute of hours 0 and 12 (120 purges a day). The intent is twice a day.
+    Entry("delete-90-day-table-usage",
+          "app.definitions.tasks.usage.delete_table_usage_older_than_90_days",
+          Crontab(minute="0", hour="*/12")),
+    Entry("queue-domain-verification", "app.sso.tasks.queue_domain_verifications",
+          Crontab(minute="*/20")),
+    Entry("deleted-domain-failures", "app.sso.tasks.delete_failed_domains",
+          Crontab(minute="0", hour="*/4")),
+)
+
+
+def queue_of(name: str) -> str:
+    """The queue upstream routes a task name to."""
+    return next((queue for glob, queue in ROUTES if fnmatchcase(name, glob)), DEFAULT_QUEUE)
+
+
+def task_routes() -> dict[str, dict[str, str]]:
+    """Upstream's routes as Celery's ``task_routes`` setting (a mapping, in order)."""
+    return {glob: {"queue": queue} for glob, queue in ROUTES}
+
+
+def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``override`` merged in: objects recursively, ``None`` deletes."""
+    merged = dict(base)
+    for key, value in override.items():
+        if value is None:
+            merged.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def route(routes: Mapping[str, Any], name: str, default: str) -> str:
+    """The queue a ``task_routes`` mapping sends task ``name`` to, as Celery's
+    ``MapRoute`` reads one: an exact name first, then the keys holding ``*`` as globs in
+    their order; a route is a queue name or an object with ``queue``. ``default`` when no
+    key matches or the route names no queue. ``ValueError`` for a route of another shape.
+    """
+    found = routes.get(name) if "*" not in name else None
+    if found is None:
+        found = next((value for key, value in routes.items()
+                      if "*" in key and fnmatchcase(name, key)), None)
+    if found is None:
+        return default
+    if isinstance(found, str):
+        return found
+    if isinstance(found, Mapping):
+        queue = found.get("queue", default)
+        if isinstance(queue, str):
+            return queue
+    raise ValueError(f"the route of {name} is neither a queue name nor an object naming one")

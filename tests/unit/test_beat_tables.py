@@ -1,0 +1,94 @@
+"""The shared beat tables (metamapper_beat): crontabs as Celery reads them, routes as
+Celery's MapRoute reads them, and settings merged as the worker merges them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from metamapper_beat import (
+    DEFAULT_QUEUE,
+    ROUTES,
+    SCHEDULE,
+    Crontab,
+    merge,
+    queue_of,
+    route,
+    task_routes,
+)
+
+
+def test_the_schedule_holds_upstreams_nine_entries_each_once() -> None:
+    names = [entry.name for entry in SCHEDULE]
+    assert len(names) == len(set(names)) == 9
+    assert {queue_of(entry.task) for entry in SCHEDULE} == {
+        "default", "checks", "revisioner", "usage"}
+
+
+@pytest.mark.parametrize(("text", "cron"), [
+    ("* * * * *", "* * * * *"),
+    ("15,45 * * * *", "15,45 * * * *"),
+    ("0 */12 1 6 mon-fri", "0 */12 1 6 mon-fri"),
+])
+def test_a_crontab_string_reads_in_cron_order(text: str, cron: str) -> None:
+    crontab = Crontab.from_string(text)
+    assert crontab.cron == cron
+    assert Crontab(**crontab.fields()) == crontab
+
+
+@pytest.mark.parametrize("text", ["* * * *", "*  * * * *", "* * * * * *", ""])
+def test_a_crontab_string_needs_five_fields_split_by_single_spaces(text: str) -> None:
+    with pytest.raises(ValueError, match="five fields"):
+        Crontab.from_string(text)
+
+
+def test_celerys_keyword_order_differs_from_the_cron_order() -> None:
+    crontab = Crontab(minute="5", hour="4", day_of_week="3", day_of_month="2",
+                      month_of_year="1")
+    assert crontab.cron == "5 4 2 1 3"
+
+
+ROUTED = {"app.checks.tasks.core.execute_check": "checks",
+          "app.revisioner.tasks.v1.core.start_run": "revisioner",
+          "app.definitions.tasks.usage.queue_table_usage_jobs": "usage",
+          "app.definitions.tasks.core.hard_delete_datastore": "default",
+          "app.healthchecks.tasks.heartbeat": "default"}
+
+
+@pytest.mark.parametrize(("task", "queue"), ROUTED.items())
+def test_upstreams_routes_as_a_table_and_as_celerys_setting_agree(task: str, queue: str) -> None:
+    assert queue_of(task) == route(task_routes(), task, DEFAULT_QUEUE) == queue
+    assert [glob for glob, _ in ROUTES] == list(task_routes())
+
+
+@pytest.mark.parametrize(("routes", "task", "queue"), [
+    # An exact name wins over an earlier glob (MapRoute looks names up first).
+    ({"app.checks.*": {"queue": "a"}, "app.checks.x": {"queue": "b"}}, "app.checks.x", "b"),
+    # Globs in their order.
+    ({"app.*": "first", "app.checks.*": "second"}, "app.checks.x", "first"),
+    # A route without a queue, and no route at all: the default queue.
+    ({"app.*": {"routing_key": "r"}}, "app.x", "fallback"),
+    ({"other.*": "q"}, "app.x", "fallback"),
+    # A key without '*' is a name, not a pattern.
+    ({"app.?": "q"}, "app.x", "fallback"),
+])
+def test_route_reads_task_routes_as_celery_does(routes: dict[str, Any], task: str,
+                                                  queue: str) -> None:
+    assert route(routes, task, "fallback") == queue
+
+
+@pytest.mark.parametrize("value", [42, ["q"], {"queue": 7}])
+def test_a_route_of_another_shape_is_refused(value: Any) -> None:
+    with pytest.raises(ValueError, match=r"app\.x"):
+        route({"app.*": value}, "app.x", "fallback")
+
+
+def test_merge_lays_objects_key_by_key_and_none_removes() -> None:
+    base = {"beat_schedule": {"a": {"task": "t", "schedule": 1}, "b": {"task": "u"}},
+            "timezone": "UTC"}
+    override = {"beat_schedule": {"a": {"schedule": "*/5 * * * *"}, "b": None,
+                                  "c": {"task": "v"}}, "timezone": None}
+    assert merge(base, override) == {"beat_schedule": {
+        "a": {"task": "t", "schedule": "*/5 * * * *"}, "c": {"task": "v"}}}
+    assert base["beat_schedule"]["a"]["schedule"] == 1  # not changed in place
