@@ -70,7 +70,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import redis
 from celery import Celery
 
 from _chaos_faults import CATALOGUE, PlannedFault, Timing, schedule
@@ -88,7 +87,7 @@ from _chaos_report import (
     verdict,
 )
 from _common import print_table, say
-from devenv import containerd, services
+from devenv import containerd, redis_claims, services
 from devenv.controlplane import REPO, free_port
 from devenv.errors import DevenvError
 from devenv.node import leftovers as node_leftovers
@@ -504,29 +503,17 @@ class Soak:
         return tuple(node_leftovers())
 
 
-SERVER = f"redis://{services.HOST}:{services.REDIS_PORT}"
-
-
 def claim_record_db() -> str:
-    """A database of the development Redis of this run's own (claimed in database 0 as
-    the suite's ``redis_url`` fixture claims its), emptied; its URL."""
-    claims = redis.Redis.from_url(f"{SERVER}/0")
-    try:
-        db = next((n for n in RECORD_DBS if claims.set(f"metamapper-test:claim:{n}",
-                                                        os.getpid(), nx=True,
-                                                        ex=CLAIM_SECONDS)), None)
-    finally:
-        claims.close()
-    if db is None:
+    """A database of the development Redis of this run's own (claimed as the suite's
+    ``redis_url`` fixture claims its: ``devenv.redis_claims``), emptied; its URL."""
+    url = redis_claims.claim(RECORD_DBS, seconds=CLAIM_SECONDS)
+    if url is None:
         raise DevenvError("every Redis database for the records is claimed")
-    redis.Redis.from_url(f"{SERVER}/{db}").flushdb()
-    return f"{SERVER}/{db}"
+    return url
 
 
 def release_record_db(url: str) -> None:
-    db = url.rpartition("/")[2]
-    redis.Redis.from_url(url).flushdb()
-    redis.Redis.from_url(f"{SERVER}/0").delete(f"metamapper-test:claim:{db}")
+    redis_claims.release(url)
 
 
 def orphan_shim(argv: Sequence[bytes]) -> bool:

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-import redis
 import yaml
 from celery import Celery
 from cryptography.fernet import Fernet
@@ -35,7 +34,7 @@ from cryptography.fernet import Fernet
 # does: the operator then tells the age of each queue's oldest message.
 import metamapper.metrics
 import metamapper_operator.metrics
-from devenv import services
+from devenv import redis_claims, services
 from devenv.controlplane import REPO
 from devenv.errors import DevenvError
 from devenv.pictures import Moment, Timeline, demo_picture
@@ -46,7 +45,8 @@ from metamapper.metastore import MetastoreSettings
 from metamapper_operator import crd
 
 NAMESPACE = "demo"
-REDIS_DB = 15
+#: How long the demo holds its Redis database (released at its end): above its longest run.
+REDIS_CLAIM_SECONDS = 3600
 #: The Secret holding the fleet's METAMAPPER_DB_* (the password among them) and
 #: METAMAPPER_FERNET_KEY: the pods take them with envFrom, the spec never holds them.
 METASTORE_SECRET = "metamapper-metastore"
@@ -108,7 +108,7 @@ class Demo:
         self.timeline = Timeline()
         self.scraped = False
         self.stack = Stack(root, NAMESPACE, services=("redis", "postgres"))
-        self.broker = f"redis://{services.HOST}:{services.REDIS_PORT}/{REDIS_DB}"
+        self.broker = ""   # a Redis database of the demo's own, claimed once Redis runs
         self.metastore: dict[str, str] = {}
         self.fernet_key = Fernet.generate_key().decode()
         self.started = time.monotonic()
@@ -124,7 +124,6 @@ class Demo:
 
     def line(self, sent: int) -> str:
         status = self.metamapper().get("status") or {}
-        client = redis.Redis.from_url(self.broker)
         pools = []
         backlog, workers = {}, {}
         for pool in status.get("pools") or []:
@@ -135,7 +134,6 @@ class Demo:
             backlog[name] = int(pool.get("backlog") or 0)
             workers[name] = int(pool.get("readyReplicas") or 0)
         done = tally(self.broker, self._ids).done if sent else 0
-        client.close()
         elapsed = time.monotonic() - self.started
         self.timeline.add(Moment(elapsed, backlog, workers, done))
         return f"{elapsed:6.0f}s  " + " | ".join(pools) + f" | tasks done {done}/{sent}"
@@ -162,7 +160,12 @@ class Demo:
             "images: about 20 minutes). Ctrl-C stops it at any point.\n")
         say(f"[1/6] starting everything from cold where needed (state in {self.root}):")
         self.stack.start(say)
-        redis.Redis.from_url(self.broker).flushdb()
+        # Claimed as the suite's tests claim theirs, so a test run beside the demo never
+        # empties it under the demo's workers.
+        claimed = redis_claims.claim(range(1, 256), seconds=REDIS_CLAIM_SECONDS)
+        if claimed is None:
+            raise DevenvError("every database of the development Redis is claimed")
+        self.broker = claimed
         self.metastore = MetastoreSettings.from_dsn(fresh_database("metamapper_demo")
                                                     ).environment()
         assert self.stack.images is not None
@@ -325,6 +328,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         say(f"\nerror: {err}")
     finally:
         demo.stack.stop()
+        if demo.broker:
+            redis_claims.release(demo.broker)
         say(f"stopped: no pod or process left behind. Logs: {root}" if args.keep
             else "stopped: no pod or process left behind.")
         if not args.keep:

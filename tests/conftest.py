@@ -19,9 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import redis
 
-from devenv import services
+from devenv import redis_claims, services
 from devenv.controlplane import ControlPlane, ControlPlaneError, tool_dirs
 from devenv.waiting import wait_until
 from metamapper_operator import crd
@@ -54,24 +53,16 @@ def _ensure(name: str) -> None:
 def redis_url() -> Iterator[str]:
     """A Redis database of this test's own, empty at the start.
 
-    Databases are claimed in database 0 (SET NX with an expiry), so test runs sharing the
-    server (two suites at once, say) never get the same one.
+    Databases are claimed in database 0 (SET NX with an expiry, ``devenv.redis_claims``),
+    so test runs sharing the server (two suites at once, or ``make demo``) never get the
+    same one.
     """
     _ensure("redis")
-    server = f"redis://{services.HOST}:{services.REDIS_PORT}"   # where pods reach it too
-    claims = redis.Redis.from_url(f"{server}/0")
-    candidates = random.sample(range(1, 256), 255)
-    db = next((n for n in candidates
-               if claims.set(f"metamapper-test:claim:{n}", os.getpid(), nx=True, ex=900)), None)
-    if db is None:
+    url = redis_claims.claim(random.sample(range(1, 256), 255), seconds=900)
+    if url is None:
         pytest.fail("every Redis test database is claimed; is another run stuck?")
-    client = redis.Redis.from_url(f"{server}/{db}")
-    client.flushdb()
-    yield f"{server}/{db}"
-    client.flushdb()
-    client.close()
-    claims.delete(f"metamapper-test:claim:{db}")
-    claims.close()
+    yield url
+    redis_claims.release(url)
 
 
 @pytest.fixture
