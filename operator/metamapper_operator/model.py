@@ -155,6 +155,16 @@ class CredentialsRef:
 
 
 @dataclass(frozen=True, slots=True)
+class WarmUp:
+    """Warming the pool before its fleet's beat sends it work (autoscale/waves.py): its
+    minimum is at least ``replicas`` from shortly before an entry routed to its queues
+    fires until shortly after."""
+
+    enabled: bool = True
+    replicas: int = 1
+
+
+@dataclass(frozen=True, slots=True)
 class Autoscaling:
     enabled: bool = True
     target_backlog_per_replica: int | None = None
@@ -168,6 +178,7 @@ class Autoscaling:
     count_in_flight: bool = True
     target_wait_seconds: float | None = None
     schedules: tuple[Schedule, ...] = ()
+    warm_up: WarmUp = field(default_factory=WarmUp)
 
 
 @dataclass(frozen=True, slots=True)
@@ -510,7 +521,15 @@ def _parse_autoscaling(where: str, raw: Mapping[str, Any]) -> Autoscaling:
         target_wait_seconds=None if wait is None else _number(
             f"{where}.targetWaitSeconds", wait, minimum=1.0),
         schedules=schedules,
+        warm_up=_parse_warm_up(f"{where}.warmUp", _object(raw, "warmUp", where)),
     )
+
+
+def _parse_warm_up(where: str, raw: Mapping[str, Any]) -> WarmUp:
+    defaults = WarmUp()
+    return WarmUp(enabled=raw.get("enabled", defaults.enabled),
+                  replicas=_int_field(raw, "replicas", where, defaults.replicas, minimum=1,
+                                      maximum=MAX_REPLICAS))
 
 
 def _items(raw: Mapping[str, Any], key: str, where: str) -> tuple[Mapping[str, Any], ...]:

@@ -1,0 +1,248 @@
+"""Beat-aware warm-up: a pool is warm before its fleet's own beat sends it work. Pure;
+``now`` is passed in.
+
+A Metamapper's scheduler runs celery beat with the worker image's schedule
+(:data:`metamapper_beat.SCHEDULE`) under the entries of ``celery.settings``'
+``beat_schedule`` (merged as the worker merges them: an entry key by key, ``null``
+removes one). Each entry's task goes to a queue (its ``options.queue``, else the routes:
+upstream's under ``celery.settings``' ``task_routes``, else ``task_default_queue``), and
+so to the pool consuming that queue. :func:`beat_of` reads that schedule once per spec;
+:func:`warming` tells a pool, at a time, whether the floor of its warm-up is raised:
+
+- from ``lead`` seconds before an entry of its queues fires (the pool's measured pod
+  start, :func:`lead_seconds`) until :data:`HOLD_SECONDS` after, its minimum is at least
+  ``warmUp.replicas``; then the normal policy takes over (the wave's backlog keeps the
+  pods it needs, the stabilization window and the cooldown the rest);
+- an entry that fires again sooner than that (every minute, say) keeps the pool warm at
+  all times (``continuous``), and so does an interval entry (a number of seconds): beat
+  counts intervals from its own start, which the operator cannot know, so such an entry
+  is treated as due at any moment;
+- an entry the operator cannot evaluate (a schedule or route of another shape, a time
+  zone it does not know) is left out and named in ``ignored``: it costs that fleet its
+  warm-up for that entry, nothing else.
+
+Crontabs are read on the clock of Celery's ``timezone`` (``UTC`` by default), as
+:class:`~metamapper_operator.model.Schedule` reads a window's cron expression.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import itertools
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
+
+from metamapper_beat import DEFAULT_QUEUE, SCHEDULE, TIMEZONE, Crontab, merge, route, task_routes
+from metamapper_operator.autoscale.policy import Bounds
+from metamapper_operator.model import TRIAL_INSTANT, Fleet, Schedule
+
+#: The pod start assumed until one of the pool's pods has been seen start.
+DEFAULT_START_SECONDS = 30.0
+#: The longest lead: a pod start measured longer than this is taken as this.
+MAX_START_SECONDS = 600.0
+#: How long the floor stays raised after an entry fires.
+HOLD_SECONDS = 60.0
+#: Pod starts kept per pool, and the share of them the lead covers.
+STARTS_KEPT = 20
+PERCENTILE = 0.95
+
+
+@dataclass(frozen=True, slots=True)
+class Timed:
+    """A beat entry the operator can evaluate: the queue its task goes to, and its
+    crontab (as a :class:`Schedule` on Celery's clock) or its interval in seconds."""
+
+    entry: str
+    queue: str
+    schedule: Schedule | None = None
+    every_seconds: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Beat:
+    """A fleet's effective beat schedule: the entries the operator can evaluate, and those
+    it cannot, each with why."""
+
+    entries: tuple[Timed, ...] = ()
+    ignored: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Wave:
+    """An entry's next firing."""
+
+    entry: str
+    at: datetime.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Warming:
+    """What the warm-up asks of one pool now, until ``until`` (None: for ever)."""
+
+    floor: int                         # the minimum it raises the pool to (0: none)
+    lead_seconds: float
+    next_wave: Wave | None             # the next firing of an entry not continuous
+    continuous: tuple[str, ...] = ()   # entries that keep the pool warm at all times
+    ignored: tuple[str, ...] = ()
+    until: datetime.datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """How long one pod took from its creation to Ready, in seconds."""
+
+    pod: str
+    seconds: float
+
+
+def beat_of(fleet: Fleet) -> Beat | None:
+    """The fleet's effective beat schedule; None when it runs no beat."""
+    scheduler = fleet.scheduler
+    if not scheduler.enabled or scheduler.replicas == 0:
+        return None
+    settings = fleet.celery_settings
+    zone = settings.get("timezone", TIMEZONE)
+    default = settings.get("task_default_queue", DEFAULT_QUEUE)
+    routes = _overlay(task_routes(), settings, "task_routes")
+    entries = _overlay({e.name: {"task": e.task, "schedule": e.schedule} for e in SCHEDULE},
+                       settings, "beat_schedule")
+    if isinstance(entries, str):
+        return Beat(ignored=(entries,))
+    timed: list[Timed] = []
+    ignored: list[str] = []
+    for name, raw in entries.items():
+        try:
+            timed.append(_timed(str(name), raw, zone, routes, default))
+        except (ValueError, TypeError, KeyError, OverflowError) as err:
+            ignored.append(f"beat entry {name}: {err}")
+    return Beat(tuple(timed), tuple(ignored))
+
+
+def _overlay(base: Mapping[str, Any], settings: Mapping[str, Any], key: str
+             ) -> Mapping[str, Any] | str:
+    """A setting as the worker has it: ``base`` with the spec's merged in; a message when
+    the spec's is not a mapping."""
+    if key not in settings:
+        return base
+    given = settings[key]
+    if given is None:
+        return {}
+    if not isinstance(given, Mapping):
+        return f"{key} is not an object: the operator cannot read it"
+    return merge(base, given)
+
+
+def _timed(name: str, raw: Any, zone: Any, routes: Mapping[str, Any] | str,
+           default: Any) -> Timed:
+    if not isinstance(raw, Mapping):
+        raise ValueError("not an object")
+    task, schedule = raw.get("task"), raw.get("schedule")
+    if not isinstance(task, str):
+        raise ValueError("names no task")
+    options = raw.get("options") or {}
+    queue = options.get("queue") if isinstance(options, Mapping) else None
+    if not isinstance(queue, str):
+        if isinstance(routes, str):
+            raise ValueError(routes)
+        if not isinstance(default, str):
+            raise ValueError("task_default_queue is not a queue name")
+        queue = route(routes, task, default)
+    if isinstance(schedule, bool) or not isinstance(schedule, int | float | str | Crontab):
+        raise ValueError("its schedule is neither a crontab string nor a number of seconds")
+    if isinstance(schedule, int | float):
+        if not math.isfinite(schedule) or schedule <= 0:
+            raise ValueError(f"interval {schedule!r} is not a positive number of seconds")
+        return Timed(name, queue, every_seconds=float(schedule))
+    crontab = Crontab.from_string(schedule) if isinstance(schedule, str) else schedule
+    if not croniter.is_valid(crontab.cron):
+        raise ValueError(f"{crontab.cron!r} is not a crontab the operator can evaluate")
+    if not isinstance(zone, str):
+        raise ValueError("the timezone setting is not a time zone name")
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise ValueError(f"unknown time zone {zone!r}") from None
+    evaluated = Schedule(name, crontab.cron, int(HOLD_SECONDS), 0, zone)
+    try:
+        evaluated.last_start(TRIAL_INSTANT)
+        evaluated.next_start(TRIAL_INSTANT)
+    except (ValueError, OverflowError):  # croniter's errors are ValueErrors
+        raise ValueError(f"{crontab.cron!r} names no time that exists") from None
+    return Timed(name, queue, schedule=evaluated)
+
+
+@functools.lru_cache(maxsize=1024)
+def longest_gap(cron: str) -> float:
+    """The longest time between two firings of ``cron``, when it fires every hour of
+    every day (only the minutes differ); ``math.inf`` otherwise (it then pauses at least
+    an hour, longer than any lead)."""
+    minutes, *others = croniter(cron).expanded
+    if any(field != ["*"] for field in others):
+        return math.inf
+    fires = list(range(60)) if minutes == ["*"] else sorted(int(m) for m in minutes)
+    gaps = [b - a for a, b in itertools.pairwise(fires)] + [fires[0] + 60 - fires[-1]]
+    return 60.0 * max(gaps)
+
+
+def warming(beat: Beat, queues: Iterable[str], replicas: int, now: datetime.datetime,
+            lead: float) -> Warming:
+    """The warm-up of a pool consuming ``queues`` at ``now`` (timezone-aware), with pods
+    that take ``lead`` seconds to be ready: the floor is ``replicas`` from ``lead``
+    before each of its entries fires until :data:`HOLD_SECONDS` after."""
+    consumed = set(queues)
+    mine = [timed for timed in beat.entries if timed.queue in consumed]
+    continuous = tuple(t.entry for t in mine if t.schedule is None
+                       or longest_gap(t.schedule.cron) <= lead + HOLD_SECONDS)
+    hold = datetime.timedelta(seconds=HOLD_SECONDS)
+    ahead = datetime.timedelta(seconds=lead)
+    warm = bool(continuous)
+    waves: list[Wave] = []
+    changes: list[datetime.datetime] = []
+    for timed in mine:
+        if timed.entry in continuous or timed.schedule is None:
+            continue
+        fired, due = timed.schedule.last_start(now), timed.schedule.next_start(now)
+        warm = warm or now < fired + hold or due - ahead <= now
+        waves.append(Wave(timed.entry, due))
+        changes += [t for t in (fired + hold, due - ahead, due) if t > now]
+    return Warming(floor=replicas if warm else 0, lead_seconds=lead,
+                   next_wave=min(waves, key=lambda w: (w.at, w.entry), default=None),
+                   continuous=continuous, ignored=beat.ignored,
+                   until=min(changes, default=None))
+
+
+def raised(bounds: Bounds, warm: Warming | None) -> Bounds:
+    """The bounds with the warm-up's floor, if higher (never above the maximum)."""
+    if warm is None or warm.floor <= bounds.min_replicas:
+        return bounds
+    return replace(bounds, min_replicas=min(warm.floor, bounds.max_replicas))
+
+
+def observe_starts(starts: tuple[Start, ...], measured: Mapping[str, float]
+                   ) -> tuple[Start, ...]:
+    """``starts`` with the pods of ``measured`` not seen yet, the newest
+    :data:`STARTS_KEPT` kept."""
+    known = {start.pod for start in starts}
+    new = [Start(pod, seconds) for pod, seconds in sorted(measured.items())
+           if pod not in known and seconds >= 0]
+    if not new:
+        return starts
+    return (*starts, *new)[-STARTS_KEPT:]
+
+
+def lead_seconds(starts: tuple[Start, ...], poll_seconds: float) -> float:
+    """How long before a wave the floor rises: the 95th percentile of the measured pod
+    starts (:data:`DEFAULT_START_SECONDS` before any), plus one polling interval (the
+    floor is seen at the next cycle), in whole seconds."""
+    if starts:
+        ranked = sorted(start.seconds for start in starts)
+        start = ranked[math.ceil(PERCENTILE * len(ranked)) - 1]
+    else:
+        start = DEFAULT_START_SECONDS
+    return float(math.ceil(min(start, MAX_START_SECONDS) + poll_seconds))
