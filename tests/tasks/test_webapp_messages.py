@@ -1,6 +1,7 @@
 """The web app's side of the end-to-end scenario (``tests/e2e/metamapper_webapp.py``):
 its messages are Celery 4.4's task protocol 2, fit this image's tasks and routes, and a
-worker of this image runs them from the broker as the web app publishes them."""
+worker of this image runs them from the broker as the web app publishes them; what the
+scenario then reads (``tests/e2e/metamapper_views.py``) shows it."""
 
 from __future__ import annotations
 
@@ -19,9 +20,9 @@ from devenv.waiting import wait_until
 from metamapper import protocol
 from metamapper.celery import app
 from metamapper.metastore import datastores, open_metastore, workspaces
-from metamapper.metastore import revisioner as runs
 from metamapper.notify.mail import SMTP_BACKEND
 from tests.e2e import metamapper_webapp as webapp
+from tests.e2e.metamapper_views import RunView, catalog, finished_run, heartbeat
 from tests.e2e.metamapper_webapp import TaskMessage, WebApp
 from tests.tasks.conftest import MetamapperDB, Process
 from tests.tasks.receivers import SmtpServer, smtp_server
@@ -130,8 +131,10 @@ def test_the_image_runs_what_the_web_app_sends(
         assert webapp.health(conn, web, results) == {
             "metastore": webapp.HEALTHY, "scheduler": webapp.UNHEALTHY,  # no beat here
             "worker": webapp.HEALTHY}
-        run = wait_until(lambda: finished(conn, created.run_id), 60, what="the run finished")
-        assert run is not None and run.status == runs.SUCCESS
+        assert finished_run(conn, created.run_id, 60) == RunView("SUCCESS", {
+            "start_run": ["SUCCESS"], "revisioner": ["SUCCESS"], "complete_run": ["SUCCESS"]})
+        assert catalog(conn, created.id) == {("public", "orders"): ("id", "note")}
+        assert heartbeat(conn) is None  # no beat here
         audited = wait_until(lambda: conn.execute(
             "SELECT verb, target_object_id, extras FROM audit_activity").fetchall(), 30,
             what="the audit row")
@@ -141,8 +144,3 @@ def test_the_image_runs_what_the_web_app_sends(
         (("new@example.org",), subject)]
     assert "unregistered" not in worker.log and "raised unexpected" not in worker.log
     results.close()
-
-
-def finished(conn: psycopg.Connection, run_id: str) -> runs.Run | None:
-    run = runs.get(conn, run_id)
-    return run if run is not None and run.finished_at is not None else None
