@@ -56,7 +56,10 @@ class _StampTicks:
 
 
 class FileScheduler(_StampTicks, _WithoutMetastore, PersistentScheduler):
-    pass
+    #: celery-redbeat, once imported (by this module), asks whatever scheduler beat runs
+    #: for its ``lock_key`` when beat starts, and takes no lock when it is None. Without
+    #: it, every start logged an AttributeError with its traceback.
+    lock_key = None
 
 
 class RedisScheduler(_StampTicks, _WithoutMetastore, RedBeatScheduler):

@@ -7,8 +7,10 @@ what it lacks, and a metastore task sent anyway fails at once naming the variabl
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +18,15 @@ import pytest
 import redis
 from celery import Celery, signals
 
+from devenv.podlogs import errors_in
+from devenv.waiting import wait_until
 from metamapper import metastore_env
 from metamapper.beat import FileScheduler, RedisScheduler
 from metamapper.celery import app
 from metamapper.defaults import BEAT_SCHEDULE
 from metamapper.metastore import MetastoreNotConfigured, MetastoreSettings
 
+BIN = Path(sys.executable).parent
 HEARTBEAT_ENTRY = "beat-scheduler-healthcheck"
 #: Upstream's entries that need the metastore: all but the heartbeat.
 NEED_IT = sorted(set(BEAT_SCHEDULE) - {HEARTBEAT_ENTRY})
@@ -145,3 +150,24 @@ def test_a_worker_without_a_metastore_says_so_once_when_ready(
     (warning,) = [r for r in caplog.records if r.name == "metamapper.celery"]
     assert warning.getMessage() == metastore_env.WORKER_WARNING
     assert "METAMAPPER_DB_USER" in warning.getMessage()
+
+
+def test_a_worker_and_beat_without_a_metastore_log_no_error_only_their_warnings(
+    redis_url: str, tmp_path: Path, processes: Callable[..., Any],
+    start_worker: Callable[..., Any], process_env: Callable[..., dict[str, str]],
+) -> None:
+    """Real processes, the heartbeat every second: the worker runs the ticks, and neither
+    log holds an error record (devenv.podlogs, what the demo and the walkthrough check)."""
+    env = process_env(METAMAPPER_CELERY_BROKER_URL=redis_url,
+                      METAMAPPER_CELERY_SETTINGS=json.dumps(
+                          {"beat_schedule": {HEARTBEAT_ENTRY: {"schedule": 1}}}))
+    worker = start_worker(env, name="queues-only")
+    beat = processes([str(BIN / "celery"), "--app", "metamapper", "beat", "-l", "info",
+                      "--schedule", str(tmp_path / "schedule")], env, "beat")
+    wait_until(lambda: worker.log.count(" succeeded in ") >= 2, timeout=30,
+               what="two heartbeats run")
+    assert errors_in(worker.log) == []
+    assert errors_in(beat.log) == []
+    assert worker.log.count("no metastore: none of METAMAPPER_DB_HOST") == 1
+    assert beat.log.count("no metastore: none of METAMAPPER_DB_HOST") == 1
+    assert "Sending due task create-revisioner-runs" not in beat.log
