@@ -2,21 +2,22 @@
 
 A local control plane with a real node (containerd, the kubelet, kube-proxy), the project's
 images built from its Dockerfile, the operator installed with ``helm install``, and real
-Celery workers in pods on a real Redis, with a PostgreSQL metastore. The demo applies
-``examples/metamapper.yaml`` (with the built worker image), registers a sample PostgreSQL
-datastore (whose inspection wakes the revisioner pool from zero), sends a burst of tasks,
-and shows queue depth, workers and completions as the fleet grows, drains and shrinks. Then
-a summary, and everything it started is stopped. Ctrl-C stops it cleanly at any point.
+Celery workers in pods on a real Redis (a database the demo claims), with Metamapper's
+metastore on the local PostgreSQL (``devenv.metastore``, as the walkthrough makes it). The
+demo applies ``examples/metamapper.yaml`` (with the built worker image), registers a sample
+PostgreSQL datastore (whose inspection wakes the revisioner pool from zero), sends a burst
+of tasks, and shows queue depth, workers and completions as the fleet grows, drains and
+shrinks. Then a summary, which fails the demo, naming the pod and the line, on a task error
+in the log of any container of its pods (``devenv.podlogs``), and everything it started is
+stopped. Ctrl-C stops it cleanly at any point.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,30 +27,25 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-import yaml
 from celery import Celery
-from cryptography.fernet import Fernet
 
 # Stamps the published_at header on every task this process sends, as the worker app
 # does: the operator then tells the age of each queue's oldest message.
 import metamapper.metrics
 import metamapper_operator.metrics
-from devenv import redis_claims, services
+from devenv import metastore, redis_claims
 from devenv.controlplane import REPO
 from devenv.errors import DevenvError
 from devenv.pictures import Moment, Timeline, demo_picture
+from devenv.podlogs import PodLogs
 from devenv.scrape import Sample, exported, names, scrape, total
-from devenv.stack import BIN, OPERATOR_NAMESPACE, OPERATOR_SELECTOR, Stack
+from devenv.stack import OPERATOR_NAMESPACE, OPERATOR_SELECTOR, Stack
 from devenv.workload import FLAKY, MODULE, TASK, tally
-from metamapper.metastore import MetastoreSettings
 from metamapper_operator import crd
 
 NAMESPACE = "demo"
 #: How long the demo holds its Redis database (released at its end): above its longest run.
 REDIS_CLAIM_SECONDS = 3600
-#: The Secret holding the fleet's METAMAPPER_DB_* (the password among them) and
-#: METAMAPPER_FERNET_KEY: the pods take them with envFrom, the spec never holds them.
-METASTORE_SECRET = "metamapper-metastore"
 PICTURE = REPO / "build" / "demo.png"
 OPERATOR_METRICS_PORT = 9090
 WORKER_METRICS_PORT = 9808
@@ -61,20 +57,9 @@ def say(message: str) -> None:
     print(message, flush=True)
 
 
-POSTGRES = f"postgresql://postgres@{services.HOST}:{services.POSTGRES_PORT}"
-
-
-def fresh_database(name: str) -> str:
-    """An empty PostgreSQL database ``name`` (dropped first if a run left it); its URL."""
-    with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return f"{POSTGRES}/{name}"
-
-
 def sample_datastore() -> str:
     """A small PostgreSQL database for the revisioner to inspect; its URL."""
-    url = fresh_database("metamapper_demo_sample")
+    url = metastore.fresh_database("metamapper_demo_sample")
     with psycopg.connect(url, autocommit=True) as conn:
         for i in range(20):
             conn.execute(f"CREATE TABLE table_{i} (id SERIAL PRIMARY KEY, "
@@ -84,21 +69,14 @@ def sample_datastore() -> str:
 
 def demo_patch(image: str) -> dict[str, Any]:
     """What the demo changes in the example: the image, pools' windows, the workload's
-    tasks, the metastore (METAMAPPER_DB_* and METAMAPPER_FERNET_KEY from their Secret)."""
-    example = next(doc for doc in _documents(REPO / "examples" / "metamapper.yaml")
-                   if doc["kind"] == crd.KIND)
+    tasks. (The metastore's settings come from the Secret the example names.)"""
     pools = [{**pool, "autoscaling": {**pool.get("autoscaling", {}), **DEMO_AUTOSCALING}}
-             for pool in example["spec"]["pools"]]
+             for pool in metastore.example()["spec"]["pools"]]
     return {"spec": {
         "image": image,
         "pools": pools,
-        "envFrom": [{"secretRef": {"name": METASTORE_SECRET}}],
         "celery": {"settings": {"imports": [MODULE]}},
     }}
-
-
-def _documents(path: Path) -> list[dict[str, Any]]:
-    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
 
 
 class Demo:
@@ -109,13 +87,11 @@ class Demo:
         self.scraped = False
         self.stack = Stack(root, NAMESPACE, services=("redis", "postgres"))
         self.broker = ""   # a Redis database of the demo's own, claimed once Redis runs
-        self.metastore: dict[str, str] = {}
-        self.fernet_key = Fernet.generate_key().decode()
+        self.metastore: metastore.Metastore | None = None
+        # Every pod's log, a terminating pod's read before it goes: checked at the end.
+        self.pod_logs = PodLogs(self.stack.kubectl, NAMESPACE)
         self.started = time.monotonic()
         self.peak: dict[str, int] = {}
-
-    def env(self) -> dict[str, str]:
-        return {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '')}"}
 
     def metamapper(self) -> dict[str, Any]:
         out = self.stack.kubectl("get", "-n", NAMESPACE, "metamapper", "metamapper", "-o",
@@ -143,6 +119,7 @@ class Demo:
         while time.monotonic() < deadline:
             self.stack.check()
             say(self.line(sent))
+            self.pod_logs.read(terminating_only=True)
             if sent and not self.scraped and self.pools().get("default", {}).get(
                     "readyReplicas", 0) >= 2:
                 self.scraped = self.show_metrics()
@@ -166,20 +143,19 @@ class Demo:
         if claimed is None:
             raise DevenvError("every database of the development Redis is claimed")
         self.broker = claimed
-        self.metastore = MetastoreSettings.from_dsn(fresh_database("metamapper_demo")
-                                                    ).environment()
+        # As the walkthrough makes it, before the pods start: a database, Metamapper's
+        # tables, and the Secret the example's envFrom names.
+        self.metastore = metastore.create("metamapper_demo")
         assert self.stack.images is not None
         say(f"      worker pods run {self.stack.images.workload} (the worker image plus "
             "the demo's tasks)")
         say("[2/6] kubectl apply -f examples/metamapper.yaml (broker URL in the Secret "
-            "metamapper-broker, pointing at the local Redis)")
+            "metamapper-broker, pointing at the local Redis; the metastore's settings in "
+            f"the Secret {metastore.secret_name()}, its database on the local PostgreSQL)")
         self.stack.kubectl("create", "secret", "generic", "metamapper-broker", "-n", NAMESPACE,
                            f"--from-literal=url={self.broker}")
-        self.stack.kubectl("apply", "-n", NAMESPACE, "-f", "-", input=json.dumps({
-            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": METASTORE_SECRET},
-            "stringData": {**self.metastore, "METAMAPPER_FERNET_KEY": self.fernet_key}}))
-        self.stack.kubectl("apply", "-n", NAMESPACE, "-f",
-                           str(REPO / "examples" / "metamapper.yaml"))
+        self.stack.kubectl("apply", "-n", NAMESPACE, "-f", "-", input=self.metastore.secret())
+        self.stack.kubectl("apply", "-n", NAMESPACE, "-f", str(metastore.EXAMPLE))
         self.stack.kubectl("patch", "-n", NAMESPACE, "metamapper", "metamapper", "--type=merge",
                            "-p", json.dumps(demo_patch(self.stack.images.workload)))
         say("      (the demo shortens the scale-down windows to 15 s so you can watch "
@@ -191,13 +167,11 @@ class Demo:
 
         say("[3/6] registering a sample datastore and queueing its inspection "
             "(the revisioner pool wakes up from zero)")
-        # Metamapper's way, without its web app: its schema, a workspace, a datastore whose
-        # password is encrypted with the fleet's METAMAPPER_FERNET_KEY.
-        self._metamapper_cli("metastore", "init")
-        self._metamapper_cli("metastore", "add-workspace", "demo", "--owner",
-                             "demo@example.com")
-        self._metamapper_cli("metastore", "add-datastore", "sample", "--workspace", "demo",
-                             "--url-env", "SAMPLE_URL", SAMPLE_URL=sample_datastore())
+        # Metamapper's way, without its web app: a workspace, a datastore whose password is
+        # encrypted with the fleet's METAMAPPER_FERNET_KEY.
+        self.metastore.cli("metastore", "add-workspace", "demo", "--owner", "demo@example.com")
+        self.metastore.cli("metastore", "add-datastore", "sample", "--workspace", "demo",
+                           "--url-env", "SAMPLE_URL", SAMPLE_URL=sample_datastore())
         app = Celery("demo", broker=self.broker, set_as_current=False)
         # Metamapper's beat does this: create the runs that are due, then queue them (here
         # at once, not spread over its 15 minutes).
@@ -231,7 +205,9 @@ class Demo:
         say("Events on the Metamapper (kubectl get events):\n" + "\n".join(
             events.splitlines()[-8:]))
         result = tally(self.broker, self._ids)
-        runs = self._metamapper_cli("runs", capture=True)
+        runs = self.metastore.cli("runs")
+        self.pod_logs.read()
+        errors = self.pod_logs.errors(expected=[FLAKY])
         say(f"\n[6/6] summary\n  tasks sent {result.sent}, completed {result.done}, "
             f"lost {result.lost}, ran twice {result.duplicated}, interrupted "
             f"{result.interrupted}\n  peak workers: "
@@ -242,7 +218,11 @@ class Demo:
             f"make demo: a burst of {self.tasks} tasks of {self.seconds:g} s "
             f"(drained in {drained:.0f} s)"))
         say(f"  picture of the run: {picture}")
-        return 0 if result.lost == 0 and result.duplicated == 0 else 1
+        say(f"  task errors in the logs of {len(self.pod_logs.logs)} containers (the task "
+            f"that fails on purpose aside): {len(errors) or 'none'}")
+        for error in errors:
+            say(f"    {error}")
+        return 0 if result.lost == 0 and result.duplicated == 0 and not errors else 1
 
     def show_metrics(self) -> bool:
         """Scrape the operator's pod and the default pool's worker pods mid-burst, as
@@ -276,15 +256,6 @@ class Demo:
         say("        every exported metric present" if not absent else
             f"        not (yet) in these scrapes: {', '.join(absent)}")
         return True
-
-    def _metamapper_cli(self, *args: str, capture: bool = False, **env: str) -> str:
-        result = subprocess.run([str(BIN / "metamapper"), *args], capture_output=True,
-                                text=True, env={**self.env(), **self.metastore,
-                                                "METAMAPPER_FERNET_KEY": self.fernet_key,
-                                                "METAMAPPER_BROKER_URL": self.broker, **env})
-        if result.returncode:
-            raise DevenvError(f"metamapper {' '.join(args)}: {result.stderr.strip()}")
-        return result.stdout if capture else ""
 
 
 def scrape_all(urls: list[str]) -> list[Sample]:
