@@ -171,12 +171,18 @@ class Autoscaling:
     activation_backlog: int = 0
     # Short, because a scale-down drains its workers first: no task is cut off (README).
     scale_down_stabilization_seconds: int = 60
+    # Scale-down in steps towards what most of the window asked for (autoscaling.md).
+    scale_down_percentile: int = 90
+    scale_down_step_percent: int = 25
+    panic_window_seconds: int = 6
     scale_to_zero_cooldown_seconds: int = 300
     tolerance: float = 0.1
     max_scale_up_step: int = 0
     fallback_replicas: int | None = None
     count_in_flight: bool = True
-    target_wait_seconds: float | None = None
+    # Every message started within this many seconds once a throughput is measured
+    # (latency.py); 0 sizes from the backlog target alone.
+    target_wait_seconds: float = 2.0
     schedules: tuple[Schedule, ...] = ()
     warm_up: WarmUp = field(default_factory=WarmUp)
 
@@ -500,7 +506,8 @@ def _parse_autoscaling(where: str, raw: Mapping[str, Any]) -> Autoscaling:
     names = [s.name for s in schedules]
     if len(set(names)) != len(names):
         raise SpecError(f"{where}.schedules", "schedule names must be unique")
-    wait, tolerance = raw.get("targetWaitSeconds"), raw.get("tolerance", defaults.tolerance)
+    wait = raw.get("targetWaitSeconds", defaults.target_wait_seconds)
+    tolerance = raw.get("tolerance", defaults.tolerance)
     per_replica, fallback = raw.get("targetBacklogPerReplica"), raw.get("fallbackReplicas")
     return Autoscaling(
         enabled=raw.get("enabled", defaults.enabled),
@@ -511,6 +518,14 @@ def _parse_autoscaling(where: str, raw: Mapping[str, Any]) -> Autoscaling:
         scale_down_stabilization_seconds=_int_field(
             raw, "scaleDownStabilizationSeconds", where,
             defaults.scale_down_stabilization_seconds),
+        scale_down_percentile=_int_field(raw, "scaleDownPercentile", where,
+                                         defaults.scale_down_percentile, minimum=1,
+                                         maximum=100),
+        scale_down_step_percent=_int_field(raw, "scaleDownStepPercent", where,
+                                           defaults.scale_down_step_percent, minimum=1,
+                                           maximum=100),
+        panic_window_seconds=_int_field(raw, "panicWindowSeconds", where,
+                                        defaults.panic_window_seconds),
         scale_to_zero_cooldown_seconds=_int_field(
             raw, "scaleToZeroCooldownSeconds", where, defaults.scale_to_zero_cooldown_seconds),
         tolerance=_number(f"{where}.tolerance", tolerance, maximum=1.0),
@@ -518,8 +533,7 @@ def _parse_autoscaling(where: str, raw: Mapping[str, Any]) -> Autoscaling:
         fallback_replicas=None if fallback is None else _integer(
             f"{where}.fallbackReplicas", fallback, maximum=MAX_REPLICAS),
         count_in_flight=raw.get("countInFlight", defaults.count_in_flight),
-        target_wait_seconds=None if wait is None else _number(
-            f"{where}.targetWaitSeconds", wait, minimum=1.0),
+        target_wait_seconds=_number(f"{where}.targetWaitSeconds", wait),
         schedules=schedules,
         warm_up=_parse_warm_up(f"{where}.warmUp", _object(raw, "warmUp", where)),
     )

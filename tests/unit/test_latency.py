@@ -1,4 +1,5 @@
-"""The latency target: throughput measured between probes, and the size it gives.
+"""The service-time policy: throughput and arrivals measured between probes, and the size
+they give.
 
 Table tests for each rule; property tests for what the estimate guarantees: steady
 service is measured as it is, and a spike in the backlog's fall that no pod served (a
@@ -9,17 +10,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from metamapper_operator.autoscale.latency import (
+    ARRIVAL_SECONDS,
+    BACKLOG,
+    SERVICE_TIME,
     WINDOW,
+    Arrived,
     Sample,
     Throughput,
-    backlog_within,
     for_wait,
     observe,
 )
@@ -46,15 +50,19 @@ def estimates(samples: Iterable[Sample]) -> Iterator[float | None]:
 def test_no_history_keeps_the_backlog_target() -> None:
     seen = feed([Sample(0, 100, 2)])
     assert seen.per_pod is None
-    assert for_wait(BOUNDS, 30, seen) == BOUNDS
-    assert for_wait(BOUNDS, None, feed([Sample(0, 100, 2), Sample(5, 80, 2)])) == BOUNDS
+    assert for_wait(BOUNDS, 4, 30, seen).bounds == BOUNDS
+    assert for_wait(BOUNDS, 4, 30, seen).policy == BACKLOG
+    measured = for_wait(BOUNDS, 4, 0, feed([Sample(0, 100, 2), Sample(5, 80, 2)]))
+    assert (measured.bounds, measured.policy) == (BOUNDS, BACKLOG)   # a wait of 0: off
 
 
 def test_a_falling_backlog_gives_the_throughput_per_ready_pod() -> None:
     seen = feed([Sample(0, 100, 2), Sample(5, 80, 2)])   # 20 in 5 s by 2 pods
     assert seen.per_pod == pytest.approx(2.0)
     assert not seen.lower_bound
-    assert for_wait(BOUNDS, 30, seen).target == 60        # one pod: 60 messages in 30 s
+    sized = for_wait(BOUNDS, 4, 30, seen)
+    assert sized.policy == SERVICE_TIME
+    assert sized.bounds.target == 64    # one pod: 4 at once, 60 more within 30 s
 
 
 @pytest.mark.parametrize(("second", "why"), [
@@ -72,7 +80,7 @@ def test_no_ready_pods_no_throughput() -> None:
     assert feed([Sample(0, 100, 0), Sample(5, 90, 0)]).per_pod is None
 
 
-@pytest.mark.parametrize(("end", "target"), [(Sample(5, 0, 2), 41), (Sample(5, 1, 2), 40)])
+@pytest.mark.parametrize(("end", "target"), [(Sample(5, 0, 2), 45), (Sample(5, 1, 2), 44)])
 def test_a_burst_drained_within_a_span_gives_a_lower_bound(end: Sample, target: int
                                                            ) -> None:
     """Pods may have idled once the backlog was below one message each: the fall over
@@ -82,7 +90,7 @@ def test_a_burst_drained_within_a_span_gives_a_lower_bound(end: Sample, target: 
     assert seen.per_pod == pytest.approx((41 - end.backlog) / 5 / 2)
     assert seen.lower_bound
     assert seen.since == end
-    assert for_wait(BOUNDS, 10, seen).target == target   # 4.1 or 4 per pod and second
+    assert for_wait(BOUNDS, 4, 10, seen).bounds.target == pytest.approx(target)  # 4 + 41, 40
 
 
 def test_a_measured_span_replaces_a_lower_bound() -> None:
@@ -165,28 +173,68 @@ def test_a_scale_up_is_not_undone_by_the_new_workers_prefetch() -> None:
     seen, asked = observe(Throughput(), samples[0]), []
     for sample in samples[1:]:
         seen = observe(seen, sample)
-        bounds = for_wait(Bounds(min_replicas=1, max_replicas=20, target=4), 30, seen)
-        asked.append(decide(bounds, 1, sample.backlog, sample.time, History()).replicas)
+        bounds = for_wait(Bounds(min_replicas=1, max_replicas=20, target=4), 1, 30,
+                          seen).bounds
+        asked.append(decide(replace(bounds, arrivals=0), 1, sample.backlog, sample.time,
+                            History()).replicas)
         assert seen.per_pod == pytest.approx(1.0), sample
-    assert asked == [math.ceil(s.backlog / 30) for s in samples[1:]]   # 14, 12, 11, ...
-
-
-@pytest.mark.parametrize(("per_pod", "wait", "expected"), [
-    (2.0, 30, 60), (0.1, 5, 1), (0.01, 5, 1), (3.3, 10, 33),
-])
-def test_backlog_within(per_pod: float, wait: float, expected: int) -> None:
-    assert backlog_within(per_pod, wait) == expected
+    assert asked == [math.ceil(s.backlog / 31) for s in samples[1:]]   # 13, 12, 11, ...
 
 
 @pytest.mark.parametrize(("per_pod", "backlog", "pods"), [
-    (1.0, 300, 10),    # 300 messages, 30 per pod within 30 s: 10 pods
-    (2.0, 300, 5),     # twice as fast: half the pods
-    (0.5, 300, 20),    # half as fast: twice the pods
-    (0.1, 300, 50),    # slower than max allows: capped
+    (1.0, 340, 10),    # 4 at once and 30 more within 30 s: 34 per pod, 10 pods
+    (2.0, 320, 5),     # twice as fast: 64 per pod, half the pods
+    (0.5, 380, 20),    # half as fast: 19 per pod, twice the pods
+    (0.01, 300, 50),   # slower than max allows: capped
+    (0.01, 8, 2),      # long tasks: about concurrency per pod, as the backlog target
 ])
 def test_the_size_follows_throughput(per_pod: float, backlog: int, pods: int) -> None:
-    bounds = for_wait(BOUNDS, 30, Throughput(rates=(per_pod,)))
+    bounds = for_wait(BOUNDS, 4, 30, Throughput(rates=(per_pod,))).bounds
     assert decide(bounds, 1, backlog, 0.0, History()).replicas == pods
+
+
+def test_a_steady_flow_the_pods_keep_up_with_is_measured_as_arrivals() -> None:
+    """3 pods finishing 1 message per second each, a backlog that stays at 12: 3 messages
+    arrive every second. Little's law: 3 pods stay busy whatever the wait."""
+    seen = feed([Sample(0, 40, 3), Sample(2, 34, 3),                   # 1 /s per pod
+                 *(Sample(t, 12, 3) for t in range(4, 70, 2))])
+    assert seen.per_pod == pytest.approx(1.0)
+    assert seen.arrival_rate == pytest.approx(3.0)
+    for wait in (1, 10, 100):
+        sized = for_wait(BOUNDS, 4, wait, seen)
+        assert decide(sized.bounds, 3, 12, 70, History()).replicas == 3, wait
+
+
+def test_arrivals_count_the_rise_and_what_the_pods_finished_meanwhile() -> None:
+    seen = feed([Sample(0, 20, 2), Sample(2, 16, 2),       # 1 /s per pod
+                 Sample(4, 40, 2)])                         # +24, 4 finished: 28 came
+    assert seen.arrived[-1] == Arrived(2, 4, 28)
+    assert seen.arrival_rate == pytest.approx(28 / ARRIVAL_SECONDS)  # not per 2 s: a burst
+    # Pods with less backlog than they could finish did no more than that backlog.
+    idle = feed([Sample(0, 20, 2), Sample(2, 16, 2), Sample(4, 1, 2), Sample(6, 1, 2)])
+    assert idle.arrived[-1] == Arrived(4, 6, 1)
+    # No arrivals are counted before a throughput is known, nor kept past their window.
+    assert feed([Sample(0, 10, 1), Sample(2, 50, 1)]).arrived == ()
+    old = feed([Sample(0, 20, 2), Sample(2, 16, 2), Sample(4, 40, 2),
+                Sample(4 + ARRIVAL_SECONDS, 40, 2), Sample(6 + ARRIVAL_SECONDS, 40, 2)])
+    assert [a.start for a in old.arrived] == [4 + ARRIVAL_SECONDS]
+
+
+def test_a_clock_going_backwards_counts_no_arrivals_from_the_future() -> None:
+    seen = feed([Sample(1000, 20, 2), Sample(1002, 16, 2), Sample(1004, 40, 2),
+                 Sample(500, 40, 2), Sample(502, 42, 2)])
+    assert [(a.start, a.end) for a in seen.arrived] == [(500, 502)]
+    rate = seen.arrival_rate
+    assert rate is not None and rate >= 0
+
+
+def test_the_strangest_figures_still_give_a_size_within_bounds() -> None:
+    huge = Bounds(min_replicas=0, max_replicas=2**31 - 1, target=1)
+    fast = for_wait(huge, 2**31 - 1, 2**31 - 1, Throughput(rates=(1e9,)))
+    assert decide(fast.bounds, 0, 2**31 - 1, 0, History()).replicas == 1
+    slow = for_wait(huge, 1, 2**31 - 1, Throughput(rates=(1e-9,), arrived=(
+        Arrived(0, 1, 2**31 - 1),)))
+    assert decide(slow.bounds, 0, 1, 0, History()).replicas == 2**31 - 1
 
 
 # --- properties --------------------------------------------------------------------
@@ -354,7 +402,8 @@ def test_the_end_to_end_story_holds_at_any_probe_spacing(
         now += data.draw(st.floats(1.0, 3.0), label="gap")
         backlog = pool.backlog(now)
         seen = observe(seen, Sample(now, backlog, pool.ready(now)))
-        decision = decide(for_wait(E2E, 10, seen), current, backlog, now, decision.history)
+        decision = decide(for_wait(E2E, 1, 10, seen).bounds, current, backlog, now,
+                          decision.history)
 
     fast = Pool(0.0, 0.2 + overhead, 20)
     while now < fast.sent or fast.backlog(now):   # until a probe finds the burst drained

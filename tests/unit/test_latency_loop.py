@@ -64,11 +64,14 @@ def test_the_cycle_measures_the_throughput_per_ready_pod_and_sizes_the_pool_from
         pool = Pool()
         await pool.probe(0, 100, 2)           # backlog 200 with 2 pods ready
         assert pool.throughput() is None
+        assert pool.runtime.fleets[KEY].scaling["default"].policy == "backlog"
         assert not pool.kube.scaled           # 100 per pod: the 2 it has
         await pool.probe(5, 95, 2)            # 10 done in 5 s by 2 pods
         assert pool.throughput() == 1.0
-        # 1 message per second and pod: 30 within 30 s; a backlog of 190 needs 7 pods.
-        assert pool.kube.scaled[-1] == ("mm-default", 7)
+        # 1 message per second and pod: 2 at once (its concurrency) and 30 more within
+        # 30 s; a backlog of 190 needs 6 pods.
+        assert pool.kube.scaled[-1] == ("mm-default", 6)
+        assert pool.runtime.fleets[KEY].scaling["default"].policy == "serviceTime"
 
     asyncio.run(scenario())
 
@@ -86,5 +89,29 @@ def test_a_span_in_which_pods_turned_ready_is_not_counted() -> None:
         await pool.probe(5, 55, 5)            # the first interval after: not counted either
         await pool.probe(5, 30, 5)            # 50 done by 5 pods in 5 s: 2 /s per pod
         assert pool.throughput() == 1.0       # the lower median of 1 and 2
+
+    asyncio.run(scenario())
+
+
+def test_the_status_shows_the_arrivals_and_a_wait_of_0_sizes_from_the_backlog() -> None:
+    async def scenario() -> None:
+        pool = Pool()
+        await pool.probe(0, 100, 2)
+        await pool.probe(5, 95, 2)            # 1 /s per pod
+        await pool.probe(5, 100, 2)           # +10 and 10 finished: 20 in the last minute
+        scale = pool.runtime.fleets[KEY].scaling["default"]
+        assert (scale.policy, scale.arrival_rate) == ("serviceTime", 0.333)
+
+        off = Pool()
+        state = off.runtime.fleets[KEY]
+        assert state.fleet is not None
+        pools = tuple(dataclasses.replace(p, autoscaling=dataclasses.replace(
+            p.autoscaling, target_wait_seconds=0.0)) for p in state.fleet.pools)
+        state.fleet = dataclasses.replace(state.fleet, pools=pools)
+        await off.probe(0, 100, 2)
+        await off.probe(5, 95, 2)
+        scale = off.runtime.fleets[KEY].scaling["default"]
+        assert (scale.policy, scale.throughput_per_pod) == ("backlog", None)
+        assert not off.kube.scaled            # 190 within 100 per pod: the 2 it has
 
     asyncio.run(scenario())

@@ -142,9 +142,10 @@ def test_the_stabilization_window_holds_after_a_long_rest() -> None:
         await autoscaler.cycle()
         assert not kube.scaled and not control.stopped   # held by the window: no drain
         clock.now += 15
-        for _ in range(3):
+        for _ in range(2):
             await autoscaler.cycle()
-        assert kube.scaled == [("mm-default", 1)] and len(control.stopped) == 4
+        # Down by a step: 25 % of 5, rounded up.
+        assert kube.scaled == [("mm-default", 3)] and len(control.stopped) == 2
 
     asyncio.run(scenario())
 

@@ -167,7 +167,8 @@ def test_the_measurements_a_status_shows_render_the_same_status_again() -> None:
                       last_scale_reason="backlog 4", stale_in_flight=1,
                       draining=("mm-default-a",), drain_timed_out="drain timed out",
                       window=Window(name="night", min_replicas=2, end=datetime.datetime(
-                          2026, 12, 7, 6, tzinfo=datetime.UTC)), throughput_per_pod=1.5)
+                          2026, 12, 7, 6, tzinfo=datetime.UTC)), throughput_per_pod=1.5,
+                      arrival_rate=2.25, policy="serviceTime")
     for observed in ({"broker_error": "redis r: refused", "unconsumed": ()},
                      {"unconsumed": ("orphan",)}, {}):
         shown = status_of(fleet, deployments=RUNNING, scaling={"default": scale}, **observed)
@@ -178,5 +179,6 @@ def test_the_measurements_a_status_shows_render_the_same_status_again() -> None:
                        shown)
         if observed.get("unconsumed") != ("orphan",):   # named in a message only
             assert changes(shown, again) == {}
+        assert last.scaling["default"] == scale
         assert last.broker_error == observed.get("broker_error")
         assert last.unconsumed == (() if observed.get("unconsumed") == () else None)

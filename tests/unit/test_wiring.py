@@ -282,8 +282,14 @@ async def cycle_and_answers(autoscaler: Autoscaler) -> None:
 def shrinking(pods: dict[str, WorkerPod], loads: dict[str, Load], replicas: int
               ) -> tuple[Runtime, FakeKube, Autoscaler, FakeControl, list[float]]:
     """A pool of ``replicas`` pods with nothing waiting, past its window at the second
-    cycle; the clock is the returned list's one value."""
+    cycle, shrinking to its minimum in one decision (a step of 100 %); the clock is the
+    returned list's one value."""
     runtime, kube, autoscaler = setup(waiting=0, replicas=replicas)
+    state = runtime.fleets[KEY]
+    assert state.fleet is not None
+    state.fleet = dataclasses.replace(state.fleet, pools=tuple(dataclasses.replace(
+        pool, autoscaling=dataclasses.replace(pool.autoscaling, scale_down_step_percent=100))
+        for pool in state.fleet.pools))
     kube.pods = {name: dict(pod.annotations) for name, pod in pods.items()}
     kube.not_ready = {name for name, pod in pods.items() if not pod.ready}
     control = FakeControl(loads)

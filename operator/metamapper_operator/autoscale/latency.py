@@ -1,4 +1,6 @@
-"""The latency target: size a pool so its backlog drains within ``targetWaitSeconds``.
+"""The service-time policy: size a pool so every message starts within
+``targetWaitSeconds``, from the throughput its pods have shown and the rate messages
+arrive at.
 
 Pure; the loop passes in each measurement. The throughput of one pod is measured from
 what the operator sees anyway, the backlog at each probe of the broker and the pool's
@@ -38,23 +40,42 @@ Tasks that arrive during a span hide part of the work done, so every span is its
 lower bound on the real throughput, and a pool sized from a lower bound is larger, never
 slower, than needed.
 
-With a throughput, one pod can take ``per pod x targetWaitSeconds`` messages and still
-finish them in time: that becomes the pool's backlog target for the policy. Until a span
-has been measured, the backlog target (targetBacklogPerReplica) is used.
+The arrival rate comes from the same probes: between two of them, the messages that
+arrived are the backlog's rise plus what the ready pods finished meanwhile at the measured
+rate (no more than the backlog they had), per second of the newest ``ARRIVAL_SECONDS``. A
+steady flow that the pods keep up with leaves the backlog flat: its arrivals are what the
+pods finished. Over a fixed span, not the probes': a burst is in the backlog already, and
+counted again over the few seconds since the throughput became known it would ask for its
+pods twice; a flow is underestimated for its first minute, when the backlog sizes the pool.
+
+With a throughput ``mu`` per pod, a pod starts ``concurrency`` messages at once and ``mu x
+wait`` more as its tasks end within the wait, and ``rate x wait`` more messages arrive
+meanwhile, so
+
+    pods = ceil((backlog + rate x wait) / (concurrency + mu x wait))
+
+which is Little's law in a steady flow (``rate / mu`` pods busy) and, with nothing
+measured or a wait of 0, the backlog target of one message per worker process: the policy
+in force is ``serviceTime`` once a throughput is measured, ``backlog`` (the pool's
+targetBacklogPerReplica) before.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 
 from metamapper_operator.autoscale.policy import Bounds
+
+# The policies a pool can be sized by, as status names them.
+BACKLOG, SERVICE_TIME = "backlog", "serviceTime"
 
 # Spans the estimate is the lower median of: one high outlier among them never moves it.
 WINDOW = 5
 # A span without any message finished for this long is dropped (arrivals as fast as the
 # pods work, or tasks longer than this): it would say little and would say it too low.
 MAX_SPAN_SECONDS = 120.0
+# The arrival rate is the messages that arrived over the newest this many seconds of probes.
+ARRIVAL_SECONDS = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +85,15 @@ class Sample:
     time: float
     backlog: int
     ready: int
+
+
+@dataclass(frozen=True, slots=True)
+class Arrived:
+    """Messages that arrived between two probes, from ``start`` to ``end`` (seconds)."""
+
+    start: float
+    end: float
+    messages: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +107,8 @@ class Throughput:
     bound: float | None = None
     since: Sample | None = None
     settling: bool = False
+    last: Sample | None = None                # the previous probe
+    arrived: tuple[Arrived, ...] = ()         # the newest ARRIVAL_SECONDS of arrivals
 
     @property
     def per_pod(self) -> float | None:
@@ -86,13 +118,39 @@ class Throughput:
         return self.bound
 
     @property
+    def arrival_rate(self) -> float | None:
+        """Messages arriving per second (None before a throughput was measured)."""
+        if self.per_pod is None:
+            return None
+        return sum(a.messages for a in self.arrived) / ARRIVAL_SECONDS
+
+    @property
     def lower_bound(self) -> bool:
         """True while ``per_pod`` comes only from bursts drained within a span."""
         return not self.rates and self.bound is not None
 
 
 def observe(seen: Throughput, sample: Sample) -> Throughput:
-    """The throughput after one more probe."""
+    """The throughput and arrivals after one more probe."""
+    return replace(_served(seen, sample), last=sample, arrived=_arrivals(seen, sample))
+
+
+def _arrivals(seen: Throughput, sample: Sample) -> tuple[Arrived, ...]:
+    """The arrivals of the newest ARRIVAL_SECONDS, with those since the previous probe
+    once a throughput is known (none from a clock that went back)."""
+    kept = [a for a in seen.arrived
+            if sample.time - ARRIVAL_SECONDS <= a.start and a.end <= sample.time]
+    last, per_pod = seen.last, seen.per_pod
+    if last is not None and per_pod is not None and sample.time > last.time:
+        seconds = sample.time - last.time
+        done = min(last.backlog, per_pod * min(last.ready, sample.ready) * seconds)
+        kept.append(Arrived(last.time, sample.time,
+                            max(0.0, sample.backlog - last.backlog + done)))
+    return tuple(kept)
+
+
+def _served(seen: Throughput, sample: Sample) -> Throughput:
+    """The work done as measured after one more probe."""
     span = seen.since
     if span is None:
         return replace(seen, since=sample)
@@ -115,14 +173,22 @@ def observe(seen: Throughput, sample: Sample) -> Throughput:
     return replace(seen, bound=rate, since=sample)
 
 
-def backlog_within(per_pod: float, wait_seconds: float) -> int:
-    """Messages one pod finishes within the wait (at least one)."""
-    return max(1, math.floor(per_pod * wait_seconds))
+@dataclass(frozen=True, slots=True)
+class Sized:
+    """The bounds a pool is decided with, the policy in force and the figures learned."""
+
+    bounds: Bounds
+    policy: str
+    per_pod: float | None = None
+    arrival_rate: float | None = None
 
 
-def for_wait(bounds: Bounds, wait_seconds: float | None, seen: Throughput) -> Bounds:
-    """The bounds with the backlog target the latency target asks for, when there is a
-    target and a measured throughput; else unchanged (the backlog target)."""
-    if wait_seconds is None or seen.per_pod is None:
-        return bounds
-    return replace(bounds, target=backlog_within(seen.per_pod, wait_seconds))
+def for_wait(bounds: Bounds, concurrency: int, wait_seconds: float,
+             seen: Throughput) -> Sized:
+    """The bounds the service time asks for, when there is a wait target and a measured
+    throughput; else unchanged (the backlog target)."""
+    per_pod, rate = seen.per_pod, seen.arrival_rate
+    if not wait_seconds or per_pod is None or rate is None:
+        return Sized(bounds, BACKLOG, per_pod)
+    return Sized(replace(bounds, target=concurrency + per_pod * wait_seconds,
+                         arrivals=rate * wait_seconds), SERVICE_TIME, per_pod, rate)
