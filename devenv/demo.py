@@ -218,10 +218,13 @@ class Demo:
             f"make demo: a burst of {self.tasks} tasks of {self.seconds:g} s "
             f"(drained in {drained:.0f} s)"))
         say(f"  picture of the run: {picture}")
-        say(f"  task errors in the logs of {len(self.pod_logs.logs)} containers (the task "
-            f"that fails on purpose aside): {len(errors) or 'none'}")
-        for error in errors:
-            say(f"    {error}")
+        checked = (f"the logs of {len(self.pod_logs.logs)} containers (the task that "
+                   "fails on purpose aside)")
+        if errors:
+            say(f"\nFAILED: {len(errors)} task errors in {checked}:\n"
+                + "\n".join(f"  {error}" for error in errors))
+        else:
+            say(f"  no task error in {checked}")
         return 0 if result.lost == 0 and result.duplicated == 0 and not errors else 1
 
     def show_metrics(self) -> bool:
