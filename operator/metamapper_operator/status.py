@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from metamapper_operator.autoscale.schedule import Window
+from metamapper_operator.autoscale.waves import Outlook, Wave
 from metamapper_operator.builders import (
     Held,
     Part,
@@ -157,6 +158,7 @@ class PoolScale:
     draining: tuple[str, ...] = ()      # pods whose workers stopped consuming, to be removed
     drain_timed_out: str | None = None  # the latest drain given up (its worker consumes again)
     window: Window | None = None         # the schedule window raising the minimum
+    warm_up: Outlook | None = None       # the warm-up before the fleet's beat
     throughput_per_pod: float | None = None  # measured, when the pool has a wait target
     arrival_rate: float | None = None        # measured with it (messages per second)
     policy: str | None = None                # what sizes the pool: backlog or serviceTime
@@ -205,7 +207,8 @@ def _pools(obs: Observed, fleet: Fleet) -> list[dict[str, Any]]:
                         "policy": scale.policy,
                         "throughputPerPod": scale.throughput_per_pod,
                         "arrivalRate": scale.arrival_rate,
-                        "activeSchedule": _window(scale.window)}
+                        "activeSchedule": _window(scale.window),
+                        "warmUp": _warm_up(scale.warm_up)}
             entry.update({k: v for k, v in optional.items() if v is not None})
         pools.append(entry)
     return pools
@@ -216,6 +219,33 @@ def _window(window: Window | None) -> dict[str, Any] | None:
         return None
     return {"name": window.name, "minReplicas": window.min_replicas,
             "until": window.end.strftime(TIME_FORMAT)}
+
+
+def _warm_up(outlook: Outlook | None) -> dict[str, Any] | None:
+    if outlook is None:
+        return None
+    wave = outlook.next_wave
+    shown = {"warm": outlook.warm, "leadSeconds": outlook.lead_seconds,
+             "nextWave": None if wave is None else {
+                 "entry": wave.entry, "at": wave.at.strftime(TIME_FORMAT)},
+             "continuous": list(outlook.continuous) or None,
+             "ignored": list(outlook.ignored) or None}
+    return {k: v for k, v in shown.items() if v is not None}
+
+
+def _outlook(shown: Mapping[str, Any] | None) -> Outlook | None:
+    """What :func:`_warm_up` wrote, read back."""
+    if shown is None:
+        return None
+    wave = shown.get("nextWave")
+    return Outlook(warm=bool(shown.get("warm")), lead_seconds=int(shown.get("leadSeconds", 0)),
+                   next_wave=None if wave is None else Wave(str(wave["entry"]), _time(wave["at"])),
+                   continuous=tuple(shown.get("continuous") or ()),
+                   ignored=tuple(shown.get("ignored") or ()))
+
+
+def _time(text: str) -> datetime.datetime:
+    return datetime.datetime.strptime(text, TIME_FORMAT).replace(tzinfo=datetime.UTC)
 
 
 def short_grace(fleet: Fleet) -> str | None:
@@ -444,6 +474,7 @@ def measured(status: Mapping[str, Any]) -> Measured:
             stale_in_flight=pool.get("staleInFlight"),
             draining=tuple(pool.get("draining") or ()),
             drain_timed_out=pool.get("lastDrainTimeout"),
+            warm_up=_outlook(pool.get("warmUp")),
             window=None if window is None else Window(
                 name=str(window["name"]), min_replicas=int(window["minReplicas"]),
                 end=datetime.datetime.strptime(window["until"], TIME_FORMAT).replace(

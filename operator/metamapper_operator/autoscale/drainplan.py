@@ -78,6 +78,9 @@ class WorkerPod:
     assigned: bool = True
     phase: str = "Running"
     ready: bool = True
+    # Seconds from its creation to Ready (the warm-up's lead, autoscale/waves.py); None
+    # while not ready.
+    start_seconds: float | None = None
 
     @property
     def ended(self) -> bool:

@@ -38,6 +38,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 from metamapper_operator import metrics
+from metamapper_operator.autoscale import waves
 from metamapper_operator.autoscale.drain import active_tasks, can_broadcast
 from metamapper_operator.autoscale.drainplan import WorkerPod, hostname
 from metamapper_operator.autoscale.eviction import (
@@ -56,6 +57,7 @@ from metamapper_operator.autoscale.latency import (
 from metamapper_operator.autoscale.policy import Bounds, History, at_rest, decide
 from metamapper_operator.autoscale.schedule import Window, active_window, next_change, raised
 from metamapper_operator.autoscale.shrink import Known, Outcome, Shrinker
+from metamapper_operator.autoscale.waves import Beat, Outlook, Start, Warming
 from metamapper_operator.brokers import Probe, ProbeError, QueueDepth, probe_for
 from metamapper_operator.brokers.base import probe_error, secrets_of
 from metamapper_operator.builders import (
@@ -221,6 +223,7 @@ class Inputs:
     backlog: int | None
     stale: int | None
     window: Window | None
+    warm_up: Outlook | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +262,27 @@ class OpenWindow:
 
 
 PoolKey = tuple[str, str]  # (uid, pool name)
+
+
+@dataclass(frozen=True, slots=True)
+class KnownBeat:
+    """A fleet's effective beat schedule, as read from the spec of ``generation``."""
+
+    generation: int
+    beat: Beat | None
+
+
+@dataclass(frozen=True, slots=True)
+class Warm:
+    """A pool's warm-up as evaluated for a spec and a lead, valid until its ``until``."""
+
+    generation: int
+    lead: float
+    warming: Warming
+
+    @property
+    def until(self) -> datetime.datetime | None:
+        return self.warming.until
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,6 +378,13 @@ class Autoscaler:
     # Pools whose inputs did not change cost no policy work (see _scale_pool).
     resting: dict[PoolKey, Rest] = field(default_factory=dict)
     windows: dict[PoolKey, OpenWindow] = field(default_factory=dict)
+    # The warm-up before the fleet's beat (autoscale/waves.py): each fleet's schedule by
+    # uid, each pool's warm-up and its pods' measured starts; the ignored entries last
+    # announced by an event, by uid.
+    beats: dict[str, KnownBeat] = field(default_factory=dict)
+    warms: dict[PoolKey, Warm] = field(default_factory=dict)
+    starts: dict[PoolKey, tuple[Start, ...]] = field(default_factory=dict)
+    told: dict[str, tuple[str, ...]] = field(default_factory=dict)
     finished: float | None = None  # when the last cycle ended (clock), None before one
     # By (uid, pool): pods last seen marked not safe to evict (absent: not known yet).
     marked: dict[tuple[str, str], frozenset[str]] = field(default_factory=dict)
@@ -561,7 +592,9 @@ class Autoscaler:
             self.quiet = None
             if await self._walk(groups, accesses, measurements, wall):
                 self.quiet = Quiet(revision, readings, min(
-                    (w.until for w in self.windows.values() if w.until is not None),
+                    (until for until in [*(w.until for w in self.windows.values()),
+                                         *(w.until for w in self.warms.values())]
+                     if until is not None),
                     default=None))
         self._ask()
 
@@ -646,6 +679,10 @@ class Autoscaler:
         self.throughput = {k: v for k, v in self.throughput.items() if k[0] in seen}
         self.resting = {k: v for k, v in self.resting.items() if k[0] in seen}
         self.windows = {k: v for k, v in self.windows.items() if k[0] in seen}
+        self.beats = {k: v for k, v in self.beats.items() if k in seen}
+        self.warms = {k: v for k, v in self.warms.items() if k in scaled}
+        self.starts = {k: v for k, v in self.starts.items() if k in scaled}
+        self.told = {k: v for k, v in self.told.items() if k in seen}
         self.marked = {k: v for k, v in self.marked.items() if k[0] in seen}
         self.questions = {k: v for k, v in self.questions.items() if k in scaled}
         retained = Retained(series, {broker_series(access) for access in accesses})
@@ -791,7 +828,54 @@ class Autoscaler:
             backlog=None if depths is None else backlog_of(pool, depths),
             stale=None if depths is None else sum(
                 depths[queue].stale for queue in pool.queues if queue in depths),
-            window=self._window(fleet, pool, wall))
+            window=self._window(fleet, pool, wall),
+            warm_up=self._warm_up(member, wall))
+
+    def _warm_up(self, member: Member, wall: datetime.datetime) -> Outlook | None:
+        """The pool's warm-up before its fleet's beat (None: off, or no beat), evaluated
+        again only when it may change: a new spec, a new lead, or its ``until``."""
+        fleet, pool = member.fleet, member.pool
+        pool_key = (fleet.uid, pool.name)
+        beat = self._beat(member)
+        if beat is None or not pool.autoscaling.warm_up.enabled:
+            self.warms.pop(pool_key, None)
+            return None
+        lead = waves.lead_seconds(self.starts.get(pool_key, ()),
+                                  self.runtime.config.poll_seconds)
+        warm = self.warms.get(pool_key)
+        if warm is None or warm.generation != member.generation or warm.lead != lead or (
+                warm.until is not None and wall >= warm.until):
+            warm = Warm(member.generation, lead, waves.warming(
+                beat, pool.queues, pool.autoscaling.warm_up.replicas, wall, lead))
+            self.warms[pool_key] = warm
+        return warm.warming.outlook
+
+    def _beat(self, member: Member) -> Beat | None:
+        """The fleet's effective beat schedule, read once per spec. Whatever it cannot
+        read costs the fleet its warm-up (named in its status), never its scaling."""
+        fleet = member.fleet
+        known = self.beats.get(fleet.uid)
+        if known is None or known.generation != member.generation:
+            try:
+                beat = waves.beat_of(fleet)
+            except Exception as err:
+                log.exception("%s/%s: the beat schedule could not be read", fleet.namespace,
+                              fleet.name)
+                beat = Beat(ignored=(f"the beat schedule could not be read: "
+                                     f"{type(err).__name__}",))
+            known = self.beats[fleet.uid] = KnownBeat(member.generation, beat)
+        return known.beat
+
+    async def _tell_ignored(self, key: Key, uid: str, outlook: Outlook | None) -> None:
+        """One Warning event when the fleet's beat entries the warm-up cannot evaluate
+        change (and are not none)."""
+        ignored = outlook.ignored if outlook is not None else ()
+        if self.told.get(uid, ()) == ignored:
+            return
+        self.told[uid] = ignored
+        if ignored:
+            await self._event(key, "Warning", "BeatEntryIgnored",
+                              "not warmed for: " + "; ".join(ignored))
 
     def _window(self, fleet: Fleet, pool: Pool, wall: datetime.datetime) -> Window | None:
         """The pool's open schedule window, evaluated again only when it may change."""
@@ -828,6 +912,9 @@ class Autoscaler:
             history = decide(rest.bounds, rest.inputs.current, rest.inputs.backlog, seen,
                              history).history
         bounds, sized = self._bounds(fleet, pool, backlog, inputs.ready, window)
+        warm = self.warms.get(pool_key) if inputs.warm_up is not None else None
+        bounds = waves.raised(bounds, warm.warming if warm is not None else None)
+        await self._tell_ignored(key, fleet.uid, inputs.warm_up)
         decision = decide(bounds, current, backlog, self.clock(), history)
         self.history[pool_key] = decision.history
         state = self.runtime.fleets[key]  # present: checked under the lock
@@ -847,6 +934,7 @@ class Autoscaler:
                           last_scale_reason=previous.last_scale_reason if previous else None,
                           stale_in_flight=inputs.stale, draining=outcome.draining,
                           drain_timed_out=timed_out, window=window,
+                          warm_up=inputs.warm_up,
                           throughput_per_pod=_rounded(sized.per_pod),
                           arrival_rate=_rounded(sized.arrival_rate), policy=sized.policy)
         cause = scale_reason(backlog, pool)
@@ -933,6 +1021,11 @@ class Autoscaler:
             async with listing:
                 pods = await self.runtime.kube.list_pods(
                     fleet.namespace, selector_labels(fleet, "worker", pool.name))
+            measured = {name: pod.start_seconds for name, pod in pods.items()
+                        if pod.start_seconds is not None}
+            pool_key = (fleet.uid, pool.name)
+            self.starts[pool_key] = waves.observe_starts(self.starts.get(pool_key, ()),
+                                                         measured)
             return Listed(question, pods, options)
         await self._settle_marks(question, boundary.fault)
         return None

@@ -81,6 +81,17 @@ class Wave:
     at: datetime.datetime
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Outlook:
+    """What status shows of a pool's warm-up."""
+
+    warm: bool
+    lead_seconds: int
+    next_wave: Wave | None = None
+    continuous: tuple[str, ...] = ()
+    ignored: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True, slots=True)
 class Warming:
     """What the warm-up asks of one pool now, until ``until`` (None: for ever)."""
@@ -91,6 +102,12 @@ class Warming:
     continuous: tuple[str, ...] = ()   # entries that keep the pool warm at all times
     ignored: tuple[str, ...] = ()
     until: datetime.datetime | None = None
+
+    @property
+    def outlook(self) -> Outlook:
+        return Outlook(warm=self.floor > 0, lead_seconds=math.ceil(self.lead_seconds),
+                       next_wave=self.next_wave, continuous=self.continuous,
+                       ignored=self.ignored)
 
 
 @dataclass(frozen=True, slots=True)
