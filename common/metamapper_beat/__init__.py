@@ -11,7 +11,9 @@ tables live here, in the package both images install, and nowhere else.
 - :func:`task_routes`: the routes as Celery's ``task_routes`` setting;
 - :func:`merge`: how ``METAMAPPER_CELERY_SETTINGS`` (a Metamapper's ``celery.settings``)
   is laid over the defaults: objects key by key, ``None`` removes a key;
-- :func:`route`: the queue Celery's ``task_routes`` mapping gives a task name.
+- :func:`route`: the queue Celery's ``task_routes`` mapping gives a task name;
+- :data:`METASTORE_ENV`, :data:`NEEDS_METASTORE`: with none of those variables set there is
+  no metastore, and beat leaves out the entries whose task needs one.
 """
 
 from __future__ import annotations
@@ -100,6 +102,31 @@ SCHEDULE: tuple[Entry, ...] = (
     Entry("deleted-domain-failures", "app.sso.tasks.delete_failed_domains",
           Crontab(minute="0", hour="*/4")),
 )
+
+
+#: The web app's database settings (environment variable -> its default): any one set names
+#: Metamapper's metastore, the unset ones take these defaults.
+METASTORE_ENV: dict[str, str] = {
+    "METAMAPPER_DB_HOST": "database",
+    "METAMAPPER_DB_PORT": "5432",
+    "METAMAPPER_DB_NAME": "metamapper",
+    "METAMAPPER_DB_USER": "postgres",
+    "METAMAPPER_DB_PASSWORD": "postgres",
+}
+
+#: Tasks of beat's schedule that read or write the metastore and have no use without one,
+#: left out of beat's schedule when none of :data:`METASTORE_ENV` is set.
+#: (``app.healthchecks.tasks.heartbeat`` is not among them: it counts the tick first.)
+NEEDS_METASTORE = frozenset({
+    "app.revisioner.tasks.v1.scheduler.create_runs",
+    "app.revisioner.tasks.v1.scheduler.queue_runs",
+    "app.revisioner.tasks.v1.scheduler.detect_run_timeouts",
+    "app.checks.tasks.scheduler.create_executions",
+    "app.definitions.tasks.usage.queue_table_usage_jobs",
+    "app.definitions.tasks.usage.delete_table_usage_older_than_90_days",
+    "app.sso.tasks.queue_domain_verifications",
+    "app.sso.tasks.delete_failed_domains",
+})
 
 
 def queue_of(name: str) -> str:

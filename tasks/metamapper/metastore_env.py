@@ -22,27 +22,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-#: The web app's settings: environment variable -> default.
-DB_ENV_DEFAULTS = {
-    "METAMAPPER_DB_HOST": "database",
-    "METAMAPPER_DB_PORT": "5432",
-    "METAMAPPER_DB_NAME": "metamapper",
-    "METAMAPPER_DB_USER": "postgres",
-    "METAMAPPER_DB_PASSWORD": "postgres",
-}
+from metamapper_beat import METASTORE_ENV, NEEDS_METASTORE
 
-#: Tasks of beat's schedule that read or write the metastore and have no use without one.
-#: (``app.healthchecks.tasks.heartbeat`` is not among them: it counts the tick first.)
-NEEDS_METASTORE = frozenset({
-    "app.revisioner.tasks.v1.scheduler.create_runs",
-    "app.revisioner.tasks.v1.scheduler.queue_runs",
-    "app.revisioner.tasks.v1.scheduler.detect_run_timeouts",
-    "app.checks.tasks.scheduler.create_executions",
-    "app.definitions.tasks.usage.queue_table_usage_jobs",
-    "app.definitions.tasks.usage.delete_table_usage_older_than_90_days",
-    "app.sso.tasks.queue_domain_verifications",
-    "app.sso.tasks.delete_failed_domains",
-})
+#: The web app's settings (environment variable -> default), and the tasks of beat's
+#: schedule that need the metastore: shared with the operator, which warms no pool for an
+#: entry beat leaves out.
+DB_ENV_DEFAULTS = METASTORE_ENV
 
 NOT_CONFIGURED = (
     "no metastore: none of " + ", ".join(DB_ENV_DEFAULTS) + " is set, so no task can read "

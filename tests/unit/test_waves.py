@@ -39,8 +39,12 @@ def at(text: str) -> datetime.datetime:
     return datetime.datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
+#: The scheduler's pods name Metamapper's metastore: beat sends every entry.
+METASTORE = [{"name": "METAMAPPER_DB_HOST", "value": "metastore"}]
+
+
 def fleet(settings: dict[str, Any] | None = None, **spec: Any) -> Fleet:
-    raw = body(**spec)
+    raw = body(**{"env": METASTORE, **spec})
     raw["spec"]["celery"] = {"settings": settings or {}}
     return parse(raw)
 
@@ -64,6 +68,23 @@ def test_the_default_schedule_routes_each_entry_as_upstream_does() -> None:
     runs = next(t for t in beat.entries if t.entry == "queue-revisioner-runs")
     assert runs.schedule == Schedule("queue-revisioner-runs", "15,45 * * * *",
                                      int(HOLD_SECONDS), 0, "UTC")
+
+
+@pytest.mark.parametrize(("spec", "metastore"), [
+    ({"env": []}, False),
+    ({"env": [{"name": "METAMAPPER_DB_PASSWORD", "valueFrom": {"secretKeyRef": {
+        "name": "db", "key": "password"}}}]}, True),
+    ({"env": [], "envFrom": [{"secretRef": {"name": "maybe-the-metastore"}}]}, True),
+])
+def test_without_a_metastore_beat_sends_only_the_entries_that_need_none(
+        spec: dict[str, Any], metastore: bool) -> None:
+    beat = beat_of(fleet({"beat_schedule": {"mine": {
+        "task": "app.checks.tasks.scheduler.create_executions", "schedule": 60}}}, **spec))
+    assert beat is not None
+    if metastore:
+        assert len(beat.entries) == 10
+    else:   # as beat leaves them out (metamapper_beat.NEEDS_METASTORE)
+        assert queues(beat) == {"beat-scheduler-healthcheck": "default"}
 
 
 @pytest.mark.parametrize("scheduler", [{"enabled": False}, {"replicas": 0}])

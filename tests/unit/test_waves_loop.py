@@ -56,9 +56,10 @@ class StartingKube(FakeKube):
 
 
 class Fleet:
-    """One Metamapper whose pool "runs" consumes the revisioner queue (upstream's beat sends
-    queue_runs there at :15 and :45, create_runs and detect_run_timeouts at :00) from 0 to
-    3 pods; a wall clock the test moves (the policy's clock moves with it)."""
+    """One Metamapper with a metastore whose pool "runs" consumes the revisioner queue
+    (upstream's beat sends queue_runs there at :15 and :45, create_runs and
+    detect_run_timeouts at :00) from 0 to 3 pods; a wall clock the test moves (the policy's
+    clock moves with it)."""
 
     def __init__(self, *, settings: dict[str, Any] | None = None,
                  autoscaling: dict[str, Any] | None = None,
@@ -73,6 +74,7 @@ class Fleet:
         raw["spec"]["pools"] = [{"name": "runs", "queues": ["revisioner"], "minReplicas": 0,
                                  "maxReplicas": 3, "autoscaling": autoscaling or {}}]
         raw["spec"]["celery"] = {"settings": settings or {}}
+        raw["spec"]["env"] = [{"name": "METAMAPPER_DB_HOST", "value": "metastore"}]
         if scheduler is not None:
             raw["spec"]["scheduler"] = scheduler
         state, _ = self.runtime.state(KEY, "u-1")

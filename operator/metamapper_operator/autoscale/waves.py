@@ -21,6 +21,10 @@ so to the pool consuming that queue. :func:`beat_of` reads that schedule once pe
   zone it does not know) is left out and named in ``ignored``: it costs that fleet its
   warm-up for that entry, nothing else.
 
+Without a metastore (no ``METAMAPPER_DB_*`` in the fleet's env and no ``envFrom`` that may
+carry one) beat leaves out the entries whose task needs it (``NEEDS_METASTORE``), and so
+does the warm-up.
+
 Crontabs are read on the clock of Celery's ``timezone`` (``UTC`` by default), as
 :class:`~metamapper_operator.model.Schedule` reads a window's cron expression.
 """
@@ -38,7 +42,17 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
-from metamapper_beat import DEFAULT_QUEUE, SCHEDULE, TIMEZONE, Crontab, merge, route, task_routes
+from metamapper_beat import (
+    DEFAULT_QUEUE,
+    METASTORE_ENV,
+    NEEDS_METASTORE,
+    SCHEDULE,
+    TIMEZONE,
+    Crontab,
+    merge,
+    route,
+    task_routes,
+)
 from metamapper_operator.autoscale.policy import Bounds
 from metamapper_operator.model import TRIAL_INSTANT, Fleet, Schedule
 
@@ -133,12 +147,23 @@ def beat_of(fleet: Fleet) -> Beat | None:
         return Beat(ignored=(entries,))
     timed: list[Timed] = []
     ignored: list[str] = []
+    metastore = has_metastore(fleet)
     for name, raw in entries.items():
+        if not metastore and isinstance(raw, Mapping) and raw.get("task") in NEEDS_METASTORE:
+            continue   # beat leaves it out: it sends nothing
         try:
             timed.append(_timed(str(name), raw, zone, routes, default))
         except (ValueError, TypeError, KeyError, OverflowError) as err:
             ignored.append(f"beat entry {name}: {err}")
     return Beat(tuple(timed), tuple(ignored))
+
+
+def has_metastore(fleet: Fleet) -> bool:
+    """Whether the scheduler's pods may name Metamapper's metastore: a ``METAMAPPER_DB_*``
+    among the fleet's env, or any ``envFrom`` (whose Secret or ConfigMap may hold one; the
+    operator does not read it)."""
+    return bool(fleet.pods.env_from) or any(
+        var.get("name") in METASTORE_ENV for var in fleet.pods.env)
 
 
 def _overlay(base: Mapping[str, Any], settings: Mapping[str, Any], key: str
