@@ -125,6 +125,7 @@ EVERY_ENTRYS = ("timezone", "task_routes_list")
     ({"beat_schedule": {"x": {"task": "t", "schedule": "*/5 * * *"}}}, "x", "five fields"),
     ({"beat_schedule": {"x": {"task": "t", "schedule": "99 * * * *"}}}, "x", "not a crontab"),
     ({"beat_schedule": {"x": {"task": "t", "schedule": "0 0 30 2 *"}}}, "x", "no time that exists"),
+    ({"beat_schedule": {"x": {"task": "t", "schedule": "0 0 1 * mon"}}}, "x", "combines"),
     ({"beat_schedule": {"x": {"task": "t", "schedule": {"every": 5}}}}, "x", "neither"),
     ({"beat_schedule": {"x": {"task": "t", "schedule": 0}}}, "x", "positive"),
     ({"beat_schedule": {"x": {"task": "t", "schedule": True}}}, "x", "neither"),

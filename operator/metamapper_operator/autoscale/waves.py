@@ -204,6 +204,10 @@ def _timed(name: str, raw: Any, zone: Any, routes: Mapping[str, Any] | str,
     crontab = Crontab.from_string(schedule) if isinstance(schedule, str) else schedule
     if not croniter.is_valid(crontab.cron):
         raise ValueError(f"{crontab.cron!r} is not a crontab the operator can evaluate")
+    if "*" not in (crontab.day_of_month, crontab.day_of_week):
+        # cron (and croniter) fire on days matching either; Celery only on days matching both.
+        raise ValueError(f"{crontab.cron!r} sets both the day of the month and the day of "
+                         "the week, which Celery combines as cron does not")
     if not isinstance(zone, str):
         raise ValueError("the timezone setting is not a time zone name")
     try:
