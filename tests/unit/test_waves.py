@@ -23,6 +23,7 @@ from metamapper_operator.autoscale.waves import (
     Warming,
     Wave,
     beat_of,
+    firings,
     lead_seconds,
     longest_gap,
     observe_starts,
@@ -300,3 +301,32 @@ def test_warm_up_replicas_are_bounded(replicas: int) -> None:
     with pytest.raises(SpecError) as err:
         parse(raw)
     assert err.value.field == "spec.pools[0].autoscaling.warmUp.replicas"
+
+
+# --- the cost: read once for all fleets alike, each firing computed once --------------
+
+
+def test_fleets_with_the_same_settings_share_one_reading_of_their_schedule() -> None:
+    one, other = fleet({"timezone": "UTC"}), fleet({"timezone": "UTC"}, image="other:1")
+    assert beat_of(one) is beat_of(other)
+    assert beat_of(fleet({"timezone": "Europe/Berlin"})) is not beat_of(one)
+
+
+def test_a_firing_is_remembered_while_now_stays_between_the_last_and_the_next(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    schedule = Schedule("x", "7,37 * * * *", 60, 0)
+    asked: list[datetime.datetime] = []
+    original = Schedule.next_start
+
+    def counted(self: Schedule, now: datetime.datetime) -> datetime.datetime:
+        asked.append(now)
+        return original(self, now)
+
+    monkeypatch.setattr(Schedule, "next_start", counted)
+    first = firings(schedule, at("2026-12-07T10:10:00"))
+    assert first == (at("2026-12-07T10:07:00"), at("2026-12-07T10:37:00"))
+    assert firings(schedule, at("2026-12-07T10:36:59")) == first
+    assert len(asked) == 1
+    assert firings(schedule, at("2026-12-07T10:37:00")) == (at("2026-12-07T10:37:00"),
+                                                           at("2026-12-07T11:07:00"))
+    assert len(asked) == 2

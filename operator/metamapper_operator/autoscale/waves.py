@@ -34,6 +34,7 @@ from __future__ import annotations
 import datetime
 import functools
 import itertools
+import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -56,6 +57,8 @@ from metamapper_beat import (
 from metamapper_operator.autoscale.policy import Bounds
 from metamapper_operator.model import TRIAL_INSTANT, Fleet, Schedule
 
+#: The Celery settings the beat schedule depends on.
+BEAT_SETTINGS = ("beat_schedule", "task_routes", "task_default_queue", "timezone")
 #: The pod start assumed until one of the pool's pods has been seen start.
 DEFAULT_START_SECONDS = 30.0
 #: The longest lead: a pod start measured longer than this is taken as this.
@@ -137,7 +140,16 @@ def beat_of(fleet: Fleet) -> Beat | None:
     scheduler = fleet.scheduler
     if not scheduler.enabled or scheduler.replicas == 0:
         return None
-    settings = fleet.celery_settings
+    read = {key: fleet.celery_settings[key] for key in BEAT_SETTINGS
+            if key in fleet.celery_settings}
+    # Fleets made from one template share their schedule: it is read once for all.
+    return _beat(json.dumps(read, sort_keys=True, default=repr), has_metastore(fleet))
+
+
+@functools.lru_cache(maxsize=256)
+def _beat(read: str, metastore: bool) -> Beat:
+    """The beat schedule under the settings of :data:`BEAT_SETTINGS` (as JSON)."""
+    settings = json.loads(read)
     zone = settings.get("timezone", TIMEZONE)
     default = settings.get("task_default_queue", DEFAULT_QUEUE)
     routes = _overlay(task_routes(), settings, "task_routes")
@@ -147,7 +159,6 @@ def beat_of(fleet: Fleet) -> Beat | None:
         return Beat(ignored=(entries,))
     timed: list[Timed] = []
     ignored: list[str] = []
-    metastore = has_metastore(fleet)
     for name, raw in entries.items():
         if not metastore and isinstance(raw, Mapping) and raw.get("task") in NEEDS_METASTORE:
             continue   # beat leaves it out: it sends nothing
@@ -236,6 +247,26 @@ def longest_gap(cron: str) -> float:
     return 60.0 * max(gaps)
 
 
+_FIRINGS: dict[tuple[str, str], tuple[datetime.datetime, datetime.datetime]] = {}
+FIRINGS_KEPT = 1024
+
+
+def firings(schedule: Schedule, now: datetime.datetime
+            ) -> tuple[datetime.datetime, datetime.datetime]:
+    """The schedule's last firing at or before ``now`` and its next one after, remembered
+    by cron expression and time zone while ``now`` stays between them: every pool of every
+    fleet on upstream's schedule asks the same, at the same times."""
+    key = (schedule.cron, schedule.time_zone)
+    known = _FIRINGS.get(key)
+    if known is not None and known[0] <= now < known[1]:
+        return known
+    found = (schedule.last_start(now), schedule.next_start(now))
+    if len(_FIRINGS) >= FIRINGS_KEPT:
+        _FIRINGS.clear()
+    _FIRINGS[key] = found
+    return found
+
+
 def warming(beat: Beat, queues: Iterable[str], replicas: int, now: datetime.datetime,
             lead: float) -> Warming:
     """The warm-up of a pool consuming ``queues`` at ``now`` (timezone-aware), with pods
@@ -253,7 +284,7 @@ def warming(beat: Beat, queues: Iterable[str], replicas: int, now: datetime.date
     for timed in mine:
         if timed.entry in continuous or timed.schedule is None:
             continue
-        fired, due = timed.schedule.last_start(now), timed.schedule.next_start(now)
+        fired, due = firings(timed.schedule, now)
         warm = warm or now < fired + hold or due - ahead <= now
         waves.append(Wave(timed.entry, due))
         changes += [t for t in (fired + hold, due - ahead, due) if t > now]
