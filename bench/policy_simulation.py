@@ -77,7 +77,7 @@ def ours(autoscaling: Autoscaling) -> Decider:
         backlog = waiting + in_flight
         wait = pool.autoscaling.target_wait_seconds
         if wait:
-            seen = observe(seen, Sample(now, backlog, ready))
+            seen = observe(seen, Sample(now, backlog, ready, pool.concurrency))
         sized = for_wait(Bounds.of(pool), pool.concurrency, wait, seen)
         decision = decide(sized.bounds, pods, backlog, now, history)
         history = decision.history

@@ -27,7 +27,13 @@ from metamapper_operator.autoscale.latency import (
     for_wait,
     observe,
 )
-from metamapper_operator.autoscale.policy import Bounds, Decision, History, decide
+from metamapper_operator.autoscale.policy import (
+    Bounds,
+    Decision,
+    History,
+    decide,
+    recommend,
+)
 
 BOUNDS = Bounds(min_replicas=1, max_replicas=50, target=4)
 
@@ -218,6 +224,18 @@ def test_arrivals_count_the_rise_and_what_the_pods_finished_meanwhile() -> None:
     old = feed([Sample(0, 20, 2), Sample(2, 16, 2), Sample(4, 40, 2),
                 Sample(4 + ARRIVAL_SECONDS, 40, 2), Sample(6 + ARRIVAL_SECONDS, 40, 2)])
     assert [a.start for a in old.arrived] == [4 + ARRIVAL_SECONDS]
+
+
+def test_a_flat_backlog_of_long_tasks_is_not_taken_for_a_flow() -> None:
+    """8 pods of concurrency 2 measured at 0.1 message per second each, then 3 long
+    tasks running for minutes: a flat backlog of 3. Only the 3 messages in service can
+    have finished meanwhile (at 0.05 /s each), not what 8 busy pods would have: the pool
+    is sized for them (2 pods), not for arrivals that never came (3 pods)."""
+    seen = feed([Sample(0, 100, 8, 2), Sample(10, 92, 8, 2),
+                 *(Sample(t, 3, 8, 2) for t in range(12, 200, 2))])
+    assert seen.per_pod == pytest.approx(0.1)
+    assert seen.arrival_rate == pytest.approx(3 * 0.05)
+    assert recommend(for_wait(BOUNDS, 2, 2, seen).bounds, 8, 3).replicas == 2
 
 
 def test_a_clock_going_backwards_counts_no_arrivals_from_the_future() -> None:

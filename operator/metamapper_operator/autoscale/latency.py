@@ -42,11 +42,13 @@ slower, than needed.
 
 The arrival rate comes from the same probes: between two of them, the messages that
 arrived are the backlog's rise plus what the ready pods finished meanwhile at the measured
-rate (no more than the backlog they had), per second of the newest ``ARRIVAL_SECONDS``. A
-steady flow that the pods keep up with leaves the backlog flat: its arrivals are what the
-pods finished. Over a fixed span, not the probes': a burst is in the backlog already, and
-counted again over the few seconds since the throughput became known it would ask for its
-pods twice; a flow is underestimated for its first minute, when the backlog sizes the pool.
+rate (each message in service at a pod's rate over its concurrency, so a flat backlog of
+long tasks is not taken for a flow; no more than the backlog they had), per second of the
+newest ``ARRIVAL_SECONDS``. A steady flow that the pods keep up with leaves the backlog
+flat: its arrivals are what the pods finished. Over a fixed span, not the probes': a burst
+is in the backlog already, and counted again over the few seconds since the throughput
+became known it would ask for its pods twice; a flow is underestimated for its first
+minute, when the backlog sizes the pool.
 
 With a throughput ``mu`` per pod, a pod starts ``concurrency`` messages at once and ``mu x
 wait`` more as its tasks end within the wait, and ``rate x wait`` more messages arrive
@@ -80,11 +82,13 @@ ARRIVAL_SECONDS = 60.0
 
 @dataclass(frozen=True, slots=True)
 class Sample:
-    """One probe of a pool: when (monotonic seconds), its backlog, its ready pods."""
+    """One probe of a pool: when (monotonic seconds), its backlog, its ready pods, and
+    the messages each pod serves at once (its concurrency)."""
 
     time: float
     backlog: int
     ready: int
+    slots: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,8 +146,11 @@ def _arrivals(seen: Throughput, sample: Sample) -> tuple[Arrived, ...]:
             if sample.time - ARRIVAL_SECONDS <= a.start and a.end <= sample.time]
     last, per_pod = seen.last, seen.per_pod
     if last is not None and per_pod is not None and sample.time > last.time:
-        seconds = sample.time - last.time
-        done = min(last.backlog, per_pod * min(last.ready, sample.ready) * seconds)
+        # The messages in service finish at the measured rate each (a pod's rate over
+        # its slots): a flat backlog of long tasks is not a flow.
+        serving = min(last.backlog, min(last.ready, sample.ready) * sample.slots)
+        done = min(last.backlog, per_pod / sample.slots * serving
+                   * (sample.time - last.time))
         kept.append(Arrived(last.time, sample.time,
                             max(0.0, sample.backlog - last.backlog + done)))
     return tuple(kept)

@@ -965,7 +965,7 @@ class Autoscaler:
         wait = pool.autoscaling.target_wait_seconds
         seen = self.throughput.get((fleet.uid, pool.name), Throughput())
         if wait and backlog is not None:
-            seen = observe(seen, Sample(self.clock(), backlog, ready))
+            seen = observe(seen, Sample(self.clock(), backlog, ready, pool.concurrency))
             self.throughput[(fleet.uid, pool.name)] = seen
         sized = for_wait(Bounds.of(pool), pool.concurrency, wait, seen)
         return raised(sized.bounds, window), sized
