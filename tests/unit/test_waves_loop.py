@@ -177,6 +177,20 @@ def test_without_a_beat_or_with_the_warm_up_off_the_pool_is_not_raised() -> None
     assert asyncio.run(scenario(Fleet(autoscaling={"warmUp": {"enabled": False}}))) == []
 
 
+def test_a_scheduler_held_back_sends_no_wave_to_warm_for() -> None:
+    async def scenario() -> None:
+        fleet = Fleet()
+        fleet.runtime.fleets[KEY].held = "the scheduler's lock needs Redis"
+        await fleet.cycle("2026-12-07T10:44:50")
+        assert fleet.shown().warm_up is None and fleet.kube.scaled == []
+        fleet.runtime.fleets[KEY].held = None    # the next reconcile finds it running
+        fleet.runtime.note_change()
+        await fleet.cycle("2026-12-07T10:44:51")
+        assert fleet.kube.scaled == [(DEPLOYMENT, 1)]
+
+    asyncio.run(scenario())
+
+
 def test_warm_up_replicas_and_settings_routes_are_followed() -> None:
     async def scenario() -> None:
         fleet = Fleet(autoscaling={"warmUp": {"replicas": 2}}, settings={

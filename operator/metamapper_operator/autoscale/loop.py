@@ -61,6 +61,7 @@ from metamapper_operator.autoscale.waves import Beat, Outlook, Start, Warming
 from metamapper_operator.brokers import Probe, ProbeError, QueueDepth, probe_for
 from metamapper_operator.brokers.base import probe_error, secrets_of
 from metamapper_operator.builders import (
+    Part,
     celery_settings,
     pool_deployment_name,
     selector_labels,
@@ -837,7 +838,7 @@ class Autoscaler:
         fleet, pool = member.fleet, member.pool
         pool_key = (fleet.uid, pool.name)
         beat = self._beat(member)
-        if beat is None or not pool.autoscaling.warm_up.enabled:
+        if beat is None or not pool.autoscaling.warm_up.enabled or self._scheduler_held(member):
             self.warms.pop(pool_key, None)
             return None
         lead = waves.lead_seconds(self.starts.get(pool_key, ()),
@@ -849,6 +850,13 @@ class Autoscaler:
                 beat, pool.queues, pool.autoscaling.warm_up.replicas, wall, lead))
             self.warms[pool_key] = warm
         return warm.warming.outlook
+
+    def _scheduler_held(self, member: Member) -> bool:
+        """Whether the fleet's scheduler is held back (no Redis for its lock, its lock's
+        Secret missing): no beat runs, no wave comes."""
+        state = self.runtime.fleets.get(member.key)
+        return state is not None and (state.held is not None or any(
+            held.part == Part.SCHEDULER for held in state.held_parts))
 
     def _beat(self, member: Member) -> Beat | None:
         """The fleet's effective beat schedule, read once per spec. Whatever it cannot
