@@ -98,6 +98,18 @@ OPTIONS = "spec.celery.settings.broker_transport_options"
     (body(pools=[{"name": "default", "queues": ["q"],
                   "autoscaling": {"scaleDownStabilizationSeconds": 10**400}}]),
      f"{WHERE}.scaleDownStabilizationSeconds"),
+    (body(pools=[{"name": "default", "queues": ["q"],
+                  "autoscaling": {"scaleDownPercentile": 0}}]), f"{WHERE}.scaleDownPercentile"),
+    (body(pools=[{"name": "default", "queues": ["q"],
+                  "autoscaling": {"scaleDownPercentile": 101}}]),
+     f"{WHERE}.scaleDownPercentile"),
+    (body(pools=[{"name": "default", "queues": ["q"],
+                  "autoscaling": {"scaleDownStepPercent": 0}}]),
+     f"{WHERE}.scaleDownStepPercent"),
+    (body(pools=[{"name": "default", "queues": ["q"],
+                  "autoscaling": {"panicWindowSeconds": -1}}]), f"{WHERE}.panicWindowSeconds"),
+    (body(pools=[{"name": "default", "queues": ["q"],
+                  "autoscaling": {"targetWaitSeconds": -1}}]), f"{WHERE}.targetWaitSeconds"),
     (body(pools=[{"name": "default", "queues": ["q"], "autoscaling": {"tolerance": "x"}}]),
      f"{WHERE}.tolerance"),
     (body(pools=[{"name": "default", "queues": ["q"], "maxReplicas": 10**400}]),
@@ -273,3 +285,17 @@ def test_parse_answers_any_value_with_a_fleet_or_a_spec_error(path: str, value: 
         return
     desired_objects(fleet, fleet.broker.transport or "redis", {})
     render(Observed(generation=1, now="t", fleet=fleet, transport=fleet.broker.transport), {})
+
+
+def test_the_scale_down_and_service_time_knobs_default_and_accept_their_edges() -> None:
+    def knobs(autoscaling: dict[str, Any]) -> tuple[int, int, int, float]:
+        auto = parse(body(pools=[{"name": "default", "queues": ["q"],
+                                  "autoscaling": autoscaling}])).pools[0].autoscaling
+        return (auto.scale_down_percentile, auto.scale_down_step_percent,
+                auto.panic_window_seconds, auto.target_wait_seconds)
+
+    assert knobs({}) == (90, 25, 6, 2.0)
+    assert knobs({"scaleDownPercentile": 100, "scaleDownStepPercent": 100,
+                  "panicWindowSeconds": 0, "targetWaitSeconds": 0}) == (100, 100, 0, 0.0)
+    assert knobs({"scaleDownPercentile": 1, "scaleDownStepPercent": 1,
+                  "panicWindowSeconds": 2**31 - 1}) == (1, 1, 2**31 - 1, 2.0)
