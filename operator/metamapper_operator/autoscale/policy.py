@@ -46,7 +46,9 @@ PANIC_RATIO = 2
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Bounds:
-    """A pool's autoscaling knobs, as the policy sees them."""
+    """A pool's autoscaling knobs, as the policy sees them. Left out, the scale-down ones
+    give the plain policy (the window's maximum, in one step, no panic window); a pool's
+    come from its spec (:meth:`of`), whose defaults are the model's."""
 
     min_replicas: int
     max_replicas: int
