@@ -73,4 +73,8 @@ SETTINGS: dict[str, Any] = {
     "metamapper_inspect_max_retries": 5,
     "metamapper_inspect_retry_delay_seconds": 30,
     "metamapper_inspect_retry_max_delay_seconds": 10 * 60,
+    # Retries of a message naming a row not committed yet (metamapper.uncommitted):
+    # doubling from the base delay, 31 s in all.
+    "metamapper_unknown_id_max_retries": 5,
+    "metamapper_unknown_id_retry_delay_seconds": 1,
 }

@@ -184,15 +184,27 @@ def mark_queued(conn: psycopg.Connection, run_id: str, task_id: str) -> bool:
     return row is not None
 
 
+class UnknownRun(LookupError):
+    """No run has this id: not committed yet by its sender, rolled back, or never one."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"no run {run_id!r} in the metastore")
+        self.run_id = run_id
+
+
 def claim(conn: psycopg.Connection, run_id: str, path: str, task_id: str) -> RunTask | None:
     """The PENDING run task ``path`` of an unfinished run, now run by Celery task
     ``task_id`` (created if missing); None if it is finished, another task's, or its run
-    is finished or unknown."""
+    is finished (a message delivered again: nothing to do). Raises :class:`UnknownRun`
+    if no run has that id (a message sent before its run was committed, or a wrong id:
+    not the same thing as a run that is done)."""
     with conn.transaction():
         run = conn.execute(
             "SELECT finished_at FROM revisioner_run WHERE id = %s FOR UPDATE", (run_id,)
         ).fetchone()
-        if run is None or run[0] is not None:
+        if run is None:
+            raise UnknownRun(run_id)
+        if run[0] is not None:
             return None
         conn.execute(
             "INSERT INTO revisioner_runtask (run_id, path, status, meta_task_id)"

@@ -12,7 +12,10 @@ web app's worker does. The steps themselves are :mod:`metamapper.revisioner.step
 
 Beyond upstream: an unreachable datastore is retried with exponential backoff before
 the run fails; a message delivered twice (a retry, a lost worker, a duplicate) does
-each step once; no password reaches a run task's error or a log line.
+each step once; a ``start_run`` taken before the web app committed its run waits for it
+(:mod:`metamapper.uncommitted`; Celery counts one message's retries together, so those
+count toward the inspection's), where upstream's fails and the run is left unstarted
+until it times out; no password reaches a run task's error or a log line.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from metamapper.metastore import datastores, open_metastore
 from metamapper.metastore import revisioner as runs
 from metamapper.revisioner import steps
 from metamapper.revisioner.version import check_version
+from metamapper.uncommitted import retry_or_refuse
 from metamapper_urls import redact_text
 
 logger = logging.getLogger(__name__)
@@ -41,17 +45,22 @@ DELIVER = "app.notifications.tasks.deliver"
 def start_run(self: Task, run_id: str) -> None:
     """Inspect the run's datastore and hand each schema to ``process_schema``."""
     with open_metastore() as conn:
-        started = steps.claim_start(conn, run_id, self.request.id)
+        try:
+            started = steps.claim_start(conn, run_id, self.request.id)
+        except runs.UnknownRun as missing:
+            # The web app sends start_run before it commits the run.
+            retry_or_refuse(self, missing)
         if started is None:
-            logger.info("run %s: not waiting to start (finished, started elsewhere or gone)",
-                        run_id)
+            logger.info("run %s: not waiting to start (finished or started by another"
+                        " message)", run_id)
             return
         try:
             pending = steps.inspect_and_store(conn, started)
         except DatastoreUnavailable as exc:
             retries = self.request.retries
             reason = redact_text(str(exc))
-            if retries < app.conf.metamapper_inspect_max_retries:
+            limit = app.conf.metamapper_inspect_max_retries
+            if retries < limit:
                 delay = get_exponential_backoff_interval(
                     factor=app.conf.metamapper_inspect_retry_delay_seconds,
                     retries=retries,
@@ -60,7 +69,9 @@ def start_run(self: Task, run_id: str) -> None:
                 logger.warning("run %s: datastore unreachable, retry in %s s: %s",
                                run_id, delay, reason)
                 runs.note_error(conn, started.task_id, reason)
-                raise self.retry(countdown=delay, max_retries=None) from None
+                # Given: max_retries=None would be Celery's default, 3, which then fails
+                # the task with the run left unfinished.
+                raise self.retry(countdown=delay, max_retries=limit) from None
             finished = steps.fail_start(conn, started, f"datastore unreachable: {reason}")
         except Exception as exc:  # the run fails, as upstream's does, whatever went wrong
             logger.exception("run %s: inspection failed", run_id)

@@ -10,7 +10,11 @@ their message's id, and :func:`run_now` calls them all in this process.
    correct renames, finish the run.
 
 Each step claims its run task first (:func:`metamapper.metastore.revisioner.claim`): a
-message delivered again with the same id carries on, any other finds the step taken.
+message delivered again with the same id carries on, any other finds the step taken. A
+run id the metastore does not hold raises
+:class:`~metamapper.metastore.revisioner.UnknownRun`: the start waits for it
+(:mod:`metamapper.uncommitted`), the other steps, whose messages this worker sends after
+committing their run, fail.
 """
 
 from __future__ import annotations
@@ -39,7 +43,9 @@ class Started:
 
 
 def claim_start(conn: psycopg.Connection, run_id: str, message_id: str) -> Started | None:
-    """The run's start, claimed for ``message_id``; None if it is not waiting to start."""
+    """The run's start, claimed for ``message_id``; None if it is not waiting to start
+    (finished, or started by another message). Raises
+    :class:`~metamapper.metastore.revisioner.UnknownRun` if there is no such run."""
     task = runs.claim(conn, run_id, runs.start_path(run_id), message_id)
     if task is None:
         return None
