@@ -214,16 +214,16 @@ def scaled_down(bounds: Bounds, current: int, wanted: int, now: float,
     else:
         percentile = bounds.percentile
         floor = min(current, floor_of(recommendations, start, now, percentile))
-    reason = ""
+    held = ""  # a suffix of the decision's reason (not a reason of its own)
     if floor > wanted:
         wanted = floor
-        reason = (f"; held at {floor} by the {figure(bounds.stabilization_seconds)}s "
-                  f"window (p{percentile})")
+        held = (f"; held at {floor} by the {figure(bounds.stabilization_seconds)}s "
+                f"window (p{percentile})")
     step = max(1, math.ceil(current * bounds.step_percent / 100))
     if current - wanted > step:
         wanted = current - step
-        reason += f"; at most {step} fewer per step"
-    return Wanted(wanted, reason)
+        held += f"; at most {step} fewer per step"
+    return Wanted(wanted, held)
 
 
 def at_rest(history: History, current: int) -> bool:
