@@ -1,0 +1,389 @@
+"""kombu's Redis transport with an atomic take: a message leaves its queue only into ``unacked``.
+
+kombu's own transport (``kombu.transport.redis``) takes a message with ``BRPOP`` and
+records it in the ``unacked`` hash (``HSET unacked`` + ``ZADD unacked_index``) only
+afterwards, in a second command sent once the reply has reached the worker. A broker
+that goes away between the two (a restart, a crash) loses the message: the pop is
+persisted, the record never made, and the visibility sweep restores from ``unacked``
+only (docs/broker-restarts.md has the evidence). This transport makes "take a message"
+and "record it as unacknowledged" one step on the server: a Lua script (:data:`TAKE`)
+finds the first message of the first non-empty queue key, in the order kombu's fair
+cycle gives, records it in ``unacked`` and ``unacked_index`` exactly as kombu does, and
+only then removes it from its list. A reply lost with the connection leaves the message
+in ``unacked``, from where the sweep delivers it again after the visibility timeout.
+
+Scripts cannot block, so the wait is a separate, non-destructive step. The worker asks
+the server to notify it of every change to its queue keys (``CLIENT TRACKING ... BCAST
+PREFIX <queue>``, redirected to a connection of its own subscribed to
+``__redis__:invalidate``: Redis 6.0 or later, no server configuration, and it sees every
+writer: kombu publishers of any version, the sweep's restores). An idle worker sends
+nothing: it waits for that connection to become readable, then runs the script. A
+script that finds nothing makes the next one wait for a notice, or for ``brpop_timeout``
+(1 s, as long as kombu's own ``BRPOP`` waits), a safety net against a notice missed
+while a connection was being made again; so an idle worker costs the server one script
+a second, as kombu's ``BRPOP`` costs one timeout a second. The notices are switched on
+before the first take on every new connection, so a message pushed while the worker was
+not listening is found by that take.
+
+The options weighed (docs/broker-restarts.md has the longer account):
+
+- ``BLMOVE``/``BRPOPLPUSH`` into a per-consumer in-flight list: atomic, blocking, but
+  from one source key only, and a worker consumes four queues times four priority keys:
+  blocking on one at a time is either polling or unfair. It also needs an in-flight list
+  named stably across worker restarts (a pod's name is not: a deleted pod's list would
+  be orphaned) and a sweeper of its own, and the list would hold messages that are
+  neither backlog nor in ``unacked``, where the operator's probe and kombu's sweep look.
+- ``BLMPOP`` (Redis 7): blocks on many keys, but pops like ``BRPOP``; it cannot record.
+- Keyspace notifications as the wake-up: need ``notify-keyspace-events`` set on the
+  server (a global setting many managed Redis forbid clients to change); client tracking
+  needs nothing.
+- kombu upstream: an issue open since 2014 (celery/kombu#305), no atomic take.
+
+What is unchanged: the keys (no new one: a taken message is in ``unacked`` as kombu puts
+it there, so the operator's queue depth and in-flight counts stay true), the entries
+(``[message, exchange, routing_key]`` under the delivery tag kombu gives at publication,
+``unacked_index`` scored with the worker's clock), the fair round-robin over queues and
+the priority order within them, the visibility sweep, acknowledgement and restore, and
+``cancel_consumer`` (a cancelled queue's prefix is no longer tracked).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from queue import Empty
+from typing import Any
+from urllib.parse import urlparse
+
+from kombu import Connection
+from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual
+from kombu.utils.encoding import bytes_to_str
+from kombu.utils.json import loads
+
+log = logging.getLogger(__name__)
+
+#: The transport the worker uses for ``redis://`` and ``rediss://`` brokers.
+TRANSPORT = "metamapper.redis_transport:Transport"
+REDIS_SCHEMES = frozenset({"redis", "rediss"})
+INVALIDATE = "__redis__:invalidate"
+
+#: Take one message atomically. KEYS[1] the unacked hash, KEYS[2] unacked_index, then the
+#: queue keys in the order to try; ARGV[1] the delivery time. Returns {key, message,
+#: 1 if recorded}, or nil when every key is empty. The record is written before the
+#: list is changed (a script is not rolled back: an error, such as a full server
+#: refusing HSET, leaves the message in its queue). The entry keeps the message's own
+#: bytes; exchange and routing key are JSON strings (cjson escapes "/", JSON's own
+#: parsers do not need it). A message without a delivery tag is taken unrecorded, as
+#: kombu's BRPOP takes it.
+TAKE = """
+local function text(value)
+  if type(value) ~= 'string' then return 'null' end
+  return (string.gsub(cjson.encode(value), '\\\\/', '/'))
+end
+for i = 3, #KEYS do
+  local raw = redis.call('LINDEX', KEYS[i], -1)
+  if raw then
+    local recorded = 0
+    local ok, message = pcall(cjson.decode, raw)
+    if ok and type(message) == 'table' and type(message.properties) == 'table'
+        and type(message.properties.delivery_tag) == 'string' then
+      local tag = message.properties.delivery_tag
+      local info = message.properties.delivery_info
+      if type(info) ~= 'table' then info = {} end
+      redis.call('HSET', KEYS[1], tag,
+                 '[' .. raw .. ', ' .. text(info.exchange) .. ', ' .. text(info.routing_key) .. ']')
+      redis.call('ZADD', KEYS[2], ARGV[1], tag)
+      recorded = 1
+    end
+    redis.call('RPOP', KEYS[i])
+    return {KEYS[i], raw, recorded}
+  end
+end
+return nil
+"""
+
+
+def transport_for(url: str | None, configured: str | None) -> str | None:
+    """The kombu transport a connection to ``url`` gets: ``configured`` (the
+    ``broker_transport`` setting) when set, this module's for a Redis URL, else None
+    (kombu's choice by the URL's scheme)."""
+    if configured or not url:
+        return configured
+    first = url.split(";", 1)[0]
+    return TRANSPORT if urlparse(first).scheme in REDIS_SCHEMES else None
+
+
+class BrokerConnection(Connection):
+    """kombu's connection, with this module's transport for a Redis URL (see
+    :func:`transport_for`), and ``redis`` as its scheme in the URLs it shows (logs)."""
+
+    resolve_aliases = {**Connection.resolve_aliases, TRANSPORT: "redis"}  # noqa: RUF012
+
+    def __init__(self, hostname: Any = "localhost", *args: Any, **kwargs: Any) -> None:
+        if isinstance(hostname, str):
+            kwargs["transport"] = transport_for(hostname, kwargs.get("transport"))
+        super().__init__(hostname, *args, **kwargs)
+
+
+def tracked_prefixes(key_prefix: str, queues: Iterable[str]) -> tuple[str, ...]:
+    """The key prefixes whose changes wake a consumer of ``queues``: each queue's name
+    (which also covers its priority keys, ``<queue><sep><step>``), without those another
+    one already covers (Redis refuses overlapping prefixes), sorted."""
+    kept: list[str] = []
+    for prefix in sorted({key_prefix + queue for queue in queues}):
+        if not any(prefix.startswith(shorter) for shorter in kept):
+            kept.append(prefix)
+    return tuple(kept)
+
+
+class QoS(kombu_redis.QoS):
+    """kombu's Redis QoS, which does not record again what the take already recorded."""
+
+    def append(self, message: Any, delivery_tag: str) -> None:
+        recorded = self.channel.recorded
+        if delivery_tag in recorded:
+            recorded.discard(delivery_tag)
+            virtual.QoS.append(self, message, delivery_tag)   # the local bookkeeping only
+        else:   # delivered another way (a fanout message): kombu's own record
+            super().append(message, delivery_tag)
+
+
+class Doorbell:
+    """The connection the server's notices of changes to the tracked keys come to: a
+    subscriber of ``__redis__:invalidate`` (RESP2), or pushes ``invalidate`` (RESP3,
+    redis-py's default); both are read as pushes, and what they say does not matter."""
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+        self.client_id: int | None = None
+
+    def ensure(self) -> bool:
+        """Connect and subscribe if not connected; True if it did (a new client id)."""
+        if self.connection._sock is not None and self.client_id is not None:
+            return False
+        self.client_id = None
+        self.connection.connect()
+        self.connection.send_command("CLIENT", "ID")
+        client_id = int(self.connection.read_response())
+        self.connection.send_command("SUBSCRIBE", INVALIDATE)
+        self.connection.read_response(push_request=True)
+        self.client_id = client_id
+        return True
+
+
+class Channel(kombu_redis.Channel):
+    """kombu's Redis channel, taking with :data:`TAKE` and waiting for the doorbell."""
+
+    QoS = QoS
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        #: Tags the take recorded in ``unacked``, until :meth:`QoS.append` sees them.
+        self.recorded: set[str] = set()
+        self._doorbell: Doorbell | None = None
+        self._armed: tuple[Any, int, tuple[str, ...]] | None = None
+        self._take_due = True
+        self._idle_since = 0.0
+        #: Set once the server refused the notices: the channel does without them.
+        self.doorbell_refused = False
+        super().__init__(*args, **kwargs)
+        self.handlers["DOORBELL"] = self._doorbell_read
+
+    @property
+    def doorbell(self) -> Doorbell:
+        if self._doorbell is None:
+            self._doorbell = Doorbell(self.async_pool.get_connection())
+        return self._doorbell
+
+    def _keys(self, queues: Iterable[str]) -> list[str]:
+        """The queue keys in BRPOP's order: priority steps first, queues within them."""
+        queues = list(queues)
+        return [self.global_keyprefix + self._q_for_pri(queue, pri)
+                for pri in self.priority_steps for queue in queues]
+
+    def _take_command(self, keys: list[str]) -> list[Any]:
+        return ["EVAL", TAKE, 2 + len(keys), self.global_keyprefix + self.unacked_key,
+                self.global_keyprefix + self.unacked_index_key, *keys, repr(time.time())]
+
+    def _may_take(self) -> bool:
+        return self._take_due or (
+            time.monotonic() - self._idle_since >= (self.brpop_timeout or 1))
+
+    @property
+    def tracking(self) -> bool:
+        """Whether notices are switched on for some queue."""
+        return bool(self._armed and self._armed[2])
+
+    def _arm(self, connection: Any) -> None:
+        """Switch the notices on for this connection's consumer, once per connection,
+        doorbell and set of queues (a take follows at once)."""
+        doorbell = self._doorbell
+        if doorbell is None or doorbell.client_id is None or self.doorbell_refused:
+            return
+        prefixes = tracked_prefixes(self.global_keyprefix, self.active_queues)
+        state = (connection._sock, doorbell.client_id, prefixes)
+        if self._armed == state:
+            return
+        try:
+            connection.send_command("CLIENT", "TRACKING", "OFF")
+            connection.read_response()
+            if prefixes:
+                connection.send_command(
+                    "CLIENT", "TRACKING", "ON", "REDIRECT", doorbell.client_id, "BCAST",
+                    "NOLOOP", *[word for prefix in prefixes for word in ("PREFIX", prefix)])
+                connection.read_response()
+        except self.ResponseError as error:
+            self._without_doorbell(error)
+        self._armed = state
+        self._take_due = True
+
+    def _without_doorbell(self, error: Exception) -> None:
+        """The server refused the notices (a Redis before 6.0, an ACL): take every
+        ``brpop_timeout`` seconds while idle instead, as kombu's BRPOP times out."""
+        log.warning("no notices of new messages from the broker (%s): an idle worker "
+                    "looks for one every %s s", error, self.brpop_timeout or 1)
+        self.doorbell_refused = True
+
+    def _brpop_start(self, timeout: float | None = None) -> None:
+        if not self.ack_emulation:
+            return super()._brpop_start(timeout)
+        queues = self._queue_cycle.consume(len(self.active_queues))
+        if not queues:
+            return None
+        connection = self.client.connection
+        self._arm(connection)
+        if not self._may_take():
+            return None
+        self._in_poll = connection
+        self._brpop_sent_at = time.monotonic()  # type: ignore[assignment]
+        connection.send_command(*self._take_command(self._keys(queues)))
+        return None
+
+    def _brpop_read(self, **options: Any) -> bool:
+        if not self.ack_emulation:
+            return bool(super()._brpop_read(**options))
+        connection = self.client.connection
+        try:
+            try:
+                reply = self.client.parse_response(connection, "EVAL", **options)
+            except self.connection_errors:
+                connection.disconnect()
+                raise
+            except self.ResponseError as error:
+                # Such as a full server (maxmemory, noeviction) refusing the record: the
+                # message stays in its queue; try again after the safety net's wait.
+                log.warning("taking a message failed, trying again in %s s: %s",
+                            self.brpop_timeout or 1, error)
+                reply = None
+            if not reply:
+                self._take_due = False
+                self._idle_since = time.monotonic()
+                raise Empty()
+            key, raw, recorded = reply
+            queue = bytes_to_str(key)[len(self.global_keyprefix):].rsplit(self.sep, 1)[0]
+            payload = loads(bytes_to_str(raw))
+            if recorded:
+                self.recorded.add(payload["properties"]["delivery_tag"])
+            self._take_due = True   # more may be waiting
+            self._queue_cycle.rotate(queue)
+            self.connection._deliver(payload, queue)
+            return True
+        finally:
+            self._in_poll = None  # type: ignore[assignment]
+            self._flush_brpop_reauth()
+
+    def _doorbell_read(self) -> bool:
+        """Read every notice waiting: the next poll takes."""
+        connection = self.doorbell.connection
+        try:
+            connection.read_response(push_request=True)
+            while connection.can_read(timeout=0):
+                connection.read_response(push_request=True)
+        except self.connection_errors:
+            connection.disconnect()
+            self._take_due = True
+            raise
+        self._take_due = True
+        return False
+
+    def _poll_error(self, type: str, **options: Any) -> Any:
+        if type == "DOORBELL":
+            return self._doorbell_read()
+        return super()._poll_error(type, **options)
+
+    def _get(self, queue: str, timeout: float | None = None) -> Any:
+        """``basic_get``: the same atomic take, from one queue."""
+        if not self.ack_emulation:
+            return super()._get(queue)
+        with self.conn_or_acquire() as client:
+            reply = client.execute_command(*self._take_command(self._keys([queue])))
+            self._maybe_update_queues_expire(client, queue)
+        if not reply:
+            raise Empty()
+        _, raw, recorded = reply
+        payload = loads(bytes_to_str(raw))
+        if recorded:
+            self.recorded.add(payload["properties"]["delivery_tag"])
+        return payload
+
+    def close(self) -> None:
+        doorbell, self._doorbell = self._doorbell, None
+        try:
+            super().close()
+        finally:
+            if doorbell is not None:
+                doorbell.connection.disconnect()
+
+
+class Poller(kombu_redis.MultiChannelPoller):
+    """kombu's poller, which also keeps each consuming channel's doorbell connected and
+    polled, and reads it whatever the channel's credit (a notice left unread would keep
+    the loop awake)."""
+
+    def on_poll_start(self) -> None:
+        for channel in self._channels:
+            if not isinstance(channel, Channel) or not channel.ack_emulation:
+                continue
+            if channel.active_queues and not channel.doorbell_refused:
+                self._register_doorbell(channel)
+            elif channel.tracking and not channel._in_poll:
+                # Every queue cancelled (a drain): no notices for them any more.
+                channel._arm(channel.client.connection)
+        super().on_poll_start()
+
+    def _register_doorbell(self, channel: Channel) -> None:
+        doorbell = channel.doorbell
+        ident = (channel, doorbell, "DOORBELL")
+        try:
+            connected = doorbell.ensure()
+        except channel.ResponseError as error:
+            doorbell.connection.disconnect()
+            channel._without_doorbell(error)
+            return
+        if connected or ident not in self._chan_to_sock:
+            self._register(*ident)
+
+    def on_readable(self, fileno: int) -> Any:
+        chan_type = self._fd_to_chan.get(fileno)
+        if chan_type is not None and chan_type[1] == "DOORBELL":
+            return chan_type[0]._doorbell_read()
+        return super().on_readable(fileno)
+
+    def handle_event(self, fileno: int, event: int) -> Any:
+        """A notice is no delivery: ``drain_events`` goes on (and takes)."""
+        chan_type = self._fd_to_chan.get(fileno)
+        if chan_type is not None and chan_type[1] == "DOORBELL":
+            chan_type[0]._doorbell_read()
+            return None
+        return super().handle_event(fileno, event)
+
+
+class Transport(kombu_redis.Transport):
+    """kombu's Redis transport with :class:`Channel`."""
+
+    Channel = Channel
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.cycle = Poller()  # type: ignore[assignment]

@@ -1,0 +1,370 @@
+"""The worker's Redis transport (metamapper.redis_transport) against Redis servers of the
+tests' own: a message it takes is in ``unacked`` from the same step on, so a broker going
+away before the worker has the reply loses nothing (kombu's own transport, in the same
+steps, loses it); the worker waits for the server's notices instead of polling, and
+keeps kombu's queue order, entries and sweep; and a real worker under a steady stream
+of tasks loses none across broker restarts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from kombu import Connection, Consumer, Exchange, Producer, Queue
+
+from devenv.waiting import wait_until
+from metamapper.celery import MetamapperCelery, app
+from metamapper.redis_transport import TRANSPORT, tracked_prefixes, transport_for
+from tests.conftest import REPO
+from tests.helpers import OwnRedis
+from tests.tasks.conftest import Process
+
+QUEUE = "default"
+HOLD = "tests.brokers.hold"
+KOMBU = "redis"
+# Production's persistence: Redis's default snapshots plus an append-only file.
+PRODUCTION = ["--save", "3600 1 300 100 60 10000", "--appendonly", "yes",
+              "--appendfsync", "everysec"]
+# Seconds, so that a message left in ``unacked`` is back within the test.
+SWEEP = {"visibility_timeout": 2, "unacked_restore_interval": 1,
+         "unacked_restore_throttle": 1, "unacked_mutex_expire": 2}
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[OwnRedis]:
+    home = tmp_path / "broker"
+    home.mkdir()
+    server = OwnRedis(home, options=PRODUCTION)
+    server.start()
+    yield server
+    server.stop()
+
+
+def client(server: OwnRedis) -> redis.Redis:
+    return redis.Redis.from_url(server.url)
+
+
+def depth(server: OwnRedis) -> tuple[int, int]:
+    """The queue's length and the number of entries in ``unacked``."""
+    with client(server) as c:
+        return int(c.llen(QUEUE)), int(c.hlen("unacked"))
+
+
+def publish(url: str, body: dict[str, Any], queue: str = QUEUE, priority: int = 0) -> None:
+    with Connection(url, transport=KOMBU) as conn:   # any kombu publisher
+        target = Queue(queue, Exchange(queue), routing_key=queue)
+        Producer(conn).publish(body, exchange=target.exchange, routing_key=queue,
+                               declare=[target], priority=priority)
+
+
+# -- choosing the transport -------------------------------------------------------------
+
+def test_redis_urls_get_the_atomic_transport_unless_a_transport_is_set() -> None:
+    assert transport_for("redis://broker:6379/0", None) == TRANSPORT
+    assert transport_for("rediss://broker:6380/0;redis://other:6379/0", None) == TRANSPORT
+    assert transport_for("amqp://guest@rabbit//", None) is None
+    assert transport_for("sqs://", None) is None
+    assert transport_for("redis://broker:6379/0", "redis") == "redis"
+    assert transport_for(None, None) is None
+
+
+def test_the_app_connects_to_redis_with_the_atomic_transport() -> None:
+    assert app.connection_for_read("redis://broker:6379/0").transport_cls == TRANSPORT
+    assert app.connection_for_write("redis://broker:6379/0").transport_cls == TRANSPORT
+    assert app.connection_for_write("amqp://guest@rabbit//").transport_cls == "amqp"
+    # Its clones (Celery's heartbeats, events) keep it; its URL still reads redis://.
+    connection = app.connection_for_read("redis://broker:6379/0")
+    assert connection.clone().transport_cls == TRANSPORT
+    assert connection.as_uri().startswith("redis://")
+    other = MetamapperCelery("other", set_as_current=False)
+    other.config_from_object({"broker_url": "redis://broker:6379/0",
+                              "broker_transport": "redis"})
+    assert other.connection_for_read().transport_cls == "redis"
+
+
+def test_prefixes_that_overlap_are_tracked_once() -> None:
+    assert tracked_prefixes("", ["usage", "default", "checks"]) == (
+        "checks", "default", "usage")
+    assert tracked_prefixes("mm:", ["celery", "celery_beat", "cel"]) == ("mm:cel",)
+    assert tracked_prefixes("", []) == ()
+
+
+# -- the take ---------------------------------------------------------------------------
+
+def consume(url: str, transport: str, queues: list[str], **options: Any) -> tuple[
+        Connection, list[Any]]:
+    """A consumer of ``queues`` on a connection of its own; the messages it gets."""
+    conn = Connection(url, transport=transport, transport_options=options)
+    got: list[Any] = []
+    Consumer(conn.default_channel, [Queue(q, Exchange(q), routing_key=q) for q in queues],
+             callbacks=[lambda body, message: got.append((body, message))]).consume()
+    return conn, got
+
+
+def drain(conn: Connection, got: list[Any], count: int, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while len(got) < count and time.monotonic() < deadline:
+        with contextlib.suppress(TimeoutError):
+            conn.drain_events(timeout=1)
+    assert len(got) >= count, got
+
+
+def test_a_taken_message_is_in_unacked_as_kombu_records_it(broker: OwnRedis) -> None:
+    publish(broker.url, {"n": 1})
+    conn, got = consume(broker.url, TRANSPORT, [QUEUE])
+    try:
+        drain(conn, got, 1)
+        (body, message), = got
+        with client(broker) as c:
+            entry = json.loads(c.hget("unacked", message.delivery_tag))
+            score = c.zscore("unacked_index", message.delivery_tag)
+        assert body == {"n": 1}
+        assert entry == [message._raw, QUEUE, QUEUE]
+        assert score is not None and abs(score - time.time()) < 60
+        assert depth(broker) == (0, 1)
+        message.ack()
+        assert depth(broker) == (0, 0)
+    finally:
+        conn.release()
+
+
+def test_a_global_key_prefix_prefixes_the_queues_the_record_and_the_notices(
+        broker: OwnRedis) -> None:
+    prefix = "mm:"
+    with Connection(broker.url, transport=TRANSPORT,
+                    transport_options={"global_keyprefix": prefix}) as conn:
+        target = Queue(QUEUE, Exchange(QUEUE), routing_key=QUEUE)
+        consumer_conn, got = consume(broker.url, TRANSPORT, [QUEUE], global_keyprefix=prefix)
+        try:
+            with pytest.raises(TimeoutError):
+                consumer_conn.drain_events(timeout=0.3)   # waiting for a notice
+            Producer(conn).publish({"n": 1}, exchange=target.exchange, routing_key=QUEUE,
+                                   declare=[target])
+            drain(consumer_conn, got, 1)
+            with client(broker) as c:
+                assert c.hlen(prefix + "unacked") == 1
+                assert c.zcard(prefix + "unacked_index") == 1
+                assert c.llen(prefix + QUEUE) == 0
+                assert not c.exists("unacked", QUEUE)
+            got[0][1].ack()
+            with client(broker) as c:
+                assert c.hlen(prefix + "unacked") == 0
+        finally:
+            consumer_conn.release()
+
+
+def test_queues_are_taken_round_robin_as_kombu_takes_them(broker: OwnRedis) -> None:
+    for n in range(2):
+        publish(broker.url, {"queue": "checks", "n": n}, queue="checks")
+        publish(broker.url, {"queue": QUEUE, "n": n})
+    conn, got = consume(broker.url, TRANSPORT, [QUEUE, "checks"])
+    try:
+        drain(conn, got, 4)
+        for _, message in got:
+            message.ack()
+    finally:
+        conn.release()
+    assert [body["queue"] for body, _ in got] == [QUEUE, "checks", QUEUE, "checks"]
+
+
+def tracked(server: OwnRedis) -> int:
+    """How many connections are tracked for notices in broadcast mode."""
+    with client(server) as c:
+        return sum("t" in e["flags"] and "B" in e["flags"] for e in c.client_list())
+
+
+def evals(server: OwnRedis) -> int:
+    with client(server) as c:
+        return int(c.info("commandstats").get("cmdstat_eval", {}).get("calls", 0))
+
+
+def test_an_idle_consumer_waits_for_the_servers_notice_without_polling(
+        broker: OwnRedis) -> None:
+    conn, got = consume(broker.url, TRANSPORT, [QUEUE])
+    try:
+        before = evals(broker)
+        with pytest.raises(TimeoutError):
+            conn.drain_events(timeout=2)
+        # No command waits on the server; its connection is tracked for notices
+        # (broadcast mode); and waiting costs at most the safety net's take a second
+        # (a poller would run hundreds).
+        with client(broker) as c:
+            flags = [entry["flags"] for entry in c.client_list()]
+        assert not any("b" in f for f in flags), flags
+        assert tracked(broker) == 1
+        assert evals(broker) - before <= 4
+        publish(broker.url, {"n": 1})
+        drain(conn, got, 1, timeout=5)
+        got[0][1].ack()
+    finally:
+        conn.release()
+
+
+def test_a_cancelled_consumer_takes_nothing_and_is_no_longer_notified(
+        broker: OwnRedis) -> None:
+    """As a drain leaves it: what is published stays in the queue, where the operator
+    measures the backlog."""
+    conn, got = consume(broker.url, TRANSPORT, [QUEUE])
+    try:
+        with pytest.raises(TimeoutError):
+            conn.drain_events(timeout=0.3)
+        assert tracked(broker) == 1
+        channel: Any = conn.default_channel
+        channel.basic_cancel(next(iter(channel._consumers)))
+        publish(broker.url, {"n": 1})
+        with pytest.raises(TimeoutError):
+            conn.drain_events(timeout=1.5)
+        assert tracked(broker) == 0
+        assert got == []
+        assert depth(broker) == (1, 0)
+    finally:
+        conn.release()
+
+
+def test_a_broker_refusing_notices_is_still_consumed_from(tmp_path: Path) -> None:
+    """CLIENT TRACKING denied by an ACL: the consumer looks every ``brpop_timeout``
+    seconds instead, and its takes are still atomic."""
+    server = OwnRedis(tmp_path, options=[
+        "--user", "default", "on", "nopass", "~*", "&*", "+@all", "-client|tracking"])
+    server.start()
+    try:
+        conn, got = consume(server.url, TRANSPORT, [QUEUE])
+        try:
+            with pytest.raises(TimeoutError):
+                conn.drain_events(timeout=0.3)
+            channel: Any = conn.default_channel
+            assert channel.doorbell_refused
+            publish(server.url, {"n": 1})
+            drain(conn, got, 1)
+            assert depth(server) == (0, 1)
+            got[0][1].ack()
+        finally:
+            conn.release()
+    finally:
+        server.stop()
+
+
+def take_then_drop(broker: OwnRedis, transport: str) -> tuple[int, int]:
+    """A consumer's take reaches the server, which executes it; the consumer's connection
+    drops before it reads the reply, and the broker is killed (SIGKILL) and started
+    again: the queue's length and ``unacked``'s size after the restart."""
+    publish(broker.url, {"n": 1})
+    conn, got = consume(broker.url, transport, [QUEUE], **SWEEP)
+    try:
+        channel: Any = conn.default_channel
+        conn.transport.cycle._register_BRPOP(channel)   # sends the take (or BRPOP)
+        wait_until(lambda: depth(broker)[0] == 0, timeout=10, what="the message taken")
+        channel.client.connection.disconnect()           # the reply never read
+        broker.stop(signal.SIGKILL)
+        broker.start()
+        assert got == []
+        return depth(broker)
+    finally:
+        conn.release()
+
+
+def test_a_message_taken_when_the_connection_drops_is_restored(broker: OwnRedis) -> None:
+    assert take_then_drop(broker, TRANSPORT) == (0, 1)
+    # The visibility sweep (2 s here) delivers it again.
+    conn, got = consume(broker.url, TRANSPORT, [QUEUE], **SWEEP)
+    try:
+        time.sleep(SWEEP["visibility_timeout"])
+        conn.default_channel.qos.restore_visible(interval=1)
+        drain(conn, got, 1)
+        body, message = got[0]
+        assert body == {"n": 1}
+        assert message.delivery_info["redelivered"]
+        message.ack()
+    finally:
+        conn.release()
+    assert depth(broker) == (0, 0)
+
+
+def test_kombus_own_transport_loses_a_message_taken_when_the_connection_drops(
+        broker: OwnRedis) -> None:
+    """What the transport exists for: the same steps with kombu's BRPOP."""
+    assert take_then_drop(broker, KOMBU) == (0, 0)
+
+
+# -- a real worker, a steady stream, broker restarts ------------------------------------
+
+class Stream(threading.Thread):
+    """Sends hold tasks (released at once) with unique ids at a steady rate; ``sent``
+    holds those the broker accepted."""
+
+    def __init__(self, url: str, gate: Path, rate: float) -> None:
+        super().__init__(daemon=True)
+        self.app = MetamapperCelery("stream", set_as_current=False)
+        self.app.config_from_object({"broker_url": url, "broker_transport_options": SWEEP})
+        self.gate, self.rate = gate, rate
+        self.sent: list[str] = []
+        self.refused = 0
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        while not self.halt.wait(1 / self.rate):
+            task_id = str(uuid.uuid4())
+            try:
+                self.app.send_task(HOLD, args=(str(self.gate),), task_id=task_id,
+                                   retry=False)
+            except Exception:   # the broker is down: not sent
+                self.refused += 1
+                continue
+            self.sent.append(task_id)
+
+    def stop(self) -> None:
+        self.halt.set()
+        self.join()
+        self.app.close()
+
+
+def test_a_worker_loses_no_task_across_broker_restarts(
+        broker: OwnRedis, start_worker: Callable[..., Process],
+        process_env: Callable[..., dict[str, str]], tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    (gate / "release").touch()
+    env = process_env(
+        METAMAPPER_BROKER_URL=broker.url,
+        METAMAPPER_CELERY_SETTINGS=json.dumps({"imports": ["tests.brokers.holdtasks"],
+                                               "broker_transport_options": SWEEP}),
+        PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    workers = [start_worker(env, queues=QUEUE, name=f"w{n}", concurrency=2)
+               for n in range(2)]
+    stream = Stream(broker.url, gate, rate=20)
+    rng = random.Random(7)
+    stream.start()
+    try:
+        for n in range(10):
+            time.sleep(rng.uniform(0.5, 2.0))
+            broker.stop(signal.SIGKILL if n % 2 else signal.SIGTERM)
+            time.sleep(rng.uniform(0.0, 0.5))
+            broker.start()
+            for k, worker in enumerate(workers):   # an exited worker starts again, as
+                if worker.popen.poll() is not None:   # its pod's container would
+                    workers[k] = start_worker(env, queues=QUEUE, name=f"w{k}r{n}",
+                                              concurrency=2)
+    finally:
+        stream.stop()
+
+    def missing() -> list[str]:
+        return [t for t in stream.sent if not (gate / f"started-{t}").exists()]
+
+    print(f"{len(stream.sent)} sent, {stream.refused} refused")
+    assert len(stream.sent) > 100
+    wait_until(lambda: not missing(), timeout=60, what="every task sent run")
+    wait_until(lambda: depth(broker) == (0, 0), timeout=30, what="the queue and unacked empty")
+    # Each worker's consuming connection is tracked again after the restarts.
+    assert tracked(broker) == len(workers)
