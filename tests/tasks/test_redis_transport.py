@@ -13,6 +13,7 @@ import json
 import os
 import random
 import signal
+import socket
 import threading
 import time
 import uuid
@@ -24,6 +25,8 @@ import pytest
 import redis
 from kombu import Connection, Consumer, Exchange, Producer, Queue
 
+from devenv import services
+from devenv.controlplane import free_port
 from devenv.waiting import wait_until
 from metamapper.celery import MetamapperCelery, app
 from metamapper.redis_transport import TRANSPORT, tracked_prefixes, transport_for
@@ -296,6 +299,105 @@ def test_kombus_own_transport_loses_a_message_taken_when_the_connection_drops(
         broker: OwnRedis) -> None:
     """What the transport exists for: the same steps with kombu's BRPOP."""
     assert take_then_drop(broker, KOMBU) == (0, 0)
+
+
+# -- a real worker: the reply of a take cut off, the broker killed ----------------------
+
+class CuttingRelay(threading.Thread):
+    """Forwards 127.0.0.1:``port`` to the broker; the first reply from the broker that
+    carries ``marker`` is not forwarded: the relay closes that connection instead (the
+    reply lost with it) and sets ``cut``."""
+
+    def __init__(self, target: int, marker: bytes) -> None:
+        super().__init__(daemon=True)
+        self.target, self.marker = target, marker
+        self.listener = socket.create_server(("127.0.0.1", free_port()))
+        self.port = self.listener.getsockname()[1]
+        self.cut = threading.Event()
+
+    def run(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                near, _ = self.listener.accept()
+                try:
+                    far = socket.create_connection((services.HOST, self.target))
+                except OSError:
+                    near.close()
+                    continue
+                for source, sink, watch in ((near, far, False), (far, near, True)):
+                    threading.Thread(target=self._pump, args=(source, sink, watch),
+                                     daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, watch: bool) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                if watch and self.marker in data and not self.cut.is_set():
+                    self.cut.set()
+                    break
+                sink.sendall(data)
+        for end in (source, sink):
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+            end.close()
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def worker_env(process_env: Callable[..., dict[str, str]], url: str,
+               **settings: Any) -> dict[str, str]:
+    return process_env(
+        METAMAPPER_BROKER_URL=url,
+        METAMAPPER_CELERY_SETTINGS=json.dumps({"imports": ["tests.brokers.holdtasks"],
+                                               "broker_transport_options": SWEEP,
+                                               **settings}),
+        PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+
+
+@pytest.mark.parametrize(("transport", "lost"), [(None, False), (KOMBU, True)],
+                         ids=["the-workers-transport", "kombus-own-transport"])
+def test_a_take_whose_reply_is_cut_off_by_a_broker_kill(
+        broker: OwnRedis, start_worker: Callable[..., Process],
+        process_env: Callable[..., dict[str, str]], tmp_path: Path,
+        transport: str | None, lost: bool) -> None:
+    """An idle worker takes a task; the connection drops before the reply reaches it,
+    and the broker is killed (SIGKILL) and started again. With the worker's transport
+    the task is in ``unacked`` and runs after the visibility timeout; with kombu's own
+    (``broker_transport = "redis"``) it is in neither the queue nor ``unacked``: lost."""
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    (gate / "release").touch()
+    task_id = str(uuid.uuid4())
+    relay = CuttingRelay(broker.port, task_id.encode())
+    relay.start()
+    settings = {"broker_transport": transport} if transport else {}
+    url = f"redis://127.0.0.1:{relay.port}/0"
+    worker = start_worker(worker_env(process_env, url, **settings), queues=QUEUE,
+                          name="cut", concurrency=1)
+    stream = Stream(broker.url, gate, rate=1)
+    try:
+        stream.app.send_task(HOLD, args=(str(gate),), task_id=task_id)
+        wait_until(relay.cut.is_set, timeout=30, what="the reply cut off")
+        broker.stop(signal.SIGKILL)
+        broker.start()
+        later = str(uuid.uuid4())
+        stream.app.send_task(HOLD, args=(str(gate),), task_id=later)
+        wait_until(lambda: (gate / f"started-{later}").exists(), timeout=60,
+                   what="a later task run")
+        if lost:
+            # Given the sweep (every second, 2 s visibility timeout) time to find it:
+            wait_until(lambda: depth(broker) == (0, 0), timeout=30, what="nothing left")
+            time.sleep(2 * SWEEP["visibility_timeout"])
+            assert depth(broker) == (0, 0)
+            assert not (gate / f"started-{task_id}").exists()
+        else:
+            wait_until(lambda: (gate / f"started-{task_id}").exists(), timeout=60,
+                       what="the cut-off task run")
+            wait_until(lambda: depth(broker) == (0, 0), timeout=30, what="nothing left")
+            assert f"[{task_id}] received" in worker.log
+    finally:
+        stream.app.close()
+        relay.close()
 
 
 # -- a real worker, a steady stream, broker restarts ------------------------------------
