@@ -438,11 +438,7 @@ def test_a_worker_loses_no_task_across_broker_restarts(
     gate = tmp_path / "gate"
     gate.mkdir()
     (gate / "release").touch()
-    env = process_env(
-        METAMAPPER_BROKER_URL=broker.url,
-        METAMAPPER_CELERY_SETTINGS=json.dumps({"imports": ["tests.brokers.holdtasks"],
-                                               "broker_transport_options": SWEEP}),
-        PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    env = worker_env(process_env, broker.url)
     workers = [start_worker(env, queues=QUEUE, name=f"w{n}", concurrency=2)
                for n in range(2)]
     stream = Stream(broker.url, gate, rate=20)
