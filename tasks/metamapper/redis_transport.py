@@ -49,6 +49,7 @@ the priority order within them, the visibility sweep, acknowledgement and restor
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Iterable
@@ -328,6 +329,13 @@ class Channel(kombu_redis.Channel):
         return payload
 
     def close(self) -> None:
+        if self._in_poll and self.ack_emulation:
+            # kombu's close reads the pending reply first and, at a connection error,
+            # stops there; Celery then closes the channel again through a transport
+            # whose client it has cleared, and the worker exits on the AttributeError.
+            # A take's reply lost here leaves its message in unacked: close on.
+            with contextlib.suppress(Empty, *self.connection_errors):
+                self._brpop_read()
         doorbell, self._doorbell = self._doorbell, None
         try:
             super().close()
@@ -347,7 +355,7 @@ class Poller(kombu_redis.MultiChannelPoller):
                 continue
             if channel.active_queues and not channel.doorbell_refused:
                 self._register_doorbell(channel)
-            elif channel.tracking and not channel._in_poll:
+            elif channel.tracking and not channel._in_poll and channel.client.connection:
                 # Every queue cancelled (a drain): no notices for them any more.
                 channel._arm(channel.client.connection)
         super().on_poll_start()

@@ -23,7 +23,6 @@ BRPOP waiting exits at a broker restart. See docs/broker-restarts.md.
 
 from __future__ import annotations
 
-import socket
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -34,7 +33,7 @@ import redis
 from celery import Celery
 
 from devenv.waiting import wait_until
-from tests.helpers import OwnRedis
+from tests.helpers import OwnRedis, command, push_then
 from tests.tasks.conftest import Process
 
 HOLD = "tests.brokers.hold"
@@ -70,13 +69,6 @@ def gate(tmp_path: Path) -> Path:
     return folder
 
 
-def command(*args: str | bytes) -> bytes:
-    """One Redis command in the protocol's own encoding."""
-    parts = [arg if isinstance(arg, bytes) else arg.encode() for arg in args]
-    return b"".join([b"*%d\r\n" % len(parts),
-                     *(b"$%d\r\n%s\r\n" % (len(part), part) for part in parts)])
-
-
 def task_message(broker: OwnRedis, publisher: Callable[..., Celery], gate: Path) -> tuple[
         str, bytes]:
     """A real hold task message (its id, its bytes as kombu queues them), made in a
@@ -109,14 +101,6 @@ def waiting(broker: OwnRedis, transport: str | None) -> bool:
     if transport == KOMBU:
         return waiting_in_brpop(broker)
     return any("t" in c["flags"] and "B" in c["flags"] for c in client_list(broker))
-
-
-def push_then(broker: OwnRedis, raw: bytes, *then: bytes) -> None:
-    """LPUSH ``raw`` to the queue and run ``then`` in the same write: the server handles
-    them in one pass of its event loop, before it sends any reply."""
-    with socket.create_connection(("127.0.0.1", broker.port)) as conn:
-        conn.sendall(command("LPUSH", QUEUE, raw) + b"".join(then))
-        conn.recv(1024)
 
 
 def reconnected(worker: Process) -> bool:
@@ -169,7 +153,7 @@ def test_a_broker_stopping_in_the_pass_that_served_a_take(
     task_id, raw = task_message(broker, publisher, gate)
     wait_until(lambda: waiting(broker, transport), what="the worker idle")
 
-    push_then(broker, raw, command("SHUTDOWN"))
+    push_then(broker, QUEUE, raw, command("SHUTDOWN"))
     broker.stop()   # already gone: reaps it
     broker.start()
 
@@ -196,7 +180,7 @@ def test_a_broker_stopping_while_the_worker_takes(
     task_id, raw = task_message(broker, publisher, gate)
     wait_until(lambda: waiting(broker, transport), what="the worker idle")
 
-    push_then(broker, raw, command("CLIENT", "PAUSE", "60000", "WRITE"))
+    push_then(broker, QUEUE, raw, command("CLIENT", "PAUSE", "60000", "WRITE"))
     held = (lambda c: c["cmd"] == "zadd" and "x" in c["flags"]) if lost else (
         lambda c: c["cmd"] == "eval")
     wait_until(lambda: any(held(c) and "b" in c["flags"] for c in client_list(broker)),
@@ -253,7 +237,7 @@ def test_a_worker_that_stopped_consuming_before_the_restart_loses_nothing(
     wait_until(lambda: not waiting_in_brpop(broker) and not waiting(broker, None),
                what="no take waiting, no queue tracked")
 
-    push_then(broker, raw, command("SHUTDOWN"))
+    push_then(broker, QUEUE, raw, command("SHUTDOWN"))
     broker.stop()
     broker.start()
     wait_until(lambda: reconnected(probe), timeout=60, what="the worker reconnected")

@@ -31,7 +31,7 @@ from devenv.waiting import wait_until
 from metamapper.celery import MetamapperCelery, app
 from metamapper.redis_transport import TRANSPORT, tracked_prefixes, transport_for
 from tests.conftest import REPO
-from tests.helpers import OwnRedis
+from tests.helpers import OwnRedis, command, push_then
 from tests.tasks.conftest import Process
 
 QUEUE = "default"
@@ -398,6 +398,60 @@ def test_a_take_whose_reply_is_cut_off_by_a_broker_kill(
     finally:
         stream.app.close()
         relay.close()
+
+
+def task_message(server: OwnRedis, gate: Path, task_id: str) -> bytes:
+    """A hold task message as kombu queues it, made in a database no worker reads."""
+    scratch = server.url.rsplit("/", 1)[0] + "/1"
+    stream = Stream(scratch, gate, rate=1)
+    try:
+        stream.app.send_task(HOLD, args=(str(gate),), task_id=task_id)
+    finally:
+        stream.app.close()
+    with redis.Redis.from_url(scratch) as c:
+        raw = c.rpop(QUEUE)
+    assert isinstance(raw, bytes)
+    return raw
+
+
+def test_a_worker_whose_take_is_in_flight_survives_a_broker_restart(
+        broker: OwnRedis, start_worker: Callable[..., Process],
+        process_env: Callable[..., dict[str, str]], tmp_path: Path) -> None:
+    """One process runs a held task (delivered, not acknowledged), the other is idle; a
+    second task arrives and the broker holds the worker's take (``CLIENT PAUSE WRITE``),
+    then stops. Closing the lost connection with a take's reply pending must not end the
+    worker (kombu's channel would stop closing there, and Celery's second close of it
+    exits the worker); both tasks run after the restart."""
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    worker = start_worker(worker_env(process_env, broker.url), queues=QUEUE, name="busy",
+                          concurrency=2)
+    stream = Stream(broker.url, gate, rate=1)
+    try:
+        first, second = str(uuid.uuid4()), str(uuid.uuid4())
+        stream.app.send_task(HOLD, args=(str(gate),), task_id=first)
+        wait_until(lambda: (gate / f"started-{first}").exists(), timeout=30,
+                   what="the first task running")
+        wait_until(lambda: tracked(broker) == 1, timeout=30, what="the worker idle")
+        push_then(broker, QUEUE, task_message(broker, gate, second),
+                  command("CLIENT", "PAUSE", "60000", "WRITE"))
+        wait_until(lambda: any(e["cmd"] == "eval" and "b" in e["flags"]
+                               for e in client(broker).client_list()),
+                   timeout=30, what="the worker's take held")
+        broker.stop()
+        (gate / f"started-{first}").unlink()
+        broker.start()
+        (gate / "release").touch()
+        wait_until(lambda: worker.log.count("Connected to redis://") >= 2
+                   or worker.popen.poll() is not None, timeout=60,
+                   what="the worker reconnected or gone")
+        assert worker.popen.poll() is None, worker.log[-3000:]
+        assert "Unrecoverable error" not in worker.log
+        # The first comes back from unacked after the visibility timeout.
+        wait_until(lambda: (gate / f"started-{first}").exists(), timeout=60,
+                   what="the first task run again")
+    finally:
+        stream.app.close()
 
 
 # -- a real worker, a steady stream, broker restarts ------------------------------------
