@@ -447,7 +447,9 @@ def test_a_worker_whose_take_is_in_flight_survives_a_broker_restart(
                    what="the worker reconnected or gone")
         assert worker.popen.poll() is None, worker.log[-3000:]
         assert "Unrecoverable error" not in worker.log
-        # The first comes back from unacked after the visibility timeout.
+        # The second from its queue; the first from unacked, after the visibility timeout.
+        wait_until(lambda: (gate / f"started-{second}").exists(), timeout=60,
+                   what="the second task run")
         wait_until(lambda: (gate / f"started-{first}").exists(), timeout=60,
                    what="the first task run again")
     finally:
@@ -497,6 +499,7 @@ def test_a_worker_loses_no_task_across_broker_restarts(
                for n in range(2)]
     stream = Stream(broker.url, gate, rate=20)
     rng = random.Random(7)
+    exits = 0
     stream.start()
     try:
         for n in range(10):
@@ -506,6 +509,7 @@ def test_a_worker_loses_no_task_across_broker_restarts(
             broker.start()
             for k, worker in enumerate(workers):   # an exited worker starts again, as
                 if worker.popen.poll() is not None:   # its pod's container would
+                    exits += 1
                     workers[k] = start_worker(env, queues=QUEUE, name=f"w{k}r{n}",
                                               concurrency=2)
     finally:
@@ -514,7 +518,7 @@ def test_a_worker_loses_no_task_across_broker_restarts(
     def missing() -> list[str]:
         return [t for t in stream.sent if not (gate / f"started-{t}").exists()]
 
-    print(f"{len(stream.sent)} sent, {stream.refused} refused")
+    print(f"{len(stream.sent)} sent, {stream.refused} refused, {exits} worker exits")
     assert len(stream.sent) > 100
     wait_until(lambda: not missing(), timeout=60, what="every task sent run")
     wait_until(lambda: depth(broker) == (0, 0), timeout=30, what="the queue and unacked empty")
