@@ -8,6 +8,7 @@ of tasks loses none across broker restarts.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -30,6 +31,9 @@ from devenv.controlplane import free_port
 from devenv.waiting import wait_until
 from metamapper.celery import MetamapperCelery, app
 from metamapper.redis_transport import TRANSPORT, tracked_prefixes, transport_for
+from metamapper_operator.brokers import QueueDepth
+from metamapper_operator.brokers.redis import RedisProbe
+from metamapper_operator.references import BrokerAccess
 from tests.conftest import REPO
 from tests.helpers import OwnRedis, command, push_then
 from tests.tasks.conftest import Process
@@ -166,6 +170,26 @@ def test_a_global_key_prefix_prefixes_the_queues_the_record_and_the_notices(
                 assert c.hlen(prefix + "unacked") == 0
         finally:
             consumer_conn.release()
+
+
+def test_the_operators_probe_counts_a_taken_message_in_flight_not_waiting(
+        broker: OwnRedis) -> None:
+    publish(broker.url, {"n": 1})
+    publish(broker.url, {"n": 2})
+    conn, got = consume(broker.url, TRANSPORT, [QUEUE])
+    try:
+        drain(conn, got, 1)
+
+        async def measure() -> dict[str, QueueDepth]:
+            probe = RedisProbe(BrokerAccess(transport="redis", url=broker.url))
+            try:
+                return await probe.measure([QUEUE])
+            finally:
+                await probe.close()
+
+        assert asyncio.run(measure()) == {QUEUE: QueueDepth(waiting=1, in_flight=1)}
+    finally:
+        conn.release()
 
 
 def test_queues_are_taken_round_robin_as_kombu_takes_them(broker: OwnRedis) -> None:
