@@ -211,6 +211,13 @@ class Channel(kombu_redis.Channel):
         return self._take_due or (
             time.monotonic() - self._idle_since >= (self.brpop_timeout or 1))
 
+    def next_take_in(self) -> float | None:
+        """Seconds until the safety net's next take, if one is what the channel waits
+        for (an idle consumer with no take sent)."""
+        if self._take_due or self._in_poll or not self.active_queues:
+            return None
+        return max(0.0, (self.brpop_timeout or 1) - (time.monotonic() - self._idle_since))
+
     @property
     def tracking(self) -> bool:
         """Whether notices are switched on for some queue."""
@@ -359,6 +366,16 @@ class Poller(kombu_redis.MultiChannelPoller):
                 # Every queue cancelled (a drain): no notices for them any more.
                 channel._arm(channel.client.connection)
         super().on_poll_start()
+
+    def get(self, callback: Any, timeout: float | None = None) -> Any:
+        """``drain_events``' wait, which ends in time for the next safety-net take (no
+        timer runs without an event loop)."""
+        waits = [channel.next_take_in() for channel in self._channels
+                 if isinstance(channel, Channel)]
+        due = min((wait for wait in waits if wait is not None), default=None)
+        if due is not None and (timeout is None or due < timeout):
+            timeout = due
+        return super().get(callback, timeout)
 
     def _register_doorbell(self, channel: Channel) -> None:
         doorbell = channel.doorbell
