@@ -71,13 +71,14 @@ REDIS_SCHEMES = frozenset({"redis", "rediss"})
 INVALIDATE = "__redis__:invalidate"
 
 #: Take one message atomically. KEYS[1] the unacked hash, KEYS[2] unacked_index, then the
-#: queue keys in the order to try; ARGV[1] the delivery time. Returns {key, message,
-#: 1 if recorded}, or nil when every key is empty. The record is written before the
-#: list is changed (a script is not rolled back: an error, such as a full server
-#: refusing HSET, leaves the message in its queue). The entry keeps the message's own
-#: bytes; exchange and routing key are JSON strings (cjson escapes "/", JSON's own
-#: parsers do not need it). A message without a delivery tag is taken unrecorded, as
-#: kombu's BRPOP takes it.
+#: queue keys in the order to try; ARGV[1] the delivery time, ARGV[2] a "1" or "0" per
+#: queue key: whether its messages are recorded (a consumer that acknowledges) or not
+#: (``no_ack``). Returns {key, message, 1 if recorded}, or nil when every key is empty.
+#: The record is written before the list is changed (a script is not rolled back: an
+#: error, such as a full server refusing HSET, leaves the message in its queue). The
+#: entry keeps the message's own bytes; exchange and routing key are JSON strings (cjson
+#: escapes "/", JSON's own parsers do not need it). A message without a delivery tag is
+#: taken unrecorded, as kombu's BRPOP takes it.
 TAKE = """
 local function text(value)
   if type(value) ~= 'string' then return 'null' end
@@ -87,7 +88,8 @@ for i = 3, #KEYS do
   local raw = redis.call('LINDEX', KEYS[i], -1)
   if raw then
     local recorded = 0
-    local ok, message = pcall(cjson.decode, raw)
+    local ok, message = false, nil
+    if string.sub(ARGV[2], i - 2, i - 2) == '1' then ok, message = pcall(cjson.decode, raw) end
     if ok and type(message) == 'table' and type(message.properties) == 'table'
         and type(message.properties.delivery_tag) == 'string' then
       local tag = message.properties.delivery_tag
@@ -186,6 +188,9 @@ class Channel(kombu_redis.Channel):
         self._armed: tuple[Any, int, tuple[str, ...]] | None = None
         self._take_due = True
         self._idle_since = 0.0
+        #: Queues consumed without acknowledgements: their messages are not recorded.
+        self._no_ack: set[str] = set()
+        self._get_records = True
         #: Set once the server refused the notices: the channel does without them.
         self.doorbell_refused = False
         super().__init__(*args, **kwargs)
@@ -197,15 +202,29 @@ class Channel(kombu_redis.Channel):
             self._doorbell = Doorbell(self.async_pool.get_connection())
         return self._doorbell
 
-    def _keys(self, queues: Iterable[str]) -> list[str]:
-        """The queue keys in BRPOP's order: priority steps first, queues within them."""
-        queues = list(queues)
-        return [self.global_keyprefix + self._q_for_pri(queue, pri)
-                for pri in self.priority_steps for queue in queues]
+    def _take_command(self, queues: Iterable[str], no_ack: frozenset[str] = frozenset()
+                      ) -> list[Any]:
+        """The take from ``queues`` in BRPOP's order (priority steps first, the queues
+        within them); messages of the ``no_ack`` ones are not recorded."""
+        pairs = [(self.global_keyprefix + self._q_for_pri(queue, pri), queue not in no_ack)
+                 for pri in self.priority_steps for queue in queues]
+        return ["EVAL", TAKE, 2 + len(pairs), self.global_keyprefix + self.unacked_key,
+                self.global_keyprefix + self.unacked_index_key,
+                *[key for key, _ in pairs], repr(time.time()),
+                "".join("1" if record else "0" for _, record in pairs)]
 
-    def _take_command(self, keys: list[str]) -> list[Any]:
-        return ["EVAL", TAKE, 2 + len(keys), self.global_keyprefix + self.unacked_key,
-                self.global_keyprefix + self.unacked_index_key, *keys, repr(time.time())]
+    def basic_consume(self, queue: str, no_ack: bool = False, *args: Any,
+                      **kwargs: Any) -> Any:
+        (self._no_ack.add if no_ack else self._no_ack.discard)(queue)
+        return super().basic_consume(queue, no_ack, *args, **kwargs)
+
+    def basic_get(self, queue: str, no_ack: bool = False, **kwargs: Any) -> Any:
+        """kombu's, whose take records the message only if it is to be acknowledged."""
+        self._get_records = not no_ack
+        try:
+            return super().basic_get(queue, no_ack, **kwargs)
+        finally:
+            self._get_records = True
 
     def _may_take(self) -> bool:
         return self._take_due or (
@@ -265,7 +284,7 @@ class Channel(kombu_redis.Channel):
             return None
         self._in_poll = connection
         self._brpop_sent_at = time.monotonic()  # type: ignore[assignment]
-        connection.send_command(*self._take_command(self._keys(queues)))
+        connection.send_command(*self._take_command(queues, frozenset(self._no_ack)))
         return None
 
     def _brpop_read(self, **options: Any) -> bool:
@@ -325,7 +344,8 @@ class Channel(kombu_redis.Channel):
         if not self.ack_emulation:
             return super()._get(queue)
         with self.conn_or_acquire() as client:
-            reply = client.execute_command(*self._take_command(self._keys([queue])))
+            no_ack = frozenset() if self._get_records else frozenset([queue])
+            reply = client.execute_command(*self._take_command([queue], no_ack))
             self._maybe_update_queues_expire(client, queue)
         if not reply:
             raise Empty()

@@ -192,6 +192,33 @@ def test_the_operators_probe_counts_a_taken_message_in_flight_not_waiting(
         conn.release()
 
 
+def test_messages_taken_without_acknowledgement_are_not_recorded(broker: OwnRedis) -> None:
+    """``no_ack`` consumers and gets (Celery's control replies): nothing in ``unacked``,
+    so nothing the sweep would deliver again; a queue consumed with acks beside them is
+    recorded."""
+    for queue in ("replies", QUEUE, "replies"):
+        publish(broker.url, {"queue": queue}, queue=queue)
+    conn = Connection(broker.url, transport=TRANSPORT)
+    got: list[Any] = []
+    try:
+        channel: Any = conn.default_channel
+        Consumer(channel, [Queue("replies", Exchange("replies"), routing_key="replies")],
+                 no_ack=True, callbacks=[lambda body, message: got.append(body)]).consume()
+        Consumer(channel, [Queue(QUEUE, Exchange(QUEUE), routing_key=QUEUE)],
+                 callbacks=[lambda body, message: got.append(body)]).consume()
+        drain(conn, got, 2)
+        assert sorted(body["queue"] for body in got) == [QUEUE, "replies"]
+        with client(broker) as c:
+            assert c.hlen("unacked") == 1
+            assert json.loads(next(iter(c.hvals("unacked"))))[2] == QUEUE
+        assert channel.basic_get("replies", no_ack=True).payload == {"queue": "replies"}
+        with client(broker) as c:
+            assert (c.llen("replies"), c.hlen("unacked")) == (0, 1)
+        assert channel.recorded == set()
+    finally:
+        conn.release()
+
+
 def test_queues_are_taken_round_robin_as_kombu_takes_them(broker: OwnRedis) -> None:
     for n in range(2):
         publish(broker.url, {"queue": "checks", "n": n}, queue="checks")
