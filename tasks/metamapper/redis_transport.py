@@ -16,8 +16,13 @@ Scripts cannot block, so the wait is a separate, non-destructive step. The worke
 the server to notify it of every change to its queue keys (``CLIENT TRACKING ... BCAST
 PREFIX <queue>``, redirected to a connection of its own subscribed to
 ``__redis__:invalidate``: Redis 6.0 or later, no server configuration, and it sees every
-writer: kombu publishers of any version, the sweep's restores). An idle worker sends
-nothing: it waits for that connection to become readable, then runs the script. A
+writer: kombu publishers of any version, the sweep's restores). A tracking prefix
+covers every key that starts with it, in every database of the server, so the notice's
+key names are read and only a change of one of the consumer's own queue keys wakes it.
+An idle worker waits for that connection to become readable, then runs the script. The
+connection is only a hint: it is pinged on kombu's health tick (it only receives, so a
+middlebox may drop it unseen), and when it fails or is gone on the server it is
+connected again and the notices redirected to it, with no error reaching Celery. A
 script that finds nothing makes the next one wait for a notice, or for ``brpop_timeout``
 (1 s, as long as kombu's own ``BRPOP`` waits), a safety net against a notice missed
 while a connection was being made again; so an idle worker costs the server one script
@@ -44,7 +49,10 @@ it there, so the operator's queue depth and in-flight counts stay true), the ent
 (``[message, exchange, routing_key]`` under the delivery tag kombu gives at publication,
 ``unacked_index`` scored with the worker's clock), the fair round-robin over queues and
 the priority order within them, the visibility sweep, acknowledgement and restore, and
-``cancel_consumer`` (a cancelled queue's prefix is no longer tracked).
+``cancel_consumer``. A cancelled queue's prefix stays tracked until the next take (which
+needs credit) or until every queue is cancelled; meanwhile its changes are no reason to
+take. A message kombu cannot decode after the take loses its record, as kombu's
+transport would never have made one (docs/broker-restarts.md).
 """
 
 from __future__ import annotations
@@ -52,7 +60,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from queue import Empty
 from typing import Any
 from urllib.parse import urlparse
@@ -153,27 +161,59 @@ class QoS(kombu_redis.QoS):
             super().append(message, delivery_tag)
 
 
+def invalidated(notice: Any) -> list[str] | None:
+    """The keys an invalidation notice names: a subscriber's message on
+    ``__redis__:invalidate`` (RESP2) or an ``invalidate`` push (RESP3). None means every
+    key (a flush); anything else read from the doorbell (a PONG, a subscription's
+    confirmation) names no key."""
+    if not isinstance(notice, list) or not notice:
+        return []
+    kind = bytes_to_str(notice[0])
+    if kind == "invalidate" and len(notice) == 2:
+        keys = notice[1]
+    elif kind == "message" and len(notice) == 3 and bytes_to_str(notice[1]) == INVALIDATE:
+        keys = notice[2]
+    else:
+        return []
+    return None if keys is None else [bytes_to_str(key) for key in keys]
+
+
+def _as_read(response: Any) -> Any:
+    return response
+
+
 class Doorbell:
     """The connection the server's notices of changes to the tracked keys come to: a
     subscriber of ``__redis__:invalidate`` (RESP2), or pushes ``invalidate`` (RESP3,
-    redis-py's default); both are read as pushes, and what they say does not matter."""
+    redis-py's default); both are read as pushes (:func:`invalidated`)."""
 
     def __init__(self, connection: Any) -> None:
         self.connection = connection
         self.client_id: int | None = None
+        #: Health checks sent since the doorbell last read anything.
+        self.unanswered = 0
 
     def ensure(self) -> bool:
         """Connect and subscribe if not connected; True if it did (a new client id)."""
         if self.connection._sock is not None and self.client_id is not None:
             return False
         self.client_id = None
+        self.unanswered = 0
         self.connection.connect()
+        parser = self.connection._parser
+        if hasattr(parser, "set_invalidation_push_handler"):   # RESP3: return, not drop,
+            parser.set_invalidation_push_handler(_as_read)       # the invalidate pushes
         self.connection.send_command("CLIENT", "ID")
         client_id = int(self.connection.read_response())
         self.connection.send_command("SUBSCRIBE", INVALIDATE)
         self.connection.read_response(push_request=True)
         self.client_id = client_id
         return True
+
+    def disconnect(self) -> None:
+        self.client_id = None
+        self.unanswered = 0
+        self.connection.disconnect()
 
 
 class Channel(kombu_redis.Channel):
@@ -194,7 +234,6 @@ class Channel(kombu_redis.Channel):
         #: Set once the server refused the notices: the channel does without them.
         self.doorbell_refused = False
         super().__init__(*args, **kwargs)
-        self.handlers["DOORBELL"] = self._doorbell_read
 
     @property
     def doorbell(self) -> Doorbell:
@@ -222,7 +261,8 @@ class Channel(kombu_redis.Channel):
         """kombu's, whose take records the message only if it is to be acknowledged."""
         self._get_records = not no_ack
         try:
-            return super().basic_get(queue, no_ack, **kwargs)
+            with self._undelivered_forgotten(queue):
+                return super().basic_get(queue, no_ack, **kwargs)
         finally:
             self._get_records = True
 
@@ -232,8 +272,9 @@ class Channel(kombu_redis.Channel):
 
     def next_take_in(self) -> float | None:
         """Seconds until the safety net's next take, if one is what the channel waits
-        for (an idle consumer with no take sent)."""
-        if self._take_due or self._in_poll or not self.active_queues:
+        for (an idle consumer with credit and no take sent)."""
+        if (self._take_due or self._in_poll or not self.active_queues
+                or not self.qos.can_consume()):
             return None
         return max(0.0, (self.brpop_timeout or 1) - (time.monotonic() - self._idle_since))
 
@@ -261,16 +302,54 @@ class Channel(kombu_redis.Channel):
                     "NOLOOP", *[word for prefix in prefixes for word in ("PREFIX", prefix)])
                 connection.read_response()
         except self.ResponseError as error:
+            if "does not exist" in str(error):   # the doorbell is gone on the server
+                self._doorbell_lost(error)
+                self._armed = None
+                return
             self._without_doorbell(error)
         self._armed = state
         self._take_due = True
 
     def _without_doorbell(self, error: Exception) -> None:
-        """The server refused the notices (a Redis before 6.0, an ACL): take every
-        ``brpop_timeout`` seconds while idle instead, as kombu's BRPOP times out."""
+        """The server refused the notices (a Redis before 6.0, an ACL denying
+        ``CLIENT TRACKING`` or ``SUBSCRIBE``): take every ``brpop_timeout`` seconds while
+        idle instead, as kombu's BRPOP times out."""
         log.warning("no notices of new messages from the broker (%s): an idle worker "
                     "looks for one every %s s", error, self.brpop_timeout or 1)
         self.doorbell_refused = True
+
+    def _doorbell_lost(self, why: object) -> None:
+        """The doorbell's connection failed, or its server side is gone. It is only a
+        hint, so this is no broker connection loss: take now, and connect it again at
+        the next poll (the notices are redirected to its new id before the take)."""
+        log.info("the connection for notices of new messages was lost (%s): "
+                 "connecting it again", why)
+        if self._doorbell is not None:
+            self._doorbell.disconnect()
+        self._take_due = True
+
+    def check_doorbell(self) -> None:
+        """The health tick: ping the doorbell, which only ever receives, so a connection
+        a middlebox dropped is found (as kombu pings its pub/sub connection); one that
+        left ``SUBCLIENT_MAX_MISSED_HEALTH_CHECKS`` pings unanswered is dropped."""
+        doorbell = self._doorbell
+        if doorbell is None or doorbell.client_id is None or doorbell.connection._sock is None:
+            return
+        if doorbell.unanswered >= kombu_redis.SUBCLIENT_MAX_MISSED_HEALTH_CHECKS:
+            self._doorbell_lost(f"{doorbell.unanswered} health checks unanswered")
+            return
+        try:
+            doorbell.connection.send_command("PING", check_health=False)
+        except self.connection_errors as error:
+            self._doorbell_lost(error)
+            return
+        doorbell.unanswered += 1
+
+    def queue_keys(self) -> frozenset[str]:
+        """The keys of the consumed queues, each priority step's too: the only keys
+        whose change is a reason to take."""
+        return frozenset(self.global_keyprefix + self._q_for_pri(queue, pri)
+                         for queue in self.active_queues for pri in self.priority_steps)
 
     def _brpop_start(self, timeout: float | None = None) -> None:
         if not self.ack_emulation:
@@ -284,6 +363,7 @@ class Channel(kombu_redis.Channel):
             return None
         self._in_poll = connection
         self._brpop_sent_at = time.monotonic()  # type: ignore[assignment]
+        self._take_due = False   # a notice read before the reply sets it again
         connection.send_command(*self._take_command(queues, frozenset(self._no_ack)))
         return None
 
@@ -291,6 +371,8 @@ class Channel(kombu_redis.Channel):
         if not self.ack_emulation:
             return bool(super()._brpop_read(**options))
         connection = self.client.connection
+        if self._in_poll is None:
+            return self._read_unasked(connection)
         try:
             try:
                 reply = self.client.parse_response(connection, "EVAL", **options)
@@ -304,40 +386,74 @@ class Channel(kombu_redis.Channel):
                             self.brpop_timeout or 1, error)
                 reply = None
             if not reply:
-                self._take_due = False
                 self._idle_since = time.monotonic()
                 raise Empty()
             key, raw, recorded = reply
             queue = bytes_to_str(key)[len(self.global_keyprefix):].rsplit(self.sep, 1)[0]
             payload = loads(bytes_to_str(raw))
-            if recorded:
-                self.recorded.add(payload["properties"]["delivery_tag"])
             self._take_due = True   # more may be waiting
             self._queue_cycle.rotate(queue)
-            self.connection._deliver(payload, queue)
+            with self._undelivered_forgotten(queue):
+                if recorded:
+                    self.recorded.add(payload["properties"]["delivery_tag"])
+                self.connection._deliver(payload, queue)
             return True
         finally:
             self._in_poll = None  # type: ignore[assignment]
             self._flush_brpop_reauth()
 
-    def _doorbell_read(self) -> bool:
-        """Read every notice waiting: the next poll takes."""
-        connection = self.doorbell.connection
+    def _read_unasked(self, connection: Any) -> bool:
+        """The consuming connection readable with no take pending: no reply is coming.
+        A push (``tracking-redir-broken``: the doorbell is gone on the server) is read,
+        and the notices armed again on a new doorbell; the end of the connection raises
+        as kombu's read does."""
         try:
-            connection.read_response(push_request=True)
-            while connection.can_read(timeout=0):
-                connection.read_response(push_request=True)
+            push = connection.read_response(push_request=True)
         except self.connection_errors:
             connection.disconnect()
-            self._take_due = True
             raise
-        self._take_due = True
-        return False
+        if isinstance(push, list) and push and bytes_to_str(push[0]) == "tracking-redir-broken":
+            self._doorbell_lost("its server side is gone")
+            self._armed = None
+        raise Empty()
 
-    def _poll_error(self, type: str, **options: Any) -> Any:
-        if type == "DOORBELL":
-            return self._doorbell_read()
-        return super()._poll_error(type, **options)
+    @contextlib.contextmanager
+    def _undelivered_forgotten(self, queue: str) -> Iterator[None]:
+        """A message taken and recorded in the block that kombu refuses before
+        :meth:`QoS.append` sees it (a body that cannot be decoded) loses its record again
+        before the error goes on: kombu's transport would not have made one, and the
+        sweep would bring it back to fail every worker once per visibility timeout
+        (docs/broker-restarts.md)."""
+        before = frozenset(self.recorded)
+        try:
+            yield
+        except self.connection_errors:
+            raise
+        except Exception as error:
+            for tag in self.recorded - before:
+                self.recorded.discard(tag)
+                log.error("a message taken from %s could not be delivered (%s: %s): "
+                          "removed from unacked", queue, type(error).__name__, error)
+                self.qos._remove_from_indices(tag).execute()
+            raise
+
+    def _doorbell_read(self) -> bool:
+        """Read every notice waiting: the next poll takes if one names a queue key."""
+        connection = self.doorbell.connection
+        keys = self.queue_keys()
+        try:
+            notices = [connection.read_response(push_request=True)]
+            while connection.can_read(timeout=0):
+                notices.append(connection.read_response(push_request=True))
+        except self.connection_errors as error:
+            self._doorbell_lost(error)
+            return False
+        self.doorbell.unanswered = 0
+        for notice in notices:
+            names = invalidated(notice)
+            if names is None or not keys.isdisjoint(names):
+                self._take_due = True
+        return False
 
     def _get(self, queue: str, timeout: float | None = None) -> Any:
         """``basic_get``: the same atomic take, from one queue."""
@@ -397,14 +513,24 @@ class Poller(kombu_redis.MultiChannelPoller):
             timeout = due
         return super().get(callback, timeout)
 
+    def maybe_check_subclient_health(self) -> None:
+        """kombu's health tick, which checks the doorbells too."""
+        super().maybe_check_subclient_health()
+        for channel in self._channels:
+            if isinstance(channel, Channel):
+                channel.check_doorbell()
+
     def _register_doorbell(self, channel: Channel) -> None:
         doorbell = channel.doorbell
         ident = (channel, doorbell, "DOORBELL")
         try:
             connected = doorbell.ensure()
         except channel.ResponseError as error:
-            doorbell.connection.disconnect()
+            doorbell.disconnect()
             channel._without_doorbell(error)
+            return
+        except channel.connection_errors as error:   # the take, not this, meets a
+            channel._doorbell_lost(error)              # broker that is down
             return
         if connected or ident not in self._chan_to_sock:
             self._register(*ident)

@@ -9,10 +9,12 @@ of tasks loses none across broker restarts.
 from __future__ import annotations
 
 import asyncio
+import binascii
 import contextlib
 import json
 import os
 import random
+import select
 import signal
 import socket
 import threading
@@ -20,6 +22,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from queue import Empty
 from typing import Any
 
 import pytest
@@ -355,6 +358,301 @@ def test_kombus_own_transport_loses_a_message_taken_when_the_connection_drops(
         broker: OwnRedis) -> None:
     """What the transport exists for: the same steps with kombu's BRPOP."""
     assert take_then_drop(broker, KOMBU) == (0, 0)
+
+
+# -- doorbell faults, undeliverable messages, credit, priorities ------------------------
+
+def idle(conn: Connection) -> None:
+    """Let the consumer connect, arm its notices and find its queues empty."""
+    with contextlib.suppress(TimeoutError):
+        conn.drain_events(timeout=0.3)
+
+
+def readable(sock: socket.socket, timeout: float = 5) -> bool:
+    return bool(select.select([sock], [], [], timeout)[0])
+
+
+def redirect_of(server: OwnRedis, client_id: int) -> int:
+    """Where the notices of the consuming connection ``client_id`` go."""
+    with client(server) as c:
+        entry, = [e for e in c.client_list() if int(e["id"]) == client_id]
+    return int(entry["redir"])
+
+
+def consuming_id(channel: Any) -> int:
+    connection = channel.client.connection
+    connection.send_command("CLIENT", "ID")
+    return int(connection.read_response())
+
+
+def kill_doorbell(server: OwnRedis, channel: Any) -> int:
+    """Ends the doorbell's connection on the server; its old client id."""
+    old = channel.doorbell.client_id
+    with client(server) as c:
+        c.execute_command("CLIENT", "KILL", "ID", old)
+        wait_until(lambda: all(int(e["id"]) != old for e in c.client_list()),
+                   what="the doorbell gone")
+    return int(old)
+
+
+def test_a_push_on_the_consuming_connection_with_no_take_pending_does_not_block(
+        broker: OwnRedis) -> None:
+    """The doorbell gone on the server: a write to a tracked key sends the consuming
+    connection (RESP3) a push while no take is pending. Reading it must not wait for a
+    reply to a command never sent; the notices come back on a new doorbell."""
+    conn, got = consume(broker.url, TRANSPORT, [QUEUE])
+    try:
+        idle(conn)
+        channel: Any = conn.default_channel
+        connection = channel.client.connection
+        old = kill_doorbell(broker, channel)
+        with client(broker) as c:
+            c.set(QUEUE, "not a list")   # a tracked key: the redirect is broken
+            c.delete(QUEUE)
+        assert readable(connection._sock)
+        connection._sock.settimeout(5)   # a read waiting for nothing ends the test
+        with pytest.raises(Empty):
+            conn.transport.cycle.on_readable(connection._sock.fileno())
+        idle(conn)
+        publish(broker.url, {"n": 1})
+        drain(conn, got, 1)
+        assert not channel.doorbell_refused
+        assert channel.doorbell.client_id != old
+        assert redirect_of(broker, consuming_id(channel)) == channel.doorbell.client_id
+        got[0][1].ack()
+    finally:
+        conn.release()
+
+
+def test_notices_redirected_to_a_doorbell_gone_are_redirected_to_a_new_one(
+        broker: OwnRedis) -> None:
+    """The consuming connection made again while the doorbell is already gone on the
+    server: the redirect to its old id is refused; that is no reason to poll."""
+    conn, got = consume(broker.url, TRANSPORT, [QUEUE])
+    try:
+        idle(conn)
+        channel: Any = conn.default_channel
+        old = kill_doorbell(broker, channel)
+        channel.client.connection.disconnect()
+        idle(conn)   # connects, redirects to the old id before the doorbell is read
+        assert not channel.doorbell_refused
+        publish(broker.url, {"n": 1})
+        drain(conn, got, 1)
+        assert channel.doorbell.client_id != old
+        assert redirect_of(broker, consuming_id(channel)) == channel.doorbell.client_id
+        got[0][1].ack()
+    finally:
+        conn.release()
+
+
+def test_a_doorbell_error_is_no_broker_connection_loss(broker: OwnRedis) -> None:
+    """The doorbell's connection reset (a middlebox, CLIENT KILL): the consumer takes on
+    (no error reaches Celery, which would cancel running tasks and reconnect) and the
+    doorbell is connected again."""
+    conn, got = consume(broker.url, TRANSPORT, [QUEUE])
+    try:
+        idle(conn)
+        channel: Any = conn.default_channel
+        bell = channel.doorbell.connection
+        old = kill_doorbell(broker, channel)
+        assert readable(bell._sock)
+        idle(conn)   # raised ConnectionError
+        publish(broker.url, {"n": 1})
+        drain(conn, got, 1)
+        assert channel.doorbell.client_id != old
+        assert tracked(broker) == 1
+        got[0][1].ack()
+    finally:
+        conn.release()
+
+
+def test_the_doorbell_is_checked_on_the_health_tick(broker: OwnRedis) -> None:
+    """A doorbell that answers its pings stays; one whose pings go unanswered (as on a
+    half-open connection, which is silent) is dropped, and the consumer takes at once."""
+    conn, got = consume(broker.url, TRANSPORT, [QUEUE])
+    cycle = conn.transport.cycle
+    try:
+        idle(conn)
+        channel: Any = conn.default_channel
+        first = channel.doorbell.client_id
+        for _ in range(3):
+            cycle.maybe_check_subclient_health()
+            idle(conn)
+        assert channel.doorbell.client_id == first
+        assert channel.doorbell.connection._sock is not None
+        # Ticks with no read between them: from the worker's side, pings unanswered.
+        for _ in range(3):
+            cycle.maybe_check_subclient_health()
+        assert channel.doorbell.connection._sock is None
+        assert channel._may_take()
+        idle(conn)
+        publish(broker.url, {"n": 1})
+        drain(conn, got, 1)
+        assert channel.doorbell.client_id != first
+        assert tracked(broker) == 1
+        got[0][1].ack()
+    finally:
+        conn.release()
+
+
+POISON = {"body": "not base64!", "content-type": "application/json",
+          "content-encoding": "utf-8", "headers": {},
+          "properties": {"delivery_tag": "tag-1", "body_encoding": "base64",
+                         "delivery_info": {"exchange": QUEUE, "routing_key": QUEUE}}}
+
+
+def test_a_message_that_cannot_be_decoded_is_not_left_in_unacked(broker: OwnRedis) -> None:
+    """Taken, recorded, then refused by kombu's decoding: its record goes, as kombu's
+    transport never makes one, so the sweep does not bring it back to fail every worker
+    once per visibility timeout; the error still reaches the caller."""
+    with client(broker) as c:
+        c.lpush(QUEUE, json.dumps(POISON))
+        c.lpush("checks", json.dumps(POISON))
+    conn, _ = consume(broker.url, TRANSPORT, [QUEUE])
+    try:
+        channel: Any = conn.default_channel
+        with pytest.raises(binascii.Error):
+            conn.drain_events(timeout=5)
+        assert depth(broker) == (0, 0)
+        with pytest.raises(binascii.Error):
+            channel.basic_get("checks")
+        with client(broker) as c:
+            assert (c.llen("checks"), c.hlen("unacked"), c.zcard("unacked_index")) == (0, 0, 0)
+        assert channel.recorded == set()
+    finally:
+        conn.release()
+
+
+def test_a_notice_read_before_an_empty_takes_reply_is_kept(broker: OwnRedis) -> None:
+    """A take finds nothing; a message arrives and its notice is read before the take's
+    reply: the next poll takes, not the safety net's a second later."""
+    conn, got = consume(broker.url, TRANSPORT, [QUEUE])
+    try:
+        idle(conn)
+        channel: Any = conn.default_channel
+        cycle = conn.transport.cycle
+        channel._take_due = True
+        channel._brpop_start()
+        sock = channel.client.connection._sock
+        assert readable(sock)
+        publish(broker.url, {"n": 1})
+        bell = channel.doorbell.connection._sock
+        assert readable(bell)
+        cycle.on_readable(bell.fileno())
+        with pytest.raises(Empty):
+            cycle.on_readable(sock.fileno())
+        assert channel._may_take()
+        drain(conn, got, 1)
+        got[0][1].ack()
+    finally:
+        conn.release()
+
+
+def test_a_consumer_without_credit_waits_without_spinning(broker: OwnRedis) -> None:
+    """Its prefetch used up (lowered, as an ETA task moving to the pool lowers it):
+    ``drain_events`` waits for its timeout in one poll or few, not in a loop of polls
+    with no wait."""
+    conn = Connection(broker.url, transport=TRANSPORT)
+    got: list[Any] = []
+    try:
+        channel: Any = conn.default_channel
+        Consumer(channel, [Queue(QUEUE, Exchange(QUEUE), routing_key=QUEUE)],
+                 callbacks=[lambda body, message: got.append(message)],
+                 prefetch_count=2).consume()
+        publish(broker.url, {"n": 1})
+        drain(conn, got, 1)
+        idle(conn)
+        channel.basic_qos(prefetch_count=1)
+        cycle = conn.transport.cycle
+        timeouts: list[float | None] = []
+        real = cycle.poller.poll
+
+        def counting(timeout: float | None = None) -> Any:
+            timeouts.append(timeout)
+            return real(timeout)
+
+        cycle.poller.poll = counting
+        with pytest.raises(TimeoutError):
+            conn.drain_events(timeout=1.5)
+        assert len(timeouts) <= 3, timeouts
+        assert channel.next_take_in() is None
+        got[0].ack()
+    finally:
+        conn.release()
+
+
+def test_only_a_change_of_one_of_its_queue_keys_wakes_a_consumer(broker: OwnRedis) -> None:
+    """Tracking prefixes cover every key that starts with a queue's name; a change of
+    ``default_cache`` (Redis results, a cache) is no reason to take. A change of the
+    queue's key or of one of its priority keys is."""
+    conn, _ = consume(broker.url, TRANSPORT, [QUEUE])
+    try:
+        idle(conn)
+        channel: Any = conn.default_channel
+        cycle = conn.transport.cycle
+        bell = channel.doorbell.connection
+
+        def notice_wakes(*write: Any) -> bool:
+            channel._take_due = False
+            with client(broker) as c:
+                c.execute_command(*write)
+            assert readable(bell._sock)
+            cycle.on_readable(bell._sock.fileno())
+            return bool(channel._take_due)
+
+        assert not notice_wakes("SET", QUEUE + "_cache_entry", "x")
+        assert not notice_wakes("SET", QUEUE + "-meta", "x")
+        assert notice_wakes("LPUSH", QUEUE, "x")
+        assert notice_wakes("LPUSH", channel._q_for_pri(QUEUE, 3), "x")
+    finally:
+        conn.release()
+
+
+def test_priorities_are_taken_in_kombus_order(broker: OwnRedis) -> None:
+    """The priority steps first, then the queues round-robin within a step, as kombu's
+    BRPOP takes them (a message of higher priority on the second queue comes before one
+    of lower priority on the first); each message reaches its own queue's consumer."""
+    orders: dict[str, list[tuple[str, int]]] = {}
+    for transport in (TRANSPORT, KOMBU):
+        orders[transport] = []
+        for first, second in ((0, 9), (9, 0)):
+            publish(broker.url, {"q": QUEUE, "p": first}, priority=first)
+            publish(broker.url, {"q": QUEUE, "p": 3}, priority=3)
+            publish(broker.url, {"q": "checks", "p": second}, queue="checks",
+                    priority=second)
+            conn, got = consume(broker.url, transport, [QUEUE, "checks"])
+            try:
+                drain(conn, got, 3)
+                for _, message in got:
+                    assert message.delivery_info["routing_key"] == message.payload["q"]
+                    message.ack()
+            finally:
+                conn.release()
+            orders[transport] += [(body["q"], body["p"]) for body, _ in got]
+    assert orders[TRANSPORT] == orders[KOMBU]
+    # A queue-first order would take the first queue's two messages first, both times.
+    assert [q for q, _ in orders[KOMBU]].count("checks") == 2
+    assert orders[KOMBU][0][0] == "checks" or orders[KOMBU][3][0] == "checks", orders
+
+
+def test_a_taken_message_is_recorded_once(broker: OwnRedis) -> None:
+    """The take writes the record; the delivery does not write it again."""
+    publish(broker.url, {"n": 1})
+
+    def writes() -> int:
+        with client(broker) as c:
+            stats = c.info("commandstats")
+        return sum(int(stats.get(f"cmdstat_{name}", {}).get("calls", 0))
+                   for name in ("hset", "zadd"))
+
+    before = writes()
+    conn, got = consume(broker.url, TRANSPORT, [QUEUE])
+    try:
+        drain(conn, got, 1)
+        assert writes() - before == 2   # the take's HSET and ZADD
+        got[0][1].ack()
+    finally:
+        conn.release()
 
 
 # -- a real worker: the reply of a take cut off, the broker killed ----------------------
