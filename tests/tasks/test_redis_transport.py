@@ -813,20 +813,21 @@ def test_a_worker_whose_take_is_in_flight_survives_a_broker_restart(
 # -- a real worker, a steady stream, broker restarts ------------------------------------
 
 class Stream(threading.Thread):
-    """Sends hold tasks (released at once) with unique ids at a steady rate; ``sent``
-    holds those the broker accepted."""
+    """Sends hold tasks (released at once) with unique ids at a steady rate until it is
+    stopped and at least ``count`` were accepted; ``sent`` holds those the broker
+    accepted."""
 
-    def __init__(self, url: str, gate: Path, rate: float) -> None:
+    def __init__(self, url: str, gate: Path, rate: float, count: int = 0) -> None:
         super().__init__(daemon=True)
         self.app = MetamapperCelery("stream", set_as_current=False)
         self.app.config_from_object({"broker_url": url, "broker_transport_options": SWEEP})
-        self.gate, self.rate = gate, rate
+        self.gate, self.rate, self.count = gate, rate, count
         self.sent: list[str] = []
         self.refused = 0
         self.halt = threading.Event()
 
     def run(self) -> None:
-        while not self.halt.wait(1 / self.rate):
+        while not (self.halt.wait(1 / self.rate) and len(self.sent) >= self.count):
             task_id = str(uuid.uuid4())
             try:
                 self.app.send_task(HOLD, args=(str(self.gate),), task_id=task_id,
@@ -836,9 +837,9 @@ class Stream(threading.Thread):
                 continue
             self.sent.append(task_id)
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 120) -> None:
         self.halt.set()
-        self.join()
+        self.join(timeout)
         self.app.close()
 
 
@@ -851,7 +852,7 @@ def test_a_worker_loses_no_task_across_broker_restarts(
     env = worker_env(process_env, broker.url)
     workers = [start_worker(env, queues=QUEUE, name=f"w{n}", concurrency=2)
                for n in range(2)]
-    stream = Stream(broker.url, gate, rate=20)
+    stream = Stream(broker.url, gate, rate=20, count=150)
     rng = random.Random(7)
     exits = 0
     stream.start()
@@ -867,13 +868,13 @@ def test_a_worker_loses_no_task_across_broker_restarts(
                     workers[k] = start_worker(env, queues=QUEUE, name=f"w{k}r{n}",
                                               concurrency=2)
     finally:
-        stream.stop()
+        stream.stop()   # once 150 tasks were accepted, however long the restarts took
 
     def missing() -> list[str]:
         return [t for t in stream.sent if not (gate / f"started-{t}").exists()]
 
     print(f"{len(stream.sent)} sent, {stream.refused} refused, {exits} worker exits")
-    assert len(stream.sent) > 100
+    assert not stream.is_alive() and len(stream.sent) >= 150
     wait_until(lambda: not missing(), timeout=60, what="every task sent run")
     wait_until(lambda: depth(broker) == (0, 0), timeout=30, what="the queue and unacked empty")
     # Each worker's consuming connection is tracked again after the restarts.
