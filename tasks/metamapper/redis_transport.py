@@ -164,8 +164,10 @@ class QoS(kombu_redis.QoS):
 def invalidated(notice: Any) -> list[str] | None:
     """The keys an invalidation notice names: a subscriber's message on
     ``__redis__:invalidate`` (RESP2) or an ``invalidate`` push (RESP3). None means every
-    key (a flush); anything else read from the doorbell (a PONG, a subscription's
-    confirmation) names no key."""
+    key: a flush, or a push the parser kept to itself (its contents unknown). Anything
+    else read from the doorbell (a PONG, a subscription's confirmation) names no key."""
+    if notice is None:
+        return None
     if not isinstance(notice, list) or not notice:
         return []
     kind = bytes_to_str(notice[0])
