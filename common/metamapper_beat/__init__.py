@@ -7,7 +7,7 @@ and so which pool to warm before the work arrives. Neither may import the other,
 tables live here, in the package both images install, and nowhere else.
 
 - :data:`SCHEDULE`: upstream Metamapper 1.0's nine beat entries (names, tasks, crontabs);
-- :data:`ROUTES`, :data:`DEFAULT_QUEUE`, :func:`queue_of`: upstream's routes;
+- :data:`ROUTES`, :data:`DEFAULT_QUEUE`: upstream's routes;
 - :func:`task_routes`: the routes as Celery's ``task_routes`` setting;
 - :func:`merge`: how ``METAMAPPER_CELERY_SETTINGS`` (a Metamapper's ``celery.settings``)
   is laid over the defaults: objects key by key, ``None`` removes a key;
@@ -127,11 +127,6 @@ NEEDS_METASTORE = frozenset({
     "app.sso.tasks.queue_domain_verifications",
     "app.sso.tasks.delete_failed_domains",
 })
-
-
-def queue_of(name: str) -> str:
-    """The queue upstream routes a task name to."""
-    return next((queue for glob, queue in ROUTES if fnmatchcase(name, glob)), DEFAULT_QUEUE)
 
 
 def task_routes() -> dict[str, dict[str, str]]:

@@ -13,7 +13,6 @@ from metamapper_beat import (
     SCHEDULE,
     Crontab,
     merge,
-    queue_of,
     route,
     task_routes,
 )
@@ -22,7 +21,7 @@ from metamapper_beat import (
 def test_the_schedule_holds_upstreams_nine_entries_each_once() -> None:
     names = [entry.name for entry in SCHEDULE]
     assert len(names) == len(set(names)) == 9
-    assert {queue_of(entry.task) for entry in SCHEDULE} == {
+    assert {route(task_routes(), entry.task, DEFAULT_QUEUE) for entry in SCHEDULE} == {
         "default", "checks", "revisioner", "usage"}
 
 
@@ -58,7 +57,7 @@ ROUTED = {"app.checks.tasks.core.execute_check": "checks",
 
 @pytest.mark.parametrize(("task", "queue"), ROUTED.items())
 def test_upstreams_routes_as_a_table_and_as_celerys_setting_agree(task: str, queue: str) -> None:
-    assert queue_of(task) == route(task_routes(), task, DEFAULT_QUEUE) == queue
+    assert route(task_routes(), task, DEFAULT_QUEUE) == queue
     assert [glob for glob, _ in ROUTES] == list(task_routes())
 
 
