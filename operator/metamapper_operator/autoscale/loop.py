@@ -53,6 +53,7 @@ from metamapper_operator.autoscale.latency import (
     Throughput,
     for_wait,
     observe,
+    of_pods,
 )
 from metamapper_operator.autoscale.policy import Bounds, History, at_rest, decide
 from metamapper_operator.autoscale.schedule import Window, active_window, next_change, raised
@@ -225,6 +226,7 @@ class Inputs:
     stale: int | None
     window: Window | None
     warm_up: Outlook | None = None
+    pods: str = ""      # the pod template its Deployment runs (latency.of_pods)
 
 
 @dataclass(frozen=True, slots=True)
@@ -830,7 +832,7 @@ class Autoscaler:
             stale=None if depths is None else sum(
                 depths[queue].stale for queue in pool.queues if queue in depths),
             window=self._window(fleet, pool, wall),
-            warm_up=self._warm_up(member, wall))
+            warm_up=self._warm_up(member, wall), pods=f"{dep.spec_hash}/{dep.foreign}")
 
     def _warm_up(self, member: Member, wall: datetime.datetime) -> Outlook | None:
         """The pool's warm-up before its fleet's beat (None: off, or no beat), evaluated
@@ -919,7 +921,7 @@ class Autoscaler:
             seen = max(rest.seen, self.quiet_at or rest.seen)
             history = decide(rest.bounds, rest.inputs.current, rest.inputs.backlog, seen,
                              history).history
-        bounds, sized = self._bounds(fleet, pool, backlog, inputs.ready, window)
+        bounds, sized = self._bounds(fleet, pool, inputs)
         warm = self.warms.get(pool_key) if inputs.warm_up is not None else None
         bounds = waves.raised(bounds, warm.warming if warm is not None else None)
         await self._tell_ignored(key, fleet.uid, inputs.warm_up)
@@ -956,7 +958,8 @@ class Autoscaler:
             await self._resize(key, pool, name, current, target, reason, cause)
             scale = replace(scale, last_scale_time=now(), last_scale_reason=reason)
         elif (decision.replicas == current and at_rest(decision.history, current)
-              and outcome.settled):  # a drain record to finish or undo: not at rest
+              and outcome.settled  # a drain record to finish or undo: not at rest
+              and not sized.arrival_rate):  # status shows the last minute's: until 0
             self.resting[pool_key] = Rest(inputs, bounds, self.clock(),
                                           pool_depths(pool, depths))
         record_pool(pool_series(key, pool), pool, depths, backlog, decision.replicas, current)
@@ -965,18 +968,20 @@ class Autoscaler:
         state.scaling[pool.name] = scale
         return True
 
-    def _bounds(self, fleet: Fleet, pool: Pool, backlog: int | None, ready: int,
-                window: Window | None) -> tuple[Bounds, Sized]:
+    def _bounds(self, fleet: Fleet, pool: Pool, inputs: Inputs) -> tuple[Bounds, Sized]:
         """The pool's bounds with what raises them now: the backlog target the service
-        time asks for (from the throughput and arrivals measured so far) and the minimum
-        of an open schedule window. Also returns the policy in force, for status."""
-        wait = pool.autoscaling.target_wait_seconds
-        seen = self.throughput.get((fleet.uid, pool.name), Throughput())
-        if wait and backlog is not None:
-            seen = observe(seen, Sample(self.clock(), backlog, ready, pool.concurrency))
-            self.throughput[(fleet.uid, pool.name)] = seen
+        time asks for (from the throughput and arrivals measured so far of the pods it
+        runs now; nothing kept without a wait) and the minimum of an open schedule
+        window. Also returns the policy in force, for status."""
+        wait, pool_key = pool.autoscaling.target_wait_seconds, (fleet.uid, pool.name)
+        seen = of_pods(self.throughput.pop(pool_key, Throughput()), inputs.pods)
+        if wait and inputs.backlog is not None:
+            seen = observe(seen, Sample(self.clock(), inputs.backlog, inputs.ready,
+                                        pool.concurrency))
+        if wait:
+            self.throughput[pool_key] = seen
         sized = for_wait(Bounds.of(pool), pool.concurrency, wait, seen)
-        return raised(sized.bounds, window), sized
+        return raised(sized.bounds, inputs.window), sized
 
     async def _resize(self, key: Key, pool: Pool, name: str, current: int, target: int,
                       reason: str, cause: metrics.ScaleReason) -> None:
