@@ -91,3 +91,32 @@ def test_merge_lays_objects_key_by_key_and_none_removes() -> None:
     assert merge(base, override) == {"beat_schedule": {
         "a": {"task": "t", "schedule": "*/5 * * * *"}, "c": {"task": "v"}}}
     assert base["beat_schedule"]["a"]["schedule"] == 1  # not changed in place
+
+
+# Crontabs as Celery's own crontab reads them: those it refuses stop every worker (the
+# worker builds each entry's schedule when it starts), so the operator must know them.
+CRONTABS = [
+    "* * * * *", "0 0 * * 0", "0 0 * * 6", "0 0 * * 7", "0 0 L * *", "0 0 1W * *",
+    "0 0 * * 1#2", "0 0 ? * *", "60 * * * *", "59 23 31 12 *", "* 24 * * *",
+    "* * 0 * *", "* * 32 * *", "* * * 0 *", "* * * 13 *", "*/15 * * * *", "*/0 * * * *",
+    "*/ * * * *", "5/10 * * * *", "0-30/10 * * * *", "0-30/0 * * * *", "50-10 * * * *",
+    "0 9-17 * * mon-fri", "0 9 * jan-mar sun", "0 0 * * monday", "0 0 * * funday",
+    "1,,2 * * * *", "-5 * * * *", "1-2-3 * * * *", "0 0 * * sat-sun", "0 */12 * * *",
+    "15,45 * * * *", "0 0 1 6 *", "x * * * *", "0 0 * * 1-7",
+]
+
+
+@pytest.mark.parametrize("text", CRONTABS)
+def test_a_crontab_is_refused_exactly_when_celery_refuses_it(text: str) -> None:
+    from celery.schedules import crontab
+
+    try:
+        crontab.from_string(text)
+    except Exception:  # whatever Celery raises, the worker would not start
+        celery_accepts = False
+    else:
+        celery_accepts = True
+    refusal = Crontab.from_string(text).refusal()
+    assert (refusal is None) is celery_accepts, refusal
+    if refusal is not None:
+        assert refusal.startswith(f"{text!r} is not a crontab Celery accepts")
