@@ -203,6 +203,27 @@ def test_a_wall_clock_set_back_is_followed_at_once() -> None:
     asyncio.run(scenario())
 
 
+def test_a_wall_clock_set_back_into_a_schedule_window_opens_it() -> None:
+    """Schedule windows are evaluated the same way: again when the clock goes back."""
+    pools = copy.deepcopy(POOLS)
+    pools[3]["autoscaling"] = {"warmUp": {"enabled": False}, "schedules": [
+        {"name": "midnight", "cron": "0 0 * * *", "durationSeconds": 600,
+         "minReplicas": 2}]}
+
+    async def scenario() -> None:
+        fleets = Fleets(pools=pools)
+        fleets.wall = at("2026-12-07T00:20:00")        # after the window closed
+        await fleets.cycle()
+        while fleets.autoscaler.quiet is None and fleets.wall < at("2026-12-07T00:25:00"):
+            fleets.wall += datetime.timedelta(seconds=5)
+            await fleets.cycle()
+        assert fleets.autoscaler.quiet is not None and fleets.kube.scaled == []
+        await fleets.cycle("2026-12-07T00:05:00")      # set back into the window
+        assert fleets.kube.scaled == [("mm-runs", 2)]
+
+    asyncio.run(scenario())
+
+
 def test_pods_older_than_the_process_are_not_taken_for_pod_starts() -> None:
     """A pod that was there before the operator (re)started: its Ready condition may have
     come back after a broker outage, hours after its start."""
