@@ -8,6 +8,9 @@
 # health | shell | datastores | runs | revisions | inspect, or any other program.
 # Pin the base image by digest too when you publish (python:3.11.14-slim-bookworm@sha256:...).
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
+# The runtime's base: the same Python without pip may be given here (the virtualenv links
+# to its interpreter, so it must be the same Python at the same path).
+ARG RUNTIME_IMAGE=${PYTHON_IMAGE}
 
 # --- build: the dependencies (a layer that only pyproject.toml invalidates), then the
 #     project's wheel, installed without dependencies: a code change rebuilds the last step.
@@ -29,24 +32,28 @@ print("\n".join(project["dependencies"] + project["optional-dependencies"][sys.a
     "$extra" > "/src/requirements-$extra.txt"; done
 
 # --only-binary: a dependency without a wheel fails the build instead of compiling.
+# The virtualenv has no pip of its own (the build base's pip installs into it), so the
+# runtime carries no installer.
 FROM ${PYTHON_IMAGE} AS venv-worker
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 COPY --from=requirements /src/requirements-worker.txt /tmp/requirements.txt
-RUN python -m venv /opt/metamapper \
- && /opt/metamapper/bin/pip install --only-binary=:all: -r /tmp/requirements.txt
+RUN python -m venv --without-pip /opt/metamapper \
+ && python -m pip --python /opt/metamapper/bin/python install --only-binary=:all: \
+      -r /tmp/requirements.txt
 COPY --from=wheel /wheels /wheels
-RUN /opt/metamapper/bin/pip install --no-deps /wheels/*.whl
+RUN python -m pip --python /opt/metamapper/bin/python install --no-deps /wheels/*.whl
 
 FROM ${PYTHON_IMAGE} AS venv-operator
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 COPY --from=requirements /src/requirements-operator.txt /tmp/requirements.txt
-RUN python -m venv /opt/metamapper \
- && /opt/metamapper/bin/pip install --only-binary=:all: -r /tmp/requirements.txt
+RUN python -m venv --without-pip /opt/metamapper \
+ && python -m pip --python /opt/metamapper/bin/python install --only-binary=:all: \
+      -r /tmp/requirements.txt
 COPY --from=wheel /wheels /wheels
-RUN /opt/metamapper/bin/pip install --no-deps /wheels/*.whl
+RUN python -m pip --python /opt/metamapper/bin/python install --no-deps /wheels/*.whl
 
 # --- runtime ---------------------------------------------------------------------
-FROM ${PYTHON_IMAGE} AS runtime
+FROM ${RUNTIME_IMAGE} AS runtime
 RUN groupadd --system --gid 10001 metamapper \
  && useradd --system --uid 10001 --gid 10001 --create-home --home-dir /home/metamapper \
       --shell /usr/sbin/nologin metamapper

@@ -2,9 +2,11 @@
 
 No registry can be reached, so nothing is pulled:
 
-- the **base** (standing in for ``python:3.11-slim-bookworm`` through the Dockerfile's
-  ``PYTHON_IMAGE`` argument) is a Debian bookworm root filesystem with Debian's Python 3.11,
-  made by ``mmdebstrap`` from Debian's packages;
+- the **bases** (standing in for ``python:3.11-slim-bookworm`` through the Dockerfile's
+  ``PYTHON_IMAGE`` and ``RUNTIME_IMAGE`` arguments) are Debian bookworm root filesystems with
+  Debian's Python 3.11, made by ``mmdebstrap`` from Debian's packages and slimmed the way
+  Debian's own ``-slim`` images are (no manuals, documentation or translations): the build
+  stages' with pip and venv, the runtime's with Python and the CA certificates only;
 - the **pause** image (each pod's sandbox) holds Debian's static ``catatonit``, whose
   ``-P`` mode is a pause process;
 - the **coredns** image (the cluster DNS, ``devenv.dns``) holds the static CoreDNS that
@@ -34,7 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,8 +49,21 @@ STORAGE = Path("/var/lib/metamapper-buildah")
 RUNROOT = Path("/run/metamapper-buildah")
 HOST_CA_BUNDLE = Path(os.environ.get("SSL_CERT_FILE", "/etc/ssl/certs/ca-certificates.crt"))
 SUITE = "bookworm"
-BASE_PACKAGES = ("python3", "python3-venv", "python3-pip", "python-is-python3",
-                 "ca-certificates")
+# The build stages' base: what creates the virtualenv and installs into it.
+BUILD_PACKAGES = ("python3", "python3-venv", "python3-pip", "python-is-python3",
+                  "ca-certificates")
+# The runtime's base: the interpreter the virtualenv links to, and the CA certificates
+# that TLS to brokers, datastores and AWS verifies against; no pip, no venv.
+RUNTIME_PACKAGES = ("python3", "python-is-python3", "ca-certificates")
+# dpkg leaves these out of every package it unpacks (as in Debian's -slim images); the
+# copyright files stay.
+SLIM_DPKG_OPTIONS = ("path-exclude=/usr/share/man/*", "path-exclude=/usr/share/info/*",
+                     "path-exclude=/usr/share/doc/*",
+                     "path-include=/usr/share/doc/*/copyright",
+                     "path-exclude=/usr/share/locale/*", "path-exclude=/usr/share/lintian/*")
+# /bin, /lib and /sbin as links into /usr, made directly rather than by Debian's `usrmerge`
+# package (which would bring Perl into the image).
+MERGED_USR_HOOKS = Path("/usr/share/mmdebstrap/hooks/merged-usr")
 PAUSE_BINARY = Path("/usr/bin/catatonit")
 WORKLOAD_DIR = REPO / "devenv" / "workload_image"
 # What the Dockerfile's build reads from the context (everything else is left out).
@@ -126,18 +141,22 @@ def _timed(name: str, build: Callable[[], None]) -> Image:
     return Image(name, seconds, cached=False)
 
 
-def base_image() -> Image:
-    name = f"localhost/metamapper-python:{SUITE}-{content_hash(SUITE, *BASE_PACKAGES)}"
+def base_image(role: str, packages: Sequence[str]) -> Image:
+    """A Debian root filesystem with ``packages``, tagged ``<role>``; slimmed as above."""
+    recipe = (SUITE, *packages, *SLIM_DPKG_OPTIONS, "merged-usr")
+    name = f"localhost/metamapper-python:{SUITE}-{role}-{content_hash(*recipe)}"
 
     def build() -> None:
         if shutil.which("mmdebstrap") is None:
             raise ImageError("mmdebstrap not found: `make deps` installs Debian's mmdebstrap")
         with tempfile.TemporaryDirectory(prefix="metamapper-base-") as tmp:
             rootfs = Path(tmp) / "rootfs.tar"
-            say(f"  mmdebstrap {SUITE} with {', '.join(BASE_PACKAGES)} (Debian's packages)")
+            say(f"  mmdebstrap {SUITE} with {', '.join(packages)} (Debian's packages)")
             done = subprocess.run(
                 ["mmdebstrap", "--quiet", "--variant=minbase",
-                 f"--include={','.join(BASE_PACKAGES)}",
+                 f"--include={','.join(packages)}",
+                 f"--hook-dir={MERGED_USR_HOOKS}",
+                 *(f"--dpkgopt={option}" for option in SLIM_DPKG_OPTIONS),
                  "--aptopt=Acquire::Check-Valid-Until \"false\"",
                  "--customize-hook=rm -rf \"$1\"/var/cache/apt/* \"$1\"/var/lib/apt/lists/*",
                  SUITE, str(rootfs)], check=False)
@@ -156,6 +175,18 @@ def base_image() -> Image:
                 _buildah("rm", container)
 
     return _timed(name, build)
+
+
+@dataclass(frozen=True)
+class Bases:
+    """The Dockerfile's two bases: the build stages' and the runtime's."""
+
+    build: Image
+    runtime: Image
+
+
+def bases() -> Bases:
+    return Bases(base_image("build", BUILD_PACKAGES), base_image("runtime", RUNTIME_PACKAGES))
 
 
 def _static_binary_image(repository: str, binary: Path, *, path: str, user: str,
@@ -189,23 +220,24 @@ def coredns_image() -> Image:
                                 user="65532:65532")
 
 
-def _bud(name: str, target: str, base: str, context: Path, containerfile: Path,
-         *build_args: str) -> None:
+def _bud(name: str, target: str, context: Path, containerfile: Path,
+         build_args: Mapping[str, str]) -> None:
     if not HOST_CA_BUNDLE.exists():
         raise ImageError(f"the host's CA bundle {HOST_CA_BUNDLE} is missing (SSL_CERT_FILE)")
     args = ["bud", "--layers", "--isolation", "chroot", "--network", "host",
             "--volume", f"{HOST_CA_BUNDLE}:/etc/ssl/certs/ca-certificates.crt:ro",
-            "--build-arg", f"PYTHON_IMAGE={base}", "-f", str(containerfile), "-t", name]
+            "-f", str(containerfile), "-t", name]
     if target:
         args += ["--target", target]
-    for arg in build_args:
-        args += ["--build-arg", arg]
+    for key, value in build_args.items():
+        args += ["--build-arg", f"{key}={value}"]
     _buildah(*args, str(context))
 
 
-def project_image(target: str, base: Image) -> Image:
+def project_image(target: str, base: Bases) -> Image:
     """The Dockerfile's ``target`` (``worker`` or ``operator``) on ``base``."""
-    tag = content_hash(target, base.name, files=[REPO / p for p in CONTEXT])
+    tag = content_hash(target, base.build.name, base.runtime.name,
+                       files=[REPO / p for p in CONTEXT])
     name = f"localhost/metamapper-{target}:{tag}"
 
     def build() -> None:
@@ -215,7 +247,8 @@ def project_image(target: str, base: Image) -> Image:
                 copy = context / source.relative_to(REPO)
                 copy.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(source, copy)
-            _bud(name, target, base.name, context, context / "Dockerfile")
+            _bud(name, target, context, context / "Dockerfile",
+                 {"PYTHON_IMAGE": base.build.name, "RUNTIME_IMAGE": base.runtime.name})
 
     return _timed(name, build)
 
@@ -226,8 +259,8 @@ def workload_image(worker: Image) -> Image:
     name = f"localhost/metamapper-workload:{tag}"
 
     def build() -> None:
-        _bud(name, "", worker.name, WORKLOAD_DIR, WORKLOAD_DIR / "Containerfile",
-             f"WORKER_IMAGE={worker.name}")
+        _bud(name, "", WORKLOAD_DIR, WORKLOAD_DIR / "Containerfile",
+             {"WORKER_IMAGE": worker.name})
 
     return _timed(name, build)
 
@@ -246,8 +279,8 @@ def build_all(load: bool = True) -> Images:
     """Build (or find) every image and, with ``load``, put them into the node's store."""
     if os.geteuid() != 0:
         raise ImageError("building images needs root (buildah's storage, chroot isolation)")
-    base = base_image()
-    built = [pause_image(), base]
+    base = bases()
+    built = [pause_image(), base.build, base.runtime]
     worker = project_image("worker", base)
     operator = project_image("operator", base)
     workload = workload_image(worker)

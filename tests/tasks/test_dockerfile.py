@@ -87,3 +87,18 @@ def test_the_wheel_carries_the_operator_the_worker_and_what_they_share_but_not_d
     assert packages == {"metamapper_operator", "metamapper", "metamapper_urls",
                         "metamapper_beat"}, packages
     assert "metamapper/metastore/schema.sql" in names  # `metamapper metastore init` reads it
+
+
+def test_the_images_carry_no_installer() -> None:
+    """The virtualenvs are made without pip (the build base's pip installs into them), and
+    the images' own base is one of its own (a Python without pip may be given there)."""
+    stages = _stages()
+    venvs = [stage for stage in stages.values() if "/opt/metamapper" in " ".join(stage)
+             and any(line.startswith("RUN python -m venv") for line in stage)]
+    assert len(venvs) == 2
+    for stage in venvs:
+        runs = [line for line in stage if line.startswith("RUN ")]
+        assert "python -m venv --without-pip /opt/metamapper" in runs[0]
+        assert not any("/opt/metamapper/bin/pip" in line for line in runs)
+    assert stages["runtime"][0].split()[1] == "${RUNTIME_IMAGE}"
+    assert re.search(r"^ARG RUNTIME_IMAGE=\$\{PYTHON_IMAGE\}$", DOCKERFILE.read_text(), re.M)
