@@ -52,15 +52,20 @@ SUITE = "bookworm"
 # The build stages' base: what creates the virtualenv and installs into it.
 BUILD_PACKAGES = ("python3", "python3-venv", "python3-pip", "python-is-python3",
                   "ca-certificates")
-# The runtime's base: the interpreter the virtualenv links to, and the CA certificates
-# that TLS to brokers, datastores and AWS verifies against; no pip, no venv.
-RUNTIME_PACKAGES = ("python3", "python-is-python3", "ca-certificates")
+# The runtime's base: Debian's essential packages (no apt: nothing is installed into a
+# running image) with the interpreter the virtualenv links to, the CA certificates that TLS
+# to brokers, datastores and AWS verifies against, the time zones, and groupadd/useradd
+# for the Dockerfile's user; no pip, no venv.
+RUNTIME_PACKAGES = ("python3", "python-is-python3", "ca-certificates", "tzdata", "passwd")
 # dpkg leaves these out of every package it unpacks (as in Debian's -slim images); the
 # copyright files stay.
 SLIM_DPKG_OPTIONS = ("path-exclude=/usr/share/man/*", "path-exclude=/usr/share/info/*",
                      "path-exclude=/usr/share/doc/*",
                      "path-include=/usr/share/doc/*/copyright",
-                     "path-exclude=/usr/share/locale/*", "path-exclude=/usr/share/lintian/*")
+                     "path-exclude=/usr/share/locale/*", "path-exclude=/usr/share/lintian/*",
+                     # glibc's iconv modules for legacy character sets: Python has its own
+                     # codecs, and UTF-8 is built into glibc.
+                     "path-exclude=/usr/lib/x86_64-linux-gnu/gconv/*")
 # /bin, /lib and /sbin as links into /usr, made directly rather than by Debian's `usrmerge`
 # package (which would bring Perl into the image).
 MERGED_USR_HOOKS = Path("/usr/share/mmdebstrap/hooks/merged-usr")
@@ -141,9 +146,10 @@ def _timed(name: str, build: Callable[[], None]) -> Image:
     return Image(name, seconds, cached=False)
 
 
-def base_image(role: str, packages: Sequence[str]) -> Image:
-    """A Debian root filesystem with ``packages``, tagged ``<role>``; slimmed as above."""
-    recipe = (SUITE, *packages, *SLIM_DPKG_OPTIONS, "merged-usr")
+def base_image(role: str, variant: str, packages: Sequence[str]) -> Image:
+    """A Debian root filesystem of mmdebstrap's ``variant`` with ``packages``, tagged
+    ``<role>``; slimmed as above."""
+    recipe = (SUITE, variant, *packages, *SLIM_DPKG_OPTIONS, "merged-usr")
     name = f"localhost/metamapper-python:{SUITE}-{role}-{content_hash(*recipe)}"
 
     def build() -> None:
@@ -153,7 +159,7 @@ def base_image(role: str, packages: Sequence[str]) -> Image:
             rootfs = Path(tmp) / "rootfs.tar"
             say(f"  mmdebstrap {SUITE} with {', '.join(packages)} (Debian's packages)")
             done = subprocess.run(
-                ["mmdebstrap", "--quiet", "--variant=minbase",
+                ["mmdebstrap", "--quiet", f"--variant={variant}",
                  f"--include={','.join(packages)}",
                  f"--hook-dir={MERGED_USR_HOOKS}",
                  *(f"--dpkgopt={option}" for option in SLIM_DPKG_OPTIONS),
@@ -186,7 +192,8 @@ class Bases:
 
 
 def bases() -> Bases:
-    return Bases(base_image("build", BUILD_PACKAGES), base_image("runtime", RUNTIME_PACKAGES))
+    return Bases(base_image("build", "minbase", BUILD_PACKAGES),
+                 base_image("runtime", "essential", RUNTIME_PACKAGES))
 
 
 def _static_binary_image(repository: str, binary: Path, *, path: str, user: str,
