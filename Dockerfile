@@ -33,24 +33,32 @@ print("\n".join(project["dependencies"] + project["optional-dependencies"][sys.a
 
 # --only-binary: a dependency without a wheel fails the build instead of compiling.
 # The virtualenv has no pip of its own (the build base's pip installs into it), so the
-# runtime carries no installer.
+# runtime carries no installer; as in the official Python images, no bytecode and no test
+# suites of the dependencies (bytecode would be 30 to 40 MB, while compiling what a process
+# imports costs it about 1.5 s of CPU when it starts).
 FROM ${PYTHON_IMAGE} AS venv-worker
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 COPY --from=requirements /src/requirements-worker.txt /tmp/requirements.txt
 RUN python -m venv --without-pip /opt/metamapper \
- && python -m pip --python /opt/metamapper/bin/python install --only-binary=:all: \
-      -r /tmp/requirements.txt
+ && python -m pip --python /opt/metamapper/bin/python install --no-compile \
+      --only-binary=:all: -r /tmp/requirements.txt \
+ && find /opt/metamapper -depth -type d -path '*/site-packages/*' \
+      \( -name test -o -name tests \) -exec rm -rf {} +
 COPY --from=wheel /wheels /wheels
-RUN python -m pip --python /opt/metamapper/bin/python install --no-deps /wheels/*.whl
+RUN python -m pip --python /opt/metamapper/bin/python install --no-compile --no-deps \
+      /wheels/*.whl
 
 FROM ${PYTHON_IMAGE} AS venv-operator
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 COPY --from=requirements /src/requirements-operator.txt /tmp/requirements.txt
 RUN python -m venv --without-pip /opt/metamapper \
- && python -m pip --python /opt/metamapper/bin/python install --only-binary=:all: \
-      -r /tmp/requirements.txt
+ && python -m pip --python /opt/metamapper/bin/python install --no-compile \
+      --only-binary=:all: -r /tmp/requirements.txt \
+ && find /opt/metamapper -depth -type d -path '*/site-packages/*' \
+      \( -name test -o -name tests \) -exec rm -rf {} +
 COPY --from=wheel /wheels /wheels
-RUN python -m pip --python /opt/metamapper/bin/python install --no-deps /wheels/*.whl
+RUN python -m pip --python /opt/metamapper/bin/python install --no-compile --no-deps \
+      /wheels/*.whl
 
 # --- runtime ---------------------------------------------------------------------
 FROM ${RUNTIME_IMAGE} AS runtime
