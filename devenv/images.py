@@ -34,6 +34,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -272,6 +273,21 @@ def workload_image(worker: Image) -> Image:
     return _timed(name, build)
 
 
+def stored_size(name: str) -> int:
+    """The bytes containerd stores for the image ``name`` once loaded as ``load_into_node``
+    loads it (a ``docker-archive``): its layers, uncompressed, and its config."""
+    with tempfile.TemporaryDirectory(prefix="metamapper-image-") as tmp:
+        archive = Path(tmp) / "image.tar"
+        _buildah("push", "--quiet", name, f"docker-archive:{archive}:{name}")
+        with tarfile.open(archive) as tar:
+            sizes = {member.name: member.size for member in tar.getmembers()}
+            manifest_file = tar.extractfile("manifest.json")
+            if manifest_file is None:
+                raise ImageError(f"the archive of {name} has no manifest.json")
+            (manifest,) = json.load(manifest_file)
+    return sum(sizes[layer] for layer in manifest["Layers"]) + sizes[manifest["Config"]]
+
+
 @dataclass(frozen=True)
 class Images:
     """Every image a cluster of the development environment runs, by role."""
@@ -341,7 +357,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     say(f"images ready in {time.monotonic() - start:.0f} s:")
     for role, name in vars(images).items():
-        size = containerd.image_size(name) if not args.no_load else ""
+        size = (containerd.image_size(name) if not args.no_load
+                else f"{stored_size(name) / 2**20:.1f} MiB")
         say(f"  {role:9} {name}  {size}")
     return 0
 

@@ -1,0 +1,122 @@
+"""The worker and operator images as ``make images`` builds them from the Dockerfile (built
+here without loading them into a node): they fit the size a fresh node pulls quickly, carry
+no installer, documentation or Perl, run as their non-root user, and every module of what
+they run imports in them, with what the worker's transports and datastores load."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from devenv import images
+
+# Building the images from nothing (both bases, both virtualenvs) takes minutes.
+pytestmark = pytest.mark.timeout(1800)
+
+# Each image at most this, as containerd stores it.
+BUDGET = 200 * 2**20
+
+# Imports every module of the packages named in argv (not __main__, which runs a command)
+# and prints the ones that failed, as JSON.
+IMPORT_ALL = """
+import importlib, json, pkgutil, sys
+failed = {}
+for package in sys.argv[1:]:
+    for info in pkgutil.walk_packages(importlib.import_module(package).__path__,
+                                      package + "."):
+        if not info.name.endswith(".__main__"):
+            try:
+                importlib.import_module(info.name)
+            except Exception as err:
+                failed[info.name] = repr(err)
+print(json.dumps(failed))
+"""
+
+# What the SQS transport, S3, Glue datastores, TLS and time zones load in a worker.
+WORKER_EXTRAS = """
+import ssl, zoneinfo
+import boto3, kombu.asynchronous.http.curl, kombu.transport.SQS, pycurl
+session = boto3.session.Session(region_name="eu-west-1")
+for service in ("sqs", "s3", "glue", "sts"):
+    session.client(service)
+zoneinfo.ZoneInfo("Europe/Paris")
+print(ssl.create_default_context().cert_store_stats()["x509_ca"])
+"""
+
+# What the images carry none of: installers, compilers, Perl (beyond Debian's essential
+# perl-base), manuals, translations, documentation beyond the copyright files.
+ABSENT = """
+import glob, importlib.util, json, os, re, shutil
+status = open("/var/lib/dpkg/status").read()
+installed = set(re.findall(r"^Package: (\\S+)\\nStatus: install ok installed", status, re.M))
+found = sorted(installed & {"apt", "perl", "usrmerge", "python3-pip", "python3-venv"})
+found += [tool for tool in ("pip", "pip3", "apt-get", "gcc", "cc") if shutil.which(tool)]
+found += [m for m in ("pip", "setuptools", "wheel") if importlib.util.find_spec(m)]
+found += [d for d in ("/usr/share/man", "/usr/share/locale") if os.listdir(d)]
+found += [f for f in glob.glob("/usr/share/doc/**", recursive=True)
+          if os.path.isfile(f) and not os.path.islink(f) and not f.endswith("/copyright")]
+print(json.dumps(found))
+"""
+
+
+@pytest.fixture(scope="module")
+def built() -> images.Images:
+    return images.build_all(load=False)
+
+
+def _run(image: str, *argv: str) -> str:
+    """``argv`` run in a container of ``image`` (as its user); its output."""
+    base = ["buildah", "--root", str(images.STORAGE), "--runroot", str(images.RUNROOT),
+            "--storage-driver", "overlay"]
+    container = subprocess.run([*base, "from", "--quiet", image], capture_output=True,
+                               text=True, check=True).stdout.strip()
+    try:
+        done = subprocess.run([*base, "run", "--isolation", "chroot", container, "--", *argv],
+                              capture_output=True, text=True, timeout=300, check=False)
+    finally:
+        subprocess.run([*base, "rm", container], capture_output=True, check=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+@pytest.fixture(scope="module", params=["worker", "operator"])
+def image(request: pytest.FixtureRequest, built: images.Images) -> str:
+    name: str = getattr(built, request.param)
+    return name
+
+
+def test_each_image_fits_the_budget(image: str) -> None:
+    size = images.stored_size(image)
+    assert size <= BUDGET, f"{image}: {size / 2**20:.1f} MiB"
+
+
+def test_the_images_carry_no_installer_documentation_or_perl(image: str) -> None:
+    assert json.loads(_run(image, "python", "-c", ABSENT)) == []
+
+
+def test_the_images_run_as_their_non_root_user(image: str) -> None:
+    assert _run(image, "id", "-u").strip() == "10001"
+
+
+def test_every_module_of_the_worker_imports_in_its_image(built: images.Images) -> None:
+    failed = _run(built.worker, "python", "-c", IMPORT_ALL,
+                  "metamapper", "metamapper_urls", "metamapper_beat")
+    assert json.loads(failed) == {}
+
+
+def test_every_module_of_the_operator_imports_in_its_image(built: images.Images) -> None:
+    assert json.loads(_run(built.operator, "python", "-c", IMPORT_ALL,
+                           "metamapper_operator")) == {}
+
+
+def test_the_worker_image_loads_its_transports_and_datastores(built: images.Images) -> None:
+    assert int(_run(built.worker, "python", "-c", WORKER_EXTRAS)) > 100  # CA certificates
+
+
+@pytest.mark.parametrize(("role", "command"), [("worker", "worker"),
+                                               ("operator", "operator")])
+def test_the_entrypoint_runs_in_each_image(built: images.Images, role: str,
+                                           command: str) -> None:
+    assert "usage" in _run(getattr(built, role), "metamapper", command, "--help").lower()
