@@ -6,11 +6,15 @@ they run imports in them, with what the worker's transports and datastores load.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 
 import pytest
+from celery import Celery
 
 from devenv import images
+from devenv.waiting import wait_until
 
 # Building the images from nothing (both bases, both virtualenvs) takes minutes.
 pytestmark = pytest.mark.timeout(1800)
@@ -66,17 +70,24 @@ def built() -> images.Images:
     return images.build_all(load=False)
 
 
+BUILDAH = ["buildah", "--root", str(images.STORAGE), "--runroot", str(images.RUNROOT),
+           "--storage-driver", "overlay"]
+
+
+def _container(image: str) -> str:
+    return subprocess.run([*BUILDAH, "from", "--quiet", image], capture_output=True,
+                          text=True, check=True).stdout.strip()
+
+
 def _run(image: str, *argv: str) -> str:
     """``argv`` run in a container of ``image`` (as its user); its output."""
-    base = ["buildah", "--root", str(images.STORAGE), "--runroot", str(images.RUNROOT),
-            "--storage-driver", "overlay"]
-    container = subprocess.run([*base, "from", "--quiet", image], capture_output=True,
-                               text=True, check=True).stdout.strip()
+    container = _container(image)
     try:
-        done = subprocess.run([*base, "run", "--isolation", "chroot", container, "--", *argv],
-                              capture_output=True, text=True, timeout=300, check=False)
+        done = subprocess.run([*BUILDAH, "run", "--isolation", "chroot", container, "--",
+                               *argv], capture_output=True, text=True, timeout=300,
+                              check=False)
     finally:
-        subprocess.run([*base, "rm", container], capture_output=True, check=True)
+        subprocess.run([*BUILDAH, "rm", container], capture_output=True, check=True)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 
@@ -120,3 +131,27 @@ def test_the_worker_image_loads_its_transports_and_datastores(built: images.Imag
 def test_the_entrypoint_runs_in_each_image(built: images.Images, role: str,
                                            command: str) -> None:
     assert "usage" in _run(getattr(built, role), "metamapper", command, "--help").lower()
+
+
+def test_a_worker_of_the_image_serves_its_broker(built: images.Images, redis_url: str) -> None:
+    """``metamapper worker`` in the image (the host's network) answers a ping on Redis."""
+    container = _container(built.worker)
+    worker = subprocess.Popen(
+        [*BUILDAH, "run", "--isolation", "chroot", "--env",
+         f"METAMAPPER_CELERY_BROKER_URL={redis_url}", container, "--",
+         "metamapper", "worker", "--concurrency", "1", "--hostname", "image@test"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    app = Celery(broker=redis_url)
+    try:
+        replies = wait_until(lambda: app.control.ping(timeout=1.0), timeout=120,
+                             what="a ping answered", abort=lambda: worker.poll() is not None)
+        assert replies == [{"image@test": {"ok": "pong"}}]
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        try:
+            worker.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.communicate()
+        subprocess.run([*BUILDAH, "rm", container], capture_output=True, check=True)
+        app.close()
