@@ -49,6 +49,13 @@ zoneinfo.ZoneInfo("Europe/Paris")
 print(ssl.create_default_context().cert_store_stats()["x509_ca"])
 """
 
+# What the operator's queue-depth probes and its questions to workers load.
+OPERATOR_EXTRAS = """
+import boto3, kombu.transport.pyamqp, kombu.transport.redis
+boto3.session.Session(region_name="eu-west-1").client("sqs")
+print("loaded")
+"""
+
 # What the images carry none of: installers, compilers, Perl (beyond Debian's essential
 # perl-base), manuals, translations, documentation beyond the copyright files.
 ABSENT = """
@@ -124,6 +131,10 @@ def test_every_module_of_the_operator_imports_in_its_image(built: images.Images)
 
 def test_the_worker_image_loads_its_transports_and_datastores(built: images.Images) -> None:
     assert int(_run(built.worker, "python", "-c", WORKER_EXTRAS)) > 100  # CA certificates
+
+
+def test_the_operator_image_loads_its_brokers_clients(built: images.Images) -> None:
+    assert _run(built.operator, "python", "-c", OPERATOR_EXTRAS).strip() == "loaded"
 
 
 @pytest.mark.parametrize(("role", "command"), [("worker", "worker"),
