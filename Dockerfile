@@ -31,34 +31,28 @@ project = tomllib.load(open("/src/pyproject.toml", "rb"))["project"]; \
 print("\n".join(project["dependencies"] + project["optional-dependencies"][sys.argv[1]]))' \
     "$extra" > "/src/requirements-$extra.txt"; done
 
-# --only-binary: a dependency without a wheel fails the build instead of compiling.
-# The virtualenv has no pip of its own (the build base's pip installs into it), so the
-# runtime carries no installer; as in the official Python images, no bytecode and no test
-# suites of the dependencies (bytecode would be 30 to 40 MB, while compiling what a process
-# imports costs it about 1.5 s of CPU when it starts).
-FROM ${PYTHON_IMAGE} AS venv-worker
+# The virtualenv /opt/metamapper of each role, by the one definition in
+# docker/virtualenv.py: without pip (the build base's pip installs into it), from wheels only
+# (a dependency without one fails the build instead of compiling), without the dependencies'
+# test suites, their extension modules stripped (binutils' strip, installed here when the
+# base lacks it), with bytecode for exactly what the role imports until it is ready. The
+# dependencies come first, in a layer that only pyproject.toml invalidates.
+FROM ${PYTHON_IMAGE} AS venv
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
-COPY --from=requirements /src/requirements-worker.txt /tmp/requirements.txt
-RUN python -m venv --without-pip /opt/metamapper \
- && python -m pip --python /opt/metamapper/bin/python install --no-compile \
-      --only-binary=:all: -r /tmp/requirements.txt \
- && find /opt/metamapper -depth -type d -path '*/site-packages/*' \
-      \( -name test -o -name tests \) -exec rm -rf {} +
-COPY --from=wheel /wheels /wheels
-RUN python -m pip --python /opt/metamapper/bin/python install --no-compile --no-deps \
-      /wheels/*.whl
+RUN command -v strip >/dev/null || { apt-get update \
+ && apt-get install --yes --no-install-recommends binutils && rm -rf /var/lib/apt/lists/*; }
+COPY --from=requirements /src/requirements-worker.txt /src/requirements-operator.txt /tmp/
+COPY docker/virtualenv.py /usr/local/lib/virtualenv.py
 
-FROM ${PYTHON_IMAGE} AS venv-operator
-ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
-COPY --from=requirements /src/requirements-operator.txt /tmp/requirements.txt
-RUN python -m venv --without-pip /opt/metamapper \
- && python -m pip --python /opt/metamapper/bin/python install --no-compile \
-      --only-binary=:all: -r /tmp/requirements.txt \
- && find /opt/metamapper -depth -type d -path '*/site-packages/*' \
-      \( -name test -o -name tests \) -exec rm -rf {} +
+FROM venv AS venv-worker
+RUN python /usr/local/lib/virtualenv.py dependencies worker
 COPY --from=wheel /wheels /wheels
-RUN python -m pip --python /opt/metamapper/bin/python install --no-compile --no-deps \
-      /wheels/*.whl
+RUN python /usr/local/lib/virtualenv.py project worker
+
+FROM venv AS venv-operator
+RUN python /usr/local/lib/virtualenv.py dependencies operator
+COPY --from=wheel /wheels /wheels
+RUN python /usr/local/lib/virtualenv.py project operator
 
 # --- runtime ---------------------------------------------------------------------
 FROM ${RUNTIME_IMAGE} AS runtime

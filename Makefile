@@ -59,9 +59,9 @@ images: deps venv ## build the worker and operator images from the Dockerfile an
 	$(PY) -m devenv.images build
 
 lint: venv ## ruff, mypy, the import contracts (import-linter) and a strict build of the docs site
-	$(VENV)/bin/ruff check operator tasks common devenv tests bench hack
+	$(VENV)/bin/ruff check operator tasks common devenv tests bench hack docker
 	$(VENV)/bin/mypy
-	$(VENV)/bin/mypy bench hack
+	$(VENV)/bin/mypy bench hack docker
 	$(VENV)/bin/lint-imports --no-cache --no-logo
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir build/site
 

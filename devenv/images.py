@@ -50,9 +50,10 @@ STORAGE = Path("/var/lib/metamapper-buildah")
 RUNROOT = Path("/run/metamapper-buildah")
 HOST_CA_BUNDLE = Path(os.environ.get("SSL_CERT_FILE", "/etc/ssl/certs/ca-certificates.crt"))
 SUITE = "bookworm"
-# The build stages' base: what creates the virtualenv and installs into it.
+# The build stages' base: what creates the virtualenv, installs into it and strips its
+# extension modules.
 BUILD_PACKAGES = ("python3", "python3-venv", "python3-pip", "python-is-python3",
-                  "ca-certificates")
+                  "ca-certificates", "binutils")
 # The runtime's base: Debian's essential packages (no apt: nothing is installed into a
 # running image) with the interpreter the virtualenv links to, the CA certificates that TLS
 # to brokers, datastores and AWS verifies against, the time zones, and groupadd/useradd
@@ -73,7 +74,8 @@ MERGED_USR_HOOKS = Path("/usr/share/mmdebstrap/hooks/merged-usr")
 PAUSE_BINARY = Path("/usr/bin/catatonit")
 WORKLOAD_DIR = REPO / "devenv" / "workload_image"
 # What the Dockerfile's build reads from the context (everything else is left out).
-CONTEXT = ("Dockerfile", "pyproject.toml", "README.md", "operator", "tasks", "common")
+CONTEXT = ("Dockerfile", "pyproject.toml", "README.md", "operator", "tasks", "common",
+           "docker")
 
 
 class ImageError(DevenvError):

@@ -11,6 +11,7 @@ import pytest
 from metamapper.cli import cli
 
 DOCKERFILE = Path(__file__).resolve().parents[2] / "Dockerfile"
+VIRTUALENV = DOCKERFILE.parent / "docker" / "virtualenv.py"
 
 
 def _stages() -> dict[str, list[str]]:
@@ -69,7 +70,10 @@ def test_base_image_and_installs_are_pinned() -> None:
     image = re.search(r"ARG PYTHON_IMAGE=(\S+)", text)
     assert image and re.fullmatch(r"python:3\.11\.\d+-slim-\w+", image[1])
     assert ":latest" not in text
-    assert text.count("--only-binary=:all:") == 2
+    # Every install is the virtualenv script's, from wheels only.
+    runs = [line for stage in _stages().values() for line in stage if line.startswith("RUN ")]
+    assert not any("pip install" in run or "pip --python" in run for run in runs)
+    assert VIRTUALENV.read_text().count('"--only-binary=:all:"') == 1
 
 
 def test_the_wheel_carries_the_operator_the_worker_and_what_they_share_but_not_devenv(
@@ -89,16 +93,26 @@ def test_the_wheel_carries_the_operator_the_worker_and_what_they_share_but_not_d
     assert "metamapper/metastore/schema.sql" in names  # `metamapper metastore init` reads it
 
 
+def test_one_definition_makes_both_virtualenvs() -> None:
+    """Each role's virtualenv stage runs the same script, for its role: the dependencies,
+    then the project; no other step."""
+    stages = _stages()
+    script = "/usr/local/lib/virtualenv.py"
+    assert f"COPY docker/virtualenv.py {script}" in stages["venv"]
+    for role in ("worker", "operator"):
+        stage = stages[f"venv-{role}"]
+        assert stage[0] == f"FROM venv AS venv-{role}"
+        assert [line for line in stage if line.startswith("RUN ")] == [
+            f"RUN python {script} dependencies {role}", f"RUN python {script} project {role}"]
+        assert _instruction(stages[role], "COPY") == (
+            f"--from=venv-{role} /opt/metamapper /opt/metamapper")
+
+
 def test_the_images_carry_no_installer() -> None:
     """The virtualenvs are made without pip (the build base's pip installs into them), and
     the images' own base is one of its own (a Python without pip may be given there)."""
+    script = VIRTUALENV.read_text()
+    assert '"venv", "--without-pip"' in script and "/bin/pip" not in script
     stages = _stages()
-    venvs = [stage for stage in stages.values() if "/opt/metamapper" in " ".join(stage)
-             and any(line.startswith("RUN python -m venv") for line in stage)]
-    assert len(venvs) == 2
-    for stage in venvs:
-        runs = [line for line in stage if line.startswith("RUN ")]
-        assert "python -m venv --without-pip /opt/metamapper" in runs[0]
-        assert not any("/opt/metamapper/bin/pip" in line for line in runs)
     assert stages["runtime"][0].split()[1] == "${RUNTIME_IMAGE}"
     assert re.search(r"^ARG RUNTIME_IMAGE=\$\{PYTHON_IMAGE\}$", DOCKERFILE.read_text(), re.M)
