@@ -1,14 +1,19 @@
 """The worker and operator images as ``make images`` builds them from the Dockerfile (built
 here without loading them into a node): they fit the size a fresh node pulls quickly, carry
-no installer, documentation or Perl, run as their non-root user, and every module of what
-they run imports in them, with what the worker's transports and datastores load."""
+no installer, documentation or Perl, run as their non-root user, every module of what they
+run imports in them, with what the worker's transports and datastores load, and their
+processes start from bytecode, compiling nothing."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 import pytest
 from celery import Celery
@@ -69,6 +74,31 @@ found += [d for d in ("/usr/share/man", "/usr/share/locale") if os.listdir(d)]
 found += [f for f in glob.glob("/usr/share/doc/**", recursive=True)
           if os.path.isfile(f) and not os.path.islink(f) and not f.endswith("/copyright")]
 print(json.dumps(found))
+"""
+
+
+# The flags word of every pyc in the virtualenv, counted (1: unchecked-hash).
+PYC_FLAGS = """
+import collections, glob, json
+flags = collections.Counter()
+for pyc in glob.glob("/opt/metamapper/**/*.pyc", recursive=True):
+    with open(pyc, "rb") as file:
+        flags[int.from_bytes(file.read(8)[4:], "little")] += 1
+print(json.dumps(flags))
+"""
+
+# What `python -v` (PYTHONVERBOSE) says of a module it compiles from its source; of one
+# loaded from its bytecode it says "code object from '.../__pycache__/....pyc'".
+SOURCE_COMPILED = re.compile(r"^# code object from (?P<path>/\S+\.py)$")
+
+# A cluster that cannot be reached: the operator logs in with it, then its requests fail.
+UNREACHABLE_KUBECONFIG = """
+apiVersion: v1
+kind: Config
+clusters: [{name: none, cluster: {server: "https://127.0.0.1:9"}}]
+users: [{name: none, user: {token: none}}]
+contexts: [{name: none, context: {cluster: none, user: none}}]
+current-context: none
 """
 
 
@@ -144,25 +174,80 @@ def test_the_entrypoint_runs_in_each_image(built: images.Images, role: str,
     assert "usage" in _run(getattr(built, role), "metamapper", command, "--help").lower()
 
 
+@contextlib.contextmanager
+def _process(image: str, env: Mapping[str, str], *argv: str,
+             files: Mapping[str, Path] | None = None) -> Iterator[subprocess.Popen[str]]:
+    """``argv`` running in a container of ``image`` (on the host's network, with ``files``
+    copied in, readable by all), its output and errors on one pipe; stopped and removed
+    afterwards."""
+    container = _container(image)
+    for destination, source in (files or {}).items():
+        subprocess.run([*BUILDAH, "copy", "--chmod", "0644", container, str(source),
+                        destination], capture_output=True, check=True)
+    process = subprocess.Popen(
+        [*BUILDAH, "run", "--isolation", "chroot",
+         *(f"--env={key}={value}" for key, value in env.items()), container, "--", *argv],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        yield process
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+        subprocess.run([*BUILDAH, "rm", container], capture_output=True, check=True)
+
+
+def _compiled_until(process: subprocess.Popen[str], marker: str) -> list[str]:
+    """The sources that ``process`` (run with PYTHONVERBOSE) compiled before it printed a
+    line with ``marker``."""
+    assert process.stdout is not None
+    compiled: list[str] = []
+    for line in process.stdout:
+        if marker in line:
+            return compiled
+        if found := SOURCE_COMPILED.search(line.rstrip()):
+            compiled.append(found["path"])
+    raise AssertionError(f"the process ended (exit {process.wait()}) before {marker!r}")
+
+
 def test_a_worker_of_the_image_serves_its_broker(built: images.Images, redis_url: str) -> None:
     """``metamapper worker`` in the image (the host's network) answers a ping on Redis."""
-    container = _container(built.worker)
-    worker = subprocess.Popen(
-        [*BUILDAH, "run", "--isolation", "chroot", "--env",
-         f"METAMAPPER_CELERY_BROKER_URL={redis_url}", container, "--",
-         "metamapper", "worker", "--concurrency", "1", "--hostname", "image@test"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     app = Celery(broker=redis_url)
-    try:
-        replies = wait_until(lambda: app.control.ping(timeout=1.0), timeout=120,
-                             what="a ping answered", abort=lambda: worker.poll() is not None)
-        assert replies == [{"image@test": {"ok": "pong"}}]
-    finally:
-        os.killpg(worker.pid, signal.SIGTERM)
+    with _process(built.worker, {"METAMAPPER_CELERY_BROKER_URL": redis_url}, "metamapper",
+                  "worker", "--concurrency", "1", "--hostname", "image@test") as worker:
         try:
-            worker.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.communicate()
-        subprocess.run([*BUILDAH, "rm", container], capture_output=True, check=True)
-        app.close()
+            replies = wait_until(lambda: app.control.ping(timeout=1.0), timeout=120,
+                                 what="a ping answered", abort=lambda: worker.poll() is not None)
+            assert replies == [{"image@test": {"ok": "pong"}}]
+        finally:
+            app.close()
+
+
+def test_the_bytecode_is_unchecked_hash(image: str) -> None:
+    """Bytecode that the start never validates against its source (nor a timestamp in it)."""
+    flags = json.loads(_run(image, "python", "-c", PYC_FLAGS))
+    assert set(flags) == {"1"} and flags["1"] > 100, flags
+
+
+def test_a_worker_starts_from_bytecode(built: images.Images, redis_url: str) -> None:
+    """``metamapper worker`` on Redis compiles no module until it is ready: the image has
+    the bytecode of all it imports, and the start finds it."""
+    with _process(built.worker, {"METAMAPPER_CELERY_BROKER_URL": redis_url,
+                                 "PYTHONVERBOSE": "1"},
+                  "metamapper", "worker", "--concurrency", "1",
+                  "--hostname", "bytecode@test") as worker:
+        assert _compiled_until(worker, "bytecode@test ready.") == []
+
+
+def test_the_operator_starts_from_bytecode(built: images.Images, tmp_path: Path) -> None:
+    """``metamapper operator`` compiles no module until it has logged in and made its first
+    requests (to a cluster that cannot be reached)."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(UNREACHABLE_KUBECONFIG)
+    with _process(built.operator, {"KUBECONFIG": "/tmp/kubeconfig", "PYTHONVERBOSE": "1"},
+                  "metamapper", "operator", "--liveness-port", "0", "--metrics-port", "0",
+                  files={"/tmp/kubeconfig": kubeconfig}) as operator:
+        assert _compiled_until(operator, "127.0.0.1:9") == []
