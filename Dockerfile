@@ -34,9 +34,9 @@ print("\n".join(project["dependencies"] + project["optional-dependencies"][sys.a
 # The virtualenv /opt/metamapper of each role, by the one definition in
 # docker/virtualenv.py: without pip (the build base's pip installs into it), from wheels only
 # (a dependency without one fails the build instead of compiling), without the dependencies'
-# test suites, their extension modules stripped (binutils' strip, installed here when the
-# base lacks it), with bytecode for exactly what the role imports until it is ready. The
-# dependencies come first, in a layer that only pyproject.toml invalidates.
+# test suites, their shared objects stripped (binutils' strip, installed here when the base
+# lacks it), with bytecode for exactly what the role imports until it is ready. The
+# dependencies come first, in a layer that only pyproject.toml and the script invalidate.
 FROM ${PYTHON_IMAGE} AS venv
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 RUN command -v strip >/dev/null || { apt-get update \
