@@ -38,6 +38,8 @@ from pathlib import Path
 VENV = Path("/opt/metamapper")
 WHEELS = Path("/wheels")
 ROLES = ("worker", "operator")
+# Seconds the role's start may take in the build (it takes a few).
+START_TIMEOUT = 300
 # libfoo.so, libfoo.so.3, _ext.cpython-311-x86_64-linux-gnu.so
 SHARED_OBJECT = re.compile(r"\.so(\.\d+)*$")
 # The brokers a worker serves: the start below runs on Celery's in-memory broker, so the
@@ -72,8 +74,9 @@ def project(role: str) -> None:
     _pip("--no-deps", *map(str, sorted(WHEELS.glob("*.whl"))))
     env = {key: value for key, value in os.environ.items()
            if key != "PYTHONDONTWRITEBYTECODE"}
+    # A start that never gets ready fails the build rather than hanging it.
     subprocess.run([str(VENV / "bin" / "python"), __file__, "start", role], env=env,
-                   check=True)
+                   check=True, timeout=START_TIMEOUT)
     for pyc in sorted(VENV.rglob("__pycache__/*.pyc")):
         source = importlib.util.source_from_cache(str(pyc))
         pyc.unlink()
