@@ -3,9 +3,9 @@
 The stack as ``make demo`` runs it (``devenv.stack``: a control plane, a real node with the
 cluster DNS, the operator installed from its chart in pods, two of them so that one stands
 by) runs two fleets in the namespace ``chaos``: ``fleet-redis`` on a Redis of this run's
-own and ``fleet-rabbitmq`` on the development RabbitMQ (a virtual host of this run's own,
-durable queues, Celery's default). Each reaches its broker by a Service name
-(``redis://redis:6379/0``, ``amqp://...@rabbitmq:5672/chaos``), as users' fleets do: a
+own and ``fleet-rabbitmq`` on a RabbitMQ node of this run's own (durable queues, Celery's
+default). Each reaches its broker by a Service name
+(``redis://redis:6379/0``, ``amqp://...@rabbitmq:5672//``), as users' fleets do: a
 Service without a selector whose EndpointSlice points at the broker on this machine. Each
 fleet has two pools: ``fast`` (short tasks, at least one pod) and ``slow`` (tasks from a
 few seconds to longer than the grace period, from zero pods).
@@ -38,12 +38,12 @@ Usage::
 
     python bench/chaos.py [--minutes 30] [--seed 1] [--brokers redis,rabbitmq]
                           [--faults pod-sigkill,broker-restart,...] [--redis aof|default]
-                          [--rate 1.0]
+                          [--rate 1.0] [--root DIR]
 
 ``--redis aof`` runs Redis as production does (append-only file, fsync every second);
 ``--redis default`` with Redis's own defaults (RDB snapshots only): each broker restart
-then restarts it with those settings. The RabbitMQ restart restarts the development
-RabbitMQ: run this alone on the machine.
+then restarts it with those settings. Both brokers are the run's own, so their restarts
+never touch the development services other runs on the machine use.
 
 :func:`soak` is the same run for a test: a fixed seed, a number of faults (one round of
 the catalogue holds every kind once), its outcome returned instead of printed.
@@ -109,7 +109,6 @@ CLAIM_SECONDS = 12 * 3600
 RECOVERY_LIMIT = 300.0      # seconds after a fault's end before it counts as not recovered
 DRAIN_LIMIT = 600.0         # seconds for the last backlog once sending stops
 BURST = 24                  # short tasks sent before a fault marked for a burst
-RABBITMQ_VHOST = "chaos"
 SHORT_SECONDS = 3.0         # tasks up to this long go to the fast pool
 # Short windows so that pools shrink between faults (the defaults are 60 s and 300 s).
 AUTOSCALING = {"scaleDownStabilizationSeconds": 15, "scaleToZeroCooldownSeconds": 10}
@@ -165,34 +164,44 @@ class RedisBroker:
 
 @dataclass
 class RabbitBroker:
-    """The development RabbitMQ (``devenv.services``), in a virtual host of this run's."""
+    """A RabbitMQ node of this run's own (its default virtual host, durable queues as
+    Celery declares them), restarted with its data: the development RabbitMQ other runs
+    on the machine use is never restarted."""
 
+    home: Path
     name: str = "rabbitmq"
     service_port: int = 5672
+    port: int = field(default_factory=free_port)
+    management_port: int = field(default_factory=free_port)
+    dist_port: int = field(default_factory=free_port)
+    pid: int = 0
+
+    def _url(self, host: str, port: int) -> str:
+        return (f"amqp://{services.RABBITMQ_USER}:{services.RABBITMQ_PASSWORD}@"
+                f"{host}:{port}//")
 
     @property
     def host_url(self) -> str:
-        return (f"amqp://{services.RABBITMQ_USER}:{services.RABBITMQ_PASSWORD}@"
-                f"{services.HOST}:{services.RABBITMQ_PORT}/{RABBITMQ_VHOST}")
+        return self._url(services.HOST, self.port)
 
     def pod_url(self) -> str:
-        return (f"amqp://{services.RABBITMQ_USER}:{services.RABBITMQ_PASSWORD}@"
-                f"{self.name}:{self.service_port}/{RABBITMQ_VHOST}")
+        return self._url(self.name, self.service_port)
 
     def start(self) -> None:
-        services.ensure("rabbitmq")
-        services.rabbitmq_api("PUT", f"vhosts/{RABBITMQ_VHOST}")
-        services.rabbitmq_api("PUT", f"permissions/{RABBITMQ_VHOST}/{services.RABBITMQ_USER}",
-                              {"configure": ".*", "write": ".*", "read": ".*"})
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.pid = services.start_rabbitmq(self.home, self.port, self.management_port,
+                                           self.dist_port, node=f"chaos-{self.port}")
+        services.wait_for(lambda: services.port_open(self.port), "rabbitmq-server", 120,
+                          self.home / "log", self.pid)
 
     def stop(self) -> None:
-        with contextlib.suppress(OSError):
-            services.rabbitmq_api("DELETE", f"vhosts/{RABBITMQ_VHOST}")
+        if self.pid:
+            stop_child(self.pid, grace=60)
+            self.pid = 0
 
     def restart(self) -> None:
-        service = services.SERVICES["rabbitmq"]
-        service.stop()
-        service.ensure()
+        self.stop()
+        self.start()
 
 
 Broker = RedisBroker | RabbitBroker
@@ -351,11 +360,11 @@ class Soak:
                  operator: OperatorRelease | None = None) -> None:
         self.root, self.seed, self.kinds, self.rate = root, seed, list(kinds), rate
         self.pauses, self.operator = pauses, operator
-        self.stack = Stack(root, NAMESPACE, services=("redis", "rabbitmq"))
+        self.stack = Stack(root, NAMESPACE, services=("redis",))
         self.record_url = ""
         self.record_claim: redis_claims.Claim | None = None
         known: dict[str, Broker] = {"redis": RedisBroker(root / "redis", redis_persistence),
-                                    "rabbitmq": RabbitBroker()}
+                                    "rabbitmq": RabbitBroker(root / "rabbitmq")}
         self.brokers = {name: known[name] for name in brokers}
         self.started: list[Broker] = []
         self.producer: Producer | None = None
@@ -381,9 +390,7 @@ class Soak:
         assert self.stack.images is not None
         objects = []
         for broker in self.brokers.values():
-            host_port = broker.port if isinstance(broker, RedisBroker) else \
-                services.RABBITMQ_PORT
-            objects += broker_objects(broker, host_port)
+            objects += broker_objects(broker, broker.port)
             objects += fleet_objects(broker, self.stack.images.workload)
         self.stack.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(
             {"apiVersion": "v1", "kind": "List", "items": objects}))

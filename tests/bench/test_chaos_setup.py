@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import kombu
 import pytest
 import redis
 
@@ -31,11 +32,12 @@ from chaos import (
     orphan_shim,
     write_ledger,
 )
-from devenv import containerd
+from devenv import containerd, services
 from metamapper_operator import model
 
 
-@pytest.mark.parametrize("broker", [RedisBroker(Path("/nonexistent"), "aof"), RabbitBroker()])
+@pytest.mark.parametrize("broker", [RedisBroker(Path("/nonexistent"), "aof"),
+                                    RabbitBroker(Path("/nonexistent"))])
 def test_each_fleet_is_a_valid_metamapper_with_two_bounded_pools(broker: RedisBroker
                                                                  | RabbitBroker) -> None:
     secret, body = fleet_objects(broker, "workload:1")
@@ -50,7 +52,7 @@ def test_each_fleet_is_a_valid_metamapper_with_two_bounded_pools(broker: RedisBr
 
 
 def test_the_broker_service_points_at_the_host_port_by_its_port_name() -> None:
-    service, endpoints = broker_objects(RabbitBroker(), 15673)
+    service, endpoints = broker_objects(RabbitBroker(Path("/nonexistent")), 15673)
     assert "selector" not in service["spec"]
     assert endpoints["metadata"]["labels"] == {"kubernetes.io/service-name": "rabbitmq"}
     assert service["spec"]["ports"][0]["name"] == endpoints["ports"][0]["name"]
@@ -76,6 +78,28 @@ def test_an_append_only_broker_restarted_keeps_what_it_held(own_broker: RedisBro
     assert own_broker.pid != before
     assert client.lrange("fast", 0, -1) == [b"a message"]
     client.close()
+
+
+def test_its_own_rabbitmq_restarted_keeps_a_durable_queue_and_the_shared_one_runs_on(
+        tmp_path: Path, rabbitmq: object) -> None:
+    """``rabbitmq`` (the suite's fixture) makes sure the development RabbitMQ runs."""
+    shared = services.SERVICES["rabbitmq"]
+    shared_pid = shared.pidfile.read_text()
+    broker = RabbitBroker(tmp_path / "rabbitmq")
+    broker.start()
+    try:
+        with kombu.Connection(broker.host_url) as connection:
+            queue = kombu.Queue("fast", durable=True)
+            connection.default_channel.basic_qos(0, 1, False)
+            kombu.Producer(connection).publish("a message", routing_key="fast",
+                                               declare=[queue], delivery_mode=2)
+        broker.restart()
+        with kombu.Connection(broker.host_url) as connection:
+            message = queue(connection.default_channel).get(no_ack=True)
+            assert message is not None and message.payload == "a message"
+    finally:
+        broker.stop()
+    assert shared.running() and shared.pidfile.read_text() == shared_pid
 
 
 def test_the_stream_records_what_the_broker_took_and_counts_what_it_refused(
