@@ -19,7 +19,8 @@ after the fleet recovered from the one before; the injectors are in ``_chaos_inj
 
 Per task id the ledger (``_chaos_ledger``) has its runs: started, finished, on which pod;
 per fault, the time until the fleet was whole again (``_chaos_report``: every pool within
-its bounds and ready, no pod draining, every task sent before the fault finished). When
+its bounds and ready, no pod draining, every task sent before the fault finished but those
+an earlier fault's wait gave up on, written off then and not waited for again). When
 time is up, sending stops, the backlog drains, and a table per fault kind is printed:
 faults, not recovered, tasks lost, ran twice (with how many unexplained: a run again is
 explained only by a fault that could cut the run before it off), interrupted, recovery
@@ -371,6 +372,7 @@ class Soak:
         self.injectors: Injectors | None = None
         self.faults: list[Fault] = []
         self.failed: list[str] = []
+        self.written_off: set[str] = set()
 
     # set-up
 
@@ -421,10 +423,16 @@ class Soak:
                                        pool["maxReplicas"], int(seen.get("replicas", -1)),
                                        int(seen.get("readyReplicas", 0)),
                                        tuple(seen.get("draining") or ())))
-        earlier = [s.task_id for s in (self.producer.sent if self.producer else [])
-                   if s.at < since]
+        earlier = self.earlier(since)
         return Snapshot(time.time(), tuple(pools),
                         tally(self.record_url, earlier).lost if earlier else 0)
+
+    def earlier(self, since: float) -> list[str]:
+        """The tasks sent before ``since`` that a recovery waits for: all but those
+        written off when an earlier fault's wait gave up (lost or not, the ledger tells
+        at the end; they are not this fault's backlog)."""
+        return [s.task_id for s in (self.producer.sent if self.producer else [])
+                if s.at < since and s.task_id not in self.written_off]
 
     def wait_whole(self, began: float, ended: float) -> float | None:
         snapshots: list[Snapshot] = []
@@ -438,6 +446,11 @@ class Soak:
             time.sleep(1)
         if snapshots:
             say("    not whole: " + "; ".join(shortfalls(snapshots[-1])))
+        unfinished = {task_id for task_id in self.earlier(began)
+                      if not records(self.record_url, "done", task_id)}
+        if unfinished:
+            say(f"    written off (not waited for again): {', '.join(sorted(unfinished))}")
+        self.written_off |= unfinished
         return None
 
     # the run

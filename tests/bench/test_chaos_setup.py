@@ -26,6 +26,8 @@ from chaos import (
     Producer,
     RabbitBroker,
     RedisBroker,
+    Sent,
+    Soak,
     broker_objects,
     fleet_objects,
     main,
@@ -179,3 +181,14 @@ def test_the_plan_prints_the_seeded_schedule_and_starts_nothing(
     assert len(lines) == 2 + 3
     assert {line.split()[1] for line in lines[2:]} == {"pod-sigkill", "dns-outage"}
     assert all(line.split()[2] == "rabbitmq" for line in lines[2:])
+
+
+def test_a_recovery_waits_for_the_earlier_tasks_but_those_written_off_before(
+        tmp_path: Path) -> None:
+    """A task lost at one fault is the ledger's finding, not every later fault's backlog."""
+    run = Soak(tmp_path, 1, ("redis",), ("pod-sigkill",), "aof", 1.0)
+    run.producer = Producer({}, "redis://unused", 1.0, 1)
+    run.producer.sent += [Sent("a", "redis", 1.0), Sent("b", "redis", 2.0),
+                          Sent("c", "redis", 5.0)]
+    run.written_off = {"a"}
+    assert run.earlier(3.0) == ["b"]
