@@ -16,7 +16,7 @@ import kombu
 import pytest
 import redis
 
-from _chaos_injectors import Partition
+from _chaos_injectors import Injectors, Partition
 from _chaos_ledger import Fault, Run, Task
 from _chaos_report import rows, verdict
 from chaos import (
@@ -192,3 +192,27 @@ def test_a_recovery_waits_for_the_earlier_tasks_but_those_written_off_before(
                           Sent("c", "redis", 5.0)]
     run.written_off = {"a"}
     assert run.earlier(3.0) == ["b"]
+
+
+class LeaseAfterAnUpgrade:
+    """kubectl's answers while the Lease still names a pod of the old ReplicaSet, for
+    ``stale`` reads, and then the new leader."""
+
+    def __init__(self, stale: int) -> None:
+        self.stale = stale
+
+    def kubectl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        if args[1] == "lease":
+            holder = "op-old-1_ab" if self.stale > 0 else "op-new-2_cd"
+            self.stale -= 1
+            return subprocess.CompletedProcess(args, 0, holder, "")
+        pods = [{"metadata": {"name": "op-old-1", "deletionTimestamp": "now"}},
+                {"metadata": {"name": "op-new-1"}}, {"metadata": {"name": "op-new-2"}}]
+        return subprocess.CompletedProcess(args, 0, json.dumps({"items": pods}), "")
+
+
+def test_the_leader_is_the_live_pod_holding_the_lease_once_an_upgrade_handed_it_over(
+) -> None:
+    injectors = Injectors(LeaseAfterAnUpgrade(stale=2), "chaos", {},  # type: ignore[arg-type]
+                          "redis://unused", 1, lambda *_: None)
+    assert injectors.leader()["metadata"]["name"] == "op-new-2"
