@@ -89,7 +89,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo,
     children = Children((kind.kind, namespace) for kind, namespace in feeds)
     memo["children"] = children
     readiness: Coalescer[Key] = Coalescer(lambda key: publish_readiness(runtime, children, key))
-    autoscaler = Autoscaler(runtime, children.deployments)
+    autoscaler = Autoscaler(runtime, children.deployments, bodies=metamappers)
     memo["autoscaler"] = autoscaler
     health: Health | None = memo.get("health")
     if health is not None:

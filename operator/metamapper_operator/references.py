@@ -175,6 +175,10 @@ async def held_parts(fleet: Fleet, read: ReadSecret) -> tuple[Held, ...]:
     return tuple(held)
 
 
+class NotCached(LookupError):
+    """A Secret not read within the cache's time-to-live (:meth:`SecretCache.cached`)."""
+
+
 @dataclass(frozen=True, slots=True)
 class _CachedSecret:
     read_at: float
@@ -217,6 +221,14 @@ class SecretCache:
         if value is not None:
             self._entries[key] = _CachedSecret(self._clock(), value)
         return value
+
+    async def cached(self, namespace: str, name: str) -> dict[str, str]:
+        """A Secret as read within the time-to-live, without a request (a
+        :data:`ReadSecret` that never waits); raises :class:`NotCached` otherwise."""
+        entry = self._entries.get((namespace, name))
+        if entry is None or self._clock() - entry.read_at >= self._ttl:
+            raise NotCached(namespace, name)
+        return entry.data
 
     def forget(self, namespace: str) -> None:
         """Drop a namespace's entries: a spec change re-reads its Secrets at once."""

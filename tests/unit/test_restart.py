@@ -1,7 +1,9 @@
 """A new operator process (a restart, a failover to a new leader) meeting objects whose
 children and status already match: it writes nothing and reads nothing per object, its
-reconcile and its autoscaler's first cycle alike. Small fakes of the Kube edge and the
-broker (the real thing: bench/churn.py)."""
+reconcile and its autoscaler's first cycle alike. Its autoscaler knows every object from
+kopf's index before the object's reconcile: a burst is acted on at the first cycle, and
+the status is still written only by the reconcile that saw it. Small fakes of the Kube
+edge and the broker (the real thing: bench/churn.py)."""
 
 from __future__ import annotations
 
@@ -12,12 +14,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
+import pytest
 
-from metamapper_operator import handlers
+from metamapper_operator import handlers, listed
 from metamapper_operator.autoscale.loop import Autoscaler
 from metamapper_operator.builders import SPEC_HASH
 from metamapper_operator.config import Config
-from metamapper_operator.references import SecretCache
+from metamapper_operator.model import parse
+from metamapper_operator.references import SecretCache, resolve
 from metamapper_operator.runtime import Runtime
 from metamapper_operator.state import Key
 from metamapper_operator.status import DeploymentState
@@ -33,10 +37,19 @@ class ClusterKube(FakeKube):
 
     children: dict[tuple[str, str], Mapping[str, Any]] = field(default_factory=dict)
     uid_reads: int = 0
+    secret_reads: int = 0
 
     async def apply(self, obj: Mapping[str, Any]) -> None:
         await super().apply(obj)
         self.children[obj["kind"], obj["metadata"]["name"]] = obj
+
+    async def scale(self, namespace: str, name: str, replicas: int) -> None:
+        await super().scale(namespace, name, replicas)
+        self.children["Deployment", name]["spec"]["replicas"] = replicas  # type: ignore[index]
+
+    async def read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
+        self.secret_reads += 1
+        return await super().read_secret(namespace, name)
 
     async def metamapper_uid(self, namespace: str, name: str) -> str | None:
         self.uid_reads += 1
@@ -104,3 +117,136 @@ def test_a_new_process_writes_nothing_for_objects_that_match() -> None:
         assert (kube.applied, kube.statuses, kube.events) == ([], 0, [])
 
     asyncio.run(scenario())
+
+
+async def index_of(raw: dict[str, Any]) -> dict[Key, list[str]]:
+    """kopf's index of the Metamappers holding ``raw``, as ``handlers.metamappers`` keeps it."""
+    entry = await handlers.metamappers(namespace=KEY.namespace, name=KEY.name,
+                                       body=kopf.Body(raw))
+    return {key: [value] for key, value in entry.items()}
+
+
+def settled_cluster(waiting: int = 0) -> ClusterKube:
+    """What a first process left with ``waiting`` messages on each queue: the children
+    at rest (scaled for them), the status it wrote."""
+    async def first_process() -> ClusterKube:
+        kube = ClusterKube()
+        first, autoscaler = operator_process(kube)
+        await reconcile(first, kube, raw_body())
+        await reconcile(first, kube, raw_body())
+        state = first.fleets[KEY]
+        assert state.access is not None
+        autoscaler.probes[state.access] = FakeProbe(waiting, unconsumed=())
+        for _ in range(3):
+            await measure(first, autoscaler)
+        return ClusterKube(children=kube.children, status=copy.deepcopy(kube.status))
+
+    return asyncio.run(first_process())
+
+
+def listed_process(kube: ClusterKube, raw: dict[str, Any], waiting: int
+                   ) -> tuple[Runtime, Autoscaler]:
+    """A new process whose autoscaler knows the object from kopf's index alone: no
+    reconcile has run yet (thousands wait for their turn after a restart)."""
+    runtime = Runtime(config=Config(poll_seconds=1), kube=kube,  # type: ignore[arg-type]
+                      secrets=SecretCache(kube.read_secret, 60))
+    autoscaler = Autoscaler(runtime, lambda key: kube.watched()[0],
+                            bodies=asyncio.run(index_of(raw)))
+    access = asyncio.run(resolve(parse(raw), kube.read_secret))
+    autoscaler.probes[access] = FakeProbe(waiting, unconsumed=())
+    return runtime, autoscaler
+
+
+def test_a_fleet_known_only_from_the_index_is_scaled_on_the_first_cycle() -> None:
+    kube = settled_cluster()
+    raw = raw_body()
+    raw["status"] = copy.deepcopy(kube.status)
+    runtime, autoscaler = listed_process(kube, raw, waiting=9)
+
+    async def scenario() -> None:
+        await autoscaler.cycle()
+        # The burst is acted on before any reconcile, without a read of the object...
+        assert kube.scaled == [("mm-default", 5)] and kube.uid_reads == 0
+        assert kube.events == ["ScaledUp"]
+        # ...and its status is left to the reconcile, which brings the status the watch
+        # saw: the status of a process that never saw it would be rewritten whole.
+        assert kube.statuses == 0
+        await reconcile(runtime, kube, raw)
+        assert kube.statuses == 1 and kube.applied == []
+        pool = kube.status["pools"][0]
+        assert pool["desiredReplicas"] == 5 and "lastScaleTime" in pool
+        assert pool["lastScaleReason"].startswith("backlog")
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("waiting", [0, 9])
+def test_a_listed_fleet_at_rest_costs_no_write_before_or_after_its_reconcile(
+        waiting: int) -> None:
+    """Idle, or busy at the size the last process gave it (its status says when)."""
+    kube = settled_cluster(waiting)
+    assert ("lastScaleTime" in kube.status["pools"][0]) == bool(waiting)
+    raw = raw_body()
+    raw["status"] = copy.deepcopy(kube.status)
+    runtime, autoscaler = listed_process(kube, raw, waiting=waiting)
+
+    async def scenario() -> None:
+        await autoscaler.cycle()
+        await autoscaler.cycle()
+        assert runtime.fleets[KEY].fleet is not None       # known, from the index
+        await reconcile(runtime, kube, raw)
+        await autoscaler.cycle()
+        await autoscaler.cycle()
+        assert (kube.applied, kube.scaled, kube.statuses, kube.events, kube.uid_reads) == (
+            [], [], 0, [], 0)
+
+    asyncio.run(scenario())
+
+
+def test_a_fleet_whose_broker_is_in_a_secret_not_read_yet_waits_for_its_reconcile() -> None:
+    """Learning from the index reads nothing: a Secret not in the cache is its
+    reconcile's to read."""
+    kube = settled_cluster()
+    raw = raw_body()
+    raw["spec"]["broker"] = {"urlSecretRef": {"name": "broker", "key": "url"}}
+    runtime = Runtime(config=Config(poll_seconds=1), kube=kube,  # type: ignore[arg-type]
+                      secrets=SecretCache(kube.read_secret, 60))
+    autoscaler = Autoscaler(runtime, lambda key: kube.watched()[0],
+                            bodies=asyncio.run(index_of(raw)))
+    asyncio.run(autoscaler.cycle())
+    assert runtime.fleets == {} and kube.secret_reads == 0
+
+
+def test_thousands_listed_are_all_known_after_one_pass_that_lets_the_loop_run() -> None:
+    """A new process reads its objects from the index a hundred at a time, the event loop
+    running in between; none is left out, none read twice."""
+    runtime = Runtime(config=Config(poll_seconds=1), kube=ClusterKube(),  # type: ignore[arg-type]
+                      secrets=SecretCache(ClusterKube().read_secret, 60))
+    bodies: dict[Key, list[str]] = {}
+    for n in range(3 * listed.READ_AT_ONCE + 1):
+        raw = raw_body()
+        raw["metadata"].update(name=f"mm-{n}", uid=f"u-{n}")
+        entry = asyncio.run(handlers.metamappers(namespace=KEY.namespace, name=f"mm-{n}",
+                                                 body=kopf.Body(raw)))
+        bodies.update({key: [value] for key, value in entry.items()})
+    turns = 0
+
+    async def count_turns() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    async def scenario() -> None:
+        counting = asyncio.create_task(count_turns())
+        await asyncio.sleep(0)
+        await listed.learn(runtime, bodies)
+        counting.cancel()
+
+    asyncio.run(scenario())
+    assert set(runtime.fleets) == set(bodies) and turns > 3
+    assert all(state.listed and state.fleet is not None and state.fleet.uid == state.uid
+               for state in runtime.fleets.values())
+    revision = runtime.revision
+    asyncio.run(listed.learn(runtime, bodies))
+    assert runtime.revision == revision    # nothing new: the grouping stands

@@ -23,6 +23,11 @@ error; an object whose lock is held (a long reconcile) is skipped until the next
 pool whose step overruns is held at its size with a fault. A cycle cancelled at its limit
 all the same leaves the pools it never reached to be walked first by the next one, and
 the status writes it did not make pending.
+
+The fleets come from the reconciler's states and, before an object's first reconcile,
+from kopf's index (:func:`~metamapper_operator.listed.learn`): after a restart a burst
+waits for neither the listing of every object's children nor its object's turn among the
+reconciles.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ import json
 import logging
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 
 from metamapper_operator import metrics
@@ -69,6 +74,7 @@ from metamapper_operator.builders import (
 from metamapper_operator.containment import Boundary, describe
 from metamapper_operator.contradictions import unconsumed_queues
 from metamapper_operator.kube import KubeError
+from metamapper_operator.listed import learn
 from metamapper_operator.model import Fleet, Pool, Schedule
 from metamapper_operator.publish import now
 from metamapper_operator.references import BrokerAccess
@@ -369,6 +375,9 @@ class Retained:
 class Autoscaler:
     runtime: Runtime
     deployments_of: DeploymentsOf
+    # kopf's index of the Metamappers (handlers.metamappers): the fleets not reconciled
+    # yet are learned from it (listed.learn).
+    bodies: Mapping[Key, Collection[str]] = field(default_factory=dict)
     clock: Callable[[], float] = time.monotonic
     wall: Callable[[], datetime.datetime] = wall_clock  # for schedules
     probes: dict[BrokerAccess, Probe] = field(default_factory=dict)
@@ -572,6 +581,7 @@ class Autoscaler:
                 and (self.shrinker is None or self.shrinker.settled))
 
     async def cycle(self) -> None:
+        await learn(self.runtime, self.bodies)
         # Read before anything else: a change made while this cycle runs makes the next
         # one walk every pool again.
         revision = self.runtime.revision
@@ -787,9 +797,10 @@ class Autoscaler:
         return False
 
     async def _broker_state(self, key: Key, error: str | None) -> bool:
-        """Record whether the broker answered; True when that changed."""
+        """Record whether the broker answered; True when that changed. Not for an object
+        known from the index alone: what its status last said is not known yet."""
         state = self.runtime.fleets.get(key)
-        if state is None or error == state.broker_error:
+        if state is None or state.listed or error == state.broker_error:
             return False
         if error and not state.broker_error:
             await self._event(key, "Warning", "BrokerUnreachable",
@@ -800,10 +811,11 @@ class Autoscaler:
         return True
 
     def _unconsumed_state(self, key: Key, orphans: list[str] | None) -> bool:
-        """Record the broker's queues nobody consumes; True when that changed."""
+        """Record the broker's queues nobody consumes; True when that changed (not for an
+        object known from the index alone, as :meth:`_broker_state`)."""
         state = self.runtime.fleets.get(key)
         found = None if orphans is None else tuple(orphans)
-        if state is None or state.unconsumed == found:
+        if state is None or state.listed or state.unconsumed == found:
             return False
         state.unconsumed = found
         return True
@@ -855,7 +867,8 @@ class Autoscaler:
         """Whether the fleet's scheduler is held back (no Redis for its lock, its lock's
         Secret missing): no beat runs, no wave comes."""
         state = self.runtime.fleets.get(member.key)
-        return state is not None and (state.held is not None or any(
+        # Known from the index alone: its Secrets not looked at yet, its beat may be held.
+        return state is not None and (state.listed or state.held is not None or any(
             held.part == Part.SCHEDULER for held in state.held_parts))
 
     def _beat(self, member: Member) -> Beat | None:
@@ -955,6 +968,12 @@ class Autoscaler:
         if target != current:
             await self._resize(key, pool, name, current, target, reason, cause)
             scale = replace(scale, last_scale_time=now(), last_scale_reason=reason)
+        elif state.listed:
+            # Known from the index alone: what its status shows of the pool is its
+            # reconcile's to bring (publish.publish); decided again next cycle.
+            record_pool(pool_series(key, pool), pool, depths, backlog, decision.replicas,
+                        current)
+            return False
         elif (decision.replicas == current and at_rest(decision.history, current)
               and outcome.settled):  # a drain record to finish or undo: not at rest
             self.resting[pool_key] = Rest(inputs, bounds, self.clock(),
