@@ -24,9 +24,13 @@ pool whose step overruns is held at its size with a fault. A cycle cancelled at 
 all the same leaves the pools it never reached to be walked first by the next one, and
 the status writes it did not make pending.
 
-The fleets come from the reconciler's states and, before an object's first reconcile,
-from kopf's index (:func:`~metamapper_operator.listed.learn`): after a restart a burst
-waits for neither the listing of every object's children nor its object's turn among the
+A burst on many fleets at once is not served one request at a time: the walk steps
+:data:`OBJECTS_AT_ONCE` objects side by side (each object's pools one after the other,
+under its lock), the objects with messages waiting that their pools' last decision did not
+see first, and the status writes that follow go out side by side too. The fleets come
+from the reconciler's states and, before an object's first reconcile, from kopf's index
+(:func:`~metamapper_operator.listed.learn`): after a restart a burst waits for the
+listings (the objects', their Deployments'), not for its object's turn among the
 reconciles.
 """
 
@@ -39,8 +43,9 @@ import json
 import logging
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Collection, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 from metamapper_operator import metrics
 from metamapper_operator.autoscale import waves
@@ -93,6 +98,10 @@ ASK_BUDGET = 5.0
 # Pools whose pods one round of questions lists at once (after a restart, every busy
 # pool is asked in the first round).
 LISTINGS_AT_ONCE = 8
+# Objects one walk steps at once (their scale patches, events and status writes in flight
+# together), as many as reconciles (state.RECONCILES_AT_ONCE): a burst on a thousand
+# fleets waits for a thousand round trips divided by this, not for all of them in a row.
+OBJECTS_AT_ONCE = 16
 # The condition reasons of the cycle's faults.
 AUTOSCALING_FAILED = "AutoscalingFailed"
 QUEUE_UNMEASURED = "QueueUnmeasured"
@@ -108,6 +117,28 @@ POOL_STEPS = (POOL_STEP, QUEUES_STEP, MARKS_STEP)
 
 class Overrun(Exception):
     """A pool's step took longer than its share of the interval."""
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+async def side_by_side(items: Sequence[T], work: Callable[[T], Awaitable[R]],
+                       at_once: int) -> list[R]:
+    """``work`` on every item, at most ``at_once`` at a time, started in the items' order;
+    the results in that order. Whatever escapes one ``work`` (a defect: each step contains
+    its own failures) cancels the others and is raised, as in a walk one at a time."""
+    results: dict[int, R] = {}
+    queue = iter(enumerate(items))
+
+    async def worker() -> None:
+        for n, item in queue:
+            results[n] = await work(item)
+
+    async with asyncio.TaskGroup() as group:
+        for _ in range(min(at_once, len(items))):
+            group.create_task(worker())
+    return [results[n] for n in range(len(items))]
 
 
 def wall_clock() -> datetime.datetime:
@@ -218,6 +249,20 @@ class Member:
     fleet: Fleet
     pool: Pool
     generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class Walked:
+    """One object's part of a walk: its pools (all on one broker), the broker's answer,
+    and the queues of that broker nobody consumes (None: not known; ``orphans_fault``
+    when finding them failed)."""
+
+    key: Key
+    access: BrokerAccess
+    measurement: Measurement
+    members: tuple[Member, ...]
+    orphans: list[str] | None
+    orphans_fault: Fault | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -613,75 +658,32 @@ class Autoscaler:
                     accesses: list[BrokerAccess], measurements: list[Measurement],
                     wall: datetime.datetime) -> bool:
         """Decide every pool (those at rest with the same inputs cost a comparison), each
-        inside a boundary; True when every pool is left at rest and every step and write
-        went through."""
-        calm = True
+        inside a boundary, :data:`OBJECTS_AT_ONCE` objects side by side; then write the
+        statuses that changed, side by side too. True when every pool is left at rest
+        and every step and write went through."""
         seen: set[str] = set()
         scaled: set[tuple[str, str]] = set()
         # Ordered, so statuses are written in a stable order; kept until written.
         changed = self.unpublished
         series: dict[metrics.PoolSeries, set[str]] = {}
-        # Objects whose lock was not had in time, and those one of whose steps overran:
-        # each costs the cycle one share at most, its other pools wait for the next cycle.
+        # Objects whose lock was not had in time: their status is written next cycle.
         busy: set[Key] = set()
-        overran: set[Key] = set()
         order = self._order(groups, accesses, measurements)
-        self.unreached = {(m.fleet.uid, m.pool.name): None for _, _, ms in order for m in ms}
-        for access, measurement, members in order:
-            secrets = secrets_of(access)
-            for member in members:
-                key, pool = member.key, member.pool
-                self.unreached.pop((member.fleet.uid, pool.name), None)
+        self.unreached = {(m.fleet.uid, m.pool.name): None
+                          for walked in order for m in walked.members}
+        for walked in order:
+            for member in walked.members:
                 seen.add(member.fleet.uid)
-                series[pool_series(key, pool)] = (
-                    set() if measurement.depths is None else set(pool.queues))
-                scaled.add((member.fleet.uid, pool.name))
-                if key in busy or key in overran:  # walked first next cycle
-                    self.unreached[(member.fleet.uid, pool.name)] = None
-                    calm = False
-                    continue
-                at_rest = False
-                with Boundary(POOL_STEP + pool.name, AUTOSCALING_FAILED, secrets,
-                              expected=(KubeError, Overrun)) as boundary:
-                    try:
-                        async with asyncio.timeout(self.step_limit):
-                            at_rest = await self._step_pool(member, access, measurement,
-                                                            wall, secrets, changed, busy)
-                    except TimeoutError:
-                        overran.add(key)
-                        raise Overrun(f"took longer than {self.step_limit:g} s; held at "
-                                      "its size until the next cycle") from None
-                calm = calm and at_rest
-                if await self._settle(key, POOL_STEP + pool.name, boundary.fault):
-                    changed[key] = None
-            orphans = None
-            with Boundary(BROKER_STEP, AUTOSCALING_FAILED, secrets) as broker:
-                orphans = None if measurement.unconsumed is None else unconsumed_queues(
-                    (q for member in members for q in member.pool.queues),
-                    measurement.unconsumed)
-            for key in dict.fromkeys(member.key for member in members):
-                with Boundary(BROKER_STEP, AUTOSCALING_FAILED, secrets) as boundary:
-                    if await self._broker_state(key, measurement.error):
-                        changed[key] = None
-                    if self._unconsumed_state(key, orphans):
-                        changed[key] = None
-                if await self._settle(key, BROKER_STEP, broker.fault or boundary.fault):
-                    changed[key] = None
+                series[pool_series(member.key, member.pool)] = (
+                    set() if walked.measurement.depths is None else set(member.pool.queues))
+                scaled.add((member.fleet.uid, member.pool.name))
+        calm = all(await side_by_side(
+            order, lambda walked: self._step_object(walked, wall, changed, busy),
+            OBJECTS_AT_ONCE))
         # Only objects whose measurements changed need their status rendered again.
-        for key in list(changed):
-            if key in busy:  # its lock was not had: written next cycle
-                calm = False
-                continue
-            # Taken off before it is rendered: a change recorded meanwhile (by a round of
-            # questions) puts it back; put back too unless written (cancelled, failed).
-            changed.pop(key, None)
-            written = False
-            try:
-                written = await self._publish(key)
-            finally:
-                if not written:
-                    changed[key] = None
-            calm = calm and written
+        writing = [key for key in changed if key not in busy]  # the busy ones: next cycle
+        calm = calm and len(writing) == len(changed)
+        calm = all(await side_by_side(writing, self._write, OBJECTS_AT_ONCE)) and calm
         if self.unwritten:
             self.unwritten &= set(self.runtime.fleets)
         # Forget pools of objects that are gone, and their series; workers of pools no
@@ -707,20 +709,98 @@ class Autoscaler:
                 for key, state in list(self.runtime.fleets.items())])
         return calm and boundary.fault is None
 
+    async def _write(self, key: Key) -> bool:
+        """Write the object's status (:meth:`_publish`). Taken off the pending ones before
+        it is rendered: a change recorded meanwhile (by a round of questions) puts it
+        back; put back too unless written (cancelled, failed)."""
+        self.unpublished.pop(key, None)
+        written = False
+        try:
+            written = await self._publish(key)
+        finally:
+            if not written:
+                self.unpublished[key] = None
+        return written
+
+    async def _step_object(self, walked: Walked, wall: datetime.datetime,
+                           changed: dict[Key, None], busy: set[Key]) -> bool:
+        """One object's part of the walk: its pools one after the other, then what its
+        broker's answer shows it. An object whose lock was not had in time (``busy``) or
+        one of whose steps overran costs the walk one share at most: its other pools
+        wait for the next cycle, walked first. True when every pool is left at rest."""
+        key, access, measurement = walked.key, walked.access, walked.measurement
+        secrets = secrets_of(access)
+        calm, overran = True, False
+        for member in walked.members:
+            pool = member.pool
+            self.unreached.pop((member.fleet.uid, pool.name), None)
+            if key in busy or overran:  # walked first next cycle
+                self.unreached[(member.fleet.uid, pool.name)] = None
+                calm = False
+                continue
+            at_rest = False
+            with Boundary(POOL_STEP + pool.name, AUTOSCALING_FAILED, secrets,
+                          expected=(KubeError, Overrun)) as boundary:
+                try:
+                    async with asyncio.timeout(self.step_limit):
+                        at_rest = await self._step_pool(member, access, measurement,
+                                                        wall, secrets, changed, busy)
+                except TimeoutError:
+                    overran = True
+                    raise Overrun(f"took longer than {self.step_limit:g} s; held at "
+                                  "its size until the next cycle") from None
+            calm = calm and at_rest
+            if await self._settle(key, POOL_STEP + pool.name, boundary.fault):
+                changed[key] = None
+        with Boundary(BROKER_STEP, AUTOSCALING_FAILED, secrets) as boundary:
+            if await self._broker_state(key, measurement.error):
+                changed[key] = None
+            if self._unconsumed_state(key, walked.orphans):
+                changed[key] = None
+        if await self._settle(key, BROKER_STEP, walked.orphans_fault or boundary.fault):
+            changed[key] = None
+        return calm
+
     def _order(self, groups: dict[BrokerAccess, list[Member]], accesses: list[BrokerAccess],
-               measurements: list[Measurement]
-               ) -> list[tuple[BrokerAccess, Measurement, list[Member]]]:
-        """The walk's order: brokers and pools as grouped, those the last walk did not
-        step first, in the order it left them (a slow step cannot starve the same tail
-        every cycle)."""
+               measurements: list[Measurement]) -> list[Walked]:
+        """The walk's order, by object: those with messages waiting that their pools'
+        last decision did not see (a burst) first, so that the work of quiet pools (a
+        first look after a restart) never holds up a decision that adds workers; then
+        those the last walk did not step, in the order it left them (a slow step cannot
+        starve the same tail every cycle); then as grouped."""
         rank = {pool_key: n for n, pool_key in enumerate(self.unreached)}
 
         def place(member: Member) -> int:
             return rank.get((member.fleet.uid, member.pool.name), len(rank))
 
-        order = [(access, measurement, sorted(groups[access], key=place))
-                 for access, measurement in zip(accesses, measurements, strict=True)]
-        return sorted(order, key=lambda entry: min(map(place, entry[2]), default=len(rank)))
+        order: list[tuple[bool, int, Walked]] = []
+        for access, measurement in zip(accesses, measurements, strict=True):
+            members = groups[access]
+            orphans = None
+            with Boundary(BROKER_STEP, AUTOSCALING_FAILED, secrets_of(access)) as broker:
+                orphans = None if measurement.unconsumed is None else unconsumed_queues(
+                    (q for member in members for q in member.pool.queues),
+                    measurement.unconsumed)
+            by_object: dict[Key, list[Member]] = defaultdict(list)
+            for member in members:
+                by_object[member.key].append(member)
+            for key, pools in by_object.items():
+                ranked = tuple(sorted(pools, key=place))
+                bursting = any(self._bursting(member, measurement) for member in ranked)
+                order.append((not bursting, place(ranked[0]), Walked(
+                    key, access, measurement, ranked, orphans, broker.fault)))
+        order.sort(key=lambda entry: entry[:2])
+        return [walked for _, _, walked in order]
+
+    def _bursting(self, member: Member, measurement: Measurement) -> bool:
+        """Whether messages wait for the pool that its last decision at rest did not
+        see (or it has none: new to this process, or still moving)."""
+        depths = measurement.of_pool(member.pool)
+        if depths is None:
+            return False
+        backlog = backlog_of(member.pool, depths)
+        rest = self.resting.get((member.fleet.uid, member.pool.name))
+        return backlog > 0 and (rest is None or rest.inputs.backlog != backlog)
 
     async def _step_pool(self, member: Member, access: BrokerAccess,
                          measurement: Measurement, wall: datetime.datetime,
