@@ -126,14 +126,16 @@ async def index_of(raw: dict[str, Any]) -> dict[Key, list[str]]:
     return {key: [value] for key, value in entry.items()}
 
 
-def settled_cluster(waiting: int = 0) -> ClusterKube:
-    """What a first process left with ``waiting`` messages on each queue: the children
-    at rest (scaled for them), the status it wrote."""
+def settled_cluster(waiting: int = 0, raw: dict[str, Any] | None = None) -> ClusterKube:
+    """What a first process left of ``raw`` (``raw_body()``) with ``waiting`` messages on
+    each queue: the children at rest (scaled for them), the status it wrote."""
+    raw = raw or raw_body()
+
     async def first_process() -> ClusterKube:
         kube = ClusterKube()
         first, autoscaler = operator_process(kube)
-        await reconcile(first, kube, raw_body())
-        await reconcile(first, kube, raw_body())
+        await reconcile(first, kube, copy.deepcopy(raw))
+        await reconcile(first, kube, copy.deepcopy(raw))
         state = first.fleets[KEY]
         assert state.access is not None
         autoscaler.probes[state.access] = FakeProbe(waiting, unconsumed=())
@@ -250,3 +252,27 @@ def test_thousands_listed_are_all_known_after_one_pass_that_lets_the_loop_run() 
     revision = runtime.revision
     asyncio.run(listed.learn(runtime, bodies))
     assert runtime.revision == revision    # nothing new: the grouping stands
+
+
+def test_a_listed_pool_rests_until_its_reconcile_then_shows_what_it_measures() -> None:
+    """A pool at its size costs no decision while its object waits for its reconcile
+    (thousands do after a restart); once the status is known, the pool is decided again,
+    and the status shows this process's measurement, not the last one's. (No scheduler:
+    nothing else the pool's decision reads changes with the reconcile.)"""
+    raw = raw_body()
+    raw["spec"]["scheduler"] = {"enabled": False}
+    kube = settled_cluster(waiting=9, raw=raw)
+    assert kube.status["pools"][0]["backlog"] == 18
+    raw["status"] = copy.deepcopy(kube.status)
+    runtime, autoscaler = listed_process(kube, raw, waiting=8)   # still 5 pods' worth
+
+    async def scenario() -> None:
+        await autoscaler.cycle()
+        assert set(autoscaler.resting) == {("u-1", "default")} and kube.statuses == 0
+        await reconcile(runtime, kube, raw)
+        assert kube.statuses == 0          # the status as it was: nothing new carried
+        await autoscaler.cycle()
+        assert kube.scaled == [] and kube.statuses == 1
+        assert kube.status["pools"][0]["backlog"] == 16
+
+    asyncio.run(scenario())

@@ -253,13 +253,15 @@ class Member:
 
 @dataclass(frozen=True, slots=True)
 class Walked:
-    """One object's part of a walk: its pools (all on one broker), the broker's answer,
-    and the queues of that broker nobody consumes (None: not known; ``orphans_fault``
-    when finding them failed)."""
+    """One object's part of a walk: its pools (all on one broker), the broker's answer
+    and the credentials its messages must not show (read once per broker), and the
+    queues of that broker nobody consumes (None: not known; ``orphans_fault`` when
+    finding them failed)."""
 
     key: Key
     access: BrokerAccess
     measurement: Measurement
+    secrets: list[str]
     members: tuple[Member, ...]
     orphans: list[str] | None
     orphans_fault: Fault | None
@@ -296,12 +298,15 @@ class Shown:
 class Rest:
     """A pool at rest: decided from ``inputs`` with ``bounds``, its size unchanged and no
     window running out; ``seen`` is the last cycle that found the same inputs, and
-    ``recorded`` the depths of its queues that its gauges show."""
+    ``recorded`` the depths of its queues that its gauges show. ``listed``: decided while
+    its object was known from the index alone, its decision not recorded for status; at
+    rest only until the object's reconcile brings the status."""
 
     inputs: Inputs
     bounds: Bounds
     seen: float
     recorded: Mapping[str, Shown | None] | None
+    listed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -729,7 +734,7 @@ class Autoscaler:
         one of whose steps overran costs the walk one share at most: its other pools
         wait for the next cycle, walked first. True when every pool is left at rest."""
         key, access, measurement = walked.key, walked.access, walked.measurement
-        secrets = secrets_of(access)
+        secrets = walked.secrets
         calm, overran = True, False
         for member in walked.members:
             pool = member.pool
@@ -776,8 +781,8 @@ class Autoscaler:
         order: list[tuple[bool, int, Walked]] = []
         for access, measurement in zip(accesses, measurements, strict=True):
             members = groups[access]
-            orphans = None
-            with Boundary(BROKER_STEP, AUTOSCALING_FAILED, secrets_of(access)) as broker:
+            orphans, secrets = None, secrets_of(access)
+            with Boundary(BROKER_STEP, AUTOSCALING_FAILED, secrets) as broker:
                 orphans = None if measurement.unconsumed is None else unconsumed_queues(
                     (q for member in members for q in member.pool.queues),
                     measurement.unconsumed)
@@ -788,7 +793,7 @@ class Autoscaler:
                 ranked = tuple(sorted(pools, key=place))
                 bursting = any(self._bursting(member, measurement) for member in ranked)
                 order.append((not bursting, place(ranked[0]), Walked(
-                    key, access, measurement, ranked, orphans, broker.fault)))
+                    key, access, measurement, secrets, ranked, orphans, broker.fault)))
         order.sort(key=lambda entry: entry[:2])
         return [walked for _, _, walked in order]
 
@@ -820,7 +825,9 @@ class Autoscaler:
             return False
         pool_key = (member.fleet.uid, pool.name)
         rest = self.resting.get(pool_key)
-        if rest is not None and rest.inputs == inputs:
+        state = self.runtime.fleets.get(key)
+        if (rest is not None and rest.inputs == inputs
+                and rest.listed == (state is not None and state.listed)):
             rest.seen = self.clock()
             # Its gauges already show these figures unless a queue's changed.
             shown = pool_depths(pool, depths)
@@ -1048,18 +1055,14 @@ class Autoscaler:
         if target != current:
             await self._resize(key, pool, name, current, target, reason, cause)
             scale = replace(scale, last_scale_time=now(), last_scale_reason=reason)
-        elif state.listed:
-            # Known from the index alone: what its status shows of the pool is its
-            # reconcile's to bring (publish.publish); decided again next cycle.
-            record_pool(pool_series(key, pool), pool, depths, backlog, decision.replicas,
-                        current)
-            return False
         elif (decision.replicas == current and at_rest(decision.history, current)
               and outcome.settled):  # a drain record to finish or undo: not at rest
             self.resting[pool_key] = Rest(inputs, bounds, self.clock(),
-                                          pool_depths(pool, depths))
+                                          pool_depths(pool, depths), state.listed)
         record_pool(pool_series(key, pool), pool, depths, backlog, decision.replicas, current)
-        if scale == previous:
+        # Known from the index alone, the pool left at its size: what its status shows
+        # of it is its reconcile's to bring (publish.publish), this decision not.
+        if scale == previous or (state.listed and target == current):
             return False
         state.scaling[pool.name] = scale
         return True
