@@ -39,7 +39,11 @@ CALL_LIMIT = 10.0
 # A socket that waits longer than this for the broker (connecting, reading, writing) fails
 # the call; above the longest wait for replies that kombu asks of a socket (one second).
 SOCKET_TIMEOUT = 5.0
-CONTROL_THREADS = 4
+# Threads for the calls: one for each object the autoscaler steps at once
+# (autoscale/loop.OBJECTS_AT_ONCE, 16), and a few for the round of questions beside the
+# cycles; fewer would refuse the calls of a burst shrinking many pools at once (threads
+# busy, not stuck) and hold those pools for a cycle.
+CONTROL_THREADS = 20
 
 
 class ControlError(Exception):
