@@ -354,6 +354,7 @@ class Soak:
         self.pauses, self.operator = pauses, operator
         self.stack = Stack(root, NAMESPACE, services=("redis", "rabbitmq"))
         self.record_url = ""
+        self.record_claim: redis_claims.Claim | None = None
         known: dict[str, Broker] = {"redis": RedisBroker(root / "redis", redis_persistence),
                                     "rabbitmq": RabbitBroker()}
         self.brokers = {name: known[name] for name in brokers}
@@ -368,7 +369,8 @@ class Soak:
     def start(self) -> None:
         say(f"starting the stack (state in {self.root}) ...")
         self.stack.start(say)
-        self.record_url = claim_record_db()
+        self.record_claim = claim_record_db()
+        self.record_url = self.record_claim.url
         # a standby operator, so that a paused or killed leader is replaced; and the
         # operator of another version when asked (an upgrade test starts from it)
         release = self.operator.helm_args() if self.operator else ()
@@ -498,22 +500,18 @@ class Soak:
         for broker in self.started:
             broker.stop()
         sweep_shims()
-        if self.record_url:
-            release_record_db(self.record_url)
+        if self.record_claim:
+            redis_claims.release(self.record_claim)
         return tuple(node_leftovers())
 
 
-def claim_record_db() -> str:
+def claim_record_db() -> redis_claims.Claim:
     """A database of the development Redis of this run's own (claimed as the suite's
-    ``redis_url`` fixture claims its: ``devenv.redis_claims``), emptied; its URL."""
-    url = redis_claims.claim(RECORD_DBS, seconds=CLAIM_SECONDS)
-    if url is None:
+    ``redis_url`` fixture claims its: ``devenv.redis_claims``), emptied."""
+    held = redis_claims.claim(RECORD_DBS, seconds=CLAIM_SECONDS)
+    if held is None:
         raise DevenvError("every Redis database for the records is claimed")
-    return url
-
-
-def release_record_db(url: str) -> None:
-    redis_claims.release(url)
+    return held
 
 
 def orphan_shim(argv: Sequence[bytes]) -> bool:

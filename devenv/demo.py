@@ -87,6 +87,7 @@ class Demo:
         self.scraped = False
         self.stack = Stack(root, NAMESPACE, services=("redis", "postgres"))
         self.broker = ""   # a Redis database of the demo's own, claimed once Redis runs
+        self.broker_claim: redis_claims.Claim | None = None
         self.metastore: metastore.Metastore | None = None
         # Every pod's log, a terminating pod's read before it goes: checked at the end.
         self.pod_logs = PodLogs(self.stack.kubectl, NAMESPACE)
@@ -142,7 +143,7 @@ class Demo:
         claimed = redis_claims.claim(range(1, 256), seconds=REDIS_CLAIM_SECONDS)
         if claimed is None:
             raise DevenvError("every database of the development Redis is claimed")
-        self.broker = claimed
+        self.broker, self.broker_claim = claimed.url, claimed
         # As the walkthrough makes it, before the pods start: a database, Metamapper's
         # tables, and the Secret the example's envFrom names.
         self.metastore = metastore.create("metamapper_demo")
@@ -302,8 +303,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         say(f"\nerror: {err}")
     finally:
         demo.stack.stop()
-        if demo.broker:
-            redis_claims.release(demo.broker)
+        if demo.broker_claim:
+            redis_claims.release(demo.broker_claim)
         say(f"stopped: no pod or process left behind. Logs: {root}" if args.keep
             else "stopped: no pod or process left behind.")
         if not args.keep:

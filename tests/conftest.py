@@ -58,11 +58,11 @@ def redis_url() -> Iterator[str]:
     same one.
     """
     _ensure("redis")
-    url = redis_claims.claim(random.sample(range(1, 256), 255), seconds=900)
-    if url is None:
+    held = redis_claims.claim(random.sample(range(1, 256), 255), seconds=900)
+    if held is None:
         pytest.fail("every Redis test database is claimed; is another run stuck?")
-    yield url
-    redis_claims.release(url)
+    yield held.url
+    redis_claims.release(held)
 
 
 @pytest.fixture

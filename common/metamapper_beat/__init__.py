@@ -7,7 +7,9 @@ and so which pool to warm before the work arrives. Neither may import the other,
 tables live here, in the package both images install, and nowhere else.
 
 - :data:`SCHEDULE`: upstream Metamapper 1.0's nine beat entries (names, tasks, crontabs);
-- :data:`ROUTES`, :data:`DEFAULT_QUEUE`, :func:`queue_of`: upstream's routes;
+- :meth:`Crontab.refusal`: why Celery's ``crontab`` would refuse a crontab's fields (the
+  worker builds every entry's schedule when it starts, so one it refuses stops every pod);
+- :data:`ROUTES`, :data:`DEFAULT_QUEUE`: upstream's routes;
 - :func:`task_routes`: the routes as Celery's ``task_routes`` setting;
 - :func:`merge`: how ``METAMAPPER_CELERY_SETTINGS`` (a Metamapper's ``celery.settings``)
   is laid over the defaults: objects key by key, ``None`` removes a key;
@@ -18,14 +20,25 @@ tables live here, in the package both images install, and nowhere else.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from fnmatch import fnmatchcase
 from typing import Any
 
 #: Celery's ``timezone`` in the worker's defaults: crontabs are read on this clock.
 TIMEZONE = "UTC"
 DEFAULT_QUEUE = "default"
+
+#: The values Celery's ``crontab`` accepts in each field (lowest, highest).
+FIELD_RANGES: dict[str, tuple[int, int]] = {
+    "minute": (0, 59), "hour": (0, 23), "day_of_week": (0, 6), "day_of_month": (1, 31),
+    "month_of_year": (1, 12),
+}
+#: The names Celery's crontab reads in any field (by their first three letters): months
+#: first, then days of the week.
+MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 
 #: Upstream's ``task_routes``, in its order: (glob on the task name, queue).
 ROUTES: tuple[tuple[str, str], ...] = (
@@ -65,6 +78,77 @@ class Crontab:
     def fields(self) -> dict[str, str]:
         """Keyword arguments for Celery's ``crontab``."""
         return asdict(self)
+
+    def refusal(self) -> str | None:
+        """Why Celery's ``crontab`` refuses these fields; None when it accepts them.
+
+        Celery reads each field as parts separated by commas, each ``*``, ``*/step``, a
+        value, ``value-value`` or ``value-value/step``; a value is a whole number within
+        the field's range (:data:`FIELD_RANGES`) or a month's or a day's name. Cron's
+        other forms (``L``, ``W``, ``#``, ``?``, a step after a single value) and values
+        out of range (a day of the week 7, say) it refuses: not one worker would start.
+        """
+        for name in (f.name for f in fields(self)):
+            low, high = FIELD_RANGES[name]
+            why = _field_refusal(getattr(self, name), low, high)
+            if why is not None:
+                return (f"{self.cron!r} is not a crontab Celery accepts: its "
+                        f"{name.replace('_', ' ')} {getattr(self, name)!r} {why}")
+        return None
+
+
+def _field_refusal(text: str, low: int, high: int) -> str | None:
+    """What Celery's ``crontab_parser`` refuses in one field (its patterns, matched at the
+    start of each part as it matches them), or None."""
+    for part in text.split(","):
+        if (found := _RANGE_STEPS.match(part)) is not None:
+            values, step = found.group(1, 2), found.group(3)
+        elif (found := _RANGE.match(part)) is not None:
+            values, step = found.group(1, 2), None
+        elif (found := _STAR_STEPS.match(part)) is not None:
+            values, step = (), found.group(1)
+        elif part == "*":
+            continue
+        else:
+            values, step = (part,), None
+        if found is not None and found.re is not _RANGE and not (
+                step and (number := _number(step)) is not None and number > 0):
+            return f"has a step {step or ''!r} that is not a positive whole number"
+        for value in values:
+            number = _value(value)
+            if number is None:
+                return f"holds {value!r}, neither a number nor a month's or a day's name"
+            if not low <= number <= high:
+                return f"holds {number}, outside {low}-{high}"
+    return None
+
+
+#: Celery's crontab patterns: a range with a step, a range, ``*`` with a step.
+_RANGE_STEPS = re.compile(r"(\w+?)-(\w+)/(\w+)?")
+_RANGE = re.compile(r"(\w+?)-(\w+)")
+_STAR_STEPS = re.compile(r"\*/(\w+)?")
+
+
+def _number(text: str) -> int | None:
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+def _value(text: str) -> int | None:
+    """A crontab value as Celery reads it: a whole number, else a month's name (1-12),
+    else a day's (0-6), by its first three letters."""
+    if not text or text.startswith("-"):
+        return None
+    if (number := _number(text)) is not None:
+        return number
+    name = text[:3].lower()
+    if name in MONTHS:
+        return MONTHS.index(name) + 1
+    if name in DAYS:
+        return DAYS.index(name)
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,11 +211,6 @@ NEEDS_METASTORE = frozenset({
     "app.sso.tasks.queue_domain_verifications",
     "app.sso.tasks.delete_failed_domains",
 })
-
-
-def queue_of(name: str) -> str:
-    """The queue upstream routes a task name to."""
-    return next((queue for glob, queue in ROUTES if fnmatchcase(name, glob)), DEFAULT_QUEUE)
 
 
 def task_routes() -> dict[str, dict[str, str]]:

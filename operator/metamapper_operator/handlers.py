@@ -25,6 +25,7 @@ from typing import Any
 import kopf
 
 from metamapper_operator.autoscale.loop import Autoscaler
+from metamapper_operator.autoscale.waves import check_schedule
 from metamapper_operator.brokers.base import secrets_of
 from metamapper_operator.builders import (
     LABEL_COMPONENT,
@@ -349,7 +350,7 @@ async def _plan(body: kopf.Body, runtime: Runtime, state: FleetState, key: Key,
     comes from kopf's index (see :func:`reconcile`); writes nothing."""
     fleet: Fleet | None = None
     try:
-        fleet = parse(body)
+        fleet = check_schedule(parse(body))
         access = await resolve(fleet, runtime.secrets.read)
     except SpecError as err:
         return Refusal(generation, str(err), final=fleet is None)

@@ -87,18 +87,23 @@ FINISHED = frozenset({"Succeeded", "Failed"})
 
 
 def _worker_pod(pod: Any) -> WorkerPod:
-    """What the ReplicaSet controller ranks a pod by (see autoscale/drainplan.py), and how
-    long it took to be ready (its Ready condition's last transition after its creation)."""
+    """What the ReplicaSet controller ranks a pod by (see autoscale/drainplan.py), when it
+    was created and how long it took to be ready (its Ready condition's last transition
+    after its creation; none once a container restarted: Ready then tells of the restart,
+    not of the start)."""
     status = pod.status
     ready = next((c for c in (status.conditions or []) if c.type == "Ready"
                   and c.status == "True"), None) if status else None
     created, became = pod.metadata.creation_timestamp, getattr(ready, "last_transition_time",
                                                                None)
-    started = (became - created).total_seconds() if created and became else None
+    restarted = any(c.restart_count for c in (status.container_statuses or [])
+                    ) if status else False
+    started = (became - created).total_seconds() if (
+        created and became and not restarted) else None
     return WorkerPod(pod.metadata.name, dict(pod.metadata.annotations or {}),
                      dict(pod.metadata.labels or {}), assigned=bool(pod.spec.node_name),
                      phase=(status.phase if status else None) or "Pending",
-                     ready=ready is not None, start_seconds=started)
+                     ready=ready is not None, start_seconds=started, created=created)
 
 
 def unguarded() -> float:

@@ -58,6 +58,9 @@ MAX_REPLICAS = 1000
 MAX_INT32 = 2**31 - 1
 # A schedule window lasts at most 31 days (a whole month): longer is a minimum, not a window.
 MAX_WINDOW_SECONDS = 31 * 24 * 3600
+# The longest panic window and wait target: a pool woken from zero with a longer panic
+# window would not scale down for as long, and a longer wait is a backlog left waiting.
+MAX_HOLD_SECONDS = 600
 # Where a schedule is tried once when parsed. croniter fails to find a start for an
 # expression that names no day that exists (30 February, 31 April) from any instant, and
 # finds one for every other within eight years (29 February), so one instant tells.
@@ -181,7 +184,9 @@ class Autoscaling:
     fallback_replicas: int | None = None
     count_in_flight: bool = True
     # Every message started within this many seconds once a throughput is measured
-    # (latency.py); 0 sizes from the backlog target alone.
+    # (latency.py); 0 sizes from the backlog target alone. Left out: this default, or 0
+    # when targetBacklogPerReplica is set (a backlog target given alone is the policy;
+    # parse applies the rule, the CRD has no default for it).
     target_wait_seconds: float = 2.0
     schedules: tuple[Schedule, ...] = ()
     warm_up: WarmUp = field(default_factory=WarmUp)
@@ -506,9 +511,10 @@ def _parse_autoscaling(where: str, raw: Mapping[str, Any]) -> Autoscaling:
     names = [s.name for s in schedules]
     if len(set(names)) != len(names):
         raise SpecError(f"{where}.schedules", "schedule names must be unique")
-    wait = raw.get("targetWaitSeconds", defaults.target_wait_seconds)
-    tolerance = raw.get("tolerance", defaults.tolerance)
     per_replica, fallback = raw.get("targetBacklogPerReplica"), raw.get("fallbackReplicas")
+    wait = raw.get("targetWaitSeconds",
+                   defaults.target_wait_seconds if per_replica is None else 0.0)
+    tolerance = raw.get("tolerance", defaults.tolerance)
     return Autoscaling(
         enabled=raw.get("enabled", defaults.enabled),
         target_backlog_per_replica=None if per_replica is None else _integer(
@@ -525,7 +531,8 @@ def _parse_autoscaling(where: str, raw: Mapping[str, Any]) -> Autoscaling:
                                            defaults.scale_down_step_percent, minimum=1,
                                            maximum=100),
         panic_window_seconds=_int_field(raw, "panicWindowSeconds", where,
-                                        defaults.panic_window_seconds),
+                                        defaults.panic_window_seconds,
+                                        maximum=MAX_HOLD_SECONDS),
         scale_to_zero_cooldown_seconds=_int_field(
             raw, "scaleToZeroCooldownSeconds", where, defaults.scale_to_zero_cooldown_seconds),
         tolerance=_number(f"{where}.tolerance", tolerance, maximum=1.0),
@@ -533,7 +540,8 @@ def _parse_autoscaling(where: str, raw: Mapping[str, Any]) -> Autoscaling:
         fallback_replicas=None if fallback is None else _integer(
             f"{where}.fallbackReplicas", fallback, maximum=MAX_REPLICAS),
         count_in_flight=raw.get("countInFlight", defaults.count_in_flight),
-        target_wait_seconds=_number(f"{where}.targetWaitSeconds", wait),
+        target_wait_seconds=_number(f"{where}.targetWaitSeconds", wait,
+                                    maximum=MAX_HOLD_SECONDS),
         schedules=schedules,
         warm_up=_parse_warm_up(f"{where}.warmUp", _object(raw, "warmUp", where)),
     )

@@ -225,7 +225,8 @@ def _warm_up(outlook: Outlook | None) -> dict[str, Any] | None:
     if outlook is None:
         return None
     wave = outlook.next_wave
-    shown = {"warm": outlook.warm, "leadSeconds": outlook.lead_seconds,
+    shown = {"warm": outlook.warm, "coveredByMinReplicas": outlook.covered or None,
+             "leadSeconds": outlook.lead_seconds,
              "nextWave": None if wave is None else {
                  "entry": wave.entry, "at": wave.at.strftime(TIME_FORMAT)},
              "continuous": list(outlook.continuous) or None,
@@ -233,18 +234,28 @@ def _warm_up(outlook: Outlook | None) -> dict[str, Any] | None:
     return {k: v for k, v in shown.items() if v is not None}
 
 
-def _outlook(shown: Mapping[str, Any] | None) -> Outlook | None:
-    """What :func:`_warm_up` wrote, read back."""
-    if shown is None:
+def _outlook(shown: Any) -> Outlook | None:
+    """What :func:`_warm_up` wrote, read back; None (nothing read back: the first cycle
+    writes it afresh) for a status of another shape, written by another version or by
+    hand."""
+    if not isinstance(shown, Mapping):
         return None
-    wave = shown.get("nextWave")
-    return Outlook(warm=bool(shown.get("warm")), lead_seconds=int(shown.get("leadSeconds", 0)),
-                   next_wave=None if wave is None else Wave(str(wave["entry"]), _time(wave["at"])),
-                   continuous=tuple(shown.get("continuous") or ()),
-                   ignored=tuple(shown.get("ignored") or ()))
+    try:
+        wave = shown.get("nextWave")
+        lead = shown.get("leadSeconds")
+        return Outlook(warm=bool(shown.get("warm")),
+                       covered=bool(shown.get("coveredByMinReplicas")),
+                       lead_seconds=None if lead is None else int(lead),
+                       next_wave=None if wave is None else Wave(str(wave["entry"]),
+                                                                _time(wave["at"])),
+                       continuous=tuple(map(str, shown.get("continuous") or ())),
+                       ignored=tuple(map(str, shown.get("ignored") or ())))
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _time(text: str) -> datetime.datetime:
+    """A time as status writes it (:data:`TIME_FORMAT`, UTC), read back."""
     return datetime.datetime.strptime(text, TIME_FORMAT).replace(tzinfo=datetime.UTC)
 
 
@@ -477,8 +488,7 @@ def measured(status: Mapping[str, Any]) -> Measured:
             warm_up=_outlook(pool.get("warmUp")),
             window=None if window is None else Window(
                 name=str(window["name"]), min_replicas=int(window["minReplicas"]),
-                end=datetime.datetime.strptime(window["until"], TIME_FORMAT).replace(
-                    tzinfo=datetime.UTC)),
+                end=_time(window["until"])),
             throughput_per_pod=pool.get("throughputPerPod"),
             arrival_rate=pool.get("arrivalRate"), policy=pool.get("policy"))
     conditions = {c.get("type"): c for c in status.get("conditions") or []}

@@ -22,15 +22,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+# The web app's settings (environment variable -> default) and the tasks of beat's
+# schedule that need the metastore live in metamapper_beat: the operator reads them too,
+# and warms no pool for an entry beat leaves out.
 from metamapper_beat import METASTORE_ENV, NEEDS_METASTORE
 
-#: The web app's settings (environment variable -> default), and the tasks of beat's
-#: schedule that need the metastore: shared with the operator, which warms no pool for an
-#: entry beat leaves out.
-DB_ENV_DEFAULTS = METASTORE_ENV
-
 NOT_CONFIGURED = (
-    "no metastore: none of " + ", ".join(DB_ENV_DEFAULTS) + " is set, so no task can read "
+    "no metastore: none of " + ", ".join(METASTORE_ENV) + " is set, so no task can read "
     "or write Metamapper's metastore"
 )
 WORKER_WARNING = (
@@ -42,7 +40,7 @@ WORKER_WARNING = (
 
 def configured(environ: Mapping[str, str]) -> bool:
     """Whether any METAMAPPER_DB_* is set (the unset ones then take the web app's defaults)."""
-    return any(name in environ for name in DB_ENV_DEFAULTS)
+    return any(name in environ for name in METASTORE_ENV)
 
 
 def split_schedule(schedule: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from metamapper_beat import queue_of
+from metamapper_beat import DEFAULT_QUEUE, route, task_routes
 
 
 class Outcome(enum.Enum):
@@ -76,7 +76,7 @@ class UpstreamTask:
 
     @property
     def queue(self) -> str:
-        return queue_of(self.name)
+        return route(task_routes(), self.name, DEFAULT_QUEUE)
 
 
 def implemented(name: str, signature: Callable[..., Any], module: str,

@@ -28,7 +28,9 @@ def assert_no_flapping(values: list[int]) -> None:
 def test_operator_killed_mid_burst_converges_without_flapping(
         fleets: Fleets, redis_url: str) -> None:
     fleet = fleets("restart", redis_url)
-    fleet.apply({"concurrency": 1})   # target 1 per pod: desired = backlog, capped at 4
+    # Target 1 per pod: desired = backlog, capped at 4 (the backlog target alone: the
+    # service-time sizing would let 4 pods go while more than 4 messages wait).
+    fleet.apply({"concurrency": 1, "autoscaling": {"targetWaitSeconds": 0}})
     fleet.wait_for_workers(1)
     replicas = ReplicasWatch(fleet.stack, fleet.deployment)
     backlog = Sampler(fleet.backlog, 0.25)

@@ -22,7 +22,11 @@ from tests.helpers import OwnRedis, wait_for_event
 from tests.operator.conftest import OperatorProcess
 from tests.operator.fleet import apply, condition, fleet, get, items
 
-FAST = {"scaleDownStabilizationSeconds": 4, "scaleToZeroCooldownSeconds": 2}
+# A short window, and the scale-down in one step to the window's maximum (no panic
+# window): these tests are about the window and the drains (test_autoscale_steps.py
+# shrinks by the spec's steps).
+FAST = {"scaleDownStabilizationSeconds": 4, "scaleToZeroCooldownSeconds": 2,
+        "scaleDownPercentile": 100, "scaleDownStepPercent": 100, "panicWindowSeconds": 0}
 
 
 def redis_fleet(url: str, name: str = "mm", **pool: Any) -> dict[str, Any]:

@@ -119,8 +119,12 @@ def test_one_operator_acts_at_a_time_through_kill_pause_and_roll(
         processes.append(b)
         body = fleet(scheduler={"enabled": False}, pools=[{
             "name": "default", "queues": ["default"], "concurrency": 2, "minReplicas": 1,
-            "maxReplicas": 10, "autoscaling": {"scaleDownStabilizationSeconds": 3,
-                                               "scaleToZeroCooldownSeconds": 1}}])
+            "maxReplicas": 10, "autoscaling": {
+                "scaleDownStabilizationSeconds": 3, "scaleToZeroCooldownSeconds": 1,
+                # About leadership, not the policy: the backlog target alone, down in
+                # one step to the window's maximum, no panic window.
+                "targetWaitSeconds": 0, "scaleDownPercentile": 100,
+                "scaleDownStepPercent": 100, "panicWindowSeconds": 0}}])
         apply(cluster, namespace, broker_secret(redis_url), body)
         wait_until(lambda: replicas(cluster, namespace) == 1, what="the pool at 1")
         push(redis_url, 3)

@@ -14,8 +14,8 @@ from typing import Any
 import redis
 
 from devenv.waiting import wait_until
-from metamapper import protocol
 from metamapper.defaults import BEAT_SCHEDULE, QUEUES
+from metamapper_beat import DEFAULT_QUEUE, route, task_routes
 
 BIN = Path(sys.executable).parent
 Env = Callable[..., dict[str, str]]
@@ -41,7 +41,7 @@ def test_beat_sends_each_of_upstreams_entries_to_its_queue(
     routes name (no per-entry queue is given: the routes do it, as for upstream's beat)."""
     expected: dict[str, set[str]] = {queue: set() for queue in QUEUES}
     for entry in BEAT_SCHEDULE.values():
-        expected[protocol.queue_of(entry["task"])].add(entry["task"])
+        expected[route(task_routes(), entry["task"], DEFAULT_QUEUE)].add(entry["task"])
     every_second = {name: {"schedule": 1} for name in BEAT_SCHEDULE}
     # A metastore named (beat never connects to it): without one beat sends the heartbeat only.
     env = process_env(METAMAPPER_CELERY_BROKER_URL=redis_url,

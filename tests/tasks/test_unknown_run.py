@@ -1,11 +1,14 @@
 """A ``start_run`` whose run the metastore does not show: Metamapper's web app sends it
 from inside the transaction that writes the run, so a worker may take it first. It is
 retried until the run appears, and refused loudly if it never does; a run that is there
-but done is a message delivered again, and nothing happens."""
+but done is a message delivered again, and nothing happens. The later steps, whose
+messages the worker sends once their run is committed, take a run gone for one
+hard-deleted since: they do nothing, with a line at INFO."""
 
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +25,8 @@ from devenv.waiting import wait_until
 from metamapper.metastore import datastores, open_metastore, workspaces
 from metamapper.metastore import revisioner as runs
 from metamapper.metastore.datastores import ConnectionSettings
+from metamapper.revisioner import steps
+from metamapper.upstream import deletes
 from tests.tasks.conftest import MetamapperDB, Process
 from tests.tasks.test_definitions import register
 from tests.tasks.test_revisioner_tasks import finished, new_run, task_states, web_app
@@ -156,3 +161,46 @@ def test_an_unreachable_datastore_is_retried_as_often_as_configured(
         assert status == "FAILURE" and error is not None and "unreachable" in error
     assert worker.process.log.count("datastore unreachable, retry in") == RETRIES
     assert worker.count("celery_task_retried_total") == RETRIES
+
+
+def _hard_delete(conn: psycopg.Connection, datastore_id: str) -> None:
+    """The web app's hard delete of a datastore, as this worker performs it."""
+    assert deletes.delete_cascading(conn, "definitions_datastore", "id", [datastore_id]) > 0
+
+
+def test_a_completion_delivered_again_after_a_hard_delete_does_nothing_quietly(
+    metastore: psycopg.Connection, postgres_dsn: str, caplog: pytest.LogCaptureFixture,
+) -> None:
+    datastore_id = register(metastore, postgres_dsn, "postgresql")
+    run_id = new_run(metastore, datastore_id)
+    _hard_delete(metastore, datastore_id)
+    with caplog.at_level(logging.INFO, logger=steps.__name__):
+        assert steps.complete(metastore, run_id, "m1") is None
+    [record] = caplog.records
+    assert record.levelno == logging.INFO and run_id in record.getMessage()
+    assert runs.get(metastore, run_id) is None and runs.tasks(metastore, run_id) == []
+
+
+def test_a_schema_whose_run_is_hard_deleted_before_its_claim_does_nothing_quietly(
+    metastore: psycopg.Connection, postgres_dsn: str, caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The delete lands between reading the schema task and claiming it (read after the
+    delete, the task is gone, which process_schema has always taken quietly)."""
+    datastore_id = register(metastore, postgres_dsn, "postgresql")
+    run_id = new_run(metastore, datastore_id)
+    path = runs.schema_path(datastore_id, run_id, "public")
+    [task_id] = runs.add_schema_tasks(metastore, run_id, [(path, {"name": "public"})])
+    read = runs.schema_task
+
+    def read_then_deleted(conn: psycopg.Connection, run_task_id: int) -> Any:
+        found = read(conn, run_task_id)
+        _hard_delete(conn, datastore_id)
+        return found
+
+    monkeypatch.setattr(runs, "schema_task", read_then_deleted)
+    with caplog.at_level(logging.INFO, logger=steps.__name__):
+        assert steps.process(metastore, task_id, "m1") is None
+    [record] = caplog.records
+    assert record.levelno == logging.INFO and run_id in record.getMessage()
+    assert runs.get(metastore, run_id) is None and runs.tasks(metastore, run_id) == []

@@ -17,7 +17,6 @@ import redis
 from celery import Celery
 
 from devenv.waiting import wait_until
-from metamapper import protocol
 from metamapper.celery import app
 from metamapper.metastore import datastores, open_metastore, workspaces
 from metamapper.notify.mail import SMTP_BACKEND
@@ -84,7 +83,7 @@ def test_a_message_fits_the_images_task_and_goes_to_its_queue(
         name: str, args: Any, kwargs: dict[str, Any], expires: float | None) -> None:
     app.loader.import_default_modules()
     inspect.signature(app.tasks[name].run).bind(*args, **kwargs)
-    assert build(name, args, kwargs, expires).queue == protocol.queue_of(name)
+    assert build(name, args, kwargs, expires).queue == app.amqp.router.route({}, name)["queue"].name
 
 
 def test_a_published_message_is_on_its_queue_as_kombu_stores_celerys(redis_url: str) -> None:

@@ -25,6 +25,7 @@ from metamapper.beat import FileScheduler, RedisScheduler
 from metamapper.celery import app
 from metamapper.defaults import BEAT_SCHEDULE
 from metamapper.metastore import MetastoreNotConfigured, MetastoreSettings
+from metamapper_beat import METASTORE_ENV
 
 BIN = Path(sys.executable).parent
 HEARTBEAT_ENTRY = "beat-scheduler-healthcheck"
@@ -34,14 +35,14 @@ NEED_IT = sorted(set(BEAT_SCHEDULE) - {HEARTBEAT_ENTRY})
 
 @pytest.fixture
 def no_metastore(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in metastore_env.DB_ENV_DEFAULTS:
+    for name in METASTORE_ENV:
         monkeypatch.delenv(name, raising=False)
 
 
 def test_one_variable_names_a_metastore_and_none_is_no_metastore() -> None:
     with pytest.raises(MetastoreNotConfigured) as raised:
         MetastoreSettings.from_env({})
-    assert all(name in str(raised.value) for name in metastore_env.DB_ENV_DEFAULTS)
+    assert all(name in str(raised.value) for name in METASTORE_ENV)
     # One set: the others take the web app's defaults, as the web app does.
     assert MetastoreSettings.from_env({"METAMAPPER_DB_HOST": "pg"}) == MetastoreSettings(
         host="pg", port=5432, name="metamapper", user="postgres", password="postgres")

@@ -13,7 +13,6 @@ from metamapper_beat import (
     SCHEDULE,
     Crontab,
     merge,
-    queue_of,
     route,
     task_routes,
 )
@@ -22,7 +21,7 @@ from metamapper_beat import (
 def test_the_schedule_holds_upstreams_nine_entries_each_once() -> None:
     names = [entry.name for entry in SCHEDULE]
     assert len(names) == len(set(names)) == 9
-    assert {queue_of(entry.task) for entry in SCHEDULE} == {
+    assert {route(task_routes(), entry.task, DEFAULT_QUEUE) for entry in SCHEDULE} == {
         "default", "checks", "revisioner", "usage"}
 
 
@@ -58,7 +57,7 @@ ROUTED = {"app.checks.tasks.core.execute_check": "checks",
 
 @pytest.mark.parametrize(("task", "queue"), ROUTED.items())
 def test_upstreams_routes_as_a_table_and_as_celerys_setting_agree(task: str, queue: str) -> None:
-    assert queue_of(task) == route(task_routes(), task, DEFAULT_QUEUE) == queue
+    assert route(task_routes(), task, DEFAULT_QUEUE) == queue
     assert [glob for glob, _ in ROUTES] == list(task_routes())
 
 
@@ -92,3 +91,32 @@ def test_merge_lays_objects_key_by_key_and_none_removes() -> None:
     assert merge(base, override) == {"beat_schedule": {
         "a": {"task": "t", "schedule": "*/5 * * * *"}, "c": {"task": "v"}}}
     assert base["beat_schedule"]["a"]["schedule"] == 1  # not changed in place
+
+
+# Crontabs as Celery's own crontab reads them: those it refuses stop every worker (the
+# worker builds each entry's schedule when it starts), so the operator must know them.
+CRONTABS = [
+    "* * * * *", "0 0 * * 0", "0 0 * * 6", "0 0 * * 7", "0 0 L * *", "0 0 1W * *",
+    "0 0 * * 1#2", "0 0 ? * *", "60 * * * *", "59 23 31 12 *", "* 24 * * *",
+    "* * 0 * *", "* * 32 * *", "* * * 0 *", "* * * 13 *", "*/15 * * * *", "*/0 * * * *",
+    "*/ * * * *", "5/10 * * * *", "0-30/10 * * * *", "0-30/0 * * * *", "50-10 * * * *",
+    "0 9-17 * * mon-fri", "0 9 * jan-mar sun", "0 0 * * monday", "0 0 * * funday",
+    "1,,2 * * * *", "-5 * * * *", "1-2-3 * * * *", "0 0 * * sat-sun", "0 */12 * * *",
+    "15,45 * * * *", "0 0 1 6 *", "x * * * *", "0 0 * * 1-7",
+]
+
+
+@pytest.mark.parametrize("text", CRONTABS)
+def test_a_crontab_is_refused_exactly_when_celery_refuses_it(text: str) -> None:
+    from celery.schedules import crontab
+
+    try:
+        crontab.from_string(text)
+    except Exception:  # whatever Celery raises, the worker would not start
+        celery_accepts = False
+    else:
+        celery_accepts = True
+    refusal = Crontab.from_string(text).refusal()
+    assert (refusal is None) is celery_accepts, refusal
+    if refusal is not None:
+        assert refusal.startswith(f"{text!r} is not a crontab Celery accepts")

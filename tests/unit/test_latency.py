@@ -26,6 +26,7 @@ from metamapper_operator.autoscale.latency import (
     Throughput,
     for_wait,
     observe,
+    of_pods,
 )
 from metamapper_operator.autoscale.policy import (
     Bounds,
@@ -60,6 +61,15 @@ def test_no_history_keeps_the_backlog_target() -> None:
     assert for_wait(BOUNDS, 4, 30, seen).policy == BACKLOG
     measured = for_wait(BOUNDS, 4, 0, feed([Sample(0, 100, 2), Sample(5, 80, 2)]))
     assert (measured.bounds, measured.policy) == (BOUNDS, BACKLOG)   # a wait of 0: off
+    assert measured.per_pod is None                     # and no throughput to show
+
+
+def test_the_throughput_of_other_pods_is_not_kept() -> None:
+    seen = of_pods(Throughput(), "template-1")
+    for sample in (Sample(0, 100, 2), Sample(5, 80, 2)):
+        seen = observe(seen, sample)
+    assert of_pods(seen, "template-1").per_pod == pytest.approx(2.0)
+    assert of_pods(seen, "template-2") == Throughput(pods="template-2")
 
 
 def test_a_falling_backlog_gives_the_throughput_per_ready_pod() -> None:

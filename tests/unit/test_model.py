@@ -298,4 +298,26 @@ def test_the_scale_down_and_service_time_knobs_default_and_accept_their_edges() 
     assert knobs({"scaleDownPercentile": 100, "scaleDownStepPercent": 100,
                   "panicWindowSeconds": 0, "targetWaitSeconds": 0}) == (100, 100, 0, 0.0)
     assert knobs({"scaleDownPercentile": 1, "scaleDownStepPercent": 1,
-                  "panicWindowSeconds": 2**31 - 1}) == (1, 1, 2**31 - 1, 2.0)
+                  "panicWindowSeconds": 600, "targetWaitSeconds": 600}) == (1, 1, 600, 600.0)
+
+
+@pytest.mark.parametrize("knob", ["panicWindowSeconds", "targetWaitSeconds"])
+def test_the_panic_window_and_the_wait_are_at_most_ten_minutes(knob: str) -> None:
+    """A larger panic window would keep a pool woken from zero from ever scaling down."""
+    with pytest.raises(SpecError) as raised:
+        parse(body(pools=[{"name": "default", "queues": ["q"],
+                           "autoscaling": {knob: 601}}]))
+    assert raised.value.field == f"{WHERE}.{knob}"
+
+
+@pytest.mark.parametrize(("autoscaling", "wait"), [
+    ({}, 2.0),                                                  # neither: the default wait
+    ({"targetBacklogPerReplica": 100}, 0.0),                    # the backlog target alone
+    ({"targetBacklogPerReplica": 100, "targetWaitSeconds": 5}, 5.0),    # both, as given
+    ({"targetWaitSeconds": 0}, 0.0),
+])
+def test_an_explicit_backlog_target_is_not_overridden_by_the_default_wait(
+        autoscaling: dict[str, Any], wait: float) -> None:
+    auto = parse(body(pools=[{"name": "default", "queues": ["q"],
+                              "autoscaling": autoscaling}])).pools[0].autoscaling
+    assert auto.target_wait_seconds == wait

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import math
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -18,11 +19,13 @@ from metamapper_operator.autoscale.waves import (
     MAX_START_SECONDS,
     STARTS_KEPT,
     Beat,
+    Outlook,
     Start,
     Timed,
     Warming,
     Wave,
     beat_of,
+    check_schedule,
     firings,
     lead_seconds,
     longest_gap,
@@ -181,11 +184,14 @@ def test_the_next_wave_and_when_to_look_again() -> None:
     assert warm == Warming(floor=0, lead_seconds=40.0,
                            next_wave=Wave("runs", at("2026-12-07T10:45:00")),
                            until=at("2026-12-07T10:44:20"))
-    warm = warming(REVISIONER, ["revisioner"], 1, at("2026-12-07T10:44:30"), 40.0)
-    assert warm.floor == 1 and warm.until == at("2026-12-07T10:45:00")
-    warm = warming(REVISIONER, ["revisioner"], 1, at("2026-12-07T10:45:00"), 40.0)
-    assert warm.floor == 1 and warm.until == at("2026-12-07T10:46:00")
-    assert warm.next_wave == Wave("runs", at("2026-12-07T11:15:00"))
+    # Warm, through the firing (the wave shown stays the one in progress) until the hold
+    # ends: nothing changes when it fires.
+    for now in ("2026-12-07T10:44:30", "2026-12-07T10:45:00", "2026-12-07T10:45:59"):
+        warm = warming(REVISIONER, ["revisioner"], 1, at(now), 40.0)
+        assert (warm.floor, warm.next_wave, warm.until) == (
+            1, Wave("runs", at("2026-12-07T10:45:00")), at("2026-12-07T10:46:00"))
+    warm = warming(REVISIONER, ["revisioner"], 1, at("2026-12-07T10:46:00"), 40.0)
+    assert warm.floor == 0 and warm.next_wave == Wave("runs", at("2026-12-07T11:15:00"))
 
 
 def test_entries_of_other_queues_do_not_warm_the_pool() -> None:
@@ -208,7 +214,7 @@ def test_an_entry_firing_more_often_than_lead_and_hold_keeps_the_pool_warm() -> 
     assert warm == Warming(floor=1, lead_seconds=10.0, next_wave=None,
                            continuous=("create-check-executions",), until=None)
     # Every 20 minutes is not: the default pool shows its next sparse wave.
-    warm = warming(beat, ["default"], 1, at("2026-12-07T10:20:30"), 10.0)
+    warm = warming(beat, ["default"], 1, at("2026-12-07T10:21:30"), 10.0)
     assert warm.continuous == ("beat-scheduler-healthcheck",) and warm.floor == 1
     assert warm.next_wave == Wave("queue-domain-verification", at("2026-12-07T10:40:00"))
 
@@ -253,7 +259,7 @@ def test_until_is_the_next_time_the_floor_may_change(seconds: int, lead: int) ->
     for probe in (now + (warm.until - now) / 2, warm.until - datetime.timedelta(seconds=1)):
         if probe >= now:
             later = warming(REVISIONER, ["revisioner"], 1, probe, float(lead))
-            assert (later.floor, later.next_wave) == (warm.floor, warm.next_wave)
+            assert replace(later, until=None) == replace(warm, until=None)
 
 
 def test_the_floor_raises_the_minimum_never_past_the_maximum() -> None:
@@ -273,7 +279,7 @@ def test_the_lead_defaults_until_a_start_is_measured_then_takes_the_95th_percent
     starts = tuple(Start(f"p{i}", float(i)) for i in range(1, 21))   # 1 .. 20 s
     assert lead_seconds(starts, 1.0) == 20.0    # the 19th of 20 (19 s) plus 1 s
     assert lead_seconds((Start("p", 4.2),), 0.5) == 5.0      # whole seconds, rounded up
-    assert lead_seconds((Start("p", 5000.0),), 1.0) == MAX_START_SECONDS + 1.0
+    assert lead_seconds((Start("p", MAX_START_SECONDS),), 1.0) == MAX_START_SECONDS + 1.0
 
 
 def test_each_pod_is_counted_once_and_the_newest_are_kept() -> None:
@@ -282,6 +288,13 @@ def test_each_pod_is_counted_once_and_the_newest_are_kept() -> None:
     many = observe_starts(starts, {f"n{i:02}": 1.0 for i in range(STARTS_KEPT)})
     assert len(many) == STARTS_KEPT and Start("a", 3.0) not in many
     assert observe_starts((), {"clock-skew": -1.0}) == ()
+
+
+def test_a_start_longer_than_the_limit_is_no_start_and_is_left_out() -> None:
+    # A pod whose Ready condition came back hours after a broker outage: not its start.
+    starts = observe_starts((), {"a": 12.0, "blip": 3 * 3600.0})
+    assert starts == (Start("a", 12.0),)
+    assert lead_seconds(starts, 1.0) == 13.0
 
 
 # --- the spec ---------------------------------------------------------------------------
@@ -330,3 +343,87 @@ def test_a_firing_is_remembered_while_now_stays_between_the_last_and_the_next(
     assert firings(schedule, at("2026-12-07T10:37:00")) == (at("2026-12-07T10:37:00"),
                                                            at("2026-12-07T11:07:00"))
     assert len(asked) == 2
+
+
+# --- what does not move ----------------------------------------------------------------
+
+
+def _outlooks(beat: Beat, queue: str, replicas: int, minimum: int, start: str,
+              hours: int) -> list[tuple[datetime.datetime, Any]]:
+    """The pool's outlook every 30 s for ``hours`` from ``start``, and when it changed."""
+    changes: list[tuple[datetime.datetime, Any]] = []
+    now = at(start)
+    for _ in range(hours * 120):
+        shown = warming(beat, [queue], replicas, now, 40.0, minimum).outlook
+        if not changes or changes[-1][1] != shown:
+            changes.append((now, shown))
+        now += datetime.timedelta(seconds=30)
+    return changes
+
+
+@pytest.mark.parametrize("pool", ["default", "checks", "usage", "revisioner"])
+def test_a_pool_whose_minimum_covers_the_warm_up_says_so_and_nothing_moves(pool: str) -> None:
+    beat = beat_of(fleet())
+    assert beat is not None
+    changes = _outlooks(beat, pool, 1, 1, "2026-12-07T00:00:00", 24)
+    assert [shown for _, shown in changes] == [Outlook(warm=False, covered=True)]
+    warm = warming(beat, [pool], 1, at("2026-12-07T10:14:50"), 40.0, 1)
+    assert (warm.floor, warm.until, warm.covered) == (0, None, True)
+
+
+def test_warm_means_the_floor_raises_the_minimum() -> None:
+    # 2 pods asked of a pool kept at 1: raised, so warm, before a wave; 1 asked: covered.
+    warm = warming(REVISIONER, ["revisioner"], 2, at("2026-12-07T10:14:50"), 40.0, 1)
+    assert warm.floor == 2 and warm.outlook.warm
+    warm = warming(REVISIONER, ["revisioner"], 1, at("2026-12-07T10:14:50"), 40.0, 1)
+    assert warm.floor == 0 and not warm.outlook.warm and warm.outlook.covered
+
+
+@pytest.mark.parametrize("cron", ["* 9-17 * * *", "* 9-17 * * mon-fri"])
+def test_an_entry_firing_often_in_its_active_hours_keeps_the_pool_warm_through_them(
+        cron: str) -> None:
+    """Warm from its lead before the first firing of the day to its hold after the last:
+    the outlook changes twice a day, never at each firing."""
+    beat = Beat((Timed("office", "q", schedule=Schedule("office", cron, 60, 0)),))
+    changes = _outlooks(beat, "q", 1, 0, "2026-12-07T00:00:00", 24)  # a Monday
+    assert changes == [
+        (at("2026-12-07T00:00:00"), Outlook(
+            warm=False, lead_seconds=40, next_wave=Wave("office", at("2026-12-07T09:00:00")))),
+        (at("2026-12-07T08:59:30"), Outlook(warm=True, lead_seconds=40,
+                                            continuous=("office",))),
+        (at("2026-12-07T18:00:00"), Outlook(warm=False, lead_seconds=40,
+            next_wave=Wave("office", at("2026-12-08T09:00:00")))),
+    ]
+
+
+# --- crontabs Celery refuses -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("schedule", "says"), [
+    ("0 0 * * 7", "its day of week '7' holds 7, outside 0-6"),
+    ("0 0 L * *", "its day of month 'L' holds 'L'"),
+    ("every quarter hour", "is not five fields"),
+])
+def test_a_crontab_celery_refuses_refuses_the_fleet_naming_the_entry(schedule: str,
+                                                                     says: str) -> None:
+    refused = fleet({"beat_schedule": {"nightly": {"task": "t", "schedule": schedule}}})
+    with pytest.raises(SpecError, match="every worker of the fleet would fail") as err:
+        check_schedule(refused)
+    assert err.value.field == "spec.celery.settings.beat_schedule.nightly.schedule"
+    assert says in err.value.message
+    # Were it read all the same, the warm-up would leave it out, alone.
+    beat = beat_of(refused)
+    assert beat is not None and "nightly" not in queues(beat)
+    assert [text for text in beat.ignored if text.startswith("beat entry nightly:")]
+
+
+@pytest.mark.parametrize("settings", [
+    {}, {"beat_schedule": None}, {"beat_schedule": {"nightly": None}},
+    {"beat_schedule": {"nightly": {"task": "t", "schedule": "0 0 * * sun"}}},
+    {"beat_schedule": {"nightly": {"task": "t", "schedule": 30}}},
+    {"beat_schedule": ["not", "a", "mapping"]},
+])
+def test_a_schedule_celery_accepts_or_the_operator_does_not_read_is_not_refused(
+        settings: dict[str, Any]) -> None:
+    accepted = fleet(settings)
+    assert check_schedule(accepted) is accepted

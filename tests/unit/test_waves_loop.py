@@ -45,13 +45,15 @@ def at(text: str) -> datetime.datetime:
 
 
 class StartingKube(FakeKube):
-    """Its pods took ``start_seconds`` from creation to Ready."""
+    """Its pods were created at ``created`` and took ``start_seconds`` to be Ready."""
 
     start_seconds: float | None = None
+    created: datetime.datetime | None = None
 
     async def list_pods(self, namespace: str, labels: Mapping[str, str]
                         ) -> dict[str, WorkerPod]:
-        return {name: dataclasses.replace(pod, start_seconds=self.start_seconds)
+        return {name: dataclasses.replace(pod, start_seconds=self.start_seconds,
+                                          created=self.created)
                 for name, pod in (await super().list_pods(namespace, labels)).items()}
 
 
@@ -138,9 +140,13 @@ def test_a_pool_at_zero_is_warm_before_its_entry_fires_and_left_to_the_policy_af
             await fleet.cycle()
             fleet.wall += datetime.timedelta(seconds=5)
         assert fleet.replicas == 1
+        warm = fleet.shown().warm_up   # the wave in progress until its hold ends
+        assert warm is not None and warm.warm and warm.next_wave == Wave(
+            "queue-revisioner-runs", at("2026-12-07T10:45:00"))
+        await fleet.cycle("2026-12-07T10:46:00")
         warm = fleet.shown().warm_up
-        assert warm is not None and warm.next_wave == Wave("create-revisioner-runs",
-                                                           at("2026-12-07T11:00:00"))
+        assert warm is not None and not warm.warm and warm.next_wave == Wave(
+            "create-revisioner-runs", at("2026-12-07T11:00:00"))
         # Then the policy alone: an idle pool goes back to zero before the next wave.
         while fleet.wall < at("2026-12-07T10:58:00"):
             await fleet.cycle()
@@ -154,7 +160,7 @@ def test_a_pool_at_zero_is_warm_before_its_entry_fires_and_left_to_the_policy_af
 def test_the_lead_follows_the_measured_pod_starts() -> None:
     async def scenario() -> None:
         fleet = Fleet()
-        fleet.kube.start_seconds = 12.4
+        fleet.kube.start_seconds, fleet.kube.created = 12.4, fleet.wall
         fleet.autoscaler.probes[ACCESS] = FakeProbe(1)    # work: the workers are asked
         await fleet.cycle()                  # scaled up for the work
         await fleet.cycle("2026-12-07T10:21:00")   # its pod listed for the question
@@ -207,16 +213,17 @@ def test_warm_up_replicas_and_settings_routes_are_followed() -> None:
 
 def test_an_entry_the_operator_cannot_read_costs_only_its_warm_up() -> None:
     async def scenario() -> None:
-        fleet = Fleet(settings={"beat_schedule": {
-            "queue-revisioner-runs": {"schedule": "every quarter hour"}}})
+        fleet = Fleet(settings={"task_routes": {
+            "app.revisioner.tasks.v1.scheduler.queue_runs": 5}})
         fleet.autoscaler.probes[ACCESS] = FakeProbe(4)
         await fleet.cycle("2026-12-07T10:14:50")
         # Scaled for its backlog as ever; not raised for the entry it cannot read.
         assert fleet.kube.scaled == [(DEPLOYMENT, 1)]
         warm = fleet.shown().warm_up
         assert warm is not None and warm.ignored == (
-            "beat entry queue-revisioner-runs: 'every quarter hour' is not five fields "
-            "separated by single spaces (minute hour day-of-month month day-of-week)",)
+            "beat entry queue-revisioner-runs: the route of "
+            "app.revisioner.tasks.v1.scheduler.queue_runs is neither a queue name nor an "
+            "object naming one",)
         assert warm.next_wave == Wave("create-revisioner-runs", at("2026-12-07T11:00:00"))
         assert fleet.kube.events.count("BeatEntryIgnored") == 1
         assert fleet.runtime.fleets[KEY].faults == {}
@@ -243,6 +250,11 @@ def test_status_shows_the_warm_up_and_a_new_process_reads_it_back() -> None:
     status = render(_observed(fleet, cold), {})
     assert status["pools"][0]["warmUp"] == {"warm": False, "leadSeconds": 5}
     assert measured(status).scaling["default"] == cold
+    covered = PoolScale(backlog=0, source="fake", desired=1,
+                        warm_up=Outlook(warm=False, covered=True))
+    status = render(_observed(fleet, covered), {})
+    assert status["pools"][0]["warmUp"] == {"warm": False, "coveredByMinReplicas": True}
+    assert measured(status).scaling["default"] == covered
 
 
 def _observed(fleet: Any, scale: PoolScale) -> Observed:
@@ -258,6 +270,13 @@ def test_a_pod_start_is_read_from_its_creation_and_its_ready_condition() -> None
         status=client.V1PodStatus(phase="Running", conditions=[client.V1PodCondition(
             type="Ready", status="True",
             last_transition_time=created + datetime.timedelta(seconds=7.5))]))
+    assert kube_module._worker_pod(pod).start_seconds == 7.5
+    assert kube_module._worker_pod(pod).created == created
+    # Once its worker restarted, Ready tells of the restart, not of the pod's start.
+    pod.status.container_statuses = [client.V1ContainerStatus(
+        name="worker", image="worker:1", image_id="", ready=True, restart_count=1)]
+    assert kube_module._worker_pod(pod).start_seconds is None
+    pod.status.container_statuses[0].restart_count = 0
     assert kube_module._worker_pod(pod).start_seconds == 7.5
     assert pod.status.conditions is not None
     pod.status.conditions[0].status = "False"

@@ -37,6 +37,7 @@ pods go first only when none of them ranks above any pod that stays
 
 from __future__ import annotations
 
+import datetime
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -79,8 +80,10 @@ class WorkerPod:
     phase: str = "Running"
     ready: bool = True
     # Seconds from its creation to Ready (the warm-up's lead, autoscale/waves.py); None
-    # while not ready.
+    # while not ready, or after a restart of its worker (not a start); and when it was
+    # created.
     start_seconds: float | None = None
+    created: datetime.datetime | None = None
 
     @property
     def ended(self) -> bool:

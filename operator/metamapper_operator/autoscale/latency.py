@@ -113,6 +113,7 @@ class Throughput:
     settling: bool = False
     last: Sample | None = None                # the previous probe
     arrived: tuple[Arrived, ...] = ()         # the newest ARRIVAL_SECONDS of arrivals
+    pods: str = ""                            # the pods measured (see of_pods)
 
     @property
     def per_pod(self) -> float | None:
@@ -132,6 +133,13 @@ class Throughput:
     def lower_bound(self) -> bool:
         """True while ``per_pod`` comes only from bursts drained within a span."""
         return not self.rates and self.bound is not None
+
+
+def of_pods(seen: Throughput, pods: str) -> Throughput:
+    """What was measured of the pods ``pods`` names (a digest of their template): nothing
+    when it names others. Pods of another concurrency, image, resources or settings work
+    at another pace, so the pool is measured again from its next probe."""
+    return seen if seen.pods == pods else Throughput(pods=pods)
 
 
 def observe(seen: Throughput, sample: Sample) -> Throughput:
@@ -193,9 +201,9 @@ class Sized:
 def for_wait(bounds: Bounds, concurrency: int, wait_seconds: float,
              seen: Throughput) -> Sized:
     """The bounds the service time asks for, when there is a wait target and a measured
-    throughput; else unchanged (the backlog target)."""
+    throughput; else unchanged (the backlog target, with nothing measured to show)."""
     per_pod, rate = seen.per_pod, seen.arrival_rate
     if not wait_seconds or per_pod is None or rate is None:
-        return Sized(bounds, BACKLOG, per_pod)
+        return Sized(bounds, BACKLOG)
     return Sized(replace(bounds, target=concurrency + per_pod * wait_seconds,
                          arrivals=rate * wait_seconds), SERVICE_TIME, per_pod, rate)

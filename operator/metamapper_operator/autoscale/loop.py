@@ -63,6 +63,7 @@ from metamapper_operator.autoscale.latency import (
     Throughput,
     for_wait,
     observe,
+    of_pods,
 )
 from metamapper_operator.autoscale.policy import Bounds, History, at_rest, decide
 from metamapper_operator.autoscale.schedule import Window, active_window, next_change, raised
@@ -154,6 +155,14 @@ def backlog_of(pool: Pool, depths: Mapping[str, QueueDepth]) -> int:
         if pool.autoscaling.count_in_flight and depth.in_flight:
             total += depth.in_flight
     return total
+
+
+def holds(at: datetime.datetime, until: datetime.datetime | None,
+          wall: datetime.datetime) -> bool:
+    """Whether what was evaluated at ``at`` (on the wall clock), valid until ``until``
+    (None: for ever), still holds at ``wall``: a clock set back before ``at`` (by a
+    correction) evaluates it again, as one that reached ``until`` does."""
+    return at <= wall and (until is None or wall < until)
 
 
 def stepped_pool(step: str) -> str | None:
@@ -278,6 +287,7 @@ class Inputs:
     stale: int | None
     window: Window | None
     warm_up: Outlook | None = None
+    pods: str = ""      # the pod template its Deployment runs (latency.of_pods)
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,11 +321,13 @@ class Rest:
 
 @dataclass(frozen=True, slots=True)
 class OpenWindow:
-    """A pool's schedule window as evaluated, valid until ``until`` (None: forever)."""
+    """A pool's schedule window as evaluated at ``at``, valid until ``until`` (None:
+    forever), and only after ``at``: a wall clock set back evaluates it again."""
 
     schedules: tuple[Schedule, ...]
     window: Window | None
     until: datetime.datetime | None
+    at: datetime.datetime
 
 
 PoolKey = tuple[str, str]  # (uid, pool name)
@@ -331,11 +343,13 @@ class KnownBeat:
 
 @dataclass(frozen=True, slots=True)
 class Warm:
-    """A pool's warm-up as evaluated for a spec and a lead, valid until its ``until``."""
+    """A pool's warm-up as evaluated at ``at`` for a spec and a lead, valid until its
+    ``until``, and only after ``at``: a wall clock set back evaluates it again."""
 
     generation: int
     lead: float
     warming: Warming
+    at: datetime.datetime
 
     @property
     def until(self) -> datetime.datetime | None:
@@ -365,12 +379,14 @@ class Reading:
 @dataclass(frozen=True, slots=True)
 class Quiet:
     """What a cycle that left every pool at rest found: the state's revision, the
-    brokers' readings, and when the first schedule window opens or closes. A cycle that
-    finds the same has nothing to decide, record or write, and stops after measuring."""
+    brokers' readings, when it ran (``at``, on the wall clock) and when the first schedule
+    window or warm-up changes. A cycle that finds the same, between the two, has nothing
+    to decide, record or write, and stops after measuring."""
 
     revision: int
     readings: dict[BrokerAccess, Reading]
     until: datetime.datetime | None
+    at: datetime.datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -440,11 +456,14 @@ class Autoscaler:
     windows: dict[PoolKey, OpenWindow] = field(default_factory=dict)
     # The warm-up before the fleet's beat (autoscale/waves.py): each fleet's schedule by
     # uid, each pool's warm-up and its pods' measured starts; the ignored entries last
-    # announced by an event, by uid.
+    # announced by an event, by uid. Pods created before ``began`` (the first cycle's wall
+    # clock) are not measured: their Ready condition may have come back long after their
+    # start (a broker outage, say).
     beats: dict[str, KnownBeat] = field(default_factory=dict)
     warms: dict[PoolKey, Warm] = field(default_factory=dict)
     starts: dict[PoolKey, tuple[Start, ...]] = field(default_factory=dict)
     told: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    began: datetime.datetime | None = None
     finished: float | None = None  # when the last cycle ended (clock), None before one
     # By (uid, pool): pods last seen marked not safe to evict (absent: not known yet).
     marked: dict[tuple[str, str], frozenset[str]] = field(default_factory=dict)
@@ -626,7 +645,7 @@ class Autoscaler:
         quiet = self.quiet
         return (quiet is not None and quiet.revision == revision
                 and quiet.readings == readings
-                and (quiet.until is None or wall < quiet.until)
+                and holds(quiet.at, quiet.until, wall)
                 and not self.unpublished and not self.runtime.settling()
                 and (self.shrinker is None or self.shrinker.settled))
 
@@ -647,6 +666,8 @@ class Autoscaler:
         readings = {access: Reading.of(measurement)
                     for access, measurement in zip(accesses, measurements, strict=True)}
         wall = self.wall()
+        if self.began is None:
+            self.began = wall
         if self._is_quiet(revision, readings, wall):
             self.quiet_at = self.clock()
         else:
@@ -656,7 +677,7 @@ class Autoscaler:
                     (until for until in [*(w.until for w in self.windows.values()),
                                          *(w.until for w in self.warms.values())]
                      if until is not None),
-                    default=None))
+                    default=None), wall)
         self._ask()
 
     async def _walk(self, groups: dict[BrokerAccess, list[Member]],
@@ -823,6 +844,7 @@ class Autoscaler:
         inputs = self._inputs(member, depths, wall)
         if inputs is None:  # not created yet: the reconciler will
             return False
+        await self._tell_ignored(member)
         pool_key = (member.fleet.uid, pool.name)
         rest = self.resting.get(pool_key)
         state = self.runtime.fleets.get(key)
@@ -929,7 +951,7 @@ class Autoscaler:
             stale=None if depths is None else sum(
                 depths[queue].stale for queue in pool.queues if queue in depths),
             window=self._window(fleet, pool, wall),
-            warm_up=self._warm_up(member, wall))
+            warm_up=self._warm_up(member, wall), pods=f"{dep.spec_hash}/{dep.foreign}")
 
     def _warm_up(self, member: Member, wall: datetime.datetime) -> Outlook | None:
         """The pool's warm-up before its fleet's beat (None: off, or no beat), evaluated
@@ -944,9 +966,10 @@ class Autoscaler:
                                   self.runtime.config.poll_seconds)
         warm = self.warms.get(pool_key)
         if warm is None or warm.generation != member.generation or warm.lead != lead or (
-                warm.until is not None and wall >= warm.until):
+                not holds(warm.at, warm.until, wall)):
+            replicas = min(pool.autoscaling.warm_up.replicas, pool.max_replicas)
             warm = Warm(member.generation, lead, waves.warming(
-                beat, pool.queues, pool.autoscaling.warm_up.replicas, wall, lead))
+                beat, pool.queues, replicas, wall, lead, pool.min_replicas), wall)
             self.warms[pool_key] = warm
         return warm.warming.outlook
 
@@ -974,15 +997,19 @@ class Autoscaler:
             known = self.beats[fleet.uid] = KnownBeat(member.generation, beat)
         return known.beat
 
-    async def _tell_ignored(self, key: Key, uid: str, outlook: Outlook | None) -> None:
-        """One Warning event when the fleet's beat entries the warm-up cannot evaluate
-        change (and are not none)."""
-        ignored = outlook.ignored if outlook is not None else ()
-        if self.told.get(uid, ()) == ignored:
+    async def _tell_ignored(self, member: Member) -> None:
+        """One Warning event per fleet when the beat entries its warm-up cannot evaluate
+        change (and are not none), whichever of its pools warms up."""
+        fleet = member.fleet
+        beat = self._beat(member) if any(
+            pool.autoscaling.enabled and pool.autoscaling.warm_up.enabled
+            for pool in fleet.pools) else None
+        ignored = beat.ignored if beat is not None else ()
+        if self.told.get(fleet.uid, ()) == ignored:
             return
-        self.told[uid] = ignored
+        self.told[fleet.uid] = ignored
         if ignored:
-            await self._event(key, "Warning", "BeatEntryIgnored",
+            await self._event(member.key, "Warning", "BeatEntryIgnored",
                               "not warmed for: " + "; ".join(ignored))
 
     def _window(self, fleet: Fleet, pool: Pool, wall: datetime.datetime) -> Window | None:
@@ -991,10 +1018,10 @@ class Autoscaler:
         if not schedules:
             return None
         cached = self.windows.get((fleet.uid, pool.name))
-        if cached is None or cached.schedules != schedules or (
-                cached.until is not None and wall >= cached.until):
+        if cached is None or cached.schedules != schedules or not holds(
+                cached.at, cached.until, wall):
             cached = OpenWindow(schedules, active_window(schedules, wall),
-                                next_change(schedules, wall))
+                                next_change(schedules, wall), wall)
             self.windows[(fleet.uid, pool.name)] = cached
         return cached.window
 
@@ -1019,10 +1046,9 @@ class Autoscaler:
             seen = max(rest.seen, self.quiet_at or rest.seen)
             history = decide(rest.bounds, rest.inputs.current, rest.inputs.backlog, seen,
                              history).history
-        bounds, sized = self._bounds(fleet, pool, backlog, inputs.ready, window)
+        bounds, sized = self._bounds(fleet, pool, inputs)
         warm = self.warms.get(pool_key) if inputs.warm_up is not None else None
         bounds = waves.raised(bounds, warm.warming if warm is not None else None)
-        await self._tell_ignored(key, fleet.uid, inputs.warm_up)
         decision = decide(bounds, current, backlog, self.clock(), history)
         self.history[pool_key] = decision.history
         state = self.runtime.fleets[key]  # present: checked under the lock
@@ -1056,7 +1082,8 @@ class Autoscaler:
             await self._resize(key, pool, name, current, target, reason, cause)
             scale = replace(scale, last_scale_time=now(), last_scale_reason=reason)
         elif (decision.replicas == current and at_rest(decision.history, current)
-              and outcome.settled):  # a drain record to finish or undo: not at rest
+              and outcome.settled  # a drain record to finish or undo: not at rest
+              and not sized.arrival_rate):  # status shows the last minute's: until 0
             self.resting[pool_key] = Rest(inputs, bounds, self.clock(),
                                           pool_depths(pool, depths), state.listed)
         record_pool(pool_series(key, pool), pool, depths, backlog, decision.replicas, current)
@@ -1067,18 +1094,20 @@ class Autoscaler:
         state.scaling[pool.name] = scale
         return True
 
-    def _bounds(self, fleet: Fleet, pool: Pool, backlog: int | None, ready: int,
-                window: Window | None) -> tuple[Bounds, Sized]:
+    def _bounds(self, fleet: Fleet, pool: Pool, inputs: Inputs) -> tuple[Bounds, Sized]:
         """The pool's bounds with what raises them now: the backlog target the service
-        time asks for (from the throughput and arrivals measured so far) and the minimum
-        of an open schedule window. Also returns the policy in force, for status."""
-        wait = pool.autoscaling.target_wait_seconds
-        seen = self.throughput.get((fleet.uid, pool.name), Throughput())
-        if wait and backlog is not None:
-            seen = observe(seen, Sample(self.clock(), backlog, ready, pool.concurrency))
-            self.throughput[(fleet.uid, pool.name)] = seen
+        time asks for (from the throughput and arrivals measured so far of the pods it
+        runs now; nothing kept without a wait) and the minimum of an open schedule
+        window. Also returns the policy in force, for status."""
+        wait, pool_key = pool.autoscaling.target_wait_seconds, (fleet.uid, pool.name)
+        seen = of_pods(self.throughput.pop(pool_key, Throughput()), inputs.pods)
+        if wait and inputs.backlog is not None:
+            seen = observe(seen, Sample(self.clock(), inputs.backlog, inputs.ready,
+                                        pool.concurrency))
+        if wait:
+            self.throughput[pool_key] = seen
         sized = for_wait(Bounds.of(pool), pool.concurrency, wait, seen)
-        return raised(sized.bounds, window), sized
+        return raised(sized.bounds, inputs.window), sized
 
     async def _resize(self, key: Key, pool: Pool, name: str, current: int, target: int,
                       reason: str, cause: metrics.ScaleReason) -> None:
@@ -1132,7 +1161,8 @@ class Autoscaler:
                 pods = await self.runtime.kube.list_pods(
                     fleet.namespace, selector_labels(fleet, "worker", pool.name))
             measured = {name: pod.start_seconds for name, pod in pods.items()
-                        if pod.start_seconds is not None}
+                        if pod.start_seconds is not None and pod.created is not None
+                        and self.began is not None and pod.created >= self.began}
             pool_key = (fleet.uid, pool.name)
             self.starts[pool_key] = waves.observe_starts(self.starts.get(pool_key, ()),
                                                          measured)

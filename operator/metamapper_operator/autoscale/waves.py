@@ -13,10 +13,17 @@ so to the pool consuming that queue. :func:`beat_of` reads that schedule once pe
   start, :func:`lead_seconds`) until :data:`HOLD_SECONDS` after, its minimum is at least
   ``warmUp.replicas``; then the normal policy takes over (the wave's backlog keeps the
   pods it needs, the stabilization window and the cooldown the rest);
-- an entry that fires again sooner than that (every minute, say) keeps the pool warm at
-  all times (``continuous``), and so does an interval entry (a number of seconds): beat
-  counts intervals from its own start, which the operator cannot know, so such an entry
-  is treated as due at any moment;
+- an entry that fires again sooner than that (every minute, say) keeps the pool warm
+  while it does (``continuous``): at all times when it does every hour of every day, for
+  its active hours when it does only then (``* 9-17 * * mon-fri``), and so does an
+  interval entry (a number of seconds): beat counts intervals from its own start, which
+  the operator cannot know, so such an entry is treated as due at any moment;
+- a pool whose ``minReplicas`` already covers ``warmUp.replicas`` (capped at its
+  ``maxReplicas``) is never raised: its warm-up says so (``covered``) and nothing else, so
+  its status does not move with the waves;
+- a crontab Celery refuses is no entry to warm for: the worker builds every entry's
+  schedule when it starts, so not one pod of the fleet would start. The fleet is refused
+  as an invalid spec naming the entry (:func:`check_schedule`);
 - an entry the operator cannot evaluate (a schedule or route of another shape, a time
   zone it does not know) is left out and named in ``ignored``: it costs that fleet its
   warm-up for that entry, nothing else.
@@ -55,13 +62,14 @@ from metamapper_beat import (
     task_routes,
 )
 from metamapper_operator.autoscale.policy import Bounds
-from metamapper_operator.model import TRIAL_INSTANT, Fleet, Schedule
+from metamapper_operator.model import TRIAL_INSTANT, Fleet, Schedule, SpecError
 
 #: The Celery settings the beat schedule depends on.
 BEAT_SETTINGS = ("beat_schedule", "task_routes", "task_default_queue", "timezone")
 #: The pod start assumed until one of the pool's pods has been seen start.
 DEFAULT_START_SECONDS = 30.0
-#: The longest lead: a pod start measured longer than this is taken as this.
+#: The longest pod start the lead follows: a longer one (a pod whose Ready condition came
+#: back after a broker outage, say) is no start and is left out.
 MAX_START_SECONDS = 600.0
 #: How long the floor stays raised after an entry fires.
 HOLD_SECONDS = 60.0
@@ -103,10 +111,11 @@ class Outlook:
     """What status shows of a pool's warm-up."""
 
     warm: bool
-    lead_seconds: int
+    lead_seconds: int | None = None    # None when covered: no lead to keep
     next_wave: Wave | None = None
     continuous: tuple[str, ...] = ()
     ignored: tuple[str, ...] = ()
+    covered: bool = False              # minReplicas covers warmUp.replicas
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,13 +124,16 @@ class Warming:
 
     floor: int                         # the minimum it raises the pool to (0: none)
     lead_seconds: float
-    next_wave: Wave | None             # the next firing of an entry not continuous
-    continuous: tuple[str, ...] = ()   # entries that keep the pool warm at all times
+    next_wave: Wave | None             # the wave in progress, else the next one
+    continuous: tuple[str, ...] = ()   # entries that keep the pool warm now
     ignored: tuple[str, ...] = ()
     until: datetime.datetime | None = None
+    covered: bool = False              # minReplicas covers the warm-up: never raised
 
     @property
     def outlook(self) -> Outlook:
+        if self.covered:
+            return Outlook(warm=False, covered=True, ignored=self.ignored)
         return Outlook(warm=self.floor > 0, lead_seconds=math.ceil(self.lead_seconds),
                        next_wave=self.next_wave, continuous=self.continuous,
                        ignored=self.ignored)
@@ -169,6 +181,27 @@ def _beat(read: str, metastore: bool) -> Beat:
     return Beat(tuple(timed), tuple(ignored))
 
 
+def check_schedule(fleet: Fleet) -> Fleet:
+    """``fleet``, unless a crontab string of its ``celery.settings``' ``beat_schedule`` is
+    one Celery refuses: the worker builds every entry's schedule when it starts (whether
+    or not beat runs), so not one of its pods would start. :class:`SpecError` names it."""
+    given = fleet.celery_settings.get("beat_schedule")
+    if not isinstance(given, Mapping):
+        return fleet
+    for name, raw in given.items():
+        schedule = raw.get("schedule") if isinstance(raw, Mapping) else None
+        if not isinstance(schedule, str):
+            continue
+        try:
+            why = Crontab.from_string(schedule).refusal()
+        except ValueError as err:
+            why = str(err)
+        if why is not None:
+            raise SpecError(f"spec.celery.settings.beat_schedule.{name}.schedule",
+                            f"{why}; every worker of the fleet would fail to start")
+    return fleet
+
+
 def has_metastore(fleet: Fleet) -> bool:
     """Whether the scheduler's pods may name Metamapper's metastore: a ``METAMAPPER_DB_*``
     among the fleet's env, or any ``envFrom`` (whose Secret or ConfigMap may hold one; the
@@ -213,6 +246,9 @@ def _timed(name: str, raw: Any, zone: Any, routes: Mapping[str, Any] | str,
             raise ValueError(f"interval {schedule!r} is not a positive number of seconds")
         return Timed(name, queue, every_seconds=float(schedule))
     crontab = Crontab.from_string(schedule) if isinstance(schedule, str) else schedule
+    refusal = crontab.refusal()
+    if refusal is not None:
+        raise ValueError(refusal)
     if not croniter.is_valid(crontab.cron):
         raise ValueError(f"{crontab.cron!r} is not a crontab the operator can evaluate")
     if "*" not in (crontab.day_of_month, crontab.day_of_week):
@@ -268,30 +304,63 @@ def firings(schedule: Schedule, now: datetime.datetime
 
 
 def warming(beat: Beat, queues: Iterable[str], replicas: int, now: datetime.datetime,
-            lead: float) -> Warming:
+            lead: float, min_replicas: int = 0) -> Warming:
     """The warm-up of a pool consuming ``queues`` at ``now`` (timezone-aware), with pods
-    that take ``lead`` seconds to be ready: the floor is ``replicas`` from ``lead``
-    before each of its entries fires until :data:`HOLD_SECONDS` after."""
+    that take ``lead`` seconds to be ready: the floor is ``replicas`` (already capped at
+    the pool's maximum) from ``lead`` before each of its entries fires until
+    :data:`HOLD_SECONDS` after. A pool whose ``min_replicas`` covers ``replicas`` is
+    never raised (``covered``: nothing to evaluate, nothing that changes).
+
+    ``until`` is the next time any of that may change: the floor, the wave shown (the
+    wave in progress until its hold ends, then the next) or the entries keeping the pool
+    warm (:func:`_in_run`: from ``lead`` before the first of a run of firings closer than
+    ``lead`` and the hold, until the hold after its last; looked at again at each)."""
+    if replicas <= min_replicas:
+        return Warming(floor=0, lead_seconds=lead, next_wave=None, ignored=beat.ignored,
+                       covered=True)
     consumed = set(queues)
     mine = [timed for timed in beat.entries if timed.queue in consumed]
-    continuous = tuple(t.entry for t in mine if t.schedule is None
-                       or longest_gap(t.schedule.cron) <= lead + HOLD_SECONDS)
     hold = datetime.timedelta(seconds=HOLD_SECONDS)
     ahead = datetime.timedelta(seconds=lead)
-    warm = bool(continuous)
+    continuous: list[str] = []
     waves: list[Wave] = []
     changes: list[datetime.datetime] = []
+    warm = False
     for timed in mine:
-        if timed.entry in continuous or timed.schedule is None:
+        if timed.schedule is None or longest_gap(timed.schedule.cron) <= lead + HOLD_SECONDS:
+            continuous.append(timed.entry)   # at all times
             continue
         fired, due = firings(timed.schedule, now)
+        run_until = _in_run(timed.schedule, fired, due, now, ahead, hold)
+        if run_until is not None:
+            continuous.append(timed.entry)
+            changes.append(run_until)
+            continue
         warm = warm or now < fired + hold or due - ahead <= now
-        waves.append(Wave(timed.entry, due))
-        changes += [t for t in (fired + hold, due - ahead, due) if t > now]
-    return Warming(floor=replicas if warm else 0, lead_seconds=lead,
+        waves.append(Wave(timed.entry, fired if now < fired + hold else due))
+        changes += [t for t in (fired + hold, due - ahead, due + hold) if t > now]
+    return Warming(floor=replicas if warm or continuous else 0, lead_seconds=lead,
                    next_wave=min(waves, key=lambda w: (w.at, w.entry), default=None),
-                   continuous=continuous, ignored=beat.ignored,
+                   continuous=tuple(continuous), ignored=beat.ignored,
                    until=min(changes, default=None))
+
+
+def _in_run(schedule: Schedule, fired: datetime.datetime, due: datetime.datetime,
+            now: datetime.datetime, ahead: datetime.timedelta, hold: datetime.timedelta
+            ) -> datetime.datetime | None:
+    """When to look again at an entry that keeps the pool warm now as part of a run of
+    firings closer than ``ahead`` and ``hold`` (every minute from 9 to 17, say); None when
+    it does not. The run counts from ``ahead`` before its first firing until ``hold`` after
+    its last, so the pool's warm-up changes once as the run begins and once as it ends."""
+    span = ahead + hold
+    if due - fired <= span:                                   # within the run
+        return due
+    if now < fired + hold and fired - schedule.last_start(
+            fired - datetime.timedelta(seconds=1)) <= span:   # its last firing's hold
+        return fired + hold
+    if due - ahead <= now and schedule.next_start(due) - due <= span:   # its first's lead
+        return due
+    return None
 
 
 def raised(bounds: Bounds, warm: Warming | None) -> Bounds:
@@ -304,10 +373,11 @@ def raised(bounds: Bounds, warm: Warming | None) -> Bounds:
 def observe_starts(starts: tuple[Start, ...], measured: Mapping[str, float]
                    ) -> tuple[Start, ...]:
     """``starts`` with the pods of ``measured`` not seen yet, the newest
-    :data:`STARTS_KEPT` kept."""
+    :data:`STARTS_KEPT` kept; a start longer than :data:`MAX_START_SECONDS` is no pod
+    start (its Ready condition came back later) and is left out."""
     known = {start.pod for start in starts}
     new = [Start(pod, seconds) for pod, seconds in sorted(measured.items())
-           if pod not in known and seconds >= 0]
+           if pod not in known and 0 <= seconds <= MAX_START_SECONDS]
     if not new:
         return starts
     return (*starts, *new)[-STARTS_KEPT:]
@@ -322,4 +392,4 @@ def lead_seconds(starts: tuple[Start, ...], poll_seconds: float) -> float:
         start = ranked[math.ceil(PERCENTILE * len(ranked)) - 1]
     else:
         start = DEFAULT_START_SECONDS
-    return float(math.ceil(min(start, MAX_START_SECONDS) + poll_seconds))
+    return float(math.ceil(start + poll_seconds))

@@ -19,7 +19,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from metamapper import metastore_env
-from metamapper.metastore_env import DB_ENV_DEFAULTS
+from metamapper_beat import METASTORE_ENV
 from metamapper_urls import scrub
 
 CONNECT_TIMEOUT = 10
@@ -48,7 +48,7 @@ class MetastoreSettings:
         env = os.environ if environ is None else environ
         if not metastore_env.configured(env):
             raise MetastoreNotConfigured(metastore_env.NOT_CONFIGURED)
-        value = {key: env.get(key, default) for key, default in DB_ENV_DEFAULTS.items()}
+        value = {key: env.get(key, default) for key, default in METASTORE_ENV.items()}
         port = value["METAMAPPER_DB_PORT"]
         if not port.isdigit() or not 0 < int(port) < 65536:
             raise MetastoreUnavailable(f"METAMAPPER_DB_PORT is not a port number: {port!r}")

@@ -185,7 +185,8 @@ def mark_queued(conn: psycopg.Connection, run_id: str, task_id: str) -> bool:
 
 
 class UnknownRun(LookupError):
-    """No run has this id: not committed yet by its sender, rolled back, or never one."""
+    """No run has this id: not committed yet by its sender, rolled back, hard-deleted
+    since, or never one."""
 
     def __init__(self, run_id: str) -> None:
         super().__init__(f"no run {run_id!r} in the metastore")
@@ -196,8 +197,8 @@ def claim(conn: psycopg.Connection, run_id: str, path: str, task_id: str) -> Run
     """The PENDING run task ``path`` of an unfinished run, now run by Celery task
     ``task_id`` (created if missing); None if it is finished, another task's, or its run
     is finished (a message delivered again: nothing to do). Raises :class:`UnknownRun`
-    if no run has that id (a message sent before its run was committed, or a wrong id:
-    not the same thing as a run that is done)."""
+    if no run has that id (a message sent before its run was committed, a run
+    hard-deleted since, or a wrong id: not the same thing as a run that is done)."""
     with conn.transaction():
         run = conn.execute(
             "SELECT finished_at FROM revisioner_run WHERE id = %s FOR UPDATE", (run_id,)

@@ -12,9 +12,11 @@ their message's id, and :func:`run_now` calls them all in this process.
 Each step claims its run task first (:func:`metamapper.metastore.revisioner.claim`): a
 message delivered again with the same id carries on, any other finds the step taken. A
 run id the metastore does not hold raises
-:class:`~metamapper.metastore.revisioner.UnknownRun`: the start waits for it
-(:mod:`metamapper.uncommitted`), the other steps, whose messages this worker sends after
-committing their run, fail.
+:class:`~metamapper.metastore.revisioner.UnknownRun` to the start, which waits for it
+(:mod:`metamapper.uncommitted`: the web app sends the start before it commits the run).
+The other steps' messages are sent by this worker after their run was committed, so a
+run they do not find was hard-deleted since (a message delivered again after its
+datastore or workspace went): there is nothing left to do, and they do nothing.
 """
 
 from __future__ import annotations
@@ -83,7 +85,12 @@ def process(conn: psycopg.Connection, run_task_id: int, message_id: str) -> str 
         logger.info("run task %s: gone (its run finished)", run_task_id)
         return None
     task, definition = found
-    if runs.claim(conn, task.run_id, task.path, message_id) is None:
+    try:
+        claimed = runs.claim(conn, task.run_id, task.path, message_id)
+    except runs.UnknownRun:
+        logger.info("run task %s: its run %s is gone (hard-deleted)", run_task_id, task.run_id)
+        return None
+    if claimed is None:
         logger.info("run task %s: already done or being done", run_task_id)
         return None
     run = runs.get(conn, task.run_id)
@@ -102,8 +109,13 @@ def process(conn: psycopg.Connection, run_task_id: int, message_id: str) -> str 
 
 
 def complete(conn: psycopg.Connection, run_id: str, message_id: str) -> runs.Run | None:
-    """Soft-delete, correct renames and finish the run; None if another message did."""
-    task = runs.claim(conn, run_id, runs.complete_path(run_id), message_id)
+    """Soft-delete, correct renames and finish the run; None if another message did,
+    or the run is gone."""
+    try:
+        task = runs.claim(conn, run_id, runs.complete_path(run_id), message_id)
+    except runs.UnknownRun:
+        logger.info("run %s: gone (hard-deleted), nothing to complete", run_id)
+        return None
     if task is None:
         logger.info("run %s: already completed or being completed", run_id)
         return None
