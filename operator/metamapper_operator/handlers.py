@@ -25,7 +25,6 @@ from typing import Any
 import kopf
 
 from metamapper_operator.autoscale.loop import Autoscaler
-from metamapper_operator.autoscale.waves import check_schedule
 from metamapper_operator.brokers.base import secrets_of
 from metamapper_operator.builders import (
     LABEL_COMPONENT,
@@ -44,7 +43,7 @@ from metamapper_operator.containment import Boundary, settle
 from metamapper_operator.crd import GROUP, PLURAL, VERSION
 from metamapper_operator.health import Health
 from metamapper_operator.kube import Kube, KubeError, unguarded
-from metamapper_operator.model import Fleet, SpecError, parse
+from metamapper_operator.model import Fleet, SpecError
 from metamapper_operator.plan import (
     Action,
     Apply,
@@ -55,7 +54,13 @@ from metamapper_operator.plan import (
     children_plan,
     summarised,
 )
-from metamapper_operator.references import BrokerAccess, SecretCache, held_parts, resolve
+from metamapper_operator.references import (
+    BrokerAccess,
+    SecretCache,
+    SecretRefused,
+    held_parts,
+    read_spec,
+)
 from metamapper_operator.rollouts import Rollouts
 from metamapper_operator.runtime import Runtime
 from metamapper_operator.state import FleetState, Key, ReconcileInputs
@@ -348,12 +353,11 @@ async def _plan(body: kopf.Body, runtime: Runtime, state: FleetState, key: Key,
     """What this reconcile does (None: the object is gone and forgotten). Reads the
     Secrets the spec names, and the object itself when a child is missing and the body
     comes from kopf's index (see :func:`reconcile`); writes nothing."""
-    fleet: Fleet | None = None
     try:
-        fleet = check_schedule(parse(body))
-        access = await resolve(fleet, runtime.secrets.read)
+        spec = await read_spec(body, runtime.secrets.read)
     except SpecError as err:
-        return Refusal(generation, str(err), final=fleet is None)
+        return Refusal(generation, str(err), final=not isinstance(err, SecretRefused))
+    fleet, access = spec.fleet, spec.access
     boundary.secrets.extend(secrets_of(access))
     parts = await held_parts(fleet, runtime.secrets.read)
     desired = desired_objects(fleet, access.transport, {

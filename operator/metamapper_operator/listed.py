@@ -6,9 +6,10 @@ reconciles them, at most ``state.RECONCILES_AT_ONCE`` at a time: with thousands,
 one waits minutes for its turn. Its pools need not wait with it: their Deployments are in
 the watch already, and what the autoscaler needs of the object (its pools and its broker)
 is in the index. So every autoscaling cycle first takes the objects of the index that
-have no state yet, parses their spec and resolves their broker from the Secrets already
-read (no request: a fleet whose broker needs a Secret not read yet waits for its
-reconcile, which reads it), and gives each a state marked ``listed``. Its pools are
+have no state yet, reads their spec as the reconcile does (``references.read_spec``: a
+spec the reconcile refuses is not learned either), resolving their broker from the
+Secrets already read (no request: a fleet whose broker needs a Secret not read yet waits
+for its reconcile, which reads it), and gives each a state marked ``listed``. Its pools are
 scaled from that cycle on; its status stays its reconcile's to write, from the status the
 watch saw (``publish.publish``), so an object that did not change costs no write.
 
@@ -26,8 +27,8 @@ import json
 import logging
 from collections.abc import Collection, Mapping
 
-from metamapper_operator.model import SpecError, parse
-from metamapper_operator.references import NotCached, resolve
+from metamapper_operator.model import SpecError
+from metamapper_operator.references import NotCached, read_spec
 from metamapper_operator.runtime import Runtime
 from metamapper_operator.state import Key
 
@@ -51,15 +52,14 @@ async def learn(runtime: Runtime, bodies: Mapping[Key, Collection[str]]) -> None
             continue
         body = json.loads(entry)
         try:
-            fleet = parse(body)
-            access = await resolve(fleet, runtime.secrets.cached)
+            spec = await read_spec(body, runtime.secrets.cached)
         except (SpecError, NotCached):
             continue
         except Exception:   # one object's surprise must not keep the others unknown
             log.exception("%s/%s could not be read from the index", *key)
             continue
-        state, _ = runtime.state(key, fleet.uid)
-        state.fleet, state.access, state.listed = fleet, access, True
+        state, _ = runtime.state(key, spec.fleet.uid)
+        state.fleet, state.access, state.listed = spec.fleet, spec.access, True
         state.generation = int(body["metadata"].get("generation", 0))
         learned += 1
     if learned:

@@ -14,9 +14,11 @@ credentials, so it never prints them: every secret field is left out of ``repr``
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
+from metamapper_operator.autoscale.waves import check_schedule
 from metamapper_operator.builders import Held, Part
 from metamapper_operator.model import (
     WORKER_TASK_TIME_LIMIT,
@@ -24,6 +26,7 @@ from metamapper_operator.model import (
     Fleet,
     SecretKeyRef,
     SpecError,
+    parse,
     transport_of,
 )
 from metamapper_urls import URLError, parse_url, redact
@@ -106,6 +109,35 @@ async def _credentials(read: ReadSecret, namespace: str, ref: CredentialsRef | N
         return Credentials()
     return Credentials(user=await _secret_value(read, namespace, ref.user, where),
                        password=await _secret_value(read, namespace, ref.password, where))
+
+
+class SecretRefused(SpecError):
+    """The spec reads, but the Secrets it names do not (missing, a key missing, a URL
+    that disagrees with the spec): unlike the spec's own faults, this may pass without
+    an edit of the object, once the Secret is created or changed."""
+
+
+@dataclass(frozen=True, slots=True)
+class SpecRead:
+    """A spec the operator can act on: its fleet and the broker its pools use."""
+
+    fleet: Fleet
+    access: BrokerAccess
+
+
+async def read_spec(body: Mapping[str, Any], read: ReadSecret) -> SpecRead:
+    """Everything a reconcile checks of an object before it acts on it: the spec parses,
+    Celery accepts its crontabs (``waves.check_schedule``), the Secrets its broker needs
+    resolve. The one reading of a spec, for the reconcile and for learning an object
+    from kopf's index alone (``listed.learn``), so both refuse the same specs. Raises
+    :class:`SpecError` (:class:`SecretRefused` when the Secrets are at fault), and
+    whatever ``read`` raises."""
+    fleet = check_schedule(parse(body))
+    try:
+        access = await resolve(fleet, read)
+    except SpecError as err:
+        raise SecretRefused(err.field, err.message) from err
+    return SpecRead(fleet, access)
 
 
 async def resolve(fleet: Fleet, read: ReadSecret) -> BrokerAccess:

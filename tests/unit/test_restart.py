@@ -276,3 +276,18 @@ def test_a_listed_pool_rests_until_its_reconcile_then_shows_what_it_measures() -
         assert kube.status["pools"][0]["backlog"] == 16
 
     asyncio.run(scenario())
+
+
+def test_a_spec_the_reconcile_refuses_is_neither_learned_nor_scaled() -> None:
+    """Learning reads the spec as the reconcile does: a crontab Celery refuses makes it
+    InvalidSpec there, so nothing of it is scaled from the index."""
+    kube = settled_cluster()
+    raw = raw_body()
+    raw["metadata"]["generation"] = 4
+    raw["spec"]["celery"]["settings"]["beat_schedule"] = {
+        "nightly": {"task": "app.t", "schedule": "0 0 * * 7"}}   # Celery refuses dow 7
+    raw["status"] = copy.deepcopy(kube.status)
+    runtime, autoscaler = listed_process(kube, raw, waiting=9)
+    asyncio.run(autoscaler.cycle())
+    assert KEY not in runtime.fleets and kube.scaled == []
+
