@@ -286,6 +286,8 @@ async def reconcile(body: kopf.Body, runtime: Runtime,
     inputs = inputs_of(body, deployments, others)
     async with runtime.turns, lock:
         state.reconciled = None
+        # Known from the index alone (listed.learn): its generation is not carried out.
+        learned = state.fleet if state.listed else None
         boundary = Boundary(RECONCILE, "ReconcileFailed",
                             secrets_of(state.access) if state.access else (),
                             expected=(KubeError,))
@@ -306,6 +308,10 @@ async def reconcile(body: kopf.Body, runtime: Runtime,
         fault = boundary.fault
         if isinstance(boundary.error, KubeError):
             fault = replace(fault, reason="ApplyFailed")
+        if learned is not None and state.fleet is learned:
+            # Still the generation learned from the index, which this process never
+            # carried out nor refused: the status must not say it is in force.
+            state.fleet, state.access, state.generation = None, None, 0
         await runtime.settle(key, RECONCILE, fault)
         with contextlib.suppress(KubeError):  # the status may be what fails
             await runtime.publish(key, deployments, seen_status)

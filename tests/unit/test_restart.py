@@ -20,6 +20,7 @@ from metamapper_operator import handlers, listed
 from metamapper_operator.autoscale.loop import Autoscaler
 from metamapper_operator.builders import SPEC_HASH
 from metamapper_operator.config import Config
+from metamapper_operator.kube import KubeError
 from metamapper_operator.model import parse
 from metamapper_operator.references import SecretCache, resolve
 from metamapper_operator.runtime import Runtime
@@ -290,4 +291,31 @@ def test_a_spec_the_reconcile_refuses_is_neither_learned_nor_scaled() -> None:
     runtime, autoscaler = listed_process(kube, raw, waiting=9)
     asyncio.run(autoscaler.cycle())
     assert KEY not in runtime.fleets and kube.scaled == []
+
+
+def test_a_failed_first_reconcile_after_a_restart_claims_no_generation() -> None:
+    """Spec edited while no operator ran (generation 4), learned from the index, then its
+    reconcile fails: the status must not say generation 4 is in force."""
+    kube = settled_cluster()
+    assert kube.status["observedGeneration"] == 3
+    raw = raw_body()
+    raw["metadata"]["generation"] = 4
+    raw["spec"]["image"] = "metamapper-worker:9.9.9"
+    raw["status"] = copy.deepcopy(kube.status)
+    runtime, autoscaler = listed_process(kube, raw, waiting=0)
+
+    async def refused(obj: Mapping[str, Any]) -> None:
+        raise KubeError("applying", RuntimeError("422 the apiserver refused it"))
+    kube.apply = refused  # type: ignore[method-assign]
+
+    async def scenario() -> None:
+        await autoscaler.cycle()
+        assert runtime.fleets[KEY].listed and runtime.fleets[KEY].generation == 4
+        with pytest.raises((kopf.PermanentError, kopf.TemporaryError)):
+            await reconcile(runtime, kube, raw)
+
+    asyncio.run(scenario())
+    assert kube.status["observedGeneration"] != 4
+    assert {(c["type"], c["reason"]) for c in kube.status["conditions"]} == {
+        ("Ready", "ApplyFailed"), ("Progressing", "ApplyFailed"), ("Degraded", "ApplyFailed")}
 
