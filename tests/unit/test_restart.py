@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import datetime
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +18,9 @@ import kopf
 import pytest
 
 from metamapper_operator import handlers, listed
+from metamapper_operator.autoscale.drainplan import Load
 from metamapper_operator.autoscale.loop import Autoscaler
+from metamapper_operator.autoscale.shrink import Shrinker
 from metamapper_operator.builders import SPEC_HASH
 from metamapper_operator.config import Config
 from metamapper_operator.kube import KubeError
@@ -27,7 +30,9 @@ from metamapper_operator.runtime import Runtime
 from metamapper_operator.state import Key
 from metamapper_operator.status import DeploymentState
 from tests.unit.sample import BODY
-from tests.unit.test_wiring import FakeKube, FakeProbe
+from tests.unit.test_waves_loop import Fleet, at
+from tests.unit.test_wiring import ACCESS, FakeControl, FakeKube, FakeProbe
+from tests.unit.test_wiring import KEY as KEY_WARM
 
 KEY = Key("restart", "mm")
 
@@ -319,3 +324,31 @@ def test_a_failed_first_reconcile_after_a_restart_claims_no_generation() -> None
     assert {(c["type"], c["reason"]) for c in kube.status["conditions"]} == {
         ("Ready", "ApplyFailed"), ("Progressing", "ApplyFailed"), ("Degraded", "ApplyFailed")}
 
+
+def test_a_listed_pool_the_last_leader_warmed_is_not_drained_during_its_wave() -> None:
+    """Known from the index alone, the warm-up is not known yet (its reconcile brings it):
+    the pool may grow but never shrink below the size it has."""
+    async def scenario() -> None:
+        fleet = Fleet(autoscaling={"warmUp": {"replicas": 3}})
+        await fleet.cycle("2026-12-07T10:44:40")      # the last leader warms it
+        assert fleet.replicas == 3
+        state = fleet.runtime.fleets[KEY_WARM]        # a new process knows it listed
+        state.listed = True
+        state.scaling.clear()
+        fleet.runtime.note_change()
+        fleet.kube.pods = {"p-a": {}, "p-b": {}, "p-c": {}}
+        fleet.control = FakeControl({"p-a": Load(), "p-b": Load(), "p-c": Load()})
+        fleet.autoscaler = Autoscaler(fleet.runtime, fleet.deployments,
+                                      clock=lambda: fleet.wall.timestamp(),
+                                      wall=lambda: fleet.wall)
+        fleet.autoscaler.shrinker = Shrinker(fleet.kube, fleet.autoscaler.clock,
+                                             control_for=lambda a, o: fleet.control)
+        fleet.autoscaler.probes[ACCESS] = FakeProbe(0)
+        fleet.wall = at("2026-12-07T10:44:45")
+        while fleet.wall < at("2026-12-07T10:45:55"):   # the wave fires at 10:45, held 60 s
+            await fleet.autoscaler.cycle()
+            fleet.wall += datetime.timedelta(seconds=5)
+        assert not any("metamapper.io/draining" in pod for pod in fleet.kube.pods.values())
+        assert fleet.replicas == 3
+
+    asyncio.run(scenario())

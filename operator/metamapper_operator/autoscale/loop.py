@@ -1054,6 +1054,10 @@ class Autoscaler:
         state = self.runtime.fleets[key]  # present: checked under the lock
         previous = state.scaling.get(pool.name)
         target, reason = decision.replicas, decision.reason
+        if state.listed:
+            # Known from the index alone: what else keeps it at its size (a warm-up, a
+            # held part) is its reconcile's to bring, so until then it only grows.
+            target = max(target, current)
         if can_broadcast(access):
             outcome = await self._shrinker().step(
                 fleet, pool, access, current, target,
