@@ -421,10 +421,15 @@ async def _carry_out(runtime: Runtime, state: FleetState, key: Key, meta: Mappin
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL)
-async def apply_spec(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def apply_spec(body: kopf.Body, memo: kopf.Memo, reason: str | None = None,
+                     **_: Any) -> None:
     runtime: Runtime = memo["runtime"]
     children: Children = memo["children"]
-    runtime.secrets.forget(body.metadata.namespace or "")
+    if reason != kopf.Reason.RESUME:
+        # A spec change reads its Secrets afresh. Not a resume: a new process's cache
+        # holds only its own reads, which objects still to be learned wait for
+        # (listed.Learner).
+        runtime.secrets.forget(body.metadata.namespace or "")
     await _until_listed(body, runtime, children)
     await _reconcile_from_watch(body, runtime, children, from_event=True)
 

@@ -210,6 +210,10 @@ async def held_parts(fleet: Fleet, read: ReadSecret) -> tuple[Held, ...]:
 class NotCached(LookupError):
     """A Secret not read within the cache's time-to-live (:meth:`SecretCache.cached`)."""
 
+    def __init__(self, namespace: str, name: str) -> None:
+        super().__init__(namespace, name)
+        self.secret = (namespace, name)
+
 
 @dataclass(frozen=True, slots=True)
 class _CachedSecret:
@@ -243,11 +247,18 @@ class SecretCache:
                     if now - entry.read_at >= self._ttl]:
             del self._entries[key]
 
+    def _fresh(self, key: tuple[str, str]) -> _CachedSecret | None:
+        entry = self._entries.get(key)
+        return entry if entry is not None and self._clock() - entry.read_at < self._ttl else None
+
+    def holds(self, namespace: str, name: str) -> bool:
+        """Whether the Secret was read within the time-to-live."""
+        return self._fresh((namespace, name)) is not None
+
     async def read(self, namespace: str, name: str) -> dict[str, str] | None:
         key = (namespace, name)
         self._sweep(self._clock())
-        entry = self._entries.get(key)
-        if entry is not None and self._clock() - entry.read_at < self._ttl:
+        if (entry := self._fresh(key)) is not None:
             return entry.data
         value = await self._read(namespace, name)
         if value is not None:
@@ -257,8 +268,7 @@ class SecretCache:
     async def cached(self, namespace: str, name: str) -> dict[str, str]:
         """A Secret as read within the time-to-live, without a request (a
         :data:`ReadSecret` that never waits); raises :class:`NotCached` otherwise."""
-        entry = self._entries.get((namespace, name))
-        if entry is None or self._clock() - entry.read_at >= self._ttl:
+        if (entry := self._fresh((namespace, name))) is None:
             raise NotCached(namespace, name)
         return entry.data
 

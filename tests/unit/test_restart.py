@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import datetime
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,7 @@ from metamapper_operator.autoscale.drainplan import Load
 from metamapper_operator.autoscale.loop import Autoscaler
 from metamapper_operator.autoscale.shrink import Shrinker
 from metamapper_operator.builders import SPEC_HASH
+from metamapper_operator.children import Children
 from metamapper_operator.config import Config
 from metamapper_operator.kube import KubeError
 from metamapper_operator.model import parse
@@ -238,6 +240,7 @@ def test_thousands_listed_are_all_known_after_one_pass_that_lets_the_loop_run() 
                                                  body=kopf.Body(raw)))
         bodies.update({key: [value] for key, value in entry.items()})
     turns = 0
+    learner = listed.Learner()
 
     async def count_turns() -> None:
         nonlocal turns
@@ -248,7 +251,7 @@ def test_thousands_listed_are_all_known_after_one_pass_that_lets_the_loop_run() 
     async def scenario() -> None:
         counting = asyncio.create_task(count_turns())
         await asyncio.sleep(0)
-        await listed.learn(runtime, bodies)
+        await learner.learn(runtime, bodies)
         counting.cancel()
 
     asyncio.run(scenario())
@@ -256,7 +259,7 @@ def test_thousands_listed_are_all_known_after_one_pass_that_lets_the_loop_run() 
     assert all(state.listed and state.fleet is not None and state.fleet.uid == state.uid
                for state in runtime.fleets.values())
     revision = runtime.revision
-    asyncio.run(listed.learn(runtime, bodies))
+    asyncio.run(learner.learn(runtime, bodies))
     assert runtime.revision == revision    # nothing new: the grouping stands
 
 
@@ -352,3 +355,99 @@ def test_a_listed_pool_the_last_leader_warmed_is_not_drained_during_its_wave() -
         assert fleet.replicas == 3
 
     asyncio.run(scenario())
+
+
+def listed_entries(raw: dict[str, Any]) -> dict[Key, list[str]]:
+    return asyncio.run(index_of(raw))
+
+
+def test_an_object_that_cannot_be_learned_is_logged_once_and_read_again_when_it_changes(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Nothing foreseen a reconcile would refuse: a surprise (version skew, say) is told
+    once, not at every cycle until the reconcile, and the object is not read again until
+    its index entry changes."""
+    reads: list[str] = []
+
+    async def surprised(body: Mapping[str, Any], read: Any) -> Any:
+        reads.append(body["spec"]["image"])
+        raise RuntimeError("a field nobody foresaw")
+    monkeypatch.setattr(listed, "read_spec", surprised)
+    runtime, _ = operator_process(ClusterKube())
+    raw = raw_body()
+    bodies = listed_entries(raw)
+    raw["spec"]["image"] = "metamapper-worker:9.9.9"
+    edited = listed_entries(raw)
+    learner = listed.Learner()
+
+    async def scenario() -> None:
+        for _ in range(3):
+            await learner.learn(runtime, bodies)
+        assert len(reads) == 1
+        bodies.update(edited)
+        await learner.learn(runtime, bodies)
+        await learner.learn(runtime, bodies)
+
+    with caplog.at_level(logging.ERROR, logger=listed.__name__):
+        asyncio.run(scenario())
+    assert reads == [BODY["spec"]["image"], "metamapper-worker:9.9.9"]
+    assert len(caplog.records) == 2 and KEY not in runtime.fleets
+
+
+@dataclass
+class SecretKube(ClusterKube):
+    """Holds the broker's Secret."""
+
+    async def read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
+        self.secret_reads += 1
+        return {"url": "redis://redis:6379/0"} if name == "broker" else None
+
+
+def test_a_fleet_waiting_for_a_secret_is_read_again_only_once_that_secret_is_read(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not parsed again at every cycle while its Secret is not cached (thousands wait so
+    after a restart); learned at the first cycle after another object's reconcile read
+    that Secret."""
+    raw = raw_body()
+    raw["spec"]["broker"] = {"urlSecretRef": {"name": "broker", "key": "url"},
+                             "redis": {"globalKeyPrefix": "mm:"}}
+    read = listed.read_spec
+    reads = 0
+
+    async def counted(body: Mapping[str, Any], secrets: Any) -> Any:
+        nonlocal reads
+        reads += 1
+        return await read(body, secrets)
+    monkeypatch.setattr(listed, "read_spec", counted)
+    kube = SecretKube()
+    runtime, _ = operator_process(kube)
+    bodies = listed_entries(raw)
+    learner = listed.Learner()
+
+    async def scenario() -> None:
+        for _ in range(3):
+            await learner.learn(runtime, bodies)
+        assert reads == 1 and KEY not in runtime.fleets and kube.secret_reads == 0
+        await runtime.secrets.read(KEY.namespace, "broker")   # another object's reconcile
+        await learner.learn(runtime, bodies)
+        assert reads == 2 and runtime.fleets[KEY].listed
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(("reason", "kept"), [(kopf.Reason.RESUME, True),
+                                              (kopf.Reason.UPDATE, False)])
+def test_a_resume_keeps_the_secrets_read_in_its_namespace(reason: kopf.Reason,
+                                                          kept: bool) -> None:
+    """A new process's cache holds only its own reads: a resume dropping them would undo
+    what another object's reconcile read for the objects still waiting (listed.Learner).
+    A spec change reads its Secrets afresh."""
+    kube = SecretKube()
+    runtime, _ = operator_process(kube)
+
+    async def scenario() -> None:
+        await runtime.secrets.read(KEY.namespace, "broker")
+        await handlers.apply_spec(body=kopf.Body(raw_body()), reason=reason,
+                                  memo=kopf.Memo(runtime=runtime, children=Children(())))
+
+    asyncio.run(scenario())
+    assert (len(runtime.secrets) == 1) is kept

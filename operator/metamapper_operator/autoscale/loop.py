@@ -80,7 +80,7 @@ from metamapper_operator.builders import (
 from metamapper_operator.containment import Boundary, describe
 from metamapper_operator.contradictions import unconsumed_queues
 from metamapper_operator.kube import KubeError
-from metamapper_operator.listed import learn
+from metamapper_operator.listed import Learner
 from metamapper_operator.model import Fleet, Pool, Schedule
 from metamapper_operator.publish import now
 from metamapper_operator.references import BrokerAccess
@@ -444,6 +444,7 @@ class Autoscaler:
     # kopf's index of the Metamappers (handlers.metamappers): the fleets not reconciled
     # yet are learned from it (listed.learn).
     bodies: Mapping[Key, Collection[str]] = field(default_factory=dict)
+    learner: Learner = field(default_factory=Learner)
     clock: Callable[[], float] = time.monotonic
     wall: Callable[[], datetime.datetime] = wall_clock  # for schedules
     probes: dict[BrokerAccess, Probe] = field(default_factory=dict)
@@ -650,7 +651,7 @@ class Autoscaler:
                 and (self.shrinker is None or self.shrinker.settled))
 
     async def cycle(self) -> None:
-        await learn(self.runtime, self.bodies)
+        await self.learner.learn(self.runtime, self.bodies)
         # Read before anything else: a change made while this cycle runs makes the next
         # one walk every pool again.
         revision = self.runtime.revision
