@@ -151,3 +151,19 @@ def test_every_object_stepped_at_once_gets_a_thread_for_its_workers_control() ->
     its own that refuse a call while all are taken (a broker not answering): the objects
     stepped side by side, and the round of questions beside them, must not run out."""
     assert drain.CONTROL_THREADS > BOUND
+
+
+def test_pools_the_last_walk_left_unreached_are_walked_with_the_bursting_ones() -> None:
+    """A walk cancelled at its limit leaves pools unreached (a quiet one to scale down, a
+    drain to finish): the next walk takes them first with the bursts, not after every
+    busy pool, so the same tail does not lose every cycle."""
+    async def scenario() -> None:
+        kube = CrowdedKube(together=1)
+        count = 2 * BOUND
+        quiet = count - 1
+        _, autoscaler = fleets(count, kube, set(range(quiet)))
+        autoscaler.unreached = {(f"u-{quiet}", "default"): None}
+        await autoscaler.cycle()
+        assert kube.log[0] == ("list pods", f"ns-{quiet:02d}")
+
+    asyncio.run(scenario())

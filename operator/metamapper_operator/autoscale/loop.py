@@ -790,11 +790,12 @@ class Autoscaler:
 
     def _order(self, groups: dict[BrokerAccess, list[Member]], accesses: list[BrokerAccess],
                measurements: list[Measurement]) -> list[Walked]:
-        """The walk's order, by object: those with messages waiting that their pools'
-        last decision did not see (a burst) first, so that the work of quiet pools (a
-        first look after a restart) never holds up a decision that adds workers; then
-        those the last walk did not step, in the order it left them (a slow step cannot
-        starve the same tail every cycle); then as grouped."""
+        """The walk's order, by object: first those the last walk did not step, in the
+        order it left them, and those with messages waiting that their pools' last
+        decision did not see (a burst), so that the work of quiet pools (a first look
+        after a restart) never holds up a decision that adds workers, and a walk cut
+        short by many busy pools does not leave the same tail unstepped every cycle;
+        then as grouped."""
         rank = {pool_key: n for n, pool_key in enumerate(self.unreached)}
 
         def place(member: Member) -> int:
@@ -813,8 +814,10 @@ class Autoscaler:
                 by_object[member.key].append(member)
             for key, pools in by_object.items():
                 ranked = tuple(sorted(pools, key=place))
-                bursting = any(self._bursting(member, measurement) for member in ranked)
-                order.append((not bursting, place(ranked[0]), Walked(
+                first = any(self._bursting(member, measurement)
+                            or (member.fleet.uid, member.pool.name) in rank
+                            for member in ranked)
+                order.append((not first, place(ranked[0]), Walked(
                     key, access, measurement, secrets, ranked, orphans, broker.fault)))
         order.sort(key=lambda entry: entry[:2])
         return [walked for _, _, walked in order]
