@@ -167,3 +167,31 @@ def test_pools_the_last_walk_left_unreached_are_walked_with_the_bursting_ones() 
         assert kube.log[0] == ("list pods", f"ns-{quiet:02d}")
 
     asyncio.run(scenario())
+
+
+@dataclass
+class SurprisingKube(CrowdedKube):
+    """Its events of the objects in ``surprising`` fail in a way nobody foresaw."""
+
+    surprising: set[str] = field(default_factory=set)
+
+    async def event(self, involved: Any, type: str, reason: str, message: str) -> None:
+        if involved["namespace"] in self.surprising:
+            raise RuntimeError("nobody foresaw this")
+        await super().event(involved, type, reason, message)
+
+
+def test_a_failure_escaping_one_objects_step_stays_with_that_object() -> None:
+    """Whatever escapes one object's step (a defect) is that object's: the objects
+    stepped beside it are scaled and their statuses written in the same cycle, and the
+    pools of the failed one are walked first next cycle."""
+    async def scenario() -> None:
+        kube = SurprisingKube(refused={"ns-03"}, surprising={"ns-03"}, together=1)
+        count = BOUND + 1
+        _, autoscaler = fleets(count, kube, set(range(count)))
+        await autoscaler.cycle()
+        assert len(kube.scaled) == BOUND
+        assert kube.statuses == BOUND       # every other object's status
+        assert ("u-3", "default") in autoscaler.unreached
+
+    asyncio.run(scenario())
