@@ -127,8 +127,9 @@ R = TypeVar("R")
 async def side_by_side(items: Sequence[T], work: Callable[[T], Awaitable[R]],
                        at_once: int) -> list[R]:
     """``work`` on every item, at most ``at_once`` at a time, started in the items' order;
-    the results in that order. Whatever escapes one ``work`` (a defect: each step contains
-    its own failures) cancels the others and is raised, as in a walk one at a time."""
+    the results in that order. Whatever escapes one ``work`` cancels the others and is
+    raised in an ExceptionGroup: a ``work`` that must not cancel the others contains its
+    own failures (``Autoscaler._step_contained``)."""
     results: dict[int, R] = {}
     queue = iter(enumerate(items))
 
@@ -705,7 +706,7 @@ class Autoscaler:
                     set() if walked.measurement.depths is None else set(member.pool.queues))
                 scaled.add((member.fleet.uid, member.pool.name))
         calm = all(await side_by_side(
-            order, lambda walked: self._step_object(walked, wall, changed, busy),
+            order, lambda walked: self._step_contained(walked, wall, changed, busy),
             OBJECTS_AT_ONCE))
         # Only objects whose measurements changed need their status rendered again.
         writing = [key for key in changed if key not in busy]  # the busy ones: next cycle
@@ -748,6 +749,19 @@ class Autoscaler:
             if not written:
                 self.unpublished[key] = None
         return written
+
+    async def _step_contained(self, walked: Walked, wall: datetime.datetime,
+                              changed: dict[Key, None], busy: set[Key]) -> bool:
+        """:meth:`_step_object`, whatever escapes it (a defect: each step contains its
+        own failures) logged and kept to this object: the objects stepped beside it go
+        on, and its pools are walked first next cycle."""
+        try:
+            return await self._step_object(walked, wall, changed, busy)
+        except Exception:
+            log.exception("autoscaling %s/%s failed", *walked.key)
+            for member in walked.members:
+                self.unreached[(member.fleet.uid, member.pool.name)] = None
+            return False
 
     async def _step_object(self, walked: Walked, wall: datetime.datetime,
                            changed: dict[Key, None], busy: set[Key]) -> bool:
