@@ -44,8 +44,7 @@ async def publish(kube: Kube, key: Key, state: FleetState,
         last = measured(seen_status)
         for pool, scale in last.scaling.items():
             state.scaling.setdefault(pool, scale)
-        if state.broker_error is None and state.unconsumed is None:
-            state.broker_error, state.unconsumed = last.broker_error, last.unconsumed
+        state.broker_error, state.unconsumed = last.broker_error, last.unconsumed
     previous = json.loads(state.status) if state.status else {}
     observed = Observed(
         generation=state.generation, now=now(), fleet=state.fleet,
