@@ -17,7 +17,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
@@ -472,20 +472,32 @@ async def resync_loop(runtime: Runtime, bodies: kopf.Index[Key, str],
     handlers missed. An object at rest costs a comparison."""
     while True:
         await asyncio.sleep(runtime.config.resync_seconds)
-        await children.listed.wait()
-        for key in list(bodies):
-            owned = children.of(key)
-            for entry in list(bodies.get(key, [])):
-                body = indexed_body(entry)
-                if unchanged(runtime, key, inputs_of(body, owned.deployments, owned.hashes)):
-                    continue
-                try:
-                    await _reconcile_from_watch(body, runtime, children)
-                except (kopf.TemporaryError, kopf.PermanentError) as err:
-                    log.warning("resync of %s/%s failed: %s", *key, err)
-                except Exception:
-                    # One broken object must not stop the others from being reconciled.
-                    log.exception("resync of %s/%s failed", *key)
+        await resync_once(runtime, bodies, children)
+
+
+async def resync_once(runtime: Runtime, bodies: Mapping[Key, Collection[str]],
+                      children: Children) -> None:
+    """One round of :func:`resync_loop`. An object with no state, or known from the
+    index alone (``state.listed``), is left to its resume handler, queued after a
+    restart: it brings the status the watch saw, where the index's body has none (every
+    field would look new, and be written)."""
+    await children.listed.wait()
+    for key in list(bodies):
+        state = runtime.fleets.get(key)
+        if state is None or state.listed:
+            continue
+        owned = children.of(key)
+        for entry in list(bodies.get(key, [])):
+            body = indexed_body(entry)
+            if unchanged(runtime, key, inputs_of(body, owned.deployments, owned.hashes)):
+                continue
+            try:
+                await _reconcile_from_watch(body, runtime, children)
+            except (kopf.TemporaryError, kopf.PermanentError) as err:
+                log.warning("resync of %s/%s failed: %s", *key, err)
+            except Exception:
+                # One broken object must not stop the others from being reconciled.
+                log.exception("resync of %s/%s failed", *key)
 
 
 async def _reconcile_from_watch(body: kopf.Body, runtime: Runtime, children: Children,

@@ -451,3 +451,28 @@ def test_a_resume_keeps_the_secrets_read_in_its_namespace(reason: kopf.Reason,
 
     asyncio.run(scenario())
     assert (len(runtime.secrets) == 1) is kept
+
+
+def test_the_resync_leaves_objects_waiting_for_their_first_reconcile_to_it() -> None:
+    """After a restart, the resync may come round before thousands of resume handlers
+    have run: an object with no state, or known from the index alone, is its resume
+    handler's (which brings the status the watch saw), not the resync's, which would
+    compare with no status and write it whole."""
+    kube = settled_cluster()
+    raw = raw_body()
+    raw["status"] = copy.deepcopy(kube.status)
+    runtime, autoscaler = listed_process(kube, raw, waiting=0)
+    other = raw_body()
+    other["metadata"].update(name="other", uid="u-2")
+    bodies = {**listed_entries(raw), **{key: [value] for key, value in asyncio.run(
+        handlers.metamappers(namespace=KEY.namespace, name="other",
+                             body=kopf.Body(other))).items()}}
+
+    async def scenario() -> None:
+        await autoscaler.cycle()          # learns KEY (its index holds KEY alone)
+        assert runtime.fleets[KEY].listed
+        await handlers.resync_once(runtime, bodies, Children(()))
+
+    asyncio.run(scenario())
+    assert (kube.statuses, kube.applied, kube.events) == (0, [], [])
+    assert runtime.fleets[KEY].listed and Key(KEY.namespace, "other") not in runtime.fleets
