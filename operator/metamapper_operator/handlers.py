@@ -286,7 +286,7 @@ async def reconcile(body: kopf.Body, runtime: Runtime,
     inputs = inputs_of(body, deployments, others)
     async with runtime.turns, lock:
         state.reconciled = None
-        # Known from the index alone (listed.learn): its generation is not carried out.
+        # Known from the index alone (listed.Learner): its generation is not carried out.
         learned = state.fleet if state.listed else None
         boundary = Boundary(RECONCILE, "ReconcileFailed",
                             secrets_of(state.access) if state.access else (),

@@ -40,7 +40,7 @@ async def publish(kube: Kube, key: Key, state: FleetState,
         state.status, state.listed = compact(seen_status), False
         # A process new to the object (a restart, a new leader): it carries on from the
         # measurements its status shows until its autoscaler measures again, but for the
-        # pools that autoscaler resized already (known from the index: listed.learn).
+        # pools that autoscaler resized already (known from the index: listed.Learner).
         last = measured(seen_status)
         for pool, scale in last.scaling.items():
             state.scaling.setdefault(pool, scale)

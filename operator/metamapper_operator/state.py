@@ -69,7 +69,7 @@ class FleetState:
     # finding the same skips the object (see handlers.resync_loop).
     reconciled: ReconcileInputs | None = None
     reconciled_at: float = 0.0
-    # Known from kopf's index alone (see listed.learn): its pools are scaled, but what its
+    # Known from kopf's index alone (see listed.Learner): its pools are scaled, but what its
     # status shows is not known until its reconcile brings the status the watch saw.
     listed: bool = False
 
@@ -94,7 +94,7 @@ class AppliedHash:
 class ObjectStates:
     """State and lock by Metamapper. Only the reconciler creates an object's state
     (:meth:`state`), and the autoscaler for an object in kopf's index that has none yet
-    (:func:`listed.learn`); everyone else looks it up and skips an object that has none.
+    (:class:`listed.Learner`); everyone else looks it up and skips an object that has none.
     A deleted object leaves the index before its state is forgotten, so nothing brings
     back the state of a deleted object, and a re-created one (a new uid) starts afresh."""
 

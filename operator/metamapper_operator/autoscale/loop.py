@@ -29,7 +29,7 @@ A burst on many fleets at once is not served one request at a time: the walk ste
 under its lock), the objects with messages waiting that their pools' last decision did not
 see first, and the status writes that follow go out side by side too. The fleets come
 from the reconciler's states and, before an object's first reconcile, from kopf's index
-(:func:`~metamapper_operator.listed.learn`): after a restart a burst waits for the
+(:class:`~metamapper_operator.listed.Learner`): after a restart a burst waits for the
 listings (the objects', their Deployments'), not for its object's turn among the
 reconciles.
 """
@@ -443,7 +443,7 @@ class Autoscaler:
     runtime: Runtime
     deployments_of: DeploymentsOf
     # kopf's index of the Metamappers (handlers.metamappers): the fleets not reconciled
-    # yet are learned from it (listed.learn).
+    # yet are learned from it (listed.Learner).
     bodies: Mapping[Key, Collection[str]] = field(default_factory=dict)
     learner: Learner = field(default_factory=Learner)
     clock: Callable[[], float] = time.monotonic
