@@ -11,7 +11,7 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
-from metamapper_operator.autoscale import drain, loop
+from metamapper_operator.autoscale import loop
 from metamapper_operator.autoscale.loop import Autoscaler
 from metamapper_operator.config import Config
 from metamapper_operator.kube import KubeError
@@ -144,13 +144,6 @@ def test_pools_of_one_namespace_stepped_side_by_side_look_for_drain_records_once
         assert kube.log == [("list pods", "shared")]
 
     asyncio.run(scenario())
-
-
-def test_every_object_stepped_at_once_gets_a_thread_for_its_workers_control() -> None:
-    """Shrinking pools ask their workers through Celery's remote control, on threads of
-    its own that refuse a call while all are taken (a broker not answering): the objects
-    stepped side by side, and the round of questions beside them, must not run out."""
-    assert drain.CONTROL_THREADS > BOUND
 
 
 def test_pools_the_last_walk_left_unreached_are_walked_with_the_bursting_ones() -> None:
