@@ -549,6 +549,8 @@ def test_a_broker_that_never_answers_leaves_threads_for_every_other_broker(
     stuck = OneUnanswered(ACCESS)
     monkeypatch.setattr(drain, "_app", stuck.app)
     monkeypatch.setattr(drain, "_active", stuck.active)
+    monkeypatch.setattr(drain, "THREADS", drain.ControlThreads(   # none held by another test
+        drain.CONTROL_THREADS, drain.THREADS_PER_BROKER))
 
     async def scenario() -> None:
         calls = [asyncio.create_task(drain.WorkerControl(ACCESS, {}).active(["default@p"]))
@@ -580,6 +582,8 @@ def test_as_many_calls_to_one_broker_as_objects_stepped_at_once_are_all_served(
         return {}
     monkeypatch.setattr(drain, "_app", Unanswered().app)
     monkeypatch.setattr(drain, "_active", active)
+    monkeypatch.setattr(drain, "THREADS", drain.ControlThreads(   # none held by another test
+        drain.CONTROL_THREADS, drain.THREADS_PER_BROKER))
 
     async def scenario() -> None:
         calls = [asyncio.create_task(drain.WorkerControl(ACCESS, {}).active(["default@p"]))
