@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import copy
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 from metamapper_operator.autoscale import loop
@@ -188,3 +189,31 @@ def test_a_failure_escaping_one_objects_step_stays_with_that_object() -> None:
         assert ("u-3", "default") in autoscaler.unreached
 
     asyncio.run(scenario())
+
+
+def test_the_round_of_questions_asks_a_few_brokers_at_a_time() -> None:
+    """One broadcast per broker, a few brokers at a time: a round over many brokers
+    cannot take every worker-control thread from the walk's drains and resumes."""
+    kube = CrowdedKube()
+    _, autoscaler = fleets(1, kube, set())
+    asking = most = 0
+
+    async def listed(question: Any, *_: Any) -> Any:
+        return SimpleNamespace(broker=question)
+
+    async def broadcast(pools: Any) -> dict[str, int]:
+        nonlocal asking, most
+        asking += 1
+        most = max(most, asking)
+        await asyncio.sleep(0)
+        asking -= 1
+        return {}
+
+    async def mark(found: Any, active: Any) -> None:
+        pass
+
+    autoscaler._listed = listed  # type: ignore[method-assign]
+    autoscaler._broadcast = broadcast  # type: ignore[method-assign]
+    autoscaler._mark = mark  # type: ignore[method-assign]
+    asyncio.run(autoscaler._mark_running(list(range(3 * loop.BROADCASTS_AT_ONCE))))
+    assert most == loop.BROADCASTS_AT_ONCE

@@ -99,6 +99,9 @@ ASK_BUDGET = 5.0
 # Pools whose pods one round of questions lists at once (after a restart, every busy
 # pool is asked in the first round).
 LISTINGS_AT_ONCE = 8
+# Brokers one round of questions asks at once: each broadcast holds a worker-control
+# thread (autoscale/drain.py), which the walk's drains and resumes need too.
+BROADCASTS_AT_ONCE = 4
 # Objects one walk steps at once (their scale patches, events and status writes in flight
 # together), as many as reconciles (state.RECONCILES_AT_ONCE): a burst on a thousand
 # fleets waits for a thousand round trips divided by this, not for all of them in a row.
@@ -1152,18 +1155,17 @@ class Autoscaler:
     async def _mark_running(self, questions: list[Question]) -> None:
         """Ask the workers of ``questions``' pools what they run, within one budget: their
         pods listed side by side, the workers that can answer asked in one broadcast per
-        broker, the busy pods marked not safe to evict and the idle ones unmarked. A
-        worker not asked or not answering keeps its marks."""
-        listing = asyncio.Semaphore(LISTINGS_AT_ONCE)
+        broker (a few brokers at a time), the busy pods marked not safe to evict and the
+        idle ones unmarked. A worker not asked or not answering keeps its marks."""
         try:
             async with asyncio.timeout(ASK_BUDGET):
-                listed = [found for found in await asyncio.gather(*(
-                    self._listed(question, listing) for question in questions)) if found]
+                listed = [found for found in await side_by_side(
+                    questions, self._listed, LISTINGS_AT_ONCE) if found]
                 by_broker: dict[tuple[BrokerAccess, str], list[Listed]] = defaultdict(list)
                 for found in listed:
                     by_broker[found.broker].append(found)
-                answers = await asyncio.gather(*(
-                    self._broadcast(pools) for pools in by_broker.values()))
+                answers = await side_by_side(
+                    list(by_broker.values()), self._broadcast, BROADCASTS_AT_ONCE)
                 await asyncio.gather(*(
                     self._mark(found, active)
                     for pools, active in zip(by_broker.values(), answers, strict=True)
@@ -1172,16 +1174,14 @@ class Autoscaler:
             log.warning("the workers of %d pools did not answer within %g s; their marks "
                         "stay", len(questions), ASK_BUDGET)
 
-    async def _listed(self, question: Question, listing: asyncio.Semaphore) -> Listed | None:
-        """The pool's pods and how to reach them, listed once ``listing`` lets it; None
-        when that failed (a fault)."""
+    async def _listed(self, question: Question) -> Listed | None:
+        """The pool's pods and how to reach them; None when that failed (a fault)."""
         fleet, pool = question.fleet, question.pool
         with Boundary(MARKS_STEP + pool.name, AUTOSCALING_FAILED, secrets_of(question.access),
                       expected=(KubeError,)) as boundary:
             options = celery_settings(fleet).get("broker_transport_options") or {}
-            async with listing:
-                pods = await self.runtime.kube.list_pods(
-                    fleet.namespace, selector_labels(fleet, "worker", pool.name))
+            pods = await self.runtime.kube.list_pods(
+                fleet.namespace, selector_labels(fleet, "worker", pool.name))
             measured = {name: pod.start_seconds for name, pod in pods.items()
                         if pod.start_seconds is not None and pod.created is not None
                         and self.began is not None and pod.created >= self.began}
