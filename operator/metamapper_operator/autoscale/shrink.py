@@ -313,6 +313,8 @@ class Shrinker:
                                pod.labels.get(LABEL_POOL, ""))
                               for pod in pods.values() if not pod.ended}
             self.scanned.add(namespace)
+        # Steps that waited hold the lock already; later ones find the namespace scanned.
+        self.scanning.pop(namespace, None)
 
     async def _step(self, found: PoolDrains, pool: Pool, current: int, target: int,
                     report: Report) -> Outcome:
