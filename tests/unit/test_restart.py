@@ -476,3 +476,28 @@ def test_the_resync_leaves_objects_waiting_for_their_first_reconcile_to_it() -> 
     asyncio.run(scenario())
     assert (kube.statuses, kube.applied, kube.events) == (0, [], [])
     assert runtime.fleets[KEY].listed and Key(KEY.namespace, "other") not in runtime.fleets
+
+
+def test_a_broker_down_during_a_restart_is_told_once_after_the_reconcile() -> None:
+    """What the status last said of the broker is not known before the reconcile: the
+    autoscaler records no broker error for an object known from the index alone, so the
+    BrokerUnreachable event comes once, with the status that shows it."""
+    kube = settled_cluster()
+    raw = raw_body()
+    raw["status"] = copy.deepcopy(kube.status)
+    runtime, autoscaler = listed_process(kube, raw, waiting=0)
+
+    def refuse() -> None:
+        raise ConnectionError("the broker refused the connection")
+
+    async def scenario() -> None:
+        for probe in autoscaler.probes.values():
+            probe.during = refuse  # type: ignore[attr-defined]
+        await autoscaler.cycle()
+        assert kube.events == [] and runtime.fleets[KEY].broker_error is None
+        await reconcile(runtime, kube, raw)
+        await autoscaler.cycle()
+        await autoscaler.cycle()
+        assert kube.events == ["BrokerUnreachable"] and kube.statuses == 1
+
+    asyncio.run(scenario())
