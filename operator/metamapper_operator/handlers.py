@@ -309,15 +309,20 @@ async def reconcile(body: kopf.Body, runtime: Runtime,
         if isinstance(boundary.error, KubeError):
             fault = replace(fault, reason="ApplyFailed")
         if learned is not None and state.fleet is learned:
-            # Still the generation learned from the index, which this process never
-            # carried out nor refused: the status must not say it is in force.
-            state.fleet, state.access, state.generation = None, None, 0
+            _unlearn(state)
         await runtime.settle(key, RECONCILE, fault)
         with contextlib.suppress(KubeError):  # the status may be what fails
             await runtime.publish(key, deployments, seen_status)
         if isinstance(boundary.error, KubeError) and boundary.error.retryable:
             raise kopf.TemporaryError(fault.message, delay=5)
         raise kopf.PermanentError(fault.message)
+
+
+def _unlearn(state: FleetState) -> None:
+    """Drop what was learned of the object from kopf's index alone (listed.Learner),
+    before a status with a fault is written: this process has neither carried that
+    generation out nor refused it, so the status must not say it is in force."""
+    state.fleet, state.access, state.generation = None, None, 0
 
 
 async def _reconcile(body: kopf.Body, runtime: Runtime, state: FleetState, key: Key,
@@ -456,9 +461,11 @@ async def _until_listed(body: kopf.Body, runtime: Runtime, children: Children) -
             continue
         kind = next(iter(children.refusals))[0]
         key = Key(body.metadata.namespace or "", body.metadata.name or "")
-        _, lock = runtime.state(key, body.metadata.uid or "")   # made if new: settle finds it
+        state, lock = runtime.state(key, body.metadata.uid or "")  # made if new: settle finds it
         fault = Fault(step=LISTING, reason=f"CannotList{kind}s", message=why)
         async with lock:
+            if state.listed:
+                _unlearn(state)
             await runtime.settle(key, LISTING, fault)
             with contextlib.suppress(KubeError):  # the next try writes it
                 await runtime.publish(key, {}, dict(body.get("status") or {}))

@@ -501,3 +501,31 @@ def test_a_broker_down_during_a_restart_is_told_once_after_the_reconcile() -> No
         assert kube.events == ["BrokerUnreachable"] and kube.statuses == 1
 
     asyncio.run(scenario())
+
+
+def test_children_not_listed_after_a_restart_do_not_make_the_learned_generation_true(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The object's resume reports a listing refused before any reconcile ran: the
+    generation learned from the index (edited while no operator ran) is not in force."""
+    monkeypatch.setattr(handlers, "LISTING_WAIT", 0.01)
+    feed = ("PodDisruptionBudget", None)
+    kube = settled_cluster()
+    raw = raw_body()
+    raw["metadata"]["generation"] = 4
+    raw["spec"]["image"] = "metamapper-worker:9.9.9"
+    raw["status"] = copy.deepcopy(kube.status)
+    runtime, autoscaler = listed_process(kube, raw, waiting=0)
+    children = Children([feed])
+    children.refused(feed, "listing PodDisruptionBudgets in all namespaces: 403 forbidden")
+
+    async def scenario() -> None:
+        await autoscaler.cycle()
+        assert runtime.fleets[KEY].listed and runtime.fleets[KEY].generation == 4
+        with pytest.raises(kopf.TemporaryError):
+            await handlers.apply_spec(body=kopf.Body(raw), reason=kopf.Reason.RESUME,
+                                      memo=kopf.Memo(runtime=runtime, children=children))
+
+    asyncio.run(scenario())
+    assert kube.status["observedGeneration"] != 4
+    ready = next(c for c in kube.status["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "CannotListPodDisruptionBudgets")
