@@ -219,3 +219,37 @@ def test_the_round_of_questions_asks_a_few_brokers_at_a_time() -> None:
     autoscaler._mark = mark  # type: ignore[method-assign]
     asyncio.run(autoscaler._mark_running(list(range(3 * loop.BROADCASTS_AT_ONCE))))
     assert most == loop.BROADCASTS_AT_ONCE
+
+
+@dataclass
+class CrowdedStatusKube(FakeKube):
+    """Holds every status patch until ``together`` are in flight, as CrowdedKube holds
+    the scale patches."""
+
+    together: int = BOUND
+    in_flight: int = 0
+    most: int = 0
+    _through: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def patch_status(self, namespace: str, name: str, status: Any) -> None:
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        if self.in_flight == self.together:
+            self._through.set()
+        await self._through.wait()
+        self.in_flight -= 1
+        if self.in_flight == 0:
+            self._through.clear()
+        await super().patch_status(namespace, name, status)
+
+
+def test_the_statuses_of_many_fleets_are_written_side_by_side_within_the_bound() -> None:
+    async def scenario() -> None:
+        kube = CrowdedStatusKube()
+        count = 2 * BOUND
+        _, autoscaler = fleets(count, kube, set(range(count)))  # type: ignore[arg-type]
+        async with asyncio.timeout(10):   # a guard: written one at a time, none goes out
+            await autoscaler.cycle()
+        assert kube.statuses == count and kube.most == BOUND
+
+    asyncio.run(scenario())
