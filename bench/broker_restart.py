@@ -30,11 +30,17 @@ prints where it was last seen: the queue list or kombu's ``unacked`` hash (a wat
 polls both every 50 ms), when the broker stopped next, and which workers logged it as
 received (into their reserved set).
 
+The workers use the worker package's Redis transport (``metamapper.redis_transport``,
+whose take of a message and its record in ``unacked`` are one step), or with
+``--transport kombu`` kombu's own (``broker_transport = "redis"``), whose figures
+docs/broker-restarts.md has.
+
 Usage::
 
     python bench/broker_restart.py [--restarts 100] [--seed 1] [--workers 2]
                                    [--concurrency 2] [--rate 8] [--durations 0.05,0.5]
-                                   [--kinds aof-term,...] [--keep FOLDER]
+                                   [--kinds aof-term,...] [--transport worker|kombu]
+                                   [--keep FOLDER]
 """
 
 from __future__ import annotations
@@ -79,6 +85,8 @@ SIGNALS = {"term": signal.SIGTERM, "kill": signal.SIGKILL}
 # between its BRPOP's reply and its record of the message in ``unacked``.
 RECORD_FAILED = "self.qos.append(message, message.delivery_tag)"
 CONNECTION_LOST = "consumer: Connection to broker lost."
+# --transport: the broker_transport setting of the workers (None: the package's default).
+TRANSPORTS: dict[str, str | None] = {"worker": None, "kombu": "redis"}
 VISIBILITY_SECONDS = 10
 # The sweep runs every second, and its lock (which a restart may leave held, AOF
 # keeping it) expires with the visibility timeout instead of after 300 s.
@@ -176,8 +184,11 @@ class Watcher(threading.Thread):
         self.client.close()
 
 
-def worker_env(broker_url: str) -> dict[str, str]:
-    settings = {"imports": [workload.MODULE], "broker_transport_options": TRANSPORT_OPTIONS}
+def worker_env(broker_url: str, transport: str | None) -> dict[str, str]:
+    settings: dict[str, object] = {"imports": [workload.MODULE],
+                                   "broker_transport_options": TRANSPORT_OPTIONS}
+    if transport:
+        settings["broker_transport"] = transport
     env = {k: v for k, v in os.environ.items() if not k.startswith("METAMAPPER_")}
     env.update(PATH=os.pathsep.join([str(BIN), env.get("PATH", "")]),
                PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "devenv/workload_image")]),
@@ -198,8 +209,9 @@ class Fleet:
     """``count`` Celery workers of the real app on the broker, each started again when it
     exits, as its pod's container would be; ``exits`` counts those."""
 
-    def __init__(self, broker_url: str, home: Path, count: int, concurrency: int) -> None:
-        self.env, self.concurrency = worker_env(broker_url), concurrency
+    def __init__(self, broker_url: str, home: Path, count: int, concurrency: int,
+                 transport: str | None) -> None:
+        self.env, self.concurrency = worker_env(broker_url, transport), concurrency
         self.logs = [home / f"worker{n}.log" for n in range(count)]
         self.pids = [self._spawn(n) for n in range(count)]
         self.exits = 0
@@ -220,8 +232,9 @@ class Fleet:
 
 
 @contextmanager
-def workers(broker_url: str, home: Path, count: int, concurrency: int) -> Iterator[Fleet]:
-    fleet = Fleet(broker_url, home, count, concurrency)
+def workers(broker_url: str, home: Path, count: int, concurrency: int,
+            transport: str | None) -> Iterator[Fleet]:
+    fleet = Fleet(broker_url, home, count, concurrency, transport)
     try:
         wait_until(lambda: all(f"worker{n}@soak ready." in text for n, text in enumerate(
             fleet.texts().values())), 120, what="the workers ready")
@@ -273,6 +286,7 @@ class Load:
     concurrency: int
     rate: float                       # tasks sent per second
     durations: tuple[float, float]    # a task's seconds: uniform between these
+    transport: str | None             # the workers' broker_transport setting
 
 
 def soak(kind: Kind, restarts: int, rng: random.Random, home: Path, record_url: str,
@@ -287,7 +301,8 @@ def soak(kind: Kind, restarts: int, rng: random.Random, home: Path, record_url: 
     watcher = Watcher(broker.url)
     stops: list[float] = []
     try:
-        with workers(broker.url, home, load.workers, load.concurrency) as fleet:
+        with workers(broker.url, home, load.workers, load.concurrency,
+                     load.transport) as fleet:
             sender.start()
             watcher.start()
             for n in range(restarts):
@@ -339,11 +354,15 @@ def main() -> None:
                         help="a task's shortest and longest seconds")
     parser.add_argument("--kinds", default="aof-term,aof-kill,default-term,default-kill",
                         type=lambda s: [Kind.parse(k) for k in s.split(",")])
+    parser.add_argument("--transport", choices=sorted(TRANSPORTS), default="worker",
+                        help="the workers' Redis transport: the worker package's (atomic "
+                        "take) or kombu's own")
     parser.add_argument("--keep", type=Path, help="work in this new folder and keep it "
                         "(the workers' logs, the brokers' files)")
     args = parser.parse_args()
     shortest, longest = (float(s) for s in args.durations.split(","))
-    load = Load(args.workers, args.concurrency, args.rate, (shortest, longest))
+    load = Load(args.workers, args.concurrency, args.rate, (shortest, longest),
+                TRANSPORTS[args.transport])
     rng = random.Random(args.seed)
     outcomes = []
     with (folder(args.keep) as tmp, redis_server(Path(tmp) / "records") as record_url):
@@ -351,7 +370,8 @@ def main() -> None:
             say(f"{kind.name}: {args.restarts} restarts ...")
             outcomes.append(soak(kind, args.restarts, rng, Path(tmp) / kind.name,
                                  record_url, load))
-    print(f"broker restarts: seed {args.seed}, {args.workers} workers x {args.concurrency} "
+    print(f"broker restarts: {args.transport} transport, seed {args.seed}, "
+          f"{args.workers} workers x {args.concurrency} "
           f"processes, {args.rate:g} tasks/s of {shortest:g}-{longest:g} s, visibility timeout "
           f"{VISIBILITY_SECONDS} s")
     print_table(["kind", "restarts", "sent", "refused", "lost", "dropped at record",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -40,6 +41,21 @@ class OwnRedis:
             self.proc.send_signal(sig)
             self.proc.wait()
             self.proc = None
+
+
+def command(*args: str | bytes) -> bytes:
+    """One Redis command in the protocol's own encoding."""
+    parts = [arg if isinstance(arg, bytes) else arg.encode() for arg in args]
+    return b"".join([b"*%d\r\n" % len(parts),
+                     *(b"$%d\r\n%s\r\n" % (len(part), part) for part in parts)])
+
+
+def push_then(server: OwnRedis, queue: str, raw: bytes, *then: bytes) -> None:
+    """LPUSH ``raw`` to ``queue`` and run ``then`` in the same write: the server handles
+    them in one pass of its event loop, before it sends any reply."""
+    with socket.create_connection(("127.0.0.1", server.port)) as conn:
+        conn.sendall(command("LPUSH", queue, raw) + b"".join(then))
+        conn.recv(1024)
 
 
 def wait_for_event(events: Callable[[str], list[str]], reason: str, text: str = "",

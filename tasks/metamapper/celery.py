@@ -4,6 +4,10 @@ Configuration: the module named by METAMAPPER_CELERY_CONFIG_MODULE (by default
 :mod:`metamapper.conf.celery`, upstream Metamapper's default, which reads the
 environment). Metamapper's defaults (:mod:`metamapper.defaults`) sit beneath it, so a
 module of your own only needs the settings it changes, e.g. ``broker_url``.
+
+A Redis broker is used through :mod:`metamapper.redis_transport` (kombu's Redis transport
+whose take of a message and its record as unacknowledged are one step), unless the
+``broker_transport`` setting names another.
 """
 
 import logging
@@ -12,13 +16,22 @@ from collections import ChainMap
 from typing import Any
 
 from celery import Celery, signals
+from celery.app.amqp import AMQP
 
 from metamapper import metastore_env
 from metamapper.bootsteps import HttpProbes, Liveness, Readiness
 from metamapper.defaults import SETTINGS
+from metamapper.redis_transport import BrokerConnection
 
 CONFIG_MODULE_ENV = "METAMAPPER_CELERY_CONFIG_MODULE"
 DEFAULT_CONFIG_MODULE = "metamapper.conf.celery"
+
+
+class MetamapperAMQP(AMQP):
+    """Celery's messaging with broker connections that choose the worker's Redis
+    transport (:class:`metamapper.redis_transport.BrokerConnection`)."""
+
+    Connection = BrokerConnection
 
 
 class MetamapperCelery(Celery):
@@ -26,6 +39,8 @@ class MetamapperCelery(Celery):
 
     (``Celery.add_defaults`` would place them above the module, overriding it.)
     """
+
+    amqp_cls = MetamapperAMQP
 
     def prepare_config(self, c: Any) -> Any:
         return ChainMap(super().prepare_config(c), SETTINGS)

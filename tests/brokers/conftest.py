@@ -41,15 +41,17 @@ def publisher() -> Iterator[Callable[..., Celery]]:
 
 @pytest.fixture
 def worker(tmp_path: Path) -> Iterator[Callable[..., Process]]:
-    """``worker(broker_url, queues, **transport_options)``: ``celery --app metamapper
-    worker`` with Metamapper's defaults (late acks, prefetch 1) and the
+    """``worker(broker_url, queues, transport=None, **transport_options)``: ``celery --app
+    metamapper worker`` with Metamapper's defaults (late acks, prefetch 1) and the
     ``tests.brokers.hold`` task; started and ready, stopped after the test."""
     started: list[Process] = []
 
     def start(broker_url: str, queues: str, concurrency: int = 2,
-              **transport_options: Any) -> Process:
-        settings = {"imports": ["tests.brokers.holdtasks"],
-                    "broker_transport_options": transport_options}
+              transport: str | None = None, **transport_options: Any) -> Process:
+        settings: dict[str, Any] = {"imports": ["tests.brokers.holdtasks"],
+                                    "broker_transport_options": transport_options}
+        if transport:   # the ``broker_transport`` setting: "redis" is kombu's own
+            settings["broker_transport"] = transport
         env = {k: v for k, v in os.environ.items() if not k.startswith("METAMAPPER_")}
         env.update(PATH=os.pathsep.join([str(BIN), env.get("PATH", "")]),
                    PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1",

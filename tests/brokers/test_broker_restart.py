@@ -1,16 +1,20 @@
-"""A Redis broker restart against a real worker: where kombu's Redis transport loses a task.
+"""A Redis broker restart against a real worker: where kombu's Redis transport loses a task,
+and how the worker's own transport (metamapper.redis_transport) keeps it.
 
 kombu's Redis transport takes a message off its queue list with ``BRPOP`` and only then,
 in a second command on another connection, records it in the ``unacked`` hash that its
 visibility sweep restores from. Until that second command lands, the message exists
 only in the server's reply buffer or in the worker's memory. A broker that goes away in
-between loses it, whatever its persistence: the append-only file keeps the pop.
+between loses it, whatever its persistence: the append-only file keeps the pop. The
+worker's transport takes and records in one script, and waits for the server's notices
+instead of a blocking pop.
 
-These tests put the broker's end exactly there, without racing: a task message is pushed
-to an idle worker's queue in the same write as the command that stops the broker (the
-reply to the worker's ``BRPOP`` is never sent), or the broker holds the worker's writes
-(``CLIENT PAUSE WRITE``) after sending the reply and is then stopped. They also pin what
-a broker restart does not lose: tasks cut off while running come back through the
+These tests put the broker's end exactly there, without racing, with kombu's transport
+(``broker_transport = "redis"``) and with the worker's: a task message is pushed to an
+idle worker's queue in the same write as the command that stops the broker (the reply
+to kombu's ``BRPOP`` is never sent), or the broker holds the worker's writes (``CLIENT
+PAUSE WRITE``: kombu's record, the worker's take) and is then stopped. They also pin
+what a broker restart does not lose: tasks cut off while running come back through the
 visibility sweep, which the worker registers again on its new connection; and a worker
 told to stop consuming (``cancel_consumer``) before a planned restart loses nothing.
 The last one pins, as an expected failure, that a worker with a task running and a
@@ -19,7 +23,6 @@ BRPOP waiting exits at a broker restart. See docs/broker-restarts.md.
 
 from __future__ import annotations
 
-import socket
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,11 +33,15 @@ import redis
 from celery import Celery
 
 from devenv.waiting import wait_until
-from tests.helpers import OwnRedis
+from tests.helpers import OwnRedis, command, push_then
 from tests.tasks.conftest import Process
 
 HOLD = "tests.brokers.hold"
 QUEUE = "default"
+KOMBU = "redis"   # kombu's own Redis transport, by the broker_transport setting
+# (transport, whether the stop loses the message): kombu's, and the worker's default.
+TRANSPORTS = pytest.mark.parametrize(("transport", "lost"), [(KOMBU, True), (None, False)],
+                                     ids=["kombus-transport", "the-workers-transport"])
 WORKER = "probe0@test"
 # Production's persistence: Redis's default snapshots plus an append-only file.
 PRODUCTION = ["--save", "3600 1 300 100 60 10000", "--appendonly", "yes",
@@ -60,13 +67,6 @@ def gate(tmp_path: Path) -> Path:
     folder = tmp_path / "gate"
     folder.mkdir()
     return folder
-
-
-def command(*args: str | bytes) -> bytes:
-    """One Redis command in the protocol's own encoding."""
-    parts = [arg if isinstance(arg, bytes) else arg.encode() for arg in args]
-    return b"".join([b"*%d\r\n" % len(parts),
-                     *(b"$%d\r\n%s\r\n" % (len(part), part) for part in parts)])
 
 
 def task_message(broker: OwnRedis, publisher: Callable[..., Celery], gate: Path) -> tuple[
@@ -95,12 +95,12 @@ def waiting_in_brpop(broker: OwnRedis) -> bool:
     return any(c["cmd"] == "brpop" and "b" in c["flags"] for c in client_list(broker))
 
 
-def push_then(broker: OwnRedis, raw: bytes, *then: bytes) -> None:
-    """LPUSH ``raw`` to the queue and run ``then`` in the same write: the server handles
-    them in one pass of its event loop, before it sends any reply."""
-    with socket.create_connection(("127.0.0.1", broker.port)) as conn:
-        conn.sendall(command("LPUSH", QUEUE, raw) + b"".join(then))
-        conn.recv(1024)
+def waiting(broker: OwnRedis, transport: str | None) -> bool:
+    """The worker idle, ready to take: in BRPOP (kombu's), or tracking its queue keys
+    for the server's notices (the worker's transport)."""
+    if transport == KOMBU:
+        return waiting_in_brpop(broker)
+    return any("t" in c["flags"] and "B" in c["flags"] for c in client_list(broker))
 
 
 def reconnected(worker: Process) -> bool:
@@ -134,44 +134,65 @@ def assert_gone(broker: OwnRedis, publisher: Callable[..., Celery], worker: Proc
     assert f"[{task_id}] received" not in worker.log
 
 
-def test_a_broker_stopping_in_the_pass_that_served_a_pop_loses_the_message(
-        broker: OwnRedis, publisher: Callable[..., Celery], worker: Callable[..., Process],
-        gate: Path, tmp_path: Path) -> None:
-    (gate / "release").touch()
-    probe = worker(broker.url, QUEUE, **SWEEP)
-    task_id, raw = task_message(broker, publisher, gate)
-    wait_until(lambda: waiting_in_brpop(broker), what="the worker waiting in BRPOP")
+def assert_run(broker: OwnRedis, gate: Path, task_id: str) -> None:
+    """The task runs (from its queue or, through the sweep, from ``unacked``)."""
+    wait_until(lambda: ran(gate, task_id), timeout=60, what="the task run")
+    wait_until(lambda: broker_state(broker) == (0, 0), timeout=30,
+               what="the queue and unacked empty")
 
-    push_then(broker, raw, command("SHUTDOWN"))
+
+@TRANSPORTS
+def test_a_broker_stopping_in_the_pass_that_served_a_take(
+        broker: OwnRedis, publisher: Callable[..., Celery], worker: Callable[..., Process],
+        gate: Path, tmp_path: Path, transport: str | None, lost: bool) -> None:
+    """kombu's BRPOP is served in the pass that stops the broker: the pop is kept, the
+    reply never sent, the message lost. The worker's transport has no take waiting on
+    the server: the message stays queued and runs after the restart."""
+    (gate / "release").touch()
+    probe = worker(broker.url, QUEUE, transport=transport, **SWEEP)
+    task_id, raw = task_message(broker, publisher, gate)
+    wait_until(lambda: waiting(broker, transport), what="the worker idle")
+
+    push_then(broker, QUEUE, raw, command("SHUTDOWN"))
     broker.stop()   # already gone: reaps it
     broker.start()
 
-    # The pop is on disk: the append-only file has the push, then the pop of the queue.
-    aof = b"".join(p.read_bytes()
-                   for p in sorted((tmp_path / "broker").glob("appendonlydir/*.incr.aof")))
-    assert b"RPOP" in aof[aof.index(task_id.encode()):]
     wait_until(lambda: reconnected(probe), timeout=60, what="the worker reconnected")
-    assert_gone(broker, publisher, probe, gate, task_id)
+    if lost:
+        # The pop is on disk: the append-only file has the push, then the pop.
+        aof = b"".join(p.read_bytes()
+                       for p in sorted((tmp_path / "broker").glob("appendonlydir/*.incr.aof")))
+        assert b"RPOP" in aof[aof.index(task_id.encode()):]
+        assert_gone(broker, publisher, probe, gate, task_id)
+    else:
+        assert_run(broker, gate, task_id)
 
 
-def test_a_broker_stopping_before_the_worker_records_a_popped_message_loses_it(
+@TRANSPORTS
+def test_a_broker_stopping_while_the_worker_takes(
         broker: OwnRedis, publisher: Callable[..., Celery], worker: Callable[..., Process],
-        gate: Path) -> None:
+        gate: Path, transport: str | None, lost: bool) -> None:
+    """The broker holds the worker's writes, then stops: kombu's record in unacked (after
+    its BRPOP's reply went out) never lands and the message is lost; the worker's take
+    (one script) never runs, and the message stays queued."""
     (gate / "release").touch()
-    probe = worker(broker.url, QUEUE, **SWEEP)
+    probe = worker(broker.url, QUEUE, transport=transport, **SWEEP)
     task_id, raw = task_message(broker, publisher, gate)
-    wait_until(lambda: waiting_in_brpop(broker), what="the worker waiting in BRPOP")
+    wait_until(lambda: waiting(broker, transport), what="the worker idle")
 
-    # The reply to BRPOP goes out; the worker's MULTI/ZADD/HSET into unacked is held.
-    push_then(broker, raw, command("CLIENT", "PAUSE", "60000", "WRITE"))
-    wait_until(lambda: any(c["cmd"] == "zadd" and "x" in c["flags"] and "b" in c["flags"]
-                           for c in client_list(broker)),
-               what="the worker's record in unacked held")
+    push_then(broker, QUEUE, raw, command("CLIENT", "PAUSE", "60000", "WRITE"))
+    held = (lambda c: c["cmd"] == "zadd" and "x" in c["flags"]) if lost else (
+        lambda c: c["cmd"] == "eval")
+    wait_until(lambda: any(held(c) and "b" in c["flags"] for c in client_list(broker)),
+               what="the worker's record or take held")
     broker.stop()
     broker.start()
 
     wait_until(lambda: reconnected(probe), timeout=60, what="the worker reconnected")
-    assert_gone(broker, publisher, probe, gate, task_id)
+    if lost:
+        assert_gone(broker, publisher, probe, gate, task_id)
+    else:
+        assert_run(broker, gate, task_id)
 
 
 def test_tasks_cut_off_by_a_restart_come_back_through_the_sweep_on_the_new_connection(
@@ -213,9 +234,10 @@ def test_a_worker_that_stopped_consuming_before_the_restart_loses_nothing(
     task_id, raw = task_message(broker, publisher, gate)
     assert publisher(broker.url).control.cancel_consumer(QUEUE, destination=[WORKER],
                                                          reply=True)
-    wait_until(lambda: not waiting_in_brpop(broker), what="no BRPOP waiting")
+    wait_until(lambda: not waiting_in_brpop(broker) and not waiting(broker, None),
+               what="no take waiting, no queue tracked")
 
-    push_then(broker, raw, command("SHUTDOWN"))
+    push_then(broker, QUEUE, raw, command("SHUTDOWN"))
     broker.stop()
     broker.start()
     wait_until(lambda: reconnected(probe), timeout=60, what="the worker reconnected")
@@ -238,8 +260,9 @@ def test_a_worker_with_a_task_running_and_a_brpop_waiting_survives_a_broker_rest
         broker: OwnRedis, publisher: Callable[..., Celery], worker: Callable[..., Process],
         gate: Path) -> None:
     """One process runs a held task (delivered, not acknowledged), the other is idle, so
-    the worker's channel has a BRPOP waiting when the broker goes away."""
-    probe = worker(broker.url, QUEUE, **SWEEP)
+    the worker's channel has a BRPOP waiting when the broker goes away (kombu's
+    transport: the worker's own has no command waiting while idle)."""
+    probe = worker(broker.url, QUEUE, transport=KOMBU, **SWEEP)
     task_id = str(uuid.uuid4())
     publisher(broker.url).send_task(HOLD, args=(str(gate),), task_id=task_id)
     wait_until(lambda: ran(gate, task_id), timeout=60, what="the task running")

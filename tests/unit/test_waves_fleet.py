@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import dataclasses
 import datetime
-from collections.abc import Mapping
 from typing import Any
 
 import kopf
 
 from metamapper_operator import handlers
-from metamapper_operator.autoscale.drainplan import Load, WorkerPod
+from metamapper_operator.autoscale.drainplan import Load
 from metamapper_operator.autoscale.loop import Autoscaler
 from metamapper_operator.autoscale.shrink import Shrinker
 from metamapper_operator.autoscale.waves import Outlook, Wave
@@ -28,7 +26,8 @@ from metamapper_operator.state import Key
 from metamapper_operator.status import DeploymentState, measured
 from tests.unit.sample import BODY
 from tests.unit.test_reconcile_containment import StatusKube, condition, runtime_of
-from tests.unit.test_wiring import ACCESS, FakeControl, FakeKube, FakeProbe
+from tests.unit.test_waves_loop import StartingKube, at
+from tests.unit.test_wiring import ACCESS, FakeControl, FakeProbe
 
 UTC = datetime.UTC
 POLL = 30
@@ -40,23 +39,6 @@ POOLS = [
     {"name": "usage", "queues": ["usage"], "minReplicas": 1, "maxReplicas": 3},
     {"name": "runs", "queues": ["revisioner"], "minReplicas": 0, "maxReplicas": 3},
 ]
-
-
-def at(text: str) -> datetime.datetime:
-    return datetime.datetime.fromisoformat(text).replace(tzinfo=UTC)
-
-
-class StartingKube(FakeKube):
-    """Its pods were created at ``created`` and took ``start_seconds`` to be Ready."""
-
-    start_seconds: float | None = None
-    created: datetime.datetime | None = None
-
-    async def list_pods(self, namespace: str, labels: Mapping[str, str]
-                        ) -> dict[str, WorkerPod]:
-        return {name: dataclasses.replace(pod, start_seconds=self.start_seconds,
-                                          created=self.created)
-                for name, pod in (await super().list_pods(namespace, labels)).items()}
 
 
 class Fleets:
