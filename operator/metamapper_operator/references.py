@@ -29,7 +29,7 @@ from metamapper_operator.model import (
     parse,
     transport_of,
 )
-from metamapper_urls import URLError, parse_url, redact
+from metamapper_urls import URLError, in_namespace, parse_url, redact
 
 ReadSecret = Callable[[str, str], Awaitable[dict[str, str] | None]]
 
@@ -171,10 +171,14 @@ async def resolve(fleet: Fleet, read: ReadSecret) -> BrokerAccess:
         management = Credentials(user=parsed.username, password=parsed.password)
     aws = await _credentials(read, ns, broker.sqs_credentials,
                              "spec.broker.sqs.credentialsSecretRef")
+    # The operator reaches a Service the URL names by its short name in the fleet's
+    # namespace, as the fleet's pods do, not in its own.
+    management_url = broker.rabbitmq_management_url
     return BrokerAccess(
-        transport=transport, url=url,
+        transport=transport, url=in_namespace(url, ns),
         redis=RedisLayout.of(fleet) if transport == "redis" else RedisLayout(),
-        management_url=broker.rabbitmq_management_url, management_user=management.user,
+        management_url=None if management_url is None else in_namespace(management_url, ns),
+        management_user=management.user,
         management_password=management.password, region=broker.sqs_region,
         queue_name_prefix=broker.sqs_queue_name_prefix,
         aws_access_key_id=aws.user, aws_secret_access_key=aws.password,
