@@ -44,6 +44,8 @@ from devenv.stack import OPERATOR_NAMESPACE, OPERATOR_RELEASE, OPERATOR_SELECTOR
 from devenv.waiting import WaitTimeout, wait_until
 from devenv.workload import records
 
+LEADER_WAIT = 90.0   # seconds for a live operator pod to hold the Lease (after an upgrade)
+
 
 class Broker(Protocol):
     """A fleet's broker as the injectors see it."""
@@ -225,7 +227,18 @@ class Injectors:
     # --- the operator -----------------------------------------------------------------
 
     def leader(self) -> dict[str, Any]:
-        """The operator pod holding the Lease (the chart runs two here: one stands by)."""
+        """The operator pod holding the Lease (the chart runs two here: one stands by).
+        After an upgrade the Lease names a pod of the old ReplicaSet, on its way out,
+        until a new pod takes it over: that is waited for."""
+        try:
+            found = wait_until(self._leader, LEADER_WAIT, "an operator pod holding the Lease",
+                               interval=1)
+        except WaitTimeout as err:
+            raise RuntimeError(str(err)) from None
+        assert found is not None   # wait_until returns a truthy value
+        return found
+
+    def _leader(self) -> dict[str, Any] | None:
         holder = self.stack.kubectl(
             "get", "lease", "-n", OPERATOR_NAMESPACE, "-o",
             "jsonpath={.items[0].spec.holderIdentity}").stdout.strip()
@@ -233,10 +246,7 @@ class Injectors:
                                  OPERATOR_SELECTOR, "-o", "json").stdout
         pods = [p for p in json.loads(out)["items"] if not p["metadata"].get(
             "deletionTimestamp")]
-        leader = next((p for p in pods if holder and p["metadata"]["name"] in holder), None)
-        if leader is None:
-            raise RuntimeError(f"no operator pod holds the Lease (holder {holder!r})")
-        return leader
+        return next((p for p in pods if holder and p["metadata"]["name"] in holder), None)
 
     def operator_kill(self, fault: PlannedFault) -> frozenset[str]:
         """SIGKILL the leader's process (a crash); the kubelet restarts its container."""

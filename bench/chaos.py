@@ -3,9 +3,9 @@
 The stack as ``make demo`` runs it (``devenv.stack``: a control plane, a real node with the
 cluster DNS, the operator installed from its chart in pods, two of them so that one stands
 by) runs two fleets in the namespace ``chaos``: ``fleet-redis`` on a Redis of this run's
-own and ``fleet-rabbitmq`` on the development RabbitMQ (a virtual host of this run's own,
-durable queues, Celery's default). Each reaches its broker by a Service name
-(``redis://redis:6379/0``, ``amqp://...@rabbitmq:5672/chaos``), as users' fleets do: a
+own and ``fleet-rabbitmq`` on a RabbitMQ node of this run's own (durable queues, Celery's
+default). Each reaches its broker by a Service name
+(``redis://redis:6379/0``, ``amqp://...@rabbitmq:5672//``), as users' fleets do: a
 Service without a selector whose EndpointSlice points at the broker on this machine. Each
 fleet has two pools: ``fast`` (short tasks, at least one pod) and ``slow`` (tasks from a
 few seconds to longer than the grace period, from zero pods).
@@ -19,7 +19,8 @@ after the fleet recovered from the one before; the injectors are in ``_chaos_inj
 
 Per task id the ledger (``_chaos_ledger``) has its runs: started, finished, on which pod;
 per fault, the time until the fleet was whole again (``_chaos_report``: every pool within
-its bounds and ready, no pod draining, every task sent before the fault finished). When
+its bounds and ready, no pod draining, every task sent before the fault finished but those
+an earlier fault's wait gave up on, written off then and not waited for again). When
 time is up, sending stops, the backlog drains, and a table per fault kind is printed:
 faults, not recovered, tasks lost, ran twice (with how many unexplained: a run again is
 explained only by a fault that could cut the run before it off), interrupted, recovery
@@ -38,12 +39,12 @@ Usage::
 
     python bench/chaos.py [--minutes 30] [--seed 1] [--brokers redis,rabbitmq]
                           [--faults pod-sigkill,broker-restart,...] [--redis aof|default]
-                          [--rate 1.0]
+                          [--rate 1.0] [--root DIR]
 
 ``--redis aof`` runs Redis as production does (append-only file, fsync every second);
 ``--redis default`` with Redis's own defaults (RDB snapshots only): each broker restart
-then restarts it with those settings. The RabbitMQ restart restarts the development
-RabbitMQ: run this alone on the machine.
+then restarts it with those settings. Both brokers are the run's own, so their restarts
+never touch the development services other runs on the machine use.
 
 :func:`soak` is the same run for a test: a fixed seed, a number of faults (one round of
 the catalogue holds every kind once), its outcome returned instead of printed.
@@ -59,7 +60,6 @@ import os
 import random
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -110,7 +110,6 @@ CLAIM_SECONDS = 12 * 3600
 RECOVERY_LIMIT = 300.0      # seconds after a fault's end before it counts as not recovered
 DRAIN_LIMIT = 600.0         # seconds for the last backlog once sending stops
 BURST = 24                  # short tasks sent before a fault marked for a burst
-RABBITMQ_VHOST = "chaos"
 SHORT_SECONDS = 3.0         # tasks up to this long go to the fast pool
 # Short windows so that pools shrink between faults (the defaults are 60 s and 300 s).
 AUTOSCALING = {"scaleDownStabilizationSeconds": 15, "scaleToZeroCooldownSeconds": 10}
@@ -166,34 +165,44 @@ class RedisBroker:
 
 @dataclass
 class RabbitBroker:
-    """The development RabbitMQ (``devenv.services``), in a virtual host of this run's."""
+    """A RabbitMQ node of this run's own (its default virtual host, durable queues as
+    Celery declares them), restarted with its data: the development RabbitMQ other runs
+    on the machine use is never restarted."""
 
+    home: Path
     name: str = "rabbitmq"
     service_port: int = 5672
+    port: int = field(default_factory=free_port)
+    management_port: int = field(default_factory=free_port)
+    dist_port: int = field(default_factory=free_port)
+    pid: int = 0
+
+    def _url(self, host: str, port: int) -> str:
+        return (f"amqp://{services.RABBITMQ_USER}:{services.RABBITMQ_PASSWORD}@"
+                f"{host}:{port}//")
 
     @property
     def host_url(self) -> str:
-        return (f"amqp://{services.RABBITMQ_USER}:{services.RABBITMQ_PASSWORD}@"
-                f"{services.HOST}:{services.RABBITMQ_PORT}/{RABBITMQ_VHOST}")
+        return self._url(services.HOST, self.port)
 
     def pod_url(self) -> str:
-        return (f"amqp://{services.RABBITMQ_USER}:{services.RABBITMQ_PASSWORD}@"
-                f"{self.name}:{self.service_port}/{RABBITMQ_VHOST}")
+        return self._url(self.name, self.service_port)
 
     def start(self) -> None:
-        services.ensure("rabbitmq")
-        services.rabbitmq_api("PUT", f"vhosts/{RABBITMQ_VHOST}")
-        services.rabbitmq_api("PUT", f"permissions/{RABBITMQ_VHOST}/{services.RABBITMQ_USER}",
-                              {"configure": ".*", "write": ".*", "read": ".*"})
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.pid = services.start_rabbitmq(self.home, self.port, self.management_port,
+                                           self.dist_port, node=f"chaos-{self.port}")
+        services.wait_for(lambda: services.port_open(self.port), "rabbitmq-server", 120,
+                          self.home / "log", self.pid)
 
     def stop(self) -> None:
-        with contextlib.suppress(OSError):
-            services.rabbitmq_api("DELETE", f"vhosts/{RABBITMQ_VHOST}")
+        if self.pid:
+            stop_child(self.pid, grace=60)
+            self.pid = 0
 
     def restart(self) -> None:
-        service = services.SERVICES["rabbitmq"]
-        service.stop()
-        service.ensure()
+        self.stop()
+        self.start()
 
 
 Broker = RedisBroker | RabbitBroker
@@ -352,17 +361,18 @@ class Soak:
                  operator: OperatorRelease | None = None) -> None:
         self.root, self.seed, self.kinds, self.rate = root, seed, list(kinds), rate
         self.pauses, self.operator = pauses, operator
-        self.stack = Stack(root, NAMESPACE, services=("redis", "rabbitmq"))
+        self.stack = Stack(root, NAMESPACE, services=("redis",))
         self.record_url = ""
         self.record_claim: redis_claims.Claim | None = None
         known: dict[str, Broker] = {"redis": RedisBroker(root / "redis", redis_persistence),
-                                    "rabbitmq": RabbitBroker()}
+                                    "rabbitmq": RabbitBroker(root / "rabbitmq")}
         self.brokers = {name: known[name] for name in brokers}
         self.started: list[Broker] = []
         self.producer: Producer | None = None
         self.injectors: Injectors | None = None
         self.faults: list[Fault] = []
         self.failed: list[str] = []
+        self.written_off: set[str] = set()
 
     # set-up
 
@@ -382,9 +392,7 @@ class Soak:
         assert self.stack.images is not None
         objects = []
         for broker in self.brokers.values():
-            host_port = broker.port if isinstance(broker, RedisBroker) else \
-                services.RABBITMQ_PORT
-            objects += broker_objects(broker, host_port)
+            objects += broker_objects(broker, broker.port)
             objects += fleet_objects(broker, self.stack.images.workload)
         self.stack.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(
             {"apiVersion": "v1", "kind": "List", "items": objects}))
@@ -415,10 +423,16 @@ class Soak:
                                        pool["maxReplicas"], int(seen.get("replicas", -1)),
                                        int(seen.get("readyReplicas", 0)),
                                        tuple(seen.get("draining") or ())))
-        earlier = [s.task_id for s in (self.producer.sent if self.producer else [])
-                   if s.at < since]
+        earlier = self.earlier(since)
         return Snapshot(time.time(), tuple(pools),
                         tally(self.record_url, earlier).lost if earlier else 0)
+
+    def earlier(self, since: float) -> list[str]:
+        """The tasks sent before ``since`` that a recovery waits for: all but those
+        written off when an earlier fault's wait gave up (lost or not, the ledger tells
+        at the end; they are not this fault's backlog)."""
+        return [s.task_id for s in (self.producer.sent if self.producer else [])
+                if s.at < since and s.task_id not in self.written_off]
 
     def wait_whole(self, began: float, ended: float) -> float | None:
         snapshots: list[Snapshot] = []
@@ -432,6 +446,11 @@ class Soak:
             time.sleep(1)
         if snapshots:
             say("    not whole: " + "; ".join(shortfalls(snapshots[-1])))
+        unfinished = {task_id for task_id in self.earlier(began)
+                      if not records(self.record_url, "done", task_id)}
+        if unfinished:
+            say(f"    written off (not waited for again): {', '.join(sorted(unfinished))}")
+        self.written_off |= unfinished
         return None
 
     # the run
@@ -454,7 +473,8 @@ class Soak:
             began = time.time()
             try:
                 pods = self.injectors.inject(fault)
-            except (DevenvError, RuntimeError, OSError, subprocess.CalledProcessError) as err:
+            except Exception as err:   # any injector's failure: recorded, fails the run,
+                # and the soak goes on with the next fault rather than ending early
                 self.failed.append(f"#{fault.index} {fault.kind}: {err}")
                 say(f"  #{fault.index} {fault.kind} on {fault.broker}: not injected: {err}")
                 continue
@@ -622,6 +642,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="print the first N faults of the schedule and start nothing")
     parser.add_argument("--ledger", type=Path, default=LEDGER,
                         help=f"where every fault and task's runs go as JSON (default {LEDGER})")
+    parser.add_argument("--root", type=Path, default=None,
+                        help="keep the run's state (every daemon's log) in this folder "
+                             "instead of a temporary one removed on the way out")
     args = parser.parse_args(argv)
     if args.plan:
         print_plan(schedule(args.seed, args.plan, args.faults.split(","),
@@ -632,7 +655,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         outcome = soak(args.seed, minutes=args.minutes, brokers=args.brokers.split(","),
                        kinds=args.faults.split(","), redis_persistence=args.redis,
-                       rate=args.rate)
+                       rate=args.rate, root=args.root)
     except KeyboardInterrupt:
         say("interrupted: everything it started is stopped")
         return 130

@@ -170,14 +170,20 @@ def _rabbitmq_ready() -> bool:
     return True
 
 
-def _start_rabbitmq(home: Path) -> int:
+def start_rabbitmq(home: Path, port: int = RABBITMQ_PORT,
+                   management_port: int = RABBITMQ_MANAGEMENT_PORT,
+                   dist_port: int = RABBITMQ_PORT + 20000,
+                   node: str = "metamapper-dev") -> int:
+    """A RabbitMQ node with its state in ``home``: the development one by default; a
+    benchmark that restarts its broker runs one of its own (other ports, another node
+    name, the same epmd)."""
     server = require("/usr/lib/rabbitmq/bin/rabbitmq-server", "rabbitmq-server")
     (home / "enabled_plugins").write_text("[rabbitmq_management].\n")
     # A loopback-only node with a known administrator; guest stays the broker default.
     (home / "rabbitmq.conf").write_text(
-        f"listeners.tcp.1 = 127.0.0.1:{RABBITMQ_PORT}\n"
-        f"listeners.tcp.2 = {HOST}:{RABBITMQ_PORT}\n"
-        f"management.tcp.port = {RABBITMQ_MANAGEMENT_PORT}\n"
+        f"listeners.tcp.1 = 127.0.0.1:{port}\n"
+        f"listeners.tcp.2 = {HOST}:{port}\n"
+        f"management.tcp.port = {management_port}\n"
         f"management.tcp.ip = {HOST}\n"
         f"default_user = {RABBITMQ_USER}\n"
         f"default_pass = {RABBITMQ_PASSWORD}\n"
@@ -188,8 +194,8 @@ def _start_rabbitmq(home: Path) -> int:
     )
     env = {
         "HOME": str(home),
-        "RABBITMQ_NODENAME": "metamapper-dev@localhost",
-        "RABBITMQ_DIST_PORT": str(RABBITMQ_PORT + 20000),
+        "RABBITMQ_NODENAME": f"{node}@localhost",
+        "RABBITMQ_DIST_PORT": str(dist_port),
         "ERL_EPMD_PORT": str(RABBITMQ_EPMD_PORT),
         "ERL_EPMD_ADDRESS": "127.0.0.1",
         "RABBITMQ_CONFIG_FILE": str(home / "rabbitmq"),
@@ -266,7 +272,7 @@ def _start_mariadb(home: Path) -> int:
 
 SERVICES: dict[str, Service] = {
     "redis": Service("redis", (REDIS_PORT,), _start_redis),
-    "rabbitmq": Service("rabbitmq", (RABBITMQ_PORT, RABBITMQ_MANAGEMENT_PORT), _start_rabbitmq,
+    "rabbitmq": Service("rabbitmq", (RABBITMQ_PORT, RABBITMQ_MANAGEMENT_PORT), start_rabbitmq,
                         _rabbitmq_ready, start_timeout=120),
     "postgres": Service("postgres", (POSTGRES_PORT,), _start_postgres),
     "mariadb": Service("mariadb", (MARIADB_PORT,), _start_mariadb),

@@ -12,7 +12,8 @@ tables live here, in the package both images install, and nowhere else.
 - :data:`ROUTES`, :data:`DEFAULT_QUEUE`: upstream's routes;
 - :func:`task_routes`: the routes as Celery's ``task_routes`` setting;
 - :func:`merge`: how ``METAMAPPER_CELERY_SETTINGS`` (a Metamapper's ``celery.settings``)
-  is laid over the defaults: objects key by key, ``None`` removes a key;
+  is laid over the defaults: objects key by key, a key set to :data:`REMOVE` (or ``None``)
+  removes it; :func:`with_nulls` spells each :data:`REMOVE` as ``None``;
 - :func:`route`: the queue Celery's ``task_routes`` mapping gives a task name;
 - :data:`METASTORE_ENV`, :data:`NEEDS_METASTORE`: with none of those variables set there is
   no metastore, and beat leaves out the entries whose task needs one.
@@ -218,17 +219,40 @@ def task_routes() -> dict[str, dict[str, str]]:
     return {glob: {"queue": queue} for glob, queue in ROUTES}
 
 
+#: A key's value that removes the key from the defaults the settings are merged over. A
+#: ``null`` does too, but it does not survive every way of writing a Metamapper: client-side
+#: ``kubectl apply`` leaves nulls out of the object it creates and sends them as "delete this
+#: field" in the merge patch of an update, so the stored object never holds them (so does a
+#: Helm upgrade without server-side apply). A string is stored as written, whatever the way.
+REMOVE = "$remove"
+
+
+def removes(value: Any) -> bool:
+    """Whether a key set to ``value`` is removed by :func:`merge`."""
+    return value is None or (isinstance(value, str) and value == REMOVE)
+
+
 def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    """``base`` with ``override`` merged in: objects recursively, ``None`` deletes."""
+    """``base`` with ``override`` merged in: objects key by key at any depth; a key whose
+    value :func:`removes` is absent from the result (whether or not ``base`` has it)."""
     merged = dict(base)
     for key, value in override.items():
-        if value is None:
+        if removes(value):
             merged.pop(key, None)
-        elif isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = merge(merged[key], value)
+        elif isinstance(value, Mapping):
+            current = merged.get(key)
+            merged[key] = merge(current if isinstance(current, Mapping) else {}, value)
         else:
             merged[key] = value
     return merged
+
+
+def with_nulls(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """``settings`` with each key set to :data:`REMOVE`, at any depth of objects, set to
+    ``None`` instead: the same removals, in the one spelling every reader knows."""
+    return {key: None if removes(value)
+            else with_nulls(value) if isinstance(value, Mapping) else value
+            for key, value in settings.items()}
 
 
 def route(routes: Mapping[str, Any], name: str, default: str) -> str:

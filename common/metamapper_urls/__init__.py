@@ -112,6 +112,35 @@ def without_credentials(url: str) -> str:
     return urlunsplit(parts._replace(netloc=_netloc(parts, None, None), query="", fragment=""))
 
 
+def in_namespace(url: str, namespace: str) -> str:
+    """``url`` with a single-label host (a Service's short name, ``redis``) named as a pod
+    of ``namespace`` resolves it, ``redis.<namespace>.svc``, in every URL of a failover
+    list; every other host (dotted, an IP address, ``localhost``) and everything else in
+    the URL as written.
+
+    A pod's resolver tries its own namespace first, so the fleet's pods find ``redis`` in
+    the fleet's namespace; the operator, in a namespace of its own, would look for it in
+    that one. ``<name>.<namespace>.svc`` is what every pod resolves the same way, whatever
+    the cluster's domain.
+    """
+    failover = alternates(url)
+    if len(failover) > 1:
+        return ";".join(in_namespace(alternate, namespace) for alternate in failover)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    head = f"{parts.scheme}://"
+    if not parts.netloc or not url.startswith(head + parts.netloc):
+        return url
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    host, colon, port = hostport.partition(":")
+    if not host or "." in host or host.startswith("[") or host.lower() == "localhost":
+        return url
+    netloc = f"{userinfo}{at}{host}.{namespace}.svc{colon}{port}"
+    return head + netloc + url[len(head) + len(parts.netloc):]
+
+
 def redact_text(text: str) -> str:
     """``text`` (an error message, a log line) with every URL in it redacted."""
     return _URL_IN_TEXT.sub(lambda match: redact(match[0]), text)

@@ -17,7 +17,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
@@ -25,7 +25,6 @@ from typing import Any
 import kopf
 
 from metamapper_operator.autoscale.loop import Autoscaler
-from metamapper_operator.autoscale.waves import check_schedule
 from metamapper_operator.brokers.base import secrets_of
 from metamapper_operator.builders import (
     LABEL_COMPONENT,
@@ -44,7 +43,7 @@ from metamapper_operator.containment import Boundary, settle
 from metamapper_operator.crd import GROUP, PLURAL, VERSION
 from metamapper_operator.health import Health
 from metamapper_operator.kube import Kube, KubeError, unguarded
-from metamapper_operator.model import Fleet, SpecError, parse
+from metamapper_operator.model import Fleet, SpecError
 from metamapper_operator.plan import (
     Action,
     Apply,
@@ -55,7 +54,13 @@ from metamapper_operator.plan import (
     children_plan,
     summarised,
 )
-from metamapper_operator.references import BrokerAccess, SecretCache, held_parts, resolve
+from metamapper_operator.references import (
+    BrokerAccess,
+    SecretCache,
+    SecretRefused,
+    held_parts,
+    read_spec,
+)
 from metamapper_operator.rollouts import Rollouts
 from metamapper_operator.runtime import Runtime
 from metamapper_operator.state import FleetState, Key, ReconcileInputs
@@ -90,7 +95,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo,
     children = Children((kind.kind, namespace) for kind, namespace in feeds)
     memo["children"] = children
     readiness: Coalescer[Key] = Coalescer(lambda key: publish_readiness(runtime, children, key))
-    autoscaler = Autoscaler(runtime, children.deployments)
+    autoscaler = Autoscaler(runtime, children.deployments, bodies=metamappers)
     memo["autoscaler"] = autoscaler
     health: Health | None = memo.get("health")
     if health is not None:
@@ -281,6 +286,8 @@ async def reconcile(body: kopf.Body, runtime: Runtime,
     inputs = inputs_of(body, deployments, others)
     async with runtime.turns, lock:
         state.reconciled = None
+        # Known from the index alone (listed.Learner): its generation is not carried out.
+        learned = state.fleet if state.listed else None
         boundary = Boundary(RECONCILE, "ReconcileFailed",
                             secrets_of(state.access) if state.access else (),
                             expected=(KubeError,))
@@ -301,12 +308,21 @@ async def reconcile(body: kopf.Body, runtime: Runtime,
         fault = boundary.fault
         if isinstance(boundary.error, KubeError):
             fault = replace(fault, reason="ApplyFailed")
+        if learned is not None and state.fleet is learned:
+            _unlearn(state)
         await runtime.settle(key, RECONCILE, fault)
         with contextlib.suppress(KubeError):  # the status may be what fails
             await runtime.publish(key, deployments, seen_status)
         if isinstance(boundary.error, KubeError) and boundary.error.retryable:
             raise kopf.TemporaryError(fault.message, delay=5)
         raise kopf.PermanentError(fault.message)
+
+
+def _unlearn(state: FleetState) -> None:
+    """Drop what was learned of the object from kopf's index alone (listed.Learner),
+    before a status with a fault is written: this process has neither carried that
+    generation out nor refused it, so the status must not say it is in force."""
+    state.fleet, state.access, state.generation = None, None, 0
 
 
 async def _reconcile(body: kopf.Body, runtime: Runtime, state: FleetState, key: Key,
@@ -348,12 +364,11 @@ async def _plan(body: kopf.Body, runtime: Runtime, state: FleetState, key: Key,
     """What this reconcile does (None: the object is gone and forgotten). Reads the
     Secrets the spec names, and the object itself when a child is missing and the body
     comes from kopf's index (see :func:`reconcile`); writes nothing."""
-    fleet: Fleet | None = None
     try:
-        fleet = check_schedule(parse(body))
-        access = await resolve(fleet, runtime.secrets.read)
+        spec = await read_spec(body, runtime.secrets.read)
     except SpecError as err:
-        return Refusal(generation, str(err), final=fleet is None)
+        return Refusal(generation, str(err), final=not isinstance(err, SecretRefused))
+    fleet, access = spec.fleet, spec.access
     boundary.secrets.extend(secrets_of(access))
     parts = await held_parts(fleet, runtime.secrets.read)
     desired = desired_objects(fleet, access.transport, {
@@ -411,10 +426,15 @@ async def _carry_out(runtime: Runtime, state: FleetState, key: Key, meta: Mappin
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL)
-async def apply_spec(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def apply_spec(body: kopf.Body, memo: kopf.Memo, reason: str | None = None,
+                     **_: Any) -> None:
     runtime: Runtime = memo["runtime"]
     children: Children = memo["children"]
-    runtime.secrets.forget(body.metadata.namespace or "")
+    if reason != kopf.Reason.RESUME:
+        # A spec change reads its Secrets afresh. Not a resume: a new process's cache
+        # holds only its own reads, which objects still to be learned wait for
+        # (listed.Learner).
+        runtime.secrets.forget(body.metadata.namespace or "")
     await _until_listed(body, runtime, children)
     await _reconcile_from_watch(body, runtime, children, from_event=True)
 
@@ -441,9 +461,11 @@ async def _until_listed(body: kopf.Body, runtime: Runtime, children: Children) -
             continue
         kind = next(iter(children.refusals))[0]
         key = Key(body.metadata.namespace or "", body.metadata.name or "")
-        _, lock = runtime.state(key, body.metadata.uid or "")   # made if new: settle finds it
+        state, lock = runtime.state(key, body.metadata.uid or "")  # made if new: settle finds it
         fault = Fault(step=LISTING, reason=f"CannotList{kind}s", message=why)
         async with lock:
+            if state.listed:
+                _unlearn(state)
             await runtime.settle(key, LISTING, fault)
             with contextlib.suppress(KubeError):  # the next try writes it
                 await runtime.publish(key, {}, dict(body.get("status") or {}))
@@ -457,20 +479,32 @@ async def resync_loop(runtime: Runtime, bodies: kopf.Index[Key, str],
     handlers missed. An object at rest costs a comparison."""
     while True:
         await asyncio.sleep(runtime.config.resync_seconds)
-        await children.listed.wait()
-        for key in list(bodies):
-            owned = children.of(key)
-            for entry in list(bodies.get(key, [])):
-                body = indexed_body(entry)
-                if unchanged(runtime, key, inputs_of(body, owned.deployments, owned.hashes)):
-                    continue
-                try:
-                    await _reconcile_from_watch(body, runtime, children)
-                except (kopf.TemporaryError, kopf.PermanentError) as err:
-                    log.warning("resync of %s/%s failed: %s", *key, err)
-                except Exception:
-                    # One broken object must not stop the others from being reconciled.
-                    log.exception("resync of %s/%s failed", *key)
+        await resync_once(runtime, bodies, children)
+
+
+async def resync_once(runtime: Runtime, bodies: Mapping[Key, Collection[str]],
+                      children: Children) -> None:
+    """One round of :func:`resync_loop`. An object with no state, or known from the
+    index alone (``state.listed``), is left to its resume handler, queued after a
+    restart: it brings the status the watch saw, where the index's body has none (every
+    field would look new, and be written)."""
+    await children.listed.wait()
+    for key in list(bodies):
+        state = runtime.fleets.get(key)
+        if state is None or state.listed:
+            continue
+        owned = children.of(key)
+        for entry in list(bodies.get(key, [])):
+            body = indexed_body(entry)
+            if unchanged(runtime, key, inputs_of(body, owned.deployments, owned.hashes)):
+                continue
+            try:
+                await _reconcile_from_watch(body, runtime, children)
+            except (kopf.TemporaryError, kopf.PermanentError) as err:
+                log.warning("resync of %s/%s failed: %s", *key, err)
+            except Exception:
+                # One broken object must not stop the others from being reconciled.
+                log.exception("resync of %s/%s failed", *key)
 
 
 async def _reconcile_from_watch(body: kopf.Body, runtime: Runtime, children: Children,

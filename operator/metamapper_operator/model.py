@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
+from metamapper_beat import with_nulls
 from metamapper_urls import URLError, alternates, has_credentials, parse_url
 
 # The worker image's own task_time_limit (tasks/metamapper/defaults.py), in force unless
@@ -758,12 +759,14 @@ TRANSPORT_OPTIONS = "broker_transport_options"
 TRANSPORT_TEXTS = ("sep", "unacked_key", "unacked_index_key", "global_keyprefix")
 
 
-def _check_celery_settings(settings: Any) -> Mapping[str, Any]:
-    """``settings`` if the operator can read what it reads of them and they hold no
-    credential (they are rendered into a ConfigMap)."""
+def _check_celery_settings(given: Any) -> Mapping[str, Any]:
+    """``given``, each key set to ``$remove`` set to None (both remove the key as the worker
+    merges them: every reader, the worker's included, knows None), if the operator can read
+    what it reads of them and they hold no credential (they are rendered into a ConfigMap)."""
     where = "spec.celery.settings"
-    if not isinstance(settings, Mapping) or not all(isinstance(k, str) for k in settings):
+    if not isinstance(given, Mapping) or not all(isinstance(k, str) for k in given):
         raise SpecError(where, "must map Celery setting names to values")
+    settings = with_nulls(given)
     for key in TIME_LIMITS:
         if settings.get(key) is not None:
             _number(f"{where}.{key}", settings[key])
@@ -786,7 +789,7 @@ def _check_transport_options(where: str, options: Any) -> None:
         raise SpecError(f"{where}.priority_steps",
                         "must be a list of whole numbers from 0 to 255")
     for key in TRANSPORT_TEXTS:
-        if key in options:
+        if options.get(key) is not None:   # None: removed, kombu's own
             _text(f"{where}.{key}", options[key])
 
 

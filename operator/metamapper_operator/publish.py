@@ -29,15 +29,22 @@ async def publish(kube: Kube, key: Key, state: FleetState,
                   deployments: Mapping[str, DeploymentState],
                   seen_status: Mapping[str, Any] | None = None) -> None:
     """Render the status of ``key`` from ``state`` and write it if it differs from the
-    last one written or seen (``seen_status``, the object's status as the watch saw it)."""
+    last one written or seen (``seen_status``, the object's status as the watch saw it).
+
+    Nothing is written for an object known from kopf's index alone (``state.listed``)
+    until a status seen comes with it (its reconcile's): compared with nothing, every
+    field would look new."""
+    if seen_status is None and state.listed:
+        return
     if seen_status is not None and state.status is None:
-        state.status = compact(seen_status)
-        if not (state.scaling or state.broker_error or state.unconsumed is not None):
-            # A process new to the object (a restart, a new leader): it carries on from
-            # the measurements its status shows until its autoscaler measures again.
-            last = measured(seen_status)
-            state.scaling.update(last.scaling)
-            state.broker_error, state.unconsumed = last.broker_error, last.unconsumed
+        state.status, state.listed = compact(seen_status), False
+        # A process new to the object (a restart, a new leader): it carries on from the
+        # measurements its status shows until its autoscaler measures again, but for the
+        # pools that autoscaler resized already (known from the index: listed.Learner).
+        last = measured(seen_status)
+        for pool, scale in last.scaling.items():
+            state.scaling.setdefault(pool, scale)
+        state.broker_error, state.unconsumed = last.broker_error, last.unconsumed
     previous = json.loads(state.status) if state.status else {}
     observed = Observed(
         generation=state.generation, now=now(), fleet=state.fleet,

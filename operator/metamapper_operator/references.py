@@ -14,9 +14,11 @@ credentials, so it never prints them: every secret field is left out of ``repr``
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
+from metamapper_operator.autoscale.waves import check_schedule
 from metamapper_operator.builders import Held, Part
 from metamapper_operator.model import (
     WORKER_TASK_TIME_LIMIT,
@@ -24,9 +26,10 @@ from metamapper_operator.model import (
     Fleet,
     SecretKeyRef,
     SpecError,
+    parse,
     transport_of,
 )
-from metamapper_urls import URLError, parse_url, redact
+from metamapper_urls import URLError, in_namespace, parse_url, redact
 
 ReadSecret = Callable[[str, str], Awaitable[dict[str, str] | None]]
 
@@ -50,7 +53,9 @@ class RedisLayout:
     def of(cls, fleet: Fleet) -> RedisLayout:
         """The fleet's layout (the model has checked the types of the options it reads)."""
         settings = fleet.celery_settings
-        options = settings.get("broker_transport_options") or {}
+        # An option set to None is removed from the worker's: kombu's own is in force.
+        options = {key: value for key, value in
+                   (settings.get("broker_transport_options") or {}).items() if value is not None}
         defaults = cls()
         limit = settings.get("task_time_limit") or WORKER_TASK_TIME_LIMIT
         visibility = options.get("visibility_timeout") or limit
@@ -108,6 +113,35 @@ async def _credentials(read: ReadSecret, namespace: str, ref: CredentialsRef | N
                        password=await _secret_value(read, namespace, ref.password, where))
 
 
+class SecretRefused(SpecError):
+    """The spec reads, but the Secrets it names do not (missing, a key missing, a URL
+    that disagrees with the spec): unlike the spec's own faults, this may pass without
+    an edit of the object, once the Secret is created or changed."""
+
+
+@dataclass(frozen=True, slots=True)
+class SpecRead:
+    """A spec the operator can act on: its fleet and the broker its pools use."""
+
+    fleet: Fleet
+    access: BrokerAccess
+
+
+async def read_spec(body: Mapping[str, Any], read: ReadSecret) -> SpecRead:
+    """Everything a reconcile checks of an object before it acts on it: the spec parses,
+    Celery accepts its crontabs (``waves.check_schedule``), the Secrets its broker needs
+    resolve. The one reading of a spec, for the reconcile and for learning an object
+    from kopf's index alone (``listed.Learner``), so both refuse the same specs. Raises
+    :class:`SpecError` (:class:`SecretRefused` when the Secrets are at fault), and
+    whatever ``read`` raises."""
+    fleet = check_schedule(parse(body))
+    try:
+        access = await resolve(fleet, read)
+    except SpecError as err:
+        raise SecretRefused(err.field, err.message) from err
+    return SpecRead(fleet, access)
+
+
 async def resolve(fleet: Fleet, read: ReadSecret) -> BrokerAccess:
     """Read the Secrets the fleet names and check them; raises :class:`SpecError`."""
     broker, ns = fleet.broker, fleet.namespace
@@ -139,10 +173,14 @@ async def resolve(fleet: Fleet, read: ReadSecret) -> BrokerAccess:
         management = Credentials(user=parsed.username, password=parsed.password)
     aws = await _credentials(read, ns, broker.sqs_credentials,
                              "spec.broker.sqs.credentialsSecretRef")
+    # The operator reaches a Service the URL names by its short name in the fleet's
+    # namespace, as the fleet's pods do, not in its own.
+    management_url = broker.rabbitmq_management_url
     return BrokerAccess(
-        transport=transport, url=url,
+        transport=transport, url=in_namespace(url, ns),
         redis=RedisLayout.of(fleet) if transport == "redis" else RedisLayout(),
-        management_url=broker.rabbitmq_management_url, management_user=management.user,
+        management_url=None if management_url is None else in_namespace(management_url, ns),
+        management_user=management.user,
         management_password=management.password, region=broker.sqs_region,
         queue_name_prefix=broker.sqs_queue_name_prefix,
         aws_access_key_id=aws.user, aws_secret_access_key=aws.password,
@@ -173,6 +211,14 @@ async def held_parts(fleet: Fleet, read: ReadSecret) -> tuple[Held, ...]:
         except SpecError as err:
             held.append(Held(part, f"{err}: {HELD_MEANWHILE[part]}; the worker pools run"))
     return tuple(held)
+
+
+class NotCached(LookupError):
+    """A Secret not read within the cache's time-to-live (:meth:`SecretCache.cached`)."""
+
+    def __init__(self, namespace: str, name: str) -> None:
+        super().__init__(namespace, name)
+        self.secret = (namespace, name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,16 +253,30 @@ class SecretCache:
                     if now - entry.read_at >= self._ttl]:
             del self._entries[key]
 
+    def _fresh(self, key: tuple[str, str]) -> _CachedSecret | None:
+        entry = self._entries.get(key)
+        return entry if entry is not None and self._clock() - entry.read_at < self._ttl else None
+
+    def holds(self, namespace: str, name: str) -> bool:
+        """Whether the Secret was read within the time-to-live."""
+        return self._fresh((namespace, name)) is not None
+
     async def read(self, namespace: str, name: str) -> dict[str, str] | None:
         key = (namespace, name)
         self._sweep(self._clock())
-        entry = self._entries.get(key)
-        if entry is not None and self._clock() - entry.read_at < self._ttl:
+        if (entry := self._fresh(key)) is not None:
             return entry.data
         value = await self._read(namespace, name)
         if value is not None:
             self._entries[key] = _CachedSecret(self._clock(), value)
         return value
+
+    async def cached(self, namespace: str, name: str) -> dict[str, str]:
+        """A Secret as read within the time-to-live, without a request (a
+        :data:`ReadSecret` that never waits); raises :class:`NotCached` otherwise."""
+        if (entry := self._fresh((namespace, name))) is None:
+            raise NotCached(namespace, name)
+        return entry.data
 
     def forget(self, namespace: str) -> None:
         """Drop a namespace's entries: a spec change re-reads its Secrets at once."""

@@ -69,6 +69,9 @@ class FleetState:
     # finding the same skips the object (see handlers.resync_loop).
     reconciled: ReconcileInputs | None = None
     reconciled_at: float = 0.0
+    # Known from kopf's index alone (see listed.Learner): its pools are scaled, but what its
+    # status shows is not known until its reconcile brings the status the watch saw.
+    listed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,9 +93,10 @@ class AppliedHash:
 @dataclass(slots=True)
 class ObjectStates:
     """State and lock by Metamapper. Only the reconciler creates an object's state
-    (:meth:`state`); everyone else looks it up and skips an object that has none, so
-    nothing brings back the state of a deleted object, and a re-created one (a new uid)
-    starts afresh."""
+    (:meth:`state`), and the autoscaler for an object in kopf's index that has none yet
+    (:class:`listed.Learner`); everyone else looks it up and skips an object that has none.
+    A deleted object leaves the index before its state is forgotten, so nothing brings
+    back the state of a deleted object, and a re-created one (a new uid) starts afresh."""
 
     fleets: dict[Key, FleetState] = field(default_factory=dict)
     locks: dict[Key, asyncio.Lock] = field(default_factory=dict)

@@ -22,6 +22,7 @@ from metamapper import metastore_env
 from metamapper.bootsteps import HttpProbes, Liveness, Readiness
 from metamapper.defaults import SETTINGS
 from metamapper.redis_transport import BrokerConnection
+from metamapper.retries import MetamapperTask
 
 CONFIG_MODULE_ENV = "METAMAPPER_CELERY_CONFIG_MODULE"
 DEFAULT_CONFIG_MODULE = "metamapper.conf.celery"
@@ -50,6 +51,8 @@ os.environ.setdefault(CONFIG_MODULE_ENV, DEFAULT_CONFIG_MODULE)
 
 app = MetamapperCelery(
     "metamapper",
+    # A retry that cannot be sent keeps its message (metamapper.retries).
+    task_cls=MetamapperTask,
     # metamapper.refusals last: it registers upstream's names no module implements.
     include=["metamapper.health", "metamapper.refusals"],
 )

@@ -10,8 +10,11 @@
 - ``METAMAPPER_CELERY_SETTINGS``: a JSON object of Celery settings (lowercase names)
   merged over the defaults: nested objects merge key by key (so
   ``{"broker_transport_options": {"global_keyprefix": "mm:"}}`` keeps the visibility
-  timeout), ``null`` removes a key, and in ``beat_schedule`` a string schedule is a
-  crontab expression (``"*/5 * * * *"``), a number is seconds.
+  timeout), a key set to ``"$remove"`` (:data:`metamapper_beat.REMOVE`) or ``null`` is
+  removed (``{"beat_schedule": {"beat-scheduler-healthcheck": "$remove"}}``: beat sends no
+  heartbeat), and in ``beat_schedule`` a string schedule is a crontab expression
+  (``"*/5 * * * *"``), a number is seconds. The operator renders a Metamapper's
+  ``celery.settings`` into this variable with each ``"$remove"`` spelt ``null``.
 """
 
 from __future__ import annotations

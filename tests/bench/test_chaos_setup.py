@@ -12,10 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import kombu
 import pytest
 import redis
 
-from _chaos_injectors import Partition
+from _chaos_injectors import Injectors, Partition
 from _chaos_ledger import Fault, Run, Task
 from _chaos_report import rows, verdict
 from chaos import (
@@ -25,17 +26,20 @@ from chaos import (
     Producer,
     RabbitBroker,
     RedisBroker,
+    Sent,
+    Soak,
     broker_objects,
     fleet_objects,
     main,
     orphan_shim,
     write_ledger,
 )
-from devenv import containerd
+from devenv import containerd, services
 from metamapper_operator import model
 
 
-@pytest.mark.parametrize("broker", [RedisBroker(Path("/nonexistent"), "aof"), RabbitBroker()])
+@pytest.mark.parametrize("broker", [RedisBroker(Path("/nonexistent"), "aof"),
+                                    RabbitBroker(Path("/nonexistent"))])
 def test_each_fleet_is_a_valid_metamapper_with_two_bounded_pools(broker: RedisBroker
                                                                  | RabbitBroker) -> None:
     secret, body = fleet_objects(broker, "workload:1")
@@ -50,7 +54,7 @@ def test_each_fleet_is_a_valid_metamapper_with_two_bounded_pools(broker: RedisBr
 
 
 def test_the_broker_service_points_at_the_host_port_by_its_port_name() -> None:
-    service, endpoints = broker_objects(RabbitBroker(), 15673)
+    service, endpoints = broker_objects(RabbitBroker(Path("/nonexistent")), 15673)
     assert "selector" not in service["spec"]
     assert endpoints["metadata"]["labels"] == {"kubernetes.io/service-name": "rabbitmq"}
     assert service["spec"]["ports"][0]["name"] == endpoints["ports"][0]["name"]
@@ -76,6 +80,28 @@ def test_an_append_only_broker_restarted_keeps_what_it_held(own_broker: RedisBro
     assert own_broker.pid != before
     assert client.lrange("fast", 0, -1) == [b"a message"]
     client.close()
+
+
+def test_its_own_rabbitmq_restarted_keeps_a_durable_queue_and_the_shared_one_runs_on(
+        tmp_path: Path, rabbitmq: object) -> None:
+    """``rabbitmq`` (the suite's fixture) makes sure the development RabbitMQ runs."""
+    shared = services.SERVICES["rabbitmq"]
+    shared_pid = shared.pidfile.read_text()
+    broker = RabbitBroker(tmp_path / "rabbitmq")
+    broker.start()
+    try:
+        with kombu.Connection(broker.host_url) as connection:
+            queue = kombu.Queue("fast", durable=True)
+            connection.default_channel.basic_qos(0, 1, False)
+            kombu.Producer(connection).publish("a message", routing_key="fast",
+                                               declare=[queue], delivery_mode=2)
+        broker.restart()
+        with kombu.Connection(broker.host_url) as connection:
+            message = queue(connection.default_channel).get(no_ack=True)
+            assert message is not None and message.payload == "a message"
+    finally:
+        broker.stop()
+    assert shared.running() and shared.pidfile.read_text() == shared_pid
 
 
 def test_the_stream_records_what_the_broker_took_and_counts_what_it_refused(
@@ -155,3 +181,38 @@ def test_the_plan_prints_the_seeded_schedule_and_starts_nothing(
     assert len(lines) == 2 + 3
     assert {line.split()[1] for line in lines[2:]} == {"pod-sigkill", "dns-outage"}
     assert all(line.split()[2] == "rabbitmq" for line in lines[2:])
+
+
+def test_a_recovery_waits_for_the_earlier_tasks_but_those_written_off_before(
+        tmp_path: Path) -> None:
+    """A task lost at one fault is the ledger's finding, not every later fault's backlog."""
+    run = Soak(tmp_path, 1, ("redis",), ("pod-sigkill",), "aof", 1.0)
+    run.producer = Producer({}, "redis://unused", 1.0, 1)
+    run.producer.sent += [Sent("a", "redis", 1.0), Sent("b", "redis", 2.0),
+                          Sent("c", "redis", 5.0)]
+    run.written_off = {"a"}
+    assert run.earlier(3.0) == ["b"]
+
+
+class LeaseAfterAnUpgrade:
+    """kubectl's answers while the Lease still names a pod of the old ReplicaSet, for
+    ``stale`` reads, and then the new leader."""
+
+    def __init__(self, stale: int) -> None:
+        self.stale = stale
+
+    def kubectl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        if args[1] == "lease":
+            holder = "op-old-1_ab" if self.stale > 0 else "op-new-2_cd"
+            self.stale -= 1
+            return subprocess.CompletedProcess(args, 0, holder, "")
+        pods = [{"metadata": {"name": "op-old-1", "deletionTimestamp": "now"}},
+                {"metadata": {"name": "op-new-1"}}, {"metadata": {"name": "op-new-2"}}]
+        return subprocess.CompletedProcess(args, 0, json.dumps({"items": pods}), "")
+
+
+def test_the_leader_is_the_live_pod_holding_the_lease_once_an_upgrade_handed_it_over(
+) -> None:
+    injectors = Injectors(LeaseAfterAnUpgrade(stale=2), "chaos", {},  # type: ignore[arg-type]
+                          "redis://unused", 1, lambda *_: None)
+    assert injectors.leader()["metadata"]["name"] == "op-new-2"

@@ -19,6 +19,10 @@ from tests.conftest import REPO
 from tests.tasks.conftest import Process
 
 BIN = Path(sys.executable).parent
+#: The name the publishers' connections give themselves on a Redis broker (``CLIENT
+#: LIST``), so that a test looking at the worker's connections can leave them out: a
+#: control call's reply consumer tracks its reply queue as a worker tracks its queues.
+PUBLISHER_CLIENT = "test-publisher"
 
 
 @pytest.fixture
@@ -30,7 +34,8 @@ def publisher() -> Iterator[Callable[..., Celery]]:
     def make(broker_url: str, **transport_options: Any) -> Celery:
         app = MetamapperCelery("publisher", set_as_current=False)
         app.config_from_object({"broker_url": broker_url, "broker_transport_options": {
-            **SETTINGS["broker_transport_options"], **transport_options}})
+            **SETTINGS["broker_transport_options"], "client_name": PUBLISHER_CLIENT,
+            **transport_options}})
         apps.append(app)
         return app
 

@@ -33,6 +33,7 @@ import redis
 from celery import Celery
 
 from devenv.waiting import wait_until
+from tests.brokers.conftest import PUBLISHER_CLIENT
 from tests.helpers import OwnRedis, command, push_then
 from tests.tasks.conftest import Process
 
@@ -84,9 +85,12 @@ def task_message(broker: OwnRedis, publisher: Callable[..., Celery], gate: Path)
 
 
 def client_list(broker: OwnRedis) -> list[dict[str, Any]]:
+    """The worker's connections: not the publishers' (a control call's reply consumer
+    waits as a worker does), nor this listing's."""
     client = redis.Redis.from_url(broker.url)
     try:
-        return list(client.client_list())
+        return [c for c in client.client_list() if c["name"] != PUBLISHER_CLIENT
+                and c["cmd"] != "client|list"]
     finally:
         client.close()
 

@@ -27,7 +27,7 @@ START_WITHIN_SECONDS = 1.0
 
 
 QUEUE = "waves"  # the pool's own queue: the image's every-minute heartbeat goes to
-                 # "default" (an entry cannot be removed: the apiserver drops a null)
+                 # "default" and keeps that pool warm
 
 
 def settings(task_id: str, record_url: str) -> dict[str, object]:

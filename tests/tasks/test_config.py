@@ -145,6 +145,19 @@ def test_environment_settings() -> None:
     assert SETTINGS["worker_prefetch_multiplier"] == 1  # the defaults are untouched
 
 
+@pytest.mark.parametrize("removed", [None, "$remove"], ids=["null", "marker"])
+def test_environment_settings_remove_a_default(removed: object) -> None:
+    settings = from_environment({"METAMAPPER_CELERY_SETTINGS": json.dumps({
+        "beat_schedule": {"beat-scheduler-healthcheck": removed},
+        "task_time_limit": removed,
+        "broker_transport_options": {"visibility_timeout": removed},
+    })})
+    assert "beat-scheduler-healthcheck" not in settings["beat_schedule"]
+    assert "create-revisioner-runs" in settings["beat_schedule"]
+    assert "task_time_limit" not in settings
+    assert settings["broker_transport_options"] == {}
+
+
 @pytest.mark.parametrize("raw", ["[1, 2]", "{not json"])
 def test_bad_settings_json_is_refused(raw: str) -> None:
     with pytest.raises(ValueError, match="METAMAPPER_CELERY_SETTINGS"):

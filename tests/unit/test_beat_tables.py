@@ -9,12 +9,14 @@ import pytest
 
 from metamapper_beat import (
     DEFAULT_QUEUE,
+    REMOVE,
     ROUTES,
     SCHEDULE,
     Crontab,
     merge,
     route,
     task_routes,
+    with_nulls,
 )
 
 
@@ -84,13 +86,49 @@ def test_a_route_of_another_shape_is_refused(value: Any) -> None:
 
 
 def test_merge_lays_objects_key_by_key_and_none_removes() -> None:
-    base = {"beat_schedule": {"a": {"task": "t", "schedule": 1}, "b": {"task": "u"}},
-            "timezone": "UTC"}
+    base: dict[str, Any] = {
+        "beat_schedule": {"a": {"task": "t", "schedule": 1}, "b": {"task": "u"}},
+        "timezone": "UTC"}
     override = {"beat_schedule": {"a": {"schedule": "*/5 * * * *"}, "b": None,
                                   "c": {"task": "v"}}, "timezone": None}
     assert merge(base, override) == {"beat_schedule": {
         "a": {"task": "t", "schedule": "*/5 * * * *"}, "c": {"task": "v"}}}
     assert base["beat_schedule"]["a"]["schedule"] == 1  # not changed in place
+
+
+@pytest.mark.parametrize("removed", [None, REMOVE], ids=["null", "marker"])
+def test_merge_removes_a_key_set_to_null_or_the_marker(removed: Any) -> None:
+    base = {"beat_schedule": {"heartbeat": {"task": "t", "schedule": 60},
+                              "kept": {"task": "k", "schedule": 1, "options": {"expires": 5}}},
+            "task_time_limit": 1200}
+    override = {"beat_schedule": {"heartbeat": removed, "kept": {"options": {"expires": removed}},
+                                  "absent": removed},
+                "task_time_limit": removed, "never_set": removed}
+    assert merge(base, override) == {"beat_schedule": {
+        "kept": {"task": "k", "schedule": 1, "options": {}}}}
+
+
+@pytest.mark.parametrize("removed", [None, REMOVE], ids=["null", "marker"])
+def test_a_new_object_holds_no_removed_key(removed: Any) -> None:
+    """An object the defaults lack (or hold as another shape) is merged into an empty one:
+    a key in it set to remove is absent, never a null or the marker for Celery to read."""
+    assert merge({"b": 3}, {"a": {"task": "t", "options": {"queue": removed}},
+                            "b": {"c": removed, "d": 1}}) == {
+        "a": {"task": "t", "options": {}}, "b": {"d": 1}}
+
+
+def test_the_marker_is_only_a_whole_string_value() -> None:
+    kept = {"a": "$removed", "b": [REMOVE], "c": "$REMOVE", "d": 0, "e": False, "f": ""}
+    assert merge({}, kept) == kept
+    assert with_nulls(kept) == kept
+
+
+def test_with_nulls_spells_each_marker_as_null_at_any_depth() -> None:
+    given = {"a": REMOVE, "b": {"c": REMOVE, "d": {"e": REMOVE, "f": 1}}, "g": None}
+    assert with_nulls(given) == {"a": None, "b": {"c": None, "d": {"e": None, "f": 1}},
+                                 "g": None}
+    assert merge({"a": 1, "b": {"c": 2, "d": {"e": 3}}, "g": 4}, with_nulls(given)) == \
+        merge({"a": 1, "b": {"c": 2, "d": {"e": 3}}, "g": 4}, given) == {"b": {"d": {"f": 1}}}
 
 
 # Crontabs as Celery's own crontab reads them: those it refuses stop every worker (the

@@ -17,6 +17,7 @@ from metamapper_operator import kube as kube_module
 from metamapper_operator.builders import ONE_BEAT_GATE
 from metamapper_operator.config import Config
 from metamapper_operator.kube import GatedPods, Kube, KubeError
+from metamapper_operator.model import parse
 from metamapper_operator.references import SecretCache
 from metamapper_operator.runtime import Runtime
 from tests.unit.sample import BODY
@@ -129,4 +130,4 @@ def test_the_metamapper_index_keeps_what_a_reconcile_reads() -> None:
         "metamapper.io/last-handled-configuration": '{"spec": "..."}',
         "autoscaling.metamapper.io/paused": "true"}
     assert handlers.inputs_of(kopf.Body(full), {}, {}) == handlers.inputs_of(kept, {}, {})
-    assert handlers.parse(kept) == handlers.parse(kopf.Body(full))
+    assert parse(kept) == parse(kopf.Body(full))

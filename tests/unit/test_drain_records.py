@@ -23,7 +23,7 @@ import pytest
 from metamapper_operator.autoscale import drain, shrink
 from metamapper_operator.autoscale.drain import ControlError
 from metamapper_operator.autoscale.drainplan import DELETION_COST, DRAINED_COST, Load, WorkerPod
-from metamapper_operator.autoscale.loop import Autoscaler
+from metamapper_operator.autoscale.loop import OBJECTS_AT_ONCE, Autoscaler
 from metamapper_operator.autoscale.shrink import DRAINING, Known, Outcome, Shrinker
 from metamapper_operator.kube import KubeError
 from metamapper_operator.model import parse
@@ -514,12 +514,86 @@ def test_control_calls_that_never_return_cannot_starve_the_probes_threads(
                 assert await asyncio.to_thread(lambda: "a probe's work") == "a probe's work"
             refused = [c for c in calls if c.done() and not c.cancelled()
                        and isinstance(c.exception(), ControlError)]
-            assert 0 < drain.CONTROL_THREADS == 40 - len(refused)
+            assert 0 < drain.THREADS_PER_BROKER == 40 - len(refused)
             async with asyncio.timeout(10):
                 with pytest.raises(ControlError, match="busy"):
                     await control.active(["default@p"])
         finally:
             stuck.answer.set()   # the threads end, and the loop can close
+    asyncio.run(scenario())
+
+
+class OneUnanswered(Unanswered):
+    """Control calls to ``broker`` never return until ``answer`` is set; the others'
+    answer at once."""
+
+    def __init__(self, broker: BrokerAccess) -> None:
+        super().__init__()
+        self.broker = broker
+
+    def app(self, access: BrokerAccess, options: Mapping[str, object]) -> Any:
+        return SimpleNamespace(access=access, close=lambda: None)
+
+    def active(self, app: Any, hostnames: Any) -> dict[str, int]:
+        if app.access == self.broker:
+            return super().active(app, hostnames)
+        return {host: 0 for host in hostnames}
+
+
+def test_a_broker_that_never_answers_leaves_threads_for_every_other_broker(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Calls stuck on one broker (its AMQP side blocked, as under a resource alarm)
+    take at most that broker's share of the threads: the workers of the other brokers
+    are still asked, drained and given their queues back."""
+    other = BrokerAccess(transport="redis", url="redis://other:6379/0")
+    stuck = OneUnanswered(ACCESS)
+    monkeypatch.setattr(drain, "_app", stuck.app)
+    monkeypatch.setattr(drain, "_active", stuck.active)
+    monkeypatch.setattr(drain, "THREADS", drain.ControlThreads(   # none held by another test
+        drain.CONTROL_THREADS, drain.THREADS_PER_BROKER))
+
+    async def scenario() -> None:
+        calls = [asyncio.create_task(drain.WorkerControl(ACCESS, {}).active(["default@p"]))
+                 for _ in range(drain.CONTROL_THREADS)]
+        try:
+            await asyncio.wait(calls, timeout=0.5)
+            for call in calls:
+                call.cancel()
+            async with asyncio.timeout(10):
+                assert await drain.WorkerControl(other, {}).active(["default@q"]) == {
+                    "default@q": 0}
+        finally:
+            stuck.answer.set()
+    asyncio.run(scenario())
+
+
+def test_as_many_calls_to_one_broker_as_objects_stepped_at_once_are_all_served(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A burst shrinking many pools of one broker at once: every object stepped side by
+    side (loop.OBJECTS_AT_ONCE) gets a thread, and the round of questions one more
+    (threads busy, not stuck: none is refused)."""
+    together = OBJECTS_AT_ONCE + 1
+    started = threading.Semaphore(0)
+    through = threading.Event()
+
+    def active(app: Any, hostnames: Any) -> dict[str, int]:
+        started.release()
+        through.wait()
+        return {}
+    monkeypatch.setattr(drain, "_app", Unanswered().app)
+    monkeypatch.setattr(drain, "_active", active)
+    monkeypatch.setattr(drain, "THREADS", drain.ControlThreads(   # none held by another test
+        drain.CONTROL_THREADS, drain.THREADS_PER_BROKER))
+
+    async def scenario() -> None:
+        calls = [asyncio.create_task(drain.WorkerControl(ACCESS, {}).active(["default@p"]))
+                 for _ in range(together)]
+        try:
+            for _ in range(together):   # every call holds a thread at the same moment
+                assert await asyncio.to_thread(started.acquire, timeout=10)
+        finally:
+            through.set()
+        assert await asyncio.gather(*calls) == [{}] * together
     asyncio.run(scenario())
 
 

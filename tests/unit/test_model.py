@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from metamapper_operator.builders import desired_objects
 from metamapper_operator.model import SpecError, parse
+from metamapper_operator.references import RedisLayout
 from metamapper_operator.status import Observed, render
 from tests.unit.sample import body, put
 
@@ -178,6 +179,27 @@ def test_settings_without_credentials_pass() -> None:
                 "broker_transport_options": {"visibility_timeout": 7200, "sep": ":"},
                 "redis_password": None, "result_expires": 3600}
     assert parse(body(celery={"settings": settings})).celery_settings == settings
+
+
+def test_the_removal_marker_reaches_the_fleet_as_null_and_passes_the_checks() -> None:
+    """``$remove`` removes a key as null does; the model spells it null, so a setting the
+    operator reads as a number (the time limit) or names a credential is not refused."""
+    settings = {"task_time_limit": "$remove", "broker_url": "$remove",
+                "broker_transport_options": {"visibility_timeout": "$remove"},
+                "beat_schedule": {"beat-scheduler-healthcheck": "$remove"}}
+    assert parse(body(celery={"settings": settings})).celery_settings == {
+        "task_time_limit": None, "broker_url": None,
+        "broker_transport_options": {"visibility_timeout": None},
+        "beat_schedule": {"beat-scheduler-healthcheck": None}}
+
+
+@pytest.mark.parametrize("removed", [None, "$remove"], ids=["null", "marker"])
+def test_removed_transport_options_are_read_as_kombus_own(removed: Any) -> None:
+    options = dict.fromkeys(("priority_steps", "sep", "unacked_key", "unacked_index_key",
+                             "global_keyprefix", "visibility_timeout"), removed)
+    fleet = parse(body(broker={"url": "redis://redis:6379/0"},
+                       celery={"settings": {"broker_transport_options": options}}))
+    assert RedisLayout.of(fleet) == RedisLayout()
 
 
 @pytest.mark.parametrize(("spec", "field"), [

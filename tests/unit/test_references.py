@@ -24,6 +24,19 @@ def test_management_credentials_from_the_broker_url_are_decoded() -> None:
     assert (access.management_user, access.management_password) == ("user", "p@ss/w%rd")
 
 
+def test_the_operator_reaches_a_short_service_name_in_the_fleets_namespace() -> None:
+    raw = body(broker={"urlSecretRef": {"name": "broker"},
+                       "rabbitmq": {"managementURL": "http://rabbit:15672"}})
+    raw["metadata"]["namespace"] = "team"
+
+    async def read(namespace: str, name: str) -> dict[str, str] | None:
+        return {"url": "amqp://user:pw@rabbit:5672/vh"}
+
+    access = asyncio.run(resolve(parse(raw), read))
+    assert access.url == "amqp://user:pw@rabbit.team.svc:5672/vh"
+    assert access.management_url == "http://rabbit.team.svc:15672"
+
+
 def _reader(secrets: dict[str, dict[str, str]]) -> ReadSecret:
     async def read(namespace: str, name: str) -> dict[str, str] | None:
         return secrets.get(name)

@@ -15,6 +15,7 @@ from metamapper_urls import (
     REDACTED,
     URLError,
     has_credentials,
+    in_namespace,
     parse_url,
     redact,
     redact_text,
@@ -22,6 +23,21 @@ from metamapper_urls import (
     secrets_in,
     without_credentials,
 )
+
+
+@pytest.mark.parametrize(("url", "seen"), [
+    ("redis://redis:6379/0", "redis://redis.team.svc:6379/0"),
+    ("redis://:p%40ss@redis/0", "redis://:p%40ss@redis.team.svc/0"),
+    ("amqp://u:p@rabbitmq:5672//", "amqp://u:p@rabbitmq.team.svc:5672//"),
+    ("redis://a:1/0;redis://b.other:2/0", "redis://a.team.svc:1/0;redis://b.other:2/0"),
+    ("redis://redis.other:6379/0", "redis://redis.other:6379/0"),
+    ("redis://10.0.0.1:6379/0", "redis://10.0.0.1:6379/0"),
+    ("redis://[::1]:6379/0", "redis://[::1]:6379/0"),
+    ("redis://localhost:6379/0", "redis://localhost:6379/0"),
+    ("sqs://", "sqs://"),
+])
+def test_a_short_service_name_is_named_in_the_fleets_namespace(url: str, seen: str) -> None:
+    assert in_namespace(url, "team") == seen
 
 
 def test_credentials_are_percent_decoded() -> None:

@@ -118,8 +118,27 @@ def test_settings_change_remove_and_add_entries_as_the_worker_merges_them() -> N
     assert found["beat-scheduler-healthcheck"].queue == "checks"
 
 
-def test_a_beat_schedule_set_to_null_leaves_no_entries() -> None:
-    assert beat_of(fleet({"beat_schedule": None})) == Beat()
+@pytest.mark.parametrize("removed", [None, "$remove"], ids=["null", "marker"])
+def test_a_beat_schedule_set_to_null_leaves_no_entries(removed: Any) -> None:
+    assert beat_of(fleet({"beat_schedule": removed})) == Beat()
+
+
+@pytest.mark.parametrize("removed", [None, "$remove"], ids=["null", "marker"])
+def test_an_entry_removed_with_null_or_the_marker_sends_no_wave(removed: Any) -> None:
+    beat = beat_of(fleet({"beat_schedule": {"beat-scheduler-healthcheck": removed}}))
+    assert beat is not None and beat.ignored == ()
+    assert "beat-scheduler-healthcheck" not in queues(beat)
+    assert len(beat.entries) == 8
+
+
+def test_removed_queue_and_clock_settings_fall_back_to_celerys_own() -> None:
+    """Without the worker's ``task_default_queue`` and ``timezone`` Celery sends to its
+    ``celery`` queue and reads crontabs in UTC; without the routes every task goes there."""
+    beat = beat_of(fleet({"task_routes": "$remove", "task_default_queue": None,
+                          "timezone": "$remove"}))
+    assert beat is not None and beat.ignored == ()
+    assert set(queues(beat).values()) == {"celery"}
+    assert {t.schedule.time_zone for t in beat.entries if t.schedule} == {"UTC"}
 
 
 EVERY_ENTRYS = ("timezone", "task_routes_list")

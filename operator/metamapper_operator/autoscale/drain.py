@@ -12,10 +12,11 @@ A call runs in a thread (Celery's client blocks), which cancelling the call does
 stop. So every connection of the control has socket timeouts (kombu's Redis transport has
 none by default: against a broker that accepts and never answers a thread would wait for
 good), and the calls run on threads of their own, at most :data:`CONTROL_THREADS`, never
-on the event loop's default pool, which the RabbitMQ and SQS probes use: a broker that
-does not answer holds at worst the control's threads, and while all of them are taken
+on the event loop's default pool, which the RabbitMQ and SQS probes use, and at most
+:data:`THREADS_PER_BROKER` for one broker: a broker that does not answer holds at worst
+its share of the control's threads, and while its share (or all of them) is taken its
 further calls are refused (:class:`ControlError`: the step holds and tries again next
-cycle).
+cycle), while the other brokers' calls go on.
 
 Amazon SQS has no broadcast, so Celery's remote control does not exist there: the
 operator cannot drain an SQS pool (:func:`can_broadcast`) and scales it down plainly (see
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -39,7 +41,15 @@ CALL_LIMIT = 10.0
 # A socket that waits longer than this for the broker (connecting, reading, writing) fails
 # the call; above the longest wait for replies that kombu asks of a socket (one second).
 SOCKET_TIMEOUT = 5.0
-CONTROL_THREADS = 4
+# Threads one broker's calls may hold: one for each object the autoscaler steps at once
+# (autoscale/loop.OBJECTS_AT_ONCE, 16) and one for the round of questions beside the
+# cycles; fewer would refuse the calls of a burst shrinking many pools of one broker at
+# once (threads busy, not stuck) and hold those pools for a cycle. A broker that does not
+# answer holds no more than this: the other brokers' calls still find threads.
+THREADS_PER_BROKER = 17
+# Threads for all the calls (started only when needed): three brokers not answering at
+# once still leave a whole share to the others.
+CONTROL_THREADS = 4 * THREADS_PER_BROKER
 
 
 class ControlError(Exception):
@@ -52,22 +62,28 @@ def can_broadcast(access: BrokerAccess) -> bool:
 
 
 class ControlThreads:
-    """The threads the control calls run on, and how many of them a call holds now
-    (cancelled calls included: their thread runs on until the broker answers or its
-    socket times out)."""
+    """The threads the control calls run on, and how many of them calls hold now, in all
+    and for each broker (cancelled calls included: their thread runs on until the broker
+    answers or its socket times out)."""
 
-    def __init__(self, size: int) -> None:
-        self.size, self.busy = size, 0
+    def __init__(self, size: int, per_broker: int) -> None:
+        self.size, self.per_broker, self.busy = size, per_broker, 0
+        self.by_broker: Counter[BrokerAccess] = Counter()
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(size, thread_name_prefix="worker-control")
 
-    def run(self, work: Callable[[], Any]) -> asyncio.Future[Any]:
-        """``work`` on one of the threads; ControlError when every one is taken."""
+    def run(self, broker: BrokerAccess, work: Callable[[], Any]) -> asyncio.Future[Any]:
+        """``work`` on one of the threads; ControlError when every one is taken, or
+        ``broker``'s share is."""
         with self._lock:
             if self.busy >= self.size:
                 raise ControlError(f"all {self.size} worker-control threads are busy "
-                                   "(a broker not answering)")
+                                   "(brokers not answering)")
+            if self.by_broker[broker] >= self.per_broker:
+                raise ControlError(f"{self.per_broker} worker-control threads are busy "
+                                   "with this broker (not answering)")
             self.busy += 1
+            self.by_broker[broker] += 1
 
         def tracked() -> Any:
             try:
@@ -75,10 +91,13 @@ class ControlThreads:
             finally:
                 with self._lock:
                     self.busy -= 1
+                    self.by_broker[broker] -= 1
+                    if not self.by_broker[broker]:
+                        del self.by_broker[broker]
         return asyncio.get_running_loop().run_in_executor(self._pool, tracked)
 
 
-THREADS = ControlThreads(CONTROL_THREADS)
+THREADS = ControlThreads(CONTROL_THREADS, THREADS_PER_BROKER)
 
 
 def _bounded(access: BrokerAccess, transport_options: Mapping[str, object]
@@ -143,7 +162,8 @@ class WorkerControl:
                 return work(app)
             finally:
                 app.close()
-        running = THREADS.run(run)   # refused (ControlError) while every thread is taken
+        # Refused (ControlError) while every thread, or this broker's share, is taken.
+        running = THREADS.run(self.access, run)
         try:
             async with asyncio.timeout(CALL_LIMIT):
                 return await running

@@ -23,6 +23,15 @@ error; an object whose lock is held (a long reconcile) is skipped until the next
 pool whose step overruns is held at its size with a fault. A cycle cancelled at its limit
 all the same leaves the pools it never reached to be walked first by the next one, and
 the status writes it did not make pending.
+
+A burst on many fleets at once is not served one request at a time: the walk steps
+:data:`OBJECTS_AT_ONCE` objects side by side (each object's pools one after the other,
+under its lock), the objects with messages waiting that their pools' last decision did not
+see first, and the status writes that follow go out side by side too. The fleets come
+from the reconciler's states and, before an object's first reconcile, from kopf's index
+(:class:`~metamapper_operator.listed.Learner`): after a restart a burst waits for the
+listings (the objects', their Deployments'), not for its object's turn among the
+reconciles.
 """
 
 from __future__ import annotations
@@ -34,8 +43,9 @@ import json
 import logging
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 from metamapper_operator import metrics
 from metamapper_operator.autoscale import waves
@@ -70,6 +80,7 @@ from metamapper_operator.builders import (
 from metamapper_operator.containment import Boundary, describe
 from metamapper_operator.contradictions import unconsumed_queues
 from metamapper_operator.kube import KubeError
+from metamapper_operator.listed import Learner
 from metamapper_operator.model import Fleet, Pool, Schedule
 from metamapper_operator.publish import now
 from metamapper_operator.references import BrokerAccess
@@ -88,6 +99,13 @@ ASK_BUDGET = 5.0
 # Pools whose pods one round of questions lists at once (after a restart, every busy
 # pool is asked in the first round).
 LISTINGS_AT_ONCE = 8
+# Brokers one round of questions asks at once: each broadcast holds a worker-control
+# thread (autoscale/drain.py), which the walk's drains and resumes need too.
+BROADCASTS_AT_ONCE = 4
+# Objects one walk steps at once (their scale patches, events and status writes in flight
+# together), as many as reconciles (state.RECONCILES_AT_ONCE): a burst on a thousand
+# fleets waits for a thousand round trips divided by this, not for all of them in a row.
+OBJECTS_AT_ONCE = 16
 # The condition reasons of the cycle's faults.
 AUTOSCALING_FAILED = "AutoscalingFailed"
 QUEUE_UNMEASURED = "QueueUnmeasured"
@@ -103,6 +121,29 @@ POOL_STEPS = (POOL_STEP, QUEUES_STEP, MARKS_STEP)
 
 class Overrun(Exception):
     """A pool's step took longer than its share of the interval."""
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+async def side_by_side(items: Sequence[T], work: Callable[[T], Awaitable[R]],
+                       at_once: int) -> list[R]:
+    """``work`` on every item, at most ``at_once`` at a time, started in the items' order;
+    the results in that order. Whatever escapes one ``work`` cancels the others and is
+    raised in an ExceptionGroup: a ``work`` that must not cancel the others contains its
+    own failures (``Autoscaler._step_contained``)."""
+    results: dict[int, R] = {}
+    queue = iter(enumerate(items))
+
+    async def worker() -> None:
+        for n, item in queue:
+            results[n] = await work(item)
+
+    async with asyncio.TaskGroup() as group:
+        for _ in range(min(at_once, len(items))):
+            group.create_task(worker())
+    return [results[n] for n in range(len(items))]
 
 
 def wall_clock() -> datetime.datetime:
@@ -224,6 +265,22 @@ class Member:
 
 
 @dataclass(frozen=True, slots=True)
+class Walked:
+    """One object's part of a walk: its pools (all on one broker), the broker's answer
+    and the credentials its messages must not show (read once per broker), and the
+    queues of that broker nobody consumes (None: not known; ``orphans_fault`` when
+    finding them failed)."""
+
+    key: Key
+    access: BrokerAccess
+    measurement: Measurement
+    secrets: list[str]
+    members: tuple[Member, ...]
+    orphans: list[str] | None
+    orphans_fault: Fault | None
+
+
+@dataclass(frozen=True, slots=True)
 class Inputs:
     """Everything a pool's decision is made from, besides the time."""
 
@@ -255,12 +312,15 @@ class Shown:
 class Rest:
     """A pool at rest: decided from ``inputs`` with ``bounds``, its size unchanged and no
     window running out; ``seen`` is the last cycle that found the same inputs, and
-    ``recorded`` the depths of its queues that its gauges show."""
+    ``recorded`` the depths of its queues that its gauges show. ``listed``: decided while
+    its object was known from the index alone, its decision not recorded for status; at
+    rest only until the object's reconcile brings the status."""
 
     inputs: Inputs
     bounds: Bounds
     seen: float
     recorded: Mapping[str, Shown | None] | None
+    listed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -385,6 +445,10 @@ class Retained:
 class Autoscaler:
     runtime: Runtime
     deployments_of: DeploymentsOf
+    # kopf's index of the Metamappers (handlers.metamappers): the fleets not reconciled
+    # yet are learned from it (listed.Learner).
+    bodies: Mapping[Key, Collection[str]] = field(default_factory=dict)
+    learner: Learner = field(default_factory=Learner)
     clock: Callable[[], float] = time.monotonic
     wall: Callable[[], datetime.datetime] = wall_clock  # for schedules
     probes: dict[BrokerAccess, Probe] = field(default_factory=dict)
@@ -591,6 +655,7 @@ class Autoscaler:
                 and (self.shrinker is None or self.shrinker.settled))
 
     async def cycle(self) -> None:
+        await self.learner.learn(self.runtime, self.bodies)
         # Read before anything else: a change made while this cycle runs makes the next
         # one walk every pool again.
         revision = self.runtime.revision
@@ -624,75 +689,32 @@ class Autoscaler:
                     accesses: list[BrokerAccess], measurements: list[Measurement],
                     wall: datetime.datetime) -> bool:
         """Decide every pool (those at rest with the same inputs cost a comparison), each
-        inside a boundary; True when every pool is left at rest and every step and write
-        went through."""
-        calm = True
+        inside a boundary, :data:`OBJECTS_AT_ONCE` objects side by side; then write the
+        statuses that changed, side by side too. True when every pool is left at rest
+        and every step and write went through."""
         seen: set[str] = set()
         scaled: set[tuple[str, str]] = set()
         # Ordered, so statuses are written in a stable order; kept until written.
         changed = self.unpublished
         series: dict[metrics.PoolSeries, set[str]] = {}
-        # Objects whose lock was not had in time, and those one of whose steps overran:
-        # each costs the cycle one share at most, its other pools wait for the next cycle.
+        # Objects whose lock was not had in time: their status is written next cycle.
         busy: set[Key] = set()
-        overran: set[Key] = set()
         order = self._order(groups, accesses, measurements)
-        self.unreached = {(m.fleet.uid, m.pool.name): None for _, _, ms in order for m in ms}
-        for access, measurement, members in order:
-            secrets = secrets_of(access)
-            for member in members:
-                key, pool = member.key, member.pool
-                self.unreached.pop((member.fleet.uid, pool.name), None)
+        self.unreached = {(m.fleet.uid, m.pool.name): None
+                          for walked in order for m in walked.members}
+        for walked in order:
+            for member in walked.members:
                 seen.add(member.fleet.uid)
-                series[pool_series(key, pool)] = (
-                    set() if measurement.depths is None else set(pool.queues))
-                scaled.add((member.fleet.uid, pool.name))
-                if key in busy or key in overran:  # walked first next cycle
-                    self.unreached[(member.fleet.uid, pool.name)] = None
-                    calm = False
-                    continue
-                at_rest = False
-                with Boundary(POOL_STEP + pool.name, AUTOSCALING_FAILED, secrets,
-                              expected=(KubeError, Overrun)) as boundary:
-                    try:
-                        async with asyncio.timeout(self.step_limit):
-                            at_rest = await self._step_pool(member, access, measurement,
-                                                            wall, secrets, changed, busy)
-                    except TimeoutError:
-                        overran.add(key)
-                        raise Overrun(f"took longer than {self.step_limit:g} s; held at "
-                                      "its size until the next cycle") from None
-                calm = calm and at_rest
-                if await self._settle(key, POOL_STEP + pool.name, boundary.fault):
-                    changed[key] = None
-            orphans = None
-            with Boundary(BROKER_STEP, AUTOSCALING_FAILED, secrets) as broker:
-                orphans = None if measurement.unconsumed is None else unconsumed_queues(
-                    (q for member in members for q in member.pool.queues),
-                    measurement.unconsumed)
-            for key in dict.fromkeys(member.key for member in members):
-                with Boundary(BROKER_STEP, AUTOSCALING_FAILED, secrets) as boundary:
-                    if await self._broker_state(key, measurement.error):
-                        changed[key] = None
-                    if self._unconsumed_state(key, orphans):
-                        changed[key] = None
-                if await self._settle(key, BROKER_STEP, broker.fault or boundary.fault):
-                    changed[key] = None
+                series[pool_series(member.key, member.pool)] = (
+                    set() if walked.measurement.depths is None else set(member.pool.queues))
+                scaled.add((member.fleet.uid, member.pool.name))
+        calm = all(await side_by_side(
+            order, lambda walked: self._step_contained(walked, wall, changed, busy),
+            OBJECTS_AT_ONCE))
         # Only objects whose measurements changed need their status rendered again.
-        for key in list(changed):
-            if key in busy:  # its lock was not had: written next cycle
-                calm = False
-                continue
-            # Taken off before it is rendered: a change recorded meanwhile (by a round of
-            # questions) puts it back; put back too unless written (cancelled, failed).
-            changed.pop(key, None)
-            written = False
-            try:
-                written = await self._publish(key)
-            finally:
-                if not written:
-                    changed[key] = None
-            calm = calm and written
+        writing = [key for key in changed if key not in busy]  # the busy ones: next cycle
+        calm = calm and len(writing) == len(changed)
+        calm = all(await side_by_side(writing, self._write, OBJECTS_AT_ONCE)) and calm
         if self.unwritten:
             self.unwritten &= set(self.runtime.fleets)
         # Forget pools of objects that are gone, and their series; workers of pools no
@@ -718,20 +740,114 @@ class Autoscaler:
                 for key, state in list(self.runtime.fleets.items())])
         return calm and boundary.fault is None
 
+    async def _write(self, key: Key) -> bool:
+        """Write the object's status (:meth:`_publish`). Taken off the pending ones before
+        it is rendered: a change recorded meanwhile (by a round of questions) puts it
+        back; put back too unless written (cancelled, failed)."""
+        self.unpublished.pop(key, None)
+        written = False
+        try:
+            written = await self._publish(key)
+        finally:
+            if not written:
+                self.unpublished[key] = None
+        return written
+
+    async def _step_contained(self, walked: Walked, wall: datetime.datetime,
+                              changed: dict[Key, None], busy: set[Key]) -> bool:
+        """:meth:`_step_object`, whatever escapes it (a defect: each step contains its
+        own failures) logged and kept to this object: the objects stepped beside it go
+        on, and its pools are walked first next cycle."""
+        try:
+            return await self._step_object(walked, wall, changed, busy)
+        except Exception:
+            log.exception("autoscaling %s/%s failed", *walked.key)
+            for member in walked.members:
+                self.unreached[(member.fleet.uid, member.pool.name)] = None
+            return False
+
+    async def _step_object(self, walked: Walked, wall: datetime.datetime,
+                           changed: dict[Key, None], busy: set[Key]) -> bool:
+        """One object's part of the walk: its pools one after the other, then what its
+        broker's answer shows it. An object whose lock was not had in time (``busy``) or
+        one of whose steps overran costs the walk one share at most: its other pools
+        wait for the next cycle, walked first. True when every pool is left at rest."""
+        key, access, measurement = walked.key, walked.access, walked.measurement
+        secrets = walked.secrets
+        calm, overran = True, False
+        for member in walked.members:
+            pool = member.pool
+            self.unreached.pop((member.fleet.uid, pool.name), None)
+            if key in busy or overran:  # walked first next cycle
+                self.unreached[(member.fleet.uid, pool.name)] = None
+                calm = False
+                continue
+            at_rest = False
+            with Boundary(POOL_STEP + pool.name, AUTOSCALING_FAILED, secrets,
+                          expected=(KubeError, Overrun)) as boundary:
+                try:
+                    async with asyncio.timeout(self.step_limit):
+                        at_rest = await self._step_pool(member, access, measurement,
+                                                        wall, secrets, changed, busy)
+                except TimeoutError:
+                    overran = True
+                    raise Overrun(f"took longer than {self.step_limit:g} s; held at "
+                                  "its size until the next cycle") from None
+            calm = calm and at_rest
+            if await self._settle(key, POOL_STEP + pool.name, boundary.fault):
+                changed[key] = None
+        with Boundary(BROKER_STEP, AUTOSCALING_FAILED, secrets) as boundary:
+            if await self._broker_state(key, measurement.error):
+                changed[key] = None
+            if self._unconsumed_state(key, walked.orphans):
+                changed[key] = None
+        if await self._settle(key, BROKER_STEP, walked.orphans_fault or boundary.fault):
+            changed[key] = None
+        return calm
+
     def _order(self, groups: dict[BrokerAccess, list[Member]], accesses: list[BrokerAccess],
-               measurements: list[Measurement]
-               ) -> list[tuple[BrokerAccess, Measurement, list[Member]]]:
-        """The walk's order: brokers and pools as grouped, those the last walk did not
-        step first, in the order it left them (a slow step cannot starve the same tail
-        every cycle)."""
+               measurements: list[Measurement]) -> list[Walked]:
+        """The walk's order, by object: first those the last walk did not step, in the
+        order it left them, and those with messages waiting that their pools' last
+        decision did not see (a burst), so that the work of quiet pools (a first look
+        after a restart) never holds up a decision that adds workers, and a walk cut
+        short by many busy pools does not leave the same tail unstepped every cycle;
+        then as grouped."""
         rank = {pool_key: n for n, pool_key in enumerate(self.unreached)}
 
         def place(member: Member) -> int:
             return rank.get((member.fleet.uid, member.pool.name), len(rank))
 
-        order = [(access, measurement, sorted(groups[access], key=place))
-                 for access, measurement in zip(accesses, measurements, strict=True)]
-        return sorted(order, key=lambda entry: min(map(place, entry[2]), default=len(rank)))
+        order: list[tuple[bool, int, Walked]] = []
+        for access, measurement in zip(accesses, measurements, strict=True):
+            members = groups[access]
+            orphans, secrets = None, secrets_of(access)
+            with Boundary(BROKER_STEP, AUTOSCALING_FAILED, secrets) as broker:
+                orphans = None if measurement.unconsumed is None else unconsumed_queues(
+                    (q for member in members for q in member.pool.queues),
+                    measurement.unconsumed)
+            by_object: dict[Key, list[Member]] = defaultdict(list)
+            for member in members:
+                by_object[member.key].append(member)
+            for key, pools in by_object.items():
+                ranked = tuple(sorted(pools, key=place))
+                first = any(self._bursting(member, measurement)
+                            or (member.fleet.uid, member.pool.name) in rank
+                            for member in ranked)
+                order.append((not first, place(ranked[0]), Walked(
+                    key, access, measurement, secrets, ranked, orphans, broker.fault)))
+        order.sort(key=lambda entry: entry[:2])
+        return [walked for _, _, walked in order]
+
+    def _bursting(self, member: Member, measurement: Measurement) -> bool:
+        """Whether messages wait for the pool that its last decision at rest did not
+        see (or it has none: new to this process, or still moving)."""
+        depths = measurement.of_pool(member.pool)
+        if depths is None:
+            return False
+        backlog = backlog_of(member.pool, depths)
+        rest = self.resting.get((member.fleet.uid, member.pool.name))
+        return backlog > 0 and (rest is None or rest.inputs.backlog != backlog)
 
     async def _step_pool(self, member: Member, access: BrokerAccess,
                          measurement: Measurement, wall: datetime.datetime,
@@ -752,7 +868,9 @@ class Autoscaler:
         await self._tell_ignored(member)
         pool_key = (member.fleet.uid, pool.name)
         rest = self.resting.get(pool_key)
-        if rest is not None and rest.inputs == inputs:
+        state = self.runtime.fleets.get(key)
+        if (rest is not None and rest.inputs == inputs
+                and rest.listed == (state is not None and state.listed)):
             rest.seen = self.clock()
             # Its gauges already show these figures unless a queue's changed.
             shown = pool_depths(pool, depths)
@@ -809,9 +927,10 @@ class Autoscaler:
         return False
 
     async def _broker_state(self, key: Key, error: str | None) -> bool:
-        """Record whether the broker answered; True when that changed."""
+        """Record whether the broker answered; True when that changed. Not for an object
+        known from the index alone: what its status last said is not known yet."""
         state = self.runtime.fleets.get(key)
-        if state is None or error == state.broker_error:
+        if state is None or state.listed or error == state.broker_error:
             return False
         if error and not state.broker_error:
             await self._event(key, "Warning", "BrokerUnreachable",
@@ -822,10 +941,11 @@ class Autoscaler:
         return True
 
     def _unconsumed_state(self, key: Key, orphans: list[str] | None) -> bool:
-        """Record the broker's queues nobody consumes; True when that changed."""
+        """Record the broker's queues nobody consumes; True when that changed (not for an
+        object known from the index alone, as :meth:`_broker_state`)."""
         state = self.runtime.fleets.get(key)
         found = None if orphans is None else tuple(orphans)
-        if state is None or state.unconsumed == found:
+        if state is None or state.listed or state.unconsumed == found:
             return False
         state.unconsumed = found
         return True
@@ -878,7 +998,8 @@ class Autoscaler:
         """Whether the fleet's scheduler is held back (no Redis for its lock, its lock's
         Secret missing): no beat runs, no wave comes."""
         state = self.runtime.fleets.get(member.key)
-        return state is not None and (state.held is not None or any(
+        # Known from the index alone: its Secrets not looked at yet, its beat may be held.
+        return state is not None and (state.listed or state.held is not None or any(
             held.part == Part.SCHEDULER for held in state.held_parts))
 
     def _beat(self, member: Member) -> Beat | None:
@@ -954,6 +1075,10 @@ class Autoscaler:
         state = self.runtime.fleets[key]  # present: checked under the lock
         previous = state.scaling.get(pool.name)
         target, reason = decision.replicas, decision.reason
+        if state.listed:
+            # Known from the index alone: what else keeps it at its size (a warm-up, a
+            # held part) is its reconcile's to bring, so until then it only grows.
+            target = max(target, current)
         if can_broadcast(access):
             outcome = await self._shrinker().step(
                 fleet, pool, access, current, target,
@@ -985,9 +1110,11 @@ class Autoscaler:
               and outcome.settled  # a drain record to finish or undo: not at rest
               and not sized.arrival_rate):  # status shows the last minute's: until 0
             self.resting[pool_key] = Rest(inputs, bounds, self.clock(),
-                                          pool_depths(pool, depths))
+                                          pool_depths(pool, depths), state.listed)
         record_pool(pool_series(key, pool), pool, depths, backlog, decision.replicas, current)
-        if scale == previous:
+        # Known from the index alone, the pool left at its size: what its status shows
+        # of it is its reconcile's to bring (publish.publish), this decision not.
+        if scale == previous or (state.listed and target == current):
             return False
         state.scaling[pool.name] = scale
         return True
@@ -1028,18 +1155,17 @@ class Autoscaler:
     async def _mark_running(self, questions: list[Question]) -> None:
         """Ask the workers of ``questions``' pools what they run, within one budget: their
         pods listed side by side, the workers that can answer asked in one broadcast per
-        broker, the busy pods marked not safe to evict and the idle ones unmarked. A
-        worker not asked or not answering keeps its marks."""
-        listing = asyncio.Semaphore(LISTINGS_AT_ONCE)
+        broker (a few brokers at a time), the busy pods marked not safe to evict and the
+        idle ones unmarked. A worker not asked or not answering keeps its marks."""
         try:
             async with asyncio.timeout(ASK_BUDGET):
-                listed = [found for found in await asyncio.gather(*(
-                    self._listed(question, listing) for question in questions)) if found]
+                listed = [found for found in await side_by_side(
+                    questions, self._listed, LISTINGS_AT_ONCE) if found]
                 by_broker: dict[tuple[BrokerAccess, str], list[Listed]] = defaultdict(list)
                 for found in listed:
                     by_broker[found.broker].append(found)
-                answers = await asyncio.gather(*(
-                    self._broadcast(pools) for pools in by_broker.values()))
+                answers = await side_by_side(
+                    list(by_broker.values()), self._broadcast, BROADCASTS_AT_ONCE)
                 await asyncio.gather(*(
                     self._mark(found, active)
                     for pools, active in zip(by_broker.values(), answers, strict=True)
@@ -1048,16 +1174,14 @@ class Autoscaler:
             log.warning("the workers of %d pools did not answer within %g s; their marks "
                         "stay", len(questions), ASK_BUDGET)
 
-    async def _listed(self, question: Question, listing: asyncio.Semaphore) -> Listed | None:
-        """The pool's pods and how to reach them, listed once ``listing`` lets it; None
-        when that failed (a fault)."""
+    async def _listed(self, question: Question) -> Listed | None:
+        """The pool's pods and how to reach them; None when that failed (a fault)."""
         fleet, pool = question.fleet, question.pool
         with Boundary(MARKS_STEP + pool.name, AUTOSCALING_FAILED, secrets_of(question.access),
                       expected=(KubeError,)) as boundary:
             options = celery_settings(fleet).get("broker_transport_options") or {}
-            async with listing:
-                pods = await self.runtime.kube.list_pods(
-                    fleet.namespace, selector_labels(fleet, "worker", pool.name))
+            pods = await self.runtime.kube.list_pods(
+                fleet.namespace, selector_labels(fleet, "worker", pool.name))
             measured = {name: pod.start_seconds for name, pod in pods.items()
                         if pod.start_seconds is not None and pod.created is not None
                         and self.began is not None and pod.created >= self.began}

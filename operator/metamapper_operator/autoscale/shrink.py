@@ -65,6 +65,7 @@ delivered again by SQS once its visibility timeout expires, thanks to late acks)
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import defaultdict
@@ -237,6 +238,9 @@ class Shrinker:
     # have some there that are not adopted yet.
     scanned: set[str] = field(default_factory=set)
     recorded: set[tuple[str, str, str]] = field(default_factory=set)
+    # One look per namespace, however many of its pools are stepped side by side.
+    scanning: defaultdict[str, asyncio.Lock] = field(
+        default_factory=lambda: defaultdict(asyncio.Lock))
 
     @property
     def settled(self) -> bool:
@@ -300,12 +304,17 @@ class Shrinker:
         """Note the pools of ``namespace`` whose pods carry records (once)."""
         if namespace in self.scanned:
             return
-        pods = await self.kube.list_pods(namespace, {
-            LABEL_NAME: "metamapper", LABEL_COMPONENT: "worker", DRAINING: RECORDED})
-        self.recorded |= {(namespace, pod.labels.get(LABEL_INSTANCE, ""),
-                           pod.labels.get(LABEL_POOL, ""))
-                          for pod in pods.values() if not pod.ended}
-        self.scanned.add(namespace)
+        async with self.scanning[namespace]:
+            if namespace in self.scanned:   # looked at while this step waited
+                return
+            pods = await self.kube.list_pods(namespace, {
+                LABEL_NAME: "metamapper", LABEL_COMPONENT: "worker", DRAINING: RECORDED})
+            self.recorded |= {(namespace, pod.labels.get(LABEL_INSTANCE, ""),
+                               pod.labels.get(LABEL_POOL, ""))
+                              for pod in pods.values() if not pod.ended}
+            self.scanned.add(namespace)
+        # Steps that waited hold the lock already; later ones find the namespace scanned.
+        self.scanning.pop(namespace, None)
 
     async def _step(self, found: PoolDrains, pool: Pool, current: int, target: int,
                     report: Report) -> Outcome:

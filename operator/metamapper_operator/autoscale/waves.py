@@ -3,9 +3,11 @@
 
 A Metamapper's scheduler runs celery beat with the worker image's schedule
 (:data:`metamapper_beat.SCHEDULE`) under the entries of ``celery.settings``'
-``beat_schedule`` (merged as the worker merges them: an entry key by key, ``null``
-removes one). Each entry's task goes to a queue (its ``options.queue``, else the routes:
-upstream's under ``celery.settings``' ``task_routes``, else ``task_default_queue``), and
+``beat_schedule`` (merged as the worker merges them, with the same
+:func:`metamapper_beat.merge`: an entry key by key, a key set to ``null`` removes one, as
+the model spells ``$remove``). Each entry's task goes to a queue (its ``options.queue``,
+else the routes: upstream's under ``celery.settings``' ``task_routes``, else
+``task_default_queue``; a removed one is Celery's own: no routes, ``celery``, ``UTC``), and
 so to the pool consuming that queue. :func:`beat_of` reads that schedule once per spec;
 :func:`warming` tells a pool, at a time, whether the floor of its warm-up is raised:
 
@@ -66,6 +68,9 @@ from metamapper_operator.model import TRIAL_INSTANT, Fleet, Schedule, SpecError
 
 #: The Celery settings the beat schedule depends on.
 BEAT_SETTINGS = ("beat_schedule", "task_routes", "task_default_queue", "timezone")
+#: Celery's own value of each of them, in force when the settings remove the worker's.
+CELERY_DEFAULTS: dict[str, Any] = {
+    "beat_schedule": {}, "task_routes": {}, "task_default_queue": "celery", "timezone": "UTC"}
 #: The pod start assumed until one of the pool's pods has been seen start.
 DEFAULT_START_SECONDS = 30.0
 #: The longest pod start the lead follows: a longer one (a pod whose Ready condition came
@@ -160,13 +165,11 @@ def beat_of(fleet: Fleet) -> Beat | None:
 
 @functools.lru_cache(maxsize=256)
 def _beat(read: str, metastore: bool) -> Beat:
-    """The beat schedule under the settings of :data:`BEAT_SETTINGS` (as JSON)."""
-    settings = json.loads(read)
-    zone = settings.get("timezone", TIMEZONE)
-    default = settings.get("task_default_queue", DEFAULT_QUEUE)
-    routes = _overlay(task_routes(), settings, "task_routes")
-    entries = _overlay({e.name: {"task": e.task, "schedule": e.schedule} for e in SCHEDULE},
-                       settings, "beat_schedule")
+    """The beat schedule under the settings of :data:`BEAT_SETTINGS` (as JSON): the
+    worker's defaults with them merged in, and Celery's own for the ones they remove."""
+    settings = {**CELERY_DEFAULTS, **merge(_worker_defaults(), json.loads(read))}
+    zone, default = settings["timezone"], settings["task_default_queue"]
+    routes, entries = _object(settings, "task_routes"), _object(settings, "beat_schedule")
     if isinstance(entries, str):
         return Beat(ignored=(entries,))
     timed: list[Timed] = []
@@ -179,6 +182,21 @@ def _beat(read: str, metastore: bool) -> Beat:
         except (ValueError, TypeError, KeyError, OverflowError) as err:
             ignored.append(f"beat entry {name}: {err}")
     return Beat(tuple(timed), tuple(ignored))
+
+
+def _object(settings: Mapping[str, Any], key: str) -> Mapping[str, Any] | str:
+    """The setting ``key``; a message when it is not a mapping."""
+    value = settings[key]
+    if isinstance(value, Mapping):
+        return value
+    return f"{key} is not an object: the operator cannot read it"
+
+
+def _worker_defaults() -> dict[str, Any]:
+    """The worker image's value of each of :data:`BEAT_SETTINGS` (``metamapper.defaults``)."""
+    return {
+        "beat_schedule": {e.name: {"task": e.task, "schedule": e.schedule} for e in SCHEDULE},
+        "task_routes": task_routes(), "task_default_queue": DEFAULT_QUEUE, "timezone": TIMEZONE}
 
 
 def check_schedule(fleet: Fleet) -> Fleet:
@@ -208,20 +226,6 @@ def has_metastore(fleet: Fleet) -> bool:
     operator does not read it)."""
     return bool(fleet.pods.env_from) or any(
         var.get("name") in METASTORE_ENV for var in fleet.pods.env)
-
-
-def _overlay(base: Mapping[str, Any], settings: Mapping[str, Any], key: str
-             ) -> Mapping[str, Any] | str:
-    """A setting as the worker has it: ``base`` with the spec's merged in; a message when
-    the spec's is not a mapping."""
-    if key not in settings:
-        return base
-    given = settings[key]
-    if given is None:
-        return {}
-    if not isinstance(given, Mapping):
-        return f"{key} is not an object: the operator cannot read it"
-    return merge(base, given)
 
 
 def _timed(name: str, raw: Any, zone: Any, routes: Mapping[str, Any] | str,
