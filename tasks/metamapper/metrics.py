@@ -56,6 +56,9 @@ succeeded = Counter("celery_task_succeeded_total", "Tasks that succeeded", TASK)
 failed = Counter("celery_task_failed_total", "Tasks that failed (raised)",
                  (*TASK, "exception"))
 retried = Counter("celery_task_retried_total", "Tasks that asked to be retried", TASK)
+retry_requeued = Counter("metamapper_task_retry_requeued_total",
+                         "Retries the broker could not take, whose running message was "
+                         "requeued (metamapper.retries)", ("name",))
 runtime = Histogram("celery_task_runtime", "Seconds a task ran", TASK,
                     buckets=RUNTIME_BUCKETS)
 queue_wait = Histogram("metamapper_task_queue_wait_seconds",
