@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from metamapper_operator.model import WORKER_TASK_TIME_LIMIT, Fleet
+from metamapper_operator.model import WORKER_TASK_TIME_LIMIT, Fleet, transport_options
 
 # kombu's defaults when broker_transport_options sets no visibility_timeout.
 DEFAULT_VISIBILITY_TIMEOUT = {"redis": 3600.0, "sqs": 1800.0}
@@ -41,7 +41,7 @@ def short_visibility_timeout(settings: Mapping[str, Any], transport: str | None)
     """A message when the Redis/SQS visibility timeout is below the longest time limit."""
     if transport not in DEFAULT_VISIBILITY_TIMEOUT:
         return None
-    options = settings.get("broker_transport_options") or {}
+    options = transport_options(settings)
     timeout = _seconds(options.get("visibility_timeout", DEFAULT_VISIBILITY_TIMEOUT[transport]))
     limit = longest_time_limit(settings)
     if timeout is None or timeout >= limit:
