@@ -23,6 +23,9 @@ from metamapper_urls import URLError, alternates, has_credentials, parse_url
 # The worker image's own task_time_limit (tasks/metamapper/defaults.py), in force unless
 # celery.settings declares another; a pool's default grace lets a warm shutdown outlast it.
 WORKER_TASK_TIME_LIMIT = 1200
+# The worker image's own broker_transport_options.visibility_timeout (for every transport),
+# in force unless celery.settings declares another or removes it (kombu's own then).
+WORKER_VISIBILITY_TIMEOUT = 3600
 DEFAULT_GRACE_SECONDS = WORKER_TASK_TIME_LIMIT + 60
 
 TRANSPORTS = {"redis": "redis", "rediss": "redis", "amqp": "rabbitmq", "amqps": "rabbitmq",
@@ -769,6 +772,10 @@ def _check_celery_settings(given: Any) -> Mapping[str, Any]:
         raise SpecError(where, "must map Celery setting names to values")
     _check_no_marker_in_lists(where, given)
     settings = with_nulls(given)
+    if "task_time_limit" in settings and settings["task_time_limit"] is None:
+        raise SpecError(f"{where}.task_time_limit", "cannot be removed: the operator sizes "
+                        "grace periods and drains by the hard time limit; set a number of "
+                        "seconds instead")
     for key in TIME_LIMITS:
         if settings.get(key) is not None:
             _number(f"{where}.{key}", settings[key])

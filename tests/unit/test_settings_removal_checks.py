@@ -89,7 +89,29 @@ def test_a_removed_visibility_timeout_is_kombus_own_when_warning() -> None:
     assert message is not None and "(1800 s)" in message
 
 
+def test_an_unset_visibility_timeout_is_the_worker_images_when_warning() -> None:
+    """The worker image sets 3600 s for every transport: above a 2400 s limit on SQS too."""
+    given = fleet({"task_time_limit": 2400}, broker={"url": "sqs://"})
+    assert short_visibility_timeout(celery_settings(given), "sqs") is None
+
+
+def test_transport_options_removed_as_a_whole_are_kombus_own_when_warning() -> None:
+    given = fleet({"task_time_limit": 3000, "broker_transport_options": "$remove"},
+                  broker={"url": "sqs://"})
+    message = short_visibility_timeout(celery_settings(given), "sqs")
+    assert message is not None and "(1800 s)" in message
+
+
 # --- settings the operator sets itself -------------------------------------------------
+
+
+@pytest.mark.parametrize("removed", [None, "$remove"], ids=["null", "marker"])
+def test_removing_the_hard_time_limit_is_refused(removed: Any) -> None:
+    """The operator sizes grace periods, the in-flight age and its warnings by it."""
+    with pytest.raises(SpecError, match="set a number of seconds") as err:
+        fleet({"task_time_limit": removed})
+    assert err.value.field == f"{SETTINGS}.task_time_limit"
+
 
 
 @pytest.mark.parametrize("removed", [None, "$remove"], ids=["null", "marker"])
