@@ -128,7 +128,7 @@ class SpecRead:
 
 async def read_spec(body: Mapping[str, Any], read: ReadSecret) -> SpecRead:
     """Everything a reconcile checks of an object before it acts on it: the spec parses,
-    Celery accepts its crontabs (``waves.check_schedule``), the Secrets its broker needs
+    the worker can build its beat schedule (``waves.check_schedule``), the Secrets its broker needs
     resolve. The one reading of a spec, for the reconcile and for learning an object
     from kopf's index alone (``listed.Learner``), so both refuse the same specs. Raises
     :class:`SpecError` (:class:`SecretRefused` when the Secrets are at fault), and
