@@ -13,9 +13,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from metamapper_operator.model import WORKER_TASK_TIME_LIMIT, Fleet
+from metamapper_operator.model import (
+    TRANSPORT_OPTIONS,
+    WORKER_TASK_TIME_LIMIT,
+    WORKER_VISIBILITY_TIMEOUT,
+    Fleet,
+    transport_options,
+)
 
-# kombu's defaults when broker_transport_options sets no visibility_timeout.
+# kombu's own visibility timeouts, in force when the settings remove the worker image's
+# (WORKER_VISIBILITY_TIMEOUT, which applies when they do not set one).
 DEFAULT_VISIBILITY_TIMEOUT = {"redis": 3600.0, "sqs": 1800.0}
 # Celery's own queues: broadcast replies and events, never a pool's.
 CELERY_INTERNAL = (".pidbox", "celeryev.")
@@ -41,8 +48,11 @@ def short_visibility_timeout(settings: Mapping[str, Any], transport: str | None)
     """A message when the Redis/SQS visibility timeout is below the longest time limit."""
     if transport not in DEFAULT_VISIBILITY_TIMEOUT:
         return None
-    options = settings.get("broker_transport_options") or {}
-    timeout = _seconds(options.get("visibility_timeout", DEFAULT_VISIBILITY_TIMEOUT[transport]))
+    given = settings.get(TRANSPORT_OPTIONS, {})
+    removed = given is None or (isinstance(given, Mapping) and "visibility_timeout" in given
+                                and given["visibility_timeout"] is None)
+    fallback = DEFAULT_VISIBILITY_TIMEOUT[transport] if removed else WORKER_VISIBILITY_TIMEOUT
+    timeout = _seconds(transport_options(settings).get("visibility_timeout", fallback))
     limit = longest_time_limit(settings)
     if timeout is None or timeout >= limit:
         return None

@@ -17,12 +17,15 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
-from metamapper_beat import with_nulls
+from metamapper_beat import REMOVE, with_nulls
 from metamapper_urls import URLError, alternates, has_credentials, parse_url
 
 # The worker image's own task_time_limit (tasks/metamapper/defaults.py), in force unless
 # celery.settings declares another; a pool's default grace lets a warm shutdown outlast it.
 WORKER_TASK_TIME_LIMIT = 1200
+# The worker image's own broker_transport_options.visibility_timeout (for every transport),
+# in force unless celery.settings declares another or removes it (kombu's own then).
+WORKER_VISIBILITY_TIMEOUT = 3600
 DEFAULT_GRACE_SECONDS = WORKER_TASK_TIME_LIMIT + 60
 
 TRANSPORTS = {"redis": "redis", "rediss": "redis", "amqp": "rabbitmq", "amqps": "rabbitmq",
@@ -727,6 +730,7 @@ def _check_names(fleet: Fleet) -> None:
 
 def _check(fleet: Fleet) -> None:
     _check_names(fleet)
+    _check_owned_settings(fleet)
     owners: dict[str, str] = {}
     for i, pool in enumerate(fleet.pools):
         for queue in pool.queues:
@@ -766,7 +770,12 @@ def _check_celery_settings(given: Any) -> Mapping[str, Any]:
     where = "spec.celery.settings"
     if not isinstance(given, Mapping) or not all(isinstance(k, str) for k in given):
         raise SpecError(where, "must map Celery setting names to values")
+    _check_no_marker_in_lists(where, given)
     settings = with_nulls(given)
+    if "task_time_limit" in settings and settings["task_time_limit"] is None:
+        raise SpecError(f"{where}.task_time_limit", "cannot be removed: the operator sizes "
+                        "grace periods and drains by the hard time limit; set a number of "
+                        "seconds instead")
     for key in TIME_LIMITS:
         if settings.get(key) is not None:
             _number(f"{where}.{key}", settings[key])
@@ -775,6 +784,47 @@ def _check_celery_settings(given: Any) -> Mapping[str, Any]:
         _check_transport_options(f"{where}.{TRANSPORT_OPTIONS}", options)
     _check_no_credentials(where, settings)
     return settings
+
+
+def transport_options(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The kombu transport options of ``settings`` (Celery settings, as the model or
+    ``builders.celery_settings`` has them) that are set: an option set to None is removed
+    from the worker's, so kombu's own default is in force, and a reader (or the drain's
+    Celery app) must not see it as a value."""
+    options = settings.get(TRANSPORT_OPTIONS) or {}
+    return {key: value for key, value in options.items() if value is not None}
+
+
+def _check_no_marker_in_lists(where: str, value: Any, in_list: bool = False) -> None:
+    """Refuse ``$remove`` anywhere inside a list: a list is replaced, not merged, so the
+    marker would reach the worker as a literal string (a module to import, a queue)."""
+    if in_list and isinstance(value, str) and value == REMOVE:
+        raise SpecError(where, f"{REMOVE!r} removes a key of an object; inside a list it "
+                        "would be taken as a literal string")
+    if isinstance(value, Mapping):
+        for key, inner in value.items():
+            _check_no_marker_in_lists(f"{where}.{key}", inner, in_list)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_no_marker_in_lists(f"{where}[{i}]", item, True)
+
+
+def _check_owned_settings(fleet: Fleet) -> None:
+    """Refuse the removal of a setting the operator sets itself for the rest of the spec to
+    be true: the worker would run without it while the spec and status say otherwise."""
+    where, settings = "spec.celery.settings", fleet.celery_settings
+    if fleet.scheduler.schedule_store == "Redis":
+        for key in ("beat_scheduler", "redbeat_key_prefix"):
+            if key in settings and settings[key] is None:
+                raise SpecError(f"{where}.{key}", "cannot be removed while "
+                                "spec.scheduler.scheduleStore is Redis: the operator sets it "
+                                "so the schedule's state is kept in the lock's Redis")
+    broker = fleet.broker
+    if TRANSPORT_OPTIONS in settings and settings[TRANSPORT_OPTIONS] is None and (
+            broker.redis_key_prefix or broker.sqs_region or broker.sqs_queue_name_prefix):
+        raise SpecError(f"{where}.{TRANSPORT_OPTIONS}", "cannot be removed as a whole while "
+                        "spec.broker sets a key prefix, region or queue name prefix (the "
+                        "operator adds them to it); remove its options one by one instead")
 
 
 def _check_transport_options(where: str, options: Any) -> None:

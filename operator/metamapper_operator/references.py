@@ -28,6 +28,7 @@ from metamapper_operator.model import (
     SpecError,
     parse,
     transport_of,
+    transport_options,
 )
 from metamapper_urls import URLError, in_namespace, parse_url, redact
 
@@ -53,9 +54,7 @@ class RedisLayout:
     def of(cls, fleet: Fleet) -> RedisLayout:
         """The fleet's layout (the model has checked the types of the options it reads)."""
         settings = fleet.celery_settings
-        # An option set to None is removed from the worker's: kombu's own is in force.
-        options = {key: value for key, value in
-                   (settings.get("broker_transport_options") or {}).items() if value is not None}
+        options = transport_options(settings)
         defaults = cls()
         limit = settings.get("task_time_limit") or WORKER_TASK_TIME_LIMIT
         visibility = options.get("visibility_timeout") or limit
@@ -129,7 +128,7 @@ class SpecRead:
 
 async def read_spec(body: Mapping[str, Any], read: ReadSecret) -> SpecRead:
     """Everything a reconcile checks of an object before it acts on it: the spec parses,
-    Celery accepts its crontabs (``waves.check_schedule``), the Secrets its broker needs
+    the worker can build its beat schedule (``waves.check_schedule``), the Secrets its broker needs
     resolve. The one reading of a spec, for the reconcile and for learning an object
     from kopf's index alone (``listed.Learner``), so both refuse the same specs. Raises
     :class:`SpecError` (:class:`SecretRefused` when the Secrets are at fault), and

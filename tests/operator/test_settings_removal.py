@@ -29,9 +29,9 @@ Write = Callable[[Cluster, str, dict[str, Any]], None]
 
 
 def _settings(removed: Any) -> dict[str, Any]:
-    """Settings removing the heartbeat entry and the task time limit with ``removed``."""
+    """Settings removing the heartbeat entry and the soft time limit with ``removed``."""
     return {"beat_schedule": {HEARTBEAT: removed, "mine": KEPT},
-            "task_time_limit": removed}
+            "task_soft_time_limit": removed}
 
 
 def _stored(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
@@ -100,7 +100,7 @@ def test_which_writes_keep_a_null(cluster: Cluster, namespace: str, how: str, fi
     for name, kept in (("created", on_create), ("updated", on_update)):
         stored = _stored(cluster, namespace, name)
         assert (HEARTBEAT in stored["beat_schedule"]) is kept, (how, name, stored)
-        assert ("task_time_limit" in stored) is kept, (how, name, stored)
+        assert ("task_soft_time_limit" in stored) is kept, (how, name, stored)
 
 
 def _worker_settings(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
@@ -115,7 +115,7 @@ def _worker_settings(cluster: Cluster, namespace: str, name: str) -> dict[str, A
 def _removed(cluster: Cluster, namespace: str, name: str) -> bool:
     settings = _worker_settings(cluster, namespace, name)
     assert "mine" in settings["beat_schedule"]
-    return HEARTBEAT not in settings["beat_schedule"] and "task_time_limit" not in settings
+    return HEARTBEAT not in settings["beat_schedule"] and "task_soft_time_limit" not in settings
 
 
 def test_the_marker_removes_defaults_through_kubectl_apply(

@@ -183,12 +183,12 @@ def test_settings_without_credentials_pass() -> None:
 
 def test_the_removal_marker_reaches_the_fleet_as_null_and_passes_the_checks() -> None:
     """``$remove`` removes a key as null does; the model spells it null, so a setting the
-    operator reads as a number (the time limit) or names a credential is not refused."""
-    settings = {"task_time_limit": "$remove", "broker_url": "$remove",
+    operator reads as a number (a time limit) or names a credential is not refused."""
+    settings = {"task_soft_time_limit": "$remove", "broker_url": "$remove",
                 "broker_transport_options": {"visibility_timeout": "$remove"},
                 "beat_schedule": {"beat-scheduler-healthcheck": "$remove"}}
     assert parse(body(celery={"settings": settings})).celery_settings == {
-        "task_time_limit": None, "broker_url": None,
+        "task_soft_time_limit": None, "broker_url": None,
         "broker_transport_options": {"visibility_timeout": None},
         "beat_schedule": {"beat-scheduler-healthcheck": None}}
 

@@ -440,7 +440,6 @@ def test_a_crontab_celery_refuses_refuses_the_fleet_naming_the_entry(schedule: s
     {}, {"beat_schedule": None}, {"beat_schedule": {"nightly": None}},
     {"beat_schedule": {"nightly": {"task": "t", "schedule": "0 0 * * sun"}}},
     {"beat_schedule": {"nightly": {"task": "t", "schedule": 30}}},
-    {"beat_schedule": ["not", "a", "mapping"]},
 ])
 def test_a_schedule_celery_accepts_or_the_operator_does_not_read_is_not_refused(
         settings: dict[str, Any]) -> None:

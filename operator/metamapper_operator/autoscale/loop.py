@@ -81,7 +81,7 @@ from metamapper_operator.containment import Boundary, describe
 from metamapper_operator.contradictions import unconsumed_queues
 from metamapper_operator.kube import KubeError
 from metamapper_operator.listed import Learner
-from metamapper_operator.model import Fleet, Pool, Schedule
+from metamapper_operator.model import Fleet, Pool, Schedule, transport_options
 from metamapper_operator.publish import now
 from metamapper_operator.references import BrokerAccess
 from metamapper_operator.runtime import Runtime
@@ -1179,7 +1179,7 @@ class Autoscaler:
         fleet, pool = question.fleet, question.pool
         with Boundary(MARKS_STEP + pool.name, AUTOSCALING_FAILED, secrets_of(question.access),
                       expected=(KubeError,)) as boundary:
-            options = celery_settings(fleet).get("broker_transport_options") or {}
+            options = transport_options(celery_settings(fleet))
             pods = await self.runtime.kube.list_pods(
                 fleet.namespace, selector_labels(fleet, "worker", pool.name))
             measured = {name: pod.start_seconds for name, pod in pods.items()

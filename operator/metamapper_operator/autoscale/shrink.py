@@ -95,7 +95,7 @@ from metamapper_operator.builders import (
     selector_labels,
 )
 from metamapper_operator.kube import Kube, KubeError
-from metamapper_operator.model import Fleet, Pool
+from metamapper_operator.model import Fleet, Pool, transport_options
 from metamapper_operator.references import BrokerAccess
 
 DRAINING = "metamapper.io/draining"   # the annotation (the record) and the label
@@ -279,7 +279,7 @@ class Shrinker:
         elif found is None and target >= current:
             return Outcome(target)  # the usual case: no pod listed, no worker asked
         self.recorded.discard(where)
-        options = celery_settings(fleet).get("broker_transport_options") or {}
+        options = transport_options(celery_settings(fleet))
         if found is None:
             found = self.pools[key] = PoolDrains(
                 fleet.namespace, pool.name, selector_labels(fleet, "worker", pool.name),
@@ -517,7 +517,7 @@ class Shrinker:
                 if pool is None:   # the pool left the spec: its Deployment goes, and its pods
                     await self._drop_records(namespace, name, pool_name)
                 elif (fleet.uid, pool.name) not in self.pools:
-                    options = celery_settings(fleet).get("broker_transport_options") or {}
+                    options = transport_options(celery_settings(fleet))
                     self.pools[(fleet.uid, pool.name)] = PoolDrains(
                         namespace, pool.name, selector_labels(fleet, "worker", pool.name),
                         pool.queues, k.access, options, self.control_for(k.access, options))

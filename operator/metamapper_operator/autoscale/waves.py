@@ -23,9 +23,10 @@ so to the pool consuming that queue. :func:`beat_of` reads that schedule once pe
 - a pool whose ``minReplicas`` already covers ``warmUp.replicas`` (capped at its
   ``maxReplicas``) is never raised: its warm-up says so (``covered``) and nothing else, so
   its status does not move with the waves;
-- a crontab Celery refuses is no entry to warm for: the worker builds every entry's
-  schedule when it starts, so not one pod of the fleet would start. The fleet is refused
-  as an invalid spec naming the entry (:func:`check_schedule`);
+- a crontab Celery refuses, or an entry of the merged schedule that is not an object or
+  lacks its task or schedule (removed with ``$remove``, say), is no entry to warm for: the
+  worker builds every entry's schedule when it starts, so not one pod of the fleet would
+  start. The fleet is refused as an invalid spec naming the entry (:func:`check_schedule`);
 - an entry the operator cannot evaluate (a schedule or route of another shape, a time
   zone it does not know) is left out and named in ``ignored``: it costs that fleet its
   warm-up for that entry, nothing else.
@@ -200,14 +201,25 @@ def _worker_defaults() -> dict[str, Any]:
 
 
 def check_schedule(fleet: Fleet) -> Fleet:
-    """``fleet``, unless a crontab string of its ``celery.settings``' ``beat_schedule`` is
-    one Celery refuses: the worker builds every entry's schedule when it starts (whether
-    or not beat runs), so not one of its pods would start. :class:`SpecError` names it."""
+    """``fleet``, unless its ``beat_schedule``, merged over the worker image's as the worker
+    merges it, holds an entry that is not an object, names no task or no schedule, or has a
+    crontab string Celery refuses: the worker builds every entry's schedule when it starts
+    (whether or not beat runs), so not one of its pods would start. :class:`SpecError`
+    names the entry."""
     given = fleet.celery_settings.get("beat_schedule")
+    where = "spec.celery.settings.beat_schedule"
+    fails = "every worker of the fleet would fail to start"
+    if given is None:   # absent, or removed: no entry but the worker's
+        given = {}
     if not isinstance(given, Mapping):
-        return fleet
-    for name, raw in given.items():
-        schedule = raw.get("schedule") if isinstance(raw, Mapping) else None
+        raise SpecError(where, f"must be an object; {fails}")
+    for name, raw in merge(_worker_defaults()["beat_schedule"], given).items():
+        if not isinstance(raw, Mapping):
+            raise SpecError(f"{where}.{name}", f"must be an object; {fails}")
+        for key in ("task", "schedule"):
+            if raw.get(key) is None:
+                raise SpecError(f"{where}.{name}.{key}", f"is required; {fails}")
+        schedule = raw["schedule"]
         if not isinstance(schedule, str):
             continue
         try:
@@ -215,8 +227,7 @@ def check_schedule(fleet: Fleet) -> Fleet:
         except ValueError as err:
             why = str(err)
         if why is not None:
-            raise SpecError(f"spec.celery.settings.beat_schedule.{name}.schedule",
-                            f"{why}; every worker of the fleet would fail to start")
+            raise SpecError(f"{where}.{name}.schedule", f"{why}; {fails}")
     return fleet
 
 
