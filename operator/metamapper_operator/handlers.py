@@ -365,7 +365,7 @@ async def _plan(body: kopf.Body, runtime: Runtime, state: FleetState, key: Key,
     Secrets the spec names, and the object itself when a child is missing and the body
     comes from kopf's index (see :func:`reconcile`); writes nothing."""
     try:
-        spec = await read_spec(body, runtime.secrets.read)
+        spec = await read_spec(body, runtime.secrets.read, runtime.config.home_namespace)
     except SpecError as err:
         return Refusal(generation, str(err), final=not isinstance(err, SecretRefused))
     fleet, access = spec.fleet, spec.access

@@ -74,8 +74,12 @@ class BrokerAccess:
 
     transport: str
     url: str = field(repr=False)
+    written_url: str | None = field(default=None, repr=False)
+    """The URL as the Secret or spec writes it, when :attr:`url` names its short host in
+    the fleet's namespace (``metamapper_urls.in_namespace``); None when they are one."""
     redis: RedisLayout = RedisLayout()
     management_url: str | None = None
+    written_management_url: str | None = None
     management_user: str | None = field(default=None, repr=False)
     management_password: str | None = field(default=None, repr=False)
     region: str | None = None
@@ -127,23 +131,31 @@ class SpecRead:
     access: BrokerAccess
 
 
-async def read_spec(body: Mapping[str, Any], read: ReadSecret) -> SpecRead:
+async def read_spec(body: Mapping[str, Any], read: ReadSecret, home: str | None = None
+                    ) -> SpecRead:
     """Everything a reconcile checks of an object before it acts on it: the spec parses,
     Celery accepts its crontabs (``waves.check_schedule``), the Secrets its broker needs
     resolve. The one reading of a spec, for the reconcile and for learning an object
     from kopf's index alone (``listed.Learner``), so both refuse the same specs. Raises
     :class:`SpecError` (:class:`SecretRefused` when the Secrets are at fault), and
-    whatever ``read`` raises."""
+    whatever ``read`` raises. ``home`` is the operator's own namespace (see
+    :func:`resolve`)."""
     fleet = check_schedule(parse(body))
     try:
-        access = await resolve(fleet, read)
+        access = await resolve(fleet, read, home)
     except SpecError as err:
         raise SecretRefused(err.field, err.message) from err
     return SpecRead(fleet, access)
 
 
-async def resolve(fleet: Fleet, read: ReadSecret) -> BrokerAccess:
-    """Read the Secrets the fleet names and check them; raises :class:`SpecError`."""
+async def resolve(fleet: Fleet, read: ReadSecret, home: str | None = None) -> BrokerAccess:
+    """Read the Secrets the fleet names and check them; raises :class:`SpecError`.
+
+    A short host in the broker's URLs (``redis``) is what the fleet's pods resolve in the
+    fleet's namespace; the operator, in ``home``, names it there (``redis.<ns>.svc``),
+    unless the fleet is in ``home`` (the short name already means the same Service) or the
+    URL is a TLS one (see ``metamapper_urls.in_namespace``). The URL as written is kept
+    beside it: the probe falls back to it when the longer name does not resolve."""
     broker, ns = fleet.broker, fleet.namespace
     if broker.url_secret is not None:
         ref = broker.url_secret
@@ -173,18 +185,27 @@ async def resolve(fleet: Fleet, read: ReadSecret) -> BrokerAccess:
         management = Credentials(user=parsed.username, password=parsed.password)
     aws = await _credentials(read, ns, broker.sqs_credentials,
                              "spec.broker.sqs.credentialsSecretRef")
-    # The operator reaches a Service the URL names by its short name in the fleet's
-    # namespace, as the fleet's pods do, not in its own.
     management_url = broker.rabbitmq_management_url
+    seen_url, seen_management = _seen(url, ns, home), _seen(management_url, ns, home)
     return BrokerAccess(
-        transport=transport, url=in_namespace(url, ns),
+        transport=transport, url=seen_url or url, written_url=seen_url and url,
         redis=RedisLayout.of(fleet) if transport == "redis" else RedisLayout(),
-        management_url=None if management_url is None else in_namespace(management_url, ns),
+        management_url=seen_management or management_url,
+        written_management_url=seen_management and management_url,
         management_user=management.user,
         management_password=management.password, region=broker.sqs_region,
         queue_name_prefix=broker.sqs_queue_name_prefix,
         aws_access_key_id=aws.user, aws_secret_access_key=aws.password,
     )
+
+
+def _seen(url: str | None, namespace: str, home: str | None) -> str | None:
+    """``url`` as the operator names it from ``home`` (its short hosts in ``namespace``),
+    None when that is the URL as written."""
+    if url is None or namespace == home:
+        return None
+    seen = in_namespace(url, namespace)
+    return None if seen == url else seen
 
 
 # What each optional part does while its Secret is missing.
