@@ -166,12 +166,28 @@ def in_namespace(url: str, namespace: str) -> str:
     if len(failover) > 1:
         return ";".join(in_namespace(alternate, namespace) for alternate in failover)
     span = _host_span(url)
-    if span is None or url[:span.start].split(":", 1)[0] in TLS_SCHEMES:
+    if span is None or _is_tls(url, span) or not _is_short(span.host):
         return url
-    host = span.host
-    if "." in host or host.startswith("[") or host.isdigit() or host.lower() == "localhost":
-        return url
-    return f"{url[:span.start]}{host}.{namespace}.svc{url[span.end:]}"
+    return f"{url[:span.start]}{span.host}.{namespace}.svc{url[span.end:]}"
+
+
+def short_tls_hosts(url: str) -> tuple[str, ...]:
+    """The short hosts of the TLS URLs of a failover list: those :func:`in_namespace`
+    leaves as written although a pod of another namespace resolves them elsewhere."""
+    spans = ((alternate, _host_span(alternate)) for alternate in alternates(url))
+    return tuple(span.host for alternate, span in spans
+                 if span is not None and _is_tls(alternate, span) and _is_short(span.host))
+
+
+def _is_tls(url: str, span: _HostSpan) -> bool:
+    return url[:span.start].split(":", 1)[0] in TLS_SCHEMES
+
+
+def _is_short(host: str) -> bool:
+    """A single-label name (a Service's short name): not dotted, no IP address (also all
+    digits, as ``getaddrinfo`` reads ``2130706433``), not ``localhost``."""
+    return not ("." in host or host.startswith("[") or host.isdigit()
+                or host.lower() == "localhost")
 
 
 def redact_text(text: str) -> str:

@@ -29,7 +29,7 @@ from metamapper_operator.model import (
     parse,
     transport_of,
 )
-from metamapper_urls import URLError, in_namespace, parse_url, redact
+from metamapper_urls import URLError, in_namespace, parse_url, redact, short_tls_hosts
 
 ReadSecret = Callable[[str, str], Awaitable[dict[str, str] | None]]
 
@@ -197,6 +197,24 @@ async def resolve(fleet: Fleet, read: ReadSecret, home: str | None = None) -> Br
         queue_name_prefix=broker.sqs_queue_name_prefix,
         aws_access_key_id=aws.user, aws_secret_access_key=aws.password,
     )
+
+
+def short_tls_notice(fleet: Fleet, access: BrokerAccess, home: str | None) -> str | None:
+    """Why the operator may not reach a TLS broker named by a short host, for a fleet
+    outside ``home``; None when there is nothing to say. Its certificate is checked
+    against the host as written, so :func:`resolve` cannot name it in the fleet's
+    namespace. Names hosts, never a URL (it may hold credentials)."""
+    if fleet.namespace == home:
+        return None
+    hosts = sorted({host for url in (access.url, access.management_url) if url
+                    for host in short_tls_hosts(url)})
+    if not hosts:
+        return None
+    full = ", ".join(f"{host}.{fleet.namespace}.svc" for host in hosts)
+    return (f"the broker's TLS URL names {', '.join(hosts)} by a short name, which the "
+            f"operator looks up in its own namespace ({home or 'none: outside a cluster'}), "
+            f"not in {fleet.namespace!r}, since the certificate is checked against the "
+            f"name as written; write {full} in the URL (and in the certificate)")
 
 
 def _seen(url: str | None, namespace: str, home: str | None) -> str | None:

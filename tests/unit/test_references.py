@@ -8,7 +8,7 @@ import pytest
 
 from metamapper_operator.builders import Part
 from metamapper_operator.model import SpecError, parse
-from metamapper_operator.references import ReadSecret, held_parts, resolve
+from metamapper_operator.references import ReadSecret, held_parts, resolve, short_tls_notice
 from tests.unit.sample import body
 
 
@@ -113,3 +113,13 @@ def test_optional_parts_run_once_their_secrets_exist() -> None:
                     "flower-auth": {"auth": "u:p"}, "lock": {"wrong-key": "x"}})
     held = asyncio.run(held_parts(parse(OPTIONAL), read))
     assert [(h.part, "has no key 'url'" in h.message) for h in held] == [(Part.SCHEDULER, True)]
+
+
+def test_a_short_tls_host_outside_the_operators_namespace_is_named_never_its_url() -> None:
+    raw, read = _team_fleet("rediss://:s3cret@redis:6380/0", "https://rabbit:15671")
+    fleet = parse(raw)
+    access = asyncio.run(resolve(fleet, read, "metamapper-system"))
+    notice = short_tls_notice(fleet, access, "metamapper-system")
+    assert notice is not None
+    assert "rabbit.team.svc, redis.team.svc" in notice and "s3cret" not in notice
+    assert short_tls_notice(fleet, access, "team") is None

@@ -22,6 +22,7 @@ from metamapper_urls import (
     redact_text,
     scrub,
     secrets_in,
+    short_tls_hosts,
     without_credentials,
 )
 
@@ -153,3 +154,9 @@ def test_every_url_of_a_failover_broker_url_is_redacted() -> None:
 ])
 def test_has_credentials_sees_every_place_a_url_carries_one(url: str, credential: bool) -> None:
     assert has_credentials(url) is credential
+
+
+def test_the_short_hosts_of_tls_urls_are_the_ones_left_as_written() -> None:
+    assert short_tls_hosts("rediss://:p@a:1/0;rediss://b.other:2/0;redis://c:3/0") == ("a",)
+    assert short_tls_hosts("https://rabbit:15671") == ("rabbit",)
+    assert short_tls_hosts("amqps://u:p@10.0.0.1:5671//") == ()
