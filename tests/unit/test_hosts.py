@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import socket
+
+import pytest
+
 from metamapper_operator.brokers.hosts import dialled, resolves
 from metamapper_operator.references import BrokerAccess
 
@@ -57,3 +61,14 @@ def test_a_url_used_as_written_is_not_looked_up() -> None:
 def test_the_resolver_is_asked() -> None:
     assert resolves("localhost")
     assert resolves("[::1]") == resolves("::1")   # IPv6 written in brackets, as in a URL
+
+
+def test_only_a_name_that_does_not_exist_fails_to_resolve(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def getaddrinfo(host: str, port: object) -> list[object]:
+        code = {"gone": socket.EAI_NONAME, "slow": socket.EAI_AGAIN}[host]
+        raise socket.gaierror(code, "resolver says no")
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    assert not resolves("gone")
+    assert resolves("slow")   # a resolver that did not answer keeps the namespaced name

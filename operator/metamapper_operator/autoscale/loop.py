@@ -626,8 +626,9 @@ class Autoscaler:
             probe = self.probes.get(access)
             if probe is None:
                 # a short host the fleet's namespace does not resolve: the name as written
-                probe = self.probes[access] = probe_for(
-                    await asyncio.to_thread(dialled, access))
+                async with asyncio.timeout(self.measure_limit):
+                    chosen = await asyncio.to_thread(dialled, access)
+                probe = self.probes[access] = probe_for(chosen)
             source = probe.source
             try:
                 async with asyncio.timeout(self.measure_limit):

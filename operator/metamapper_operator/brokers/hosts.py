@@ -20,13 +20,23 @@ from metamapper_urls import hosts_of
 
 Resolves = Callable[[str], bool]
 
+# The answers that say a name does not exist. Any other failure (EAI_AGAIN: the resolver
+# did not answer) counts as resolving: the choice stays with the probe it builds, and a
+# passing failure must not switch a fleet to the name as written.
+_NO_SUCH_NAME = frozenset(code for code in (socket.EAI_NONAME,
+                                             getattr(socket, "EAI_NODATA", None))
+                          if code is not None)
+
 
 def resolves(host: str) -> bool:
-    """Whether the resolver knows ``host`` (a bare IPv6 address is written in brackets)."""
+    """Whether ``host`` exists for the resolver (a bare IPv6 address is written in
+    brackets)."""
     try:
         socket.getaddrinfo(host.strip("[]"), None)
-    except (socket.gaierror, UnicodeError):
+    except UnicodeError:
         return False
+    except socket.gaierror as err:
+        return err.errno not in _NO_SUCH_NAME
     return True
 
 
