@@ -112,33 +112,82 @@ def without_credentials(url: str) -> str:
     return urlunsplit(parts._replace(netloc=_netloc(parts, None, None), query="", fragment=""))
 
 
+#: Schemes whose client checks the server's certificate against the host as written: a
+#: rewritten host would be checked instead, and a certificate for the short name fails.
+TLS_SCHEMES = frozenset({"rediss", "amqps", "https"})
+
+
+@dataclass(frozen=True, slots=True)
+class _HostSpan:
+    """Where a URL's host is: ``url[:start]`` before it, ``url[end:]`` after it."""
+
+    host: str
+    start: int
+    end: int
+
+
+def _host_span(url: str) -> _HostSpan | None:
+    """The host of one URL (not a failover list), None when it has none."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    head = f"{parts.scheme}://"
+    if not parts.netloc or not url.startswith(head + parts.netloc):
+        return None
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    host = hostport.partition(":")[0]
+    if not host:
+        return None
+    start = len(head) + len(userinfo) + len(at)
+    return _HostSpan(host, start, start + len(host))
+
+
+def hosts_of(url: str) -> tuple[str, ...]:
+    """The host of every URL of a failover list, in order (a URL without one adds none)."""
+    spans = (_host_span(alternate) for alternate in alternates(url))
+    return tuple(span.host for span in spans if span is not None)
+
+
 def in_namespace(url: str, namespace: str) -> str:
     """``url`` with a single-label host (a Service's short name, ``redis``) named as a pod
     of ``namespace`` resolves it, ``redis.<namespace>.svc``, in every URL of a failover
-    list; every other host (dotted, an IP address, ``localhost``) and everything else in
-    the URL as written.
+    list. Left as written: every other host (dotted, an IP address, all digits as
+    ``getaddrinfo`` reads ``2130706433``, ``localhost``), every URL whose client checks a
+    certificate against the host (:data:`TLS_SCHEMES`), and everything else in the URL.
 
     A pod's resolver tries its own namespace first, so the fleet's pods find ``redis`` in
     the fleet's namespace; the operator, in a namespace of its own, would look for it in
     that one. ``<name>.<namespace>.svc`` is what every pod resolves the same way, whatever
-    the cluster's domain.
+    the cluster's domain. The caller keeps the URL as written too: ``redis`` may be no
+    Service at all but a name the node's search domains or ``/etc/hosts`` resolve.
     """
     failover = alternates(url)
     if len(failover) > 1:
         return ";".join(in_namespace(alternate, namespace) for alternate in failover)
-    try:
-        parts = urlsplit(url)
-    except ValueError:
+    span = _host_span(url)
+    if span is None or _is_tls(url, span) or not _is_short(span.host):
         return url
-    head = f"{parts.scheme}://"
-    if not parts.netloc or not url.startswith(head + parts.netloc):
-        return url
-    userinfo, at, hostport = parts.netloc.rpartition("@")
-    host, colon, port = hostport.partition(":")
-    if not host or "." in host or host.startswith("[") or host.lower() == "localhost":
-        return url
-    netloc = f"{userinfo}{at}{host}.{namespace}.svc{colon}{port}"
-    return head + netloc + url[len(head) + len(parts.netloc):]
+    return f"{url[:span.start]}{span.host}.{namespace}.svc{url[span.end:]}"
+
+
+def short_tls_hosts(url: str) -> tuple[str, ...]:
+    """The short hosts of the TLS URLs of a failover list: those :func:`in_namespace`
+    leaves as written although a pod of another namespace resolves them elsewhere."""
+    spans = ((alternate, _host_span(alternate)) for alternate in alternates(url))
+    return tuple(span.host for alternate, span in spans
+                 if span is not None and _is_tls(alternate, span) and _is_short(span.host))
+
+
+def _is_tls(url: str, span: _HostSpan) -> bool:
+    return url[:span.start].split(":", 1)[0] in TLS_SCHEMES
+
+
+def _is_short(host: str) -> bool:
+    """A single-label name (a Service's short name): not dotted, no IP address (also all
+    digits, as ``getaddrinfo`` reads ``2130706433``), not ``localhost``."""
+    return not ("." in host or host.startswith("[") or host.isdigit()
+                or host.lower() == "localhost")
 
 
 def redact_text(text: str) -> str:

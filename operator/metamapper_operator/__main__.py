@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -98,7 +99,8 @@ async def serve(args: argparse.Namespace) -> int:
         renewal = asyncio.create_task(elector.renew_forever())
     health.role = "leader"
     config = Config(resync_seconds=args.resync_interval, poll_seconds=args.poll_interval,
-                    namespaces=tuple(args.namespace), identity=holder)
+                    namespaces=tuple(args.namespace), identity=holder,
+                    home_namespace=os.environ.get("POD_NAMESPACE") or None)
     try:
         await kopf.operator(
             clusterwide=not args.namespace, namespaces=args.namespace, standalone=True,

@@ -25,6 +25,10 @@ class Config:
     namespaces: tuple[str, ...] = ()
     """The namespaces watched; all of them when empty."""
     identity: str = "metamapper-operator"
+    home_namespace: str | None = None
+    """The operator's own namespace (``POD_NAMESPACE``, from the downward API); None when
+    it runs outside a cluster. A fleet here reaches a broker's short name as the operator
+    does, so its URL is dialled as written (``references.resolve``)."""
     """This process, as named in its requests' User-Agent and as a Lease holder."""
 
     @classmethod
@@ -39,4 +43,5 @@ class Config:
             poll_seconds=poll,
             secret_ttl_seconds=float(env.get("METAMAPPER_SECRET_TTL_SECONDS",
                                              defaults.secret_ttl_seconds)),
+            home_namespace=env.get("POD_NAMESPACE") or None,
         )

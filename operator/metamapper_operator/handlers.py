@@ -60,6 +60,7 @@ from metamapper_operator.references import (
     SecretRefused,
     held_parts,
     read_spec,
+    short_tls_notice,
 )
 from metamapper_operator.rollouts import Rollouts
 from metamapper_operator.runtime import Runtime
@@ -345,11 +346,15 @@ async def _reconcile(body: kopf.Body, runtime: Runtime, state: FleetState, key: 
         return planned.final
     await _carry_out(runtime, state, key, body.metadata, planned.children.actions)
     announce = planned.held if planned.held and state.held != planned.held else None
+    short_tls = (None if state.access == planned.access else
+                 short_tls_notice(planned.fleet, planned.access, runtime.config.home_namespace))
     state.generation, state.fleet, state.access = (planned.generation, planned.fleet,
                                                    planned.access)
     state.invalid, state.held = None, planned.held
     if announce:
         await runtime.kube.event(body.metadata, "Warning", "SchedulerHeld", announce)
+    if short_tls:
+        await runtime.kube.event(body.metadata, "Warning", "BrokerNameShort", short_tls)
     announced, state.held_parts = state.held_parts, planned.parts
     for part in planned.parts:
         if part not in announced:
@@ -365,7 +370,7 @@ async def _plan(body: kopf.Body, runtime: Runtime, state: FleetState, key: Key,
     Secrets the spec names, and the object itself when a child is missing and the body
     comes from kopf's index (see :func:`reconcile`); writes nothing."""
     try:
-        spec = await read_spec(body, runtime.secrets.read)
+        spec = await read_spec(body, runtime.secrets.read, runtime.config.home_namespace)
     except SpecError as err:
         return Refusal(generation, str(err), final=not isinstance(err, SecretRefused))
     fleet, access = spec.fleet, spec.access

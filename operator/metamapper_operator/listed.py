@@ -84,7 +84,8 @@ class Learner:
                 continue
             body = json.loads(entry)
             try:
-                spec = await read_spec(body, runtime.secrets.cached)
+                spec = await read_spec(body, runtime.secrets.cached,
+                                       runtime.config.home_namespace)
             except NotCached as missing:
                 self.unread[key] = Unread(entry, missing.secret)
                 continue

@@ -30,7 +30,7 @@ from metamapper_operator.model import (
     transport_of,
     transport_options,
 )
-from metamapper_urls import URLError, in_namespace, parse_url, redact
+from metamapper_urls import URLError, in_namespace, parse_url, redact, short_tls_hosts
 
 ReadSecret = Callable[[str, str], Awaitable[dict[str, str] | None]]
 
@@ -73,8 +73,12 @@ class BrokerAccess:
 
     transport: str
     url: str = field(repr=False)
+    written_url: str | None = field(default=None, repr=False)
+    """The URL as the Secret or spec writes it, when :attr:`url` names its short host in
+    the fleet's namespace (``metamapper_urls.in_namespace``); None when they are one."""
     redis: RedisLayout = RedisLayout()
     management_url: str | None = None
+    written_management_url: str | None = None
     management_user: str | None = field(default=None, repr=False)
     management_password: str | None = field(default=None, repr=False)
     region: str | None = None
@@ -126,23 +130,31 @@ class SpecRead:
     access: BrokerAccess
 
 
-async def read_spec(body: Mapping[str, Any], read: ReadSecret) -> SpecRead:
+async def read_spec(body: Mapping[str, Any], read: ReadSecret, home: str | None = None
+                    ) -> SpecRead:
     """Everything a reconcile checks of an object before it acts on it: the spec parses,
     the worker can build its beat schedule (``waves.check_schedule``), the Secrets its broker needs
     resolve. The one reading of a spec, for the reconcile and for learning an object
     from kopf's index alone (``listed.Learner``), so both refuse the same specs. Raises
     :class:`SpecError` (:class:`SecretRefused` when the Secrets are at fault), and
-    whatever ``read`` raises."""
+    whatever ``read`` raises. ``home`` is the operator's own namespace (see
+    :func:`resolve`)."""
     fleet = check_schedule(parse(body))
     try:
-        access = await resolve(fleet, read)
+        access = await resolve(fleet, read, home)
     except SpecError as err:
         raise SecretRefused(err.field, err.message) from err
     return SpecRead(fleet, access)
 
 
-async def resolve(fleet: Fleet, read: ReadSecret) -> BrokerAccess:
-    """Read the Secrets the fleet names and check them; raises :class:`SpecError`."""
+async def resolve(fleet: Fleet, read: ReadSecret, home: str | None = None) -> BrokerAccess:
+    """Read the Secrets the fleet names and check them; raises :class:`SpecError`.
+
+    A short host in the broker's URLs (``redis``) is what the fleet's pods resolve in the
+    fleet's namespace; the operator, in ``home``, names it there (``redis.<ns>.svc``),
+    unless the fleet is in ``home`` (the short name already means the same Service) or the
+    URL is a TLS one (see ``metamapper_urls.in_namespace``). The URL as written is kept
+    beside it: the probe falls back to it when the longer name does not resolve."""
     broker, ns = fleet.broker, fleet.namespace
     if broker.url_secret is not None:
         ref = broker.url_secret
@@ -172,18 +184,45 @@ async def resolve(fleet: Fleet, read: ReadSecret) -> BrokerAccess:
         management = Credentials(user=parsed.username, password=parsed.password)
     aws = await _credentials(read, ns, broker.sqs_credentials,
                              "spec.broker.sqs.credentialsSecretRef")
-    # The operator reaches a Service the URL names by its short name in the fleet's
-    # namespace, as the fleet's pods do, not in its own.
     management_url = broker.rabbitmq_management_url
+    seen_url, seen_management = _seen(url, ns, home), _seen(management_url, ns, home)
     return BrokerAccess(
-        transport=transport, url=in_namespace(url, ns),
+        transport=transport, url=seen_url or url, written_url=seen_url and url,
         redis=RedisLayout.of(fleet) if transport == "redis" else RedisLayout(),
-        management_url=None if management_url is None else in_namespace(management_url, ns),
+        management_url=seen_management or management_url,
+        written_management_url=seen_management and management_url,
         management_user=management.user,
         management_password=management.password, region=broker.sqs_region,
         queue_name_prefix=broker.sqs_queue_name_prefix,
         aws_access_key_id=aws.user, aws_secret_access_key=aws.password,
     )
+
+
+def short_tls_notice(fleet: Fleet, access: BrokerAccess, home: str | None) -> str | None:
+    """Why the operator may not reach a TLS broker named by a short host, for a fleet
+    outside ``home``; None when there is nothing to say. Its certificate is checked
+    against the host as written, so :func:`resolve` cannot name it in the fleet's
+    namespace. Names hosts, never a URL (it may hold credentials)."""
+    if fleet.namespace == home:
+        return None
+    hosts = sorted({host for url in (access.url, access.management_url) if url
+                    for host in short_tls_hosts(url)})
+    if not hosts:
+        return None
+    full = ", ".join(f"{host}.{fleet.namespace}.svc" for host in hosts)
+    return (f"the broker's TLS URL names {', '.join(hosts)} by a short name, which the "
+            f"operator looks up in its own namespace ({home or 'none: outside a cluster'}), "
+            f"not in {fleet.namespace!r}, since the certificate is checked against the "
+            f"name as written; write {full} in the URL (and in the certificate)")
+
+
+def _seen(url: str | None, namespace: str, home: str | None) -> str | None:
+    """``url`` as the operator names it from ``home`` (its short hosts in ``namespace``),
+    None when that is the URL as written."""
+    if url is None or namespace == home:
+        return None
+    seen = in_namespace(url, namespace)
+    return None if seen == url else seen
 
 
 # What each optional part does while its Secret is missing.

@@ -66,3 +66,9 @@ def test_the_environment_cannot_set_a_polling_interval_below_one_second(poll: st
     with pytest.raises(ValueError, match="METAMAPPER_POLL_SECONDS must be at least 1"):
         Config.from_env({"METAMAPPER_POLL_SECONDS": poll})
     assert Config.from_env({"METAMAPPER_POLL_SECONDS": "1"}).poll_seconds == 1
+
+
+def test_the_operators_own_namespace_comes_from_the_downward_api() -> None:
+    assert Config.from_env({"POD_NAMESPACE": "metamapper-system"}).home_namespace == (
+        "metamapper-system")
+    assert Config.from_env({}).home_namespace is None

@@ -368,7 +368,7 @@ def test_an_object_that_cannot_be_learned_is_logged_once_and_read_again_when_it_
     its index entry changes."""
     reads: list[str] = []
 
-    async def surprised(body: Mapping[str, Any], read: Any) -> Any:
+    async def surprised(body: Mapping[str, Any], read: Any, home: str | None) -> Any:
         reads.append(body["spec"]["image"])
         raise RuntimeError("a field nobody foresaw")
     monkeypatch.setattr(listed, "read_spec", surprised)
@@ -413,10 +413,10 @@ def test_a_fleet_waiting_for_a_secret_is_read_again_only_once_that_secret_is_rea
     read = listed.read_spec
     reads = 0
 
-    async def counted(body: Mapping[str, Any], secrets: Any) -> Any:
+    async def counted(body: Mapping[str, Any], secrets: Any, home: str | None) -> Any:
         nonlocal reads
         reads += 1
-        return await read(body, secrets)
+        return await read(body, secrets, home)
     monkeypatch.setattr(listed, "read_spec", counted)
     kube = SecretKube()
     runtime, _ = operator_process(kube)

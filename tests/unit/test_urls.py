@@ -15,12 +15,14 @@ from metamapper_urls import (
     REDACTED,
     URLError,
     has_credentials,
+    hosts_of,
     in_namespace,
     parse_url,
     redact,
     redact_text,
     scrub,
     secrets_in,
+    short_tls_hosts,
     without_credentials,
 )
 
@@ -35,9 +37,19 @@ from metamapper_urls import (
     ("redis://[::1]:6379/0", "redis://[::1]:6379/0"),
     ("redis://localhost:6379/0", "redis://localhost:6379/0"),
     ("sqs://", "sqs://"),
+    ("redis://2130706433:6379/0", "redis://2130706433:6379/0"),
+    ("redis://0:6379/0", "redis://0:6379/0"),
+    ("rediss://:pw@redis:6380/0", "rediss://:pw@redis:6380/0"),
+    ("amqps://u:p@rabbitmq:5671//", "amqps://u:p@rabbitmq:5671//"),
+    ("https://rabbit:15671", "https://rabbit:15671"),
+    ("http://rabbit:15672", "http://rabbit.team.svc:15672"),
 ])
 def test_a_short_service_name_is_named_in_the_fleets_namespace(url: str, seen: str) -> None:
     assert in_namespace(url, "team") == seen
+
+
+def test_hosts_are_every_host_of_a_failover_list() -> None:
+    assert hosts_of("redis://:p@a:1/0;redis://b.other:2/0;sqs://") == ("a", "b.other")
 
 
 def test_credentials_are_percent_decoded() -> None:
@@ -142,3 +154,9 @@ def test_every_url_of_a_failover_broker_url_is_redacted() -> None:
 ])
 def test_has_credentials_sees_every_place_a_url_carries_one(url: str, credential: bool) -> None:
     assert has_credentials(url) is credential
+
+
+def test_the_short_hosts_of_tls_urls_are_the_ones_left_as_written() -> None:
+    assert short_tls_hosts("rediss://:p@a:1/0;rediss://b.other:2/0;redis://c:3/0") == ("a",)
+    assert short_tls_hosts("https://rabbit:15671") == ("rabbit",)
+    assert short_tls_hosts("amqps://u:p@10.0.0.1:5671//") == ()

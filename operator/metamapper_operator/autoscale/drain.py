@@ -33,6 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from metamapper_operator.autoscale.drainplan import Load
+from metamapper_operator.brokers.hosts import dialled
 from metamapper_operator.references import BrokerAccess
 
 REPLY_TIMEOUT = 1.0
@@ -114,7 +115,8 @@ def _bounded(access: BrokerAccess, transport_options: Mapping[str, object]
 def _app(access: BrokerAccess, transport_options: Mapping[str, object]) -> Any:
     from celery import Celery  # the operator needs Celery only here
 
-    app = Celery("metamapper-operator", broker=access.url, set_as_current=False)
+    # Called in a thread: resolving the broker's host may block.
+    app = Celery("metamapper-operator", broker=dialled(access).url, set_as_current=False)
     app.conf.broker_transport_options = _bounded(access, transport_options)
     app.conf.broker_connection_retry_on_startup = False
     app.conf.broker_connection_timeout = REPLY_TIMEOUT

@@ -71,6 +71,7 @@ from metamapper_operator.autoscale.shrink import Known, Outcome, Shrinker
 from metamapper_operator.autoscale.waves import Beat, Outlook, Start, Warming
 from metamapper_operator.brokers import Probe, ProbeError, QueueDepth, probe_for
 from metamapper_operator.brokers.base import probe_error, secrets_of
+from metamapper_operator.brokers.hosts import dialled
 from metamapper_operator.builders import (
     Part,
     celery_settings,
@@ -624,7 +625,10 @@ class Autoscaler:
         try:
             probe = self.probes.get(access)
             if probe is None:
-                probe = self.probes[access] = probe_for(access)
+                # a short host the fleet's namespace does not resolve: the name as written
+                async with asyncio.timeout(self.measure_limit):
+                    chosen = await asyncio.to_thread(dialled, access)
+                probe = self.probes[access] = probe_for(chosen)
             source = probe.source
             try:
                 async with asyncio.timeout(self.measure_limit):
