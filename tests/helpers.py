@@ -43,6 +43,16 @@ class OwnRedis:
             self.proc = None
 
 
+# Production's persistence for a broker of a test's own: Redis's default snapshots plus an
+# append-only file.
+PRODUCTION_REDIS = ["--save", "3600 1 300 100 60 10000", "--appendonly", "yes",
+                    "--appendfsync", "everysec"]
+# kombu's Redis transport options in seconds, so that a message left in ``unacked`` is back
+# within a test.
+FAST_SWEEP = {"visibility_timeout": 2, "unacked_restore_interval": 1,
+              "unacked_restore_throttle": 1, "unacked_mutex_expire": 2}
+
+
 def command(*args: str | bytes) -> bytes:
     """One Redis command in the protocol's own encoding."""
     parts = [arg if isinstance(arg, bytes) else arg.encode() for arg in args]

@@ -24,7 +24,7 @@ BRPOP waiting exits at a broker restart. See docs/broker-restarts.md.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from celery import Celery
 
 from devenv.waiting import wait_until
 from tests.brokers.conftest import PUBLISHER_CLIENT
-from tests.helpers import OwnRedis, command, push_then
+from tests.helpers import FAST_SWEEP, OwnRedis, command, push_then
 from tests.tasks.conftest import Process
 
 HOLD = "tests.brokers.hold"
@@ -44,22 +44,6 @@ KOMBU = "redis"   # kombu's own Redis transport, by the broker_transport setting
 TRANSPORTS = pytest.mark.parametrize(("transport", "lost"), [(KOMBU, True), (None, False)],
                                      ids=["kombus-transport", "the-workers-transport"])
 WORKER = "probe0@test"
-# Production's persistence: Redis's default snapshots plus an append-only file.
-PRODUCTION = ["--save", "3600 1 300 100 60 10000", "--appendonly", "yes",
-              "--appendfsync", "everysec"]
-# Seconds, so that a message left in ``unacked`` would be back within the test.
-SWEEP = {"visibility_timeout": 2, "unacked_restore_interval": 1,
-         "unacked_restore_throttle": 1, "unacked_mutex_expire": 2}
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[OwnRedis]:
-    home = tmp_path / "broker"
-    home.mkdir()
-    server = OwnRedis(home, options=PRODUCTION)
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
@@ -153,7 +137,7 @@ def test_a_broker_stopping_in_the_pass_that_served_a_take(
     reply never sent, the message lost. The worker's transport has no take waiting on
     the server: the message stays queued and runs after the restart."""
     (gate / "release").touch()
-    probe = worker(broker.url, QUEUE, transport=transport, **SWEEP)
+    probe = worker(broker.url, QUEUE, transport=transport, **FAST_SWEEP)
     task_id, raw = task_message(broker, publisher, gate)
     wait_until(lambda: waiting(broker, transport), what="the worker idle")
 
@@ -180,7 +164,7 @@ def test_a_broker_stopping_while_the_worker_takes(
     its BRPOP's reply went out) never lands and the message is lost; the worker's take
     (one script) never runs, and the message stays queued."""
     (gate / "release").touch()
-    probe = worker(broker.url, QUEUE, transport=transport, **SWEEP)
+    probe = worker(broker.url, QUEUE, transport=transport, **FAST_SWEEP)
     task_id, raw = task_message(broker, publisher, gate)
     wait_until(lambda: waiting(broker, transport), what="the worker idle")
 
@@ -206,7 +190,7 @@ def test_tasks_cut_off_by_a_restart_come_back_through_the_sweep_on_the_new_conne
     the restart cuts them off (late acks: they stay in ``unacked``, which the append-only
     file keeps). The worker's attempt to put them back as its consumer restarts fails,
     the broker being down; so only the sweep of its new connection delivers them again."""
-    probe = worker(broker.url, QUEUE, **SWEEP)
+    probe = worker(broker.url, QUEUE, **FAST_SWEEP)
     app = publisher(broker.url)
     ids = [str(uuid.uuid4()) for _ in range(2)]
     for task_id in ids:
@@ -234,7 +218,7 @@ def test_a_worker_that_stopped_consuming_before_the_restart_loses_nothing(
     """The planned restart: ``cancel_consumer`` first (as a drain does), no BRPOP left
     waiting, then the same stop that loses a message above; ``add_consumer`` after."""
     (gate / "release").touch()
-    probe = worker(broker.url, QUEUE, **SWEEP)
+    probe = worker(broker.url, QUEUE, **FAST_SWEEP)
     task_id, raw = task_message(broker, publisher, gate)
     assert publisher(broker.url).control.cancel_consumer(QUEUE, destination=[WORKER],
                                                          reply=True)
@@ -266,7 +250,7 @@ def test_a_worker_with_a_task_running_and_a_brpop_waiting_survives_a_broker_rest
     """One process runs a held task (delivered, not acknowledged), the other is idle, so
     the worker's channel has a BRPOP waiting when the broker goes away (kombu's
     transport: the worker's own has no command waiting while idle)."""
-    probe = worker(broker.url, QUEUE, transport=KOMBU, **SWEEP)
+    probe = worker(broker.url, QUEUE, transport=KOMBU, **FAST_SWEEP)
     task_id = str(uuid.uuid4())
     publisher(broker.url).send_task(HOLD, args=(str(gate),), task_id=task_id)
     wait_until(lambda: ran(gate, task_id), timeout=60, what="the task running")

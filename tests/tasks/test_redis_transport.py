@@ -20,7 +20,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from queue import Empty
 from typing import Any
@@ -38,28 +38,12 @@ from metamapper_operator.brokers import QueueDepth
 from metamapper_operator.brokers.redis import RedisProbe
 from metamapper_operator.references import BrokerAccess
 from tests.conftest import REPO
-from tests.helpers import OwnRedis, command, push_then
+from tests.helpers import FAST_SWEEP, OwnRedis, command, push_then
 from tests.tasks.conftest import Process
 
 QUEUE = "default"
 HOLD = "tests.brokers.hold"
 KOMBU = "redis"
-# Production's persistence: Redis's default snapshots plus an append-only file.
-PRODUCTION = ["--save", "3600 1 300 100 60 10000", "--appendonly", "yes",
-              "--appendfsync", "everysec"]
-# Seconds, so that a message left in ``unacked`` is back within the test.
-SWEEP = {"visibility_timeout": 2, "unacked_restore_interval": 1,
-         "unacked_restore_throttle": 1, "unacked_mutex_expire": 2}
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[OwnRedis]:
-    home = tmp_path / "broker"
-    home.mkdir()
-    server = OwnRedis(home, options=PRODUCTION)
-    server.start()
-    yield server
-    server.stop()
 
 
 def client(server: OwnRedis) -> redis.Redis:
@@ -323,7 +307,7 @@ def take_then_drop(broker: OwnRedis, transport: str) -> tuple[int, int]:
     drops before it reads the reply, and the broker is killed (SIGKILL) and started
     again: the queue's length and ``unacked``'s size after the restart."""
     publish(broker.url, {"n": 1})
-    conn, got = consume(broker.url, transport, [QUEUE], **SWEEP)
+    conn, got = consume(broker.url, transport, [QUEUE], **FAST_SWEEP)
     try:
         channel: Any = conn.default_channel
         conn.transport.cycle._register_BRPOP(channel)   # sends the take (or BRPOP)
@@ -340,9 +324,9 @@ def take_then_drop(broker: OwnRedis, transport: str) -> tuple[int, int]:
 def test_a_message_taken_when_the_connection_drops_is_restored(broker: OwnRedis) -> None:
     assert take_then_drop(broker, TRANSPORT) == (0, 1)
     # The visibility sweep (2 s here) delivers it again.
-    conn, got = consume(broker.url, TRANSPORT, [QUEUE], **SWEEP)
+    conn, got = consume(broker.url, TRANSPORT, [QUEUE], **FAST_SWEEP)
     try:
-        time.sleep(SWEEP["visibility_timeout"])
+        time.sleep(FAST_SWEEP["visibility_timeout"])
         conn.default_channel.qos.restore_visible(interval=1)
         drain(conn, got, 1)
         body, message = got[0]
@@ -703,7 +687,7 @@ def worker_env(process_env: Callable[..., dict[str, str]], url: str,
     return process_env(
         METAMAPPER_BROKER_URL=url,
         METAMAPPER_CELERY_SETTINGS=json.dumps({"imports": ["tests.brokers.holdtasks"],
-                                               "broker_transport_options": SWEEP,
+                                               "broker_transport_options": FAST_SWEEP,
                                                **settings}),
         PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
 
@@ -741,7 +725,7 @@ def test_a_take_whose_reply_is_cut_off_by_a_broker_kill(
         if lost:
             # Given the sweep (every second, 2 s visibility timeout) time to find it:
             wait_until(lambda: depth(broker) == (0, 0), timeout=30, what="nothing left")
-            time.sleep(2 * SWEEP["visibility_timeout"])
+            time.sleep(2 * FAST_SWEEP["visibility_timeout"])
             assert depth(broker) == (0, 0)
             assert not (gate / f"started-{task_id}").exists()
         else:
@@ -820,7 +804,7 @@ class Stream(threading.Thread):
     def __init__(self, url: str, gate: Path, rate: float, count: int = 0) -> None:
         super().__init__(daemon=True)
         self.app = MetamapperCelery("stream", set_as_current=False)
-        self.app.config_from_object({"broker_url": url, "broker_transport_options": SWEEP})
+        self.app.config_from_object({"broker_url": url, "broker_transport_options": FAST_SWEEP})
         self.gate, self.rate, self.count = gate, rate, count
         self.sent: list[str] = []
         self.refused = 0
