@@ -6,11 +6,14 @@ message for a Warning condition, or None when all is well.
   longest a task may run delivers long tasks twice.
 - On RabbitMQ, a queue holding messages that nothing consumes and no pool names is work
   that never runs (a task routed to a queue nobody listed, say).
+- A task acknowledged before it ends is lost with its worker: the broker has nothing left
+  to deliver again (:func:`early_acks`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from metamapper_operator.model import (
@@ -26,6 +29,19 @@ from metamapper_operator.model import (
 DEFAULT_VISIBILITY_TIMEOUT = {"redis": 3600.0, "sqs": 1800.0}
 # Celery's own queues: broadcast replies and events, never a pool's.
 CELERY_INTERNAL = (".pidbox", "celeryev.")
+# Acknowledgement settings the worker image turns on (tasks/metamapper/defaults.py) and
+# Celery leaves off: on unless celery.settings sets them, off once removed.
+ACKS_LATE = "task_acks_late"
+REJECT_ON_WORKER_LOST = "task_reject_on_worker_lost"
+
+
+@dataclass(frozen=True, slots=True)
+class EarlyAcks:
+    """A setting that has the worker acknowledge a task before it ends: the reason of the
+    warning condition, and its message."""
+
+    reason: str
+    message: str
 
 
 def _seconds(value: Any) -> float | None:
@@ -59,6 +75,42 @@ def short_visibility_timeout(settings: Mapping[str, Any], transport: str | None)
     return (f"broker_transport_options.visibility_timeout ({timeout:g} s) is below the "
             f"longest task time limit ({limit:g} s): {transport} gives a task still running "
             "after the timeout to another worker, so it runs twice")
+
+
+def early_acks(settings: Mapping[str, Any]) -> EarlyAcks | None:
+    """The setting that loses a task with its worker, or None when both stay on.
+
+    ``task_acks_late`` off (removed, or set to a value Celery takes as false: ``false``,
+    ``0``, an empty string): a worker acknowledges each task as it starts it, so a task
+    running on a pod that dies (evicted, killed for memory, its node lost, cut off at the
+    end of its grace period; an SQS pool's shrink) is gone, and the not-safe-to-evict marks
+    are asked for only while messages wait.
+
+    ``task_reject_on_worker_lost`` off, late acks on: Celery consults it only when a pool
+    process dies under a worker that lives on (the kernel's out-of-memory killer choosing a
+    child of the prefork pool, a crash in a driver). The worker then acknowledges the task
+    as failed instead of handing it back, so it is lost. A whole pod that dies acknowledges
+    nothing, and the broker delivers its tasks again either way; what the setting guards
+    is a pool process that dies alone, and the promise that no task is lost covers it too.
+    """
+    if not settings.get(ACKS_LATE, True):
+        return EarlyAcks(reason="AckedBeforeRun", message=(
+            f"{_spelt(settings, ACKS_LATE)}: a worker acknowledges a task as it starts it, "
+            "so a task running on a pod that dies (evicted, killed for memory, cut off at "
+            "the end of its grace period) is lost: the broker has nothing to deliver again"))
+    if not settings.get(REJECT_ON_WORKER_LOST, True):
+        return EarlyAcks(reason="AckedWhenWorkerLost", message=(
+            f"{_spelt(settings, REJECT_ON_WORKER_LOST)}: a task whose pool process dies "
+            "(killed for memory, crashed) while its worker lives on is acknowledged as "
+            "failed, so it is lost instead of delivered again"))
+    return None
+
+
+def _spelt(settings: Mapping[str, Any], key: str) -> str:
+    """How the settings turn ``key`` off, in a message's words."""
+    if settings[key] is None:
+        return f"{key} is removed (Celery's default: off)"
+    return f"{key} is {'false' if settings[key] is False else repr(settings[key])}"
 
 
 def unconsumed_queues(fleet_pools_queues: Iterable[str], unconsumed: Iterable[str]

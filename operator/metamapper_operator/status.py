@@ -24,7 +24,11 @@ from metamapper_operator.builders import (
     scheduler_deployment_name,
     scheduler_held,
 )
-from metamapper_operator.contradictions import queue_without_consumer, short_visibility_timeout
+from metamapper_operator.contradictions import (
+    early_acks,
+    queue_without_consumer,
+    short_visibility_timeout,
+)
 from metamapper_operator.model import (
     PAUSED,
     PAUSED_REPLICAS,
@@ -34,11 +38,11 @@ from metamapper_operator.model import (
 from metamapper_urls import redact_text
 
 CONDITION_TYPES = ("Ready", "Progressing", "Degraded", "InvalidSpec", "BrokerUnreachable",
-                   "GracePeriodTooShort", "VisibilityTimeoutTooShort", "QueueWithoutConsumer",
-                   "Paused")
+                   "GracePeriodTooShort", "VisibilityTimeoutTooShort", "AcksTooEarly",
+                   "QueueWithoutConsumer", "Paused")
 # Conditions that warn of settings contradicting each other: a Warning event is posted
 # when one turns True.
-WARNING_CONDITIONS = ("GracePeriodTooShort", "VisibilityTimeoutTooShort",
+WARNING_CONDITIONS = ("GracePeriodTooShort", "VisibilityTimeoutTooShort", "AcksTooEarly",
                       "QueueWithoutConsumer")
 #: How status fields and conditions write a time (RFC 3339, seconds, UTC).
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
@@ -385,6 +389,11 @@ def _conditions(obs: Observed) -> list[dict[str, Any]]:
                                  "BelowTaskTimeLimit" if visibility else "AboveTaskTimeLimit",
                                  visibility or "the broker's visibility timeout covers the "
                                  "longest task time limit (or the broker has none)"))
+    early = early_acks(celery_settings(fleet))
+    conditions.append(_condition("AcksTooEarly", early is not None,
+                                 early.reason if early else "AckedAfterRun",
+                                 early.message if early else "a task is acknowledged once it "
+                                 "ends, and handed back when its pool process dies"))
     if obs.unconsumed is not None:
         orphans = queue_without_consumer(list(obs.unconsumed))
         conditions.append(_condition("QueueWithoutConsumer", orphans is not None,

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from metamapper_operator.contradictions import (
+    early_acks,
     longest_time_limit,
     short_visibility_timeout,
     unconsumed_queues,
@@ -32,6 +33,23 @@ def test_visibility_timeout_below_the_longest_time_limit(
     assert (message is not None) is warns
     if message:
         assert "runs twice" in message
+
+
+@pytest.mark.parametrize(("settings", "reason"), [
+    ({}, None),                                                 # the worker image's: both on
+    ({"task_acks_late": True, "task_reject_on_worker_lost": 1}, None),
+    ({"task_acks_late": None}, "AckedBeforeRun"),               # removed: Celery's own, off
+    ({"task_acks_late": False}, "AckedBeforeRun"),
+    ({"task_acks_late": 0, "task_reject_on_worker_lost": None}, "AckedBeforeRun"),
+    ({"task_reject_on_worker_lost": None}, "AckedWhenWorkerLost"),
+    ({"task_acks_late": True, "task_reject_on_worker_lost": False}, "AckedWhenWorkerLost"),
+])
+def test_a_task_acknowledged_before_it_ends_is_lost_with_its_worker(
+        settings: dict[str, Any], reason: str | None) -> None:
+    early = early_acks(settings)
+    assert (early.reason if early else None) == reason
+    if early:
+        assert "lost" in early.message
 
 
 def test_longest_time_limit_defaults_to_the_worker_images() -> None:
@@ -71,3 +89,24 @@ def test_each_contradiction_is_a_warning_condition_raised_once() -> None:
     # Without a management API there is nothing to tell: no condition at all.
     unknown = render(Observed(generation=2, now="t1", fleet=fleet, transport="redis"), first)
     assert "QueueWithoutConsumer" not in {c["type"] for c in unknown["conditions"]}
+
+
+def test_late_acks_removed_or_off_raise_a_warning_condition() -> None:
+    def acks(settings: dict[str, Any]) -> dict[str, Any]:
+        body = {**BODY, "spec": {**BODY["spec"], "celery": {"settings": settings}}}
+        status = render(Observed(generation=2, now="t0", fleet=parse(body),
+                                 transport="redis"), {})
+        (condition,) = [c for c in status["conditions"] if c["type"] == "AcksTooEarly"]
+        warned = [kind for kind, _ in raised_warnings({}, status) if kind == "AcksTooEarly"]
+        assert warned == (["AcksTooEarly"] if condition["status"] == "True" else [])
+        return condition
+
+    assert (acks({})["status"], acks({})["reason"]) == ("False", "AckedAfterRun")
+    removed = acks({"task_acks_late": "$remove"})
+    assert (removed["status"], removed["reason"]) == ("True", "AckedBeforeRun")
+    assert "task_acks_late is removed" in removed["message"]
+    off = acks({"task_acks_late": False})
+    assert (off["status"], off["reason"]) == ("True", "AckedBeforeRun")
+    assert "task_acks_late is false" in off["message"]
+    lost = acks({"task_reject_on_worker_lost": "$remove"})
+    assert (lost["status"], lost["reason"]) == ("True", "AckedWhenWorkerLost")
