@@ -28,24 +28,17 @@ BOUND = loop.OBJECTS_AT_ONCE
 
 
 @dataclass
-class CrowdedKube(FakeKube):
-    """An apiserver that holds every scale patch until ``together`` of them are in
-    flight (then lets them all through): a walk that sends one patch at a time never
-    gets an answer, and fails its steps at their time limit. Refuses the patches of
-    the objects named in ``refused``. Logs every request, in order."""
+class GatedKube(FakeKube):
+    """An apiserver that holds the requests passing :meth:`gate` until ``together`` of
+    them are in flight, then lets them all through; ``most`` is the most in flight at
+    once."""
 
     together: int = BOUND
-    refused: set[str] = field(default_factory=set)
     in_flight: int = 0
     most: int = 0
-    log: list[tuple[str, str]] = field(default_factory=list)
     _through: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def scale(self, namespace: str, name: str, replicas: int) -> None:
-        self.log.append(("scale", namespace))
-        if namespace in self.refused:
-            raise KubeError(f"scaling {namespace}/{name}",
-                            RuntimeError("the apiserver refused it"))
+    async def gate(self) -> None:
         self.in_flight += 1
         self.most = max(self.most, self.in_flight)
         if self.in_flight == self.together:
@@ -54,6 +47,23 @@ class CrowdedKube(FakeKube):
         self.in_flight -= 1
         if self.in_flight == 0:
             self._through.clear()
+
+
+@dataclass
+class CrowdedKube(GatedKube):
+    """Holds every scale patch at the gate: a walk that sends one patch at a time never
+    gets an answer, and fails its steps at their time limit. Refuses the patches of the
+    objects named in ``refused``. Logs every request, in order."""
+
+    refused: set[str] = field(default_factory=set)
+    log: list[tuple[str, str]] = field(default_factory=list)
+
+    async def scale(self, namespace: str, name: str, replicas: int) -> None:
+        self.log.append(("scale", namespace))
+        if namespace in self.refused:
+            raise KubeError(f"scaling {namespace}/{name}",
+                            RuntimeError("the apiserver refused it"))
+        await self.gate()
         await super().scale(namespace, name, replicas)
 
     async def list_pods(self, namespace: str, labels: Any) -> Any:
@@ -62,7 +72,7 @@ class CrowdedKube(FakeKube):
         return await super().list_pods(namespace, labels)
 
 
-def fleets(count: int, kube: CrowdedKube, bursting: set[int], namespace: str | None = None
+def fleets(count: int, kube: GatedKube, bursting: set[int], namespace: str | None = None
            ) -> tuple[Runtime, Autoscaler]:
     """``count`` reconciled fleets, each on a broker of its own and in a namespace of its
     own (or all in ``namespace``), each with one pool at 1 pod; nine messages wait on the
@@ -222,24 +232,11 @@ def test_the_round_of_questions_asks_a_few_brokers_at_a_time() -> None:
 
 
 @dataclass
-class CrowdedStatusKube(FakeKube):
-    """Holds every status patch until ``together`` are in flight, as CrowdedKube holds
-    the scale patches."""
-
-    together: int = BOUND
-    in_flight: int = 0
-    most: int = 0
-    _through: asyncio.Event = field(default_factory=asyncio.Event)
+class CrowdedStatusKube(GatedKube):
+    """Holds every status patch at the gate, as CrowdedKube holds the scale patches."""
 
     async def patch_status(self, namespace: str, name: str, status: Any) -> None:
-        self.in_flight += 1
-        self.most = max(self.most, self.in_flight)
-        if self.in_flight == self.together:
-            self._through.set()
-        await self._through.wait()
-        self.in_flight -= 1
-        if self.in_flight == 0:
-            self._through.clear()
+        await self.gate()
         await super().patch_status(namespace, name, status)
 
 
@@ -247,7 +244,7 @@ def test_the_statuses_of_many_fleets_are_written_side_by_side_within_the_bound()
     async def scenario() -> None:
         kube = CrowdedStatusKube()
         count = 2 * BOUND
-        _, autoscaler = fleets(count, kube, set(range(count)))  # type: ignore[arg-type]
+        _, autoscaler = fleets(count, kube, set(range(count)))
         async with asyncio.timeout(10):   # a guard: written one at a time, none goes out
             await autoscaler.cycle()
         assert kube.statuses == count and kube.most == BOUND
