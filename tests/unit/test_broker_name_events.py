@@ -11,18 +11,14 @@ import kopf
 
 from metamapper_operator import handlers
 from metamapper_operator.config import Config
-from metamapper_operator.references import SecretCache
-from metamapper_operator.runtime import Runtime
 from tests.unit.sample import BODY
-from tests.unit.test_wiring import KEY, FakeKube
+from tests.unit.test_wiring import KEY, FakeKube, runtime_of
 
 
 def _events(url: str, home: str) -> list[str]:
     async def scenario() -> list[str]:
         kube = FakeKube()
-        runtime = Runtime(config=Config(poll_seconds=1, home_namespace=home),
-                          kube=kube,  # type: ignore[arg-type]
-                          secrets=SecretCache(kube.read_secret, 60))
+        runtime = runtime_of(kube, Config(poll_seconds=1, home_namespace=home))
         raw = copy.deepcopy(BODY)
         raw["metadata"].update(namespace=KEY.namespace, name=KEY.name, uid="u-1")
         raw["spec"]["broker"] = {"url": url}

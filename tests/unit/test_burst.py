@@ -17,12 +17,12 @@ from metamapper_operator.autoscale.loop import Autoscaler
 from metamapper_operator.config import Config
 from metamapper_operator.kube import KubeError
 from metamapper_operator.model import parse
-from metamapper_operator.references import BrokerAccess, SecretCache
+from metamapper_operator.references import BrokerAccess
 from metamapper_operator.runtime import Runtime
 from metamapper_operator.state import Key
 from metamapper_operator.status import DeploymentState
 from tests.unit.sample import BODY
-from tests.unit.test_wiring import FakeKube, FakeProbe
+from tests.unit.test_wiring import FakeKube, FakeProbe, runtime_of
 
 BOUND = loop.OBJECTS_AT_ONCE
 
@@ -77,8 +77,7 @@ def fleets(count: int, kube: GatedKube, bursting: set[int], namespace: str | Non
     """``count`` reconciled fleets, each on a broker of its own and in a namespace of its
     own (or all in ``namespace``), each with one pool at 1 pod; nine messages wait on the
     queues of those in ``bursting``."""
-    runtime = Runtime(config=Config(poll_seconds=1), kube=kube,  # type: ignore[arg-type]
-                      secrets=SecretCache(kube.read_secret, 60))
+    runtime = runtime_of(kube, Config(poll_seconds=1))
     autoscaler = Autoscaler(runtime, lambda key: {f"{key.name}-default": DeploymentState(
         name=f"{key.name}-default", spec_hash="h", replicas=1)})
     for n in range(count):

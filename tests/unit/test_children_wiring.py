@@ -15,13 +15,10 @@ from kubernetes_asyncio import client
 from metamapper_operator import handlers
 from metamapper_operator import kube as kube_module
 from metamapper_operator.builders import ONE_BEAT_GATE
-from metamapper_operator.config import Config
 from metamapper_operator.kube import GatedPods, Kube, KubeError
 from metamapper_operator.model import parse
-from metamapper_operator.references import SecretCache
-from metamapper_operator.runtime import Runtime
 from tests.unit.sample import BODY
-from tests.unit.test_wiring import FakeKube
+from tests.unit.test_wiring import FakeKube, runtime_of
 
 
 @dataclass
@@ -44,11 +41,6 @@ class GateKube(FakeKube):
 
     async def delete(self, kind: str, namespace: str, name: str) -> None:
         self.deleted.append((kind, name))
-
-
-def runtime_of(kube: GateKube) -> Runtime:
-    return Runtime(config=Config(), kube=kube,  # type: ignore[arg-type]
-                   secrets=SecretCache(kube.read_secret, 60))
 
 
 @pytest.mark.parametrize(("pods", "ungated"), [

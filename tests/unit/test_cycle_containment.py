@@ -27,7 +27,7 @@ from metamapper_operator.builders import LABEL_POOL
 from metamapper_operator.config import Config
 from metamapper_operator.kube import Kube, KubeError
 from metamapper_operator.model import Schedule, parse
-from metamapper_operator.references import BrokerAccess, SecretCache
+from metamapper_operator.references import BrokerAccess
 from metamapper_operator.runtime import Runtime
 from metamapper_operator.state import FleetState, Key
 from metamapper_operator.status import DeploymentState
@@ -38,6 +38,7 @@ from tests.unit.test_wiring import (
     FakeKube,
     FakeProbe,
     cycle_and_answers,
+    runtime_of,
 )
 
 # Objects of their own: the metric series they leave would be another test's.
@@ -65,8 +66,7 @@ def no_series_left() -> Iterator[None]:
 def fleets(*keys: Key, access: BrokerAccess = ACCESS, waiting: int = 9) -> Fleets:
     """Objects of ``BODY`` (pool ``default``, one pod each) on one broker."""
     kube = FakeKube()
-    runtime = Runtime(config=Config(poll_seconds=1), kube=kube,  # type: ignore[arg-type]
-                      secrets=SecretCache(kube.read_secret, 60))
+    runtime = runtime_of(kube, Config(poll_seconds=1))
     made = Fleets(runtime, kube, Autoscaler(runtime, lambda key: deployments(made, key)))
     for key in keys:
         raw = copy.deepcopy(BODY)

@@ -58,13 +58,13 @@ from metamapper_operator.builders import SPEC_HASH
 from metamapper_operator.config import Config
 from metamapper_operator.kube import KubeError
 from metamapper_operator.model import PAUSED, PAUSED_REPLICAS
-from metamapper_operator.references import BrokerAccess, SecretCache
+from metamapper_operator.references import BrokerAccess
 from metamapper_operator.runtime import Runtime
 from metamapper_operator.state import Key
 from metamapper_operator.status import DeploymentState
 from tests.unit.crd_strategy import Adversarial, Bounds, from_openapi, spec_schema, with_defaults
 from tests.unit.test_children_wiring import GateKube
-from tests.unit.test_wiring import FakeControl, FakeProbe
+from tests.unit.test_wiring import FakeControl, FakeProbe, runtime_of
 
 # Deterministic (derandomized, no example database): CI runs the same examples every time.
 _DETERMINISTIC = settings(deadline=None, derandomize=True, database=None, print_blob=True,
@@ -458,8 +458,7 @@ async def run(case: Case) -> Outcome:
     key = Key(NAMESPACE, meta["name"])
     kube = WitnessKube(secrets=copy.deepcopy(SECRET_BYTES),
                        uids={CANARY.name: "u-canary", key.name: meta["uid"]})
-    runtime = Runtime(config=Config(poll_seconds=1), kube=kube,  # type: ignore[arg-type]
-                      secrets=SecretCache(kube.read_secret, 60))
+    runtime = runtime_of(kube, Config(poll_seconds=1))
     now = [0.0]
     autoscaler = Autoscaler(runtime, kube.deployments, clock=lambda: now[0],
                             wall=lambda: case.wall)

@@ -12,12 +12,10 @@ from typing import Any
 from metamapper_operator.autoscale.loop import Autoscaler
 from metamapper_operator.config import Config
 from metamapper_operator.model import parse
-from metamapper_operator.references import SecretCache
-from metamapper_operator.runtime import Runtime
 from metamapper_operator.state import Key
 from metamapper_operator.status import DeploymentState
 from tests.unit.sample import BODY, settled
-from tests.unit.test_wiring import ACCESS, KEY, FakeKube, FakeProbe
+from tests.unit.test_wiring import ACCESS, KEY, FakeKube, FakeProbe, runtime_of
 
 
 class Pool:
@@ -30,9 +28,7 @@ class Pool:
         self.now = 1000.0
         self.deployment = settled("mm-default", 1)
         self.kube = FakeKube()
-        self.runtime = Runtime(config=Config(poll_seconds=1),
-                               kube=self.kube,  # type: ignore[arg-type]
-                               secrets=SecretCache(self.kube.read_secret, 60))
+        self.runtime = runtime_of(self.kube, Config(poll_seconds=1))
         raw = copy.deepcopy(BODY)
         raw["metadata"].update(namespace=KEY.namespace, name=KEY.name, uid="u-1")
         if autoscaling is not None:

@@ -12,18 +12,15 @@ from metamapper_operator import handlers
 from metamapper_operator.autoscale.loop import Autoscaler
 from metamapper_operator.config import Config
 from metamapper_operator.model import parse
-from metamapper_operator.references import SecretCache
-from metamapper_operator.runtime import Runtime
 from metamapper_operator.status import DeploymentState
 from tests.unit.sample import BODY
-from tests.unit.test_wiring import KEY, FakeKube, FakeProbe
+from tests.unit.test_wiring import KEY, FakeKube, FakeProbe, runtime_of
 
 
 def test_missing_flower_and_result_backend_secrets_leave_the_pools_scaling() -> None:
     async def scenario() -> None:
         kube = FakeKube()   # it has no Secret at all
-        runtime = Runtime(config=Config(poll_seconds=1), kube=kube,  # type: ignore[arg-type]
-                          secrets=SecretCache(kube.read_secret, 60))
+        runtime = runtime_of(kube, Config(poll_seconds=1))
         raw = copy.deepcopy(BODY)
         raw["metadata"].update(namespace=KEY.namespace, name=KEY.name, uid="u-1")
         raw["spec"].update(celery={"resultBackendSecretRef": {"name": "results"}},

@@ -16,16 +16,14 @@ import pytest
 
 from metamapper_operator import handlers
 from metamapper_operator.children import Child, Children
-from metamapper_operator.config import Config
 from metamapper_operator.health import Health
 from metamapper_operator.kube import KubeError
-from metamapper_operator.references import SecretCache
 from metamapper_operator.rollouts import LOOK_EVERY, LOOKS_PER_PASS, STUCK_AFTER, Rollouts
 from metamapper_operator.runtime import Runtime
 from metamapper_operator.state import Key
 from metamapper_operator.status import DeploymentState
 from tests.unit.sample import BODY
-from tests.unit.test_wiring import FakeKube
+from tests.unit.test_wiring import FakeKube, runtime_of
 
 KEY = Key("ns", "mm")
 PASSWORD = "hunter2-s3cret"
@@ -60,11 +58,6 @@ class StatusKube(FakeKube):
 
     async def delete(self, kind: str, namespace: str, name: str) -> None:
         self.deleted.append((kind, name))
-
-
-def runtime_of(kube: StatusKube) -> Runtime:
-    return Runtime(config=Config(), kube=kube,  # type: ignore[arg-type]
-                   secrets=SecretCache(kube.read_secret, 60))
 
 
 def body_of(generation: int, **spec: Any) -> kopf.Body:

@@ -23,11 +23,10 @@ from metamapper_operator.coalescing import Coalescer
 from metamapper_operator.config import Config
 from metamapper_operator.model import Schedule, parse
 from metamapper_operator.references import SecretCache
-from metamapper_operator.runtime import Runtime
 from metamapper_operator.state import SCALE_SETTLE_SECONDS, Key
 from metamapper_operator.status import DeploymentState, Fault
 from tests.unit.sample import BODY
-from tests.unit.test_wiring import ACCESS, KEY, FakeControl, FakeKube, FakeProbe, setup
+from tests.unit.test_wiring import ACCESS, KEY, FakeControl, FakeKube, FakeProbe, runtime_of, setup
 
 
 class Clock:
@@ -182,9 +181,7 @@ def test_a_schedule_window_is_evaluated_only_when_it_can_change(
 def test_a_resync_skips_only_objects_whose_inputs_did_not_change() -> None:
     async def scenario() -> None:
         kube = FakeKube()
-        runtime = Runtime(config=Config(secret_ttl_seconds=300),
-                          kube=kube,  # type: ignore[arg-type]
-                          secrets=SecretCache(kube.read_secret, 300))
+        runtime = runtime_of(kube, Config(secret_ttl_seconds=300))
         raw = copy.deepcopy(BODY)
         raw["metadata"].update(namespace=KEY.namespace, name=KEY.name, uid="u-1")
         body = kopf.Body(raw)
@@ -297,8 +294,7 @@ def test_a_change_of_the_state_ends_the_quiet() -> None:
 def test_a_reconcile_and_a_deployment_event_bump_the_revision() -> None:
     async def scenario() -> None:
         kube = FakeKube()
-        runtime = Runtime(config=Config(), kube=kube,  # type: ignore[arg-type]
-                          secrets=SecretCache(kube.read_secret, 300))
+        runtime = runtime_of(kube)
         raw = copy.deepcopy(BODY)
         raw["metadata"].update(namespace=KEY.namespace, name=KEY.name, uid="u-1")
         deployments = {"mm-default": DeploymentState(name="mm-default", spec_hash="h",

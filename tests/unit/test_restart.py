@@ -27,13 +27,13 @@ from metamapper_operator.children import Children
 from metamapper_operator.config import Config
 from metamapper_operator.kube import KubeError
 from metamapper_operator.model import parse
-from metamapper_operator.references import SecretCache, resolve
+from metamapper_operator.references import resolve
 from metamapper_operator.runtime import Runtime
 from metamapper_operator.state import Key
 from metamapper_operator.status import DeploymentState
 from tests.unit.sample import BODY
 from tests.unit.test_waves_loop import Fleet, at
-from tests.unit.test_wiring import ACCESS, FakeControl, FakeKube, FakeProbe
+from tests.unit.test_wiring import ACCESS, FakeControl, FakeKube, FakeProbe, runtime_of
 from tests.unit.test_wiring import KEY as KEY_WARM
 
 KEY = Key("restart", "mm")
@@ -86,8 +86,7 @@ def raw_body() -> dict[str, Any]:
 
 def operator_process(kube: ClusterKube) -> tuple[Runtime, Autoscaler]:
     """A fresh operator process: nothing in memory."""
-    runtime = Runtime(config=Config(poll_seconds=1), kube=kube,  # type: ignore[arg-type]
-                      secrets=SecretCache(kube.read_secret, 60))
+    runtime = runtime_of(kube, Config(poll_seconds=1))
     autoscaler = Autoscaler(runtime, lambda key: kube.watched()[0])
     return runtime, autoscaler
 
@@ -158,8 +157,7 @@ def listed_process(kube: ClusterKube, raw: dict[str, Any], waiting: int
                    ) -> tuple[Runtime, Autoscaler]:
     """A new process whose autoscaler knows the object from kopf's index alone: no
     reconcile has run yet (thousands wait for their turn after a restart)."""
-    runtime = Runtime(config=Config(poll_seconds=1), kube=kube,  # type: ignore[arg-type]
-                      secrets=SecretCache(kube.read_secret, 60))
+    runtime = runtime_of(kube, Config(poll_seconds=1))
     autoscaler = Autoscaler(runtime, lambda key: kube.watched()[0],
                             bodies=asyncio.run(index_of(raw)))
     access = asyncio.run(resolve(parse(raw), kube.read_secret))
@@ -219,8 +217,7 @@ def test_a_fleet_whose_broker_is_in_a_secret_not_read_yet_waits_for_its_reconcil
     kube = settled_cluster()
     raw = raw_body()
     raw["spec"]["broker"] = {"urlSecretRef": {"name": "broker", "key": "url"}}
-    runtime = Runtime(config=Config(poll_seconds=1), kube=kube,  # type: ignore[arg-type]
-                      secrets=SecretCache(kube.read_secret, 60))
+    runtime = runtime_of(kube, Config(poll_seconds=1))
     autoscaler = Autoscaler(runtime, lambda key: kube.watched()[0],
                             bodies=asyncio.run(index_of(raw)))
     asyncio.run(autoscaler.cycle())
@@ -230,8 +227,7 @@ def test_a_fleet_whose_broker_is_in_a_secret_not_read_yet_waits_for_its_reconcil
 def test_thousands_listed_are_all_known_after_one_pass_that_lets_the_loop_run() -> None:
     """A new process reads its objects from the index a hundred at a time, the event loop
     running in between; none is left out, none read twice."""
-    runtime = Runtime(config=Config(poll_seconds=1), kube=ClusterKube(),  # type: ignore[arg-type]
-                      secrets=SecretCache(ClusterKube().read_secret, 60))
+    runtime = runtime_of(ClusterKube(), Config(poll_seconds=1))
     bodies: dict[Key, list[str]] = {}
     for n in range(3 * listed.READ_AT_ONCE + 1):
         raw = raw_body()

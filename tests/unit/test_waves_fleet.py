@@ -20,14 +20,12 @@ from metamapper_operator.autoscale.waves import Outlook, Wave
 from metamapper_operator.builders import LABEL_POOL
 from metamapper_operator.config import Config
 from metamapper_operator.model import parse
-from metamapper_operator.references import SecretCache
-from metamapper_operator.runtime import Runtime
 from metamapper_operator.state import Key
 from metamapper_operator.status import DeploymentState, measured
 from tests.unit.sample import BODY
-from tests.unit.test_reconcile_containment import StatusKube, condition, runtime_of
+from tests.unit.test_reconcile_containment import StatusKube, condition
 from tests.unit.test_waves_loop import StartingKube, at
-from tests.unit.test_wiring import ACCESS, FakeControl, FakeProbe
+from tests.unit.test_wiring import ACCESS, FakeControl, FakeProbe, runtime_of
 
 UTC = datetime.UTC
 POLL = 30
@@ -49,9 +47,7 @@ class Fleets:
                  settings: dict[str, Any] | None = None) -> None:
         self.wall = at("2026-12-07T00:05:00")
         self.kube = StartingKube()
-        self.runtime = Runtime(config=Config(poll_seconds=POLL),
-                               kube=self.kube,  # type: ignore[arg-type]
-                               secrets=SecretCache(self.kube.read_secret, 60))
+        self.runtime = runtime_of(self.kube, Config(poll_seconds=POLL))
         self.pools = copy.deepcopy(pools or POOLS)
         self.keys = [Key("ns", name) for name in names or ("mm",)]
         for n, key in enumerate(self.keys):

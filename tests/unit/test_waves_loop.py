@@ -23,8 +23,6 @@ from metamapper_operator.autoscale.waves import Outlook, Wave
 from metamapper_operator.builders import LABEL_POOL
 from metamapper_operator.config import Config
 from metamapper_operator.model import parse
-from metamapper_operator.references import SecretCache
-from metamapper_operator.runtime import Runtime
 from metamapper_operator.state import Key
 from metamapper_operator.status import (
     DeploymentState,
@@ -34,7 +32,7 @@ from metamapper_operator.status import (
     render,
 )
 from tests.unit.sample import BODY
-from tests.unit.test_wiring import ACCESS, KEY, FakeControl, FakeKube, FakeProbe
+from tests.unit.test_wiring import ACCESS, KEY, FakeControl, FakeKube, FakeProbe, runtime_of
 
 UTC = datetime.UTC
 DEPLOYMENT = "mm-runs"
@@ -68,9 +66,7 @@ class Fleet:
                  scheduler: dict[str, Any] | None = None) -> None:
         self.wall = at("2026-12-07T10:20:00")
         self.kube = StartingKube()
-        self.runtime = Runtime(config=Config(poll_seconds=1),
-                               kube=self.kube,  # type: ignore[arg-type]
-                               secrets=SecretCache(self.kube.read_secret, 60))
+        self.runtime = runtime_of(self.kube, Config(poll_seconds=1))
         raw = copy.deepcopy(BODY)
         raw["metadata"].update(namespace=KEY.namespace, name=KEY.name, uid="u-1")
         raw["spec"]["pools"] = [{"name": "runs", "queues": ["revisioner"], "minReplicas": 0,

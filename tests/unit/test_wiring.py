@@ -127,11 +127,20 @@ class FakeProbe:
         pass
 
 
+def runtime_of(kube: FakeKube, config: Config | None = None) -> Runtime:
+    """The runtime the operator builds at start (``config``, or the defaults), over a fake
+    Kube edge: ``FakeKube`` or one derived from it, its Secrets cached as the config says."""
+    config = config or Config()
+    # A fake answers the requests the wiring makes; it is no Kube, which only a protocol
+    # of the edge's requests would let the type say.
+    return Runtime(config=config, kube=kube,  # type: ignore[arg-type]
+                   secrets=SecretCache(kube.read_secret, config.secret_ttl_seconds))
+
+
 def setup(uid: str = "u-1", waiting: int = 9, replicas: int = 1
           ) -> tuple[Runtime, FakeKube, Autoscaler]:
     kube = FakeKube()
-    runtime = Runtime(config=Config(poll_seconds=1), kube=kube,  # type: ignore[arg-type]
-                      secrets=SecretCache(kube.read_secret, 60))
+    runtime = runtime_of(kube, Config(poll_seconds=1))
     adopt(runtime, uid)
     autoscaler = Autoscaler(runtime, lambda key: {
         "mm-default": DeploymentState(name="mm-default", spec_hash="h", replicas=replicas)}
@@ -490,8 +499,7 @@ def test_no_children_are_created_for_an_object_that_is_gone() -> None:
     on every resync)."""
     async def scenario(live_uid: str | None) -> tuple[list[str], bool]:
         kube = FakeKube(live_uid=live_uid)
-        runtime = Runtime(config=Config(), kube=kube,  # type: ignore[arg-type]
-                          secrets=SecretCache(kube.read_secret, 60))
+        runtime = runtime_of(kube)
         raw = copy.deepcopy(BODY)
         raw["metadata"].update(namespace=KEY.namespace, name=KEY.name, uid="u-1")
         await handlers.reconcile(kopf.Body(raw), runtime, {}, {})
@@ -512,9 +520,7 @@ def test_a_stalled_request_cannot_hold_a_cycle_or_a_lock() -> None:
 
     async def scenario() -> None:
         kube = StalledKube()
-        runtime = Runtime(config=Config(poll_seconds=0.1, cycle_limit_seconds=0.3),
-                          kube=kube,  # type: ignore[arg-type]
-                          secrets=SecretCache(kube.read_secret, 60))
+        runtime = runtime_of(kube, Config(poll_seconds=0.1, cycle_limit_seconds=0.3))
         adopt(runtime, "u-1")
         autoscaler = Autoscaler(runtime, lambda key: {
             "mm-default": DeploymentState(name="mm-default", spec_hash="h", replicas=1)})
@@ -668,8 +674,7 @@ def test_a_reconcile_before_the_indexes_catch_up_applies_nothing_again() -> None
     a second time."""
     async def scenario() -> list[str]:
         kube = FakeKube()
-        runtime = Runtime(config=Config(), kube=kube,  # type: ignore[arg-type]
-                          secrets=SecretCache(kube.read_secret, 60))
+        runtime = runtime_of(kube)
         raw = copy.deepcopy(BODY)
         raw["metadata"].update(namespace=KEY[0], name=KEY[1], uid="u-1")
         await handlers.reconcile(kopf.Body(raw), runtime, {}, {})
@@ -720,8 +725,7 @@ def test_a_reconcile_that_relied_on_its_own_writes_is_not_skipped_by_the_resync(
     as every later resync found the same indexes and skipped the object."""
     async def scenario() -> tuple[bool, bool]:
         kube = FakeKube()
-        runtime = Runtime(config=Config(), kube=kube,  # type: ignore[arg-type]
-                          secrets=SecretCache(kube.read_secret, 60))
+        runtime = runtime_of(kube)
         raw = copy.deepcopy(BODY)
         raw["metadata"].update(namespace=KEY[0], name=KEY[1], uid="u-1")
         body = kopf.Body(raw)
