@@ -10,15 +10,13 @@ from dataclasses import dataclass, field
 
 import kopf
 import pytest
-from kubernetes_asyncio import client
 
 from metamapper_operator import handlers
-from metamapper_operator import kube as kube_module
 from metamapper_operator.builders import ONE_BEAT_GATE
-from metamapper_operator.kube import GatedPods, Kube, KubeError
+from metamapper_operator.kube import GatedPods, KubeError
 from metamapper_operator.model import parse
 from tests.unit.sample import BODY
-from tests.unit.test_wiring import FakeKube, runtime_of
+from tests.unit.test_wiring import FakeKube, runtime_of, silent_apiserver
 
 
 @dataclass
@@ -81,22 +79,11 @@ def test_flowers_service_is_deleted_when_flower_is_turned_off() -> None:
 def test_the_new_requests_have_a_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
     """An apiserver that accepts the connection and never answers."""
     async def scenario() -> None:
-        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await reader.read(1)
-            await asyncio.Event().wait()
-
-        server = await asyncio.start_server(silent, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        kube = Kube(client.ApiClient(client.Configuration(host=f"http://127.0.0.1:{port}")))
-        monkeypatch.setattr(kube_module, "REQUEST_TIMEOUT", 0.5)
-        try:
+        async with silent_apiserver(monkeypatch) as kube:
             for call in (kube.gated_pods("ns", {"a": "b"}, ONE_BEAT_GATE),
                          kube.ungate_pod("ns", "p"), kube.delete("Service", "ns", "s")):
                 with pytest.raises(KubeError):
                     await asyncio.wait_for(call, 5)
-        finally:
-            await kube.close()
-            server.close()
 
     asyncio.run(scenario())
 

@@ -21,7 +21,6 @@ import pytest
 from metamapper_operator import handlers, listed
 from metamapper_operator.autoscale.drainplan import Load
 from metamapper_operator.autoscale.loop import Autoscaler
-from metamapper_operator.autoscale.shrink import Shrinker
 from metamapper_operator.builders import SPEC_HASH
 from metamapper_operator.children import Children
 from metamapper_operator.config import Config
@@ -32,9 +31,9 @@ from metamapper_operator.runtime import Runtime
 from metamapper_operator.state import Key
 from metamapper_operator.status import DeploymentState
 from tests.unit.sample import BODY
-from tests.unit.test_waves_loop import Fleet, at
-from tests.unit.test_wiring import ACCESS, FakeControl, FakeKube, FakeProbe, runtime_of
+from tests.unit.test_waves_loop import Fleet, at, wall_clock_autoscaler
 from tests.unit.test_wiring import KEY as KEY_WARM
+from tests.unit.test_wiring import FakeControl, FakeKube, FakeProbe, runtime_of
 
 KEY = Key("restart", "mm")
 
@@ -337,12 +336,8 @@ def test_a_listed_pool_the_last_leader_warmed_is_not_drained_during_its_wave() -
         fleet.runtime.note_change()
         fleet.kube.pods = {"p-a": {}, "p-b": {}, "p-c": {}}
         fleet.control = FakeControl({"p-a": Load(), "p-b": Load(), "p-c": Load()})
-        fleet.autoscaler = Autoscaler(fleet.runtime, fleet.deployments,
-                                      clock=lambda: fleet.wall.timestamp(),
-                                      wall=lambda: fleet.wall)
-        fleet.autoscaler.shrinker = Shrinker(fleet.kube, fleet.autoscaler.clock,
-                                             control_for=lambda a, o: fleet.control)
-        fleet.autoscaler.probes[ACCESS] = FakeProbe(0)
+        fleet.autoscaler = wall_clock_autoscaler(fleet.runtime, fleet.kube, fleet.deployments,
+                                                 lambda: fleet.wall, lambda: fleet.control)
         fleet.wall = at("2026-12-07T10:44:45")
         while fleet.wall < at("2026-12-07T10:45:55"):   # the wave fires at 10:45, held 60 s
             await fleet.autoscaler.cycle()

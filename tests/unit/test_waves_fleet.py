@@ -15,7 +15,6 @@ import kopf
 from metamapper_operator import handlers
 from metamapper_operator.autoscale.drainplan import Load
 from metamapper_operator.autoscale.loop import Autoscaler
-from metamapper_operator.autoscale.shrink import Shrinker
 from metamapper_operator.autoscale.waves import Outlook, Wave
 from metamapper_operator.builders import LABEL_POOL
 from metamapper_operator.config import Config
@@ -24,7 +23,7 @@ from metamapper_operator.state import Key
 from metamapper_operator.status import DeploymentState, measured
 from tests.unit.sample import BODY
 from tests.unit.test_reconcile_containment import StatusKube, condition
-from tests.unit.test_waves_loop import StartingKube, at
+from tests.unit.test_waves_loop import StartingKube, at, wall_clock_autoscaler
 from tests.unit.test_wiring import ACCESS, FakeControl, FakeProbe, runtime_of
 
 UTC = datetime.UTC
@@ -60,13 +59,8 @@ class Fleets:
             state.fleet, state.access, state.generation = parse(raw), ACCESS, 3
         self.runtime.note_change()
         self.control = FakeControl({})
-        self.autoscaler = Autoscaler(self.runtime, self.deployments,
-                                     clock=lambda: self.wall.timestamp(),
-                                     wall=lambda: self.wall)
-        self.autoscaler.shrinker = Shrinker(
-            self.kube, self.autoscaler.clock,  # type: ignore[arg-type]
-            control_for=lambda access, options: self.control)  # type: ignore[arg-type,return-value]
-        self.autoscaler.probes[ACCESS] = FakeProbe(0)
+        self.autoscaler = wall_clock_autoscaler(self.runtime, self.kube, self.deployments,
+                                                lambda: self.wall, lambda: self.control)
 
     def size(self, key: Key, pool: dict[str, Any]) -> int:
         name = f"{key.name}-{pool['name']}"

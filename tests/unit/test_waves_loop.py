@@ -10,7 +10,7 @@ import asyncio
 import copy
 import dataclasses
 import datetime
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from kubernetes_asyncio import client
@@ -23,6 +23,7 @@ from metamapper_operator.autoscale.waves import Outlook, Wave
 from metamapper_operator.builders import LABEL_POOL
 from metamapper_operator.config import Config
 from metamapper_operator.model import parse
+from metamapper_operator.runtime import Runtime
 from metamapper_operator.state import Key
 from metamapper_operator.status import (
     DeploymentState,
@@ -55,6 +56,21 @@ class StartingKube(FakeKube):
                 for name, pod in (await super().list_pods(namespace, labels)).items()}
 
 
+def wall_clock_autoscaler(runtime: Runtime, kube: FakeKube,
+                          deployments: Callable[[Key], dict[str, DeploymentState]],
+                          wall: Callable[[], datetime.datetime],
+                          control: Callable[[], FakeControl]) -> Autoscaler:
+    """An autoscaler whose policy's clock moves with the ``wall`` clock a test moves,
+    draining through the workers ``control`` gives at the time, with nothing waiting on
+    the broker."""
+    autoscaler = Autoscaler(runtime, deployments, clock=lambda: wall().timestamp(), wall=wall)
+    autoscaler.shrinker = Shrinker(
+        kube, autoscaler.clock,  # type: ignore[arg-type]
+        control_for=lambda access, options: control())  # type: ignore[arg-type,return-value]
+    autoscaler.probes[ACCESS] = FakeProbe(0)
+    return autoscaler
+
+
 class Fleet:
     """One Metamapper with a metastore whose pool "runs" consumes the revisioner queue
     (upstream's beat sends queue_runs there at :15 and :45, create_runs and
@@ -80,13 +96,8 @@ class Fleet:
         self.runtime.note_change()
         self.kube.labels = {"p-a": {LABEL_POOL: "runs"}}
         self.control = FakeControl({"p-a": Load()})
-        self.autoscaler = Autoscaler(self.runtime, self.deployments,
-                                     clock=lambda: self.wall.timestamp(),
-                                     wall=lambda: self.wall)
-        self.autoscaler.shrinker = Shrinker(
-            self.kube, self.autoscaler.clock,  # type: ignore[arg-type]
-            control_for=lambda access, options: self.control)  # type: ignore[arg-type,return-value]
-        self.autoscaler.probes[ACCESS] = FakeProbe(0)
+        self.autoscaler = wall_clock_autoscaler(self.runtime, self.kube, self.deployments,
+                                                lambda: self.wall, lambda: self.control)
 
     @property
     def replicas(self) -> int:

@@ -5,11 +5,12 @@ liveness check and loop supervision work. (The real thing: tests/operator.)"""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import dataclasses
 import functools
 import socket
-from collections.abc import Collection, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -536,28 +537,35 @@ def test_a_stalled_request_cannot_hold_a_cycle_or_a_lock() -> None:
     asyncio.run(scenario())
 
 
+@contextlib.asynccontextmanager
+async def silent_apiserver(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Kube]:
+    """A Kube edge, its requests' timeout at 0.5 s, before an apiserver that accepts the
+    connection and never answers."""
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1)
+        await asyncio.Event().wait()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    kube = Kube(client.ApiClient(client.Configuration(host=f"http://127.0.0.1:{port}")))
+    monkeypatch.setattr(kube_module, "REQUEST_TIMEOUT", 0.5)
+    try:
+        yield kube
+    finally:
+        await kube.close()
+        server.close()
+
+
 def test_every_api_request_has_a_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
     """An apiserver that accepts the connection and never answers."""
     async def scenario() -> None:
-        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await reader.read(1)
-            await asyncio.Event().wait()
-
-        server = await asyncio.start_server(silent, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        configuration = client.Configuration(host=f"http://127.0.0.1:{port}")
-        kube = Kube(client.ApiClient(configuration))
-        monkeypatch.setattr(kube_module, "REQUEST_TIMEOUT", 0.5)
-        try:
+        async with silent_apiserver(monkeypatch) as kube:
             for call in (kube.scale("ns", "d", 2), kube.read_secret("ns", "s"),
                          kube.patch_status("ns", "mm", {"x": 1}),
                          kube.list_pods("ns", {"a": "b"})):
                 with pytest.raises(KubeError) as failed:
                     await asyncio.wait_for(call, 5)
                 assert failed.value.retryable
-        finally:
-            await kube.close()
-            server.close()
 
     asyncio.run(scenario())
 
