@@ -73,7 +73,8 @@ test: deps venv checkov tools images lint test-only ## everything: set-up, image
 # Tests that need no service, no control plane and no node: the operator's unit and wiring
 # tests, and the worker app's pure ones.
 FAST_TESTS := tests/unit tests/devenv/test_waiting.py tests/tasks/test_config.py tests/tasks/test_diff.py \
-  tests/tasks/test_redact.py tests/devenv/test_dns_manifests.py
+  tests/tasks/test_redact.py tests/devenv/test_dns_manifests.py \
+  tests/bench/test_traces.py tests/bench/test_trace_replay.py tests/bench/test_policy_simulation.py
 
 .PHONY: test-fast
 test-fast: venv ## unit and wiring tests only: no service, control plane or node (< 30 s)

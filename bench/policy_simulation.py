@@ -15,20 +15,20 @@ a pod's ``concurrency`` slots; a pod is ready ``--start`` seconds after it is as
   waiting messages only, every 15 s, a 300 s window); removed pods stop counting at once.
 
 Worker-seconds are the ready pods integrated over the trace plus ``--tail`` seconds; a
-wait is a task's start minus its arrival. Besides ``bench/bursty-trace.csv`` (or
-``--trace``), two shapes are generated: waves of 30 three-second tasks every 70 s over a
-trickle, and a slow ramp with noise (seeded).
+wait is a task's start minus its arrival. The traces are the replay's: every
+``bench/*-trace.csv`` (the bursty trace, Metamapper's beat, waves of 30 three-second tasks
+every 70 s over a trickle, a slow ramp with noise: ``bench/_traces.py``), or the
+``--trace``s given.
 
 Usage::
 
-    python bench/policy_simulation.py [--trace bench/bursty-trace.csv] [--start 4]
-                                      [--poll 2] [--tail 330]
+    python bench/policy_simulation.py [--trace bench/bursty-trace.csv --trace ...]
+                                      [--start 4] [--poll 2] [--tail 330]
 """
 
 from __future__ import annotations
 
 import argparse
-import random
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -36,10 +36,10 @@ from pathlib import Path
 
 from _common import percentile, print_table
 from _hpa import SYNC_SECONDS, Behaviour, Hpa
+from _traces import Row, load
 from metamapper_operator.autoscale.latency import Sample, Throughput, for_wait, observe
 from metamapper_operator.autoscale.policy import Bounds, History, decide
 from metamapper_operator.model import Autoscaling, Pool
-from trace_replay import TRACE, Row, read_trace
 
 TICK = 0.25        # seconds per simulation step
 CONCURRENCY = 2    # as trace_replay.py's pool: concurrency 2, 1 to 8 pods, 2 per pod
@@ -140,43 +140,30 @@ def resized(pods: list[Pod], wanted: int, ready_at: float, drains: bool) -> list
     return pods if drains else [pod for pod in pods if not pod.draining]
 
 
-def waves() -> list[Row]:
-    """30 tasks of 3 s every 70 s, six times, over one 2 s task every 10 s."""
-    rows = []
-    for wave in range(6):
-        rows.append(Row(wave * 70.0, 30, 3.0))
-        rows += [Row(wave * 70.0 + tick, 1, 2.0) for tick in range(10, 70, 10)]
-    return rows
-
-
-def ramp(seed: int = 1) -> list[Row]:
-    """Every 5 s for 300 s a few 3 s tasks more, with noise."""
-    rng = random.Random(seed)
-    return [Row(float(t), max(0, t // 40 + rng.randint(-1, 2)), 3.0) for t in range(0, 300, 5)]
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trace", type=Path, default=TRACE)
+    parser.add_argument("--trace", type=Path, action="append",
+                        help="a trace (CSV); give it again for more (default: every "
+                             "bench/*-trace.csv)")
     parser.add_argument("--start", type=float, default=4.0,
                         help="seconds from asking for a pod to its being ready (default 4)")
     parser.add_argument("--poll", type=float, default=2.0,
                         help="our polling interval in seconds (default 2)")
     parser.add_argument("--tail", type=float, default=330.0)
     args = parser.parse_args(argv)
-    traces = {args.trace.name: read_trace(args.trace), "waves": waves(), "ramp": ramp()}
     configs: dict[str, tuple[Callable[[], Decider], float, bool]] = {
         "ours": (lambda: ours(Autoscaling()), args.poll, True),
         "ours, previous": (lambda: ours(PREVIOUS), args.poll, True),
         "KEDA-like": (keda_like, SYNC_SECONDS, False),
     }
     table = []
-    for name, trace in traces.items():
-        outcomes = {config: simulate(trace, make(), interval, drains, args.start, args.tail)
+    for trace in load(args.trace):
+        outcomes = {config: simulate(trace.rows, make(), interval, drains, args.start,
+                                     args.tail)
                     for config, (make, interval, drains) in configs.items()}
         keda = outcomes["KEDA-like"]
         for config, outcome in outcomes.items():
-            table.append((name, config, f"{outcome.p95_wait:.1f}",
+            table.append((trace.name, config, f"{outcome.p95_wait:.1f}",
                           f"{outcome.worker_seconds:.0f}",
                           f"{outcome.p95_wait / keda.p95_wait:.2f}x"
                           if keda.p95_wait else "-",

@@ -1,16 +1,20 @@
-"""Replay one bursty trace three ways side by side: our defaults, KEDA-like, a fixed fleet.
+"""Replay traces three ways side by side: our defaults, KEDA-like, a fixed fleet.
 
-The trace (``bench/bursty-trace.csv``: rows ``offset_seconds,tasks,task_seconds``) is sent
-from one clock to three Metamappers, each in a namespace of its own with its own Redis
-database, all on one local control plane with a real node (kubelet, containerd) that runs
-every pod as a real ``celery worker`` in a container of the workload image (the worker
-image plus the tasks of ``devenv.workload``, which record when each task started and
-finished). The operators run as local processes, one per polling interval. One pool each:
-concurrency 2, minReplicas 1 (KEDA's default is 0), maxReplicas 8 (``--max-replicas``:
-high enough that capacity is decided by each policy, not by the cap), target backlog 2 per
-pod, each worker pod requesting 50m CPU (so that three pools of 8 fit the node and none
-waits for room another holds). It also prints each trace row's longest wait per
-configuration, to show where the waits come from.
+Each trace (rows ``offset_seconds,tasks,task_seconds``; ``--trace`` as often as wanted, by
+default every ``bench/*-trace.csv``: the bursty trace, Metamapper's beat, waves over a
+trickle, a slow ramp; ``bench/_traces.py`` says how each was made) is replayed in turn, each
+on fresh fleets: three Metamappers, each in a namespace of its own with a Redis database of
+a Redis server started for that trace, all on one local control plane with a real node
+(kubelet, containerd) that runs every pod as a real ``celery worker`` in a container of the
+workload image (the worker image plus the tasks of ``devenv.workload``, which record when
+each task started and finished). The operators run as local processes, one per polling
+interval, started for each trace; when a trace's horizon is over they are stopped and its
+namespaces deleted (pods and all) before the next trace starts, so that no trace's tail
+runs beside the next. One pool each: concurrency 2, minReplicas 1 (KEDA's default is 0),
+maxReplicas 8 (``--max-replicas``: high enough that capacity is decided by each policy,
+not by the cap), target backlog 2 per pod, each worker pod requesting 50m CPU (so that
+three pools of 8 fit the node and none waits for room another holds). It also prints each
+trace row's longest wait per configuration, to show where the waits come from.
 
 * **our defaults**: the operator's and the CRD's defaults (the operator's polling interval
   or ``--poll``, in-flight messages counted, drain before delete; the scale-down window and
@@ -22,26 +26,29 @@ configuration, to show where the waits come from.
   only the model scales it;
 * **fixed at max**: autoscaling off, the maximum all the time.
 
-Every figure is taken over the same horizon: from the trace's start to its last row plus
-``--tail`` seconds (330 by default, so the 300 s windows can shrink both autoscaled pools
-before the end). Queue wait = the task's first ``started`` record - the time it was sent;
-worker-seconds = the integral of the Deployment's ``status.readyReplicas`` (from a
-``kubectl get --watch``: every change, as it happens) over the horizon; peak = the most
-ready pods; lost = sent - done at the horizon's end.
+Every figure of a trace is taken over the same horizon: from the trace's start to its last
+row plus ``--tail`` seconds (330 by default, so the 300 s windows can shrink both
+autoscaled pools before the end). Queue wait = the task's first ``started`` record - the
+time it was sent; worker-seconds = the integral of the Deployment's
+``status.readyReplicas`` (from a ``kubectl get --watch``: every change, as it happens) over
+the horizon; peak = the most ready pods; lost = sent - done at the horizon's end.
 
-It ends with one line comparing our defaults with KEDA-like: ``p95 wait vs KEDA-like:
-X.XXx, worker-seconds vs KEDA-like: Y.YYx`` (the goal: at most 0.5x and 1.0x).
+Each trace ends with its picture (``--pictures``/``trace-replay-<trace>.png``) and one line
+comparing our defaults with KEDA-like: ``p95 wait vs KEDA-like: X.XXx, worker-seconds vs
+KEDA-like: Y.YYx`` and whether the goal is met: our p95 wait at most 0.5x KEDA-like's, at
+most 0.8x its worker-seconds, none of our tasks lost. The run ends with one table of every
+trace's ratios, lost tasks and verdict.
 
 Usage::
 
-    python bench/trace_replay.py [--trace bench/bursty-trace.csv] [--tail 330]
+    python bench/trace_replay.py [--trace bench/bursty-trace.csv --trace ...] [--tail 330]
                                  [--max-replicas 8] [--window SECONDS] [--poll SECONDS]
+                                 [--pictures build]
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import os
 import tempfile
@@ -51,7 +58,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from itertools import groupby, pairwise
+from itertools import groupby
 from pathlib import Path
 from typing import Any
 
@@ -69,13 +76,13 @@ from _common import (
     say,
 )
 from _hpa import Behaviour, hpa_model
+from _traces import Row, Trace, load
 from devenv.pictures import Replay, replay_picture
 from devenv.waiting import wait_until
 from devenv.workload import MODULE, TASK, records, tally
 from metamapper_operator.config import Config as OperatorConfig
 
-TRACE = Path(__file__).with_name("bursty-trace.csv")
-PICTURE = Path(__file__).resolve().parent.parent / "build" / "trace-replay.png"
+PICTURES = Path(__file__).resolve().parent.parent / "build"
 NAME = "replay"
 POOL = "default"
 CONCURRENCY = 2
@@ -86,6 +93,10 @@ MAX_REPLICAS = 8
 PROGRESS_SECONDS = 15.0
 ONCE_A_DAY = 86400.0
 OPERATOR_DEFAULTS = OperatorConfig()
+DELETE_SECONDS = 300   # a trace's namespaces, pods and all, deleted within
+OURS, KEDA, FIXED = "our defaults", "KEDA-like", "fixed at max"
+WAIT_GOAL = 0.5             # our p95 wait at most this times KEDA-like's
+WORKER_SECONDS_GOAL = 0.8   # our worker-seconds at most this times KEDA-like's
 
 
 @dataclass(frozen=True)
@@ -98,33 +109,30 @@ class Config:
     hpa: bool = False   # scaled by the HPA model, not by its operator
 
 
-def configs(max_replicas: int, window: float | None, poll: float) -> tuple[Config, ...]:
-    """The three configurations; ``window`` replaces our default scale-down window, ``poll``
-    is our operator's polling interval."""
+def configs(max_replicas: int, window: float | None, poll: float, prefix: str
+            ) -> tuple[Config, ...]:
+    """The three configurations, in namespaces named ``<prefix>-...``; ``window`` replaces
+    our default scale-down window, ``poll`` is our operator's polling interval."""
     ours = {} if window is None else {"scaleDownStabilizationSeconds": window}
     return (
-        Config("our defaults", "replay-ours", poll, 1, ours),
-        Config("KEDA-like", "replay-keda", ONCE_A_DAY, 1, {}, hpa=True),
-        Config("fixed at max", "replay-fixed", poll, max_replicas, {"enabled": False}),
+        Config(OURS, f"{prefix}-ours", poll, 1, ours),
+        Config(KEDA, f"{prefix}-keda", ONCE_A_DAY, 1, {}, hpa=True),
+        Config(FIXED, f"{prefix}-fixed", poll, max_replicas, {"enabled": False}),
     )
 
 
 @dataclass(frozen=True)
-class Row:
-    """``tasks`` tasks of ``seconds`` each, sent ``offset`` seconds into the trace."""
+class Options:
+    """What every trace is replayed with."""
 
-    offset: float
-    tasks: int
-    seconds: float
+    tail: float
+    max_replicas: int
+    window: float | None
+    poll: float
+    pictures: Path
 
-
-def read_trace(path: Path) -> list[Row]:
-    with path.open(newline="") as rows:
-        trace = [Row(float(r["offset_seconds"]), int(r["tasks"]), float(r["task_seconds"]))
-                 for r in csv.DictReader(rows)]
-    if not trace or any(a.offset > b.offset for a, b in pairwise(trace)):
-        raise SystemExit(f"{path}: expected rows in the order of their offsets")
-    return trace
+    def horizon(self, trace: Trace) -> float:
+        return trace.last_offset + self.tail
 
 
 class ReadyWatch:
@@ -179,6 +187,19 @@ def ready_watch(kube: Cluster) -> Iterator[ReadyWatch]:
         yield watch
     finally:
         watch.close()
+
+
+@contextmanager
+def namespaces(kube: Cluster, names: Sequence[str]) -> Iterator[None]:
+    """``names`` created; on exit deleted with everything in them, waited for: the next
+    trace starts on a node without these pods."""
+    kube.apply([namespace_manifest(name) for name in names])
+    try:
+        yield
+    finally:
+        say(f"deleting {', '.join(names)} ...")
+        kube.kubectl("delete", "namespace", *names, "--wait=true",
+                     f"--timeout={DELETE_SECONDS}s")
 
 
 @dataclass
@@ -270,17 +291,119 @@ def leftovers(root: Path) -> list[str]:
     return found
 
 
+# --- figures -----------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
-class Figures:
+class Outcome:
+    """One configuration's figures over a trace's horizon (waits NaN when no task
+    started)."""
+
+    label: str
+    sent: int
+    p50_wait: float
     p95_wait: float
     worker_seconds: float
+    peak: int
+    lost: int
+
+    def row(self) -> list[object]:
+        return [self.label, self.sent, seconds(self.p50_wait), seconds(self.p95_wait),
+                f"{self.worker_seconds:.0f}", self.peak, self.lost]
 
 
-def ratios(figures: dict[str, Figures]) -> str:
-    """The closing line: our defaults over KEDA-like."""
-    ours, keda = figures["our defaults"], figures["KEDA-like"]
-    return (f"p95 wait vs KEDA-like: {ours.p95_wait / keda.p95_wait:.2f}x, "
-            f"worker-seconds vs KEDA-like: {ours.worker_seconds / keda.worker_seconds:.2f}x")
+def seconds(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.1f}"
+
+
+def percentile_or_nan(values: Sequence[float], q: float) -> float:
+    return percentile(values, q) if values else math.nan
+
+
+def ratio(ours: float, theirs: float) -> float | None:
+    """``ours / theirs``; None when it means nothing (``theirs`` 0 or either NaN)."""
+    quotient = ours / theirs if theirs else math.nan
+    return None if math.isnan(quotient) else quotient
+
+
+def times(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One trace's outcomes: our defaults against KEDA-like, and the goal's verdict."""
+
+    trace: str
+    outcomes: tuple[Outcome, ...]
+
+    def of(self, label: str) -> Outcome:
+        return next(outcome for outcome in self.outcomes if outcome.label == label)
+
+    @property
+    def wait_ratio(self) -> float | None:
+        return ratio(self.of(OURS).p95_wait, self.of(KEDA).p95_wait)
+
+    @property
+    def worker_seconds_ratio(self) -> float | None:
+        return ratio(self.of(OURS).worker_seconds, self.of(KEDA).worker_seconds)
+
+    def shortfalls(self) -> list[str]:
+        """Where the goal is missed (compared as products: a p95 wait of 0 against 0
+        meets it, a NaN never does)."""
+        ours, keda = self.of(OURS), self.of(KEDA)
+        missed = []
+        if not ours.p95_wait <= WAIT_GOAL * keda.p95_wait:
+            missed.append(f"p95 wait {times(self.wait_ratio)} > {WAIT_GOAL:g}x")
+        if not ours.worker_seconds <= WORKER_SECONDS_GOAL * keda.worker_seconds:
+            missed.append(f"worker-seconds {times(self.worker_seconds_ratio)} > "
+                          f"{WORKER_SECONDS_GOAL:g}x")
+        if ours.lost:
+            missed.append(f"{ours.lost} lost")
+        return missed
+
+    def verdict(self) -> str:
+        missed = self.shortfalls()
+        return f"no: {', '.join(missed)}" if missed else "yes"
+
+    def line(self) -> str:
+        """The closing line of the trace's report."""
+        return (f"p95 wait vs {KEDA}: {times(self.wait_ratio)}, worker-seconds vs {KEDA}: "
+                f"{times(self.worker_seconds_ratio)}; goal met: {self.verdict()}")
+
+    def summary_row(self) -> list[object]:
+        return [self.trace, seconds(self.of(OURS).p95_wait), seconds(self.of(KEDA).p95_wait),
+                times(self.wait_ratio), times(self.worker_seconds_ratio),
+                *(outcome.lost for outcome in self.outcomes), self.verdict()]
+
+
+def print_summary(comparisons: Sequence[Comparison]) -> None:
+    print(f"\nevery trace: the goal is our p95 wait at most {WAIT_GOAL:g}x {KEDA}'s at "
+          f"most {WORKER_SECONDS_GOAL:g}x its worker-seconds, none of ours lost")
+    print_table(["trace", "ours p95 wait s", f"{KEDA} p95 wait s", "p95 wait ratio",
+                 "worker-s ratio", *(f"{o.label} lost" for o in comparisons[0].outcomes),
+                 "goal met"],
+                [comparison.summary_row() for comparison in comparisons])
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One fleet's run of a trace: its figures, its timeline, each row's longest wait."""
+
+    outcome: Outcome
+    replay: Replay
+    worst: dict[int, float]
+
+
+def measure(fleet: Fleet, watch: ReadyWatch, start: float, horizon: float) -> Measured:
+    result = tally(fleet.broker, list(fleet.sent))
+    waited = fleet.waits()
+    waits = list(waited.values())
+    used, peak = watch.usage(fleet.config.namespace, start, start + horizon)
+    return Measured(
+        Outcome(fleet.config.label, result.sent, percentile_or_nan(waits, 50),
+                percentile_or_nan(waits, 95), used, peak, result.lost),
+        fleet.timeline(watch, start, horizon), worst_by_row(waited, fleet.row_of))
 
 
 def worst_by_row(waits: dict[str, float], row_of: dict[str, int]) -> dict[int, float]:
@@ -293,31 +416,98 @@ def worst_by_row(waits: dict[str, float], row_of: dict[str, int]) -> dict[int, f
     return worst
 
 
-def print_worst_by_row(trace: Sequence[Row], by_row: dict[str, dict[int, float]]) -> None:
+def print_worst_by_row(trace: Sequence[Row], measured: Sequence[Measured]) -> None:
     """Where the waits come from: each row's longest wait, per configuration."""
     print("\nthe longest wait of each row's tasks, s")
-    print_table(["offset s", "tasks", *by_row],
+    print_table(["offset s", "tasks", *(m.outcome.label for m in measured)],
                 [[f"{r.offset:g}", r.tasks,
-                  *(f"{worst[i]:.1f}" if i in worst else "-" for worst in by_row.values())]
+                  *(f"{m.worst[i]:.1f}" if i in m.worst else "-" for m in measured)]
                  for i, r in enumerate(trace)])
 
 
-def print_trace(trace: Sequence[Row], horizon: float) -> None:
-    print(f"\ntrace: {sum(r.tasks for r in trace)} tasks, "
-          f"{sum(r.tasks * r.seconds for r in trace):.0f} task-seconds, last row at "
-          f"{trace[-1].offset:g} s; horizon {horizon:g} s")
+def print_trace(trace: Trace, horizon: float) -> None:
+    rows = trace.rows
+    print(f"\ntrace {trace.name} ({trace.path}): {sum(r.tasks for r in rows)} tasks, "
+          f"{sum(r.tasks * r.seconds for r in rows):.0f} task-seconds, last row at "
+          f"{trace.last_offset:g} s; horizon {horizon:g} s")
     print_table(["offset s", "tasks", "task s", "work task-s"],
                 [[f"{r.offset:g}", r.tasks, f"{r.seconds:g}", f"{r.tasks * r.seconds:g}"]
-                 for r in trace])
+                 for r in rows])
+
+
+def picture_path(folder: Path, trace: Trace) -> Path:
+    return folder / f"trace-replay-{trace.name}.png"
+
+
+def report(trace: Trace, options: Options, measured: Sequence[Measured]) -> Comparison:
+    """The trace's own output: its rows, each configuration's figures, each row's longest
+    wait, its picture and the closing line."""
+    horizon = options.horizon(trace)
+    print_trace(trace, horizon)
+    print(f"\nthe trace sent to each configuration side by side; figures over {horizon:g} s "
+          f"(last row + {options.tail:g} s tail)")
+    print_table(["configuration", "tasks", "p50 wait s", "p95 wait s", "worker-s",
+                 "peak workers", "lost"], [m.outcome.row() for m in measured])
+    print_worst_by_row(trace.rows, measured)
+    picture = replay_picture([m.replay for m in measured], picture_path(options.pictures, trace),
+                             f"{trace.path.name} replayed to each configuration side by side "
+                             f"(max {options.max_replicas} pods)")
+    print(f"\npicture of the run: {picture}")
+    comparison = Comparison(trace.name, tuple(m.outcome for m in measured))
+    print(comparison.line())
+    return comparison
+
+
+# --- one trace on fresh fleets -----------------------------------------------------
+
+
+def replay_trace(kube: Cluster, watch: ReadyWatch, root: Path, prefix: str, trace: Trace,
+                 options: Options) -> list[Measured]:
+    """``trace`` sent to three fleets of its own (namespaces ``<prefix>-...``, a Redis
+    server, operators), measured, and everything it started stopped and deleted again."""
+    chosen = configs(options.max_replicas, options.window, options.poll, prefix)
+    horizon = options.horizon(trace)
+    assert kube.images is not None
+    with ExitStack() as stack:
+        redis_url = stack.enter_context(redis_server(root / "redis"))
+        fleets = [Fleet(config, f"{redis_url.removesuffix('/0')}/{db}",
+                        kube.images.workload, options.max_replicas)
+                  for db, config in enumerate(chosen)]
+        # Entered before the operators: on the way out they stop first, then the
+        # namespaces go, so nothing recreates what is being deleted.
+        stack.enter_context(namespaces(kube, [c.namespace for c in chosen]))
+        by_poll = sorted(chosen, key=lambda c: c.poll_seconds)
+        for poll, group in groupby(by_poll, key=lambda c: c.poll_seconds):
+            watched = [arg for c in group for arg in ("--namespace", c.namespace)]
+            stack.enter_context(operator(kube, root / f"operator-{poll:g}s.log",
+                                         "--poll-interval", f"{poll:g}", *watched))
+        for fleet in fleets:
+            stack.enter_context(fleet.app)
+        kube.apply([fleet.manifest() for fleet in fleets])
+        say("waiting for every pool at its minimum ...")
+        wait_until(lambda: all(watch.ready(f.config.namespace) == f.config.min_replicas
+                               for f in fleets), 180, "the pools at their minimum",
+                   interval=0.5)
+        for fleet in fleets:
+            if fleet.config.hpa:
+                stack.enter_context(hpa_model(
+                    kube, fleet.config.namespace, f"{NAME}-{POOL}", fleet.broker, POOL,
+                    Behaviour(CONCURRENCY, fleet.config.min_replicas, options.max_replicas)))
+        say(f"replaying {trace.path.name} for {horizon:g} s ...")
+        start = replay(trace.rows, fleets, watch, horizon)
+        return [measure(fleet, watch, start, horizon) for fleet in fleets]
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--trace", type=Path, default=TRACE, help="the trace (CSV)")
+    parser.add_argument("--trace", type=Path, action="append",
+                        help="a trace (CSV); give it again for more (default: every "
+                             "bench/*-trace.csv)")
     parser.add_argument("--tail", type=float, default=330.0,
-                        help="seconds measured after the trace's last row")
-    parser.add_argument("--picture", type=Path, default=PICTURE,
-                        help=f"where the PNG of the run goes (default {PICTURE})")
+                        help="seconds measured after each trace's last row")
+    parser.add_argument("--pictures", type=Path, default=PICTURES,
+                        help="the folder of the PNGs, trace-replay-<trace>.png (default "
+                             f"{PICTURES})")
     parser.add_argument("--max-replicas", type=int, default=MAX_REPLICAS,
                         help="every pool's maximum (and the fixed fleet's size)")
     parser.add_argument("--window", type=float, default=None,
@@ -326,65 +516,24 @@ def main(argv: list[str] | None = None) -> None:
                         help="our operator's polling interval in seconds (default: the "
                              f"operator's, {OPERATOR_DEFAULTS.poll_seconds:g})")
     args = parser.parse_args(argv)
-    chosen = configs(args.max_replicas, args.window, args.poll)
-    trace = read_trace(args.trace)
-    horizon = trace[-1].offset + args.tail
+    traces = load(args.trace)
+    options = Options(args.tail, args.max_replicas, args.window, args.poll, args.pictures)
+    say(f"{len(traces)} trace(s): " + ", ".join(
+        f"{t.name} ({options.horizon(t):g} s)" for t in traces))
 
+    comparisons = []
     with tempfile.TemporaryDirectory(prefix="bench-replay-") as tmp:
         root = Path(tmp)
         with ExitStack() as stack:
             kube = stack.enter_context(cluster(root / "cluster", node=True))
-            assert kube.images is not None
-            redis_url = stack.enter_context(redis_server(root / "redis"))
-            fleets = [Fleet(config, f"{redis_url.removesuffix('/0')}/{db}",
-                            kube.images.workload, args.max_replicas)
-                      for db, config in enumerate(chosen)]
-            kube.apply([namespace_manifest(c.namespace) for c in chosen])
-            by_poll = sorted(chosen, key=lambda c: c.poll_seconds)
-            for poll, group in groupby(by_poll, key=lambda c: c.poll_seconds):
-                namespaces = [arg for c in group for arg in ("--namespace", c.namespace)]
-                stack.enter_context(operator(kube, root / f"operator-{poll:g}s.log",
-                                             "--poll-interval", f"{poll:g}", *namespaces))
             watch = stack.enter_context(ready_watch(kube))
-            for fleet in fleets:
-                stack.enter_context(fleet.app)
-            kube.apply([fleet.manifest() for fleet in fleets])
-            say("waiting for every pool at its minimum ...")
-            wait_until(lambda: all(watch.ready(f.config.namespace) == f.config.min_replicas
-                                   for f in fleets), 180, "the pools at their minimum",
-                       interval=0.5)
-            for fleet in fleets:
-                if fleet.config.hpa:
-                    stack.enter_context(hpa_model(
-                        kube, fleet.config.namespace, f"{NAME}-{POOL}", fleet.broker, POOL,
-                        Behaviour(CONCURRENCY, fleet.config.min_replicas, args.max_replicas)))
-            say(f"replaying {args.trace.name} for {horizon:g} s ...")
-            start = replay(trace, fleets, watch, horizon)
-            rows, figures, replays, by_row = [], {}, [], {}
-            for fleet in fleets:
-                replays.append(fleet.timeline(watch, start, horizon))
-                result = tally(fleet.broker, list(fleet.sent))
-                waited = fleet.waits()
-                by_row[fleet.config.label] = worst_by_row(waited, fleet.row_of)
-                waits = list(waited.values())
-                used, peak = watch.usage(fleet.config.namespace, start, start + horizon)
-                figures[fleet.config.label] = Figures(
-                    percentile(waits, 95) if waits else math.nan, used)
-                rows.append([fleet.config.label, result.sent,
-                             *(f"{percentile(waits, q):.1f}" if waits else "-" for q in (50, 95)),
-                             f"{used:.0f}", peak, result.lost])
+            for number, trace in enumerate(traces, 1):
+                measured = replay_trace(kube, watch, root / f"trace-{number}",
+                                        f"{NAME}-{number}", trace, options)
+                comparisons.append(report(trace, options, measured))
         left = leftovers(root)
 
-    print_trace(trace, horizon)
-    print(f"\nthe trace sent to each configuration side by side; figures over {horizon:g} s "
-          f"(last row + {args.tail:g} s tail)")
-    print_table(["configuration", "tasks", "p50 wait s", "p95 wait s", "worker-s",
-                 "peak workers", "lost"], rows)
-    print_worst_by_row(trace, by_row)
-    picture = replay_picture(replays, args.picture, f"{args.trace.name} replayed to each "
-                             f"configuration side by side (max {args.max_replicas} pods)")
-    print(f"\npicture of the run: {picture}")
-    print(ratios(figures))
+    print_summary(comparisons)
     if left:
         raise SystemExit("processes left behind:\n" + "\n".join(left))
 
