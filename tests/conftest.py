@@ -24,7 +24,7 @@ from devenv import redis_claims, services
 from devenv.controlplane import ControlPlane, ControlPlaneError, tool_dirs
 from devenv.waiting import wait_until
 from metamapper_operator import crd
-from tests.helpers import PRODUCTION_REDIS, OwnRedis
+from tests.helpers import PRODUCTION_REDIS, OwnRedis, running_redis
 
 REPO = Path(__file__).resolve().parents[1]
 pytest_plugins = ["tests.chart.helpers"]
@@ -68,22 +68,16 @@ def redis_url() -> Iterator[str]:
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
     """A Redis server of the test's own (on a free port), for tests that stop and start it."""
-    server = OwnRedis(tmp_path)
-    server.start()
-    yield server
-    server.stop()
+    with running_redis(tmp_path) as server:
+        yield server
 
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[OwnRedis]:
     """A Redis of the test's own, persisted as production runs it (an append-only file), in
     a folder of its own: the broker-restart tests'."""
-    home = tmp_path / "broker"
-    home.mkdir()
-    server = OwnRedis(home, options=PRODUCTION_REDIS)
-    server.start()
-    yield server
-    server.stop()
+    with running_redis(tmp_path / "broker", options=PRODUCTION_REDIS) as server:
+        yield server
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import signal
 import socket
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from devenv import services
@@ -41,6 +42,19 @@ class OwnRedis:
             self.proc.send_signal(sig)
             self.proc.wait()
             self.proc = None
+
+
+@contextmanager
+def running_redis(home: Path, persistent: bool = False, options: Sequence[str] = ()
+                  ) -> Iterator[OwnRedis]:
+    """An :class:`OwnRedis` in ``home`` (made if missing), started, and stopped on exit."""
+    home.mkdir(parents=True, exist_ok=True)
+    server = OwnRedis(home, persistent=persistent, options=options)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 # Production's persistence for a broker of a test's own: Redis's default snapshots plus an

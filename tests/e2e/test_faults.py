@@ -13,7 +13,7 @@ import pytest
 from devenv.waiting import WaitTimeout, wait_until
 from devenv.workload import Tally, records
 from tests.e2e.conftest import WINDOW_SECONDS, Fleets, ReplicasWatch, Sampler
-from tests.helpers import OwnRedis, wait_for_event
+from tests.helpers import OwnRedis, running_redis, wait_for_event
 
 VISIBILITY_SECONDS = 8
 
@@ -71,12 +71,8 @@ def test_operator_killed_mid_burst_converges_without_flapping(
 @pytest.fixture
 def own_broker(tmp_path: Path) -> Iterator[OwnRedis]:
     """A Redis server of the test's own that keeps every write across a restart."""
-    home = tmp_path / "redis"
-    home.mkdir()
-    server = OwnRedis(home, persistent=True)
-    server.start()
-    yield server
-    server.stop()
+    with running_redis(tmp_path / "redis", persistent=True) as server:
+        yield server
 
 
 @pytest.mark.timeout(600)
