@@ -15,6 +15,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,9 +50,10 @@ def _ensure(name: str) -> None:
 
 # --- services ----------------------------------------------------------------------
 
-@pytest.fixture
-def redis_url() -> Iterator[str]:
-    """A Redis database of this test's own, empty at the start.
+@contextmanager
+def claimed_redis_database() -> Iterator[str]:
+    """The URL of a Redis database of the caller's own, empty at the start, emptied and
+    given back on exit.
 
     Databases are claimed in database 0 (SET NX with an expiry, ``devenv.redis_claims``),
     so test runs sharing the server (two suites at once, or ``make demo``) never get the
@@ -61,8 +63,17 @@ def redis_url() -> Iterator[str]:
     held = redis_claims.claim(random.sample(range(1, 256), 255), seconds=900)
     if held is None:
         pytest.fail("every Redis test database is claimed; is another run stuck?")
-    yield held.url
-    redis_claims.release(held)
+    try:
+        yield held.url
+    finally:
+        redis_claims.release(held)
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """A Redis database of this test's own, empty at the start."""
+    with claimed_redis_database() as url:
+        yield url
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -309,13 +310,11 @@ def chart_crds(cluster: Cluster) -> Cluster:
     return cluster
 
 
-@pytest.fixture(scope="session")
-def lone_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """A control plane of its own with the project's CRDs, for a test that runs an operator
-    over every namespace: on the shared ``cluster`` the operator tests' session operator
-    watches every namespace too, and would act on the same objects."""
+@contextmanager
+def lone_control_plane(root: Path) -> Iterator[Cluster]:
+    """A control plane of its own under ``root`` with the project's CRDs, stopped on exit."""
     kube, helm_dir = tool_dirs()
-    plane = ControlPlane(tmp_path_factory.mktemp("lone-cluster"))
+    plane = ControlPlane(root)
     plane.start()
     try:
         lone = Cluster(plane, kube / "kubectl", helm_dir / "helm")
@@ -323,6 +322,15 @@ def lone_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         yield lone
     finally:
         plane.stop()
+
+
+@pytest.fixture(scope="session")
+def lone_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A control plane of its own, for a test that runs an operator over every namespace:
+    on the shared ``cluster`` the operator tests' session operator watches every namespace
+    too, and would act on the same objects."""
+    with lone_control_plane(tmp_path_factory.mktemp("lone-cluster")) as lone:
+        yield lone
 
 
 # --- acting as the chart's ServiceAccount ------------------------------------------

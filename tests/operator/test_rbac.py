@@ -20,10 +20,14 @@ The operator watches every namespace, so it runs on a control plane of its own
 from __future__ import annotations
 
 import json
+import queue
 import re
+import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +42,12 @@ from tests.chart.helpers import (
     Rule,
     default_rules,
     install_chart_access,
+    lone_control_plane,
     rules_of,
     uninstall_chart_access,
     unique,
 )
-from tests.conftest import Cluster
+from tests.conftest import Cluster, claimed_redis_database
 from tests.operator.conftest import RESYNC_SECONDS, operator_writes, start_operator
 from tests.operator.fleet import apply, broker_secret, fleet, get, items
 from tests.operator.test_autoscale import push
@@ -319,10 +324,101 @@ def test_with_the_charts_rules_the_scenario_converges_and_nothing_is_refused(
     assert "Traceback" not in outcome.log, outcome.log[-5000:]
 
 
-def test_without_any_one_verb_the_operator_is_refused_and_the_scenario_stalls(
-        lone_cluster: Cluster, redis_url: str, tmp_path: Path, revoked: Revoked) -> None:
+# --- the matrix, several cases at a time -------------------------------------------
+
+# Control planes the matrix runs on at once. Each case's operator watches every namespace,
+# so a plane holds one case at a time; a case spends most of its time waiting (for a step,
+# or AFTER_REFUSAL once refused), so three planes make the matrix about three times faster
+# on two cores.
+LANES = 3
+# How long a test waits for its case, which may be queued behind others.
+CASE_TIMEOUT = 900.0
+
+
+def case_id(revoked: Revoked) -> str:
     rule, verb = revoked
-    outcome = run_operator(lone_cluster, redis_url, tmp_path, revoked)
+    return f"{rule.id}-{verb}"
+
+
+@dataclass
+class Matrix:
+    """Every selected case of the matrix, started when the first of them runs: ``LANES``
+    lanes (``lone_cluster`` and control planes of their own) take cases from one queue in
+    turn, each in a namespace, Redis database and workdir of its own; each test waits for
+    the outcome of its own case."""
+
+    lone: Cluster
+    workdir: Path
+    cases: queue.Queue[Revoked] = field(default_factory=queue.Queue)
+    outcomes: dict[str, Future[Outcome]] = field(default_factory=dict)
+
+    def run(self, lanes: int) -> list[threading.Thread]:
+        threads = [threading.Thread(target=self._lane, args=(number,), daemon=True)
+                   for number in range(lanes)]
+        for thread in threads:
+            thread.start()
+        return threads
+
+    def _lane(self, number: int) -> None:
+        plane: AbstractContextManager[Cluster] = (nullcontext(self.lone) if number == 0
+                 else lone_control_plane(self.workdir / f"plane-{number}"))
+        try:
+            with plane as cluster:
+                while (revoked := self._next()) is not None:
+                    self._run_case(cluster, revoked)
+        except BaseException as err:  # a plane that did not start: fail what is left
+            while (revoked := self._next()) is not None:
+                self.outcomes[case_id(revoked)].set_exception(err)
+
+    def _next(self) -> Revoked | None:
+        """The next case still wanted, marked running; None when there is none."""
+        while True:
+            try:
+                revoked = self.cases.get_nowait()
+            except queue.Empty:
+                return None
+            if self.outcomes[case_id(revoked)].set_running_or_notify_cancel():
+                return revoked
+
+    def _run_case(self, cluster: Cluster, revoked: Revoked) -> None:
+        outcome = self.outcomes[case_id(revoked)]
+        try:
+            with claimed_redis_database() as redis_url:
+                workdir = self.workdir / case_id(revoked).replace("/", "-")
+                workdir.mkdir()
+                outcome.set_result(run_operator(cluster, redis_url, workdir, revoked))
+        except BaseException as err:
+            outcome.set_exception(err)
+
+    def cancel(self) -> None:
+        for outcome in self.outcomes.values():
+            outcome.cancel()
+
+
+@pytest.fixture(scope="module")
+def matrix(request: pytest.FixtureRequest, lone_cluster: Cluster,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Matrix]:
+    """The matrix of the cases this session selected, running on ``LANES`` planes."""
+    selected = [item.callspec.params["revoked"] for item in request.session.items
+                if item.module is request.module and "revoked" in getattr(
+                    getattr(item, "callspec", None), "params", {})]
+    runs = Matrix(lone_cluster, tmp_path_factory.mktemp("rbac-matrix"))
+    for revoked in selected:
+        runs.outcomes[case_id(revoked)] = Future()
+        runs.cases.put(revoked)
+    lanes = runs.run(min(LANES, len(selected)))
+    try:
+        yield runs
+    finally:
+        runs.cancel()
+        for lane in lanes:
+            lane.join()
+
+
+def test_without_any_one_verb_the_operator_is_refused_and_the_scenario_stalls(
+        matrix: Matrix, revoked: Revoked) -> None:
+    rule, verb = revoked
+    outcome = matrix.outcomes[case_id(revoked)].result(timeout=CASE_TIMEOUT)
     found = refusals(outcome.log)
     assert found == {(verb, rule.resource, rule.group)}, (
         f"expected the operator to be refused {verb} on {rule.id} (and nothing else); it was "
