@@ -23,7 +23,11 @@ class Sample:
 def scrape(url: str, timeout: float = 5.0) -> list[Sample]:
     """Every sample served at ``url``."""
     with urllib.request.urlopen(url, timeout=timeout) as response:
-        text = response.read().decode()
+        return parse(response.read().decode())
+
+
+def parse(text: str) -> list[Sample]:
+    """Every sample of a page in Prometheus' text format."""
     return [Sample(s.name, dict(s.labels), s.value)
             for family in text_string_to_metric_families(text) for s in family.samples]
 

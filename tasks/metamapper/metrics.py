@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import struct
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,9 @@ from prometheus_client import (
     start_http_server,
 )
 from prometheus_client import multiprocess as prometheus_multiprocess
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.mmap_dict import MmapedDict
+from prometheus_client.registry import Collector
 
 PORT_ENV = "METAMAPPER_METRICS_PORT"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -160,12 +165,43 @@ def _empty_multiproc_dir(**_: Any) -> None:
     directory.mkdir(parents=True)
 
 
+class ReadableFilesCollector(Collector):
+    """prometheus_client's sum of every process's values file, of the files it can read.
+
+    A pool child killed between creating its file and sizing it (an OOM kill, a hard time
+    limit) leaves the file empty for good, and the library's own collector then fails
+    every scrape of the port, so every value of the worker is lost to Prometheus
+    (prometheus/client_python#1199). A file that cannot be read holds nothing this worker
+    can serve: it is left out and counted, and every other process's values are served.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def collect(self) -> Iterable[Metric]:
+        readable, unreadable = [], 0
+        for path in sorted(map(str, self.directory.glob("*.db"))):
+            try:
+                MmapedDict.read_all_values_from_file(path)
+            except (OSError, RuntimeError, ValueError, struct.error):
+                unreadable += 1
+            else:
+                readable.append(path)
+        yield from prometheus_multiprocess.MultiProcessCollector.merge(readable,
+                                                                        accumulate=True)
+        yield GaugeMetricFamily(
+            "metamapper_metrics_unreadable_files",
+            "Values files of this worker's processes that could not be read (left out)",
+            value=unreadable)
+
+
 def registry() -> CollectorRegistry:
     """What the port serves: every process's values summed, or this process's."""
-    if _multiproc_dir() is None:
+    directory = _multiproc_dir()
+    if directory is None:
         return REGISTRY
     collected = CollectorRegistry()
-    prometheus_multiprocess.MultiProcessCollector(collected)
+    collected.register(ReadableFilesCollector(directory))
     return collected
 
 

@@ -11,8 +11,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+from prometheus_client import generate_latest
+from prometheus_client.mmap_dict import MmapedDict, mmap_key
+
 from devenv.controlplane import free_port
-from devenv.scrape import Sample, scrape, total
+from devenv.scrape import Sample, parse, scrape, total
+from metamapper import metrics
 from tests.conftest import REPO
 from tests.helpers import wait_until
 from tests.tasks.conftest import MetamapperDB
@@ -86,3 +91,22 @@ def test_prefork_worker_serves_the_sum_of_its_children(
     assert total(samples, "celery_worker_up", hostname="metrics@test") == 1
     tick = total(samples, "metamapper_beat_last_tick_timestamp_seconds")
     assert sent_at - 1 <= tick <= time.time()
+
+
+def test_a_file_left_empty_by_a_killed_child_costs_no_scrape(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A prefork child killed between creating its values file and sizing it (an OOM kill,
+    a hard time limit) leaves the file empty for good; the port still serves every other
+    process's values, and says how many files it could not read."""
+    monkeypatch.setenv(metrics.MULTIPROC_ENV, str(tmp_path))
+    child = MmapedDict(str(tmp_path / "counter_101.db"))
+    key = mmap_key("celery_task_succeeded_total", "celery_task_succeeded_total",
+                   list(metrics.TASK), ["tests.metrics.ok", "metrics@test", "default"],
+                   "Tasks that succeeded")
+    child.write_value(key, 3.0, 0.0)
+    child.close()
+    (tmp_path / "counter_102.db").write_bytes(b"")
+
+    samples = parse(generate_latest(metrics.registry()).decode())
+    assert total(samples, "celery_task_succeeded_total", name="tests.metrics.ok") == 3
+    assert total(samples, "metamapper_metrics_unreadable_files") == 1
