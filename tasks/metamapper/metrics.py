@@ -179,20 +179,34 @@ class ReadableFilesCollector(Collector):
         self.directory = directory
 
     def collect(self) -> Iterable[Metric]:
-        readable, unreadable = [], 0
-        for path in sorted(map(str, self.directory.glob("*.db"))):
-            try:
-                MmapedDict.read_all_values_from_file(path)
-            except (OSError, RuntimeError, ValueError, struct.error):
-                unreadable += 1
-            else:
-                readable.append(path)
-        yield from prometheus_multiprocess.MultiProcessCollector.merge(readable,
-                                                                        accumulate=True)
+        found = sorted(map(str, self.directory.glob("*.db")))
+        try:
+            merged, readable = _merged(found), found
+        except UNREADABLE:
+            # Each file is read alone only once the sum failed: a scrape reads it once.
+            readable = [path for path in found if _readable(path)]
+            merged = _merged(readable)
+        yield from merged
         yield GaugeMetricFamily(
             "metamapper_metrics_unreadable_files",
             "Values files of this worker's processes that could not be read (left out)",
-            value=unreadable)
+            value=len(found) - len(readable))
+
+
+# What reading a values file raises when it is empty, cut short, or gone.
+UNREADABLE = (OSError, RuntimeError, ValueError, struct.error)
+
+
+def _merged(files: list[str]) -> Iterable[Metric]:
+    return prometheus_multiprocess.MultiProcessCollector.merge(files, accumulate=True)
+
+
+def _readable(path: str) -> bool:
+    try:
+        MmapedDict.read_all_values_from_file(path)
+    except UNREADABLE:
+        return False
+    return True
 
 
 def registry() -> CollectorRegistry:

@@ -89,6 +89,7 @@ def test_prefork_worker_serves_the_sum_of_its_children(
     assert waited == 8
     assert 0 <= total(samples, "metamapper_task_queue_wait_seconds_sum", name=ok) < 8 * 30
     assert total(samples, "celery_worker_up", hostname="metrics@test") == 1
+    assert total(samples, "metamapper_metrics_unreadable_files") == 0
     tick = total(samples, "metamapper_beat_last_tick_timestamp_seconds")
     assert sent_at - 1 <= tick <= time.time()
 
