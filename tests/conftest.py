@@ -68,8 +68,9 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Producer) -> GroupSc
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """In a worker of ``pytest -n N``, ports come from a share of their own (``gwI`` takes
-    the I-th of N; a worker replacing a crashed one, the share of the one it replaces)."""
+    """In a worker of ``pytest -n N``, ports come from a share of their own: ``gwI`` takes
+    the I-th of N. A worker started after a crash (``gwN`` and on) takes share I mod N,
+    which may be a live worker's: after a crash, two workers may share one."""
     worker, count = os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get(
         "PYTEST_XDIST_WORKER_COUNT")
     if worker and count:
