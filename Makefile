@@ -11,6 +11,11 @@ APT_PACKAGES := redis-server rabbitmq-server postgresql mariadb-server ca-certif
   buildah mmdebstrap catatonit
 CLUSTER_DIR ?= $(HOME)/.cache/metamapper-operator/cluster
 PYTEST_ARGS ?=
+# How many processes run the suite (test, test-only, test-fast). 1: plain pytest, as always.
+# 2: pytest-xdist's `-n 2`, with tests/scheduling.py keeping each group of tests/conftest.py's
+# GROUPS (the node's tests, the RBAC matrix) whole in one of the two.
+TEST_WORKERS ?= 1
+WORKERS_ARGS := $(if $(filter 1,$(TEST_WORKERS)),,-n $(TEST_WORKERS))
 # checkov (tests/test_checkov.py) lives in a virtualenv of its own: its dependencies
 # conflict with the operator's.
 CHECKOV_VERSION := 3.3.30
@@ -74,14 +79,15 @@ test: deps venv checkov tools images lint test-only ## everything: set-up, image
 # tests, and the worker app's pure ones.
 FAST_TESTS := tests/unit tests/devenv/test_waiting.py tests/tasks/test_config.py tests/tasks/test_diff.py \
   tests/tasks/test_redact.py tests/devenv/test_dns_manifests.py \
-  tests/bench/test_traces.py tests/bench/test_trace_replay.py tests/bench/test_policy_simulation.py
+  tests/bench/test_traces.py tests/bench/test_trace_replay.py tests/bench/test_policy_simulation.py \
+  tests/test_groups.py tests/test_scheduling.py
 
 .PHONY: test-fast
 test-fast: venv ## unit and wiring tests only: no service, control plane or node (< 30 s)
-	METAMAPPER_GENERATIVE_PROFILE=fast $(VENV)/bin/pytest -q --timeout=60 $(PYTEST_ARGS) $(FAST_TESTS)
+	METAMAPPER_GENERATIVE_PROFILE=fast $(VENV)/bin/pytest -q --timeout=60 $(WORKERS_ARGS) $(PYTEST_ARGS) $(FAST_TESTS)
 
 test-only: ## the pytest suite alone (after `make test` has set things up once)
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(VENV)/bin/pytest $(WORKERS_ARGS) $(PYTEST_ARGS)
 
 services-up: deps venv ## start Redis, RabbitMQ, PostgreSQL and MariaDB on loopback
 	$(PY) -m devenv.services up

@@ -19,6 +19,7 @@ import datetime
 import errno
 import ipaddress
 import json
+import os
 import random
 import socket
 import ssl
@@ -86,20 +87,40 @@ def coredns_binary() -> Path:
 #: taken by a client before the daemon meant to listen on it binds; and below 30000, where
 #: Kubernetes's NodePorts start.
 FREE_PORTS = range(20000, 30000)
+#: ``METAMAPPER_PORT_SHARE=i/n``: the process looks for ports in the i-th (from 0) of n equal
+#: slices of ``FREE_PORTS`` only. A port is free when it is looked for, and each process
+#: remembers only what it handed out itself, so two processes that start daemons at the
+#: same time (the suite's workers under ``TEST_WORKERS``) are given shares of their own.
+PORT_SHARE = "METAMAPPER_PORT_SHARE"
 _handed_out: set[int] = set()
+
+
+def port_range() -> range:
+    """Where :func:`free_port` looks: ``FREE_PORTS``, or this process's share of it."""
+    share = os.environ.get(PORT_SHARE)
+    if not share:
+        return FREE_PORTS
+    index, _, count = share.partition("/")
+    if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
+        raise ControlPlaneError(f"{PORT_SHARE}={share!r} names no share: it takes i/n, "
+                                "with 0 <= i < n")
+    size = len(FREE_PORTS) // int(count)
+    return FREE_PORTS[int(index) * size:(int(index) + 1) * size]
 
 
 def free_port() -> int:
     """A TCP port free on loopback and on the host address (the daemons use both), never
-    one this process has handed out before (two daemons started together must not share).
+    one this process has handed out before (two daemons started together must not share),
+    from this process's share of the range if it has one (:data:`PORT_SHARE`).
 
     The host address is added first if it is missing (as on a fresh machine, before any
     daemon has started): a bind to an address the machine does not have fails for every
     port, so only "address in use" means "try another"; any other error is raised.
     """
     _ensure_host_address_once()
+    ports = port_range()
     while True:
-        port = random.choice(FREE_PORTS)
+        port = random.choice(ports)
         if port in _handed_out:
             continue
         try:

@@ -39,9 +39,13 @@ class NetworkError(DevenvError):
 def _run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(list(argv), capture_output=True, text=True, check=False)
     if check and done.returncode:
-        raise NetworkError(f"`{' '.join(argv)}` failed: {done.stderr.strip()} "
-                           "(the development environment needs root and iproute2/iptables)")
+        raise _failed(done)
     return done
+
+
+def _failed(done: subprocess.CompletedProcess[str]) -> NetworkError:
+    return NetworkError(f"`{' '.join(done.args)}` failed: {done.stderr.strip()} "
+                        "(the development environment needs root and iproute2/iptables)")
 
 
 def _link_exists(name: str) -> bool:
@@ -53,9 +57,14 @@ def _has_host_address() -> bool:
 
 
 def ensure_host_address() -> None:
-    """``HOST_IP`` on the loopback interface."""
-    if not _has_host_address():
-        _run("ip", "addr", "add", f"{HOST_IP}/32", "dev", HOST_INTERFACE)
+    """``HOST_IP`` on the loopback interface. Another process may add it between the look
+    and the add (two test workers on a fresh machine): an add that failed is an error only
+    if the address is still missing."""
+    if _has_host_address():
+        return
+    added = _run("ip", "addr", "add", f"{HOST_IP}/32", "dev", HOST_INTERFACE, check=False)
+    if added.returncode and not _has_host_address():
+        raise _failed(added)
 
 
 def remove_host_address() -> None:

@@ -1,7 +1,8 @@
 """Real backing services for tests and the demo, from Debian's packages.
 
 Each service listens on a fixed, unusual port so that a second test run (or the demo)
-reuses the one already running instead of starting another: ``ensure`` is idempotent. It
+reuses the one already running instead of starting another: ``ensure`` is idempotent, and
+processes that ensure a service at the same moment start it once (a file lock). It
 listens on loopback and on ``HOST`` (the development environment's host address,
 ``devenv.network``), where pods reach it; nothing listens beyond this machine. The
 RabbitMQ management API, which takes one address, is on ``HOST`` only.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import fcntl
 import json
 import os
 import pwd
@@ -23,7 +25,8 @@ import socket
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -119,13 +122,25 @@ class Service:
         return all(port_open(p, HOST) for p in self.ports) and self.ready_fn()
 
     def ensure(self) -> None:
+        """Start the service unless it runs. One process at a time: another that asks
+        meanwhile (a second test worker) waits, then finds it running."""
         network.ensure_host_address()
-        if self.running():
-            return
-        self.home.mkdir(parents=True, exist_ok=True)
-        pid = self.start_fn(self.home)
-        self.pidfile.write_text(str(pid))
-        wait_for(self.running, self.name, self.start_timeout, self.home / "log", pid)
+        with self._exclusive():
+            if self.running():
+                return
+            self.home.mkdir(parents=True, exist_ok=True)
+            pid = self.start_fn(self.home)
+            self.pidfile.write_text(str(pid))
+            wait_for(self.running, self.name, self.start_timeout, self.home / "log", pid)
+
+    @contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """A lock on a file beside the service's folder (not in it: PostgreSQL's is
+        handed to its user), held until the block ends or the process dies."""
+        STATE.mkdir(parents=True, exist_ok=True)
+        with (STATE / f"{self.name}.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
 
     def stop(self) -> None:
         if self.pidfile.exists():

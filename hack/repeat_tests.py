@@ -9,9 +9,12 @@ run failed::
 
     .venv/bin/python hack/repeat_tests.py --runs 5             # quiet
     .venv/bin/python hack/repeat_tests.py --runs 5 --busy 2    # both cores kept busy
+    .venv/bin/python hack/repeat_tests.py --runs 5 --workers 2 # each run in two processes
 
-Extra arguments after ``--`` go to pytest (e.g. ``-- tests/e2e/test_faults.py``, which
-replaces the ``-m timing`` selection).
+``--workers N`` runs each run as ``make test TEST_WORKERS=N`` runs the suite: ``pytest -n N``
+(the node's tests and the RBAC matrix each in one process, tests/scheduling.py); 1, the
+default, is plain pytest. Extra arguments after ``--`` go to pytest (e.g.
+``-- tests/e2e/test_faults.py``, which replaces the ``-m timing`` selection).
 """
 
 from __future__ import annotations
@@ -106,13 +109,18 @@ class LoadSampler:
         return Load(sum(self.samples) / len(self.samples), max(self.samples))
 
 
+def workers_args(workers: int) -> list[str]:
+    """pytest's arguments for ``workers`` processes, as the Makefile's ``TEST_WORKERS``."""
+    return [] if workers == 1 else ["-n", str(workers)]
+
+
 def run_once(number: int, pytest_args: Sequence[str], reports: Path) -> RunResult:
     report = reports / f"run-{number}.xml"
     log = reports / f"run-{number}.log"
     started = time.monotonic()
     # A base folder of the run's own: pytest removes all but the newest three numbered
     # folders under /tmp/pytest-of-<user>, so any other pytest started meanwhile could
-    # delete this run's cluster state from under it.
+    # delete this run's cluster state from under it. (With workers, each has a folder in it.)
     basetemp = reports / f"run-{number}-tmp"
     with log.open("w") as out, LoadSampler() as sampler:
         subprocess.run([str(PYTEST), "-p", "no:cacheprovider", f"--junitxml={report}",
@@ -130,11 +138,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--busy", type=int, default=0, help="busy loops beside the runs")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="processes that run each run's tests (pytest -n), as TEST_WORKERS")
     parser.add_argument("--reports", type=Path, default=Path("/tmp/repeat-tests"),
                         help="folder for each run's JUnit report and log")
     parser.add_argument("pytest_args", nargs="*", help="after --: arguments for pytest")
     args = parser.parse_args(argv)
-    pytest_args = args.pytest_args or ["-m", "timing"]
+    if args.workers < 1:
+        parser.error("--workers takes 1 or more")
+    selection = args.pytest_args or ["-m", "timing"]
+    pytest_args = [*workers_args(args.workers), *selection]
     args.reports.mkdir(parents=True, exist_ok=True)
     # Stopped with SIGTERM, the busy loops still go (the ``finally`` of busy_loops runs).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -144,11 +157,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = run_once(number, pytest_args, args.reports)
             results.append(result)
             state = "passed" if result.ok else f"FAILED: {', '.join(result.failed)}"
-            print(f"run {number}/{args.runs} ({args.busy} busy loops): {result.passed} passed "
+            print(f"run {number}/{args.runs} ({args.busy} busy loops, {args.workers} "
+                  f"workers): {result.passed} passed "
                   f"in {result.seconds:.0f} s (load average mean {result.load.mean:.1f}, "
                   f"peak {result.load.peak:.1f}); {state}", flush=True)
     good = sum(r.ok for r in results)
-    print(f"{good} of {len(results)} runs passed; selection: {' '.join(pytest_args)}")
+    print(f"{good} of {len(results)} runs passed; selection: {' '.join(selection)}; "
+          f"{args.workers} workers")
     return 0 if good == len(results) else 1
 
 

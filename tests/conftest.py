@@ -20,12 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from xdist.remote import Producer
 
 from devenv import redis_claims, services
-from devenv.controlplane import ControlPlane, ControlPlaneError, tool_dirs
+from devenv.controlplane import PORT_SHARE, ControlPlane, ControlPlaneError, tool_dirs
 from devenv.waiting import wait_until
 from metamapper_operator import crd
 from tests.helpers import PRODUCTION_REDIS, OwnRedis, running_redis
+from tests.scheduling import Groups, GroupScheduling
 
 REPO = Path(__file__).resolve().parents[1]
 pytest_plugins = ["tests.chart.helpers"]
@@ -39,6 +41,40 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.nodeid.startswith(TIMING_DEPENDENT):
             item.add_marker(pytest.mark.timing)
+
+
+# --- the suite in several processes (TEST_WORKERS=2) ---------------------------------
+
+#: Tests that run in one process when the suite runs in several (``pytest -n``, see
+#: tests/scheduling.py); each group's tests run in one worker, in the order collected.
+GROUPS: Groups = {
+    # The node: one node stack at most may exist on the machine (one container runtime,
+    # pod network and kubelet root), and the images are built in one store. tests/node/
+    # runs after the end-to-end package, whose stack is torn down first.
+    # tests/test_groups.py fails on a test outside it that uses NODE_FIXTURES.
+    "node": ("tests/devenv/test_images.py", "tests/e2e/", "tests/node/"),
+    # The RBAC matrix runs every case of its module at once, in lanes of control planes
+    # of their own (its `matrix` fixture): split over two processes, each would run them all.
+    "rbac-matrix": ("tests/operator/test_rbac.py",),
+}
+#: The fixtures that start the node or build its images.
+NODE_FIXTURES = frozenset({"stack", "built"})
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Producer) -> GroupScheduling:
+    """With ``-n``, whatever ``--dist`` says: another distribution would split a group."""
+    return GroupScheduling(config, log, GROUPS)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """In a worker of ``pytest -n N``, ports come from a share of their own: ``gwI`` takes
+    the I-th of N. A worker started after a crash (``gwN`` and on) takes share I mod N,
+    which may be a live worker's: after a crash, two workers may share one."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get(
+        "PYTEST_XDIST_WORKER_COUNT")
+    if worker and count:
+        os.environ[PORT_SHARE] = f"{int(worker.removeprefix('gw')) % int(count)}/{count}"
 
 
 def _ensure(name: str) -> None:
