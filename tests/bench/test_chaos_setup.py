@@ -6,6 +6,7 @@ namespace, and which processes the sweep takes for orphaned shims."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -35,6 +36,7 @@ from chaos import (
     write_ledger,
 )
 from devenv import containerd, services
+from devenv.waiting import wait_until
 from metamapper_operator import model
 
 
@@ -121,14 +123,33 @@ def test_the_stream_records_what_the_broker_took_and_counts_what_it_refused(
     producer.stop()
 
 
+def mounts() -> list[str]:
+    """This machine's mount table, as the mount namespace of this process sees it."""
+    return Path("/proc/self/mountinfo").read_text().splitlines()
+
+
 @pytest.fixture
 def netns() -> Iterator[str]:
-    name = f"chaos-test-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
+    """A network namespace of the test's own, held by a process in it, and named by that
+    process's ``/proc`` entry, as a pod's is by its sandbox process.
+
+    Not ``ip netns add``: the first one on a machine bind-mounts ``/run/netns`` onto itself,
+    and every network namespace the node's CNI had mounted there before is then covered
+    by that mount; the kubelet can no longer remove them ("failed to remove netns: device
+    or resource busy"), the pods that had them never finish terminating, and a node running
+    beside the test (the suite's other worker, a soak) is left with them for good. The test
+    asserts that the mount table is as it found it."""
+    before = mounts()
+    holder = subprocess.Popen(["unshare", "--net", "sleep", "infinity"])
     try:
-        yield f"/run/netns/{name}"
+        path = f"/proc/{holder.pid}/ns/net"
+        wait_until(lambda: os.readlink(path) != os.readlink("/proc/self/ns/net"), 10,
+                   "the namespace's holder in its own network namespace")
+        yield path
     finally:
-        subprocess.run(["ip", "netns", "delete", name], check=True)
+        holder.kill()
+        holder.wait()
+    assert mounts() == before
 
 
 def test_a_partition_drops_the_broker_both_ways_in_the_namespace_only(netns: str) -> None:
