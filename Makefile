@@ -18,7 +18,7 @@ CHECKOV_VENV := .venv-checkov
 # devenv/ (the development environment) is imported from the checkout, never installed.
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help demo deps venv checkov tools images lint docs test test-only cluster-up cluster-down services-up services-down bench manifests promtool
+.PHONY: help demo deps venv checkov tools images lint docs test test-only cluster-up cluster-down services-up services-down bench manifests prometheus
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -26,11 +26,12 @@ help: ## list the targets
 demo: deps venv tools images ## the whole loop live on real pods: cluster, operator via helm, real workers scaling on a burst
 	$(PY) -m devenv.demo
 
-deps: ## system packages from Debian: the services, the node's runtime, the image builders
+deps: ## system packages from Debian: the services, the node's runtime, the image builders, Prometheus' binaries
 	@if dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then echo "system packages present"; else \
 	  echo "installing $(APT_PACKAGES) ..."; \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(APT_PACKAGES); fi
+	@tools/prometheus.sh >/dev/null
 	@command -v go >/dev/null || { echo "Go (>= 1.25) is needed to build the control plane: install it first" >&2; exit 1; }
 
 $(VENV)/.installed: pyproject.toml
@@ -52,8 +53,8 @@ checkov: $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION) ## checkov (pinned) in it
 tools: ## the Kubernetes binaries (control plane, kubelet, kube-proxy), kubectl, helm and CoreDNS from Go modules (cached)
 	@tools/build.sh >/dev/null
 
-promtool: deps ## Prometheus' promtool from Debian's package (cached), for the chart's alerting rules
-	@tools/promtool.sh
+prometheus: ## Prometheus and promtool unpacked from Debian's package (cached): the alerting rules' checks, the demo's dashboard
+	@tools/prometheus.sh
 
 images: deps venv ## build the worker and operator images from the Dockerfile and load them into the node (cached)
 	$(PY) -m devenv.images build
