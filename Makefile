@@ -23,8 +23,11 @@ export PYTHONPATH := $(CURDIR)
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
+# e.g. DEMO_ARGS="--dashboard docs/pictures/dashboard.png" (python -m devenv.demo --help)
+DEMO_ARGS ?=
+
 demo: deps venv tools images ## the whole loop live on real pods: cluster, operator via helm, real workers scaling on a burst
-	$(PY) -m devenv.demo
+	$(PY) -m devenv.demo $(DEMO_ARGS)
 
 deps: ## system packages from Debian: the services, the node's runtime, the image builders, Prometheus' binaries
 	@if dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then echo "system packages present"; else \
@@ -73,7 +76,8 @@ test: deps venv checkov tools images lint test-only ## everything: set-up, image
 
 # Tests that need no service, no control plane and no node: the operator's unit and wiring
 # tests, and the worker app's pure ones.
-FAST_TESTS := tests/unit tests/devenv/test_waiting.py tests/tasks/test_config.py tests/tasks/test_diff.py \
+FAST_TESTS := tests/unit tests/devenv/test_waiting.py tests/devenv/test_monitors.py \
+  tests/devenv/test_dashboard.py tests/tasks/test_config.py tests/tasks/test_diff.py \
   tests/tasks/test_redact.py tests/devenv/test_dns_manifests.py \
   tests/bench/test_traces.py tests/bench/test_trace_replay.py tests/bench/test_policy_simulation.py
 
