@@ -84,7 +84,8 @@ class Prometheus:
 
 def start(root: Path, config: dict[str, Any]) -> Prometheus:
     """Prometheus with ``config`` (its data and log under ``root``), on a free loopback
-    port; returns once it is ready."""
+    port; returns once it is ready, else (not ready in time, or interrupted) stops it and
+    raises."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "prometheus.yml").write_text(yaml.safe_dump(config))
     port = free_port()
@@ -93,5 +94,11 @@ def start(root: Path, config: dict[str, Any]) -> Prometheus:
         f"--storage.tsdb.path={root / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
         "--log.level=warn"], root / "prometheus.log", env={})
     url = f"http://127.0.0.1:{port}"
-    wait_http(daemon, f"{url}/-/ready", 60)
+    try:
+        wait_http(daemon, f"{url}/-/ready", 60)
+    except BaseException:
+        # In a session of its own, a Ctrl-C at the terminal never reaches it; the caller
+        # has no handle on it yet.
+        daemon.stop()
+        raise
     return Prometheus(daemon, url)

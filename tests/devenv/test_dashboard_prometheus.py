@@ -19,7 +19,8 @@ from devenv import chart, dashboard, prometheus
 from devenv.controlplane import free_port
 from devenv.monitors import pod_target_groups
 from devenv.pictures import dashboard_picture
-from devenv.stack import OPERATOR_NAMESPACE, OPERATOR_RELEASE
+from devenv.processes import alive
+from devenv.stack import OPERATOR_NAMESPACE, OPERATOR_RELEASE, StackError
 from devenv.waiting import wait_until
 
 
@@ -132,3 +133,28 @@ def test_prometheus_refuses_a_bad_query_with_its_reason(tmp_path: Path) -> None:
             server.query_range("sum(", time.time() - 10, time.time(), 1)
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("interrupt", [False, True], ids=["not ready in time", "Ctrl-C"])
+def test_a_prometheus_that_never_got_ready_is_stopped_not_left_running(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, interrupt: bool) -> None:
+    """start() spawns the server in a session of its own, so a Ctrl-C at the terminal
+    never reaches it: if the wait for it fails or is interrupted, start stops it."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    pid_file = tmp_path / "pid"
+    (fake / "prometheus").write_text(f"#!/bin/sh\necho $$ > {pid_file}\nexec /bin/sleep 300\n")
+    (fake / "prometheus").chmod(0o755)
+    monkeypatch.setattr(prometheus, "binaries", lambda: fake)
+    real_wait = prometheus.wait_http
+
+    def wait(daemon: Any, url: str, timeout: float) -> None:
+        wait_until(pid_file.exists, 10, "the server spawned")
+        if interrupt:
+            raise KeyboardInterrupt
+        real_wait(daemon, url, 1)
+
+    monkeypatch.setattr(prometheus, "wait_http", wait)
+    with pytest.raises(KeyboardInterrupt if interrupt else StackError):
+        prometheus.start(tmp_path / "prometheus", {"scrape_configs": []})
+    assert not alive(int(pid_file.read_text()))
