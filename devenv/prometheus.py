@@ -69,9 +69,16 @@ class Prometheus:
         try:
             with urllib.request.urlopen(f"{self.url}/api/v1/query_range?{query}",
                                         timeout=30) as response:
-                body = json.load(response)
+                status, raw = response.status, response.read()
         except urllib.error.HTTPError as error:  # a bad query: Prometheus says why
-            body = json.load(error)
+            status, raw = error.code, error.read()
+        try:
+            body = json.loads(raw)
+        except ValueError:  # not Prometheus' API answering (a proxy, another server)
+            body = None
+        if not isinstance(body, dict):
+            text = " ".join(raw[:200].decode(errors="replace").split())
+            raise PrometheusError(f"{expr}: HTTP {status}, not Prometheus' JSON: {text}")
         if body.get("status") != "success":
             raise PrometheusError(f"{expr}: {body.get('error', body)}")
         return [Series(found["metric"], [float(t) for t, _ in found["values"]],

@@ -6,6 +6,7 @@ chart's dashboard is drawn from it. Nothing is skipped: a missing Prometheus or 
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,7 +21,7 @@ from devenv.controlplane import free_port
 from devenv.monitors import pod_target_groups
 from devenv.pictures import dashboard_picture
 from devenv.processes import alive
-from devenv.stack import OPERATOR_NAMESPACE, OPERATOR_RELEASE, StackError
+from devenv.stack import OPERATOR_NAMESPACE, OPERATOR_RELEASE, StackError, spawn, wait_http
 from devenv.waiting import wait_until
 
 
@@ -133,6 +134,30 @@ def test_prometheus_refuses_a_bad_query_with_its_reason(tmp_path: Path) -> None:
             server.query_range("sum(", time.time() - 10, time.time(), 1)
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize(("found", "answer"), [
+    (None, "HTTP 404, not Prometheus' JSON: <!DOCTYPE HTML> <html"),
+    ("up 1", "HTTP 200, not Prometheus' JSON: up 1$")], ids=["404 page", "metrics text"])
+def test_an_answer_that_is_not_json_is_a_prometheus_error(
+        tmp_path: Path, found: str | None, answer: str) -> None:
+    """A URL that is not Prometheus' API answers as it pleases: here a plain file server,
+    its 404 an HTML page or the path a text file. The caller gets PrometheusError with
+    what came back, as for Prometheus' own refusals, not a JSON decoding error."""
+    if found is not None:
+        (tmp_path / "api" / "v1").mkdir(parents=True)
+        (tmp_path / "api" / "v1" / "query_range").write_text(found)
+    port = free_port()
+    daemon = spawn("http.server", [sys.executable, "-m", "http.server", "--bind", "127.0.0.1",
+                                   "--directory", str(tmp_path), str(port)],
+                   tmp_path / "http.log", env={})
+    try:
+        wait_http(daemon, f"http://127.0.0.1:{port}/", 30)
+        server = prometheus.Prometheus(daemon, f"http://127.0.0.1:{port}")
+        with pytest.raises(prometheus.PrometheusError, match=answer):
+            server.query_range("up", time.time() - 10, time.time(), 1)
+    finally:
+        daemon.stop()
 
 
 @pytest.mark.parametrize("interrupt", [False, True], ids=["not ready in time", "Ctrl-C"])
