@@ -29,15 +29,11 @@ DEMO_ARGS ?=
 demo: deps venv tools images ## the whole loop live on real pods: cluster, operator via helm, real workers scaling on a burst
 	$(PY) -m devenv.demo $(DEMO_ARGS)
 
-deps: ## system packages from Debian: the services, the node's runtime, the image builders, Prometheus' binaries
+deps: ## system packages from Debian: the services, the node's runtime, the image builders
 	@if dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then echo "system packages present"; else \
 	  echo "installing $(APT_PACKAGES) ..."; \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(APT_PACKAGES); fi
-	@# Prometheus' package from APT's lists: when they are gone (cleaned after the packages
-	@# went in) or older than the mirror, they are updated once and it is tried again.
-	@tools/prometheus.sh >/dev/null 2>&1 || { echo "updating APT's package lists for Debian's prometheus ..."; \
-	  $(SUDO) apt-get update -qq && tools/prometheus.sh >/dev/null; }
 	@command -v go >/dev/null || { echo "Go (>= 1.25) is needed to build the control plane: install it first" >&2; exit 1; }
 
 $(VENV)/.installed: pyproject.toml
@@ -79,8 +75,9 @@ test: deps venv checkov tools images lint test-only ## everything: set-up, image
 
 # Tests that need no service, no control plane and no node: the operator's unit and wiring
 # tests, and the worker app's pure ones.
-FAST_TESTS := tests/unit tests/devenv/test_waiting.py tests/devenv/test_monitors.py tests/devenv/test_make_deps.py \
-  tests/devenv/test_dashboard.py tests/tasks/test_config.py tests/tasks/test_diff.py \
+FAST_TESTS := tests/unit tests/devenv/test_waiting.py tests/devenv/test_monitors.py \
+  tests/devenv/test_prometheus_unpack.py tests/devenv/test_dashboard.py \
+  tests/tasks/test_config.py tests/tasks/test_diff.py \
   tests/tasks/test_redact.py tests/devenv/test_dns_manifests.py \
   tests/bench/test_traces.py tests/bench/test_trace_replay.py tests/bench/test_policy_simulation.py
 
