@@ -29,12 +29,15 @@ unpack() {
     return 1
   fi
   out="$cache/prometheus-${version//[:+~]/_}"
+  # The folder is filled beside its place and renamed into it whole: a run killed while
+  # copying leaves only the .partial one, which the next run starts over.
   if [ ! -x "$out/prometheus" ] || [ ! -x "$out/promtool" ]; then
     tmp=$(mktemp -d -p "$work") || return 1
     (cd "$tmp" && apt-get download -q "prometheus=$version" >&2 \
       && dpkg-deb -x prometheus_*.deb root) || return 1
-    mkdir -p "$out" \
-      && cp "$tmp/root/usr/bin/prometheus" "$tmp/root/usr/bin/promtool" "$out/" || return 1
+    rm -rf "$out.partial" "$out" && mkdir "$out.partial" \
+      && cp "$tmp/root/usr/bin/prometheus" "$tmp/root/usr/bin/promtool" "$out.partial/" \
+      && mv -T "$out.partial" "$out" || return 1
   fi
   echo "$out"
 }

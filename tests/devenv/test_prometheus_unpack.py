@@ -59,8 +59,11 @@ def machine(tmp_path: Path, *, lists: str | None) -> Machine:
 
 
 def unpack(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The script run in a process group of its own (as a shell runs a job), so that a
+    stand-in can kill the whole of it as Ctrl-C does."""
     return subprocess.run(["bash", str(REPO / "tools" / "prometheus.sh")], env=env,
-                          capture_output=True, text=True, timeout=60, check=False)
+                          capture_output=True, text=True, timeout=60, check=False,
+                          start_new_session=True)
 
 
 def unpacked(done: subprocess.CompletedProcess[str]) -> Path:
@@ -95,3 +98,20 @@ def test_with_the_binaries_cached_apt_is_asked_for_nothing(tmp_path: Path) -> No
     assert unpacked(unpack(host.env)) == first
     assert host.calls() == []
 
+
+def test_a_run_killed_while_copying_leaves_nothing_the_next_run_trusts(
+        tmp_path: Path) -> None:
+    """A first run killed halfway through its copy (Ctrl-C, a cancelled CI job): the next
+    run unpacks again instead of handing out a truncated binary for good."""
+    host = machine(tmp_path, lists=VERSION)
+    killer = tmp_path / "killer"
+    killer.mkdir()
+    # cp that copies the first file, half of the second, and is killed with the script.
+    (killer / "cp").write_text(
+        '#!/bin/bash\ndest="${@: -1}"\n/bin/cp "$1" "$dest/"\n'
+        'head -c 100 "$2" > "$dest/$(basename "$2")"\nchmod 755 "$dest/$(basename "$2")"\n'
+        'kill -KILL 0\n')
+    (killer / "cp").chmod(0o755)
+    killed = unpack({**host.env, "PATH": f"{killer}:{host.env['PATH']}"})
+    assert killed.returncode == -9, killed.stderr
+    unpacked(unpack(host.env))
