@@ -23,13 +23,16 @@ CHECKOV_VENV := .venv-checkov
 # devenv/ (the development environment) is imported from the checkout, never installed.
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help demo deps venv checkov tools images lint docs test test-only cluster-up cluster-down services-up services-down bench manifests promtool
+.PHONY: help demo deps venv checkov tools images lint docs test test-only cluster-up cluster-down services-up services-down bench manifests prometheus
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
+# e.g. DEMO_ARGS="--dashboard docs/pictures/dashboard.png" (python -m devenv.demo --help)
+DEMO_ARGS ?=
+
 demo: deps venv tools images ## the whole loop live on real pods: cluster, operator via helm, real workers scaling on a burst
-	$(PY) -m devenv.demo
+	$(PY) -m devenv.demo $(DEMO_ARGS)
 
 deps: ## system packages from Debian: the services, the node's runtime, the image builders
 	@if dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then echo "system packages present"; else \
@@ -57,8 +60,8 @@ checkov: $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION) ## checkov (pinned) in it
 tools: ## the Kubernetes binaries (control plane, kubelet, kube-proxy), kubectl, helm and CoreDNS from Go modules (cached)
 	@tools/build.sh >/dev/null
 
-promtool: deps ## Prometheus' promtool from Debian's package (cached), for the chart's alerting rules
-	@tools/promtool.sh
+prometheus: ## Prometheus and promtool unpacked from Debian's package (cached): the alerting rules' checks, the demo's dashboard
+	@tools/prometheus.sh
 
 images: deps venv ## build the worker and operator images from the Dockerfile and load them into the node (cached)
 	$(PY) -m devenv.images build
@@ -77,7 +80,9 @@ test: deps venv checkov tools images lint test-only ## everything: set-up, image
 
 # Tests that need no service, no control plane and no node: the operator's unit and wiring
 # tests, and the worker app's pure ones.
-FAST_TESTS := tests/unit tests/devenv/test_waiting.py tests/tasks/test_config.py tests/tasks/test_diff.py \
+FAST_TESTS := tests/unit tests/devenv/test_waiting.py tests/devenv/test_monitors.py \
+  tests/devenv/test_prometheus_unpack.py tests/devenv/test_dashboard.py \
+  tests/tasks/test_config.py tests/tasks/test_diff.py \
   tests/tasks/test_redact.py tests/devenv/test_dns_manifests.py \
   tests/bench/test_traces.py tests/bench/test_trace_replay.py tests/bench/test_policy_simulation.py \
   tests/test_groups.py tests/test_scheduling.py

@@ -10,6 +10,11 @@ of tasks, and shows queue depth, workers and completions as the fleet grows, dra
 shrinks. Then a summary, which fails the demo, naming the pod and the line, on a task error
 in the log of any container of its pods (``devenv.podlogs``), and everything it started is
 stopped. Ctrl-C stops it cleanly at any point.
+
+With ``--dashboard PATH`` a real Prometheus scrapes the operator and the worker pods as the
+chart's ServiceMonitor and PodMonitor would (``devenv.monitors``), and the chart's Grafana
+dashboard is drawn from it at the end (``devenv.dashboard``): its panels and queries over
+the demo's run, not Grafana's rendering of them.
 """
 
 from __future__ import annotations
@@ -33,13 +38,13 @@ from celery import Celery
 # does: the operator then tells the age of each queue's oldest message.
 import metamapper.metrics
 import metamapper_operator.metrics
-from devenv import metastore, redis_claims
+from devenv import chart, dashboard, metastore, monitors, prometheus, redis_claims
 from devenv.controlplane import REPO
 from devenv.errors import DevenvError
-from devenv.pictures import Moment, Timeline, demo_picture
+from devenv.pictures import Moment, Timeline, dashboard_picture, demo_picture
 from devenv.podlogs import PodLogs
 from devenv.scrape import Sample, exported, names, scrape, total
-from devenv.stack import OPERATOR_NAMESPACE, OPERATOR_SELECTOR, Stack
+from devenv.stack import OPERATOR_NAMESPACE, OPERATOR_RELEASE, OPERATOR_SELECTOR, Stack
 from devenv.workload import FLAKY, MODULE, TASK, tally
 from metamapper_operator import crd
 
@@ -51,6 +56,9 @@ OPERATOR_METRICS_PORT = 9090
 WORKER_METRICS_PORT = 9808
 # Short windows so the demo shrinks within a minute (the defaults are 60 s and 300 s).
 DEMO_AUTOSCALING = {"scaleDownStabilizationSeconds": 15, "scaleToZeroCooldownSeconds": 10}
+#: The demo's Prometheus (``--dashboard``) scrapes every 5 s, not every 30 s as the chart's
+#: monitors do: the demo lasts minutes.
+SCRAPE_SECONDS = 5
 
 
 def say(message: str) -> None:
@@ -80,9 +88,13 @@ def demo_patch(image: str) -> dict[str, Any]:
 
 
 class Demo:
-    def __init__(self, root: Path, tasks: int, seconds: float, picture: Path = PICTURE
-                 ) -> None:
+    def __init__(self, root: Path, tasks: int, seconds: float, picture: Path = PICTURE,
+                 dashboard: Path | None = None) -> None:
         self.root, self.tasks, self.seconds, self.picture = root, tasks, seconds, picture
+        self.dashboard = dashboard
+        self.prometheus: prometheus.Prometheus | None = None
+        self.scrapes_from = 0.0   # when the demo's Prometheus started (epoch seconds)
+        self.targets = root / "prometheus" / "pods.json"
         self.timeline = Timeline()
         self.scraped = False
         self.stack = Stack(root, NAMESPACE, services=("redis", "postgres"))
@@ -120,6 +132,8 @@ class Demo:
         while time.monotonic() < deadline:
             self.stack.check()
             say(self.line(sent))
+            if self.prometheus is not None:
+                self.list_targets()
             self.pod_logs.read(terminating_only=True)
             if sent and not self.scraped and self.pools().get("default", {}).get(
                     "readyReplicas", 0) >= 2:
@@ -138,6 +152,8 @@ class Demo:
             "images: about 20 minutes). Ctrl-C stops it at any point.\n")
         say(f"[1/6] starting everything from cold where needed (state in {self.root}):")
         self.stack.start(say)
+        if self.dashboard is not None:
+            self.start_prometheus()
         # Claimed as the suite's tests claim theirs, so a test run beside the demo never
         # empties it under the demo's workers.
         claimed = redis_claims.claim(range(1, 256), seconds=REDIS_CLAIM_SECONDS)
@@ -219,6 +235,8 @@ class Demo:
             f"make demo: a burst of {self.tasks} tasks of {self.seconds:g} s "
             f"(drained in {drained:.0f} s)"))
         say(f"  picture of the run: {picture}")
+        if self.prometheus is not None:
+            say(f"  the dashboard over the run: {self.draw_dashboard()}")
         checked = (f"the logs of {len(self.pod_logs.logs)} containers (the task that "
                    "fails on purpose aside)")
         if errors:
@@ -227,6 +245,35 @@ class Demo:
         else:
             say(f"  no task error in {checked}")
         return 0 if result.lost == 0 and result.duplicated == 0 and not errors else 1
+
+    def list_targets(self) -> None:
+        """Every pod, listed through the Kubernetes API, as the demo's Prometheus' targets
+        (it watches the file)."""
+        pods = json.loads(self.stack.kubectl("get", "pods", "--all-namespaces", "-o",
+                                             "json").stdout)["items"]
+        prometheus.write_targets(self.targets, monitors.pod_target_groups(pods))
+
+    def start_prometheus(self) -> None:
+        interval = f"{SCRAPE_SECONDS}s"
+        config = chart.scrape_config(OPERATOR_RELEASE, OPERATOR_NAMESPACE, self.targets,
+                                     interval)
+        self.targets.parent.mkdir(parents=True, exist_ok=True)
+        self.list_targets()
+        self.prometheus = prometheus.start(self.targets.parent, config)
+        self.scrapes_from = time.time()
+        say(f"  prometheus: scraping the operator and the worker pods every {interval}, "
+            f"as the chart's ServiceMonitor and PodMonitor would ({self.prometheus.url})")
+
+    def draw_dashboard(self) -> Path:
+        """The chart's dashboard over the run, from the demo's Prometheus."""
+        assert self.prometheus is not None and self.dashboard is not None
+        server, window = self.prometheus, (self.scrapes_from, time.time())
+        step = max(SCRAPE_SECONDS, (window[1] - window[0]) / 300)
+        board = dashboard.load()
+        drawn = dashboard.draw(board, lambda expr: server.query_range(expr, *window, step))
+        return dashboard_picture(board, drawn, window, self.dashboard, (
+            "the chart's dashboard.json, its panels and queries drawn from a real Prometheus "
+            "scraping make demo; not Grafana itself"))
 
     def show_metrics(self) -> bool:
         """Scrape the operator's pod and the default pool's worker pods mid-burst, as
@@ -289,9 +336,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the state folder")
     parser.add_argument("--picture", type=Path, default=PICTURE,
                         help=f"where the PNG of the run goes (default {PICTURE})")
+    parser.add_argument("--dashboard", type=Path, metavar="PATH",
+                        help="scrape the demo with a real Prometheus and draw the chart's "
+                        "dashboard over the run to this PNG")
     args = parser.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="metamapper-demo-"))
-    demo = Demo(root, args.tasks, args.seconds, args.picture)
+    demo = Demo(root, args.tasks, args.seconds, args.picture, args.dashboard)
     signal.signal(signal.SIGTERM, _interrupt)  # a TERM from outside stops it like Ctrl-C
     code = 1
     try:
@@ -302,6 +352,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DevenvError as err:
         say(f"\nerror: {err}")
     finally:
+        if demo.prometheus is not None:
+            demo.prometheus.stop()
         demo.stack.stop()
         if demo.broker_claim:
             redis_claims.release(demo.broker_claim)

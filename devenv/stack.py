@@ -83,7 +83,8 @@ def _answers(url: str) -> bool:
         return False
 
 
-def _wait_http(daemon: Daemon, url: str, timeout: float) -> None:
+def wait_http(daemon: Daemon, url: str, timeout: float) -> None:
+    """Until ``url`` answers; raises with the daemon's log if it exits or times out."""
     try:
         wait_until(lambda: _answers(url), timeout, daemon.name,
                    abort=lambda: not daemon.alive())
@@ -100,7 +101,7 @@ def start_operator(kubeconfig: Path, log: Path, *args: str, env: dict[str, str])
                                 "--metrics-port", str(metrics), *args],
                    log, {**env, "KUBECONFIG": str(kubeconfig)})
     daemon.ports.update(liveness=liveness, metrics=metrics)
-    _wait_http(daemon, f"http://127.0.0.1:{liveness}/healthz", 60)
+    wait_http(daemon, f"http://127.0.0.1:{liveness}/healthz", 60)
     return daemon
 
 

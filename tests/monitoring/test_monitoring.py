@@ -1,5 +1,5 @@
 """The chart's monitoring objects: the PrometheusRule checked and unit-tested by a real
-promtool (Debian's, unpacked by tools/promtool.sh), and the dashboard and
+promtool (Debian's, unpacked by tools/prometheus.sh), and the dashboard and
 rules reading only metrics the operator and the worker export."""
 
 from __future__ import annotations
@@ -14,11 +14,10 @@ import yaml
 
 import metamapper.metrics as worker_metrics
 import metamapper_operator.metrics as operator_metrics
-from devenv.controlplane import REPO, tool_dirs
+from devenv import chart, prometheus
 from devenv.scrape import exported
 from tests.monitoring.promql import metric_names
 
-CHART = REPO / "charts" / "metamapper-operator"
 ALERT_TESTS = Path(__file__).with_name("alerts_test.yaml")
 MONITORING = {"metrics": {"workerPodMonitor": {"enabled": True},
                           "grafanaDashboard": {"enabled": True},
@@ -27,18 +26,12 @@ MONITORING = {"metrics": {"workerPodMonitor": {"enabled": True},
 
 @pytest.fixture(scope="module")
 def promtool() -> Path:
-    """Debian's promtool, unpacked once and cached (tools/promtool.sh)."""
-    built = subprocess.run(["bash", str(REPO / "tools" / "promtool.sh")],
-                           stdout=subprocess.PIPE, text=True, check=True, timeout=600)
-    return Path(built.stdout.split()[-1]) / "promtool"
+    """Debian's promtool, unpacked once and cached (tools/prometheus.sh)."""
+    return prometheus.binaries() / "promtool"
 
 
 def render(values: dict[str, Any]) -> list[dict[str, Any]]:
-    _, helm = tool_dirs()
-    out = subprocess.run([str(helm / "helm"), "template", "mmo", str(CHART), "--namespace",
-                          "metamapper-system", "--values", "-"], input=json.dumps(values),
-                         capture_output=True, text=True, check=True, timeout=120).stdout
-    return [doc for doc in yaml.safe_load_all(out) if doc]
+    return chart.render(values, "mmo", "metamapper-system")
 
 
 @pytest.fixture(scope="module")
