@@ -61,7 +61,12 @@ CATALOGUE: tuple[Kind, ...] = (
          "helm upgrade of the operator to a new image tag, in the middle of a burst"),
     Kind("dns-outage", Scope.DNS, False, "CoreDNS scaled to zero for a while"),
 )
-KINDS: dict[str, Kind] = {kind.name: kind for kind in CATALOGUE}
+# Not in the catalogue: no soak injects it. What an operator upgrade that changes the pods'
+# template does to a pool (its RollingUpdate replaces each pod, within its grace period);
+# the upgrade test records one per rolled pool (``_chaos_upgrade``).
+ROLLOUT = Kind("pool-rollout", Scope.POD, True,
+               "a pool's pods replaced by its RollingUpdate (an operator upgrade)")
+KINDS: dict[str, Kind] = {kind.name: kind for kind in (*CATALOGUE, ROLLOUT)}
 
 
 @dataclass(frozen=True)
@@ -123,7 +128,7 @@ def round_length(kinds: Sequence[str], brokers: Sequence[str]) -> int:
 def schedule(seed: int, count: int, kinds: Sequence[str], brokers: Sequence[str],
              timing: Timing) -> list[PlannedFault]:
     """``count`` faults from ``kinds`` (in shuffled rounds) on ``brokers``, from ``seed``."""
-    unknown = sorted(set(kinds) - set(KINDS))
+    unknown = sorted(set(kinds) - {kind.name for kind in CATALOGUE})
     if unknown:
         raise ValueError(f"unknown fault kinds: {', '.join(unknown)}")
     if not kinds or not brokers:

@@ -40,6 +40,8 @@ def test_only_the_chosen_kinds_and_known_ones() -> None:
     assert {f.kind for f in planned} == {"pod-sigkill", "dns-outage"}
     with pytest.raises(ValueError, match="unknown fault kinds: pod-melt"):
         schedule(1, 10, ["pod-melt"], ["redis"], TIMING)
+    with pytest.raises(ValueError, match="unknown fault kinds: pool-rollout"):
+        schedule(1, 10, ["pool-rollout"], ["redis"], TIMING)   # the upgrade's, not injected
 
 
 def test_the_target_is_picked_over_the_sorted_pods() -> None:
