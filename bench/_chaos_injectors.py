@@ -38,9 +38,9 @@ from typing import Any, Protocol
 
 from _chaos_faults import PlannedFault
 from devenv import containerd, dns, images
-from devenv.controlplane import REPO, tool_dirs
+from devenv.controlplane import tool_dirs
 from devenv.processes import alive, signal_group
-from devenv.stack import OPERATOR_NAMESPACE, OPERATOR_RELEASE, OPERATOR_SELECTOR, Stack
+from devenv.stack import CHART, OPERATOR_NAMESPACE, OPERATOR_RELEASE, OPERATOR_SELECTOR, Stack
 from devenv.waiting import WaitTimeout, wait_until
 from devenv.workload import records
 
@@ -312,9 +312,6 @@ class Injectors:
         if self._dns_down:
             with contextlib.suppress(Exception):
                 self._restore_dns()
-
-
-CHART = REPO / "charts" / "metamapper-operator"
 
 
 def helm(stack: Stack, command: str, *args: str, chart: Path = CHART) -> None:
