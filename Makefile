@@ -74,7 +74,9 @@ test: deps venv checkov tools images lint test-only ## everything: set-up, image
 # tests, and the worker app's pure ones.
 FAST_TESTS := tests/unit tests/devenv/test_waiting.py tests/tasks/test_config.py tests/tasks/test_diff.py \
   tests/tasks/test_redact.py tests/devenv/test_dns_manifests.py \
-  tests/bench/test_traces.py tests/bench/test_trace_replay.py tests/bench/test_policy_simulation.py
+  tests/bench/test_traces.py tests/bench/test_trace_replay.py tests/bench/test_policy_simulation.py \
+  tests/bench/test_chaos_faults.py tests/bench/test_chaos_ledger.py tests/bench/test_chaos_report.py \
+  tests/bench/test_chaos_upgrade_checks.py tests/devenv/test_releases.py
 
 .PHONY: test-fast
 test-fast: venv ## unit and wiring tests only: no service, control plane or node (< 30 s)
