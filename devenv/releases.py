@@ -21,6 +21,9 @@ from devenv.controlplane import REPO
 from devenv.errors import DevenvError
 
 CHART = Path("charts") / "metamapper-operator"
+#: 0.1.0 (CHANGELOG.md): the commit before the one that began the changelog's Unreleased
+#: section (6457115), whose chart and images say 0.1.0.
+PREVIOUS = "fa9ec10759186a05468b1271b416622bc1a0c842"
 
 
 class ReleaseError(DevenvError):

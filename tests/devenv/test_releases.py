@@ -9,8 +9,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from devenv import images, releases
+from devenv.controlplane import tool_dirs
 from devenv.releases import Release, ReleaseError
 from devenv.stack import CHART, Stack, image_values
 
@@ -58,3 +60,27 @@ def test_the_stack_installs_a_releases_chart_and_image_else_this_checkouts(
     previous = Release("f" * 40, tmp_path / "chart", "localhost/metamapper-operator:old")
     assert Stack(tmp_path, "ns", release=previous).chart == tmp_path / "chart"
     assert Stack(tmp_path, "ns").chart == CHART
+
+
+def test_this_charts_templates_render_over_the_previous_releases_values(
+        tmp_path: Path) -> None:
+    """``helm upgrade --reuse-values`` (docs/upgrading.md) renders this checkout's templates
+    over the previous release's values: its chart's defaults, not this chart's
+    (helm's ``chart.Values = oldVals``), so a value added since is absent, not defaulted.
+    Every optional object of the chart must still render."""
+    chart = tmp_path / "metamapper-operator"
+    shutil.copytree(CHART, chart)
+    (chart / "values.yaml").write_text(subprocess.run(
+        ["git", "-C", str(REPO), "show", f"{releases.PREVIOUS}:{releases.CHART}/values.yaml"],
+        capture_output=True, text=True, check=True).stdout)
+    _, helm = tool_dirs()
+    every_object = [f"{value}=true" for value in (
+        "metrics.serviceMonitor.enabled", "metrics.workerPodMonitor.enabled",
+        "metrics.prometheusRule.enabled", "metrics.grafanaDashboard.enabled",
+        "networkPolicy.enabled")]
+    done = subprocess.run([str(helm / "helm"), "template", "mmo", str(chart), "--namespace",
+                           "metamapper-system", *(f"--set={v}" for v in every_object)],
+                          capture_output=True, text=True, check=False, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert {doc["kind"] for doc in yaml.safe_load_all(done.stdout) if doc} >= {
+        "PrometheusRule", "ServiceMonitor", "PodMonitor", "NetworkPolicy"}

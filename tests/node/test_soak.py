@@ -54,9 +54,6 @@ from _chaos_upgrade_checks import fleet_findings, pool_findings
 from chaos import ALL_KINDS, LEASE_SECONDS, VISIBILITY_SECONDS, Soak, signals_held
 from devenv import releases
 
-# 0.1.0 (CHANGELOG.md): the commit before the one that began the changelog's Unreleased
-# section (6457115), whose chart and images say 0.1.0.
-PREVIOUS_RELEASE = "fa9ec10759186a05468b1271b416622bc1a0c842"
 SEED = 20261206
 BROKERS = ("redis", "rabbitmq")
 PAUSES = (2.0, 5.0)   # seconds between a fault's recovery and the next fault
@@ -67,7 +64,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Soak]:
     """The soak's stack, started under the previous release; stopped at the end (the
     short soak stops it first, to see what is left behind)."""
     root = tmp_path_factory.mktemp("soak")
-    previous = releases.prepare(PREVIOUS_RELEASE, root / "previous")
+    previous = releases.prepare(releases.PREVIOUS, root / "previous")
     soak = Soak(root, SEED, BROKERS, ALL_KINDS, "aof", rate=1.0, pauses=PAUSES,
                 operator=previous)
     try:
