@@ -10,6 +10,9 @@ objects as the upgrade step (``_chaos_upgrade``) saw them before and after it.
   its pod template changed (``PoolSeen``, :func:`pool_findings`);
 - the runs the rollout cut off are those on the pods of the replaced ReplicaSets
   (:func:`replaced_pods`, which the ledger's ``pool-rollout`` fault names);
+- from 0.1.0, as docs/upgrading.md says, no pool's template changed and no pod was
+  replaced, but in a fleet whose ``celery.settings`` hold ``"$remove"``
+  (:func:`rollouts_the_notes_rule_out`);
 - every Warning event since the upgrade began is explained (:func:`unexplained_warnings`).
 """
 
@@ -22,6 +25,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from _chaos_faults import ROLLOUT
+from _chaos_ledger import Fault
+from metamapper_beat import REMOVE
 from metamapper_operator import builders, model
 
 Json = dict[str, Any]
@@ -199,6 +205,62 @@ def replaced_pods(before: Mapping[str, PoolSeen], after: Mapping[str, PoolSeen],
     return {pool: frozenset(n for n in names if n.startswith(f"{was.current}-"))
             for pool, was in before.items()
             if pool in after and was.current and after[pool].current != was.current}
+
+
+def rolls_from_0_1_0(spec: Mapping[str, Any]) -> bool:
+    """Whether an upgrade from 0.1.0 rolls the fleet's pods, by docs/upgrading.md: only if
+    its ``celery.settings`` hold the string ``"$remove"`` somewhere (0.1.0 passed it on as
+    that string; this checkout removes the key, so the ConfigMap and its hash change)."""
+    def holds(value: Any) -> bool:
+        if isinstance(value, dict):
+            return any(holds(inner) for inner in value.values())
+        if isinstance(value, list):
+            return any(holds(inner) for inner in value)
+        return value == REMOVE
+
+    return holds((spec.get("celery") or {}).get("settings"))
+
+
+def _differences(was: Any, now: Any, path: str = "") -> list[str]:
+    """Where two JSON values differ: dotted paths to the outermost differing parts."""
+    if isinstance(was, dict) and isinstance(now, dict):
+        return [found for key in sorted(set(was) | set(now))
+                for found in _differences(was.get(key), now.get(key),
+                                          f"{path}.{key}" if path else key)]
+    if isinstance(was, list) and isinstance(now, list) and len(was) == len(now):
+        return [found for i, (a, b) in enumerate(zip(was, now, strict=True))
+                for found in _differences(a, b, f"{path}[{i}]")]
+    return [] if was == now else [path]
+
+
+def rollouts_the_notes_rule_out(fleets: Mapping[str, FleetSeen],
+                                before: Mapping[str, PoolSeen],
+                                after: Mapping[str, PoolSeen],
+                                faults: Iterable[Fault]) -> list[str]:
+    """What an upgrade from 0.1.0 did that docs/upgrading.md says it does not: for the
+    pools of the ``fleets`` (as read before it) that :func:`rolls_from_0_1_0` leaves out,
+    a pod template changed, a move to a new ReplicaSet, a ``pool-rollout`` recorded on
+    their pods."""
+    rolling = {name for name, seen in fleets.items() if rolls_from_0_1_0(seen.spec)}
+    found = []
+    for name in sorted(set(before) & set(after)):
+        was, now = before[name], after[name]
+        if was.fleet in rolling:
+            continue
+        changed = _differences(was.template, now.template)
+        if changed:
+            found.append(f"{name}: pod template changed at {', '.join(changed)}")
+        if now.current != was.current:
+            found.append(f"{name}: pods replaced ({was.current} -> {now.current})")
+    for fault in faults:
+        if fault.kind != ROLLOUT.name:
+            continue
+        pools = sorted(name for name, was in before.items() if was.current and any(
+            pod.startswith(f"{was.current}-") for pod in fault.pods))
+        if not any(before[name].fleet in rolling for name in pools):
+            found.append(f"{', '.join(pools) or 'no pool'}: {ROLLOUT.name} recorded on "
+                         f"{', '.join(sorted(fault.pods))}")
+    return found
 
 
 # --- the events --------------------------------------------------------------------

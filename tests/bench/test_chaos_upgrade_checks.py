@@ -1,14 +1,17 @@
 """What the upgrade test checks, off the node: the new CRD's defaults over a stored spec,
 the pools' rollouts read from Deployments, ReplicaSets and pods, the pods a rollout
-replaced, and which Warning events an upgrade explains."""
+replaced, the rollouts docs/upgrading.md says an upgrade from 0.1.0 does not do, and which
+Warning events an upgrade explains."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from _chaos_ledger import Fault
 from _chaos_upgrade_checks import (
     FleetSeen,
     PoolSeen,
@@ -19,6 +22,8 @@ from _chaos_upgrade_checks import (
     pools_seen,
     rendered_hashes,
     replaced_pods,
+    rollouts_the_notes_rule_out,
+    rolls_from_0_1_0,
     spec_schema,
     unexplained_warnings,
 )
@@ -147,6 +152,36 @@ def test_the_replaced_pods_are_those_of_the_replicaset_a_rollout_left() -> None:
     assert replaced_pods(before, rolled, ran_on) == {
         "fleet-redis-fast": frozenset({"fleet-redis-fast-aaa-x1"})}
     assert replaced_pods(before, before, ran_on) == {}
+
+
+def test_from_0_1_0_a_pool_rolls_only_if_its_fleets_settings_hold_remove() -> None:
+    """docs/upgrading.md: from 0.1.0 no pool's template changes and no pod is replaced,
+    but in a fleet whose celery.settings hold "$remove"; the soak's fleets hold none."""
+    spec = fleet_objects(RedisBroker(Path("/nonexistent"), "aof"), "workload:1")[1]["spec"]
+    assert not rolls_from_0_1_0(spec)
+    removing = {**spec, "celery": {"settings": {**spec["celery"]["settings"], "beat_schedule": {
+        "beat-scheduler-healthcheck": "$remove"}}}}
+    assert rolls_from_0_1_0(removing)
+    before = pools_seen([deployment("w:1", "1")], [replicaset("aaa", "1")], [pod("aaa", "x")])
+    same = pools_seen([deployment("w:1", "1")], [replicaset("aaa", "1")], [pod("aaa", "y")])
+    rolled = pools_seen([deployment("w:2", "2")], [replicaset("aaa", "1"),
+                                                   replicaset("bbb", "2")], [pod("bbb", "z")])
+    upgrade = Fault(-1, "helm-upgrade", "redis", frozenset(), 10.0, 20.0, 30.0)
+    rollout = Fault(-1, "pool-rollout", "redis", frozenset({"fleet-redis-fast-aaa-x"}),
+                    10.0, 20.0, 30.0)
+    fleets = {"fleet-redis": FleetSeen(spec, 1)}
+    assert rollouts_the_notes_rule_out(fleets, before, same, [upgrade]) == []
+    assert rollouts_the_notes_rule_out(fleets, before, rolled, [upgrade, rollout]) == [
+        "fleet-redis-fast: pod template changed at spec.containers[0].image",
+        "fleet-redis-fast: pods replaced (fleet-redis-fast-aaa -> fleet-redis-fast-bbb)",
+        "fleet-redis-fast: pool-rollout recorded on fleet-redis-fast-aaa-x"]
+    # The template changed, its pods not replaced (yet): still against the notes.
+    edited = {name: replace(seen, template={"metadata": {"annotations": {"a": "2"}}, **seen
+                                            .template}) for name, seen in same.items()}
+    assert rollouts_the_notes_rule_out(fleets, before, edited, [upgrade]) == [
+        "fleet-redis-fast: pod template changed at metadata"]
+    assert rollouts_the_notes_rule_out({"fleet-redis": FleetSeen(removing, 1)}, before, rolled,
+                                       [upgrade, rollout]) == []
 
 
 def event(reason: str, message: str, kind: str = "Warning", **stamps: Any) -> dict[str, Any]:

@@ -14,9 +14,12 @@ order:
    lost; a task runs again or is cut off only on a pod a pool's rollout replaced; the
    Metamappers keep their specs (but for the fields the new CRD defaults) and
    generations; every pool carries this checkout's template, has rolled out by its
-   RollingUpdate, and moved to a new ReplicaSet exactly when that template changed; the
-   fleet is whole again; this checkout's operator holds the Lease; and no Warning event
-   since the upgrade began is unexplained (``_chaos_upgrade_checks``).
+   RollingUpdate, and moved to a new ReplicaSet exactly when that template changed; and,
+   as docs/upgrading.md says of an upgrade from 0.1.0 (the fleets' ``celery.settings``
+   hold no ``"$remove"``), no pool's template changed, none moved to new pods and no
+   ``pool-rollout`` was recorded; the fleet is whole again; this checkout's operator
+   holds the Lease; and no Warning event since the upgrade began is unexplained
+   (``_chaos_upgrade_checks``).
 2. **The short soak** (``bench/chaos.py``'s run), under the upgraded operator: one round of
    the seeded schedule (every fault kind once, every broker restarted), each a few seconds
    after the fleet recovered from the one before. Nothing lost, every repeat explained by
@@ -50,7 +53,12 @@ import pytest
 from _chaos_faults import Timing, round_length, schedule
 from _chaos_report import verdict
 from _chaos_upgrade import Upgrade, upgrade
-from _chaos_upgrade_checks import fleet_findings, pool_findings
+from _chaos_upgrade_checks import (
+    fleet_findings,
+    pool_findings,
+    rollouts_the_notes_rule_out,
+    rolls_from_0_1_0,
+)
 from chaos import ALL_KINDS, LEASE_SECONDS, VISIBILITY_SECONDS, Soak, signals_held
 from devenv import releases
 
@@ -94,6 +102,10 @@ def test_an_upgrade_from_the_previous_release_loses_nothing_and_rolls_no_pod_nee
     assert fleet_findings(upgraded.fleets_before, upgraded.fleets_after,
                           upgraded.crd_spec_schema) == []
     assert pool_findings(upgraded.pools_before, upgraded.pools_after, upgraded.rendered) == []
+    # docs/upgrading.md: from 0.1.0 no pool of these fleets rolls
+    assert not any(rolls_from_0_1_0(seen.spec) for seen in upgraded.fleets_before.values())
+    assert rollouts_the_notes_rule_out(upgraded.fleets_before, upgraded.pools_before,
+                                       upgraded.pools_after, upgraded.faults) == []
     assert upgraded.leader_image == run.stack.images.operator
     assert upgraded.warnings == ()
 
