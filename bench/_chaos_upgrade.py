@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from _chaos_injectors import fleet_name, helm
+from _chaos_injectors import HELM_SECONDS, LEADER_WAIT, fleet_name, helm
 from _chaos_ledger import Fault, Task
 from _chaos_upgrade_checks import (
     FleetSeen,
@@ -33,7 +33,7 @@ from _chaos_upgrade_checks import (
     spec_schema,
     unexplained_warnings,
 )
-from chaos import NAMESPACE, Soak
+from chaos import DRAIN_LIMIT, NAMESPACE, RECOVERY_LIMIT, Soak
 from devenv.controlplane import REPO
 from devenv.waiting import WaitTimeout, wait_until
 from metamapper_operator import crd
@@ -43,6 +43,11 @@ CRD_FILE = REPO / "crds" / "metamapper.io_metamappers.yaml"
 STREAM_SECONDS = 45.0    # the stream under the earlier operator before the upgrade
 MEASURED_LIMIT = 120.0   # seconds for the earlier operator to have measured every broker
 ROLLOUT_LIMIT = 300.0    # seconds for every pool to be on this checkout's template
+#: The longest :func:`upgrade` takes, its waits one after the other: the earlier operator
+#: measuring, the stream, helm's rollout, the pools', the Lease taken, the fleet whole
+#: again, the stream's tasks done.
+UPGRADE_LIMIT = (MEASURED_LIMIT + STREAM_SECONDS + HELM_SECONDS + ROLLOUT_LIMIT + LEADER_WAIT
+                 + RECOVERY_LIMIT + DRAIN_LIMIT)
 UPGRADE_INDEX = -1       # the upgrade's faults are not of the seeded schedule
 WORKERS = "app.kubernetes.io/component=worker"
 

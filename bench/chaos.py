@@ -113,6 +113,7 @@ RECORD_DBS = range(200, 256)  # where the tasks' records go: a database of the d
                               # Redis claimed as the suite's fixture claims them
 CLAIM_SECONDS = 12 * 3600
 RECOVERY_LIMIT = 300.0      # seconds after a fault's end before it counts as not recovered
+POOLS_LIMIT = 300.0         # seconds for every pool at its minimum once the fleets are in
 DRAIN_LIMIT = 600.0         # seconds for the last backlog once sending stops
 BURST = 24                  # short tasks sent before a fault marked for a burst
 SHORT_SECONDS = 3.0         # tasks up to this long go to the fast pool
@@ -409,7 +410,7 @@ class Soak:
         self.stack.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(
             {"apiVersion": "v1", "kind": "List", "items": objects}))
         say("waiting for every pool at its minimum ...")
-        wait_until(lambda: not shortfalls(self.snapshot(time.time())), 300,
+        wait_until(lambda: not shortfalls(self.snapshot(time.time())), POOLS_LIMIT,
                    "every pool at its minimum", interval=2)
         self.producer = Producer(self.brokers, self.record_url, self.rate, self.seed)
         self.injectors = Injectors(

@@ -5,7 +5,8 @@ in two pods from its chart; ``fleet-redis`` on a Redis and ``fleet-rabbitmq`` on
 node of the run's own, two pools each, a steady stream of tasks with unique ids) starts
 under the previous release's operator: 0.1.0, named by its commit (tags may not reach
 every clone), its chart and CRD from ``git archive`` of it, its operator image built from
-it (``devenv.releases``). Starting the stack takes minutes, so both tests share it, in
+it (``devenv.releases``). The images are built first, in a test of their own (no wait
+bounds a build). Starting the stack takes minutes, so the two tests after it share it, in
 order:
 
 1. **The upgrade** (``_chaos_upgrade``): in the middle of the stream and a burst on every
@@ -38,7 +39,9 @@ about a minute; the upgrade 3 to 5 minutes (45 s of stream under 0.1.0, the oper
 rollout, the fleet whole again, the stream's tasks finished); the soak 15 faults at 35 to
 80 s each with their holds and recoveries (the benchmark's runs took 45 to 90 s a fault
 with pauses 5 to 20 s; these are 2 to 5 s), 10 to 20 minutes, then the backlog and the
-stop: 20 to 32 minutes in all.
+stop: 20 to 32 minutes in all. Each test's timeout is the sum of the waits it may go
+through one after the other, with a margin, so that a slow run fails on the wait that
+gave up, with its finding, not on pytest's timeout.
 
 Run alone: ``.venv/bin/pytest tests/node/test_soak.py`` (as ``make test`` runs the suite:
 with ``make tools`` and ``make images`` done, and nothing else using the node).
@@ -46,35 +49,79 @@ with ``make tools`` and ``make images`` done, and nothing else using the node).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import pytest
+import yaml
 
 from _chaos_faults import Timing, round_length, schedule
+from _chaos_injectors import HELM_SECONDS, INJECT_LIMIT
 from _chaos_report import verdict
-from _chaos_upgrade import Upgrade, upgrade
+from _chaos_upgrade import UPGRADE_LIMIT, Upgrade, upgrade
 from _chaos_upgrade_checks import (
     fleet_findings,
     pool_findings,
     rollouts_the_notes_rule_out,
     rolls_from_0_1_0,
 )
-from chaos import ALL_KINDS, LEASE_SECONDS, VISIBILITY_SECONDS, Soak, signals_held
-from devenv import releases
+from chaos import (
+    ALL_KINDS,
+    DRAIN_LIMIT,
+    LEASE_SECONDS,
+    POOLS_LIMIT,
+    RECOVERY_LIMIT,
+    VISIBILITY_SECONDS,
+    Soak,
+    signals_held,
+)
+from devenv import containerd, images, releases
+from devenv.releases import Release
 
 SEED = 20261206
 BROKERS = ("redis", "rabbitmq")
 PAUSES = (2.0, 5.0)   # seconds between a fault's recovery and the next fault
+PLANNED = schedule(SEED, round_length(ALL_KINDS, BROKERS), ALL_KINDS, BROKERS,
+                   Timing(VISIBILITY_SECONDS, LEASE_SECONDS, PAUSES))
+
+# The tests' timeouts: the waits each may go through, one after the other.
+MARGIN = 1.25   # for what no wait bounds: the kubectl calls, the ledger's reads
+#: The images' builds (bounded by no wait): 0.1.0's operator image, 2 to 4 minutes the
+#: first time on a machine; this checkout's, far longer if ``make images`` was not run.
+BUILD_TIMEOUT = 3600
+#: devenv's own waits while the stack starts: kube-apiserver 90 s, the controller-manager
+#: and the scheduler 60 s each, containerd 30 s, the node Ready 120 s, CoreDNS 120 s; then
+#: the soak's Redis 30 s and RabbitMQ 120 s.
+STACK_WAITS = 90 + 60 + 60 + 30 + 120 + 120 + 30 + 120
+#: helm install (devenv.stack waits as long as the soak's helm) and the standby's upgrade,
+#: then every pool at its minimum.
+START_WAITS = STACK_WAITS + 2 * HELM_SECONDS + POOLS_LIMIT
+#: Stopping: the node 120 s, the control plane's five daemons 15 s each, Redis 30 s,
+#: RabbitMQ 60 s.
+STOP_WAITS = 120 + 5 * 15 + 30 + 60
+#: Each fault: its pause and hold, its injection, the fleet whole again; then the backlog.
+SOAK_WAITS = sum(fault.pause + fault.hold + INJECT_LIMIT + RECOVERY_LIMIT
+                 for fault in PLANNED) + DRAIN_LIMIT + STOP_WAITS
+
+
+def budget(waits: float) -> int:
+    return math.ceil(MARGIN * waits)
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Soak]:
+def previous(tmp_path_factory: pytest.TempPathFactory) -> Release:
+    """0.1.0, its operator image built and loaded into the node; this checkout's images
+    built and loaded first, so that the stack finds every image ready."""
+    images.build_all()
+    return releases.prepare(releases.PREVIOUS, tmp_path_factory.mktemp("previous"))
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory, previous: Release) -> Iterator[Soak]:
     """The soak's stack, started under the previous release; stopped at the end (the
     short soak stops it first, to see what is left behind)."""
-    root = tmp_path_factory.mktemp("soak")
-    previous = releases.prepare(releases.PREVIOUS, root / "previous")
-    soak = Soak(root, SEED, BROKERS, ALL_KINDS, "aof", rate=1.0, pauses=PAUSES,
-                operator=previous)
+    soak = Soak(tmp_path_factory.mktemp("soak"), SEED, BROKERS, ALL_KINDS, "aof", rate=1.0,
+                pauses=PAUSES, operator=previous)
     try:
         soak.start()
         yield soak
@@ -89,7 +136,14 @@ def upgraded(run: Soak) -> Upgrade:
     return upgrade(run)
 
 
-@pytest.mark.timeout(1800)
+@pytest.mark.timeout(BUILD_TIMEOUT)
+def test_the_previous_release_is_built_and_in_the_nodes_store(previous: Release) -> None:
+    chart = yaml.safe_load((previous.chart / "Chart.yaml").read_text())
+    assert (chart["version"], chart["appVersion"]) == ("0.1.0", "0.1.0")
+    assert containerd.has_image(previous.operator)
+
+
+@pytest.mark.timeout(budget(START_WAITS + UPGRADE_LIMIT))
 def test_an_upgrade_from_the_previous_release_loses_nothing_and_rolls_no_pod_needlessly(
         run: Soak, upgraded: Upgrade) -> None:
     assert run.stack.images is not None
@@ -110,18 +164,15 @@ def test_an_upgrade_from_the_previous_release_loses_nothing_and_rolls_no_pod_nee
     assert upgraded.warnings == ()
 
 
-@pytest.mark.timeout(2700)
+@pytest.mark.timeout(budget(SOAK_WAITS))
 def test_every_fault_once_after_the_upgrade_loses_no_task_and_leaves_nothing_behind(
         run: Soak, upgraded: Upgrade) -> None:
-    count = round_length(ALL_KINDS, BROKERS)
-    planned = schedule(SEED, count, ALL_KINDS, BROKERS,
-                       Timing(VISIBILITY_SECONDS, LEASE_SECONDS, PAUSES))
-    outcome = run.run(None, count)
+    outcome = run.run(None, len(PLANNED))
     with signals_held():
         left_behind = run.stop()
     injected = [f for f in outcome.faults if f not in upgraded.faults]
     assert outcome.failed_injections == ()
-    assert [(f.kind, f.broker) for f in injected] == [(p.kind, p.broker) for p in planned]
+    assert [(f.kind, f.broker) for f in injected] == [(p.kind, p.broker) for p in PLANNED]
     assert {f.kind for f in injected} == set(ALL_KINDS)
     assert sorted(f.broker for f in injected if f.kind == "broker-restart") == sorted(BROKERS)
     assert outcome.verdict.tasks > len(upgraded.tasks)
