@@ -85,7 +85,9 @@ FAST_TESTS := tests/unit tests/devenv/test_waiting.py tests/devenv/test_monitors
   tests/tasks/test_config.py tests/tasks/test_diff.py \
   tests/tasks/test_redact.py tests/devenv/test_dns_manifests.py \
   tests/bench/test_traces.py tests/bench/test_trace_replay.py tests/bench/test_policy_simulation.py \
-  tests/test_groups.py tests/test_scheduling.py
+  tests/test_groups.py tests/test_scheduling.py \
+  tests/bench/test_chaos_faults.py tests/bench/test_chaos_ledger.py tests/bench/test_chaos_report.py \
+  tests/bench/test_chaos_upgrade_checks.py tests/devenv/test_releases.py
 
 .PHONY: test-fast
 test-fast: venv ## unit and wiring tests only: no service, control plane or node (< 30 s)

@@ -3,9 +3,11 @@
 One fault at a time: the schedule is a sequence of planned faults, each injected a
 ``pause`` after the fleet recovered from the one before (so a fault is never measured on a
 fleet still recovering). The kinds come in shuffled rounds, each round every chosen kind
-once, so the first round of any run holds every kind (what a short soak relies on) and a
-long run holds them in even numbers. Everything is drawn from one ``random.Random(seed)``:
-the same seed and options give the same schedule.
+once, and a broker's fault (``Scope.BROKER``) once per broker, so the first round of any
+run holds every kind and restarts every broker (what a short soak relies on) and a long
+run holds them in even numbers. The fleet a kind of another scope hits is drawn for each
+fault. Everything is drawn from one ``random.Random(seed)``: the same seed and options give
+the same schedule.
 """
 
 from __future__ import annotations
@@ -59,7 +61,12 @@ CATALOGUE: tuple[Kind, ...] = (
          "helm upgrade of the operator to a new image tag, in the middle of a burst"),
     Kind("dns-outage", Scope.DNS, False, "CoreDNS scaled to zero for a while"),
 )
-KINDS: dict[str, Kind] = {kind.name: kind for kind in CATALOGUE}
+# Not in the catalogue: no soak injects it. What an operator upgrade that changes the pods'
+# template does to a pool (its RollingUpdate replaces each pod, within its grace period);
+# the upgrade test records one per rolled pool (``_chaos_upgrade``).
+ROLLOUT = Kind("pool-rollout", Scope.POD, True,
+               "a pool's pods replaced by its RollingUpdate (an operator upgrade)")
+KINDS: dict[str, Kind] = {kind.name: kind for kind in (*CATALOGUE, ROLLOUT)}
 
 
 @dataclass(frozen=True)
@@ -112,24 +119,32 @@ def hold_seconds(kind: str, timing: Timing, rng: random.Random) -> float:
     return round(rng.uniform(low, high), 1) if high else 0.0
 
 
+def round_length(kinds: Sequence[str], brokers: Sequence[str]) -> int:
+    """How many faults one round of the schedule holds: every kind once, and a broker's
+    fault once per broker."""
+    return sum(len(brokers) if KINDS[kind].scope is Scope.BROKER else 1 for kind in kinds)
+
+
 def schedule(seed: int, count: int, kinds: Sequence[str], brokers: Sequence[str],
              timing: Timing) -> list[PlannedFault]:
     """``count`` faults from ``kinds`` (in shuffled rounds) on ``brokers``, from ``seed``."""
-    unknown = sorted(set(kinds) - set(KINDS))
+    unknown = sorted(set(kinds) - {kind.name for kind in CATALOGUE})
     if unknown:
         raise ValueError(f"unknown fault kinds: {', '.join(unknown)}")
     if not kinds or not brokers:
         raise ValueError("at least one fault kind and one broker are needed")
     rng = random.Random(seed)
     planned: list[PlannedFault] = []
-    order: list[str] = []
+    order: list[tuple[str, str | None]] = []
     for index in range(count):
         if not order:
-            order = list(kinds)
+            order = [(kind, broker) for kind in kinds for broker in (
+                brokers if KINDS[kind].scope is Scope.BROKER else [None])]
             rng.shuffle(order)
-        kind = order.pop(0)
+        kind, fleet = order.pop(0)
         planned.append(PlannedFault(
-            index=index, kind=kind, broker=rng.choice(list(brokers)), pick=rng.random(),
+            index=index, kind=kind, broker=fleet or rng.choice(list(brokers)),
+            pick=rng.random(),
             hold=hold_seconds(kind, timing, rng),
             pause=round(rng.uniform(*timing.pause_range), 1),
             burst=kind == "helm-upgrade" or rng.random() < 0.3))

@@ -38,13 +38,22 @@ from typing import Any, Protocol
 
 from _chaos_faults import PlannedFault
 from devenv import containerd, dns, images
-from devenv.controlplane import REPO, tool_dirs
+from devenv.controlplane import tool_dirs
 from devenv.processes import alive, signal_group
-from devenv.stack import OPERATOR_NAMESPACE, OPERATOR_RELEASE, OPERATOR_SELECTOR, Stack
+from devenv.stack import CHART, OPERATOR_NAMESPACE, OPERATOR_RELEASE, OPERATOR_SELECTOR, Stack
 from devenv.waiting import WaitTimeout, wait_until
 from devenv.workload import records
 
 LEADER_WAIT = 90.0   # seconds for a live operator pod to hold the Lease (after an upgrade)
+TARGET_WAIT = 120.0  # seconds for a running worker pod of the fleet to hit
+HOG_WAIT = 180.0     # seconds for the OOM fault's task to be redelivered and done
+EVICTION_WAIT = 60.0  # seconds of refused evictions (the PodDisruptionBudget) retried
+HELM_SECONDS = 180   # helm's --wait for the operator's rollout
+#: The longest one injection waits, its hold aside: a pod to hit, then its eviction; the
+#: hog's redelivery; helm's rollout. (devenv's waits an injector goes through are shorter:
+#: the kubelet's stop and the node Ready, 15 + 120 s; the apiserver's, 15 + 90 s; the
+#: cluster DNS ready, 120 s; RabbitMQ stopped and started, 60 + 120 s.)
+INJECT_LIMIT = max(TARGET_WAIT + EVICTION_WAIT, HOG_WAIT, HELM_SECONDS, LEADER_WAIT)
 
 
 class Broker(Protocol):
@@ -131,7 +140,8 @@ class Injectors:
 
     def target(self, fault: PlannedFault) -> dict[str, Any]:
         pods = {p["metadata"]["name"]: p for p in wait_until(
-            lambda: self.worker_pods(fault.broker), 120, f"a running {fault.broker} worker")}
+            lambda: self.worker_pods(fault.broker), TARGET_WAIT,
+            f"a running {fault.broker} worker")}
         return pods[fault.target(list(pods))]
 
     def inject(self, fault: PlannedFault) -> frozenset[str]:
@@ -150,7 +160,7 @@ class Injectors:
         task_id = f"hog-{fault.index}-{time.time():.0f}"
         self.send_hog(fault.broker, task_id, self.hog_megabytes)
         with contextlib.suppress(WaitTimeout):   # the recovery wait tells the rest
-            wait_until(lambda: records(self.record_url, "done", task_id), 180,
+            wait_until(lambda: records(self.record_url, "done", task_id), HOG_WAIT,
                        "the hog task redelivered and done", interval=1)
         return pods
 
@@ -170,7 +180,7 @@ class Injectors:
         path = f"/api/v1/namespaces/{self.namespace}/pods/{name}/eviction"
         wait_until(lambda: self.stack.kubectl("create", "--raw", path, "-f", "-", input=body,
                                               check=False).returncode == 0,
-                   60, f"the eviction of {name} accepted", interval=2)
+                   EVICTION_WAIT, f"the eviction of {name} accepted", interval=2)
         return frozenset({name})
 
     def _partition(self, fault: PlannedFault) -> frozenset[str]:
@@ -314,15 +324,13 @@ class Injectors:
                 self._restore_dns()
 
 
-CHART = REPO / "charts" / "metamapper-operator"
-
-
 def helm(stack: Stack, command: str, *args: str, chart: Path = CHART) -> None:
     """``helm <command>`` of the operator's release from ``chart``, waiting for it."""
     _, tools = tool_dirs()
     done = subprocess.run(
         [str(tools / "helm"), f"--kubeconfig={stack.kubeconfig}", command, OPERATOR_RELEASE,
-         str(chart), "--namespace", OPERATOR_NAMESPACE, *args, "--wait", "--timeout", "180s"],
+         str(chart), "--namespace", OPERATOR_NAMESPACE, *args, "--wait", "--timeout",
+         f"{HELM_SECONDS}s"],
         capture_output=True, text=True, check=False)
     if done.returncode:
         raise RuntimeError(f"helm {command} failed: {done.stderr.strip()}")

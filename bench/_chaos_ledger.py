@@ -14,7 +14,8 @@ The invariant, per task:
   start to ``ACK_SLACK`` after its end, the moment its acknowledgement could still be cut
   off) a fault that interrupts (``_chaos_faults.Kind.interrupts``) and hit that run: its
   pod, or its fleet's broker, or the whole node. Anything else is unexplained: a task
-  runs again only because one of its runs was killed or cut off.
+  runs again only because one of its runs was killed or cut off. A run cut off is
+  explained the same way (the upgrade test asks that of every one).
 
 All times are wall-clock seconds (the pods' ``time.time()``, the same clock here).
 """
@@ -101,6 +102,11 @@ class Task:
 
     def unexplained(self, faults: Sequence[Fault]) -> bool:
         return None in self.explanations(faults)
+
+    def cut_off_unexplained(self, faults: Sequence[Fault]) -> bool:
+        """Whether a run of it was cut off that no fault could have cut off."""
+        return any(run.finished is None and not any(f.hit(run, self.broker) for f in faults)
+                   for run in self.runs)
 
     def blamed(self, faults: Sequence[Fault]) -> Fault | None:
         """The fault a finding of this task is counted under: the one that explains its

@@ -6,7 +6,9 @@ by) runs two fleets in the namespace ``chaos``: ``fleet-redis`` on a Redis of th
 own and ``fleet-rabbitmq`` on a RabbitMQ node of this run's own (durable queues, Celery's
 default). Each reaches its broker by a Service name
 (``redis://redis:6379/0``, ``amqp://...@rabbitmq:5672//``), as users' fleets do: a
-Service without a selector whose EndpointSlice points at the broker on this machine. Each
+Service without a selector whose EndpointSlice points at the broker on this machine. (A
+soak that starts under an earlier operator names the Services in full, see
+:func:`service_host`.) Each
 fleet has two pools: ``fast`` (short tasks, at least one pod) and ``slow`` (tasks from a
 few seconds to longer than the grace period, from zero pods).
 
@@ -47,7 +49,9 @@ then restarts it with those settings. Both brokers are the run's own, so their r
 never touch the development services other runs on the machine use.
 
 :func:`soak` is the same run for a test: a fixed seed, a number of faults (one round of
-the catalogue holds every kind once), its outcome returned instead of printed.
+the schedule, ``_chaos_faults.round_length``, holds every kind once and restarts every
+broker), its outcome returned instead of printed; ``chaos_suite_draft/test_soak.py`` runs
+one round on a stack it first upgrades from the previous release (``_chaos_upgrade``).
 """
 
 from __future__ import annotations
@@ -73,7 +77,7 @@ from typing import Any
 from celery import Celery
 
 from _chaos_faults import CATALOGUE, PlannedFault, Timing, schedule
-from _chaos_injectors import CHART, Injectors, fleet_name, helm, stop_child
+from _chaos_injectors import Injectors, fleet_name, helm, stop_child
 from _chaos_ledger import Fault, Task, pair_runs
 from _chaos_report import (
     HEADERS,
@@ -87,10 +91,11 @@ from _chaos_report import (
     verdict,
 )
 from _common import print_table, say
-from devenv import containerd, redis_claims, services
+from devenv import containerd, dns, redis_claims, services
 from devenv.controlplane import REPO, free_port
 from devenv.errors import DevenvError
 from devenv.node import leftovers as node_leftovers
+from devenv.releases import Release
 from devenv.stack import Stack
 from devenv.waiting import WaitTimeout, wait_until
 from devenv.workload import HOG, MODULE, RETRIED, TASK, records, tally
@@ -108,6 +113,7 @@ RECORD_DBS = range(200, 256)  # where the tasks' records go: a database of the d
                               # Redis claimed as the suite's fixture claims them
 CLAIM_SECONDS = 12 * 3600
 RECOVERY_LIMIT = 300.0      # seconds after a fault's end before it counts as not recovered
+POOLS_LIMIT = 300.0         # seconds for every pool at its minimum once the fleets are in
 DRAIN_LIMIT = 600.0         # seconds for the last backlog once sending stops
 BURST = 24                  # short tasks sent before a fault marked for a burst
 SHORT_SECONDS = 3.0         # tasks up to this long go to the fast pool
@@ -137,8 +143,8 @@ class RedisBroker:
     def host_url(self) -> str:
         return f"redis://{services.HOST}:{self.port}/0"
 
-    def pod_url(self) -> str:
-        return f"redis://{self.name}:{self.service_port}/0"
+    def pod_url(self, host: str) -> str:
+        return f"redis://{host}:{self.service_port}/0"
 
     def argv(self) -> list[str]:
         binary = services.require("redis-server", "redis-server")
@@ -185,8 +191,8 @@ class RabbitBroker:
     def host_url(self) -> str:
         return self._url(services.HOST, self.port)
 
-    def pod_url(self) -> str:
-        return self._url(self.name, self.service_port)
+    def pod_url(self, host: str) -> str:
+        return self._url(host, self.service_port)
 
     def start(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
@@ -208,6 +214,17 @@ class RabbitBroker:
 Broker = RedisBroker | RabbitBroker
 
 
+def service_host(broker: Broker, qualified: bool) -> str:
+    """The broker's Service as its fleet's URL names it: its short name, as users write it,
+    or (``qualified``) its full name, which resolves the same from every namespace. The
+    operator of 0.1.0 looks a short name up in its own namespace, not in the fleet's:
+    under it, fleets named by short names are BrokerUnreachable and neither scale nor
+    drain."""
+    if not qualified:
+        return broker.name
+    return f"{broker.name}.{NAMESPACE}.svc.{dns.CLUSTER_DOMAIN}"
+
+
 def broker_objects(broker: Broker, host_port: int) -> list[dict[str, Any]]:
     """The broker's Service in the cluster: no selector, one EndpointSlice pointing at the
     broker on this machine."""
@@ -224,8 +241,10 @@ def broker_objects(broker: Broker, host_port: int) -> list[dict[str, Any]]:
     ]
 
 
-def fleet_objects(broker: Broker, image: str) -> list[dict[str, Any]]:
-    """The broker URL's Secret and the fleet's Metamapper."""
+def fleet_objects(broker: Broker, image: str, qualified: bool = False
+                  ) -> list[dict[str, Any]]:
+    """The broker URL's Secret (by the Service's name, see :func:`service_host`) and the
+    fleet's Metamapper."""
     name = fleet_name(broker.name)
     pools = [{**pool, "terminationGracePeriodSeconds": GRACE_SECONDS,
               "autoscaling": {**AUTOSCALING, "targetBacklogPerReplica": pool["concurrency"]},
@@ -238,7 +257,7 @@ def fleet_objects(broker: Broker, image: str) -> list[dict[str, Any]]:
     return [
         {"apiVersion": "v1", "kind": "Secret",
          "metadata": {"name": f"{name}-broker", "namespace": NAMESPACE},
-         "stringData": {"url": broker.pod_url()}},
+         "stringData": {"url": broker.pod_url(service_host(broker, qualified))}},
         {"apiVersion": crd.API_VERSION, "kind": crd.KIND,
          "metadata": {"name": name, "namespace": NAMESPACE},
          "spec": {"image": image, "broker": {"urlSecretRef": {"name": f"{name}-broker"}},
@@ -274,7 +293,10 @@ class Producer:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def start(self) -> None:
-        self._thread.start()
+        """Start the stream; it goes on if it is running already (a soak after an upgrade
+        keeps the stream the upgrade went through)."""
+        if self._thread.ident is None:
+            self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
@@ -328,18 +350,6 @@ class Producer:
 
 
 @dataclass(frozen=True)
-class OperatorRelease:
-    """An operator to run instead of this checkout's: its chart and its image."""
-
-    chart: Path
-    image: str
-
-    def helm_args(self) -> tuple[str, ...]:
-        repository, _, tag = self.image.rpartition(":")
-        return ("--set", f"image.repository={repository}", "--set", f"image.tag={tag}")
-
-
-@dataclass(frozen=True)
 class Outcome:
     faults: tuple[Fault, ...]
     tasks: tuple[Task, ...]
@@ -355,13 +365,17 @@ class Outcome:
 
 
 class Soak:
+    """One soak's stack, brokers, stream and faults. ``operator``: an earlier release to
+    start under instead of this checkout's (the fleets then name their brokers' Services
+    in full, see :func:`service_host`)."""
+
     def __init__(self, root: Path, seed: int, brokers: Sequence[str], kinds: Sequence[str],
                  redis_persistence: str, rate: float,
                  pauses: tuple[float, float] = (5.0, 20.0),
-                 operator: OperatorRelease | None = None) -> None:
+                 operator: Release | None = None) -> None:
         self.root, self.seed, self.kinds, self.rate = root, seed, list(kinds), rate
-        self.pauses, self.operator = pauses, operator
-        self.stack = Stack(root, NAMESPACE, services=("redis",))
+        self.pauses, self.qualified = pauses, operator is not None
+        self.stack = Stack(root, NAMESPACE, services=("redis",), release=operator)
         self.record_url = ""
         self.record_claim: redis_claims.Claim | None = None
         known: dict[str, Broker] = {"redis": RedisBroker(root / "redis", redis_persistence),
@@ -373,6 +387,7 @@ class Soak:
         self.faults: list[Fault] = []
         self.failed: list[str] = []
         self.written_off: set[str] = set()
+        self.left_behind: tuple[str, ...] | None = None   # once stopped
 
     # set-up
 
@@ -381,11 +396,9 @@ class Soak:
         self.stack.start(say)
         self.record_claim = claim_record_db()
         self.record_url = self.record_claim.url
-        # a standby operator, so that a paused or killed leader is replaced; and the
-        # operator of another version when asked (an upgrade test starts from it)
-        release = self.operator.helm_args() if self.operator else ()
-        helm(self.stack, "upgrade", "--reuse-values", "--set", "replicas=2", *release,
-             chart=self.operator.chart if self.operator else CHART)
+        # a standby operator, so that a paused or killed leader is replaced
+        helm(self.stack, "upgrade", "--reuse-values", "--set", "replicas=2",
+             chart=self.stack.chart)
         for broker in self.brokers.values():
             broker.start()
             self.started.append(broker)
@@ -393,11 +406,11 @@ class Soak:
         objects = []
         for broker in self.brokers.values():
             objects += broker_objects(broker, broker.port)
-            objects += fleet_objects(broker, self.stack.images.workload)
+            objects += fleet_objects(broker, self.stack.images.workload, self.qualified)
         self.stack.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(
             {"apiVersion": "v1", "kind": "List", "items": objects}))
         say("waiting for every pool at its minimum ...")
-        wait_until(lambda: not shortfalls(self.snapshot(time.time())), 300,
+        wait_until(lambda: not shortfalls(self.snapshot(time.time())), POOLS_LIMIT,
                    "every pool at its minimum", interval=2)
         self.producer = Producer(self.brokers, self.record_url, self.rate, self.seed)
         self.injectors = Injectors(
@@ -495,23 +508,34 @@ class Soak:
         ids = [s.task_id for s in self.producer.sent]
         say(f"sending stopped ({len(ids)} tasks sent, {self.producer.refused} refused); "
             "waiting for the backlog ...")
-        with contextlib.suppress(WaitTimeout):
-            wait_until(lambda: tally(self.record_url, ids).lost == 0, DRAIN_LIMIT,
-                       "the backlog drained", interval=5)
+        self.wait_done(ids)
         tasks = tuple(self.ledger())
         return Outcome(tuple(self.faults), tasks, tuple(rows(self.faults, tasks)),
                        verdict(self.faults, tasks), tuple(self.failed),
                        self.producer.refused, ())
 
-    def ledger(self) -> Iterator[Task]:
+    def wait_done(self, ids: list[str]) -> None:
+        """Until every task of ``ids`` has finished, at most ``DRAIN_LIMIT`` seconds (the
+        ledger tells what did not)."""
+        with contextlib.suppress(WaitTimeout):
+            wait_until(lambda: tally(self.record_url, ids).lost == 0, DRAIN_LIMIT,
+                       "the backlog drained", interval=5)
+
+    def ledger(self, sent_before: float | None = None) -> Iterator[Task]:
+        """Every task sent (before ``sent_before``) with its runs."""
         assert self.producer is not None
         for sent in self.producer.sent:
+            if sent_before is not None and sent.at >= sent_before:
+                continue
             yield Task(sent.task_id, sent.broker, sent.at, pair_runs(
                 records(self.record_url, "started", sent.task_id),
                 records(self.record_url, "done", sent.task_id)))
 
     def stop(self) -> tuple[str, ...]:
-        """Stop everything this run started; what is still there afterwards."""
+        """Stop everything this run started; what is still there afterwards. Once: a
+        second call answers what the first found."""
+        if self.left_behind is not None:
+            return self.left_behind
         if self.producer is not None:
             self.producer.stop()
         if self.injectors is not None:
@@ -522,7 +546,8 @@ class Soak:
         sweep_shims()
         if self.record_claim:
             redis_claims.release(self.record_claim)
-        return tuple(node_leftovers())
+        self.left_behind = tuple(node_leftovers())
+        return self.left_behind
 
 
 def claim_record_db() -> redis_claims.Claim:
@@ -562,7 +587,7 @@ def soak(seed: int, minutes: float | None = None, faults: int | None = None,
          kinds: Sequence[str] = ALL_KINDS,
          redis_persistence: str = "aof", rate: float = 1.0,
          pauses: tuple[float, float] = (5.0, 20.0), root: Path | None = None) -> Outcome:
-    """One soak, for a test: ``faults`` faults (``len(CATALOGUE)``: every kind once) or
+    """One soak, for a test: ``faults`` faults (``round_length``: every kind once) or
     ``minutes`` of them, from ``seed``, each ``pauses`` (a range, seconds) after the fleet
     recovered from the one before; everything stopped before it returns, what was left
     behind in the outcome."""

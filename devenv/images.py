@@ -126,13 +126,14 @@ def _files(paths: Iterable[Path]) -> list[Path]:
     return sorted(found)
 
 
-def content_hash(*parts: str, files: Iterable[Path] = ()) -> str:
-    """A short hash of some strings and of the files' paths and contents."""
+def content_hash(*parts: str, files: Iterable[Path] = (), root: Path = REPO) -> str:
+    """A short hash of some strings and of the files' paths (relative to ``root`` when
+    under it: the same tree hashes the same wherever it is) and contents."""
     digest = hashlib.sha256()
     for part in parts:
         digest.update(part.encode() + b"\0")
     for path in _files(files):
-        digest.update(str(path.relative_to(REPO) if path.is_relative_to(REPO) else path)
+        digest.update(str(path.relative_to(root) if path.is_relative_to(root) else path)
                       .encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:12]
 
@@ -244,17 +245,20 @@ def _bud(name: str, target: str, context: Path, containerfile: Path,
     _buildah(*args, str(context))
 
 
-def project_image(target: str, base: Bases) -> Image:
-    """The Dockerfile's ``target`` (``worker`` or ``operator``) on ``base``."""
+def project_image(target: str, base: Bases, tree: Path = REPO) -> Image:
+    """The Dockerfile's ``target`` (``worker`` or ``operator``) on ``base``, from the
+    checkout or from ``tree`` (another revision's files, ``devenv.releases``: what of
+    ``CONTEXT`` it has, built by its own Dockerfile; a build argument that Dockerfile does
+    not declare, as 0.1.0's has no ``RUNTIME_IMAGE``, is a warning of buildah's)."""
     tag = content_hash(target, base.build.name, base.runtime.name,
-                       files=[REPO / p for p in CONTEXT])
+                       files=[tree / p for p in CONTEXT], root=tree)
     name = f"localhost/metamapper-{target}:{tag}"
 
     def build() -> None:
         with tempfile.TemporaryDirectory(prefix="metamapper-context-") as tmp:
             context = Path(tmp)
-            for source in _files(REPO / part for part in CONTEXT):
-                copy = context / source.relative_to(REPO)
+            for source in _files(tree / part for part in CONTEXT):
+                copy = context / source.relative_to(tree)
                 copy.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(source, copy)
             _bud(name, target, context, context / "Dockerfile",

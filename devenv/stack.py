@@ -1,9 +1,11 @@
 """The whole local stack, for the demo, the end-to-end tests and the benchmarks.
 
 The services, a control plane with the project's CRD and a real node, the project's images,
-and the operator installed from its Helm chart; each stopped with nothing left behind.
-``start_operator`` runs the operator as a local process instead (as users run it outside a
-cluster), for the operator's own tests, which need several or a scripted API in front.
+and the operator installed from its Helm chart; each stopped with nothing left behind. With
+a ``release`` (``devenv.releases``), an earlier operator instead: its chart, its CRD (from
+the chart, created by ``helm install``) and its image. ``start_operator`` runs the operator
+as a local process instead (as users run it outside a cluster), for the operator's own
+tests, which need several or a scripted API in front.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from devenv.errors import DevenvError
 from devenv.images import Images
 from devenv.node import Node
 from devenv.processes import alive, signal_group
+from devenv.releases import Release
 from devenv.waiting import WaitTimeout, wait_until
 
 BIN = Path(sys.executable).parent
@@ -108,21 +111,35 @@ def start_operator(kubeconfig: Path, log: Path, *args: str, env: dict[str, str])
 OPERATOR_NAMESPACE = "metamapper-system"
 OPERATOR_RELEASE = "metamapper-operator"
 OPERATOR_SELECTOR = "app.kubernetes.io/name=metamapper-operator"
+CHART = REPO / "charts" / "metamapper-operator"
+
+
+def image_values(image: str) -> tuple[str, ...]:
+    """The chart's values that run the operator image ``image`` (``repository:tag``)."""
+    repository, _, tag = image.rpartition(":")
+    return ("--set", f"image.repository={repository}", "--set", f"image.tag={tag}")
 
 
 @dataclass
 class Stack:
     """Everything ``make demo`` and the end-to-end tests run, under one folder ``root``:
     the services, a control plane with a real node, the project's images, and the
-    operator installed with ``helm install`` from the chart, in a pod."""
+    operator installed with ``helm install`` from the chart, in a pod (``release``'s, when
+    given, instead of this checkout's)."""
 
     root: Path
     namespace: str
     poll_seconds: float = 1.0
     services: tuple[str, ...] = ("redis",)
+    release: Release | None = None
     plane: ControlPlane | None = None
     node: Node | None = None
     images: Images | None = None
+
+    @property
+    def chart(self) -> Path:
+        """The chart the operator is installed from."""
+        return self.release.chart if self.release else CHART
 
     @property
     def kubeconfig(self) -> Path:
@@ -157,24 +174,24 @@ class Stack:
         say("  node: containerd, runc, CNI bridge, kubelet, kube-proxy")
         self.node = Node(self.plane)
         self.node.start()
-        kube, _ = tool_dirs()
-        install_crds(self.plane, kube / "kubectl")
+        if self.release is None:   # a release's chart brings its own (helm creates it)
+            kube, _ = tool_dirs()
+            install_crds(self.plane, kube / "kubectl")
         self.kubectl("create", "namespace", self.namespace)
         # Pods there must pass the "restricted" Pod Security Standard, as in production.
         self.kubectl("label", "namespace", self.namespace,
                      "pod-security.kubernetes.io/enforce=restricted")
-        say("  operator: helm install from charts/metamapper-operator, in a pod")
+        say(f"  operator: helm install from {self.chart}, in a pod")
         self.install_operator()
 
     def install_operator(self) -> None:
         assert self.images is not None
-        repository, _, tag = self.images.operator.rpartition(":")
+        image = self.release.operator if self.release else self.images.operator
         _, helm = tool_dirs()
         done = subprocess.run(
             [str(helm / "helm"), f"--kubeconfig={self.kubeconfig}", "install",
-             OPERATOR_RELEASE, str(REPO / "charts" / "metamapper-operator"),
-             "--namespace", OPERATOR_NAMESPACE, "--create-namespace",
-             "--set", f"image.repository={repository}", "--set", f"image.tag={tag}",
+             OPERATOR_RELEASE, str(self.chart),
+             "--namespace", OPERATOR_NAMESPACE, "--create-namespace", *image_values(image),
              "--set", f"pollIntervalSeconds={self.poll_seconds:g}",
              "--wait", "--timeout", "180s"], capture_output=True, text=True, check=False)
         if done.returncode:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import socket
 import subprocess
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,6 +13,15 @@ from pathlib import Path
 from devenv import services
 from devenv.controlplane import free_port
 from devenv.waiting import WaitTimeout, wait_until
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def bench_importable() -> None:
+    """The benchmarks' modules import each other as scripts do (``from _common import
+    ...``): their folder goes on the path, as when ``python bench/<name>.py`` runs."""
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
 
 
 class OwnRedis:

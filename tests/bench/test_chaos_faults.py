@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from _chaos_faults import CATALOGUE, KINDS, PlannedFault, Timing, schedule
+from _chaos_faults import CATALOGUE, KINDS, PlannedFault, Timing, round_length, schedule
 
 TIMING = Timing(visibility_timeout=40.0, lease_seconds=15.0)
 ALL = [kind.name for kind in CATALOGUE]
@@ -40,6 +40,8 @@ def test_only_the_chosen_kinds_and_known_ones() -> None:
     assert {f.kind for f in planned} == {"pod-sigkill", "dns-outage"}
     with pytest.raises(ValueError, match="unknown fault kinds: pod-melt"):
         schedule(1, 10, ["pod-melt"], ["redis"], TIMING)
+    with pytest.raises(ValueError, match="unknown fault kinds: pool-rollout"):
+        schedule(1, 10, ["pool-rollout"], ["redis"], TIMING)   # the upgrade's, not injected
 
 
 def test_the_target_is_picked_over_the_sorted_pods() -> None:
@@ -47,3 +49,19 @@ def test_the_target_is_picked_over_the_sorted_pods() -> None:
     assert fault.target(["c", "a", "b", "d"]) == "c"
     with pytest.raises(ValueError):
         fault.target([])
+
+
+def test_each_round_restarts_every_broker_and_hits_one_fleet_with_each_other_kind() -> None:
+    """A broker restart is a fault of that broker: a round that drew one fleet for it
+    left the other broker never restarted (seed 2 restarted Redis only, in its first 60)."""
+    brokers = ["redis", "rabbitmq"]
+    per_round = round_length(ALL, brokers)
+    assert per_round == len(ALL) + 1   # broker-restart once per broker
+    for seed in (1, 2, 20261206):
+        planned = schedule(seed, 3 * per_round, ALL, brokers, TIMING)
+        for start in range(0, len(planned), per_round):
+            this = planned[start:start + per_round]
+            assert sorted(f.broker for f in this if f.kind == "broker-restart") == sorted(
+                brokers)
+            assert sorted({f.kind for f in this}) == sorted(ALL)
+            assert len([f for f in this if f.kind != "broker-restart"]) == len(ALL) - 1

@@ -65,3 +65,15 @@ def test_a_lost_task_is_blamed_on_the_last_fault_before_its_last_trace() -> None
     assert never_ran.lost
     assert never_ran.blamed([early, late]) == early
     assert Task("u", "redis", 0.5, ()).blamed([early, late]) is None
+
+
+def test_a_run_cut_off_is_explained_only_by_a_fault_that_could_cut_it_off() -> None:
+    """An operator upgrade kills no run: a run cut off meanwhile, even one whose task ran
+    again, is unexplained; a pool's rollout explains the runs on the pods it replaced."""
+    task = Task("t", "redis", 0, (Run(10, "a", 1, None), Run(50, "b", 2, 55)))
+    upgrade = fault("helm-upgrade", 5, 30)
+    assert task.cut_off_unexplained([upgrade])
+    assert not task.cut_off_unexplained([upgrade, fault("pool-rollout", 12, 30,
+                                                        pods=frozenset({"a"}))])
+    assert task.cut_off_unexplained([fault("pool-rollout", 12, 30, pods=frozenset({"b"}))])
+    assert not Task("u", "redis", 0, (Run(10, "a", 1, 20),)).cut_off_unexplained([])

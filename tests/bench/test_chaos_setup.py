@@ -36,6 +36,7 @@ from chaos import (
     write_ledger,
 )
 from devenv import containerd, services
+from devenv.releases import Release
 from devenv.waiting import wait_until
 from metamapper_operator import model
 
@@ -53,6 +54,21 @@ def test_each_fleet_is_a_valid_metamapper_with_two_bounded_pools(broker: RedisBr
     # by its Service's name, as users' fleets reach theirs
     url = urlsplit(secret["stringData"]["url"])
     assert (url.hostname, url.port) == (broker.name, broker.service_port)
+
+
+@pytest.mark.parametrize("broker", [RedisBroker(Path("/nonexistent"), "aof"),
+                                    RabbitBroker(Path("/nonexistent"))])
+def test_under_an_earlier_operator_a_fleet_names_its_broker_in_full(
+        broker: RedisBroker | RabbitBroker) -> None:
+    """0.1.0's operator looks a short name up in its own namespace, the fleet's pods in
+    theirs: the full name is the same Service for both."""
+    secret, _ = fleet_objects(broker, "workload:1", qualified=True)
+    url = urlsplit(secret["stringData"]["url"])
+    assert (url.hostname, url.port) == (f"{broker.name}.chaos.svc.cluster.local",
+                                        broker.service_port)
+    assert Soak(Path("/nonexistent"), 1, (), (), "aof", 1.0, operator=Release(
+        "f" * 40, Path("/nonexistent"), "operator:old")).qualified
+    assert not Soak(Path("/nonexistent"), 1, (), (), "aof", 1.0).qualified
 
 
 def test_the_broker_service_points_at_the_host_port_by_its_port_name() -> None:
