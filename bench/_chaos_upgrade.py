@@ -2,7 +2,7 @@
 (``devenv.releases``) is upgraded to this checkout's chart, CRD and operator image exactly
 as docs/upgrading.md says, in the middle of the stream and a burst on every fleet.
 
-:func:`upgrade` does it and gathers what ``chaos_suite_draft/test_soak.py`` asserts (an
+:func:`upgrade` does it and gathers what ``tests/node/test_soak.py`` asserts (an
 :class:`Upgrade`, checked with ``_chaos_upgrade_checks``): the Metamappers, the pools'
 Deployments, ReplicaSets and pods before and after, the Warning events since it began, the
 image of the operator holding the Lease, and the ledger of every task sent until the fleet

@@ -50,7 +50,7 @@ never touch the development services other runs on the machine use.
 
 :func:`soak` is the same run for a test: a fixed seed, a number of faults (one round of
 the schedule, ``_chaos_faults.round_length``, holds every kind once and restarts every
-broker), its outcome returned instead of printed; ``chaos_suite_draft/test_soak.py`` runs
+broker), its outcome returned instead of printed; ``tests/node/test_soak.py`` runs
 one round on a stack it first upgrades from the previous release (``_chaos_upgrade``).
 """
 

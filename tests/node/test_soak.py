@@ -1,7 +1,4 @@
-"""Draft, not collected yet (the suite collects ``tests/`` only): an upgrade from the
-previous release, then every fault kind once, on one stack. It has not run on the node
-yet; it moves to ``tests/node/`` (with this folder's conftest.py) once it has passed
-there.
+"""An upgrade from the previous release, then every fault kind once, on one stack.
 
 The stack of ``bench/chaos.py`` (a control plane, the node, the cluster DNS, the operator
 in two pods from its chart; ``fleet-redis`` on a Redis and ``fleet-rabbitmq`` on a RabbitMQ
@@ -46,8 +43,8 @@ stop: 20 to 32 minutes in all. Each test's timeout is the sum of the waits it ma
 through one after the other, with a margin, so that a slow run fails on the wait that
 gave up, with its finding, not on pytest's timeout.
 
-Run it by its path: ``PYTHONPATH=. .venv/bin/pytest bench/chaos_suite_draft/test_soak.py``
-(with ``make tools`` and ``make images`` done, and nothing else using the node).
+Run alone: ``make test-only PYTEST_ARGS="tests/node/test_soak.py"`` (with ``make tools``
+and ``make images`` done, and nothing else using the node).
 """
 
 from __future__ import annotations

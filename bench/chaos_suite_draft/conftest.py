@@ -1,6 +1,0 @@
-"""The drafts import the benchmarks' modules as their scripts import each other, as
-tests/bench does."""
-
-from tests.helpers import bench_importable
-
-bench_importable()
