@@ -11,10 +11,10 @@ APT_PACKAGES := redis-server rabbitmq-server postgresql mariadb-server ca-certif
   buildah mmdebstrap catatonit
 CLUSTER_DIR ?= $(HOME)/.cache/metamapper-operator/cluster
 PYTEST_ARGS ?=
-# How many processes run the suite (test, test-only, test-fast). 1: plain pytest, as always.
-# 2: pytest-xdist's `-n 2`, with tests/scheduling.py keeping each group of tests/conftest.py's
-# GROUPS (the node's tests, the RBAC matrix) whole in one of the two.
-TEST_WORKERS ?= 1
+# How many processes run the suite (test, test-only, test-fast). 2: pytest-xdist's `-n 2`, with
+# tests/scheduling.py keeping each group of tests/conftest.py's GROUPS (the node's tests, the
+# RBAC matrix) whole in one of the two. 1: plain pytest.
+TEST_WORKERS ?= 2
 WORKERS_ARGS := $(if $(filter 1,$(TEST_WORKERS)),,-n $(TEST_WORKERS))
 # checkov (tests/test_checkov.py) lives in a virtualenv of its own: its dependencies
 # conflict with the operator's.
