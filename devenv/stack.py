@@ -181,7 +181,8 @@ class Stack:
         # Pods there must pass the "restricted" Pod Security Standard, as in production.
         self.kubectl("label", "namespace", self.namespace,
                      "pod-security.kubernetes.io/enforce=restricted")
-        say(f"  operator: helm install from {self.chart}, in a pod")
+        chart = self.chart.relative_to(REPO) if self.chart.is_relative_to(REPO) else self.chart
+        say(f"  operator: helm install from {chart}, in a pod")
         self.install_operator()
 
     def install_operator(self) -> None:
