@@ -63,10 +63,12 @@ def no_series_left() -> Iterator[None]:
         metrics.forget(*key)
 
 
-def fleets(*keys: Key, access: BrokerAccess = ACCESS, waiting: int = 9) -> Fleets:
-    """Objects of ``BODY`` (pool ``default``, one pod each) on one broker."""
+def fleets(*keys: Key, access: BrokerAccess = ACCESS, waiting: int = 9,
+           config: Config | None = None) -> Fleets:
+    """Objects of ``BODY`` (pool ``default``, one pod each) on one broker, autoscaled
+    every second unless ``config`` says otherwise."""
     kube = FakeKube()
-    runtime = runtime_of(kube, Config(poll_seconds=1))
+    runtime = runtime_of(kube, config or Config(poll_seconds=1))
     made = Fleets(runtime, kube, Autoscaler(runtime, lambda key: deployments(made, key)))
     for key in keys:
         raw = copy.deepcopy(BODY)
@@ -421,34 +423,106 @@ def stuck(made: Fleets) -> asyncio.Event:
     return entered
 
 
-def test_a_pool_step_that_overruns_its_share_is_held_and_the_cycle_goes_on() -> None:
+class SlowScale(FakeKube):
+    """Scaling BAD's pool takes ``delay`` seconds (a slow apiserver, a drain waiting for
+    a worker's reply); ``requests`` counts BAD's scale requests."""
+
+    delay: float
+    requests: int
+
+    async def scale(self, namespace: str, name: str, replicas: int) -> None:
+        if name.startswith(BAD.name):
+            self.requests += 1
+            await asyncio.sleep(self.delay)
+        await super().scale(namespace, name, replicas)
+
+
+def slow(made: Fleets, delay: float) -> SlowScale:
+    made.kube.__class__ = SlowScale
+    kube = made.kube
+    assert isinstance(kube, SlowScale)
+    kube.delay, kube.requests = delay, 0
+    return kube
+
+
+async def late(autoscaler: Autoscaler, key: Key) -> None:
+    """Wait for the end of ``key``'s step that goes on beside the cycles."""
+    task = autoscaler.stepping[key].task
+    assert task is not None
+    await asyncio.shield(task)
+
+
+# Every second, cycles of at most 3 s: a walk waits 0.5 s for a pool's step, which may
+# take 3 s in all.
+SHORT = Config(poll_seconds=1, cycle_limit_seconds=3)
+
+
+def test_a_pool_step_slower_than_its_share_goes_on_beside_the_cycles_without_a_fault() -> None:
+    """A step that outlasts its share of the interval (here 0.8 s for 0.5 s) is not cut
+    short: the walk goes on without it, the next cycles skip its object until it ends,
+    and then its scale stands and its status is written, with no fault and no Warning."""
     async def scenario() -> None:
         made = fleets(BAD, CANARY)
-        stuck(made)
-        await asyncio.wait_for(made.autoscaler.cycle(), GUARD)
+        kube = slow(made, 0.8)
+        autoscaler = made.autoscaler
+        await asyncio.wait_for(autoscaler.cycle(), GUARD)
         assert scaled(made, CANARY) == [5] and scaled(made, BAD) == []
+        assert BAD in autoscaler.stepping
+        await asyncio.wait_for(autoscaler.cycle(), GUARD)      # while it runs
+        assert kube.requests == 1                              # not stepped twice
+        await asyncio.wait_for(late(autoscaler, BAD), GUARD)
+        assert scaled(made, BAD) == [5]
+        assert BAD not in autoscaler.stepping
+        await asyncio.wait_for(autoscaler.cycle(), GUARD)
+        ready = conditions(made, BAD)["Ready"]
+        assert ready["reason"] != "AutoscalingFailed", ready
+        assert made.runtime.fleets[BAD].faults == {}
+        assert "AutoscalingFailed" not in kube.events
+        assert scaled(made, BAD) == [5] and kube.requests == 1  # at rest at its size
+
+    asyncio.run(scenario())
+
+
+def test_a_pool_step_that_overruns_its_limit_is_held_with_a_fault_and_the_cycle_goes_on() -> None:
+    async def scenario() -> None:
+        made = fleets(BAD, CANARY, config=SHORT)
+        stuck(made)
+        autoscaler = made.autoscaler
+        await asyncio.wait_for(autoscaler.cycle(), GUARD)
+        assert scaled(made, CANARY) == [5] and scaled(made, BAD) == []
+        await asyncio.wait_for(late(autoscaler, BAD), GUARD)  # cancelled at 3 s
+        assert not made.runtime.locks[BAD].locked()
+        assert BAD not in autoscaler.stepping
+        await asyncio.wait_for(autoscaler.cycle(), GUARD)
         ready = conditions(made, BAD)["Ready"]
         assert (ready["status"], ready["reason"]) == ("False", "AutoscalingFailed")
-        assert "took longer than" in ready["message"]
-        assert not made.runtime.locks[BAD].locked()
+        assert "took longer than 3 s" in ready["message"]
+        assert made.kube.events.count("AutoscalingFailed") == 1
 
     asyncio.run(scenario())
 
 
 def test_a_cancelled_cycle_does_not_starve_the_pools_it_did_not_reach() -> None:
-    """Cycles cancelled at their limit while one pool's step hangs: the next walk starts
-    with the pools the cancelled one never reached."""
+    """A cycle cancelled at its limit while it waits for one pool's step: the step goes
+    on to its end (nothing half-done), and the next walk steps the pools the cancelled
+    one never reached without stepping the busy object again."""
     async def scenario() -> None:
         made = fleets(BAD, CANARY)                  # BAD is walked first
         entered = stuck(made)
-        for _ in range(2):
-            entered.clear()
-            cycle = asyncio.create_task(made.autoscaler.cycle())
-            await asyncio.wait_for(entered.wait(), GUARD)
-            cycle.cancel()                           # the cycle limit
-            with pytest.raises(asyncio.CancelledError):
-                await cycle
+        cycle = asyncio.create_task(made.autoscaler.cycle())
+        await asyncio.wait_for(entered.wait(), GUARD)
+        cycle.cancel()                               # the cycle limit
+        with pytest.raises(asyncio.CancelledError):
+            await cycle
+        step = made.autoscaler.stepping[BAD].task
+        assert step is not None
+        entered.clear()
+        await asyncio.wait_for(made.autoscaler.cycle(), GUARD)
         assert scaled(made, CANARY) == [5]
+        assert not entered.is_set() and not step.done()
+        await made.autoscaler.close()                # the operator stops: so does the step
+        assert step.cancelled() and made.autoscaler.stepping == {}
+        assert not made.runtime.locks[BAD].locked()
 
     asyncio.run(scenario())
 
@@ -587,18 +661,20 @@ def test_a_change_recorded_while_its_status_is_written_is_written_next_cycle() -
 
 
 def test_an_object_whose_steps_overrun_costs_one_share_per_cycle() -> None:
-    """An object whose every pool's step hangs: one overruns per cycle, its other pools
-    wait (no fault) and are walked first next cycle, so each is tried in turn while the
-    other fleets scale."""
+    """An object whose every pool's step hangs: one goes on beside the cycles until its
+    limit, its other pools wait (no fault) and are walked first after it, so each is
+    tried in turn while the other fleets scale."""
     async def scenario() -> None:
-        made = fleets(BAD, CANARY)
+        made = fleets(BAD, CANARY, config=SHORT)
         state = with_pools(made, BAD, 3)
         stuck(made)
-        await asyncio.wait_for(made.autoscaler.cycle(), GUARD)
+        autoscaler = made.autoscaler
+        await asyncio.wait_for(autoscaler.cycle(), GUARD)
         assert scaled(made, CANARY) == [5]
-        assert len(state.faults) == 1
-        for _ in range(2):
-            await asyncio.wait_for(made.autoscaler.cycle(), GUARD)
-        assert sorted(state.faults) == [f"autoscaling pool p{n}" for n in range(3)]
+        for n in range(3):
+            await asyncio.wait_for(late(autoscaler, BAD), GUARD)
+            assert sorted(state.faults) == [f"autoscaling pool p{m}" for m in range(n + 1)]
+            await asyncio.wait_for(autoscaler.cycle(), GUARD)
+        await autoscaler.close()
 
     asyncio.run(scenario())

@@ -19,10 +19,13 @@ one broadcast per broker, within one budget.
 Time is contained like failures: one broker's measurement, one wait for an object's lock
 and one pool's step each have a share of the polling interval (see
 :attr:`Autoscaler.measure_limit`). A broker that does not answer in time is that broker's
-error; an object whose lock is held (a long reconcile) is skipped until the next cycle; a
-pool whose step overruns is held at its size with a fault. A cycle cancelled at its limit
-all the same leaves the pools it never reached to be walked first by the next one, and
-the status writes it did not make pending.
+error; an object whose lock is held (a long reconcile) is skipped until the next cycle. A
+pool's step that outlasts its share is not cut short (a drain waiting for a worker's reply
+takes a second by design): it goes on beside the cycles, which walk on without its object
+until it ends, and only past its own limit (:attr:`Autoscaler.late_limit`) is it
+cancelled, the pool held at its size with a fault. A cycle cancelled at its limit all the
+same leaves the pools it never reached to be walked first by the next one, the steps it
+waited for going on to their end, and the status writes it did not make pending.
 
 A burst on many fleets at once is not served one request at a time: the walk steps
 :data:`OBJECTS_AT_ONCE` objects side by side (each object's pools one after the other,
@@ -121,7 +124,7 @@ POOL_STEPS = (POOL_STEP, QUEUES_STEP, MARKS_STEP)
 
 
 class Overrun(Exception):
-    """A pool's step took longer than its share of the interval."""
+    """A pool's step took longer than its limit (:attr:`Autoscaler.late_limit`)."""
 
 
 T = TypeVar("T")
@@ -443,6 +446,16 @@ class Retained:
 
 
 @dataclass
+class Step:
+    """One pool's step under way (:meth:`Autoscaler._step_object`): ``waited`` while a
+    walk waits for it; a step that outlasts its share ends itself."""
+
+    pool: PoolKey
+    waited: bool = True
+    task: asyncio.Task[bool] | None = None
+
+
+@dataclass
 class Autoscaler:
     runtime: Runtime
     deployments_of: DeploymentsOf
@@ -496,6 +509,10 @@ class Autoscaler:
     # Pools the last walk did not step (it was cancelled, or skipped their busy object),
     # in order: the next walk starts with them.
     unreached: dict[PoolKey, None] = field(default_factory=dict)
+    # The pool steps under way, by object: the one a walk waits for, and those that
+    # outlasted their share and go on beside the cycles (the walks skip their object
+    # until they end; see _step_object).
+    stepping: dict[Key, Step] = field(default_factory=dict)
 
     def _shrinker(self) -> Shrinker:
         if self.shrinker is None:
@@ -515,8 +532,15 @@ class Autoscaler:
 
     @property
     def step_limit(self) -> float:
-        """The longest one pool's step may take (past it, the pool's fault)."""
+        """The longest a walk waits for one pool's step (its share of the interval): past
+        it, the step goes on beside the cycles and the walk without its object."""
         return self.measure_limit / 2
+
+    @property
+    def late_limit(self) -> float:
+        """The longest one pool's step may take (past it, the pool's fault): as long as
+        a cycle, so that a drain's calls to the workers (autoscale/drain.py) can end."""
+        return self.cycle_limit
 
     @property
     def lock_wait(self) -> float:
@@ -567,10 +591,12 @@ class Autoscaler:
         return None
 
     async def close(self) -> None:
-        if self.asking is not None:
-            self.asking.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.asking
+        for task in [self.asking, *(step.task for step in self.stepping.values())]:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self.stepping.clear()
         for probe in self.probes.values():
             await probe.close()
         self.probes.clear()
@@ -773,41 +799,84 @@ class Autoscaler:
     async def _step_object(self, walked: Walked, wall: datetime.datetime,
                            changed: dict[Key, None], busy: set[Key]) -> bool:
         """One object's part of the walk: its pools one after the other, then what its
-        broker's answer shows it. An object whose lock was not had in time (``busy``) or
-        one of whose steps overran costs the walk one share at most: its other pools
-        wait for the next cycle, walked first. True when every pool is left at rest."""
-        key, access, measurement = walked.key, walked.access, walked.measurement
-        secrets = walked.secrets
-        calm, overran = True, False
+        broker's answer shows it. An object whose lock was not had in time, or one of
+        whose steps outlasts its share and goes on beside the cycles (``busy``, its
+        status written once it can be), costs the walk one share at most: its other
+        pools wait for a later cycle, walked first. True when every pool is left at
+        rest."""
+        key = walked.key
+        calm = True
         for member in walked.members:
-            pool = member.pool
-            self.unreached.pop((member.fleet.uid, pool.name), None)
-            if key in busy or overran:  # walked first next cycle
-                self.unreached[(member.fleet.uid, pool.name)] = None
+            pool_key = (member.fleet.uid, member.pool.name)
+            self.unreached.pop(pool_key, None)
+            if key in self.stepping:
+                busy.add(key)
+            if key in busy:  # walked first once it is free
+                self.unreached[pool_key] = None
                 calm = False
                 continue
-            at_rest = False
-            with Boundary(POOL_STEP + pool.name, AUTOSCALING_FAILED, secrets,
-                          expected=(KubeError, Overrun)) as boundary:
-                try:
-                    async with asyncio.timeout(self.step_limit):
-                        at_rest = await self._step_pool(member, access, measurement,
-                                                        wall, secrets, changed, busy)
-                except TimeoutError:
-                    overran = True
-                    raise Overrun(f"took longer than {self.step_limit:g} s; held at "
-                                  "its size until the next cycle") from None
-            calm = calm and at_rest
-            if await self._settle(key, POOL_STEP + pool.name, boundary.fault):
-                changed[key] = None
-        with Boundary(BROKER_STEP, AUTOSCALING_FAILED, secrets) as boundary:
-            if await self._broker_state(key, measurement.error):
+            step = self.stepping[key] = Step(pool_key)
+            step.task = asyncio.create_task(self._step_limited(member, walked, wall, changed,
+                                                               busy, step))
+            try:
+                await asyncio.wait({step.task}, timeout=self.step_limit)
+            finally:  # also when this walk is cancelled: the step goes on to its end
+                if step.task.done():
+                    self._forget(key, step)
+                else:
+                    step.waited = False
+            if not step.waited:
+                log.info("%s/%s: pool %s's step goes on beside the cycles (longer than "
+                         "%g s)", key.namespace, key.name, member.pool.name, self.step_limit)
+                busy.add(key)  # its other pools, and its status, wait for it
+                calm = False
+                continue
+            calm = step.task.result() and calm
+        with Boundary(BROKER_STEP, AUTOSCALING_FAILED, walked.secrets) as boundary:
+            if await self._broker_state(key, walked.measurement.error):
                 changed[key] = None
             if self._unconsumed_state(key, walked.orphans):
                 changed[key] = None
         if await self._settle(key, BROKER_STEP, walked.orphans_fault or boundary.fault):
             changed[key] = None
         return calm
+
+    async def _step_limited(self, member: Member, walked: Walked, wall: datetime.datetime,
+                            changed: dict[Key, None], busy: set[Key], step: Step) -> bool:
+        """One pool's step inside its boundary and within :attr:`late_limit`, how it
+        ended settled; True when the pool is left at rest. A step no walk waits for any
+        more ends itself: forgotten, and its object's status written."""
+        key, pool = member.key, member.pool
+        at_rest = False
+        try:
+            with Boundary(POOL_STEP + pool.name, AUTOSCALING_FAILED, walked.secrets,
+                          expected=(KubeError, Overrun)) as boundary:
+                try:
+                    async with asyncio.timeout(self.late_limit):
+                        at_rest = await self._step_pool(member, walked.access,
+                                                        walked.measurement, wall,
+                                                        walked.secrets, changed, busy)
+                except TimeoutError:
+                    raise Overrun(f"took longer than {self.late_limit:g} s; held at its "
+                                  "size until the next cycle") from None
+            if await self._settle(key, POOL_STEP + pool.name, boundary.fault):
+                changed[key] = None
+        except Exception:
+            if step.waited:
+                raise  # the walk's (_step_contained)
+            log.exception("autoscaling %s/%s failed", *key)
+            self.unreached[step.pool] = None
+            self.unpublished[key] = None
+        finally:
+            if not step.waited:
+                self._forget(key, step)
+        if not step.waited and key in self.unpublished:
+            await self._write(key)  # its fault, say, before its next step holds the lock
+        return at_rest
+
+    def _forget(self, key: Key, step: Step) -> None:
+        if self.stepping.get(key) is step:
+            del self.stepping[key]
 
     def _order(self, groups: dict[BrokerAccess, list[Member]], accesses: list[BrokerAccess],
                measurements: list[Measurement]) -> list[Walked]:
