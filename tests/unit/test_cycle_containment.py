@@ -20,7 +20,12 @@ from kubernetes_asyncio import client
 from metamapper_operator import metrics
 from metamapper_operator.autoscale.drainplan import WorkerPod
 from metamapper_operator.autoscale.eviction import NOT_SAFE_TO_EVICT
-from metamapper_operator.autoscale.loop import LISTINGS_AT_ONCE, Autoscaler
+from metamapper_operator.autoscale.loop import (
+    LATE_AT_ONCE,
+    LISTINGS_AT_ONCE,
+    OBJECTS_AT_ONCE,
+    Autoscaler,
+)
 from metamapper_operator.autoscale.shrink import Shrinker
 from metamapper_operator.brokers import QueueDepth
 from metamapper_operator.builders import LABEL_POOL
@@ -481,6 +486,48 @@ def test_a_pool_step_slower_than_its_share_goes_on_beside_the_cycles_without_a_f
         assert scaled(made, BAD) == [5] and kube.requests == 1  # at rest at its size
 
     asyncio.run(scenario())
+
+
+class CountedSlowScale(SlowScale):
+    """Counts the slow scale requests under way at once."""
+
+    under_way: int = 0
+    most: int = 0
+
+    async def scale(self, namespace: str, name: str, replicas: int) -> None:
+        self.under_way += 1
+        self.most = max(self.most, self.under_way)
+        try:
+            await super().scale(namespace, name, replicas)
+        finally:
+            self.under_way -= 1
+
+
+def test_steps_beside_the_cycles_are_bounded_on_a_slow_apiserver() -> None:
+    """Every fleet's step slower than its share (a slow apiserver): the walk leaves at
+    most LATE_AT_ONCE of them beside the cycles and then waits for each, so no more than
+    that plus the walk's own OBJECTS_AT_ONCE requests are ever in flight; all end."""
+    keys = [Key("containment", f"{BAD.name}{n}") for n in range(3 * LATE_AT_ONCE)]
+
+    async def scenario() -> CountedSlowScale:
+        made = fleets(*keys)
+        slow(made, 2.0)
+        made.kube.__class__ = CountedSlowScale
+        assert isinstance(made.kube, CountedSlowScale)
+        await asyncio.wait_for(made.autoscaler.cycle(), GUARD)
+        for step in list(made.autoscaler.stepping.values()):
+            assert step.task is not None
+            await asyncio.wait_for(asyncio.shield(step.task), GUARD)
+        assert sorted(name for name, _ in made.kube.scaled) == sorted(
+            f"{key.name}-default" for key in keys)
+        return made.kube
+
+    try:
+        kube = asyncio.run(scenario())
+    finally:
+        for key in keys:
+            metrics.forget(*key)
+    assert LATE_AT_ONCE < kube.most <= LATE_AT_ONCE + OBJECTS_AT_ONCE
 
 
 def test_a_pool_step_that_overruns_its_limit_is_held_with_a_fault_and_the_cycle_goes_on() -> None:

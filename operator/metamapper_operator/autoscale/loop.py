@@ -110,6 +110,10 @@ BROADCASTS_AT_ONCE = 4
 # together), as many as reconciles (state.RECONCILES_AT_ONCE): a burst on a thousand
 # fleets waits for a thousand round trips divided by this, not for all of them in a row.
 OBJECTS_AT_ONCE = 16
+# Steps that outlasted their share and go on beside the cycles, at most (see
+# _step_object): past it a walk waits for each step to end, so a slow apiserver never
+# has more than twice OBJECTS_AT_ONCE of the loop's requests in flight.
+LATE_AT_ONCE = OBJECTS_AT_ONCE
 # The condition reasons of the cycle's faults.
 AUTOSCALING_FAILED = "AutoscalingFailed"
 QUEUE_UNMEASURED = "QueueUnmeasured"
@@ -820,6 +824,9 @@ class Autoscaler:
                                                                busy, step))
             try:
                 await asyncio.wait({step.task}, timeout=self.step_limit)
+                if not step.task.done() and sum(
+                        not other.waited for other in self.stepping.values()) >= LATE_AT_ONCE:
+                    await asyncio.wait({step.task})  # enough go on beside the cycles
             finally:  # also when this walk is cancelled: the step goes on to its end
                 if step.task.done():
                     self._forget(key, step)
