@@ -530,6 +530,78 @@ def test_steps_beside_the_cycles_are_bounded_on_a_slow_apiserver() -> None:
     assert LATE_AT_ONCE < kube.most <= LATE_AT_ONCE + OBJECTS_AT_ONCE
 
 
+# An object of its own namespace, so that the shrinker's one look there is its own.
+REMADE = Key("containment-remade", "remade")
+
+
+class SlowListing(FakeKube):
+    """The first listing of pods in REMADE's namespace takes ``delay`` seconds, then
+    fails with ``failure`` when one is given."""
+
+    delay: float
+    failure: KubeError | None
+
+    async def list_pods(self, namespace: str, labels: Mapping[str, str]
+                        ) -> dict[str, WorkerPod]:
+        if namespace == REMADE.namespace and self.delay:
+            delay, self.delay = self.delay, 0.0
+            await asyncio.sleep(delay)
+            if self.failure is not None:
+                raise self.failure
+        return await super().list_pods(namespace, labels)
+
+
+def slow_listing(made: Fleets, failure: KubeError | None = None) -> None:
+    """REMADE's pool's first step lists its pods (an earlier operator left it a drain
+    record, as the shrinker's look in its namespace found), slowly."""
+    made.kube.__class__ = SlowListing
+    assert isinstance(made.kube, SlowListing)
+    made.kube.delay, made.kube.failure = 0.8, failure
+    shrinker = made.autoscaler._shrinker()
+    shrinker.scanned.add(REMADE.namespace)
+    shrinker.recorded.add((*REMADE, "default"))
+
+
+def remade(made: Fleets) -> FleetState:
+    """REMADE deleted and created again under its name (a new uid, its first generation);
+    the new object's state."""
+    made.runtime.forget(REMADE)
+    raw = copy.deepcopy(BODY)
+    raw["metadata"].update(namespace=REMADE.namespace, name=REMADE.name, uid="u-remade-2")
+    state, _ = made.runtime.state(REMADE, "u-remade-2")
+    state.fleet, state.access, state.generation = parse(raw), ACCESS, 1
+    made.runtime.note_change()
+    return state
+
+
+@pytest.mark.parametrize("failure", [None, KubeError("listing pods", OSError("reset"))],
+                         ids=["ends", "fails"])
+def test_a_late_step_of_an_object_deleted_meanwhile_leaves_its_successor_alone(
+        failure: KubeError | None) -> None:
+    """An object deleted and created again under its name while one of its pool's steps
+    goes on beside the cycles: the old object's step neither resizes the new object's
+    Deployment (same name) nor shows its fault on the new object; the new object is
+    decided on its own once the step ended."""
+    async def scenario() -> None:
+        made = fleets(REMADE, waiting=9 if failure is None else 0)
+        slow_listing(made, failure)
+        autoscaler = made.autoscaler
+        await asyncio.wait_for(autoscaler.cycle(), GUARD)
+        assert REMADE in autoscaler.stepping
+        state = remade(made)
+        await asyncio.wait_for(late(autoscaler, REMADE), GUARD)
+        assert scaled(made, REMADE) == []
+        assert state.faults == {} and "AutoscalingFailed" not in made.kube.events
+        await asyncio.wait_for(autoscaler.cycle(), GUARD)
+        assert scaled(made, REMADE) == ([5] if failure is None else [])
+        assert state.faults == {}
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        metrics.forget(*REMADE)
+
+
 def test_a_pool_step_that_overruns_its_limit_is_held_with_a_fault_and_the_cycle_goes_on() -> None:
     async def scenario() -> None:
         made = fleets(BAD, CANARY, config=SHORT)

@@ -866,7 +866,8 @@ class Autoscaler:
                 except TimeoutError:
                     raise Overrun(f"took longer than {self.late_limit:g} s; held at its "
                                   "size until the next cycle") from None
-            if await self._settle(key, POOL_STEP + pool.name, boundary.fault):
+            if self._same(member) and await self._settle(key, POOL_STEP + pool.name,
+                                                         boundary.fault):
                 changed[key] = None
         except Exception:
             if step.waited:
@@ -880,6 +881,12 @@ class Autoscaler:
         if not step.waited and key in self.unpublished:
             await self._write(key)  # its fault, say, before its next step holds the lock
         return at_rest
+
+    def _same(self, member: Member) -> bool:
+        """Whether the object a pool's step was for is still there: not deleted, nor
+        created again under its name (a step beside the cycles may outlive it)."""
+        state = self.runtime.fleets.get(member.key)
+        return state is not None and state.uid == member.fleet.uid
 
     def _forget(self, key: Key, step: Step) -> None:
         if self.stepping.get(key) is step:
@@ -1165,6 +1172,10 @@ class Autoscaler:
                 lambda kind, why, message: self._event(key, kind, why, message))
         else:  # SQS: no broadcast, no drain; the ReplicaSet controller picks (module doc)
             outcome = Outcome(target)
+        if self.runtime.fleets.get(key) is not state:
+            # Deleted while the drains were looked at (its lock does not stop that): its
+            # Deployment's name may be a new object's by now.
+            return False
         target, reason = outcome.replicas, reason + outcome.note
         timed_out = outcome.timed_out or (previous.drain_timed_out if previous else None)
         scale = PoolScale(backlog=backlog, source=source,
