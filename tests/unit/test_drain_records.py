@@ -23,7 +23,7 @@ import pytest
 from metamapper_operator.autoscale import drain, shrink
 from metamapper_operator.autoscale.drain import ControlError
 from metamapper_operator.autoscale.drainplan import DELETION_COST, DRAINED_COST, Load, WorkerPod
-from metamapper_operator.autoscale.loop import OBJECTS_AT_ONCE, Autoscaler
+from metamapper_operator.autoscale.loop import LATE_AT_ONCE, OBJECTS_AT_ONCE, Autoscaler
 from metamapper_operator.autoscale.shrink import DRAINING, Known, Outcome, Shrinker
 from metamapper_operator.kube import KubeError
 from metamapper_operator.model import parse
@@ -567,12 +567,13 @@ def test_a_broker_that_never_answers_leaves_threads_for_every_other_broker(
     asyncio.run(scenario())
 
 
-def test_as_many_calls_to_one_broker_as_objects_stepped_at_once_are_all_served(
+def test_as_many_calls_to_one_broker_as_pool_steps_under_way_are_all_served(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A burst shrinking many pools of one broker at once: every object stepped side by
-    side (loop.OBJECTS_AT_ONCE) gets a thread, and the round of questions one more
-    (threads busy, not stuck: none is refused)."""
-    together = OBJECTS_AT_ONCE + 1
+    side (loop.OBJECTS_AT_ONCE) gets a thread, so does every step going on beside the
+    cycles (loop.LATE_AT_ONCE: a drain waiting for its workers' replies), and the round
+    of questions one more (threads busy, not stuck: none is refused)."""
+    together = OBJECTS_AT_ONCE + LATE_AT_ONCE + 1
     started = threading.Semaphore(0)
     through = threading.Event()
 

@@ -43,11 +43,12 @@ CALL_LIMIT = 10.0
 # the call; above the longest wait for replies that kombu asks of a socket (one second).
 SOCKET_TIMEOUT = 5.0
 # Threads one broker's calls may hold: one for each object the autoscaler steps at once
-# (autoscale/loop.OBJECTS_AT_ONCE, 16) and one for the round of questions beside the
-# cycles; fewer would refuse the calls of a burst shrinking many pools of one broker at
-# once (threads busy, not stuck) and hold those pools for a cycle. A broker that does not
-# answer holds no more than this: the other brokers' calls still find threads.
-THREADS_PER_BROKER = 17
+# (autoscale/loop.OBJECTS_AT_ONCE, 16), one for each pool step going on beside the cycles
+# (loop.LATE_AT_ONCE, 16: a drain waiting for its workers' replies) and one for the round
+# of questions; fewer would refuse the calls of a burst shrinking many pools of one
+# broker at once (threads busy, not stuck) and hold those pools for a cycle. A broker that
+# does not answer holds no more than this: the other brokers' calls still find threads.
+THREADS_PER_BROKER = 33
 # Threads for all the calls (started only when needed): three brokers not answering at
 # once still leave a whole share to the others.
 CONTROL_THREADS = 4 * THREADS_PER_BROKER
