@@ -602,6 +602,34 @@ def test_a_late_step_of_an_object_deleted_meanwhile_leaves_its_successor_alone(
         metrics.forget(*REMADE)
 
 
+def test_closing_stops_a_late_step_still_writing_its_status() -> None:
+    """The operator stops while a step that went on beside the cycles writes its object's
+    status (the last thing it does): the write is cancelled with it, not left running
+    past the end (past the Lease's release, on a client being closed)."""
+    async def scenario() -> None:
+        made = fleets(BAD, CANARY)
+        slow(made, 0.8)
+        writing = asyncio.Event()
+        kube = made.kube
+
+        async def hangs(namespace: str, name: str, status: Mapping[str, Any]) -> None:
+            if name == BAD.name:
+                writing.set()
+                await asyncio.Event().wait()
+
+        kube.patch_status = hangs                    # type: ignore[method-assign]
+        autoscaler = made.autoscaler
+        await asyncio.wait_for(autoscaler.cycle(), GUARD)
+        task = autoscaler.stepping[BAD].task
+        assert task is not None
+        await asyncio.wait_for(writing.wait(), GUARD)
+        await asyncio.wait_for(autoscaler.close(), GUARD)
+        assert task.cancelled()
+        assert not made.runtime.locks[BAD].locked()
+
+    asyncio.run(scenario())
+
+
 def test_a_pool_step_that_overruns_its_limit_is_held_with_a_fault_and_the_cycle_goes_on() -> None:
     async def scenario() -> None:
         made = fleets(BAD, CANARY, config=SHORT)

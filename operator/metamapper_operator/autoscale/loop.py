@@ -852,34 +852,36 @@ class Autoscaler:
                             changed: dict[Key, None], busy: set[Key], step: Step) -> bool:
         """One pool's step inside its boundary and within :attr:`late_limit`, how it
         ended settled; True when the pool is left at rest. A step no walk waits for any
-        more ends itself: forgotten, and its object's status written."""
+        more ends itself: its object's status written, then forgotten (until then
+        :meth:`close` stops it)."""
         key, pool = member.key, member.pool
         at_rest = False
         try:
-            with Boundary(POOL_STEP + pool.name, AUTOSCALING_FAILED, walked.secrets,
-                          expected=(KubeError, Overrun)) as boundary:
-                try:
-                    async with asyncio.timeout(self.late_limit):
-                        at_rest = await self._step_pool(member, walked.access,
-                                                        walked.measurement, wall,
-                                                        walked.secrets, changed, busy)
-                except TimeoutError:
-                    raise Overrun(f"took longer than {self.late_limit:g} s; held at its "
-                                  "size until the next cycle") from None
-            if self._same(member) and await self._settle(key, POOL_STEP + pool.name,
-                                                         boundary.fault):
-                changed[key] = None
-        except Exception:
-            if step.waited:
-                raise  # the walk's (_step_contained)
-            log.exception("autoscaling %s/%s failed", *key)
-            self.unreached[step.pool] = None
-            self.unpublished[key] = None
+            try:
+                with Boundary(POOL_STEP + pool.name, AUTOSCALING_FAILED, walked.secrets,
+                              expected=(KubeError, Overrun)) as boundary:
+                    try:
+                        async with asyncio.timeout(self.late_limit):
+                            at_rest = await self._step_pool(member, walked.access,
+                                                            walked.measurement, wall,
+                                                            walked.secrets, changed, busy)
+                    except TimeoutError:
+                        raise Overrun(f"took longer than {self.late_limit:g} s; held at "
+                                      "its size until the next cycle") from None
+                if self._same(member) and await self._settle(key, POOL_STEP + pool.name,
+                                                             boundary.fault):
+                    changed[key] = None
+            except Exception:
+                if step.waited:
+                    raise  # the walk's (_step_contained)
+                log.exception("autoscaling %s/%s failed", *key)
+                self.unreached[step.pool] = None
+                self.unpublished[key] = None
+            if not step.waited and key in self.unpublished:
+                await self._write(key)  # its fault, say, before its next step holds the lock
         finally:
             if not step.waited:
                 self._forget(key, step)
-        if not step.waited and key in self.unpublished:
-            await self._write(key)  # its fault, say, before its next step holds the lock
         return at_rest
 
     def _same(self, member: Member) -> bool:
