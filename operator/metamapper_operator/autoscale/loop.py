@@ -111,8 +111,9 @@ BROADCASTS_AT_ONCE = 4
 # fleets waits for a thousand round trips divided by this, not for all of them in a row.
 OBJECTS_AT_ONCE = 16
 # Steps that outlasted their share and go on beside the cycles, at most (see
-# _step_object): past it a walk waits for each step to end, so a slow apiserver never
-# has more than twice OBJECTS_AT_ONCE of the loop's requests in flight.
+# _step_object): past it a walk waits for each step to end, so a slow apiserver has
+# twice OBJECTS_AT_ONCE of the loop's requests in flight. A cycle cancelled at its limit
+# leaves the steps it waited for going on too, up to OBJECTS_AT_ONCE more until they end.
 LATE_AT_ONCE = OBJECTS_AT_ONCE
 # The condition reasons of the cycle's faults.
 AUTOSCALING_FAILED = "AutoscalingFailed"
