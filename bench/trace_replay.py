@@ -12,18 +12,20 @@ interval, started for each trace; when a trace's horizon is over they are stoppe
 namespaces deleted (pods and all) before the next trace starts, so that no trace's tail
 runs beside the next. One pool each: concurrency 2, minReplicas 1 (KEDA's default is 0),
 maxReplicas 8 (``--max-replicas``: high enough that capacity is decided by each policy,
-not by the cap), target backlog 2 per pod, each worker pod requesting 50m CPU (so that
-three pools of 8 fit the node and none waits for room another holds). It also prints each
+not by the cap), each worker pod requesting 50m CPU (so that three pools of 8 fit the
+node and none waits for room another holds). It also prints each
 trace row's longest wait per configuration, to show where the waits come from.
 
 * **our defaults**: the operator's and the CRD's defaults (the operator's polling interval
-  or ``--poll``, in-flight messages counted, drain before delete; the scale-down window and
-  tolerance as the CRD defaults them, or the window ``--window`` gives);
+  or ``--poll``, in-flight messages counted, drain before delete, the backlog target of the
+  concurrency (2 per pod) until the service time is measured, then ``targetWaitSeconds``;
+  the scale-down window and tolerance as the CRD defaults them, or the window ``--window``
+  gives);
 * **KEDA-like**: KEDA's Redis scaler with its defaults behind the HPA's defaults, as
-  ``bench/_hpa.py`` models them (the queue's length only, read every 15 s; scale-up
-  by max(100 %, 4 pods) per 15 s; scale-down to the highest recommendation of the last
-  300 s, the ReplicaSet controller picking the pods). Its operator polls once a day, so
-  only the model scales it;
+  ``bench/_hpa.py`` models them (a target of 2 per pod, the queue's length only, read
+  every 15 s; scale-up by max(100 %, 4 pods) per 15 s; scale-down to the highest
+  recommendation of the last 300 s, the ReplicaSet controller picking the pods). Its
+  operator polls once a day, so only the model scales it;
 * **fixed at max**: autoscaling off, the maximum all the time.
 
 Every figure of a trace is taken over the same horizon: from the trace's start to its last
@@ -202,6 +204,16 @@ def namespaces(kube: Cluster, names: Sequence[str]) -> Iterator[None]:
                      f"--timeout={DELETE_SECONDS}s")
 
 
+def pool_spec(config: Config, max_replicas: int) -> dict[str, Any]:
+    """The one pool of ``config``'s fleet: the CRD's autoscaling defaults but for what the
+    configuration sets (a backlog target given alone would turn the service-time sizing
+    off; the default target, the concurrency, is the 2 per pod KEDA-like is given)."""
+    return {"name": POOL, "queues": [POOL], "concurrency": CONCURRENCY,
+            "minReplicas": config.min_replicas, "maxReplicas": max_replicas,
+            "resources": {"requests": WORKER_REQUESTS},
+            "autoscaling": dict(config.autoscaling)}
+
+
 @dataclass
 class Fleet:
     """One configuration's Metamapper, its producer and what it was sent (wall-clock)."""
@@ -218,12 +230,8 @@ class Fleet:
         self.app = Celery(self.config.namespace, broker=self.broker, set_as_current=False)
 
     def manifest(self) -> dict[str, Any]:
-        pool = {"name": POOL, "queues": [POOL], "concurrency": CONCURRENCY,
-                "minReplicas": self.config.min_replicas, "maxReplicas": self.max_replicas,
-                "resources": {"requests": WORKER_REQUESTS},
-                "autoscaling": {"targetBacklogPerReplica": CONCURRENCY,
-                                **self.config.autoscaling}}
-        body = metamapper(self.config.namespace, NAME, self.broker, [pool])
+        body = metamapper(self.config.namespace, NAME, self.broker,
+                          [pool_spec(self.config, self.max_replicas)])
         body["spec"]["image"] = self.image
         body["spec"]["celery"] = {"settings": {"imports": [MODULE]}}
         return body

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from _traces import Row, Trace
+from metamapper_operator.model import Autoscaling, parse
 from trace_replay import (
     FIXED,
     KEDA,
@@ -20,6 +21,7 @@ from trace_replay import (
     configs,
     namespaces,
     picture_path,
+    pool_spec,
     print_summary,
     ratio,
 )
@@ -93,6 +95,17 @@ def test_each_trace_gets_namespaces_and_a_picture_of_its_own(tmp_path: Path) -> 
     trace = Trace("beat", tmp_path / "beat-trace.csv", (Row(0, 1, 1), Row(177, 3, 1)))
     assert picture_path(tmp_path, trace) == tmp_path / "trace-replay-beat.png"
     assert Options(330.0, 8, None, 2.0, tmp_path).horizon(trace) == 507.0
+
+
+def test_our_fleet_is_scaled_by_the_defaults() -> None:
+    ours = next(c for c in configs(8, None, 2.0, "replay-1") if c.label == OURS)
+    body = {"apiVersion": "metamapper.io/v1alpha1", "kind": "Metamapper",
+            "metadata": {"namespace": "replay-1-ours", "name": "replay"},
+            "spec": {"image": "workload", "broker": {"url": "redis://redis:6379/0"},
+                     "scheduler": {"enabled": False}, "pools": [pool_spec(ours, 8)]}}
+    (pool,) = parse(body).pools
+    assert pool.autoscaling == Autoscaling()
+    assert (pool.concurrency, pool.min_replicas, pool.max_replicas) == (2, 1, 8)
 
 
 class Recorder:
