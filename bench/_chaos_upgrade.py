@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,7 @@ from _chaos_ledger import Fault, Task
 from _chaos_upgrade_checks import (
     FleetSeen,
     PoolSeen,
+    earlier_release_warnings,
     fleets_seen,
     pools_seen,
     rendered_hashes,
@@ -69,6 +71,8 @@ class Upgrade:
     crd_spec_schema: dict[str, Any]   # of this checkout's CRD
     leader_image: str
     warnings: tuple[str, ...]
+    # The earlier release's operator's, posted while it still led: shown, not judged.
+    earlier_warnings: tuple[str, ...]
     faults: tuple[Fault, ...]
     tasks: tuple[Task, ...]           # every task sent until the fleet was whole again
 
@@ -165,7 +169,11 @@ def upgrade(run: Soak) -> Upgrade:
     leader_image = _leader_image(run)   # helm waited: the old pods are gone or going
     recovered = run.wait_whole(began, ended)
     fleets_after = fleets_seen(_fleets(run))
-    warnings = unexplained_warnings(_items(run, "events", "--all-namespaces"), began)
+    events = _items(run, "events", "--all-namespaces")
+    warnings = unexplained_warnings(events, began)
+    earlier = earlier_release_warnings(events, began)
+    for shown in earlier:
+        print(f"  the earlier release's operator, while it led: {shown}", file=sys.stderr)
     settled = time.time()
     run.wait_done([s.task_id for s in run.producer.sent if s.at < settled])
     tasks = tuple(run.ledger(sent_before=settled))
@@ -180,5 +188,5 @@ def upgrade(run: Soak) -> Upgrade:
     return Upgrade(began, ended, recovered, fleets_before, fleets_after, pools_before,
                    pools_after, rendered, spec_schema(yaml.safe_load(CRD_FILE.read_text()),
                                                       crd.VERSION),
-                   leader_image, tuple(warnings), tuple(faults), tasks)
+                   leader_image, tuple(warnings), tuple(earlier), tuple(faults), tasks)
 

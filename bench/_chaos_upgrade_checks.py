@@ -13,7 +13,9 @@ objects as the upgrade step (``_chaos_upgrade``) saw them before and after it.
 - from 0.1.0, as docs/upgrading.md says, no pool's template changed and no pod was
   replaced, but in a fleet whose ``celery.settings`` hold ``"$remove"``
   (:func:`rollouts_the_notes_rule_out`);
-- every Warning event since the upgrade began is explained (:func:`unexplained_warnings`).
+- every Warning event since the upgrade began is explained (:func:`unexplained_warnings`),
+  but the earlier release's operator's, posted while it still led: its behaviour is not
+  this checkout's to answer for (:func:`earlier_release_warnings` shows them).
 """
 
 from __future__ import annotations
@@ -288,10 +290,34 @@ def readiness_failure(event: Mapping[str, Any]) -> bool:
             and str(event.get("message", "")).startswith("Readiness probe failed"))
 
 
+def earlier_release(event: Mapping[str, Any]) -> bool:
+    """Posted by an operator of a release before this checkout: one that names no
+    ``reportingInstance`` (this checkout's operator names its process on every event)."""
+    component = event.get("reportingComponent") or (event.get("source") or {}).get("component")
+    return component == builders.MANAGER and not event.get("reportingInstance")
+
+
+def _shown(event: Mapping[str, Any]) -> str:
+    involved = event["involvedObject"]
+    return (f"{involved.get('namespace', '')}/{involved.get('kind')}/{involved.get('name')} "
+            f"{event.get('reason')}: {event.get('message', '')}")
+
+
+def _warnings_since(events: Sequence[Mapping[str, Any]], since: float
+                    ) -> list[Mapping[str, Any]]:
+    """The Warning events since ``since``, from its whole second (most stamps are whole
+    seconds)."""
+    return [e for e in events
+            if e.get("type") == "Warning" and event_time(e) >= math.floor(since)]
+
+
 def unexplained_warnings(events: Sequence[Mapping[str, Any]], since: float) -> list[str]:
-    """The Warning events since ``since`` (from its whole second: most stamps are whole
-    seconds) but readiness failures, each as ``namespace/Kind/name Reason: message``."""
-    return [f"{e['involvedObject'].get('namespace', '')}/{e['involvedObject'].get('kind')}/"
-            f"{e['involvedObject'].get('name')} {e.get('reason')}: {e.get('message', '')}"
-            for e in events if e.get("type") == "Warning"
-            and event_time(e) >= math.floor(since) and not readiness_failure(e)]
+    """The Warning events since ``since`` but readiness failures and the earlier
+    release's operator's, each as ``namespace/Kind/name Reason: message``."""
+    return [_shown(e) for e in _warnings_since(events, since)
+            if not readiness_failure(e) and not earlier_release(e)]
+
+
+def earlier_release_warnings(events: Sequence[Mapping[str, Any]], since: float) -> list[str]:
+    """The Warning events since ``since`` that the earlier release's operator posted."""
+    return [_shown(e) for e in _warnings_since(events, since) if earlier_release(e)]

@@ -120,9 +120,13 @@ class Kube:
     after another process may have started writing.
     """
 
-    def __init__(self, api: client.ApiClient, guard: Callable[[], float] = unguarded) -> None:
+    def __init__(self, api: client.ApiClient, guard: Callable[[], float] = unguarded,
+                 instance: str = MANAGER) -> None:
         self.api = api
         self.guard = guard
+        # This process, as its Events' reportingInstance (client-go's convention: the
+        # controller's pod, here with the Lease holder's suffix).
+        self.instance = instance
         self.apps = client.AppsV1Api(api)
         self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
@@ -141,7 +145,7 @@ class Kube:
             await config.load_kube_config()
         api = client.ApiClient()
         api.user_agent = f"{MANAGER}/{__version__} ({identity})"
-        return cls(api, guard)
+        return cls(api, guard, identity)
 
     async def close(self) -> None:
         await self.api.close()
@@ -335,6 +339,7 @@ class Kube:
             type=key.type, reason=key.reason, message=key.message, count=1,
             first_timestamp=now, last_timestamp=now,
             source=client.V1EventSource(component=MANAGER), reporting_component=MANAGER,
+            reporting_instance=self.instance,
         )
         timeout = self._write_timeout(f"posting event {involved.namespace}/{name}")
         await self.core.create_namespaced_event(involved.namespace, body,

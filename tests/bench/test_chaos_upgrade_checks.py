@@ -16,6 +16,7 @@ from _chaos_upgrade_checks import (
     FleetSeen,
     PoolSeen,
     defaulted,
+    earlier_release_warnings,
     event_time,
     fleet_findings,
     pool_findings,
@@ -206,3 +207,22 @@ def test_a_warning_since_the_upgrade_is_explained_only_as_a_readiness_failure() 
         "chaos/Pod/p Unhealthy: Liveness probe failed: timeout",
         "chaos/Pod/p BackOff: restarting"]
     assert event_time(events[3]) == event_time(event("x", "", lastTimestamp="2026-12-06T10:00:20Z"))
+
+
+def test_the_earlier_release_operators_warnings_are_shown_apart_and_not_judged() -> None:
+    """0.1.0's operator, leading until this checkout's takes the Lease, names no
+    reportingInstance; this checkout's names its process on every event, so its own
+    warnings are judged like any other component's."""
+    since = event_time(event("x", "", lastTimestamp="2026-12-06T10:00:10Z"))
+    earlier = event("AutoscalingFailed", "autoscaling pool slow: took longer than 0.5 s",
+                    lastTimestamp="2026-12-06T10:00:12Z",
+                    source={"component": "metamapper-operator"},
+                    reportingComponent="metamapper-operator")
+    ours = {**earlier, "reportingInstance": "metamapper-operator-6c9-abcde_0123456789ab"}
+    kubelet = event("BackOff", "restarting", lastTimestamp="2026-12-06T10:00:12Z",
+                    source={"component": "kubelet"})
+    assert unexplained_warnings([earlier, ours, kubelet], since) == [
+        "chaos/Pod/p AutoscalingFailed: autoscaling pool slow: took longer than 0.5 s",
+        "chaos/Pod/p BackOff: restarting"]
+    assert earlier_release_warnings([earlier, ours, kubelet], since) == [
+        "chaos/Pod/p AutoscalingFailed: autoscaling pool slow: took longer than 0.5 s"]

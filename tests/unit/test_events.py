@@ -73,6 +73,16 @@ def post(kube: Kube, message: str, times: int = 1, reason: str = "ScaledUp") -> 
     asyncio.run(posts())
 
 
+def test_an_event_names_the_process_that_reported_it(kube: Kube) -> None:
+    """reportingInstance is the process (its Lease holder's name): an upgrade's checks
+    tell the events of this release's operator from an earlier one's, which set none."""
+    kube.instance = "metamapper-operator-7d9f-x2x5q_0a1b2c3d4e5f"
+    post(kube, "pool default: 1 -> 2 pods")
+    body = api(kube).of("create_namespaced_event")[0][0][1]
+    assert body.reporting_component == body.source.component == "metamapper-operator"
+    assert body.reporting_instance == "metamapper-operator-7d9f-x2x5q_0a1b2c3d4e5f"
+
+
 def test_identical_events_become_one_event_with_a_count(kube: Kube) -> None:
     post(kube, "pool default: 1 -> 2 pods", times=5)
     created = api(kube).of("create_namespaced_event")
