@@ -179,7 +179,7 @@ class Autoscaling:
     # Short, because a scale-down drains its workers first: no task is cut off (README).
     scale_down_stabilization_seconds: int = 60
     # Scale-down in steps towards what most of the window asked for (autoscaling.md).
-    scale_down_percentile: int = 75
+    scale_down_percentile: int = 90
     scale_down_step_percent: int = 25
     panic_window_seconds: int = 6
     scale_to_zero_cooldown_seconds: int = 300

@@ -316,7 +316,7 @@ def test_the_scale_down_and_service_time_knobs_default_and_accept_their_edges() 
         return (auto.scale_down_percentile, auto.scale_down_step_percent,
                 auto.panic_window_seconds, auto.target_wait_seconds)
 
-    assert knobs({}) == (75, 25, 6, 2.0)
+    assert knobs({}) == (90, 25, 6, 2.0)
     assert knobs({"scaleDownPercentile": 100, "scaleDownStepPercent": 100,
                   "panicWindowSeconds": 0, "targetWaitSeconds": 0}) == (100, 100, 0, 0.0)
     assert knobs({"scaleDownPercentile": 1, "scaleDownStepPercent": 1,

@@ -17,7 +17,7 @@ from metamapper_operator.autoscale.policy import (
     decide,
     floor_of,
 )
-from metamapper_operator.model import MAX_INT32, Pool
+from metamapper_operator.model import MAX_INT32
 
 BOUNDS = Bounds(min_replicas=1, max_replicas=10, target=4, stabilization_seconds=300,
                 zero_cooldown_seconds=120, tolerance=0.1)
@@ -95,8 +95,8 @@ def test_restart_does_not_scale_down_for_one_window() -> None:
 
 # --- scale-down in steps, the percentile floor, the panic window ---------------------
 
-# The spec's scale-down (model.Autoscaling's defaults at the 90th percentile, not its 75th:
-# a 60 s window, 25 % of the pods per step, no scale-down for 6 s after a jump).
+# The spec's defaults (model.Autoscaling): a 60 s window at its 90th percentile, 25 % of
+# the pods per step, no scale-down for 6 s after a jump.
 STEPPED = Bounds(min_replicas=1, max_replicas=10, target=4, stabilization_seconds=60,
                  zero_cooldown_seconds=120, percentile=90, step_percent=25, panic_seconds=6)
 
@@ -143,20 +143,6 @@ def test_the_percentile_lets_a_short_spike_go_and_holds_a_long_one() -> None:
     maximum = replace(bounds, percentile=100)
     assert sizes(maximum, 2, [*two, *spike, (122, 8)])[-1] == 10
     assert sizes(maximum, 2, [*two, *spike, (125, 8)])[-1] == 7
-
-
-def test_by_default_a_wave_of_ten_seconds_does_not_hold_the_pool_for_the_window() -> None:
-    """The default floor is what the window asked for during more than a quarter of it: a
-    wave that kept 8 pods busy for 10 s lets them go in steps once it is drained, one
-    that did for 20 s holds them (waves 70 s apart drained in 10 s each held 8 pods for
-    the whole minute after each at the 90th percentile, worker-seconds no wave used)."""
-    bounds = replace(Bounds.of(Pool("default", ("default",), concurrency=2, max_replicas=8)),
-                     panic_seconds=0)
-    assert bounds.percentile == 75
-    wave = [(float(t), 16) for t in range(60, 70, 2)]         # 8 pods' worth for 10 s
-    assert sizes(bounds, 1, [*calm(60, 2), *wave, *idle(70, 78)])[-5:] == [6, 4, 3, 2, 1]
-    long_wave = [(float(t), 16) for t in range(60, 80, 2)]    # for 20 s
-    assert sizes(bounds, 1, [*calm(60, 2), *long_wave, *idle(80, 88)])[-5:] == [8] * 5
 
 
 def test_the_floor_weighs_recommendations_by_time_not_by_count() -> None:

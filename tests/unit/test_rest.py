@@ -137,10 +137,10 @@ def test_the_stabilization_window_holds_after_a_long_rest() -> None:
 
         autoscaler.probes[ACCESS] = FakeProbe(0)
         await autoscaler.cycle()
-        clock.now += 40    # 5 pods for 20 s of the window: more than its quarter
+        clock.now += 50
         await autoscaler.cycle()
         assert not kube.scaled and not control.stopped   # held by the window: no drain
-        clock.now += 25
+        clock.now += 15
         for _ in range(2):
             await autoscaler.cycle()
         # Down by a step: 25 % of 5, rounded up.
