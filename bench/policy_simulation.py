@@ -4,8 +4,29 @@ A rough model, to compare settings before the real replay (``bench/trace_replay.
 measures them: tasks arrive as a trace says (rows ``offset_seconds,tasks,task_seconds``,
 as ``trace_replay.py`` reads them), wait in one FIFO queue and run ``task_seconds`` each on
 a pod's ``concurrency`` slots (each worker process reserves one message: the worker's
-prefetch of 1 with late acks); a pod is ready ``--start`` seconds after it is asked for.
-The configurations are the replay's:
+prefetch of 1 with late acks). How pods start and when the operators begin to decide
+are the replay's on the node, measured in its first run of every trace (7 December 2026,
+docs/benchmarks/index.md, "Every trace"):
+
+* a pod is Ready ``--start`` seconds after it is asked for, drawn evenly from 6.5 to
+  12.5 s by default: binding to Ready in the apiserver's audit log of that run (4 s
+  before, which the run did not bear out);
+* its worker takes tasks ``--ready-lag`` seconds before it counts Ready, drawn evenly
+  from 0.5 to 2.5 s by default: the readiness probe (first 2 s after the container
+  starts, then every 5 s, ``builders.py``) sees the worker consuming only at its next
+  run, up to 2.5 s later in that run. Waits count from when a worker takes a task,
+  worker-seconds from Ready (as the replay counts them);
+* our operators decide from ``--head-start`` seconds before the trace, 16 s by default:
+  the replay starts them and waits for every pool at its minimum before the trace's
+  first row, so their decision history (and its scale-down window) had been filling for
+  about 16 s when the trace began; a model that began it with the trace held the pool
+  through the first window, where the run shrank it before the bursty trace's 60 s
+  burst. With these three the model gives about that run's figures for ours on the
+  bursty trace (``scaleDownPercentile`` 75 in that run): 11.5 s p95 wait and 946
+  worker-seconds against the measured 12.0 s and 916 (with pods ready in 4 s and no head
+  start it gave 6.0 s).
+
+The draws are seeded, so a run's figures repeat. The configurations are the replay's:
 
 * **ours**: the policy and the service-time sizing (``autoscale/policy.py``,
   ``autoscale/latency.py``) on the replay's pool (``trace_replay.pool_spec``, parsed as the
@@ -25,8 +46,10 @@ means. The HPA model of the replay syncs 15 s after it starts, which is just bef
 trace starts (so just *before* every row at a multiple of 15 s), and 15 s after the end
 of each sync, so a sync that scales (a ``kubectl scale``, ``--hpa-scale-seconds``) moves
 the later ones (0 by default: the replay's run of the bursty trace, KEDA-like 13.2 s and
-1681 worker-seconds at a peak of 5 pods, is what 0 gives, 13.8 s and 1754; a drift past
-the sending of the 60 s row gives 8 pods and about 2700): KEDA-like is simulated so
+1681 worker-seconds at a peak of 5 pods, is what 0 gives with pods ready in 4 s, 13.8 s
+and 1754; a drift past the sending of the 60 s row gives 8 pods and about 2700; with the
+starts above it gives 18.0 s and 1728, where the first run of every trace measured 13.8 s
+and 1745): KEDA-like is simulated so
 (``replay``), and also at ``--phases`` phases
 spread over 15 s (``any phase``: their means), what an HPA not started with the trace
 would give. The goal (our p95 wait at most 0.5x KEDA-like's at most 0.8x its
@@ -41,17 +64,20 @@ every 70 s over a trickle, a slow ramp with noise: ``bench/_traces.py``), or the
 Usage::
 
     python bench/policy_simulation.py [--trace bench/bursty-trace.csv --trace ...]
-                                      [--start 4] [--poll 2] [--tail 330] [--phases 8]
-                                      [--hpa-scale-seconds 0]
+                                      [--start 6.5-12.5] [--ready-lag 0.5-2.5]
+                                      [--head-start 16] [--poll 2] [--tail 330]
+                                      [--phases 8] [--hpa-scale-seconds 0]
 """
 
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 from _common import percentile, print_table
@@ -69,9 +95,43 @@ PREVIOUS = Autoscaling(scale_down_percentile=100, scale_down_step_percent=100,
 WAIT_GOAL, WORKER_SECONDS_GOAL = 0.5, 0.8   # as trace_replay.py judges them
 
 
+@dataclass(frozen=True)
+class Spread:
+    """Seconds drawn evenly from ``low`` to ``high``."""
+
+    low: float
+    high: float
+
+    def draw(self, rng: random.Random) -> float:
+        return rng.uniform(self.low, self.high)
+
+    @staticmethod
+    def parse(text: str) -> Spread:
+        """``"4"`` (always 4 s) or ``"6.5-12.5"``."""
+        low, _, high = text.partition("-")
+        spread = Spread(float(low), float(high or low))
+        if not 0 <= spread.low <= spread.high:
+            raise ValueError(f"not a range of seconds: {text!r}")
+        return spread
+
+    def __str__(self) -> str:
+        return f"{self.low:g}" if self.low == self.high else f"{self.low:g} to {self.high:g}"
+
+
+@dataclass(frozen=True)
+class Startup:
+    """How a pod starts: Ready ``ready`` seconds after it is asked for, its worker taking
+    tasks ``lag`` seconds before that (the module's docstring says where the defaults
+    come from)."""
+
+    ready: Spread = Spread(6.5, 12.5)
+    lag: Spread = Spread(0.5, 2.5)
+
+
 @dataclass
 class Pod:
     ready_at: float
+    takes_at: float    # its worker takes tasks from then on, Ready or not
     running: list[float] = field(default_factory=list)   # when each of its tasks ends
     draining: bool = False
     drained: bool = False    # seen idle while draining: its deletion cost is set
@@ -90,13 +150,15 @@ class Outcome:
 
 @dataclass(frozen=True)
 class Timing:
-    """When a configuration decides: first at ``phase`` seconds into the trace, then every
+    """When a configuration decides: first at ``phase`` seconds into the trace, or
+    ``head_start`` seconds before that (its decision history begins then), then every
     ``interval`` seconds, and ``drift`` seconds later after each decision that resized
     (the HPA model waits its 15 s from the end of its ``kubectl scale``)."""
 
     interval: float
     phase: float = 0.0
     drift: float = 0.0
+    head_start: float = 0.0
 
     def spread(self, count: int) -> list[Timing]:
         """``count`` phases spread evenly over the interval, at whole ticks."""
@@ -150,18 +212,24 @@ def fixed() -> Decider:
 
 
 def simulate(trace: Sequence[Row], decider: Decider, timing: Timing, drains: bool,
-             start: float, tail: float, initial: int = 1) -> Outcome:
+             startup: Startup, tail: float, initial: int = 1, seed: int = 0) -> Outcome:
+    """The trace served by ``decider``'s pods (``initial`` of them Ready from the trace's
+    start, or from the first decision if earlier), pods' starts drawn from ``startup``
+    seeded with ``seed``."""
     arrivals = deque(sorted((row.offset, row.seconds)
                             for row in trace for _ in range(row.tasks)))
     waiting: deque[tuple[float, float]] = deque()
-    pods, waits, worker_seconds = [Pod(ready_at=0.0) for _ in range(initial)], [], 0.0
-    horizon, now, next_decision = trace[-1].offset + tail, 0.0, timing.phase
+    next_decision = timing.phase - timing.head_start
+    rng, now = random.Random(seed), min(0.0, next_decision)
+    pods = [Pod(ready_at=now, takes_at=now) for _ in range(initial)]
+    waits: list[float] = []
+    worker_seconds, horizon = 0.0, trace[-1].offset + tail
     while now < horizon:
         while arrivals and arrivals[0][0] <= now:
             waiting.append(arrivals.popleft())
         for pod in pods:
             pod.running = [end for end in pod.running if end > now]
-            while pod.ready_at <= now and not pod.draining and waiting and (
+            while pod.takes_at <= now and not pod.draining and waiting and (
                     len(pod.running) < CONCURRENCY):
                 sent, seconds = waiting.popleft()
                 waits.append(now - sent)
@@ -177,22 +245,28 @@ def simulate(trace: Sequence[Row], decider: Decider, timing: Timing, drains: boo
                              sum(len(pod.running) for pod in pods), now)
             if wanted != len(pods):
                 next_decision += timing.drift
-            pods = resized(pods, wanted, now + start, drains)
-        worker_seconds += TICK * sum(pod.ready_at <= now for pod in pods)
+            pods = resized(pods, wanted, partial(new_pod, now, startup, rng), drains)
+        if now >= 0:
+            worker_seconds += TICK * sum(pod.ready_at <= now for pod in pods)
         now += TICK
     return Outcome(percentile(waits, 95) if waits else 0.0, worker_seconds)
 
 
-def resized(pods: list[Pod], wanted: int, ready_at: float, drains: bool) -> list[Pod]:
-    """The pods once ``wanted`` is applied: draining ones taken back first, new ones ready
-    at ``ready_at``; the pods to remove are the least busy (not ready first), drained when
-    ``drains``, else removed at once."""
+def new_pod(asked_at: float, startup: Startup, rng: random.Random) -> Pod:
+    ready_at = asked_at + startup.ready.draw(rng)
+    return Pod(ready_at, takes_at=max(asked_at, ready_at - startup.lag.draw(rng)))
+
+
+def resized(pods: list[Pod], wanted: int, new: Callable[[], Pod], drains: bool) -> list[Pod]:
+    """The pods once ``wanted`` is applied: draining ones taken back first, then ``new``
+    ones; the pods to remove are the least busy (not ready first), drained when ``drains``,
+    else removed at once."""
     staying = [pod for pod in pods if not pod.draining]
     for pod in pods:
         if pod.draining and len(staying) < wanted:
             pod.draining = pod.drained = False
             staying.append(pod)
-    pods = [*pods, *(Pod(ready_at) for _ in range(wanted - len(staying)))]
+    pods = [*pods, *(new() for _ in range(wanted - len(staying)))]
     staying = [pod for pod in pods if not pod.draining]
     extra = sorted(staying, key=lambda pod: (-pod.ready_at, len(pod.running)))
     for pod in extra[:max(0, len(staying) - wanted)]:
@@ -213,9 +287,11 @@ KEDA_REPLAY, KEDA_ANY = f"{KEDA} (replay)", f"{KEDA} (any phase)"
 PREVIOUS_LABEL = "ours, previous"
 
 
-def configurations(poll: float, phases: int, hpa_scale_seconds: float
+def configurations(poll: float, phases: int, hpa_scale_seconds: float, head_start: float
                    ) -> tuple[Configuration, ...]:
-    ours_timings = tuple(Timing(poll).spread(phases))
+    """The replay's configurations; our operators decide from ``head_start`` seconds
+    before the trace, the HPA model from its start (just before the trace)."""
+    ours_timings = tuple(Timing(poll, head_start=head_start).spread(phases))
     hpa = Timing(SYNC_SECONDS, phase=SYNC_SECONDS - TICK, drift=hpa_scale_seconds)
     return (
         Configuration(OURS, lambda: ours(replay_pool()), ours_timings),
@@ -226,9 +302,12 @@ def configurations(poll: float, phases: int, hpa_scale_seconds: float
     )
 
 
-def run(trace: Sequence[Row], config: Configuration, start: float, tail: float) -> Outcome:
-    return Outcome.mean([simulate(trace, config.make(), timing, config.drains, start, tail,
-                                  config.initial) for timing in config.timings])
+def run(trace: Sequence[Row], config: Configuration, startup: Startup, tail: float
+        ) -> Outcome:
+    """The mean over the configuration's timings, each with its own seed."""
+    return Outcome.mean([simulate(trace, config.make(), timing, config.drains, startup, tail,
+                                  config.initial, seed)
+                         for seed, timing in enumerate(config.timings)])
 
 
 def times(ours: float, theirs: float) -> str:
@@ -249,8 +328,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--trace", type=Path, action="append",
                         help="a trace (CSV); give it again for more (default: every "
                              "bench/*-trace.csv)")
-    parser.add_argument("--start", type=float, default=4.0,
-                        help="seconds from asking for a pod to its being ready (default 4)")
+    parser.add_argument("--start", type=Spread.parse, default=Startup().ready,
+                        help="seconds from asking for a pod to its being Ready, one figure "
+                             "or a range drawn from (default 6.5-12.5)")
+    parser.add_argument("--ready-lag", type=Spread.parse, default=Startup().lag,
+                        help="seconds a worker takes tasks before its pod counts Ready, one "
+                             "figure or a range (default 0.5-2.5)")
+    parser.add_argument("--head-start", type=float, default=16.0,
+                        help="seconds our operators decide before the trace begins "
+                             "(default 16)")
     parser.add_argument("--poll", type=float, default=2.0,
                         help="our polling interval in seconds (default 2)")
     parser.add_argument("--tail", type=float, default=330.0)
@@ -260,10 +346,11 @@ def main(argv: list[str] | None = None) -> None:
                         help="how much later the replay's HPA model syncs after a sync that "
                              "scaled (its kubectl call; default 0)")
     args = parser.parse_args(argv)
-    chosen = configurations(args.poll, args.phases, args.hpa_scale_seconds)
+    chosen = configurations(args.poll, args.phases, args.hpa_scale_seconds, args.head_start)
+    startup = Startup(args.start, args.ready_lag)
     table, goals = [], []
     for trace in load(args.trace):
-        outcomes = {config.label: run(trace.rows, config, args.start, args.tail)
+        outcomes = {config.label: run(trace.rows, config, startup, args.tail)
                     for config in chosen}
         replayed, anywhen = outcomes[KEDA_REPLAY], outcomes[KEDA_ANY]
         for label, outcome in outcomes.items():
@@ -281,8 +368,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\ngoal met (ours at most {WAIT_GOAL:g}x {KEDA}'s p95 wait at most "
           f"{WORKER_SECONDS_GOAL:g}x its worker-seconds)")
     print_table(["trace", f"vs {KEDA_REPLAY}", f"vs {KEDA_ANY}"], goals)
-    print(f"(a simulation, not a measurement: pods ready {args.start:g} s after they are "
-          f"asked for; means over {args.phases} phases of the decisions)")
+    print(f"(a simulation, not a measurement: pods Ready {args.start} s after they "
+          f"are asked for, taking tasks {args.ready_lag} s before; our operators "
+          f"deciding from {args.head_start:g} s before the trace; means over {args.phases} "
+          f"phases of the decisions)")
 
 
 if __name__ == "__main__":

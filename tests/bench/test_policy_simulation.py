@@ -1,5 +1,6 @@
 """The policy simulation takes the replay's traces, the replay's pool, and decides when the
-replay's configurations decide."""
+replay's configurations decide, from when they decide in the replay; its pods start as the
+replay's did."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 
 from _traces import Row
 from metamapper_operator.model import Autoscaling
-from policy_simulation import Timing, main, replay_pool, simulate
+from policy_simulation import Decider, Spread, Startup, Timing, main, ours, replay_pool, simulate
 
 
 def test_every_given_trace_is_simulated(tmp_path: Path,
@@ -29,6 +30,9 @@ def test_ours_is_the_replays_pool_with_the_defaults() -> None:
     assert (pool.concurrency, pool.min_replicas, pool.max_replicas) == (2, 1, 8)
 
 
+FOUR_SECONDS = Startup(ready=Spread(4.0, 4.0), lag=Spread(0.0, 0.0))
+
+
 def decisions(timing: Timing, sizes: dict[float, int]) -> list[tuple[float, int]]:
     """When a configuration that asks for ``sizes`` (by time; else its size) decides over
     60 s of one task, with how many waiting."""
@@ -37,7 +41,8 @@ def decisions(timing: Timing, sizes: dict[float, int]) -> list[tuple[float, int]
     def decider(pods: int, ready: int, waiting: int, in_flight: int, now: float) -> int:
         seen.append((now, waiting))
         return sizes.get(now, pods)
-    simulate((Row(0.0, 1, 1.0), Row(15.0, 10, 30.0)), decider, timing, False, 4.0, 45.0)
+    simulate((Row(0.0, 1, 1.0), Row(15.0, 10, 30.0)), decider, timing, False, FOUR_SECONDS,
+             45.0)
     return seen
 
 
@@ -55,3 +60,50 @@ def test_phases_are_spread_over_the_interval_at_whole_ticks() -> None:
     assert [t.phase for t in Timing(2.0).spread(8)] == [0.0, 0.25, 0.5, 0.75, 1.0, 1.25,
                                                          1.5, 1.75]
     assert [t.phase for t in Timing(15.0).spread(4)] == [0.0, 3.75, 7.5, 11.25]
+
+
+def test_a_start_is_one_figure_or_a_range() -> None:
+    assert Spread.parse("4") == Spread(4.0, 4.0)
+    assert Spread.parse("6.5-12.5") == Spread(6.5, 12.5)
+    with pytest.raises(ValueError):
+        Spread.parse("12.5-6.5")
+
+
+def test_a_worker_takes_tasks_before_it_counts_ready() -> None:
+    """Ready 5 s after it is asked for, consuming 2 s before: its tasks wait 3 s, and it
+    counts from 5 s on."""
+    outcome = simulate((Row(0.0, 2, 10.0),), lambda *_: 1, Timing(2.0), False,
+                       Startup(ready=Spread(5.0, 5.0), lag=Spread(2.0, 2.0)), 10.0, initial=0)
+    assert (outcome.p95_wait, outcome.worker_seconds) == (3.0, 5.0)
+
+
+def pods_before(at: float, head_start: float) -> tuple[int, int]:
+    """Our pool's largest size on the bursty trace's first burst (14 tasks of 5 s at 20 s),
+    and its size just before ``at``, when our operator decided from ``head_start`` seconds
+    before the trace."""
+    sizes: dict[float, int] = {}
+
+    def seen(decider: Decider) -> Decider:
+        def deciding(pods: int, ready: int, waiting: int, in_flight: int, now: float) -> int:
+            sizes[now] = decider(pods, ready, waiting, in_flight, now)
+            return sizes[now]
+        return deciding
+    simulate((Row(20.0, 14, 5.0), Row(at, 1, 1.0)), seen(ours(replay_pool())),
+             Timing(2.0, head_start=head_start), True, FOUR_SECONDS, 10.0)
+    return max(sizes.values()), sizes[max(now for now in sizes if now < at)]
+
+
+def test_the_history_begins_before_the_trace_as_in_the_replay() -> None:
+    """The replay's operator has decided for 16 s when the trace begins: its 60 s window is
+    full by 44 s, and the pool may shrink before a burst at 60 s; begun with the trace,
+    the window would hold the pool at its size until then."""
+    peak, before = pods_before(60.0, head_start=16.0)
+    assert peak > 1 and before < peak
+    assert pods_before(60.0, head_start=0.0) == (peak, peak)
+
+
+@pytest.mark.parametrize("timing", [Timing(2.0, head_start=16.0), Timing(15.0, phase=14.75)])
+def test_the_trace_is_served_and_counted_from_its_start(timing: Timing) -> None:
+    """Whether the first decision comes before the trace or after its start."""
+    outcome = simulate((Row(0.0, 1, 1.0),), lambda *_: 1, timing, True, FOUR_SECONDS, 10.0)
+    assert (outcome.p95_wait, outcome.worker_seconds) == (0.0, 10.0)
