@@ -851,27 +851,14 @@ class Autoscaler:
 
     async def _step_limited(self, member: Member, walked: Walked, wall: datetime.datetime,
                             changed: dict[Key, None], busy: set[Key], step: Step) -> bool:
-        """One pool's step inside its boundary and within :attr:`late_limit`, how it
-        ended settled; True when the pool is left at rest. A step no walk waits for any
-        more ends itself: its object's status written, then forgotten (until then
+        """:meth:`_step_settled`; a step no walk waits for any more ends itself: what
+        escaped it logged, its object's status written, then forgotten (until then
         :meth:`close` stops it)."""
-        key, pool = member.key, member.pool
+        key = member.key
         at_rest = False
         try:
             try:
-                with Boundary(POOL_STEP + pool.name, AUTOSCALING_FAILED, walked.secrets,
-                              expected=(KubeError, Overrun)) as boundary:
-                    try:
-                        async with asyncio.timeout(self.late_limit):
-                            at_rest = await self._step_pool(member, walked.access,
-                                                            walked.measurement, wall,
-                                                            walked.secrets, changed, busy)
-                    except TimeoutError:
-                        raise Overrun(f"took longer than {self.late_limit:g} s; held at "
-                                      "its size until the next cycle") from None
-                if self._same(member) and await self._settle(key, POOL_STEP + pool.name,
-                                                             boundary.fault):
-                    changed[key] = None
+                at_rest = await self._step_settled(member, walked, wall, changed, busy)
             except Exception:
                 if step.waited:
                     raise  # the walk's (_step_contained)
@@ -883,6 +870,27 @@ class Autoscaler:
         finally:
             if not step.waited:
                 self._forget(key, step)
+        return at_rest
+
+    async def _step_settled(self, member: Member, walked: Walked, wall: datetime.datetime,
+                            changed: dict[Key, None], busy: set[Key]) -> bool:
+        """One pool's step inside its boundary and within :attr:`late_limit`, how it
+        ended settled (unless its object is gone meanwhile); True when the pool is left
+        at rest."""
+        key, pool = member.key, member.pool
+        at_rest = False
+        with Boundary(POOL_STEP + pool.name, AUTOSCALING_FAILED, walked.secrets,
+                      expected=(KubeError, Overrun)) as boundary:
+            try:
+                async with asyncio.timeout(self.late_limit):
+                    at_rest = await self._step_pool(member, walked.access, walked.measurement,
+                                                    wall, walked.secrets, changed, busy)
+            except TimeoutError:
+                raise Overrun(f"took longer than {self.late_limit:g} s; held at its size "
+                              "until the next cycle") from None
+        if self._same(member) and await self._settle(key, POOL_STEP + pool.name,
+                                                     boundary.fault):
+            changed[key] = None
         return at_rest
 
     def _same(self, member: Member) -> bool:
