@@ -32,9 +32,21 @@ The draws are seeded, so a run's figures repeat. The configurations are the repl
   ``autoscale/latency.py``) on the replay's pool (``trace_replay.pool_spec``, parsed as the
   operator parses it), every ``--poll`` seconds, from the backlog with tasks in flight; a
   scale-down drains: the pods to remove take no new task, are seen idle at a decision,
-  given their deletion cost, and go at the next (``autoscale/shrink.py``);
+  given their deletion cost, and go at the next (``autoscale/shrink.py``); ``--window``
+  is its scale-down window, as the replay's ``--window`` gives it;
+* **ours, beat warm-up**: the same, on the fleet as production runs it beside the beat
+  the beat trace compresses (:func:`production_twin`: its scheduler on, a metastore
+  named, its pool consuming every queue of the default beat), with the floor of the
+  beat-aware warm-up the operator derives from it (``autoscale/waves.py``'s ``beat_of``
+  and ``warming``, as the autoscaling loop applies them). The default beat's entries that
+  fire every minute keep that pool warm at all times, at ``warmUp.replicas``: the CRD's
+  default, 1, is the replay's ``minReplicas``, so the warm-up never raises the pool and
+  the figures are ours (``--warm-up-replicas`` gives another, which is then a minimum at
+  all times: the replay sends an hour of beat in 180 s, the crontabs it warms for follow
+  the wall clock, so none of the trace's waves is warmed for as such);
 * **ours, previous**: the same with the defaults before the steps and the service-time
-  sizing (the window's maximum, one step, no panic window, the backlog target alone);
+  sizing (the window's maximum, one step, no panic window, the backlog target alone), in
+  the window ``--window`` gives too;
 * **KEDA-like**: ``bench/_hpa.py``'s model of the HPA over KEDA's Redis scaler (the
   waiting messages only, a 300 s window); removed pods stop counting at once;
 * **fixed at max**: the maximum all along.
@@ -67,11 +79,13 @@ Usage::
                                       [--start 6.5-12.5] [--ready-lag 0.5-2.5]
                                       [--head-start 16] [--poll 2] [--tail 330]
                                       [--phases 8] [--hpa-scale-seconds 0]
+                                      [--window SECONDS] [--warm-up-replicas N]
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import random
 import statistics
 from collections import deque
@@ -79,13 +93,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from _common import percentile, print_table
 from _hpa import SYNC_SECONDS, Behaviour, Hpa
 from _traces import Row, load
+from metamapper_beat import DEFAULT_QUEUE, METASTORE_ENV, ROUTES
+from metamapper_operator.autoscale import waves
 from metamapper_operator.autoscale.latency import Sample, Throughput, for_wait, observe
 from metamapper_operator.autoscale.policy import Bounds, History, decide
-from metamapper_operator.model import Autoscaling, Pool, parse
+from metamapper_operator.model import Autoscaling, Fleet, Pool, parse
 from trace_replay import CONCURRENCY, FIXED, KEDA, MAX_REPLICAS, OURS, configs, pool_spec
 
 TICK = 0.25        # seconds per simulation step
@@ -170,20 +187,85 @@ Decider = Callable[[int, int, int, int, float], int]
 """(pods, ready pods, waiting, in flight, now) -> the size wanted."""
 
 
-def replay_pool(autoscaling: Autoscaling | None = None) -> Pool:
+def replay_spec(window: int | None = None) -> dict[str, Any]:
+    """The replay's Metamapper of our defaults (``window``: its ``--window``): no scheduler,
+    one pool."""
+    ours = next(config for config in configs(MAX_REPLICAS, window, 2.0, "simulation")
+                if config.label == OURS)
+    return {"metadata": {"namespace": ours.namespace, "name": "simulation"},
+            "spec": {"image": "worker", "broker": {"url": "redis://broker:6379/0"},
+                     "scheduler": {"enabled": False},
+                     "pools": [pool_spec(ours, MAX_REPLICAS)]}}
+
+
+def replay_pool(autoscaling: Autoscaling | None = None, window: int | None = None) -> Pool:
     """The replay's pool of our defaults, as the operator parses it (``autoscaling``
     instead of what it parses to, when given)."""
-    ours = next(config for config in configs(MAX_REPLICAS, None, 2.0, "simulation")
-                if config.label == OURS)
-    (pool,) = parse({"metadata": {"namespace": ours.namespace, "name": "simulation"},
-                     "spec": {"image": "worker", "broker": {"url": "redis://broker:6379/0"},
-                              "scheduler": {"enabled": False},
-                              "pools": [pool_spec(ours, MAX_REPLICAS)]}}).pools
+    (pool,) = parse(replay_spec(window)).pools
     return pool if autoscaling is None else replace(pool, autoscaling=autoscaling)
 
 
-def ours(pool: Pool) -> Decider:
-    """Our policy and service-time sizing, as the autoscaling loop calls them."""
+#: Every queue Metamapper's default beat sends to: upstream's routes and the default queue.
+BEAT_QUEUES = tuple(dict.fromkeys((DEFAULT_QUEUE, *(queue for _, queue in ROUTES))))
+
+
+def production_twin(window: int | None = None, warm_up_replicas: int | None = None,
+                    scheduler: bool = True) -> Fleet:
+    """The replay's fleet as production runs it beside the beat the beat trace compresses,
+    as the operator parses it: its scheduler on (the CRD's default; ``scheduler`` False
+    turns it off), a metastore named (without one beat keeps only its heartbeat, on the
+    default queue), its pool consuming every queue of :data:`BEAT_QUEUES` (the trace is
+    what such a pool sees) with the CRD's ``warmUp`` (``warm_up_replicas`` instead of
+    its ``replicas``, when given); the rest is the replay's."""
+    body = replay_spec(window)
+    spec = body["spec"]
+    (pool,) = spec["pools"]
+    pool["queues"] = list(BEAT_QUEUES)
+    if warm_up_replicas is not None:
+        pool["autoscaling"]["warmUp"] = {"replicas": warm_up_replicas}
+    spec["scheduler"] = {} if scheduler else {"enabled": False}
+    host = next(iter(METASTORE_ENV))
+    spec["env"] = [{"name": host, "value": METASTORE_ENV[host]}]
+    return parse(body)
+
+
+#: When the simulated trace starts on the operator's clock. The default beat's entries
+#: that fire every minute keep a warmed pool warm at any time (a test checks it), so the
+#: time of day changes no figure of it.
+CLOCK = datetime.datetime(2026, 12, 7, 12, 0, tzinfo=datetime.UTC)
+
+
+@dataclass(frozen=True)
+class BeatWarmUp:
+    """A pool's warm-up before its fleet's beat, as the autoscaling loop evaluates it
+    (``autoscale/waves.py``): the floor it raises the pool to ``now`` seconds into the
+    trace, which starts at :data:`CLOCK`. Its lead is the operator's before it has
+    measured a pod start (the default beat's floor does not depend on it)."""
+
+    beat: waves.Beat
+    pool: Pool
+    lead: float
+
+    @staticmethod
+    def of(fleet: Fleet, poll: float) -> BeatWarmUp | None:
+        """The warm-up of ``fleet``'s one pool; None when it has none (no beat, or off)."""
+        beat = waves.beat_of(fleet)
+        (pool,) = fleet.pools
+        if beat is None or not pool.autoscaling.warm_up.enabled:
+            return None
+        return BeatWarmUp(beat, pool, waves.lead_seconds((), poll))
+
+    def at(self, now: float) -> waves.Warming:
+        pool = self.pool
+        return waves.warming(self.beat, pool.queues,
+                             min(pool.autoscaling.warm_up.replicas, pool.max_replicas),
+                             CLOCK + datetime.timedelta(seconds=now), self.lead,
+                             pool.min_replicas)
+
+
+def ours(pool: Pool, warm_up: BeatWarmUp | None = None) -> Decider:
+    """Our policy and service-time sizing, as the autoscaling loop calls them, with the
+    floor of ``warm_up`` when given."""
     history, seen = History(), Throughput()
 
     def decider(pods: int, ready: int, waiting: int, in_flight: int, now: float) -> int:
@@ -193,7 +275,8 @@ def ours(pool: Pool) -> Decider:
         if wait:
             seen = observe(seen, Sample(now, backlog, ready, pool.concurrency))
         sized = for_wait(Bounds.of(pool), pool.concurrency, wait, seen)
-        decision = decide(sized.bounds, pods, backlog, now, history)
+        bounds = waves.raised(sized.bounds, warm_up.at(now) if warm_up else None)
+        decision = decide(bounds, pods, backlog, now, history)
         history = decision.history
         return decision.replicas
     return decider
@@ -285,17 +368,28 @@ class Configuration:
 
 KEDA_REPLAY, KEDA_ANY = f"{KEDA} (replay)", f"{KEDA} (any phase)"
 PREVIOUS_LABEL = "ours, previous"
+WARM_UP_LABEL = "ours, beat warm-up"
 
 
-def configurations(poll: float, phases: int, hpa_scale_seconds: float, head_start: float
+def configurations(poll: float, phases: int, hpa_scale_seconds: float, head_start: float,
+                   window: int | None = None, warm_up_replicas: int | None = None
                    ) -> tuple[Configuration, ...]:
-    """The replay's configurations; our operators decide from ``head_start`` seconds
-    before the trace, the HPA model from its start (just before the trace)."""
+    """The replay's configurations, and ours as its production twin runs with the default
+    beat's warm-up (:func:`production_twin`, ``warm_up_replicas`` its ``warmUp.replicas``
+    when given); our operators decide from ``head_start`` seconds before the trace, the
+    HPA model from its start (just before the trace); ``window`` is our scale-down window
+    (the replay's ``--window``)."""
     ours_timings = tuple(Timing(poll, head_start=head_start).spread(phases))
     hpa = Timing(SYNC_SECONDS, phase=SYNC_SECONDS - TICK, drift=hpa_scale_seconds)
+    previous = PREVIOUS if window is None else replace(
+        PREVIOUS, scale_down_stabilization_seconds=window)
+    twin = production_twin(window, warm_up_replicas)
+    (twin_pool,) = twin.pools
     return (
-        Configuration(OURS, lambda: ours(replay_pool()), ours_timings),
-        Configuration(PREVIOUS_LABEL, lambda: ours(replay_pool(PREVIOUS)), ours_timings),
+        Configuration(OURS, lambda: ours(replay_pool(window=window)), ours_timings),
+        Configuration(WARM_UP_LABEL, lambda: ours(twin_pool, BeatWarmUp.of(twin, poll)),
+                      ours_timings),
+        Configuration(PREVIOUS_LABEL, lambda: ours(replay_pool(previous)), ours_timings),
         Configuration(KEDA_REPLAY, keda_like, (hpa,), drains=False),
         Configuration(KEDA_ANY, keda_like, tuple(hpa.spread(phases)), drains=False),
         Configuration(FIXED, fixed, (Timing(poll),), initial=MAX_REPLICAS),
@@ -345,8 +439,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--hpa-scale-seconds", type=float, default=0.0,
                         help="how much later the replay's HPA model syncs after a sync that "
                              "scaled (its kubectl call; default 0)")
+    parser.add_argument("--window", type=int, default=None,
+                        help="our scale-down window in whole seconds, as the replay's "
+                             "--window (default: the CRD's)")
+    parser.add_argument("--warm-up-replicas", type=int, default=None,
+                        help="warmUp.replicas of the production twin's pool (default: the "
+                             "CRD's)")
     args = parser.parse_args(argv)
-    chosen = configurations(args.poll, args.phases, args.hpa_scale_seconds, args.head_start)
+    chosen = configurations(args.poll, args.phases, args.hpa_scale_seconds, args.head_start,
+                            args.window, args.warm_up_replicas)
     startup = Startup(args.start, args.ready_lag)
     table, goals = [], []
     for trace in load(args.trace):
@@ -360,18 +461,19 @@ def main(argv: list[str] | None = None) -> None:
                           times(outcome.worker_seconds, replayed.worker_seconds),
                           times(outcome.p95_wait, anywhen.p95_wait),
                           times(outcome.worker_seconds, anywhen.worker_seconds)))
-        goals.append((trace.name, verdict(outcomes[OURS], replayed),
-                      verdict(outcomes[OURS], anywhen)))
+        goals += [(trace.name, label, verdict(outcomes[label], replayed),
+                   verdict(outcomes[label], anywhen)) for label in (OURS, WARM_UP_LABEL)]
     print_table(["trace", "configuration", "p95 wait s", "worker-s", "wait vs replay's",
                  "worker-s vs replay's", "wait vs any phase", "worker-s vs any phase"],
                 table)
     print(f"\ngoal met (ours at most {WAIT_GOAL:g}x {KEDA}'s p95 wait at most "
           f"{WORKER_SECONDS_GOAL:g}x its worker-seconds)")
-    print_table(["trace", f"vs {KEDA_REPLAY}", f"vs {KEDA_ANY}"], goals)
+    print_table(["trace", "configuration", f"vs {KEDA_REPLAY}", f"vs {KEDA_ANY}"], goals)
+    window = "the CRD's" if args.window is None else f"{args.window:g} s"
     print(f"(a simulation, not a measurement: pods Ready {args.start} s after they "
           f"are asked for, taking tasks {args.ready_lag} s before; our operators "
-          f"deciding from {args.head_start:g} s before the trace; means over {args.phases} "
-          f"phases of the decisions)")
+          f"deciding from {args.head_start:g} s before the trace; our scale-down window "
+          f"{window}; means over {args.phases} phases of the decisions)")
 
 
 if __name__ == "__main__":

@@ -1,16 +1,30 @@
 """The policy simulation takes the replay's traces, the replay's pool, and decides when the
 replay's configurations decide, from when they decide in the replay; its pods start as the
-replay's did."""
+replay's did. Our pool warms up before its fleet's beat as the operator would warm it."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from _traces import Row
+from metamapper_beat import SCHEDULE
+from metamapper_operator.autoscale import waves
 from metamapper_operator.model import Autoscaling
-from policy_simulation import Decider, Spread, Startup, Timing, main, ours, replay_pool, simulate
+from policy_simulation import (
+    BeatWarmUp,
+    Decider,
+    Spread,
+    Startup,
+    Timing,
+    main,
+    ours,
+    production_twin,
+    replay_pool,
+    simulate,
+)
 
 
 def test_every_given_trace_is_simulated(tmp_path: Path,
@@ -21,13 +35,74 @@ def test_every_given_trace_is_simulated(tmp_path: Path,
     main(["--trace", str(tmp_path / "one-trace.csv"), "--trace", str(tmp_path / "two-trace.csv"),
           "--tail", "5", "--phases", "2"])
     table = capsys.readouterr().out.split("\n\n")[0].splitlines()[2:]
-    assert [row.split("  ")[0] for row in table] == ["one"] * 5 + ["two"] * 5
+    assert [row.split("  ")[0] for row in table] == ["one"] * 6 + ["two"] * 6
 
 
 def test_ours_is_the_replays_pool_with_the_defaults() -> None:
     pool = replay_pool()
     assert pool.autoscaling == Autoscaling()
     assert (pool.concurrency, pool.min_replicas, pool.max_replicas) == (2, 1, 8)
+
+
+def test_the_window_is_the_replays() -> None:
+    """``--window`` sets our scale-down window as the replay's ``--window`` does."""
+    assert replay_pool(window=90).autoscaling == Autoscaling(
+        scale_down_stabilization_seconds=90)
+
+
+def test_the_twin_runs_the_default_beat_into_its_pool() -> None:
+    """The fleet as production runs it: its scheduler on and a metastore named, so beat
+    keeps every entry of the default schedule, each routed to a queue of its pool."""
+    fleet = production_twin()
+    beat = waves.beat_of(fleet)
+    assert beat is not None and not beat.ignored
+    assert sorted(timed.entry for timed in beat.entries) == sorted(e.name for e in SCHEDULE)
+    (pool,) = fleet.pools
+    assert {timed.queue for timed in beat.entries} <= set(pool.queues)
+    assert replace(pool, queues=replay_pool().queues) == replay_pool()
+
+
+def test_the_crds_warm_up_is_covered_by_the_replays_minimum() -> None:
+    """warmUp.replicas defaults to 1, the replay's minReplicas: the warm-up never raises
+    the pool, whatever the time."""
+    warm_up = BeatWarmUp.of(production_twin(), poll=2.0)
+    assert warm_up is not None
+    assert all(warm_up.at(now).covered for now in (0.0, 900.0, 1800.0, 2700.0))
+
+
+def test_the_default_beat_keeps_a_warmed_pool_warm_at_all_times() -> None:
+    """Entries that fire every minute: the floor is the same at any time of the day."""
+    warm_up = BeatWarmUp.of(production_twin(warm_up_replicas=3), poll=2.0)
+    assert warm_up is not None
+    warmings = [warm_up.at(hours * 3600.0 + minutes * 60.0)
+                for hours in range(24) for minutes in range(0, 60, 7)]
+    assert {warming.floor for warming in warmings} == {3}
+    assert all("create-check-executions" in warming.continuous for warming in warmings)
+
+
+def test_a_fleet_without_a_scheduler_has_no_warm_up() -> None:
+    assert BeatWarmUp.of(production_twin(scheduler=False), poll=2.0) is None
+
+
+def smallest_after(decider: Decider, after: float) -> int:
+    """Our pool's smallest size asked for after ``after`` s, after 16 tasks of 5 s at 0 s
+    and one of 1 s at 100 s."""
+    sizes: dict[float, int] = {}
+
+    def deciding(pods: int, ready: int, waiting: int, in_flight: int, now: float) -> int:
+        sizes[now] = decider(pods, ready, waiting, in_flight, now)
+        return sizes[now]
+    simulate((Row(0.0, 16, 5.0), Row(100.0, 1, 1.0)), deciding, Timing(2.0), True,
+             FOUR_SECONDS, 120.0)
+    return min(size for now, size in sizes.items() if now > after)
+
+
+def test_the_warm_up_floor_holds_the_pool() -> None:
+    """A warm-up of 3 keeps 3 pods after the burst, where the pool without it falls to 1."""
+    twin = production_twin(warm_up_replicas=3)
+    (pool,) = twin.pools
+    assert smallest_after(ours(pool, BeatWarmUp.of(twin, poll=2.0)), after=0.0) == 3
+    assert smallest_after(ours(pool), after=120.0) == 1
 
 
 FOUR_SECONDS = Startup(ready=Spread(4.0, 4.0), lag=Spread(0.0, 0.0))
