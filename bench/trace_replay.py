@@ -20,7 +20,11 @@ trace row's longest wait per configuration, to show where the waits come from.
   or ``--poll``, in-flight messages counted, drain before delete, the backlog target of the
   concurrency (2 per pod) until the service time is measured, then ``targetWaitSeconds``;
   the scale-down window and tolerance as the CRD defaults them, or the window ``--window``
-  gives);
+  gives). No fleet runs a scheduler: the replay sends every trace's tasks itself, so ours
+  has no beat to warm up for (on the beat trace too: its production twin's warm-up, the
+  default beat's entries every minute at ``warmUp.replicas`` 1, is covered by
+  ``minReplicas`` 1 and would not raise the pool; ``bench/policy_simulation.py`` models
+  it);
 * **KEDA-like**: KEDA's Redis scaler with its defaults behind the HPA's defaults, as
   ``bench/_hpa.py`` models them (a target of 2 per pod, the queue's length only, read
   every 15 s; scale-up by max(100 %, 4 pods) per 15 s; scale-down to the highest
