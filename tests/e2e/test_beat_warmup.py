@@ -4,10 +4,13 @@ The fleet's beat sends one workload task every two minutes (a crontab, ``*/2 * *
 the queue of a pool whose minimum is 0; the worker image's own entries for that queue are
 taken out (the heartbeat), so nothing else wakes the pool. The operator raises the pool's
 minimum ``leadSeconds`` before the entry fires and lets the policy take it back to zero
-after: a worker pod is Ready before the entry fires, and the task beat sends starts within
-a second of its due time. Beat sends an entry at its due time or just after (Celery's
-crontab is due once its time has come), so the start measured from the due time bounds the
-start measured from the send.
+after: a worker pod is Ready within the second the entry fires, and the task beat sends
+starts within a second of its due time. (A condition's time is kept to the second, and a
+worker takes tasks before its readiness probe counts it Ready: on a loaded machine, where
+a pod takes about the whole lead to start, it may show Ready in the due second itself
+while its worker has already taken the wave's task.) Beat sends an entry at its due time
+or just after (Celery's crontab is due once its time has come), so the start measured
+from the due time bounds the start measured from the send.
 """
 
 from __future__ import annotations
@@ -106,7 +109,7 @@ def test_a_beat_wave_finds_its_pool_warm_and_its_first_task_starts_at_once(
         ready = [at for pod in fleet.live_pods() if (at := ready_at(pod)) is not None]
         print(f"wave due {due:.0f}: lead {lead:.0f} s; pod ready {due - min(ready):.1f} s "
               f"before; task started {started - due:.2f} s after its due time")
-        assert min(ready) < due, "no worker pod was Ready before the entry fired"
+        assert min(ready) <= due, "no worker pod was Ready within the second the entry fired"
         assert started - due <= START_WITHIN_SECONDS
 
         # The warm-up let the pool go: back at zero before the next wave's warm-up.

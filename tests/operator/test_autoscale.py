@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 import urllib.request
+import uuid
 from functools import partial
 from typing import Any
 
@@ -38,13 +39,28 @@ def redis_fleet(url: str, name: str = "mm", **pool: Any) -> dict[str, Any]:
 
 
 def push(url: str, count: int, queue: str = "default", priority: int | None = None) -> None:
-    """Send real Celery task messages (nobody consumes them here)."""
+    """Send real Celery task messages (nobody consumes them here) as one burst.
+
+    They are sent to a staging queue of their own, then moved onto ``queue`` (each
+    priority's list onto its twin) in one transaction: sent one by one, a loaded machine
+    takes longer than a poll to send them, and the operator, measuring a burst half-sent,
+    scales in two steps where the test expects one."""
+    staging = f"{queue}.staging.{uuid.uuid4().hex}"
     app = Celery("producer", broker=url, set_as_current=False)
     try:
         for _ in range(count):
-            app.send_task("metamapper.noop", queue=queue, priority=priority)
+            app.send_task("metamapper.noop", queue=staging, priority=priority)
     finally:
         app.close()
+    client = redis.Redis.from_url(url)
+    with client.pipeline(transaction=True) as moves:
+        for key in client.keys(f"{staging}*"):   # the queue, or its priorities' lists
+            target = queue.encode() + key[len(staging):]
+            for _ in range(client.llen(key)):
+                moves.rpoplpush(key, target)     # oldest first: the order is kept
+        moves.execute()
+    client.delete(*client.keys(f"_kombu.binding*.{staging}"))  # kombu's records of it
+    client.close()
 
 
 def replicas(cluster: Cluster, namespace: str, name: str = "mm-default") -> int:
