@@ -40,13 +40,17 @@ def test_scale_down_removes_idle_pods_and_interrupts_no_running_task(
         fleets: Fleets, redis_url: str) -> None:
     """One long task and three short ones on single-process workers, one task per pod:
     four pods. When the short ones are done the backlog is the long task in flight, so
-    after the window the pool shrinks to one: the pod running the long task must stay."""
+    after the window the pool shrinks to one: the pod running the long task must stay.
+
+    The long task outlasts the new pods' start (up to about 15 s on a loaded machine),
+    the short tasks, the window and the shrink's steps (one a cycle, 4 -> 3 -> 2 -> 1):
+    once it is done, every pod is idle and any of them may stay."""
     fleet = fleets("drain", redis_url)
     fleet.apply({"concurrency": 1})
     fleet.wait_for_workers(1)
     replicas = ReplicasWatch(fleet.stack, fleet.deployment)
     pods = PodsWatch(fleet.stack, fleet.name)
-    (long,) = fleet.send(1, 20.0)
+    (long,) = fleet.send(1, 45.0)
     short = fleet.send(3, 1.0)
 
     wait_until(lambda: fleet.replicas() == 4, timeout=15, what="4 pods")
@@ -64,8 +68,8 @@ def test_scale_down_removes_idle_pods_and_interrupts_no_running_task(
     assert result == Tally(sent=4, done=4, lost=0, duplicated=0, interrupted=0)
     (ran,) = records(fleet.records, "started", long)
     (finished,) = records(fleet.records, "done", long)
-    shrunk_at = next(at for at, n in replicas.changes() if n < 4)
-    assert shrunk_at < finished.at, "the pool shrank only after the long task was done"
+    at_one = [at for at, n in replicas.changes() if n == 1][-1]
+    assert at_one < finished.at, "the pool reached one pod only after the long task was done"
     assert survivor == ran.pod
     seen = pods.pods()
     removed = {name: pod.deleted_at for name, pod in seen.items()
