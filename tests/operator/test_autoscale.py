@@ -59,7 +59,8 @@ def push(url: str, count: int, queue: str = "default", priority: int | None = No
             for _ in range(client.llen(key)):
                 moves.rpoplpush(key, target)     # oldest first: the order is kept
         moves.execute()
-    client.delete(*client.keys(f"_kombu.binding*.{staging}"))  # kombu's records of it
+    if records := client.keys(f"_kombu.binding*.{staging}"):   # kombu's records of it
+        client.delete(*records)
     client.close()
 
 
