@@ -194,7 +194,8 @@ def main(argv: list[str] | None = None) -> None:
     ranked = sorted((score(s, traces, args.phases, bias) for s in {*grid, defaults}),
                     key=lambda scored: scored.margin)
     met = sum(scored.margin <= 1 for scored in ranked)
-    best = [*ranked[:args.best], *(s for s in ranked if s.settings == defaults)]
+    best = ranked[:args.best]
+    best += [s for s in ranked[args.best:] if s.settings == defaults]
     print(f"\n{len(ranked)} combinations, {met} meet the goal on every trace "
           f"(wait / worker-seconds: ratios to KEDA-like as measured, {args.phases} phases)")
     print_table(["settings", "margin", *(t.name for t in traces)],
