@@ -85,6 +85,7 @@ FAST_TESTS := tests/unit tests/devenv/test_waiting.py tests/devenv/test_monitors
   tests/tasks/test_config.py tests/tasks/test_diff.py \
   tests/tasks/test_redact.py tests/devenv/test_dns_manifests.py \
   tests/bench/test_traces.py tests/bench/test_trace_replay.py tests/bench/test_policy_simulation.py \
+  tests/bench/test_policy_search.py \
   tests/test_groups.py tests/test_scheduling.py \
   tests/bench/test_chaos_faults.py tests/bench/test_chaos_ledger.py tests/bench/test_chaos_report.py \
   tests/bench/test_chaos_upgrade_checks.py tests/devenv/test_releases.py

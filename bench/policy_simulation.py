@@ -26,7 +26,9 @@ docs/benchmarks/index.md, "Every trace"):
   worker-seconds against the measured 12.0 s and 916 (with pods ready in 4 s and no head
   start it gave 6.0 s).
 
-The draws are seeded, so a run's figures repeat. The configurations are the replay's:
+The draws are seeded, so a run's figures repeat (``--seed`` gives other draws: how much a
+figure owes to them). The configurations are the replay's, at its maximum of pods or
+``--max-replicas``, all the same:
 
 * **ours**: the policy and the service-time sizing (``autoscale/policy.py``,
   ``autoscale/latency.py``) on the replay's pool (``trace_replay.pool_spec``, parsed as the
@@ -80,6 +82,7 @@ Usage::
                                       [--head-start 16] [--poll 2] [--tail 330]
                                       [--phases 8] [--hpa-scale-seconds 0]
                                       [--window SECONDS] [--warm-up-replicas N]
+                                      [--max-replicas 8] [--seed 0]
 """
 
 from __future__ import annotations
@@ -187,21 +190,23 @@ Decider = Callable[[int, int, int, int, float], int]
 """(pods, ready pods, waiting, in flight, now) -> the size wanted."""
 
 
-def replay_spec(window: int | None = None) -> dict[str, Any]:
-    """The replay's Metamapper of our defaults (``window``: its ``--window``): no scheduler,
-    one pool."""
-    ours = next(config for config in configs(MAX_REPLICAS, window, 2.0, "simulation")
+def replay_spec(window: int | None = None, max_replicas: int = MAX_REPLICAS
+                ) -> dict[str, Any]:
+    """The replay's Metamapper of our defaults (``window``, ``max_replicas``: its
+    ``--window``, ``--max-replicas``): no scheduler, one pool."""
+    ours = next(config for config in configs(max_replicas, window, 2.0, "simulation")
                 if config.label == OURS)
     return {"metadata": {"namespace": ours.namespace, "name": "simulation"},
             "spec": {"image": "worker", "broker": {"url": "redis://broker:6379/0"},
                      "scheduler": {"enabled": False},
-                     "pools": [pool_spec(ours, MAX_REPLICAS)]}}
+                     "pools": [pool_spec(ours, max_replicas)]}}
 
 
-def replay_pool(autoscaling: Autoscaling | None = None, window: int | None = None) -> Pool:
+def replay_pool(autoscaling: Autoscaling | None = None, window: int | None = None,
+                max_replicas: int = MAX_REPLICAS) -> Pool:
     """The replay's pool of our defaults, as the operator parses it (``autoscaling``
     instead of what it parses to, when given)."""
-    (pool,) = parse(replay_spec(window)).pools
+    (pool,) = parse(replay_spec(window, max_replicas)).pools
     return pool if autoscaling is None else replace(pool, autoscaling=autoscaling)
 
 
@@ -210,14 +215,14 @@ BEAT_QUEUES = tuple(dict.fromkeys((DEFAULT_QUEUE, *(queue for _, queue in ROUTES
 
 
 def production_twin(window: int | None = None, warm_up_replicas: int | None = None,
-                    scheduler: bool = True) -> Fleet:
+                    scheduler: bool = True, max_replicas: int = MAX_REPLICAS) -> Fleet:
     """The replay's fleet as production runs it beside the beat the beat trace compresses,
     as the operator parses it: its scheduler on (the CRD's default; ``scheduler`` False
     turns it off), a metastore named (without one beat keeps only its heartbeat, on the
     default queue), its pool consuming every queue of :data:`BEAT_QUEUES` (the trace is
     what such a pool sees) with the CRD's ``warmUp`` (``warm_up_replicas`` instead of
     its ``replicas``, when given); the rest is the replay's."""
-    body = replay_spec(window)
+    body = replay_spec(window, max_replicas)
     spec = body["spec"]
     (pool,) = spec["pools"]
     pool["queues"] = list(BEAT_QUEUES)
@@ -282,16 +287,16 @@ def ours(pool: Pool, warm_up: BeatWarmUp | None = None) -> Decider:
     return decider
 
 
-def keda_like() -> Decider:
-    hpa = Hpa(Behaviour(target=CONCURRENCY, min_replicas=1, max_replicas=MAX_REPLICAS))
+def keda_like(max_replicas: int = MAX_REPLICAS) -> Decider:
+    hpa = Hpa(Behaviour(target=CONCURRENCY, min_replicas=1, max_replicas=max_replicas))
 
     def decider(pods: int, ready: int, waiting: int, in_flight: int, now: float) -> int:
         return hpa.step(pods, waiting, now)
     return decider
 
 
-def fixed() -> Decider:
-    return lambda pods, ready, waiting, in_flight, now: MAX_REPLICAS
+def fixed(max_replicas: int = MAX_REPLICAS) -> Decider:
+    return lambda pods, ready, waiting, in_flight, now: max_replicas
 
 
 def simulate(trace: Sequence[Row], decider: Decider, timing: Timing, drains: bool,
@@ -372,36 +377,43 @@ WARM_UP_LABEL = "ours, beat warm-up"
 
 
 def configurations(poll: float, phases: int, hpa_scale_seconds: float, head_start: float,
-                   window: int | None = None, warm_up_replicas: int | None = None
-                   ) -> tuple[Configuration, ...]:
+                   window: int | None = None, warm_up_replicas: int | None = None,
+                   max_replicas: int = MAX_REPLICAS) -> tuple[Configuration, ...]:
     """The replay's configurations, and ours as its production twin runs with the default
     beat's warm-up (:func:`production_twin`, ``warm_up_replicas`` its ``warmUp.replicas``
     when given); our operators decide from ``head_start`` seconds before the trace, the
     HPA model from its start (just before the trace); ``window`` is our scale-down window
-    (the replay's ``--window``)."""
+    (the replay's ``--window``), ``max_replicas`` every configuration's maximum (the
+    replay's ``--max-replicas``)."""
     ours_timings = tuple(Timing(poll, head_start=head_start).spread(phases))
     hpa = Timing(SYNC_SECONDS, phase=SYNC_SECONDS - TICK, drift=hpa_scale_seconds)
     previous = PREVIOUS if window is None else replace(
         PREVIOUS, scale_down_stabilization_seconds=window)
-    twin = production_twin(window, warm_up_replicas)
+    twin = production_twin(window, warm_up_replicas, max_replicas=max_replicas)
     (twin_pool,) = twin.pools
+    keda = partial(keda_like, max_replicas)
     return (
-        Configuration(OURS, lambda: ours(replay_pool(window=window)), ours_timings),
+        Configuration(OURS, lambda: ours(replay_pool(window=window, max_replicas=max_replicas)),
+                      ours_timings),
         Configuration(WARM_UP_LABEL, lambda: ours(twin_pool, BeatWarmUp.of(twin, poll)),
                       ours_timings),
-        Configuration(PREVIOUS_LABEL, lambda: ours(replay_pool(previous)), ours_timings),
-        Configuration(KEDA_REPLAY, keda_like, (hpa,), drains=False),
-        Configuration(KEDA_ANY, keda_like, tuple(hpa.spread(phases)), drains=False),
-        Configuration(FIXED, fixed, (Timing(poll),), initial=MAX_REPLICAS),
+        Configuration(PREVIOUS_LABEL,
+                      lambda: ours(replay_pool(previous, max_replicas=max_replicas)),
+                      ours_timings),
+        Configuration(KEDA_REPLAY, keda, (hpa,), drains=False),
+        Configuration(KEDA_ANY, keda, tuple(hpa.spread(phases)), drains=False),
+        Configuration(FIXED, partial(fixed, max_replicas), (Timing(poll),),
+                      initial=max_replicas),
     )
 
 
-def run(trace: Sequence[Row], config: Configuration, startup: Startup, tail: float
-        ) -> Outcome:
-    """The mean over the configuration's timings, each with its own seed."""
+def run(trace: Sequence[Row], config: Configuration, startup: Startup, tail: float,
+        seed: int = 0) -> Outcome:
+    """The mean over the configuration's timings, each with its own seed: ``seed`` for the
+    first, one more for each next."""
     return Outcome.mean([simulate(trace, config.make(), timing, config.drains, startup, tail,
-                                  config.initial, seed)
-                         for seed, timing in enumerate(config.timings)])
+                                  config.initial, seed + n)
+                         for n, timing in enumerate(config.timings)])
 
 
 def times(ours: float, theirs: float) -> str:
@@ -445,13 +457,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warm-up-replicas", type=int, default=None,
                         help="warmUp.replicas of the production twin's pool (default: the "
                              "CRD's)")
+    parser.add_argument("--max-replicas", type=int, default=MAX_REPLICAS,
+                        help="every configuration's maximum (and the fixed fleet's size), "
+                             f"as the replay's --max-replicas (default {MAX_REPLICAS})")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="the pod starts' draws are seeded with this and the next "
+                             "--phases - 1 figures, one per phase (default 0)")
     args = parser.parse_args(argv)
     chosen = configurations(args.poll, args.phases, args.hpa_scale_seconds, args.head_start,
-                            args.window, args.warm_up_replicas)
+                            args.window, args.warm_up_replicas, args.max_replicas)
     startup = Startup(args.start, args.ready_lag)
     table, goals = [], []
     for trace in load(args.trace):
-        outcomes = {config.label: run(trace.rows, config, startup, args.tail)
+        outcomes = {config.label: run(trace.rows, config, startup, args.tail, args.seed)
                     for config in chosen}
         replayed, anywhen = outcomes[KEDA_REPLAY], outcomes[KEDA_ANY]
         for label, outcome in outcomes.items():
@@ -473,7 +491,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"(a simulation, not a measurement: pods Ready {args.start} s after they "
           f"are asked for, taking tasks {args.ready_lag} s before; our operators "
           f"deciding from {args.head_start:g} s before the trace; our scale-down window "
-          f"{window}; means over {args.phases} phases of the decisions)")
+          f"{window}; at most {args.max_replicas} pods; means over {args.phases} phases "
+          f"of the decisions, seeds from {args.seed})")
 
 
 if __name__ == "__main__":

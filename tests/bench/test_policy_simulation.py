@@ -14,15 +14,21 @@ from metamapper_beat import SCHEDULE
 from metamapper_operator.autoscale import waves
 from metamapper_operator.model import Autoscaling
 from policy_simulation import (
+    FIXED,
+    KEDA_ANY,
+    KEDA_REPLAY,
+    OURS,
     BeatWarmUp,
     Decider,
     Spread,
     Startup,
     Timing,
+    configurations,
     main,
     ours,
     production_twin,
     replay_pool,
+    run,
     simulate,
 )
 
@@ -48,6 +54,29 @@ def test_the_window_is_the_replays() -> None:
     """``--window`` sets our scale-down window as the replay's ``--window`` does."""
     assert replay_pool(window=90).autoscaling == Autoscaling(
         scale_down_stabilization_seconds=90)
+
+
+def test_the_maximum_is_every_configurations() -> None:
+    """``--max-replicas`` caps ours, KEDA-like and the fixed fleet alike, as the replay's
+    does: a backlog of 100 takes each to 12 pods, none further."""
+    chosen = {config.label: config
+              for config in configurations(2.0, 1, 0.0, 0.0, max_replicas=12)}
+    assert replay_pool(max_replicas=12).max_replicas == 12
+    for label in (OURS, KEDA_REPLAY, KEDA_ANY, FIXED):
+        decider, pods = chosen[label].make(), 1
+        for now in range(0, 300, 15):
+            pods = decider(pods, pods, 100, 0, float(now))
+        assert pods == 12, label
+    assert chosen[FIXED].initial == 12
+
+
+def test_a_seed_draws_other_pod_starts() -> None:
+    """The same seed repeats a run's figures; another draws other pod starts."""
+    (config,) = (c for c in configurations(2.0, 2, 0.0, 16.0) if c.label == OURS)
+    trace = (Row(0.0, 20, 3.0), Row(40.0, 20, 3.0))
+    by_seed = [run(trace, config, Startup(), 10.0, seed) for seed in (0, 0, 1, 2)]
+    assert by_seed[0] == by_seed[1]
+    assert len(set(by_seed[1:])) == 3
 
 
 def test_the_twin_runs_the_default_beat_into_its_pool() -> None:
