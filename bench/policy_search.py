@@ -47,17 +47,21 @@ from _common import print_table
 from _traces import Trace, load
 from metamapper_operator.model import Autoscaling
 from policy_simulation import (
+    HEAD_START,
+    OURS,
+    POLL,
+    TAIL,
     WAIT_GOAL,
     WORKER_SECONDS_GOAL,
+    Configuration,
     Outcome,
     Startup,
     Timing,
     ours,
     replay_pool,
-    simulate,
+    run,
 )
 
-HEAD_START, POLL, TAIL = 16.0, 2.0, 330.0   # policy_simulation.py's defaults
 T = TypeVar("T")
 
 
@@ -108,9 +112,9 @@ def outcome(trace: Trace, auto: Autoscaling, phases: int, seed: int = 0) -> Outc
     """Ours on ``trace`` with ``auto``: the mean over ``phases`` phases, seeded from
     ``seed`` as ``policy_simulation.py --seed`` seeds them."""
     pool = replay_pool(auto)
-    return Outcome.mean([
-        simulate(trace.rows, ours(pool), timing, True, Startup(), TAIL, 1, seed + n)
-        for n, timing in enumerate(Timing(POLL, head_start=HEAD_START).spread(phases))])
+    config = Configuration(OURS, lambda: ours(pool),
+                           tuple(Timing(POLL, head_start=HEAD_START).spread(phases)))
+    return run(trace.rows, config, Startup(), TAIL, seed)
 
 
 @dataclass(frozen=True)

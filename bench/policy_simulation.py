@@ -109,6 +109,8 @@ from metamapper_operator.model import Autoscaling, Fleet, Pool, parse
 from trace_replay import CONCURRENCY, FIXED, KEDA, MAX_REPLICAS, OURS, configs, pool_spec
 
 TICK = 0.25        # seconds per simulation step
+#: The defaults of ``--head-start``, ``--poll`` and ``--tail`` (seconds).
+HEAD_START, POLL, TAIL = 16.0, 2.0, 330.0
 # The defaults before the steps and the service-time sizing.
 PREVIOUS = Autoscaling(scale_down_percentile=100, scale_down_step_percent=100,
                        panic_window_seconds=0, target_wait_seconds=0.0)
@@ -440,12 +442,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ready-lag", type=Spread.parse, default=Startup().lag,
                         help="seconds a worker takes tasks before its pod counts Ready, one "
                              "figure or a range (default 0.5-2.5)")
-    parser.add_argument("--head-start", type=float, default=16.0,
+    parser.add_argument("--head-start", type=float, default=HEAD_START,
                         help="seconds our operators decide before the trace begins "
                              "(default 16)")
-    parser.add_argument("--poll", type=float, default=2.0,
+    parser.add_argument("--poll", type=float, default=POLL,
                         help="our polling interval in seconds (default 2)")
-    parser.add_argument("--tail", type=float, default=330.0)
+    parser.add_argument("--tail", type=float, default=TAIL)
     parser.add_argument("--phases", type=int, default=8,
                         help="phases of the decisions simulated and averaged (default 8)")
     parser.add_argument("--hpa-scale-seconds", type=float, default=0.0,
